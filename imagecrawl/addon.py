@@ -1,0 +1,26 @@
+"""The imagecrawl add-on: settings that depend on other settings, fixed before the crawl starts."""
+
+from __future__ import annotations
+
+import logging
+
+from scrapy.settings import BaseSettings
+
+from imagecrawl import __version__
+
+logger = logging.getLogger(__name__)
+
+UA_TOKEN = "imagecrawl"
+
+
+def user_agent(contact: str) -> str:
+    """The honest User-Agent: product token, version and a way to reach the operator."""
+    contact = contact.strip()
+    return f"{UA_TOKEN}/{__version__} (+{contact})" if contact else f"{UA_TOKEN}/{__version__}"
+
+
+class ImagecrawlAddon:
+    def update_settings(self, settings: BaseSettings) -> None:
+        if settings.getpriority("USER_AGENT") in (None, 0, 10):
+            # Only replace Scrapy's own default, never a value the user set.
+            settings.set("USER_AGENT", user_agent(settings.get("IMAGECRAWL_CONTACT", "")), priority="addon")

@@ -1,0 +1,39 @@
+"""The dataset record, as a Scrapy item (a dataclass read through itemadapter)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+
+@dataclass(slots=True)
+class PromptImage:
+    """One prompt/image pair. Field names and order follow :data:`imagecrawl.schema.SCHEMA`."""
+
+    id: str
+    source: str
+    image_url: str
+    image_sha256: str
+    crawled_at: datetime
+    source_id: str | None = None
+    page_url: str | None = None
+    prompt: str | None = None
+    negative_prompt: str | None = None
+    model: str | None = None
+    seed: int | None = None
+    steps: int | None = None
+    cfg_scale: float | None = None
+    sampler: str | None = None
+    width: int | None = None
+    height: int | None = None
+    params: str | None = None
+    metadata_source: str | None = None
+    image_phash: int | None = None
+    image_format: str | None = None
+    image_size_bytes: int | None = None
+    author_hash: str | None = None
+    nsfw: str | None = None
+    license: str | None = None
+    duplicate_of: str | None = None
+    image: dict[str, Any] | None = field(default=None, repr=False)

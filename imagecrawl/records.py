@@ -1,0 +1,161 @@
+"""Turn downloaded image bytes plus what the page/API said into a :class:`PromptImage`.
+
+Pure: no Scrapy imports. The source's own values (API JSON, HTML) win where present; the image file's
+embedded metadata fills the rest; pixel facts always come from the bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import math
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from imagecrawl.items import PromptImage
+from imagecrawl.media import DEFAULT_MAX_PIXELS, probe_image
+from imagecrawl.metadata import extract_metadata
+
+logger = logging.getLogger(__name__)
+
+INT32_MAX = 2**31 - 1
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+
+@dataclass(slots=True)
+class SourceHints:
+    """What the source itself says about an image (all optional)."""
+
+    source: str
+    source_id: str | None = None
+    page_url: str | None = None
+    prompt: str | None = None
+    negative_prompt: str | None = None
+    model: str | None = None
+    seed: int | None = None
+    steps: int | None = None
+    cfg_scale: float | None = None
+    sampler: str | None = None
+    author: str | None = None
+    nsfw: str | None = None
+    license: str | None = None
+    #: where the prompt came from when the source gives it: "api" or "html"
+    origin: str = "api"
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def to_meta(self) -> dict[str, Any]:
+        """A plain dict, for Request.cb_kwargs / meta (survives disk queues)."""
+        return {k: getattr(self, k) for k in self.__slots__}  # type: ignore[attr-defined]
+
+    @classmethod
+    def from_meta(cls, data: dict[str, Any]) -> SourceHints:
+        return cls(**{k: v for k, v in data.items() if k in cls.__slots__})  # type: ignore[attr-defined]
+
+
+def _clean_text(value: Any) -> str | None:
+    if value is None:
+        return None
+    text = str(value).replace("\x00", "").strip()
+    return text or None
+
+
+def _int(value: Any, lo: int = INT64_MIN, hi: int = INT64_MAX) -> int | None:
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        number = int(str(value).strip()) if isinstance(value, str) else int(value)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return number if lo <= number <= hi else None
+
+
+def _float(value: Any) -> float | None:
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def author_hash(author: str | None, salt: bytes) -> str | None:
+    """A salted HMAC of the author's name: stable within one store, not reversible by a dictionary."""
+    if not author:
+        return None
+    return hmac.new(salt, author.encode("utf-8", "surrogatepass"), hashlib.sha256).hexdigest()[:32]
+
+
+def build_record(
+    *,
+    hints: SourceHints,
+    image_url: str,
+    body: bytes,
+    salt: bytes,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    now: datetime | None = None,
+) -> PromptImage:
+    """Build the record; raises :class:`imagecrawl.media.MediaError` for a body that is not an image."""
+    facts = probe_image(body, max_pixels=max_pixels)
+    meta = extract_metadata(body)
+    params: dict[str, Any] = {}
+    if meta.params:
+        params.update(meta.params)
+    if meta.width and meta.height and (meta.width, meta.height) != (facts.width, facts.height):
+        params["generation_size"] = f"{meta.width}x{meta.height}"
+    if meta.generator:
+        params.setdefault("generator", meta.generator)
+    params.update(hints.params)
+
+    prompt = _clean_text(hints.prompt)
+    if prompt is not None:
+        metadata_source: str | None = hints.origin
+        negative = _clean_text(hints.negative_prompt)
+    else:
+        prompt = _clean_text(meta.prompt)
+        negative = _clean_text(meta.negative_prompt)
+        metadata_source = meta.metadata_source if (prompt or meta.found()) else None
+
+    def pick(own: Any, embedded: Any) -> Any:
+        return own if own is not None else embedded
+
+    source_id = _clean_text(hints.source_id)
+    record_id = f"{hints.source}:{source_id}" if source_id else f"sha256:{facts.sha256}"
+    return PromptImage(
+        id=record_id,
+        source=hints.source,
+        source_id=source_id,
+        page_url=hints.page_url,
+        image_url=image_url,
+        prompt=prompt,
+        negative_prompt=negative,
+        model=_clean_text(pick(hints.model, meta.model)),
+        seed=_int(pick(hints.seed, meta.seed)),
+        steps=_int(pick(hints.steps, meta.steps), 0, INT32_MAX),
+        cfg_scale=_float(pick(hints.cfg_scale, meta.cfg_scale)),
+        sampler=_clean_text(pick(hints.sampler, meta.sampler)),
+        width=facts.width,
+        height=facts.height,
+        params=json.dumps(params, ensure_ascii=False, sort_keys=True, default=str) if params else None,
+        metadata_source=metadata_source,
+        image_sha256=facts.sha256,
+        image_phash=facts.phash,
+        image_format=facts.format,
+        image_size_bytes=facts.size_bytes,
+        author_hash=author_hash(hints.author, salt),
+        nsfw=_clean_text(hints.nsfw),
+        license=_clean_text(hints.license),
+        crawled_at=now or datetime.now(UTC),
+        image={"bytes": body, "path": _image_name(image_url, facts.sha256, facts.format)},
+    )
+
+
+_EXT = {"PNG": "png", "JPEG": "jpg", "WEBP": "webp", "GIF": "gif", "BMP": "bmp", "AVIF": "avif"}
+
+
+def _image_name(url: str, sha256: str, fmt: str) -> str:
+    """The ``image.path`` value: a stable file name (datasets uses it as the file name on export)."""
+    return f"{sha256}.{_EXT.get(fmt, 'bin')}"

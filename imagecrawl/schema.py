@@ -1,0 +1,77 @@
+"""The Arrow schema of the dataset (v1): column names and types are a contract.
+
+Pure module: no Scrapy imports.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Final
+
+import pyarrow as pa
+
+SCHEMA_VERSION: Final = "1"
+SCHEMA_VERSION_KEY: Final = b"imagecrawl.schema_version"
+
+#: Column order matters: ``image`` stays last so analytics that skip it stay fast.
+SCHEMA: Final = pa.schema(
+    [
+        pa.field("id", pa.string(), nullable=False),
+        pa.field("source", pa.string(), nullable=False),
+        pa.field("source_id", pa.string()),
+        pa.field("page_url", pa.string()),
+        pa.field("image_url", pa.string(), nullable=False),
+        pa.field("prompt", pa.string()),
+        pa.field("negative_prompt", pa.string()),
+        pa.field("model", pa.string()),
+        pa.field("seed", pa.int64()),
+        pa.field("steps", pa.int32()),
+        pa.field("cfg_scale", pa.float32()),
+        pa.field("sampler", pa.string()),
+        pa.field("width", pa.int32()),
+        pa.field("height", pa.int32()),
+        pa.field("params", pa.string()),
+        pa.field("metadata_source", pa.string()),
+        pa.field("image_sha256", pa.string(), nullable=False),
+        pa.field("image_phash", pa.int64()),
+        pa.field("image_format", pa.string()),
+        pa.field("image_size_bytes", pa.int64()),
+        pa.field("author_hash", pa.string()),
+        pa.field("nsfw", pa.string()),
+        pa.field("license", pa.string()),
+        pa.field("duplicate_of", pa.string()),
+        pa.field("crawled_at", pa.timestamp("us", tz="UTC"), nullable=False),
+        pa.field("image", pa.struct([pa.field("bytes", pa.binary()), pa.field("path", pa.string())])),
+    ]
+)
+
+COLUMNS: Final = tuple(SCHEMA.names)
+
+
+def _hf_features() -> dict[str, Any]:
+    """The ``datasets`` feature description, so ``image`` loads as an ``Image`` feature."""
+    features: dict[str, Any] = {}
+    for field in SCHEMA:
+        if field.name == "image":
+            features["image"] = {"_type": "Image"}
+            continue
+        dtype = {
+            pa.string(): "string",
+            pa.int64(): "int64",
+            pa.int32(): "int32",
+            pa.float32(): "float32",
+        }.get(field.type)
+        if dtype is None and pa.types.is_timestamp(field.type):
+            dtype = "timestamp[us, tz=UTC]"
+        features[field.name] = {"dtype": dtype, "_type": "Value"}
+    return {"info": {"features": features}}
+
+
+def schema_with_metadata() -> pa.Schema:
+    """SCHEMA plus the file-level metadata every shard carries."""
+    return SCHEMA.with_metadata(
+        {
+            SCHEMA_VERSION_KEY: SCHEMA_VERSION.encode(),
+            b"huggingface": json.dumps(_hf_features()).encode(),
+        }
+    )

@@ -1,0 +1,65 @@
+"""The base class of every site adapter: images are ordinary scheduled requests, turned into records here."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import scrapy
+from scrapy.http import Response
+
+from imagecrawl.items import PromptImage
+from imagecrawl.media import MediaError
+from imagecrawl.records import SourceHints, build_record
+from imagecrawl.state import author_salt, state_dir_for
+
+logger = logging.getLogger(__name__)
+
+#: Image requests outrank page requests: finishing started items keeps the frontier small.
+IMAGE_PRIORITY = 10
+
+
+class ImageSpider(scrapy.Spider):
+    """Subclasses yield :meth:`image_request` for every image they find."""
+
+    _salt: bytes | None = None
+
+    def image_request(self, url: str, hints: SourceHints, **kwargs: Any) -> scrapy.Request:
+        meta = {"imagecrawl_kind": "image", **kwargs.pop("meta", {})}
+        return scrapy.Request(
+            url,
+            callback=self.parse_image,
+            cb_kwargs={"hints": hints.to_meta()},
+            meta=meta,
+            priority=kwargs.pop("priority", IMAGE_PRIORITY),
+            **kwargs,
+        )
+
+    @property
+    def salt(self) -> bytes:
+        if self._salt is None:
+            settings = self.crawler.settings
+            state = state_dir_for(settings.get("IMAGECRAWL_STORE"), settings.get("IMAGECRAWL_STATE_DIR", ""))
+            self._salt = author_salt(state, settings.get("IMAGECRAWL_AUTHOR_SALT", ""))
+        return self._salt
+
+    def parse_image(self, response: Response, hints: dict[str, Any]) -> Iterator[PromptImage]:
+        stats = self.crawler.stats
+        assert stats is not None
+        try:
+            record = build_record(
+                hints=SourceHints.from_meta(hints),
+                image_url=response.url,
+                body=response.body,
+                salt=self.salt,
+                max_pixels=self.crawler.settings.getint("IMAGECRAWL_MAX_IMAGE_PIXELS"),
+            )
+        except MediaError as exc:
+            stats.inc_value(f"imagecrawl/media/errors/{exc.kind}")
+            logger.warning("Skipping %s: %s (%s)", response.url, exc, exc.kind)
+            return
+        stats.inc_value("imagecrawl/media/images")
+        if record.metadata_source is not None and record.metadata_source not in ("api", "html"):
+            stats.inc_value("imagecrawl/metadata/from_file")
+        yield record
