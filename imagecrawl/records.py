@@ -48,11 +48,11 @@ class SourceHints:
 
     def to_meta(self) -> dict[str, Any]:
         """A plain dict, for Request.cb_kwargs / meta (survives disk queues)."""
-        return {k: getattr(self, k) for k in self.__slots__}  # type: ignore[attr-defined]
+        return {k: getattr(self, k) for k in self.__slots__}
 
     @classmethod
     def from_meta(cls, data: dict[str, Any]) -> SourceHints:
-        return cls(**{k: v for k, v in data.items() if k in cls.__slots__})  # type: ignore[attr-defined]
+        return cls(**{k: v for k, v in data.items() if k in cls.__slots__})
 
 
 def _clean_text(value: Any) -> str | None:

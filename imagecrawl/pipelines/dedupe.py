@@ -1,0 +1,61 @@
+"""Exact dedupe: drop an image whose sha256 (or a record whose id) is already committed or pending."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Self
+
+from itemadapter import ItemAdapter
+from scrapy import signals
+from scrapy.crawler import Crawler
+from scrapy.exceptions import DropItem, NotConfigured
+
+from imagecrawl.pipelines._state import crawl_storage
+
+logger = logging.getLogger(__name__)
+
+
+class DuplicateItem(DropItem):
+    """Dropped because an equal image or id is already committed or pending."""
+
+
+class DedupePipeline:
+    def __init__(self, crawler: Crawler) -> None:
+        self.crawler = crawler
+        assert crawler.stats is not None
+        self.stats = crawler.stats
+        self.storage = crawl_storage(crawler)
+        crawler.signals.connect(self.item_dropped, signal=signals.item_dropped)
+
+    @classmethod
+    def from_crawler(cls, crawler: Crawler) -> Self:
+        if not crawler.settings.getbool("IMAGECRAWL_DEDUPE_ENABLED", True):
+            raise NotConfigured("IMAGECRAWL_DEDUPE_ENABLED is off")
+        return cls(crawler)
+
+    def open_spider(self) -> None:
+        storage = self.storage
+        if not storage.reconciled:
+            added = storage.ledger.reconcile(storage.store)
+            storage.reconciled = True
+            if added:
+                self.stats.inc_value("imagecrawl/dedupe/reconciled_shards", added)
+
+    def process_item(self, item: Any) -> Any:
+        adapter = ItemAdapter(item)
+        sha, item_id = adapter["image_sha256"], adapter["id"]
+        reason = self.storage.ledger.duplicate_reason(sha, item_id)
+        if reason is not None:
+            self.stats.inc_value(f"imagecrawl/dedupe/dropped/{reason}")
+            raise DuplicateItem(
+                f"duplicate {reason}: {item_id} ({adapter.get('image_url')})", log_level="DEBUG"
+            )
+        self.storage.ledger.reserve(sha, item_id)
+        self.stats.inc_value("imagecrawl/dedupe/unique")
+        return item
+
+    def item_dropped(self, item: Any, exception: BaseException) -> None:
+        # A later pipeline refused a record this one reserved: free its hash again.
+        if not isinstance(exception, DuplicateItem):
+            adapter = ItemAdapter(item)
+            self.storage.ledger.release(adapter.get("image_sha256", ""), adapter.get("id", ""))

@@ -1,0 +1,195 @@
+"""Where committed shards live: a local folder or an S3-compatible bucket. No Scrapy imports.
+
+A shard becomes visible only when complete: locally by ``os.replace`` from a staging name, on S3 because
+an object (single PUT or multipart upload) appears only when its upload has completed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any, Protocol
+from urllib.parse import urlsplit
+
+logger = logging.getLogger(__name__)
+
+SHARD_SUFFIX = ".parquet"
+#: Folders under the root that hold no shards (state, staging, reports); hive readers skip ``_`` names.
+RESERVED_PREFIX = "_"
+
+
+@dataclass(frozen=True, slots=True)
+class ShardInfo:
+    key: str  # relative to the store root, e.g. "source=civitai/date=2026-11-23/part-RUN-00001.parquet"
+    size: int
+
+
+class Store(Protocol):
+    url: str
+
+    def commit(self, local_file: Path, key: str) -> None: ...
+    def list_shards(self) -> Iterator[ShardInfo]: ...
+    def open(self, key: str) -> IO[bytes]: ...
+    def put_bytes(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None: ...
+
+
+def _is_shard_key(key: str) -> bool:
+    first = key.split("/", 1)[0]
+    return key.endswith(SHARD_SUFFIX) and not first.startswith(RESERVED_PREFIX)
+
+
+class LocalStore:
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        self.url = str(self.root)
+        self.staging = self.root / "_staging"
+
+    def commit(self, local_file: Path, key: str) -> None:
+        final = self.root / key
+        final.parent.mkdir(parents=True, exist_ok=True)
+        self.staging.mkdir(parents=True, exist_ok=True)
+        staged = self.staging / f"{uuid.uuid4().hex}.tmp"
+        # Copy (not move) so the source survives until the commit is done; then one atomic rename.
+        shutil.copyfile(local_file, staged)
+        with open(staged, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(staged, final)
+        _fsync_dir(final.parent)
+
+    def put_bytes(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
+        final = self.root / key
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = final.with_name(f".{final.name}.{uuid.uuid4().hex}.tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, final)
+
+    def list_shards(self) -> Iterator[ShardInfo]:
+        if not self.root.is_dir():
+            return
+        for path in sorted(self.root.rglob(f"*{SHARD_SUFFIX}")):
+            key = path.relative_to(self.root).as_posix()
+            if _is_shard_key(key):
+                yield ShardInfo(key, path.stat().st_size)
+
+    def open(self, key: str) -> IO[bytes]:
+        return open(self.root / key, "rb")
+
+    def clean_staging(self) -> None:
+        if self.staging.is_dir():
+            shutil.rmtree(self.staging, ignore_errors=True)
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+@dataclass(frozen=True, slots=True)
+class S3Config:
+    endpoint_url: str | None = None
+    access_key_id: str | None = None
+    secret_access_key: str | None = None
+    session_token: str | None = None
+    region_name: str | None = None
+    use_ssl: bool = True
+    verify: bool | None = None
+    retry_mode: str = "standard"
+    max_attempts: int = 5
+    connect_timeout: float = 10.0
+    read_timeout: float = 60.0
+
+
+class S3Store:
+    def __init__(self, url: str, config: S3Config) -> None:
+        import boto3
+        from botocore.config import Config
+
+        parts = urlsplit(url)
+        if not parts.netloc:
+            raise ValueError(f"IMAGECRAWL_STORE {url!r} has no bucket: use s3://bucket/prefix")
+        self.url = url
+        self.bucket = parts.netloc
+        self.prefix = parts.path.strip("/")
+        session = boto3.session.Session()
+        self.client: Any = session.client(
+            "s3",
+            endpoint_url=config.endpoint_url or None,
+            aws_access_key_id=config.access_key_id or None,
+            aws_secret_access_key=config.secret_access_key or None,
+            aws_session_token=config.session_token or None,
+            region_name=config.region_name or None,
+            use_ssl=config.use_ssl,
+            verify=config.verify,
+            config=Config(
+                retries={"mode": config.retry_mode, "total_max_attempts": config.max_attempts},
+                connect_timeout=config.connect_timeout,
+                read_timeout=config.read_timeout,
+            ),
+        )
+
+    def _key(self, key: str) -> str:
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def commit(self, local_file: Path, key: str) -> None:
+        # upload_file switches to multipart above 8 MB; either way the object is visible only when complete.
+        self.client.upload_file(
+            str(local_file),
+            self.bucket,
+            self._key(key),
+            ExtraArgs={"ContentType": "application/vnd.apache.parquet"},
+        )
+
+    def put_bytes(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
+        self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data, ContentType=content_type)
+
+    def list_shards(self) -> Iterator[ShardInfo]:
+        paginator = self.client.get_paginator("list_objects_v2")
+        prefix = f"{self.prefix}/" if self.prefix else ""
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
+            for obj in page.get("Contents", []):
+                key = obj["Key"][len(prefix) :]
+                if _is_shard_key(key):
+                    yield ShardInfo(key, int(obj["Size"]))
+
+    def open(self, key: str) -> IO[bytes]:
+        import io
+
+        body = self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
+        return io.BytesIO(body)
+
+
+def s3_config_from_settings(settings: Any) -> S3Config:
+    """Scrapy's own AWS_* settings (with the AWS environment variables as boto3's fallback)."""
+    verify = settings.get("AWS_VERIFY")
+    return S3Config(
+        endpoint_url=settings.get("AWS_ENDPOINT_URL") or None,
+        access_key_id=settings.get("AWS_ACCESS_KEY_ID") or None,
+        secret_access_key=settings.get("AWS_SECRET_ACCESS_KEY") or None,
+        session_token=settings.get("AWS_SESSION_TOKEN") or None,
+        region_name=settings.get("AWS_REGION_NAME") or None,
+        use_ssl=settings.getbool("AWS_USE_SSL", True),
+        verify=None if verify is None else bool(verify),
+        retry_mode=settings.get("IMAGECRAWL_S3_RETRY_MODE", "standard"),
+        max_attempts=settings.getint("IMAGECRAWL_S3_MAX_ATTEMPTS", 5),
+    )
+
+
+def open_store(url: str, s3: S3Config | None = None) -> LocalStore | S3Store:
+    if url.startswith("s3://"):
+        return S3Store(url, s3 or S3Config())
+    if "://" in url and not url.startswith("file://"):
+        raise ValueError(f"IMAGECRAWL_STORE {url!r}: expected a local path or s3://bucket/prefix")
+    return LocalStore(url.removeprefix("file://"))
