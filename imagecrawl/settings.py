@@ -44,5 +44,10 @@ ITEM_PIPELINES = {
     "imagecrawl.pipelines.parquet.ParquetPipeline": 300,
 }
 
+EXTENSIONS = {
+    "imagecrawl.extensions.statsfile.StatsFile": 900,
+}
+IMAGECRAWL_STATS_FILE = ""
+
 LOG_LEVEL = "INFO"
 FEED_EXPORT_ENCODING = "utf-8"

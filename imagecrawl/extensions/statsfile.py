@@ -1,0 +1,38 @@
+"""Write the crawl's final stats as JSON (``IMAGECRAWL_STATS_FILE``), for scripts and monitoring."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any, Self
+
+from scrapy import signals
+from scrapy.crawler import Crawler
+from scrapy.exceptions import NotConfigured
+
+logger = logging.getLogger(__name__)
+
+
+class StatsFile:
+    def __init__(self, crawler: Crawler, path: Path) -> None:
+        self.crawler = crawler
+        self.path = path
+        # Registered late: runs after the pipelines' close_spider has committed the last shards.
+        crawler.signals.connect(self.engine_stopped, signal=signals.engine_stopped)
+
+    @classmethod
+    def from_crawler(cls, crawler: Crawler) -> Self:
+        path = crawler.settings.get("IMAGECRAWL_STATS_FILE")
+        if not path:
+            raise NotConfigured("IMAGECRAWL_STATS_FILE is not set")
+        return cls(crawler, Path(path))
+
+    def engine_stopped(self) -> None:
+        assert self.crawler.stats is not None
+        stats: dict[str, Any] = self.crawler.stats.get_stats()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        tmp.write_text(json.dumps(stats, default=str, indent=1, sort_keys=True))
+        os.replace(tmp, self.path)

@@ -1,0 +1,47 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from imagecrawl.dedupe.sqlite import Ledger
+from imagecrawl.schema import SCHEMA
+from imagecrawl.storage.stores import LocalStore
+
+
+def test_pending_and_committed_duplicates_survive_reopen(tmp_path: Path) -> None:
+    ledger = Ledger(tmp_path / "l.sqlite3")
+    assert ledger.duplicate_reason("aa", "s:1") is None
+    ledger.reserve("aa", "s:1")
+    assert ledger.duplicate_reason("aa", "s:2") == "sha256"
+    assert ledger.duplicate_reason("bb", "s:1") == "id"
+    ledger.commit_shard("k1", [("aa", "s:1", 5)])
+    ledger.close()
+    again = Ledger(tmp_path / "l.sqlite3")
+    assert again.duplicate_reason("aa", "s:9") == "sha256"
+    assert again.duplicate_reason("cc", "s:1") == "id"
+    assert again.duplicate_reason("cc", "s:3") is None
+    assert again.known_shards() == {"k1"}
+    # a released reservation is free again
+    again.reserve("dd", "s:4")
+    again.release("dd", "s:4")
+    assert again.duplicate_reason("dd", "s:4") is None
+
+
+def test_reconcile_indexes_shards_the_ledger_missed(tmp_path: Path) -> None:
+    """A crash between the store commit and the ledger commit leaves a shard the ledger doesn't know."""
+    root = tmp_path / "store"
+    key = "source=x/date=2026-01-01/part-r-00001.parquet"
+    (root / "source=x" / "date=2026-01-01").mkdir(parents=True)
+    row = {name: None for name in SCHEMA.names}
+    row.update(
+        id="x:1", source="x", image_url="http://h/1.png", image_sha256="ff" * 32, image_phash=-3,
+        crawled_at=datetime(2026, 1, 1, tzinfo=UTC), image={"bytes": b"x", "path": "a.png"},
+    )
+    pq.write_table(pa.Table.from_pylist([row], schema=SCHEMA), root / key)
+    ledger = Ledger(tmp_path / "state" / "l.sqlite3")
+    assert ledger.reconcile(LocalStore(root)) == 1
+    assert ledger.duplicate_reason("ff" * 32, "other") == "sha256"
+    assert ledger.reconcile(LocalStore(root)) == 0
