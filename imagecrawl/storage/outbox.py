@@ -1,0 +1,190 @@
+"""The outbox: finished shards wait here, on local disk, until the store has confirmed them.
+
+A shard file is deleted locally only after (1) the store confirmed the commit and (2) the dedupe ledger
+recorded it. Failed commits are retried in the background with exponential backoff while the crawl goes
+on; producers wait (back-pressure) when the outbox holds more than ``max_bytes``. A later run commits
+whatever an earlier run left behind before it writes anything new. No Scrapy imports.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from imagecrawl.dedupe.sqlite import Entry, Ledger
+from imagecrawl.storage.stores import LocalStore, S3Store
+
+logger = logging.getLogger(__name__)
+
+READY_SUFFIX = ".parquet"
+SIDECAR_SUFFIX = ".json"
+PARTIAL_SUFFIX = ".tmp"
+
+
+@dataclass
+class Pending:
+    path: Path
+    key: str
+    entries: list[Entry]
+    size: int
+    attempts: int = 0
+
+
+class Outbox:
+    def __init__(
+        self,
+        directory: Path,
+        store: LocalStore | S3Store,
+        ledger: Ledger,
+        *,
+        max_bytes: int,
+        retry_initial: float = 2.0,
+        retry_max: float = 300.0,
+        on_event: Callable[[str, int], None] | None = None,
+    ) -> None:
+        self.dir = directory
+        self.store = store
+        self.ledger = ledger
+        self.max_bytes = max_bytes
+        self.retry_initial = retry_initial
+        self.retry_max = retry_max
+        self.on_event = on_event or (lambda name, n: None)
+        self.pending: dict[str, Pending] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._room = asyncio.Event()
+        self._room.set()
+        self._closing = False
+        self.dir.mkdir(parents=True, exist_ok=True)
+
+    # -- sizes ---------------------------------------------------------------------------------
+    @property
+    def backlog_bytes(self) -> int:
+        return sum(p.size for p in self.pending.values())
+
+    @property
+    def backlog_shards(self) -> int:
+        return len(self.pending)
+
+    async def wait_for_room(self) -> None:
+        """Back-pressure: return once the outbox holds less than ``max_bytes``."""
+        if self.backlog_bytes < self.max_bytes:
+            return
+        self.on_event("backpressure_waits", 1)
+        logger.warning(
+            "Outbox holds %d bytes in %d shard(s) (limit %d): waiting for the store before writing more",
+            self.backlog_bytes,
+            self.backlog_shards,
+            self.max_bytes,
+        )
+        while self.backlog_bytes >= self.max_bytes:
+            self._room.clear()
+            await self._room.wait()
+
+    # -- submitting ----------------------------------------------------------------------------
+    def path_for(self, key: str) -> Path:
+        return self.dir / (key.replace("/", "__").removesuffix(READY_SUFFIX) + PARTIAL_SUFFIX)
+
+    def submit(self, partial: Path, key: str, entries: list[Entry]) -> None:
+        """``partial`` is a complete Parquet file written under :meth:`path_for`; queue its commit."""
+        sidecar = partial.with_suffix(SIDECAR_SUFFIX)
+        sidecar.write_text(json.dumps({"key": key, "rows": len(entries)}))
+        ready = partial.with_suffix(READY_SUFFIX)
+        os.replace(partial, ready)  # from here on a restart finds and commits it
+        self._enqueue(Pending(ready, key, entries, ready.stat().st_size))
+
+    def _enqueue(self, pending: Pending) -> None:
+        self.pending[pending.key] = pending
+        task = asyncio.get_running_loop().create_task(self._run(pending))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run(self, pending: Pending) -> None:
+        delay = self.retry_initial
+        while not await self._try_commit(pending):
+            # Full backoff while crawling; prompt retries while the crawl is closing.
+            wait = min(delay, 1.0) if self._closing else delay
+            await asyncio.sleep(wait * (0.5 + random.random()))
+            delay = min(delay * 2, self.retry_max)
+
+    async def _try_commit(self, pending: Pending) -> bool:
+        pending.attempts += 1
+        try:
+            await asyncio.to_thread(self.store.commit, pending.path, pending.key)
+        except Exception as exc:
+            self.on_event("commit_errors", 1)
+            logger.error(
+                "Committing shard %s to %s failed (attempt %d), kept in the outbox: %s",
+                pending.key,
+                self.store.url,
+                pending.attempts,
+                exc,
+            )
+            return False
+        self._confirmed(pending)
+        return True
+
+    def _confirmed(self, pending: Pending) -> None:
+        self.ledger.commit_shard(pending.key, pending.entries)
+        pending.path.unlink(missing_ok=True)
+        pending.path.with_suffix(SIDECAR_SUFFIX).unlink(missing_ok=True)
+        self.pending.pop(pending.key, None)
+        self.on_event("shards_committed", 1)
+        self.on_event("rows_committed", len(pending.entries))
+        logger.info("Committed shard %s (%d rows) to %s", pending.key, len(pending.entries), self.store.url)
+        if self.backlog_bytes < self.max_bytes:
+            self._room.set()
+
+    # -- recovery ------------------------------------------------------------------------------
+    def recover(self, store_keys: set[str]) -> None:
+        """Queue what an earlier run left: finished shards are committed (or, if the store already has
+        them, just recorded); half-written ones are dropped (their items were never acknowledged)."""
+        for partial in sorted(self.dir.glob(f"*{PARTIAL_SUFFIX}")):
+            logger.warning("Discarding unfinished shard %s from an interrupted run", partial.name)
+            partial.unlink(missing_ok=True)
+            partial.with_suffix(SIDECAR_SUFFIX).unlink(missing_ok=True)
+            self.on_event("discarded_partial", 1)
+        for ready in sorted(self.dir.glob(f"*{READY_SUFFIX}")):
+            try:
+                key = json.loads(ready.with_suffix(SIDECAR_SUFFIX).read_text())["key"]
+                cols = pq.read_table(ready, columns=["image_sha256", "id", "image_phash"]).to_pydict()
+            except Exception as exc:
+                logger.error(
+                    "Outbox shard %s is unreadable (%s); moved aside, its items will be crawled again",
+                    ready,
+                    exc,
+                )
+                ready.rename(ready.with_suffix(".corrupt"))
+                continue
+            entries: list[Entry] = list(
+                zip(cols["image_sha256"], cols["id"], cols["image_phash"], strict=True)
+            )
+            pending = Pending(ready, key, entries, ready.stat().st_size)
+            self.on_event("recovered", 1)
+            if key in store_keys:
+                # The upload completed but the run died before recording it.
+                self._confirmed(pending)
+                continue
+            for sha, item_id, _ in entries:
+                self.ledger.reserve(sha, item_id)  # pending: never crawled twice meanwhile
+            self._enqueue(pending)
+
+    # -- closing -------------------------------------------------------------------------------
+    async def close(self, timeout: float) -> list[str]:
+        """Wait up to ``timeout`` seconds for pending commits (retrying every second or so), then stop
+        and return the keys still waiting; they stay in the outbox for the next run."""
+        self._closing = True
+        deadline = time.monotonic() + timeout
+        while self.pending and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        for task in list(self._tasks):
+            task.cancel()
+        return sorted(self.pending)
