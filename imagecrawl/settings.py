@@ -44,6 +44,11 @@ IMAGECRAWL_DEDUPE_ENABLED = True
 IMAGECRAWL_AUTHOR_SALT = ""
 IMAGECRAWL_MAX_IMAGE_PIXELS = 64_000_000
 
+DOWNLOADER_MIDDLEWARES = {
+    "imagecrawl.downloadermiddlewares.known.KnownImageMiddleware": 50,
+}
+IMAGECRAWL_SKIP_KNOWN_IMAGES = True
+
 ITEM_PIPELINES = {
     "imagecrawl.pipelines.validate.ValidatePipeline": 100,
     "imagecrawl.pipelines.dedupe.DedupePipeline": 200,
@@ -51,6 +56,7 @@ ITEM_PIPELINES = {
 }
 
 EXTENSIONS = {
+    "imagecrawl.extensions.resume.ResumeGuard": 0,
     "imagecrawl.extensions.statsfile.StatsFile": 900,
 }
 IMAGECRAWL_STATS_FILE = ""

@@ -27,6 +27,9 @@ class ImageSpider(scrapy.Spider):
 
     def image_request(self, url: str, hints: SourceHints, **kwargs: Any) -> scrapy.Request:
         meta = {"imagecrawl_kind": "image", **kwargs.pop("meta", {})}
+        if hints.source_id:
+            # Lets the known-image check skip the download when this record is already in the store.
+            meta.setdefault("imagecrawl_record_id", f"{hints.source}:{hints.source_id}")
         return scrapy.Request(
             url,
             callback=self.parse_image,

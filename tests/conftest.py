@@ -54,11 +54,18 @@ def run_crawl(
     check: bool = True,
 ) -> CrawlResult:
     """``scrapy crawl SPIDER -a k=v -s k=v`` from the repo root; returns the final stats as a dict."""
-    stats_file = Path(tempfile.gettempdir()) / f"imagecrawl-stats-{spider}-{os.getpid()}-{time.time_ns()}.json"
+    stats_file = (
+        Path(tempfile.gettempdir()) / f"imagecrawl-stats-{spider}-{os.getpid()}-{time.time_ns()}.json"
+    )
     cmd: list[str] = [sys.executable, "-m", "scrapy", "crawl", spider]
     for key, value in (args or {}).items():
         cmd += ["-a", f"{key}={value}"]
-    merged = {**LOOPBACK, "IMAGECRAWL_STORE": str(store), "IMAGECRAWL_STATS_FILE": str(stats_file), **(settings or {})}
+    merged = {
+        **LOOPBACK,
+        "IMAGECRAWL_STORE": str(store),
+        "IMAGECRAWL_STATS_FILE": str(stats_file),
+        **(settings or {}),
+    }
     for key, value in merged.items():
         cmd += ["-s", f"{key}={value}"]
     proc = subprocess.run(
@@ -95,7 +102,10 @@ class MotoS3:
     @property
     def settings(self) -> dict[str, str]:
         env = self.env
-        return {k: env[k] for k in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION_NAME")}
+        return {
+            k: env[k]
+            for k in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION_NAME")
+        }
 
     def client(self) -> Any:
         import boto3
@@ -159,8 +169,10 @@ def sandbox_site() -> Iterator[Any]:
     site.stop()
 
 
-def read_store(store: str | Path, columns: Sequence[str] | None = None, env: dict[str, str] | None = None) -> Any:
-    """All committed rows of a store as a pyarrow Table (through the same reader ``imagecrawl inspect`` uses)."""
+def read_store(
+    store: str | Path, columns: Sequence[str] | None = None, env: dict[str, str] | None = None
+) -> Any:
+    """All committed rows of a store as a pyarrow Table (read as ``imagecrawl inspect`` reads it)."""
     from imagecrawl.inspect import dataset_for
 
     old = {k: os.environ.get(k) for k in (env or {})}

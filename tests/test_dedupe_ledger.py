@@ -17,13 +17,15 @@ def test_pending_and_committed_duplicates_survive_reopen(tmp_path: Path) -> None
     ledger.reserve("aa", "s:1")
     assert ledger.duplicate_reason("aa", "s:2") == "sha256"
     assert ledger.duplicate_reason("bb", "s:1") == "id"
-    ledger.commit_shard("k1", [("aa", "s:1", 5)])
+    ledger.commit_shard("k1", [("aa", "s:1", 5, "http://h/a.png")])
     ledger.close()
     again = Ledger(tmp_path / "l.sqlite3")
     assert again.duplicate_reason("aa", "s:9") == "sha256"
     assert again.duplicate_reason("cc", "s:1") == "id"
     assert again.duplicate_reason("cc", "s:3") is None
     assert again.known_shards() == {"k1"}
+    assert again.has_id("s:1") and not again.has_id("s:2")
+    assert again.has_url("http://h/a.png") and not again.has_url("http://h/b.png")
     # a released reservation is free again
     again.reserve("dd", "s:4")
     again.release("dd", "s:4")
@@ -37,8 +39,13 @@ def test_reconcile_indexes_shards_the_ledger_missed(tmp_path: Path) -> None:
     (root / "source=x" / "date=2026-01-01").mkdir(parents=True)
     row = {name: None for name in SCHEMA.names}
     row.update(
-        id="x:1", source="x", image_url="http://h/1.png", image_sha256="ff" * 32, image_phash=-3,
-        crawled_at=datetime(2026, 1, 1, tzinfo=UTC), image={"bytes": b"x", "path": "a.png"},
+        id="x:1",
+        source="x",
+        image_url="http://h/1.png",
+        image_sha256="ff" * 32,
+        image_phash=-3,
+        crawled_at=datetime(2026, 1, 1, tzinfo=UTC),
+        image={"bytes": b"x", "path": "a.png"},
     )
     pq.write_table(pa.Table.from_pylist([row], schema=SCHEMA), root / key)
     ledger = Ledger(tmp_path / "state" / "l.sqlite3")

@@ -5,7 +5,6 @@ import json
 import struct
 import time
 import zlib
-from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -25,7 +24,12 @@ def _png_header_only(width: int, height: int) -> bytes:
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 6, 0, 0, 0)
     chunk = struct.pack(">I", len(ihdr)) + b"IHDR" + ihdr + struct.pack(">I", zlib.crc32(b"IHDR" + ihdr))
     idat_data = zlib.compress(b"\x00" * 1000)
-    idat = struct.pack(">I", len(idat_data)) + b"IDAT" + idat_data + struct.pack(">I", zlib.crc32(b"IDAT" + idat_data))
+    idat = (
+        struct.pack(">I", len(idat_data))
+        + b"IDAT"
+        + idat_data
+        + struct.pack(">I", zlib.crc32(b"IDAT" + idat_data))
+    )
     return b"\x89PNG\r\n\x1a\n" + chunk + idat
 
 
@@ -58,7 +62,11 @@ def test_decompression_bomb_header_is_refused_without_decoding() -> None:
 
 
 def test_bad_bodies_are_typed_errors() -> None:
-    for body, kind in [(b"", "empty"), (b"<html>nope</html>", "not_an_image"), (_png(50, 50)[:60], "truncated")]:
+    for body, kind in [
+        (b"", "empty"),
+        (b"<html>nope</html>", "not_an_image"),
+        (_png(50, 50)[:60], "truncated"),
+    ]:
         with pytest.raises(MediaError) as err:
             probe_image(body)
         assert err.value.kind == kind, body[:20]
@@ -89,6 +97,7 @@ def test_phash_survives_resize_and_reencode_but_separates_pictures() -> None:
         buf = io.BytesIO()
         img.save(buf, fmt, **kw)
         return buf.getvalue()
+
     original = probe_image(enc(base, "PNG"))
     small = probe_image(enc(base.resize((128, 128)), "JPEG", quality=70))
     different = probe_image(enc(other, "PNG"))

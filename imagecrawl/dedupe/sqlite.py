@@ -7,6 +7,7 @@ found by :meth:`Ledger.reconcile`, which indexes every shard the ledger does not
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import sqlite3
 import time
@@ -29,6 +30,9 @@ CREATE TABLE IF NOT EXISTS ids (
     id TEXT PRIMARY KEY,
     sha256 TEXT NOT NULL
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS urls (
+    url_hash BLOB PRIMARY KEY
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS shards (
     key TEXT PRIMARY KEY,
     rows INTEGER NOT NULL,
@@ -36,7 +40,20 @@ CREATE TABLE IF NOT EXISTS shards (
 ) WITHOUT ROWID;
 """
 
-Entry = tuple[str, str, int | None]  # (sha256, id, phash)
+Entry = tuple[str, str, int | None, str | None]  # (sha256, id, phash, image_url)
+
+
+def url_key(url: str) -> bytes:
+    return hashlib.blake2b(url.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+
+
+ENTRY_COLUMNS = ("image_sha256", "id", "image_phash", "image_url")
+
+
+def entries_of(table: Any) -> list[Entry]:
+    """Ledger entries from a pyarrow Table holding :data:`ENTRY_COLUMNS`."""
+    cols = table.to_pydict()
+    return list(zip(*(cols[name] for name in ENTRY_COLUMNS), strict=True))
 
 
 class Ledger:
@@ -49,6 +66,7 @@ class Ledger:
         self.db.executescript(_SCHEMA)
         self._pending_sha: dict[str, str] = {}
         self._pending_ids: dict[str, str] = {}
+        self._pending_urls: set[bytes] = set()
 
     # -- lookups -------------------------------------------------------------------------------
     def duplicate_reason(self, sha256: str, item_id: str) -> str | None:
@@ -63,13 +81,30 @@ class Ledger:
         row = self.db.execute("SELECT 1 FROM ids WHERE id = ?", (item_id,)).fetchone()
         return "id" if row is not None else None
 
-    def reserve(self, sha256: str, item_id: str) -> None:
+    def has_id(self, item_id: str) -> bool:
+        """Is a record with this id committed or pending? (asked before downloading its image)"""
+        if item_id in self._pending_ids:
+            return True
+        return self.db.execute("SELECT 1 FROM ids WHERE id = ?", (item_id,)).fetchone() is not None
+
+    def has_url(self, url: str) -> bool:
+        """Was an image from this URL committed or pending?"""
+        key = url_key(url)
+        if key in self._pending_urls:
+            return True
+        return self.db.execute("SELECT 1 FROM urls WHERE url_hash = ?", (key,)).fetchone() is not None
+
+    def reserve(self, sha256: str, item_id: str, url: str | None = None) -> None:
         self._pending_sha[sha256] = item_id
         self._pending_ids[item_id] = sha256
+        if url:
+            self._pending_urls.add(url_key(url))
 
-    def release(self, sha256: str, item_id: str) -> None:
+    def release(self, sha256: str, item_id: str, url: str | None = None) -> None:
         self._pending_sha.pop(sha256, None)
         self._pending_ids.pop(item_id, None)
+        if url:
+            self._pending_urls.discard(url_key(url))
 
     def known_shards(self) -> set[str]:
         return {row[0] for row in self.db.execute("SELECT key FROM shards")}
@@ -83,18 +118,22 @@ class Ledger:
         with self._transaction():
             self.db.executemany(
                 "INSERT OR IGNORE INTO seen (sha256, id, phash, shard) VALUES (?, ?, ?, ?)",
-                [(sha, item_id, phash, key) for sha, item_id, phash in rows],
+                [(sha, item_id, phash, key) for sha, item_id, phash, _ in rows],
             )
             self.db.executemany(
                 "INSERT OR IGNORE INTO ids (id, sha256) VALUES (?, ?)",
-                [(item_id, sha) for sha, item_id, _ in rows],
+                [(item_id, sha) for sha, item_id, _, _ in rows],
+            )
+            self.db.executemany(
+                "INSERT OR IGNORE INTO urls (url_hash) VALUES (?)",
+                [(url_key(url),) for _, _, _, url in rows if url],
             )
             self.db.execute(
                 "INSERT OR REPLACE INTO shards (key, rows, committed_at) VALUES (?, ?, ?)",
                 (key, len(rows), time.time()),
             )
-        for sha, item_id, _ in rows:
-            self.release(sha, item_id)
+        for sha, item_id, _, url in rows:
+            self.release(sha, item_id, url)
 
     def reconcile(self, store: Any) -> int:
         """Index every shard in ``store`` that the ledger does not know yet; returns how many."""
@@ -105,14 +144,11 @@ class Ledger:
                 continue
             try:
                 with store.open(shard.key) as fh:
-                    table = pq.read_table(fh, columns=["image_sha256", "id", "image_phash"])
+                    table = pq.read_table(fh, columns=list(ENTRY_COLUMNS))
             except Exception as exc:
                 logger.error("Cannot read shard %s while reconciling the dedupe ledger: %s", shard.key, exc)
                 continue
-            cols = table.to_pydict()
-            self.commit_shard(
-                shard.key, zip(cols["image_sha256"], cols["id"], cols["image_phash"], strict=True)
-            )
+            self.commit_shard(shard.key, entries_of(table))
             added += 1
             logger.info(
                 "Dedupe ledger: indexed shard %s (%d rows) found in the store", shard.key, table.num_rows

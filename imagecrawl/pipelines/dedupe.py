@@ -50,7 +50,7 @@ class DedupePipeline:
             raise DuplicateItem(
                 f"duplicate {reason}: {item_id} ({adapter.get('image_url')})", log_level="DEBUG"
             )
-        self.storage.ledger.reserve(sha, item_id)
+        self.storage.ledger.reserve(sha, item_id, adapter.get("image_url"))
         self.stats.inc_value("imagecrawl/dedupe/unique")
         return item
 
@@ -58,4 +58,6 @@ class DedupePipeline:
         # A later pipeline refused a record this one reserved: free its hash again.
         if not isinstance(exception, DuplicateItem):
             adapter = ItemAdapter(item)
-            self.storage.ledger.release(adapter.get("image_sha256", ""), adapter.get("id", ""))
+            self.storage.ledger.release(
+                adapter.get("image_sha256", ""), adapter.get("id", ""), adapter.get("image_url")
+            )

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from imagecrawl.dedupe.sqlite import Entry, Ledger
+from imagecrawl.dedupe.sqlite import ENTRY_COLUMNS, Entry, Ledger, entries_of
 from imagecrawl.storage.stores import LocalStore, S3Store
 
 logger = logging.getLogger(__name__)
@@ -155,7 +155,7 @@ class Outbox:
         for ready in sorted(self.dir.glob(f"*{READY_SUFFIX}")):
             try:
                 key = json.loads(ready.with_suffix(SIDECAR_SUFFIX).read_text())["key"]
-                cols = pq.read_table(ready, columns=["image_sha256", "id", "image_phash"]).to_pydict()
+                entries = entries_of(pq.read_table(ready, columns=list(ENTRY_COLUMNS)))
             except Exception as exc:
                 logger.error(
                     "Outbox shard %s is unreadable (%s); moved aside, its items will be crawled again",
@@ -164,17 +164,14 @@ class Outbox:
                 )
                 ready.rename(ready.with_suffix(".corrupt"))
                 continue
-            entries: list[Entry] = list(
-                zip(cols["image_sha256"], cols["id"], cols["image_phash"], strict=True)
-            )
             pending = Pending(ready, key, entries, ready.stat().st_size)
             self.on_event("recovered", 1)
             if key in store_keys:
                 # The upload completed but the run died before recording it.
                 self._confirmed(pending)
                 continue
-            for sha, item_id, _ in entries:
-                self.ledger.reserve(sha, item_id)  # pending: never crawled twice meanwhile
+            for sha, item_id, _, url in entries:
+                self.ledger.reserve(sha, item_id, url)  # pending: never crawled twice meanwhile
             self._enqueue(pending)
 
     # -- closing -------------------------------------------------------------------------------

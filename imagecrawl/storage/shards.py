@@ -7,7 +7,6 @@ import contextlib
 import logging
 import re
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from imagecrawl.dedupe.sqlite import Entry
 from imagecrawl.schema import COLUMNS, schema_with_metadata
 
 logger = logging.getLogger(__name__)
@@ -53,7 +53,7 @@ class ShardWriter:
     rows: int = 0
     bytes: int = 0
     opened_at: float = field(default_factory=time.monotonic)
-    entries: list[tuple[str, str, int | None]] = field(default_factory=list)
+    entries: list[Entry] = field(default_factory=list)
     _buffer: list[dict[str, Any]] = field(default_factory=list)
     _writer: pq.ParquetWriter | None = None
 
@@ -61,7 +61,7 @@ class ShardWriter:
         self._buffer.append(row)
         self.rows += 1
         self.bytes += row_bytes(row)
-        self.entries.append((row["image_sha256"], row["id"], row.get("image_phash")))
+        self.entries.append((row["image_sha256"], row["id"], row.get("image_phash"), row.get("image_url")))
         if len(self._buffer) >= self.row_group_rows:
             self.flush()
 
@@ -103,7 +103,3 @@ class ShardWriter:
                 self._writer.close()
             self._writer = None
         self.path.unlink(missing_ok=True)
-
-
-def iter_rows(table: pa.Table) -> Iterator[dict[str, Any]]:
-    yield from table.to_pylist()
