@@ -121,7 +121,8 @@ class InProcessGate:
         s.in_flight += 1
         s.granted += 1
         interval = max(s.controller.interval, s.controller.floor_interval)
-        s.next_at = max(s.next_at, now) + interval * (1 + self.rng.uniform(0, self.jitter))
+        # Never shorter than the interval (+1% against clock and network jitter), sometimes longer.
+        s.next_at = max(s.next_at, now) + interval * (1.01 + self.rng.uniform(0, self.jitter))
         if s.ban.granted():
             self._emit(site, "bans/probes", "probe request sent")
         return 0.0

@@ -26,6 +26,10 @@ logger = logging.getLogger(__name__)
 
 def build_middlewares(config: SandboxConfig) -> list[Middleware]:
     """The behaviour middlewares enabled by ``config`` (none yet: the site is well-behaved)."""
+    from imagecrawl.sandbox.misbehave import make_misbehave
+
     middlewares: list[Middleware] = []
+    if (mw := make_misbehave(config.misbehave)) is not None:
+        middlewares.append(mw)
     logger.debug("behaviours enabled: %d", len(middlewares))
     return middlewares

@@ -33,6 +33,7 @@ from urllib.parse import urlencode
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
+from imagecrawl.sandbox import misbehave
 from imagecrawl.sandbox.behaviours import build_middlewares
 from imagecrawl.sandbox.catalog import (
     BROWSING_LEVEL,
@@ -48,6 +49,7 @@ from imagecrawl.sandbox.catalog import (
     lexica_prompt_id,
     render_image,
 )
+from imagecrawl.sandbox.misbehave import MisbehaveConfig
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +71,7 @@ class SandboxConfig:
     seed: int = 0
     page_size: int = 24
     crawl_delay: float | None = None
+    misbehave: MisbehaveConfig | None = None  # overload/ban behaviours (imagecrawl.sandbox.misbehave)
 
 
 CATALOG_KEY = web.AppKey("catalog", Catalog)
@@ -471,6 +474,7 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--log", type=Path, default=None, help="append one JSON line per request to FILE")
     p.add_argument("--allow-non-loopback", action="store_true", help="allow binding a non-loopback address")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging to stderr")
+    misbehave.add_arguments(p)
     args = p.parse_args(argv)
     if args.items < 0 or args.page_size < 1:
         p.error("--items must be >= 0 and --page-size >= 1")
@@ -479,7 +483,11 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 async def _serve(args: argparse.Namespace, log_file: IO[str] | None) -> None:
     config = SandboxConfig(
-        items=args.items, seed=args.seed, page_size=args.page_size, crawl_delay=args.crawl_delay
+        items=args.items,
+        seed=args.seed,
+        page_size=args.page_size,
+        crawl_delay=args.crawl_delay,
+        misbehave=misbehave.config_from_args(args),
     )
     app = create_app(config, log_file)
     runner = web.AppRunner(
