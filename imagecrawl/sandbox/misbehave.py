@@ -258,18 +258,17 @@ def max_rate_per_second(times: list[float], window: float = 1.0) -> int:
 
 
 def requests_inside_windows(records: list[dict[str, object]], retry_after: float) -> int:
-    """Requests that arrived while a Retry-After window announced by an earlier 429/503 was open
-    (the window opens when that answer was sent)."""
-    windows = sorted(
-        (float(r["t"]) + float(r.get("dur", 0.0)), float(r["t"]) + float(r.get("dur", 0.0)) + retry_after)  # type: ignore[arg-type]
-        for r in records
-        if r.get("status") in (429, 503)
-    )
+    """Requests that arrived while a Retry-After window was open.  A 429/503 arriving outside any
+    window opens one of ``retry_after`` seconds when its answer is sent (as this server does); a
+    request arriving inside an open window is a violation (and does not extend it)."""
     inside = 0
-    for r in records:
+    window_end = float("-inf")
+    for r in sorted(records, key=lambda r: float(r["t"])):  # type: ignore[arg-type]
         t = float(r["t"])  # type: ignore[arg-type]
-        if any(start < t < end for start, end in windows if start < t):
+        if t < window_end:
             inside += 1
+        elif r.get("status") in (429, 503):
+            window_end = t + float(r.get("dur", 0.0)) + retry_after  # type: ignore[arg-type]
     return inside
 
 
