@@ -21,7 +21,9 @@ class PacingLoadSpider(scrapy.Spider):
         self, urls: str = "", n: str = "50", path: str = "?i={i}", marker: str = "", **kwargs: Any
     ) -> None:
         super().__init__(**kwargs)
-        self.bases = [u if u.endswith("/") else u + "/" for u in urls.split(",") if u]
+        # each entry: a base URL ending in "/" (``path`` is appended), a template with ``{i}``, or one
+        # fixed URL (requested once: the duplicates are filtered)
+        self.bases = [u for u in urls.split(",") if u]
         self.n = int(n)
         self.path = path
         self.marker = marker
@@ -30,7 +32,13 @@ class PacingLoadSpider(scrapy.Spider):
         meta = {"imagecrawl_healthy_marker": self.marker} if self.marker else {}
         for i in range(self.n):
             for base in self.bases:
-                yield scrapy.Request(base + self.path.format(i=i), callback=self.parse, meta=dict(meta))
+                if "{i}" in base:
+                    url = base.format(i=i)
+                elif base.endswith("/"):
+                    url = base + self.path.format(i=i)
+                else:
+                    url = base
+                yield scrapy.Request(url, callback=self.parse, meta=dict(meta))
 
     def parse(self, response: Response) -> None:
         assert self.crawler.stats is not None

@@ -317,7 +317,7 @@ class PacingMiddleware:
             header = response.headers.get(b"Retry-After")
             parsed = parse_retry_after(header, time.time(), self.config.retry_after_max)
             if parsed is not None:
-                retry_after = parsed.seconds
+                retry_after = parsed.pause_seconds()
                 request.meta[META_RETRY_AFTER] = retry_after
                 rt.stats.inc_value(f"imagecrawl/pacing/retry_after_received/{response.status}")
                 if parsed.capped:

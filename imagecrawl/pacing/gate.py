@@ -128,11 +128,12 @@ class InProcessGate:
         return 0.0
 
     def peek_wait(self, site: str, now: float) -> float:
-        """How long the site is closed for (Retry-After pause or ban cool-down), without taking a slot."""
+        """At least how long a request for ``site`` will wait (Retry-After pause, ban cool-down, rate
+        spacing), without taking a slot."""
         s = self.sites.get(site)
         if s is None:
             return 0.0
-        wait = s.paused_until - now
+        wait = max(s.paused_until, s.next_at) - now
         if s.ban.state is BanState.BANNED:
             wait = max(wait, s.ban.banned_until - now)
         return max(0.0, wait)

@@ -14,6 +14,12 @@ class RetryAfter:
     seconds: float
     capped: bool = False
     raw: str = ""
+    is_date: bool = False
+
+    def pause_seconds(self, margin: float = 0.1) -> float:
+        """How long to stay away: the value plus a margin for the time the answer spent on its way
+        (and an HTTP date's whole-second resolution)."""
+        return self.seconds + margin + (1.0 if self.is_date else 0.0)
 
 
 def parse_retry_after(value: str | bytes | None, now: float, max_seconds: float) -> RetryAfter | None:
@@ -41,7 +47,10 @@ def parse_retry_after(value: str | bytes | None, now: float, max_seconds: float)
         if when is None:
             return None
         seconds = when.timestamp() - now
+        is_date = True
+    else:
+        is_date = False
     seconds = max(0.0, seconds)
     if seconds > max_seconds:
-        return RetryAfter(max_seconds, capped=True, raw=text)
-    return RetryAfter(seconds, raw=text)
+        return RetryAfter(max_seconds, capped=True, raw=text, is_date=is_date)
+    return RetryAfter(seconds, raw=text, is_date=is_date)
