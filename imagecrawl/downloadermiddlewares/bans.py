@@ -22,8 +22,15 @@ from scrapy.exceptions import NotConfigured
 from scrapy.http import Response, TextResponse
 from scrapy.settings import BaseSettings
 
-from imagecrawl.downloadermiddlewares.pacing import META_SENT_AT, PacingRuntime, runtime_for
+from imagecrawl.downloadermiddlewares.pacing import (
+    META_SENT_AT,
+    PacingRuntime,
+    RetryConfig,
+    retry_later,
+    runtime_for,
+)
 from imagecrawl.pacing import Verdict
+from imagecrawl.pacing.bans import EVIDENCE
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +49,8 @@ DEFAULT_CHALLENGE_MARKERS = (
     "sucuri-cloudproxy",
     'id="challenge-form"',
 )
+#: Ban answers whose request is fetched again later (429s are the retry middleware's, with Retry-After).
+BAN_RETRY = EVIDENCE - {Verdict.STATUS_429}
 #: Only the start of a body is searched for markers.
 SCAN_BYTES = 65536
 
@@ -98,6 +107,7 @@ class BanMiddleware:
         self.stats = crawler.stats
         self.config = config
         self.runtime = runtime
+        self.retry = RetryConfig.from_settings(crawler.settings)
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> Self:
@@ -114,7 +124,7 @@ class BanMiddleware:
             return marker if isinstance(marker, re.Pattern) else re.compile(str(marker))
         return self.config.healthy_markers.get(site)
 
-    def process_response(self, request: Request, response: Response) -> Response:
+    def process_response(self, request: Request, response: Response) -> Request | Response:
         sent_at = request.meta.get(META_SENT_AT)
         if sent_at is None:  # not paced (cache hit, data: URL, dont_pace)
             return response
@@ -130,6 +140,13 @@ class BanMiddleware:
             response.status, headers, text, self.config.challenge_markers, self._marker(request, site)
         )
         self._report(site, verdict, float(sent_at))
+        if verdict in BAN_RETRY and self.retry.enabled and not request.meta.get("dont_retry"):
+            # A ban answer says nothing about the page: fetch it again once the site lets us
+            # (the gate holds the copy through the cool-down; it is dropped if the site is abandoned).
+            delay = self.retry.backoff(int(request.meta.get("retry_times", 0)) + 1, self.runtime.rng)
+            retry = retry_later(request, f"ban-{verdict.value}", delay, self.retry, self.stats)
+            if retry is not None:
+                return retry
         return response
 
     def process_exception(self, request: Request, exception: Exception) -> None:

@@ -32,6 +32,7 @@ from scrapy.crawler import Crawler
 from scrapy.exceptions import DontCloseSpider, IgnoreRequest, NotConfigured
 from scrapy.http import Response
 from scrapy.settings import BaseSettings
+from scrapy.statscollectors import StatsCollector
 from scrapy.utils.misc import load_object
 
 from imagecrawl.pacing import AimdConfig, BanConfig, Feedback, InProcessGate, Signal, parse_retry_after
@@ -156,6 +157,7 @@ class PacingRuntime:
             "IMAGECRAWL_BAN_CLOSE_WHEN_ALL_ABANDONED", True
         )
         self.locks: dict[str, asyncio.Lock] = {}
+        self.rng = random.Random()
         self.waiting = 0
         self.parked = 0
         self._closing_task: asyncio.Task[None] | None = None
@@ -448,23 +450,31 @@ class BackoffRetryMiddleware:
         return self._retry(request, type(exception).__name__, None)
 
     def _retry(self, request: Request, reason: str, retry_after: float | None) -> Request | None:
-        attempt = int(request.meta.get("retry_times", 0)) + 1
-        max_times = int(request.meta.get("max_retry_times", self.config.times))
-        if attempt > max_times:
-            self.stats.inc_value(f"imagecrawl/retry/gave_up/{reason}")
-            logger.warning("Gave up retrying %s after %d retries (%s)", request, attempt - 1, reason)
-            return None
-        delay = self.config.backoff(attempt, self.rng)
+        delay = self.config.backoff(int(request.meta.get("retry_times", 0)) + 1, self.rng)
         if retry_after is not None:
             delay = max(delay, retry_after + self.rng.uniform(0, 0.5))
-        new = request.copy()
-        for key in (META_SENT_AT, META_GRANTED, META_RETRY_AFTER):
-            new.meta.pop(key, None)
-        new.meta["retry_times"] = attempt
-        new.meta[META_NOT_BEFORE] = time.time() + delay
-        new.dont_filter = True
-        new.priority = request.priority + self.config.priority_adjust
-        self.stats.inc_value(f"imagecrawl/retry/{reason}")
-        self.stats.inc_value("imagecrawl/retry/count")
-        logger.debug("Retrying %s in %.1fs (attempt %d, %s)", request, delay, attempt, reason)
-        return new
+        return retry_later(request, reason, delay, self.config, self.stats)
+
+
+def retry_later(
+    request: Request, reason: str, delay: float, config: RetryConfig, stats: StatsCollector
+) -> Request | None:
+    """A copy of ``request`` that the pacing gate holds until ``delay`` seconds from now, or ``None``
+    (counted and logged) once ``max_retry_times`` / ``IMAGECRAWL_RETRY_TIMES`` retries are used up."""
+    attempt = int(request.meta.get("retry_times", 0)) + 1
+    max_times = int(request.meta.get("max_retry_times", config.times))
+    if attempt > max_times:
+        stats.inc_value(f"imagecrawl/retry/gave_up/{reason}")
+        logger.warning("Gave up retrying %s after %d retries (%s)", request, attempt - 1, reason)
+        return None
+    new = request.copy()
+    for key in (META_SENT_AT, META_GRANTED, META_RETRY_AFTER):
+        new.meta.pop(key, None)
+    new.meta["retry_times"] = attempt
+    new.meta[META_NOT_BEFORE] = time.time() + delay
+    new.dont_filter = True
+    new.priority = request.priority + config.priority_adjust
+    stats.inc_value(f"imagecrawl/retry/{reason}")
+    stats.inc_value("imagecrawl/retry/count")
+    logger.debug("Retrying %s in %.1fs (attempt %d, %s)", request, delay, attempt, reason)
+    return new
