@@ -7,6 +7,7 @@ robin over the given sites, nothing but requests (no items).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -31,6 +32,9 @@ class PacingLoadSpider(scrapy.Spider):
     async def start(self) -> AsyncIterator[scrapy.Request]:
         meta = {"imagecrawl_healthy_marker": self.marker} if self.marker else {}
         for i in range(self.n):
+            # lazy: Scrapy drains start() into the scheduler even while it backs out
+            while self.crawler.engine is not None and self.crawler.engine.needs_backout():
+                await asyncio.sleep(0.05)
             for base in self.bases:
                 if "{i}" in base:
                     url = base.format(i=i)
