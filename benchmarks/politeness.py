@@ -158,9 +158,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--latency", type=float, default=0.02)
     p.add_argument("--latency-per-queued", type=float, default=0.01)
     p.add_argument("--only", choices=list(SCENARIOS), action="append", help="run only these scenarios")
+    p.add_argument("--keep", type=Path, default=None, help="keep the request logs in this directory")
     args = p.parse_args(argv)
     rows = []
     with tempfile.TemporaryDirectory(prefix="imagecrawl-politeness-") as tmp:
+        if args.keep is not None:
+            args.keep.mkdir(parents=True, exist_ok=True)
+            tmp = str(args.keep)
         for name, settings in SCENARIOS.items():
             if args.only and name not in args.only:
                 continue

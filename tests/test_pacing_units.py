@@ -323,3 +323,17 @@ def test_log_measures() -> None:
     ]
     assert requests_inside_windows(records, 2.0) == 1
     assert overloaded_seconds(records) == 1
+
+
+def test_ceiling_is_what_the_site_served_not_the_rate_a_burst_let_through() -> None:
+    c = AimdController(CFG, now=0.0)
+    c.ceiling = 25.0  # past start-up
+    c.rate = 30.0
+    for k in range(200):  # the site served 20/s over the last 10 s
+        c.on_success(now=k / 20)
+    c.note_pause(10.0, 11.0)  # a Retry-After pause is not missing capacity
+    for k in range(20):
+        c.on_success(now=11 + k / 20)
+    c.on_congestion("429", sent_at=11.9, now=12.0)
+    assert c.ceiling is not None and 19 <= c.ceiling <= 21
+    assert c.rate == pytest.approx(0.7 * c.ceiling)

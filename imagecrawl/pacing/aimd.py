@@ -17,6 +17,7 @@ Pure logic, no Scrapy and no clock of its own: every method takes ``now`` (monot
 from __future__ import annotations
 
 import math
+from collections import deque
 from dataclasses import dataclass
 
 
@@ -29,11 +30,12 @@ class AimdConfig:
     max_concurrency: int = 2
     decrease_factor: float = 0.7
     startup_factor: float = 1.5
-    recover_ratio: float = 0.9
+    recover_ratio: float = 0.95
     probe_fraction: float = 0.01
     step_seconds: float = 1.0
     latency_factor: float = 3.0
     latency_margin_seconds: float = 0.1
+    goodput_window_seconds: float = 10.0
 
     def __post_init__(self) -> None:
         if not 0 < self.min_rate <= self.max_rate:
@@ -70,6 +72,32 @@ class AimdController:
         self.srtt: float | None = None
         self.rate_limited = False
         self.concurrency_limited = False
+        self.created = now
+        self._answers: deque[float] = deque()  # when recent non-congested answers arrived
+        self._pauses: deque[tuple[float, float]] = deque()  # Retry-After pauses (no demand then)
+        self._steps_past_ceiling = 0
+
+    def note_pause(self, start: float, end: float) -> None:
+        """The site was closed (Retry-After) from ``start`` to ``end``: not a lack of capacity."""
+        self._pauses.append((start, end))
+
+    def goodput(self, now: float, window: float | None = None) -> float | None:
+        """Answers per second that were not pushed back, over the last ``window`` seconds (default:
+        the goodput window; None until half of it has passed).  A site's capacity shows here, and a
+        token bucket's burst averages out of it."""
+        longest = self.config.goodput_window_seconds
+        window = longest if window is None else min(window, longest)
+        while self._answers and self._answers[0] < now - longest:
+            self._answers.popleft()
+        while self._pauses and self._pauses[0][1] < now - longest:
+            self._pauses.popleft()
+        start = max(now - window, self.created)
+        paused = sum(max(0.0, min(b, now) - max(a, start)) for a, b in self._pauses)
+        span = now - start - paused
+        answers = sum(1 for t in self._answers if t >= start)
+        if span < window / 2 or answers < 5:
+            return None  # too little history (or demand) to say anything about capacity
+        return answers / span
 
     # --- bounds -------------------------------------------------------------------------------
 
@@ -123,9 +151,14 @@ class AimdController:
         if sent_at < self.last_cut:
             return None
         c = self.config
-        self.ceiling = self.rate
+        # The ceiling is what worked: the current rate, or the rate the site actually served lately
+        # if that is lower (a token bucket's burst lets a too-high rate through for a while).
+        # In start-up the rate was climbing: only the last two seconds say what the site served.
+        served = self.goodput(now, 2.0 if self.ceiling is None else None)
+        self.ceiling = self.rate if served is None else max(c.min_rate, min(self.rate, served))
         self._probe_step = 0.0
-        self.rate = max(c.min_rate, min(self.rate, self.max_rate) * c.decrease_factor)
+        self._steps_past_ceiling = 0
+        self.rate = max(c.min_rate, min(self.rate, self.max_rate, self.ceiling) * c.decrease_factor)
         self.concurrency = max(1, math.floor(self.concurrency * c.decrease_factor))
         self.last_cut = now
         self.last_change = now
@@ -136,6 +169,7 @@ class AimdController:
         """A healthy answer: grow by one step if a step has passed, the limit was binding and
         latency is flat."""
         c = self.config
+        self._answers.append(now)
         if now - self.last_change < c.step_seconds:
             return None
         if not self.latency_flat():
@@ -164,9 +198,14 @@ class AimdController:
         if r < self.ceiling:
             self._probe_step = c.probe_fraction * self.ceiling
             return min(r + self._probe_step, self.ceiling)
-        # Past the last known ceiling without trouble: the site may have grown; probe faster.
-        self._probe_step = max(self._probe_step * 2, c.probe_fraction * self.ceiling)
-        new = r + self._probe_step
+        # Past the last known ceiling without trouble: creep on; after ten steps the site may
+        # really have grown, so the steps start doubling.
+        self._steps_past_ceiling += 1
+        step = c.probe_fraction * self.ceiling
+        if self._steps_past_ceiling > 10:
+            step = max(self._probe_step * 2, step)
+        self._probe_step = step
+        new = r + step
         self.ceiling = max(self.ceiling, r)
         return new
 

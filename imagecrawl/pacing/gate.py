@@ -151,6 +151,7 @@ class InProcessGate:
         if fb.retry_after is not None and fb.retry_after > 0:
             until = now + fb.retry_after
             if until > s.paused_until:
+                s.controller.note_pause(max(now, s.paused_until), until)
                 s.paused_until = until
                 self._emit(
                     site, "pacing/retry_after", f"Retry-After: pausing {fb.retry_after:.1f}s", fb.retry_after
