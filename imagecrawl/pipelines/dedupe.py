@@ -47,9 +47,7 @@ class DedupePipeline:
         reason = self.storage.ledger.duplicate_reason(sha, item_id)
         if reason is not None:
             self.stats.inc_value(f"imagecrawl/dedupe/dropped/{reason}")
-            raise DuplicateItem(
-                f"duplicate {reason}: {item_id} ({adapter.get('image_url')})", log_level="DEBUG"
-            )
+            raise DuplicateItem(f"duplicate {reason}: {item_id} ({adapter.get('image_url')})", log_level="DEBUG")
         self.storage.ledger.reserve(sha, item_id, adapter.get("image_url"))
         self.stats.inc_value("imagecrawl/dedupe/unique")
         return item

@@ -422,9 +422,7 @@ def _picture(catalog_seed: int, entry: Entry) -> Image.Image:
     # low-frequency noise (an 8x8 grid upscaled) so that pictures differ in texture too
     nrng = np.random.default_rng(int.from_bytes(d[:8], "big"))
     noise = nrng.integers(-40, 41, size=(8, 8, 3)).astype(np.int16)
-    noise_img = Image.fromarray((noise + 128).astype(np.uint8), "RGB").resize(
-        (w, h), Image.Resampling.BICUBIC
-    )
+    noise_img = Image.fromarray((noise + 128).astype(np.uint8), "RGB").resize((w, h), Image.Resampling.BICUBIC)
     arr = arr + np.asarray(noise_img, dtype=np.float32) - 128
     img = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), "RGB")
     draw = ImageDraw.Draw(img)

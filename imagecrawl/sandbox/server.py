@@ -207,9 +207,7 @@ def civitai_select(catalog: Catalog, query: dict[str, str]) -> list[Entry]:
         entries = [e for e in entries if e.username.casefold() == username.casefold()]
     sort = query.get("sort", "Newest")
     if sort == "Most Reactions":
-        entries.sort(
-            key=lambda e: (-sum(v for k, v in civitai_stats(e).items() if k != "commentCount"), e.index)
-        )
+        entries.sort(key=lambda e: (-sum(v for k, v in civitai_stats(e).items() if k != "commentCount"), e.index))
     elif sort == "Most Comments":
         entries.sort(key=lambda e: (-civitai_stats(e)["commentCount"], e.index))
     elif sort != "Newest":
@@ -478,9 +476,7 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 async def _serve(args: argparse.Namespace, log_file: IO[str] | None) -> None:
-    config = SandboxConfig(
-        items=args.items, seed=args.seed, page_size=args.page_size, crawl_delay=args.crawl_delay
-    )
+    config = SandboxConfig(items=args.items, seed=args.seed, page_size=args.page_size, crawl_delay=args.crawl_delay)
     app = create_app(config, log_file)
     runner = web.AppRunner(
         app,
