@@ -114,6 +114,14 @@ class UrlList:
         if not Path(self.path).is_file():
             raise ValueError(f"{self.path}: input file not found")
 
+    def check(self) -> None:
+        """Validate the columns now (Parquet schema, CSV header) instead of at the first row:
+        ``ValueError`` naming the file and the missing column. JSONL/text have nothing to check."""
+        if self.format == "parquet":
+            next(self._parquet(), None)
+        elif self.format in ("csv", "tsv"):
+            next(self._csv(), None)
+
     def _skip(self, kind: str) -> None:
         self.skipped[kind] += 1
         if self.on_skip is not None:
