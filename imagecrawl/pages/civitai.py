@@ -206,8 +206,6 @@ def _model_images(model: dict[str, Any], api_url: str, safe_only: bool, page: Pa
         return
     model_name = to_text(model.get("name"))
     model_id = to_text(model.get("id"))
-    creator = model.get("creator")
-    author = to_text(creator.get("username")) if isinstance(creator, dict) else None
     for version in versions:
         if not isinstance(version, dict) or not isinstance(version.get("images"), list):
             page.errors.append("bad_version")
@@ -254,7 +252,6 @@ def _model_images(model: dict[str, Any], api_url: str, safe_only: bool, page: Pa
                         source=SOURCE,
                         source_id=source_id,
                         page_url=page_url,
-                        author=author,
                         nsfw=_nsfw_label(level),
                         origin="api",
                         params=params,
@@ -270,7 +267,8 @@ def parse_models(
     /api/v1/models/<id>`` (one model object) into the models' showcase images.
 
     These images carry no prompt (the API omits ``meta``); hints hold the ids, model name/version and the
-    ``nsfwLevel`` bitmask. With ``safe_only`` images whose ``nsfwLevel`` is above 1 are skipped
+    ``nsfwLevel`` bitmask; no ``author`` (the image objects name no poster, and the model's creator is
+    not necessarily it). With ``safe_only`` images whose ``nsfwLevel`` is above 1 are skipped
     (``filtered_nsfw``). ``model`` is left unset: the checkpoint name comes from the file, if anywhere."""
     data = load_json(body)
     if isinstance(data, dict) and isinstance(data.get("items"), list):
