@@ -29,13 +29,25 @@ def test_images_page_fields() -> None:
     page = pages.parse_images(read("images_page1.json"), API)
     # 9 items: 3 skipped (no url, ftp url, not an object); the rest kept, even with meta null/absent/bad
     assert page.errors == ["missing_url", "missing_url", "bad_item"]
-    assert [e.hints.source_id for e in page.entries] == ["469632", "469633", "469634", "469635", "469636", "469639"]
+    assert [e.hints.source_id for e in page.entries] == [
+        "469632",
+        "469633",
+        "469634",
+        "469635",
+        "469636",
+        "469639",
+    ]
     first = page.entries[0].hints
     assert first.source == "civitai"
     assert first.page_url == f"{API}/images/469632"
     assert first.prompt == "masterpiece, best quality, 1girl, solo, <lora:koreanDollLikeness:0.5>"
     assert first.negative_prompt == "EasyNegative, (worst quality, low quality:1.4)"
-    assert (first.seed, first.steps, first.cfg_scale, first.sampler) == (4142586160, 20, 7.0, "DPM++ 2M Karras")
+    assert (first.seed, first.steps, first.cfg_scale, first.sampler) == (
+        4142586160,
+        20,
+        7.0,
+        "DPM++ 2M Karras",
+    )
     assert first.model == "AbyssOrangeMix2_sfw"
     assert first.author == "Cooler_Rider"
     assert first.nsfw == "None"
@@ -51,12 +63,17 @@ def test_images_page_fields() -> None:
     assert "hash" not in first.params  # BlurHash: not a content hash, not kept
 
     null_meta, no_meta = page.entries[1].hints, page.entries[2].hints
-    assert null_meta.prompt is None and null_meta.nsfw == "Soft" and null_meta.params["baseModel"] == "SDXL 1.0"
+    assert (
+        null_meta.prompt is None and null_meta.nsfw == "Soft" and null_meta.params["baseModel"] == "SDXL 1.0"
+    )
     assert no_meta.prompt is None and no_meta.author is None and "baseModel" not in no_meta.params
 
     strings = page.entries[3].hints  # numbers as strings are typed; the prompt is stripped
     assert (strings.prompt, strings.seed, strings.steps, strings.cfg_scale) == (
-        "a lighthouse at dusk", 123456789012, 30, 6.5
+        "a lighthouse at dusk",
+        123456789012,
+        30,
+        6.5,
     )
     assert strings.params == {"comfy": '{"nodes": []}'}
 
@@ -102,10 +119,13 @@ def test_images_bad_metadata_is_counted() -> None:
 
 
 def test_url_builders() -> None:
-    url = pages.images_api_url(API + "/", limit=50, nsfw="None", sort="Most Reactions", period="Week",
-                               username="a b", model_id=12)
-    assert url == (f"{API}/api/v1/images?limit=50&withMeta=true&nsfw=None&sort=Most+Reactions"
-                   "&period=Week&username=a+b&modelId=12")
+    url = pages.images_api_url(
+        API + "/", limit=50, nsfw="None", sort="Most Reactions", period="Week", username="a b", model_id=12
+    )
+    assert url == (
+        f"{API}/api/v1/images?limit=50&withMeta=true&nsfw=None&sort=Most+Reactions"
+        "&period=Week&username=a+b&modelId=12"
+    )
     assert "nsfw" not in pages.images_api_url(API, nsfw=None)
     nxt = pages.with_cursor(url, "469639|1681227312500")
     assert nxt.endswith("&modelId=12&cursor=469639%7C1681227312500")
@@ -169,8 +189,17 @@ def test_models_nsfw_filter_and_bad_parts() -> None:
     everything = pages.parse_models(mutated, "https://civitai.com", safe_only=False)
     assert len(everything.entries) == 23 and everything.entries[0].hints.nsfw == "4"
     # a model without modelVersions / an image without id or a numeric file name
-    weird = {"items": [{"id": 5, "name": "m"}, {"id": 6, "modelVersions": [{"id": 7, "images": [
-        {"url": "https://i.example/abc/uuid.png", "nsfwLevel": 1}]}]}]}
+    weird = {
+        "items": [
+            {"id": 5, "name": "m"},
+            {
+                "id": 6,
+                "modelVersions": [
+                    {"id": 7, "images": [{"url": "https://i.example/abc/uuid.png", "nsfwLevel": 1}]}
+                ],
+            },
+        ]
+    }
     page = pages.parse_models(weird, API)
     assert page.errors == ["missing_versions"]
     assert page.entries[0].hints.source_id is None

@@ -32,8 +32,11 @@ def test_bundled_sandbox_profile(profile: pages.Profile) -> None:
 def test_listing(profile: pages.Profile) -> None:
     listing = pages.parse_listing(html("listing_page1.html"), f"{BASE}/gallery/", profile)
     # absolute, fragment dropped, repeats removed, page order kept; /private/ is not a card
-    assert listing.detail_urls == [f"{BASE}/gallery/item/g0001", f"{BASE}/gallery/item/g0002",
-                                   f"{BASE}/gallery/item/g0003"]
+    assert listing.detail_urls == [
+        f"{BASE}/gallery/item/g0001",
+        f"{BASE}/gallery/item/g0002",
+        f"{BASE}/gallery/item/g0003",
+    ]
     assert listing.next_url == f"{BASE}/gallery/?page=2"
     assert listing.healthy is True
     last = pages.parse_listing(html("listing_last.html"), f"{BASE}/gallery/?page=5", profile)
@@ -55,8 +58,13 @@ def test_detail_full(profile: pages.Profile) -> None:
     assert (h.source, h.source_id, h.page_url, h.origin) == ("gallery", "g0001", url, "html")
     assert h.prompt == "a castle on a hill at sunset, <lora:detail:0.6>, (masterpiece:1.2)"
     assert h.negative_prompt == "lowres, bad anatomy & blurry"
-    assert (h.steps, h.sampler, h.cfg_scale, h.seed, h.model) == (20, "DPM++ 2M Karras", 7.5, 3141592653,
-                                                                  "dreamshaper_8")
+    assert (h.steps, h.sampler, h.cfg_scale, h.seed, h.model) == (
+        20,
+        "DPM++ 2M Karras",
+        7.5,
+        3141592653,
+        "dreamshaper_8",
+    )
     assert h.params == {"Clip skip": "2"}
 
 
@@ -112,8 +120,10 @@ def test_xpath_and_parallel_params() -> None:
     assert profile.item_links.kind == "xpath" and profile.start_url is None
     listing = pages.parse_listing('<a class="card" href="d/1">x</a>', "http://h/list/", profile)
     assert listing.detail_urls == ["http://h/list/d/1"] and listing.healthy is None
-    page = ('<img class="main" src="/i.png"><table class="p"><tr><th>Scale</th><th>Steps</th></tr>'
-            "<tr><td>4</td><td>12</td></tr></table>")
+    page = (
+        '<img class="main" src="/i.png"><table class="p"><tr><th>Scale</th><th>Steps</th></tr>'
+        "<tr><td>4</td><td>12</td></tr></table>"
+    )
     entry, healthy = pages.parse_detail(page, "http://h/d/1", profile)
     assert entry.url == "http://h/i.png" and healthy is None
     assert (entry.hints.cfg_scale, entry.hints.steps, entry.hints.source) == (4.0, 12, "mini")
@@ -125,19 +135,31 @@ def test_xpath_and_parallel_params() -> None:
         ("name = ", "not valid TOML"),
         ('source = "x"\n[listing]\nitem_links="a"\n[detail]\nimage="img"', "name must be"),
         ('name="n"\nsource="x"\n[detail]\nimage="img"', "[listing] table is required"),
-        ('name="n"\nsource="x"\n[listing]\nnext_page="a"\n[detail]\nimage="img"', "listing.item_links is required"),
+        (
+            'name="n"\nsource="x"\n[listing]\nnext_page="a"\n[detail]\nimage="img"',
+            "listing.item_links is required",
+        ),
         ('name="n"\nsource="x"\n[listing]\nitem_links="a[["\n[detail]\nimage="img"', "listing.item_links"),
         ('name="n"\nsource="x"\n[listing]\nitem_links="xpath://a[["\n[detail]\nimage="i"', "invalid xpath"),
         ('name="n"\nsource="X Y"\n[listing]\nitem_links="a"\n[detail]\nimage="img"', "source must be"),
         ('name="n"\nsource="x"\nrender="magic"\n[listing]\nitem_links="a"\n[detail]\nimage="i"', "render"),
-        ('name="n"\nsource="x"\nstart_url="ftp://h"\n[listing]\nitem_links="a"\n[detail]\nimage="i"',
-         "start_url"),
-        ('name="n"\nsource="x"\n[listing]\nitem_links="a"\n[detail]\nimage="i"\nparams_names="dt"',
-         "params_names and detail.params_values"),
-        ('name="n"\nsource="x"\n[listing]\nitem_links="a"\n[detail]\nimage="i"\nid_pattern="("', "id_pattern"),
+        (
+            'name="n"\nsource="x"\nstart_url="ftp://h"\n[listing]\nitem_links="a"\n[detail]\nimage="i"',
+            "start_url",
+        ),
+        (
+            'name="n"\nsource="x"\n[listing]\nitem_links="a"\n[detail]\nimage="i"\nparams_names="dt"',
+            "params_names and detail.params_values",
+        ),
+        (
+            'name="n"\nsource="x"\n[listing]\nitem_links="a"\n[detail]\nimage="i"\nid_pattern="("',
+            "id_pattern",
+        ),
         ('name="n"\nsource="x"\n[listing]\nitem_links="a"\n[detail]\nimage="i"\nid_pattern="x"', "capturing"),
-        ('name="n"\nsource="x"\n[listing]\nitem_links="a"\n[detail]\nimage="i"\n[detail.param_map]\nA="b"',
-         "detail.param_map.A"),
+        (
+            'name="n"\nsource="x"\n[listing]\nitem_links="a"\n[detail]\nimage="i"\n[detail.param_map]\nA="b"',
+            "detail.param_map.A",
+        ),
     ],
 )
 def test_profile_errors_name_file_and_key(text: str, message: str, tmp_path: Path) -> None:
@@ -150,7 +172,7 @@ def test_profile_errors_name_file_and_key(text: str, message: str, tmp_path: Pat
 
 
 def test_unknown_profile_name() -> None:
-    with pytest.raises(ValueError, match="no bundled profile of that name.*sandbox"):
+    with pytest.raises(ValueError, match=r"no bundled profile of that name.*sandbox"):
         pages.load_profile("nope")
     with pytest.raises(ValueError, match="cannot read profile"):
         pages.load_profile("/no/such/file.toml")
