@@ -40,41 +40,66 @@ def _chunk(ctype: bytes, body: bytes) -> bytes:
     )
 
 
-def _png_rows(data: bytes, info: PngInfo, rows: int) -> np.ndarray[Any, Any] | None:
-    """Decode the first ``rows`` rows of an 8-bit RGB/RGBA/LA PNG (all rows when interlaced)."""
+def _inflate_rows(data: bytes, info: PngInfo, rows: int, cols: int) -> bytes:
+    """Filtered scanlines of the first ``rows`` rows, each cut to its filter byte + ``cols`` pixels.
+
+    The first ``cols`` pixels of a PNG row only depend on the same columns (left neighbours and the
+    row above), so the cut rows form a valid ``cols``-wide image.  The stream is inflated piecewise:
+    memory stays ``O(rows * cols)`` whatever the image width.
+    """
     channels = _CHANNELS[info.color_type]
     stride = 1 + info.width * channels
-    if info.interlace:
-        rows = info.height
-        need = info.height * stride + 2 * 7 * info.height + 64
-    else:
-        need = rows * stride
+    keep = 1 + cols * channels
     d = zlib.decompressobj()
-    parts: list[bytes] = []
-    got = 0
-    for off, length in info.idat:
-        if got >= need:
-            break
+    out: list[bytes] = []
+    buf = b""
+    done = 0
+    piece = max(stride, 1 << 20)
+    pending = (data[off : off + length] for off, length in info.idat)
+    src = b""
+    while done < rows:
+        if not src:
+            if d.unconsumed_tail:
+                src = d.unconsumed_tail
+            else:
+                nxt = next(pending, None)
+                if nxt is None:
+                    break
+                src = nxt
         try:
-            chunk = d.decompress(data[off : off + length], need - got)
+            chunk = d.decompress(src, piece)
         except zlib.error:
             break
-        parts.append(chunk)
-        got += len(chunk)
-        while d.unconsumed_tail and got < need:
-            chunk = d.decompress(d.unconsumed_tail, need - got)
-            if not chunk:
+        src = d.unconsumed_tail
+        if not chunk:
+            if not src and d.eof:
                 break
-            parts.append(chunk)
-            got += len(chunk)
-    raw = b"".join(parts)
-    if not info.interlace:
-        rows = min(rows, len(raw) // stride)
-        if rows <= 0:
-            return None
-        raw = raw[: rows * stride]
-    ihdr = struct.pack(">IIBBBBB", info.width, rows, 8, info.color_type, 0, 0, info.interlace)
-    png = PNG_MAGIC + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", zlib.compress(raw, 0)) + _chunk(b"IEND", b"")
+            continue
+        buf += chunk
+        n = min(len(buf) // stride, rows - done)
+        if n:
+            block = np.frombuffer(buf, dtype=np.uint8, count=n * stride).reshape(n, stride)
+            out.append(block[:, :keep].tobytes())
+            buf = buf[n * stride :]
+            done += n
+        if d.eof:
+            break
+    return b"".join(out)
+
+
+def _png_rows(data: bytes, info: PngInfo, rows: int, cols: int) -> np.ndarray[Any, Any] | None:
+    """Decode the top-left ``rows`` x ``cols`` pixels of an 8-bit RGB/RGBA/LA PNG."""
+    if info.interlace:  # Adam7: rows are not contiguous; decode everything (caller checked the size)
+        with Image.open(io.BytesIO(data)) as im:
+            im.load()
+            return np.asarray(im)[:rows, :cols]
+    channels = _CHANNELS[info.color_type]
+    raw = _inflate_rows(data, info, rows, cols)
+    got = len(raw) // (1 + cols * channels)
+    if got <= 0:
+        return None
+    ihdr = struct.pack(">IIBBBBB", cols, got, 8, info.color_type, 0, 0, 0)
+    png = PNG_MAGIC + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", zlib.compress(raw, 1)) + _chunk(b"IEND", b"")
     with Image.open(io.BytesIO(png)) as im:
         im.load()
         return np.asarray(im)
@@ -128,46 +153,37 @@ def stealth_from_png(data: bytes, info: PngInfo, limits: Limits, problems: Probl
         return None
     has_alpha = info.color_type in (4, 6)
     has_rgb = info.color_type in (2, 6)
+    # rows holding the 152 header bits (alpha: 1 bit/pixel, RGB: 3 bits/pixel) of column 0
     probe_rows = min(h, _HEADER_BITS if has_alpha else -(-_HEADER_BITS // 3))
-    if info.interlace:
-        probe_rows = h
-    if w * probe_rows > limits.max_stealth_pixels:
+    probe_cols = 1 if probe_rows < h else min(w, -(-_HEADER_BITS // h))
+    work = w * h if info.interlace else w * probe_rows  # pixels that must be inflated
+    if work > limits.max_stealth_pixels:
         problems.add("too_large", "image too large for stealth probe")
         return None
     try:
-        arr = _png_rows(data, info, probe_rows)
+        arr = _png_rows(data, info, probe_rows, probe_cols)
         if arr is None or arr.ndim != 3:
             return None
-        full = arr.shape[0] == h
         for alpha, magics, per_pixel, ok in (
             (True, ALPHA_MAGICS, 1, has_alpha),
             (False, RGB_MAGICS, 3, has_rgb),
         ):
             if not ok:
                 continue
-            head = _header(_bits(arr, alpha, full), magics)
+            head = _header(_bits(arr, alpha, arr.shape[0] == h), magics)
             if head is None:
                 continue
             compressed, nbits = head
             _check_len(nbits, w * h, per_pixel, limits)
-            if not full:
-                if w * h > limits.max_stealth_pixels:
-                    raise MetadataError("too_large", "image too large for stealth decoding")
-                needed_cols = -(-(_HEADER_BITS + nbits) // (h * per_pixel))
-                if needed_cols <= 1:
-                    rows = -(-(_HEADER_BITS + nbits) // per_pixel)
-                    arr = _png_rows(data, info, rows)
-                    if arr is None:
-                        return None
-                    seq = _bits(arr, alpha, False)
-                else:
-                    arr = _png_rows(data, info, h)
-                    if arr is None or arr.shape[0] != h:
-                        raise MetadataError("truncated", "image data ends early")
-                    seq = _bits(arr[:, :needed_cols], alpha, True)
-            else:
-                seq = _bits(arr, alpha, True)
-            return _payload(seq, nbits, compressed, limits)
+            total = _HEADER_BITS + nbits
+            cols = -(-total // (h * per_pixel))
+            rows = h if cols > 1 else -(-total // per_pixel)
+            if w * rows > limits.max_stealth_pixels:
+                raise MetadataError("too_large", "image too large for stealth decoding")
+            full = _png_rows(data, info, rows, cols)
+            if full is None or full.shape[0] != rows:
+                raise MetadataError("truncated", "image data ends early")
+            return _payload(_bits(full, alpha, cols > 1 or rows == h), nbits, compressed, limits)
     except MetadataError as exc:
         problems.add(exc.kind, str(exc))
     except (OSError, ValueError, SyntaxError, zlib.error, MemoryError, Image.DecompressionBombError) as exc:
