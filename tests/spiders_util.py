@@ -49,13 +49,25 @@ def run_crawls(crawls: list[Crawl], tmp: Path, timeout: float = 60) -> dict[str,
     specs = []
     for c in crawls:
         out = tmp / c.name
-        specs.append({"spider": c.spider, "args": c.args, "out": str(out),
-                      "settings": {**base_settings(tmp / "store" / c.name), **c.settings}})
+        specs.append(
+            {
+                "spider": c.spider,
+                "args": c.args,
+                "out": str(out),
+                "settings": {**base_settings(tmp / "store" / c.name), **c.settings},
+            }
+        )
     spec_path = tmp / "spec.json"
     spec_path.write_text(json.dumps(specs))
     env = dict(os.environ, SCRAPY_SETTINGS_MODULE="imagecrawl.settings", PYTHONPATH=str(ROOT))
-    proc = subprocess.run([sys.executable, "-m", "tests.crawl_runner", str(spec_path)], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(
+        [sys.executable, "-m", "tests.crawl_runner", str(spec_path)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     (tmp / "crawl.log").write_text(proc.stderr)
     assert proc.returncode == 0, proc.stderr[-4000:]
     results = {}

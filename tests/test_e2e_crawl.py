@@ -79,7 +79,15 @@ def test_lexica(tmp_path: Path, sandbox_site: Any, catalog: Catalog) -> None:
     store = tmp_path / "store"
     run_crawl("lexica", store=store, args={"api_url": sandbox_site.base_url.rstrip("/"), "q": word})
     expected = expected_rows(catalog, hits, lambda e: f"lexica:{e.id}")
-    check_rows(catalog, expected, _rows(store), lambda e: f"lexica:{e.id}", origin="api")
+    check_rows(
+        catalog,
+        expected,
+        _rows(store),
+        lambda e: f"lexica:{e.id}",
+        origin="api",
+        shown=("prompt", "seed", "cfg_scale", "model"),
+        fixed={"model": "lexica-aperture-v3"},
+    )
 
 
 def test_gallery_and_robots(tmp_path: Path, catalog: Catalog) -> None:
@@ -141,7 +149,7 @@ def test_civitai_into_moto_s3(tmp_path: Path, sandbox_site: Any, moto_s3: MotoS3
     # DuckDB through its httpfs extension (packaged on PyPI), against the same S3 server
     import duckdb_ext  # type: ignore[import-not-found]
 
-    ext = next(Path(duckdb_ext.__file__).parent.glob("extensions/*/*/httpfs.duckdb_extension"))
+    ext = next(Path(next(iter(duckdb_ext.__path__))).glob("extensions/*/*/httpfs.duckdb_extension"))
     con = duckdb.connect(config={"allow_unsigned_extensions": "true"})
     con.execute(f"LOAD '{ext}'")
     con.execute(

@@ -51,9 +51,7 @@ def png_bytes(
 
 
 def chunk(ctype: bytes, body: bytes) -> bytes:
-    return (
-        struct.pack(">I", len(body)) + ctype + body + struct.pack(">I", zlib.crc32(ctype + body) & 0xFFFFFFFF)
-    )
+    return struct.pack(">I", len(body)) + ctype + body + struct.pack(">I", zlib.crc32(ctype + body) & 0xFFFFFFFF)
 
 
 def add_chunks(png: bytes, chunks: list[bytes], *, after_idat: bool = True) -> bytes:
@@ -145,11 +143,7 @@ def stealth_image(
     raw = payload.encode("utf-8")
     if compressed:
         raw = gzip.compress(raw)
-    kind = (
-        ("pngcomp" if compressed else "pnginfo")
-        if mode == "alpha"
-        else ("rgbcomp" if compressed else "rgbinfo")
-    )
+    kind = ("pngcomp" if compressed else "pnginfo") if mode == "alpha" else ("rgbcomp" if compressed else "rgbinfo")
     header = f"stealth_{kind}".encode() + struct.pack(">I", len(raw) * 8)
     bits = np.unpackbits(np.frombuffer(header + raw, dtype=np.uint8))
     w, h = size
@@ -234,10 +228,7 @@ class TestInfotext:
         assert meta is not None and meta.prompt == "" and meta.negative_prompt == "ugly"
 
     def test_extension_lines_after_params(self) -> None:
-        text = (
-            "a {red|blue} car\nSteps: 5, Sampler: Euler, Seed: 3\n"
-            "Template: a {red|blue} car\nNegative Template: x"
-        )
+        text = "a {red|blue} car\nSteps: 5, Sampler: Euler, Seed: 3\nTemplate: a {red|blue} car\nNegative Template: x"
         meta = parse_infotext(text)
         assert meta is not None and meta.prompt == "a {red|blue} car" and meta.seed == 3
         assert meta.params["Template"] == "a {red|blue} car"
@@ -284,9 +275,7 @@ class TestPngText:
         assert meta.metadata_source == "exif:usercomment"
 
     def test_fooocus_a1111_scheme(self) -> None:
-        meta = extract_metadata(
-            png_bytes([("tEXt", "parameters", INFOTEXT), ("tEXt", "fooocus_scheme", "a1111")])
-        )
+        meta = extract_metadata(png_bytes([("tEXt", "parameters", INFOTEXT), ("tEXt", "fooocus_scheme", "a1111")]))
         assert meta.generator == "fooocus"
 
 
@@ -503,9 +492,7 @@ class TestComfy:
         assert (meta.seed, meta.steps, meta.cfg_scale, meta.sampler) == (1234, 25, 6.5, "euler")
         assert meta.model == "base.safetensors" and (meta.width, meta.height) == (832, 1216)
         assert meta.params["scheduler"] == "karras"
-        assert meta.params["loras"] == [
-            {"name": "detail.safetensors", "strength_model": 0.8, "strength_clip": 1}
-        ]
+        assert meta.params["loras"] == [{"name": "detail.safetensors", "strength_model": 0.8, "strength_clip": 1}]
 
     def test_sdxl_combiners_primitives_and_hires_pass(self) -> None:
         g = comfy_basic_graph()
@@ -666,27 +653,17 @@ class TestComfy:
         }
         assert workflow_to_api(wf) is not None
         meta = extract_metadata(png_bytes([("tEXt", "workflow", json.dumps(wf))]))
-        assert (
-            meta.generator == "comfyui"
-            and meta.prompt == "from the workflow"
-            and meta.negative_prompt == "bad"
-        )
+        assert meta.generator == "comfyui" and meta.prompt == "from the workflow" and meta.negative_prompt == "bad"
         assert (meta.seed, meta.steps, meta.cfg_scale, meta.width, meta.height) == (42, 12, 7.0, 512, 640)
         assert meta.model == "wf_model.safetensors"
 
     def test_civitai_comfy_usercomment(self) -> None:
         g = comfy_basic_graph()
         g["extra"] = {"airs": ["urn:air:sdxl:checkpoint:civitai:1@2"]}
-        g["extraMetadata"] = json.dumps(
-            {"prompt": "typed prompt", "negativePrompt": "typed neg", "steps": 25}
-        )
+        g["extraMetadata"] = json.dumps({"prompt": "typed prompt", "negativePrompt": "typed neg", "steps": 25})
         t = tiff([], [(0x9286, 7, user_comment(json.dumps(g), "utf-16-be"))])
         meta = extract_metadata(jpeg_bytes(t))
-        assert (
-            meta.generator == "civitai"
-            and meta.prompt == "typed prompt"
-            and meta.negative_prompt == "typed neg"
-        )
+        assert meta.generator == "civitai" and meta.prompt == "typed prompt" and meta.negative_prompt == "typed neg"
         assert meta.seed == 1234
 
     def test_cyclic_graph_terminates(self) -> None:
@@ -731,9 +708,7 @@ class TestOtherGenerators:
             ]
         )
         meta = extract_metadata(data)
-        assert (
-            meta.generator == "novelai" and meta.prompt == "2girls, park" and meta.negative_prompt == "lowres"
-        )
+        assert meta.generator == "novelai" and meta.prompt == "2girls, park" and meta.negative_prompt == "lowres"
         assert meta.params["character_prompts"] == ["girl, red hair"] and meta.cfg_scale == 5.5
 
     def test_novelai_legacy_prompt_only_in_description(self) -> None:
@@ -791,9 +766,7 @@ class TestOtherGenerators:
         meta = extract_metadata(png_bytes([("tEXt", "sd-metadata", json.dumps(sdm))]))
         assert (meta.prompt, meta.negative_prompt, meta.model) == ("a tree", "ugly", "deliberate")
 
-    @pytest.mark.parametrize(
-        "model", [{"model_name": "juggernaut"}, {"name": "juggernaut", "hash": "blake3:x"}]
-    )
+    @pytest.mark.parametrize("model", [{"model_name": "juggernaut"}, {"name": "juggernaut", "hash": "blake3:x"}])
     def test_invokeai_metadata(self, model: dict[str, str]) -> None:
         md = {
             "positive_prompt": "p",
@@ -850,9 +823,7 @@ class TestOtherGenerators:
             "Model": "WAI",
         }
         meta = extract_metadata(png_bytes([("tEXt", "parameters", json.dumps(hf))]))
-        assert (
-            meta.generator == "hf-space" and (meta.width, meta.height) == (1024, 768) and meta.model == "WAI"
-        )
+        assert meta.generator == "hf-space" and (meta.width, meta.height) == (1024, 768) and meta.model == "WAI"
 
     def test_tensorart_seed_from_graph(self) -> None:
         gen = {
@@ -1005,9 +976,7 @@ class TestNegativesAndErrors:
             png_bytes([("tEXt", "Description", "holiday photo"), ("tEXt", "prompt", "not json")]),
             jpeg_bytes(comment=b"Created with GIMP"),
             webp_bytes(tiff([(0x010E, 2, b"GIMP\xe3\x81\xa7\0"), (0x0131, 2, b"GIMP 3.0.6\0")])),
-            jpeg_bytes(
-                tiff([(0x010F, 2, b"Canon\0"), (0x0110, 2, b"EOS R5\0")], [(0x9286, 7, b"ASCII\0\0\0hello")])
-            ),
+            jpeg_bytes(tiff([(0x010F, 2, b"Canon\0"), (0x0110, 2, b"EOS R5\0")], [(0x9286, 7, b"ASCII\0\0\0hello")])),
         ):
             meta = extract_metadata(data)
             assert not meta.found() and meta.prompt is None and meta.error in (None, "bad_text")

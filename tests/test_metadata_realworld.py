@@ -46,9 +46,7 @@ def same(got: Any, want: Any) -> bool:
 
 def _skip_if_absent() -> None:
     if CORPUS is None:
-        pytest.skip(
-            "real-world corpus not found: set IMAGECRAWL_REALWORLD_DIR or place it at ../shared/realworld"
-        )
+        pytest.skip("real-world corpus not found: set IMAGECRAWL_REALWORLD_DIR or place it at ../shared/realworld")
 
 
 @pytest.mark.parametrize("entry", MANIFEST or [None], ids=lambda e: e["file"] if e else "corpus-missing")

@@ -63,9 +63,7 @@ def test_images_page_fields() -> None:
     assert "hash" not in first.params  # BlurHash: not a content hash, not kept
 
     null_meta, no_meta = page.entries[1].hints, page.entries[2].hints
-    assert (
-        null_meta.prompt is None and null_meta.nsfw == "Soft" and null_meta.params["baseModel"] == "SDXL 1.0"
-    )
+    assert null_meta.prompt is None and null_meta.nsfw == "Soft" and null_meta.params["baseModel"] == "SDXL 1.0"
     assert no_meta.prompt is None and no_meta.author is None and "baseModel" not in no_meta.params
 
     strings = page.entries[3].hints  # numbers as strings are typed; the prompt is stripped
@@ -123,8 +121,7 @@ def test_url_builders() -> None:
         API + "/", limit=50, nsfw="None", sort="Most Reactions", period="Week", username="a b", model_id=12
     )
     assert url == (
-        f"{API}/api/v1/images?limit=50&withMeta=true&nsfw=None&sort=Most+Reactions"
-        "&period=Week&username=a+b&modelId=12"
+        f"{API}/api/v1/images?limit=50&withMeta=true&nsfw=None&sort=Most+Reactions&period=Week&username=a+b&modelId=12"
     )
     assert "nsfw" not in pages.images_api_url(API, nsfw=None)
     nxt = pages.with_cursor(url, "469639|1681227312500")
@@ -194,9 +191,7 @@ def test_models_nsfw_filter_and_bad_parts() -> None:
             {"id": 5, "name": "m"},
             {
                 "id": 6,
-                "modelVersions": [
-                    {"id": 7, "images": [{"url": "https://i.example/abc/uuid.png", "nsfwLevel": 1}]}
-                ],
+                "modelVersions": [{"id": 7, "images": [{"url": "https://i.example/abc/uuid.png", "nsfwLevel": 1}]}],
             },
         ]
     }

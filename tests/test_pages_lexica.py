@@ -32,9 +32,7 @@ def test_search_fields() -> None:
     assert h.params == {"grid": True, "promptid": "5f0c1d2e-3a4b-4c5d-8e6f-708192a3b4c5"}
     second = page.entries[1].hints
     assert (second.nsfw, second.seed, second.cfg_scale, second.negative_prompt) == ("true", 42, 8.5, "blurry")
-    assert (
-        second.page_url == "http://127.0.0.1:9999/prompt/11112222-aaaa-bbbb-cccc-333344445555"
-    )  # no gallery
+    assert second.page_url == "http://127.0.0.1:9999/prompt/11112222-aaaa-bbbb-cccc-333344445555"  # no gallery
     third = page.entries[2].hints
     assert third.prompt is None and third.seed is None and third.params == {"seed": "random"}
     assert third.nsfw is None

@@ -119,9 +119,7 @@ def _nodes_of(obj: dict[str, Any]) -> Graph | None:
     nodes = {
         str(k): v
         for k, v in obj.items()
-        if isinstance(v, dict)
-        and isinstance(v.get("class_type"), str)
-        and isinstance(v.get("inputs", {}), dict)
+        if isinstance(v, dict) and isinstance(v.get("class_type"), str) and isinstance(v.get("inputs", {}), dict)
     }
     if not nodes or len(nodes) > MAX_NODES:
         return None
@@ -357,11 +355,7 @@ class _Walker:
         for key, v in ins.items():
             if not is_link(v):
                 continue
-            if (
-                key == role
-                or key.startswith(("conditioning", "cond"))
-                or key in ("positive_cond", "base_" + role)
-            ):
+            if key == role or key.startswith(("conditioning", "cond")) or key in ("positive_cond", "base_" + role):
                 for s in self.texts(v, role, depth + 1, seen):
                     if s not in found:
                         found.append(s)
@@ -481,9 +475,7 @@ def parse_comfy_graph(graph: Graph, *, max_depth: int = MAX_DEPTH) -> ImageMetad
     if loras:
         params["loras"] = loras
     meta.params.update({k: v for k, v in params.items() if v is not None})
-    if not (
-        meta.prompt or meta.negative_prompt or meta.seed is not None or meta.steps is not None or meta.model
-    ):
+    if not (meta.prompt or meta.negative_prompt or meta.seed is not None or meta.steps is not None or meta.model):
         return None
     return meta
 

@@ -52,9 +52,7 @@ _EASY_KEYS = (
 _IFD0_TEXT_TAGS = (0x010F, 0x0110, 0x010E, 0x0131, 0x013B, 0x010D, 0x8298, 0x010B, 0x010C, 0x010A)
 
 
-def extract_metadata(
-    data: bytes, *, filename: str | None = None, limits: Limits | None = None
-) -> ImageMetadata:
+def extract_metadata(data: bytes, *, filename: str | None = None, limits: Limits | None = None) -> ImageMetadata:
     """Read the prompt and generation parameters from the bytes of an image file.
 
     Never raises: problems become ``error`` (see :data:`~imagecrawl.metadata.types.ERROR_KINDS`).

@@ -35,9 +35,7 @@ _CHANNELS = {6: 4, 2: 3, 4: 2}  # PNG colour type -> channels (8-bit)
 
 
 def _chunk(ctype: bytes, body: bytes) -> bytes:
-    return (
-        struct.pack(">I", len(body)) + ctype + body + struct.pack(">I", zlib.crc32(ctype + body) & 0xFFFFFFFF)
-    )
+    return struct.pack(">I", len(body)) + ctype + body + struct.pack(">I", zlib.crc32(ctype + body) & 0xFFFFFFFF)
 
 
 def _inflate_rows(data: bytes, info: PngInfo, rows: int, cols: int) -> bytes:
@@ -191,9 +189,7 @@ def stealth_from_png(data: bytes, info: PngInfo, limits: Limits, problems: Probl
     return None
 
 
-def stealth_from_image(
-    data: bytes, width: int, height: int, limits: Limits, problems: Problems
-) -> str | None:
+def stealth_from_image(data: bytes, width: int, height: int, limits: Limits, problems: Problems) -> str | None:
     """Stealth payload of a non-PNG image (lossless WebP): full decode, bounded by pixel count."""
     if width <= 0 or height <= 0:
         return None

@@ -260,9 +260,7 @@ def _model_images(model: dict[str, Any], api_url: str, safe_only: bool, page: Pa
             )
 
 
-def parse_models(
-    body: bytes | str | Any, api_url: str = DEFAULT_API_URL, *, safe_only: bool = True
-) -> ParsedPage:
+def parse_models(body: bytes | str | Any, api_url: str = DEFAULT_API_URL, *, safe_only: bool = True) -> ParsedPage:
     """Parse ``GET /api/v1/models`` (``{"items": [model...], "metadata": ...}``) or ``GET
     /api/v1/models/<id>`` (one model object) into the models' showcase images.
 

@@ -66,8 +66,7 @@ def detect_format(path: str | Path, input_format: str | None = None) -> str:
     suffix = Path(path).suffix.lower()
     if suffix not in _EXTENSIONS:
         raise ValueError(
-            f"{path}: cannot tell the format from the extension {suffix!r}; pass input_format= "
-            f"({', '.join(FORMATS)})"
+            f"{path}: cannot tell the format from the extension {suffix!r}; pass input_format= ({', '.join(FORMATS)})"
         )
     return _EXTENSIONS[suffix]
 
