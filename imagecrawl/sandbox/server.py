@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import base64
 import datetime as dt
+import functools
 import html
 import ipaddress
 import json
@@ -43,6 +44,7 @@ from imagecrawl.sandbox.catalog import (
     base_model,
     blurhash_placeholder,
     build_catalog,
+    cached_image,
     civitai_post_id,
     civitai_stats,
     lexica_prompt_id,
@@ -109,8 +111,6 @@ def _decode_cursor(cursor: str) -> int:
     return offset
 
 
-def _parse_created(entry: Entry) -> dt.datetime:
-    return dt.datetime.strptime(entry.created_at, "%Y-%m-%dT%H:%M:%S.000Z").replace(tzinfo=dt.UTC)
 
 
 # --- routes ---------------------------------------------------------------------------------------
@@ -142,9 +142,17 @@ async def private(request: web.Request) -> web.Response:
 
 
 def _civitai_item(entry: Entry, base: str, with_meta: bool) -> dict[str, Any]:
+    item = dict(_civitai_item_template(entry, with_meta))  # shallow copy; nested values are shared
+    item["url"] = base + entry.image_path
+    return item
+
+
+@functools.lru_cache(maxsize=16384)
+def _civitai_item_template(entry: Entry, with_meta: bool) -> dict[str, Any]:
+    """The request-independent part of an API item (treat as read-only: it is cached)."""
     item: dict[str, Any] = {
         "id": int(entry.id),
-        "url": base + entry.image_path,
+        "url": None,
         "hash": blurhash_placeholder(entry),
         "width": entry.width,
         "height": entry.height,
@@ -200,8 +208,9 @@ def civitai_select(catalog: Catalog, query: dict[str, str]) -> list[Entry]:
         raise ValueError(f"invalid period: {period!r}")
     span = PERIODS[period]
     if span is not None:
-        since = CATALOG_NOW - span
-        entries = [e for e in entries if _parse_created(e) >= since]
+        # created_at strings share one fixed-width UTC format, so they compare chronologically
+        since = (CATALOG_NOW - span).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+        entries = [e for e in entries if e.created_at >= since]
     username = query.get("username")
     if username:
         entries = [e for e in entries if e.username.casefold() == username.casefold()]
@@ -359,7 +368,9 @@ async def image(request: web.Request) -> web.Response:
     entry = catalog.find(source, entry_id) if entry_id else None
     if entry is None or entry.image_path != request.path:
         raise web.HTTPNotFound()
-    data = render_image(catalog, entry)
+    data = cached_image(catalog, entry)
+    if data is None:  # first request: render off the event loop so other requests keep flowing
+        data = await asyncio.get_running_loop().run_in_executor(None, render_image, catalog, entry)
     return web.Response(
         body=data,
         content_type=entry.content_type,
