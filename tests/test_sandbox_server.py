@@ -8,12 +8,14 @@ import datetime as dt
 import io
 import json
 import signal
+import socket
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -118,6 +120,27 @@ def test_non_loopback_host_refused(host: str, capsys: pytest.CaptureFixture[str]
     captured = capsys.readouterr()
     assert "listening" not in captured.out
     assert "refusing" in captured.err or "must be an IP" in captured.err
+
+
+def test_busy_port_and_bad_log_path(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        assert server_main(["--port", str(port), "--items", "1"]) == 1
+    assert "cannot listen" in capsys.readouterr().err
+    assert server_main(["--port", "0", "--log", str(tmp_path / "missing" / "log.jsonl")]) == 2
+    assert "cannot open request log" in capsys.readouterr().err
+
+
+def test_missing_host_header_uses_socket_address(sb: SandboxProcess) -> None:
+    with socket.create_connection(("127.0.0.1", sb.port), timeout=10) as conn:
+        conn.sendall(b"GET /api/v1/images?limit=1 HTTP/1.0\r\n\r\n")
+        data = b""
+        while chunk := conn.recv(65536):
+            data += chunk
+    body = json.loads(data.split(b"\r\n\r\n", 1)[1])
+    assert body["items"][0]["url"].startswith(sb.base_url + "images/civitai/")
 
 
 def test_same_arguments_give_identical_responses(sb: SandboxProcess) -> None:

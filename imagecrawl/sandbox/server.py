@@ -86,7 +86,16 @@ def _json_error(status: int, message: str) -> web.Response:
 
 
 def _base(request: web.Request) -> str:
-    return f"{request.scheme}://{request.host}"
+    """``http://host:port`` as the client addressed us (Host header; else the local socket address)."""
+    host = request.headers.get("Host")
+    if not host:
+        sockname = request.transport.get_extra_info("sockname") if request.transport else None
+        if isinstance(sockname, tuple) and len(sockname) >= 2:
+            addr = f"[{sockname[0]}]" if ":" in str(sockname[0]) else str(sockname[0])
+            host = f"{addr}:{sockname[1]}"
+        else:
+            host = request.host
+    return f"{request.scheme}://{host}"
 
 
 def _html_page(title: str, body: str, status: int = 200) -> web.Response:
@@ -530,7 +539,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     log_file: IO[str] | None = None
     if args.log is not None:
-        log_file = open(args.log, "a", buffering=1, encoding="utf-8")  # noqa: SIM115 - closed below
+        try:
+            log_file = open(args.log, "a", buffering=1, encoding="utf-8")  # noqa: SIM115 - closed below
+        except OSError as exc:
+            print(f"imagecrawl sandbox: cannot open request log {args.log}: {exc}", file=sys.stderr)
+            return 2
     try:
         asyncio.run(_serve(args, log_file))
     except OSError as exc:
