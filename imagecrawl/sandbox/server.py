@@ -71,6 +71,10 @@ class SandboxConfig:
     seed: int = 0
     page_size: int = 24
     crawl_delay: float | None = None
+    # behaviours (see behaviours.py); all off by default
+    rate_limit: float | None = None  # tokens per second per client IP; None = unlimited
+    burst: int | None = None  # bucket capacity; default ceil(rate_limit)
+    retry_after: bool = True  # send Retry-After with 429
 
 
 CATALOG_KEY = web.AppKey("catalog", Catalog)
@@ -118,8 +122,6 @@ def _decode_cursor(cursor: str) -> int:
     if offset < 0:
         raise ValueError(cursor)
     return offset
-
-
 
 
 # --- routes ---------------------------------------------------------------------------------------
@@ -488,18 +490,42 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0, help="catalog seed (default 0)")
     p.add_argument("--page-size", type=int, default=24, help="gallery cards per listing page (default 24)")
     p.add_argument("--crawl-delay", type=float, default=None, help="add a Crawl-delay line to robots.txt")
+    p.add_argument(
+        "--rate-limit",
+        type=float,
+        default=None,
+        metavar="RPS",
+        help="token bucket per client IP: answer 429 past RPS requests/s (robots.txt exempt)",
+    )
+    p.add_argument("--burst", type=int, default=None, help="token bucket capacity (default ceil(RPS))")
+    p.add_argument(
+        "--no-retry-after",
+        dest="retry_after",
+        action="store_false",
+        help="send 429 responses without a Retry-After header",
+    )
     p.add_argument("--log", type=Path, default=None, help="append one JSON line per request to FILE")
     p.add_argument("--allow-non-loopback", action="store_true", help="allow binding a non-loopback address")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging to stderr")
     args = p.parse_args(argv)
     if args.items < 0 or args.page_size < 1:
         p.error("--items must be >= 0 and --page-size >= 1")
+    if args.rate_limit is not None and args.rate_limit <= 0:
+        p.error("--rate-limit must be > 0")
+    if args.burst is not None and args.burst < 1:
+        p.error("--burst must be >= 1")
     return args
 
 
 async def _serve(args: argparse.Namespace, log_file: IO[str] | None) -> None:
     config = SandboxConfig(
-        items=args.items, seed=args.seed, page_size=args.page_size, crawl_delay=args.crawl_delay
+        items=args.items,
+        seed=args.seed,
+        page_size=args.page_size,
+        crawl_delay=args.crawl_delay,
+        rate_limit=args.rate_limit,
+        burst=args.burst,
+        retry_after=args.retry_after,
     )
     app = create_app(config, log_file)
     runner = web.AppRunner(
