@@ -56,7 +56,7 @@ def test_entries_are_well_formed() -> None:
         for e in entries:
             assert e.source == source
             assert cat.get(source, e.id) is e
-            assert 24 <= e.width <= 256 and 24 <= e.height <= 256
+            assert 48 <= e.width <= 256 and 48 <= e.height <= 256
             assert e.image_format in ("PNG", "JPEG", "WEBP")
             assert e.nsfw_level in ("None", "Soft", "Mature", "X")
             assert e.image_path == f"/images/{source}/{e.id}.{e.ext}"
