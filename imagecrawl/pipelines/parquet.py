@@ -18,6 +18,7 @@ from imagecrawl.pipelines._state import CrawlStorage, crawl_storage
 from imagecrawl.schema import COLUMNS
 from imagecrawl.storage.outbox import Outbox
 from imagecrawl.storage.shards import ShardWriter, partition_of, shard_key
+from imagecrawl.storage.stores import LocalStore
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +64,8 @@ class ParquetPipeline:
     # -- lifecycle ----------------------------------------------------------------------------
     async def open_spider(self) -> None:
         store = self.storage.store
+        if isinstance(store, LocalStore):
+            store.clean_staging()
         keys = {shard.key for shard in await asyncio.to_thread(lambda: list(store.list_shards()))}
         self.outbox.recover(keys)
 
