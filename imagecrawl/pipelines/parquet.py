@@ -66,7 +66,12 @@ class ParquetPipeline:
         store = self.storage.store
         if isinstance(store, LocalStore):
             store.clean_staging()
-        keys = {shard.key for shard in await asyncio.to_thread(lambda: list(store.list_shards()))}
+        try:
+            keys = {shard.key for shard in await asyncio.to_thread(lambda: list(store.list_shards()))}
+        except Exception as exc:
+            # Unknown: shards left in the outbox are uploaded again (same key, same bytes: harmless).
+            logger.warning("Cannot list the store %s (%s); outbox shards will be uploaded again", store.url, exc)
+            keys = set()
         self.outbox.recover(keys)
 
     def _engine_started(self) -> None:
