@@ -114,6 +114,9 @@ def build_record(
     if prompt is not None:
         metadata_source: str | None = hints.origin
         negative = _clean_text(hints.negative_prompt)
+        if negative is None and hints.negative_prompt is None and _clean_text(meta.prompt) == prompt:
+            # The source shows no negative field at all (Lexica): the file's own, if it is the same prompt.
+            negative = _clean_text(meta.negative_prompt)
     else:
         prompt = _clean_text(meta.prompt)
         negative = _clean_text(meta.negative_prompt)

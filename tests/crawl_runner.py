@@ -66,8 +66,9 @@ def main(spec_path: str) -> int:
         def done(t: Any, out: Path = out) -> None:
             if not t.cancelled() and t.exception() is not None:
                 exc = t.exception()
-                (out / "error.txt").write_text(f"{type(exc).__name__}: {exc}\n" + "".join(
-                    traceback.format_exception(exc)))
+                (out / "error.txt").write_text(
+                    f"{type(exc).__name__}: {exc}\n" + "".join(traceback.format_exception(exc))
+                )
 
         task.add_done_callback(done)
     process.start(install_signal_handlers=False)

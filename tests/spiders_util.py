@@ -49,20 +49,34 @@ def run_crawls(crawls: list[Crawl], tmp: Path, timeout: float = 60) -> dict[str,
     specs = []
     for c in crawls:
         out = tmp / c.name
-        specs.append({"spider": c.spider, "args": c.args, "out": str(out),
-                      "settings": {**base_settings(tmp / "store" / c.name), **c.settings}})
+        specs.append(
+            {
+                "spider": c.spider,
+                "args": c.args,
+                "out": str(out),
+                "settings": {**base_settings(tmp / "store" / c.name), **c.settings},
+            }
+        )
     spec_path = tmp / "spec.json"
     spec_path.write_text(json.dumps(specs))
     env = dict(os.environ, SCRAPY_SETTINGS_MODULE="imagecrawl.settings", PYTHONPATH=str(ROOT))
-    proc = subprocess.run([sys.executable, "-m", "tests.crawl_runner", str(spec_path)], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(
+        [sys.executable, "-m", "tests.crawl_runner", str(spec_path)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     (tmp / "crawl.log").write_text(proc.stderr)
     assert proc.returncode == 0, proc.stderr[-4000:]
     results = {}
     for c in crawls:
         out = tmp / c.name
         items_path, stats_path, error_path = out / "items.jsonl", out / "stats.json", out / "error.txt"
-        items = [json.loads(line) for line in items_path.read_text().splitlines()] if items_path.exists() else []
+        items = (
+            [json.loads(line) for line in items_path.read_text().splitlines()] if items_path.exists() else []
+        )
         stats = json.loads(stats_path.read_text()) if stats_path.exists() else {}
         error = error_path.read_text() if error_path.exists() else None
         results[c.name] = CrawlResult(items, stats, error, out, proc.stderr)
@@ -103,4 +117,6 @@ def expected_metadata_source(entry: Entry, *, shown: bool, origin: str) -> str |
 
 
 def picked(item: dict[str, Any]) -> dict[str, Any]:
-    return {k: item[k] for k in ("prompt", "negative_prompt", "seed", "steps", "sampler", "cfg_scale", "model")}
+    return {
+        k: item[k] for k in ("prompt", "negative_prompt", "seed", "steps", "sampler", "cfg_scale", "model")
+    }

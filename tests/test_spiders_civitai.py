@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -42,7 +41,11 @@ def results(server: SandboxProcess, tmp_path_factory: pytest.TempPathFactory) ->
             Crawl("all", "civitai", {"api_url": api, "nsfw": "all", "limit": "25"}),
             Crawl("safe", "civitai", {"api_url": api, "limit": "7"}),
             Crawl("capped", "civitai", {"api_url": api, "nsfw": "all", "limit": "20", "max_items": "30"}),
-            Crawl("mature", "civitai", {"api_url": api, "nsfw": "mature", "limit": "200", "sort": "Most Comments"}),
+            Crawl(
+                "mature",
+                "civitai",
+                {"api_url": api, "nsfw": "mature", "limit": "200", "sort": "Most Comments"},
+            ),
             Crawl("bad_arg", "civitai", {"api_url": api, "limit": "500"}),
         ],
         tmp_path_factory.mktemp("civitai-crawls"),
