@@ -54,7 +54,11 @@ def run_crawls(crawls: list[Crawl], tmp: Path, timeout: float = 60) -> dict[str,
                 "spider": c.spider,
                 "args": c.args,
                 "out": str(out),
-                "settings": {**base_settings(tmp / "store" / c.name), **c.settings},
+                "settings": {
+                    **base_settings(tmp / "store" / c.name),
+                    "USER_AGENT": f"imagecrawl-test/{c.name}",  # tells the crawls apart in the server log
+                    **c.settings,
+                },
             }
         )
     spec_path = tmp / "spec.json"
