@@ -91,15 +91,20 @@ def sha256_of(catalog: Catalog, entry: Entry) -> str:
     return hashlib.sha256(render_image(catalog, entry)).hexdigest()
 
 
-def expected_values(entry: Entry, *, shown: bool) -> dict[str, Any]:
-    """What the record must say for ``entry``: the catalog's values where the page/API shows them; where it
-    doesn't but the file embeds A1111 infotext, the file's values.
+def file_checkable(entry: Entry) -> bool:
+    """Whether file-derived values can be asserted for ``entry`` today.
 
-    NOTE: the file-metadata extractor on main is temporarily minimal (A1111 PNG ``parameters`` only), so
-    file-derived values are expected only for PNG entries; JPEG/WebP entries that embed metadata are expected
-    to come out empty for now. Widen this when the full extractor lands."""
-    from_file = not shown and entry.embed_metadata and entry.image_format == "PNG"
-    if shown or from_file:
+    NOTE: the file-metadata extractor on this branch is temporarily minimal (A1111 PNG ``parameters``
+    only), so file-derived values are asserted only for PNG entries; for JPEG/WebP entries that embed
+    metadata the tests assert nothing file-derived (the full extractor will fill them). Widen this when
+    the full extractor is merged."""
+    return entry.image_format == "PNG" or not entry.embed_metadata
+
+
+def expected_values(entry: Entry, *, shown: bool) -> dict[str, Any] | None:
+    """What the record must say for ``entry``: the catalog's values where the page/API shows them; where
+    it doesn't but the file embeds A1111 infotext, the file's values; None = not checkable yet (above)."""
+    if shown or (entry.embed_metadata and entry.image_format == "PNG"):
         return {
             "prompt": entry.prompt,
             "negative_prompt": entry.negative_prompt,
@@ -109,7 +114,9 @@ def expected_values(entry: Entry, *, shown: bool) -> dict[str, Any]:
             "cfg_scale": entry.cfg_scale,
             "model": entry.model,
         }
-    return dict.fromkeys(("prompt", "negative_prompt", "seed", "steps", "sampler", "cfg_scale", "model"))
+    if not file_checkable(entry):
+        return None
+    return dict.fromkeys(FIELDS)
 
 
 def expected_metadata_source(entry: Entry, *, shown: bool, origin: str) -> str | None:
@@ -118,6 +125,18 @@ def expected_metadata_source(entry: Entry, *, shown: bool, origin: str) -> str |
     if entry.embed_metadata and entry.image_format == "PNG":  # minimal extractor: PNG only (see above)
         return "png:parameters"
     return None
+
+
+FIELDS = ("prompt", "negative_prompt", "seed", "steps", "sampler", "cfg_scale", "model")
+
+
+def check_fields(item: dict[str, Any], entry: Entry, *, shown: bool, origin: str) -> None:
+    """Assert the generation fields and metadata_source of ``item`` against the catalog ``entry``."""
+    expected = expected_values(entry, shown=shown)
+    if expected is None:  # not shown, JPEG/WebP with embedded metadata: not checkable yet
+        return
+    assert picked(item) == expected, entry.id
+    assert item["metadata_source"] == expected_metadata_source(entry, shown=shown, origin=origin), entry.id
 
 
 def picked(item: dict[str, Any]) -> dict[str, Any]:

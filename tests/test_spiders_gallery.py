@@ -11,9 +11,7 @@ from imagecrawl.sandbox.testing import SandboxProcess, sandbox
 from tests.spiders_util import (
     Crawl,
     CrawlResult,
-    expected_metadata_source,
-    expected_values,
-    picked,
+    check_fields,
     run_crawls,
     sha256_of,
 )
@@ -77,10 +75,7 @@ def test_every_entry_once_with_catalog_values(
         assert item["id"] == f"gallery:{entry_id}" and item["source"] == "gallery"
         assert item["page_url"] == server.url(f"gallery/item/{entry_id}")
         assert item["image_url"] == server.url(entry.image_path)
-        assert picked(item) == expected_values(entry, shown=entry.show_meta), entry_id
-        assert item["metadata_source"] == expected_metadata_source(
-            entry, shown=entry.show_meta, origin="html"
-        )
+        check_fields(item, entry, shown=entry.show_meta, origin="html")
         assert item["author_hash"] and entry.username not in str(item)
         assert item["image_sha256"] == item["image_bytes_sha256"] == sha256_of(catalog, entry)
     assert res.stats["imagecrawl/pages/gallery/listings"] == 3
