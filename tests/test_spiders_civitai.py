@@ -17,6 +17,7 @@ from tests.spiders_util import (
 )
 
 ITEMS, SEED = 60, 3
+USER = build_catalog(ITEMS, SEED).entries("civitai")[0].username
 
 
 @pytest.fixture(scope="module")
@@ -45,6 +46,7 @@ def results(server: SandboxProcess, tmp_path_factory: pytest.TempPathFactory) ->
                 {"api_url": api, "nsfw": "mature", "limit": "200", "sort": "Most Comments"},
             ),
             Crawl("bad_arg", "civitai", {"api_url": api, "limit": "500"}),
+            Crawl("user", "civitai", {"api_url": api, "nsfw": "all", "username": USER}),
         ],
         tmp_path_factory.mktemp("civitai-crawls"),
     )
@@ -113,3 +115,8 @@ def test_only_api_and_image_paths_requested(results: dict[str, CrawlResult], ser
     assert all(p in ("/robots.txt", "/api/v1/images") or p.startswith("/images/civitai/") for p in paths)
     assert not any(r["path"].startswith("/private/") for r in server.requests())
     assert all(r["status"] == 200 for r in server.requests())
+
+
+def test_username_filter(results: dict[str, CrawlResult], catalog: Catalog) -> None:
+    mine = {e.id for e in catalog.entries("civitai") if e.username.casefold() == USER.casefold()}
+    assert mine and sorted(i["source_id"] for i in results["user"].items) == sorted(mine)
