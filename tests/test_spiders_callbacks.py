@@ -138,6 +138,7 @@ def test_civitai_next_page_fallback_and_max_items(tmp_path: Path) -> None:
     assert [r.url for r in out] == [f"{API}/img/3.png"]  # 3 requested in all: no more images, no next page
     assert spider.requested == 3
     assert start_requests(make(CivitaiSpider, tmp_path, api_url=API, max_items="0")) == []
+    assert "limit=3&" in start_request(spider).url  # a page no larger than max_items
 
 
 @pytest.mark.parametrize(
