@@ -65,7 +65,7 @@ def test_every_entry_once_with_catalog_values(results: dict[str, CrawlResult], c
         assert item["source"] == "civitai"
         assert item["page_url"] == f"{res_api(res)}/images/{entry_id}"
         assert item["image_url"].endswith(entry.image_path)
-        check_fields(item, entry, shown=entry.show_meta, origin="api")
+        check_fields(item, catalog, entry, shown=entry.show_meta, origin="api")
         assert item["nsfw"] == entry.nsfw_level
         assert item["author_hash"] and entry.username not in str(item)
         assert item["image_sha256"] == item["image_bytes_sha256"] == sha256_of(catalog, entry)

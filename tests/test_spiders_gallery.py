@@ -75,7 +75,7 @@ def test_every_entry_once_with_catalog_values(
         assert item["id"] == f"gallery:{entry_id}" and item["source"] == "gallery"
         assert item["page_url"] == server.url(f"gallery/item/{entry_id}")
         assert item["image_url"] == server.url(entry.image_path)
-        check_fields(item, entry, shown=entry.show_meta, origin="html")
+        check_fields(item, catalog, entry, shown=entry.show_meta, origin="html")
         assert item["author_hash"] and entry.username not in str(item)
         assert item["image_sha256"] == item["image_bytes_sha256"] == sha256_of(catalog, entry)
     assert res.stats["imagecrawl/pages/gallery/listings"] == 3

@@ -126,7 +126,7 @@ def test_every_good_row_once(results: dict[str, CrawlResult], rows: list[Any], c
         if caption is not None:
             assert (item["prompt"], item["metadata_source"]) == (caption, "input")
         else:  # no caption: what the file says (asserted where the minimal extractor can: check_fields)
-            check_fields(item, entry, shown=False, origin="input")
+            check_fields(item, catalog, entry, shown=False, origin="input")
     stats = res.stats
     assert {k: v for k, v in stats.items() if k.startswith("imagecrawl/pages/errors/")} == {
         f"imagecrawl/pages/errors/{kind}": 1 for kind in BAD_ROWS.values()
