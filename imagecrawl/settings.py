@@ -47,6 +47,9 @@ IMAGECRAWL_AUTHOR_SALT = ""
 IMAGECRAWL_MAX_IMAGE_PIXELS = 64_000_000
 
 DOWNLOADER_MIDDLEWARES = {
+    # Scrapy 2.19's robots.txt middleware lets requests that wait for robots.txt together through.
+    "scrapy.downloadermiddlewares.robotstxt.RobotsTxtMiddleware": None,
+    "imagecrawl.downloadermiddlewares.robots.RobotsTxtMiddleware": 100,
     "imagecrawl.downloadermiddlewares.known.KnownImageMiddleware": 50,
 }
 IMAGECRAWL_SKIP_KNOWN_IMAGES = True
