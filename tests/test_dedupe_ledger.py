@@ -75,13 +75,13 @@ def test_claims_are_shared_between_processes_and_die_with_their_owner(tmp_path: 
 
     # a process that claims and dies without closing: its claims are void for the next ledger
     code = (
-        "import sys; sys.path.insert(0, %r)\n"
+        f"import sys; sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r})\n"
         "from pathlib import Path\n"
         "from imagecrawl.dedupe.sqlite import Ledger\n"
-        "led = Ledger(Path(%r), owner='doomed')\n"
+        f"led = Ledger(Path({str(db)!r}), owner='doomed')\n"
         "assert led.reserve('s2', 'x:2')\n"
         "import os; os._exit(0)\n"
-    ) % (str(Path(__file__).resolve().parents[1]), str(db))
+    )
     subprocess.run([sys.executable, "-c", code], check=True)
     c = Ledger(db, owner="run-c")
     assert c.duplicate_reason("s2", "x:2") is None
