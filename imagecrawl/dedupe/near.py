@@ -41,7 +41,7 @@ logger = logging.getLogger(__name__)
 
 #: Hamming distance at or below which two pHashes count as the same picture (tuned by
 #: ``benchmarks/near_dupes.py``; the trade-off is in docs/near-duplicates.md).
-DEFAULT_MAX_DISTANCE: Final = 10
+DEFAULT_MAX_DISTANCE: Final = 8
 #: 4 bands of 16 bits: the MIH sweet spot (64 / log2(n)) for 10^5..10^7 stored hashes.
 DEFAULT_BANDS: Final = 4
 
@@ -145,14 +145,19 @@ class MihCore:
         self._delta_n += 1
 
     def add_arrays(self, handles: np.ndarray, hashes: np.ndarray) -> None:
-        """Bulk add (``hashes`` as uint64, or int64 reinterpreted); merges straight into the bands."""
-        if len(handles) == 0:
+        """Bulk add (``hashes`` as uint64, or int64 reinterpreted). Goes to the delta if it fits, else
+        everything is merged into the bands at once (one sort per band, however many rows)."""
+        count = len(handles)
+        if count == 0:
             return
-        if len(handles) < 256:
-            for handle, value in zip(handles.tolist(), hashes.astype(np.uint64).tolist(), strict=True):
-                self.add(int(handle), int(value))
-            return
-        self._merge(np.asarray(handles, dtype=np.int64), np.asarray(hashes).view(np.uint64))
+        hashes = np.asarray(hashes).view(np.uint64)
+        end = self._delta_n + count
+        if end <= len(self._delta_h):
+            self._delta_h[self._delta_n : end] = hashes
+            self._delta_k[self._delta_n : end] = handles
+            self._delta_n = end
+        else:
+            self._merge(np.asarray(handles, dtype=np.int64), hashes)
 
     def _merge(self, handles: np.ndarray | None = None, hashes: np.ndarray | None = None) -> None:
         parts_h = [self._hashes, self._delta_h[: self._delta_n]]
@@ -338,11 +343,14 @@ class SqliteNearIndex:
         cur = self._db.execute(
             "SELECT seq, phash FROM near_phash WHERE seq > ? ORDER BY seq", (self._loaded_upto,)
         )
+        chunks = []
         while rows := cur.fetchmany(65536):
-            arr = np.array(rows, dtype=np.int64)
+            chunks.append(np.array(rows, dtype=np.int64))
+        if chunks:
+            arr = np.concatenate(chunks)
             self._core.add_arrays(arr[:, 0], arr[:, 1].view(np.uint64))
             self._loaded_upto = int(arr[-1, 0])
-            self._count += len(rows)
+            self._count += len(arr)
 
     def _fresh(self) -> None:
         if int(self._db.execute("PRAGMA data_version").fetchone()[0]) != self._data_version:

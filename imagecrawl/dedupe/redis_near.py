@@ -72,17 +72,22 @@ class RedisNearIndex:
 
     def _catch_up(self) -> None:
         """Apply every log entry this process has not seen yet (one round trip when there are none)."""
+        start = len(self._keys)
+        hashes: list[int] = []
+        keys: list[str] = []
         while True:
-            start = len(self._keys)
-            entries = self.client.lrange(self._log_key, start, start + _LOAD_CHUNK - 1)
-            if not entries:
-                return
+            entries = self.client.lrange(
+                self._log_key, start + len(hashes), start + len(hashes) + _LOAD_CHUNK - 1
+            )
             texts = [e.decode() if isinstance(e, bytes) else str(e) for e in entries]
-            hashes = np.array([int(t[:16], 16) for t in texts], dtype=np.uint64)
-            self._keys.extend(t[16:] for t in texts)
-            self._core.add_arrays(np.arange(start, start + len(texts), dtype=np.int64), hashes)
+            hashes += [int(t[:16], 16) for t in texts]
+            keys += [t[16:] for t in texts]
             if len(entries) < _LOAD_CHUNK:
-                return
+                break
+        if hashes:
+            handles = np.arange(start, start + len(hashes), dtype=np.int64)
+            self._core.add_arrays(handles, np.array(hashes, dtype=np.uint64))
+            self._keys += keys
 
     def query(self, phash: int, max_distance: int) -> tuple[str, int] | None:
         value = to_unsigned64(phash)
