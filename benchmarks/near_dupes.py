@@ -41,17 +41,49 @@ from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from imagecrawl import media  # noqa: E402
-from imagecrawl.dedupe.near import DEFAULT_BANDS, DEFAULT_MAX_DISTANCE, SqliteNearIndex  # noqa: E402
+from imagecrawl import media
+from imagecrawl.dedupe.near import DEFAULT_BANDS, DEFAULT_MAX_DISTANCE, SqliteNearIndex
 
 GENERATOR_VERSION = 3
 OUT = Path(__file__).resolve().parent / "out"
 TRANSFORMS = ("resize50", "jpeg70", "crop3", "text")
-WORDS = (
-    "sunset portrait castle forest neon city dragon ocean robot garden winter desert cyberpunk "
-    "watercolor mountain river cat astronaut galaxy temple samurai flower market rain lantern "
-    "portrait of a knight, highly detailed, 8k, trending on artstation"
-).split()
+WORDS = [
+    "sunset",
+    "portrait",
+    "castle",
+    "forest",
+    "neon",
+    "city",
+    "dragon",
+    "ocean",
+    "robot",
+    "garden",
+    "winter",
+    "desert",
+    "cyberpunk",
+    "watercolor",
+    "mountain",
+    "river",
+    "cat",
+    "astronaut",
+    "galaxy",
+    "temple",
+    "samurai",
+    "flower",
+    "market",
+    "rain",
+    "lantern",
+    "portrait",
+    "of",
+    "a",
+    "knight,",
+    "highly",
+    "detailed,",
+    "8k,",
+    "trending",
+    "on",
+    "artstation",
+]
 
 # -- picture generator ------------------------------------------------------------------------------
 
@@ -127,8 +159,12 @@ def make_picture(seed: int) -> tuple[Image.Image, str]:
         for _ in range(rng.randint(1, 3)):
             text = " ".join(rng.choice(WORDS) for _ in range(rng.randint(1, 5)))
             size = int(h * rng.uniform(0.04, 0.15))
-            draw.text((rng.uniform(0, 0.7) * w, rng.uniform(0, 0.9) * h), text, font=_font(size),
-                      fill=(*_colour(rng), 255))
+            draw.text(
+                (rng.uniform(0, 0.7) * w, rng.uniform(0, 0.9) * h),
+                text,
+                font=_font(size),
+                fill=(*_colour(rng), 255),
+            )
     img = Image.alpha_composite(img, layer).convert("RGB")
     if rng.random() < 0.4:
         img = img.filter(ImageFilter.GaussianBlur(rng.uniform(0.5, 3)))
@@ -164,7 +200,9 @@ def transform(name: str, img: Image.Image, fmt: str, rng: random.Random) -> byte
         label = rng.choice(("@", "(c) ", "via ")) + rng.choice(WORDS) + str(rng.randint(1, 999))
         x = rng.choice((int(w * 0.02), int(w * 0.6)))
         y = rng.choice((int(h * 0.02), int(h * 0.93) - size))
-        draw.text((x, y), label, font=_font(size), fill=(255, 255, 255), stroke_width=1, stroke_fill=(0, 0, 0))
+        draw.text(
+            (x, y), label, font=_font(size), fill=(255, 255, 255), stroke_width=1, stroke_fill=(0, 0, 0)
+        )
         return encode(out, fmt)
     raise ValueError(name)
 
@@ -189,7 +227,9 @@ def _work(args: tuple[int, bool]) -> list[tuple[int, str, int]]:
 def dataset(n_images: int, copy_fraction: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(group, transform index (0 = original), phash) arrays, cached under benchmarks/out/."""
     media_src = Path(media.__file__).read_bytes()
-    tag = hashlib.sha256(media_src + f"{GENERATOR_VERSION}:{n_images}:{copy_fraction}".encode()).hexdigest()[:16]
+    tag = hashlib.sha256(media_src + f"{GENERATOR_VERSION}:{n_images}:{copy_fraction}".encode()).hexdigest()[
+        :16
+    ]
     cache = OUT / f"hashes-{n_images}-{tag}.npz"
     if cache.exists():
         z = np.load(cache)
@@ -209,8 +249,10 @@ def dataset(n_images: int, copy_fraction: float) -> tuple[np.ndarray, np.ndarray
     phash = np.array([r[2] for r in rows], dtype=np.int64)
     OUT.mkdir(parents=True, exist_ok=True)
     np.savez(cache, group=group, kind=kind, phash=phash)
-    print(f"images: generated {n_images} pictures + {n_copies * len(TRANSFORMS)} copies "
-          f"and hashed them in {time.perf_counter() - t0:.0f} s (2 processes)")
+    print(
+        f"images: generated {n_images} pictures + {n_copies * len(TRANSFORMS)} copies "
+        f"and hashed them in {time.perf_counter() - t0:.0f} s (2 processes)"
+    )
     return group, kind, phash
 
 
@@ -230,7 +272,12 @@ def profile(group: np.ndarray, kind: np.ndarray, phash: np.ndarray) -> None:
     print(f"  {'transform':<10} {'n':>6} {'p50':>4} {'p90':>4} {'p95':>4} {'p99':>4} {'max':>4}")
     for t, name in enumerate(TRANSFORMS, start=1):
         sel = kind == t
-        d = np.array([media.hamming(h, by_group[g]) for h, g in zip(phash[sel].tolist(), group[sel].tolist(), strict=True)])
+        d = np.array(
+            [
+                media.hamming(h, by_group[g])
+                for h, g in zip(phash[sel].tolist(), group[sel].tolist(), strict=True)
+            ]
+        )
         p = np.percentile(d, [50, 90, 95, 99]).round().astype(int)
         print(f"  {name:<10} {len(d):>6} {p[0]:>4} {p[1]:>4} {p[2]:>4} {p[3]:>4} {d.max():>4}")
     # nearest other picture, for every original
@@ -240,16 +287,26 @@ def profile(group: np.ndarray, kind: np.ndarray, phash: np.ndarray) -> None:
         d[np.arange(d.shape[0]), np.arange(i, i + d.shape[0])] = 64
         nearest[i : i + 1024] = d.min(axis=1)
     p = np.percentile(nearest, [0.1, 1, 5, 50]).round().astype(int)
-    print(f"Distance original -> nearest other original: min {nearest.min()}, p0.1 {p[0]}, p1 {p[1]}, "
-          f"p5 {p[2]}, p50 {p[3]}")
+    print(
+        f"Distance original -> nearest other original: min {nearest.min()}, p0.1 {p[0]}, p1 {p[1]}, "
+        f"p5 {p[2]}, p50 {p[3]}"
+    )
     print("\nPairwise threshold (copy within k of its original; original within k of another original):")
     print(f"  {'k':>3} {'recall':>7} " + " ".join(f"{n:>8}" for n in TRANSFORMS) + f" {'FP orig':>8}")
     copies = kind > 0
-    dcopy = np.array([media.hamming(h, by_group[g]) for h, g in zip(phash[copies].tolist(), group[copies].tolist(), strict=True)])
+    dcopy = np.array(
+        [
+            media.hamming(h, by_group[g])
+            for h, g in zip(phash[copies].tolist(), group[copies].tolist(), strict=True)
+        ]
+    )
     for k in range(4, 19, 2):
         per = [float((dcopy[kind[copies] == t] <= k).mean()) for t in range(1, len(TRANSFORMS) + 1)]
-        print(f"  {k:>3} {float((dcopy <= k).mean()):>7.4f} " + " ".join(f"{r:>8.4f}" for r in per)
-              + f" {float((nearest <= k).mean()):>8.4f}")
+        print(
+            f"  {k:>3} {float((dcopy <= k).mean()):>7.4f} "
+            + " ".join(f"{r:>8.4f}" for r in per)
+            + f" {float((nearest <= k).mean()):>8.4f}"
+        )
 
 
 # -- streaming policy -------------------------------------------------------------------------------
@@ -297,8 +354,10 @@ def policy(group: np.ndarray, kind: np.ndarray, phash: np.ndarray, k: int, bands
     n_copies = sum(total[n] for n in TRANSFORMS)
     n_right = sum(right[n] for n in TRANSFORMS)
     n_dropped = sum(dropped.values())
-    print(f"  {'all copies':<10} {n_copies:>7} {n_dropped:>8} {n_right / n_copies:>7.4f} "
-          f"{n_right / max(1, n_dropped):>9.4f}")
+    print(
+        f"  {'all copies':<10} {n_copies:>7} {n_dropped:>8} {n_right / n_copies:>7.4f} "
+        f"{n_right / max(1, n_dropped):>9.4f}"
+    )
     print(f"  originals wrongly dropped: {dropped['orig']} of {total['orig']}")
 
 
@@ -341,8 +400,10 @@ def speed(name: str, make: Callable[[], object], real: np.ndarray, n: int, k: in
     index.close()  # type: ignore[attr-defined]
     p50, p99 = np.percentile(lat, [50, 99]) * 1e3
     c50, c99 = np.percentile(cpu, [50, 99]) * 1e3
-    print(f"  {name:<7} {stored:>9} {bulk:>12,.0f} {single:>10,.0f} {load:>7.1f} s {p50:>8.3f} {p99:>8.3f}"
-          f" {lat.max() * 1e3:>8.2f} {c50:>8.3f} {c99:>8.3f}  ({hits} hits / {len(qs)})")
+    print(
+        f"  {name:<7} {stored:>9} {bulk:>12,.0f} {single:>10,.0f} {load:>7.1f} s {p50:>8.3f} {p99:>8.3f}"
+        f" {lat.max() * 1e3:>8.2f} {c50:>8.3f} {c99:>8.3f}  ({hits} hits / {len(qs)})"
+    )
 
 
 def redis_server(tmp: Path) -> tuple[subprocess.Popen[bytes], int] | None:
@@ -358,19 +419,37 @@ def redis_server(tmp: Path) -> tuple[subprocess.Popen[bytes], int] | None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                             "--appendonly", "no", "--dir", str(tmp)], stdout=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(tmp),
+        ],
+        stdout=subprocess.DEVNULL,
+    )
     time.sleep(0.5)
     return proc, port
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="1.5k images, 100k stored hashes")
     parser.add_argument("-k", type=int, default=DEFAULT_MAX_DISTANCE, help="max Hamming distance")
     parser.add_argument("--bands", type=int, default=DEFAULT_BANDS)
     parser.add_argument("--images", type=int, help="distinct pictures (default 10000, quick 1500)")
-    parser.add_argument("--stored", type=int, help="hashes stored for the speed test (default 1M, quick 100k)")
+    parser.add_argument(
+        "--stored", type=int, help="hashes stored for the speed test (default 1M, quick 100k)"
+    )
     parser.add_argument("--no-speed", action="store_true", help="skip the index speed test")
     args = parser.parse_args()
     n_images = args.images or (1500 if args.quick else 10_000)
@@ -382,10 +461,14 @@ def main() -> None:
         tmp = Path(tmpdir)
         policy(group, kind, phash, args.k, args.bands, tmp)
         if not args.no_speed:
-            print(f"\nIndex speed, k={args.k}, {args.bands} bands, {n_stored:,} stored hashes "
-                  f"({len(phash)} real + random):")
-            print(f"  {'backend':<7} {'stored':>9} {'add_many/s':>12} {'add/s':>10} {'reopen':>9} "
-                  f"{'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'cpu p50':>8} {'cpu p99':>8}")
+            print(
+                f"\nIndex speed, k={args.k}, {args.bands} bands, {n_stored:,} stored hashes "
+                f"({len(phash)} real + random):"
+            )
+            print(
+                f"  {'backend':<7} {'stored':>9} {'add_many/s':>12} {'add/s':>10} {'reopen':>9} "
+                f"{'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'cpu p50':>8} {'cpu p99':>8}"
+            )
             path = tmp / "speed.sqlite"
             speed("sqlite", lambda: SqliteNearIndex(path, bands=args.bands), phash, n_stored, args.k)
             server = redis_server(tmp)
