@@ -131,3 +131,21 @@ def test_edge_values(redis_url: str, namespace: str) -> None:
         ("max", 0),
     ]
     assert other.query(1, 0) is None
+    with pytest.raises(ValueError):
+        index.add("two\nlines", 5)
+
+
+def test_large_batches_and_many_log_entries(redis_url: str, namespace: str) -> None:
+    from imagecrawl.dedupe.redis_near import RedisNearIndex
+
+    rng = random.Random(5)
+    items = [(f"k{i}", rng.getrandbits(64)) for i in range(2500)]  # 3 script calls
+    index = RedisNearIndex(redis.Redis.from_url(redis_url), namespace=namespace)
+    index.add_many(items)
+    for key, h in items[:150]:  # 150 single-add log entries: more than one LRANGE page
+        index.add(key + "-single", h ^ 1)
+    fresh = RedisNearIndex(redis.Redis.from_url(redis_url), namespace=namespace)
+    assert len(fresh) == len(index) == 2650
+    for key, h in items[:200:7]:
+        assert fresh.query(h, 0) == (key, 0)
+        assert fresh.query(h ^ 1, 0) == (key + "-single", 0)
