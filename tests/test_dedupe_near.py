@@ -137,8 +137,12 @@ def test_edge_values() -> None:
     assert index.query(MIN64 | 1, 1) == ("min", 1)  # min is 0x8000..., one bit from 0: "min" is closer
     assert index.query(0x00FF00FF00FF00FF, 10) is None
     assert index.query(123, -1) is None
+    index.add("numpy", np.int64(-5))
+    assert index.query(np.uint64((1 << 64) - 5), 0) == ("numpy", 0)
     with pytest.raises(ValueError):
         index.add("big", 1 << 64)
+    with pytest.raises(TypeError):
+        index.add("float", 1.0)  # type: ignore[arg-type]
     with pytest.raises(ValueError):
         index.query(MIN64 - 1, 3)
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 import itertools
 import logging
 import math
+import operator
 import sqlite3
 import threading
 from collections.abc import Iterable
@@ -67,7 +68,9 @@ class NearIndex(Protocol):
 
 
 def to_unsigned64(phash: int) -> int:
-    """The hash as an unsigned 64-bit int; accepts the signed (int64 column) or unsigned form."""
+    """The hash as an unsigned 64-bit int; accepts the signed (int64 column) or unsigned form, as a Python
+    or numpy integer."""
+    phash = operator.index(phash)
     if not _MIN_SIGNED <= phash <= _MASK64:
         raise ValueError(f"not a 64-bit hash: {phash}")
     return phash & _MASK64
