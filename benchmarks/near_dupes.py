@@ -307,6 +307,19 @@ def profile(group: np.ndarray, kind: np.ndarray, phash: np.ndarray) -> None:
             + " ".join(f"{r:>8.4f}" for r in per)
             + f" {float((nearest <= k).mean()):>8.4f}"
         )
+    # How the false-positive side grows with the number of stored pictures.
+    print("Originals with another original within k, by collection size (first n pictures):")
+    for k in (8, 10):
+        shares = []
+        for n in (len(orig_hash) // 4, len(orig_hash) // 2, len(orig_hash)):
+            sub = orig_hash[:n]
+            close = 0
+            for i in range(0, n, 1024):
+                d = popcount_to(sub, sub[i : i + 1024]).astype(np.int64)
+                d[np.arange(d.shape[0]), np.arange(i, i + d.shape[0])] = 64
+                close += int((d.min(axis=1) <= k).sum())
+            shares.append(f"n={n}: {close / n:.4f}")
+        print(f"  k={k:<3} " + "   ".join(shares))
 
 
 # -- streaming policy -------------------------------------------------------------------------------
