@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import inspect
 import io
 import math
 import multiprocessing
@@ -226,10 +227,12 @@ def _work(args: tuple[int, bool]) -> list[tuple[int, str, int]]:
 
 def dataset(n_images: int, copy_fraction: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(group, transform index (0 = original), phash) arrays, cached under benchmarks/out/."""
-    media_src = Path(media.__file__).read_bytes()
-    tag = hashlib.sha256(media_src + f"{GENERATOR_VERSION}:{n_images}:{copy_fraction}".encode()).hexdigest()[
-        :16
-    ]
+    # The cache is valid while the hashing code and the picture generator are unchanged.
+    sources = Path(media.__file__).read_text() + "".join(
+        inspect.getsource(f) for f in (_colour, _font, _background, make_picture, encode, transform, _work)
+    )
+    key = f"{sources}{GENERATOR_VERSION}:{n_images}:{copy_fraction}"
+    tag = hashlib.sha256(key.encode()).hexdigest()[:16]
     cache = OUT / f"hashes-{n_images}-{tag}.npz"
     if cache.exists():
         z = np.load(cache)
