@@ -1,0 +1,269 @@
+"""Hostile input: mutated / truncated real files and hand-made bombs never raise, stay fast and small."""
+
+from __future__ import annotations
+
+import io
+import json
+import struct
+import time
+import tracemalloc
+import zlib
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+from imagecrawl.metadata import ERROR_KINDS, ImageMetadata, extract_metadata
+from tests.test_metadata_realworld import CORPUS
+
+MAX_SECONDS = 2.0
+MAX_PEAK_BYTES = 200 * 1024 * 1024
+
+
+def _chunk(ctype: bytes, body: bytes) -> bytes:
+    return (
+        struct.pack(">I", len(body)) + ctype + body + struct.pack(">I", zlib.crc32(ctype + body) & 0xFFFFFFFF)
+    )
+
+
+def _png(
+    width: int, height: int, color_type: int = 6, extra: bytes = b"", idat: bytes | None = None
+) -> bytes:
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, color_type, 0, 0, 0)
+    if idat is None:
+        idat = zlib.compress(b"\0" * 64)
+    return b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + extra + _chunk(b"IDAT", idat) + _chunk(b"IEND", b"")
+
+
+def _synthetic_seeds() -> list[bytes]:
+    """Used on top of (or instead of) the real corpus."""
+    from tests.test_metadata_parsers import (
+        INFOTEXT,
+        jpeg_bytes,
+        png_bytes,
+        save_png,
+        stealth_image,
+        tiff,
+        webp_bytes,
+    )
+
+    uc = b"UNICODE\0" + INFOTEXT.encode("utf-16-be")
+    return [
+        png_bytes([("zTXt", "parameters", INFOTEXT)]),
+        jpeg_bytes(tiff([], [(0x9286, 7, uc)])),
+        webp_bytes(tiff([], [(0x9286, 7, uc)])),
+        save_png(stealth_image(INFOTEXT, size=(96, 64), compressed=True)),
+    ]
+
+
+def _seed_files() -> list[bytes]:
+    seeds = _synthetic_seeds()
+    if CORPUS is not None:
+        for path in sorted(CORPUS.iterdir()):
+            if path.suffix.lower() in (".png", ".jpg", ".jpeg", ".webp") and path.stat().st_size > 0:
+                seeds.append(path.read_bytes())
+    return seeds
+
+
+SEEDS = _seed_files()
+
+
+def run_bounded(data: bytes, **kwargs: object) -> ImageMetadata:
+    """extract_metadata under time and memory bounds; asserts the result shape."""
+    tracemalloc.start()
+    try:
+        t0 = time.perf_counter()
+        meta = extract_metadata(data, **kwargs)  # type: ignore[arg-type]
+        elapsed = time.perf_counter() - t0
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert isinstance(meta, ImageMetadata)
+    assert meta.error is None or meta.error in ERROR_KINDS
+    assert elapsed < MAX_SECONDS, f"took {elapsed:.2f}s"
+    assert peak < MAX_PEAK_BYTES, f"peak memory {peak / 1e6:.0f} MB"
+    json.dumps(meta.to_dict())
+    return meta
+
+
+FUZZ = settings(
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    database=None,
+)
+
+
+# flip positions: mostly in the first 8 KiB (headers, text chunks, EXIF), sometimes anywhere
+POSITIONS = st.one_of(st.integers(0, 8191), st.floats(0, 1))
+
+
+@FUZZ
+@given(st.sampled_from(range(len(SEEDS))), st.lists(st.tuples(POSITIONS, st.integers(0, 255)), max_size=40))
+def test_byte_flips(index: int, flips: list[tuple[int | float, int]]) -> None:
+    data = bytearray(SEEDS[index])
+    for where, value in flips:
+        pos = int(where * len(data)) if isinstance(where, float) else where
+        data[min(pos, len(data) - 1)] = value
+    run_bounded(bytes(data))
+
+
+@FUZZ
+@given(st.sampled_from(range(len(SEEDS))), st.floats(0, 1))
+def test_truncation(index: int, where: float) -> None:
+    data = SEEDS[index]
+    run_bounded(data[: int(where * len(data))])
+
+
+def _length_fields(data: bytes) -> list[tuple[int, int, str]]:
+    """(offset, width, byte order) of the container's length fields."""
+    out: list[tuple[int, int, str]] = []
+    if data.startswith(b"\x89PNG"):
+        pos = 8
+        while pos + 8 <= len(data) and len(out) < 200:
+            out.append((pos, 4, ">"))
+            (length,) = struct.unpack_from(">I", data, pos)
+            pos += 12 + length
+    elif data.startswith(b"\xff\xd8"):
+        pos = 2
+        while (
+            pos + 4 <= len(data)
+            and data[pos] == 0xFF
+            and data[pos + 1] not in (0xDA, 0xD9)
+            and len(out) < 200
+        ):
+            out.append((pos + 2, 2, ">"))
+            pos += 2 + struct.unpack_from(">H", data, pos + 2)[0]
+        exif = data.find(b"Exif\0\0")
+        if exif != -1:  # IFD entry counts and value counts
+            for k in range(exif + 6, min(len(data) - 4, exif + 600), 2):
+                out.append((k, 2, "<"))
+    elif data[:4] == b"RIFF":
+        pos = 12
+        while pos + 8 <= len(data) and len(out) < 200:
+            out.append((pos + 4, 4, "<"))
+            pos += 8 + struct.unpack_from("<I", data, pos + 4)[0]
+            pos += pos & 1
+    return out or [(0, 1, ">")]
+
+
+@FUZZ
+@given(
+    st.sampled_from(range(len(SEEDS))),
+    st.integers(0, 10_000),
+    st.sampled_from([0, 1, 0xFF, 0xFFFF, 0x7FFFFFFF, 0xFFFFFFFF, 50_000_000, -1, +1, 2]),
+)
+def test_length_field_corruption(index: int, pick: int, value: int) -> None:
+    data = bytearray(SEEDS[index])
+    fields = _length_fields(bytes(data))
+    off, width, bo = fields[pick % len(fields)]
+    old = int.from_bytes(data[off : off + width], "big" if bo == ">" else "little")
+    new = old + value if value in (-1, 1, 2) else value  # small off-by-one or inflated length
+    new &= (1 << (8 * width)) - 1
+    data[off : off + width] = new.to_bytes(width, "big" if bo == ">" else "little")
+    run_bounded(bytes(data))
+
+
+# ------------------------------------------------------------------------------------ explicit cases
+@pytest.fixture(scope="module")
+def zlib_bomb() -> bytes:
+    """A valid zlib stream of 1 GiB of zeros (about 1 MB): one full-flushed 1 MiB block repeated."""
+    comp = zlib.compressobj(9)
+    block = b"\0" * (1 << 20)
+    first = comp.compress(block) + comp.flush(zlib.Z_FULL_FLUSH)  # zlib header + block
+    again = comp.compress(block) + comp.flush(zlib.Z_FULL_FLUSH)  # the same block, byte-aligned
+    adler = 1
+    for _ in range(1024):
+        adler = zlib.adler32(block, adler)
+    return first + again * 1023 + b"\x03\x00" + struct.pack(">I", adler)  # empty final block + checksum
+
+
+def test_fifty_megabyte_text_chunk() -> None:
+    data = _png(8, 8, extra=_chunk(b"tEXt", b"parameters\0" + b"a" * 50_000_000))
+    meta = run_bounded(data)
+    assert not meta.found() and meta.error == "too_large"
+
+
+@pytest.mark.parametrize("kind", ["zTXt", "iTXt"])
+def test_zip_bomb_text_chunk(zlib_bomb: bytes, kind: str) -> None:
+    body = b"parameters\0\0" + zlib_bomb if kind == "zTXt" else b"parameters\0\x01\0\0\0" + zlib_bomb
+    meta = run_bounded(_png(8, 8, extra=_chunk(kind.encode(), body)))
+    assert not meta.found() and meta.error == "too_large"
+
+
+def test_zip_bomb_as_image_data(zlib_bomb: bytes) -> None:
+    meta = run_bounded(_png(30000, 30000, idat=zlib_bomb))
+    assert not meta.found()
+
+
+def test_huge_declared_dimensions_with_alpha() -> None:
+    meta = run_bounded(_png(30000, 30000, color_type=6))
+    assert not meta.found() and meta.image_format == "PNG"
+    meta = run_bounded(_png(0x7FFFFFFF, 0x7FFFFFFF, color_type=6))
+    assert not meta.found()
+
+
+def test_empty_input() -> None:
+    assert run_bounded(b"").error == "empty"
+
+
+def test_jpeg_named_png() -> None:
+    im = Image.new("RGB", (8, 8))
+    buf = io.BytesIO()
+    im.save(buf, "JPEG", comment=b"Steps: not really")
+    meta = run_bounded(buf.getvalue(), filename="looks_like.png")
+    assert meta.image_format == "JPEG" and not meta.found()
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        "[" * 100_000 + "]" * 100_000,  # deep JSON
+        '{"a": ' * 50_000 + "1" + "}" * 50_000,
+        "Steps: " + "x, " * 200_000,  # huge params line
+        'Lora hashes: "' + "a: b, " * 100_000,  # unterminated quote
+        "{"
+        + ", ".join(
+            f'"{i}": {{"class_type": "KSampler", "inputs": {{"positive": ["{i + 1}", 0]}}}}'
+            for i in range(3000)
+        )
+        + "}",  # long sampler chain
+    ],
+)
+def test_pathological_payloads(payload: str) -> None:
+    data = _png(
+        8, 8, color_type=2, extra=_chunk(b"zTXt", b"parameters\0\0" + zlib.compress(payload.encode()))
+    )
+    run_bounded(data)
+    data = _png(8, 8, color_type=2, extra=_chunk(b"zTXt", b"prompt\0\0" + zlib.compress(payload.encode())))
+    run_bounded(data)
+
+
+def test_exif_ifd_loop_and_bad_offsets() -> None:
+    from tests.test_metadata_parsers import jpeg_bytes
+
+    # IFD0 whose Exif pointer points back to IFD0, and a value offset far out of range
+    tiff = b"II*\0\x08\0\0\0" + struct.pack("<H", 2)
+    tiff += struct.pack("<HHII", 0x8769, 4, 1, 8)
+    tiff += struct.pack("<HHII", 0x9286, 7, 5000, 0xFFFFFF00)
+    tiff += b"\0\0\0\0"
+    run_bounded(jpeg_bytes(tiff))
+
+
+def _all_mutators() -> list[Callable[[bytes], bytes]]:
+    return [lambda d: d[:-1], lambda d: d + b"\0" * 100, lambda d: d[: len(d) // 2] + d[len(d) // 2 + 7 :]]
+
+
+@pytest.mark.parametrize("mutate", _all_mutators())
+def test_every_seed_mutated_deterministically(mutate: Callable[[bytes], bytes]) -> None:
+    for seed in SEEDS:
+        run_bounded(mutate(seed))
+
+
+def test_corpus_path_exists_or_skipped() -> None:
+    if CORPUS is None:
+        pytest.skip("real-world corpus not found; fuzzing synthetic seeds only")
+    assert isinstance(CORPUS, Path) and len(SEEDS) > 30
