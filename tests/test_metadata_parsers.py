@@ -1047,3 +1047,92 @@ class TestNegativesAndErrors:
         d = meta.to_dict()
         assert meta.found() and d["prompt"] == "x" and d["params"] == {} and "error" in d
         assert not ImageMetadata().found()
+
+
+# --------------------------------------------------------------------------------- more generality
+class TestMoreGenerality:
+    def test_stealth_rgb_source_token(self) -> None:
+        im = stealth_image(INFOTEXT, size=(60, 50), mode="rgb")
+        assert extract_metadata(save_png(im.convert("RGB"))).metadata_source == "stealth-rgb"
+
+    def test_invokeai_several_bracket_groups(self) -> None:
+        dream = '"a [ugly] tree in [blurry] fog" -s 30 -S 1 -W 64 -H 64 -C 7 -A k_lms'
+        meta = extract_metadata(png_bytes([("tEXt", "Dream", dream)]))
+        assert (meta.prompt, meta.negative_prompt) == ("a tree in fog", "ugly, blurry")
+
+    def test_exif_in_other_containers(self) -> None:
+        t = tiff([], [(0x9286, 7, user_comment(INFOTEXT, "utf-16-be"))])
+        avif = struct.pack(">I", 24) + b"ftypavif" + b"\0" * 12 + b"....meta" + b"\0\0\0\x06Exif\0\0" + t
+        meta = extract_metadata(avif)
+        assert meta.image_format == "AVIF"
+        check_infotext(meta)
+        tif = extract_metadata(t)
+        assert tif.image_format == "TIFF"
+        check_infotext(tif)
+
+    def test_truncated_jpeg_and_webp_without_metadata(self) -> None:
+        jpg = jpeg_bytes()
+        meta = extract_metadata(jpg[: len(jpg) // 2])
+        assert not meta.found() and meta.error == "truncated"
+        webp = webp_bytes()
+        meta = extract_metadata(webp[: len(webp) - 10])
+        assert not meta.found() and meta.error == "truncated"
+        assert extract_metadata(jpg).error is None
+
+    def test_efficiency_nodes(self) -> None:
+        g = {
+            "1": {
+                "class_type": "Efficient Loader",
+                "inputs": {
+                    "ckpt_name": "eff.safetensors",
+                    "positive": "eff positive",
+                    "negative": "eff negative",
+                    "empty_latent_width": 640,
+                    "empty_latent_height": 960,
+                    "batch_size": 1,
+                },
+            },
+            "2": {
+                "class_type": "KSampler (Efficient)",
+                "inputs": {
+                    "seed": 5,
+                    "steps": 22,
+                    "cfg": 6,
+                    "sampler_name": "euler",
+                    "scheduler": "normal",
+                    "model": ["1", 0],
+                    "positive": ["1", 1],
+                    "negative": ["1", 2],
+                    "latent_image": ["1", 3],
+                },
+            },
+        }
+        meta = parse_comfy(g)
+        assert meta is not None
+        assert (meta.prompt, meta.negative_prompt, meta.model) == (
+            "eff positive",
+            "eff negative",
+            "eff.safetensors",
+        )
+        assert (meta.width, meta.height, meta.steps) == (640, 960, 22)
+
+    def test_wildcard_encode_uses_populated_text(self) -> None:
+        g = comfy_basic_graph()
+        g["6"] = {
+            "class_type": "ImpactWildcardEncode",
+            "inputs": {"wildcard_text": "a __animal__", "populated_text": "a fox", "clip": ["4", 1]},
+        }
+        meta = parse_comfy(g)
+        assert meta is not None and meta.prompt == "a fox"
+
+    def test_controlnet_apply_advanced_passes_roles(self) -> None:
+        g = comfy_basic_graph()
+        g["50"] = {
+            "class_type": "ControlNetApplyAdvanced",
+            "inputs": {"positive": ["6", 0], "negative": ["7", 0], "strength": 1, "control_net": ["51", 0]},
+        }
+        g["51"] = {"class_type": "ControlNetLoader", "inputs": {"control_net_name": "canny.safetensors"}}
+        g["3"]["inputs"]["positive"] = ["50", 0]
+        g["3"]["inputs"]["negative"] = ["50", 1]
+        meta = parse_comfy(g)
+        assert meta is not None and (meta.prompt, meta.negative_prompt) == ("a red fox", "blurry")

@@ -350,8 +350,9 @@ class _Walker:
                     if s and s not in found:
                         found.append(s)
         if has_text_input:
-            if "text" in ins and isinstance(ins["text"], str) and ins["text"]:
-                return [ins["text"]]
+            for key in ("text", "populated_text"):  # the text actually encoded wins over templates
+                if isinstance(ins.get(key), str) and ins[key]:
+                    return [ins[key]]
             return found
         # pass-through nodes and combiners
         for key, v in ins.items():

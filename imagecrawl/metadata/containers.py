@@ -190,7 +190,8 @@ def _png_text(ctype: bytes, body: bytes, limits: Limits) -> tuple[str, str] | No
 # --------------------------------------------------------------------------------------------- JPEG
 @dataclass(slots=True)
 class JpegInfo:
-    exif: bytes | None = None
+    #: every APP1 Exif payload (TIFF bytes), in file order
+    exifs: list[bytes] = field(default_factory=list)
     xmp: bytes | None = None
     comments: list[bytes] = field(default_factory=list)
 
@@ -234,8 +235,8 @@ def parse_jpeg(data: bytes, limits: Limits, problems: Problems) -> JpegInfo:
             break
         if marker == 0xE1:
             seg = data[seg_start:seg_end]
-            if seg.startswith(b"Exif\x00") and info.exif is None:
-                info.exif = seg[6:]
+            if seg.startswith(b"Exif\x00") and len(info.exifs) < 4:
+                info.exifs.append(seg[6:])
             elif seg.startswith(_XMP_SIG) and info.xmp is None:
                 info.xmp = seg[len(_XMP_SIG) :]
         elif marker == 0xFE:
@@ -243,6 +244,9 @@ def parse_jpeg(data: bytes, limits: Limits, problems: Problems) -> JpegInfo:
         pos = seg_end
     else:
         problems.add("truncated", "JPEG ends before start of scan")
+    # entropy-coded data cannot contain FF D9, so a JPEG without it near its end was cut short
+    if b"\xff\xd9" not in data[-65536:]:
+        problems.add("truncated", "JPEG without end-of-image marker")
     return info
 
 
@@ -262,6 +266,9 @@ def parse_webp(data: bytes, limits: Limits, problems: Problems) -> WebpInfo:
     info = WebpInfo()
     pos = 12
     size = len(data)
+    (riff_size,) = struct.unpack_from("<I", data, 4)
+    if riff_size + 8 > size:
+        problems.add("truncated", "RIFF shorter than declared")
     n = 0
     while pos + 8 <= size:
         n += 1
@@ -313,6 +320,9 @@ def parse_webp(data: bytes, limits: Limits, problems: Problems) -> WebpInfo:
 _TYPE_SIZES = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 1, 7: 1, 8: 2, 9: 4, 10: 8, 11: 4, 12: 8, 13: 4}
 TAG_USER_COMMENT = 0x9286
 TAG_EXIF_IFD = 0x8769
+TAG_XMP = 0x02BC
+#: tags that can carry generation metadata (a skipped oversized one is reported as too_large)
+METADATA_TAGS = frozenset({TAG_USER_COMMENT, TAG_XMP, 0x010E, 0x010F, 0x0110, 0x0131, 0x9C9C})
 
 
 @dataclass(slots=True)
@@ -370,7 +380,8 @@ def _read_ifd(
         else:
             (voff,) = struct.unpack_from(bo + "I", tiff, e + 8)
             if nbytes > limits.max_text_bytes:
-                problems.add("too_large", f"EXIF tag {tag:#x} of {nbytes} bytes skipped")
+                if tag in METADATA_TAGS:
+                    problems.add("too_large", f"EXIF tag {tag:#x} of {nbytes} bytes skipped")
                 continue
             if voff + nbytes > len(tiff):
                 problems.add("truncated", f"EXIF tag {tag:#x} value out of range")

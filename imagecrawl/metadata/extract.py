@@ -133,8 +133,38 @@ def _extract(data: bytes, fmt: str, lim: Limits, problems: c.Problems) -> Found:
     if fmt == "WEBP":
         return _extract_webp(data, lim, problems)
     if fmt == "TIFF":
-        exif = c.parse_tiff(data[: lim.max_text_bytes * 4], lim, problems)
-        return _from_exif(exif, problems) if exif else (None, None)
+        exif = c.parse_tiff(data, lim, problems)
+        meta, source = _from_exif(exif, problems) if exif else (None, None)
+        if _useful(meta):
+            return meta, source
+    return _extract_scan(data, lim, problems)
+
+
+_EXIF_MARKERS = (
+    (b"Exif\x00\x00II*\x00", 6),  # HEIF/AVIF Exif item, GIF/other application blocks
+    (b"Exif\x00\x00MM\x00*", 6),
+    (b"Exif\x00\x00\x00\x00II*\x00", 8),  # JPEG XL "Exif" box: 4-byte TIFF offset, then TIFF
+    (b"Exif\x00\x00\x00\x00MM\x00*", 8),
+)
+
+
+def _extract_scan(data: bytes, lim: Limits, problems: c.Problems) -> Found:
+    """Other containers (AVIF, HEIF, JPEG XL, GIF, ...): look for an embedded EXIF block or XMP packet."""
+    for marker, skip in _EXIF_MARKERS:
+        pos = data.find(marker)
+        if pos != -1:
+            exif = c.parse_tiff(data[pos + skip : pos + skip + lim.max_text_bytes], lim, problems)
+            if exif is not None:
+                meta, source = _from_exif(exif, problems)
+                if _useful(meta):
+                    return meta, source
+    start = data.find(b"<x:xmpmeta")
+    if start != -1:
+        end = data.find(b"</x:xmpmeta>", start, start + lim.max_text_bytes)
+        if end != -1:
+            meta = _from_xmp(data[start : end + 12])
+            if _useful(meta):
+                return meta, "xmp"
     return None, None
 
 
@@ -158,19 +188,19 @@ def _extract_png(data: bytes, lim: Limits, problems: c.Problems) -> Found:
         meta = _from_xmp(texts[XMP_PNG_KEY])
         if _useful(meta):
             return meta, "xmp"
-    payload = stealth_from_png(data, info, lim, problems)
-    if payload:
-        meta = _from_stealth(payload)
+    found = stealth_from_png(data, info, lim, problems)
+    if found:
+        meta = _from_stealth(found[0])
         if _useful(meta):
-            return meta, "stealth-alpha"
+            return meta, "stealth-" + found[1]
         problems.add("bad_text", "stealth payload not understood")
     return None, None
 
 
 def _extract_jpeg(data: bytes, lim: Limits, problems: c.Problems) -> Found:
     info = c.parse_jpeg(data, lim, problems)
-    if info.exif:
-        exif = c.parse_tiff(info.exif, lim, problems)
+    for blob in info.exifs:
+        exif = c.parse_tiff(blob, lim, problems)
         if exif is not None:
             meta, source = _from_exif(exif, problems)
             if _useful(meta):
@@ -199,12 +229,12 @@ def _extract_webp(data: bytes, lim: Limits, problems: c.Problems) -> Found:
         meta = _from_xmp(info.xmp)
         if _useful(meta):
             return meta, "xmp"
-    if info.has_alpha and not info.animated:
-        payload = stealth_from_image(data, info.width, info.height, lim, problems)
-        if payload:
-            meta = _from_stealth(payload)
+    if (info.has_alpha or info.lossless) and not info.animated:
+        found = stealth_from_image(data, info.width, info.height, lim, problems)
+        if found:
+            meta = _from_stealth(found[0])
             if _useful(meta):
-                return meta, "stealth-alpha"
+                return meta, "stealth-" + found[1]
     return None, None
 
 
@@ -358,7 +388,14 @@ def _from_exif(exif: c.Exif, problems: c.Problems) -> Found:
         if _useful(meta):
             return meta, "exif:ifd0"
 
-    # 4. NovelAI WebP without a usable Comment: prompt in ImageDescription
+    # 4. an XMP packet in the TIFF XMP tag
+    xmp = exif.ifd0.get(c.TAG_XMP)
+    if xmp is not None:
+        meta = _from_xmp(xmp[1])
+        if _useful(meta):
+            return meta, "xmp"
+
+    # 5. NovelAI WebP without a usable Comment: prompt in ImageDescription
     if software and software.startswith("NovelAI") and description:
         return ImageMetadata(prompt=description, model=software, generator="novelai"), "exif:ifd0"
     return None, None

@@ -347,14 +347,17 @@ def parse_invokeai_metadata(d: dict[str, Any]) -> ImageMetadata | None:
     return meta
 
 
-_INVOKE_NEG = re.compile(r"^(.*?)\s*\[(.*)\]\s*$", re.S)
+_INVOKE_NEG = re.compile(r"\[([^\[\]]*)\]")
 
 
 def split_invoke_prompt(prompt: str) -> tuple[str, str | None]:
-    m = _INVOKE_NEG.match(prompt)
-    if not m:
+    """InvokeAI 1.x/2.x: every ``[bracketed]`` part of the prompt is negative."""
+    groups = _INVOKE_NEG.findall(prompt)
+    if not groups:
         return prompt, None
-    return m.group(1), m.group(2)
+    positive = _INVOKE_NEG.sub("", prompt)
+    positive = re.sub(r"[ \t]{2,}", " ", positive).strip()
+    return positive, ", ".join(g.strip() for g in groups if g.strip())
 
 
 def parse_invokeai_sdmetadata(d: dict[str, Any]) -> ImageMetadata | None:
@@ -508,10 +511,8 @@ def parse_json_payload(obj: Any) -> ImageMetadata | None:
         return parse_civitai_comfy(obj)
     if "prompt" in obj or "workflow" in obj:
         prompt, workflow = obj.get("prompt"), obj.get("workflow")
-        if (
-            (isinstance(prompt, dict | str)
-            and not isinstance(prompt, str))
-            or (isinstance(prompt, str) and prompt.strip().startswith("{"))
+        if (isinstance(prompt, dict | str) and not isinstance(prompt, str)) or (
+            isinstance(prompt, str) and prompt.strip().startswith("{")
         ):
             m = parse_comfy(prompt, workflow)
             if m is not None:
@@ -539,8 +540,17 @@ _GENERIC = {
     "seed": ("seed", "Seed"),
     "steps": ("steps", "num_inference_steps", "Steps", "sample_steps"),
     "sampler": ("sampler", "sampler_name", "Sampler", "scheduler"),
-    "cfg_scale": ("cfg_scale", "cfg", "guidance_scale", "cfgScale", "scale", "CFG scale"),
-    "model": ("model", "Model", "model_name", "base_model", "checkpoint"),
+    "cfg_scale": (
+        "cfg_scale",
+        "cfg",
+        "guidance_scale",
+        "cfgScale",
+        "scale",
+        "CFG scale",
+        "Guidance Scale",
+        "guidance",
+    ),
+    "model": ("model", "Model", "model_name", "base_model", "Base Model", "checkpoint", "sd_model_name"),
 }
 
 
@@ -566,7 +576,15 @@ def _parse_generic(obj: dict[str, Any]) -> ImageMetadata | None:
         return None
     if meta.seed is None and meta.steps is None and meta.cfg_scale is None and meta.sampler is None:
         return None
-    meta.width, meta.height = to_int(obj.get("width")), to_int(obj.get("height"))
-    used |= {"width", "height"}
+    meta.width = to_int(obj.get("width", obj.get("Width")))
+    meta.height = to_int(obj.get("height", obj.get("Height")))
+    used |= {"width", "height", "Width", "Height"}
+    if meta.width is None:
+        for key in ("size", "Size", "resolution", "Resolution"):
+            wh = parse_size(obj.get(key))
+            if wh:
+                meta.width, meta.height = wh
+                used.add(key)
+                break
     meta.params.update(_rest(obj, used))
     return meta
