@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from imagecrawl.metadata import ERROR_KINDS, ImageMetadata, extract_metadata
+from imagecrawl.metadata import ERROR_KINDS, ImageMetadata, Limits, extract_metadata
 from tests.test_metadata_realworld import CORPUS
 
 MAX_SECONDS = 2.0
@@ -240,6 +240,24 @@ def test_pathological_payloads(payload: str) -> None:
     run_bounded(data)
     data = _png(8, 8, color_type=2, extra=_chunk(b"zTXt", b"prompt\0\0" + zlib.compress(payload.encode())))
     run_bounded(data)
+
+
+def test_wide_comfy_graph_stays_linear() -> None:
+    """2000 samplers sharing a 2900-node conditioning chain: root detection must not be quadratic."""
+    graph: dict[str, object] = {"c0": {"class_type": "CLIPTextEncode", "inputs": {"text": "x"}}}
+    for i in range(1, 2900):
+        graph[f"c{i}"] = {"class_type": "ConditioningSetArea", "inputs": {"conditioning": [f"c{i - 1}", 0]}}
+    for i in range(2000):
+        graph[f"s{i}"] = {
+            "class_type": "KSampler",
+            "inputs": {"seed": i, "steps": 1, "positive": ["c2899", 0], "negative": ["c0", 0]},
+        }
+    payload = json.dumps(graph).encode()
+    data = _png(8, 8, color_type=2, extra=_chunk(b"zTXt", b"prompt\0\0" + zlib.compress(payload)))
+    meta = run_bounded(data, limits=Limits(max_decompressed_bytes=16 << 20))
+    assert meta.seed == 0 and meta.negative_prompt == "x"  # the positive chain is deeper than max_graph_depth
+    deep = run_bounded(data, limits=Limits(max_decompressed_bytes=16 << 20, max_graph_depth=4000))
+    assert deep.seed == 0 and deep.error is None  # depth is capped below Python's recursion limit
 
 
 def test_exif_ifd_loop_and_bad_offsets() -> None:

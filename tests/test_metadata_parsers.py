@@ -316,6 +316,12 @@ class TestExif:
         for enc in ("utf-16-be", "utf-16-le"):
             assert decode_user_comment(user_comment(text, enc)) == text
 
+    def test_cjk_only_prompt_big_endian_in_little_endian_tiff(self) -> None:
+        text = "猫" * 3000 + "\nSteps: 20, Sampler: Euler, CFG scale: 7, Seed: 7, Size: 512x512"
+        t = tiff([], [(0x9286, 7, user_comment(text, "utf-16-be"))], big_endian=False)
+        meta = extract_metadata(jpeg_bytes(t))
+        assert meta.prompt == "猫" * 3000 and meta.seed == 7
+
     def test_usercomment_in_ifd0_no_header(self) -> None:
         graph = comfy_basic_graph()
         payload = json.dumps({"prompt": graph, "workflow": {"nodes": []}})

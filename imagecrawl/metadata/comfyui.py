@@ -11,9 +11,9 @@ number of samplers goes to ``params["comfyui_samplers"]``.
 
 from __future__ import annotations
 
+import contextvars
 import json
 import logging
-from collections.abc import Iterator
 from typing import Any
 
 from imagecrawl.metadata.infotext import parse_size, to_float, to_int
@@ -24,6 +24,9 @@ logger = logging.getLogger(__name__)
 Graph = dict[str, dict[str, Any]]
 
 MAX_DEPTH = 64
+HARD_MAX_DEPTH = 250
+#: link depth for the current extraction (set from ``Limits.max_graph_depth`` by extract_metadata)
+GRAPH_DEPTH: contextvars.ContextVar[int] = contextvars.ContextVar("comfy_graph_depth", default=MAX_DEPTH)
 MAX_NODES = 5000
 
 SAMPLER_CLASSES = frozenset(
@@ -242,7 +245,7 @@ def workflow_to_api(obj: Any) -> Graph | None:
 class _Walker:
     def __init__(self, graph: Graph, max_depth: int = MAX_DEPTH) -> None:
         self.g = graph
-        self.max_depth = max_depth
+        self.max_depth = min(max_depth, HARD_MAX_DEPTH)  # recursion stays far below Python's limit
 
     def node(self, ref: Any) -> dict[str, Any] | None:
         if not is_link(ref):
@@ -410,20 +413,26 @@ class _Walker:
                 return self.size(ins[key], depth + 1)
         return None
 
-    def ancestors(self, nid: str) -> Iterator[str]:
-        seen = {nid}
-        stack = [nid]
-        while stack:
-            cur = stack.pop()
-            for v in self.inputs(self.g.get(cur)).values():
-                if is_link(v):
-                    src = str(v[0])
-                    if src not in seen and src in self.g:
-                        seen.add(src)
-                        stack.append(src)
-                        yield src
-            if len(seen) > MAX_NODES:
-                return
+
+def _downstream_of(graph: Graph, sources: list[str]) -> set[str]:
+    """Every node reachable from ``sources`` along links (source -> consumer), in O(nodes + links)."""
+    consumers: dict[str, list[str]] = {}
+    for nid, node in graph.items():
+        ins = node.get("inputs")
+        if not isinstance(ins, dict):
+            continue
+        for v in ins.values():
+            if is_link(v):
+                consumers.setdefault(str(v[0]), []).append(nid)
+    seen: set[str] = set()
+    stack = [c for s in sources for c in consumers.get(s, ())]
+    while stack:
+        cur = stack.pop()
+        if cur in seen:
+            continue
+        seen.add(cur)
+        stack.extend(consumers.get(cur, ()))
+    return seen
 
 
 def _role_keys(role: str) -> tuple[str, ...]:
@@ -442,15 +451,15 @@ def is_sampler(node: dict[str, Any]) -> bool:
     return "guider" in ins and "sigmas" in ins
 
 
-def parse_comfy_graph(graph: Graph, *, max_depth: int = MAX_DEPTH) -> ImageMetadata | None:
+def parse_comfy_graph(graph: Graph, *, max_depth: int | None = None) -> ImageMetadata | None:
     """Prompt + parameters of an API graph; None if the graph yields nothing useful."""
-    w = _Walker(graph, max_depth)
+    w = _Walker(graph, GRAPH_DEPTH.get() if max_depth is None else max_depth)
     samplers = [nid for nid, n in graph.items() if is_sampler(n)]
     meta = ImageMetadata()
     params: dict[str, Any] = {}
     if samplers:
-        sampler_set = set(samplers)
-        roots = [s for s in samplers if not any(a in sampler_set for a in w.ancestors(s))]
+        downstream = _downstream_of(graph, samplers)
+        roots = [s for s in samplers if s not in downstream]
         sid = (roots or samplers)[0]
         _fill_from_sampler(w, graph[sid], meta, params)
         params["comfyui_sampler_node"] = sid
@@ -572,7 +581,7 @@ def _fill_without_sampler(w: _Walker, graph: Graph, meta: ImageMetadata) -> None
 
 
 def parse_comfy(
-    prompt_json: Any = None, workflow_json: Any = None, *, max_depth: int = MAX_DEPTH
+    prompt_json: Any = None, workflow_json: Any = None, *, max_depth: int | None = None
 ) -> ImageMetadata | None:
     """Parse the API graph if present, else the UI workflow."""
     graph = as_api_graph(prompt_json) if prompt_json is not None else None

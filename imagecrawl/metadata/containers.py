@@ -427,7 +427,10 @@ def _decode_utf16_guess(body: bytes, big_endian_tiff: bool) -> str:
     elif body.startswith(b"\xff\xfe"):
         enc, body = "utf-16-le", body[2:]
     else:
-        sample = body[:512]
+        # ASCII characters leave a NUL in the high byte; the parameters line is ASCII even when the
+        # prompt is not, so look at the start and the end of the text
+        tail = max(0, len(body) - 4096)
+        sample = body[:4096] + body[tail - tail % 2 :]
         even = sample[0::2].count(0)
         odd = sample[1::2].count(0)
         if even > odd:

@@ -21,7 +21,7 @@ import re
 from typing import Any
 
 from imagecrawl.metadata import containers as c
-from imagecrawl.metadata.comfyui import parse_comfy
+from imagecrawl.metadata.comfyui import GRAPH_DEPTH, parse_comfy
 from imagecrawl.metadata.formats import (
     load_json,
     novelai_comment,
@@ -73,7 +73,11 @@ def extract_metadata(
         if fmt is None:
             return ImageMetadata(error="unsupported_format")
         problems = c.Problems()
-        meta, source = _extract(data, fmt, lim, problems)
+        token = GRAPH_DEPTH.set(lim.max_graph_depth)
+        try:
+            meta, source = _extract(data, fmt, lim, problems)
+        finally:
+            GRAPH_DEPTH.reset(token)
         if meta is None or source is None:
             result = ImageMetadata(image_format=fmt, error=problems.worst())
         else:
