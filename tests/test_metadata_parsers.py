@@ -1142,3 +1142,78 @@ class TestMoreGenerality:
         g["3"]["inputs"]["negative"] = ["50", 1]
         meta = parse_comfy(g)
         assert meta is not None and (meta.prompt, meta.negative_prompt) == ("a red fox", "blurry")
+
+
+def test_invokeai_graph_only() -> None:
+    graph = {
+        "id": "g",
+        "nodes": {
+            "loader": {
+                "id": "loader",
+                "type": "main_model_loader",
+                "model": {"name": "dreamshaper_8", "base": "sd-1"},
+            },
+            "lora": {"id": "lora", "type": "lora_loader", "lora": {"name": "x"}},
+            "pos_str": {"id": "pos_str", "type": "string", "value": "a lighthouse at dusk"},
+            "pos": {"id": "pos", "type": "compel", "prompt": ""},
+            "neg": {"id": "neg", "type": "compel", "prompt": "blurry"},
+            "seed": {"id": "seed", "type": "integer", "value": 987},
+            "noise": {"id": "noise", "type": "noise", "seed": 0, "width": 768, "height": 512},
+            "den": {
+                "id": "den",
+                "type": "denoise_latents",
+                "steps": 30,
+                "cfg_scale": 7.5,
+                "scheduler": "dpmpp_2m",
+                "denoising_start": 0,
+            },
+            "hires": {
+                "id": "hires",
+                "type": "denoise_latents",
+                "steps": 10,
+                "cfg_scale": 3,
+                "scheduler": "euler",
+                "denoising_start": 0.6,
+            },
+        },
+        "edges": [
+            {
+                "source": {"node_id": "loader", "field": "unet"},
+                "destination": {"node_id": "lora", "field": "unet"},
+            },
+            {
+                "source": {"node_id": "lora", "field": "unet"},
+                "destination": {"node_id": "den", "field": "unet"},
+            },
+            {
+                "source": {"node_id": "pos_str", "field": "value"},
+                "destination": {"node_id": "pos", "field": "prompt"},
+            },
+            {
+                "source": {"node_id": "pos", "field": "conditioning"},
+                "destination": {"node_id": "den", "field": "positive_conditioning"},
+            },
+            {
+                "source": {"node_id": "neg", "field": "conditioning"},
+                "destination": {"node_id": "den", "field": "negative_conditioning"},
+            },
+            {
+                "source": {"node_id": "seed", "field": "value"},
+                "destination": {"node_id": "noise", "field": "seed"},
+            },
+            {
+                "source": {"node_id": "noise", "field": "noise"},
+                "destination": {"node_id": "den", "field": "noise"},
+            },
+        ],
+    }
+    meta = extract_metadata(png_bytes([("iTXt", "invokeai_graph", json.dumps(graph))]))
+    assert meta.metadata_source == "png:invokeai_graph" and meta.generator == "invokeai"
+    assert (meta.prompt, meta.negative_prompt, meta.seed, meta.steps) == (
+        "a lighthouse at dusk",
+        "blurry",
+        987,
+        30,
+    )
+    assert (meta.cfg_scale, meta.sampler, meta.width, meta.height) == (7.5, "dpmpp_2m", 768, 512)
+    assert meta.model == "dreamshaper_8"

@@ -35,6 +35,7 @@ from imagecrawl.metadata.formats import (
     parse_tensorart,
 )
 from imagecrawl.metadata.infotext import looks_like_infotext, parse_infotext
+from imagecrawl.metadata.invokeai_graph import parse_invokeai_graph
 from imagecrawl.metadata.stealth import stealth_from_image, stealth_from_png
 from imagecrawl.metadata.types import ImageMetadata, Limits, MetadataError
 
@@ -265,6 +266,10 @@ def _from_texts(texts: dict[str, str], problems: c.Problems) -> Found:
         meta = parse_invokeai_sdmetadata(obj) if isinstance(obj, dict) else None
         if meta is not None:
             return meta, "png:sd-metadata"
+    if "invokeai_graph" in texts:
+        meta = parse_invokeai_graph(load_json(texts["invokeai_graph"]))
+        if _useful(meta):
+            return meta, "png:invokeai_graph"
     if "parameters" in texts:
         meta = _from_parameters(texts["parameters"], texts)
         if _useful(meta):
