@@ -1217,3 +1217,23 @@ def test_invokeai_graph_only() -> None:
     )
     assert (meta.cfg_scale, meta.sampler, meta.width, meta.height) == (7.5, "dpmpp_2m", 768, 512)
     assert meta.model == "dreamshaper_8"
+
+
+def test_infotext_in_xpcomment() -> None:
+    t = tiff([(0x9C9C, 1, INFOTEXT.encode("utf-16-le") + b"\0\0")])
+    meta = extract_metadata(jpeg_bytes(t))
+    check_infotext(meta)
+    assert meta.metadata_source == "exif:ifd0"
+
+
+def test_civitai_a1111_mode_model_from_resources() -> None:
+    text = (
+        "a castle\nNegative prompt: fog\nSteps: 25, Sampler: Euler a, CFG scale: 5, Seed: 1, "
+        "Size: 1024x1024, "
+        'Civitai resources: [{"type":"lora","modelName":"detail"},{"type":"checkpoint","modelVersionId":2,'
+        '"modelName":"WAI-illustrious-SDXL","modelVersionName":"v16.0"}], Civitai metadata: {}'
+    )
+    t = tiff([(0x013B, 2, b"ai\0")], [(0x9286, 7, user_comment(text, "utf-16-be"))])
+    meta = extract_metadata(jpeg_bytes(t))
+    assert meta.generator == "civitai" and meta.model == "WAI-illustrious-SDXL"
+    assert meta.params["Civitai resources"][1]["modelVersionId"] == 2

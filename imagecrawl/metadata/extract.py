@@ -51,6 +51,7 @@ _EASY_KEYS = (
 )
 # IFD0 text tags that tools abuse for metadata
 _IFD0_TEXT_TAGS = (0x010F, 0x0110, 0x010E, 0x0131, 0x013B, 0x010D, 0x8298, 0x010B, 0x010C, 0x010A)
+_XP_TAGS = (0x9C9C, 0x9C9F, 0x9C9B)  # XPComment, XPSubject, XPTitle
 
 
 def extract_metadata(
@@ -333,6 +334,8 @@ def _from_parameters(value: str, texts: dict[str, str]) -> ImageMetadata | None:
 def _infotext_generator(meta: ImageMetadata, texts: dict[str, str] | None = None) -> str:
     texts = texts or {}
     if "Civitai resources" in meta.params or "Civitai metadata" in meta.params:
+        if meta.model is None:  # Civitai's A1111 mode names the checkpoint only in its resources
+            meta.model = _civitai_checkpoint(meta.params.get("Civitai resources"))
         return "civitai"
     if texts.get("fooocus_scheme") or str(meta.params.get("Version", "")).startswith("Fooocus"):
         return "fooocus"
@@ -341,6 +344,18 @@ def _infotext_generator(meta: ImageMetadata, texts: dict[str, str] | None = None
     if "smproj" in texts:
         return "stability-matrix"
     return "a1111"
+
+
+def _civitai_checkpoint(resources: Any) -> str | None:
+    if isinstance(resources, list):
+        for res in resources:
+            if (
+                isinstance(res, dict)
+                and res.get("type") == "checkpoint"
+                and isinstance(res.get("modelName"), str)
+            ):
+                return res["modelName"]
+    return None
 
 
 def _from_loose_text(text: str) -> ImageMetadata | None:
@@ -391,7 +406,12 @@ def _from_exif(exif: c.Exif, problems: c.Problems) -> Found:
         if _useful(meta):
             return meta, "exif:ifd0"
 
-    # 3. JSON or infotext directly in an IFD0 text tag (legacy StableSwarmUI, some A1111 forks)
+    # 3. JSON or infotext directly in an IFD0 text tag (legacy StableSwarmUI, some A1111 forks),
+    #    or in the Windows XP tags (UTF-16LE)
+    for tag in _XP_TAGS:
+        entry = exif.ifd0.get(tag)
+        if entry is not None:
+            ifd0_text[tag] = entry[1].decode("utf-16-le", errors="replace").rstrip("\x00")
     for value in ifd0_text.values():
         meta = _from_loose_text(value)
         if _useful(meta):
