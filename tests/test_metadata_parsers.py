@@ -1237,3 +1237,11 @@ def test_civitai_a1111_mode_model_from_resources() -> None:
     meta = extract_metadata(jpeg_bytes(t))
     assert meta.generator == "civitai" and meta.model == "WAI-illustrious-SDXL"
     assert meta.params["Civitai resources"][1]["modelVersionId"] == 2
+
+
+def test_comfy_size_from_single_empty_latent_when_chain_unknown() -> None:
+    g = comfy_basic_graph()
+    g["60"] = {"class_type": "SomeCustomLatentNode", "inputs": {"strength": 1}}
+    g["3"]["inputs"]["latent_image"] = ["60", 0]
+    meta = parse_comfy(g)
+    assert meta is not None and (meta.width, meta.height) == (832, 1216)

@@ -546,12 +546,25 @@ def _fill_from_sampler(w: _Walker, node: dict[str, Any], meta: ImageMetadata, pa
     model_ref = next((s["model"] for s in (ins, guider, sigmas_ins) if is_link(s.get("model"))), None)
     if model_ref is not None:
         meta.model = w.model(model_ref)
+    size: tuple[int, int] | bool | None = None
     for key in ("latent_image", "latent", "samples"):
         if is_link(ins.get(key)):
             size = w.size(ins[key])
-            if isinstance(size, tuple):
-                meta.width, meta.height = size
             break
+    if size is None:  # latent chain not conclusive: a single empty-latent node in the graph decides
+        size = _single_empty_latent(w)
+    if isinstance(size, tuple):
+        meta.width, meta.height = size
+
+
+def _single_empty_latent(w: _Walker) -> tuple[int, int] | None:
+    found: list[tuple[int, int]] = []
+    for nid, n in w.g.items():
+        if "EmptyLatent" in str(n.get("class_type", "")) or "LatentImage" in str(n.get("class_type", "")):
+            size = w.size([nid, 0])
+            if isinstance(size, tuple) and size not in found:
+                found.append(size)
+    return found[0] if len(found) == 1 else None
 
 
 def _fill_without_sampler(w: _Walker, graph: Graph, meta: ImageMetadata) -> None:
