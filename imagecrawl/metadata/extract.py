@@ -235,7 +235,9 @@ def _extract_webp(data: bytes, lim: Limits, problems: c.Problems) -> Found:
         meta = _from_xmp(info.xmp)
         if _useful(meta):
             return meta, "xmp"
-    if (info.has_alpha or info.lossless) and not info.animated:
+    # stealth data survives only in lossless WebP with alpha; a WebP must be decoded whole (libwebp has
+    # no row-wise decoding here), so other WebPs are not decoded at all
+    if info.has_alpha and info.lossless and not info.animated:
         found = stealth_from_image(data, info.width, info.height, lim, problems)
         if found:
             meta = _from_stealth(found[0])
