@@ -51,7 +51,10 @@ def _skip_if_absent() -> None:
         )
 
 
-@pytest.mark.parametrize("entry", MANIFEST or [None], ids=lambda e: e["file"] if e else "corpus-missing")
+ENTRIES: list[dict[str, Any] | None] = list(MANIFEST) or [None]
+
+
+@pytest.mark.parametrize("entry", ENTRIES, ids=lambda e: e["file"] if e else "corpus-missing")
 def test_realworld_file(entry: dict[str, Any] | None) -> None:
     _skip_if_absent()
     assert entry is not None and CORPUS is not None
