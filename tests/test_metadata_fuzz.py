@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import struct
 import time
 import tracemalloc
@@ -71,8 +72,25 @@ def _seed_files() -> list[bytes]:
 SEEDS = _seed_files()
 
 
+class _UnexpectedFailures(logging.Handler):
+    """Collects the catch-all's DEBUG records (they carry exc_info): each one is a parser bug."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.exc_info:
+            self.records.append(record)
+
+
 def run_bounded(data: bytes, **kwargs: object) -> ImageMetadata:
-    """extract_metadata under time and memory bounds; asserts the result shape."""
+    """extract_metadata under time and memory bounds; asserts the result shape and no internal crash."""
+    logger = logging.getLogger("imagecrawl.metadata")
+    handler = _UnexpectedFailures()
+    old_level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
     tracemalloc.start()
     try:
         t0 = time.perf_counter()
@@ -81,6 +99,9 @@ def run_bounded(data: bytes, **kwargs: object) -> ImageMetadata:
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
+        logger.removeHandler(handler)
+        logger.setLevel(old_level)
+    assert not handler.records, f"internal failure: {handler.records[0].exc_info!r}"
     assert isinstance(meta, ImageMetadata)
     assert meta.error is None or meta.error in ERROR_KINDS
     assert elapsed < MAX_SECONDS, f"took {elapsed:.2f}s"

@@ -1245,3 +1245,11 @@ def test_comfy_size_from_single_empty_latent_when_chain_unknown() -> None:
     g["3"]["inputs"]["latent_image"] = ["60", 0]
     meta = parse_comfy(g)
     assert meta is not None and (meta.width, meta.height) == (832, 1216)
+
+
+def test_civitai_bad_extra_metadata_still_uses_graph() -> None:
+    g = comfy_basic_graph()
+    g["extraMetadata"] = '{"prompt": "broken'
+    t = tiff([], [(0x9286, 7, user_comment(json.dumps(g), "utf-16-be"))])
+    meta = extract_metadata(jpeg_bytes(t))
+    assert meta.generator == "civitai" and meta.prompt == "a red fox" and meta.error is None

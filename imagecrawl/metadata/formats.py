@@ -434,11 +434,7 @@ def parse_civitai_comfy(d: dict[str, Any]) -> ImageMetadata | None:
     graph = as_api_graph(d)
     meta = parse_comfy_graph(graph) if graph else None
     extra_raw = d.get("extraMetadata")
-    extra = (
-        json.loads(extra_raw)
-        if isinstance(extra_raw, str) and extra_raw.strip().startswith("{")
-        else extra_raw
-    )
+    extra = load_json(extra_raw) if isinstance(extra_raw, str) else extra_raw
     if not isinstance(extra, dict):
         extra = {}
     if meta is None:

@@ -53,7 +53,7 @@ def parse_params_line(line: str) -> dict[str, Any]:
             token = line[pos:end]
             try:
                 value = json.loads(token)
-            except ValueError:
+            except (ValueError, RecursionError):
                 value = token.strip('"')
             pos = end
         elif pos < n and line[pos] in "[{":
@@ -61,7 +61,7 @@ def parse_params_line(line: str) -> dict[str, Any]:
             token = line[pos:end]
             try:
                 value = json.loads(token)
-            except ValueError:
+            except (ValueError, RecursionError):
                 value = token
             pos = end
         else:
