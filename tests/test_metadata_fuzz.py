@@ -306,3 +306,44 @@ def test_corpus_path_exists_or_skipped() -> None:
     if CORPUS is None:
         pytest.skip("real-world corpus not found; fuzzing synthetic seeds only")
     assert isinstance(CORPUS, Path) and len(SEEDS) > 30
+
+
+# ------------------------------------------------------------------- structure-aware payload fuzzing
+_KEYS = st.sampled_from(
+    [
+        "prompt", "workflow", "class_type", "inputs", "positive", "negative", "seed", "noise_seed", "steps",
+        "cfg", "text", "text_g", "conditioning_1", "model", "ckpt_name", "latent_image", "width", "height",
+        "nodes", "links", "edges", "Comment", "uc", "v4_prompt", "caption", "base_caption",
+        "sui_image_params",
+        "extraMetadata", "image", "c", "scale", "sampler", "resolution", "1", "2", "3",
+    ]
+)  # fmt: skip
+_SCALARS = st.one_of(
+    st.none(), st.booleans(), st.integers(-(2**70), 2**70), st.floats(allow_nan=True), st.text(max_size=20),
+    st.sampled_from(["KSampler", "CLIPTextEncode", "EmptyLatentImage", "ConditioningCombine", "1", "2"]),
+)  # fmt: skip
+_JSON = st.recursive(
+    _SCALARS,
+    lambda children: st.one_of(
+        st.lists(children, max_size=4),
+        st.tuples(st.sampled_from(["1", "2", "3", 1, 2]), st.integers(0, 3)).map(list),  # link-like
+        st.dictionaries(_KEYS, children, max_size=6),
+    ),
+    max_leaves=40,
+)
+
+
+@settings(max_examples=150, deadline=None, database=None)
+@given(_JSON)
+def test_payload_parsers_never_raise(obj: object) -> None:
+    from imagecrawl.metadata.comfyui import parse_comfy, workflow_to_api
+    from imagecrawl.metadata.formats import parse_json_payload
+    from imagecrawl.metadata.invokeai_graph import parse_invokeai_graph
+
+    parse_json_payload(obj)
+    parse_comfy(obj, obj)
+    workflow_to_api(obj)
+    parse_invokeai_graph(obj)
+    text = json.dumps(obj)
+    run_bounded(_png(8, 8, color_type=2, extra=_chunk(b"tEXt", b"parameters\0" + text.encode())))
+    run_bounded(_png(8, 8, color_type=2, extra=_chunk(b"tEXt", b"prompt\0" + text.encode())))

@@ -188,12 +188,15 @@ def workflow_to_api(obj: Any) -> Graph | None:
     nodes = obj.get("nodes")
     if not isinstance(nodes, list) or not nodes or len(nodes) > MAX_NODES:
         return None
-    links: dict[Any, tuple[str, int]] = {}
-    for link in obj.get("links") or []:
-        if isinstance(link, list) and len(link) >= 3:
-            links[link[0]] = (str(link[1]), link[2] if isinstance(link[2], int) else 0)
-        elif isinstance(link, dict) and "id" in link:
-            links[link["id"]] = (str(link.get("origin_id")), int(link.get("origin_slot") or 0))
+    links: dict[int | str, tuple[str, int]] = {}
+    raw_links = obj.get("links")
+    for link in raw_links if isinstance(raw_links, list) else []:
+        if isinstance(link, list) and len(link) >= 3 and isinstance(link[0], int | str):
+            slot = link[2] if isinstance(link[2], int) and not isinstance(link[2], bool) else 0
+            links[link[0]] = (str(link[1]), slot)
+        elif isinstance(link, dict) and isinstance(link.get("id"), int | str):
+            oslot = link.get("origin_slot")
+            links[link["id"]] = (str(link.get("origin_id")), oslot if isinstance(oslot, int) else 0)
     graph: Graph = {}
     reroutes: dict[str, Any] = {}
     for node in nodes:
@@ -204,9 +207,11 @@ def workflow_to_api(obj: Any) -> Graph | None:
         if node.get("mode") in (2, 4):  # muted / bypassed
             continue
         inputs: dict[str, Any] = {}
-        for inp in node.get("inputs") or []:
-            if isinstance(inp, dict) and inp.get("link") in links:
-                inputs[str(inp.get("name"))] = list(links[inp["link"]])
+        node_inputs = node.get("inputs")
+        for inp in node_inputs if isinstance(node_inputs, list) else []:
+            link_id = inp.get("link") if isinstance(inp, dict) else None
+            if isinstance(link_id, int | str) and link_id in links:
+                inputs[str(inp.get("name"))] = list(links[link_id])
         if ctype == "Reroute":
             reroutes[nid] = next(iter(inputs.values()), None)
             continue
