@@ -1253,3 +1253,16 @@ def test_civitai_bad_extra_metadata_still_uses_graph() -> None:
     t = tiff([], [(0x9286, 7, user_comment(json.dumps(g), "utf-16-be"))])
     meta = extract_metadata(jpeg_bytes(t))
     assert meta.generator == "civitai" and meta.prompt == "a red fox" and meta.error is None
+
+
+def test_stability_matrix_infotext_only() -> None:
+    data = png_bytes(
+        [
+            ("tEXt", "parameters", "p\r\nNegative prompt: n\r\nSteps: 20, Sampler: Euler, Seed: 3"),
+            ("tEXt", "smproj", "{}"),
+            ("tEXt", "prompt", json.dumps(comfy_basic_graph())),
+        ]
+    )
+    meta = extract_metadata(data)
+    assert meta.generator == "stability-matrix" and meta.metadata_source == "png:parameters"
+    assert (meta.prompt, meta.negative_prompt, meta.seed) == ("p", "n", 3)

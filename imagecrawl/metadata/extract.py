@@ -341,10 +341,10 @@ def _infotext_generator(meta: ImageMetadata, texts: dict[str, str] | None = None
         return "civitai"
     if texts.get("fooocus_scheme") or str(meta.params.get("Version", "")).startswith("Fooocus"):
         return "fooocus"
+    if "smproj" in texts or "parameters-json" in texts:
+        return "stability-matrix"
     if "prompt" in texts and texts["prompt"].lstrip().startswith("{"):
         return "comfyui"  # a ComfyUI saver (SaveImageWithMetaData, comfy-image-saver) writing infotext
-    if "smproj" in texts:
-        return "stability-matrix"
     return "a1111"
 
 
