@@ -544,10 +544,10 @@ def _fill_from_sampler(w: _Walker, node: dict[str, Any], meta: ImageMetadata, pa
     neg_ref = next((s[k] for s in (ins, guider) for k in ("negative",) if is_link(s.get(k))), None)
     if pos_ref is not None:
         texts = w.texts(pos_ref, "positive")
-        meta.prompt = "\n".join(texts) if texts else None
+        meta.prompt = _join(texts) if texts else None
     if neg_ref is not None:
         texts = w.texts(neg_ref, "negative")
-        meta.negative_prompt = "\n".join(texts) if texts else ""
+        meta.negative_prompt = _join(texts) if texts else ""
     model_ref = next((s["model"] for s in (ins, guider, sigmas_ins) if is_link(s.get("model"))), None)
     if model_ref is not None:
         meta.model = w.model(model_ref)
@@ -560,6 +560,13 @@ def _fill_from_sampler(w: _Walker, node: dict[str, Any], meta: ImageMetadata, pa
         size = _single_empty_latent(w)
     if isinstance(size, tuple):
         meta.width, meta.height = size
+
+
+def _join(texts: list[str]) -> str:
+    """One text as stored; several (combined conditionings) stripped and joined by newlines."""
+    if len(texts) == 1:
+        return texts[0]
+    return "\n".join(t.strip() for t in texts if t.strip())
 
 
 def _single_empty_latent(w: _Walker) -> tuple[int, int] | None:
@@ -583,9 +590,9 @@ def _fill_without_sampler(w: _Walker, graph: Graph, meta: ImageMetadata) -> None
             continue
         if "neg" in title:
             if meta.negative_prompt is None:
-                meta.negative_prompt = "\n".join(texts)
+                meta.negative_prompt = _join(texts)
         elif meta.prompt is None:
-            meta.prompt = "\n".join(texts)
+            meta.prompt = _join(texts)
     for n in graph.values():
         if "EmptyLatent" in str(n.get("class_type", "")):
             ins = w.inputs(n)
