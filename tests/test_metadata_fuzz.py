@@ -246,6 +246,9 @@ def test_jpeg_named_png() -> None:
         '{"a": ' * 50_000 + "1" + "}" * 50_000,
         "Steps: " + "x, " * 200_000,  # huge params line
         'Lora hashes: "' + "a: b, " * 100_000,  # unterminated quote
+        'Steps: 1, Lora hashes: "' + "a: b, " * 100_000,
+        "Steps: 1, " + "k: v, " * 200_000,  # one key repeated: iteration cap, not key cap
+        "a\n" * 300_000 + "Steps: 1",  # many lines
         "{"
         + ", ".join(
             f'"{i}": {{"class_type": "KSampler", "inputs": {{"positive": ["{i + 1}", 0]}}}}'

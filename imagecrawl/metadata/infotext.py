@@ -29,6 +29,7 @@ _SIZE = re.compile(r"^\s*(\d+)\s*[xX*\u00d7]\s*(\d+)\s*$")
 # keys whose value is a "k: v, k2: v2" mapping (A1111 writes them quoted)
 _HASH_LISTS = ("Lora hashes", "TI hashes", "LoRA hashes", "Lora weights")
 MAX_PARAMS = 500
+MAX_PARAMS_LINE = 64 * 1024
 
 
 def parse_params_line(line: str) -> dict[str, Any]:
@@ -36,7 +37,9 @@ def parse_params_line(line: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
     pos = 0
     n = len(line)
-    while pos < n and len(out) < MAX_PARAMS:
+    steps = 0
+    while pos < n and len(out) < MAX_PARAMS and steps < 4 * MAX_PARAMS:
+        steps += 1
         m = _PARAM_START.match(line, pos)
         if not m:
             # skip to the next separator
@@ -78,19 +81,13 @@ def parse_params_line(line: str) -> dict[str, Any]:
     return out
 
 
+_QUOTED = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.S)
+
+
 def _scan_quoted(s: str, pos: int) -> int:
-    """Index after the closing quote of the string starting at ``pos`` (a '"')."""
-    i = pos + 1
-    n = len(s)
-    while i < n:
-        c = s[i]
-        if c == "\\":
-            i += 2
-            continue
-        if c == '"':
-            return i + 1
-        i += 1
-    return n
+    """Index after the closing quote of the string starting at ``pos`` (a '"'); len(s) if unterminated."""
+    m = _QUOTED.match(s, pos)
+    return m.end() if m else len(s)
 
 
 def _scan_balanced(s: str, pos: int) -> int:
@@ -125,6 +122,8 @@ def parse_hash_list(value: str) -> dict[str, str]:
 def _is_params_line(line: str) -> bool:
     if line.startswith("Steps:"):
         return True
+    if len(line) > MAX_PARAMS_LINE:  # a parameters line without "Steps:" is short; skip giant lines
+        return False
     return len(_PARAM_START.findall(line)) >= 3 and len(parse_params_line(line)) >= 3
 
 
