@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
 import struct
 import time
 import tracemalloc
@@ -20,7 +21,8 @@ from PIL import Image
 from imagecrawl.metadata import ERROR_KINDS, ImageMetadata, Limits, extract_metadata
 from tests.test_metadata_realworld import CORPUS
 
-MAX_SECONDS = 2.0
+# per-call bound; the machine is shared (CI runs beside other jobs), so it can be relaxed by env var
+MAX_SECONDS = float(os.environ.get("IMAGECRAWL_FUZZ_MAX_SECONDS", "2.0"))
 MAX_PEAK_BYTES = 200 * 1024 * 1024
 
 

@@ -112,7 +112,7 @@ def _scan_balanced(s: str, pos: int) -> int:
 def parse_hash_list(value: str) -> dict[str, str]:
     """``"name: hash, name2: hash2"`` -> {name: hash}."""
     out: dict[str, str] = {}
-    for part in value.split(","):
+    for part in value.split(",", MAX_PARAMS)[:MAX_PARAMS]:
         name, sep, h = part.rpartition(":")
         if sep and name.strip():
             out[name.strip()] = h.strip()
