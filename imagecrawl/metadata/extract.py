@@ -1,17 +1,21 @@
 """The orchestrator: sniff the container, collect the metadata carriers, apply the precedence rules.
 
-Precedence (first hit wins, later copies are duplicates):
+Precedence (first hit wins, later copies are duplicates; see docs/metadata.md):
 
 1. PNG text chunks (tEXt/zTXt/iTXt, before or after IDAT), by key:
    ``parameters-json`` (Stability Matrix) > ``generation_data`` (Tensor.Art, + graph seed) >
-   ``invokeai_metadata`` > ``sd-metadata`` > ``parameters`` (A1111 infotext or JSON dispatched on
-   content: SwarmUI, Fooocus, RuinedFooocus, HF Space, ...) > ``Dream`` > NovelAI ``Comment`` >
-   ComfyUI ``prompt``/``workflow`` > Easy Diffusion per-field keys > XMP > other JSON/infotext keys.
-2. EXIF (JPEG APP1, WebP ``EXIF``, PNG ``eXIf``): UserComment (Exif IFD, or misplaced in IFD0) >
-   ComfyUI ``prompt:``/``workflow:`` IFD0 tags > JSON/infotext in IFD0 text tags.
+   ``invokeai_metadata`` > ``sd-metadata`` > ``invokeai_graph`` > ``parameters`` (A1111 infotext or
+   JSON dispatched on content: SwarmUI, Fooocus, RuinedFooocus, HF Space, ...) > ``Dream`` >
+   NovelAI ``Comment`` > ComfyUI ``prompt``/``workflow`` > Easy Diffusion per-field keys > XMP >
+   other JSON/infotext keys.
+2. EXIF (JPEG APP1, WebP ``EXIF``, PNG ``eXIf``, TIFF): UserComment (Exif IFD, then misplaced in
+   IFD0) > ComfyUI ``prompt:``/``workflow:`` IFD0 tags > JSON/infotext in IFD0 text and XP tags >
+   XMP tag > NovelAI ImageDescription.
 3. XMP (``exif:UserComment`` JSON - Draw Things -, ``dc:description`` infotext).
 4. JPEG COM segment (Fooocus JSON), only when it parses as a known record.
 5. Stealth data in alpha/RGB LSBs (only when nothing else was found: it usually duplicates 1-2).
+
+Other containers (AVIF, HEIF, JPEG XL, GIF, ...) are searched for an EXIF block and an XMP packet.
 """
 
 from __future__ import annotations
