@@ -1266,3 +1266,13 @@ def test_stability_matrix_infotext_only() -> None:
     meta = extract_metadata(data)
     assert meta.generator == "stability-matrix" and meta.metadata_source == "png:parameters"
     assert (meta.prompt, meta.negative_prompt, meta.seed) == ("p", "n", 3)
+
+
+def test_comfy_pysssss_loader_dict_name() -> None:
+    g = comfy_basic_graph()
+    g["4"] = {
+        "class_type": "CheckpointLoader|pysssss",
+        "inputs": {"ckpt_name": {"content": "sdxl/juggernaut.safetensors", "image": None}},
+    }
+    meta = parse_comfy(g)
+    assert meta is not None and meta.model == "sdxl/juggernaut.safetensors"

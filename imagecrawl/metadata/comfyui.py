@@ -384,6 +384,8 @@ class _Walker:
         ins = self.inputs(node)
         for key in MODEL_NAME_KEYS:
             v = ins.get(key)
+            if isinstance(v, dict):  # pysssss loaders: {"content": "name.safetensors", "image": ...}
+                v = v.get("content")
             if isinstance(v, str) and v:
                 return v
             if is_link(v):
@@ -475,8 +477,10 @@ def parse_comfy_graph(graph: Graph, *, max_depth: int | None = None) -> ImageMet
         for n in graph.values():
             ins = w.inputs(n)
             for key in ("ckpt_name", "unet_name", "gguf_name"):
-                if isinstance(ins.get(key), str):
-                    meta.model = ins[key]
+                v = ins.get(key)
+                v = v.get("content") if isinstance(v, dict) else v
+                if isinstance(v, str) and v:
+                    meta.model = v
                     break
             if meta.model:
                 break
