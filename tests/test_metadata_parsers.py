@@ -1276,3 +1276,8 @@ def test_comfy_pysssss_loader_dict_name() -> None:
     }
     meta = parse_comfy(g)
     assert meta is not None and meta.model == "sdxl/juggernaut.safetensors"
+
+
+def test_usercomment_unicode_header_with_utf8_body() -> None:
+    t = tiff([], [(0x9286, 7, b"UNICODE\0" + INFOTEXT.encode("utf-8"))])
+    check_infotext(extract_metadata(jpeg_bytes(t)))
