@@ -400,7 +400,7 @@ def decode_user_comment(raw: bytes, *, big_endian_tiff: bool = False) -> str:
     """EXIF UserComment: honour the 8-byte charset header (and its absence); UTF-16 order guessed."""
     prefix, body = raw[:8], raw[8:]
     if prefix == b"UNICODE\x00":
-        if body and 0 not in body[:4096]:  # some writers put UTF-8 after the UNICODE header
+        if body and 0 not in body:  # some writers put UTF-8 after the UNICODE header
             try:
                 return body.decode("utf-8").rstrip("\x00")
             except UnicodeDecodeError:
