@@ -293,6 +293,22 @@ def test_wide_comfy_graph_stays_linear() -> None:
     assert deep.seed == 0 and deep.error is None  # depth is capped below Python's recursion limit
 
 
+def test_shared_concat_dag_is_not_exponential() -> None:
+    """60 concatenation nodes each joining the previous one twice: 2**60 paths, must stay bounded."""
+    graph: dict[str, object] = {"s0": {"class_type": "PrimitiveString", "inputs": {"value": "ab"}}}
+    for i in range(1, 60):
+        prev = [f"s{i - 1}", 0]
+        graph[f"s{i}"] = {"class_type": "StringConcatenate", "inputs": {"string_a": prev, "string_b": prev}}
+    graph["enc"] = {"class_type": "CLIPTextEncode", "inputs": {"text": ["s59", 0], "clip": ["x", 1]}}
+    graph["k"] = {
+        "class_type": "KSampler",
+        "inputs": {"seed": 1, "steps": 2, "positive": ["enc", 0], "negative": ["enc", 0]},
+    }
+    payload = json.dumps(graph).encode()
+    meta = run_bounded(_png(8, 8, color_type=2, extra=_chunk(b"tEXt", b"prompt\0" + payload)))
+    assert meta.seed == 1 and (meta.prompt is None or len(meta.prompt) <= 200_000)
+
+
 def test_exif_ifd_loop_and_bad_offsets() -> None:
     from tests.test_metadata_parsers import jpeg_bytes
 

@@ -25,6 +25,8 @@ Graph = dict[str, dict[str, Any]]
 
 MAX_DEPTH = 64
 HARD_MAX_DEPTH = 250
+MAX_VISITS = 5_000
+MAX_TEXT_CHARS = 100_000
 #: link depth for the current extraction (set from ``Limits.max_graph_depth`` by extract_metadata)
 GRAPH_DEPTH: contextvars.ContextVar[int] = contextvars.ContextVar("comfy_graph_depth", default=MAX_DEPTH)
 MAX_NODES = 5000
@@ -251,6 +253,13 @@ class _Walker:
     def __init__(self, graph: Graph, max_depth: int = MAX_DEPTH) -> None:
         self.g = graph
         self.max_depth = min(max_depth, HARD_MAX_DEPTH)  # recursion stays far below Python's limit
+        # total node visits of one walk: a DAG of concatenation nodes sharing children would otherwise
+        # cost 2**depth visits (and build a 2**depth-long string)
+        self.budget = MAX_VISITS
+
+    def _spend(self) -> bool:
+        self.budget -= 1
+        return self.budget >= 0
 
     def node(self, ref: Any) -> dict[str, Any] | None:
         if not is_link(ref):
@@ -267,7 +276,7 @@ class _Walker:
     def value(self, v: Any, keys: tuple[str, ...], depth: int = 0) -> Any:
         if not is_link(v):
             return v
-        if depth > self.max_depth:
+        if depth > self.max_depth or not self._spend():
             return None
         ins = self.inputs(self.node(v))
         for key in keys:
@@ -281,7 +290,7 @@ class _Walker:
     def string(self, v: Any, role: str, depth: int = 0) -> str | None:
         if isinstance(v, str):
             return v
-        if not is_link(v) or depth > self.max_depth:
+        if not is_link(v) or depth > self.max_depth or not self._spend():
             return None
         node = self.node(v)
         ins = self.inputs(node)
@@ -301,7 +310,7 @@ class _Walker:
                     if s:
                         parts.append(s)
             if parts:
-                return (delim if isinstance(delim, str) else " ").join(parts)
+                return (delim if isinstance(delim, str) else " ").join(parts)[:MAX_TEXT_CHARS]
         for key in STRING_KEYS:
             if key in ins:
                 s = self.string(ins[key], role, depth + 1)
@@ -332,7 +341,7 @@ class _Walker:
         if seen is None:
             seen = set()
         node = self.node(ref)
-        if node is None or depth > self.max_depth:
+        if node is None or depth > self.max_depth or not self._spend():
             return []
         key_id = str(ref[0])
         if key_id in seen:
