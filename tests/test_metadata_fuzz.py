@@ -309,6 +309,22 @@ def test_shared_concat_dag_is_not_exponential() -> None:
     assert meta.seed == 1 and (meta.prompt is None or len(meta.prompt) <= 200_000)
 
 
+def test_invokeai_graph_shared_sources_bounded() -> None:
+    nodes: dict[str, object] = {"c0": {"type": "compel", "prompt": "x"}}
+    edges = []
+    for i in range(1, 60):
+        nodes[f"c{i}"] = {"type": "collect"}
+        for field in ("item", "collection"):
+            edges.append({"source": {"node_id": f"c{i - 1}", "field": "collection"},
+                          "destination": {"node_id": f"c{i}", "field": field}})  # fmt: skip
+    nodes["d"] = {"type": "denoise_latents", "steps": 3}
+    edges.append({"source": {"node_id": "c59", "field": "collection"},
+                  "destination": {"node_id": "d", "field": "positive_conditioning"}})  # fmt: skip
+    payload = json.dumps({"nodes": nodes, "edges": edges}).encode()
+    meta = run_bounded(_png(8, 8, color_type=2, extra=_chunk(b"tEXt", b"invokeai_graph\0" + payload)))
+    assert meta.steps == 3
+
+
 def test_exif_ifd_loop_and_bad_offsets() -> None:
     from tests.test_metadata_parsers import jpeg_bytes
 

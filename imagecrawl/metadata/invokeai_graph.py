@@ -18,12 +18,14 @@ from imagecrawl.metadata.types import ImageMetadata
 logger = logging.getLogger(__name__)
 
 _MAX_HOPS = 32
+_MAX_VISITS = 5_000  # total edge follows of one parse (a DAG of shared sources would be exponential)
 Node = dict[str, Any]
 
 
 class _Graph:
     def __init__(self, nodes: dict[str, Node], edges: list[Any]) -> None:
         self.nodes = nodes
+        self.budget = _MAX_VISITS
         self.into: dict[tuple[str, str], list[tuple[str, str]]] = {}
         for e in edges:
             if not isinstance(e, dict):
@@ -34,7 +36,9 @@ class _Graph:
                 self.into.setdefault(key, []).append((str(src.get("node_id")), str(src.get("field"))))
 
     def sources(self, nid: str, field: str) -> list[tuple[str, str]]:
-        return [s for s in self.into.get((nid, field), []) if s[0] in self.nodes]
+        found = [s for s in self.into.get((nid, field), []) if s[0] in self.nodes]
+        self.budget -= len(found)
+        return found if self.budget >= 0 else []
 
     def value(self, nid: str, field: str, hops: int = 0) -> Any:
         """A field's value, following an incoming edge to a primitive (string/integer/float) node."""
