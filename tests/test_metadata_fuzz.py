@@ -325,6 +325,20 @@ def test_invokeai_graph_shared_sources_bounded() -> None:
     assert meta.steps == 3
 
 
+@pytest.mark.parametrize(
+    "xmp",
+    [
+        "<exif:UserComment>" + "<rdf:li>" * 50_000 + "</exif:UserComment>",  # was quadratic with a regex
+        "<exif:UserComment>" + "<a" * 100_000 + "</exif:UserComment>",
+        "<exif:UserCommentX" * 60_000 + ">",
+        'exif:UserComment="' * 50_000,
+    ],
+)
+def test_hostile_xmp(xmp: str) -> None:
+    body = b"XML:com.adobe.xmp\0\0\0\0\0" + xmp.encode()
+    run_bounded(_png(8, 8, color_type=2, extra=_chunk(b"iTXt", body)))
+
+
 def test_exif_ifd_loop_and_bad_offsets() -> None:
     from tests.test_metadata_parsers import jpeg_bytes
 

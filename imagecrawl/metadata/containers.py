@@ -459,8 +459,7 @@ XMP_NAMES = (
     "photoshop:Instructions",
     "xmp:Label",
 )
-_XMP_LI = re.compile(r"<rdf:li(?:\s[^>]{0,400})?>(.*?)</rdf:li>", re.S)
-_TAG = re.compile(r"<[^>]{0,400}>")
+_TAG = re.compile(r"<[^<>]*>")  # stops at the next "<": linear time
 
 
 def parse_xmp(raw: bytes | str, names: tuple[str, ...] = XMP_NAMES) -> dict[str, str]:
@@ -481,24 +480,36 @@ def parse_xmp(raw: bytes | str, names: tuple[str, ...] = XMP_NAMES) -> dict[str,
 
 
 def _xmp_element(text: str, name: str) -> str | None:
-    start = text.find("<" + name)
+    open_tag = "<" + name
+    start = text.find(open_tag)
     while start != -1:
-        gt = text.find(">", start)
-        if gt == -1:
-            return None
-        after = text[start + 1 + len(name) : start + 2 + len(name)]
-        if after in (">", " ", "\t", "\n", "\r", "/"):
-            if text[gt - 1] == "/":  # empty element
+        after = text[start + len(open_tag) : start + len(open_tag) + 1]
+        if after in (">", " ", "\t", "\n", "\r", "/"):  # the element itself, not a longer name
+            gt = text.find(">", start)
+            if gt == -1 or text[gt - 1] == "/":  # unterminated, or an empty element
                 return None
             end = text.find("</" + name + ">", gt)
             if end == -1:
                 return None
             inner = text[gt + 1 : end]
-            m = _XMP_LI.search(inner)
-            if m:
-                return m.group(1)
-            return _TAG.sub("", inner)
-        start = text.find("<" + name, start + 1)
+            li = _first_li(inner)
+            return li if li is not None else _TAG.sub("", inner)
+        start = text.find(open_tag, start + 1)
+    return None
+
+
+def _first_li(inner: str) -> str | None:
+    """Content of the first ``<rdf:li ...>...</rdf:li>`` (str.find only: linear time)."""
+    pos = inner.find("<rdf:li")
+    while pos != -1:
+        after = inner[pos + 7 : pos + 8]
+        if after in (">", " ", "\t", "\n", "\r"):
+            gt = inner.find(">", pos)
+            if gt == -1:
+                return None
+            end = inner.find("</rdf:li>", gt)
+            return None if end == -1 else inner[gt + 1 : end]
+        pos = inner.find("<rdf:li", pos + 1)
     return None
 
 

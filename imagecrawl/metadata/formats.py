@@ -45,7 +45,7 @@ def _jsonable(value: Any) -> Any:
     """Keep params JSON-serialisable and bounded."""
     try:
         text = json.dumps(value, ensure_ascii=False)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, RecursionError):
         return str(value)[:_MAX_PARAM_CHARS]
     if len(text) > _MAX_PARAM_CHARS:
         return text[:_MAX_PARAM_CHARS]
