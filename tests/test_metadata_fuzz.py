@@ -258,6 +258,8 @@ def test_jpeg_named_png() -> None:
         'Steps: 1, Lora hashes: "' + "a: b, " * 100_000,
         "Steps: 1, " + "k: v, " * 200_000,  # one key repeated: iteration cap, not key cap
         "a\n" * 300_000 + "Steps: 1",  # many lines
+        "a" + " " * 30_000 + "b",  # whitespace run: was quadratic in the params-line counter
+        "Steps: 1, Seed: " + "1" * 20_000 + "x, Size: " + "9" * 5000 + "x1",  # huge numbers
         "{"
         + ", ".join(
             f'"{i}": {{"class_type": "KSampler", "inputs": {{"positive": ["{i + 1}", 0]}}}}'

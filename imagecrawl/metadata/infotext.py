@@ -20,7 +20,9 @@ from imagecrawl.metadata.types import ImageMetadata
 logger = logging.getLogger(__name__)
 
 _KEY = r"[A-Za-z][\w \-/.()\[\]+]{0,60}?"
-_PARAM_START = re.compile(r"\s*(" + _KEY + r"):\s*")
+_PARAM_START = re.compile(r"\s*(" + _KEY + r"):\s*")  # only ever .match()ed at a known position
+# counting candidates: anchored at the start or a comma, so whitespace runs are scanned once (linear)
+_PARAM_COUNT = re.compile(r"(?:^|,)[ \t]*" + _KEY + r":")
 _NEXT_KEY = re.compile(r",\s*" + _KEY + r":\s")
 _NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
 _INT = re.compile(r"[-+]?\d+")
@@ -124,7 +126,10 @@ def _is_params_line(line: str) -> bool:
         return True
     if len(line) > MAX_PARAMS_LINE:  # a parameters line without "Steps:" is short; skip giant lines
         return False
-    return len(_PARAM_START.findall(line)) >= 3 and len(parse_params_line(line)) >= 3
+    return len(_PARAM_COUNT.findall(line)) >= 3 and len(parse_params_line(line)) >= 3
+
+
+_MAX_NUMBER_CHARS = 64  # longer strings are not numbers we care about (and keep the regexes linear)
 
 
 def to_number(value: Any) -> int | float | None:
@@ -132,7 +137,7 @@ def to_number(value: Any) -> int | float | None:
         return None
     if isinstance(value, int | float):
         return value
-    if isinstance(value, str):
+    if isinstance(value, str) and len(value) <= _MAX_NUMBER_CHARS:
         s = value.strip()
         if _INT.fullmatch(s):
             return int(s)
@@ -151,7 +156,7 @@ def to_int(value: Any) -> int | None:
         return value
     if isinstance(value, float):
         return int(value) if value.is_integer() else None
-    if isinstance(value, str):
+    if isinstance(value, str) and len(value) <= _MAX_NUMBER_CHARS:
         s = value.strip()
         if _INT.fullmatch(s):
             return int(s)
@@ -167,7 +172,8 @@ def to_float(value: Any) -> float | None:
 
 
 def parse_size(value: Any) -> tuple[int, int] | None:
-    if isinstance(value, str):
+    """``"512x768"``, ``"(768, 1280)"``, ``"1024 x 1024"``, ``[w, h]`` -> (w, h)."""
+    if isinstance(value, str) and len(value) <= _MAX_NUMBER_CHARS:
         m = _SIZE.match(value)
         if m:
             return int(m.group(1)), int(m.group(2))
