@@ -16,6 +16,7 @@ def corpus_dir() -> Path | None:
     env = os.environ.get("IMAGECRAWL_REALWORLD_DIR")
     candidates = [Path(env)] if env else []
     candidates.append(Path(__file__).resolve().parents[1].parent / "shared" / "realworld")
+    candidates.append(Path(__file__).resolve().parent / "fixtures" / "realworld")  # the small files only
     for cand in candidates:
         if (cand / "images" / "MANIFEST.json").is_file():
             return cand / "images"
