@@ -96,7 +96,7 @@ def run(name: str, settings: dict[str, str], args: argparse.Namespace, workdir: 
     log = workdir / f"{name.replace(' ', '_')}.jsonl"
     flags = [
         "--capacity", str(args.capacity),
-        "--burst", str(args.capacity),
+        "--capacity-burst", str(args.capacity),
         "--retry-after", str(args.retry_after),
         "--latency", str(args.latency),
         "--latency-per-queued", str(args.latency_per_queued),

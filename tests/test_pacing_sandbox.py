@@ -66,8 +66,8 @@ def test_cap_crawl_delay_retries_and_retry_after(tmp_path: Path) -> None:
         ("127.0.0.1", []),  # plain: only the cap holds us back
         ("127.0.0.2", ["--crawl-delay", "0.5"]),
         ("127.0.0.3", []),  # /status/503 every time
-        ("127.0.0.4", ["--capacity", "3", "--burst", "2", "--retry-after", "2"]),
-        ("127.0.0.5", ["--capacity", "3", "--burst", "2", "--retry-after", "2", "--retry-after-date"]),
+        ("127.0.0.4", ["--capacity", "3", "--capacity-burst", "2", "--retry-after", "2"]),
+        ("127.0.0.5", ["--capacity", "3", "--capacity-burst", "2", "--retry-after", "2", "--retry-after-date"]),
     ) as (plain, delayed, failing, limited, dated):
         urls = [
             plain.url("?i={i}"),
@@ -130,7 +130,7 @@ def test_cap_crawl_delay_retries_and_retry_after(tmp_path: Path) -> None:
 
 def test_converges_to_the_sites_capacity(tmp_path: Path) -> None:
     capacity = 10
-    with sites(tmp_path, ("127.0.0.1", ["--capacity", str(capacity), "--burst", str(capacity)])) as (sb,):
+    with sites(tmp_path, ("127.0.0.1", ["--capacity", str(capacity), "--capacity-burst", str(capacity)])) as (sb,):
         result = crawl(tmp_path, [sb.url("?i={i}")], 220, {"IMAGECRAWL_PACING_START_RATE_PER_SECOND": 1})
         records = sb.wait_for_requests(221)
     assert result.stats["pacing_load/ok"] == 220

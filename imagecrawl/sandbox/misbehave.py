@@ -1,7 +1,8 @@
 """Sandbox behaviours of an overloaded or defensive site, per site (the ``Host`` name, port excluded,
 so one server can play several sites: ``127.0.0.1`` and ``localhost`` are two sites).
 
-* capacity: a token bucket (``--capacity`` requests/s, ``--burst`` tokens); a request that finds it
+* capacity: a token bucket (``--capacity`` requests/s, ``--capacity-burst`` tokens;
+  unlike ``--rate-limit``, which is per client IP and spares robots.txt); a request that finds it
   empty is answered 429 at once (with ``Retry-After`` when ``--retry-after`` is given, in seconds or
   as an HTTP date with ``--retry-after-date``).  While an announced Retry-After window is open every
   request of that site is answered 429 too.
@@ -41,9 +42,7 @@ EMPTY_GALLERY = (
     '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>Gallery</title></head>\n'
     '<body>\n<h1>Gallery</h1>\n<div class="grid">\n</div>\n</body></html>\n'
 )
-FORBIDDEN_PAGE = (
-    "<!DOCTYPE html><html><head><title>403 Forbidden</title></head><body>Forbidden</body></html>\n"
-)
+FORBIDDEN_PAGE = "<!DOCTYPE html><html><head><title>403 Forbidden</title></head><body>Forbidden</body></html>\n"
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,9 +61,7 @@ class MisbehaveConfig:
 
     @property
     def active(self) -> bool:
-        return bool(
-            self.capacity is not None or self.latency or self.latency_per_queued or self.ban_mode is not None
-        )
+        return bool(self.capacity is not None or self.latency or self.latency_per_queued or self.ban_mode is not None)
 
 
 @dataclass(slots=True)
@@ -80,20 +77,16 @@ class SiteLoad:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("misbehaviour (per site = Host name)")
+    g.add_argument("--capacity", type=float, default=None, help="requests/s per site before 429 (token bucket)")
     g.add_argument(
-        "--capacity", type=float, default=None, help="requests/s per site before 429 (token bucket)"
+        "--capacity-burst", type=float, default=None, help="bucket size for --capacity (default: max(1, capacity))"
     )
-    g.add_argument("--burst", type=float, default=None, help="token bucket size (default: max(1, capacity))")
     g.add_argument("--retry-after", type=float, default=None, help="send Retry-After: S with each 429")
     g.add_argument("--retry-after-date", action="store_true", help="send Retry-After as an HTTP date")
     g.add_argument("--latency", type=float, default=0.0, help="base response latency, seconds")
-    g.add_argument(
-        "--latency-per-queued", type=float, default=0.0, help="extra latency per request in progress"
-    )
+    g.add_argument("--latency-per-queued", type=float, default=0.0, help="extra latency per request in progress")
     g.add_argument("--ban-mode", choices=BAN_MODES, default=None, help="what a banned client gets")
-    g.add_argument(
-        "--ban-rate", type=float, default=None, help="ban when more than N requests arrive within 1 s"
-    )
+    g.add_argument("--ban-rate", type=float, default=None, help="ban when more than N requests arrive within 1 s")
     g.add_argument("--ban-after", type=int, default=None, help="ban after N requests")
     g.add_argument("--ban-seconds", type=float, default=30.0, help="ban duration (default 30)")
     g.add_argument("--ban-extend", action="store_true", help="each request during a ban restarts it")
@@ -104,7 +97,7 @@ def config_from_args(args: argparse.Namespace) -> MisbehaveConfig:
         raise SystemExit("--ban-mode needs --ban-rate or --ban-after")
     return MisbehaveConfig(
         capacity=args.capacity,
-        burst=args.burst,
+        burst=args.capacity_burst,
         retry_after=args.retry_after,
         retry_after_date=args.retry_after_date,
         latency=args.latency,
@@ -201,9 +194,7 @@ class Misbehaviour:
                 return _ban_response(c.ban_mode)
         if c.capacity is not None:
             if now < s.retry_after_until:
-                return _too_many(
-                    max(0.0, s.retry_after_until - now) if c.retry_after else None, c.retry_after_date
-                )
+                return _too_many(max(0.0, s.retry_after_until - now) if c.retry_after else None, c.retry_after_date)
             s.tokens = min(self.burst, s.tokens + (now - s.refilled) * c.capacity)
             s.refilled = now
             if s.tokens < 1.0:
