@@ -100,7 +100,6 @@ def test_cap_crawl_delay_retries_and_retry_after(tmp_path: Path) -> None:
     # the cap: never more than 4 requests in any second, and it is used, not undershot
     times = [r["t"] for r in logs["plain"]]
     assert max_rate_per_second(times) == 4
-    assert max(times) - min(times) < (n + 1) / 4 + 2
 
     # Crawl-delay 0.5 s is a floor even though the cap allows 4/s (robots.txt comes first)
     assert logs["delayed"][0]["path"] == "/robots.txt"
@@ -124,8 +123,9 @@ def test_cap_crawl_delay_retries_and_retry_after(tmp_path: Path) -> None:
     assert stats["imagecrawl/pacing/retry_after"] >= 2
     assert stats["pacing_load/ok"] == 4 * n  # every page of the four healthy sites, retries included
 
-    # a paused site did not hold up the others: the plain site finished at its own pace
-    assert max(times) - min(times) < (n + 1) / 4 + 2
+    # a paused site did not hold up the others: the plain site finished at about its own pace
+    # ((n + 1) requests 0.25-0.28 s apart, plus room for a loaded machine)
+    assert max(times) - min(times) < (n + 1) / 4 * 1.15 + 3
 
 
 def test_converges_to_the_sites_capacity(tmp_path: Path) -> None:
