@@ -15,6 +15,8 @@ from typing import Any
 from imagecrawl.metadata import extract_metadata
 from imagecrawl.sandbox.catalog import Catalog, Entry, build_catalog, render_image
 
+from .conftest import PACING_LOOPBACK
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -26,6 +28,7 @@ def base_settings(store: Path) -> dict[str, Any]:
         "IMAGECRAWL_STORE": str(store),
         "LOG_LEVEL": "INFO",
         "IMAGECRAWL_AUTHOR_SALT": "test-salt",
+        **PACING_LOOPBACK,  # loopback-sized pacing caps (the polite defaults are for other sites)
     }
 
 

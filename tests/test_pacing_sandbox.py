@@ -36,9 +36,7 @@ def sites(tmp_path: Path, *specs: tuple[str, list[str]]) -> Iterator[list[Sandbo
     with ExitStack() as stack:
         out = []
         for n, (host, flags) in enumerate(specs):
-            sb = start_sandbox(
-                items=20, log_path=tmp_path / f"site{n}.jsonl", extra_args=["--host", host, *flags]
-            )
+            sb = start_sandbox(items=20, log_path=tmp_path / f"site{n}.jsonl", extra_args=["--host", host, *flags])
             stack.callback(sb.stop)
             out.append(sb)
         yield out
@@ -65,16 +63,18 @@ def test_cap_crawl_delay_retries_and_retry_after(tmp_path: Path) -> None:
         tmp_path,
         ("127.0.0.1", []),  # plain: only the cap holds us back
         ("127.0.0.2", ["--crawl-delay", "0.5"]),
-        ("127.0.0.3", []),  # /status/503 every time
+        ("127.0.0.3", ["--status-paths"]),  # /status/503 every time
         ("127.0.0.4", ["--capacity", "3", "--capacity-burst", "2", "--retry-after", "2"]),
         ("127.0.0.5", ["--capacity", "3", "--capacity-burst", "2", "--retry-after", "2", "--retry-after-date"]),
-    ) as (plain, delayed, failing, limited, dated):
+        ("127.0.0.6", ["--status-paths"]),  # /status/429 with an absurd Retry-After
+    ) as (plain, delayed, failing, limited, dated, absurd):
         urls = [
             plain.url("?i={i}"),
             delayed.url("?i={i}"),
             failing.url("status/503"),  # one page (the repeats are filtered)
             limited.url("?i={i}"),
             dated.url("?i={i}"),
+            absurd.url("status/429?retry_after=99999999"),  # one page
         ]
         n = 24
         result = crawl(
@@ -86,15 +86,15 @@ def test_cap_crawl_delay_retries_and_retry_after(tmp_path: Path) -> None:
                 "IMAGECRAWL_PACING_START_RATE_PER_SECOND": 4,
                 "IMAGECRAWL_RETRY_TIMES": 2,
                 "IMAGECRAWL_RETRY_BACKOFF_SECONDS": 0.4,
+                "IMAGECRAWL_RETRY_AFTER_MAX_SECONDS": 1.5,
             },
         )
         logs = {
             name: sb.wait_for_requests(n + 1)
-            for name, sb in zip(
-                ("plain", "delayed", "limited", "dated"), (plain, delayed, limited, dated), strict=True
-            )
+            for name, sb in zip(("plain", "delayed", "limited", "dated"), (plain, delayed, limited, dated), strict=True)
         }
         failing_log = failing.wait_for_requests(1 + 3)
+        absurd_log = absurd.wait_for_requests(1 + 3)
     stats = result.stats
 
     # the cap: never more than 4 requests in any second, and it is used, not undershot
@@ -114,6 +114,12 @@ def test_cap_crawl_delay_retries_and_retry_after(tmp_path: Path) -> None:
     assert stats["imagecrawl/retry/503"] == 2
     assert stats["imagecrawl/retry/gave_up/503"] == 1
     assert stats["imagecrawl/pacing/decrease/503"] >= 1
+
+    # an absurd Retry-After is capped (1.5 s here), logged and counted - and still honoured up to the cap
+    tries = [r for r in absurd_log if r["path"] == "/status/429"]
+    assert len(tries) == 3 and min(gaps(tries)) >= 1.5
+    assert stats["imagecrawl/pacing/retry_after_capped"] == 3
+    assert "capped at 1.5s" in result.stderr
 
     # Retry-After: the sites pushed back, nobody came back inside a window, nothing was lost
     for name in ("limited", "dated"):

@@ -12,7 +12,7 @@ so one server can play several sites: ``127.0.0.1`` and ``localhost`` are two si
   one second, or after ``--ban-after`` requests; the ban lasts ``--ban-seconds`` (``--ban-extend``: every
   request during the ban restarts it).  ``403`` answers 403, ``challenge`` a Cloudflare-style challenge
   page (403 + ``cf-mitigated: challenge``), ``empty`` a 200 gallery page with no images (a soft ban).
-* fixed answers by path, whatever the flags: ``/status/<code>?retry_after=<s>``, ``/challenge``,
+* fixed answers by path with ``--status-paths``: ``/status/<code>?retry_after=<s>``, ``/challenge``,
   ``/empty``.
 
 The request log (``--log``) records what each request got; the tests and ``benchmarks/politeness.py``
@@ -58,6 +58,7 @@ class MisbehaveConfig:
     ban_after: int | None = None
     ban_seconds: float = 30.0
     ban_extend: bool = False
+    status_paths: bool = False
 
     @property
     def active(self) -> bool:
@@ -90,6 +91,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--ban-after", type=int, default=None, help="ban after N requests")
     g.add_argument("--ban-seconds", type=float, default=30.0, help="ban duration (default 30)")
     g.add_argument("--ban-extend", action="store_true", help="each request during a ban restarts it")
+    g.add_argument(
+        "--status-paths", action="store_true", help="answer /status/<code>[?retry_after=S], /challenge, /empty"
+    )
 
 
 def config_from_args(args: argparse.Namespace) -> MisbehaveConfig:
@@ -107,6 +111,7 @@ def config_from_args(args: argparse.Namespace) -> MisbehaveConfig:
         ban_after=args.ban_after,
         ban_seconds=args.ban_seconds,
         ban_extend=args.ban_extend,
+        status_paths=args.status_paths,
     )
 
 
@@ -206,14 +211,17 @@ class Misbehaviour:
 
 
 def make_misbehave(config: MisbehaveConfig | None) -> Middleware | None:
-    """The aiohttp middleware for ``config`` (fixed ``/status/...`` answers are always on)."""
-    state = Misbehaviour(config or MisbehaveConfig())
+    """The aiohttp middleware for ``config``; ``None`` when no misbehaviour is asked for."""
+    if config is None or not (config.active or config.status_paths):
+        return None
+    state = Misbehaviour(config)
 
     @web.middleware
     async def misbehave(request: web.Request, handler: Handler) -> web.StreamResponse:
-        fixed = _fixed_answer(request)
-        if fixed is not None:
-            return fixed
+        if config.status_paths:
+            fixed = _fixed_answer(request)
+            if fixed is not None:
+                return fixed
         if not state.config.active:
             return await handler(request)
         host = (request.url.host or "").lower()
