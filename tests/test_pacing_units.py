@@ -337,3 +337,13 @@ def test_ceiling_is_what_the_site_served_not_the_rate_a_burst_let_through() -> N
     c.on_congestion("429", sent_at=11.9, now=12.0)
     assert c.ceiling is not None and 19 <= c.ceiling <= 21
     assert c.rate == pytest.approx(0.7 * c.ceiling)
+
+
+def test_crawl_delay_floor_is_sequential_and_counts_from_the_end_of_a_request() -> None:
+    gate = InProcessGate(aimd=AimdConfig(start_rate=50, max_rate=50, start_concurrency=4, max_concurrency=4))
+    gate.set_floor_interval("s", 2.0)
+    assert gate.acquire("s", 0.0) == 0
+    assert gate.acquire("s", 2.5) > 0  # one at a time
+    gate.release("s", 0.0, 3.0)  # the answer came late
+    assert gate.acquire("s", 4.0) == pytest.approx(1.0)  # 2 s after the end, not after the start
+    assert gate.acquire("s", 5.0) == 0

@@ -331,7 +331,9 @@ class PacingMiddleware:
                         parsed.seconds,
                     )
         signal = classify_status(response.status)
-        self.gate.feedback(site, Feedback(signal, sent_at, now - sent_at, retry_after), now)
+        # Time to the response headers (Scrapy's download_latency), so a big body is not "slow".
+        latency = float(request.meta.get("download_latency", now - sent_at))
+        self.gate.feedback(site, Feedback(signal, sent_at, latency, retry_after), now)
         rt.flush()
         return response
 

@@ -111,7 +111,9 @@ class InProcessGate:
             return wait
         if now < s.paused_until:
             return s.paused_until - now
-        limit = 1 if s.ban.state is BanState.PROBING else s.controller.concurrency
+        # A probe goes alone; so does a site with a Crawl-delay (or DOWNLOAD_DELAY) floor.
+        sequential = s.ban.state is BanState.PROBING or s.controller.floor_interval > 0
+        limit = 1 if sequential else s.controller.concurrency
         if s.in_flight >= limit:
             s.controller.concurrency_limited = True
             return POLL_SECONDS
@@ -142,6 +144,10 @@ class InProcessGate:
         s = self.site(site, now)
         s.in_flight = max(0, s.in_flight - 1)
         s.ban.released()
+        if s.controller.floor_interval > 0:
+            # Crawl-delay counts from the end of the previous request, so however late a request
+            # reached the wire, the next one arrives at least the delay after it.
+            s.next_at = max(s.next_at, now + s.controller.floor_interval)
 
     # --- feedback -----------------------------------------------------------------------------
 
