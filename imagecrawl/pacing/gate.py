@@ -16,6 +16,7 @@ from __future__ import annotations
 import enum
 import math
 import random
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -77,6 +78,7 @@ class SiteState:
     in_flight: int = 0
     paused_until: float = 0.0
     granted: int = 0
+    recent: deque[float] = field(default_factory=lambda: deque(maxlen=256))  # last grant times
 
 
 @dataclass
@@ -86,6 +88,9 @@ class InProcessGate:
     aimd: AimdConfig = field(default_factory=AimdConfig)
     bans: BanConfig = field(default_factory=BanConfig)
     jitter: float = 0.1  # spacing is stretched by up to this fraction, never shortened
+    #: The cap holds in any window of 1 s + this guard (requests may reach the wire a little late
+    #: or early, and the site counts arrivals).
+    window_guard: float = 0.15
     default_floor_interval: float = 0.0
     rng: random.Random = field(default_factory=random.Random)
     sites: dict[str, SiteState] = field(default_factory=dict)
@@ -120,6 +125,14 @@ class InProcessGate:
         if now < s.next_at:
             s.controller.rate_limited = True
             return s.next_at - now
+        # The cap as the site would count it: at most floor(cap) starts within any second.
+        per_window = min(math.floor(s.controller.max_rate), s.recent.maxlen or 0)
+        if per_window >= 1 and len(s.recent) >= per_window:
+            opens = s.recent[-per_window] + 1.0 + self.window_guard
+            if now < opens:
+                s.controller.rate_limited = True
+                return opens - now
+        s.recent.append(now)
         s.in_flight += 1
         s.granted += 1
         interval = max(s.controller.interval, s.controller.floor_interval)
