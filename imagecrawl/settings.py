@@ -12,6 +12,8 @@ ADDONS = {"imagecrawl.addon.ImagecrawlAddon": 0}
 # --- identity: honest, with a contact (the addon builds USER_AGENT from IMAGECRAWL_CONTACT) ---
 IMAGECRAWL_CONTACT = ""
 ROBOTSTXT_OBEY = True
+# robots.txt groups and X-Robots-Tag "<token>: ..." lines are matched on this product token.
+ROBOTSTXT_USER_AGENT = "imagecrawl"
 COOKIES_ENABLED = False
 TELNETCONSOLE_ENABLED = False
 
@@ -45,8 +47,35 @@ IMAGECRAWL_AUTHOR_SALT = ""
 IMAGECRAWL_MAX_IMAGE_PIXELS = 64_000_000
 
 DOWNLOADER_MIDDLEWARES = {
+    # --- opt-outs, identity, network guard (docs/optout.md) ---
+    "imagecrawl.extensions.identity.IdentityGuard": 1,
+    "imagecrawl.downloadermiddlewares.errors.DownloadErrorsMiddleware": 2,
+    "imagecrawl.downloadermiddlewares.netguard.NetGuardMiddleware": 10,
+    "scrapy.downloadermiddlewares.robotstxt.RobotsTxtMiddleware": None,
+    "imagecrawl.downloadermiddlewares.optout.RobotsTxtMiddleware": 100,
+    "scrapy.downloadermiddlewares.httpcompression.HttpCompressionMiddleware": None,
+    "imagecrawl.downloadermiddlewares.errors.HttpCompressionMiddleware": 590,
+    "imagecrawl.downloadermiddlewares.optout.OptOutMiddleware": 950,
+    # ---
     "imagecrawl.downloadermiddlewares.known.KnownImageMiddleware": 50,
 }
+SPIDER_MIDDLEWARES = {
+    "imagecrawl.spidermiddlewares.optout.OptOutSpiderMiddleware": 550,
+}
+IMAGECRAWL_IDENTITY_ENABLED = True
+IMAGECRAWL_NETGUARD_ENABLED = True
+# Comma-separated CIDRs the network guard lets through (tests and the demo allow 127.0.0.0/8).
+IMAGECRAWL_ALLOWED_NETWORKS = ""
+IMAGECRAWL_NETGUARD_DNS_CACHE_SECONDS = 60.0
+IMAGECRAWL_OPTOUT_ENABLED = True
+IMAGECRAWL_OPTOUT_X_ROBOTS_TAG = True
+IMAGECRAWL_OPTOUT_META_ROBOTS = True
+IMAGECRAWL_OPTOUT_TDMREP = True
+# Add "noindex", "noimageindex", "none" to honour them too.
+IMAGECRAWL_OPTOUT_DIRECTIVES = ["noai", "noimageai"]
+# JSON lines of every skip; "" = <state dir>/optout.jsonl, "-" = none.
+IMAGECRAWL_OPTOUT_LOG = ""
+IMAGECRAWL_DOWNLOAD_ERRORS_ENABLED = True
 IMAGECRAWL_SKIP_KNOWN_IMAGES = True
 
 ITEM_PIPELINES = {

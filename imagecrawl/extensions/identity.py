@@ -1,0 +1,139 @@
+"""An honest identity: no crawl of someone else's site without a way to reach the operator.
+
+The add-on builds ``USER_AGENT`` as ``imagecrawl/<version> (+<contact>)`` from
+``IMAGECRAWL_CONTACT``. This component refuses a crawl of any non-loopback host while that contact
+is missing or is neither an http(s) URL nor an e-mail address:
+
+* at start, when a spider's ``start_urls`` name a non-loopback host, the crawler fails to start
+  (``scrapy crawl`` exits 1) with a message that says why;
+* at run time, for any other request (custom ``start()``, links, redirects), the request is dropped
+  before it reaches the network, the spider is closed with reason ``imagecrawl_no_contact`` and the
+  ``imagecrawl/exit_code`` stat is set to 2 (``scrapy crawl`` exits with it).
+
+"Loopback" is decided on the host name alone, without DNS, so the check never touches the
+network: ``localhost``, ``*.localhost`` and loopback IP literals (127.0.0.0/8, ::1).
+``IMAGECRAWL_ALLOWED_NETWORKS`` does not exempt a host from this check: a private network you are
+allowed to crawl is still someone's site.
+
+It is a downloader middleware (first in the chain) so every request passes it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import re
+from dataclasses import dataclass
+from typing import Final, Self
+from urllib.parse import urlsplit
+
+from scrapy import Request
+from scrapy.crawler import Crawler
+from scrapy.exceptions import IgnoreRequest, NotConfigured
+from scrapy.settings import BaseSettings
+from scrapy.utils.defer import deferred_from_coro
+from scrapy.utils.httpobj import urlparse_cached
+
+logger = logging.getLogger(__name__)
+
+_EMAIL_RE: Final = re.compile(r"^(mailto:)?[^@\s<>()]+@[^@\s<>()]+\.[^@\s<>()]+$", re.IGNORECASE)
+CLOSE_REASON: Final = "imagecrawl_no_contact"
+EXIT_CODE: Final = 2
+
+
+class IdentityError(RuntimeError):
+    """The crawl would reach a non-loopback site without an operator contact."""
+
+
+def valid_contact(contact: str) -> bool:
+    """An http(s) URL with a host, or an e-mail address (optionally ``mailto:``)."""
+    contact = contact.strip()
+    if not contact or any(c in contact for c in "\r\n()"):
+        return False
+    if _EMAIL_RE.match(contact):
+        return True
+    parts = urlsplit(contact)
+    return parts.scheme in ("http", "https") and bool(parts.hostname)
+
+
+def is_loopback_host(host: str) -> bool:
+    host = host.strip("[]").rstrip(".").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def refusal_message(host: str, contact: str) -> str:
+    why = "is not set" if not contact.strip() else f"({contact!r}) is neither an http(s) URL nor an e-mail"
+    return (
+        f"Refusing to crawl {host}: IMAGECRAWL_CONTACT {why}. imagecrawl identifies itself as "
+        "'imagecrawl/<version> (+<contact>)' so that site operators can reach whoever runs the crawl; "
+        "set it, e.g. -s IMAGECRAWL_CONTACT=https://example.org/bot or -s IMAGECRAWL_CONTACT=ops@example.org "
+        "(only loopback hosts may be crawled without one)."
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class IdentityConfig:
+    contact: str = ""
+    user_agent: str = ""
+
+    @classmethod
+    def from_settings(cls, settings: BaseSettings) -> IdentityConfig:
+        return cls(
+            contact=str(settings.get("IMAGECRAWL_CONTACT") or ""),
+            user_agent=str(settings.get("USER_AGENT") or ""),
+        )
+
+    @property
+    def has_contact(self) -> bool:
+        return valid_contact(self.contact)
+
+
+class IdentityGuard:
+    def __init__(self, crawler: Crawler, config: IdentityConfig) -> None:
+        assert crawler.stats is not None
+        self.crawler = crawler
+        self.stats = crawler.stats
+        self.config = config
+        self._closing = False
+
+    @classmethod
+    def from_crawler(cls, crawler: Crawler) -> Self:
+        settings = crawler.settings
+        if not settings.getbool("IMAGECRAWL_IDENTITY_ENABLED", True):
+            logger.warning("IMAGECRAWL_IDENTITY_ENABLED is off: crawling without an operator contact")
+            raise NotConfigured("IMAGECRAWL_IDENTITY_ENABLED is off")
+        config = IdentityConfig.from_settings(settings)
+        if not settings.getbool("ROBOTSTXT_OBEY"):
+            logger.warning("ROBOTSTXT_OBEY is off: robots.txt is NOT honoured (only for sites you own)")
+        if not config.has_contact:
+            spider = crawler.spider
+            for url in getattr(spider, "start_urls", None) or ():
+                host = urlsplit(str(url)).hostname or ""
+                if host and not is_loopback_host(host):
+                    message = refusal_message(host, config.contact)
+                    logger.error(message)
+                    raise IdentityError(message)
+        logger.info("Crawling as User-Agent: %s", config.user_agent)
+        return cls(crawler, config)
+
+    def process_request(self, request: Request) -> None:
+        if self.config.has_contact:
+            return
+        host = urlparse_cached(request).hostname or ""
+        if not host or is_loopback_host(host) or urlparse_cached(request).scheme not in ("http", "https"):
+            return
+        self.stats.inc_value("imagecrawl/identity/refused")
+        if not self._closing:
+            self._closing = True
+            logger.error(refusal_message(host, self.config.contact))
+            self.stats.set_value("imagecrawl/exit_code", EXIT_CODE)
+            engine = self.crawler.engine
+            assert engine is not None
+            # Not awaited: closing waits for in-flight requests, this one included.
+            deferred_from_coro(engine.close_spider_async(reason=CLOSE_REASON))
+        raise IgnoreRequest(f"no IMAGECRAWL_CONTACT for non-loopback host {host}")
