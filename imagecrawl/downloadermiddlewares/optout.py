@@ -370,7 +370,8 @@ class OptOutMiddleware:
                 if hits:
                     return "meta_robots", ",".join(hits)
             meta_reservation = meta.tdm_reservation
-        if self.config.tdmrep and tdm_reserved(request.meta.get(META_TDM_FILE), header_value, meta_reservation):
+        file_value = request.meta.get(META_TDM_FILE)
+        if self.config.tdmrep and tdm_reserved(file_value, header_value, meta_reservation):
             reason = "tdmrep_meta" if meta_reservation is not None else "tdmrep_header"
             return reason, "tdm-reservation: 1"
         return None

@@ -33,6 +33,7 @@ from urllib.parse import urlencode
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
+from imagecrawl.sandbox import optout_site
 from imagecrawl.sandbox.behaviours import build_middlewares
 from imagecrawl.sandbox.catalog import (
     BROWSING_LEVEL,
@@ -131,7 +132,7 @@ async def index(request: web.Request) -> web.Response:
 
 async def robots(request: web.Request) -> web.Response:
     cfg = request.app[CONFIG_KEY]
-    text = "User-agent: *\nDisallow: /private/\n"
+    text = f"User-agent: *\nDisallow: /private/\nDisallow: {optout_site.ROBOTS_DISALLOW}\n"
     if cfg.crawl_delay is not None:
         text += f"Crawl-delay: {cfg.crawl_delay:g}\n"
     return web.Response(text=text, content_type="text/plain", charset="utf-8")
@@ -445,6 +446,7 @@ def create_app(config: SandboxConfig, log_file: IO[str] | None = None) -> web.Ap
     app.router.add_get("/gallery/", gallery_list)
     app.router.add_get("/gallery/item/{id}", gallery_item)
     app.router.add_get("/images/{source}/{name}", image)
+    optout_site.add_routes(app)
     return app
 
 

@@ -1,0 +1,80 @@
+"""A generic test spider (``scrapy runspider tests/sitespider.py -a start=URL``) for the opt-out and
+hostile sandbox pages: it follows links under the start URL's path, requests every ``<img>`` as an
+image, and reads JSON pages of the shape ``{"items": [{"url", "prompt"}], "next": url}``.
+
+It counts what it cannot parse as ``imagecrawl/pages/errors/<kind>``, as the real site adapters do.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import urlsplit
+
+import scrapy
+from scrapy.http import Response, TextResponse
+
+from imagecrawl.records import SourceHints
+from imagecrawl.spider import ImageSpider
+
+MAX_IMAGES_PER_PAGE = 1000
+
+
+class SiteSpider(ImageSpider):
+    name = "site"
+
+    def __init__(self, start: str = "", **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.start_urls = [start]
+        self.prefix = urlsplit(start).path
+
+    def _count(self, kind: str) -> None:
+        assert self.crawler.stats is not None
+        self.crawler.stats.inc_value(f"imagecrawl/pages/errors/{kind}")
+
+    def parse(self, response: Response, **kwargs: Any) -> Iterator[Any]:
+        if not isinstance(response, TextResponse):
+            self._count("not_text")
+            return
+        ctype = (response.headers.get(b"Content-Type") or b"").decode("latin-1")
+        if "json" in ctype:
+            yield from self.parse_json(response)
+            return
+        for href in response.css("a::attr(href)").getall():
+            url = response.urljoin(href)
+            if urlsplit(url).path.startswith(self.prefix):
+                yield scrapy.Request(url, callback=self.parse)
+        images = response.css("img::attr(src)").getall()
+        if len(images) > MAX_IMAGES_PER_PAGE:
+            self._count("too_many_images")
+            images = images[:MAX_IMAGES_PER_PAGE]
+        for src in images:
+            url = response.urljoin(src)
+            yield self.image_request(url, SourceHints(source="site", page_url=response.url, origin="html"))
+
+    def parse_json(self, response: TextResponse) -> Iterator[Any]:
+        try:
+            data = json.loads(response.body)
+        except (ValueError, RecursionError):
+            self._count("invalid_json")
+            return
+        if not isinstance(data, dict) or not isinstance(data.get("items"), list):
+            self._count("wrong_shape")
+            return
+        seen = response.meta.get("seen_pages", 0)
+        for item in data["items"][:MAX_IMAGES_PER_PAGE]:
+            if not isinstance(item, dict) or not isinstance(item.get("url"), str):
+                self._count("wrong_shape")
+                continue
+            prompt = item.get("prompt") if isinstance(item.get("prompt"), str) else None
+            hints = SourceHints(source="site", page_url=response.url, prompt=prompt, origin="api")
+            yield self.image_request(response.urljoin(item["url"]), hints)
+        nxt = data.get("next")
+        if isinstance(nxt, str):
+            if seen >= 50:
+                self._count("cursor_loop")
+                return
+            yield scrapy.Request(
+                response.urljoin(nxt), callback=self.parse, meta={"seen_pages": seen + 1}, dont_filter=False
+            )
