@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 import scrapy
 from scrapy.http import Response, TextResponse
 
+from imagecrawl.optout.crawldelay import crawl_delays
 from imagecrawl.records import SourceHints
 from imagecrawl.spider import ImageSpider
 
@@ -28,6 +29,11 @@ class SiteSpider(ImageSpider):
         super().__init__(**kwargs)
         self.start_urls = [start]
         self.prefix = urlsplit(start).path
+
+    def closed(self, reason: str) -> None:
+        # Lets tests see what robots.txt handed to pacing (the registry lives in this process).
+        assert self.crawler.stats is not None
+        self.crawler.stats.set_value("test/crawl_delays", crawl_delays(self.crawler).as_dict())
 
     def _count(self, kind: str) -> None:
         assert self.crawler.stats is not None

@@ -39,7 +39,13 @@ from scrapy.utils.httpobj import urlparse_cached
 
 from imagecrawl.addon import UA_TOKEN
 from imagecrawl.optout.crawldelay import crawl_delays
-from imagecrawl.optout.rules import KNOWN_DIRECTIVES, blocking_directives, parse_x_robots_tag, scan_html_meta
+from imagecrawl.optout.rules import (
+    DEFAULT_DIRECTIVES,
+    KNOWN_DIRECTIVES,
+    blocking_directives,
+    parse_x_robots_tag,
+    scan_html_meta,
+)
 from imagecrawl.optout.tdmrep import (
     TdmRepError,
     TdmRule,
@@ -73,13 +79,13 @@ class OptOutConfig:
     x_robots_tag: bool = True
     meta_robots: bool = True
     tdmrep: bool = True
-    directives: frozenset[str] = frozenset({"noai", "noimageai"})
+    directives: frozenset[str] = DEFAULT_DIRECTIVES
     token: str = UA_TOKEN
     log_path: Path | None = None
 
     @classmethod
     def from_settings(cls, settings: BaseSettings) -> OptOutConfig:
-        raw_directives = settings.getlist("IMAGECRAWL_OPTOUT_DIRECTIVES")
+        raw_directives = settings.getlist("IMAGECRAWL_OPTOUT_DIRECTIVES", sorted(DEFAULT_DIRECTIVES))
         directives = frozenset(d.strip().lower() for d in raw_directives if d.strip())
         unknown = directives - KNOWN_DIRECTIVES
         if unknown:
