@@ -55,6 +55,7 @@ DOWNLOADER_MIDDLEWARES = {
     "imagecrawl.downloadermiddlewares.optout.RobotsTxtMiddleware": 100,
     "scrapy.downloadermiddlewares.httpcompression.HttpCompressionMiddleware": None,
     "imagecrawl.downloadermiddlewares.errors.HttpCompressionMiddleware": 590,
+    "imagecrawl.downloadermiddlewares.errors.RedirectLoopCounter": 601,
     "imagecrawl.downloadermiddlewares.optout.OptOutMiddleware": 950,
     # ---
     "imagecrawl.downloadermiddlewares.known.KnownImageMiddleware": 50,

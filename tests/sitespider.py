@@ -19,7 +19,7 @@ from imagecrawl.optout.crawldelay import crawl_delays
 from imagecrawl.records import SourceHints
 from imagecrawl.spider import ImageSpider
 
-MAX_IMAGES_PER_PAGE = 1000
+MAX_IMAGES_PER_PAGE = 100
 
 
 class SiteSpider(ImageSpider):
@@ -61,7 +61,7 @@ class SiteSpider(ImageSpider):
 
     def parse_json(self, response: TextResponse) -> Iterator[Any]:
         try:
-            data = json.loads(response.body)
+            data = json.loads(response.text)  # lenient decoding: invalid UTF-8 becomes U+FFFD
         except (ValueError, RecursionError):
             self._count("invalid_json")
             return

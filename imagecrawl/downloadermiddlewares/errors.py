@@ -95,6 +95,33 @@ class DownloadErrorsMiddleware:
         return response
 
 
+class RedirectLoopCounter:
+    """Counts redirect chains Scrapy's RedirectMiddleware is about to abandon (REDIRECT_MAX_TIMES):
+    Scrapy drops them with a DEBUG line and no stat. Sits just outside it (priority 601)."""
+
+    def __init__(self, crawler: Crawler) -> None:
+        assert crawler.stats is not None
+        self.stats = crawler.stats
+        self.max_times = crawler.settings.getint("REDIRECT_MAX_TIMES")
+
+    @classmethod
+    def from_crawler(cls, crawler: Crawler) -> Self:
+        if not crawler.settings.getbool("REDIRECT_ENABLED", True):
+            raise NotConfigured("REDIRECT_ENABLED is off")
+        return cls(crawler)
+
+    def process_response(self, request: Request, response: Response) -> Response:
+        if (
+            300 <= response.status < 400
+            and b"Location" in response.headers
+            and not request.meta.get("dont_redirect")
+            and request.meta.get("redirect_times", 0) >= self.max_times
+        ):
+            self.stats.inc_value("imagecrawl/download/errors/redirect_loop")
+            logger.warning("Giving up on %s: more than %d redirects", request.url, self.max_times)
+        return response
+
+
 class HttpCompressionMiddleware(ScrapyHttpCompressionMiddleware):
     """Scrapy's, counting the bodies it refuses because they decompress past DOWNLOAD_MAXSIZE."""
 

@@ -15,7 +15,9 @@ network: ``localhost``, ``*.localhost`` and loopback IP literals (127.0.0.0/8, :
 ``IMAGECRAWL_ALLOWED_NETWORKS`` does not exempt a host from this check: a private network you are
 allowed to crawl is still someone's site.
 
-It is a downloader middleware (first in the chain) so every request passes it.
+It is a downloader middleware (first in the chain) so every request passes it. A request to an IP
+literal that the network guard refuses anyway (a redirect to 169.254.169.254) is left to the guard:
+it is never sent, so it needs no identity, and it must not end a loopback crawl.
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ from scrapy.exceptions import IgnoreRequest, NotConfigured
 from scrapy.settings import BaseSettings
 from scrapy.utils.defer import deferred_from_coro
 from scrapy.utils.httpobj import urlparse_cached
+
+from imagecrawl.downloadermiddlewares.netguard import NetGuardConfig, literal_ip
 
 logger = logging.getLogger(__name__)
 
@@ -100,6 +104,8 @@ class IdentityGuard:
         self.stats = crawler.stats
         self.config = config
         self._closing = False
+        netguard = NetGuardConfig.from_settings(crawler.settings)
+        self.netguard: NetGuardConfig | None = netguard if netguard.enabled else None
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> Self:
@@ -127,6 +133,10 @@ class IdentityGuard:
         host = urlparse_cached(request).hostname or ""
         if not host or is_loopback_host(host) or urlparse_cached(request).scheme not in ("http", "https"):
             return
+        if self.netguard is not None:
+            ip = literal_ip(host)
+            if ip is not None and self.netguard.refusal(ip) is not None:
+                return  # never sent: the network guard refuses (and counts) it next
         self.stats.inc_value("imagecrawl/identity/refused")
         if not self._closing:
             self._closing = True

@@ -26,6 +26,12 @@ logger = logging.getLogger(__name__)
 
 def build_middlewares(config: SandboxConfig) -> list[Middleware]:
     """The behaviour middlewares enabled by ``config`` (none yet: the site is well-behaved)."""
+    from imagecrawl.sandbox.hostile import make_hostile
+
     middlewares: list[Middleware] = []
+    for make in (make_hostile,):
+        middleware = make(config)
+        if middleware is not None:
+            middlewares.append(middleware)
     logger.debug("behaviours enabled: %d", len(middlewares))
     return middlewares

@@ -70,6 +70,7 @@ class SandboxConfig:
     seed: int = 0
     page_size: int = 24
     crawl_delay: float | None = None
+    hostile: bool = False
 
 
 CATALOG_KEY = web.AppKey("catalog", Catalog)
@@ -470,6 +471,7 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0, help="catalog seed (default 0)")
     p.add_argument("--page-size", type=int, default=24, help="gallery cards per listing page (default 24)")
     p.add_argument("--crawl-delay", type=float, default=None, help="add a Crawl-delay line to robots.txt")
+    p.add_argument("--hostile", action="store_true", help="serve the hostile behaviours under /hostile/")
     p.add_argument("--log", type=Path, default=None, help="append one JSON line per request to FILE")
     p.add_argument("--allow-non-loopback", action="store_true", help="allow binding a non-loopback address")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging to stderr")
@@ -481,7 +483,11 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 async def _serve(args: argparse.Namespace, log_file: IO[str] | None) -> None:
     config = SandboxConfig(
-        items=args.items, seed=args.seed, page_size=args.page_size, crawl_delay=args.crawl_delay
+        items=args.items,
+        seed=args.seed,
+        page_size=args.page_size,
+        crawl_delay=args.crawl_delay,
+        hostile=args.hostile,
     )
     app = create_app(config, log_file)
     runner = web.AppRunner(
