@@ -1,9 +1,9 @@
 """Start the sandbox server in a subprocess (for tests, benchmarks and ``imagecrawl demo``).
 
-with sandbox(items=60, log_path=tmp_path / "requests.jsonl") as sb:
-    urllib.request.urlopen(sb.base_url + "api/v1/images?limit=5")
-    sb.wait_for_requests(1)
-    print(sb.requests())
+    with sandbox(items=60, log_path=tmp_path / "requests.jsonl") as sb:
+        urllib.request.urlopen(sb.base_url + "api/v1/images?limit=5")
+        sb.wait_for_requests(1)
+        print(sb.requests())
 """
 
 from __future__ import annotations
