@@ -8,7 +8,7 @@ It counts what it cannot parse as ``imagecrawl/pages/errors/<kind>``, as the rea
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -25,10 +25,16 @@ MAX_IMAGES_PER_PAGE = 100
 class SiteSpider(ImageSpider):
     name = "site"
 
-    def __init__(self, start: str = "", **kwargs: Any) -> None:
+    def __init__(self, start: str = "", late: str = "", **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.start_urls = [start]
+        self.start_url = start
+        # late=1: no start_urls; the first request comes from start() (checked at run time).
+        self.start_urls = [] if late else [start]
         self.prefix = urlsplit(start).path
+
+    async def start(self) -> AsyncIterator[Any]:
+        for url in self.start_urls or [self.start_url]:
+            yield scrapy.Request(url, callback=self.parse)
 
     def closed(self, reason: str) -> None:
         # Lets tests see what robots.txt handed to pacing (the registry lives in this process).

@@ -4,8 +4,9 @@ The add-on builds ``USER_AGENT`` as ``imagecrawl/<version> (+<contact>)`` from
 ``IMAGECRAWL_CONTACT``. This component refuses a crawl of any non-loopback host while that contact
 is missing or is neither an http(s) URL nor an e-mail address:
 
-* at start, when a spider's ``start_urls`` name a non-loopback host, the crawler fails to start
-  (``scrapy crawl`` exits 1) with a message that says why;
+* at start, when a spider's ``start_urls`` name a non-loopback host: an ERROR that says why, the
+  spider is closed as soon as it opens (reason ``imagecrawl_no_contact``) and ``scrapy crawl``
+  exits 2; nothing is sent;
 * at run time, for any other request (custom ``start()``, links, redirects), the request is dropped
   before it reaches the network, the spider is closed with reason ``imagecrawl_no_contact`` and the
   ``imagecrawl/exit_code`` stat is set to 2 (``scrapy crawl`` exits with it).
@@ -29,7 +30,7 @@ from dataclasses import dataclass
 from typing import Final, Self
 from urllib.parse import urlsplit
 
-from scrapy import Request
+from scrapy import Request, signals
 from scrapy.crawler import Crawler
 from scrapy.exceptions import IgnoreRequest, NotConfigured
 from scrapy.settings import BaseSettings
@@ -43,10 +44,6 @@ logger = logging.getLogger(__name__)
 _EMAIL_RE: Final = re.compile(r"^(mailto:)?[^@\s<>()]+@[^@\s<>()]+\.[^@\s<>()]+$", re.IGNORECASE)
 CLOSE_REASON: Final = "imagecrawl_no_contact"
 EXIT_CODE: Final = 2
-
-
-class IdentityError(RuntimeError):
-    """The crawl would reach a non-loopback site without an operator contact."""
 
 
 def valid_contact(contact: str) -> bool:
@@ -116,16 +113,30 @@ class IdentityGuard:
         config = IdentityConfig.from_settings(settings)
         if not settings.getbool("ROBOTSTXT_OBEY"):
             logger.warning("ROBOTSTXT_OBEY is off: robots.txt is NOT honoured (only for sites you own)")
+        guard = cls(crawler, config)
         if not config.has_contact:
-            spider = crawler.spider
-            for url in getattr(spider, "start_urls", None) or ():
+            for url in getattr(crawler.spider, "start_urls", None) or ():
                 host = urlsplit(str(url)).hostname or ""
                 if host and not is_loopback_host(host):
-                    message = refusal_message(host, config.contact)
-                    logger.error(message)
-                    raise IdentityError(message)
+                    # Refuse at start: the spider is closed as soon as it opens, and any request
+                    # that would still be scheduled is dropped by process_request.
+                    guard._refuse(host)
+                    crawler.signals.connect(guard._close_at_open, signal=signals.spider_opened)
+                    break
         logger.info("Crawling as User-Agent: %s", config.user_agent)
-        return cls(crawler, config)
+        return guard
+
+    def _refuse(self, host: str) -> None:
+        if self._closing:
+            return
+        self._closing = True
+        logger.error(refusal_message(host, self.config.contact))
+        self.stats.set_value("imagecrawl/exit_code", EXIT_CODE)
+
+    def _close_at_open(self) -> None:
+        engine = self.crawler.engine
+        assert engine is not None
+        deferred_from_coro(engine.close_spider_async(reason=CLOSE_REASON))
 
     def process_request(self, request: Request) -> None:
         if self.config.has_contact:
@@ -139,11 +150,7 @@ class IdentityGuard:
                 return  # never sent: the network guard refuses (and counts) it next
         self.stats.inc_value("imagecrawl/identity/refused")
         if not self._closing:
-            self._closing = True
-            logger.error(refusal_message(host, self.config.contact))
-            self.stats.set_value("imagecrawl/exit_code", EXIT_CODE)
-            engine = self.crawler.engine
-            assert engine is not None
+            self._refuse(host)
             # Not awaited: closing waits for in-flight requests, this one included.
-            deferred_from_coro(engine.close_spider_async(reason=CLOSE_REASON))
+            self._close_at_open()
         raise IgnoreRequest(f"no IMAGECRAWL_CONTACT for non-loopback host {host}")
