@@ -79,4 +79,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         process.crawl("gallery", start_url=f"{base}/gallery/")
         process.start()
     print(summarize(args.store))
+    print(
+        "\nNext: inspect it with `uv run imagecrawl inspect " + args.store + "`, or crawl a real site politely:\n"
+        "  uv run scrapy crawl civitai -a max_items=500 -s IMAGECRAWL_CONTACT=you@example.org"
+    )
     return 0

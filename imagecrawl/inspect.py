@@ -100,9 +100,7 @@ def inspect_store(store: str, samples: int = 3) -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="imagecrawl inspect", description=__doc__)
-    parser.add_argument(
-        "store", help="a local folder or s3://bucket/prefix (S3 settings from AWS_* variables)"
-    )
+    parser.add_argument("store", help="a local folder or s3://bucket/prefix (S3 settings from AWS_* variables)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--samples", type=int, default=3)
     args = parser.parse_args(argv)
@@ -110,9 +108,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.json:
         print(json.dumps(report, ensure_ascii=False, default=str))
         return 0
-    print(
-        f"store {report['store']}: {report['shards']} shards, {report['rows']} rows, {report['bytes']} bytes"
-    )
+    print(f"store {report['store']}: {report['shards']} shards, {report['rows']} rows, {report['bytes']} bytes")
     print(f"schema versions: {report['schema_versions']}")
     for group in report["by_source_date"]:
         print(f"  source={group['source']} date={group['date']}: {group['rows']} rows")

@@ -113,7 +113,8 @@ def build_record(
     prompt = _clean_text(hints.prompt)
     if prompt is not None:
         metadata_source: str | None = hints.origin
-        negative = _clean_text(hints.negative_prompt)
+        # A source that shows the prompt but not the negative one (Lexica): the file may still have it.
+        negative = _clean_text(hints.negative_prompt) or _clean_text(meta.negative_prompt)
     else:
         prompt = _clean_text(meta.prompt)
         negative = _clean_text(meta.negative_prompt)

@@ -37,6 +37,8 @@ IMAGECRAWL_SHARD_MAX_ROWS = 10_000
 IMAGECRAWL_SHARD_MAX_BYTES = 256 * 1024 * 1024
 IMAGECRAWL_SHARD_MAX_SECONDS = 600.0
 IMAGECRAWL_ROW_GROUP_ROWS = 512
+IMAGECRAWL_SPOOL_BATCH_ROWS = 64
+IMAGECRAWL_SPOOL_FLUSH_SECONDS = 1.0
 IMAGECRAWL_OUTBOX_MAX_BYTES = 2 * 1024 * 1024 * 1024
 IMAGECRAWL_COMMIT_RETRY_SECONDS = 2.0
 IMAGECRAWL_CLOSE_COMMIT_TIMEOUT_SECONDS = 60.0
@@ -51,6 +53,8 @@ DOWNLOADER_MIDDLEWARES = {
     "imagecrawl.extensions.identity.IdentityGuard": 1,
     "imagecrawl.downloadermiddlewares.errors.DownloadErrorsMiddleware": 2,
     "imagecrawl.downloadermiddlewares.netguard.NetGuardMiddleware": 10,
+    # Scrapy 2.19's robots.txt middleware lets requests that wait for robots.txt together through;
+    # optout.RobotsTxtMiddleware extends the fixed one in robots.py (counted skips, Crawl-delay).
     "scrapy.downloadermiddlewares.robotstxt.RobotsTxtMiddleware": None,
     "imagecrawl.downloadermiddlewares.optout.RobotsTxtMiddleware": 100,
     "scrapy.downloadermiddlewares.httpcompression.HttpCompressionMiddleware": None,

@@ -54,9 +54,7 @@ def run_crawl(
     check: bool = True,
 ) -> CrawlResult:
     """``scrapy crawl SPIDER -a k=v -s k=v`` from the repo root; returns the final stats as a dict."""
-    stats_file = (
-        Path(tempfile.gettempdir()) / f"imagecrawl-stats-{spider}-{os.getpid()}-{time.time_ns()}.json"
-    )
+    stats_file = Path(tempfile.gettempdir()) / f"imagecrawl-stats-{spider}-{os.getpid()}-{time.time_ns()}.json"
     cmd: list[str] = [sys.executable, "-m", "scrapy", "crawl", spider]
     for key, value in (args or {}).items():
         cmd += ["-a", f"{key}={value}"]
@@ -103,8 +101,7 @@ class MotoS3:
     def settings(self) -> dict[str, str]:
         env = self.env
         return {
-            k: env[k]
-            for k in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION_NAME")
+            k: env[k] for k in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION_NAME")
         }
 
     def client(self) -> Any:
@@ -169,9 +166,7 @@ def sandbox_site() -> Iterator[Any]:
     site.stop()
 
 
-def read_store(
-    store: str | Path, columns: Sequence[str] | None = None, env: dict[str, str] | None = None
-) -> Any:
+def read_store(store: str | Path, columns: Sequence[str] | None = None, env: dict[str, str] | None = None) -> Any:
     """All committed rows of a store as a pyarrow Table (read as ``imagecrawl inspect`` reads it)."""
     from imagecrawl.inspect import dataset_for
 

@@ -24,12 +24,7 @@ def _png_header_only(width: int, height: int) -> bytes:
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 6, 0, 0, 0)
     chunk = struct.pack(">I", len(ihdr)) + b"IHDR" + ihdr + struct.pack(">I", zlib.crc32(b"IHDR" + ihdr))
     idat_data = zlib.compress(b"\x00" * 1000)
-    idat = (
-        struct.pack(">I", len(idat_data))
-        + b"IDAT"
-        + idat_data
-        + struct.pack(">I", zlib.crc32(b"IDAT" + idat_data))
-    )
+    idat = struct.pack(">I", len(idat_data)) + b"IDAT" + idat_data + struct.pack(">I", zlib.crc32(b"IDAT" + idat_data))
     return b"\x89PNG\r\n\x1a\n" + chunk + idat
 
 

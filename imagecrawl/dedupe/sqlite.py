@@ -150,9 +150,7 @@ class Ledger:
                 continue
             self.commit_shard(shard.key, entries_of(table))
             added += 1
-            logger.info(
-                "Dedupe ledger: indexed shard %s (%d rows) found in the store", shard.key, table.num_rows
-            )
+            logger.info("Dedupe ledger: indexed shard %s (%d rows) found in the store", shard.key, table.num_rows)
         return added
 
     def _transaction(self) -> Any:

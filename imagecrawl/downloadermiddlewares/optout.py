@@ -29,7 +29,6 @@ from typing import IO, Any, Final, Self
 
 from scrapy import Request, signals
 from scrapy.crawler import Crawler
-from scrapy.downloadermiddlewares.robotstxt import RobotsTxtMiddleware as ScrapyRobotsTxtMiddleware
 from scrapy.exceptions import IgnoreRequest, NotConfigured, StopDownload
 from scrapy.http import Headers, Response, TextResponse
 from scrapy.http.request import NO_CALLBACK
@@ -38,6 +37,7 @@ from scrapy.settings import BaseSettings
 from scrapy.utils.httpobj import urlparse_cached
 
 from imagecrawl.addon import UA_TOKEN
+from imagecrawl.downloadermiddlewares.robots import RobotsTxtMiddleware as FixedRobotsTxtMiddleware
 from imagecrawl.optout.crawldelay import crawl_delays
 from imagecrawl.optout.rules import (
     DEFAULT_DIRECTIVES,
@@ -183,8 +183,9 @@ def _header_values(headers: Headers, name: bytes) -> list[str]:
     return [v.decode("latin-1") for v in headers.getlist(name)]
 
 
-class RobotsTxtMiddleware(ScrapyRobotsTxtMiddleware):
-    """Scrapy's robots.txt middleware, plus: counted skips, Crawl-delay for pacing, 5xx = disallow."""
+class RobotsTxtMiddleware(FixedRobotsTxtMiddleware):
+    """The robots.txt middleware (Scrapy's, with robots.py's waiter fix), plus: counted skips,
+    Crawl-delay for pacing, 5xx = disallow."""
 
     def __init__(self, crawler: Crawler) -> None:
         if not crawler.settings.getbool("ROBOTSTXT_OBEY"):

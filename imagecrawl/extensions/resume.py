@@ -45,7 +45,7 @@ class ResumeGuard:
     def from_crawler(cls, crawler: Crawler) -> Self:
         jobdir = crawler.settings.get("JOBDIR")
         if not jobdir:
-            raise NotConfigured("no JOBDIR")
+            raise NotConfigured  # no JOBDIR: nothing to guard
         return cls(crawler, Path(jobdir))
 
     def _discard_scheduler_state(self) -> None:

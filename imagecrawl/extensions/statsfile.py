@@ -26,7 +26,7 @@ class StatsFile:
     def from_crawler(cls, crawler: Crawler) -> Self:
         path = crawler.settings.get("IMAGECRAWL_STATS_FILE")
         if not path:
-            raise NotConfigured("IMAGECRAWL_STATS_FILE is not set")
+            raise NotConfigured  # off unless IMAGECRAWL_STATS_FILE is set
         return cls(crawler, Path(path))
 
     def engine_stopped(self) -> None:

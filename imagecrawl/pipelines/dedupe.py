@@ -36,7 +36,17 @@ class DedupePipeline:
     def open_spider(self) -> None:
         storage = self.storage
         if not storage.reconciled:
-            added = storage.ledger.reconcile(storage.store)
+            try:
+                added = storage.ledger.reconcile(storage.store)
+            except Exception as exc:  # the store may be down; the crawl can still go on
+                self.stats.inc_value("imagecrawl/store/list_errors")
+                logger.warning(
+                    "Cannot list the store %s to check the dedupe ledger against it (%s); going on with the "
+                    "ledger as it is",
+                    storage.store.url,
+                    exc,
+                )
+                return
             storage.reconciled = True
             if added:
                 self.stats.inc_value("imagecrawl/dedupe/reconciled_shards", added)
@@ -47,9 +57,7 @@ class DedupePipeline:
         reason = self.storage.ledger.duplicate_reason(sha, item_id)
         if reason is not None:
             self.stats.inc_value(f"imagecrawl/dedupe/dropped/{reason}")
-            raise DuplicateItem(
-                f"duplicate {reason}: {item_id} ({adapter.get('image_url')})", log_level="DEBUG"
-            )
+            raise DuplicateItem(f"duplicate {reason}: {item_id} ({adapter.get('image_url')})", log_level="DEBUG")
         self.storage.ledger.reserve(sha, item_id, adapter.get("image_url"))
         self.stats.inc_value("imagecrawl/dedupe/unique")
         return item

@@ -1,9 +1,9 @@
 """Start the sandbox server in a subprocess (for tests, benchmarks and ``imagecrawl demo``).
 
-    with sandbox(items=60, log_path=tmp_path / "requests.jsonl") as sb:
-        urllib.request.urlopen(sb.base_url + "api/v1/images?limit=5")
-        sb.wait_for_requests(1)
-        print(sb.requests())
+with sandbox(items=60, log_path=tmp_path / "requests.jsonl") as sb:
+    urllib.request.urlopen(sb.base_url + "api/v1/images?limit=5")
+    sb.wait_for_requests(1)
+    print(sb.requests())
 """
 
 from __future__ import annotations
@@ -167,8 +167,7 @@ def start_sandbox(
         proc.kill()
         proc.wait()
     raise SandboxStartError(
-        f"sandbox did not start within {timeout:.1f}s (exit code {proc.returncode}); "
-        f"stdout: {''.join(seen)!r}"
+        f"sandbox did not start within {timeout:.1f}s (exit code {proc.returncode}); stdout: {''.join(seen)!r}"
     )
 
 

@@ -1,0 +1,138 @@
+"""Civitai: ``/api/v1/images`` (prompts + parameters in ``meta``) or ``/api/v1/models`` showcase images.
+
+Arguments (``-a name=value``):
+
+* ``api_url``   server base URL (default ``https://civitai.com``)
+* ``endpoint``  ``images`` (default) or ``models`` (model showcase images, no prompts in the API)
+* ``max_items`` stop requesting pages once this many images were requested (default: unlimited)
+* ``sort``      default ``Newest``; ``period`` default ``AllTime``
+* ``nsfw``      the API's level filter, ``None`` (default: only images flagged None, i.e. safe),
+  ``Soft``, ``Mature``, ``X`` (that level and below) or ``all`` (no filter sent)
+* ``limit``     page size, default 100, 1..200 (the models endpoint caps it at 100; never above
+  ``max_items``)
+* ``username``, ``model_id``  narrow the listing (``model_id`` with ``endpoint=models`` fetches one model)
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import scrapy
+from scrapy.http import Response
+
+from imagecrawl.pages import PageError, ParsedPage
+from imagecrawl.pages import civitai as pages
+from imagecrawl.spider import ImageSpider
+from spiders._util import PAGE_META, count_error, count_errors, optional_int
+
+logger = logging.getLogger(__name__)
+
+_NSFW = {level.lower(): level for level in pages.NSFW_LEVELS}
+
+
+class CivitaiSpider(ImageSpider):
+    name = "civitai"
+
+    def __init__(
+        self,
+        api_url: str = pages.DEFAULT_API_URL,
+        max_items: str | int | None = None,
+        sort: str = "Newest",
+        period: str = "AllTime",
+        nsfw: str = "None",
+        limit: str | int = 100,
+        username: str | None = None,
+        model_id: str | None = None,
+        endpoint: str = "images",
+        *args: Any,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        if not pages.is_http_url(api_url):
+            raise ValueError(f"-a api_url= must be an http(s) URL, got {api_url!r}")
+        self.api_url = api_url.rstrip("/")
+        self.max_items = optional_int(max_items, "max_items")
+        page_size = optional_int(limit, "limit", minimum=1) or 100
+        if page_size > pages.MAX_LIMIT:
+            raise ValueError(f"-a limit= must be at most {pages.MAX_LIMIT}, got {page_size}")
+        # never ask for more than we will take: a small max_items means a small first page
+        self.limit = min(page_size, self.max_items) if self.max_items else page_size
+        nsfw_key = (nsfw or "").strip().lower()
+        if nsfw_key in ("all", "any", ""):
+            self.nsfw: str | None = None
+        elif nsfw_key in _NSFW:
+            self.nsfw = _NSFW[nsfw_key]
+        else:
+            raise ValueError(f"-a nsfw= must be one of None, Soft, Mature, X, all; got {nsfw!r}")
+        if endpoint not in ("images", "models"):
+            raise ValueError(f"-a endpoint= must be 'images' or 'models', got {endpoint!r}")
+        self.endpoint = endpoint
+        if model_id is not None and model_id != "" and not str(model_id).isdigit():
+            raise ValueError(f"-a model_id= must be a number, got {model_id!r}")
+        url_builder = pages.images_api_url if endpoint == "images" else pages.models_api_url
+        self.first_url = url_builder(
+            self.api_url,
+            limit=self.limit,
+            nsfw=self.nsfw,
+            sort=sort or None,
+            period=period or None,
+            username=username or None,
+            model_id=model_id or None,
+        )
+        self.requested = 0
+        self._cursors: set[str] = set()
+        self._pages: set[str] = {self.first_url}
+
+    async def start(self) -> AsyncIterator[scrapy.Request]:
+        if self.max_items == 0:
+            return
+        yield scrapy.Request(self.first_url, callback=self.parse_page, meta=dict(PAGE_META))
+
+    def _parse_body(self, response: Response) -> ParsedPage:
+        if self.endpoint == "images":
+            return pages.parse_images(response.body, self.api_url)
+        return pages.parse_models(response.body, self.api_url, safe_only=self.nsfw == "None")
+
+    def parse_page(self, response: Response) -> Iterator[scrapy.Request]:
+        stats = self.crawler.stats
+        assert stats is not None
+        try:
+            page = self._parse_body(response)
+        except PageError as exc:
+            count_error(self, exc.kind, response, str(exc))
+            return
+        stats.inc_value("imagecrawl/pages/civitai/pages")
+        filtered = page.errors.count("filtered_nsfw")
+        if filtered:
+            stats.inc_value("imagecrawl/pages/civitai/filtered_nsfw", filtered)
+        count_errors(self, (k for k in page.errors if k != "filtered_nsfw"), response)
+        for entry in page.entries:
+            if self.max_items is not None and self.requested >= self.max_items:
+                break
+            self.requested += 1
+            yield self.image_request(entry.url, entry.hints)
+        if self.max_items is not None and self.requested >= self.max_items:
+            logger.info("max_items=%d reached; not following more pages", self.max_items)
+            return
+        next_url = self._next_url(page, response)
+        if next_url is not None:
+            yield scrapy.Request(next_url, callback=self.parse_page, meta=dict(PAGE_META))
+
+    def _next_url(self, page: ParsedPage, response: Response) -> str | None:
+        if page.next_cursor is not None:
+            if page.next_cursor in self._cursors:
+                count_error(self, "repeated_cursor", response, f"cursor {page.next_cursor!r} seen before")
+                return None
+            self._cursors.add(page.next_cursor)
+            url = pages.with_cursor(response.url, page.next_cursor)
+        elif page.next_page is not None:
+            url = page.next_page
+        else:
+            return None
+        if url in self._pages:
+            count_error(self, "repeated_cursor", response, f"next page {url} requested before")
+            return None
+        self._pages.add(url)
+        return url

@@ -1,0 +1,118 @@
+"""HTML galleries described by a profile (``imagecrawl/profiles/*.toml``, see
+:mod:`imagecrawl.pages.gallery`): listing pages → detail pages → one image each.
+
+Arguments: ``profile`` (a TOML path or a bundled profile name, default ``sandbox``), ``start_url``
+(overrides the profile's), ``max_pages`` (listing pages to visit, default unlimited), ``max_items``
+(detail pages to request, default unlimited; each gives at most one image).
+
+``source_id`` is derived from the detail URL (see :func:`imagecrawl.pages.gallery.detail_id`): group 1
+of the profile's ``detail.id_pattern``, else the URL's last path segment.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import scrapy
+from scrapy.http import Response, TextResponse
+
+from imagecrawl.pages import PageError, is_http_url
+from imagecrawl.pages import gallery as pages
+from imagecrawl.spider import ImageSpider
+from spiders._util import PAGE_META, count_error, optional_int
+
+logger = logging.getLogger(__name__)
+
+#: Detail pages outrank listing pages (and images outrank both): finish started items first.
+DETAIL_PRIORITY = 5
+
+
+class GallerySpider(ImageSpider):
+    name = "gallery"
+
+    def __init__(
+        self,
+        profile: str = "sandbox",
+        start_url: str | None = None,
+        max_pages: str | int | None = None,
+        max_items: str | int | None = None,
+        *args: Any,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.profile = pages.load_profile(profile)
+        url = start_url or self.profile.start_url
+        if not url:
+            raise ValueError(f"profile {self.profile.path} has no start_url: pass -a start_url=")
+        if not is_http_url(url):
+            raise ValueError(f"-a start_url= must be an http(s) URL, got {url!r}")
+        self.start_url = url
+        self.max_pages = optional_int(max_pages, "max_pages")
+        self.max_items = optional_int(max_items, "max_items")
+        self.pages_requested = 0
+        self._details: set[str] = set()
+
+    def _meta(self) -> dict[str, Any]:
+        meta: dict[str, Any] = dict(PAGE_META)
+        if self.profile.render == "browser":
+            meta["playwright"] = True
+        return meta
+
+    def _full(self) -> bool:
+        return self.max_items is not None and len(self._details) >= self.max_items
+
+    async def start(self) -> AsyncIterator[scrapy.Request]:
+        if self.max_pages == 0 or self.max_items == 0:
+            return
+        self.pages_requested += 1
+        yield scrapy.Request(self.start_url, callback=self.parse_listing, meta=self._meta())
+
+    def _unhealthy(self, healthy: bool | None, response: Response) -> None:
+        if healthy is False:
+            count_error(self, "unhealthy", response, "the profile's healthy_marker is missing")
+
+    def parse_listing(self, response: Response) -> Iterator[scrapy.Request]:
+        if not isinstance(response, TextResponse):
+            count_error(self, "not_html", response, "listing page is not text")
+            return
+        stats = self.crawler.stats
+        assert stats is not None
+        listing = pages.parse_listing(response.text, response.url, self.profile)
+        stats.inc_value("imagecrawl/pages/gallery/listings")
+        self._unhealthy(listing.healthy, response)
+        if not listing.detail_urls:
+            count_error(self, "missing_element", response, "no detail links on the listing page")
+        for url in listing.detail_urls:
+            if self._full():
+                break
+            if url in self._details:
+                continue
+            self._details.add(url)
+            yield scrapy.Request(url, callback=self.parse_detail, meta=self._meta(), priority=DETAIL_PRIORITY)
+        if self._full():
+            logger.info("max_items=%s reached; not following more listing pages", self.max_items)
+            return
+        if listing.next_url is None:
+            return
+        if self.max_pages is not None and self.pages_requested >= self.max_pages:
+            logger.info("max_pages=%d reached", self.max_pages)
+            return
+        self.pages_requested += 1
+        yield scrapy.Request(listing.next_url, callback=self.parse_listing, meta=self._meta())
+
+    def parse_detail(self, response: Response) -> Iterator[scrapy.Request]:
+        if not isinstance(response, TextResponse):
+            count_error(self, "not_html", response, "detail page is not text")
+            return
+        try:
+            entry, healthy = pages.parse_detail(response.text, response.url, self.profile)
+        except PageError as exc:
+            count_error(self, exc.kind, response, str(exc))
+            return
+        self._unhealthy(healthy, response)
+        stats = self.crawler.stats
+        assert stats is not None
+        stats.inc_value("imagecrawl/pages/gallery/details")
+        yield self.image_request(entry.url, entry.hints)
