@@ -77,8 +77,8 @@ def hostile_crawl(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Cr
                 "SPIDER_MODULES": "tests.sitespider",
                 "DOWNLOAD_TIMEOUT": "3",
                 "RETRY_TIMES": "1",
-                "DOWNLOAD_MAXSIZE": str(16 * 1024 * 1024),
-                "DOWNLOAD_WARNSIZE": str(16 * 1024 * 1024),
+                "DOWNLOAD_MAXSIZE": str(8 * 1024 * 1024),
+                "DOWNLOAD_WARNSIZE": str(8 * 1024 * 1024),
             },
             timeout=150,
         )

@@ -61,7 +61,7 @@ def full(path: str) -> int:
 OPTED_OUT_AT_HEADERS = case_paths("xrobots-noai") + case_paths("xrobots-token") + case_paths("tdm-header")
 NEVER_REQUESTED = (
     case_paths("tdm-file")
-    + [f"/optout/robots-disallowed/{i}.png" for i in range(2)]
+    + [f"/private/optout-{i}.png" for i in range(2)]
     + [
         p
         for c in ("meta-noai", "meta-token", "tdm-meta", "xrobots")
@@ -128,7 +128,7 @@ def test_skips_can_be_listed_after_the_crawl(default_crawl: Any) -> None:
     lines = [json.loads(line) for line in (store / "_state" / "optout.jsonl").read_text().splitlines()]
     listed = {(r["reason"], r["url"].split("/", 3)[3]) for r in lines}
     assert ("tdmrep_file", "optout/img/tdm-file/0.png") in listed
-    assert ("robots_txt", "optout/robots-disallowed/1.png") in listed
+    assert ("robots_txt", "private/optout-1.png") in listed
     assert ("x_robots_tag", "optout/img/xrobots-token/0.png") in listed
     assert ("meta_robots", "optout/img/on-meta-token/2.png") in listed
     assert {p.lstrip("/") for _, p in listed} == {

@@ -189,7 +189,7 @@ def _oversize(chunked: bool) -> BehaviourHandler:
         response = web.StreamResponse(headers={"Content-Type": "image/png"})
         if not chunked:
             response.content_length = OVERSIZE_BYTES
-        block = b"\x89PNG\r\n\x1a\n" + b"\x00" * (256 * 1024 - 8)
+        block = b"\x89PNG\r\n\x1a\n" + b"\x00" * (MIB - 8)
 
         def body(sent: int) -> bytes | None:
             return block if sent < OVERSIZE_BYTES else None

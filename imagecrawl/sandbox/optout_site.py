@@ -15,7 +15,7 @@ path                                      what it says
 /optout/img/xrobots-noindex/<n>.png       ``X-Robots-Tag: noindex`` (fetched unless configured)
 /optout/img/tdm-header/<n>.png            ``tdm-reservation: 1``
 /optout/img/tdm-file/<n>.png              reserved by /.well-known/tdmrep.json
-/optout/robots-disallowed/<n>.png         disallowed by robots.txt (``/optout/robots-disallowed/``)
+/private/optout-<n>.png                   disallowed by robots.txt (the site's ``Disallow: /private/``)
 /optout/page/<case>                       a page linking 3 images ``/optout/img/on-<case>/<n>.png``;
                                           cases: plain, meta-noai, meta-token, tdm-meta, xrobots,
                                           tdm-meta-lifted (tdm-reservation header 1, meta 0)
@@ -56,7 +56,7 @@ PAGE_CASES: Final[dict[str, tuple[str, dict[str, str]]]] = {
     "tdm-meta-lifted": ('<meta name="tdm-reservation" content="0">', {"tdm-reservation": "1"}),
 }
 IMAGES_PER_PAGE: Final = 3
-ROBOTS_DISALLOW: Final = "/optout/robots-disallowed/"
+ROBOTS_DISALLOW: Final = "/private/optout-"  # under the sandbox's own "Disallow: /private/"
 TDMREP_JSON: Final = [
     {"location": "/optout/img/tdm-file/", "tdm-reservation": 1, "tdm-policy": "https://example.org/policy"},
     {"location": "/optout/*", "tdm-reservation": 0},
@@ -123,10 +123,6 @@ async def optout_image(request: web.Request) -> web.StreamResponse:
     return await stream_body(request, optout_png(request.path), "image/png", headers)
 
 
-async def robots_disallowed_image(request: web.Request) -> web.StreamResponse:
-    return await stream_body(request, optout_png(request.path), "image/png")
-
-
 def _page(title: str, head: str, body: str, headers: dict[str, str] | None = None) -> web.Response:
     doc = (
         f'<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>{title}</title>{head}</head>\n'
@@ -166,5 +162,4 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/optout/", optout_index)
     app.router.add_get("/optout/page/{case}", optout_page)
     app.router.add_get("/optout/img/{case}/{name}", optout_image)
-    app.router.add_get(ROBOTS_DISALLOW + "{name}", robots_disallowed_image)
     app.router.add_get("/.well-known/tdmrep.json", tdmrep)

@@ -144,7 +144,7 @@ async def index(request: web.Request) -> web.Response:
 
 async def robots(request: web.Request) -> web.Response:
     cfg = request.app[CONFIG_KEY]
-    text = f"User-agent: *\nDisallow: /private/\nDisallow: {optout_site.ROBOTS_DISALLOW}\n"
+    text = "User-agent: *\nDisallow: /private/\n"
     if cfg.crawl_delay is not None:
         text += f"Crawl-delay: {cfg.crawl_delay:g}\n"
     return web.Response(text=text, content_type="text/plain", charset="utf-8")
