@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from imagecrawl import __version__
 from imagecrawl.sandbox.optout_site import CHUNK_BYTES, IMAGES_PER_PAGE, optout_png
 from imagecrawl.sandbox.testing import SandboxProcess, start_sandbox
 from tests.conftest import CrawlResult, read_store, run_crawl
@@ -28,9 +29,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SandboxProcess]:
 
 def crawl(site: SandboxProcess, store: Path, **settings: Any) -> tuple[CrawlResult, list[dict[str, Any]]]:
     before = len(site.requests())
-    result = run_crawl(
-        "site", store=store, args={"start": site.url("/optout/")}, settings={**SITE, **settings}
-    )
+    result = run_crawl("site", store=store, args={"start": site.url("/optout/")}, settings={**SITE, **settings})
     return result, site.requests()[before:]
 
 
@@ -39,7 +38,7 @@ def default_crawl(
     site: SandboxProcess, tmp_path_factory: pytest.TempPathFactory
 ) -> tuple[CrawlResult, list[dict[str, Any]], Path]:
     store = tmp_path_factory.mktemp("optout-store")
-    result, log = crawl(site, store)
+    result, log = crawl(site, store, IMAGECRAWL_CONTACT="ops@example.org")
     return result, log, store
 
 
@@ -62,11 +61,7 @@ OPTED_OUT_AT_HEADERS = case_paths("xrobots-noai") + case_paths("xrobots-token") 
 NEVER_REQUESTED = (
     case_paths("tdm-file")
     + [f"/private/optout-{i}.png" for i in range(2)]
-    + [
-        p
-        for c in ("meta-noai", "meta-token", "tdm-meta", "xrobots")
-        for p in case_paths(f"on-{c}", IMAGES_PER_PAGE)
-    ]
+    + [p for c in ("meta-noai", "meta-token", "tdm-meta", "xrobots") for p in case_paths(f"on-{c}", IMAGES_PER_PAGE)]
 )
 ALLOWED = (
     case_paths("allowed")
@@ -131,34 +126,31 @@ def test_skips_can_be_listed_after_the_crawl(default_crawl: Any) -> None:
     assert ("robots_txt", "private/optout-1.png") in listed
     assert ("x_robots_tag", "optout/img/xrobots-token/0.png") in listed
     assert ("meta_robots", "optout/img/on-meta-token/2.png") in listed
-    assert {p.lstrip("/") for _, p in listed} == {
-        p.lstrip("/") for p in OPTED_OUT_AT_HEADERS + NEVER_REQUESTED
-    }
+    assert {p.lstrip("/") for _, p in listed} == {p.lstrip("/") for p in OPTED_OUT_AT_HEADERS + NEVER_REQUESTED}
     page_skips = [r for r in lines if r["reason"] == "tdmrep_meta"]
     assert all(r["page"].endswith("/optout/page/tdm-meta") for r in page_skips)
 
 
 def test_identity_and_crawl_delay_handed_to_pacing(default_crawl: Any, site: SandboxProcess) -> None:
     result, log, _ = default_crawl
-    assert {r["ua"] for r in log} == {"imagecrawl/0.1.0"}
+    assert {r["ua"] for r in log} == {f"imagecrawl/{__version__} (+ops@example.org)"}
     netloc = site.base_url.split("/")[2]
     assert result.stats["test/crawl_delays"] == {netloc: 0.01}
 
 
-def test_switching_a_rule_off_is_logged_and_takes_effect(site: SandboxProcess, tmp_path: Path) -> None:
-    result, log = crawl(site, tmp_path, IMAGECRAWL_OPTOUT_X_ROBOTS_TAG="False")
-    assert "IMAGECRAWL_OPTOUT_X_ROBOTS_TAG is off" in result.stderr
-    assert "WARNING" in result.stderr.split("IMAGECRAWL_OPTOUT_X_ROBOTS_TAG is off")[0].rsplit("\n", 1)[-1]
+def test_switching_a_rule_off_is_logged_and_directives_extend(site: SandboxProcess, tmp_path: Path) -> None:
+    """One crawl, two settings: TDMRep off (for a site you own) and noindex added to the directives."""
+    result, log = crawl(
+        site, tmp_path, IMAGECRAWL_OPTOUT_TDMREP="False", IMAGECRAWL_OPTOUT_DIRECTIVES="noai,noimageai,noindex"
+    )
+    warning = [line for line in result.stderr.splitlines() if "IMAGECRAWL_OPTOUT_TDMREP is off" in line]
+    assert len(warning) == 1 and " WARNING: " in warning[0]
     paths = by_path(log)
-    for path in case_paths("xrobots-noai") + case_paths("on-xrobots", IMAGES_PER_PAGE):
+    assert "/.well-known/tdmrep.json" not in paths
+    for path in case_paths("tdm-header") + case_paths("tdm-file") + case_paths("on-tdm-meta", IMAGES_PER_PAGE):
         assert [r["bytes"] for r in paths[path]] == [full(path)], path
-    assert "imagecrawl/optout/x_robots_tag" not in result.stats
-    assert result.stats["imagecrawl/optout/tdmrep_header"] == 2  # the other rules still hold
-
-
-def test_configured_directives_extend_the_defaults(site: SandboxProcess, tmp_path: Path) -> None:
-    result, log = crawl(site, tmp_path, IMAGECRAWL_OPTOUT_DIRECTIVES="noai,noimageai,noindex")
-    paths = by_path(log)
+    assert not any(k.startswith("imagecrawl/optout/tdmrep") for k in result.stats)
     for path in case_paths("xrobots-noindex"):
         assert paths[path][0]["bytes"] < CHUNK_BYTES
     assert result.stats["imagecrawl/optout/x_robots_tag"] == 6 + IMAGES_PER_PAGE
+    assert result.stats["imagecrawl/optout/robots_txt"] == 2  # the other rules still hold

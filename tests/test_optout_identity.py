@@ -10,7 +10,6 @@ import pytest
 from imagecrawl import __version__
 from imagecrawl.addon import user_agent
 from imagecrawl.extensions.identity import IdentityConfig, is_loopback_host, valid_contact
-from imagecrawl.sandbox.testing import start_sandbox
 from tests.conftest import run_crawl
 
 SITE = {"SPIDER_MODULES": "tests.sitespider"}
@@ -56,15 +55,14 @@ def test_loopback_hosts(host: str, loopback: bool) -> None:
 
 
 def test_user_agent_and_config() -> None:
+    # The crawl-level check (the User-Agent the server saw) is in test_optout_crawl.py.
     assert user_agent("ops@example.org") == f"imagecrawl/{__version__} (+ops@example.org)"
     assert IdentityConfig(contact="ops@example.org").has_contact
     assert not IdentityConfig(contact="nobody").has_contact
 
 
 def test_non_loopback_start_url_without_contact_refuses_to_start(tmp_path: Path) -> None:
-    result = run_crawl(
-        "site", store=tmp_path, args={"start": "https://example.invalid/"}, settings=SITE, check=False
-    )
+    result = run_crawl("site", store=tmp_path, args={"start": "https://example.invalid/"}, settings=SITE, check=False)
     assert result.returncode == 2
     assert "ERROR: Refusing to crawl example.invalid: IMAGECRAWL_CONTACT is not set" in result.stderr
     assert "'finish_reason': 'imagecrawl_no_contact'" in result.stderr  # the stats dump in the log
@@ -99,18 +97,3 @@ def test_non_loopback_request_at_run_time_stops_the_crawl(tmp_path: Path) -> Non
     assert "downloader/request_count" not in result.stats
     assert "imagecrawl/netguard/dns_error" not in result.stats  # not even a DNS lookup
     assert "Traceback" not in result.stderr
-
-
-def test_the_user_agent_carries_the_contact(tmp_path: Path) -> None:
-    sb = start_sandbox(items=5, log_path=tmp_path / "requests.jsonl")
-    try:
-        run_crawl(
-            "site",
-            store=tmp_path / "store",
-            args={"start": sb.url("/optout/page/plain")},
-            settings={**SITE, "IMAGECRAWL_CONTACT": "ops@example.org"},
-        )
-        uas = {r["ua"] for r in sb.requests()}
-    finally:
-        sb.stop()
-    assert uas == {f"imagecrawl/{__version__} (+ops@example.org)"}
