@@ -60,7 +60,8 @@ DOWNLOADER_MIDDLEWARES = {
     "scrapy.downloadermiddlewares.httpcompression.HttpCompressionMiddleware": None,
     "imagecrawl.downloadermiddlewares.errors.HttpCompressionMiddleware": 590,
     "imagecrawl.downloadermiddlewares.errors.RedirectLoopCounter": 601,
-    "imagecrawl.downloadermiddlewares.optout.OptOutMiddleware": 950,
+    # Just outside pacing (950, on the pacing branch): a TDMRep-reserved request never takes a pacing slot.
+    "imagecrawl.downloadermiddlewares.optout.OptOutMiddleware": 940,
     # ---
     "imagecrawl.downloadermiddlewares.known.KnownImageMiddleware": 50,
 }
