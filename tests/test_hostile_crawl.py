@@ -42,6 +42,7 @@ EXPECTED: dict[str, str] = {
     "redirect_metadata": "imagecrawl/netguard/refused/metadata",
     "redirect_metadata_v6": "imagecrawl/netguard/refused/metadata",
     "redirect_private": "imagecrawl/netguard/refused/private",
+    "redirect_external": "imagecrawl/identity/refused",  # no contact: dropped, no DNS, crawl goes on
     "redirect_loop": DOWNLOAD + "redirect_loop",
     "not_json": "imagecrawl/pages/errors/invalid_json",
     "deep_json": "imagecrawl/pages/errors/invalid_json",

@@ -208,9 +208,7 @@ class RobotsTxtMiddleware(FixedRobotsTxtMiddleware):
         if response.status >= 500:
             # RFC 9309 §2.3.1.4: an unreachable robots.txt means "disallow everything".
             self._stats.inc_value("imagecrawl/optout/robots_txt_unreachable")
-            logger.warning(
-                "robots.txt of %s answered %d: treating the site as disallowed", netloc, response.status
-            )
+            logger.warning("robots.txt of %s answered %d: treating the site as disallowed", netloc, response.status)
             response = response.replace(body=b"User-agent: *\nDisallow: /\n")
         elif response.status >= 400:
             response = response.replace(body=b"")  # "unavailable": no rules (not the error page's text)
@@ -268,33 +266,44 @@ class OptOutMiddleware:
         future: asyncio.Future[list[TdmRule] | None] = asyncio.get_running_loop().create_future()
         self._tdm[netloc] = future
         rules: list[TdmRule] | None = None
-        stats = self.ledger.stats
         try:
-            tdm_request = Request(
-                f"{parts.scheme}://{netloc}{TDMREP_PATH}",
-                priority=1000,
-                meta={"dont_obey_robotstxt": True, "imagecrawl_kind": "tdmrep", "dont_retry": False},
-                callback=NO_CALLBACK,
-            )
+            rules = await self._fetch_tdm_rules(parts.scheme, netloc)
+        finally:
+            # Whatever happened (even cancellation), waiters get an answer: no rules.
+            self._tdm[netloc] = rules
+            if not future.done():
+                future.set_result(rules)
+        return rules
+
+    async def _fetch_tdm_rules(self, scheme: str, netloc: str) -> list[TdmRule] | None:
+        stats = self.ledger.stats
+        tdm_request = Request(
+            f"{scheme}://{netloc}{TDMREP_PATH}",
+            priority=1000,
+            meta={"dont_obey_robotstxt": True, "imagecrawl_kind": "tdmrep"},
+            callback=NO_CALLBACK,
+        )
+        try:
             engine = self.crawler.engine
             assert engine is not None
             response = await engine.download_async(tdm_request)
-            stats.inc_value(f"imagecrawl/optout/tdmrep/status/{response.status}")
-            if response.status == 200:
-                try:
-                    rules = parse_tdmrep_json(response.body)
-                    if rules:
-                        logger.info("%s declares %d TDMRep rule(s)", netloc, len(rules))
-                except TdmRepError as exc:
-                    stats.inc_value("imagecrawl/optout/tdmrep/invalid")
-                    logger.warning("Ignoring %s%s: %s", netloc, TDMREP_PATH, exc)
         except IgnoreRequest:
-            pass
-        except Exception as exc:
+            return None
+        except Exception as exc:  # a failed fetch means "no file", never a crash
             stats.inc_value("imagecrawl/optout/tdmrep/fetch_error")
             logger.warning("Could not fetch %s%s: %s", netloc, TDMREP_PATH, exc)
-        self._tdm[netloc] = rules
-        future.set_result(rules)
+            return None
+        stats.inc_value(f"imagecrawl/optout/tdmrep/status/{response.status}")
+        if response.status != 200:
+            return None
+        try:
+            rules = parse_tdmrep_json(response.body)
+        except TdmRepError as exc:
+            stats.inc_value("imagecrawl/optout/tdmrep/invalid")
+            logger.warning("Ignoring %s%s: %s", netloc, TDMREP_PATH, exc)
+            return None
+        if rules:
+            logger.info("%s declares %d TDMRep rule(s)", netloc, len(rules))
         return rules
 
     async def process_request(self, request: Request) -> None:

@@ -7,9 +7,12 @@ is missing or is neither an http(s) URL nor an e-mail address:
 * at start, when a spider's ``start_urls`` name a non-loopback host: an ERROR that says why, the
   spider is closed as soon as it opens (reason ``imagecrawl_no_contact``) and ``scrapy crawl``
   exits 2; nothing is sent;
-* at run time, for any other request (custom ``start()``, links, redirects), the request is dropped
-  before it reaches the network, the spider is closed with reason ``imagecrawl_no_contact`` and the
-  ``imagecrawl/exit_code`` stat is set to 2 (``scrapy crawl`` exits with it).
+* a start request (``meta["is_start_request"]``, e.g. from a custom ``start()``) to such a host: the
+  same, at run time: dropped before DNS or any connection, spider closed with reason
+  ``imagecrawl_no_contact``, ``imagecrawl/exit_code`` = 2 (``scrapy crawl`` exits with it);
+* any other request to such a host (a link or redirect found while crawling a loopback site):
+  dropped and counted (``imagecrawl/identity/refused``), one WARNING per host; the crawl goes on, so
+  a hostile page cannot end it.
 
 "Loopback" is decided on the host name alone, without DNS, so the check never touches the
 network: ``localhost``, ``*.localhost`` and loopback IP literals (127.0.0.0/8, ::1).
@@ -101,6 +104,7 @@ class IdentityGuard:
         self.stats = crawler.stats
         self.config = config
         self._closing = False
+        self._warned: set[str] = set()
         netguard = NetGuardConfig.from_settings(crawler.settings)
         self.netguard: NetGuardConfig | None = netguard if netguard.enabled else None
 
@@ -149,8 +153,15 @@ class IdentityGuard:
             if ip is not None and self.netguard.refusal(ip) is not None:
                 return  # never sent: the network guard refuses (and counts) it next
         self.stats.inc_value("imagecrawl/identity/refused")
-        if not self._closing:
-            self._refuse(host)
-            # Not awaited: closing waits for in-flight requests, this one included.
-            self._close_at_open()
+        if request.meta.get("is_start_request") and not request.meta.get("redirect_times"):
+            # The crawl itself targets a non-loopback site: refuse to run it.
+            if not self._closing:
+                self._refuse(host)
+                # Not awaited: closing waits for in-flight requests, this one included.
+                self._close_at_open()
+        elif host not in self._warned and len(self._warned) < 100:
+            # A link or redirect of a loopback crawl to another host: dropped, the crawl goes on
+            # (a hostile page must not be able to end it).
+            self._warned.add(host)
+            logger.warning("Dropped %s: %s", request.url, refusal_message(host, self.config.contact))
         raise IgnoreRequest(f"no IMAGECRAWL_CONTACT for non-loopback host {host}")

@@ -58,9 +58,7 @@ BEHAVIOURS: dict[str, Behaviour] = {}
 _HANDLERS: dict[str, BehaviourHandler] = {}
 
 
-def behaviour(
-    name: str, path: str, kind: str, description: str
-) -> Callable[[BehaviourHandler], BehaviourHandler]:
+def behaviour(name: str, path: str, kind: str, description: str) -> Callable[[BehaviourHandler], BehaviourHandler]:
     def register(fn: BehaviourHandler) -> BehaviourHandler:
         BEHAVIOURS[name] = Behaviour(name, path, kind, description)
         _HANDLERS[path.split("?", 1)[0]] = fn
@@ -73,9 +71,7 @@ def behaviour(
 
 
 def _chunk(kind: bytes, data: bytes) -> bytes:
-    return (
-        struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-    )
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 
 
 def png_with_chunk(base: bytes, kind: bytes, data: bytes) -> bytes:
@@ -199,9 +195,7 @@ def _oversize(chunked: bool) -> BehaviourHandler:
     return handler
 
 
-behaviour("oversize", "/hostile/img/oversize.png", "image", "Content-Length over DOWNLOAD_MAXSIZE")(
-    _oversize(False)
-)
+behaviour("oversize", "/hostile/img/oversize.png", "image", "Content-Length over DOWNLOAD_MAXSIZE")(_oversize(False))
 behaviour(
     "oversize_chunked",
     "/hostile/img/oversize-chunked.png",
@@ -239,9 +233,7 @@ async def reset(request: web.Request) -> web.StreamResponse:
     return response
 
 
-@behaviour(
-    "reset_before_headers", "/hostile/img/reset-early.png", "image", "TCP reset before any response byte"
-)
+@behaviour("reset_before_headers", "/hostile/img/reset-early.png", "image", "TCP reset before any response byte")
 async def reset_early(request: web.Request) -> web.StreamResponse:
     _reset(request)
     return web.Response(status=204)
@@ -257,14 +249,10 @@ async def not_http(request: web.Request) -> web.StreamResponse:
 
 @behaviour("long_header", "/hostile/img/long-header.png", "image", "a 100 KB response header line")
 async def long_header(request: web.Request) -> web.StreamResponse:
-    return web.Response(
-        body=optout_png(request.path), content_type="image/png", headers={"X-Junk": "a" * 100_000}
-    )
+    return web.Response(body=optout_png(request.path), content_type="image/png", headers={"X-Junk": "a" * 100_000})
 
 
-@behaviour(
-    "wrong_content_type", "/hostile/img/wrong-type.png", "image", "a valid PNG labelled text/html (kept)"
-)
+@behaviour("wrong_content_type", "/hostile/img/wrong-type.png", "image", "a valid PNG labelled text/html (kept)")
 async def wrong_type(request: web.Request) -> web.StreamResponse:
     return web.Response(body=optout_png(request.path), content_type="text/html")
 
@@ -279,9 +267,7 @@ async def gzip_bomb_image(request: web.Request) -> web.StreamResponse:
     return web.Response(body=gzip_bomb(), content_type="image/png", headers={"Content-Encoding": "gzip"})
 
 
-@behaviour(
-    "text_chunk", "/hostile/img/text-chunk.png", "image", "valid PNG with a 512 KiB garbage tEXt chunk (kept)"
-)
+@behaviour("text_chunk", "/hostile/img/text-chunk.png", "image", "valid PNG with a 512 KiB garbage tEXt chunk (kept)")
 async def text_chunk(request: web.Request) -> web.StreamResponse:
     return _png(request, text_chunk_png())
 
@@ -316,16 +302,12 @@ async def duplicates(request: web.Request) -> web.StreamResponse:
     return _png(request, optout_png("/hostile/dup/"))
 
 
-@behaviour(
-    "redirect_metadata", "/hostile/img/redirect-metadata.png", "image", "302 to http://169.254.169.254/"
-)
+@behaviour("redirect_metadata", "/hostile/img/redirect-metadata.png", "image", "302 to http://169.254.169.254/")
 async def redirect_metadata(request: web.Request) -> web.StreamResponse:
     raise web.HTTPFound("http://169.254.169.254/latest/meta-data/iam/security-credentials/")
 
 
-@behaviour(
-    "redirect_metadata_v6", "/hostile/img/redirect-metadata-v6.png", "image", "302 to http://[fd00:ec2::254]/"
-)
+@behaviour("redirect_metadata_v6", "/hostile/img/redirect-metadata-v6.png", "image", "302 to http://[fd00:ec2::254]/")
 async def redirect_metadata_v6(request: web.Request) -> web.StreamResponse:
     raise web.HTTPFound("http://[fd00:ec2::254]/latest/meta-data/")
 
@@ -335,9 +317,7 @@ async def redirect_private(request: web.Request) -> web.StreamResponse:
     raise web.HTTPFound("http://10.0.0.1/admin.png")
 
 
-@behaviour(
-    "redirect_loop", "/hostile/img/redirect-loop.png", "image", "redirects to itself (with a counter) forever"
-)
+@behaviour("redirect_loop", "/hostile/img/redirect-loop.png", "image", "redirects to itself (with a counter) forever")
 async def redirect_loop(request: web.Request) -> web.StreamResponse:
     n = int(request.query.get("n", "0")) if request.query.get("n", "0").isdigit() else 0
     raise web.HTTPFound(f"/hostile/img/redirect-loop.png?n={n + 1}")
@@ -365,9 +345,7 @@ async def deep_json(request: web.Request) -> web.StreamResponse:
     return _json_bytes(b"[" * 200_000 + b"]" * 200_000)
 
 
-@behaviour(
-    "cursor_cycle", "/hostile/api/cursor-cycle?c=0", "json", "a cursor cycling through 3 pages forever"
-)
+@behaviour("cursor_cycle", "/hostile/api/cursor-cycle?c=0", "json", "a cursor cycling through 3 pages forever")
 async def cursor_cycle(request: web.Request) -> web.StreamResponse:
     c = request.query.get("c", "0")
     nxt = (int(c) + 1) % 3 if c.isdigit() else 0
@@ -381,9 +359,7 @@ async def cursor_forever(request: web.Request) -> web.StreamResponse:
     return _json_bytes(json.dumps({"items": [], "next": f"/hostile/api/cursor-forever?c={nxt}"}).encode())
 
 
-@behaviour(
-    "invalid_utf8", "/hostile/api/invalid-utf8", "json", "a prompt with invalid UTF-8 bytes (image kept)"
-)
+@behaviour("invalid_utf8", "/hostile/api/invalid-utf8", "json", "a prompt with invalid UTF-8 bytes (image kept)")
 async def invalid_utf8(request: web.Request) -> web.StreamResponse:
     return _json_bytes(
         b'{"items": [{"url": "/hostile/img/utf8.png", "prompt": "a cat \xff\xfe\xc3 in \xed\xa0\x80 space"}]}'
@@ -393,9 +369,7 @@ async def invalid_utf8(request: web.Request) -> web.StreamResponse:
 @behaviour("huge_prompt", "/hostile/api/huge-prompt", "json", "a 2 MiB prompt (image kept, prompt truncated)")
 async def huge_prompt(request: web.Request) -> web.StreamResponse:
     prompt = ("masterpiece, " * (HUGE_PROMPT_CHARS // 13 + 1))[:HUGE_PROMPT_CHARS]
-    return _json_bytes(
-        json.dumps({"items": [{"url": "/hostile/img/huge-prompt.png", "prompt": prompt}]}).encode()
-    )
+    return _json_bytes(json.dumps({"items": [{"url": "/hostile/img/huge-prompt.png", "prompt": prompt}]}).encode())
 
 
 @behaviour("many_images", "/hostile/many-images", "page", f"a page linking {MANY_IMAGES} images")
