@@ -7,8 +7,11 @@ It counts what it cannot parse as ``imagecrawl/pages/errors/<kind>``, as the rea
 
 from __future__ import annotations
 
+import html
 import json
+import re
 from collections.abc import AsyncIterator, Iterator
+from itertools import islice
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -20,6 +23,9 @@ from imagecrawl.records import SourceHints
 from imagecrawl.spider import ImageSpider
 
 MAX_IMAGES_PER_PAGE = 100
+MAX_LINKS_PER_PAGE = 1000
+_HREF_RE = re.compile(r"""<a\b[^>]*?\bhref=["']([^"'>]*)["']""", re.IGNORECASE)
+_IMG_RE = re.compile(r"""<img\b[^>]*?\bsrc=["']([^"'>]*)["']""", re.IGNORECASE)
 
 
 class SiteSpider(ImageSpider):
@@ -53,11 +59,14 @@ class SiteSpider(ImageSpider):
         if "json" in ctype:
             yield from self.parse_json(response)
             return
-        for href in response.css("a::attr(href)").getall():
-            url = response.urljoin(href)
+        # Bounded scanning, not a full DOM: an lxml tree of a 100k-image page blocks the reactor for
+        # seconds (and every download in flight times out meanwhile).
+        text = response.text
+        for m in islice(_HREF_RE.finditer(text), MAX_LINKS_PER_PAGE):
+            url = response.urljoin(html.unescape(m.group(1)))
             if urlsplit(url).path.startswith(self.prefix):
                 yield scrapy.Request(url, callback=self.parse)
-        images = response.css("img::attr(src)").getall()
+        images = [html.unescape(m.group(1)) for m in islice(_IMG_RE.finditer(text), MAX_IMAGES_PER_PAGE + 1)]
         if len(images) > MAX_IMAGES_PER_PAGE:
             self._count("too_many_images")
             images = images[:MAX_IMAGES_PER_PAGE]

@@ -317,6 +317,11 @@ async def redirect_private(request: web.Request) -> web.StreamResponse:
     raise web.HTTPFound("http://10.0.0.1/admin.png")
 
 
+@behaviour("redirect_external", "/hostile/img/redirect-external.png", "image", "302 to a non-loopback host name")
+async def redirect_external(request: web.Request) -> web.StreamResponse:
+    raise web.HTTPFound("http://example.invalid/stolen.png")
+
+
 @behaviour("redirect_loop", "/hostile/img/redirect-loop.png", "image", "redirects to itself (with a counter) forever")
 async def redirect_loop(request: web.Request) -> web.StreamResponse:
     n = int(request.query.get("n", "0")) if request.query.get("n", "0").isdigit() else 0
