@@ -120,9 +120,7 @@ def test_each_behaviour_is_counted_under_its_stat(hostile_crawl: Any) -> None:
     # The download-error prefix must also cover the exact kinds counted above.
     need[DOWNLOAD] = sum(n for k, n in need.items() if k.startswith(DOWNLOAD))
     for key, count in need.items():
-        got = (
-            sum(v for k, v in stats.items() if k.startswith(key)) if key.endswith("/") else stats.get(key, 0)
-        )
+        got = sum(v for k, v in stats.items() if k.startswith(key)) if key.endswith("/") else stats.get(key, 0)
         assert got >= count, f"{key}: {got} < {count}; " + " ".join(
             f"{k}={v}" for k, v in sorted(stats.items()) if "error" in k
         )

@@ -44,9 +44,7 @@ def test_redirect_to_a_private_address_is_refused(
     assert result.stats["finish_reason"] == "finished"
 
 
-def test_name_resolving_to_loopback_is_refused_unless_allowed(
-    hostile_site: SandboxProcess, tmp_path: Path
-) -> None:
+def test_name_resolving_to_loopback_is_refused_unless_allowed(hostile_site: SandboxProcess, tmp_path: Path) -> None:
     start = f"http://localhost:{hostile_site.port}/hostile/img/ok-0.png"
     before = len(hostile_site.requests())
     refused = run_crawl(

@@ -74,9 +74,7 @@ def test_scan_html_meta_never_raises(html: str) -> None:
 
 
 def test_scan_html_meta_ignores_other_bots_and_bad_values() -> None:
-    meta = scan_html_meta(
-        '<meta name="otherbot" content="noai"><meta name="tdm-reservation" content="yes">', TOKEN
-    )
+    meta = scan_html_meta('<meta name="otherbot" content="noai"><meta name="tdm-reservation" content="yes">', TOKEN)
     assert meta.robots == set()
     assert meta.tdm_reservation is None
 
@@ -188,9 +186,7 @@ def test_optout_config_switches_and_directives() -> None:
 
 
 def test_disabled_rules_are_logged(caplog: pytest.LogCaptureFixture) -> None:
-    config = OptOutConfig.from_settings(
-        Settings({"IMAGECRAWL_OPTOUT_TDMREP": False, "IMAGECRAWL_OPTOUT_LOG": "-"})
-    )
+    config = OptOutConfig.from_settings(Settings({"IMAGECRAWL_OPTOUT_TDMREP": False, "IMAGECRAWL_OPTOUT_LOG": "-"}))
     with caplog.at_level("WARNING"):
         config.warn_disabled()
     assert [r.levelname for r in caplog.records] == ["WARNING"]

@@ -21,9 +21,7 @@ DEFAULT_DIRECTIVES: Final = frozenset({"noai", "noimageai"})
 #: Every directive the ``IMAGECRAWL_OPTOUT_DIRECTIVES`` setting accepts.
 KNOWN_DIRECTIVES: Final = frozenset({"noai", "noimageai", "noindex", "noimageindex", "none"})
 #: Directives whose own syntax contains a colon.
-_VALUE_DIRECTIVES: Final = frozenset(
-    {"unavailable_after", "max-snippet", "max-image-preview", "max-video-preview"}
-)
+_VALUE_DIRECTIVES: Final = frozenset({"unavailable_after", "max-snippet", "max-image-preview", "max-video-preview"})
 _TOKEN_RE: Final = re.compile(r"^[A-Za-z0-9_.\-*]+$")
 #: Meta tags are in <head>; scanning more than this of a page is wasted work on hostile input.
 HTML_SCAN_LIMIT_CHARS: Final = 512 * 1024

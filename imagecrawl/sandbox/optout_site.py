@@ -136,9 +136,7 @@ async def optout_page(request: web.Request) -> web.Response:
     if case not in PAGE_CASES:
         raise web.HTTPNotFound()
     head, headers = PAGE_CASES[case]
-    imgs = "\n".join(
-        f'<img class="art" src="/optout/img/on-{case}/{n}.png" alt="">' for n in range(IMAGES_PER_PAGE)
-    )
+    imgs = "\n".join(f'<img class="art" src="/optout/img/on-{case}/{n}.png" alt="">' for n in range(IMAGES_PER_PAGE))
     return _page(f"opt-out page {case}", head, f"<h1>{case}</h1>\n{imgs}", headers)
 
 

@@ -49,9 +49,7 @@ class OptOutSpiderMiddleware:
             if self._keep(response, item):
                 yield item
 
-    async def process_spider_output_async(
-        self, response: Response, result: AsyncIterator[Any]
-    ) -> AsyncIterator[Any]:
+    async def process_spider_output_async(self, response: Response, result: AsyncIterator[Any]) -> AsyncIterator[Any]:
         async for item in result:
             if self._keep(response, item):
                 yield item
