@@ -84,6 +84,8 @@ IMAGECRAWL_OPTOUT_TDMREP = True
 IMAGECRAWL_OPTOUT_DIRECTIVES = ["noai", "noimageai"]
 # JSON lines of every skip; "" = <state dir>/optout.jsonl, "-" = none.
 IMAGECRAWL_OPTOUT_LOG = ""
+# Hosts you own (subdomains included): robots.txt and opt-outs are not applied there (WARNING at start).
+IMAGECRAWL_OPTOUT_OWNED_HOSTS: list[str] = []
 IMAGECRAWL_DOWNLOAD_ERRORS_ENABLED = True
 IMAGECRAWL_SKIP_KNOWN_IMAGES = True
 

@@ -64,3 +64,24 @@ def test_skips_are_counted_and_crawl_delay_is_handed_over() -> None:
 def test_unreachable_robots_is_counted() -> None:
     _, crawler = parse(500, b"")
     assert crawler.stats.get_value("imagecrawl/optout/robots_txt_unreachable") == 1
+
+
+def test_owned_hosts_skip_robots_and_are_warned(caplog: pytest.LogCaptureFixture) -> None:
+    crawler = get_crawler(
+        settings_dict={
+            "ROBOTSTXT_OBEY": True,
+            "IMAGECRAWL_OPTOUT_OWNED_HOSTS": "mine.example",
+            "IMAGECRAWL_OPTOUT_LOG": "-",
+        }
+    )
+    crawler.stats.open_spider()
+    mw = RobotsTxtMiddleware(crawler)
+    # No engine exists here: fetching robots.txt would fail, so returning proves it was not fetched.
+    asyncio.run(mw.process_request(Request("https://cdn.mine.example/a.png")))
+    assert mw.optout_config.owns(Request("https://mine.example/"))
+    assert not mw.optout_config.owns(Request("https://notmine.example/"))
+    with pytest.raises(RuntimeError, match="engine is not set"):  # any other host: robots.txt is fetched
+        asyncio.run(mw.process_request(Request("https://other.example/a.png")))
+    with caplog.at_level("WARNING"):
+        mw.optout_config.warn_disabled()
+    assert "NOT honoured on mine.example" in caplog.text

@@ -82,6 +82,8 @@ class OptOutConfig:
     directives: frozenset[str] = DEFAULT_DIRECTIVES
     token: str = UA_TOKEN
     log_path: Path | None = None
+    #: hosts (and their subdomains) the user owns: no opt-out rule, robots.txt included, applies there
+    owned_hosts: frozenset[str] = frozenset()
 
     @classmethod
     def from_settings(cls, settings: BaseSettings) -> OptOutConfig:
@@ -110,7 +112,17 @@ class OptOutConfig:
             directives=directives,
             token=token or UA_TOKEN,
             log_path=log_path,
+            owned_hosts=frozenset(
+                h.strip().lower().rstrip(".") for h in settings.getlist("IMAGECRAWL_OPTOUT_OWNED_HOSTS") if h.strip()
+            ),
         )
+
+    def owns(self, request: Request) -> bool:
+        """True for a request to a host the user declared as their own."""
+        if not self.owned_hosts:
+            return False
+        host = (urlparse_cached(request).hostname or "").rstrip(".").lower()
+        return any(host == h or host.endswith("." + h) for h in self.owned_hosts)
 
     def warn_disabled(self) -> None:
         """Switching a rule off is never silent."""
@@ -121,6 +133,11 @@ class OptOutConfig:
         ):
             if not on:
                 logger.warning("%s is off: that opt-out is NOT honoured (only for sites you own)", name)
+        if self.owned_hosts:
+            logger.warning(
+                "IMAGECRAWL_OPTOUT_OWNED_HOSTS: robots.txt and opt-outs are NOT honoured on %s (sites you own)",
+                ", ".join(sorted(self.owned_hosts)),
+            )
         if not self.directives and (self.x_robots_tag or self.meta_robots):
             logger.warning("IMAGECRAWL_OPTOUT_DIRECTIVES is empty: no robots directive opts anything out")
 
@@ -192,10 +209,16 @@ class RobotsTxtMiddleware(FixedRobotsTxtMiddleware):
             logger.warning("ROBOTSTXT_OBEY is off: robots.txt is NOT honoured (only for sites you own)")
             raise NotConfigured("ROBOTSTXT_OBEY is off")
         super().__init__(crawler)
-        self.token = OptOutConfig.from_settings(crawler.settings).token
+        self.optout_config = OptOutConfig.from_settings(crawler.settings)
+        self.token = self.optout_config.token
         self.ledger = optout_ledger(crawler, OptOutConfig.from_settings(crawler.settings).log_path)
         self.delays = crawl_delays(crawler)
         crawler.signals.connect(self._robots_parsed, signal=signals.robots_parsed)
+
+    async def process_request(self, request: Request) -> None:  # type: ignore[override]
+        if self.optout_config.owns(request):
+            return  # a site the user owns (IMAGECRAWL_OPTOUT_OWNED_HOSTS, warned at start)
+        await super().process_request(request)
 
     def process_request_2(self, rp: RobotParser | None, request: Request) -> None:
         try:
@@ -307,7 +330,7 @@ class OptOutMiddleware:
         return rules
 
     async def process_request(self, request: Request) -> None:
-        if not self.config.tdmrep or self._internal(request):
+        if not self.config.tdmrep or self._internal(request) or self.config.owns(request):
             return
         if urlparse_cached(request).scheme not in ("http", "https"):
             return
@@ -337,7 +360,7 @@ class OptOutMiddleware:
         return None
 
     def _headers_received(self, headers: Headers, body_length: int, request: Request, spider: Any) -> None:
-        if self._internal(request) or not _is_image(request, headers):
+        if self._internal(request) or self.config.owns(request) or not _is_image(request, headers):
             return  # pages are read whole: their meta tags may opt their images out
         decision = self.header_optout(request, headers)
         if decision is not None:
@@ -347,7 +370,7 @@ class OptOutMiddleware:
     # --- responses -------------------------------------------------------------------------------
 
     def process_response(self, request: Request, response: Response) -> Response:
-        if self._internal(request):
+        if self._internal(request) or self.config.owns(request):
             return response
         decision = request.meta.pop(META_SKIP, None)
         if decision is None and _is_image(request, response.headers):
