@@ -92,7 +92,7 @@ def _x_ticks(x_max: float) -> list[float]:
 def render(chart: Chart) -> str:
     """One ``<svg>`` element (class ``chart``) with a ``<polyline>`` per continuous run of each line."""
     w, h = chart.width, chart.height
-    left, right, top, bottom = 56, 12, 26, 34
+    left, right, top, bottom = 56, 12, 42, 34
     pw, ph = w - left - right, h - top - bottom
     t = list(chart.t)
     x_max: float = max(chart.x_max or (max(t) if t else 1.0), 1.0)
@@ -180,17 +180,16 @@ def render(chart: Chart) -> str:
     entries += [(m.name, m.colour, "marker") for m in chart.markers]
     for label in sorted({str(s.get("label", "")) for s in chart.spans}):
         entries.append((label, SPAN_COLOURS.get(label, "#999999"), "band"))
-    lx: float = left + pw
-    for name, colour, kind in reversed(entries):
-        width_text = 6.2 * len(name) + 22
-        lx -= width_text
+    lx: float = left
+    for name, colour, kind in entries:
         if kind == "line":
-            swatch = f'<line x1="{lx:.1f}" y1="12" x2="{lx + 14:.1f}" y2="12" stroke="{colour}" stroke-width="2"/>'
+            swatch = f'<line x1="{lx:.1f}" y1="30" x2="{lx + 14:.1f}" y2="30" stroke="{colour}" stroke-width="2"/>'
         elif kind == "marker":
-            swatch = f'<path d="M{lx + 3:.1f},15 L{lx + 11:.1f},15 L{lx + 7:.1f},8 Z" fill="{colour}"/>'
+            swatch = f'<path d="M{lx + 3:.1f},33 L{lx + 11:.1f},33 L{lx + 7:.1f},26 Z" fill="{colour}"/>'
         else:
-            swatch = f'<rect x="{lx:.1f}" y="7" width="14" height="10" fill="{colour}" fill-opacity="0.35"/>'
+            swatch = f'<rect x="{lx:.1f}" y="25" width="14" height="10" fill="{colour}" fill-opacity="0.35"/>'
         out.append(swatch)
-        out.append(f'<text x="{lx + 17:.1f}" y="16" font-size="10" fill="#333">{escape(name)}</text>')
+        out.append(f'<text x="{lx + 17:.1f}" y="34" font-size="10" fill="#333">{escape(name)}</text>')
+        lx += 6.2 * len(name) + 30
     out.append("</svg>")
     return "".join(out)
