@@ -110,7 +110,7 @@ class Timeline:
         if not values or seconds <= 0:
             return 0.0
         last = min(self.n - 1, max(0, int((now - self.start) // self.width)))
-        first = max(0, int((now - seconds - self.start) // self.width) + 1)
+        first = max(0, math.ceil((now - seconds - self.start) / self.width - 1e-9))
         if first > last:
             first = last
         span = (last - first + 1) * self.width
