@@ -58,7 +58,10 @@ class DedupePipeline:
         if reason is not None:
             self.stats.inc_value(f"imagecrawl/dedupe/dropped/{reason}")
             raise DuplicateItem(f"duplicate {reason}: {item_id} ({adapter.get('image_url')})", log_level="DEBUG")
-        self.storage.ledger.reserve(sha, item_id, adapter.get("image_url"))
+        if not self.storage.ledger.reserve(sha, item_id, adapter.get("image_url")):
+            # another process writing into the same store claimed it between the check and now
+            self.stats.inc_value("imagecrawl/dedupe/dropped/claimed")
+            raise DuplicateItem(f"duplicate (claimed elsewhere): {item_id}", log_level="DEBUG")
         self.stats.inc_value("imagecrawl/dedupe/unique")
         return item
 
