@@ -5,6 +5,7 @@ the first request of every image, 403 under /ban/), and a pacing component that 
 from __future__ import annotations
 
 import io
+import random
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,7 +21,9 @@ RETRY_AFTER_SECONDS = 1
 
 
 def png(n: int) -> bytes:
-    img = Image.new("RGB", (24 + n, 16 + n), ((37 * n) % 256, (91 * n) % 256, (53 * n + 17) % 256))
+    """A distinct noise image per ``n``: neither an exact nor a near (pHash) duplicate of another."""
+    size = (32 + n, 24 + n)
+    img = Image.frombytes("RGB", size, random.Random(n).randbytes(size[0] * size[1] * 3))
     buf = io.BytesIO()
     img.save(buf, format="PNG")
     return buf.getvalue()
