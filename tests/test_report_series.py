@@ -123,3 +123,26 @@ def test_html_is_self_contained_and_escaped() -> None:
     assert "&lt;x&gt;" in page
     assert page.count("<svg") == 2  # throughput + the one site
     assert "src=" not in page and "href=" not in page
+
+
+def test_site_state_from_responses_and_from_the_pacing_snapshot() -> None:
+    from imagecrawl.extensions.monitor import SiteState
+
+    site = SiteState("a.example")
+    assert site.state(now=100.0, window=30) == "ok"
+    site.last_429_at = 90.0
+    assert site.state(now=100.0, window=30) == "throttled (429/503)"
+    assert site.state(now=200.0, window=30) == "ok"
+    site.spans.add(95.0, 125.0, "retry-after")
+    assert site.state(now=100.0, window=30) == "paused 25s (Retry-After)"
+    site.last_403_at, site.last_ok_at = 150.0, 140.0
+    assert site.state(now=160.0, window=30) == "403s (blocked?)"
+    site.last_ok_at = 155.0
+    assert site.state(now=160.0, window=30) == "ok"
+    # a published pacing/ban state wins over what the responses say
+    site.snapshot = {"rate": 0.5, "state": "cooldown", "paused_until": None}
+    assert site.state(now=160.0, window=30) == "cooldown"
+    site.snapshot = {"rate": 0.0, "state": "banned", "paused_until": 220.0}
+    assert site.state(now=160.0, window=30) == "paused 60s (banned)"
+    site.snapshot = {"rate": 2.0, "state": "ok", "paused_until": None}
+    assert site.state(now=100.0, window=30) == "paused 25s (Retry-After)"

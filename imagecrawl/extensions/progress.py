@@ -66,7 +66,8 @@ def progress_line(monitor: Monitor, stats: dict[str, Any], now: float, window: f
         f"dupes {prefixed_sum(stats, 'imagecrawl/dedupe/dropped/'):,}, "
         f"known skipped {prefixed_sum(stats, 'imagecrawl/dedupe/skipped_known/'):,}, "
         f"opt-out {optout_skips(stats):,}, "
-        f"429s {int(stats.get('downloader/response_status_count/429', 0)):,}",
+        f"429s {int(stats.get('downloader/response_status_count/429', 0)):,}"
+        + (f", bans {bans:,}" if (bans := prefixed_sum(stats, "imagecrawl/bans/detected/")) else ""),
     ]
     line = "; ".join(parts)
     if sites and monitor.sites:

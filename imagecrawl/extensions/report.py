@@ -92,6 +92,7 @@ def build_report(
         "responses_503": int(get("downloader/response_status_count/503", 0)),
         "responses_403": int(get("downloader/response_status_count/403", 0)),
         "retry_after_seen": sum(s.retry_after_seen for s in monitor.sites.values()),
+        "bans_detected": prefixed_sum(stats, "imagecrawl/bans/detected/"),
         "outbox_pending": int(get("imagecrawl/store/outbox_pending", 0)),
     }
     sites = []

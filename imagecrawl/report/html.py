@@ -31,6 +31,7 @@ TOTALS = (
     ("optout_skipped", "opt-out skips"),
     ("responses_429", "HTTP 429"),
     ("retry_after_seen", "Retry-After seen"),
+    ("bans_detected", "bans detected"),
     ("outbox_pending", "shards not committed"),
 )
 
@@ -99,7 +100,7 @@ def render_html(report: dict[str, Any]) -> str:
     ]
     for key, label in TOTALS:
         if key in totals:
-            warn = key in ("outbox_pending", "responses_429") and bool(totals[key])
+            warn = key in ("outbox_pending", "responses_429", "bans_detected") and bool(totals[key])
             parts.append(_card(totals[key], label, warn))
     parts.append("</div>")
 
