@@ -98,8 +98,19 @@ ITEM_PIPELINES = {
 EXTENSIONS = {
     "imagecrawl.extensions.resume.ResumeGuard": 0,
     "imagecrawl.extensions.statsfile.StatsFile": 900,
+    "imagecrawl.extensions.progress.ProgressLine": 950,
+    "imagecrawl.extensions.report.CrawlReport": 960,
 }
 IMAGECRAWL_STATS_FILE = ""
+# --- progress line and end-of-crawl report (docs/settings.md) ---
+IMAGECRAWL_PROGRESS_ENABLED = True
+IMAGECRAWL_PROGRESS_INTERVAL_SECONDS = 30.0
+IMAGECRAWL_PROGRESS_SITES = 4
+IMAGECRAWL_REPORT_ENABLED = True
+IMAGECRAWL_REPORT_PLOTTED_SITES = 8
+IMAGECRAWL_REPORT_MAX_SITES = 24
+IMAGECRAWL_REPORT_BUCKETS = 512
+IMAGECRAWL_MONITOR_SAMPLE_SECONDS = 1.0
 
 LOG_LEVEL = "INFO"
 FEED_EXPORT_ENCODING = "utf-8"
