@@ -34,8 +34,7 @@ from urllib.parse import urlencode
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
-from imagecrawl.sandbox import optout_site
-from imagecrawl.sandbox import misbehave
+from imagecrawl.sandbox import misbehave, optout_site
 from imagecrawl.sandbox.behaviours import build_middlewares
 from imagecrawl.sandbox.catalog import (
     BROWSING_LEVEL,
