@@ -33,6 +33,7 @@ from scrapy.exceptions import DontCloseSpider, IgnoreRequest, NotConfigured
 from scrapy.http import Response
 from scrapy.settings import BaseSettings
 from scrapy.statscollectors import StatsCollector
+from scrapy.utils.httpobj import urlparse_cached
 from scrapy.utils.misc import load_object
 
 from imagecrawl.pacing import AimdConfig, BanConfig, Feedback, InProcessGate, Signal, parse_retry_after
@@ -157,6 +158,7 @@ class PacingRuntime:
             "IMAGECRAWL_BAN_CLOSE_WHEN_ALL_ABANDONED", True
         )
         self.locks: dict[str, asyncio.Lock] = {}
+        self.netlocs: dict[str, set[str]] = {}
         self.rng = random.Random()
         self.waiting = 0
         self.parked = 0
@@ -167,7 +169,33 @@ class PacingRuntime:
         if not site:
             site = site_of_url(request.url, self.config.site_key)
             request.meta[META_SITE] = site
+            self.netlocs.setdefault(str(site), set()).add(urlparse_cached(request).netloc)
         return str(site)
+
+    def snapshot(self) -> dict[str, dict[str, Any]]:
+        """Per-site state for the progress line and the report (docs/stats.md, the snapshot hook),
+        keyed by the netlocs seen for each site."""
+        now_m, now_t = time.monotonic(), time.time()
+        out: dict[str, dict[str, Any]] = {}
+        for site, state in self.gate.sites.items():
+            closed = self.gate.peek_wait(site, now_m) if state.paused_until > now_m else 0.0
+            ban = state.ban.state.value
+            if ban == "healthy":
+                recently_cut = now_m - state.controller.last_cut < 10.0
+                label = "paused" if closed > 0 else ("slow" if recently_cut else "ok")
+            elif ban == "banned":
+                label = "cooldown"
+            else:
+                label = ban
+            entry = {
+                "rate": round(state.controller.rate, 3),
+                "state": label,
+                "paused_until": now_t + closed if closed > 0 else None,
+                "concurrency": state.controller.concurrency,
+            }
+            for netloc in self.netlocs.get(site, {site}):
+                out[netloc] = dict(entry)
+        return out
 
     def flush(self) -> None:
         """Log and count what the gate reported; close the crawl when every site is abandoned."""
@@ -215,6 +243,7 @@ def runtime_for(crawler: Crawler) -> PacingRuntime:
             crawler, PacingConfig.from_settings(crawler.settings), ban_config_from_settings(crawler.settings)
         )
         crawler._imagecrawl_pacing = runtime  # type: ignore[attr-defined]
+        crawler.imagecrawl_pacing = runtime  # type: ignore[attr-defined]  # the monitor's snapshot hook
     return runtime
 
 
