@@ -201,7 +201,11 @@ class PacingRuntime:
         """Log and count what the gate reported; close the crawl when every site is abandoned."""
         abandoned = False
         for event in self.gate.drain_events():
-            self.stats.inc_value(f"imagecrawl/{event.kind}")
+            group, _, name = event.kind.partition("/")
+            if group == "bans":
+                self.stats.inc_value(f"imagecrawl/bans/{name}")
+            else:
+                self.stats.inc_value(f"imagecrawl/pacing/{name}")
             if event.kind == "pacing/increase":
                 logger.debug("%s: %s", event.site, event.message)
             elif event.kind.startswith("bans/"):
