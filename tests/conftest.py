@@ -30,6 +30,8 @@ PACING_LOOPBACK = {
     "IMAGECRAWL_BAN_COOLDOWN_SECONDS": "1",
     # a shared 2-core box makes loopback latency noise, not a signal of the site's load
     "IMAGECRAWL_PACING_LATENCY_MARGIN_SECONDS": "5",
+    # hostile-server tests time out on purpose: do not slow the sandbox down below loopback speed
+    "IMAGECRAWL_PACING_MIN_RATE_PER_SECOND": "50",
 }
 
 #: The settings every test crawl of a loopback server uses (politeness caps are for other sites).
