@@ -26,7 +26,6 @@ from imagecrawl.sandbox.catalog import build_catalog, render_image
 from .conftest import LOOPBACK, REPO, free_port, read_store, stop_process
 
 
-
 def gallery_images(items: int = 40, seed: int = 7) -> set[str]:
     """sha256 of every distinct gallery image of the session sandbox_site (40 entries, seed 7)."""
     catalog = build_catalog(items, seed)
