@@ -7,7 +7,11 @@ SPIDER_MODULES = ["spiders"]
 NEWSPIDER_MODULE = "spiders"
 COMMANDS_MODULE = "imagecrawl.commands"
 
-ADDONS = {"imagecrawl.addon.ImagecrawlAddon": 0}
+ADDONS = {
+    "imagecrawl.addon.ImagecrawlAddon": 0,
+    # With IMAGECRAWL_REDIS_URL (or REDIS_URL): shared frontier, dedupe ledger and rate gate (docs/distributed.md)
+    "imagecrawl.distributed.addon.DistributedAddon": 10,
+}
 
 # --- identity: honest, with a contact (the addon builds USER_AGENT from IMAGECRAWL_CONTACT) ---
 IMAGECRAWL_CONTACT = ""
@@ -45,9 +49,22 @@ IMAGECRAWL_AUTHOR_SALT = ""
 IMAGECRAWL_MAX_IMAGE_PIXELS = 64_000_000
 
 DOWNLOADER_MIDDLEWARES = {
+    "imagecrawl.distributed.middlewares.LeaseDownloaderMiddleware": 10,
     "imagecrawl.downloadermiddlewares.known.KnownImageMiddleware": 50,
 }
 IMAGECRAWL_SKIP_KNOWN_IMAGES = True
+
+SPIDER_MIDDLEWARES = {
+    "imagecrawl.distributed.middlewares.LeaseSpiderMiddleware": 5,
+}
+
+# --- distributed crawling (docs/distributed.md): inactive while no Redis URL is set ---
+IMAGECRAWL_REDIS_URL = ""
+IMAGECRAWL_REDIS_PREFIX = "imagecrawl"
+IMAGECRAWL_REDIS_CRAWL = ""
+IMAGECRAWL_REDIS_LEASE_SECONDS = 60.0
+IMAGECRAWL_REDIS_SEED_BATCH = 16
+IMAGECRAWL_DEDUPE_BACKEND = "auto"
 
 ITEM_PIPELINES = {
     "imagecrawl.pipelines.validate.ValidatePipeline": 100,

@@ -1,0 +1,34 @@
+"""What the pipelines, the outbox and the known-image check need from an exact-dedupe ledger.
+
+Implemented by :class:`imagecrawl.dedupe.sqlite.Ledger` (embedded, one process) and
+:class:`imagecrawl.distributed.ledger.RedisLedger` (shared by many workers). No Scrapy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any, Protocol
+
+Entry = tuple[str, str, int | None, str | None]  # (sha256, id, phash, image_url)
+
+
+class LedgerLike(Protocol):
+    def duplicate_reason(self, sha256: str, item_id: str) -> str | None: ...
+
+    def reserve(self, sha256: str, item_id: str, url: str | None = None) -> str | None:
+        """Reserve a pending image; None when reserved, else why not (a shared ledger may refuse)."""
+        ...
+
+    def release(self, sha256: str, item_id: str, url: str | None = None) -> None: ...
+
+    def has_id(self, item_id: str) -> bool: ...
+
+    def has_url(self, url: str) -> bool: ...
+
+    def known_shards(self) -> set[str]: ...
+
+    def commit_shard(self, key: str, entries: Iterable[Entry]) -> None: ...
+
+    def reconcile(self, store: Any) -> int: ...
+
+    def close(self) -> None: ...
