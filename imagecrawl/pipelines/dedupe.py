@@ -36,7 +36,17 @@ class DedupePipeline:
     def open_spider(self) -> None:
         storage = self.storage
         if not storage.reconciled:
-            added = storage.ledger.reconcile(storage.store)
+            try:
+                added = storage.ledger.reconcile(storage.store)
+            except Exception as exc:  # the store may be down; the crawl can still go on
+                self.stats.inc_value("imagecrawl/store/list_errors")
+                logger.warning(
+                    "Cannot list the store %s to check the dedupe ledger against it (%s); going on with the "
+                    "ledger as it is",
+                    storage.store.url,
+                    exc,
+                )
+                return
             storage.reconciled = True
             if added:
                 self.stats.inc_value("imagecrawl/dedupe/reconciled_shards", added)

@@ -18,6 +18,7 @@ from imagecrawl.pipelines._state import CrawlStorage, crawl_storage
 from imagecrawl.schema import COLUMNS
 from imagecrawl.storage.outbox import Outbox
 from imagecrawl.storage.shards import ShardWriter, partition_of, shard_key
+from imagecrawl.storage.stores import LocalStore
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +67,14 @@ class ParquetPipeline:
     # -- lifecycle ----------------------------------------------------------------------------
     async def open_spider(self) -> None:
         store = self.storage.store
-        keys = {shard.key for shard in await asyncio.to_thread(lambda: list(store.list_shards()))}
+        if isinstance(store, LocalStore):
+            store.clean_staging()
+        try:
+            keys = {shard.key for shard in await asyncio.to_thread(lambda: list(store.list_shards()))}
+        except Exception as exc:
+            # Unknown: shards left in the outbox are uploaded again (same key, same bytes: harmless).
+            logger.warning("Cannot list the store %s (%s); outbox shards will be uploaded again", store.url, exc)
+            keys = set()
         self.outbox.recover(keys)
 
     def _engine_started(self) -> None:

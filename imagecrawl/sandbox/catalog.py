@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 import hashlib
 import io
 import logging
@@ -241,13 +242,16 @@ def base_model(model: str) -> str:
     return MODELS.get(model, "Other")
 
 
+@functools.lru_cache(maxsize=16384)
 def blurhash_placeholder(entry: Entry) -> str:
     """A BlurHash-looking 28 character string (deterministic, *not* derived from the pixels)."""
     d = _digest("blurhash", entry.source, entry.id) * 2
     return "".join(_BLURHASH_ALPHABET[b % 83] for b in d[:28])
 
 
+@functools.lru_cache(maxsize=16384)
 def civitai_stats(entry: Entry) -> dict[str, int]:
+    """Deterministic reaction counts (cached: treat the dict as read-only)."""
     d = _digest("stats", entry.source, entry.id)
     return {
         "cryCount": d[0] % 5,
@@ -479,6 +483,16 @@ def _render_uncached(catalog: Catalog, entry: Entry) -> bytes:
         return _encode(img, entry.image_format, None, jpeg_quality=70)
     img = _picture(catalog.seed, entry)
     return _encode(img, entry.image_format, entry.infotext() if entry.embed_metadata else None)
+
+
+def cached_image(catalog: Catalog, entry: Entry) -> bytes | None:
+    """The bytes of ``entry`` if ``render_image`` has them cached, else ``None`` (never renders)."""
+    key = (catalog.items, catalog.seed, entry.source, entry.id)
+    with _cache_lock:
+        data = _cache.get(key)
+        if data is not None:
+            _cache.move_to_end(key)
+        return data
 
 
 def render_image(catalog: Catalog, entry: Entry) -> bytes:

@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import base64
 import datetime as dt
+import functools
 import html
 import ipaddress
 import json
@@ -43,6 +44,7 @@ from imagecrawl.sandbox.catalog import (
     base_model,
     blurhash_placeholder,
     build_catalog,
+    cached_image,
     civitai_post_id,
     civitai_stats,
     lexica_prompt_id,
@@ -69,6 +71,10 @@ class SandboxConfig:
     seed: int = 0
     page_size: int = 24
     crawl_delay: float | None = None
+    # behaviours (see behaviours.py); all off by default
+    rate_limit: float | None = None  # tokens per second per client IP; None = unlimited
+    burst: int | None = None  # bucket capacity; default ceil(rate_limit)
+    retry_after: bool = True  # send Retry-After with 429
 
 
 CATALOG_KEY = web.AppKey("catalog", Catalog)
@@ -84,7 +90,16 @@ def _json_error(status: int, message: str) -> web.Response:
 
 
 def _base(request: web.Request) -> str:
-    return f"{request.scheme}://{request.host}"
+    """``http://host:port`` as the client addressed us (Host header; else the local socket address)."""
+    host = request.headers.get("Host")
+    if not host:
+        sockname = request.transport.get_extra_info("sockname") if request.transport else None
+        if isinstance(sockname, tuple) and len(sockname) >= 2:
+            addr = f"[{sockname[0]}]" if ":" in str(sockname[0]) else str(sockname[0])
+            host = f"{addr}:{sockname[1]}"
+        else:
+            host = request.host
+    return f"{request.scheme}://{host}"
 
 
 def _html_page(title: str, body: str, status: int = 200) -> web.Response:
@@ -107,10 +122,6 @@ def _decode_cursor(cursor: str) -> int:
     if offset < 0:
         raise ValueError(cursor)
     return offset
-
-
-def _parse_created(entry: Entry) -> dt.datetime:
-    return dt.datetime.strptime(entry.created_at, "%Y-%m-%dT%H:%M:%S.000Z").replace(tzinfo=dt.UTC)
 
 
 # --- routes ---------------------------------------------------------------------------------------
@@ -142,9 +153,17 @@ async def private(request: web.Request) -> web.Response:
 
 
 def _civitai_item(entry: Entry, base: str, with_meta: bool) -> dict[str, Any]:
+    item = dict(_civitai_item_template(entry, with_meta))  # shallow copy; nested values are shared
+    item["url"] = base + entry.image_path
+    return item
+
+
+@functools.lru_cache(maxsize=16384)
+def _civitai_item_template(entry: Entry, with_meta: bool) -> dict[str, Any]:
+    """The request-independent part of an API item (treat as read-only: it is cached)."""
     item: dict[str, Any] = {
         "id": int(entry.id),
-        "url": base + entry.image_path,
+        "url": None,
         "hash": blurhash_placeholder(entry),
         "width": entry.width,
         "height": entry.height,
@@ -200,14 +219,17 @@ def civitai_select(catalog: Catalog, query: dict[str, str]) -> list[Entry]:
         raise ValueError(f"invalid period: {period!r}")
     span = PERIODS[period]
     if span is not None:
-        since = CATALOG_NOW - span
-        entries = [e for e in entries if _parse_created(e) >= since]
+        # created_at strings share one fixed-width UTC format, so they compare chronologically
+        since = (CATALOG_NOW - span).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+        entries = [e for e in entries if e.created_at >= since]
     username = query.get("username")
     if username:
         entries = [e for e in entries if e.username.casefold() == username.casefold()]
     sort = query.get("sort", "Newest")
     if sort == "Most Reactions":
-        entries.sort(key=lambda e: (-sum(v for k, v in civitai_stats(e).items() if k != "commentCount"), e.index))
+        entries.sort(
+            key=lambda e: (-sum(v for k, v in civitai_stats(e).items() if k != "commentCount"), e.index)
+        )
     elif sort == "Most Comments":
         entries.sort(key=lambda e: (-civitai_stats(e)["commentCount"], e.index))
     elif sort != "Newest":
@@ -357,7 +379,9 @@ async def image(request: web.Request) -> web.Response:
     entry = catalog.find(source, entry_id) if entry_id else None
     if entry is None or entry.image_path != request.path:
         raise web.HTTPNotFound()
-    data = render_image(catalog, entry)
+    data = cached_image(catalog, entry)
+    if data is None:  # first request: render off the event loop so other requests keep flowing
+        data = await asyncio.get_running_loop().run_in_executor(None, render_image, catalog, entry)
     return web.Response(
         body=data,
         content_type=entry.content_type,
@@ -466,17 +490,43 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0, help="catalog seed (default 0)")
     p.add_argument("--page-size", type=int, default=24, help="gallery cards per listing page (default 24)")
     p.add_argument("--crawl-delay", type=float, default=None, help="add a Crawl-delay line to robots.txt")
+    p.add_argument(
+        "--rate-limit",
+        type=float,
+        default=None,
+        metavar="RPS",
+        help="token bucket per client IP: answer 429 past RPS requests/s (robots.txt exempt)",
+    )
+    p.add_argument("--burst", type=int, default=None, help="token bucket capacity (default ceil(RPS))")
+    p.add_argument(
+        "--no-retry-after",
+        dest="retry_after",
+        action="store_false",
+        help="send 429 responses without a Retry-After header",
+    )
     p.add_argument("--log", type=Path, default=None, help="append one JSON line per request to FILE")
     p.add_argument("--allow-non-loopback", action="store_true", help="allow binding a non-loopback address")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging to stderr")
     args = p.parse_args(argv)
     if args.items < 0 or args.page_size < 1:
         p.error("--items must be >= 0 and --page-size >= 1")
+    if args.rate_limit is not None and args.rate_limit <= 0:
+        p.error("--rate-limit must be > 0")
+    if args.burst is not None and args.burst < 1:
+        p.error("--burst must be >= 1")
     return args
 
 
 async def _serve(args: argparse.Namespace, log_file: IO[str] | None) -> None:
-    config = SandboxConfig(items=args.items, seed=args.seed, page_size=args.page_size, crawl_delay=args.crawl_delay)
+    config = SandboxConfig(
+        items=args.items,
+        seed=args.seed,
+        page_size=args.page_size,
+        crawl_delay=args.crawl_delay,
+        rate_limit=args.rate_limit,
+        burst=args.burst,
+        retry_after=args.retry_after,
+    )
     app = create_app(config, log_file)
     runner = web.AppRunner(
         app,
@@ -515,7 +565,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     log_file: IO[str] | None = None
     if args.log is not None:
-        log_file = open(args.log, "a", buffering=1, encoding="utf-8")  # noqa: SIM115 - closed below
+        try:
+            log_file = open(args.log, "a", buffering=1, encoding="utf-8")  # noqa: SIM115 - closed below
+        except OSError as exc:
+            print(f"imagecrawl sandbox: cannot open request log {args.log}: {exc}", file=sys.stderr)
+            return 2
     try:
         asyncio.run(_serve(args, log_file))
     except OSError as exc:

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from imagecrawl import failpoints
 from imagecrawl.dedupe.base import LedgerLike
 from imagecrawl.dedupe.sqlite import ENTRY_COLUMNS, Entry, entries_of
 from imagecrawl.storage.stores import LocalStore, S3Store
@@ -98,6 +99,7 @@ class Outbox:
         """``partial`` is a complete Parquet file written under :meth:`path_for`; queue its commit."""
         sidecar = partial.with_suffix(SIDECAR_SUFFIX)
         sidecar.write_text(json.dumps({"key": key, "rows": len(entries)}))
+        failpoints.hit("outbox.submit.before_ready")
         ready = partial.with_suffix(READY_SUFFIX)
         os.replace(partial, ready)  # from here on a restart finds and commits it
         self._enqueue(Pending(ready, key, entries, ready.stat().st_size))
@@ -118,6 +120,7 @@ class Outbox:
 
     async def _try_commit(self, pending: Pending) -> bool:
         pending.attempts += 1
+        failpoints.hit("shard.commit.before")
         try:
             await asyncio.to_thread(self.store.commit, pending.path, pending.key)
         except Exception as exc:
@@ -134,6 +137,7 @@ class Outbox:
         return True
 
     def _confirmed(self, pending: Pending) -> None:
+        failpoints.hit("shard.commit.after")
         self.ledger.commit_shard(pending.key, pending.entries)
         pending.path.unlink(missing_ok=True)
         pending.path.with_suffix(SIDECAR_SUFFIX).unlink(missing_ok=True)

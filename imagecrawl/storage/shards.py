@@ -15,6 +15,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from imagecrawl import failpoints
 from imagecrawl.dedupe.sqlite import Entry
 from imagecrawl.schema import COLUMNS, schema_with_metadata
 
@@ -88,6 +89,7 @@ class ShardWriter:
                 write_statistics=[c for c in COLUMNS if c != "image"],
             )
         self._writer.write_table(table, row_group_size=len(self._buffer))
+        failpoints.hit("shard.row_group.written")
         self._buffer.clear()
 
     def close(self) -> Path:

@@ -6,15 +6,19 @@ an object (single PUT or multipart upload) appears only when its upload has comp
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Protocol
 from urllib.parse import urlsplit
+
+from imagecrawl import failpoints
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +60,7 @@ class LocalStore:
         staged = self.staging / f"{uuid.uuid4().hex}.tmp"
         # Copy (not move) so the source survives until the commit is done; then one atomic rename.
         shutil.copyfile(local_file, staged)
+        failpoints.hit("local.commit.staged")
         with open(staged, "rb") as fh:
             os.fsync(fh.fileno())
         os.replace(staged, final)
@@ -79,9 +84,19 @@ class LocalStore:
     def open(self, key: str) -> IO[bytes]:
         return open(self.root / key, "rb")
 
-    def clean_staging(self) -> None:
-        if self.staging.is_dir():
-            shutil.rmtree(self.staging, ignore_errors=True)
+    def clean_staging(self, older_than: float = 3600.0) -> int:
+        """Remove staged copies left by a process that died mid-commit (never visible as shards).
+        Only old ones: another process may be committing into the same store right now."""
+        if not self.staging.is_dir():
+            return 0
+        removed = 0
+        cutoff = time.time() - older_than
+        for path in self.staging.glob("*.tmp"):
+            with contextlib.suppress(OSError):
+                if path.stat().st_mtime < cutoff:
+                    path.unlink()
+                    removed += 1
+        return removed
 
 
 def _fsync_dir(path: Path) -> None:
@@ -150,6 +165,7 @@ class S3Store:
             self.bucket,
             self._key(key),
             ExtraArgs={"ContentType": "application/vnd.apache.parquet"},
+            Callback=lambda _sent: failpoints.hit("s3.upload.progress"),
         )
 
     def put_bytes(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
