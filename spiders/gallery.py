@@ -69,6 +69,10 @@ class GallerySpider(ImageSpider):
         self.pages_requested += 1
         yield scrapy.Request(self.start_url, callback=self.parse_listing, meta=self._meta())
 
+    def seed_request(self, url: str) -> scrapy.Request:
+        """A listing page pushed with ``imagecrawl seed`` (distributed crawls)."""
+        return scrapy.Request(url, callback=self.parse_listing, meta=self._meta())
+
     def _unhealthy(self, healthy: bool | None, response: Response) -> None:
         if healthy is False:
             count_error(self, "unhealthy", response, "the profile's healthy_marker is missing")

@@ -1,0 +1,177 @@
+"""Three workers, one Redis, one sandbox site with a rate cap: the site sees one polite crawler.
+
+Each worker is ``scrapy crawl gallery`` in its own process (as on three machines), sharing the frontier,
+the dedupe ledger and the per-site rate gate through a real ``redis-server`` on loopback. The sandbox's
+own request log is the judge: requests per second summed over all workers, URLs fetched, and the store.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from imagecrawl.sandbox.testing import SandboxProcess, start_sandbox
+
+from .conftest import read_store, stop_process
+from .distributed_util import RedisServer, WorkerProcess, per_second, start_redis, start_worker
+from .test_scrapyd_deploy import gallery_images
+
+CAP = 10.0  # requests/second the site allows (its 429 bucket) and the crawl's configured cap
+ITEMS, SEED = 40, 7
+WORKERS = ("w1", "w2", "w3")
+
+
+@pytest.fixture(scope="module")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = start_redis(tmp_path_factory.mktemp("redis"))
+    yield server
+    stop_process(server.process)
+
+
+@pytest.fixture
+def capped_site(tmp_path: Path) -> Iterator[SandboxProcess]:
+    site = start_sandbox(
+        items=ITEMS, seed=SEED, log_path=tmp_path / "requests.jsonl", extra_args=["--rate-limit", str(CAP)]
+    )
+    yield site
+    site.stop()
+
+
+def _settings(redis_server: RedisServer, prefix: str, store: Path, **extra: Any) -> dict[str, Any]:
+    return {
+        "IMAGECRAWL_REDIS_URL": redis_server.url,
+        "IMAGECRAWL_REDIS_PREFIX": prefix,
+        "IMAGECRAWL_MAX_RATE_PER_SITE": CAP,
+        "IMAGECRAWL_STORE": store,
+        "IMAGECRAWL_REDIS_LEASE_SECONDS": 4,
+        **extra,
+    }
+
+
+def _wait(workers: list[WorkerProcess], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    for w in workers:
+        try:
+            w.process.wait(timeout=max(1.0, deadline - time.monotonic()))
+        except Exception:
+            for other in workers:
+                stop_process(other.process)
+            raise AssertionError(f"worker {w.name} did not finish:\n{w.log_text()[-4000:]}") from None
+
+
+def _check_worker(w: WorkerProcess) -> dict[str, Any]:
+    log = w.log_text()
+    assert w.process.returncode == 0, f"{w.name} exited {w.process.returncode}:\n{log[-4000:]}"
+    assert "Traceback" not in log, log[-6000:]
+    stats = w.stats()
+    assert stats.get("finish_reason") == "finished", stats
+    return stats
+
+
+def _check_rate(requests: list[dict[str, Any]]) -> tuple[int, int]:
+    """The site's own log: requests started in each second, all workers together, stay under the cap."""
+    times = [r["t"] for r in requests]
+    buckets, sliding = per_second(times)
+    worst = max(buckets.values())
+    assert worst <= CAP * 1.05, f"{worst} requests in one second (cap {CAP}): {sorted(buckets.items())}"
+    assert not [r for r in requests if r["status"] == 429], "the site had to refuse requests"
+    return worst, sliding
+
+
+def _check_store(store: Path) -> list[str]:
+    table = read_store(store, columns=["id", "image_sha256"])
+    shas = table.column("image_sha256").to_pylist()
+    assert len(shas) == len(set(shas)), "an image was written twice"
+    assert set(shas) == gallery_images(ITEMS, SEED), "the store misses gallery images"
+    return [p.name for p in store.rglob("*.parquet")]
+
+
+def test_three_workers_one_polite_crawler(
+    tmp_path: Path, redis_server: RedisServer, capped_site: SandboxProcess
+) -> None:
+    prefix = f"t{uuid.uuid4().hex[:8]}"
+    store = tmp_path / "store"
+    settings = _settings(redis_server, prefix, store)
+    start = capped_site.url("gallery/")
+    workers = [
+        start_worker(n, "gallery", tmp_path / "workers", args={"start_url": start}, settings=settings) for n in WORKERS
+    ]
+    _wait(workers, 150)
+    stats = [_check_worker(w) for w in workers]
+
+    requests = capped_site.requests()
+    worst, sliding = _check_rate(requests)
+    # Each worker that fetched anything read robots.txt for itself; every other URL was fetched once.
+    paths = Counter(r["path"] + ("?" + r["query"] if r["query"] else "") for r in requests)
+    assert 1 <= paths.pop("/robots.txt") <= len(WORKERS)
+    assert [p for p, n in paths.items() if n > 1] == []
+    assert sum(1 for p in paths if p.startswith("/gallery/item/")) == ITEMS
+
+    shards = _check_store(store)
+    writers = {w for w in WORKERS for s in shards if f"-{w}-" in s}
+    assert writers and all(any(f"-{w}-" in s for w in WORKERS) for s in shards), shards
+    assert len(writers) >= 2, f"the work was not shared: {shards}"
+    agents = Counter(r["ua"].rsplit("+", 1)[-1].rstrip(")") for r in requests)
+    assert set(agents) <= set(WORKERS) and len(agents) >= 2, agents
+    assert sum(s.get("imagecrawl/distributed/rate/granted", 0) for s in stats) == len(requests)
+    for w, st in zip(workers, stats, strict=True):
+        print(
+            f"\n{w.name}: {st.get('elapsed_time_seconds')}s, idle waits {st.get('imagecrawl/distributed/idle_waits')}"
+        )
+    print(
+        f"\nrate: cap {CAP}/s, worst second {worst}, worst sliding 1 s window {sliding}, "
+        f"{len(requests)} requests; per worker {dict(agents)}; shards {len(shards)}"
+    )
+    client = redis.Redis.from_url(redis_server.url)
+    assert client.zcard(f"{prefix}:crawl:gallery:leases") == 0
+    assert client.zcard(f"{prefix}:crawl:gallery:queue") == 0
+
+
+def test_killed_worker_loses_nothing(tmp_path: Path, redis_server: RedisServer, capped_site: SandboxProcess) -> None:
+    prefix = f"t{uuid.uuid4().hex[:8]}"
+    store = tmp_path / "store"
+    settings = _settings(redis_server, prefix, store)
+    start = capped_site.url("gallery/")
+    workers = [
+        start_worker(n, "gallery", tmp_path / "workers", args={"start_url": start}, settings=settings) for n in WORKERS
+    ]
+    victim, survivors = workers[0], workers[1:]
+    client = redis.Redis.from_url(redis_server.url)
+    owners = f"{prefix}:crawl:gallery:lease:owner"
+    deadline = time.monotonic() + 60
+    # Kill w1 mid-crawl while it holds work: leases in Redis and items not yet in the store.
+    while True:
+        held = [o for o in client.hvals(owners) if f"-{victim.name}-".encode() in o]
+        if held and len(capped_site.requests()) >= 25:
+            break
+        assert time.monotonic() < deadline, "the crawl never got going"
+        assert victim.process.poll() is None, victim.log_text()[-3000:]
+        time.sleep(0.05)
+    os.kill(victim.process.pid, signal.SIGKILL)
+    victim.process.wait()
+    killed_at = time.time()
+    _wait(survivors, 150)
+    stats = [_check_worker(w) for w in survivors]
+    assert sum(s.get("imagecrawl/distributed/leases/reclaimed", 0) for s in stats) >= len(held)
+
+    requests = capped_site.requests()
+    _check_rate(requests)
+    _check_store(store)
+    # A URL fetched twice was one the dead worker had fetched and never finished; nothing else repeats.
+    by_path: dict[str, list[str]] = {}
+    for r in requests:
+        if r["path"] != "/robots.txt":
+            by_path.setdefault(r["path"] + "?" + r["query"], []).append(r["ua"])
+    repeated = {p: uas for p, uas in by_path.items() if len(uas) > 1}
+    assert all(any(ua.endswith(f"+{victim.name})") for ua in uas) for uas in repeated.values()), repeated
+    assert all(r["t"] < killed_at for r in requests if r["ua"].endswith(f"+{victim.name})"))
+    print(f"\nkilled {victim.name} holding {len(held)} lease(s); {len(repeated)} URL(s) fetched again by survivors")
