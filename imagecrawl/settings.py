@@ -39,6 +39,8 @@ IMAGECRAWL_SHARD_MAX_ROWS = 10_000
 IMAGECRAWL_SHARD_MAX_BYTES = 256 * 1024 * 1024
 IMAGECRAWL_SHARD_MAX_SECONDS = 600.0
 IMAGECRAWL_ROW_GROUP_ROWS = 512
+IMAGECRAWL_SPOOL_BATCH_ROWS = 64
+IMAGECRAWL_SPOOL_FLUSH_SECONDS = 1.0
 IMAGECRAWL_OUTBOX_MAX_BYTES = 2 * 1024 * 1024 * 1024
 IMAGECRAWL_COMMIT_RETRY_SECONDS = 2.0
 IMAGECRAWL_CLOSE_COMMIT_TIMEOUT_SECONDS = 60.0
@@ -51,6 +53,9 @@ IMAGECRAWL_MAX_IMAGE_PIXELS = 64_000_000
 DOWNLOADER_MIDDLEWARES = {
     "imagecrawl.distributed.middlewares.LeaseDownloaderMiddleware": 10,
     "imagecrawl.distributed.middlewares.GlobalRateMiddleware": 960,
+    # Scrapy 2.19's robots.txt middleware lets requests that wait for robots.txt together through.
+    "scrapy.downloadermiddlewares.robotstxt.RobotsTxtMiddleware": None,
+    "imagecrawl.downloadermiddlewares.robots.RobotsTxtMiddleware": 100,
     "imagecrawl.downloadermiddlewares.known.KnownImageMiddleware": 50,
 }
 IMAGECRAWL_SKIP_KNOWN_IMAGES = True

@@ -8,7 +8,8 @@ Arguments (``-a name=value``):
 * ``sort``      default ``Newest``; ``period`` default ``AllTime``
 * ``nsfw``      the API's level filter, ``None`` (default: only images flagged None, i.e. safe),
   ``Soft``, ``Mature``, ``X`` (that level and below) or ``all`` (no filter sent)
-* ``limit``     page size, default 100, 1..200 (the models endpoint caps it at 100)
+* ``limit``     page size, default 100, 1..200 (the models endpoint caps it at 100; never above
+  ``max_items``)
 * ``username``, ``model_id``  narrow the listing (``model_id`` with ``endpoint=models`` fetches one model)
 """
 
@@ -56,7 +57,8 @@ class CivitaiSpider(ImageSpider):
         page_size = optional_int(limit, "limit", minimum=1) or 100
         if page_size > pages.MAX_LIMIT:
             raise ValueError(f"-a limit= must be at most {pages.MAX_LIMIT}, got {page_size}")
-        self.limit = page_size
+        # never ask for more than we will take: a small max_items means a small first page
+        self.limit = min(page_size, self.max_items) if self.max_items else page_size
         nsfw_key = (nsfw or "").strip().lower()
         if nsfw_key in ("all", "any", ""):
             self.nsfw: str | None = None

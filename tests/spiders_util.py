@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -11,7 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from imagecrawl.sandbox.catalog import Catalog, Entry, render_image
+from imagecrawl.metadata import extract_metadata
+from imagecrawl.sandbox.catalog import Catalog, Entry, build_catalog, render_image
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -54,7 +56,11 @@ def run_crawls(crawls: list[Crawl], tmp: Path, timeout: float = 60) -> dict[str,
                 "spider": c.spider,
                 "args": c.args,
                 "out": str(out),
-                "settings": {**base_settings(tmp / "store" / c.name), **c.settings},
+                "settings": {
+                    **base_settings(tmp / "store" / c.name),
+                    "USER_AGENT": f"imagecrawl-test/{c.name}",  # tells the crawls apart in the server log
+                    **c.settings,
+                },
             }
         )
     spec_path = tmp / "spec.json"
@@ -74,7 +80,9 @@ def run_crawls(crawls: list[Crawl], tmp: Path, timeout: float = 60) -> dict[str,
     for c in crawls:
         out = tmp / c.name
         items_path, stats_path, error_path = out / "items.jsonl", out / "stats.json", out / "error.txt"
-        items = [json.loads(line) for line in items_path.read_text().splitlines()] if items_path.exists() else []
+        items = (
+            [json.loads(line) for line in items_path.read_text().splitlines()] if items_path.exists() else []
+        )
         stats = json.loads(stats_path.read_text()) if stats_path.exists() else {}
         error = error_path.read_text() if error_path.exists() else None
         results[c.name] = CrawlResult(items, stats, error, out, proc.stderr)
@@ -85,15 +93,31 @@ def sha256_of(catalog: Catalog, entry: Entry) -> str:
     return hashlib.sha256(render_image(catalog, entry)).hexdigest()
 
 
-def expected_values(entry: Entry, *, shown: bool) -> dict[str, Any]:
-    """What the record must say for ``entry``: the catalog's values where the page/API shows them; where it
-    doesn't but the file embeds A1111 infotext, the file's values.
+@functools.cache
+def extractor_reads(image_format: str) -> bool:
+    """Whether the file-metadata extractor in this tree reads the sandbox's embedded metadata from
+    ``image_format`` files (probed on a sample entry: its prompt must come back).
 
-    NOTE: the file-metadata extractor on main is temporarily minimal (A1111 PNG ``parameters`` only), so
-    file-derived values are expected only for PNG entries; JPEG/WebP entries that embed metadata are expected
-    to come out empty for now. Widen this when the full extractor lands."""
-    from_file = not shown and entry.embed_metadata and entry.image_format == "PNG"
-    if shown or from_file:
+    The extractor on this branch is temporarily minimal (A1111 PNG ``parameters`` only): file-derived
+    values are then asserted for PNG entries only, and JPEG/WebP entries that embed metadata are left
+    unchecked. Once the full extractor is merged, the probe turns their checks on by itself."""
+    catalog = build_catalog(60, 0)
+    for source in ("civitai", "gallery", "lexica"):
+        for entry in catalog.entries(source):
+            if entry.image_format == image_format and entry.embed_metadata:
+                return extract_metadata(render_image(catalog, entry)).prompt == entry.prompt
+    return False
+
+
+def file_checkable(entry: Entry) -> bool:
+    """Whether file-derived values can be asserted for ``entry`` with the extractor in this tree."""
+    return not entry.embed_metadata or extractor_reads(entry.image_format)
+
+
+def expected_values(entry: Entry, *, shown: bool) -> dict[str, Any] | None:
+    """What the record must say for ``entry``: the catalog's values where the page/API shows them; where
+    it doesn't but the file embeds them, the file's (= the catalog's) values; None = not checkable yet."""
+    if shown or (entry.embed_metadata and file_checkable(entry)):
         return {
             "prompt": entry.prompt,
             "negative_prompt": entry.negative_prompt,
@@ -103,16 +127,37 @@ def expected_values(entry: Entry, *, shown: bool) -> dict[str, Any]:
             "cfg_scale": entry.cfg_scale,
             "model": entry.model,
         }
-    return dict.fromkeys(("prompt", "negative_prompt", "seed", "steps", "sampler", "cfg_scale", "model"))
+    if not file_checkable(entry):
+        return None
+    return dict.fromkeys(FIELDS)
 
 
-def expected_metadata_source(entry: Entry, *, shown: bool, origin: str) -> str | None:
+def expected_metadata_source(catalog: Catalog, entry: Entry, *, shown: bool, origin: str) -> str | None:
     if shown:
         return origin
-    if entry.embed_metadata and entry.image_format == "PNG":  # minimal extractor: PNG only (see above)
-        return "png:parameters"
+    if entry.embed_metadata and file_checkable(entry):
+        if entry.image_format == "PNG":
+            return "png:parameters"
+        return extract_metadata(
+            render_image(catalog, entry)
+        ).metadata_source  # JPEG/WebP: the extractor's name
     return None
 
 
+FIELDS = ("prompt", "negative_prompt", "seed", "steps", "sampler", "cfg_scale", "model")
+
+
+def check_fields(item: dict[str, Any], catalog: Catalog, entry: Entry, *, shown: bool, origin: str) -> None:
+    """Assert the generation fields and metadata_source of ``item`` against the catalog ``entry``."""
+    expected = expected_values(entry, shown=shown)
+    if expected is None:  # not shown, and a format the extractor in this tree does not read yet
+        return
+    assert picked(item) == expected, entry.id
+    want_source = expected_metadata_source(catalog, entry, shown=shown, origin=origin)
+    assert item["metadata_source"] == want_source, entry.id
+
+
 def picked(item: dict[str, Any]) -> dict[str, Any]:
-    return {k: item[k] for k in ("prompt", "negative_prompt", "seed", "steps", "sampler", "cfg_scale", "model")}
+    return {
+        k: item[k] for k in ("prompt", "negative_prompt", "seed", "steps", "sampler", "cfg_scale", "model")
+    }

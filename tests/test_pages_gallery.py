@@ -66,6 +66,7 @@ def test_detail_full(profile: pages.Profile) -> None:
         "dreamshaper_8",
     )
     assert h.params == {"Clip skip": "2"}
+    assert h.author == "pixel_painter42"
 
 
 def test_detail_without_meta(profile: pages.Profile) -> None:

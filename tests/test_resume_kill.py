@@ -20,7 +20,12 @@ from .conftest import LOOPBACK, REPO, MotoS3, read_store, run_crawl
 
 ITEMS = 60
 # Small shards and row groups: many commits, so every crash point is passed several times.
-SMALL = {"IMAGECRAWL_SHARD_MAX_ROWS": "4", "IMAGECRAWL_ROW_GROUP_ROWS": "2", "CONCURRENT_REQUESTS": "4"}
+SMALL = {
+    "IMAGECRAWL_SHARD_MAX_ROWS": "4",
+    "IMAGECRAWL_ROW_GROUP_ROWS": "2",
+    "IMAGECRAWL_SPOOL_BATCH_ROWS": "1",
+    "CONCURRENT_REQUESTS": "4",
+}
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +79,8 @@ def _killed_run(
 @pytest.mark.parametrize(
     "failpoint",
     [
-        "shard.row_group.written:3",  # a half-written shard in the outbox
+        "spool.flushed:6",  # rows spooled, shard not finished
+        "shard.row_group.written:3",  # a half-converted shard in the outbox
         "outbox.submit.before_ready:2",  # a finished shard not yet marked ready
         "shard.commit.before:3",  # ready shards waiting in the outbox
         "local.commit.staged:2",  # a staged copy in the store, not yet renamed
@@ -87,6 +93,9 @@ def test_kill_at_commit_points_then_resume(failpoint: str, site: Any, baseline: 
     assert not [p for p in store.rglob("*") if p.is_file() and p.suffix == ".parquet" and p.parts[-2][:1] == "_"]
     second = run_crawl("civitai", store=store, args=_args(site), settings={**SMALL, "JOBDIR": str(jobdir)})
     assert second.stats.get("imagecrawl/resume/unclean_restart") == 1
+    if failpoint.startswith(("spool.", "shard.row_group")):
+        # spooled rows are not downloaded again
+        assert second.stats.get("imagecrawl/store/spooled_rows_recovered", 0) >= 1
     _assert_exactly_once(store, baseline)
 
 

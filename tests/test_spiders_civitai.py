@@ -11,14 +11,13 @@ from imagecrawl.sandbox.testing import SandboxProcess, sandbox
 from tests.spiders_util import (
     Crawl,
     CrawlResult,
-    expected_metadata_source,
-    expected_values,
-    picked,
+    check_fields,
     run_crawls,
     sha256_of,
 )
 
 ITEMS, SEED = 60, 3
+USER = build_catalog(ITEMS, SEED).entries("civitai")[0].username
 
 
 @pytest.fixture(scope="module")
@@ -41,8 +40,13 @@ def results(server: SandboxProcess, tmp_path_factory: pytest.TempPathFactory) ->
             Crawl("all", "civitai", {"api_url": api, "nsfw": "all", "limit": "25"}),
             Crawl("safe", "civitai", {"api_url": api, "limit": "7"}),
             Crawl("capped", "civitai", {"api_url": api, "nsfw": "all", "limit": "20", "max_items": "30"}),
-            Crawl("mature", "civitai", {"api_url": api, "nsfw": "mature", "limit": "200", "sort": "Most Comments"}),
+            Crawl(
+                "mature",
+                "civitai",
+                {"api_url": api, "nsfw": "mature", "limit": "200", "sort": "Most Comments"},
+            ),
             Crawl("bad_arg", "civitai", {"api_url": api, "limit": "500"}),
+            Crawl("user", "civitai", {"api_url": api, "nsfw": "all", "username": USER}),
         ],
         tmp_path_factory.mktemp("civitai-crawls"),
     )
@@ -61,8 +65,7 @@ def test_every_entry_once_with_catalog_values(results: dict[str, CrawlResult], c
         assert item["source"] == "civitai"
         assert item["page_url"] == f"{res_api(res)}/images/{entry_id}"
         assert item["image_url"].endswith(entry.image_path)
-        assert picked(item) == expected_values(entry, shown=entry.show_meta), entry_id
-        assert item["metadata_source"] == expected_metadata_source(entry, shown=entry.show_meta, origin="api")
+        check_fields(item, catalog, entry, shown=entry.show_meta, origin="api")
         assert item["nsfw"] == entry.nsfw_level
         assert item["author_hash"] and entry.username not in str(item)
         assert item["image_sha256"] == item["image_bytes_sha256"] == sha256_of(catalog, entry)
@@ -112,3 +115,8 @@ def test_only_api_and_image_paths_requested(results: dict[str, CrawlResult], ser
     assert all(p in ("/robots.txt", "/api/v1/images") or p.startswith("/images/civitai/") for p in paths)
     assert not any(r["path"].startswith("/private/") for r in server.requests())
     assert all(r["status"] == 200 for r in server.requests())
+
+
+def test_username_filter(results: dict[str, CrawlResult], catalog: Catalog) -> None:
+    mine = {e.id for e in catalog.entries("civitai") if e.username.casefold() == USER.casefold()}
+    assert mine and sorted(i["source_id"] for i in results["user"].items) == sorted(mine)

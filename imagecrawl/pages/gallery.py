@@ -16,6 +16,7 @@ A *profile* is a small TOML file describing one site::
     image = "figure.artwork img.main"     # the image (elements → src / data-src, or ::attr(...))
     prompt = "p.prompt"                   # optional, text content
     negative_prompt = "p.negative-prompt" # optional
+    author = "span.username"              # optional: only its salted hash reaches the record
     params = "dl.params"                  # optional: a <dl> of <dt>name</dt><dd>value</dd> pairs, or
     # params_names = "..." / params_values = "..."   two parallel selectors
     id_pattern = "/item/([^/?#]+)"        # optional regex on the detail URL, group 1 = source_id
@@ -88,6 +89,7 @@ class Profile:
     next_page: Sel | None = None
     prompt: Sel | None = None
     negative_prompt: Sel | None = None
+    author: Sel | None = None
     params: Sel | None = None
     params_names: Sel | None = None
     params_values: Sel | None = None
@@ -232,6 +234,7 @@ def profile_from_toml(text: str, path: str = "<memory>") -> Profile:
         image=image,
         prompt=selector(detail, "prompt", "detail"),
         negative_prompt=selector(detail, "negative_prompt", "detail"),
+        author=selector(detail, "author", "detail"),
         params=selector(detail, "params", "detail"),
         params_names=params_names,
         params_values=params_values,
@@ -384,6 +387,7 @@ def parse_detail(html: str | bytes | Selector, url: str, profile: Profile) -> tu
         cfg_scale=typed("cfg_scale", to_float),
         sampler=to_text(found.get("sampler")),
         model=to_text(found.get("model")),
+        author=first_text(profile.author),
         origin="html",
         params=params,
     )

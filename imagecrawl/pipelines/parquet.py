@@ -41,6 +41,8 @@ class ParquetPipeline:
         self.max_seconds = settings.getfloat("IMAGECRAWL_SHARD_MAX_SECONDS")
         self.row_group_rows = max(1, settings.getint("IMAGECRAWL_ROW_GROUP_ROWS"))
         self.close_timeout = settings.getfloat("IMAGECRAWL_CLOSE_COMMIT_TIMEOUT_SECONDS")
+        self.flush_seconds = settings.getfloat("IMAGECRAWL_SPOOL_FLUSH_SECONDS")
+        self.spool_batch_rows = max(1, settings.getint("IMAGECRAWL_SPOOL_BATCH_ROWS"))
         self.storage: CrawlStorage = crawl_storage(crawler)
         self.outbox = Outbox(
             self.storage.state_dir / "outbox",
@@ -75,10 +77,10 @@ class ParquetPipeline:
             # Unknown: shards left in the outbox are uploaded again (same key, same bytes: harmless).
             logger.warning("Cannot list the store %s (%s); outbox shards will be uploaded again", store.url, exc)
             keys = set()
-        self.outbox.recover(keys)
+        self.outbox.recover(keys, self.row_group_rows)
 
     def _engine_started(self) -> None:
-        if self.max_seconds > 0:
+        if self.flush_seconds > 0:
             self._age_task = asyncio.get_running_loop().create_task(self._age_loop())
 
     async def close_spider(self) -> None:
@@ -109,7 +111,12 @@ class ParquetPipeline:
         if writer is None:
             self.seq += 1
             key = shard_key(partition, self.storage.run_id, self.seq)
-            writer = ShardWriter(key=key, path=self.outbox.path_for(key), row_group_rows=self.row_group_rows)
+            writer = ShardWriter(
+                key=key,
+                path=self.outbox.path_for(key),
+                row_group_rows=self.row_group_rows,
+                spool_batch_rows=self.spool_batch_rows,
+            )
             self.writers[partition] = writer
         writer.add(row)
         self.stats.inc_value("imagecrawl/parquet/rows")
@@ -118,13 +125,15 @@ class ParquetPipeline:
         return item
 
     async def _age_loop(self) -> None:
-        interval = min(5.0, max(0.2, self.max_seconds / 4))
+        """Every second: make buffered rows durable in the spool, and finish shards past their age."""
         while True:
-            await asyncio.sleep(interval)
+            await asyncio.sleep(self.flush_seconds)
             now = time.monotonic()
             for partition, writer in list(self.writers.items()):
-                if writer.rows and now - writer.opened_at >= self.max_seconds:
+                if self.max_seconds > 0 and writer.rows and now - writer.opened_at >= self.max_seconds:
                     self._finish(partition)
+                else:
+                    writer.flush()
 
     def _flush_idle(self) -> None:
         for partition, writer in list(self.writers.items()):

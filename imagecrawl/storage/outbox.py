@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 from imagecrawl import failpoints
 from imagecrawl.dedupe.base import LedgerLike
 from imagecrawl.dedupe.sqlite import ENTRY_COLUMNS, Entry, entries_of
+from imagecrawl.storage.shards import SPOOL_SUFFIX, spool_to_parquet
 from imagecrawl.storage.stores import LocalStore, S3Store
 
 logger = logging.getLogger(__name__)
@@ -95,14 +96,23 @@ class Outbox:
     def path_for(self, key: str) -> Path:
         return self.dir / (key.replace("/", "__").removesuffix(READY_SUFFIX) + PARTIAL_SUFFIX)
 
-    def submit(self, partial: Path, key: str, entries: list[Entry]) -> None:
+    @staticmethod
+    def _key_of(path: Path) -> str:
+        try:
+            return str(json.loads(path.with_suffix(SIDECAR_SUFFIX).read_text())["key"])
+        except (OSError, ValueError, KeyError):
+            return path.name.rsplit(".", 1)[0].replace("__", "/") + READY_SUFFIX
+
+    def submit(self, partial: Path, key: str, entries: list[Entry], *, enqueue: bool = True) -> None:
         """``partial`` is a complete Parquet file written under :meth:`path_for`; queue its commit."""
         sidecar = partial.with_suffix(SIDECAR_SUFFIX)
         sidecar.write_text(json.dumps({"key": key, "rows": len(entries)}))
         failpoints.hit("outbox.submit.before_ready")
         ready = partial.with_suffix(READY_SUFFIX)
         os.replace(partial, ready)  # from here on a restart finds and commits it
-        self._enqueue(Pending(ready, key, entries, ready.stat().st_size))
+        partial.with_suffix(SPOOL_SUFFIX).unlink(missing_ok=True)
+        if enqueue:
+            self._enqueue(Pending(ready, key, entries, ready.stat().st_size))
 
     def _enqueue(self, pending: Pending) -> None:
         self.pending[pending.key] = pending
@@ -149,14 +159,24 @@ class Outbox:
             self._room.set()
 
     # -- recovery ------------------------------------------------------------------------------
-    def recover(self, store_keys: set[str]) -> None:
-        """Queue what an earlier run left: finished shards are committed (or, if the store already has
-        them, just recorded); half-written ones are dropped (their items were never acknowledged)."""
+    def recover(self, store_keys: set[str], row_group_rows: int = 512) -> None:
+        """Queue what an earlier run left: spools of open shards become shards, finished shards are
+        committed (or, if the store already has them, just recorded); half-converted files are dropped
+        (their spool is the source of truth)."""
         for partial in sorted(self.dir.glob(f"*{PARTIAL_SUFFIX}")):
-            logger.warning("Discarding unfinished shard %s from an interrupted run", partial.name)
             partial.unlink(missing_ok=True)
-            partial.with_suffix(SIDECAR_SUFFIX).unlink(missing_ok=True)
-            self.on_event("discarded_partial", 1)
+        for spool in sorted(self.dir.glob(f"*{SPOOL_SUFFIX}")):
+            ready = spool.with_suffix(READY_SUFFIX)
+            if ready.exists():  # converted and handed on just before the crash
+                spool.unlink()
+                continue
+            partial = spool.with_suffix(PARTIAL_SUFFIX)
+            entries = spool_to_parquet(spool, partial, row_group_rows)
+            if entries:
+                self.submit(partial, self._key_of(spool), entries, enqueue=False)
+                self.on_event("spooled_rows_recovered", len(entries))
+                logger.warning("Recovered %d spooled rows of an interrupted run into %s", len(entries), ready.name)
+            spool.unlink(missing_ok=True)
         for ready in sorted(self.dir.glob(f"*{READY_SUFFIX}")):
             try:
                 key = json.loads(ready.with_suffix(SIDECAR_SUFFIX).read_text())["key"]

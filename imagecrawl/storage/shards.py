@@ -3,8 +3,9 @@ rows, bytes and age. No Scrapy imports."""
 
 from __future__ import annotations
 
-import contextlib
+import json
 import logging
+import os
 import re
 import time
 from dataclasses import dataclass, field
@@ -26,7 +27,8 @@ _SAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 
 def partition_of(row: dict[str, Any]) -> tuple[str, str]:
     crawled: datetime = row["crawled_at"]
-    return _SAFE.sub("_", str(row["source"])) or "unknown", crawled.strftime("%Y-%m-%d")
+    source = re.sub("_+", "_", _SAFE.sub("_", str(row["source"]))).strip("_")
+    return source or "unknown", crawled.strftime("%Y-%m-%d")
 
 
 def shard_key(partition: tuple[str, str], run_id: str, seq: int) -> str:
@@ -44,64 +46,125 @@ def row_bytes(row: dict[str, Any]) -> int:
     return size + 200
 
 
+_DICTIONARY_COLUMNS = ["source", "model", "sampler", "metadata_source", "image_format", "nsfw", "license"]
+SPOOL_SUFFIX = ".spool"
+
+
+def _parquet_writer(path: Path) -> pq.ParquetWriter:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return pq.ParquetWriter(
+        str(path),
+        schema_with_metadata(),
+        compression="zstd",
+        use_dictionary=_DICTIONARY_COLUMNS,
+        write_statistics=[c for c in COLUMNS if c != "image"],
+    )
+
+
+def _entries(batch: pa.RecordBatch) -> list[Entry]:
+    cols = batch.select(["image_sha256", "id", "image_phash", "image_url"]).to_pydict()
+    return list(zip(cols["image_sha256"], cols["id"], cols["image_phash"], cols["image_url"], strict=True))
+
+
+def spool_to_parquet(spool: Path, parquet: Path, row_group_rows: int) -> list[Entry]:
+    """Write every complete batch of a spool into a Parquet file; a torn tail (the process died while
+    appending) is ignored. Returns the entries written (empty: no Parquet file is left behind)."""
+    entries: list[Entry] = []
+    writer: pq.ParquetWriter | None = None
+    pending: list[pa.RecordBatch] = []
+    pending_rows = 0
+    try:
+        with pa.OSFile(str(spool), "rb") as source:
+            try:
+                reader = pa.ipc.open_stream(source)
+                for batch in reader:
+                    pending.append(batch)
+                    pending_rows += batch.num_rows
+                    entries.extend(_entries(batch))
+                    if pending_rows >= row_group_rows:
+                        writer = writer or _parquet_writer(parquet)
+                        writer.write_table(pa.Table.from_batches(pending), row_group_size=pending_rows)
+                        failpoints.hit("shard.row_group.written")
+                        pending, pending_rows = [], 0
+            except (pa.ArrowInvalid, OSError, EOFError) as exc:
+                logger.warning(
+                    "Spool %s ends in a torn write (%s); keeping its %d complete rows", spool, exc, len(entries)
+                )
+        if pending:
+            writer = writer or _parquet_writer(parquet)
+            writer.write_table(pa.Table.from_batches(pending), row_group_size=pending_rows)
+    finally:
+        if writer is not None:
+            writer.close()
+    if not entries:
+        parquet.unlink(missing_ok=True)
+    return entries
+
+
 @dataclass
 class ShardWriter:
-    """One open shard of one partition."""
+    """One open shard of one partition.
+
+    Rows are appended to a spool (an Arrow IPC stream, fsynced in small batches) so that a crash loses at
+    most the last unflushed batch; :meth:`close` turns the spool into the Parquet shard."""
 
     key: str
-    path: Path
+    path: Path  # where the finished Parquet file goes (the outbox's partial name)
     row_group_rows: int
+    spool_batch_rows: int = 64
     rows: int = 0
     bytes: int = 0
     opened_at: float = field(default_factory=time.monotonic)
     entries: list[Entry] = field(default_factory=list)
     _buffer: list[dict[str, Any]] = field(default_factory=list)
-    _writer: pq.ParquetWriter | None = None
+    _sink: Any = None
+    _stream: Any = None
+
+    @property
+    def spool(self) -> Path:
+        return self.path.with_suffix(SPOOL_SUFFIX)
 
     def add(self, row: dict[str, Any]) -> None:
         self._buffer.append(row)
         self.rows += 1
         self.bytes += row_bytes(row)
         self.entries.append((row["image_sha256"], row["id"], row.get("image_phash"), row.get("image_url")))
-        if len(self._buffer) >= self.row_group_rows:
+        if len(self._buffer) >= self.spool_batch_rows:
             self.flush()
 
     def flush(self) -> None:
+        """Append buffered rows to the spool and make them durable."""
         if not self._buffer:
             return
-        schema = schema_with_metadata()
-        table = pa.Table.from_pylist(self._buffer, schema=schema)
-        if self._writer is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._writer = pq.ParquetWriter(
-                str(self.path),
-                schema,
-                compression="zstd",
-                use_dictionary=[
-                    "source",
-                    "model",
-                    "sampler",
-                    "metadata_source",
-                    "image_format",
-                    "nsfw",
-                    "license",
-                ],
-                write_statistics=[c for c in COLUMNS if c != "image"],
-            )
-        self._writer.write_table(table, row_group_size=len(self._buffer))
-        failpoints.hit("shard.row_group.written")
+        batch = pa.RecordBatch.from_pylist(self._buffer, schema=schema_with_metadata())
+        if self._stream is None:
+            self.spool.parent.mkdir(parents=True, exist_ok=True)
+            # the key travels with the spool, for recovery after a crash
+            self.path.with_suffix(".json").write_text(json.dumps({"key": self.key}))
+            self._sink = open(self.spool, "wb")  # noqa: SIM115 - closed in close()/abort()
+            self._stream = pa.ipc.new_stream(self._sink, batch.schema)
+        self._stream.write_batch(batch)
+        self._sink.flush()
+        os.fsync(self._sink.fileno())
+        failpoints.hit("spool.flushed")
         self._buffer.clear()
 
+    def _close_spool(self) -> None:
+        if self._stream is not None:
+            self._stream.close()
+            self._stream = None
+        if self._sink is not None:
+            self._sink.close()
+            self._sink = None
+
     def close(self) -> Path:
+        """Finish the Parquet file at :attr:`path`; the spool stays until the caller has handed the file on."""
         self.flush()
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
+        self._close_spool()
+        spool_to_parquet(self.spool, self.path, self.row_group_rows)
         return self.path
 
     def abort(self) -> None:
-        if self._writer is not None:
-            with contextlib.suppress(Exception):
-                self._writer.close()
-            self._writer = None
+        self._close_spool()
+        self.spool.unlink(missing_ok=True)
         self.path.unlink(missing_ok=True)
