@@ -34,6 +34,7 @@ from urllib.parse import urlencode
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
+from imagecrawl.sandbox import jsgallery
 from imagecrawl.sandbox.behaviours import build_middlewares
 from imagecrawl.sandbox.catalog import (
     BROWSING_LEVEL,
@@ -467,6 +468,7 @@ def create_app(config: SandboxConfig, log_file: IO[str] | None = None) -> web.Ap
     app.router.add_get("/gallery/", gallery_list)
     app.router.add_get("/gallery/item/{id}", gallery_item)
     app.router.add_get("/images/{source}/{name}", image)
+    jsgallery.register(app, CATALOG_KEY)  # /jsgallery/: items appear only after JavaScript runs
     return app
 
 
