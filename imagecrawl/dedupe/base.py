@@ -15,8 +15,12 @@ Entry = tuple[str, str, int | None, str | None]  # (sha256, id, phash, image_url
 class LedgerLike(Protocol):
     def duplicate_reason(self, sha256: str, item_id: str) -> str | None: ...
 
-    def reserve(self, sha256: str, item_id: str, url: str | None = None) -> str | None:
-        """Reserve a pending image; None when reserved, else why not (a shared ledger may refuse)."""
+    def reserve(self, sha256: str, item_id: str, url: str | None = None) -> bool:
+        """Claim a pending image for this owner; False when another owner (or a committed row) holds it."""
+        ...
+
+    def heartbeat(self, *, force: bool = False) -> None:
+        """Keep this owner's claims alive (called about every second)."""
         ...
 
     def release(self, sha256: str, item_id: str, url: str | None = None) -> None: ...

@@ -10,6 +10,7 @@ the worker's heartbeat): a dead worker's reservations are taken over by whoever 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -28,7 +29,8 @@ if redis.call('HEXISTS', KEYS[2], ARGV[2]) == 1 then return 'id' end
 local function taken(hash, field)
   local owner = redis.call('HGET', hash, field)
   if not owner then return false end
-  if owner == ARGV[4] then return true end
+  -- this worker's own claim: a duplicate when asked, idempotent when claiming again
+  if owner == ARGV[4] then return ARGV[6] == 'check' end
   return redis.call('EXISTS', ARGV[5] .. owner) == 1
 end
 if taken(KEYS[3], ARGV[1]) then return 'sha256' end
@@ -61,10 +63,14 @@ return redis.call('EXISTS', ARGV[3] .. owner)
 class RedisLedger:
     """Exact dedupe for many workers. ``owner`` identifies this worker's reservations."""
 
-    def __init__(self, client: redis.Redis, prefix: str, owner: str, alive_prefix: str) -> None:
+    def __init__(
+        self, client: redis.Redis, prefix: str, owner: str, alive_prefix: str, alive_seconds: float = 30.0
+    ) -> None:
         self.redis = client
         self.owner = owner
         self.alive_prefix = alive_prefix
+        self.alive_ms = max(1, int(alive_seconds * 1000))
+        self._last_beat = 0.0
         p = prefix
         self.k_sha, self.k_id, self.k_url, self.k_shards = p + "sha", p + "id", p + "url", p + "shards"
         self.k_res_sha, self.k_res_id, self.k_res_url = p + "res:sha", p + "res:id", p + "res:url"
@@ -73,6 +79,16 @@ class RedisLedger:
         self._known = client.register_script(_KNOWN)
         #: called with the record ids of every shard committed by this process
         self.commit_listeners: list[Callable[[list[str]], None]] = []
+
+    # -- liveness -----------------------------------------------------------------------------
+    def heartbeat(self, *, force: bool = False) -> None:
+        """This worker's claims count while ``<alive prefix><owner>`` exists (the frontier's heartbeat
+        renews it too, always for less time than a lease, see :mod:`.worker`)."""
+        now = time.monotonic()
+        if not force and now - self._last_beat < self.alive_ms / 4000:
+            return
+        self._last_beat = now
+        self.redis.set(self.alive_prefix + self.owner, b"1", px=self.alive_ms)
 
     # -- lookups -------------------------------------------------------------------------------
     def _check(self, sha256: str, item_id: str, url: str | None, mode: str) -> str | None:
@@ -87,9 +103,9 @@ class RedisLedger:
         """``"sha256"`` or ``"id"`` if committed, or reserved by this or another live worker."""
         return self._check(sha256, item_id, None, "check")
 
-    def reserve(self, sha256: str, item_id: str, url: str | None = None) -> str | None:
-        """Reserve atomically; returns None when reserved, else why not (another worker holds it)."""
-        return self._check(sha256, item_id, url, "reserve")
+    def reserve(self, sha256: str, item_id: str, url: str | None = None) -> bool:
+        """Claim atomically for this worker; False when committed or claimed by another live worker."""
+        return self._check(sha256, item_id, url, "reserve") is None
 
     def release(self, sha256: str, item_id: str, url: str | None = None) -> None:
         ukey = url_key(url).hex() if url else ""
@@ -157,6 +173,9 @@ def open_redis_ledger(settings: Any, store_url: str, owner: str) -> RedisLedger:
 
     prefix = str(settings.get("IMAGECRAWL_REDIS_PREFIX") or DEFAULT_PREFIX)
     client = redis.Redis.from_url(redis_url(settings), health_check_interval=30)
-    ledger = RedisLedger(client, ledger_prefix(prefix, store_url), owner, alive_prefix(prefix))
+    # alive for half a lease, like the frontier's heartbeat: a dead worker's claims lapse before its leases
+    lease = settings.getfloat("IMAGECRAWL_REDIS_LEASE_SECONDS", 60.0)
+    ledger = RedisLedger(client, ledger_prefix(prefix, store_url), owner, alive_prefix(prefix), lease / 2)
+    ledger.heartbeat(force=True)
     logger.info("Dedupe ledger in Redis (%s*) for store %s", ledger_prefix(prefix, store_url), store_url)
     return ledger

@@ -63,7 +63,7 @@ def crawl_storage(crawler: Crawler) -> CrawlStorage:
         # unfinished shards are not committed later: its leases expire and other workers redo them.
         state = state / "workers" / run_id
     else:
-        ledger = Ledger(state / "ledger.sqlite3")
+        ledger = Ledger(state / "ledger.sqlite3", owner=run_id)
     storage = CrawlStorage(store, state, ledger, run_id)
     _BY_CRAWLER[crawler] = storage
     return storage

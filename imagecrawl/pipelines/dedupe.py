@@ -54,12 +54,14 @@ class DedupePipeline:
     def process_item(self, item: Any) -> Any:
         adapter = ItemAdapter(item)
         sha, item_id = adapter["image_sha256"], adapter["id"]
-        ledger = self.storage.ledger
-        # A shared ledger may refuse the reservation: another worker reserved it since the check.
-        reason = ledger.duplicate_reason(sha, item_id) or ledger.reserve(sha, item_id, adapter.get("image_url"))
+        reason = self.storage.ledger.duplicate_reason(sha, item_id)
         if reason is not None:
             self.stats.inc_value(f"imagecrawl/dedupe/dropped/{reason}")
             raise DuplicateItem(f"duplicate {reason}: {item_id} ({adapter.get('image_url')})", log_level="DEBUG")
+        if not self.storage.ledger.reserve(sha, item_id, adapter.get("image_url")):
+            # another process writing into the same store claimed it between the check and now
+            self.stats.inc_value("imagecrawl/dedupe/dropped/claimed")
+            raise DuplicateItem(f"duplicate (claimed elsewhere): {item_id}", log_level="DEBUG")
         self.stats.inc_value("imagecrawl/dedupe/unique")
         return item
 

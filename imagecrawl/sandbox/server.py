@@ -228,9 +228,7 @@ def civitai_select(catalog: Catalog, query: dict[str, str]) -> list[Entry]:
         entries = [e for e in entries if e.username.casefold() == username.casefold()]
     sort = query.get("sort", "Newest")
     if sort == "Most Reactions":
-        entries.sort(
-            key=lambda e: (-sum(v for k, v in civitai_stats(e).items() if k != "commentCount"), e.index)
-        )
+        entries.sort(key=lambda e: (-sum(v for k, v in civitai_stats(e).items() if k != "commentCount"), e.index))
     elif sort == "Most Comments":
         entries.sort(key=lambda e: (-civitai_stats(e)["commentCount"], e.index))
     elif sort != "Newest":
