@@ -92,7 +92,7 @@ class RateConfig:
     increase_per_second: float = 0.05  # learned-rate growth, as a fraction of the cap per second
     epoch_seconds: float = 1.0
     #: intervals are this much longer than 1/rate, so network jitter never pushes a second over the cap
-    spacing: float = 1.05
+    spacing: float = 1.1
 
     def __post_init__(self) -> None:
         if not 0 < self.min_rate <= self.cap:
@@ -113,7 +113,7 @@ class RateConfig:
             burst=max(1, settings.getint("IMAGECRAWL_REDIS_RATE_BURST", 1)),
             decrease_factor=settings.getfloat("IMAGECRAWL_PACING_DECREASE_FACTOR", 0.7),
             increase_per_second=settings.getfloat("IMAGECRAWL_REDIS_RATE_INCREASE_PER_SECOND", 0.05),
-            spacing=settings.getfloat("IMAGECRAWL_REDIS_RATE_SPACING", 1.05),
+            spacing=settings.getfloat("IMAGECRAWL_REDIS_RATE_SPACING", 1.1),
         )
 
 
