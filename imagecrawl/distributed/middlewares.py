@@ -78,8 +78,21 @@ class LeaseDownloaderMiddleware:
 
     def process_exception(self, request: Request, exception: Exception) -> None:
         worker = worker_for(self.crawler)
-        if worker is not None:
-            worker.ack(request.meta.get(LEASE_META))
+        if worker is None:
+            return
+        if _closing(self.crawler):
+            # Dropped because this worker is stopping (e.g. a request waiting at the pacing gate): not
+            # done. The lease stays held and goes back to the queue when the spider closes.
+            return
+        worker.ack(request.meta.get(LEASE_META))
+
+
+def _closing(crawler: Crawler) -> bool:
+    engine = crawler.engine
+    if engine is None or not engine.running:
+        return True
+    slot = getattr(engine, "_slot", None)
+    return slot is None or getattr(slot, "closing", None) is not None
 
 
 class GlobalRateMiddleware:

@@ -146,6 +146,10 @@ class RedisRateLimiter:
             return False
         return bool(self._pause(keys=[self._keys(site)[2]], args=[seconds * 1000]))
 
+    def resume(self, site: str) -> None:
+        """End a pause now (an operator's decision; the site's own Retry-After should be respected)."""
+        self.redis.delete(self._keys(site)[2])
+
     def paused_for(self, site: str) -> float:
         ms = int(self.redis.pttl(self._keys(site)[2]))
         return ms / 1000.0 if ms > 0 else 0.0
