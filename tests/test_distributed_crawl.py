@@ -57,7 +57,7 @@ def _settings(redis_server: RedisServer, prefix: str, store: Path, **extra: Any)
         "IMAGECRAWL_REDIS_PREFIX": prefix,
         "IMAGECRAWL_MAX_RATE_PER_SITE": CAP,
         "IMAGECRAWL_STORE": store,
-        "IMAGECRAWL_REDIS_LEASE_SECONDS": 4,
+        "IMAGECRAWL_REDIS_LEASE_SECONDS": 6,
         # few requests in hand per worker: at a shared rate limit, a worker holding 16 starves the others
         "CONCURRENT_REQUESTS": 3,
         "CONCURRENT_REQUESTS_PER_DOMAIN": 3,

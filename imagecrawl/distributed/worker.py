@@ -17,9 +17,9 @@ every worker's leases are empty, so the last ones finish (or take over) the work
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
+import threading
 import weakref
 from collections import defaultdict
 from typing import Any
@@ -71,18 +71,19 @@ end
 return n
 """
 
-# KEYS: leases ; ARGV: ttl ms, lease ids... -> how many were still ours to renew
+# KEYS: leases ; ARGV: ttl ms, lease ids... -> the ids that were no longer there to renew
 _RENEW = """
 local t = redis.call('TIME')
 local deadline = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + tonumber(ARGV[1])
-local n = 0
+local gone = {}
 for i = 2, #ARGV do
   if redis.call('ZSCORE', KEYS[1], ARGV[i]) then
     redis.call('ZADD', KEYS[1], deadline, ARGV[i])
-    n = n + 1
+  else
+    gone[#gone + 1] = ARGV[i]
   end
 end
-return n
+return gone
 """
 
 
@@ -115,7 +116,8 @@ class Worker:
         self.wait_for_commit = _writes_shards(crawler) and listeners is not None
         if listeners is not None:
             listeners.append(self.records_committed)
-        self._beat: asyncio.Task[None] | None = None
+        self._beat: threading.Thread | None = None
+        self._stop = threading.Event()
         self.touch()
         crawler.signals.connect(self._engine_started, signal=signals.engine_started)
         crawler.signals.connect(self._spider_idle, signal=signals.spider_idle)
@@ -132,13 +134,15 @@ class Worker:
         self.redis.set(self.alive_key, b"1", px=max(1, self.ttl_ms // 2))
 
     def _engine_started(self) -> None:
-        self._beat = asyncio.get_running_loop().create_task(self._heartbeat())
+        # A thread, not a task of the crawl's event loop: a loop busy parsing for a few seconds must not
+        # look like a dead worker (its claims would lapse and its leases would be redone).
+        self._beat = threading.Thread(target=self._heartbeat, name="imagecrawl-lease-heartbeat", daemon=True)
+        self._beat.start()
         self.feed_seeds()
 
-    async def _heartbeat(self) -> None:
+    def _heartbeat(self) -> None:
         interval = self.config.lease_seconds / 6
-        while True:
-            await asyncio.sleep(interval)
+        while not self._stop.wait(interval):
             try:
                 self.renew()
             except redis.RedisError as exc:
@@ -147,14 +151,18 @@ class Worker:
 
     def renew(self) -> None:
         self.touch()
-        held = list(self.held)
+        held = list(self.held)  # a copy: the crawl's thread adds and removes leases meanwhile
         if not held:
             return
-        renewed = int(self._renew(keys=[self.keys.leases], args=[self.ttl_ms, *held]))
-        if renewed < len(held):
+        gone = [
+            x.decode() if isinstance(x, bytes) else str(x)
+            for x in self._renew(keys=[self.keys.leases], args=[self.ttl_ms, *held])
+        ]
+        lost = [lease for lease in gone if lease in self.held]  # not merely acknowledged meanwhile
+        if lost:
             # Only possible after this process stalled for longer than a lease.
-            self.stats.inc_value("imagecrawl/distributed/leases/lost", len(held) - renewed)
-            logger.warning("%d lease(s) expired before renewal; other workers may repeat them", len(held) - renewed)
+            self.stats.inc_value("imagecrawl/distributed/leases/lost", len(lost))
+            logger.warning("%d lease(s) expired before renewal; other workers may repeat them", len(lost))
 
     # -- leases --------------------------------------------------------------------------------
     def acquired(self, lease: str) -> None:
@@ -270,8 +278,9 @@ class Worker:
             raise DontCloseSpider
 
     def _spider_closed(self, reason: str) -> None:
+        self._stop.set()
         if self._beat is not None:
-            self._beat.cancel()
+            self._beat.join(timeout=5)
         try:
             n = self.requeue_held()
             if n:
