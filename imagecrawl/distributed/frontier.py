@@ -92,8 +92,7 @@ class LeaseQueue(RedisQueueBase):
         )
         reclaimed = int(result[0])
         if reclaimed:
-            w.stats.inc_value("imagecrawl/distributed/leases/reclaimed", reclaimed)
-            logger.warning("Took back %d request(s) whose worker stopped renewing its lease", reclaimed)
+            w.reclaimed(reclaimed)
         if len(result) < 3:
             return None
         lease = result[1].decode() if isinstance(result[1], bytes) else str(result[1])

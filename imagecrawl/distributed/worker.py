@@ -190,6 +190,20 @@ class Worker:
         self.stats.inc_value("imagecrawl/distributed/leases/requeued", n)
         return n
 
+    def reclaimed(self, n: int) -> None:
+        """Leases of a dead worker came back. It may have died between putting a shard into the store and
+        recording it in the ledger: index such shards now, before redoing its work writes them twice."""
+        self.stats.inc_value("imagecrawl/distributed/leases/reclaimed", n)
+        logger.warning("Took back %d request(s) whose worker stopped renewing its lease", n)
+        storage = crawl_storage(self.crawler)
+        try:
+            added = storage.ledger.reconcile(storage.store)
+        except Exception as exc:
+            logger.error("Could not check the store for a dead worker's last shards: %s", exc)
+            return
+        if added:
+            self.stats.inc_value("imagecrawl/dedupe/reconciled_shards", added)
+
     def bind_item(self, lease: str, item: Any) -> None:
         """The item came from the request holding ``lease``: ack it when the item is committed."""
         if lease not in self.held:
