@@ -425,7 +425,7 @@ def speed(name: str, make: Callable[[], object], real: np.ndarray, n: int, k: in
 def redis_server(tmp: Path) -> tuple[subprocess.Popen[bytes], int] | None:
     binary = shutil.which("redis-server")
     try:
-        import redis  # noqa: F401
+        import redis
     except ImportError:
         print("  redis   skipped: the redis client is not installed (uv sync --extra redis)")
         return None
@@ -451,8 +451,19 @@ def redis_server(tmp: Path) -> tuple[subprocess.Popen[bytes], int] | None:
         ],
         stdout=subprocess.DEVNULL,
     )
-    time.sleep(0.5)
-    return proc, port
+    client = redis.Redis(host="127.0.0.1", port=port)
+    deadline = time.monotonic() + 15
+    while proc.poll() is None and time.monotonic() < deadline:
+        try:
+            client.ping()
+            client.close()
+            return proc, port
+        except redis.ConnectionError:
+            time.sleep(0.05)
+    proc.terminate()
+    proc.wait(10)
+    print("  redis   skipped: redis-server did not start")
+    return None
 
 
 def main() -> None:

@@ -26,6 +26,8 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
+from imagecrawl.dedupe.near import MemoryNearIndex, NearIndex
+
 logger = logging.getLogger(__name__)
 
 _HOST = socket.gethostname()
@@ -100,6 +102,9 @@ class Ledger:
         self._own_sha: dict[str, str] = {}
         self._own_ids: dict[str, str] = {}
         self._own_urls: set[bytes] = set()
+        self._own_phash: dict[str, int] = {}
+        self.near: NearIndex | None = None
+        self._pending_near = MemoryNearIndex()
         self._last_beat = 0.0
         _LIVE_OWNERS.add(self.owner)
         with self._transaction():
@@ -174,7 +179,7 @@ class Ledger:
         return self.db.execute(sql + " LIMIT 1", args).fetchone() is not None
 
     # -- claims --------------------------------------------------------------------------------
-    def reserve(self, sha256: str, item_id: str, url: str | None = None) -> bool:
+    def reserve(self, sha256: str, item_id: str, url: str | None = None, phash: int | None = None) -> bool:
         """Claim an image for this owner; False when another claim or a committed row holds it already."""
         if self._own_sha.get(sha256) == item_id:
             return True
@@ -195,6 +200,9 @@ class Ledger:
         self._own_ids[item_id] = sha256
         if url_hash:
             self._own_urls.add(url_hash)
+        if phash is not None and self.near is not None:
+            self._own_phash[item_id] = phash
+            self._pending_near.add(item_id, phash)
         self.heartbeat()
         return True
 
@@ -207,8 +215,34 @@ class Ledger:
     def _forget(self, sha256: str, item_id: str, url: str | None) -> None:
         self._own_sha.pop(sha256, None)
         self._own_ids.pop(item_id, None)
+        self._own_phash.pop(item_id, None)
         if url:
             self._own_urls.discard(url_key(url))
+
+    # -- near duplicates -----------------------------------------------------------------------
+    def enable_near(self, index: NearIndex) -> None:
+        """Answer near-duplicate queries from ``index`` (committed rows) plus this owner's claims. The
+        index is derived data: rows committed while it missed them (a crash between the two commits) are
+        added back from the ledger, idempotently."""
+        self.near = index
+        with_phash = int(self.db.execute("SELECT count(*) FROM seen WHERE phash IS NOT NULL").fetchone()[0])
+        if len(index) < with_phash:
+            index.add_many(self.phashes())
+            logger.info("Near-duplicate index topped up from the ledger (%d hashes)", with_phash)
+
+    def near_duplicate(self, phash: int | None, max_distance: int) -> tuple[str, int] | None:
+        """(id, distance) of the closest committed or claimed image within ``max_distance``, else None."""
+        if self.near is None or phash is None or max_distance < 0:
+            return None
+        hits = [h for h in (self.near.query(phash, max_distance), self._pending_near.query(phash, max_distance)) if h]
+        return min(hits, key=lambda hit: hit[1]) if hits else None
+
+    def _rebuild_pending_near(self) -> None:
+        """The in-memory index of claims cannot delete: rebuild it when committed rows dominate it."""
+        if len(self._pending_near) > max(10_000, 2 * len(self._own_phash)):
+            fresh = MemoryNearIndex()
+            fresh.add_many(self._own_phash.items())
+            self._pending_near = fresh
 
     def known_shards(self) -> set[str]:
         return {row[0] for row in self.db.execute("SELECT key FROM shards")}
@@ -241,8 +275,11 @@ class Ledger:
                 "INSERT OR REPLACE INTO shards (key, rows, committed_at) VALUES (?, ?, ?)",
                 (key, len(rows), time.time()),
             )
+        if self.near is not None:
+            self.near.add_many((item_id, phash) for _, item_id, phash, _ in rows if phash is not None)
         for sha, item_id, _, url in rows:
             self._forget(sha, item_id, url)
+        self._rebuild_pending_near()
 
     def reconcile(self, store: Any) -> int:
         """Index every shard in ``store`` that the ledger does not know yet; returns how many."""
