@@ -78,15 +78,10 @@ IMAGECRAWL_REDIS_RATE_BURST = 1
 IMAGECRAWL_REDIS_RATE_SPACING = 1.1
 IMAGECRAWL_REDIS_RATE_INCREASE_PER_SECOND = 0.05
 IMAGECRAWL_DEDUPE_BACKEND = "auto"
-# near-duplicate dedupe (perceptual hash): SQLite per store, Redis when distributed
-IMAGECRAWL_NEAR_DEDUPE_ENABLED = False
-IMAGECRAWL_NEAR_BACKEND = "auto"
-IMAGECRAWL_NEAR_MAX_DISTANCE = 8
 
 ITEM_PIPELINES = {
     "imagecrawl.pipelines.validate.ValidatePipeline": 100,
     "imagecrawl.pipelines.dedupe.DedupePipeline": 200,
-    "imagecrawl.pipelines.near.NearDedupePipeline": 250,
     "imagecrawl.pipelines.parquet.ParquetPipeline": 300,
 }
 

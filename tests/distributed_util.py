@@ -111,3 +111,21 @@ def per_second(times: list[float]) -> tuple[dict[int, int], int]:
             lo += 1
         most = max(most, hi - lo + 1)
     return buckets, most
+
+
+def check_gallery_store(store: Path, items: int, seed: int) -> list[str]:
+    """The store holds each gallery image group (an original, its exact and near copies, see
+    tests/expect.py) exactly once, and no image twice. Returns the shard file names."""
+    from imagecrawl.sandbox.catalog import build_catalog
+
+    from .conftest import read_store
+    from .expect import expected_rows
+
+    catalog = build_catalog(items, seed)
+    expected = expected_rows(catalog, catalog.entries("gallery"), lambda e: f"gallery:{e.id}")
+    shas = read_store(store, columns=["image_sha256"]).column("image_sha256").to_pylist()
+    assert len(shas) == len(set(shas)), "an image was written twice"
+    groups = [expected.sha_to_group.get(sha) for sha in shas]
+    assert None not in groups, "the store holds bytes the gallery never served"
+    assert sorted(g for g in groups if g) == sorted(expected.groups), "a gallery image is missing or kept twice"
+    return [p.name for p in store.rglob("*.parquet")]

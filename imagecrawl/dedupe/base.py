@@ -13,9 +13,18 @@ Entry = tuple[str, str, int | None, str | None]  # (sha256, id, phash, image_url
 
 
 class LedgerLike(Protocol):
+    #: the near-duplicate index of committed rows, once :meth:`enable_near` was called
+    near: Any
+
+    def enable_near(self, index: Any) -> None: ...
+
+    def near_duplicate(self, phash: int | None, max_distance: int) -> tuple[str, int] | None:
+        """(id, distance) of the closest committed or claimed image within ``max_distance``, else None."""
+        ...
+
     def duplicate_reason(self, sha256: str, item_id: str) -> str | None: ...
 
-    def reserve(self, sha256: str, item_id: str, url: str | None = None) -> bool:
+    def reserve(self, sha256: str, item_id: str, url: str | None = None, phash: int | None = None) -> bool:
         """Claim a pending image for this owner; False when another owner (or a committed row) holds it."""
         ...
 

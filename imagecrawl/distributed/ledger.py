@@ -79,6 +79,8 @@ class RedisLedger:
         self._known = client.register_script(_KNOWN)
         #: called with the record ids of every shard committed by this process
         self.commit_listeners: list[Callable[[list[str]], None]] = []
+        #: the shared near-duplicate index (a RedisNearIndex), see :meth:`enable_near`
+        self.near: Any = None
 
     # -- liveness -----------------------------------------------------------------------------
     def heartbeat(self, *, force: bool = False) -> None:
@@ -103,9 +105,32 @@ class RedisLedger:
         """``"sha256"`` or ``"id"`` if committed, or reserved by this or another live worker."""
         return self._check(sha256, item_id, None, "check")
 
-    def reserve(self, sha256: str, item_id: str, url: str | None = None) -> bool:
-        """Claim atomically for this worker; False when committed or claimed by another live worker."""
-        return self._check(sha256, item_id, url, "reserve") is None
+    def reserve(self, sha256: str, item_id: str, url: str | None = None, phash: int | None = None) -> bool:
+        """Claim atomically for this worker; False when committed or claimed by another live worker.
+
+        The image's pHash enters the shared near-duplicate index at once (not at commit): from then on
+        every worker's near copy of it is refused."""
+        if self._check(sha256, item_id, url, "reserve") is not None:
+            return False
+        if phash is not None and self.near is not None:
+            self.near.add(item_id, int(phash))
+        return True
+
+    # -- near duplicates -----------------------------------------------------------------------
+    def enable_near(self, index: Any) -> None:
+        """Answer near-duplicate queries from ``index``, shared by every worker (a RedisNearIndex)."""
+        self.near = index
+
+    def near_duplicate(self, phash: int | None, max_distance: int) -> tuple[str, int] | None:
+        """(id, distance) of the closest image within ``max_distance`` that is committed or claimed by a
+        live worker. The index keeps images accepted by a worker that then died without committing them:
+        such a hit does not count (the dead worker's record comes back through its lease)."""
+        if self.near is None or phash is None or max_distance < 0:
+            return None
+        hit = self.near.query(int(phash), max_distance)
+        if hit is None:
+            return None
+        return (str(hit[0]), int(hit[1])) if self.has_id(str(hit[0])) else None
 
     def release(self, sha256: str, item_id: str, url: str | None = None) -> None:
         ukey = url_key(url).hex() if url else ""
@@ -141,6 +166,8 @@ class RedisLedger:
         pipe.execute()
         for sha, item_id, _phash, url in rows:
             self.release(sha, item_id, url)
+        if self.near is not None:
+            self.near.add_many((item_id, int(phash)) for _, item_id, phash, _ in rows if phash is not None)
         ids = [item_id for _, item_id, _, _ in rows]
         for listener in self.commit_listeners:
             listener(ids)
@@ -177,5 +204,10 @@ def open_redis_ledger(settings: Any, store_url: str, owner: str) -> RedisLedger:
     lease = settings.getfloat("IMAGECRAWL_REDIS_LEASE_SECONDS", 60.0)
     ledger = RedisLedger(client, ledger_prefix(prefix, store_url), owner, alive_prefix(prefix), lease / 2)
     ledger.heartbeat(force=True)
+    if settings.getbool("IMAGECRAWL_NEAR_DEDUPE_ENABLED", True):
+        from imagecrawl.dedupe.redis_near import RedisNearIndex
+
+        namespace = ledger_prefix(prefix, store_url).replace(":ledger:", ":near:").rstrip(":")
+        ledger.enable_near(RedisNearIndex(redis.Redis.from_url(redis_url(settings)), namespace=namespace))
     logger.info("Dedupe ledger in Redis (%s*) for store %s", ledger_prefix(prefix, store_url), store_url)
     return ledger
