@@ -169,13 +169,9 @@ TIMEOUT_EXCEPTIONS = frozenset({"TimeoutError", "DownloadTimeoutError", "TCPTime
 
 
 def site_of(url: str) -> str:
-    """The rate-limit key of a URL: its host (and port, when not the scheme's default)."""
-    parts = urlsplit(url)
-    host = (parts.hostname or "").lower()
-    port = parts.port
-    if port is None or (parts.scheme, port) in (("http", 80), ("https", 443)):
-        return host
-    return f"{host}:{port}"
+    """The rate-limit key of a URL: its host name, as the pacing middleware's default ``host`` site key
+    (every port of a host is one site: one machine to be polite to)."""
+    return (urlsplit(url).hostname or "").lower().rstrip(".")
 
 
 def parse_retry_after(value: bytes | str | None, cap: float) -> float | None:
