@@ -45,7 +45,7 @@ def test_civitai_local_store_and_second_run(tmp_path: Path, sandbox_site: Any, c
 
     # DuckDB reads the same rows through hive partitioning
     con = duckdb.connect()
-    glob = f"{store}/**/*.parquet"
+    glob = f"{store}/source=*/date=*/*.parquet"
     got = con.sql(
         f"SELECT source, count(*) AS n, count(DISTINCT id) AS ids, min(date) AS d "
         f"FROM read_parquet('{glob}', hive_partitioning=true) GROUP BY source"
@@ -156,9 +156,8 @@ def test_civitai_into_moto_s3(tmp_path: Path, sandbox_site: Any, moto_s3: MotoS3
         "CREATE SECRET s3 (TYPE s3, KEY_ID 'testing', SECRET 'testing', REGION 'us-east-1', "
         f"ENDPOINT '127.0.0.1:{moto_s3.port}', URL_STYLE 'path', USE_SSL false)"
     )
-    count = con.sql(
-        f"SELECT count(*) FROM read_parquet('s3://{bucket}/datasets/run1/**/*.parquet', hive_partitioning=true)"
-    ).fetchone()
+    shards = f"s3://{bucket}/datasets/run1/source=*/date=*/*.parquet"
+    count = con.sql(f"SELECT count(*) FROM read_parquet('{shards}', hive_partitioning=true)").fetchone()
     assert count == (expected.rows,)
 
     # a second run into the same bucket, with a fresh local state dir, adds nothing (ledger rebuilt from S3)

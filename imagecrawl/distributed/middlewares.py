@@ -1,9 +1,8 @@
 """Where a leased request's work ends, seen from inside the crawl (see :mod:`.worker`).
 
 - :class:`LeaseSpiderMiddleware` (closest to the engine) sees every response's callback output: items are
-  bound to the request's lease, and the lease is done once the output has been handled;
-- :class:`LeaseDownloaderMiddleware` (closest to the engine) sees every request that failed or was
-  ignored in the downloader (404s and other non-2xx answers reach the spider middleware instead);
+  bound to the request's lease (the lease ends when they are committed; see :mod:`.worker` for the
+  hook that sees the end of every request, failures included);
 - :class:`GlobalRateMiddleware` (closest to the network) holds each request at its site's shared gate.
 """
 
@@ -63,36 +62,9 @@ class LeaseSpiderMiddleware:
                 yield output
         finally:
             # Requests yielded above are queued by now (the scraper schedules each one synchronously
-            # before it asks for the next output); items settle when committed or dropped.
+            # before it asks for the next output); items settle when committed or dropped. (The
+            # scraper's finish hook in .worker calls this again for every request: it is idempotent.)
             worker.callback_done(lease)
-
-
-class LeaseDownloaderMiddleware:
-    def __init__(self, crawler: Crawler) -> None:
-        self.crawler = crawler
-
-    @classmethod
-    def from_crawler(cls, crawler: Crawler) -> Self:
-        _worker(crawler)
-        return cls(crawler)
-
-    def process_exception(self, request: Request, exception: Exception) -> None:
-        worker = worker_for(self.crawler)
-        if worker is None:
-            return
-        if _closing(self.crawler):
-            # Dropped because this worker is stopping (e.g. a request waiting at the pacing gate): not
-            # done. The lease stays held and goes back to the queue when the spider closes.
-            return
-        worker.ack(request.meta.get(LEASE_META))
-
-
-def _closing(crawler: Crawler) -> bool:
-    engine = crawler.engine
-    if engine is None or not engine.running:
-        return True
-    slot = getattr(engine, "_slot", None)
-    return slot is None or getattr(slot, "closing", None) is not None
 
 
 class GlobalRateMiddleware:

@@ -29,6 +29,7 @@ from itemadapter import ItemAdapter
 from scrapy import Request, Spider, signals
 from scrapy.crawler import Crawler
 from scrapy.exceptions import DontCloseSpider
+from scrapy.http import Response
 
 from imagecrawl.distributed.config import LEASE_META, RedisConfig, alive_prefix
 from imagecrawl.pipelines._state import crawl_storage
@@ -126,6 +127,7 @@ class Worker:
         crawler.signals.connect(self._item_settled, signal=signals.item_error)
         crawler.signals.connect(self._item_scraped, signal=signals.item_scraped)
         crawler.signals.connect(self._spider_error, signal=signals.spider_error)
+        crawler.signals.connect(self._spider_opened, signal=signals.spider_opened)
 
     # -- liveness ------------------------------------------------------------------------------
     def touch(self) -> None:
@@ -248,6 +250,35 @@ class Worker:
             if keys:
                 self._settle_object(keys[0])
 
+    def _spider_opened(self) -> None:
+        """Hook the end of every request's processing. Scrapy has no signal for "the scraper is done with
+        this request": responses, download errors, requests ignored by a middleware (also in
+        ``process_response``, e.g. an opt-out) and their callbacks' or errbacks' output all end in the
+        scraper slot's ``finish_response``, after every request they yielded was scheduled."""
+        engine = self.crawler.engine
+        slot = getattr(getattr(engine, "scraper", None), "slot", None)
+        if slot is None:
+            raise RuntimeError("Scrapy's scraper slot is missing: cannot track the end of leased requests")
+        finish = slot.finish_response
+
+        def finish_response(result: Any, request: Request) -> None:
+            try:
+                finish(result, request)
+            finally:
+                self._request_done(result, request)
+
+        slot.finish_response = finish_response
+
+    def _request_done(self, result: Any, request: Request) -> None:
+        lease = request.meta.get(LEASE_META)
+        if lease is None:
+            return
+        if not isinstance(result, Response) and _closing(self.crawler):
+            # Dropped because this worker is stopping (e.g. waiting at the pacing gate): not done. The
+            # lease stays held and goes back to the queue when the spider closes.
+            return
+        self.callback_done(lease)
+
     def _spider_error(self, failure: Any, response: Any, **_: Any) -> None:
         request = getattr(response, "request", None)
         if request is not None:
@@ -307,6 +338,14 @@ class Worker:
                 exc,
             )
         self.redis.close()
+
+
+def _closing(crawler: Crawler) -> bool:
+    engine = crawler.engine
+    if engine is None or not engine.running:
+        return True
+    slot = getattr(engine, "_slot", None)
+    return slot is None or getattr(slot, "closing", None) is not None
 
 
 def seed_request(spider: Spider, data: bytes | str) -> Request | None:

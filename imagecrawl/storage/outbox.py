@@ -28,7 +28,9 @@ from imagecrawl.storage.stores import LocalStore, S3Store
 
 logger = logging.getLogger(__name__)
 
-READY_SUFFIX = ".parquet"
+SHARD_SUFFIX = ".parquet"
+#: a complete Parquet file waiting for the store; not ".parquet", so globs over a store never match it
+READY_SUFFIX = ".ready"
 SIDECAR_SUFFIX = ".json"
 PARTIAL_SUFFIX = ".tmp"
 
@@ -94,14 +96,14 @@ class Outbox:
 
     # -- submitting ----------------------------------------------------------------------------
     def path_for(self, key: str) -> Path:
-        return self.dir / (key.replace("/", "__").removesuffix(READY_SUFFIX) + PARTIAL_SUFFIX)
+        return self.dir / (key.replace("/", "__").removesuffix(SHARD_SUFFIX) + PARTIAL_SUFFIX)
 
     @staticmethod
     def _key_of(path: Path) -> str:
         try:
             return str(json.loads(path.with_suffix(SIDECAR_SUFFIX).read_text())["key"])
         except (OSError, ValueError, KeyError):
-            return path.name.rsplit(".", 1)[0].replace("__", "/") + READY_SUFFIX
+            return path.name.rsplit(".", 1)[0].replace("__", "/") + SHARD_SUFFIX
 
     def submit(self, partial: Path, key: str, entries: list[Entry], *, enqueue: bool = True) -> None:
         """``partial`` is a complete Parquet file written under :meth:`path_for`; queue its commit."""
