@@ -258,10 +258,14 @@ def test_civitai_item_fields_and_meta(sb: SandboxProcess, catalog: Catalog) -> N
         ("X", {"None", "Soft", "Mature", "X"}),
     ],
 )
-def test_civitai_nsfw_filter(sb: SandboxProcess, catalog: Catalog, nsfw: str | None, allowed: set[str]) -> None:
+def test_civitai_nsfw_filter(
+    sb: SandboxProcess, catalog: Catalog, nsfw: str | None, allowed: set[str]
+) -> None:
     params = {"limit": "200"} if nsfw is None else {"limit": "200", "nsfw": nsfw}
     items = walk_civitai(sb, **params)
-    assert [str(i["id"]) for i in items] == [e.id for e in catalog.entries("civitai") if e.nsfw_level in allowed]
+    assert [str(i["id"]) for i in items] == [
+        e.id for e in catalog.entries("civitai") if e.nsfw_level in allowed
+    ]
 
 
 def test_civitai_catalog_has_nsfw_variety(catalog: Catalog) -> None:
@@ -306,7 +310,8 @@ def test_images_served(sb: SandboxProcess, catalog: Catalog, source: str) -> Non
         status, headers, body = fetch(sb.url(e.image_path))
         assert status == 200, e.image_path
         assert (
-            headers["Content-Type"] == {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp"}[e.image_format]
+            headers["Content-Type"]
+            == {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp"}[e.image_format]
         )
         assert int(headers["Content-Length"]) == len(body)
         assert body == render_image(catalog, e)

@@ -121,14 +121,18 @@ def test_civitai_repeated_cursor_stops_and_is_counted(tmp_path: Path) -> None:
     next_url = out1[-1].url
     assert next_url.endswith("&cursor=c1")
     out2 = list(spider.parse_page(json_response(next_url, civitai_page([3], "c1"))))
-    assert [r.meta["imagecrawl_kind"] for r in out2] == ["image"]  # the items, but no page with cursor c1 again
+    assert [r.meta["imagecrawl_kind"] for r in out2] == [
+        "image"
+    ]  # the items, but no page with cursor c1 again
     assert stats(spider)["imagecrawl/pages/errors/repeated_cursor"] == 1
 
 
 def test_civitai_next_page_fallback_and_max_items(tmp_path: Path) -> None:
     spider = make(CivitaiSpider, tmp_path, api_url=API, max_items="3")
     url = (start_request(spider)).url
-    out = list(spider.parse_page(json_response(url, civitai_page([1, 2], None, f"{API}/api/v1/images?page=2"))))
+    out = list(
+        spider.parse_page(json_response(url, civitai_page([1, 2], None, f"{API}/api/v1/images?page=2")))
+    )
     assert out[-1].url == f"{API}/api/v1/images?page=2"
     out = list(spider.parse_page(json_response(out[-1].url, civitai_page([3, 4, 5], "c9"))))
     assert [r.url for r in out] == [f"{API}/img/3.png"]  # 3 requested in all: no more images, no next page
