@@ -37,6 +37,8 @@ from .distributed_util import (
 CAP = 10.0  # requests/second the site allows (its 429 bucket) and the crawl's configured cap
 ITEMS, SEED = 40, 7
 WORKERS = ("w1", "w2", "w3")
+#: site-wide files each worker reads once for itself (robots.txt, TDMRep)
+PER_WORKER = ("/robots.txt", "/.well-known/tdmrep.json")
 
 
 @pytest.fixture(scope="module")
@@ -146,9 +148,11 @@ def test_three_workers_one_polite_crawler(
 
     requests = capped_site.requests()
     worst, sliding = _check_rate(requests)
-    # Each worker that fetched anything read robots.txt for itself; every other URL was fetched once.
+    # Each worker that fetched anything read the site's robots.txt and TDMRep file for itself; every other
+    # URL was fetched once.
     paths = Counter(r["path"] + ("?" + r["query"] if r["query"] else "") for r in requests)
-    assert 1 <= paths.pop("/robots.txt") <= len(WORKERS)
+    for per_worker in PER_WORKER:
+        assert paths.pop(per_worker, 0) <= len(WORKERS)
     assert [p for p, n in paths.items() if n > 1] == []
     assert sum(1 for p in paths if p.startswith("/gallery/item/")) == ITEMS
 
@@ -211,7 +215,7 @@ def test_killed_worker_loses_nothing(tmp_path: Path, redis_server: RedisServer, 
     # A URL fetched twice was one the dead worker had fetched and never finished; nothing else repeats.
     by_path: dict[str, list[str]] = {}
     for r in requests:
-        if r["path"] != "/robots.txt":
+        if r["path"] not in PER_WORKER:
             by_path.setdefault(r["path"] + "?" + r["query"], []).append(r["ua"])
     repeated = {p: uas for p, uas in by_path.items() if len(uas) > 1}
     assert all(any(ua.endswith(f"+{victim.name})") for ua in uas) for uas in repeated.values()), repeated
