@@ -86,6 +86,8 @@ class GlobalRateMiddleware:
             raise NotConfigured("no IMAGECRAWL_REDIS_URL / REDIS_URL: no shared rate limit")
         if not settings.getbool("IMAGECRAWL_REDIS_RATE_ENABLED", True):
             raise NotConfigured("IMAGECRAWL_REDIS_RATE_ENABLED is off")
+        if pacing_uses_shared_gate(settings):
+            raise NotConfigured("the pacing middleware waits at the shared gate itself (RedisGate)")
         import redis
 
         prefix = str(settings.get("IMAGECRAWL_REDIS_PREFIX") or DEFAULT_PREFIX)
@@ -138,6 +140,17 @@ class GlobalRateMiddleware:
 MAX_NAP_SECONDS = 1.0
 CONGESTION_STATUSES = frozenset({429, 503})
 TIMEOUT_EXCEPTIONS = frozenset({"TimeoutError", "DownloadTimeoutError", "TCPTimedOutError"})
+
+
+PACING_MIDDLEWARE = "imagecrawl.downloadermiddlewares.pacing.PacingMiddleware"
+
+
+def pacing_uses_shared_gate(settings: Any) -> bool:
+    """True when the pacing middleware is on: it then wraps its gate in :class:`.gate.RedisGate`."""
+    if not settings.getbool("IMAGECRAWL_PACING_ENABLED", True):
+        return False
+    mws = settings.getwithbase("DOWNLOADER_MIDDLEWARES")
+    return any(str(path) == PACING_MIDDLEWARE and order is not None for path, order in mws.items())
 
 
 def site_of(url: str) -> str:
