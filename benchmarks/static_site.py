@@ -43,13 +43,15 @@ def _init_worker(items: int, seed: int) -> None:
     _CATALOG = build_catalog(items, seed)
 
 
-def _render_chunk(args: tuple[Path, int, int]) -> int:
-    root, start, stop = args
+def _render_chunk(args: tuple[Path, Path | None, int, int]) -> int:
+    root, donor, start, stop = args
     assert _CATALOG is not None
     written = 0
     for entry in _CATALOG.entries("gallery")[start:stop]:
         path = root / entry.image_path.lstrip("/")
-        if not path.exists():
+        if donor is not None and (donor / entry.image_path.lstrip("/")).exists():
+            os.link(donor / entry.image_path.lstrip("/"), path)
+        elif not path.exists():
             tmp = path.with_suffix(".tmp")
             tmp.write_bytes(render_image(_CATALOG, entry))
             tmp.rename(path)
@@ -119,6 +121,15 @@ class Site:
         return json.loads((self.root / "image_paths.json").read_text())
 
 
+def _donor(parent: Path, items: int, seed: int) -> Path | None:
+    """A complete bigger site of the same seed: its first ``items`` images are ours (catalog prefix)."""
+    for marker in parent.glob(f"site-*-{seed}/.complete"):
+        info = json.loads(marker.read_text())
+        if info.get("version") == SITE_VERSION and info.get("seed") == seed and info.get("items", 0) >= items:
+            return marker.parent
+    return None
+
+
 def build_site(root: Path, items: int, seed: int = 1, workers: int | None = None) -> Site:
     """Build (or reuse) the static site of ``items`` gallery entries under ``root``."""
     marker = root / ".complete"
@@ -143,7 +154,8 @@ def build_site(root: Path, items: int, seed: int = 1, workers: int | None = None
     (root / "image_paths.json").write_text(json.dumps([e.image_path for e in entries]))
     workers = workers or os.cpu_count() or 1
     step = 500
-    chunks = [(root, i, min(i + step, items)) for i in range(0, items, step)]
+    donor = _donor(root.parent, items, seed)
+    chunks = [(root, donor, i, min(i + step, items)) for i in range(0, items, step)]
     done = 0
     with ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(items, seed)) as pool:
         for n in pool.map(_render_chunk, chunks):
@@ -234,6 +246,7 @@ def start_nginx(root: Path, run_dir: Path, workers: int = 1, port: int | None = 
     exe = shutil.which("nginx") or "/usr/sbin/nginx"
     if not Path(exe).exists():
         raise SystemExit("nginx is not installed: apt-get install -y nginx (Debian package)")
+    run_dir = run_dir.resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
     user = "user root;" if os.geteuid() == 0 else ""

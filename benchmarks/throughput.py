@@ -52,7 +52,10 @@ from static_site import Nginx, Site, build_site, start_nginx  # noqa: E402
 
 OUT = REPO / "benchmarks" / "out"
 I2D = OUT / "i2d-venv" / "bin" / "img2dataset"
+PYSPY = OUT / "tools-venv" / "bin" / "py-spy"
 PHASES = ("i2d", "urls", "bare", "gallery")
+#: set by --profile: every phase runs under ``py-spy record`` (collapsed stacks, see profile_summary.py)
+PROFILE_DIR: Path | None = None
 
 #: imagecrawl settings for a loopback site we own: politeness caps lifted (the same idea as the tests'
 #: LOOPBACK settings), everything else as shipped.
@@ -196,6 +199,9 @@ def run_phase(
     t0 = time.monotonic()
     procs = []
     for i, cmd in enumerate(cmds):
+        if PROFILE_DIR is not None:
+            out = PROFILE_DIR / f"{name}-{i}.pyspy.txt"
+            cmd = [str(PYSPY), "record", "--rate", "50", "--format", "raw", "--output", str(out), "--", *cmd]
         log = open((log_dir or cwd) / f"{name}-{i}.log", "wb")  # noqa: SIM115
         logs.append(log)
         procs.append(
@@ -503,6 +509,7 @@ def main(argv: list[str] | None = None) -> int:
         metavar="NAME=VALUE",
         help="extra Scrapy setting for the imagecrawl phases (repeatable)",
     )
+    parser.add_argument("--profile", action="store_true", help="run each phase under py-spy (slower; for profiles)")
     parser.add_argument("--workdir", type=Path, default=None, help="default: a new dir under benchmarks/out/")
     args = parser.parse_args(argv)
     args.settings = dict(item.split("=", 1) for item in args.set)
@@ -517,6 +524,9 @@ def main(argv: list[str] | None = None) -> int:
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     work = args.workdir or Path(tempfile.mkdtemp(prefix=f"throughput-{stamp}-", dir=OUT))
     work.mkdir(parents=True, exist_ok=True)
+    if args.profile:
+        global PROFILE_DIR
+        PROFILE_DIR = work
     print(f"machine: {machine()}; load average {os.getloadavg()}", flush=True)
     print(f"versions: {versions()}", flush=True)
     site = build_site(OUT / f"site-{args.items}-{args.seed}", args.items, args.seed)

@@ -45,6 +45,9 @@ IMAGECRAWL_S3_MAX_ATTEMPTS = 5
 IMAGECRAWL_DEDUPE_ENABLED = True
 IMAGECRAWL_AUTHOR_SALT = ""
 IMAGECRAWL_MAX_IMAGE_PIXELS = 64_000_000
+# Threads that build records (sha256, pHash decode, metadata) off the reactor thread; 0 = inline.
+# These steps release the GIL for most of their time, so one crawl process uses a second core.
+IMAGECRAWL_MEDIA_THREADS = 2
 
 DOWNLOADER_MIDDLEWARES = {
     # Scrapy 2.19's robots.txt middleware lets requests that wait for robots.txt together through.

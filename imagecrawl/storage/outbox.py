@@ -142,12 +142,17 @@ class Outbox:
                 exc,
             )
             return False
-        self._confirmed(pending)
+        failpoints.hit("shard.commit.after")
+        # A shard's ledger transaction (thousands of rows, fsynced; it may wait for another process's
+        # commit) runs off the reactor thread; lookups meanwhile still see the rows as pending.
+        await asyncio.to_thread(self.ledger.commit_shard, pending.key, pending.entries)
+        self._confirmed(pending, ledger_done=True)
         return True
 
-    def _confirmed(self, pending: Pending) -> None:
-        failpoints.hit("shard.commit.after")
-        self.ledger.commit_shard(pending.key, pending.entries)
+    def _confirmed(self, pending: Pending, *, ledger_done: bool = False) -> None:
+        if not ledger_done:
+            failpoints.hit("shard.commit.after")
+            self.ledger.commit_shard(pending.key, pending.entries)
         pending.path.unlink(missing_ok=True)
         pending.path.with_suffix(SIDECAR_SUFFIX).unlink(missing_ok=True)
         self.pending.pop(pending.key, None)
