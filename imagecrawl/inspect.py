@@ -1,14 +1,26 @@
-"""``imagecrawl inspect STORE``: what a store holds (local path or s3://bucket/prefix)."""
+"""``imagecrawl inspect STORE``: what a store holds (local path or s3://bucket/prefix).
+
+Shards, rows per source and date, schema version(s), sizes and the crawl-time range come from the
+Parquet footers alone (no data is read); the duplicate check reads only the ``id`` and ``image_sha256``
+columns, batch by batch, keeping 8 bytes per row; samples come from the first shard. ``--json`` prints
+one JSON object for machines. S3 settings come from the standard AWS_* environment variables
+(``AWS_ENDPOINT_URL`` for S3-compatible servers).
+"""
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
-from collections.abc import Sequence
+import sys
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
@@ -18,6 +30,8 @@ from imagecrawl.schema import SCHEMA_VERSION_KEY
 
 #: The ``source`` column is in every file already; only ``date`` comes from the path.
 PARTITIONING = ds.partitioning(pa.schema([("date", pa.string())]), flavor="hive")
+REPORTS_DIR = "_reports"
+SAMPLE_COLUMNS = ("id", "source", "model", "prompt", "width", "height", "image_format", "image_size_bytes")
 
 
 def filesystem_for(store: str) -> tuple[pafs.FileSystem, str]:
@@ -41,79 +55,276 @@ def filesystem_for(store: str) -> tuple[pafs.FileSystem, str]:
     ), f"{parts.netloc}{parts.path}".rstrip("/")
 
 
-def dataset_for(store: str) -> ds.Dataset:
-    fs, base = filesystem_for(store)
+def _listing(fs: pafs.FileSystem, base: str) -> list[pafs.FileInfo]:
     try:
         info = fs.get_file_info(base)
-        missing = info.type == pafs.FileType.NotFound
+        if info.type == pafs.FileType.NotFound:
+            return []
     except OSError:
-        missing = True
-    if missing:
-        return ds.dataset([], schema=pa.schema([]), format="parquet")
+        return []
     selector = pafs.FileSelector(base, recursive=True, allow_not_found=True)
-    files = [
-        f.path
-        for f in fs.get_file_info(selector)
-        if f.type == pafs.FileType.File
-        and f.path.endswith(".parquet")
-        and not any(part.startswith(("_", ".")) for part in f.path[len(base) :].split("/"))
-    ]
+    return [f for f in fs.get_file_info(selector) if f.type == pafs.FileType.File]
+
+
+def _is_shard(path: str, base: str) -> bool:
+    rel = path[len(base) :].lstrip("/")
+    return rel.endswith(".parquet") and not any(part.startswith(("_", ".")) for part in rel.split("/"))
+
+
+def shard_files(store: str) -> tuple[pafs.FileSystem, str, list[pafs.FileInfo]]:
+    """The committed shards of a store (``_state``, ``_staging``, ``_reports`` and dot-files skipped)."""
+    fs, base = filesystem_for(store)
+    files = sorted((f for f in _listing(fs, base) if _is_shard(f.path, base)), key=lambda f: f.path)
+    return fs, base, files
+
+
+def dataset_for(store: str) -> ds.Dataset:
+    fs, base, files = shard_files(store)
+    if not files:
+        return ds.dataset([], schema=pa.schema([]), format="parquet")
     return ds.dataset(
-        sorted(files), format="parquet", filesystem=fs, partitioning=PARTITIONING, partition_base_dir=base
+        [f.path for f in files], format="parquet", filesystem=fs, partitioning=PARTITIONING, partition_base_dir=base
     )
 
 
-def inspect_store(store: str, samples: int = 3) -> dict[str, Any]:
-    dataset = dataset_for(store)
-    files = list(getattr(dataset, "files", []))
-    fs, _ = filesystem_for(store)
+def _partition(path: str, base: str) -> dict[str, str]:
+    parts = {}
+    for part in path[len(base) :].strip("/").split("/")[:-1]:
+        key, sep, value = part.partition("=")
+        if sep:
+            parts[key] = value
+    return parts
+
+
+def _footer(fs: pafs.FileSystem, info: pafs.FileInfo) -> dict[str, Any]:
+    try:
+        with fs.open_input_file(info.path) as fh:
+            meta = pq.read_metadata(fh)
+    except Exception as exc:  # a foreign or damaged file: reported, not fatal
+        return {"path": info.path, "error": f"{type(exc).__name__}: {exc}"}
+    kv = meta.metadata or {}
+    low: Any = None
+    high: Any = None
+    names = meta.schema.names
+    if "crawled_at" in names:
+        col = names.index("crawled_at")
+        for i in range(meta.num_row_groups):
+            st = meta.row_group(i).column(col).statistics
+            if st is not None and st.has_min_max:
+                low = st.min if low is None else min(low, st.min)
+                high = st.max if high is None else max(high, st.max)
+    return {
+        "path": info.path,
+        "rows": meta.num_rows,
+        "bytes": info.size or 0,
+        "version": kv.get(SCHEMA_VERSION_KEY, b"?").decode(),
+        "crawled_at": (low, high),
+    }
+
+
+def _digest64(values: Iterable[str | None], hex_prefix: bool) -> np.ndarray:
+    out = np.empty(0, dtype=np.uint64)
+    if hex_prefix:  # a sha256 hex digest: its first 64 bits are already uniform
+        ints = [int(v[:16], 16) if v and len(v) >= 16 else 0 for v in values]
+    else:
+        ints = [int.from_bytes(hashlib.blake2b((v or "").encode(), digest_size=8).digest()) for v in values]
+    if ints:
+        out = np.fromiter(ints, dtype=np.uint64, count=len(ints))
+    return out
+
+
+def _duplicates(dataset: ds.Dataset) -> dict[str, Any]:
+    """Rows sharing an id / an image_sha256: a 64-bit digest per row finds candidates, an exact second
+    pass over the candidates confirms them and names a few."""
+    ids: list[np.ndarray] = []
+    shas: list[np.ndarray] = []
+    for batch in dataset.to_batches(columns=["id", "image_sha256"], batch_size=65_536):
+        ids.append(_digest64(batch.column("id").to_pylist(), hex_prefix=False))
+        shas.append(_digest64(batch.column("image_sha256").to_pylist(), hex_prefix=True))
+    result: dict[str, Any] = {}
+    for name, chunks in (("id", ids), ("image_sha256", shas)):
+        digests = np.concatenate(chunks) if chunks else np.empty(0, dtype=np.uint64)
+        uniq, counts = np.unique(digests, return_counts=True)
+        suspects = set(uniq[counts > 1].tolist())
+        exact: dict[str, int] = {}
+        if suspects:
+            for batch in dataset.to_batches(columns=[name], batch_size=65_536):
+                values = batch.column(name).to_pylist()
+                for value, digest in zip(values, _digest64(values, hex_prefix=name != "id").tolist(), strict=True):
+                    if digest in suspects:
+                        exact[value] = exact.get(value, 0) + 1
+        repeated = {k: v for k, v in exact.items() if v > 1}
+        result[name] = {
+            "duplicates": sum(v - 1 for v in repeated.values()),
+            "examples": sorted(repeated, key=lambda k: -repeated[k])[:5],
+        }
+    return result
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return value
+
+
+def inspect_store(store: str, samples: int = 3, duplicates: bool = True) -> dict[str, Any]:
+    fs, base, files = shard_files(store)
+    with ThreadPoolExecutor(max_workers=8 if store.startswith("s3://") else 2) as pool:
+        footers = list(pool.map(lambda f: _footer(fs, f), files))
+    good = [f for f in footers if "error" not in f]
     versions: dict[str, int] = {}
-    total_bytes = 0
-    for path in files:
-        total_bytes += fs.get_file_info(path).size or 0
-        with fs.open_input_file(path) as fh:
-            meta = pq.read_metadata(fh).metadata or {}
-        version = meta.get(SCHEMA_VERSION_KEY, b"?").decode()
-        versions[version] = versions.get(version, 0) + 1
+    groups: dict[tuple[str, str], dict[str, int]] = {}
+    sources: dict[str, dict[str, int]] = {}
+    low: Any = None
+    high: Any = None
+    for footer in good:
+        versions[footer["version"]] = versions.get(footer["version"], 0) + 1
+        part = _partition(footer["path"], base)
+        key = (part.get("source", "?"), part.get("date", "?"))
+        for entry in (
+            groups.setdefault(key, {"shards": 0, "rows": 0, "bytes": 0}),
+            sources.setdefault(key[0], {"shards": 0, "rows": 0, "bytes": 0}),
+        ):
+            entry["shards"] += 1
+            entry["rows"] += footer["rows"]
+            entry["bytes"] += footer["bytes"]
+        first, last = footer["crawled_at"]
+        if first is not None:
+            low = first if low is None else min(low, first)
+            high = last if high is None else max(high, last)
     report: dict[str, Any] = {
         "store": store,
-        "shards": len(files),
-        "bytes": total_bytes,
+        "exists": bool(files) or bool(_listing(fs, base)),
+        "shards": len(good),
+        "rows": sum(f["rows"] for f in good),
+        "bytes": sum(f["bytes"] for f in good),
         "schema_versions": versions,
+        "crawled_at": {"min": _jsonable(low), "max": _jsonable(high)},
+        "by_source": [{"source": s, **v} for s, v in sorted(sources.items())],
+        "by_source_date": [{"source": s, "date": d, **v} for (s, d), v in sorted(groups.items())],
+        "unreadable": [{"path": f["path"], "error": f["error"]} for f in footers if "error" in f],
+        "reports": _reports(fs, base),
+        "duplicate_ids": None,
+        "duplicate_sha256": None,
+        "duplicates": None,
+        "samples": [],
     }
-    if not files:
-        report.update(rows=0, by_source_date=[], duplicate_ids=0, duplicate_sha256=0, samples=[])
+    if not good:
+        report.update(duplicate_ids=0, duplicate_sha256=0)
         return report
-    table = dataset.to_table(columns=["id", "source", "date", "image_sha256", "prompt", "model", "image_url"])
-    report["rows"] = table.num_rows
-    grouped = (
-        table.group_by(["source", "date"])
-        .aggregate([("id", "count")])
-        .sort_by([("source", "ascending"), ("date", "ascending")])
+    dataset = ds.dataset(
+        [f["path"] for f in good], format="parquet", filesystem=fs, partitioning=PARTITIONING, partition_base_dir=base
     )
-    report["by_source_date"] = grouped.rename_columns(["source", "date", "rows"]).to_pylist()
-    report["duplicate_ids"] = table.num_rows - len(set(table["id"].to_pylist()))
-    report["duplicate_sha256"] = table.num_rows - len(set(table["image_sha256"].to_pylist()))
-    report["samples"] = table.drop_columns(["date"]).slice(0, samples).to_pylist()
+    if duplicates:
+        dup = _duplicates(dataset)
+        report["duplicates"] = dup
+        report["duplicate_ids"] = dup["id"]["duplicates"]
+        report["duplicate_sha256"] = dup["image_sha256"]["duplicates"]
+    if samples > 0:
+        with fs.open_input_file(good[0]["path"]) as fh:
+            pf = pq.ParquetFile(fh)
+            columns = [c for c in SAMPLE_COLUMNS if c in pf.schema_arrow.names]
+            rows = []
+            for batch in pf.iter_batches(batch_size=samples, columns=columns):
+                rows = batch.to_pylist()
+                break
+        report["samples"] = [{k: _jsonable(v) for k, v in row.items()} for row in rows]
     return report
 
 
+def _reports(fs: pafs.FileSystem, base: str) -> dict[str, Any]:
+    """The end-of-crawl reports under ``_reports/``: how many and the latest run's totals."""
+    infos = [f for f in _listing(fs, f"{base}/{REPORTS_DIR}") if f.path.endswith(".json")]
+    if not infos:
+        return {"count": 0}
+    latest = max(infos, key=lambda f: f.path)  # run ids start with the UTC start time
+    summary: dict[str, Any] = {"count": len(infos), "latest": latest.path}
+    try:
+        with fs.open_input_stream(latest.path) as fh:
+            data = json.loads(fh.read())
+        summary.update(
+            run_id=data.get("run_id"),
+            spider=data.get("spider"),
+            finished_at=data.get("finished_at"),
+            finish_reason=data.get("finish_reason"),
+            totals=data.get("totals"),
+            html=latest.path.removesuffix(".json") + ".html",
+        )
+    except Exception as exc:
+        summary["error"] = f"{type(exc).__name__}: {exc}"
+    return summary
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if n < 1024 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TB"
+
+
+def format_report(report: dict[str, Any]) -> str:
+    lines = [
+        f"store {report['store']}: {report['shards']} shards, {report['rows']:,} rows, {_size(report['bytes'])}",
+    ]
+    if not report["exists"]:
+        lines.append("  (nothing there: check the path, the bucket, or the AWS_* variables)")
+        return "\n".join(lines)
+    span = report["crawled_at"]
+    lines.append(f"schema versions: {report['schema_versions']}; crawled {span['min']} .. {span['max']}")
+    lines.append("rows per source and date:")
+    for g in report["by_source_date"]:
+        lines.append(
+            f"  source={g['source']:<12} date={g['date']}: {g['rows']:>9,} rows  {g['shards']:>4} shards  "
+            f"{_size(g['bytes']):>10}"
+        )
+    for s in report["by_source"]:
+        lines.append(
+            f"  total {s['source']:<18}: {s['rows']:>9,} rows  {s['shards']:>4} shards  {_size(s['bytes']):>10}"
+        )
+    if report["duplicates"] is not None:
+        ok = not (report["duplicate_ids"] or report["duplicate_sha256"])
+        lines.append(
+            f"duplicates: {report['duplicate_ids']} repeated ids, {report['duplicate_sha256']} repeated images"
+            + (" (ok)" if ok else f" e.g. {report['duplicates']['id']['examples'][:3]}")
+        )
+    for bad in report["unreadable"]:
+        lines.append(f"UNREADABLE {bad['path']}: {bad['error']}")
+    reports = report["reports"]
+    if reports.get("count"):
+        totals = reports.get("totals") or {}
+        lines.append(
+            f"reports: {reports['count']}; latest {reports.get('run_id')} ({reports.get('spider')}, "
+            f"{reports.get('finish_reason')}, {totals.get('rows_committed', '?')} rows committed): "
+            f"{reports.get('html')}"
+        )
+    if report["samples"]:
+        lines.append("samples:")
+    for row in report["samples"]:
+        prompt = " ".join(str(row.get("prompt") or "").split())[:90]
+        lines.append(
+            f"  {row.get('id')}  {row.get('width')}x{row.get('height')} {row.get('image_format')} "
+            f"{row.get('model') or '-'}  {prompt!r}"
+        )
+    return "\n".join(lines)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="imagecrawl inspect", description=__doc__)
+    parser = argparse.ArgumentParser(prog="imagecrawl inspect", description=__doc__.split("\n\n")[0])
     parser.add_argument("store", help="a local folder or s3://bucket/prefix (S3 settings from AWS_* variables)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
-    parser.add_argument("--samples", type=int, default=3)
+    parser.add_argument("--samples", type=int, default=3, help="sample rows to show (default 3)")
+    parser.add_argument("--no-duplicates", action="store_true", help="skip the duplicate check (reads 2 columns)")
     args = parser.parse_args(argv)
-    report = inspect_store(args.store, args.samples)
+    try:
+        report = inspect_store(args.store, args.samples, duplicates=not args.no_duplicates)
+    except OSError as exc:
+        print(f"imagecrawl inspect: cannot read {args.store}: {exc}", file=sys.stderr)
+        return 1
     if args.json:
         print(json.dumps(report, ensure_ascii=False, default=str))
-        return 0
-    print(f"store {report['store']}: {report['shards']} shards, {report['rows']} rows, {report['bytes']} bytes")
-    print(f"schema versions: {report['schema_versions']}")
-    for group in report["by_source_date"]:
-        print(f"  source={group['source']} date={group['date']}: {group['rows']} rows")
-    print(f"duplicate ids: {report['duplicate_ids']}, duplicate images: {report['duplicate_sha256']}")
-    for row in report["samples"]:
-        prompt = " ".join(str(row.get("prompt") or "").split())[:100]
-        print(f"  {row['id']}  {prompt}")
-    return 0
+    else:
+        print(format_report(report))
+    if report["unreadable"] or report["duplicate_ids"] or report["duplicate_sha256"]:
+        return 2
+    return 0 if report["exists"] else 1

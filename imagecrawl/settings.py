@@ -12,6 +12,8 @@ ADDONS = {"imagecrawl.addon.ImagecrawlAddon": 0}
 # --- identity: honest, with a contact (the addon builds USER_AGENT from IMAGECRAWL_CONTACT) ---
 IMAGECRAWL_CONTACT = ""
 ROBOTSTXT_OBEY = True
+# robots.txt groups and X-Robots-Tag "<token>: ..." lines are matched on this product token.
+ROBOTSTXT_USER_AGENT = "imagecrawl"
 COOKIES_ENABLED = False
 TELNETCONSOLE_ENABLED = False
 
@@ -43,6 +45,9 @@ IMAGECRAWL_CLOSE_COMMIT_TIMEOUT_SECONDS = 60.0
 IMAGECRAWL_S3_RETRY_MODE = "standard"
 IMAGECRAWL_S3_MAX_ATTEMPTS = 5
 IMAGECRAWL_DEDUPE_ENABLED = True
+IMAGECRAWL_NEAR_DEDUPE_ENABLED = True
+IMAGECRAWL_NEAR_POLICY = "drop"  # or "keep": keep near-duplicates with duplicate_of set
+IMAGECRAWL_NEAR_MAX_DISTANCE = 8  # Hamming distance on the 64-bit pHash (docs/near-duplicates.md)
 IMAGECRAWL_AUTHOR_SALT = ""
 IMAGECRAWL_MAX_IMAGE_PIXELS = 64_000_000
 # Threads that build records (sha256, pHash decode, metadata) off the reactor thread; 0 = inline.
@@ -50,11 +55,41 @@ IMAGECRAWL_MAX_IMAGE_PIXELS = 64_000_000
 IMAGECRAWL_MEDIA_THREADS = 2
 
 DOWNLOADER_MIDDLEWARES = {
-    # Scrapy 2.19's robots.txt middleware lets requests that wait for robots.txt together through.
+    # --- opt-outs, identity, network guard (docs/optout.md) ---
+    "imagecrawl.extensions.identity.IdentityGuard": 1,
+    "imagecrawl.downloadermiddlewares.errors.DownloadErrorsMiddleware": 2,
+    "imagecrawl.downloadermiddlewares.netguard.NetGuardMiddleware": 10,
+    # Scrapy 2.19's robots.txt middleware lets requests that wait for robots.txt together through;
+    # optout.RobotsTxtMiddleware extends the fixed one in robots.py (counted skips, Crawl-delay).
     "scrapy.downloadermiddlewares.robotstxt.RobotsTxtMiddleware": None,
-    "imagecrawl.downloadermiddlewares.robots.RobotsTxtMiddleware": 100,
+    "imagecrawl.downloadermiddlewares.optout.RobotsTxtMiddleware": 100,
+    "scrapy.downloadermiddlewares.httpcompression.HttpCompressionMiddleware": None,
+    "imagecrawl.downloadermiddlewares.errors.HttpCompressionMiddleware": 590,
+    "imagecrawl.downloadermiddlewares.errors.RedirectLoopCounter": 601,
+    # Just outside pacing (950, on the pacing branch): a TDMRep-reserved request never takes a pacing slot.
+    "imagecrawl.downloadermiddlewares.optout.OptOutMiddleware": 940,
+    # ---
     "imagecrawl.downloadermiddlewares.known.KnownImageMiddleware": 50,
 }
+SPIDER_MIDDLEWARES = {
+    "imagecrawl.spidermiddlewares.optout.OptOutSpiderMiddleware": 550,
+}
+IMAGECRAWL_IDENTITY_ENABLED = True
+IMAGECRAWL_NETGUARD_ENABLED = True
+# Comma-separated CIDRs the network guard lets through (tests and the demo allow 127.0.0.0/8).
+IMAGECRAWL_ALLOWED_NETWORKS = ""
+IMAGECRAWL_NETGUARD_DNS_CACHE_SECONDS = 60.0
+IMAGECRAWL_OPTOUT_ENABLED = True
+IMAGECRAWL_OPTOUT_X_ROBOTS_TAG = True
+IMAGECRAWL_OPTOUT_META_ROBOTS = True
+IMAGECRAWL_OPTOUT_TDMREP = True
+# Add "noindex", "noimageindex", "none" to honour them too.
+IMAGECRAWL_OPTOUT_DIRECTIVES = ["noai", "noimageai"]
+# JSON lines of every skip; "" = <state dir>/optout.jsonl, "-" = none.
+IMAGECRAWL_OPTOUT_LOG = ""
+# Hosts you own (subdomains included): robots.txt and opt-outs are not applied there (WARNING at start).
+IMAGECRAWL_OPTOUT_OWNED_HOSTS: list[str] = []
+IMAGECRAWL_DOWNLOAD_ERRORS_ENABLED = True
 IMAGECRAWL_SKIP_KNOWN_IMAGES = True
 
 ITEM_PIPELINES = {
@@ -66,8 +101,19 @@ ITEM_PIPELINES = {
 EXTENSIONS = {
     "imagecrawl.extensions.resume.ResumeGuard": 0,
     "imagecrawl.extensions.statsfile.StatsFile": 900,
+    "imagecrawl.extensions.progress.ProgressLine": 950,
+    "imagecrawl.extensions.report.CrawlReport": 960,
 }
 IMAGECRAWL_STATS_FILE = ""
+# --- progress line and end-of-crawl report (docs/settings.md) ---
+IMAGECRAWL_PROGRESS_ENABLED = True
+IMAGECRAWL_PROGRESS_INTERVAL_SECONDS = 30.0
+IMAGECRAWL_PROGRESS_SITES = 4
+IMAGECRAWL_REPORT_ENABLED = True
+IMAGECRAWL_REPORT_PLOTTED_SITES = 8
+IMAGECRAWL_REPORT_MAX_SITES = 24
+IMAGECRAWL_REPORT_BUCKETS = 512
+IMAGECRAWL_MONITOR_SAMPLE_SECONDS = 1.0
 
 LOG_LEVEL = "INFO"
 FEED_EXPORT_ENCODING = "utf-8"

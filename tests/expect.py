@@ -15,23 +15,50 @@ NSFW_ORDER = ("None", "Soft", "Mature", "X")
 
 @dataclass
 class Expected:
-    """Entries the crawl may land, grouped by identical bytes: exactly one row per group must land."""
+    """Entries the crawl may land, grouped: exactly one row per group must land. A group is an original
+    with its exact copies (same bytes under another URL) and, with near-duplicate dedupe on, its
+    re-encoded/resized copies."""
 
-    groups: dict[str, list[Entry]]  # sha256 -> entries serving those bytes
+    groups: dict[str, list[Entry]]  # root entry id -> entries of the group
     by_id: dict[str, Entry]
+    sha_to_group: dict[str, str]
 
     @property
     def rows(self) -> int:
         return len(self.groups)
 
 
-def expected_rows(catalog: Catalog, entries: Iterable[Entry], record_id: Callable[[Entry], str]) -> Expected:
-    groups: dict[str, list[Entry]] = defaultdict(list)
-    by_id = {}
+def expected_rows(
+    catalog: Catalog, entries: Iterable[Entry], record_id: Callable[[Entry], str], *, near: bool = True
+) -> Expected:
+    entries = list(entries)
+    parent = {e.id: e.id for e in entries}
+
+    def find(x: str) -> str:
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    def union(a: str, b: str) -> None:
+        if a in parent and b in parent:
+            parent[find(a)] = find(b)
+
+    sha_of = {e.id: hashlib.sha256(render_image(catalog, e)).hexdigest() for e in entries}
+    first_with_sha: dict[str, str] = {}
     for entry in entries:
-        groups[hashlib.sha256(render_image(catalog, entry)).hexdigest()].append(entry)
-        by_id[record_id(entry)] = entry
-    return Expected(dict(groups), by_id)
+        # identical bytes are one group, whatever the catalog says (two copies made alike are identical)
+        union(entry.id, first_with_sha.setdefault(sha_of[entry.id], entry.id))
+        if entry.same_bytes_as:
+            union(entry.id, entry.same_bytes_as)
+        if near and entry.copy_of:
+            union(entry.id, entry.copy_of)
+    groups: dict[str, list[Entry]] = defaultdict(list)
+    for entry in entries:
+        groups[find(entry.id)].append(entry)
+    by_id = {record_id(e): e for e in entries}
+    sha_to_group = {sha_of[e.id]: find(e.id) for e in entries}
+    return Expected(dict(groups), by_id, sha_to_group)
 
 
 FIELDS = ("prompt", "negative_prompt", "seed", "steps", "sampler", "cfg_scale", "model")
@@ -55,12 +82,13 @@ def check_rows(
     shown = set(shown)
     fixed = fixed or {}
     assert len(rows) == expected.rows, (len(rows), expected.rows)
-    seen_sha = set()
+    seen_groups = set()
     for row in rows:
-        assert row["image_sha256"] not in seen_sha, f"duplicate image {row['image_sha256']}"
-        seen_sha.add(row["image_sha256"])
-        group = expected.groups.get(row["image_sha256"])
-        assert group is not None, f"row {row['id']} has bytes the sandbox never served"
+        key = expected.sha_to_group.get(row["image_sha256"])
+        assert key is not None, f"row {row['id']} has bytes the sandbox never served"
+        assert key not in seen_groups, f"two rows of one duplicate group {key}"
+        seen_groups.add(key)
+        group = expected.groups[key]
         entry = next((e for e in group if record_id(e) == row["id"]), None)
         assert entry is not None, f"row {row['id']} is not one of {[record_id(e) for e in group]}"
         data = render_image(catalog, entry)

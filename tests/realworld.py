@@ -8,7 +8,9 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-REALWORLD = Path(os.environ.get("IMAGECRAWL_REALWORLD_DIR") or REPO.parent / "shared" / "realworld")
+_FULL = Path(os.environ.get("IMAGECRAWL_REALWORLD_DIR") or REPO.parent / "shared" / "realworld")
+#: the full corpus when present, else the small files kept in tests/fixtures/realworld
+REALWORLD = _FULL if (_FULL / "images" / "MANIFEST.json").is_file() else REPO / "tests" / "fixtures" / "realworld"
 
 
 def manifest() -> list[dict[str, Any]]:

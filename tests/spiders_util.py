@@ -26,6 +26,8 @@ def base_settings(store: Path) -> dict[str, Any]:
         "IMAGECRAWL_STORE": str(store),
         "LOG_LEVEL": "INFO",
         "IMAGECRAWL_AUTHOR_SALT": "test-salt",
+        # The network guard refuses loopback unless allowed (docs/optout.md).
+        "IMAGECRAWL_ALLOWED_NETWORKS": "127.0.0.0/8",
     }
 
 

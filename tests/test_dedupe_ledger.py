@@ -52,3 +52,38 @@ def test_reconcile_indexes_shards_the_ledger_missed(tmp_path: Path) -> None:
     assert ledger.reconcile(LocalStore(root)) == 1
     assert ledger.duplicate_reason("ff" * 32, "other") == "sha256"
     assert ledger.reconcile(LocalStore(root)) == 0
+
+
+def test_claims_are_shared_between_processes_and_die_with_their_owner(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    db = tmp_path / "l.sqlite3"
+    a = Ledger(db, owner="run-a")
+    assert a.reserve("s1", "x:1", "http://h/1.png")
+    b = Ledger(db, owner="run-b")  # opened later, in the same process: a's claim stays
+    # b sees a's claim whichever key it asks about, and cannot take it
+    assert b.duplicate_reason("s1", "x:9") == "sha256"
+    assert b.duplicate_reason("s9", "x:1") == "id"
+    assert b.has_id("x:1") and b.has_url("http://h/1.png")
+    assert not b.reserve("s1", "x:2")
+    # once a commits, the claim becomes a committed row, still a duplicate for b
+    a.commit_shard("k", [("s1", "x:1", None, "http://h/1.png")])
+    assert b.duplicate_reason("s1", "x:2") == "sha256"
+    a.close()
+    b.close()
+
+    # a process that claims and dies without closing: its claims are void for the next ledger
+    code = (
+        f"import sys; sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r})\n"
+        "from pathlib import Path\n"
+        "from imagecrawl.dedupe.sqlite import Ledger\n"
+        f"led = Ledger(Path({str(db)!r}), owner='doomed')\n"
+        "assert led.reserve('s2', 'x:2')\n"
+        "import os; os._exit(0)\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+    c = Ledger(db, owner="run-c")
+    assert c.duplicate_reason("s2", "x:2") is None
+    assert c.reserve("s2", "x:2")
+    c.close()

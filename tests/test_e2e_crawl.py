@@ -45,7 +45,7 @@ def test_civitai_local_store_and_second_run(tmp_path: Path, sandbox_site: Any, c
 
     # DuckDB reads the same rows through hive partitioning
     con = duckdb.connect()
-    glob = f"{store}/**/*.parquet"
+    glob = f"{store}/source=*/date=*/*.parquet"
     got = con.sql(
         f"SELECT source, count(*) AS n, count(DISTINCT id) AS ids, min(date) AS d "
         f"FROM read_parquet('{glob}', hive_partitioning=true) GROUP BY source"
@@ -124,9 +124,9 @@ def test_urls_csv_two_shards(tmp_path: Path, sandbox_site: Any, catalog: Catalog
     rows = _rows(store)
     expected = expected_rows(catalog, entries, lambda e: "unused")
     assert len(rows) == expected.rows
-    assert {r["image_sha256"] for r in rows} == set(expected.groups)
+    assert len({expected.sha_to_group[r["image_sha256"]] for r in rows}) == expected.rows
     for row in rows:
-        group = expected.groups[row["image_sha256"]]
+        group = expected.groups[expected.sha_to_group[row["image_sha256"]]]
         assert row["prompt"] in {f"caption {e.id}" for e in group}
         assert row["metadata_source"] == "input"
         assert row["id"] == f"sha256:{row['image_sha256']}"
@@ -156,9 +156,8 @@ def test_civitai_into_moto_s3(tmp_path: Path, sandbox_site: Any, moto_s3: MotoS3
         "CREATE SECRET s3 (TYPE s3, KEY_ID 'testing', SECRET 'testing', REGION 'us-east-1', "
         f"ENDPOINT '127.0.0.1:{moto_s3.port}', URL_STYLE 'path', USE_SSL false)"
     )
-    count = con.sql(
-        f"SELECT count(*) FROM read_parquet('s3://{bucket}/datasets/run1/**/*.parquet', hive_partitioning=true)"
-    ).fetchone()
+    shards = f"s3://{bucket}/datasets/run1/source=*/date=*/*.parquet"
+    count = con.sql(f"SELECT count(*) FROM read_parquet('{shards}', hive_partitioning=true)").fetchone()
     assert count == (expected.rows,)
 
     # a second run into the same bucket, with a fresh local state dir, adds nothing (ledger rebuilt from S3)
@@ -166,3 +165,23 @@ def test_civitai_into_moto_s3(tmp_path: Path, sandbox_site: Any, moto_s3: MotoS3
     second = run_crawl("civitai", store=store, args=args, settings=settings)
     assert second.stats.get("imagecrawl/store/rows_committed", 0) == 0
     assert len(_rows(store, env=moto_s3.env)) == expected.rows
+
+
+def test_near_duplicates_kept_with_duplicate_of(tmp_path: Path, sandbox_site: Any, catalog: Catalog) -> None:
+    store = tmp_path / "store"
+    api = sandbox_site.base_url.rstrip("/")
+    result = run_crawl(
+        "civitai", store=store, args={"api_url": api, "nsfw": "all"}, settings={"IMAGECRAWL_NEAR_POLICY": "keep"}
+    )
+    entries = catalog.entries("civitai")
+    exact = expected_rows(catalog, entries, _civitai_id, near=False)
+    near = expected_rows(catalog, entries, _civitai_id, near=True)
+    assert exact.rows > near.rows, "the sandbox should serve re-encoded copies"
+    rows = _rows(store)
+    check_rows(catalog, exact, rows, _civitai_id, origin="api")
+    by_id = {r["id"]: r for r in rows}
+    marked = [r for r in rows if r["duplicate_of"] is not None]
+    assert len(marked) == exact.rows - near.rows == result.stats["imagecrawl/dedupe/kept_near"]
+    for row in marked:
+        other = by_id[row["duplicate_of"]]
+        assert near.sha_to_group[other["image_sha256"]] == near.sha_to_group[row["image_sha256"]]

@@ -305,6 +305,12 @@ class TestExif:
         for enc in ("utf-16-be", "utf-16-le"):
             assert decode_user_comment(user_comment(text, enc)) == text
 
+    def test_cjk_only_prompt_big_endian_in_little_endian_tiff(self) -> None:
+        text = "猫" * 3000 + "\nSteps: 20, Sampler: Euler, CFG scale: 7, Seed: 7, Size: 512x512"
+        t = tiff([], [(0x9286, 7, user_comment(text, "utf-16-be"))], big_endian=False)
+        meta = extract_metadata(jpeg_bytes(t))
+        assert meta.prompt == "猫" * 3000 and meta.seed == 7
+
     def test_usercomment_in_ifd0_no_header(self) -> None:
         graph = comfy_basic_graph()
         payload = json.dumps({"prompt": graph, "workflow": {"nodes": []}})
@@ -1016,3 +1022,231 @@ class TestNegativesAndErrors:
         d = meta.to_dict()
         assert meta.found() and d["prompt"] == "x" and d["params"] == {} and "error" in d
         assert not ImageMetadata().found()
+
+
+# --------------------------------------------------------------------------------- more generality
+class TestMoreGenerality:
+    def test_stealth_rgb_source_token(self) -> None:
+        im = stealth_image(INFOTEXT, size=(60, 50), mode="rgb")
+        assert extract_metadata(save_png(im.convert("RGB"))).metadata_source == "stealth-rgb"
+
+    def test_invokeai_several_bracket_groups(self) -> None:
+        dream = '"a [ugly] tree in [blurry] fog" -s 30 -S 1 -W 64 -H 64 -C 7 -A k_lms'
+        meta = extract_metadata(png_bytes([("tEXt", "Dream", dream)]))
+        assert (meta.prompt, meta.negative_prompt) == ("a tree in fog", "ugly, blurry")
+
+    def test_exif_in_other_containers(self) -> None:
+        t = tiff([], [(0x9286, 7, user_comment(INFOTEXT, "utf-16-be"))])
+        avif = struct.pack(">I", 24) + b"ftypavif" + b"\0" * 12 + b"....meta" + b"\0\0\0\x06Exif\0\0" + t
+        meta = extract_metadata(avif)
+        assert meta.image_format == "AVIF"
+        check_infotext(meta)
+        tif = extract_metadata(t)
+        assert tif.image_format == "TIFF"
+        check_infotext(tif)
+
+    def test_truncated_jpeg_and_webp_without_metadata(self) -> None:
+        jpg = jpeg_bytes()
+        meta = extract_metadata(jpg[: len(jpg) // 2])
+        assert not meta.found() and meta.error == "truncated"
+        webp = webp_bytes()
+        meta = extract_metadata(webp[: len(webp) - 10])
+        assert not meta.found() and meta.error == "truncated"
+        assert extract_metadata(jpg).error is None
+
+    def test_efficiency_nodes(self) -> None:
+        g = {
+            "1": {
+                "class_type": "Efficient Loader",
+                "inputs": {
+                    "ckpt_name": "eff.safetensors",
+                    "positive": "eff positive",
+                    "negative": "eff negative",
+                    "empty_latent_width": 640,
+                    "empty_latent_height": 960,
+                    "batch_size": 1,
+                },
+            },
+            "2": {
+                "class_type": "KSampler (Efficient)",
+                "inputs": {
+                    "seed": 5,
+                    "steps": 22,
+                    "cfg": 6,
+                    "sampler_name": "euler",
+                    "scheduler": "normal",
+                    "model": ["1", 0],
+                    "positive": ["1", 1],
+                    "negative": ["1", 2],
+                    "latent_image": ["1", 3],
+                },
+            },
+        }
+        meta = parse_comfy(g)
+        assert meta is not None
+        assert (meta.prompt, meta.negative_prompt, meta.model) == (
+            "eff positive",
+            "eff negative",
+            "eff.safetensors",
+        )
+        assert (meta.width, meta.height, meta.steps) == (640, 960, 22)
+
+    def test_wildcard_encode_uses_populated_text(self) -> None:
+        g = comfy_basic_graph()
+        g["6"] = {
+            "class_type": "ImpactWildcardEncode",
+            "inputs": {"wildcard_text": "a __animal__", "populated_text": "a fox", "clip": ["4", 1]},
+        }
+        meta = parse_comfy(g)
+        assert meta is not None and meta.prompt == "a fox"
+
+    def test_controlnet_apply_advanced_passes_roles(self) -> None:
+        g = comfy_basic_graph()
+        g["50"] = {
+            "class_type": "ControlNetApplyAdvanced",
+            "inputs": {"positive": ["6", 0], "negative": ["7", 0], "strength": 1, "control_net": ["51", 0]},
+        }
+        g["51"] = {"class_type": "ControlNetLoader", "inputs": {"control_net_name": "canny.safetensors"}}
+        g["3"]["inputs"]["positive"] = ["50", 0]
+        g["3"]["inputs"]["negative"] = ["50", 1]
+        meta = parse_comfy(g)
+        assert meta is not None and (meta.prompt, meta.negative_prompt) == ("a red fox", "blurry")
+
+
+def test_invokeai_graph_only() -> None:
+    graph = {
+        "id": "g",
+        "nodes": {
+            "loader": {
+                "id": "loader",
+                "type": "main_model_loader",
+                "model": {"name": "dreamshaper_8", "base": "sd-1"},
+            },
+            "lora": {"id": "lora", "type": "lora_loader", "lora": {"name": "x"}},
+            "pos_str": {"id": "pos_str", "type": "string", "value": "a lighthouse at dusk"},
+            "pos": {"id": "pos", "type": "compel", "prompt": ""},
+            "neg": {"id": "neg", "type": "compel", "prompt": "blurry"},
+            "seed": {"id": "seed", "type": "integer", "value": 987},
+            "noise": {"id": "noise", "type": "noise", "seed": 0, "width": 768, "height": 512},
+            "den": {
+                "id": "den",
+                "type": "denoise_latents",
+                "steps": 30,
+                "cfg_scale": 7.5,
+                "scheduler": "dpmpp_2m",
+                "denoising_start": 0,
+            },
+            "hires": {
+                "id": "hires",
+                "type": "denoise_latents",
+                "steps": 10,
+                "cfg_scale": 3,
+                "scheduler": "euler",
+                "denoising_start": 0.6,
+            },
+        },
+        "edges": [
+            {
+                "source": {"node_id": "loader", "field": "unet"},
+                "destination": {"node_id": "lora", "field": "unet"},
+            },
+            {
+                "source": {"node_id": "lora", "field": "unet"},
+                "destination": {"node_id": "den", "field": "unet"},
+            },
+            {
+                "source": {"node_id": "pos_str", "field": "value"},
+                "destination": {"node_id": "pos", "field": "prompt"},
+            },
+            {
+                "source": {"node_id": "pos", "field": "conditioning"},
+                "destination": {"node_id": "den", "field": "positive_conditioning"},
+            },
+            {
+                "source": {"node_id": "neg", "field": "conditioning"},
+                "destination": {"node_id": "den", "field": "negative_conditioning"},
+            },
+            {
+                "source": {"node_id": "seed", "field": "value"},
+                "destination": {"node_id": "noise", "field": "seed"},
+            },
+            {
+                "source": {"node_id": "noise", "field": "noise"},
+                "destination": {"node_id": "den", "field": "noise"},
+            },
+        ],
+    }
+    meta = extract_metadata(png_bytes([("iTXt", "invokeai_graph", json.dumps(graph))]))
+    assert meta.metadata_source == "png:invokeai_graph" and meta.generator == "invokeai"
+    assert (meta.prompt, meta.negative_prompt, meta.seed, meta.steps) == (
+        "a lighthouse at dusk",
+        "blurry",
+        987,
+        30,
+    )
+    assert (meta.cfg_scale, meta.sampler, meta.width, meta.height) == (7.5, "dpmpp_2m", 768, 512)
+    assert meta.model == "dreamshaper_8"
+
+
+def test_infotext_in_xpcomment() -> None:
+    t = tiff([(0x9C9C, 1, INFOTEXT.encode("utf-16-le") + b"\0\0")])
+    meta = extract_metadata(jpeg_bytes(t))
+    check_infotext(meta)
+    assert meta.metadata_source == "exif:ifd0"
+
+
+def test_civitai_a1111_mode_model_from_resources() -> None:
+    text = (
+        "a castle\nNegative prompt: fog\nSteps: 25, Sampler: Euler a, CFG scale: 5, Seed: 1, "
+        "Size: 1024x1024, "
+        'Civitai resources: [{"type":"lora","modelName":"detail"},{"type":"checkpoint","modelVersionId":2,'
+        '"modelName":"WAI-illustrious-SDXL","modelVersionName":"v16.0"}], Civitai metadata: {}'
+    )
+    t = tiff([(0x013B, 2, b"ai\0")], [(0x9286, 7, user_comment(text, "utf-16-be"))])
+    meta = extract_metadata(jpeg_bytes(t))
+    assert meta.generator == "civitai" and meta.model == "WAI-illustrious-SDXL"
+    assert meta.params["Civitai resources"][1]["modelVersionId"] == 2
+
+
+def test_comfy_size_from_single_empty_latent_when_chain_unknown() -> None:
+    g = comfy_basic_graph()
+    g["60"] = {"class_type": "SomeCustomLatentNode", "inputs": {"strength": 1}}
+    g["3"]["inputs"]["latent_image"] = ["60", 0]
+    meta = parse_comfy(g)
+    assert meta is not None and (meta.width, meta.height) == (832, 1216)
+
+
+def test_civitai_bad_extra_metadata_still_uses_graph() -> None:
+    g = comfy_basic_graph()
+    g["extraMetadata"] = '{"prompt": "broken'
+    t = tiff([], [(0x9286, 7, user_comment(json.dumps(g), "utf-16-be"))])
+    meta = extract_metadata(jpeg_bytes(t))
+    assert meta.generator == "civitai" and meta.prompt == "a red fox" and meta.error is None
+
+
+def test_stability_matrix_infotext_only() -> None:
+    data = png_bytes(
+        [
+            ("tEXt", "parameters", "p\r\nNegative prompt: n\r\nSteps: 20, Sampler: Euler, Seed: 3"),
+            ("tEXt", "smproj", "{}"),
+            ("tEXt", "prompt", json.dumps(comfy_basic_graph())),
+        ]
+    )
+    meta = extract_metadata(data)
+    assert meta.generator == "stability-matrix" and meta.metadata_source == "png:parameters"
+    assert (meta.prompt, meta.negative_prompt, meta.seed) == ("p", "n", 3)
+
+
+def test_comfy_pysssss_loader_dict_name() -> None:
+    g = comfy_basic_graph()
+    g["4"] = {
+        "class_type": "CheckpointLoader|pysssss",
+        "inputs": {"ckpt_name": {"content": "sdxl/juggernaut.safetensors", "image": None}},
+    }
+    meta = parse_comfy(g)
+    assert meta is not None and meta.model == "sdxl/juggernaut.safetensors"
+
+
+def test_usercomment_unicode_header_with_utf8_body() -> None:
+    t = tiff([], [(0x9286, 7, b"UNICODE\0" + INFOTEXT.encode("utf-8"))])
+    check_infotext(extract_metadata(jpeg_bytes(t)))

@@ -16,6 +16,7 @@ def corpus_dir() -> Path | None:
     env = os.environ.get("IMAGECRAWL_REALWORLD_DIR")
     candidates = [Path(env)] if env else []
     candidates.append(Path(__file__).resolve().parents[1].parent / "shared" / "realworld")
+    candidates.append(Path(__file__).resolve().parent / "fixtures" / "realworld")  # the small files only
     for cand in candidates:
         if (cand / "images" / "MANIFEST.json").is_file():
             return cand / "images"
@@ -49,7 +50,10 @@ def _skip_if_absent() -> None:
         pytest.skip("real-world corpus not found: set IMAGECRAWL_REALWORLD_DIR or place it at ../shared/realworld")
 
 
-@pytest.mark.parametrize("entry", MANIFEST or [None], ids=lambda e: e["file"] if e else "corpus-missing")
+ENTRIES: list[dict[str, Any] | None] = list(MANIFEST) or [None]
+
+
+@pytest.mark.parametrize("entry", ENTRIES, ids=lambda e: e["file"] if e else "corpus-missing")
 def test_realworld_file(entry: dict[str, Any] | None) -> None:
     _skip_if_absent()
     assert entry is not None and CORPUS is not None
@@ -98,3 +102,43 @@ def test_tensorart_real_seed_from_graph() -> None:
     meta = extract_metadata((CORPUS / "sd-metadata__tensorart.png").read_bytes())
     assert meta.seed == 3036459311
     assert meta.params.get("seed_placeholder") == -1
+
+
+def _png_without(data: bytes, drop: set[str]) -> bytes:
+    """The same PNG with the text chunks whose keyword is in ``drop`` removed."""
+    import struct
+
+    out, pos = [data[:8]], 8
+    while pos + 8 <= len(data):
+        (length,) = struct.unpack(">I", data[pos : pos + 4])
+        ctype = data[pos + 4 : pos + 8]
+        end = pos + 12 + length
+        key = data[pos + 8 : pos + 8 + min(length, 80)].split(b"\0", 1)[0].decode("latin-1")
+        if not (ctype in (b"tEXt", b"zTXt", b"iTXt") and key in drop):
+            out.append(data[pos:end])
+        pos = end
+    return b"".join(out)
+
+
+@pytest.mark.parametrize(
+    ("name", "drop", "source"),
+    [
+        ("sd-metadata__invokeai.png", {"invokeai_metadata"}, "png:invokeai_graph"),
+        ("sd-metadata__comfyui.png", {"prompt"}, "png:comfyui"),  # UI workflow only
+        ("sd-metadata__forge.png", {"parameters"}, "stealth-alpha"),  # only the alpha copy left
+        ("sd-metadata__novelai-curated.png", {"Comment", "Description"}, "stealth-alpha"),
+    ],
+)
+def test_fallback_carriers(name: str, drop: set[str], source: str) -> None:
+    """Remove the primary carrier: the secondary copy must give the same values."""
+    _skip_if_absent()
+    assert CORPUS is not None
+    entry = next(e for e in MANIFEST if e["file"] == name)
+    meta = extract_metadata(_png_without((CORPUS / name).read_bytes(), drop))
+    assert meta.metadata_source == source
+    for field in ("prompt", "negative_prompt", "seed", "steps", "sampler", "cfg_scale", "width", "height"):
+        want = entry["expected"].get(field)
+        alternatives = [a["value"] for a in entry.get("alternatives", {}).get(field, [])]
+        if want is not None and not (name.endswith("comfyui.png") and field == "prompt"):
+            got = getattr(meta, field)
+            assert same(got, want) or any(same(got, a) for a in alternatives), (field, got, want)

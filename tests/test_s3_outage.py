@@ -12,10 +12,14 @@ from typing import Any
 
 import pytest
 
+from imagecrawl.sandbox.catalog import build_catalog
 from imagecrawl.sandbox.testing import start_sandbox
 
 from .conftest import LOOPBACK, REPO, MotoS3, read_store, run_crawl
+from .expect import Expected, expected_rows
 from .faultproxy import FaultProxy
+
+ITEMS, SEED = 50, 5
 
 FAST_RETRIES = {
     "IMAGECRAWL_SHARD_MAX_ROWS": "5",
@@ -27,7 +31,7 @@ FAST_RETRIES = {
 
 @pytest.fixture(scope="module")
 def site() -> Any:
-    sandbox = start_sandbox(items=50, seed=5)
+    sandbox = start_sandbox(items=ITEMS, seed=SEED)
     yield sandbox
     sandbox.stop()
 
@@ -44,10 +48,18 @@ def _settings(proxy: FaultProxy, tmp_path: Path, **extra: str) -> dict[str, str]
     }
 
 
-def _expected_ids(site: Any, tmp_path: Path) -> set[str]:
-    store = tmp_path / "reference"
-    run_crawl("civitai", store=store, args={"api_url": site.base_url.rstrip("/"), "limit": 10})
-    return {r["id"] for r in read_store(store, columns=["id"]).to_pylist()}
+def _expected_ids(site: Any, tmp_path: Path) -> Expected:
+    """Groups of duplicates among the safe civitai entries: exactly one row per group must land."""
+    catalog = build_catalog(ITEMS, SEED)
+    safe = [e for e in catalog.entries("civitai") if e.nsfw_level == "None"]
+    return expected_rows(catalog, safe, lambda e: f"civitai:{e.id}")
+
+
+def _assert_landed(expected: Expected, store: str, env: dict[str, str]) -> None:
+    rows = read_store(store, columns=["id", "image_sha256"], env=env).to_pylist()
+    groups = [expected.sha_to_group[r["image_sha256"]] for r in rows]
+    assert sorted(groups) == sorted(expected.groups), "every group exactly once"
+    assert all(r["id"] in expected.by_id for r in rows)
 
 
 def test_outage_mid_crawl_then_recovery(site: Any, moto_s3: MotoS3, tmp_path: Path) -> None:
@@ -77,9 +89,9 @@ def test_outage_mid_crawl_then_recovery(site: Any, moto_s3: MotoS3, tmp_path: Pa
         # ... until shards have piled up in the outbox, then back
         outbox = tmp_path / "state" / "outbox"
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and len(list(outbox.glob("*.parquet"))) < 2:
+        while time.monotonic() < deadline and len(list(outbox.glob("*.ready"))) < 2:
             time.sleep(0.1)
-        assert len(list(outbox.glob("*.parquet"))) >= 2, "shards should wait in the outbox while S3 is down"
+        assert len(list(outbox.glob("*.ready"))) >= 2, "shards should wait in the outbox while S3 is down"
         assert proxy.refused > 0
         timer = threading.Timer(1.0, lambda: setattr(proxy, "down", False))
         timer.start()
@@ -87,9 +99,8 @@ def test_outage_mid_crawl_then_recovery(site: Any, moto_s3: MotoS3, tmp_path: Pa
         timer.join()
     assert proc.returncode == 0, stderr[-3000:]
     assert "kept in the outbox" in stderr
-    rows = read_store(f"s3://{bucket}/d", columns=["id"], env=moto_s3.env).to_pylist()
-    assert sorted(r["id"] for r in rows) == sorted(expected)
-    assert list(outbox.glob("*.parquet")) == []
+    _assert_landed(expected, f"s3://{bucket}/d", moto_s3.env)
+    assert list(outbox.glob("*.ready")) == []
 
 
 def test_outage_to_the_end_fails_then_next_run_uploads(site: Any, moto_s3: MotoS3, tmp_path: Path) -> None:
@@ -102,7 +113,7 @@ def test_outage_to_the_end_fails_then_next_run_uploads(site: Any, moto_s3: MotoS
         first = run_crawl("civitai", store=store, args=args, settings=_settings(proxy, tmp_path), check=False)
         assert first.returncode == 3, first.stderr[-2000:]
         assert "did not accept" in first.stderr
-        waiting = list((tmp_path / "state" / "outbox").glob("*.parquet"))
+        waiting = list((tmp_path / "state" / "outbox").glob("*.ready"))
         assert waiting, "the shards must stay on local disk"
         assert first.stats["imagecrawl/store/outbox_pending"] == len(waiting)
         proxy.down = False
@@ -111,7 +122,7 @@ def test_outage_to_the_end_fails_then_next_run_uploads(site: Any, moto_s3: MotoS
     # the second run found the first run's records waiting: it downloads only images whose bytes duplicate
     # another one (their ids were never stored), and drops them; nothing is lost, nothing written twice
     downloaded = second.stats.get("imagecrawl/media/images", 0)
-    assert downloaded == second.stats.get("imagecrawl/dedupe/dropped/sha256", 0)
-    assert second.stats["imagecrawl/dedupe/skipped_known/id"] >= len(expected)
-    rows = read_store(store, columns=["id"], env=moto_s3.env).to_pylist()
-    assert sorted(r["id"] for r in rows) == sorted(expected)
+    dropped = sum(second.stats.get(f"imagecrawl/dedupe/dropped/{why}", 0) for why in ("sha256", "near"))
+    assert downloaded == dropped
+    assert second.stats["imagecrawl/dedupe/skipped_known/id"] >= expected.rows
+    _assert_landed(expected, store, moto_s3.env)

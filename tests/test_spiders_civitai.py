@@ -112,7 +112,8 @@ def test_bad_argument_is_a_clear_error(results: dict[str, CrawlResult]) -> None:
 def test_only_api_and_image_paths_requested(results: dict[str, CrawlResult], server: SandboxProcess) -> None:
     paths = {r["path"] for r in server.requests()}
     assert paths, "the request log is empty"
-    assert all(p in ("/robots.txt", "/api/v1/images") or p.startswith("/images/civitai/") for p in paths)
+    site_files = ("/robots.txt", "/.well-known/tdmrep.json")  # robots.txt and TDMRep, once per site
+    assert all(p in (*site_files, "/api/v1/images") or p.startswith("/images/civitai/") for p in paths)
     assert not any(r["path"].startswith("/private/") for r in server.requests())
     assert all(r["status"] == 200 for r in server.requests())
 

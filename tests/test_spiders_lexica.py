@@ -102,6 +102,7 @@ def test_requests(results: dict[str, CrawlResult], server: SandboxProcess) -> No
     records = server.requests()
     assert all(r["status"] == 200 for r in records)
     assert all(
-        r["path"] in ("/robots.txt", "/api/v1/search") or r["path"].startswith("/images/lexica/")
+        r["path"] in ("/robots.txt", "/.well-known/tdmrep.json", "/api/v1/search")
+        or r["path"].startswith("/images/lexica/")
         for r in records
     )

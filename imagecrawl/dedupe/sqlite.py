@@ -1,23 +1,38 @@
-"""The embedded dedupe ledger: which images and ids are already committed to the store. No Scrapy.
+"""The embedded dedupe ledger: which images and ids are in the store, or claimed on their way there.
 
-Only *committed* shards are recorded here, in the same transaction as the shard's name, so the ledger
-and the store agree. A shard that reached the store but not the ledger (a crash between the two) is
-found by :meth:`Ledger.reconcile`, which indexes every shard the ledger does not know yet.
+*Committed* rows are recorded in the same transaction as the shard's name, so the ledger and the store
+agree; a shard that reached the store but not the ledger (a crash between the two) is found by
+:meth:`Ledger.reconcile`, which indexes every shard the ledger does not know yet.
+
+*Claims* are what running crawls hold between deciding to keep an item and committing its shard. They
+live in the same SQLite file, so several processes writing into one store (``-a shard=I/N``) never both
+keep one image: a claim is an INSERT that fails when another process got there first. A claim belongs to
+an owner (a run). Claims of a dead owner are void: on this host, an owner whose process is gone; on
+another host sharing the file, one whose heartbeat is older than ``stale_seconds``. No Scrapy imports.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
+import os
+import socket
 import sqlite3
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
 
+from imagecrawl.dedupe.near import MemoryNearIndex, NearIndex
+
 logger = logging.getLogger(__name__)
+
+_HOST = socket.gethostname()
+#: owners opened by this process and not closed (several crawlers may share one store in one process)
+_LIVE_OWNERS: set[str] = set()
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS seen (
@@ -38,9 +53,21 @@ CREATE TABLE IF NOT EXISTS shards (
     rows INTEGER NOT NULL,
     committed_at REAL NOT NULL
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS claims (
+    sha256 TEXT PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    url_hash BLOB,
+    owner TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS claims_url ON claims (url_hash);
+CREATE INDEX IF NOT EXISTS claims_owner ON claims (owner);
+CREATE TABLE IF NOT EXISTS owners (
+    owner TEXT PRIMARY KEY,
+    host TEXT NOT NULL,
+    pid INTEGER NOT NULL,
+    heartbeat REAL NOT NULL
+) WITHOUT ROWID;
 """
-
-BUSY_TIMEOUT_SECONDS = 120.0
 
 Entry = tuple[str, str, int | None, str | None]  # (sha256, id, phash, image_url)
 
@@ -59,65 +86,173 @@ def entries_of(table: Any) -> list[Entry]:
 
 
 class Ledger:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, owner: str = "", stale_seconds: float = 120.0) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        # Several crawl processes may share one ledger (``-a shard=I/N``): a writer waits for another's
-        # shard commit (seconds under load; measured up to 7 s on 2 busy cores) instead of failing with
-        # "database is locked" at sqlite3's default 5 s.
-        self.db = sqlite3.connect(
-            str(path), isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_SECONDS
-        )
+        self.owner = owner or f"ledger-{id(self)}-{time.time_ns()}"
+        self.stale_seconds = stale_seconds
+        self.db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=30)
         self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=FULL")
+        # WAL + NORMAL survives a killed process; a power loss may drop the last commits, which
+        # reconcile() restores from the store itself.
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.execute("PRAGMA busy_timeout=30000")
         self.db.executescript(_SCHEMA)
-        self._pending_sha: dict[str, str] = {}
-        self._pending_ids: dict[str, str] = {}
-        self._pending_urls: set[bytes] = set()
+        # this owner's claims, also kept in memory: the hot path asks about its own items most
+        self._own_sha: dict[str, str] = {}
+        self._own_ids: dict[str, str] = {}
+        self._own_urls: set[bytes] = set()
+        self._own_phash: dict[str, int] = {}
+        self.near: NearIndex | None = None
+        self._pending_near = MemoryNearIndex()
+        self._last_beat = 0.0
+        _LIVE_OWNERS.add(self.owner)
+        with self._transaction():
+            self._purge_stale()
+        self.heartbeat(force=True)
+
+    # -- owners --------------------------------------------------------------------------------
+    def heartbeat(self, *, force: bool = False) -> None:
+        """Keep this owner's claims alive (cheap to call often: writes at most every few seconds)."""
+        now = time.time()
+        if not force and now - self._last_beat < self.stale_seconds / 10:
+            return
+        self._last_beat = now
+        self.db.execute(
+            "INSERT INTO owners (owner, host, pid, heartbeat) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT(owner) DO UPDATE SET heartbeat = excluded.heartbeat",
+            (self.owner, _HOST, os.getpid(), now),
+        )
+
+    def _owner_is_alive(self, owner: str, host: str, pid: int, heartbeat: float) -> bool:
+        if host != _HOST:
+            return heartbeat >= time.time() - self.stale_seconds
+        if pid == os.getpid():
+            return owner in _LIVE_OWNERS  # else the pid was reused: the earlier owner is gone
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+
+    def _purge_stale(self) -> None:
+        owners = self.db.execute("SELECT owner, host, pid, heartbeat FROM owners").fetchall()
+        dead = [row[0] for row in owners if not self._owner_is_alive(*row)]
+        self.db.executemany("DELETE FROM owners WHERE owner = ?", [(o,) for o in dead])
+        cur = self.db.execute("DELETE FROM claims WHERE owner NOT IN (SELECT owner FROM owners)")
+        if cur.rowcount:
+            logger.info("Dedupe ledger: released %d claims of crawls that stopped without committing", cur.rowcount)
 
     # -- lookups -------------------------------------------------------------------------------
     def duplicate_reason(self, sha256: str, item_id: str) -> str | None:
-        """``"sha256"`` or ``"id"`` if this image or id is committed or pending, else None."""
-        if sha256 in self._pending_sha:
+        """``"sha256"`` or ``"id"`` if this image or id is committed or claimed, else None."""
+        if sha256 in self._own_sha:
             return "sha256"
-        if item_id in self._pending_ids:
+        if item_id in self._own_ids:
             return "id"
-        row = self.db.execute("SELECT 1 FROM seen WHERE sha256 = ?", (sha256,)).fetchone()
-        if row is not None:
+        if self._one(
+            "SELECT 1 FROM seen WHERE sha256 = ? UNION ALL SELECT 1 FROM claims WHERE sha256 = ?", sha256, sha256
+        ):
             return "sha256"
-        row = self.db.execute("SELECT 1 FROM ids WHERE id = ?", (item_id,)).fetchone()
-        return "id" if row is not None else None
+        if self._one("SELECT 1 FROM ids WHERE id = ? UNION ALL SELECT 1 FROM claims WHERE id = ?", item_id, item_id):
+            return "id"
+        return None
 
     def has_id(self, item_id: str) -> bool:
-        """Is a record with this id committed or pending? (asked before downloading its image)"""
-        if item_id in self._pending_ids:
+        """Is a record with this id committed or claimed? (asked before downloading its image)"""
+        if item_id in self._own_ids:
             return True
-        return self.db.execute("SELECT 1 FROM ids WHERE id = ?", (item_id,)).fetchone() is not None
+        return self._one("SELECT 1 FROM ids WHERE id = ? UNION ALL SELECT 1 FROM claims WHERE id = ?", item_id, item_id)
 
     def has_url(self, url: str) -> bool:
-        """Was an image from this URL committed or pending?"""
+        """Was an image from this URL committed or claimed?"""
         key = url_key(url)
-        if key in self._pending_urls:
+        if key in self._own_urls:
             return True
-        return self.db.execute("SELECT 1 FROM urls WHERE url_hash = ?", (key,)).fetchone() is not None
+        return self._one(
+            "SELECT 1 FROM urls WHERE url_hash = ? UNION ALL SELECT 1 FROM claims WHERE url_hash = ?", key, key
+        )
 
-    def reserve(self, sha256: str, item_id: str, url: str | None = None) -> None:
-        self._pending_sha[sha256] = item_id
-        self._pending_ids[item_id] = sha256
-        if url:
-            self._pending_urls.add(url_key(url))
+    def _one(self, sql: str, *args: Any) -> bool:
+        return self.db.execute(sql + " LIMIT 1", args).fetchone() is not None
+
+    # -- claims --------------------------------------------------------------------------------
+    def reserve(self, sha256: str, item_id: str, url: str | None = None, phash: int | None = None) -> bool:
+        """Claim an image for this owner; False when another claim or a committed row holds it already."""
+        if self._own_sha.get(sha256) == item_id:
+            return True
+        url_hash = url_key(url) if url else None
+        with self._transaction():
+            if self._one(
+                "SELECT 1 FROM seen WHERE sha256 = ? UNION ALL SELECT 1 FROM ids WHERE id = ?", sha256, item_id
+            ):
+                return False
+            try:
+                self.db.execute(
+                    "INSERT INTO claims (sha256, id, url_hash, owner) VALUES (?, ?, ?, ?)",
+                    (sha256, item_id, url_hash, self.owner),
+                )
+            except sqlite3.IntegrityError:
+                return False
+        self._own_sha[sha256] = item_id
+        self._own_ids[item_id] = sha256
+        if url_hash:
+            self._own_urls.add(url_hash)
+        if phash is not None and self.near is not None:
+            self._own_phash[item_id] = phash
+            self._pending_near.add(item_id, phash)
+        self.heartbeat()
+        return True
 
     def release(self, sha256: str, item_id: str, url: str | None = None) -> None:
-        self._pending_sha.pop(sha256, None)
-        self._pending_ids.pop(item_id, None)
+        if self._own_sha.get(sha256) != item_id:
+            return
+        self.db.execute("DELETE FROM claims WHERE sha256 = ? AND owner = ?", (sha256, self.owner))
+        self._forget(sha256, item_id, url)
+
+    def _forget(self, sha256: str, item_id: str, url: str | None) -> None:
+        self._own_sha.pop(sha256, None)
+        self._own_ids.pop(item_id, None)
+        self._own_phash.pop(item_id, None)
         if url:
-            self._pending_urls.discard(url_key(url))
+            self._own_urls.discard(url_key(url))
+
+    # -- near duplicates -----------------------------------------------------------------------
+    def enable_near(self, index: NearIndex) -> None:
+        """Answer near-duplicate queries from ``index`` (committed rows) plus this owner's claims. The
+        index is derived data: rows committed while it missed them (a crash between the two commits) are
+        added back from the ledger, idempotently."""
+        self.near = index
+        with_phash = int(self.db.execute("SELECT count(*) FROM seen WHERE phash IS NOT NULL").fetchone()[0])
+        if len(index) < with_phash:
+            index.add_many(self.phashes())
+            logger.info("Near-duplicate index topped up from the ledger (%d hashes)", with_phash)
+
+    def near_duplicate(self, phash: int | None, max_distance: int) -> tuple[str, int] | None:
+        """(id, distance) of the closest committed or claimed image within ``max_distance``, else None."""
+        if self.near is None or phash is None or max_distance < 0:
+            return None
+        hits = [h for h in (self.near.query(phash, max_distance), self._pending_near.query(phash, max_distance)) if h]
+        return min(hits, key=lambda hit: hit[1]) if hits else None
+
+    def _rebuild_pending_near(self) -> None:
+        """The in-memory index of claims cannot delete: rebuild it when committed rows dominate it."""
+        if len(self._pending_near) > max(10_000, 2 * len(self._own_phash)):
+            fresh = MemoryNearIndex()
+            fresh.add_many(self._own_phash.items())
+            self._pending_near = fresh
 
     def known_shards(self) -> set[str]:
         return {row[0] for row in self.db.execute("SELECT key FROM shards")}
 
     def count(self) -> int:
         return int(self.db.execute("SELECT count(*) FROM seen").fetchone()[0])
+
+    def phashes(self) -> Iterator[tuple[str, int]]:
+        """(id, phash) of every committed row that has a perceptual hash."""
+        yield from self.db.execute("SELECT id, phash FROM seen WHERE phash IS NOT NULL")
 
     # -- commits -------------------------------------------------------------------------------
     def commit_shard(self, key: str, entries: Iterable[Entry]) -> None:
@@ -135,12 +270,16 @@ class Ledger:
                 "INSERT OR IGNORE INTO urls (url_hash) VALUES (?)",
                 [(url_key(url),) for _, _, _, url in rows if url],
             )
+            self.db.executemany("DELETE FROM claims WHERE sha256 = ?", [(sha,) for sha, _, _, _ in rows])
             self.db.execute(
                 "INSERT OR REPLACE INTO shards (key, rows, committed_at) VALUES (?, ?, ?)",
                 (key, len(rows), time.time()),
             )
+        if self.near is not None:
+            self.near.add_many((item_id, phash) for _, item_id, phash, _ in rows if phash is not None)
         for sha, item_id, _, url in rows:
-            self.release(sha, item_id, url)
+            self._forget(sha, item_id, url)
+        self._rebuild_pending_near()
 
     def reconcile(self, store: Any) -> int:
         """Index every shard in ``store`` that the ledger does not know yet; returns how many."""
@@ -160,17 +299,19 @@ class Ledger:
             logger.info("Dedupe ledger: indexed shard %s (%d rows) found in the store", shard.key, table.num_rows)
         return added
 
-    def _transaction(self) -> Any:
-        db = self.db
-
-        class _Tx:
-            def __enter__(self) -> None:
-                db.execute("BEGIN IMMEDIATE")
-
-            def __exit__(self, exc_type: Any, *_: Any) -> None:
-                db.execute("ROLLBACK" if exc_type else "COMMIT")
-
-        return _Tx()
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
 
     def close(self) -> None:
+        """Give up this owner's remaining claims (uncommitted shards are claimed again by the next run)."""
+        with contextlib.suppress(sqlite3.Error), self._transaction():
+            self.db.execute("DELETE FROM claims WHERE owner = ?", (self.owner,))
+            self.db.execute("DELETE FROM owners WHERE owner = ?", (self.owner,))
         self.db.close()

@@ -11,9 +11,9 @@ number of samplers goes to ``params["comfyui_samplers"]``.
 
 from __future__ import annotations
 
+import contextvars
 import json
 import logging
-from collections.abc import Iterator
 from typing import Any
 
 from imagecrawl.metadata.infotext import parse_size, to_float, to_int
@@ -24,6 +24,11 @@ logger = logging.getLogger(__name__)
 Graph = dict[str, dict[str, Any]]
 
 MAX_DEPTH = 64
+HARD_MAX_DEPTH = 250
+MAX_VISITS = 5_000
+MAX_TEXT_CHARS = 100_000
+#: link depth for the current extraction (set from ``Limits.max_graph_depth`` by extract_metadata)
+GRAPH_DEPTH: contextvars.ContextVar[int] = contextvars.ContextVar("comfy_graph_depth", default=MAX_DEPTH)
 MAX_NODES = 5000
 
 SAMPLER_CLASSES = frozenset(
@@ -183,12 +188,15 @@ def workflow_to_api(obj: Any) -> Graph | None:
     nodes = obj.get("nodes")
     if not isinstance(nodes, list) or not nodes or len(nodes) > MAX_NODES:
         return None
-    links: dict[Any, tuple[str, int]] = {}
-    for link in obj.get("links") or []:
-        if isinstance(link, list) and len(link) >= 3:
-            links[link[0]] = (str(link[1]), link[2] if isinstance(link[2], int) else 0)
-        elif isinstance(link, dict) and "id" in link:
-            links[link["id"]] = (str(link.get("origin_id")), int(link.get("origin_slot") or 0))
+    links: dict[int | str, tuple[str, int]] = {}
+    raw_links = obj.get("links")
+    for link in raw_links if isinstance(raw_links, list) else []:
+        if isinstance(link, list) and len(link) >= 3 and isinstance(link[0], int | str):
+            slot = link[2] if isinstance(link[2], int) and not isinstance(link[2], bool) else 0
+            links[link[0]] = (str(link[1]), slot)
+        elif isinstance(link, dict) and isinstance(link.get("id"), int | str):
+            oslot = link.get("origin_slot")
+            links[link["id"]] = (str(link.get("origin_id")), oslot if isinstance(oslot, int) else 0)
     graph: Graph = {}
     reroutes: dict[str, Any] = {}
     for node in nodes:
@@ -199,9 +207,11 @@ def workflow_to_api(obj: Any) -> Graph | None:
         if node.get("mode") in (2, 4):  # muted / bypassed
             continue
         inputs: dict[str, Any] = {}
-        for inp in node.get("inputs") or []:
-            if isinstance(inp, dict) and inp.get("link") in links:
-                inputs[str(inp.get("name"))] = list(links[inp["link"]])
+        node_inputs = node.get("inputs")
+        for inp in node_inputs if isinstance(node_inputs, list) else []:
+            link_id = inp.get("link") if isinstance(inp, dict) else None
+            if isinstance(link_id, int | str) and link_id in links:
+                inputs[str(inp.get("name"))] = list(links[link_id])
         if ctype == "Reroute":
             reroutes[nid] = next(iter(inputs.values()), None)
             continue
@@ -240,7 +250,14 @@ def workflow_to_api(obj: Any) -> Graph | None:
 class _Walker:
     def __init__(self, graph: Graph, max_depth: int = MAX_DEPTH) -> None:
         self.g = graph
-        self.max_depth = max_depth
+        self.max_depth = min(max_depth, HARD_MAX_DEPTH)  # recursion stays far below Python's limit
+        # total node visits of one walk: a DAG of concatenation nodes sharing children would otherwise
+        # cost 2**depth visits (and build a 2**depth-long string)
+        self.budget = MAX_VISITS
+
+    def _spend(self) -> bool:
+        self.budget -= 1
+        return self.budget >= 0
 
     def node(self, ref: Any) -> dict[str, Any] | None:
         if not is_link(ref):
@@ -257,7 +274,7 @@ class _Walker:
     def value(self, v: Any, keys: tuple[str, ...], depth: int = 0) -> Any:
         if not is_link(v):
             return v
-        if depth > self.max_depth:
+        if depth > self.max_depth or not self._spend():
             return None
         ins = self.inputs(self.node(v))
         for key in keys:
@@ -271,7 +288,7 @@ class _Walker:
     def string(self, v: Any, role: str, depth: int = 0) -> str | None:
         if isinstance(v, str):
             return v
-        if not is_link(v) or depth > self.max_depth:
+        if not is_link(v) or depth > self.max_depth or not self._spend():
             return None
         node = self.node(v)
         ins = self.inputs(node)
@@ -291,7 +308,7 @@ class _Walker:
                     if s:
                         parts.append(s)
             if parts:
-                return (delim if isinstance(delim, str) else " ").join(parts)
+                return (delim if isinstance(delim, str) else " ").join(parts)[:MAX_TEXT_CHARS]
         for key in STRING_KEYS:
             if key in ins:
                 s = self.string(ins[key], role, depth + 1)
@@ -322,7 +339,7 @@ class _Walker:
         if seen is None:
             seen = set()
         node = self.node(ref)
-        if node is None or depth > self.max_depth:
+        if node is None or depth > self.max_depth or not self._spend():
             return []
         key_id = str(ref[0])
         if key_id in seen:
@@ -348,8 +365,9 @@ class _Walker:
                     if s and s not in found:
                         found.append(s)
         if has_text_input:
-            if "text" in ins and isinstance(ins["text"], str) and ins["text"]:
-                return [ins["text"]]
+            for key in ("text", "populated_text"):  # the text actually encoded wins over templates
+                if isinstance(ins.get(key), str) and ins[key]:
+                    return [ins[key]]
             return found
         # pass-through nodes and combiners
         for key, v in ins.items():
@@ -369,6 +387,8 @@ class _Walker:
         ins = self.inputs(node)
         for key in MODEL_NAME_KEYS:
             v = ins.get(key)
+            if isinstance(v, dict):  # pysssss loaders: {"content": "name.safetensors", "image": ...}
+                v = v.get("content")
             if isinstance(v, str) and v:
                 return v
             if is_link(v):
@@ -403,20 +423,26 @@ class _Walker:
                 return self.size(ins[key], depth + 1)
         return None
 
-    def ancestors(self, nid: str) -> Iterator[str]:
-        seen = {nid}
-        stack = [nid]
-        while stack:
-            cur = stack.pop()
-            for v in self.inputs(self.g.get(cur)).values():
-                if is_link(v):
-                    src = str(v[0])
-                    if src not in seen and src in self.g:
-                        seen.add(src)
-                        stack.append(src)
-                        yield src
-            if len(seen) > MAX_NODES:
-                return
+
+def _downstream_of(graph: Graph, sources: list[str]) -> set[str]:
+    """Every node reachable from ``sources`` along links (source -> consumer), in O(nodes + links)."""
+    consumers: dict[str, list[str]] = {}
+    for nid, node in graph.items():
+        ins = node.get("inputs")
+        if not isinstance(ins, dict):
+            continue
+        for v in ins.values():
+            if is_link(v):
+                consumers.setdefault(str(v[0]), []).append(nid)
+    seen: set[str] = set()
+    stack = [c for s in sources for c in consumers.get(s, ())]
+    while stack:
+        cur = stack.pop()
+        if cur in seen:
+            continue
+        seen.add(cur)
+        stack.extend(consumers.get(cur, ()))
+    return seen
 
 
 def _role_keys(role: str) -> tuple[str, ...]:
@@ -435,15 +461,15 @@ def is_sampler(node: dict[str, Any]) -> bool:
     return "guider" in ins and "sigmas" in ins
 
 
-def parse_comfy_graph(graph: Graph, *, max_depth: int = MAX_DEPTH) -> ImageMetadata | None:
+def parse_comfy_graph(graph: Graph, *, max_depth: int | None = None) -> ImageMetadata | None:
     """Prompt + parameters of an API graph; None if the graph yields nothing useful."""
-    w = _Walker(graph, max_depth)
+    w = _Walker(graph, GRAPH_DEPTH.get() if max_depth is None else max_depth)
     samplers = [nid for nid, n in graph.items() if is_sampler(n)]
     meta = ImageMetadata()
     params: dict[str, Any] = {}
     if samplers:
-        sampler_set = set(samplers)
-        roots = [s for s in samplers if not any(a in sampler_set for a in w.ancestors(s))]
+        downstream = _downstream_of(graph, samplers)
+        roots = [s for s in samplers if s not in downstream]
         sid = (roots or samplers)[0]
         _fill_from_sampler(w, graph[sid], meta, params)
         params["comfyui_sampler_node"] = sid
@@ -454,8 +480,10 @@ def parse_comfy_graph(graph: Graph, *, max_depth: int = MAX_DEPTH) -> ImageMetad
         for n in graph.values():
             ins = w.inputs(n)
             for key in ("ckpt_name", "unet_name", "gguf_name"):
-                if isinstance(ins.get(key), str):
-                    meta.model = ins[key]
+                v = ins.get(key)
+                v = v.get("content") if isinstance(v, dict) else v
+                if isinstance(v, str) and v:
+                    meta.model = v
                     break
             if meta.model:
                 break
@@ -521,19 +549,39 @@ def _fill_from_sampler(w: _Walker, node: dict[str, Any], meta: ImageMetadata, pa
     neg_ref = next((s[k] for s in (ins, guider) for k in ("negative",) if is_link(s.get(k))), None)
     if pos_ref is not None:
         texts = w.texts(pos_ref, "positive")
-        meta.prompt = "\n".join(texts) if texts else None
+        meta.prompt = _join(texts) if texts else None
     if neg_ref is not None:
         texts = w.texts(neg_ref, "negative")
-        meta.negative_prompt = "\n".join(texts) if texts else ""
+        meta.negative_prompt = _join(texts) if texts else ""
     model_ref = next((s["model"] for s in (ins, guider, sigmas_ins) if is_link(s.get("model"))), None)
     if model_ref is not None:
         meta.model = w.model(model_ref)
+    size: tuple[int, int] | bool | None = None
     for key in ("latent_image", "latent", "samples"):
         if is_link(ins.get(key)):
             size = w.size(ins[key])
-            if isinstance(size, tuple):
-                meta.width, meta.height = size
             break
+    if size is None:  # latent chain not conclusive: a single empty-latent node in the graph decides
+        size = _single_empty_latent(w)
+    if isinstance(size, tuple):
+        meta.width, meta.height = size
+
+
+def _join(texts: list[str]) -> str:
+    """One text as stored; several (combined conditionings) stripped and joined by newlines."""
+    if len(texts) == 1:
+        return texts[0]
+    return "\n".join(t.strip() for t in texts if t.strip())
+
+
+def _single_empty_latent(w: _Walker) -> tuple[int, int] | None:
+    found: list[tuple[int, int]] = []
+    for nid, n in w.g.items():
+        if "EmptyLatent" in str(n.get("class_type", "")) or "LatentImage" in str(n.get("class_type", "")):
+            size = w.size([nid, 0])
+            if isinstance(size, tuple) and size not in found:
+                found.append(size)
+    return found[0] if len(found) == 1 else None
 
 
 def _fill_without_sampler(w: _Walker, graph: Graph, meta: ImageMetadata) -> None:
@@ -547,9 +595,9 @@ def _fill_without_sampler(w: _Walker, graph: Graph, meta: ImageMetadata) -> None
             continue
         if "neg" in title:
             if meta.negative_prompt is None:
-                meta.negative_prompt = "\n".join(texts)
+                meta.negative_prompt = _join(texts)
         elif meta.prompt is None:
-            meta.prompt = "\n".join(texts)
+            meta.prompt = _join(texts)
     for n in graph.values():
         if "EmptyLatent" in str(n.get("class_type", "")):
             ins = w.inputs(n)
@@ -563,7 +611,7 @@ def _fill_without_sampler(w: _Walker, graph: Graph, meta: ImageMetadata) -> None
 
 
 def parse_comfy(
-    prompt_json: Any = None, workflow_json: Any = None, *, max_depth: int = MAX_DEPTH
+    prompt_json: Any = None, workflow_json: Any = None, *, max_depth: int | None = None
 ) -> ImageMetadata | None:
     """Parse the API graph if present, else the UI workflow."""
     graph = as_api_graph(prompt_json) if prompt_json is not None else None

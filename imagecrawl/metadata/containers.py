@@ -190,7 +190,8 @@ def _png_text(ctype: bytes, body: bytes, limits: Limits) -> tuple[str, str] | No
 # --------------------------------------------------------------------------------------------- JPEG
 @dataclass(slots=True)
 class JpegInfo:
-    exif: bytes | None = None
+    #: every APP1 Exif payload (TIFF bytes), in file order
+    exifs: list[bytes] = field(default_factory=list)
     xmp: bytes | None = None
     comments: list[bytes] = field(default_factory=list)
 
@@ -234,8 +235,8 @@ def parse_jpeg(data: bytes, limits: Limits, problems: Problems) -> JpegInfo:
             break
         if marker == 0xE1:
             seg = data[seg_start:seg_end]
-            if seg.startswith(b"Exif\x00") and info.exif is None:
-                info.exif = seg[6:]
+            if seg.startswith(b"Exif\x00") and len(info.exifs) < 4:
+                info.exifs.append(seg[6:])
             elif seg.startswith(_XMP_SIG) and info.xmp is None:
                 info.xmp = seg[len(_XMP_SIG) :]
         elif marker == 0xFE:
@@ -243,6 +244,9 @@ def parse_jpeg(data: bytes, limits: Limits, problems: Problems) -> JpegInfo:
         pos = seg_end
     else:
         problems.add("truncated", "JPEG ends before start of scan")
+    # entropy-coded data cannot contain FF D9, so a JPEG without it near its end was cut short
+    if b"\xff\xd9" not in data[-65536:]:
+        problems.add("truncated", "JPEG without end-of-image marker")
     return info
 
 
@@ -262,6 +266,9 @@ def parse_webp(data: bytes, limits: Limits, problems: Problems) -> WebpInfo:
     info = WebpInfo()
     pos = 12
     size = len(data)
+    (riff_size,) = struct.unpack_from("<I", data, 4)
+    if riff_size + 8 > size:
+        problems.add("truncated", "RIFF shorter than declared")
     n = 0
     while pos + 8 <= size:
         n += 1
@@ -313,6 +320,9 @@ def parse_webp(data: bytes, limits: Limits, problems: Problems) -> WebpInfo:
 _TYPE_SIZES = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 1, 7: 1, 8: 2, 9: 4, 10: 8, 11: 4, 12: 8, 13: 4}
 TAG_USER_COMMENT = 0x9286
 TAG_EXIF_IFD = 0x8769
+TAG_XMP = 0x02BC
+#: tags that can carry generation metadata (a skipped oversized one is reported as too_large)
+METADATA_TAGS = frozenset({TAG_USER_COMMENT, TAG_XMP, 0x010E, 0x010F, 0x0110, 0x0131, 0x9C9C})
 
 
 @dataclass(slots=True)
@@ -370,7 +380,8 @@ def _read_ifd(
         else:
             (voff,) = struct.unpack_from(bo + "I", tiff, e + 8)
             if nbytes > limits.max_text_bytes:
-                problems.add("too_large", f"EXIF tag {tag:#x} of {nbytes} bytes skipped")
+                if tag in METADATA_TAGS:
+                    problems.add("too_large", f"EXIF tag {tag:#x} of {nbytes} bytes skipped")
                 continue
             if voff + nbytes > len(tiff):
                 problems.add("truncated", f"EXIF tag {tag:#x} value out of range")
@@ -389,6 +400,11 @@ def decode_user_comment(raw: bytes, *, big_endian_tiff: bool = False) -> str:
     """EXIF UserComment: honour the 8-byte charset header (and its absence); UTF-16 order guessed."""
     prefix, body = raw[:8], raw[8:]
     if prefix == b"UNICODE\x00":
+        if body and 0 not in body:  # some writers put UTF-8 after the UNICODE header
+            try:
+                return body.decode("utf-8").rstrip("\x00")
+            except UnicodeDecodeError:
+                pass
         return _decode_utf16_guess(body, big_endian_tiff)
     if prefix in (b"ASCII\x00\x00\x00", b"\x00" * 8):
         return decode_text(body).strip("\x00")
@@ -416,7 +432,10 @@ def _decode_utf16_guess(body: bytes, big_endian_tiff: bool) -> str:
     elif body.startswith(b"\xff\xfe"):
         enc, body = "utf-16-le", body[2:]
     else:
-        sample = body[:512]
+        # ASCII characters leave a NUL in the high byte; the parameters line is ASCII even when the
+        # prompt is not, so look at the start and the end of the text
+        tail = max(0, len(body) - 4096)
+        sample = body[:4096] + body[tail - tail % 2 :]
         even = sample[0::2].count(0)
         odd = sample[1::2].count(0)
         if even > odd:
@@ -440,8 +459,7 @@ XMP_NAMES = (
     "photoshop:Instructions",
     "xmp:Label",
 )
-_XMP_LI = re.compile(r"<rdf:li(?:\s[^>]{0,400})?>(.*?)</rdf:li>", re.S)
-_TAG = re.compile(r"<[^>]{0,400}>")
+_TAG = re.compile(r"<[^<>]*>")  # stops at the next "<": linear time
 
 
 def parse_xmp(raw: bytes | str, names: tuple[str, ...] = XMP_NAMES) -> dict[str, str]:
@@ -462,24 +480,36 @@ def parse_xmp(raw: bytes | str, names: tuple[str, ...] = XMP_NAMES) -> dict[str,
 
 
 def _xmp_element(text: str, name: str) -> str | None:
-    start = text.find("<" + name)
+    open_tag = "<" + name
+    start = text.find(open_tag)
     while start != -1:
-        gt = text.find(">", start)
-        if gt == -1:
-            return None
-        after = text[start + 1 + len(name) : start + 2 + len(name)]
-        if after in (">", " ", "\t", "\n", "\r", "/"):
-            if text[gt - 1] == "/":  # empty element
+        after = text[start + len(open_tag) : start + len(open_tag) + 1]
+        if after in (">", " ", "\t", "\n", "\r", "/"):  # the element itself, not a longer name
+            gt = text.find(">", start)
+            if gt == -1 or text[gt - 1] == "/":  # unterminated, or an empty element
                 return None
             end = text.find("</" + name + ">", gt)
             if end == -1:
                 return None
             inner = text[gt + 1 : end]
-            m = _XMP_LI.search(inner)
-            if m:
-                return m.group(1)
-            return _TAG.sub("", inner)
-        start = text.find("<" + name, start + 1)
+            li = _first_li(inner)
+            return li if li is not None else _TAG.sub("", inner)
+        start = text.find(open_tag, start + 1)
+    return None
+
+
+def _first_li(inner: str) -> str | None:
+    """Content of the first ``<rdf:li ...>...</rdf:li>`` (str.find only: linear time)."""
+    pos = inner.find("<rdf:li")
+    while pos != -1:
+        after = inner[pos + 7 : pos + 8]
+        if after in (">", " ", "\t", "\n", "\r"):
+            gt = inner.find(">", pos)
+            if gt == -1:
+                return None
+            end = inner.find("</rdf:li>", gt)
+            return None if end == -1 else inner[gt + 1 : end]
+        pos = inner.find("<rdf:li", pos + 1)
     return None
 
 

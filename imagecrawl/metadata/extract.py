@@ -1,17 +1,21 @@
 """The orchestrator: sniff the container, collect the metadata carriers, apply the precedence rules.
 
-Precedence (first hit wins, later copies are duplicates):
+Precedence (first hit wins, later copies are duplicates; see docs/metadata.md):
 
 1. PNG text chunks (tEXt/zTXt/iTXt, before or after IDAT), by key:
    ``parameters-json`` (Stability Matrix) > ``generation_data`` (Tensor.Art, + graph seed) >
-   ``invokeai_metadata`` > ``sd-metadata`` > ``parameters`` (A1111 infotext or JSON dispatched on
-   content: SwarmUI, Fooocus, RuinedFooocus, HF Space, ...) > ``Dream`` > NovelAI ``Comment`` >
-   ComfyUI ``prompt``/``workflow`` > Easy Diffusion per-field keys > XMP > other JSON/infotext keys.
-2. EXIF (JPEG APP1, WebP ``EXIF``, PNG ``eXIf``): UserComment (Exif IFD, or misplaced in IFD0) >
-   ComfyUI ``prompt:``/``workflow:`` IFD0 tags > JSON/infotext in IFD0 text tags.
+   ``invokeai_metadata`` > ``sd-metadata`` > ``invokeai_graph`` > ``parameters`` (A1111 infotext or
+   JSON dispatched on content: SwarmUI, Fooocus, RuinedFooocus, HF Space, ...) > ``Dream`` >
+   NovelAI ``Comment`` > ComfyUI ``prompt``/``workflow`` > Easy Diffusion per-field keys > XMP >
+   other JSON/infotext keys.
+2. EXIF (JPEG APP1, WebP ``EXIF``, PNG ``eXIf``, TIFF): UserComment (Exif IFD, then misplaced in
+   IFD0) > ComfyUI ``prompt:``/``workflow:`` IFD0 tags > JSON/infotext in IFD0 text and XP tags >
+   XMP tag > NovelAI ImageDescription.
 3. XMP (``exif:UserComment`` JSON - Draw Things -, ``dc:description`` infotext).
 4. JPEG COM segment (Fooocus JSON), only when it parses as a known record.
 5. Stealth data in alpha/RGB LSBs (only when nothing else was found: it usually duplicates 1-2).
+
+Other containers (AVIF, HEIF, JPEG XL, GIF, ...) are searched for an EXIF block and an XMP packet.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import re
 from typing import Any
 
 from imagecrawl.metadata import containers as c
-from imagecrawl.metadata.comfyui import parse_comfy
+from imagecrawl.metadata.comfyui import GRAPH_DEPTH, parse_comfy
 from imagecrawl.metadata.formats import (
     load_json,
     novelai_comment,
@@ -35,6 +39,7 @@ from imagecrawl.metadata.formats import (
     parse_tensorart,
 )
 from imagecrawl.metadata.infotext import looks_like_infotext, parse_infotext
+from imagecrawl.metadata.invokeai_graph import parse_invokeai_graph
 from imagecrawl.metadata.stealth import stealth_from_image, stealth_from_png
 from imagecrawl.metadata.types import ImageMetadata, Limits, MetadataError
 
@@ -50,6 +55,7 @@ _EASY_KEYS = (
 )
 # IFD0 text tags that tools abuse for metadata
 _IFD0_TEXT_TAGS = (0x010F, 0x0110, 0x010E, 0x0131, 0x013B, 0x010D, 0x8298, 0x010B, 0x010C, 0x010A)
+_XP_TAGS = (0x9C9C, 0x9C9F, 0x9C9B)  # XPComment, XPSubject, XPTitle
 
 
 def extract_metadata(data: bytes, *, filename: str | None = None, limits: Limits | None = None) -> ImageMetadata:
@@ -71,7 +77,11 @@ def extract_metadata(data: bytes, *, filename: str | None = None, limits: Limits
         if fmt is None:
             return ImageMetadata(error="unsupported_format")
         problems = c.Problems()
-        meta, source = _extract(data, fmt, lim, problems)
+        token = GRAPH_DEPTH.set(lim.max_graph_depth)
+        try:
+            meta, source = _extract(data, fmt, lim, problems)
+        finally:
+            GRAPH_DEPTH.reset(token)
         if meta is None or source is None:
             result = ImageMetadata(image_format=fmt, error=problems.worst())
         else:
@@ -131,8 +141,38 @@ def _extract(data: bytes, fmt: str, lim: Limits, problems: c.Problems) -> Found:
     if fmt == "WEBP":
         return _extract_webp(data, lim, problems)
     if fmt == "TIFF":
-        exif = c.parse_tiff(data[: lim.max_text_bytes * 4], lim, problems)
-        return _from_exif(exif, problems) if exif else (None, None)
+        exif = c.parse_tiff(data, lim, problems)
+        meta, source = _from_exif(exif, problems) if exif else (None, None)
+        if _useful(meta):
+            return meta, source
+    return _extract_scan(data, lim, problems)
+
+
+_EXIF_MARKERS = (
+    (b"Exif\x00\x00II*\x00", 6),  # HEIF/AVIF Exif item, GIF/other application blocks
+    (b"Exif\x00\x00MM\x00*", 6),
+    (b"Exif\x00\x00\x00\x00II*\x00", 8),  # JPEG XL "Exif" box: 4-byte TIFF offset, then TIFF
+    (b"Exif\x00\x00\x00\x00MM\x00*", 8),
+)
+
+
+def _extract_scan(data: bytes, lim: Limits, problems: c.Problems) -> Found:
+    """Other containers (AVIF, HEIF, JPEG XL, GIF, ...): look for an embedded EXIF block or XMP packet."""
+    for marker, skip in _EXIF_MARKERS:
+        pos = data.find(marker)
+        if pos != -1:
+            exif = c.parse_tiff(data[pos + skip : pos + skip + lim.max_text_bytes], lim, problems)
+            if exif is not None:
+                meta, source = _from_exif(exif, problems)
+                if _useful(meta):
+                    return meta, source
+    start = data.find(b"<x:xmpmeta")
+    if start != -1:
+        end = data.find(b"</x:xmpmeta>", start, start + lim.max_text_bytes)
+        if end != -1:
+            meta = _from_xmp(data[start : end + 12])
+            if _useful(meta):
+                return meta, "xmp"
     return None, None
 
 
@@ -156,19 +196,19 @@ def _extract_png(data: bytes, lim: Limits, problems: c.Problems) -> Found:
         meta = _from_xmp(texts[XMP_PNG_KEY])
         if _useful(meta):
             return meta, "xmp"
-    payload = stealth_from_png(data, info, lim, problems)
-    if payload:
-        meta = _from_stealth(payload)
+    found = stealth_from_png(data, info, lim, problems)
+    if found:
+        meta = _from_stealth(found[0])
         if _useful(meta):
-            return meta, "stealth-alpha"
+            return meta, "stealth-" + found[1]
         problems.add("bad_text", "stealth payload not understood")
     return None, None
 
 
 def _extract_jpeg(data: bytes, lim: Limits, problems: c.Problems) -> Found:
     info = c.parse_jpeg(data, lim, problems)
-    if info.exif:
-        exif = c.parse_tiff(info.exif, lim, problems)
+    for blob in info.exifs:
+        exif = c.parse_tiff(blob, lim, problems)
         if exif is not None:
             meta, source = _from_exif(exif, problems)
             if _useful(meta):
@@ -197,12 +237,14 @@ def _extract_webp(data: bytes, lim: Limits, problems: c.Problems) -> Found:
         meta = _from_xmp(info.xmp)
         if _useful(meta):
             return meta, "xmp"
-    if info.has_alpha and not info.animated:
-        payload = stealth_from_image(data, info.width, info.height, lim, problems)
-        if payload:
-            meta = _from_stealth(payload)
+    # stealth data survives only in lossless WebP with alpha; a WebP must be decoded whole (libwebp has
+    # no row-wise decoding here), so other WebPs are not decoded at all
+    if info.has_alpha and info.lossless and not info.animated:
+        found = stealth_from_image(data, info.width, info.height, lim, problems)
+        if found:
+            meta = _from_stealth(found[0])
             if _useful(meta):
-                return meta, "stealth-alpha"
+                return meta, "stealth-" + found[1]
     return None, None
 
 
@@ -229,6 +271,10 @@ def _from_texts(texts: dict[str, str], problems: c.Problems) -> Found:
         meta = parse_invokeai_sdmetadata(obj) if isinstance(obj, dict) else None
         if meta is not None:
             return meta, "png:sd-metadata"
+    if "invokeai_graph" in texts:
+        meta = parse_invokeai_graph(load_json(texts["invokeai_graph"]))
+        if _useful(meta):
+            return meta, "png:invokeai_graph"
     if "parameters" in texts:
         meta = _from_parameters(texts["parameters"], texts)
         if _useful(meta):
@@ -292,14 +338,28 @@ def _from_parameters(value: str, texts: dict[str, str]) -> ImageMetadata | None:
 def _infotext_generator(meta: ImageMetadata, texts: dict[str, str] | None = None) -> str:
     texts = texts or {}
     if "Civitai resources" in meta.params or "Civitai metadata" in meta.params:
+        if meta.model is None:  # Civitai's A1111 mode names the checkpoint only in its resources
+            meta.model = _civitai_checkpoint(meta.params.get("Civitai resources"))
         return "civitai"
     if texts.get("fooocus_scheme") or str(meta.params.get("Version", "")).startswith("Fooocus"):
         return "fooocus"
+    if "smproj" in texts or "parameters-json" in texts:
+        return "stability-matrix"
     if "prompt" in texts and texts["prompt"].lstrip().startswith("{"):
         return "comfyui"  # a ComfyUI saver (SaveImageWithMetaData, comfy-image-saver) writing infotext
-    if "smproj" in texts:
-        return "stability-matrix"
     return "a1111"
+
+
+def _civitai_checkpoint(resources: Any) -> str | None:
+    if isinstance(resources, list):
+        for res in resources:
+            if (
+                isinstance(res, dict)
+                and res.get("type") == "checkpoint"
+                and isinstance(res.get("modelName"), str)
+            ):
+                return res["modelName"]
+    return None
 
 
 def _from_loose_text(text: str) -> ImageMetadata | None:
@@ -350,13 +410,25 @@ def _from_exif(exif: c.Exif, problems: c.Problems) -> Found:
         if _useful(meta):
             return meta, "exif:ifd0"
 
-    # 3. JSON or infotext directly in an IFD0 text tag (legacy StableSwarmUI, some A1111 forks)
+    # 3. JSON or infotext directly in an IFD0 text tag (legacy StableSwarmUI, some A1111 forks),
+    #    or in the Windows XP tags (UTF-16LE)
+    for tag in _XP_TAGS:
+        entry = exif.ifd0.get(tag)
+        if entry is not None:
+            ifd0_text[tag] = entry[1].decode("utf-16-le", errors="replace").rstrip("\x00")
     for value in ifd0_text.values():
         meta = _from_loose_text(value)
         if _useful(meta):
             return meta, "exif:ifd0"
 
-    # 4. NovelAI WebP without a usable Comment: prompt in ImageDescription
+    # 4. an XMP packet in the TIFF XMP tag
+    xmp = exif.ifd0.get(c.TAG_XMP)
+    if xmp is not None:
+        meta = _from_xmp(xmp[1])
+        if _useful(meta):
+            return meta, "xmp"
+
+    # 5. NovelAI WebP without a usable Comment: prompt in ImageDescription
     if software and software.startswith("NovelAI") and description:
         return ImageMetadata(prompt=description, model=software, generator="novelai"), "exif:ifd0"
     return None, None

@@ -45,7 +45,7 @@ def _jsonable(value: Any) -> Any:
     """Keep params JSON-serialisable and bounded."""
     try:
         text = json.dumps(value, ensure_ascii=False)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, RecursionError):
         return str(value)[:_MAX_PARAM_CHARS]
     if len(text) > _MAX_PARAM_CHARS:
         return text[:_MAX_PARAM_CHARS]
@@ -151,7 +151,9 @@ def parse_ruined_fooocus(d: dict[str, Any]) -> ImageMetadata:
 
 
 def parse_hf_space(d: dict[str, Any]) -> ImageMetadata:
-    model_key = next((k for k in ("Model", "model", "model_id", "base_model") if isinstance(d.get(k), str)), None)
+    model_key = next(
+        (k for k in ("Model", "model", "model_id", "base_model") if isinstance(d.get(k), str)), None
+    )
     return _build(
         d,
         "hf-space",
@@ -345,14 +347,17 @@ def parse_invokeai_metadata(d: dict[str, Any]) -> ImageMetadata | None:
     return meta
 
 
-_INVOKE_NEG = re.compile(r"^(.*?)\s*\[(.*)\]\s*$", re.S)
+_INVOKE_NEG = re.compile(r"\[([^\[\]]*)\]")
 
 
 def split_invoke_prompt(prompt: str) -> tuple[str, str | None]:
-    m = _INVOKE_NEG.match(prompt)
-    if not m:
+    """InvokeAI 1.x/2.x: every ``[bracketed]`` part of the prompt is negative."""
+    groups = _INVOKE_NEG.findall(prompt)
+    if not groups:
         return prompt, None
-    return m.group(1), m.group(2)
+    positive = _INVOKE_NEG.sub("", prompt)
+    positive = re.sub(r"[ \t]{2,}", " ", positive).strip()
+    return positive, ", ".join(g.strip() for g in groups if g.strip())
 
 
 def parse_invokeai_sdmetadata(d: dict[str, Any]) -> ImageMetadata | None:
@@ -429,7 +434,7 @@ def parse_civitai_comfy(d: dict[str, Any]) -> ImageMetadata | None:
     graph = as_api_graph(d)
     meta = parse_comfy_graph(graph) if graph else None
     extra_raw = d.get("extraMetadata")
-    extra = json.loads(extra_raw) if isinstance(extra_raw, str) and extra_raw.strip().startswith("{") else extra_raw
+    extra = load_json(extra_raw) if isinstance(extra_raw, str) else extra_raw
     if not isinstance(extra, dict):
         extra = {}
     if meta is None:
@@ -451,7 +456,9 @@ def parse_civitai_comfy(d: dict[str, Any]) -> ImageMetadata | None:
             setattr(meta, field, conv(extra[key]))
     if meta.sampler is None and _s(extra.get("sampler")):
         meta.sampler = extra["sampler"]
-    meta.params["civitai"] = _jsonable({k: v for k, v in extra.items() if k not in ("prompt", "negativePrompt")})
+    meta.params["civitai"] = _jsonable(
+        {k: v for k, v in extra.items() if k not in ("prompt", "negativePrompt")}
+    )
     if isinstance(d.get("extra"), dict):
         meta.params["civitai_extra"] = _jsonable(d["extra"])
     return meta
@@ -471,7 +478,9 @@ def parse_json_payload(obj: Any) -> ImageMetadata | None:
     if (
         "prompt" in obj
         and "base_model" in obj
-        and any(k in obj for k in ("full_prompt", "metadata_scheme", "performance", "guidance_scale", "sharpness"))
+        and any(
+            k in obj for k in ("full_prompt", "metadata_scheme", "performance", "guidance_scale", "sharpness")
+        )
     ):
         return parse_fooocus(obj)
     ed = parse_easydiffusion(obj)
@@ -527,8 +536,17 @@ _GENERIC = {
     "seed": ("seed", "Seed"),
     "steps": ("steps", "num_inference_steps", "Steps", "sample_steps"),
     "sampler": ("sampler", "sampler_name", "Sampler", "scheduler"),
-    "cfg_scale": ("cfg_scale", "cfg", "guidance_scale", "cfgScale", "scale", "CFG scale"),
-    "model": ("model", "Model", "model_name", "base_model", "checkpoint"),
+    "cfg_scale": (
+        "cfg_scale",
+        "cfg",
+        "guidance_scale",
+        "cfgScale",
+        "scale",
+        "CFG scale",
+        "Guidance Scale",
+        "guidance",
+    ),
+    "model": ("model", "Model", "model_name", "base_model", "Base Model", "checkpoint", "sd_model_name"),
 }
 
 
@@ -554,7 +572,15 @@ def _parse_generic(obj: dict[str, Any]) -> ImageMetadata | None:
         return None
     if meta.seed is None and meta.steps is None and meta.cfg_scale is None and meta.sampler is None:
         return None
-    meta.width, meta.height = to_int(obj.get("width")), to_int(obj.get("height"))
-    used |= {"width", "height"}
+    meta.width = to_int(obj.get("width", obj.get("Width")))
+    meta.height = to_int(obj.get("height", obj.get("Height")))
+    used |= {"width", "height", "Width", "Height"}
+    if meta.width is None:
+        for key in ("size", "Size", "resolution", "Resolution"):
+            wh = parse_size(obj.get(key))
+            if wh:
+                meta.width, meta.height = wh
+                used.add(key)
+                break
     meta.params.update(_rest(obj, used))
     return meta

@@ -20,7 +20,9 @@ from imagecrawl.metadata.types import ImageMetadata
 logger = logging.getLogger(__name__)
 
 _KEY = r"[A-Za-z][\w \-/.()\[\]+]{0,60}?"
-_PARAM_START = re.compile(r"\s*(" + _KEY + r"):\s*")
+_PARAM_START = re.compile(r"\s*(" + _KEY + r"):\s*")  # only ever .match()ed at a known position
+# counting candidates: anchored at the start or a comma, so whitespace runs are scanned once (linear)
+_PARAM_COUNT = re.compile(r"(?:^|,)[ \t]*" + _KEY + r":")
 _NEXT_KEY = re.compile(r",\s*" + _KEY + r":\s")
 _NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
 _INT = re.compile(r"[-+]?\d+")
@@ -29,6 +31,7 @@ _SIZE = re.compile(r"^\s*(\d+)\s*[xX*\u00d7]\s*(\d+)\s*$")
 # keys whose value is a "k: v, k2: v2" mapping (A1111 writes them quoted)
 _HASH_LISTS = ("Lora hashes", "TI hashes", "LoRA hashes", "Lora weights")
 MAX_PARAMS = 500
+MAX_PARAMS_LINE = 64 * 1024
 
 
 def parse_params_line(line: str) -> dict[str, Any]:
@@ -36,7 +39,9 @@ def parse_params_line(line: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
     pos = 0
     n = len(line)
-    while pos < n and len(out) < MAX_PARAMS:
+    steps = 0
+    while pos < n and len(out) < MAX_PARAMS and steps < 4 * MAX_PARAMS:
+        steps += 1
         m = _PARAM_START.match(line, pos)
         if not m:
             # skip to the next separator
@@ -53,7 +58,7 @@ def parse_params_line(line: str) -> dict[str, Any]:
             token = line[pos:end]
             try:
                 value = json.loads(token)
-            except ValueError:
+            except (ValueError, RecursionError):
                 value = token.strip('"')
             pos = end
         elif pos < n and line[pos] in "[{":
@@ -61,7 +66,7 @@ def parse_params_line(line: str) -> dict[str, Any]:
             token = line[pos:end]
             try:
                 value = json.loads(token)
-            except ValueError:
+            except (ValueError, RecursionError):
                 value = token
             pos = end
         else:
@@ -78,19 +83,13 @@ def parse_params_line(line: str) -> dict[str, Any]:
     return out
 
 
+_QUOTED = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.S)
+
+
 def _scan_quoted(s: str, pos: int) -> int:
-    """Index after the closing quote of the string starting at ``pos`` (a '"')."""
-    i = pos + 1
-    n = len(s)
-    while i < n:
-        c = s[i]
-        if c == "\\":
-            i += 2
-            continue
-        if c == '"':
-            return i + 1
-        i += 1
-    return n
+    """Index after the closing quote of the string starting at ``pos`` (a '"'); len(s) if unterminated."""
+    m = _QUOTED.match(s, pos)
+    return m.end() if m else len(s)
 
 
 def _scan_balanced(s: str, pos: int) -> int:
@@ -115,7 +114,7 @@ def _scan_balanced(s: str, pos: int) -> int:
 def parse_hash_list(value: str) -> dict[str, str]:
     """``"name: hash, name2: hash2"`` -> {name: hash}."""
     out: dict[str, str] = {}
-    for part in value.split(","):
+    for part in value.split(",", MAX_PARAMS)[:MAX_PARAMS]:
         name, sep, h = part.rpartition(":")
         if sep and name.strip():
             out[name.strip()] = h.strip()
@@ -125,7 +124,12 @@ def parse_hash_list(value: str) -> dict[str, str]:
 def _is_params_line(line: str) -> bool:
     if line.startswith("Steps:"):
         return True
-    return len(_PARAM_START.findall(line)) >= 3 and len(parse_params_line(line)) >= 3
+    if len(line) > MAX_PARAMS_LINE:  # a parameters line without "Steps:" is short; skip giant lines
+        return False
+    return len(_PARAM_COUNT.findall(line)) >= 3 and len(parse_params_line(line)) >= 3
+
+
+_MAX_NUMBER_CHARS = 64  # longer strings are not numbers we care about (and keep the regexes linear)
 
 
 def to_number(value: Any) -> int | float | None:
@@ -133,7 +137,7 @@ def to_number(value: Any) -> int | float | None:
         return None
     if isinstance(value, int | float):
         return value
-    if isinstance(value, str):
+    if isinstance(value, str) and len(value) <= _MAX_NUMBER_CHARS:
         s = value.strip()
         if _INT.fullmatch(s):
             return int(s)
@@ -152,7 +156,7 @@ def to_int(value: Any) -> int | None:
         return value
     if isinstance(value, float):
         return int(value) if value.is_integer() else None
-    if isinstance(value, str):
+    if isinstance(value, str) and len(value) <= _MAX_NUMBER_CHARS:
         s = value.strip()
         if _INT.fullmatch(s):
             return int(s)
@@ -168,7 +172,8 @@ def to_float(value: Any) -> float | None:
 
 
 def parse_size(value: Any) -> tuple[int, int] | None:
-    if isinstance(value, str):
+    """``"512x768"``, ``"(768, 1280)"``, ``"1024 x 1024"``, ``[w, h]`` -> (w, h)."""
+    if isinstance(value, str) and len(value) <= _MAX_NUMBER_CHARS:
         m = _SIZE.match(value)
         if m:
             return int(m.group(1)), int(m.group(2))

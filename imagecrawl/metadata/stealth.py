@@ -35,7 +35,9 @@ _CHANNELS = {6: 4, 2: 3, 4: 2}  # PNG colour type -> channels (8-bit)
 
 
 def _chunk(ctype: bytes, body: bytes) -> bytes:
-    return struct.pack(">I", len(body)) + ctype + body + struct.pack(">I", zlib.crc32(ctype + body) & 0xFFFFFFFF)
+    return (
+        struct.pack(">I", len(body)) + ctype + body + struct.pack(">I", zlib.crc32(ctype + body) & 0xFFFFFFFF)
+    )
 
 
 def _inflate_rows(data: bytes, info: PngInfo, rows: int, cols: int) -> bytes:
@@ -142,8 +144,10 @@ def _check_len(nbits: int, pixels: int, per_pixel: int, limits: Limits) -> None:
         raise MetadataError("corrupt", "stealth length exceeds image")
 
 
-def stealth_from_png(data: bytes, info: PngInfo, limits: Limits, problems: Problems) -> str | None:
-    """The stealth payload of a PNG, or None.  Never raises."""
+def stealth_from_png(
+    data: bytes, info: PngInfo, limits: Limits, problems: Problems
+) -> tuple[str, str] | None:
+    """``(payload, "alpha" | "rgb")`` of a PNG, or None.  Never raises."""
     if info.bit_depth != 8 or info.color_type not in _CHANNELS or not info.idat:
         return None
     w, h = info.width, info.height
@@ -181,16 +185,22 @@ def stealth_from_png(data: bytes, info: PngInfo, limits: Limits, problems: Probl
             full = _png_rows(data, info, rows, cols)
             if full is None or full.shape[0] != rows:
                 raise MetadataError("truncated", "image data ends early")
-            return _payload(_bits(full, alpha, cols > 1 or rows == h), nbits, compressed, limits)
+            text = _payload(_bits(full, alpha, cols > 1 or rows == h), nbits, compressed, limits)
+            return text, "alpha" if alpha else "rgb"
     except MetadataError as exc:
         problems.add(exc.kind, str(exc))
     except (OSError, ValueError, SyntaxError, zlib.error, MemoryError, Image.DecompressionBombError) as exc:
-        problems.add("corrupt", f"stealth decode failed: {exc}")
+        # a decoder failure on a file already known to be cut short is that truncation again
+        problems.add(
+            "truncated" if "truncated" in problems.kinds else "corrupt", f"stealth decode failed: {exc}"
+        )
     return None
 
 
-def stealth_from_image(data: bytes, width: int, height: int, limits: Limits, problems: Problems) -> str | None:
-    """Stealth payload of a non-PNG image (lossless WebP): full decode, bounded by pixel count."""
+def stealth_from_image(
+    data: bytes, width: int, height: int, limits: Limits, problems: Problems
+) -> tuple[str, str] | None:
+    """``(payload, channel)`` of a non-PNG image (lossless WebP): full decode, bounded by pixel count."""
     if width <= 0 or height <= 0:
         return None
     if width * height > limits.max_stealth_pixels:
@@ -220,9 +230,12 @@ def stealth_from_image(data: bytes, width: int, height: int, limits: Limits, pro
                 continue
             compressed, nbits = head
             _check_len(nbits, arr.shape[0] * arr.shape[1], per_pixel, limits)
-            return _payload(seq, nbits, compressed, limits)
+            return _payload(seq, nbits, compressed, limits), "alpha" if alpha else "rgb"
     except MetadataError as exc:
         problems.add(exc.kind, str(exc))
     except (OSError, ValueError, SyntaxError, zlib.error, MemoryError, Image.DecompressionBombError) as exc:
-        problems.add("corrupt", f"stealth decode failed: {exc}")
+        # a decoder failure on a file already known to be cut short is that truncation again
+        problems.add(
+            "truncated" if "truncated" in problems.kinds else "corrupt", f"stealth decode failed: {exc}"
+        )
     return None

@@ -53,7 +53,7 @@ class Limits:
     max_stealth_pixels: int = 16 * 1024 * 1024
     #: at most this many PNG chunks / JPEG segments / WebP chunks are walked
     max_chunks: int = 10_000
-    #: maximum nesting when following links in a ComfyUI graph
+    #: maximum nesting when following links in a ComfyUI graph (capped at 250)
     max_graph_depth: int = 64
 
 

@@ -51,7 +51,8 @@ def crawl_storage(crawler: Crawler) -> CrawlStorage:
     url = settings.get("IMAGECRAWL_STORE") or "data/"
     store = open_store(url, s3_config_from_settings(settings))
     state = state_dir_for(url, settings.get("IMAGECRAWL_STATE_DIR", ""))
-    ledger = Ledger(state / "ledger.sqlite3")
-    storage = CrawlStorage(store, state, ledger, make_run_id(settings.get("IMAGECRAWL_WORKER_ID", "")))
+    run_id = make_run_id(settings.get("IMAGECRAWL_WORKER_ID", ""))
+    ledger = Ledger(state / "ledger.sqlite3", owner=run_id)
+    storage = CrawlStorage(store, state, ledger, run_id)
     _BY_CRAWLER[crawler] = storage
     return storage

@@ -10,6 +10,7 @@ from scrapy import signals
 from scrapy.crawler import Crawler
 from scrapy.exceptions import DropItem, NotConfigured
 
+from imagecrawl.dedupe.near import DEFAULT_MAX_DISTANCE, SqliteNearIndex
 from imagecrawl.pipelines._state import crawl_storage
 
 logger = logging.getLogger(__name__)
@@ -25,6 +26,17 @@ class DedupePipeline:
         assert crawler.stats is not None
         self.stats = crawler.stats
         self.storage = crawl_storage(crawler)
+        settings = crawler.settings
+        self.near_policy = settings.get("IMAGECRAWL_NEAR_POLICY", "drop")
+        if self.near_policy not in ("drop", "keep"):
+            raise ValueError(f"IMAGECRAWL_NEAR_POLICY must be 'drop' or 'keep', not {self.near_policy!r}")
+        self.near_distance = settings.getint("IMAGECRAWL_NEAR_MAX_DISTANCE", DEFAULT_MAX_DISTANCE)
+        if settings.getbool("IMAGECRAWL_NEAR_DEDUPE_ENABLED", True) and self.storage.ledger.near is None:
+            self.storage.ledger.enable_near(SqliteNearIndex(self.storage.state_dir / "near.sqlite3"))
+        elif not settings.getbool("IMAGECRAWL_NEAR_DEDUPE_ENABLED", True):
+            logger.warning(
+                "Near-duplicate dedupe is off (IMAGECRAWL_NEAR_DEDUPE_ENABLED): only exact copies are dropped"
+            )
         crawler.signals.connect(self.item_dropped, signal=signals.item_dropped)
 
     @classmethod
@@ -53,12 +65,24 @@ class DedupePipeline:
 
     def process_item(self, item: Any) -> Any:
         adapter = ItemAdapter(item)
-        sha, item_id = adapter["image_sha256"], adapter["id"]
-        reason = self.storage.ledger.duplicate_reason(sha, item_id)
+        ledger = self.storage.ledger
+        sha, item_id, phash = adapter["image_sha256"], adapter["id"], adapter.get("image_phash")
+        reason = ledger.duplicate_reason(sha, item_id)
         if reason is not None:
             self.stats.inc_value(f"imagecrawl/dedupe/dropped/{reason}")
             raise DuplicateItem(f"duplicate {reason}: {item_id} ({adapter.get('image_url')})", log_level="DEBUG")
-        self.storage.ledger.reserve(sha, item_id, adapter.get("image_url"))
+        near = ledger.near_duplicate(phash, self.near_distance)
+        if near is not None:
+            other, distance = near
+            if self.near_policy == "drop":
+                self.stats.inc_value("imagecrawl/dedupe/dropped/near")
+                raise DuplicateItem(f"near-duplicate of {other} (distance {distance}): {item_id}", log_level="DEBUG")
+            adapter["duplicate_of"] = other
+            self.stats.inc_value("imagecrawl/dedupe/kept_near")
+        if not ledger.reserve(sha, item_id, adapter.get("image_url"), phash):
+            # another process writing into the same store claimed it between the check and now
+            self.stats.inc_value("imagecrawl/dedupe/dropped/claimed")
+            raise DuplicateItem(f"duplicate (claimed elsewhere): {item_id}", log_level="DEBUG")
         self.stats.inc_value("imagecrawl/dedupe/unique")
         return item
 

@@ -125,6 +125,7 @@ class ParquetPipeline:
         """Every second: make buffered rows durable in the spool, and finish shards past their age."""
         while True:
             await asyncio.sleep(self.flush_seconds)
+            self.storage.ledger.heartbeat()
             now = time.monotonic()
             for partition, writer in list(self.writers.items()):
                 if self.max_seconds > 0 and writer.rows and now - writer.opened_at >= self.max_seconds:

@@ -83,7 +83,9 @@ def make_rate_limit(config: SandboxConfig, clock: Callable[[], float] = time.mon
 
 def build_middlewares(config: SandboxConfig) -> list[Middleware]:
     """The behaviour middlewares enabled by ``config``, outermost first."""
-    factories = (make_rate_limit,)
+    from imagecrawl.sandbox.hostile import make_hostile
+
+    factories = (make_rate_limit, make_hostile)
     middlewares = [m for m in (f(config) for f in factories) if m is not None]
     logger.debug("behaviours enabled: %d", len(middlewares))
     return middlewares

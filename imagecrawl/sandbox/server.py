@@ -34,6 +34,7 @@ from urllib.parse import urlencode
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
+from imagecrawl.sandbox import optout_site
 from imagecrawl.sandbox.behaviours import build_middlewares
 from imagecrawl.sandbox.catalog import (
     BROWSING_LEVEL,
@@ -75,6 +76,7 @@ class SandboxConfig:
     rate_limit: float | None = None  # tokens per second per client IP; None = unlimited
     burst: int | None = None  # bucket capacity; default ceil(rate_limit)
     retry_after: bool = True  # send Retry-After with 429
+    hostile: bool = False
 
 
 CATALOG_KEY = web.AppKey("catalog", Catalog)
@@ -467,6 +469,7 @@ def create_app(config: SandboxConfig, log_file: IO[str] | None = None) -> web.Ap
     app.router.add_get("/gallery/", gallery_list)
     app.router.add_get("/gallery/item/{id}", gallery_item)
     app.router.add_get("/images/{source}/{name}", image)
+    optout_site.add_routes(app)
     return app
 
 
@@ -504,6 +507,7 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         action="store_false",
         help="send 429 responses without a Retry-After header",
     )
+    p.add_argument("--hostile", action="store_true", help="serve the hostile behaviours under /hostile/")
     p.add_argument("--log", type=Path, default=None, help="append one JSON line per request to FILE")
     p.add_argument("--allow-non-loopback", action="store_true", help="allow binding a non-loopback address")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging to stderr")
@@ -526,6 +530,7 @@ async def _serve(args: argparse.Namespace, log_file: IO[str] | None) -> None:
         rate_limit=args.rate_limit,
         burst=args.burst,
         retry_after=args.retry_after,
+        hostile=args.hostile,
     )
     app = create_app(config, log_file)
     runner = web.AppRunner(

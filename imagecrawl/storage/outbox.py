@@ -27,7 +27,9 @@ from imagecrawl.storage.stores import LocalStore, S3Store
 
 logger = logging.getLogger(__name__)
 
-READY_SUFFIX = ".parquet"
+SHARD_SUFFIX = ".parquet"
+#: a complete Parquet file waiting for the store; not ".parquet", so globs over a store never match it
+READY_SUFFIX = ".ready"
 SIDECAR_SUFFIX = ".json"
 PARTIAL_SUFFIX = ".tmp"
 
@@ -93,14 +95,14 @@ class Outbox:
 
     # -- submitting ----------------------------------------------------------------------------
     def path_for(self, key: str) -> Path:
-        return self.dir / (key.replace("/", "__").removesuffix(READY_SUFFIX) + PARTIAL_SUFFIX)
+        return self.dir / (key.replace("/", "__").removesuffix(SHARD_SUFFIX) + PARTIAL_SUFFIX)
 
     @staticmethod
     def _key_of(path: Path) -> str:
         try:
             return str(json.loads(path.with_suffix(SIDECAR_SUFFIX).read_text())["key"])
         except (OSError, ValueError, KeyError):
-            return path.name.rsplit(".", 1)[0].replace("__", "/") + READY_SUFFIX
+            return path.name.rsplit(".", 1)[0].replace("__", "/") + SHARD_SUFFIX
 
     def submit(self, partial: Path, key: str, entries: list[Entry], *, enqueue: bool = True) -> None:
         """``partial`` is a complete Parquet file written under :meth:`path_for`; queue its commit."""
@@ -142,17 +144,12 @@ class Outbox:
                 exc,
             )
             return False
-        failpoints.hit("shard.commit.after")
-        # A shard's ledger transaction (thousands of rows, fsynced; it may wait for another process's
-        # commit) runs off the reactor thread; lookups meanwhile still see the rows as pending.
-        await asyncio.to_thread(self.ledger.commit_shard, pending.key, pending.entries)
-        self._confirmed(pending, ledger_done=True)
+        self._confirmed(pending)
         return True
 
-    def _confirmed(self, pending: Pending, *, ledger_done: bool = False) -> None:
-        if not ledger_done:
-            failpoints.hit("shard.commit.after")
-            self.ledger.commit_shard(pending.key, pending.entries)
+    def _confirmed(self, pending: Pending) -> None:
+        failpoints.hit("shard.commit.after")
+        self.ledger.commit_shard(pending.key, pending.entries)
         pending.path.unlink(missing_ok=True)
         pending.path.with_suffix(SIDECAR_SUFFIX).unlink(missing_ok=True)
         self.pending.pop(pending.key, None)

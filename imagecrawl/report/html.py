@@ -1,0 +1,171 @@
+"""The end-of-crawl report as one self-contained HTML page (inline CSS and SVG, no scripts). Pure:
+it renders the same dict that is written as ``<run>.json``, so a page can be rebuilt from the JSON."""
+
+from __future__ import annotations
+
+import json
+from html import escape
+from typing import Any
+
+from imagecrawl.report.svg import PALETTE, Chart, Line, Markers, fmt_duration, fmt_number, render
+
+CSS = """
+body{font:14px/1.4 system-ui,-apple-system,"Segoe UI",sans-serif;margin:24px;color:#222;max-width:1100px}
+h1{font-size:20px;margin:0 0 4px} h2{font-size:16px;margin:28px 0 8px;border-bottom:1px solid #ddd}
+.meta{color:#555;margin-bottom:16px} .cards{display:flex;flex-wrap:wrap;gap:10px}
+.card{border:1px solid #ddd;border-radius:6px;padding:8px 12px;min-width:120px}
+.card b{display:block;font-size:20px} .card span{color:#666;font-size:12px}
+table{border-collapse:collapse;margin:6px 0 12px} td,th{border:1px solid #ddd;padding:3px 8px;text-align:left}
+td.n{text-align:right;font-variant-numeric:tabular-nums} .site{margin:14px 0}
+.warn{color:#b00} details{margin-top:16px} pre{font-size:12px;background:#f7f7f7;padding:8px;overflow:auto}
+"""
+
+TOTALS = (
+    ("items", "items scraped"),
+    ("rows_committed", "rows committed"),
+    ("shards_committed", "shards committed"),
+    ("images_downloaded", "images downloaded"),
+    ("requests", "requests"),
+    ("duplicates_dropped", "duplicates dropped"),
+    ("skipped_known", "known images skipped"),
+    ("optout_skipped", "opt-out skips"),
+    ("responses_429", "HTTP 429"),
+    ("retry_after_seen", "Retry-After seen"),
+    ("bans_detected", "bans detected"),
+    ("outbox_pending", "shards not committed"),
+)
+
+
+def _card(value: Any, label: str, warn: bool = False) -> str:
+    shown = fmt_number(float(value)) if isinstance(value, (int, float)) else escape(str(value))
+    cls = ' class="card warn"' if warn else ' class="card"'
+    return f"<div{cls}><b>{shown}</b><span>{escape(label)}</span></div>"
+
+
+def _table(rows: list[tuple[Any, ...]], header: tuple[str, ...]) -> str:
+    head = "".join(f"<th>{escape(h)}</th>" for h in header)
+    body = []
+    for row in rows:
+        cells = []
+        for value in row:
+            if isinstance(value, (int, float)):
+                shown = f"{value:,.0f}" if float(value).is_integer() else f"{value:,.2f}"
+                cells.append(f'<td class="n">{shown}</td>')
+            else:
+                cells.append(f"<td>{escape(str(value))}</td>")
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    return f"<table><tr>{head}</tr>{''.join(body)}</table>"
+
+
+def _site_chart(site: dict[str, Any], t: list[float], x_max: float) -> str:
+    series = site.get("series", {})
+    lines = [Line("requests/s", series.get("requests_per_second", []), PALETTE[0])]
+    if any(v is not None for v in series.get("pacing_rate", [])):
+        lines.append(Line("pacing rate", series["pacing_rate"], PALETTE[2], dashed=True))
+    markers = [
+        Markers(name, series.get(key, []), colour)
+        for name, key, colour in (
+            ("429", "responses_429", "#d0021b"),
+            ("503", "responses_503", "#8b572a"),
+            ("403", "responses_403", "#4a4a4a"),
+        )
+        if any(series.get(key, []))
+    ]
+    chart = Chart(
+        title=f"{site['site']}: request rate and pacing",
+        t=t,
+        lines=lines,
+        y_label="requests/s",
+        markers=markers,
+        spans=site.get("spans", []),
+        x_max=x_max,
+    )
+    return render(chart)
+
+
+def render_html(report: dict[str, Any]) -> str:
+    series = report.get("series", {})
+    t = list(series.get("t", []))
+    x_max = max(float(report.get("elapsed_seconds") or 0.0), t[-1] + series.get("bucket_seconds", 1) / 2 if t else 1)
+    totals = report.get("totals", {})
+    title = f"imagecrawl report: {report.get('spider', '?')} {report.get('run_id', '')}"
+    parts = [
+        "<!DOCTYPE html><html lang=en><head><meta charset=utf-8>",
+        f"<title>{escape(title)}</title><style>{CSS}</style></head><body>",
+        f"<h1>{escape(title)}</h1>",
+        f'<div class="meta">store <code>{escape(str(report.get("store", "")))}</code> · started '
+        f"{escape(str(report.get('started_at', '')))} · ran {fmt_duration(float(report.get('elapsed_seconds') or 0))}"
+        f" · finish reason <b>{escape(str(report.get('finish_reason', '')))}</b></div>",
+        '<div class="cards">',
+    ]
+    for key, label in TOTALS:
+        if key in totals:
+            warn = key in ("outbox_pending", "responses_429", "bans_detected") and bool(totals[key])
+            parts.append(_card(totals[key], label, warn))
+    parts.append("</div>")
+
+    parts.append("<h2>Throughput</h2>")
+    parts.append(
+        render(
+            Chart(
+                title="items and images per second",
+                t=t,
+                lines=[
+                    Line("items/s", series.get("items_per_second", []), PALETTE[0]),
+                    Line("images/s", series.get("images_per_second", []), PALETTE[1]),
+                    Line("rows committed/s", series.get("rows_committed_per_second", []), PALETTE[3], dashed=True),
+                ],
+                y_label="per second",
+                x_max=x_max,
+            )
+        )
+    )
+    if any(v for v in series.get("outbox_backlog_shards", []) if v):
+        parts.append(
+            render(
+                Chart(
+                    title="outbox backlog (shards waiting for the store)",
+                    t=t,
+                    lines=[Line("shards", series["outbox_backlog_shards"], PALETTE[4])],
+                    x_max=x_max,
+                )
+            )
+        )
+
+    sites = report.get("sites", [])
+    parts.append(f"<h2>Sites ({len(sites)})</h2>")
+    if sites:
+        rows = []
+        for site in sites:
+            statuses = site.get("statuses", {})
+            rows.append(
+                (
+                    site["site"],
+                    site.get("requests", 0),
+                    sum(v for k, v in statuses.items() if k.startswith("2")),
+                    statuses.get("429", 0),
+                    statuses.get("503", 0),
+                    statuses.get("403", 0),
+                    site.get("retry_after_seen", 0),
+                    sum(s["end"] - s["start"] for s in site.get("spans", [])),
+                    site.get("state", ""),
+                )
+            )
+        header = ("site", "requests", "2xx", "429", "503", "403", "Retry-After", "paused/banned s", "last state")
+        parts.append(_table(rows, header))
+        for site in sites[: int(report.get("plotted_sites", 8))]:
+            parts.append(f'<div class="site">{_site_chart(site, t, x_max)}</div>')
+        if report.get("other_sites"):
+            parts.append(f"<p>{report['other_sites']} more site(s) counted under <code>(other)</code>.</p>")
+
+    parts.append("<h2>Stats by reason</h2>")
+    for group, counts in sorted(report.get("by_reason", {}).items()):
+        rows = sorted(counts.items(), key=lambda kv: (-float(kv[1]), kv[0]))
+        parts.append(f"<h3><code>{escape(group)}</code></h3>" + _table(rows, ("reason", "count")))
+    parts.append(
+        "<details><summary>All stats</summary><pre>"
+        + escape(json.dumps(report.get("stats", {}), indent=1, sort_keys=True, default=str))
+        + "</pre></details>"
+    )
+    parts.append("</body></html>")
+    return "\n".join(parts)

@@ -1,0 +1,55 @@
+"""Drop the image requests found on a page that opted out (HTML meta robots, X-Robots-Tag on the
+page, TDMRep header/meta on the page): those images are never requested.
+
+The decision is made by :class:`imagecrawl.downloadermiddlewares.optout.OptOutMiddleware` when the
+page arrives and stored in ``response.meta["imagecrawl_optout_page"]``; this middleware only
+filters, so spiders need no change: any ``Request`` with ``meta["imagecrawl_kind"] == "image"``
+(what :meth:`imagecrawl.spider.ImageSpider.image_request` builds) coming out of such a page is
+dropped and counted under ``imagecrawl/optout/<reason>``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Iterable
+from typing import Any, Self
+
+from scrapy import Request
+from scrapy.crawler import Crawler
+from scrapy.exceptions import NotConfigured
+from scrapy.http import Response
+
+from imagecrawl.downloadermiddlewares.optout import META_PAGE, OptOutConfig, OptOutLedger, optout_ledger
+
+logger = logging.getLogger(__name__)
+
+
+class OptOutSpiderMiddleware:
+    def __init__(self, ledger: OptOutLedger) -> None:
+        self.ledger = ledger
+
+    @classmethod
+    def from_crawler(cls, crawler: Crawler) -> Self:
+        config = OptOutConfig.from_settings(crawler.settings)
+        if not config.enabled:
+            raise NotConfigured("IMAGECRAWL_OPTOUT_ENABLED is off")  # the downloader side warns
+        return cls(optout_ledger(crawler, config.log_path))
+
+    def _keep(self, response: Response, item: Any) -> bool:
+        if not isinstance(item, Request) or item.meta.get("imagecrawl_kind") != "image":
+            return True
+        page = response.meta.get(META_PAGE) if response.request is not None else None
+        if not page:
+            return True
+        self.ledger.skip(page["reason"], item.url, f"on opted-out page: {page['detail']}", page=response.url)
+        return False
+
+    def process_spider_output(self, response: Response, result: Iterable[Any]) -> Iterable[Any]:
+        for item in result:
+            if self._keep(response, item):
+                yield item
+
+    async def process_spider_output_async(self, response: Response, result: AsyncIterator[Any]) -> AsyncIterator[Any]:
+        async for item in result:
+            if self._keep(response, item):
+                yield item

@@ -1,0 +1,67 @@
+"""The network guard in a real crawl: a redirect to the cloud metadata address is refused before any
+connection (every request the downloader sent is in the sandbox's own log), and a host *name* that
+resolves to loopback is refused unless IMAGECRAWL_ALLOWED_NETWORKS allows it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from imagecrawl.sandbox.testing import SandboxProcess, start_sandbox
+from tests.conftest import run_crawl
+
+SITE = {"SPIDER_MODULES": "tests.sitespider"}
+
+
+@pytest.fixture(scope="module")
+def hostile_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SandboxProcess]:
+    log = tmp_path_factory.mktemp("netguard") / "requests.jsonl"
+    sb = start_sandbox(items=5, log_path=log, extra_args=["--hostile"])
+    yield sb
+    sb.stop()
+
+
+@pytest.mark.parametrize(
+    ("path", "reason"),
+    [
+        ("/hostile/img/redirect-metadata.png", "metadata"),
+        # fd00:ec2::254 and 10.0.0.1 redirects: covered by the hostile crawl and the unit tests.
+    ],
+)
+def test_redirect_to_a_private_address_is_refused(
+    hostile_site: SandboxProcess, tmp_path: Path, path: str, reason: str
+) -> None:
+    before = len(hostile_site.requests())
+    result = run_crawl("site", store=tmp_path, args={"start": hostile_site.url(path)}, settings=SITE)
+    log = hostile_site.requests()[before:]
+    assert result.stats[f"imagecrawl/netguard/refused/{reason}"] == 1
+    assert [r["status"] for r in log if r["path"] == path] == [302]
+    # Every request that left the downloader reached the sandbox: nothing went to the redirect target.
+    assert result.stats["downloader/request_count"] == len(log)
+    assert "imagecrawl/identity/refused" not in result.stats  # refused by the guard, crawl went on
+    assert result.stats["finish_reason"] == "finished"
+
+
+def test_name_resolving_to_loopback_is_refused_unless_allowed(hostile_site: SandboxProcess, tmp_path: Path) -> None:
+    start = f"http://localhost:{hostile_site.port}/hostile/img/ok-0.png"
+    before = len(hostile_site.requests())
+    refused = run_crawl(
+        "site",
+        store=tmp_path / "a",
+        args={"start": start},
+        settings={**SITE, "IMAGECRAWL_ALLOWED_NETWORKS": ""},
+    )
+    assert hostile_site.requests()[before:] == []
+    assert refused.stats["imagecrawl/netguard/refused/loopback"] >= 1
+    assert "downloader/request_count" not in refused.stats
+
+    allowed = run_crawl(
+        "site",
+        store=tmp_path / "b",
+        args={"start": start},
+        settings={**SITE, "IMAGECRAWL_ALLOWED_NETWORKS": "127.0.0.0/8,::1"},
+    )
+    assert "imagecrawl/netguard/refused" not in allowed.stats
+    assert any(r["path"] == "/hostile/img/ok-0.png" for r in hostile_site.requests()[before:])

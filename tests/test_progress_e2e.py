@@ -1,0 +1,65 @@
+"""The progress line during a crawl of the sandbox: on by default at INFO, silent at LOG_LEVEL=WARNING."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from .conftest import run_crawl
+
+LINE = re.compile(
+    r"\[imagecrawl\.extensions\.progress\] INFO: Progress (?P<clock>\d+:\d\d:\d\d): (?P<items>[\d,]+) items "
+    r"\((?P<rate>[\d.]+) images/s\); committed (?P<rows>[\d,]+) rows in (?P<shards>[\d,]+) shards, "
+    r"outbox (?P<outbox>\d+) shards?; dupes (?P<dupes>[\d,]+), known skipped (?P<known>[\d,]+), "
+    r"opt-out (?P<optout>[\d,]+), 429s (?P<s429>[\d,]+) \| (?P<sites>.+?)(?P<final> \(final\))?$"
+)
+
+
+def _num(text: str) -> int:
+    return int(text.replace(",", ""))
+
+
+def test_progress_line_during_a_sandbox_crawl(tmp_path: Path, sandbox_site: Any) -> None:
+    api = sandbox_site.base_url.rstrip("/")
+    result = run_crawl(
+        "civitai",
+        store=tmp_path / "store",
+        args={"api_url": api, "limit": 5},
+        # a slower crawl (one request at a time, 50 ms apart) so several lines appear while it runs
+        settings={
+            "IMAGECRAWL_PROGRESS_INTERVAL_SECONDS": "0.5",
+            "CONCURRENT_REQUESTS_PER_DOMAIN": "1",
+            "DOWNLOAD_DELAY": "0.05",
+        },
+    )
+    matches = [m for line in result.stderr.splitlines() if (m := LINE.search(line))]
+    assert len(matches) >= 3, result.stderr[-3000:]
+    final = matches[-1]
+    assert final["final"] and not any(m["final"] for m in matches[:-1])
+    stats = result.stats
+    assert _num(final["items"]) == stats["item_scraped_count"]
+    assert _num(final["rows"]) == stats["imagecrawl/store/rows_committed"] > 0
+    assert _num(final["shards"]) == stats["imagecrawl/store/shards_committed"]
+    assert _num(final["dupes"]) == sum(v for k, v in stats.items() if k.startswith("imagecrawl/dedupe/dropped/"))
+    assert final["outbox"] == "0" and final["optout"] == "0" and final["s429"] == "0"
+    # while running: the counts only grow, and the sandbox is shown with its current rate and state
+    items = [_num(m["items"]) for m in matches]
+    assert items == sorted(items) and items[0] < items[-1]
+    netloc = api.removeprefix("http://")
+    running = matches[:-1]
+    assert all(re.fullmatch(rf"{re.escape(netloc)} [\d.]+ req/s ok", m["sites"]) for m in running)
+    assert any(float(m["sites"].split()[1]) > 0 for m in running)
+    assert any(float(m["rate"]) > 0 for m in running)
+
+
+def test_progress_line_is_quiet_at_warning(tmp_path: Path, sandbox_site: Any) -> None:
+    result = run_crawl(
+        "civitai",
+        store=tmp_path / "store",
+        args={"api_url": sandbox_site.base_url.rstrip("/"), "limit": 5, "max_items": 5},
+        settings={"IMAGECRAWL_PROGRESS_INTERVAL_SECONDS": "0.2", "LOG_LEVEL": "WARNING"},
+    )
+    assert result.stats["item_scraped_count"] > 0
+    assert "Progress" not in result.stderr
+    assert "imagecrawl.extensions.progress" not in result.stderr
