@@ -18,6 +18,7 @@ import argparse
 import json
 import os
 import re
+import statistics
 import struct
 import subprocess
 import sys
@@ -167,6 +168,11 @@ def main(argv: list[str] | None = None) -> int:
     peak_later = max(rss for _, rss, _ in later)
     growth = (peak_later - quarter[1]) / quarter[1]
     peak = max(rss for _, rss, _ in series)
+    # steady state, without the short peaks while a finished shard is converted to Parquet:
+    # the median RSS around 25% of the crawl vs the median over its last quarter
+    early = [rss for _, rss, c in series if 0.2 * total <= c <= 0.3 * total] or [quarter[1]]
+    late = [rss for _, rss, c in series if c >= 0.75 * total] or [series[-1][1]]
+    median_growth = (statistics.median(late) - statistics.median(early)) / statistics.median(early)
     result = {
         "when": stamp,
         "items": args.items,
@@ -178,13 +184,18 @@ def main(argv: list[str] | None = None) -> int:
         "peak_rss_25_to_100pct_mb": peak_later,
         "final_rss_mb": series[-1][1],
         "growth_25_to_100pct": growth,
+        "median_rss_20_30pct_mb": statistics.median(early),
+        "median_rss_75_100pct_mb": statistics.median(late),
+        "median_growth": median_growth,
         "series": series,
         "exit": proc.returncode,
     }
     (OUT / f"soak-{stamp}.json").write_text(json.dumps(result, indent=1))
     print(
         f"\nsoak: {args.items} items, {rows} rows, {wall:.0f} s, exit {proc.returncode}; peak RSS {peak:.0f} MB; "
-        f"RSS at 25% {quarter[1]:.0f} MB, peak 25%..100% {peak_later:.0f} MB: growth {100 * growth:+.1f}%"
+        f"RSS at 25% {quarter[1]:.0f} MB, peak 25%..100% {peak_later:.0f} MB: growth {100 * growth:+.1f}%; "
+        f"median RSS at 20-30% {statistics.median(early):.0f} MB, over the last quarter "
+        f"{statistics.median(late):.0f} MB: growth {100 * median_growth:+.1f}%"
     )
     print(f"results: {OUT / f'soak-{stamp}.json'}; work dir: {work}")
     return 0
