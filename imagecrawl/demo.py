@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -33,15 +34,8 @@ def summarize(store: str, samples: int = 3) -> str:
     counts = table.group_by("source").aggregate([("source", "count")]).sort_by("source")
     for source, count in zip(counts["source"].to_pylist(), counts["source_count"].to_pylist(), strict=True):
         lines.append(f"  {source}: {count} rows")
-    by_origin = table.group_by("metadata_source").aggregate([("metadata_source", "count")])
-    origins = ", ".join(
-        f"{origin or 'none'}={n}"
-        for origin, n in zip(
-            by_origin["metadata_source"].to_pylist(),
-            by_origin["metadata_source_count"].to_pylist(),
-            strict=True,
-        )
-    )
+    by_origin = Counter(table["metadata_source"].to_pylist())
+    origins = ", ".join(f"{origin or 'none'}={n}" for origin, n in sorted(by_origin.items(), key=str))
     lines.append(f"  prompt came from: {origins}")
     with_prompt = table.filter(pc.invert(pc.is_null(table["prompt"])))
     for row in with_prompt.slice(0, samples).to_pylist():

@@ -20,7 +20,9 @@ TELNETCONSOLE_ENABLED = False
 # --- politeness: conservative defaults; raise them only for sites you own ---
 CONCURRENT_REQUESTS = 16
 CONCURRENT_REQUESTS_PER_DOMAIN = 2
-DOWNLOAD_DELAY = 1.0
+# 0: the pacing middleware spaces requests per site (a non-zero DOWNLOAD_DELAY is a floor of its gate).
+# With IMAGECRAWL_PACING_ENABLED = False set DOWNLOAD_DELAY (or AutoThrottle) yourself.
+DOWNLOAD_DELAY = 0
 DOWNLOAD_TIMEOUT = 60
 DOWNLOAD_MAXSIZE = 50 * 1024 * 1024
 DOWNLOAD_WARNSIZE = 16 * 1024 * 1024
@@ -70,6 +72,11 @@ DOWNLOADER_MIDDLEWARES = {
     "imagecrawl.downloadermiddlewares.optout.OptOutMiddleware": 940,
     # ---
     "imagecrawl.downloadermiddlewares.known.KnownImageMiddleware": 50,
+    # --- pacing, retries, bans (docs/pacing.md) ---
+    "scrapy.downloadermiddlewares.retry.RetryMiddleware": None,  # retries 429 at once, ignores Retry-After
+    "imagecrawl.downloadermiddlewares.pacing.BackoffRetryMiddleware": 550,
+    "imagecrawl.downloadermiddlewares.bans.BanMiddleware": 585,  # after decompression (590)
+    "imagecrawl.downloadermiddlewares.pacing.PacingMiddleware": 950,  # closest to the network
 }
 SPIDER_MIDDLEWARES = {
     "imagecrawl.spidermiddlewares.optout.OptOutSpiderMiddleware": 550,
@@ -91,6 +98,37 @@ IMAGECRAWL_OPTOUT_LOG = ""
 IMAGECRAWL_OPTOUT_OWNED_HOSTS: list[str] = []
 IMAGECRAWL_DOWNLOAD_ERRORS_ENABLED = True
 IMAGECRAWL_SKIP_KNOWN_IMAGES = True
+
+# --- pacing (docs/pacing.md): per-site AIMD rate/concurrency, Retry-After, Crawl-delay, bans ---
+AUTOTHROTTLE_ENABLED = False  # latency-only; the pacing middleware replaces it
+IMAGECRAWL_PACING_ENABLED = True
+IMAGECRAWL_PACING_SITE_KEY = "host"  # or "domain" (registered domain)
+IMAGECRAWL_MAX_RATE_PER_SITE = 2.0  # requests/s; raise it only for sites you own
+IMAGECRAWL_MAX_CONCURRENCY_PER_SITE = 2
+IMAGECRAWL_PACING_START_RATE_PER_SECOND = 0.5
+IMAGECRAWL_PACING_MIN_RATE_PER_SECOND = 0.02
+IMAGECRAWL_PACING_DECREASE_FACTOR = 0.7
+IMAGECRAWL_PACING_STARTUP_FACTOR = 1.5
+IMAGECRAWL_PACING_STEP_SECONDS = 1.0
+IMAGECRAWL_PACING_LATENCY_FACTOR = 3.0
+IMAGECRAWL_PACING_LATENCY_MARGIN_SECONDS = 0.1
+IMAGECRAWL_PACING_JITTER = 0.1
+IMAGECRAWL_PACING_OBEY_CRAWL_DELAY = True
+IMAGECRAWL_PACING_MAX_PARKED = 256
+IMAGECRAWL_RETRY_AFTER_MAX_SECONDS = 3600.0
+IMAGECRAWL_RETRY_ENABLED = True
+# IMAGECRAWL_RETRY_TIMES defaults to RETRY_TIMES
+IMAGECRAWL_RETRY_BACKOFF_SECONDS = 2.0
+IMAGECRAWL_RETRY_MAX_BACKOFF_SECONDS = 120.0
+IMAGECRAWL_BANS_ENABLED = True
+IMAGECRAWL_BAN_BURST = 5
+IMAGECRAWL_BAN_BURST_429 = 10
+IMAGECRAWL_BAN_SOFT_THRESHOLD = 5
+IMAGECRAWL_BAN_COOLDOWN_SECONDS = 60.0
+IMAGECRAWL_BAN_MAX_COOLDOWN_SECONDS = 86400.0
+IMAGECRAWL_BAN_MAX_PROBES = 5
+IMAGECRAWL_BAN_CLOSE_WHEN_ALL_ABANDONED = True
+IMAGECRAWL_BAN_HEALTHY_MARKERS: dict[str, str] = {}  # site -> regex a healthy page must match
 
 ITEM_PIPELINES = {
     "imagecrawl.pipelines.validate.ValidatePipeline": 100,

@@ -15,6 +15,8 @@ from typing import Any
 from imagecrawl.metadata import extract_metadata
 from imagecrawl.sandbox.catalog import Catalog, Entry, build_catalog, render_image
 
+from .conftest import PACING_LOOPBACK
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -28,6 +30,7 @@ def base_settings(store: Path) -> dict[str, Any]:
         "IMAGECRAWL_AUTHOR_SALT": "test-salt",
         # The network guard refuses loopback unless allowed (docs/optout.md).
         "IMAGECRAWL_ALLOWED_NETWORKS": "127.0.0.0/8",
+        **PACING_LOOPBACK,  # loopback-sized pacing caps (the polite defaults are for other sites)
     }
 
 

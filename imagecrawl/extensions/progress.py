@@ -42,11 +42,8 @@ def prefixed_sum(stats: dict[str, Any], prefix: str) -> int:
 
 
 def optout_skips(stats: dict[str, Any]) -> int:
-    """``imagecrawl/optout/skipped`` if the opt-out middleware counts a total, else the sum of its reasons."""
-    total = stats.get("imagecrawl/optout/skipped")
-    if isinstance(total, (int, float)):
-        return int(total)
-    return prefixed_sum(stats, "imagecrawl/optout/")
+    """Requests skipped because a site opted out (the opt-out middleware's total)."""
+    return int(stats.get("imagecrawl/optout/skipped", 0))
 
 
 def _clock(seconds: float) -> str:

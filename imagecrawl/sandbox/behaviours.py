@@ -84,8 +84,11 @@ def make_rate_limit(config: SandboxConfig, clock: Callable[[], float] = time.mon
 def build_middlewares(config: SandboxConfig) -> list[Middleware]:
     """The behaviour middlewares enabled by ``config``, outermost first."""
     from imagecrawl.sandbox.hostile import make_hostile
+    from imagecrawl.sandbox.misbehave import make_misbehave
 
     factories = (make_rate_limit, make_hostile)
     middlewares = [m for m in (f(config) for f in factories) if m is not None]
+    if (mw := make_misbehave(config.misbehave)) is not None:
+        middlewares.append(mw)
     logger.debug("behaviours enabled: %d", len(middlewares))
     return middlewares

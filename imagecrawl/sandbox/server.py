@@ -34,7 +34,7 @@ from urllib.parse import urlencode
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
-from imagecrawl.sandbox import optout_site
+from imagecrawl.sandbox import misbehave, optout_site
 from imagecrawl.sandbox.behaviours import build_middlewares
 from imagecrawl.sandbox.catalog import (
     BROWSING_LEVEL,
@@ -51,6 +51,7 @@ from imagecrawl.sandbox.catalog import (
     lexica_prompt_id,
     render_image,
 )
+from imagecrawl.sandbox.misbehave import MisbehaveConfig
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +78,7 @@ class SandboxConfig:
     burst: int | None = None  # bucket capacity; default ceil(rate_limit)
     retry_after: bool = True  # send Retry-After with 429
     hostile: bool = False
+    misbehave: MisbehaveConfig | None = None  # overload/ban behaviours (imagecrawl.sandbox.misbehave)
 
 
 CATALOG_KEY = web.AppKey("catalog", Catalog)
@@ -511,6 +513,7 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--log", type=Path, default=None, help="append one JSON line per request to FILE")
     p.add_argument("--allow-non-loopback", action="store_true", help="allow binding a non-loopback address")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging to stderr")
+    misbehave.add_arguments(p)
     args = p.parse_args(argv)
     if args.items < 0 or args.page_size < 1:
         p.error("--items must be >= 0 and --page-size >= 1")
@@ -531,6 +534,7 @@ async def _serve(args: argparse.Namespace, log_file: IO[str] | None) -> None:
         burst=args.burst,
         retry_after=args.retry_after,
         hostile=args.hostile,
+        misbehave=misbehave.config_from_args(args),
     )
     app = create_app(config, log_file)
     runner = web.AppRunner(

@@ -1,0 +1,161 @@
+"""Ban detection: bursts of 401/403/429, challenge pages, soft bans (pages without what a healthy page
+must contain).  The verdicts feed the per-site ban state machine in the pacing gate, which makes a
+banned site go quiet (exponential cool-down), sends one probe, resumes slowly or abandons the site;
+when every site is abandoned the spider closes with reason ``banned``.  Never evades: no identity,
+proxy or header rotation of any kind.
+
+Sits after HttpCompressionMiddleware (590) on the way back so it reads decompressed bodies.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Self
+
+from scrapy import Request
+from scrapy.crawler import Crawler
+from scrapy.exceptions import NotConfigured
+from scrapy.http import Response, TextResponse
+from scrapy.settings import BaseSettings
+
+from imagecrawl.downloadermiddlewares.pacing import (
+    META_SENT_AT,
+    PacingRuntime,
+    RetryConfig,
+    retry_later,
+    runtime_for,
+)
+from imagecrawl.pacing import Verdict
+from imagecrawl.pacing.bans import EVIDENCE
+
+logger = logging.getLogger(__name__)
+
+META_HEALTHY_MARKER = "imagecrawl_healthy_marker"
+
+#: Markup of well-known challenge/interstitial pages (Cloudflare, DataDome, PerimeterX, Akamai, Sucuri).
+DEFAULT_CHALLENGE_MARKERS = (
+    "cf-browser-verification",
+    "challenge-platform",
+    "_cf_chl_opt",
+    "<title>Just a moment...</title>",
+    "<title>Attention Required! | Cloudflare</title>",
+    "captcha-delivery.com",
+    "px-captcha",
+    "_Incapsula_Resource",
+    "sucuri-cloudproxy",
+    'id="challenge-form"',
+)
+#: Ban answers whose request is fetched again later (429s are the retry middleware's, with Retry-After).
+BAN_RETRY = EVIDENCE - {Verdict.STATUS_429}
+#: Only the start of a body is searched for markers.
+SCAN_BYTES = 65536
+
+
+@dataclass(frozen=True, slots=True)
+class BansConfig:
+    enabled: bool = True
+    challenge_markers: tuple[str, ...] = DEFAULT_CHALLENGE_MARKERS
+    healthy_markers: Mapping[str, re.Pattern[str]] = field(default_factory=dict)
+
+    @classmethod
+    def from_settings(cls, settings: BaseSettings) -> Self:
+        markers = settings.getlist("IMAGECRAWL_BAN_CHALLENGE_MARKERS") or list(DEFAULT_CHALLENGE_MARKERS)
+        healthy = {
+            str(site).lower(): re.compile(str(rx))
+            for site, rx in settings.getdict("IMAGECRAWL_BAN_HEALTHY_MARKERS").items()
+        }
+        return cls(
+            enabled=settings.getbool("IMAGECRAWL_BANS_ENABLED", True),
+            challenge_markers=tuple(markers),
+            healthy_markers=healthy,
+        )
+
+
+def classify_response(
+    status: int,
+    headers: Mapping[str, str],
+    text: str | None,
+    challenge_markers: Iterable[str],
+    healthy_marker: re.Pattern[str] | None,
+) -> Verdict:
+    """Pure: what one answer says about a ban (``headers`` with lower-case names; ``text`` is the
+    start of a textual body, ``None`` for binary bodies)."""
+    if headers.get("cf-mitigated", "").strip().lower() == "challenge":
+        return Verdict.CHALLENGE
+    if text is not None and status in (200, 403, 429, 503) and any(m in text for m in challenge_markers):
+        return Verdict.CHALLENGE
+    if status == 401:
+        return Verdict.STATUS_401
+    if status == 403:
+        return Verdict.STATUS_403
+    if status == 429:
+        return Verdict.STATUS_429
+    if 200 <= status < 300:
+        if healthy_marker is not None and text is not None and not healthy_marker.search(text):
+            return Verdict.SOFT
+        return Verdict.HEALTHY
+    return Verdict.NEUTRAL
+
+
+class BanMiddleware:
+    def __init__(self, crawler: Crawler, config: BansConfig, runtime: PacingRuntime) -> None:
+        assert crawler.stats is not None
+        self.stats = crawler.stats
+        self.config = config
+        self.runtime = runtime
+        self.retry = RetryConfig.from_settings(crawler.settings)
+
+    @classmethod
+    def from_crawler(cls, crawler: Crawler) -> Self:
+        config = BansConfig.from_settings(crawler.settings)
+        if not config.enabled:
+            raise NotConfigured("IMAGECRAWL_BANS_ENABLED is off")
+        if not crawler.settings.getbool("IMAGECRAWL_PACING_ENABLED", True):
+            raise NotConfigured("ban handling needs the pacing gate (IMAGECRAWL_PACING_ENABLED is off)")
+        return cls(crawler, config, runtime_for(crawler))
+
+    def _marker(self, request: Request, site: str) -> re.Pattern[str] | None:
+        marker = request.meta.get(META_HEALTHY_MARKER)
+        if marker:
+            return marker if isinstance(marker, re.Pattern) else re.compile(str(marker))
+        return self.config.healthy_markers.get(site)
+
+    def process_response(self, request: Request, response: Response) -> Request | Response:
+        sent_at = request.meta.get(META_SENT_AT)
+        if sent_at is None:  # not paced (cache hit, data: URL, dont_pace)
+            return response
+        site = self.runtime.site_of(request)
+        text: str | None = None
+        if isinstance(response, TextResponse):
+            text = response.body[:SCAN_BYTES].decode(response.encoding or "utf-8", errors="replace")
+        headers = {
+            k.decode("latin-1").lower(): v.decode("latin-1")
+            for k, v in ((k, response.headers.get(k) or b"") for k in response.headers)
+        }
+        verdict = classify_response(
+            response.status, headers, text, self.config.challenge_markers, self._marker(request, site)
+        )
+        self._report(site, verdict, float(sent_at))
+        if verdict in BAN_RETRY and self.retry.enabled and not request.meta.get("dont_retry"):
+            # A ban answer says nothing about the page: fetch it again once the site lets us
+            # (the gate holds the copy through the cool-down; it is dropped if the site is abandoned).
+            delay = self.retry.backoff(int(request.meta.get("retry_times", 0)) + 1, self.runtime.rng)
+            retry = retry_later(request, f"ban-{verdict.value}", delay, self.retry, self.stats)
+            if retry is not None:
+                return retry
+        return response
+
+    def process_exception(self, request: Request, exception: Exception) -> None:
+        sent_at = request.meta.get(META_SENT_AT)
+        if sent_at is not None:
+            self._report(self.runtime.site_of(request), Verdict.ERROR, float(sent_at))
+
+    def _report(self, site: str, verdict: Verdict, sent_at: float) -> None:
+        if verdict not in (Verdict.HEALTHY, Verdict.NEUTRAL, Verdict.ERROR):
+            self.stats.inc_value(f"imagecrawl/bans/evidence/{verdict.value}")
+        self.runtime.gate.verdict(site, verdict, sent_at, time.monotonic())
+        self.runtime.flush()

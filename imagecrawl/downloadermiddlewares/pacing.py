@@ -1,0 +1,515 @@
+"""Per-site pacing (AIMD on rate and concurrency, Retry-After, Crawl-delay) and backoff retries.
+
+``PacingMiddleware`` sits closest to the network (after the HTTP cache), so every request that
+really leaves - robots.txt fetches, retries, redirects, probes - waits at the site's gate in
+``process_request`` first; it is never dropped (unless its site was abandoned after a ban).  The
+gate's state lives in :class:`PacingRuntime` for the whole crawl, keyed by site, so Scrapy's
+garbage collection of idle download slots loses nothing.  Scrapy's own slot delay is set to 0 for
+paced slots (the gate already spaces requests; ``DOWNLOAD_DELAY`` becomes a floor of the gate).
+
+While a request waits at a closed gate (Retry-After, cool-down) it is taken out of the downloader's
+``active`` set, up to ``IMAGECRAWL_PACING_MAX_PARKED`` requests, so a paused site does not use up
+``CONCURRENT_REQUESTS`` and starve the other sites; an idle-signal handler keeps the spider open
+while requests are parked.
+
+``BackoffRetryMiddleware`` replaces Scrapy's RetryMiddleware: retries go back through the scheduler
+with ``imagecrawl_not_before`` set (exponential backoff with jitter, at least the Retry-After), so
+they re-enter the gate and never go out at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any, Self
+
+from scrapy import Request, signals
+from scrapy.crawler import Crawler
+from scrapy.exceptions import DontCloseSpider, IgnoreRequest, NotConfigured
+from scrapy.http import Response
+from scrapy.settings import BaseSettings
+from scrapy.statscollectors import StatsCollector
+from scrapy.utils.httpobj import urlparse_cached
+from scrapy.utils.misc import load_object
+
+from imagecrawl.pacing import AimdConfig, BanConfig, Feedback, InProcessGate, Signal, parse_retry_after
+from imagecrawl.pacing.sitekey import SITE_KEY_MODES, site_of_url
+
+logger = logging.getLogger(__name__)
+
+META_SITE = "imagecrawl_site"
+META_SENT_AT = "imagecrawl_sent_at"
+META_GRANTED = "imagecrawl_pacing_granted"
+META_NOT_BEFORE = "imagecrawl_not_before"
+META_RETRY_AFTER = "imagecrawl_retry_after"
+META_DONT_PACE = "imagecrawl_dont_pace"
+
+#: Requests waiting longer than this at a closed gate are parked outside Scrapy's concurrency count.
+PARK_AFTER_SECONDS = 0.5
+#: A waiting request re-checks the gate (and whether the crawl is closing) at least this often.
+MAX_SLEEP_SECONDS = 0.5
+
+GATEWAY_STATUSES = frozenset({502, 504, 522, 524})
+TIMEOUT_EXCEPTIONS = ("DownloadTimeoutError", "TimeoutError", "TCPTimedOutError", "ResponseNeverReceived")
+CONNECTION_EXCEPTIONS = (
+    "DownloadConnectionRefusedError",
+    "ConnectionRefusedError",
+    "ConnectError",
+    "ConnectionLost",
+    "ConnectionDone",
+    "DownloadFailedError",
+    "ResponseDataLossError",
+    "ConnectionResetError",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class PacingConfig:
+    enabled: bool = True
+    site_key: str = "host"
+    aimd: AimdConfig = field(default_factory=AimdConfig)
+    jitter: float = 0.1
+    floor_interval: float = 0.0  # DOWNLOAD_DELAY
+    retry_after_max: float = 3600.0
+    obey_crawl_delay: bool = True
+    robots_user_agent: str = ""
+    max_parked: int = 256
+
+    @classmethod
+    def from_settings(cls, settings: BaseSettings) -> Self:
+        site_key = settings.get("IMAGECRAWL_PACING_SITE_KEY", "host")
+        if site_key not in SITE_KEY_MODES:
+            raise ValueError(f"IMAGECRAWL_PACING_SITE_KEY must be one of {SITE_KEY_MODES}, not {site_key!r}")
+        max_rate = settings.getfloat("IMAGECRAWL_MAX_RATE_PER_SITE", 2.0)
+        max_conc = settings.getint("IMAGECRAWL_MAX_CONCURRENCY_PER_SITE", 2)
+        aimd = AimdConfig(
+            start_rate=min(max_rate, settings.getfloat("IMAGECRAWL_PACING_START_RATE_PER_SECOND", 0.5)),
+            min_rate=min(max_rate, settings.getfloat("IMAGECRAWL_PACING_MIN_RATE_PER_SECOND", 0.02)),
+            max_rate=max_rate,
+            start_concurrency=1,
+            max_concurrency=max_conc,
+            decrease_factor=settings.getfloat("IMAGECRAWL_PACING_DECREASE_FACTOR", 0.7),
+            startup_factor=settings.getfloat("IMAGECRAWL_PACING_STARTUP_FACTOR", 1.5),
+            step_seconds=settings.getfloat("IMAGECRAWL_PACING_STEP_SECONDS", 1.0),
+            latency_factor=settings.getfloat("IMAGECRAWL_PACING_LATENCY_FACTOR", 3.0),
+            latency_margin_seconds=settings.getfloat("IMAGECRAWL_PACING_LATENCY_MARGIN_SECONDS", 0.1),
+        )
+        return cls(
+            enabled=settings.getbool("IMAGECRAWL_PACING_ENABLED", True),
+            site_key=site_key,
+            aimd=aimd,
+            jitter=settings.getfloat("IMAGECRAWL_PACING_JITTER", 0.1),
+            floor_interval=max(0.0, settings.getfloat("DOWNLOAD_DELAY", 0.0)),
+            retry_after_max=settings.getfloat("IMAGECRAWL_RETRY_AFTER_MAX_SECONDS", 3600.0),
+            obey_crawl_delay=settings.getbool("IMAGECRAWL_PACING_OBEY_CRAWL_DELAY", True),
+            robots_user_agent=settings.get("ROBOTSTXT_USER_AGENT") or settings.get("USER_AGENT") or "",
+            max_parked=settings.getint("IMAGECRAWL_PACING_MAX_PARKED", 256),
+        )
+
+
+def ban_config_from_settings(settings: BaseSettings) -> BanConfig:
+    return BanConfig(
+        burst=settings.getint("IMAGECRAWL_BAN_BURST", 5),
+        burst_429=settings.getint("IMAGECRAWL_BAN_BURST_429", 10),
+        soft_threshold=settings.getint("IMAGECRAWL_BAN_SOFT_THRESHOLD", 5),
+        cooldown_seconds=settings.getfloat("IMAGECRAWL_BAN_COOLDOWN_SECONDS", 60.0),
+        max_cooldown_seconds=settings.getfloat("IMAGECRAWL_BAN_MAX_COOLDOWN_SECONDS", 86400.0),
+        max_probes=settings.getint("IMAGECRAWL_BAN_MAX_PROBES", 5),
+    )
+
+
+def classify_status(status: int) -> Signal:
+    if status == 429:
+        return Signal.THROTTLED
+    if status == 503:
+        return Signal.UNAVAILABLE
+    if status in GATEWAY_STATUSES:
+        return Signal.GATEWAY
+    if 200 <= status < 400:
+        return Signal.OK
+    return Signal.NEUTRAL
+
+
+def classify_exception(exc: BaseException) -> Signal:
+    names = {k.__name__ for k in type(exc).__mro__}
+    if names.intersection(TIMEOUT_EXCEPTIONS):
+        return Signal.TIMEOUT
+    if names.intersection(CONNECTION_EXCEPTIONS):
+        return Signal.CONNECTION
+    return Signal.NEUTRAL
+
+
+class PacingRuntime:
+    """The crawl-wide pacing state shared by the pacing and ban middlewares (one per crawler)."""
+
+    def __init__(self, crawler: Crawler, config: PacingConfig, bans: BanConfig) -> None:
+        assert crawler.stats is not None
+        self.crawler = crawler
+        self.stats = crawler.stats
+        self.config = config
+        self.gate = InProcessGate(
+            aimd=config.aimd, bans=bans, jitter=config.jitter, default_floor_interval=config.floor_interval
+        )
+        self.close_when_all_abandoned = crawler.settings.getbool(
+            "IMAGECRAWL_BAN_CLOSE_WHEN_ALL_ABANDONED", True
+        )
+        self.locks: dict[str, asyncio.Lock] = {}
+        self.netlocs: dict[str, set[str]] = {}
+        self.rng = random.Random()
+        self.waiting = 0
+        self.parked = 0
+        self._closing_task: asyncio.Task[None] | None = None
+
+    def site_of(self, request: Request) -> str:
+        site = request.meta.get(META_SITE)
+        if not site:
+            site = site_of_url(request.url, self.config.site_key)
+            request.meta[META_SITE] = site
+            self.netlocs.setdefault(str(site), set()).add(urlparse_cached(request).netloc)
+        return str(site)
+
+    def snapshot(self) -> dict[str, dict[str, Any]]:
+        """Per-site state for the progress line and the report (docs/stats.md, the snapshot hook),
+        keyed by the netlocs seen for each site."""
+        now_m, now_t = time.monotonic(), time.time()
+        out: dict[str, dict[str, Any]] = {}
+        for site, state in self.gate.sites.items():
+            closed = self.gate.peek_wait(site, now_m) if state.paused_until > now_m else 0.0
+            ban = state.ban.state.value
+            if ban == "healthy":
+                recently_cut = now_m - state.controller.last_cut < 10.0
+                label = "paused" if closed > 0 else ("slow" if recently_cut else "ok")
+            elif ban == "banned":
+                label = "cooldown"
+            else:
+                label = ban
+            entry = {
+                "rate": round(state.controller.rate, 3),
+                "state": label,
+                "paused_until": now_t + closed if closed > 0 else None,
+                "concurrency": state.controller.concurrency,
+            }
+            for netloc in self.netlocs.get(site, {site}):
+                out[netloc] = dict(entry)
+        return out
+
+    def flush(self) -> None:
+        """Log and count what the gate reported; close the crawl when every site is abandoned."""
+        abandoned = False
+        for event in self.gate.drain_events():
+            group, _, name = event.kind.partition("/")
+            if group == "bans":
+                self.stats.inc_value(f"imagecrawl/bans/{name}")
+            else:
+                self.stats.inc_value(f"imagecrawl/pacing/{name}")
+            if event.kind == "pacing/increase":
+                logger.debug("%s: %s", event.site, event.message)
+            elif event.kind.startswith("bans/"):
+                level = logging.WARNING if event.kind in ("bans/banned", "bans/abandoned") else logging.INFO
+                logger.log(level, "Site %s %s", event.site, event.message)
+                abandoned = abandoned or event.kind == "bans/abandoned"
+            else:
+                logger.info("Site %s: %s", event.site, event.message)
+        if abandoned and self.close_when_all_abandoned and self.gate.all_abandoned():
+            self._close_banned()
+
+    def _close_banned(self) -> None:
+        if self._closing_task is not None:
+            return
+        engine = self.crawler.engine
+        if engine is None or engine.spider is None:
+            return
+        logger.warning("Every site of this crawl is abandoned after bans: closing the spider")
+        self._closing_task = asyncio.ensure_future(engine.close_spider_async(reason="banned"))
+
+    def closing(self) -> bool:
+        engine = self.crawler.engine
+        if engine is None or not engine.running:
+            return True
+        slot = getattr(engine, "_slot", None)
+        return slot is None or getattr(slot, "closing", None) is not None
+
+    def wake_engine(self) -> None:
+        slot = getattr(self.crawler.engine, "_slot", None)
+        nextcall = getattr(slot, "nextcall", None)
+        if nextcall is not None:
+            nextcall.schedule()
+
+
+def runtime_for(crawler: Crawler) -> PacingRuntime:
+    runtime: PacingRuntime | None = getattr(crawler, "_imagecrawl_pacing", None)
+    if runtime is None:
+        runtime = PacingRuntime(
+            crawler, PacingConfig.from_settings(crawler.settings), ban_config_from_settings(crawler.settings)
+        )
+        crawler._imagecrawl_pacing = runtime  # type: ignore[attr-defined]
+        crawler.imagecrawl_pacing = runtime  # type: ignore[attr-defined]  # the monitor's snapshot hook
+    return runtime
+
+
+class PacingMiddleware:
+    def __init__(self, crawler: Crawler, runtime: PacingRuntime) -> None:
+        self.crawler = crawler
+        self.runtime = runtime
+        self.gate = runtime.gate
+        self.config = runtime.config
+        crawler.signals.connect(self._robots_parsed, signal=signals.robots_parsed)
+        crawler.signals.connect(self._reached_downloader, signal=signals.request_reached_downloader)
+        crawler.signals.connect(self._spider_idle, signal=signals.spider_idle)
+        crawler.signals.connect(self._spider_closed, signal=signals.spider_closed)
+
+    @classmethod
+    def from_crawler(cls, crawler: Crawler) -> Self:
+        if not crawler.settings.getbool("IMAGECRAWL_PACING_ENABLED", True):
+            raise NotConfigured("IMAGECRAWL_PACING_ENABLED is off")
+        return cls(crawler, runtime_for(crawler))
+
+    # --- the gate -----------------------------------------------------------------------------
+
+    async def process_request(self, request: Request) -> None:
+        if request.meta.get(META_DONT_PACE) or not request.url.startswith(("http://", "https://")):
+            return
+        rt = self.runtime
+        site = rt.site_of(request)
+        started = time.monotonic()
+        parked = False
+        rt.waiting += 1
+        try:
+            # A retry's backoff comes first, outside the site's queue, so it holds up nobody else.
+            not_before = request.meta.get(META_NOT_BEFORE)
+            if not_before is not None:
+                while (delay := float(not_before) - time.time()) > 0:
+                    parked = self._park(request, parked, delay)
+                    await self._sleep(delay)
+            lock = rt.locks.setdefault(site, asyncio.Lock())
+            if lock.locked():
+                parked = self._park(request, parked, self.gate.peek_wait(site, time.monotonic()))
+            async with lock:  # FIFO per site: only the head of the line polls the gate
+                while True:
+                    now = time.monotonic()
+                    wait = self.gate.acquire(site, now)
+                    rt.flush()
+                    if wait == 0:
+                        break
+                    if math.isinf(wait):
+                        rt.stats.inc_value("imagecrawl/bans/dropped")
+                        raise IgnoreRequest(f"site {site} was abandoned after bans")
+                    parked = self._park(request, parked, wait)
+                    await self._sleep(wait)
+        finally:
+            rt.waiting -= 1
+            if parked:
+                self._unpark(request)
+        waited = now - started
+        if waited > 0.001:
+            rt.stats.inc_value("imagecrawl/pacing/wait_ms", round(waited * 1000))
+        rt.stats.inc_value("imagecrawl/pacing/requests")
+        request.meta[META_SENT_AT] = now
+        request.meta[META_GRANTED] = True
+
+    async def _sleep(self, seconds: float) -> None:
+        if self.runtime.closing():
+            raise IgnoreRequest("the crawl is closing")
+        await asyncio.sleep(min(max(seconds, 0.001), MAX_SLEEP_SECONDS))
+        if self.runtime.closing():
+            raise IgnoreRequest("the crawl is closing")
+
+    def _park(self, request: Request, parked: bool, wait: float) -> bool:
+        """Take a request that will wait a while out of the downloader's concurrency count."""
+        rt = self.runtime
+        if parked or wait < PARK_AFTER_SECONDS or rt.parked >= self.config.max_parked:
+            return parked
+        engine = self.crawler.engine
+        if engine is None or request not in engine.downloader.active:
+            return parked
+        engine.downloader.active.discard(request)
+        rt.parked += 1
+        rt.wake_engine()
+        return True
+
+    def _unpark(self, request: Request) -> None:
+        self.runtime.parked -= 1
+        engine = self.crawler.engine
+        if engine is not None:
+            engine.downloader.active.add(request)
+
+    # --- feedback -----------------------------------------------------------------------------
+
+    def process_response(self, request: Request, response: Response) -> Response:
+        if not request.meta.pop(META_GRANTED, False):
+            return response
+        rt = self.runtime
+        site = rt.site_of(request)
+        now = time.monotonic()
+        sent_at = float(request.meta.get(META_SENT_AT, now))
+        self.gate.release(site, sent_at, now)
+        retry_after: float | None = None
+        if response.status in (429, 503):
+            header = response.headers.get(b"Retry-After")
+            parsed = parse_retry_after(header, time.time(), self.config.retry_after_max)
+            if parsed is not None:
+                retry_after = parsed.pause_seconds()
+                request.meta[META_RETRY_AFTER] = retry_after
+                rt.stats.inc_value(f"imagecrawl/pacing/retry_after_received/{response.status}")
+                if parsed.capped:
+                    rt.stats.inc_value("imagecrawl/pacing/retry_after_capped")
+                    logger.warning(
+                        "Site %s sent Retry-After %r; capped at %gs (IMAGECRAWL_RETRY_AFTER_MAX_SECONDS)",
+                        site,
+                        parsed.raw,
+                        parsed.seconds,
+                    )
+        signal = classify_status(response.status)
+        # Time to the response headers (Scrapy's download_latency), so a big body is not "slow".
+        latency = float(request.meta.get("download_latency", now - sent_at))
+        self.gate.feedback(site, Feedback(signal, sent_at, latency, retry_after), now)
+        rt.flush()
+        return response
+
+    def process_exception(self, request: Request, exception: Exception) -> None:
+        if not request.meta.pop(META_GRANTED, False):
+            return
+        rt = self.runtime
+        site = rt.site_of(request)
+        now = time.monotonic()
+        sent_at = float(request.meta.get(META_SENT_AT, now))
+        self.gate.release(site, sent_at, now)
+        self.gate.feedback(site, Feedback(classify_exception(exception), sent_at, None, None), now)
+        rt.flush()
+
+    # --- signals ------------------------------------------------------------------------------
+
+    def _robots_parsed(self, robotparser: Any, request: Request) -> None:
+        if not self.config.obey_crawl_delay:
+            return
+        try:
+            delay = robotparser.crawl_delay(self.config.robots_user_agent or "*")
+        except Exception:  # a custom parser may not implement it
+            logger.debug("robots parser %r has no crawl_delay()", robotparser, exc_info=True)
+            return
+        if delay:
+            site = self.runtime.site_of(request)
+            self.gate.set_floor_interval(site, float(delay))
+            self.runtime.flush()
+
+    def _reached_downloader(self, request: Request, spider: Any = None) -> None:
+        """The gate already spaced this request: Scrapy's slot must not delay or cap it again."""
+        engine = self.crawler.engine
+        if engine is None or not request.meta.get(META_SENT_AT):
+            return
+        slot = engine.downloader.slots.get(request.meta.get("download_slot", ""))
+        if slot is None:
+            return
+        slot.delay = 0.0
+        slot.jitter = 0.0
+        slot.concurrency = max(slot.concurrency, self.config.aimd.max_concurrency)
+
+    def _spider_idle(self) -> None:
+        if self.runtime.parked > 0:
+            raise DontCloseSpider("requests are waiting at a paced site's gate")
+
+    def _spider_closed(self, reason: str) -> None:
+        stats = self.runtime.stats
+        stats.set_value("imagecrawl/pacing/sites", len(self.gate.sites))
+        for site, state in self.gate.sites.items():
+            logger.info(
+                "Pacing of %s at close: %.3g req/s, concurrency %d, %s",
+                site,
+                state.controller.rate,
+                state.controller.concurrency,
+                state.ban.state.value,
+            )
+
+
+# --- retries ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RetryConfig:
+    enabled: bool = True
+    times: int = 3
+    http_codes: frozenset[int] = frozenset({429, 500, 502, 503, 504, 522, 524, 408})
+    backoff_seconds: float = 2.0
+    max_backoff_seconds: float = 120.0
+    priority_adjust: int = -1
+
+    @classmethod
+    def from_settings(cls, settings: BaseSettings) -> Self:
+        return cls(
+            enabled=settings.getbool("IMAGECRAWL_RETRY_ENABLED", True),
+            times=settings.getint("IMAGECRAWL_RETRY_TIMES", settings.getint("RETRY_TIMES", 3)),
+            http_codes=frozenset(int(c) for c in settings.getlist("RETRY_HTTP_CODES")),
+            backoff_seconds=settings.getfloat("IMAGECRAWL_RETRY_BACKOFF_SECONDS", 2.0),
+            max_backoff_seconds=settings.getfloat("IMAGECRAWL_RETRY_MAX_BACKOFF_SECONDS", 120.0),
+            priority_adjust=settings.getint("RETRY_PRIORITY_ADJUST", -1),
+        )
+
+    def backoff(self, attempt: int, rng: random.Random) -> float:
+        """Exponential backoff with "equal jitter": half fixed, half random; never 0."""
+        base = min(self.max_backoff_seconds, self.backoff_seconds * 2 ** max(0, attempt - 1))
+        return base / 2 + rng.uniform(0, base / 2)
+
+
+class BackoffRetryMiddleware:
+    """Retries 429/503/5xx answers and network errors later, never at once, a bounded number of times."""
+
+    def __init__(self, crawler: Crawler, config: RetryConfig) -> None:
+        assert crawler.stats is not None
+        self.stats = crawler.stats
+        self.config = config
+        self.rng = random.Random()
+        self.exceptions = tuple(
+            load_object(x) if isinstance(x, str) else x for x in crawler.settings.getlist("RETRY_EXCEPTIONS")
+        )
+
+    @classmethod
+    def from_crawler(cls, crawler: Crawler) -> Self:
+        config = RetryConfig.from_settings(crawler.settings)
+        if not config.enabled:
+            raise NotConfigured("IMAGECRAWL_RETRY_ENABLED is off")
+        return cls(crawler, config)
+
+    def process_response(self, request: Request, response: Response) -> Request | Response:
+        if request.meta.get("dont_retry") or response.status not in self.config.http_codes:
+            return response
+        retry = self._retry(request, str(response.status), request.meta.get(META_RETRY_AFTER))
+        return retry or response
+
+    def process_exception(self, request: Request, exception: Exception) -> Request | None:
+        if request.meta.get("dont_retry") or not isinstance(exception, self.exceptions):
+            return None
+        return self._retry(request, type(exception).__name__, None)
+
+    def _retry(self, request: Request, reason: str, retry_after: float | None) -> Request | None:
+        delay = self.config.backoff(int(request.meta.get("retry_times", 0)) + 1, self.rng)
+        if retry_after is not None:
+            delay = max(delay, retry_after + self.rng.uniform(0, 0.5))
+        return retry_later(request, reason, delay, self.config, self.stats)
+
+
+def retry_later(
+    request: Request, reason: str, delay: float, config: RetryConfig, stats: StatsCollector
+) -> Request | None:
+    """A copy of ``request`` that the pacing gate holds until ``delay`` seconds from now, or ``None``
+    (counted and logged) once ``max_retry_times`` / ``IMAGECRAWL_RETRY_TIMES`` retries are used up."""
+    attempt = int(request.meta.get("retry_times", 0)) + 1
+    max_times = int(request.meta.get("max_retry_times", config.times))
+    if attempt > max_times:
+        stats.inc_value(f"imagecrawl/retry/gave_up/{reason}")
+        logger.warning("Gave up retrying %s after %d retries (%s)", request, attempt - 1, reason)
+        return None
+    new = request.copy()
+    for key in (META_SENT_AT, META_GRANTED, META_RETRY_AFTER):
+        new.meta.pop(key, None)
+    new.meta["retry_times"] = attempt
+    new.meta[META_NOT_BEFORE] = time.time() + delay
+    new.dont_filter = True
+    new.priority = request.priority + config.priority_adjust
+    stats.inc_value(f"imagecrawl/retry/{reason}")
+    stats.inc_value("imagecrawl/retry/count")
+    logger.debug("Retrying %s in %.1fs (attempt %d, %s)", request, delay, attempt, reason)
+    return new

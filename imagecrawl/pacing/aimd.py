@@ -1,0 +1,219 @@
+"""The per-site AIMD controller: a request rate and a concurrency, adjusted from the site's own signals.
+
+Pure logic, no Scrapy and no clock of its own: every method takes ``now`` (monotonic seconds).
+
+* Start-up: while no congestion was ever seen, the rate grows by ``startup_factor`` per step (TCP's
+  slow start, bounded by ``max_rate``), only while the rate is what holds requests back.
+* Congestion (429, 503/502/504, timeouts, connection errors, latency well above the site's
+  baseline): rate and concurrency are cut multiplicatively by ``decrease_factor``, at most once per
+  adjustment epoch: answers to requests sent before the last cut are old news and do not cut again.
+  The rate at the cut is remembered as the ``ceiling``.
+* Healthy and flat latency: below ``recover_ratio * ceiling`` the rate closes half the gap per step
+  (fast recovery to a rate known to work); near the ceiling it creeps up by ``probe_fraction`` of
+  the ceiling per step, and the step doubles each step it gets past the ceiling unharmed (the site
+  may have grown) - a CUBIC-like sawtooth that spends most of its time just under capacity.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class AimdConfig:
+    start_rate: float = 0.5
+    min_rate: float = 0.02
+    max_rate: float = 2.0
+    start_concurrency: int = 1
+    max_concurrency: int = 2
+    decrease_factor: float = 0.7
+    startup_factor: float = 1.5
+    recover_ratio: float = 0.95
+    probe_fraction: float = 0.01
+    step_seconds: float = 1.0
+    latency_factor: float = 3.0
+    latency_margin_seconds: float = 0.1
+    goodput_window_seconds: float = 10.0
+
+    def __post_init__(self) -> None:
+        if not 0 < self.min_rate <= self.max_rate:
+            raise ValueError("need 0 < min_rate <= max_rate")
+        if not 0 < self.decrease_factor < 1:
+            raise ValueError("decrease_factor must be in (0, 1)")
+        if self.max_concurrency < 1 or self.start_concurrency < 1:
+            raise ValueError("concurrencies must be >= 1")
+        if self.startup_factor <= 1:
+            raise ValueError("startup_factor must be > 1")
+
+
+@dataclass(slots=True)
+class Adjustment:
+    """What a feedback call changed (for logs and stats); ``kind`` is ``increase`` or ``decrease``."""
+
+    kind: str
+    reason: str
+    rate: float
+    concurrency: int
+
+
+class AimdController:
+    def __init__(self, config: AimdConfig, now: float, floor_interval: float = 0.0) -> None:
+        self.config = config
+        self.floor_interval = floor_interval  # robots.txt Crawl-delay / DOWNLOAD_DELAY
+        self.rate = min(config.start_rate, self.max_rate)
+        self.concurrency = min(config.start_concurrency, config.max_concurrency)
+        self.ceiling: float | None = None
+        self._probe_step = 0.0
+        self.last_change = now
+        self.last_cut = -math.inf
+        self.baseline: float | None = None
+        self.srtt: float | None = None
+        self.rate_limited = False
+        self.concurrency_limited = False
+        self.created = now
+        self._answers: deque[float] = deque()  # when recent non-congested answers arrived
+        self._pauses: deque[tuple[float, float]] = deque()  # Retry-After pauses (no demand then)
+        self._steps_past_ceiling = 0
+
+    def note_pause(self, start: float, end: float) -> None:
+        """The site was closed (Retry-After) from ``start`` to ``end``: not a lack of capacity."""
+        self._pauses.append((start, end))
+
+    def goodput(self, now: float, window: float | None = None) -> float | None:
+        """Answers per second that were not pushed back, over the last ``window`` seconds (default:
+        the goodput window; None until half of it has passed).  A site's capacity shows here, and a
+        token bucket's burst averages out of it."""
+        longest = self.config.goodput_window_seconds
+        window = longest if window is None else min(window, longest)
+        while self._answers and self._answers[0] < now - longest:
+            self._answers.popleft()
+        while self._pauses and self._pauses[0][1] < now - longest:
+            self._pauses.popleft()
+        start = max(now - window, self.created)
+        paused = sum(max(0.0, min(b, now) - max(a, start)) for a, b in self._pauses)
+        span = now - start - paused
+        answers = sum(1 for t in self._answers if t >= start)
+        if span < window / 2 or answers < 5:
+            return None  # too little history (or demand) to say anything about capacity
+        return answers / span
+
+    # --- bounds -------------------------------------------------------------------------------
+
+    @property
+    def max_rate(self) -> float:
+        cap = self.config.max_rate
+        if self.floor_interval > 0:
+            cap = min(cap, 1.0 / self.floor_interval)
+        return max(cap, 1e-6)
+
+    def set_floor_interval(self, seconds: float) -> None:
+        self.floor_interval = max(0.0, seconds)
+        self.rate = min(self.rate, self.max_rate)
+
+    @property
+    def interval(self) -> float:
+        """Seconds between two request starts at the current rate."""
+        return 1.0 / min(self.rate, self.max_rate)
+
+    # --- latency ------------------------------------------------------------------------------
+
+    def observe_latency(self, latency: float) -> bool:
+        """Track smoothed latency and a slowly drifting baseline; True if latency is spiking."""
+        if latency < 0:
+            return False
+        self.srtt = latency if self.srtt is None else 0.8 * self.srtt + 0.2 * latency
+        if self.baseline is None or latency < self.baseline:
+            self.baseline = latency
+        else:
+            # Let the baseline creep up very slowly so a site that became slower for good
+            # is not punished forever.
+            self.baseline += (latency - self.baseline) * 0.002
+        return self.latency_spiking()
+
+    def latency_spiking(self) -> bool:
+        if self.srtt is None or self.baseline is None:
+            return False
+        c = self.config
+        return self.srtt > self.baseline * c.latency_factor + c.latency_margin_seconds
+
+    def latency_flat(self) -> bool:
+        if self.srtt is None or self.baseline is None:
+            return True
+        c = self.config
+        return self.srtt <= self.baseline * (1 + (c.latency_factor - 1) / 4) + c.latency_margin_seconds / 2
+
+    # --- feedback -----------------------------------------------------------------------------
+
+    def on_congestion(self, reason: str, sent_at: float, now: float) -> Adjustment | None:
+        """Cut rate and concurrency, unless this answers a request sent before the last cut."""
+        if sent_at < self.last_cut:
+            return None
+        c = self.config
+        # The ceiling is what worked: the current rate, or the rate the site actually served lately
+        # if that is lower (a token bucket's burst lets a too-high rate through for a while).
+        # In start-up the rate was climbing: only the last two seconds say what the site served.
+        served = self.goodput(now, 2.0 if self.ceiling is None else None)
+        self.ceiling = self.rate if served is None else max(c.min_rate, min(self.rate, served))
+        self._probe_step = 0.0
+        self._steps_past_ceiling = 0
+        self.rate = max(c.min_rate, min(self.rate, self.max_rate, self.ceiling) * c.decrease_factor)
+        self.concurrency = max(1, math.floor(self.concurrency * c.decrease_factor))
+        self.last_cut = now
+        self.last_change = now
+        self.rate_limited = self.concurrency_limited = False
+        return Adjustment("decrease", reason, self.rate, self.concurrency)
+
+    def on_success(self, now: float) -> Adjustment | None:
+        """A healthy answer: grow by one step if a step has passed, the limit was binding and
+        latency is flat."""
+        c = self.config
+        self._answers.append(now)
+        if now - self.last_change < c.step_seconds:
+            return None
+        if not self.latency_flat():
+            return None
+        grew = False
+        if self.rate_limited and self.rate < self.max_rate:
+            self.rate = min(self.max_rate, self._next_rate())
+            grew = True
+        if self.concurrency_limited and self.concurrency < c.max_concurrency:
+            self.concurrency += 1
+            grew = True
+        self.rate_limited = self.concurrency_limited = False
+        self.last_change = now
+        if not grew:
+            return None
+        return Adjustment("increase", "healthy", self.rate, self.concurrency)
+
+    def _next_rate(self) -> float:
+        c = self.config
+        r = self.rate
+        if self.ceiling is None:
+            return r * c.startup_factor
+        target = self.ceiling * c.recover_ratio
+        if r < target:
+            return max(r + (target - r) / 2, min(target, r + c.probe_fraction * self.ceiling))
+        if r < self.ceiling:
+            self._probe_step = c.probe_fraction * self.ceiling
+            return min(r + self._probe_step, self.ceiling)
+        # Past the last known ceiling without trouble: creep on; after ten steps the site may
+        # really have grown, so the steps start doubling.
+        self._steps_past_ceiling += 1
+        step = c.probe_fraction * self.ceiling
+        if self._steps_past_ceiling > 10:
+            step = max(self._probe_step * 2, step)
+        self._probe_step = step
+        new = r + step
+        self.ceiling = max(self.ceiling, r)
+        return new
+
+    def resume_after_ban(self, now: float) -> None:
+        """After a ban: start again slowly, well under the rate that got us banned."""
+        c = self.config
+        self.ceiling = max(c.min_rate, self.rate * c.decrease_factor)
+        self.rate = max(c.min_rate, min(c.start_rate, self.ceiling * c.decrease_factor))
+        self.concurrency = 1
+        self.last_change = now
+        self.last_cut = now

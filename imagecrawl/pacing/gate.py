@@ -1,0 +1,253 @@
+"""The rate gate: per-site admission (rate, concurrency, Retry-After pause, ban state) behind a small
+interface, so a shared implementation (e.g. Redis + GCRA in Lua, for many workers) can replace the
+in-process one.
+
+    wait = gate.acquire(site, now)      # 0.0: go (a slot is taken); > 0: ask again later; inf: never
+    gate.release(site, sent_at, now)    # the request left the network (response or error)
+    gate.feedback(site, Feedback(...), now)
+    gate.verdict(site, Verdict.X, sent_at, now)
+
+Pure: no Scrapy, no clock of its own, no I/O.  What changed is reported as :class:`Event` objects
+(``drain_events()``) that the Scrapy shell logs once and counts.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+import random
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from imagecrawl.pacing.aimd import AimdConfig, AimdController
+from imagecrawl.pacing.bans import BanConfig, BanState, BanTracker, Transition, Verdict
+
+#: How long a request held by a full concurrency window (or an in-flight probe) waits before asking again.
+POLL_SECONDS = 0.02
+
+
+class Signal(enum.StrEnum):
+    OK = "ok"  # a healthy answer
+    NEUTRAL = "neutral"  # an answer that says nothing about load (404, 500, ...)
+    THROTTLED = "429"
+    UNAVAILABLE = "503"
+    GATEWAY = "5xx-gateway"  # 502 / 504 / 522 / 524
+    TIMEOUT = "timeout"
+    CONNECTION = "connection"
+
+
+CONGESTION = frozenset(
+    {Signal.THROTTLED, Signal.UNAVAILABLE, Signal.GATEWAY, Signal.TIMEOUT, Signal.CONNECTION}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Feedback:
+    signal: Signal
+    sent_at: float
+    latency: float | None = None
+    retry_after: float | None = None  # seconds, already parsed and capped
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """Something worth one log line and a counter: ``kind`` names the stat."""
+
+    site: str
+    kind: str  # e.g. "pacing/decrease/429", "pacing/retry_after", "bans/banned"
+    message: str
+    value: float | None = None
+
+
+class RateGate(Protocol):
+    def acquire(self, site: str, now: float) -> float: ...
+    def peek_wait(self, site: str, now: float) -> float: ...
+    def release(self, site: str, sent_at: float, now: float) -> None: ...
+    def feedback(self, site: str, fb: Feedback, now: float) -> None: ...
+    def verdict(self, site: str, verdict: Verdict, sent_at: float, now: float) -> None: ...
+    def set_floor_interval(self, site: str, seconds: float) -> None: ...
+    def drain_events(self) -> list[Event]: ...
+
+
+@dataclass(slots=True)
+class SiteState:
+    controller: AimdController
+    ban: BanTracker
+    next_at: float = 0.0
+    in_flight: int = 0
+    paused_until: float = 0.0
+    granted: int = 0
+    recent: deque[float] = field(default_factory=lambda: deque(maxlen=256))  # last grant times
+
+
+@dataclass
+class InProcessGate:
+    """One process's gate; state per site lives as long as the crawl (not tied to Scrapy's slots)."""
+
+    aimd: AimdConfig = field(default_factory=AimdConfig)
+    bans: BanConfig = field(default_factory=BanConfig)
+    jitter: float = 0.1  # spacing is stretched by up to this fraction, never shortened
+    #: The cap holds in any window of 1 s + this guard (requests may reach the wire a little late
+    #: or early, and the site counts arrivals).
+    window_guard: float = 0.15
+    default_floor_interval: float = 0.0
+    rng: random.Random = field(default_factory=random.Random)
+    sites: dict[str, SiteState] = field(default_factory=dict)
+    _events: list[Event] = field(default_factory=list)
+
+    def site(self, site: str, now: float = 0.0) -> SiteState:
+        state = self.sites.get(site)
+        if state is None:
+            state = SiteState(
+                AimdController(self.aimd, now, self.default_floor_interval), BanTracker(self.bans)
+            )
+            self.sites[site] = state
+        return state
+
+    # --- admission ----------------------------------------------------------------------------
+
+    def acquire(self, site: str, now: float) -> float:
+        s = self.site(site, now)
+        wait, t = s.ban.gate(now)
+        if t is not None:
+            self._transition(site, s, t, now)
+        if wait > 0:
+            return wait
+        if now < s.paused_until:
+            return s.paused_until - now
+        # A probe goes alone; so does a site with a Crawl-delay (or DOWNLOAD_DELAY) floor.
+        sequential = s.ban.state is BanState.PROBING or s.controller.floor_interval > 0
+        limit = 1 if sequential else s.controller.concurrency
+        if s.in_flight >= limit:
+            s.controller.concurrency_limited = True
+            return POLL_SECONDS
+        if now < s.next_at:
+            s.controller.rate_limited = True
+            return s.next_at - now
+        # The cap as the site would count it: at most floor(cap) starts within any second.
+        per_window = min(math.floor(s.controller.max_rate), s.recent.maxlen or 0)
+        if per_window >= 1 and len(s.recent) >= per_window:
+            opens = s.recent[-per_window] + 1.0 + self.window_guard
+            if now < opens:
+                s.controller.rate_limited = True
+                return opens - now
+        s.recent.append(now)
+        s.in_flight += 1
+        s.granted += 1
+        interval = max(s.controller.interval, s.controller.floor_interval)
+        # Never shorter than the interval (+1% against clock and network jitter), sometimes longer.
+        s.next_at = max(s.next_at, now) + interval * (1.01 + self.rng.uniform(0, self.jitter))
+        if s.ban.granted():
+            self._emit(site, "bans/probes", "probe request sent")
+        return 0.0
+
+    def peek_wait(self, site: str, now: float) -> float:
+        """At least how long a request for ``site`` will wait (Retry-After pause, ban cool-down, rate
+        spacing), without taking a slot."""
+        s = self.sites.get(site)
+        if s is None:
+            return 0.0
+        wait = max(s.paused_until, s.next_at) - now
+        if s.ban.state is BanState.BANNED:
+            wait = max(wait, s.ban.banned_until - now)
+        return max(0.0, wait)
+
+    def release(self, site: str, sent_at: float, now: float) -> None:
+        s = self.site(site, now)
+        s.in_flight = max(0, s.in_flight - 1)
+        s.ban.released()
+        if s.controller.floor_interval > 0:
+            # Crawl-delay counts from the end of the previous request, so however late a request
+            # reached the wire, the next one arrives at least the delay after it.
+            s.next_at = max(s.next_at, now + s.controller.floor_interval)
+
+    # --- feedback -----------------------------------------------------------------------------
+
+    def feedback(self, site: str, fb: Feedback, now: float) -> None:
+        s = self.site(site, now)
+        c = s.controller
+        if fb.retry_after is not None and fb.retry_after > 0:
+            until = now + fb.retry_after
+            if until > s.paused_until:
+                s.controller.note_pause(max(now, s.paused_until), until)
+                s.paused_until = until
+                self._emit(
+                    site, "pacing/retry_after", f"Retry-After: pausing {fb.retry_after:.1f}s", fb.retry_after
+                )
+        spiking = False
+        if fb.latency is not None and fb.signal in (Signal.OK, Signal.NEUTRAL):
+            spiking = c.observe_latency(fb.latency)
+        reason: str | None = fb.signal.value if fb.signal in CONGESTION else ("latency" if spiking else None)
+        if reason is not None:
+            adj = c.on_congestion(reason, fb.sent_at, now)
+            if adj is not None:
+                self._emit(
+                    site,
+                    f"pacing/decrease/{reason}",
+                    f"slowing down ({reason}): {adj.rate:.3g} req/s, concurrency {adj.concurrency}",
+                    adj.rate,
+                )
+            return
+        if fb.signal is Signal.OK:
+            adj = c.on_success(now)
+            if adj is not None:
+                self._emit(
+                    site,
+                    "pacing/increase",
+                    f"speeding up: {adj.rate:.3g} req/s, concurrency {adj.concurrency}",
+                    adj.rate,
+                )
+
+    def verdict(self, site: str, verdict: Verdict, sent_at: float, now: float) -> None:
+        s = self.site(site, now)
+        t = s.ban.on_verdict(verdict, sent_at, now)
+        if t is not None:
+            self._transition(site, s, t, now)
+
+    def set_floor_interval(self, site: str, seconds: float) -> None:
+        s = self.site(site)
+        if seconds > s.controller.floor_interval:
+            s.controller.set_floor_interval(seconds)
+            self._emit(site, "pacing/crawl_delay", f"Crawl-delay floor {seconds:g}s", seconds)
+
+    # --- queries ------------------------------------------------------------------------------
+
+    def state_of(self, site: str) -> BanState:
+        return self.sites[site].ban.state if site in self.sites else BanState.HEALTHY
+
+    def all_abandoned(self) -> bool:
+        return bool(self.sites) and all(s.ban.state is BanState.ABANDONED for s in self.sites.values())
+
+    def drain_events(self) -> list[Event]:
+        events, self._events = self._events, []
+        return events
+
+    # --- internals ----------------------------------------------------------------------------
+
+    def _transition(self, site: str, s: SiteState, t: Transition, now: float) -> None:
+        if t.new is BanState.BANNED:
+            assert t.until is not None
+            self._emit(
+                site, "bans/banned", f"banned ({t.reason}): quiet for {t.until - now:.0f}s", t.until - now
+            )
+            s.controller.on_congestion("ban", now, now)
+        elif t.new is BanState.PROBING:
+            self._emit(site, "bans/probing", "cool-down over, probing")
+        elif t.new is BanState.HEALTHY and t.old is BanState.PROBING:
+            s.controller.resume_after_ban(now)
+            s.next_at = max(s.next_at, now + s.controller.interval)
+            self._emit(site, "bans/recovered", f"probe healthy, resuming at {s.controller.rate:.3g} req/s")
+        elif t.new is BanState.ABANDONED:
+            self._emit(site, "bans/abandoned", f"abandoned ({t.reason})")
+        elif t.new is BanState.SUSPECT:
+            self._emit(site, "bans/suspect", f"suspect ({t.reason})")
+        elif t.new is BanState.HEALTHY:
+            self._emit(site, "bans/cleared", f"no longer suspect ({t.reason})")
+
+    def _emit(self, site: str, kind: str, message: str, value: float | None = None) -> None:
+        self._events.append(Event(site, kind, message, value))
+
+
+def is_never(wait: float) -> bool:
+    return math.isinf(wait)

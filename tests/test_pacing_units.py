@@ -1,0 +1,349 @@
+"""The pure pacing logic (no crawler, no server): Retry-After parsing, the AIMD controller, the gate,
+the ban state machine, configs read from settings, response classification, the sandbox's bucket."""
+
+from __future__ import annotations
+
+import email.utils
+import itertools
+import math
+import random
+
+import pytest
+from scrapy.settings import Settings
+
+from imagecrawl.downloadermiddlewares.bans import BansConfig, classify_response
+from imagecrawl.downloadermiddlewares.pacing import (
+    PacingConfig,
+    RetryConfig,
+    ban_config_from_settings,
+    classify_exception,
+    classify_status,
+)
+from imagecrawl.pacing import (
+    AimdConfig,
+    AimdController,
+    BanConfig,
+    BanState,
+    BanTracker,
+    Feedback,
+    InProcessGate,
+    Signal,
+    Verdict,
+    parse_retry_after,
+    site_of_host,
+)
+from imagecrawl.sandbox.misbehave import (
+    MisbehaveConfig,
+    Misbehaviour,
+    max_rate_per_second,
+    overloaded_seconds,
+    requests_inside_windows,
+)
+
+# --- Retry-After ----------------------------------------------------------------------------------
+
+
+def test_retry_after_seconds_date_past_garbage_and_cap() -> None:
+    now = 1_700_000_000.0
+    assert parse_retry_after("120", now, 3600).seconds == 120  # type: ignore[union-attr]
+    assert parse_retry_after(b" 2 ", now, 3600).seconds == 2  # type: ignore[union-attr]
+    date = email.utils.formatdate(now + 30, usegmt=True)
+    got = parse_retry_after(date, now, 3600)
+    assert got is not None and abs(got.seconds - 30) < 1.01 and not got.capped
+    assert parse_retry_after(email.utils.formatdate(now - 60, usegmt=True), now, 3600).seconds == 0  # type: ignore[union-attr]
+    assert parse_retry_after("-5", now, 3600).seconds == 0  # type: ignore[union-attr]
+    assert parse_retry_after("soon", now, 3600) is None
+    assert parse_retry_after("", now, 3600) is None
+    assert parse_retry_after(None, now, 3600) is None
+    capped = parse_retry_after("99999999", now, 3600)
+    assert capped is not None and capped.capped and capped.seconds == 3600
+    assert parse_retry_after("inf", now, 3600).capped  # type: ignore[union-attr]
+
+
+# --- site keys ------------------------------------------------------------------------------------
+
+
+def test_site_key_host_or_registered_domain() -> None:
+    assert site_of_host("IMG.Example.co.uk", "host") == "img.example.co.uk"
+    assert site_of_host("img.example.co.uk", "domain") == "example.co.uk"
+    assert site_of_host("a.b.example.com", "domain") == "example.com"
+    assert site_of_host("127.0.0.1", "domain") == "127.0.0.1"
+    assert site_of_host("localhost", "domain") == "localhost"
+
+
+# --- AIMD -----------------------------------------------------------------------------------------
+
+CFG = AimdConfig(start_rate=1.0, max_rate=100.0, max_concurrency=8, step_seconds=1.0)
+
+
+def test_startup_grows_only_when_the_rate_binds_and_is_capped() -> None:
+    c = AimdController(CFG, now=0.0)
+    assert c.on_success(now=1.5) is None  # the rate never held anything back
+    c.rate_limited = True
+    adj = c.on_success(now=3.0)
+    assert adj is not None and adj.kind == "increase" and c.rate == pytest.approx(1.5)
+    for t in range(4, 60):
+        c.rate_limited = True
+        c.on_success(now=float(t))
+    assert c.rate == 100.0
+
+
+def test_congestion_cuts_once_per_epoch_and_recovers_toward_the_ceiling() -> None:
+    c = AimdController(CFG, now=0.0)
+    c.rate = 20.0
+    c.concurrency = 4
+    adj = c.on_congestion("429", sent_at=9.0, now=10.0)
+    assert adj is not None and c.rate == pytest.approx(14.0) and c.concurrency == 2
+    assert c.ceiling == 20.0
+    # answers to requests sent before the cut are old news
+    assert c.on_congestion("429", sent_at=9.5, now=10.2) is None
+    assert c.rate == pytest.approx(14.0)
+    rates = []
+    for t in range(11, 40):
+        c.rate_limited = True
+        c.on_success(now=float(t))
+        rates.append(c.rate)
+    assert rates[0] > 14.0
+    assert rates[5] >= 0.9 * 20 - 1e-9  # fast recovery to 90% of the ceiling
+    # then a slow creep: at most 1% of the ceiling per step while below it
+    steps = [b - a for a, b in itertools.pairwise(rates[6:]) if a < 20.0]
+    assert steps and max(steps) <= 0.2 + 1e-9
+
+
+def test_latency_spike_is_congestion_and_flat_latency_is_not() -> None:
+    g = InProcessGate(aimd=AimdConfig(start_rate=10, max_rate=10, max_concurrency=4))
+    for i in range(20):
+        g.feedback("s", Feedback(Signal.OK, sent_at=i, latency=0.05), now=i + 0.05)
+    assert not g.drain_events() or all("decrease" not in e.kind for e in g.drain_events())
+    for i in range(20, 30):
+        g.feedback("s", Feedback(Signal.OK, sent_at=i, latency=1.5), now=i + 1.5)
+    kinds = [e.kind for e in g.drain_events()]
+    assert "pacing/decrease/latency" in kinds
+
+
+def test_floor_interval_caps_the_rate() -> None:
+    c = AimdController(CFG, now=0.0, floor_interval=0.0)
+    c.rate = 50
+    c.set_floor_interval(2.0)  # Crawl-delay: 2
+    assert c.max_rate == pytest.approx(0.5) and c.interval == pytest.approx(2.0)
+
+
+# --- the gate -------------------------------------------------------------------------------------
+
+
+def _grants(gate: InProcessGate, site: str, start: float, end: float, dt: float = 0.001) -> list[float]:
+    out = []
+    t = start
+    while t < end:
+        if gate.acquire(site, t) == 0:
+            out.append(t)
+            gate.release(site, t, t)
+        t += dt
+    return out
+
+
+def test_gate_never_exceeds_the_rate_cap() -> None:
+    gate = InProcessGate(aimd=AimdConfig(start_rate=5, max_rate=5, max_concurrency=4), rng=random.Random(1))
+    grants = _grants(gate, "a", 0, 10)
+    assert 40 <= len(grants) <= 50
+    assert max_rate_per_second(grants) <= 5
+
+
+def test_gate_concurrency_and_independent_sites() -> None:
+    gate = InProcessGate(
+        aimd=AimdConfig(start_rate=100, max_rate=100, start_concurrency=2, max_concurrency=2)
+    )
+    assert gate.acquire("a", 0.0) == 0
+    assert gate.acquire("a", 0.5) == 0
+    assert gate.acquire("a", 1.0) > 0  # two in flight
+    assert gate.acquire("b", 1.0) == 0  # another site is not held up
+    gate.release("a", 0.0, 1.1)
+    assert gate.acquire("a", 1.2) == 0
+
+
+def test_retry_after_closes_the_gate_until_it_expires() -> None:
+    gate = InProcessGate(aimd=AimdConfig(start_rate=100, max_rate=100, max_concurrency=4))
+    assert gate.acquire("a", 0.0) == 0
+    gate.release("a", 0.0, 0.1)
+    gate.feedback("a", Feedback(Signal.THROTTLED, sent_at=0.0, latency=0.1, retry_after=3.0), now=0.1)
+    assert gate.acquire("a", 0.2) == pytest.approx(2.9)
+    assert gate.peek_wait("a", 1.0) == pytest.approx(2.1)
+    assert _grants(gate, "a", 0.2, 3.09) == []
+    assert gate.acquire("a", 3.11) == 0
+    assert any(e.kind == "pacing/retry_after" for e in gate.drain_events())
+
+
+# --- bans -----------------------------------------------------------------------------------------
+
+BANS = BanConfig(
+    burst=3, burst_429=6, soft_threshold=2, cooldown_seconds=10, max_cooldown_seconds=25, max_probes=3
+)
+
+
+def test_burst_bans_cooldown_doubles_probe_then_abandon() -> None:
+    b = BanTracker(BANS)
+    assert b.on_verdict(Verdict.STATUS_403, 0, 1).new is BanState.SUSPECT  # type: ignore[union-attr]
+    b.on_verdict(Verdict.STATUS_403, 0, 1)
+    t = b.on_verdict(Verdict.STATUS_401, 0, 1)
+    assert t is not None and t.new is BanState.BANNED and t.until == 11
+    assert b.gate(5)[0] == pytest.approx(6)
+    assert b.on_verdict(Verdict.STATUS_403, 0.5, 6) is None  # stale: sent before the ban
+    wait, t = b.gate(11)
+    assert wait == 0 and t is not None and t.new is BanState.PROBING
+    assert b.granted() is True
+    assert b.gate(11.1)[0] > 0  # one probe at a time
+    t = b.on_verdict(Verdict.STATUS_403, 11, 12)
+    assert t is not None and t.new is BanState.BANNED and t.until == 12 + 20  # doubled
+    b.gate(32)
+    b.granted()
+    t = b.on_verdict(Verdict.CHALLENGE, 32, 33)
+    assert t is not None and t.until == 33 + 25  # capped
+    b.gate(58)
+    b.granted()
+    t = b.on_verdict(Verdict.ERROR, 58, 59)
+    assert t is not None and t.new is BanState.ABANDONED
+    assert math.isinf(b.gate(1000)[0])
+
+
+def test_healthy_probe_resumes_and_healthy_answer_clears_suspicion() -> None:
+    b = BanTracker(BANS)
+    b.on_verdict(Verdict.SOFT, 0, 1)
+    assert b.state is BanState.SUSPECT
+    b.on_verdict(Verdict.HEALTHY, 0, 1)
+    assert b.state is BanState.HEALTHY
+    assert b.on_verdict(Verdict.CHALLENGE, 1, 2).new is BanState.BANNED  # type: ignore[union-attr]
+    b.gate(12)
+    b.granted()
+    assert b.on_verdict(Verdict.NEUTRAL, 12, 12.5) is None  # a 404 says nothing
+    t = b.on_verdict(Verdict.HEALTHY, 12, 13)
+    assert t is not None and t.new is BanState.HEALTHY and b.bans == 0
+
+
+def test_gate_with_bans_lets_only_probes_through_and_resumes_slowly() -> None:
+    gate = InProcessGate(aimd=AimdConfig(start_rate=50, max_rate=50, max_concurrency=4), bans=BANS)
+    gate.site("s").controller.rate = 40
+    gate.verdict("s", Verdict.CHALLENGE, 0, 1)
+    assert gate.state_of("s") is BanState.BANNED
+    assert _grants(gate, "s", 1, 10.99) == []
+    assert gate.acquire("s", 11.0) == 0  # the probe
+    assert gate.acquire("s", 11.5) > 0
+    gate.release("s", 11.0, 11.6)
+    gate.verdict("s", Verdict.HEALTHY, 11.0, 11.6)
+    assert gate.state_of("s") is BanState.HEALTHY
+    assert gate.site("s").controller.rate < 40 * 0.7
+    kinds = [e.kind for e in gate.drain_events()]
+    assert kinds.count("bans/banned") == 1 and "bans/probes" in kinds and "bans/recovered" in kinds
+    assert not gate.all_abandoned()
+
+
+# --- configs and classification -------------------------------------------------------------------
+
+
+def test_configs_from_settings() -> None:
+    s = Settings(
+        {
+            "IMAGECRAWL_MAX_RATE_PER_SITE": "7.5",
+            "IMAGECRAWL_MAX_CONCURRENCY_PER_SITE": "3",
+            "IMAGECRAWL_PACING_START_RATE_PER_SECOND": "100",
+            "IMAGECRAWL_PACING_SITE_KEY": "domain",
+            "DOWNLOAD_DELAY": "0.25",
+            "IMAGECRAWL_BAN_COOLDOWN_SECONDS": "2",
+            "IMAGECRAWL_BAN_MAX_PROBES": "4",
+            "IMAGECRAWL_RETRY_TIMES": "5",
+            "RETRY_HTTP_CODES": "429,503",
+            "IMAGECRAWL_BAN_HEALTHY_MARKERS": '{"example.com": "class=\\"card\\""}',
+        }
+    )
+    p = PacingConfig.from_settings(s)
+    assert p.aimd.max_rate == 7.5 and p.aimd.max_concurrency == 3
+    assert p.aimd.start_rate == 7.5  # never above the cap
+    assert p.site_key == "domain" and p.floor_interval == 0.25
+    b = ban_config_from_settings(s)
+    assert b.cooldown_seconds == 2 and b.max_probes == 4 and b.cooldown(3) == 8
+    r = RetryConfig.from_settings(s)
+    assert r.times == 5 and r.http_codes == {429, 503}
+    assert all(0.5 <= r.backoff(1, random.Random(i)) / r.backoff_seconds <= 1 for i in range(20))
+    assert r.backoff(20, random.Random(0)) <= r.max_backoff_seconds
+    bc = BansConfig.from_settings(s)
+    assert bc.healthy_markers["example.com"].search('<a class="card">')
+    with pytest.raises(ValueError):
+        PacingConfig.from_settings(Settings({"IMAGECRAWL_PACING_SITE_KEY": "ip"}))
+
+
+def test_classify() -> None:
+    assert classify_status(429) is Signal.THROTTLED and classify_status(503) is Signal.UNAVAILABLE
+    assert classify_status(504) is Signal.GATEWAY and classify_status(404) is Signal.NEUTRAL
+    assert classify_status(200) is Signal.OK
+    from scrapy.exceptions import DownloadTimeoutError
+    from twisted.internet.error import ConnectionRefusedError
+
+    assert classify_exception(DownloadTimeoutError()) is Signal.TIMEOUT
+    assert classify_exception(ConnectionRefusedError()) is Signal.CONNECTION
+    assert classify_exception(ValueError()) is Signal.NEUTRAL
+    markers = BansConfig().challenge_markers
+    assert classify_response(403, {"cf-mitigated": "challenge"}, None, markers, None) is Verdict.CHALLENGE
+    page = "<html><head><title>Just a moment...</title></head></html>"
+    assert classify_response(200, {}, page, markers, None) is Verdict.CHALLENGE
+    assert classify_response(403, {}, "nope", markers, None) is Verdict.STATUS_403
+    import re
+
+    card = re.compile('class="card"')
+    assert classify_response(200, {}, "<div class=grid></div>", markers, card) is Verdict.SOFT
+    assert classify_response(200, {}, '<a class="card">', markers, card) is Verdict.HEALTHY
+    assert classify_response(200, {}, None, markers, card) is Verdict.HEALTHY  # binary: not checked
+    assert classify_response(404, {}, "", markers, None) is Verdict.NEUTRAL
+
+
+# --- the sandbox's side ---------------------------------------------------------------------------
+
+
+def test_sandbox_bucket_retry_after_and_ban() -> None:
+    m = Misbehaviour(MisbehaveConfig(capacity=5, burst=5, retry_after=2))
+    answers = [m.admit("a", 0.0) for _ in range(6)]
+    assert [a is None for a in answers] == [True] * 5 + [False]
+    assert answers[5] is not None and answers[5].status == 429 and answers[5].headers["Retry-After"] == "2"
+    assert m.admit("a", 1.0) is not None  # inside the announced window
+    assert m.admit("b", 1.0) is None  # another site has its own bucket
+    assert m.admit("a", 2.1) is None
+    banned = Misbehaviour(MisbehaveConfig(ban_mode="challenge", ban_rate=2, ban_seconds=5))
+    assert [banned.admit("a", t) is None for t in (0.0, 0.1, 0.2, 0.3)] == [True, True, False, False]
+    ans = banned.admit("a", 4.0)
+    assert ans is not None and ans.headers["cf-mitigated"] == "challenge"
+    assert banned.admit("a", 5.3) is None
+
+
+def test_log_measures() -> None:
+    assert max_rate_per_second([0, 0.25, 0.5, 0.75, 1.0, 1.25]) == 4
+    assert max_rate_per_second([0, 0.1, 0.2]) == 3
+    records: list[dict[str, object]] = [
+        {"t": 0.0, "dur": 0.0, "status": 200},
+        {"t": 1.0, "dur": 0.01, "status": 429},
+        {"t": 1.5, "dur": 0.0, "status": 429},
+        {"t": 3.2, "dur": 0.0, "status": 200},
+    ]
+    assert requests_inside_windows(records, 2.0) == 1
+    assert overloaded_seconds(records) == 1
+
+
+def test_ceiling_is_what_the_site_served_not_the_rate_a_burst_let_through() -> None:
+    c = AimdController(CFG, now=0.0)
+    c.ceiling = 25.0  # past start-up
+    c.rate = 30.0
+    for k in range(200):  # the site served 20/s over the last 10 s
+        c.on_success(now=k / 20)
+    c.note_pause(10.0, 11.0)  # a Retry-After pause is not missing capacity
+    for k in range(20):
+        c.on_success(now=11 + k / 20)
+    c.on_congestion("429", sent_at=11.9, now=12.0)
+    assert c.ceiling is not None and 19 <= c.ceiling <= 21
+    assert c.rate == pytest.approx(0.7 * c.ceiling)
+
+
+def test_crawl_delay_floor_is_sequential_and_counts_from_the_end_of_a_request() -> None:
+    gate = InProcessGate(aimd=AimdConfig(start_rate=50, max_rate=50, start_concurrency=4, max_concurrency=4))
+    gate.set_floor_interval("s", 2.0)
+    assert gate.acquire("s", 0.0) == 0
+    assert gate.acquire("s", 2.5) > 0  # one at a time
+    gate.release("s", 0.0, 3.0)  # the answer came late
+    assert gate.acquire("s", 4.0) == pytest.approx(1.0)  # 2 s after the end, not after the start
+    assert gate.acquire("s", 5.0) == 0
