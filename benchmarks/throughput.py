@@ -62,9 +62,14 @@ PROFILE_DIR: Path | None = None
 LOOPBACK: dict[str, str] = {
     "DOWNLOAD_DELAY": "0",
     "IMAGECRAWL_ALLOWED_NETWORKS": "127.0.0.0/8",
-    # the per-site pacing gate (when present): no rate cap for our own loopback server
+    # the per-site pacing gate (docs/pacing.md) is off: our own loopback server has no rate to find, and
+    # with it off DOWNLOAD_DELAY=0 and CONCURRENT_REQUESTS_PER_DOMAIN apply; the caps are also lifted
+    # for anyone who turns it back on with -s IMAGECRAWL_PACING_ENABLED=True
     "IMAGECRAWL_PACING_ENABLED": "False",
     "IMAGECRAWL_MAX_RATE_PER_SITE": "1000000",
+    "IMAGECRAWL_MAX_CONCURRENCY_PER_SITE": "64",
+    "IMAGECRAWL_PACING_START_RATE_PER_SECOND": "1000000",
+    "IMAGECRAWL_PACING_LATENCY_MARGIN_SECONDS": "5",
     "LOG_LEVEL": "INFO",
 }
 
