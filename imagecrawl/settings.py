@@ -56,6 +56,9 @@ IMAGECRAWL_NEAR_POLICY = "drop"  # or "keep": keep near-duplicates with duplicat
 IMAGECRAWL_NEAR_MAX_DISTANCE = 8  # Hamming distance on the 64-bit pHash (docs/near-duplicates.md)
 IMAGECRAWL_AUTHOR_SALT = ""
 IMAGECRAWL_MAX_IMAGE_PIXELS = 64_000_000
+# Threads that build records (sha256, pHash decode, metadata) off the reactor thread; 0 = inline.
+# These steps release the GIL for most of their time, so one crawl process uses a second core.
+IMAGECRAWL_MEDIA_THREADS = 2
 
 DOWNLOADER_MIDDLEWARES = {
     # distributed crawls (docs/distributed.md): the shared per-site rate gate, closest to the network

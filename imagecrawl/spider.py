@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import scrapy
+from scrapy import signals
 from scrapy.http import Response
 
 from imagecrawl.items import PromptImage
@@ -24,6 +28,8 @@ class ImageSpider(scrapy.Spider):
     """Subclasses yield :meth:`image_request` for every image they find."""
 
     _salt: bytes | None = None
+    _media_pool: ThreadPoolExecutor | None = None
+    _media_threads: int | None = None
 
     def image_request(self, url: str, hints: SourceHints, **kwargs: Any) -> scrapy.Request:
         meta = {"imagecrawl_kind": "image", **kwargs.pop("meta", {})}
@@ -47,17 +53,37 @@ class ImageSpider(scrapy.Spider):
             self._salt = author_salt(state, settings.get("IMAGECRAWL_AUTHOR_SALT", ""))
         return self._salt
 
-    def parse_image(self, response: Response, hints: dict[str, Any]) -> Iterator[PromptImage]:
+    def _media_executor(self) -> ThreadPoolExecutor | None:
+        """The threads that build records (IMAGECRAWL_MEDIA_THREADS; 0 = on the reactor thread).
+
+        Decoding for the perceptual hash, sha256 and zlib release the GIL, so records are built while the
+        reactor thread goes on downloading: a one-process crawl uses a second core."""
+        if self._media_threads is None:
+            self._media_threads = max(0, self.crawler.settings.getint("IMAGECRAWL_MEDIA_THREADS", 0))
+            if self._media_threads:
+                self._media_pool = ThreadPoolExecutor(self._media_threads, thread_name_prefix="imagecrawl-media")
+                self.crawler.signals.connect(self._stop_media_pool, signal=signals.spider_closed)
+        return self._media_pool
+
+    def _stop_media_pool(self) -> None:
+        if self._media_pool is not None:
+            self._media_pool.shutdown(wait=True)
+            self._media_pool = None
+
+    async def parse_image(self, response: Response, hints: dict[str, Any]) -> AsyncIterator[PromptImage]:
         stats = self.crawler.stats
         assert stats is not None
+        build = functools.partial(
+            build_record,
+            hints=SourceHints.from_meta(hints),
+            image_url=response.url,
+            body=response.body,
+            salt=self.salt,
+            max_pixels=self.crawler.settings.getint("IMAGECRAWL_MAX_IMAGE_PIXELS"),
+        )
+        pool = self._media_executor()
         try:
-            record = build_record(
-                hints=SourceHints.from_meta(hints),
-                image_url=response.url,
-                body=response.body,
-                salt=self.salt,
-                max_pixels=self.crawler.settings.getint("IMAGECRAWL_MAX_IMAGE_PIXELS"),
-            )
+            record = build() if pool is None else await asyncio.get_running_loop().run_in_executor(pool, build)
         except MediaError as exc:
             stats.inc_value(f"imagecrawl/media/errors/{exc.kind}")
             logger.warning("Skipping %s: %s (%s)", response.url, exc, exc.kind)
