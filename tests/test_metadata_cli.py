@@ -11,7 +11,7 @@ import pytest
 
 from imagecrawl.metadata.cli import main
 from tests.test_metadata_parsers import INFOTEXT, png_bytes
-from tests.test_metadata_realworld import CORPUS
+from tests.test_metadata_realworld import CORPUS, FULL
 
 KEYS = {
     "file",
@@ -56,8 +56,8 @@ def test_synthetic_files_and_missing(tmp_path: Path, capsys: pytest.CaptureFixtu
 
 
 def test_corpus_files(capsys: pytest.CaptureFixture[str]) -> None:
-    if CORPUS is None:
-        pytest.skip("real-world corpus not found")
+    if CORPUS is None or not FULL:
+        pytest.skip("needs the full real-world corpus")
     names = ["sd-metadata__comfyui.png", "sd-parsers__automatic1111_cropped.jpg", "sd-metadata__gimp.webp"]
     code, recs = run([str(CORPUS / n) for n in names], capsys)
     assert code == 0 and len(recs) == 3

@@ -50,6 +50,10 @@ def crawl(tmp_path_factory: pytest.TempPathFactory, sandbox_site: Any) -> dict[s
             settings={
                 "EXTENSIONS": json.dumps(extensions),
                 "TEST_PACING_SITE": pushback.removeprefix("http://"),
+                # the report's mechanics under a scripted pacer (tests.observe_util.PacingHook); the real
+                # pacing and ban middlewares are tested against the sandbox in test_pacing_*/test_bans_*
+                "IMAGECRAWL_PACING_ENABLED": "False",
+                "IMAGECRAWL_BANS_ENABLED": "False",
                 "IMAGECRAWL_PROGRESS_INTERVAL_SECONDS": "0.5",
             },
         )

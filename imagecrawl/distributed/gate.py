@@ -39,21 +39,22 @@ class RedisGate:
         paused = self.limiter.paused_for(site)
         if paused > 0:
             return paused
-        state = self.local.sites.get(site)
-        before = (state.next_at, state.granted) if state is not None else None
+        state = self.local.site(site, now)
+        recent = getattr(state, "recent", None)
+        saved = (state.next_at, state.granted, list(recent) if recent is not None else None)
         wait = float(self.local.acquire(site, now))
         if wait > 0:
             return wait
         shared = self.limiter.acquire(site)
         if shared <= 0:
             return 0.0
-        # Not now for the site as a whole: give the local slot back as it was.
-        state = self.local.sites[site]
-        state.in_flight = max(0, state.in_flight - 1)
-        if before is not None:
-            state.next_at, state.granted = before
-        else:
-            state.next_at, state.granted = 0.0, max(0, state.granted - 1)
+        # Not now for the site as a whole: give the local slot back as it was (the local pacing state
+        # does not pay for the other workers' requests).
+        self.local.release(site, now, now)
+        state.next_at, state.granted = saved[0], saved[1]
+        if recent is not None and saved[2] is not None:
+            recent.clear()
+            recent.extend(saved[2])
         return shared
 
     def peek_wait(self, site: str, now: float) -> float:

@@ -36,6 +36,7 @@ from scrapy.statscollectors import StatsCollector
 from scrapy.utils.httpobj import urlparse_cached
 from scrapy.utils.misc import load_object
 
+from imagecrawl.distributed.gate import shared_gate
 from imagecrawl.pacing import AimdConfig, BanConfig, Feedback, InProcessGate, Signal, parse_retry_after
 from imagecrawl.pacing.sitekey import SITE_KEY_MODES, site_of_url
 
@@ -151,12 +152,14 @@ class PacingRuntime:
         self.crawler = crawler
         self.stats = crawler.stats
         self.config = config
-        self.gate = InProcessGate(
-            aimd=config.aimd, bans=bans, jitter=config.jitter, default_floor_interval=config.floor_interval
+        # distributed crawls: rate, Retry-After and bans shared by all workers (imagecrawl.distributed.gate)
+        self.gate = shared_gate(
+            crawler,
+            InProcessGate(
+                aimd=config.aimd, bans=bans, jitter=config.jitter, default_floor_interval=config.floor_interval
+            ),
         )
-        self.close_when_all_abandoned = crawler.settings.getbool(
-            "IMAGECRAWL_BAN_CLOSE_WHEN_ALL_ABANDONED", True
-        )
+        self.close_when_all_abandoned = crawler.settings.getbool("IMAGECRAWL_BAN_CLOSE_WHEN_ALL_ABANDONED", True)
         self.locks: dict[str, asyncio.Lock] = {}
         self.netlocs: dict[str, set[str]] = {}
         self.rng = random.Random()
