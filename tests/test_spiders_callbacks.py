@@ -70,6 +70,7 @@ def test_civitai_first_url_and_arguments(tmp_path: Path) -> None:
         ({"limit": "201"}, "at most 200"),
         ({"limit": "0"}, ">= 1"),
         ({"nsfw": "maybe"}, "nsfw"),
+        ({"nsfw": ""}, "nsfw"),  # an empty value must not silently drop the safe filter
         ({"endpoint": "posts"}, "endpoint"),
         ({"max_items": "ten"}, "integer"),
         ({"api_url": "civitai.com"}, "api_url"),
