@@ -7,7 +7,7 @@ Arguments (``-a name=value``):
 * ``max_items`` stop requesting pages once this many images were requested (default: unlimited)
 * ``sort``      default ``Newest``; ``period`` default ``AllTime``
 * ``nsfw``      the API's level filter, ``None`` (default: only images flagged None, i.e. safe),
-  ``Soft``, ``Mature``, ``X`` (that level and below) or ``all`` (no filter sent)
+  ``Soft``, ``Mature``, ``X`` (that level and below) or ``all`` (no filter sent); empty = an error
 * ``limit``     page size, default 100, 1..200 (the models endpoint caps it at 100; never above
   ``max_items``)
 * ``username``, ``model_id``  narrow the listing (``model_id`` with ``endpoint=models`` fetches one model)
@@ -60,7 +60,7 @@ class CivitaiSpider(ImageSpider):
         # never ask for more than we will take: a small max_items means a small first page
         self.limit = min(page_size, self.max_items) if self.max_items else page_size
         nsfw_key = (nsfw or "").strip().lower()
-        if nsfw_key in ("all", "any", ""):
+        if nsfw_key in ("all", "any"):
             self.nsfw: str | None = None
         elif nsfw_key in _NSFW:
             self.nsfw = _NSFW[nsfw_key]
@@ -93,7 +93,8 @@ class CivitaiSpider(ImageSpider):
     def _parse_body(self, response: Response) -> ParsedPage:
         if self.endpoint == "images":
             return pages.parse_images(response.body, self.api_url)
-        return pages.parse_models(response.body, self.api_url, safe_only=self.nsfw == "None")
+        max_level = pages.MODELS_MAX_LEVEL.get(self.nsfw) if self.nsfw else None
+        return pages.parse_models(response.body, self.api_url, max_nsfw_level=max_level)
 
     def parse_page(self, response: Response) -> Iterator[scrapy.Request]:
         stats = self.crawler.stats

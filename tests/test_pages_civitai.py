@@ -183,8 +183,12 @@ def test_models_nsfw_filter_and_bad_parts() -> None:
     safe = pages.parse_models(mutated, "https://civitai.com")
     assert len(safe.entries) == 24 - 2
     assert sorted(safe.errors) == ["bad_item", "bad_version", "filtered_nsfw", "missing_url"]
-    everything = pages.parse_models(mutated, "https://civitai.com", safe_only=False)
+    everything = pages.parse_models(mutated, "https://civitai.com", max_nsfw_level=None)
     assert len(everything.entries) == 23 and everything.entries[0].hints.nsfw == "4"
+    mature = pages.parse_models(mutated, "https://civitai.com", max_nsfw_level=4)
+    assert len(mature.entries) == 23
+    soft = pages.parse_models(mutated, "https://civitai.com", max_nsfw_level=2)
+    assert len(soft.entries) == 22
     # a model without modelVersions / an image without id or a numeric file name
     weird = {
         "items": [

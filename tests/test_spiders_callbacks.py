@@ -70,6 +70,7 @@ def test_civitai_first_url_and_arguments(tmp_path: Path) -> None:
         ({"limit": "201"}, "at most 200"),
         ({"limit": "0"}, ">= 1"),
         ({"nsfw": "maybe"}, "nsfw"),
+        ({"nsfw": ""}, "nsfw"),  # an empty value must not silently drop the safe filter
         ({"endpoint": "posts"}, "endpoint"),
         ({"max_items": "ten"}, "integer"),
         ({"api_url": "civitai.com"}, "api_url"),
@@ -264,3 +265,60 @@ def test_urls_streams_lazily(tmp_path: Path) -> None:
         make(UrlsSpider, tmp_path)
     with pytest.raises(ValueError, match="shard"):
         make(UrlsSpider, tmp_path, input=str(path), shard="2/2")
+
+
+def test_urls_start_waits_while_the_scheduler_is_full(tmp_path: Path) -> None:
+    """Scrapy drains start() eagerly; the urls spider must not queue a whole list in the scheduler."""
+    import spiders.urls as mod
+
+    path = tmp_path / "list.txt"
+    path.write_text("".join(f"https://img.example/{i}.png\n" for i in range(1000)))
+    spider = make(UrlsSpider, tmp_path, input=str(path))
+    queue: list[Request] = []
+    polls = 0
+
+    class Scheduler:
+        def __len__(self) -> int:
+            nonlocal polls
+            polls += 1
+            if len(queue) >= mod.LAZY_BATCH:
+                del queue[:100]  # the "downloader" takes 100 requests while the spider waits
+            return len(queue)
+
+    class Engine:
+        scheduler = Scheduler()
+
+    spider.crawler.engine = Engine()  # type: ignore[assignment]
+
+    async def pull() -> int:
+        most = 0
+        async for request in spider.start():
+            queue.append(request)
+            most = max(most, len(queue))
+        return most
+
+    most = asyncio.run(pull())
+    assert spider.requested == 1000
+    assert most == mod.LAZY_BATCH  # never more than LAZY_BATCH requests waiting in the scheduler
+    assert polls >= 1000  # the scheduler is asked before every row
+
+
+def test_urls_start_falls_back_to_scheduler_empty(tmp_path: Path) -> None:
+    path = tmp_path / "list.txt"
+    path.write_text("".join(f"https://img.example/{i}.png\n" for i in range(10)))
+    spider = make(UrlsSpider, tmp_path, input=str(path))
+    waits: list[object] = []
+
+    class Engine:
+        scheduler = object()  # no __len__
+
+        def needs_backout(self) -> bool:
+            return True
+
+    async def wait_for(signal: object) -> None:
+        waits.append(signal)
+
+    spider.crawler.engine = Engine()  # type: ignore[assignment]
+    spider.crawler.signals.wait_for = wait_for  # type: ignore[method-assign]
+    assert len(start_requests(spider)) == 10
+    assert waits == [scrapy.signals.scheduler_empty] * 10

@@ -28,8 +28,9 @@ DEFAULT_API_URL: Final = "https://civitai.com"
 MAX_LIMIT: Final = 200
 #: The ``nsfw`` filter values of ``/api/v1/images`` (each means "this level and below").
 NSFW_LEVELS: Final = ("None", "Soft", "Mature", "X")
-#: ``/api/v1/models`` image ``nsfwLevel`` bitmask values that count as "None" (PG).
-MODELS_SAFE_LEVELS: Final = frozenset({0, 1})
+#: The ``/api/v1/models`` image ``nsfwLevel`` bitmask (PG=1, PG-13=2, R=4, X=8, XXX=16) that each
+#: ``nsfw`` filter value allows at most; ``X`` (and no filter) allow everything.
+MODELS_MAX_LEVEL: Final = {"None": 1, "Soft": 2, "Mature": 4}
 
 #: meta keys that map onto SourceHints fields; every other meta key goes to ``params``.
 _META_FIELDS: Final = {"prompt", "negativePrompt", "seed", "steps", "sampler", "cfgScale", "Model"}
@@ -199,7 +200,7 @@ def parse_images(body: bytes | str | Any, api_url: str = DEFAULT_API_URL) -> Par
     return page
 
 
-def _model_images(model: dict[str, Any], api_url: str, safe_only: bool, page: ParsedPage) -> None:
+def _model_images(model: dict[str, Any], api_url: str, max_level: int | None, page: ParsedPage) -> None:
     versions = model.get("modelVersions")
     if not isinstance(versions, list):
         page.errors.append("missing_versions")
@@ -221,7 +222,8 @@ def _model_images(model: dict[str, Any], api_url: str, safe_only: bool, page: Pa
                 continue
             url = url.strip()
             level = image.get("nsfwLevel")
-            if safe_only and to_int(level) not in MODELS_SAFE_LEVELS:
+            number = to_int(level)
+            if max_level is not None and (number is None or number > max_level):
                 page.errors.append("filtered_nsfw")
                 continue
             source_id = to_text(image.get("id")) or source_id_from_url(url)
@@ -260,14 +262,17 @@ def _model_images(model: dict[str, Any], api_url: str, safe_only: bool, page: Pa
             )
 
 
-def parse_models(body: bytes | str | Any, api_url: str = DEFAULT_API_URL, *, safe_only: bool = True) -> ParsedPage:
+def parse_models(
+    body: bytes | str | Any, api_url: str = DEFAULT_API_URL, *, max_nsfw_level: int | None = 1
+) -> ParsedPage:
     """Parse ``GET /api/v1/models`` (``{"items": [model...], "metadata": ...}``) or ``GET
     /api/v1/models/<id>`` (one model object) into the models' showcase images.
 
     These images carry no prompt (the API omits ``meta``); hints hold the ids, model name/version and the
     ``nsfwLevel`` bitmask; no ``author`` (the image objects name no poster, and the model's creator is
-    not necessarily it). With ``safe_only`` images whose ``nsfwLevel`` is above 1 are skipped
-    (``filtered_nsfw``). ``model`` is left unset: the checkpoint name comes from the file, if anywhere."""
+    not necessarily it). Images whose ``nsfwLevel`` is missing or above ``max_nsfw_level`` (default 1 =
+    PG; None = no limit) are skipped (``filtered_nsfw``). ``model`` is left unset: the checkpoint name
+    comes from the file, if anywhere."""
     data = load_json(body)
     if isinstance(data, dict) and isinstance(data.get("items"), list):
         models: list[Any] = data["items"]
@@ -280,6 +285,6 @@ def parse_models(body: bytes | str | Any, api_url: str = DEFAULT_API_URL, *, saf
         if not isinstance(model, dict):
             page.errors.append("bad_item")
             continue
-        _model_images(model, api_url, safe_only, page)
+        _model_images(model, api_url, max_nsfw_level, page)
     _metadata(data, page)
     return page

@@ -113,9 +113,9 @@ def parse_selector(value: Any, where: str) -> Sel:
     if not isinstance(value, str) or not value.strip():
         raise ValueError(f"{where}: expected a non-empty selector string, got {value!r}")
     text = value.strip()
-    kind, _, rest = text.partition(":")
-    if kind in ("css", "xpath") and rest.strip():
-        kind, expr = kind, rest.strip()
+    prefix, _, rest = text.partition(":")
+    if prefix in ("css", "xpath") and rest.strip():
+        kind, expr = prefix, rest.strip()
     else:
         kind, expr = "css", text
     try:
