@@ -14,6 +14,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "demo": ("imagecrawl.demo", "crawl a local sandbox into data/ and summarise what landed"),
         "metadata": ("imagecrawl.metadata.cli", "print the prompt/parameters embedded in image files"),
         "inspect": ("imagecrawl.inspect", "summarise a store (local path or s3://)"),
+        "seed": ("imagecrawl.distributed.seeds", "push start URLs into a distributed crawl on Redis (or --reset it)"),
     }
     parser = argparse.ArgumentParser(prog="imagecrawl", description="Polite prompt/image dataset crawler.")
     parser.add_argument(

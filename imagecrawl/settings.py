@@ -7,7 +7,11 @@ SPIDER_MODULES = ["spiders"]
 NEWSPIDER_MODULE = "spiders"
 COMMANDS_MODULE = "imagecrawl.commands"
 
-ADDONS = {"imagecrawl.addon.ImagecrawlAddon": 0}
+ADDONS = {
+    "imagecrawl.addon.ImagecrawlAddon": 0,
+    # With IMAGECRAWL_REDIS_URL (or REDIS_URL): shared frontier, dedupe ledger and rate gate (docs/distributed.md)
+    "imagecrawl.distributed.addon.DistributedAddon": 10,
+}
 
 # --- identity: honest, with a contact (the addon builds USER_AGENT from IMAGECRAWL_CONTACT) ---
 IMAGECRAWL_CONTACT = ""
@@ -54,6 +58,8 @@ IMAGECRAWL_AUTHOR_SALT = ""
 IMAGECRAWL_MAX_IMAGE_PIXELS = 64_000_000
 
 DOWNLOADER_MIDDLEWARES = {
+    # distributed crawls (docs/distributed.md): the shared per-site rate gate, closest to the network
+    "imagecrawl.distributed.middlewares.GlobalRateMiddleware": 960,
     # --- opt-outs, identity, network guard (docs/optout.md) ---
     "imagecrawl.extensions.identity.IdentityGuard": 1,
     "imagecrawl.downloadermiddlewares.errors.DownloadErrorsMiddleware": 2,
@@ -76,6 +82,7 @@ DOWNLOADER_MIDDLEWARES = {
     "imagecrawl.downloadermiddlewares.pacing.PacingMiddleware": 950,  # closest to the network
 }
 SPIDER_MIDDLEWARES = {
+    "imagecrawl.distributed.middlewares.LeaseSpiderMiddleware": 5,
     "imagecrawl.spidermiddlewares.optout.OptOutSpiderMiddleware": 550,
 }
 IMAGECRAWL_IDENTITY_ENABLED = True
@@ -126,6 +133,17 @@ IMAGECRAWL_BAN_MAX_COOLDOWN_SECONDS = 86400.0
 IMAGECRAWL_BAN_MAX_PROBES = 5
 IMAGECRAWL_BAN_CLOSE_WHEN_ALL_ABANDONED = True
 IMAGECRAWL_BAN_HEALTHY_MARKERS: dict[str, str] = {}  # site -> regex a healthy page must match
+# --- distributed crawling (docs/distributed.md): inactive while no Redis URL is set ---
+IMAGECRAWL_REDIS_URL = ""
+IMAGECRAWL_REDIS_PREFIX = "imagecrawl"
+IMAGECRAWL_REDIS_CRAWL = ""
+IMAGECRAWL_REDIS_LEASE_SECONDS = 60.0
+IMAGECRAWL_REDIS_SEED_BATCH = 16
+IMAGECRAWL_REDIS_RATE_ENABLED = True
+IMAGECRAWL_REDIS_RATE_BURST = 1
+IMAGECRAWL_REDIS_RATE_SPACING = 1.1
+IMAGECRAWL_REDIS_RATE_INCREASE_PER_SECOND = 0.05
+IMAGECRAWL_DEDUPE_BACKEND = "auto"
 
 ITEM_PIPELINES = {
     "imagecrawl.pipelines.validate.ValidatePipeline": 100,

@@ -13,11 +13,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Iterator
-from typing import Any
+from typing import Any, Self
 
 import scrapy
+from scrapy.crawler import Crawler
 from scrapy.http import Response, TextResponse
 
+from imagecrawl import browser
+from imagecrawl.browser import BrowserConfig
 from imagecrawl.pages import PageError, is_http_url
 from imagecrawl.pages import gallery as pages
 from imagecrawl.spider import ImageSpider
@@ -54,10 +57,22 @@ class GallerySpider(ImageSpider):
         self.pages_requested = 0
         self._details: set[str] = set()
 
-    def _meta(self) -> dict[str, Any]:
+    browser: BrowserConfig | None = None
+
+    @classmethod
+    def from_crawler(cls, crawler: Crawler, *args: Any, **kwargs: Any) -> Self:
+        spider = super().from_crawler(crawler, *args, **kwargs)
+        if spider.profile.render == "browser":
+            spider.browser = browser.configure(crawler)  # before the settings freeze
+        return spider
+
+    def _meta(self, listing: bool = False) -> dict[str, Any]:
         meta: dict[str, Any] = dict(PAGE_META)
         if self.profile.render == "browser":
-            meta["playwright"] = True
+            assert self.browser is not None, "render = browser needs from_crawler"
+            items = self.profile.item_links
+            xpath = browser.selector_xpath(items.kind, items.expr)
+            meta.update(browser.listing_meta(self.browser, xpath) if listing else browser.page_meta())
         return meta
 
     def _full(self) -> bool:
@@ -67,7 +82,11 @@ class GallerySpider(ImageSpider):
         if self.max_pages == 0 or self.max_items == 0:
             return
         self.pages_requested += 1
-        yield scrapy.Request(self.start_url, callback=self.parse_listing, meta=self._meta())
+        yield scrapy.Request(self.start_url, callback=self.parse_listing, meta=self._meta(listing=True))
+
+    def seed_request(self, url: str) -> scrapy.Request:
+        """A listing page pushed with ``imagecrawl seed`` (distributed crawls)."""
+        return scrapy.Request(url, callback=self.parse_listing, meta=self._meta(listing=True))
 
     def _unhealthy(self, healthy: bool | None, response: Response) -> None:
         if healthy is False:
@@ -100,7 +119,7 @@ class GallerySpider(ImageSpider):
             logger.info("max_pages=%d reached", self.max_pages)
             return
         self.pages_requested += 1
-        yield scrapy.Request(listing.next_url, callback=self.parse_listing, meta=self._meta())
+        yield scrapy.Request(listing.next_url, callback=self.parse_listing, meta=self._meta(listing=True))
 
     def parse_detail(self, response: Response) -> Iterator[scrapy.Request]:
         if not isinstance(response, TextResponse):

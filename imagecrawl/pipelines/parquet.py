@@ -56,6 +56,9 @@ class ParquetPipeline:
         self.seq = 0
         self._age_task: asyncio.Task[None] | None = None
         crawler.signals.connect(self._engine_started, signal=signals.engine_started)
+        if settings.getbool("IMAGECRAWL_SHARD_FLUSH_ON_IDLE"):
+            # Distributed crawls: an idle worker commits what it holds, so the crawl's leases can end.
+            crawler.signals.connect(self._flush_idle, signal=signals.spider_idle)
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> Self:
@@ -132,6 +135,11 @@ class ParquetPipeline:
                     self._finish(partition)
                 else:
                     writer.flush()
+
+    def _flush_idle(self) -> None:
+        for partition, writer in list(self.writers.items()):
+            if writer.rows:
+                self._finish(partition)
 
     def _finish(self, partition: tuple[str, str]) -> None:
         writer = self.writers.pop(partition, None)

@@ -34,7 +34,7 @@ from urllib.parse import urlencode
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
-from imagecrawl.sandbox import misbehave, optout_site
+from imagecrawl.sandbox import jsgallery, misbehave, optout_site
 from imagecrawl.sandbox.behaviours import build_middlewares
 from imagecrawl.sandbox.catalog import (
     BROWSING_LEVEL,
@@ -231,9 +231,7 @@ def civitai_select(catalog: Catalog, query: dict[str, str]) -> list[Entry]:
         entries = [e for e in entries if e.username.casefold() == username.casefold()]
     sort = query.get("sort", "Newest")
     if sort == "Most Reactions":
-        entries.sort(
-            key=lambda e: (-sum(v for k, v in civitai_stats(e).items() if k != "commentCount"), e.index)
-        )
+        entries.sort(key=lambda e: (-sum(v for k, v in civitai_stats(e).items() if k != "commentCount"), e.index))
     elif sort == "Most Comments":
         entries.sort(key=lambda e: (-civitai_stats(e)["commentCount"], e.index))
     elif sort != "Newest":
@@ -471,6 +469,7 @@ def create_app(config: SandboxConfig, log_file: IO[str] | None = None) -> web.Ap
     app.router.add_get("/gallery/", gallery_list)
     app.router.add_get("/gallery/item/{id}", gallery_item)
     app.router.add_get("/images/{source}/{name}", image)
+    jsgallery.register(app, CATALOG_KEY)  # /jsgallery/: items appear only after JavaScript runs
     optout_site.add_routes(app)
     return app
 

@@ -21,7 +21,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from imagecrawl import failpoints
-from imagecrawl.dedupe.sqlite import ENTRY_COLUMNS, Entry, Ledger, entries_of
+from imagecrawl.dedupe.base import LedgerLike
+from imagecrawl.dedupe.sqlite import ENTRY_COLUMNS, Entry, entries_of
 from imagecrawl.storage.shards import SPOOL_SUFFIX, spool_to_parquet
 from imagecrawl.storage.stores import LocalStore, S3Store
 
@@ -48,7 +49,7 @@ class Outbox:
         self,
         directory: Path,
         store: LocalStore | S3Store,
-        ledger: Ledger,
+        ledger: LedgerLike,
         *,
         max_bytes: int,
         retry_initial: float = 2.0,

@@ -1,0 +1,243 @@
+"""Rendering JavaScript galleries in a headless browser (scrapy-playwright with Debian's Chromium).
+
+A gallery profile with ``render = "browser"`` makes the gallery spider send its page requests with
+``meta["playwright"] = True``: they still pass every downloader middleware (robots, opt-outs, netguard,
+pacing, the shared rate gate, ban handling) and only then does scrapy-playwright load them in Chromium.
+Listing pages are scrolled until no new items arrive (infinite scroll); the rendered DOM is the
+response the page objects parse. Requests the *page itself* makes are filtered by :class:`RequestPolicy`:
+fonts, media and images are aborted (images are fetched by the crawl itself, as gated requests), so are
+trackers and other sites; what is left (the gallery's own XHR/fetch calls) waits at the site's shared
+rate gate when the crawl is distributed, so scrolling never goes faster than the site's cap.
+
+Only :func:`configure` touches Scrapy settings; the spider calls it from ``from_crawler`` when its
+profile asks for a browser, so crawls that need none never start one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import re
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from parsel.csstranslator import HTMLTranslator
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_EXECUTABLE = "/usr/bin/chromium"
+#: Chromium flags for a quiet headless run in a container (no sandbox: root in CI, no GPU, no phoning home)
+DEFAULT_ARGS = (
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+)
+DEFAULT_BLOCK_TYPES = ("font", "media", "image", "manifest", "texttrack", "eventsource", "websocket")
+DEFAULT_BLOCK_PATTERNS = (
+    r"analytics",
+    r"/collect\b",
+    r"track(ing|er)?\b",
+    r"pixel",
+    r"beacon",
+    r"gtag|googletagmanager|doubleclick|facebook\.net|hotjar|segment\.(io|com)|matomo|plausible",
+)
+
+# Scroll to the bottom until the item count stops growing for ``idleMs`` (or ``maxScrolls`` is reached).
+SCROLL_JS = """
+async ({xpath, idleMs, maxScrolls}) => {
+  const count = () => document.evaluate(
+    'count(' + xpath + ')', document, null, XPathResult.NUMBER_TYPE, null).numberValue;
+  const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+  let seen = count();
+  let scrolls = 0;
+  while (scrolls < maxScrolls) {
+    window.scrollTo(0, document.documentElement.scrollHeight);
+    scrolls += 1;
+    let grew = false;
+    for (let waited = 0; waited < idleMs; waited += 50) {
+      await sleep(50);
+      if (count() > seen) { grew = true; break; }
+    }
+    if (!grew) break;
+    // let the rest of this batch land before scrolling again
+    let last = count();
+    for (let waited = 0; waited < idleMs; waited += 50) {
+      await sleep(50);
+      const now = count();
+      if (now === last) break;
+      last = now;
+    }
+    seen = count();
+  }
+  return {items: count(), scrolls: scrolls};
+}
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class BrowserConfig:
+    executable: str = DEFAULT_EXECUTABLE
+    headless: bool = True
+    args: tuple[str, ...] = DEFAULT_ARGS
+    scroll_idle_seconds: float = 2.0
+    max_scrolls: int = 200
+    navigation_timeout_seconds: float = 30.0
+    block_types: frozenset[str] = frozenset(DEFAULT_BLOCK_TYPES)
+    block_patterns: tuple[str, ...] = DEFAULT_BLOCK_PATTERNS
+    allow_third_party: bool = False
+    max_pages: int = 4
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> BrowserConfig:
+        executable = settings.get("IMAGECRAWL_BROWSER_EXECUTABLE") or DEFAULT_EXECUTABLE
+        extra = settings.getlist("IMAGECRAWL_BROWSER_ARGS")
+        return cls(
+            executable=str(executable),
+            headless=settings.getbool("IMAGECRAWL_BROWSER_HEADLESS", True),
+            args=tuple(dict.fromkeys([*DEFAULT_ARGS, *extra])),
+            scroll_idle_seconds=settings.getfloat("IMAGECRAWL_BROWSER_SCROLL_IDLE_SECONDS", 2.0),
+            max_scrolls=settings.getint("IMAGECRAWL_BROWSER_MAX_SCROLLS", 200),
+            navigation_timeout_seconds=settings.getfloat("IMAGECRAWL_BROWSER_TIMEOUT_SECONDS", 30.0),
+            block_types=frozenset(settings.getlist("IMAGECRAWL_BROWSER_BLOCK_TYPES", list(DEFAULT_BLOCK_TYPES))),
+            block_patterns=tuple(settings.getlist("IMAGECRAWL_BROWSER_BLOCK_PATTERNS", list(DEFAULT_BLOCK_PATTERNS))),
+            allow_third_party=settings.getbool("IMAGECRAWL_BROWSER_ALLOW_THIRD_PARTY", False),
+            max_pages=max(1, settings.getint("IMAGECRAWL_BROWSER_MAX_PAGES", 4)),
+        )
+
+    @property
+    def blocked(self) -> re.Pattern[str] | None:
+        if not self.block_patterns:
+            return None
+        return re.compile("|".join(f"(?:{p})" for p in self.block_patterns), re.IGNORECASE)
+
+
+def selector_xpath(kind: str, expr: str) -> str:
+    """The XPath of a profile selector (``css`` or ``xpath``), for counting matches in the browser."""
+    return HTMLTranslator().css_to_xpath(expr) if kind == "css" else expr
+
+
+def listing_meta(config: BrowserConfig, item_xpath: str) -> dict[str, Any]:
+    """Request meta of a listing page: render it, scroll until no new items arrive."""
+    from scrapy_playwright.page import PageMethod
+
+    return {
+        "playwright": True,
+        "imagecrawl_render": "browser",
+        "playwright_page_goto_kwargs": {"wait_until": "load"},
+        "playwright_page_methods": [
+            PageMethod(
+                "evaluate",
+                SCROLL_JS,
+                {
+                    "xpath": item_xpath,
+                    "idleMs": int(config.scroll_idle_seconds * 1000),
+                    "maxScrolls": config.max_scrolls,
+                },
+            )
+        ],
+    }
+
+
+def page_meta() -> dict[str, Any]:
+    """Request meta of any other page of a browser-rendered gallery."""
+    return {"playwright": True, "imagecrawl_render": "browser"}
+
+
+def _site(url: str) -> str:
+    parts = urlsplit(url)
+    return (parts.netloc or "").lower()
+
+
+class RequestPolicy:
+    """``PLAYWRIGHT_ABORT_REQUEST``: which requests a rendered page may make itself. Counted as
+    ``imagecrawl/browser/aborted/<reason>`` and ``imagecrawl/browser/subrequests``."""
+
+    def __init__(self, config: BrowserConfig, crawler: Any) -> None:
+        self.config = config
+        self.crawler = crawler  # its stats exist only once the crawl starts: read them late
+        self.blocked = config.blocked
+        self._limiter: Any = None
+        self._limiter_ready = False
+
+    def _abort(self, reason: str, url: str) -> bool:
+        self.crawler.stats.inc_value(f"imagecrawl/browser/aborted/{reason}")
+        logger.debug("Browser request aborted (%s): %s", reason, url)
+        return True
+
+    def _shared_limiter(self) -> Any:
+        if not self._limiter_ready:
+            self._limiter_ready = True
+            from imagecrawl.distributed.config import DEFAULT_PREFIX, redis_url
+
+            url = redis_url(self.crawler.settings)
+            if url and self.crawler.settings.getbool("IMAGECRAWL_REDIS_RATE_ENABLED", True):
+                import redis
+
+                from imagecrawl.distributed.ratelimit import RateConfig, RedisRateLimiter
+
+                prefix = str(self.crawler.settings.get("IMAGECRAWL_REDIS_PREFIX") or DEFAULT_PREFIX)
+                self._limiter = RedisRateLimiter(
+                    redis.Redis.from_url(url), prefix, RateConfig.from_settings(self.crawler.settings)
+                )
+        return self._limiter
+
+    async def __call__(self, request: Any) -> bool:
+        url: str = request.url
+        if request.is_navigation_request():
+            return False  # the page itself: Scrapy already let it through its middlewares
+        if not url.startswith(("http://", "https://")):
+            return False  # data:, blob:
+        if request.resource_type in self.config.block_types:
+            return self._abort(request.resource_type, url)
+        if self.blocked is not None and self.blocked.search(url):
+            return self._abort("tracker", url)
+        frame = request.frame
+        page_url = frame.url if frame is not None else ""
+        if not self.config.allow_third_party and page_url.startswith("http") and _site(page_url) != _site(url):
+            return self._abort("third_party", url)
+        self.crawler.stats.inc_value("imagecrawl/browser/subrequests")
+        limiter = self._shared_limiter()
+        if limiter is not None:
+            from imagecrawl.distributed.middlewares import site_of
+
+            site = site_of(url)
+            while (wait := limiter.acquire(site)) > 0:
+                await asyncio.sleep(min(wait, 1.0))
+        return False
+
+
+def configure(crawler: Any) -> BrowserConfig:
+    """Route ``meta["playwright"]`` requests to scrapy-playwright with the configured Chromium.
+
+    Called by a spider's ``from_crawler`` (before the settings freeze) when it needs a browser."""
+    settings = crawler.settings
+    config = BrowserConfig.from_settings(settings)
+    try:
+        import scrapy_playwright  # noqa: F401
+    except ImportError:
+        raise RuntimeError(
+            "this profile renders pages in a browser: install the extra (uv sync --extra browser)"
+        ) from None
+    if not os.path.exists(config.executable):
+        raise RuntimeError(
+            f"no browser at {config.executable}: apt-get install chromium, or set IMAGECRAWL_BROWSER_EXECUTABLE"
+        )
+    handler = "scrapy_playwright.handler.ScrapyPlaywrightDownloadHandler"
+    settings.set("DOWNLOAD_HANDLERS", {"http": handler, "https": handler}, priority="spider")
+    settings.set("PLAYWRIGHT_BROWSER_TYPE", "chromium", priority="spider")
+    settings.set(
+        "PLAYWRIGHT_LAUNCH_OPTIONS",
+        {"executable_path": config.executable, "headless": config.headless, "args": list(config.args)},
+        priority="spider",
+    )
+    settings.set("PLAYWRIGHT_DEFAULT_NAVIGATION_TIMEOUT", config.navigation_timeout_seconds * 1000, priority="spider")
+    settings.set("PLAYWRIGHT_MAX_PAGES_PER_CONTEXT", config.max_pages, priority="spider")
+    settings.set("PLAYWRIGHT_ABORT_REQUEST", RequestPolicy(config, crawler), priority="spider")
+    logger.info("Pages of this crawl are rendered in %s (headless=%s)", config.executable, config.headless)
+    return config

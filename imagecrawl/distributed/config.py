@@ -1,0 +1,115 @@
+"""Settings of the Redis layer, read once into a typed config. No Scrapy imports beyond settings."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+DEFAULT_PREFIX = "imagecrawl"
+DEFAULT_LEASE_SECONDS = 60.0
+
+#: meta key of a request popped from the shared frontier: the id of its lease
+LEASE_META = "imagecrawl_lease"
+
+
+def redis_url(settings: Any) -> str:
+    """``IMAGECRAWL_REDIS_URL``, else Scrapy's (scrapy-redis's) ``REDIS_URL``, else ""."""
+    return str(settings.get("IMAGECRAWL_REDIS_URL") or settings.get("REDIS_URL") or "").strip()
+
+
+@dataclass(frozen=True, slots=True)
+class RedisConfig:
+    url: str
+    prefix: str = DEFAULT_PREFIX
+    #: the name every worker of one crawl shares (default: the spider's name)
+    crawl: str = ""
+    lease_seconds: float = DEFAULT_LEASE_SECONDS
+    seed_batch: int = 16
+
+    @classmethod
+    def from_settings(cls, settings: Any, spider_name: str = "") -> RedisConfig:
+        url = redis_url(settings)
+        if not url:
+            raise ValueError("no Redis URL: set IMAGECRAWL_REDIS_URL (or REDIS_URL)")
+        lease = settings.getfloat("IMAGECRAWL_REDIS_LEASE_SECONDS", DEFAULT_LEASE_SECONDS)
+        if lease <= 0:
+            raise ValueError(f"IMAGECRAWL_REDIS_LEASE_SECONDS must be > 0, got {lease}")
+        return cls(
+            url=url,
+            prefix=str(settings.get("IMAGECRAWL_REDIS_PREFIX") or DEFAULT_PREFIX),
+            crawl=str(settings.get("IMAGECRAWL_REDIS_CRAWL") or spider_name),
+            lease_seconds=lease,
+            seed_batch=max(1, settings.getint("IMAGECRAWL_REDIS_SEED_BATCH", 16)),
+        )
+
+    @property
+    def keys(self) -> CrawlKeys:
+        return CrawlKeys(self.prefix, self.crawl)
+
+
+@dataclass(frozen=True, slots=True)
+class CrawlKeys:
+    """Redis keys of one crawl's frontier (shared by all its workers)."""
+
+    prefix: str
+    crawl: str
+
+    @property
+    def base(self) -> str:
+        return f"{self.prefix}:crawl:{self.crawl}"
+
+    @property
+    def queue(self) -> str:
+        return f"{self.base}:queue"
+
+    @property
+    def seen(self) -> str:
+        return f"{self.base}:seen"
+
+    @property
+    def leases(self) -> str:
+        return f"{self.base}:leases"
+
+    @property
+    def lease_data(self) -> str:
+        return f"{self.base}:lease:data"
+
+    @property
+    def lease_score(self) -> str:
+        return f"{self.base}:lease:score"
+
+    @property
+    def lease_owner(self) -> str:
+        return f"{self.base}:lease:owner"
+
+    @property
+    def lease_seq(self) -> str:
+        return f"{self.base}:lease:seq"
+
+    @property
+    def seeds(self) -> str:
+        return f"{self.base}:seeds"
+
+    def all(self) -> list[str]:
+        return [
+            self.queue,
+            self.seen,
+            self.leases,
+            self.lease_data,
+            self.lease_score,
+            self.lease_owner,
+            self.lease_seq,
+            self.seeds,
+        ]
+
+
+def alive_prefix(prefix: str) -> str:
+    """``<prefix>alive:<owner>`` exists while the worker ``owner`` is alive (its heartbeat renews it)."""
+    return f"{prefix}:alive:"
+
+
+def ledger_prefix(prefix: str, store_url: str) -> str:
+    """One dedupe ledger per store, as the SQLite ledger lives in the store's state directory."""
+    tag = hashlib.sha256(store_url.rstrip("/").encode()).hexdigest()[:16]
+    return f"{prefix}:ledger:{tag}:"

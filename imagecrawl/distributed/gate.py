@@ -1,0 +1,112 @@
+"""The pacing middleware's rate gate, shared through Redis (the ``RateGate`` of :mod:`imagecrawl.pacing`).
+
+:class:`RedisGate` wraps this process's :class:`imagecrawl.pacing.gate.InProcessGate` (AIMD on rate and
+concurrency, Crawl-delay floor, ban state machine) and adds what must hold for all workers together:
+
+- a request goes only when the site's shared GCRA slot (:class:`.ratelimit.RedisRateLimiter`) lets it, at
+  ``min(cap, shared learned rate)``: the sum of all workers' requests stays under the cap;
+- any worker's congestion answer (429, 503, gateway errors, timeouts) cuts the shared learned rate, and
+  healthy answers let it grow back: one worker's 429 slows everyone;
+- a Retry-After, and a ban's cool-down, pause the site for every worker.
+
+When the shared slot is refused, the local slot is handed back untouched (the local pacing state does
+not pay for the other workers' requests).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from imagecrawl.distributed.ratelimit import RedisRateLimiter
+
+logger = logging.getLogger(__name__)
+
+#: signals (``imagecrawl.pacing.gate.Signal`` values) that cut the shared learned rate
+CONGESTION_SIGNALS = frozenset({"429", "503", "5xx-gateway", "timeout", "connection"})
+
+
+class RedisGate:
+    def __init__(self, local: Any, limiter: RedisRateLimiter) -> None:
+        self.local = local
+        self.limiter = limiter
+
+    def __getattr__(self, name: str) -> Any:  # state_of, all_abandoned, sites, ...
+        return getattr(self.local, name)
+
+    # --- admission ----------------------------------------------------------------------------
+    def acquire(self, site: str, now: float) -> float:
+        paused = self.limiter.paused_for(site)
+        if paused > 0:
+            return paused
+        state = self.local.sites.get(site)
+        before = (state.next_at, state.granted) if state is not None else None
+        wait = float(self.local.acquire(site, now))
+        if wait > 0:
+            return wait
+        shared = self.limiter.acquire(site)
+        if shared <= 0:
+            return 0.0
+        # Not now for the site as a whole: give the local slot back as it was.
+        state = self.local.sites[site]
+        state.in_flight = max(0, state.in_flight - 1)
+        if before is not None:
+            state.next_at, state.granted = before
+        else:
+            state.next_at, state.granted = 0.0, max(0, state.granted - 1)
+        return shared
+
+    def peek_wait(self, site: str, now: float) -> float:
+        return max(float(self.local.peek_wait(site, now)), self.limiter.paused_for(site))
+
+    def release(self, site: str, sent_at: float, now: float) -> None:
+        self.local.release(site, sent_at, now)
+
+    # --- feedback -----------------------------------------------------------------------------
+    def feedback(self, site: str, fb: Any, now: float) -> None:
+        self.local.feedback(site, fb, now)
+        if fb.retry_after is not None and fb.retry_after > 0 and self.limiter.pause(site, fb.retry_after):
+            logger.info("%s: Retry-After %.1fs, every worker waits", site, fb.retry_after)
+        signal = str(getattr(fb.signal, "value", fb.signal))
+        if signal in CONGESTION_SIGNALS:
+            rate = self.limiter.congestion(site)
+            if rate is not None:
+                logger.info("%s: %s, shared rate cut to %.3g req/s", site, signal, rate)
+        elif signal == "ok":
+            self.limiter.healthy(site)
+
+    def verdict(self, site: str, verdict: Any, sent_at: float, now: float) -> None:
+        was = self.local.state_of(site)
+        self.local.verdict(site, verdict, sent_at, now)
+        state = self.local.sites.get(site)
+        if state is None:
+            return
+        banned = str(getattr(state.ban.state, "value", state.ban.state)) == "banned"
+        if banned and str(getattr(was, "value", was)) != "banned":
+            cooldown = state.ban.banned_until - now
+            if cooldown > 0 and self.limiter.pause(site, cooldown):
+                logger.warning("%s: banned, every worker stays away for %.0fs", site, cooldown)
+            self.limiter.congestion(site)
+
+    def set_floor_interval(self, site: str, seconds: float) -> None:
+        self.local.set_floor_interval(site, seconds)
+
+    def drain_events(self) -> list[Any]:
+        return list(self.local.drain_events())
+
+
+def shared_gate(crawler: Any, local: Any) -> Any:
+    """``local`` wrapped in a :class:`RedisGate` when the crawl is distributed, else ``local`` itself."""
+    from imagecrawl.distributed.config import DEFAULT_PREFIX, redis_url
+    from imagecrawl.distributed.ratelimit import RateConfig
+
+    settings = crawler.settings
+    url = redis_url(settings)
+    if not url or not settings.getbool("IMAGECRAWL_REDIS_RATE_ENABLED", True):
+        return local
+    import redis
+
+    prefix = str(settings.get("IMAGECRAWL_REDIS_PREFIX") or DEFAULT_PREFIX)
+    limiter = RedisRateLimiter(redis.Redis.from_url(url), prefix, RateConfig.from_settings(settings))
+    logger.info("Pacing: per-site rate, Retry-After and bans shared by all workers through Redis")
+    return RedisGate(local, limiter)

@@ -1,0 +1,213 @@
+"""The exact-dedupe ledger in Redis, shared by every worker writing into one store. No Scrapy.
+
+Same interface as :class:`imagecrawl.dedupe.sqlite.Ledger`. Committed entries are recorded with the
+shard that holds them; a worker *reserves* an image (its sha256, record id and URL) before writing it,
+atomically in a Lua script, so two workers can never both reserve one sha256. A reservation belongs to
+its worker (``owner``) and counts only while that worker is alive (``<prefix>:alive:<owner>``, renewed by
+the worker's heartbeat): a dead worker's reservations are taken over by whoever fetches the image again.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import pyarrow.parquet as pq
+import redis
+
+from imagecrawl.dedupe.sqlite import ENTRY_COLUMNS, Entry, entries_of, url_key
+
+logger = logging.getLogger(__name__)
+
+# KEYS: committed sha, committed ids, reserved sha, reserved ids, reserved urls
+# ARGV: sha256, id, url key ("" for none), owner, alive-key prefix, mode ("check" | "reserve")
+_RESERVE = """
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then return 'sha256' end
+if redis.call('HEXISTS', KEYS[2], ARGV[2]) == 1 then return 'id' end
+local function taken(hash, field)
+  local owner = redis.call('HGET', hash, field)
+  if not owner then return false end
+  -- this worker's own claim: a duplicate when asked, idempotent when claiming again
+  if owner == ARGV[4] then return ARGV[6] == 'check' end
+  return redis.call('EXISTS', ARGV[5] .. owner) == 1
+end
+if taken(KEYS[3], ARGV[1]) then return 'sha256' end
+if taken(KEYS[4], ARGV[2]) then return 'id' end
+if ARGV[6] == 'check' then return false end
+redis.call('HSET', KEYS[3], ARGV[1], ARGV[4])
+redis.call('HSET', KEYS[4], ARGV[2], ARGV[4])
+if ARGV[3] ~= '' then redis.call('HSET', KEYS[5], ARGV[3], ARGV[4]) end
+return false
+"""
+
+# KEYS: reserved sha, reserved ids, reserved urls; ARGV: owner, sha256, id, url key
+_RELEASE = """
+if redis.call('HGET', KEYS[1], ARGV[2]) == ARGV[1] then redis.call('HDEL', KEYS[1], ARGV[2]) end
+if redis.call('HGET', KEYS[2], ARGV[3]) == ARGV[1] then redis.call('HDEL', KEYS[2], ARGV[3]) end
+if ARGV[4] ~= '' and redis.call('HGET', KEYS[3], ARGV[4]) == ARGV[1] then redis.call('HDEL', KEYS[3], ARGV[4]) end
+return 1
+"""
+
+# KEYS: committed set/hash, reserved hash; ARGV: field, owner, alive prefix -> 1 if known
+_KNOWN = """
+if redis.call(ARGV[4], KEYS[1], ARGV[1]) == 1 then return 1 end
+local owner = redis.call('HGET', KEYS[2], ARGV[1])
+if not owner then return 0 end
+if owner == ARGV[2] then return 1 end
+return redis.call('EXISTS', ARGV[3] .. owner)
+"""
+
+
+class RedisLedger:
+    """Exact dedupe for many workers. ``owner`` identifies this worker's reservations."""
+
+    def __init__(
+        self, client: redis.Redis, prefix: str, owner: str, alive_prefix: str, alive_seconds: float = 30.0
+    ) -> None:
+        self.redis = client
+        self.owner = owner
+        self.alive_prefix = alive_prefix
+        self.alive_ms = max(1, int(alive_seconds * 1000))
+        self._last_beat = 0.0
+        p = prefix
+        self.k_sha, self.k_id, self.k_url, self.k_shards = p + "sha", p + "id", p + "url", p + "shards"
+        self.k_res_sha, self.k_res_id, self.k_res_url = p + "res:sha", p + "res:id", p + "res:url"
+        self._reserve = client.register_script(_RESERVE)
+        self._release = client.register_script(_RELEASE)
+        self._known = client.register_script(_KNOWN)
+        #: called with the record ids of every shard committed by this process
+        self.commit_listeners: list[Callable[[list[str]], None]] = []
+        #: the shared near-duplicate index (a RedisNearIndex), see :meth:`enable_near`
+        self.near: Any = None
+
+    # -- liveness -----------------------------------------------------------------------------
+    def heartbeat(self, *, force: bool = False) -> None:
+        """This worker's claims count while ``<alive prefix><owner>`` exists (the frontier's heartbeat
+        renews it too, always for less time than a lease, see :mod:`.worker`)."""
+        now = time.monotonic()
+        if not force and now - self._last_beat < self.alive_ms / 4000:
+            return
+        self._last_beat = now
+        self.redis.set(self.alive_prefix + self.owner, b"1", px=self.alive_ms)
+
+    # -- lookups -------------------------------------------------------------------------------
+    def _check(self, sha256: str, item_id: str, url: str | None, mode: str) -> str | None:
+        keys = [self.k_sha, self.k_id, self.k_res_sha, self.k_res_id, self.k_res_url]
+        ukey = url_key(url).hex() if url else ""
+        reason = self._reserve(keys=keys, args=[sha256, item_id, ukey, self.owner, self.alive_prefix, mode])
+        if not reason:
+            return None
+        return reason.decode() if isinstance(reason, bytes) else str(reason)
+
+    def duplicate_reason(self, sha256: str, item_id: str) -> str | None:
+        """``"sha256"`` or ``"id"`` if committed, or reserved by this or another live worker."""
+        return self._check(sha256, item_id, None, "check")
+
+    def reserve(self, sha256: str, item_id: str, url: str | None = None, phash: int | None = None) -> bool:
+        """Claim atomically for this worker; False when committed or claimed by another live worker.
+
+        The image's pHash enters the shared near-duplicate index at once (not at commit): from then on
+        every worker's near copy of it is refused."""
+        if self._check(sha256, item_id, url, "reserve") is not None:
+            return False
+        if phash is not None and self.near is not None:
+            self.near.add(item_id, int(phash))
+        return True
+
+    # -- near duplicates -----------------------------------------------------------------------
+    def enable_near(self, index: Any) -> None:
+        """Answer near-duplicate queries from ``index``, shared by every worker (a RedisNearIndex)."""
+        self.near = index
+
+    def near_duplicate(self, phash: int | None, max_distance: int) -> tuple[str, int] | None:
+        """(id, distance) of the closest image within ``max_distance`` that is committed or claimed by a
+        live worker. The index keeps images accepted by a worker that then died without committing them:
+        such a hit does not count (the dead worker's record comes back through its lease)."""
+        if self.near is None or phash is None or max_distance < 0:
+            return None
+        hit = self.near.query(int(phash), max_distance)
+        if hit is None:
+            return None
+        return (str(hit[0]), int(hit[1])) if self.has_id(str(hit[0])) else None
+
+    def release(self, sha256: str, item_id: str, url: str | None = None) -> None:
+        ukey = url_key(url).hex() if url else ""
+        self._release(keys=[self.k_res_sha, self.k_res_id, self.k_res_url], args=[self.owner, sha256, item_id, ukey])
+
+    def has_id(self, item_id: str) -> bool:
+        return bool(
+            self._known(keys=[self.k_id, self.k_res_id], args=[item_id, self.owner, self.alive_prefix, "HEXISTS"])
+        )
+
+    def has_url(self, url: str) -> bool:
+        ukey = url_key(url).hex()
+        return bool(
+            self._known(keys=[self.k_url, self.k_res_url], args=[ukey, self.owner, self.alive_prefix, "SISMEMBER"])
+        )
+
+    def known_shards(self) -> set[str]:
+        return {k.decode() if isinstance(k, bytes) else str(k) for k in self.redis.hkeys(self.k_shards)}
+
+    def count(self) -> int:
+        return int(self.redis.hlen(self.k_sha))
+
+    # -- commits -------------------------------------------------------------------------------
+    def commit_shard(self, key: str, entries: Iterable[Entry]) -> None:
+        rows = list(entries)
+        pipe = self.redis.pipeline(transaction=True)
+        for sha, item_id, _phash, url in rows:
+            pipe.hsetnx(self.k_sha, sha, item_id)
+            pipe.hsetnx(self.k_id, item_id, sha)
+            if url:
+                pipe.sadd(self.k_url, url_key(url).hex())
+        pipe.hset(self.k_shards, key, len(rows))
+        pipe.execute()
+        for sha, item_id, _phash, url in rows:
+            self.release(sha, item_id, url)
+        if self.near is not None:
+            self.near.add_many((item_id, int(phash)) for _, item_id, phash, _ in rows if phash is not None)
+        ids = [item_id for _, item_id, _, _ in rows]
+        for listener in self.commit_listeners:
+            listener(ids)
+
+    def reconcile(self, store: Any) -> int:
+        """Index every shard in ``store`` the ledger does not know yet; returns how many."""
+        known = self.known_shards()
+        added = 0
+        for shard in store.list_shards():
+            if shard.key in known:
+                continue
+            try:
+                with store.open(shard.key) as fh:
+                    table = pq.read_table(fh, columns=list(ENTRY_COLUMNS))
+            except Exception as exc:
+                logger.error("Cannot read shard %s while reconciling the Redis ledger: %s", shard.key, exc)
+                continue
+            self.commit_shard(shard.key, entries_of(table))
+            added += 1
+            logger.info("Redis ledger: indexed shard %s (%d rows) found in the store", shard.key, table.num_rows)
+        return added
+
+    def close(self) -> None:
+        self.redis.close()
+
+
+def open_redis_ledger(settings: Any, store_url: str, owner: str) -> RedisLedger:
+    """The shared ledger of the store ``store_url`` (keys ``<prefix>:ledger:<store tag>:*``)."""
+    from imagecrawl.distributed.config import DEFAULT_PREFIX, alive_prefix, ledger_prefix, redis_url
+
+    prefix = str(settings.get("IMAGECRAWL_REDIS_PREFIX") or DEFAULT_PREFIX)
+    client = redis.Redis.from_url(redis_url(settings), health_check_interval=30)
+    # alive for half a lease, like the frontier's heartbeat: a dead worker's claims lapse before its leases
+    lease = settings.getfloat("IMAGECRAWL_REDIS_LEASE_SECONDS", 60.0)
+    ledger = RedisLedger(client, ledger_prefix(prefix, store_url), owner, alive_prefix(prefix), lease / 2)
+    ledger.heartbeat(force=True)
+    if settings.getbool("IMAGECRAWL_NEAR_DEDUPE_ENABLED", True):
+        from imagecrawl.dedupe.redis_near import RedisNearIndex
+
+        namespace = ledger_prefix(prefix, store_url).replace(":ledger:", ":near:").rstrip(":")
+        ledger.enable_near(RedisNearIndex(redis.Redis.from_url(redis_url(settings)), namespace=namespace))
+    logger.info("Dedupe ledger in Redis (%s*) for store %s", ledger_prefix(prefix, store_url), store_url)
+    return ledger

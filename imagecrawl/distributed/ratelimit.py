@@ -1,0 +1,176 @@
+"""One polite crawler, however many workers: a per-site rate limit shared through Redis.
+
+Every request to a site, from any worker, first takes a slot from that site's GCRA (generic cell rate
+algorithm, the token bucket without a refill timer) in a Lua script run atomically by Redis, on Redis's
+own clock, so workers on machines with skewed clocks still agree. The emission interval is
+``1 / min(cap, learned rate)``:
+
+- ``cap``: the site's configured maximum (``IMAGECRAWL_MAX_RATE_PER_SITE``);
+- ``learned rate``: shared by all workers; any worker's congestion signal (429, 503, ...) cuts it
+  multiplicatively (once per epoch, so one burst of 429s is one cut), healthy answers raise it slowly;
+- a shared *pause* (Retry-After, a ban's cool-down) closes the site for every worker until it ends.
+
+So one worker's 429 slows everyone, and the sum of all workers' requests stays under the cap. Pure
+Redis + asyncio, no Scrapy: the Scrapy shells are :class:`GlobalRateMiddleware` below and
+:class:`RedisGate`, which wraps the pacing middleware's in-process gate.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+# KEYS: tat, learned rate hash, pause ; ARGV: cap (req/s), min rate, burst (requests), spacing factor
+# -> wait in ms as a string ("0": admitted)
+_ACQUIRE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
+local pause = redis.call('PTTL', KEYS[3])
+if pause > 0 then return tostring(pause) end
+local cap = tonumber(ARGV[1])
+local rate = tonumber(redis.call('HGET', KEYS[2], 'rate') or ARGV[1])
+if rate > cap then rate = cap end
+if rate < tonumber(ARGV[2]) then rate = tonumber(ARGV[2]) end
+local interval = 1000 * tonumber(ARGV[4]) / rate
+local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tat < now then tat = now end
+local allow_at = tat - (tonumber(ARGV[3]) - 1) * interval
+if now < allow_at then return tostring(allow_at - now) end
+local new_tat = tat + interval
+redis.call('SET', KEYS[1], tostring(new_tat), 'PX', math.ceil(new_tat - now) + 60000)
+return '0'
+"""
+
+# KEYS: learned rate hash ; ARGV: cap, min rate, factor, epoch ms -> new rate ("" if not cut: same epoch)
+_CUT = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
+local last = tonumber(redis.call('HGET', KEYS[1], 'cut_at') or '0')
+if now - last < tonumber(ARGV[4]) then return '' end
+local rate = tonumber(redis.call('HGET', KEYS[1], 'rate') or ARGV[1])
+if rate > tonumber(ARGV[1]) then rate = tonumber(ARGV[1]) end
+rate = math.max(tonumber(ARGV[2]), rate * tonumber(ARGV[3]))
+redis.call('HSET', KEYS[1], 'rate', tostring(rate), 'cut_at', tostring(now), 'raised_at', tostring(now))
+redis.call('PEXPIRE', KEYS[1], 86400000)
+return tostring(rate)
+"""
+
+# KEYS: learned rate hash ; ARGV: cap, step (req/s per second), epoch ms -> new rate
+_RAISE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
+local rate = redis.call('HGET', KEYS[1], 'rate')
+if not rate then return ARGV[1] end
+rate = tonumber(rate)
+local last = tonumber(redis.call('HGET', KEYS[1], 'raised_at') or '0')
+local elapsed = now - last
+if elapsed < tonumber(ARGV[3]) then return tostring(rate) end
+rate = math.min(tonumber(ARGV[1]), rate + tonumber(ARGV[2]) * elapsed / 1000)
+redis.call('HSET', KEYS[1], 'rate', tostring(rate), 'raised_at', tostring(now))
+redis.call('PEXPIRE', KEYS[1], 86400000)
+return tostring(rate)
+"""
+
+# KEYS: pause ; ARGV: ms -> 1 if the pause was extended
+_PAUSE = """
+local ms = math.ceil(tonumber(ARGV[1]))
+if redis.call('PTTL', KEYS[1]) >= ms then return 0 end
+redis.call('SET', KEYS[1], '1', 'PX', ms)
+return 1
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class RateConfig:
+    cap: float = 2.0  # requests/second per site, for all workers together
+    min_rate: float = 0.02
+    burst: int = 1  # requests allowed back to back (1: strictly spaced)
+    decrease_factor: float = 0.7
+    increase_per_second: float = 0.05  # learned-rate growth, as a fraction of the cap per second
+    epoch_seconds: float = 1.0
+    #: intervals are this much longer than 1/rate, so network jitter never pushes a second over the cap
+    spacing: float = 1.1
+
+    def __post_init__(self) -> None:
+        if not 0 < self.min_rate <= self.cap:
+            raise ValueError(f"need 0 < min rate <= cap, got {self.min_rate} and {self.cap}")
+        if self.burst < 1:
+            raise ValueError("burst must be >= 1")
+        if not 0 < self.decrease_factor < 1:
+            raise ValueError("decrease_factor must be in (0, 1)")
+        if self.spacing < 1:
+            raise ValueError("spacing must be >= 1")
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> RateConfig:
+        cap = settings.getfloat("IMAGECRAWL_MAX_RATE_PER_SITE", 2.0)
+        return cls(
+            cap=cap,
+            min_rate=min(cap, settings.getfloat("IMAGECRAWL_PACING_MIN_RATE_PER_SECOND", 0.02)),
+            burst=max(1, settings.getint("IMAGECRAWL_REDIS_RATE_BURST", 1)),
+            decrease_factor=settings.getfloat("IMAGECRAWL_PACING_DECREASE_FACTOR", 0.7),
+            increase_per_second=settings.getfloat("IMAGECRAWL_REDIS_RATE_INCREASE_PER_SECOND", 0.05),
+            spacing=settings.getfloat("IMAGECRAWL_REDIS_RATE_SPACING", 1.1),
+        )
+
+
+class RedisRateLimiter:
+    """The shared per-site state: GCRA slot, learned rate, pause. Keys ``<prefix>:site:<site>:*``."""
+
+    def __init__(self, client: redis.Redis, prefix: str, config: RateConfig) -> None:
+        self.redis = client
+        self.prefix = prefix
+        self.config = config
+        self._acquire = client.register_script(_ACQUIRE)
+        self._cut = client.register_script(_CUT)
+        self._raise = client.register_script(_RAISE)
+        self._pause = client.register_script(_PAUSE)
+
+    def _keys(self, site: str) -> tuple[str, str, str]:
+        base = f"{self.prefix}:site:{site}"
+        return f"{base}:tat", f"{base}:rate", f"{base}:pause"
+
+    def acquire(self, site: str, cap: float | None = None) -> float:
+        """0.0 when this request may go now (its slot is taken), else seconds to wait before asking again."""
+        c = self.config
+        tat, rate, pause = self._keys(site)
+        wait_ms = float(self._acquire(keys=[tat, rate, pause], args=[cap or c.cap, c.min_rate, c.burst, c.spacing]))
+        return wait_ms / 1000.0
+
+    def pause(self, site: str, seconds: float) -> bool:
+        """Close the site for every worker for ``seconds`` (never shortens a longer pause)."""
+        if not seconds > 0 or math.isinf(seconds):
+            return False
+        return bool(self._pause(keys=[self._keys(site)[2]], args=[seconds * 1000]))
+
+    def resume(self, site: str) -> None:
+        """End a pause now (an operator's decision; the site's own Retry-After should be respected)."""
+        self.redis.delete(self._keys(site)[2])
+
+    def paused_for(self, site: str) -> float:
+        ms = int(self.redis.pttl(self._keys(site)[2]))
+        return ms / 1000.0 if ms > 0 else 0.0
+
+    def congestion(self, site: str) -> float | None:
+        """Cut the shared learned rate (once per epoch); the new rate, or None if already cut this epoch."""
+        c = self.config
+        got = self._cut(keys=[self._keys(site)[1]], args=[c.cap, c.min_rate, c.decrease_factor, c.epoch_seconds * 1000])
+        text = got.decode() if isinstance(got, bytes) else str(got)
+        return float(text) if text else None
+
+    def healthy(self, site: str) -> float:
+        """A healthy answer: let the learned rate grow back toward the cap (at most once per epoch)."""
+        c = self.config
+        got = self._raise(
+            keys=[self._keys(site)[1]], args=[c.cap, c.cap * c.increase_per_second, c.epoch_seconds * 1000]
+        )
+        return float(got.decode() if isinstance(got, bytes) else got)
+
+    def rate(self, site: str) -> float:
+        value = self.redis.hget(self._keys(site)[1], "rate")
+        if value is None:
+            return self.config.cap
+        return min(self.config.cap, float(value.decode() if isinstance(value, bytes) else value))

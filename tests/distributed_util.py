@@ -1,0 +1,131 @@
+"""Test helpers for distributed crawls: a real Debian ``redis-server`` on a free loopback port, crawl
+workers as background processes, per-second request counts."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .conftest import LOOPBACK, REPO, free_port, stop_process
+
+
+@dataclass
+class RedisServer:
+    url: str
+    port: int
+    process: subprocess.Popen[bytes]
+
+    def client(self) -> object:
+        import redis
+
+        return redis.Redis.from_url(self.url)
+
+
+def start_redis(directory: Path) -> RedisServer:
+    exe = shutil.which("redis-server")
+    if exe is None:
+        pytest.fail("redis-server is not installed (apt-get install redis-server; .ci/run does it)")
+    port = free_port()
+    process = subprocess.Popen(
+        [exe, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no", "--dir", str(directory)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    import redis
+
+    client = redis.Redis(host="127.0.0.1", port=port)
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            client.ping()
+            break
+        except redis.ConnectionError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                stop_process(process)
+                raise RuntimeError("redis-server did not start") from None
+            time.sleep(0.05)
+    client.close()
+    return RedisServer(f"redis://127.0.0.1:{port}/0", port, process)
+
+
+@dataclass
+class WorkerProcess:
+    name: str
+    process: subprocess.Popen[bytes]
+    log: Path
+    stats_file: Path
+
+    def stats(self) -> dict[str, Any]:
+        return dict(json.loads(self.stats_file.read_text())) if self.stats_file.exists() else {}
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+
+def start_worker(
+    name: str,
+    spider: str,
+    directory: Path,
+    *,
+    args: dict[str, Any] | None = None,
+    settings: dict[str, Any] | None = None,
+) -> WorkerProcess:
+    """``scrapy crawl SPIDER`` in the background as worker ``name`` (its UA says so: ``+name``)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    stats_file = directory / f"{name}.stats.json"
+    log = directory / f"{name}.log"
+    cmd = [sys.executable, "-m", "scrapy", "crawl", spider]
+    for key, value in (args or {}).items():
+        cmd += ["-a", f"{key}={value}"]
+    merged = {
+        **LOOPBACK,
+        "IMAGECRAWL_WORKER_ID": name,
+        "IMAGECRAWL_CONTACT": name,
+        "IMAGECRAWL_STATS_FILE": str(stats_file),
+        **(settings or {}),
+    }
+    for key, value in merged.items():
+        cmd += ["-s", f"{key}={value}"]
+    with log.open("wb") as fh:
+        process = subprocess.Popen(cmd, cwd=REPO, stdout=fh, stderr=subprocess.STDOUT)
+    return WorkerProcess(name, process, log, stats_file)
+
+
+def per_second(times: list[float]) -> tuple[dict[int, int], int]:
+    """Requests per calendar second, and the most requests in any sliding one-second window."""
+    buckets: dict[int, int] = {}
+    for t in times:
+        buckets[int(t)] = buckets.get(int(t), 0) + 1
+    ordered = sorted(times)
+    most, lo = 0, 0
+    for hi, t in enumerate(ordered):
+        while t - ordered[lo] >= 1.0:
+            lo += 1
+        most = max(most, hi - lo + 1)
+    return buckets, most
+
+
+def check_gallery_store(store: Path, items: int, seed: int) -> list[str]:
+    """The store holds each gallery image group (an original, its exact and near copies, see
+    tests/expect.py) exactly once, and no image twice. Returns the shard file names."""
+    from imagecrawl.sandbox.catalog import build_catalog
+
+    from .conftest import read_store
+    from .expect import expected_rows
+
+    catalog = build_catalog(items, seed)
+    expected = expected_rows(catalog, catalog.entries("gallery"), lambda e: f"gallery:{e.id}")
+    shas = read_store(store, columns=["image_sha256"]).column("image_sha256").to_pylist()
+    assert len(shas) == len(set(shas)), "an image was written twice"
+    groups = [expected.sha_to_group.get(sha) for sha in shas]
+    assert None not in groups, "the store holds bytes the gallery never served"
+    assert sorted(g for g in groups if g) == sorted(expected.groups), "a gallery image is missing or kept twice"
+    return [p.name for p in store.rglob("*.parquet")]

@@ -1,0 +1,81 @@
+"""JS-rendered galleries: the sandbox's /jsgallery/ lists nothing until JavaScript runs and the page is
+scrolled. With ``render = "browser"`` the gallery spider renders it in Debian's headless Chromium
+(scrapy-playwright), scrolls until no new items arrive and gets every item, while the font, the video, the
+thumbnails and the tracker the page asks for are never fetched; the same profile with ``render = "http"``
+gets nothing."""
+
+from __future__ import annotations
+
+import math
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from imagecrawl.sandbox.catalog import build_catalog
+from imagecrawl.sandbox.jsgallery import PAGE_SIZE
+from imagecrawl.sandbox.testing import SandboxProcess, start_sandbox
+
+from .conftest import REPO, run_crawl
+from .distributed_util import check_gallery_store
+
+ITEMS, SEED = 24, 3
+PROFILE = REPO / "imagecrawl" / "profiles" / "sandbox-js.toml"
+
+
+@pytest.fixture(scope="module")
+def js_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SandboxProcess]:
+    if shutil.which("chromium") is None and not Path("/usr/bin/chromium").exists():
+        pytest.fail("Chromium is not installed (apt-get install chromium; .ci/run does it)")
+    site = start_sandbox(items=ITEMS, seed=SEED, log_path=tmp_path_factory.mktemp("jsgallery") / "requests.jsonl")
+    yield site
+    site.stop()
+
+
+def _paths(site: SandboxProcess) -> list[str]:
+    return [r["path"] for r in site.requests()]
+
+
+def test_browser_renders_and_scrolls_the_js_gallery(tmp_path: Path, js_site: SandboxProcess) -> None:
+    catalog = build_catalog(ITEMS, SEED)
+    entries = catalog.entries("gallery")
+    assert len(entries) > 2 * PAGE_SIZE, "the gallery must need more than two scrolls"
+    before = len(js_site.requests())
+    store = tmp_path / "store"
+    result = run_crawl(
+        "gallery", store=store, args={"profile": "sandbox-js", "start_url": js_site.url("jsgallery/")}, timeout=240
+    )
+    stats = result.stats
+    check_gallery_store(store, ITEMS, SEED)  # every item (near copies dropped as in any crawl)
+    assert stats["imagecrawl/pages/gallery/details"] == len(entries)
+
+    paths = _paths(js_site)[before:]
+    # every page of the infinite scroll was loaded by the page's own script, once
+    assert paths.count("/jsgallery/api") == math.ceil(len(entries) / PAGE_SIZE)
+    # what the crawler does not need never left the browser
+    assert not [p for p in paths if p.startswith(("/jsgallery/assets/", "/analytics/"))]
+    assert stats["imagecrawl/browser/aborted/font"] >= 1
+    assert stats["imagecrawl/browser/aborted/media"] >= 1
+    assert stats["imagecrawl/browser/aborted/tracker"] >= 1
+    assert stats["imagecrawl/browser/aborted/image"] >= len(entries)  # thumbnails; the crawl fetches images itself
+    # each image once, by the crawl itself (a gated Scrapy request), not by the browser
+    images = [p for p in paths if p.startswith("/images/")]
+    assert len(images) == len(set(images)) == len(entries)
+
+
+def test_same_gallery_without_browser_gets_nothing(tmp_path: Path, js_site: SandboxProcess) -> None:
+    profile = tmp_path / "sandbox-js-http.toml"
+    profile.write_text(PROFILE.read_text().replace('render = "browser"', 'render = "http"'))
+    before = len(js_site.requests())
+    result = run_crawl(
+        "gallery", store=tmp_path / "store", args={"profile": str(profile), "start_url": js_site.url("jsgallery/")}
+    )
+    stats: dict[str, Any] = result.stats
+    assert stats.get("imagecrawl/pages/gallery/details", 0) == 0
+    assert stats.get("imagecrawl/parquet/rows", 0) == 0
+    assert stats["imagecrawl/pages/errors/missing_element"] == 1  # "no detail links on the listing page"
+    assert not any(k.startswith("playwright/") for k in stats)
+    paths = _paths(js_site)[before:]
+    assert "/jsgallery/" in paths and "/jsgallery/api" not in paths
