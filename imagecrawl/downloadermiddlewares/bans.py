@@ -30,7 +30,7 @@ from imagecrawl.downloadermiddlewares.pacing import (
     runtime_for,
 )
 from imagecrawl.pacing import Verdict
-from imagecrawl.pacing.bans import EVIDENCE
+from imagecrawl.pacing.bans import EVIDENCE, BanState
 
 logger = logging.getLogger(__name__)
 
@@ -140,9 +140,11 @@ class BanMiddleware:
             response.status, headers, text, self.config.challenge_markers, self._marker(request, site)
         )
         self._report(site, verdict, float(sent_at))
-        if verdict in BAN_RETRY and self.retry.enabled and not request.meta.get("dont_retry"):
-            # A ban answer says nothing about the page: fetch it again once the site lets us
-            # (the gate holds the copy through the cool-down; it is dropped if the site is abandoned).
+        banned = self.runtime.gate.state_of(site) in (BanState.BANNED, BanState.PROBING)
+        if banned and verdict in BAN_RETRY and self.retry.enabled and not request.meta.get("dont_retry"):
+            # Once the site has banned us, a ban answer says nothing about the page: fetch it again
+            # when the site lets us (the gate holds the copy through the cool-down; it is dropped if
+            # the site is abandoned).  A lone 403 before any ban is the page's own answer.
             delay = self.retry.backoff(int(request.meta.get("retry_times", 0)) + 1, self.runtime.rng)
             retry = retry_later(request, f"ban-{verdict.value}", delay, self.retry, self.stats)
             if retry is not None:

@@ -250,7 +250,8 @@ def runtime_for(crawler: Crawler) -> PacingRuntime:
             crawler, PacingConfig.from_settings(crawler.settings), ban_config_from_settings(crawler.settings)
         )
         crawler._imagecrawl_pacing = runtime  # type: ignore[attr-defined]
-        crawler.imagecrawl_pacing = runtime  # type: ignore[attr-defined]  # the monitor's snapshot hook
+        if getattr(crawler, "imagecrawl_pacing", None) is None:  # the monitor's snapshot hook
+            crawler.imagecrawl_pacing = runtime  # type: ignore[attr-defined]
     return runtime
 
 
