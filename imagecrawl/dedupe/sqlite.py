@@ -85,6 +85,27 @@ def entries_of(table: Any) -> list[Entry]:
     return list(zip(*(cols[name] for name in ENTRY_COLUMNS), strict=True))
 
 
+def reconcile(ledger: Any, store: Any) -> int:
+    """Record in ``ledger`` every shard of ``store`` it does not know yet (a crash between a store commit
+    and the ledger commit leaves such a shard); returns how many. Works for any ledger with
+    ``known_shards()`` and ``commit_shard()``."""
+    known = ledger.known_shards()
+    added = 0
+    for shard in store.list_shards():
+        if shard.key in known:
+            continue
+        try:
+            with store.open(shard.key) as fh:
+                table = pq.read_table(fh, columns=list(ENTRY_COLUMNS))
+        except Exception as exc:
+            logger.error("Cannot read shard %s while reconciling the dedupe ledger: %s", shard.key, exc)
+            continue
+        ledger.commit_shard(shard.key, entries_of(table))
+        added += 1
+        logger.info("Dedupe ledger: indexed shard %s (%d rows) found in the store", shard.key, table.num_rows)
+    return added
+
+
 class Ledger:
     def __init__(self, path: Path, *, owner: str = "", stale_seconds: float = 120.0) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -283,21 +304,7 @@ class Ledger:
 
     def reconcile(self, store: Any) -> int:
         """Index every shard in ``store`` that the ledger does not know yet; returns how many."""
-        known = self.known_shards()
-        added = 0
-        for shard in store.list_shards():
-            if shard.key in known:
-                continue
-            try:
-                with store.open(shard.key) as fh:
-                    table = pq.read_table(fh, columns=list(ENTRY_COLUMNS))
-            except Exception as exc:
-                logger.error("Cannot read shard %s while reconciling the dedupe ledger: %s", shard.key, exc)
-                continue
-            self.commit_shard(shard.key, entries_of(table))
-            added += 1
-            logger.info("Dedupe ledger: indexed shard %s (%d rows) found in the store", shard.key, table.num_rows)
-        return added
+        return reconcile(self, store)
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[None]:

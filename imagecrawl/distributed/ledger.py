@@ -14,10 +14,9 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-import pyarrow.parquet as pq
 import redis
 
-from imagecrawl.dedupe.sqlite import ENTRY_COLUMNS, Entry, entries_of, url_key
+from imagecrawl.dedupe.sqlite import Entry, reconcile, url_key
 
 logger = logging.getLogger(__name__)
 
@@ -174,21 +173,7 @@ class RedisLedger:
 
     def reconcile(self, store: Any) -> int:
         """Index every shard in ``store`` the ledger does not know yet; returns how many."""
-        known = self.known_shards()
-        added = 0
-        for shard in store.list_shards():
-            if shard.key in known:
-                continue
-            try:
-                with store.open(shard.key) as fh:
-                    table = pq.read_table(fh, columns=list(ENTRY_COLUMNS))
-            except Exception as exc:
-                logger.error("Cannot read shard %s while reconciling the Redis ledger: %s", shard.key, exc)
-                continue
-            self.commit_shard(shard.key, entries_of(table))
-            added += 1
-            logger.info("Redis ledger: indexed shard %s (%d rows) found in the store", shard.key, table.num_rows)
-        return added
+        return reconcile(self, store)
 
     def close(self) -> None:
         self.redis.close()
