@@ -25,6 +25,10 @@ from urllib.parse import urlsplit
 
 from parsel.csstranslator import HTMLTranslator
 
+from imagecrawl.pacing.config import site_key_mode
+from imagecrawl.pacing.sitekey import site_of_url
+from imagecrawl.storage.context import crawl_context
+
 logger = logging.getLogger(__name__)
 
 DEFAULT_EXECUTABLE = "/usr/bin/chromium"
@@ -162,30 +166,12 @@ class RequestPolicy:
         self.config = config
         self.crawler = crawler  # its stats exist only once the crawl starts: read them late
         self.blocked = config.blocked
-        self._limiter: Any = None
-        self._limiter_ready = False
+        self.site_key = site_key_mode(crawler.settings)
 
     def _abort(self, reason: str, url: str) -> bool:
         self.crawler.stats.inc_value(f"imagecrawl/browser/aborted/{reason}")
         logger.debug("Browser request aborted (%s): %s", reason, url)
         return True
-
-    def _shared_limiter(self) -> Any:
-        if not self._limiter_ready:
-            self._limiter_ready = True
-            from imagecrawl.distributed.config import DEFAULT_PREFIX, redis_url
-
-            url = redis_url(self.crawler.settings)
-            if url and self.crawler.settings.getbool("IMAGECRAWL_REDIS_RATE_ENABLED", True):
-                import redis
-
-                from imagecrawl.distributed.ratelimit import RateConfig, RedisRateLimiter
-
-                prefix = str(self.crawler.settings.get("IMAGECRAWL_REDIS_PREFIX") or DEFAULT_PREFIX)
-                self._limiter = RedisRateLimiter(
-                    redis.Redis.from_url(url), prefix, RateConfig.from_settings(self.crawler.settings)
-                )
-        return self._limiter
 
     async def __call__(self, request: Any) -> bool:
         url: str = request.url
@@ -202,11 +188,10 @@ class RequestPolicy:
         if not self.config.allow_third_party and page_url.startswith("http") and _site(page_url) != _site(url):
             return self._abort("third_party", url)
         self.crawler.stats.inc_value("imagecrawl/browser/subrequests")
-        limiter = self._shared_limiter()
+        # distributed crawls: the page's own requests wait at the site's gate shared by all workers
+        limiter = crawl_context(self.crawler).shared_limiter()
         if limiter is not None:
-            from imagecrawl.distributed.middlewares import site_of
-
-            site = site_of(url)
+            site = site_of_url(url, self.site_key)
             while (wait := limiter.acquire(site)) > 0:
                 await asyncio.sleep(min(wait, 1.0))
         return False

@@ -49,8 +49,8 @@ class ImageSpider(scrapy.Spider):
     def salt(self) -> bytes:
         if self._salt is None:
             settings = self.crawler.settings
-            state = state_dir_for(settings.get("IMAGECRAWL_STORE"), settings.get("IMAGECRAWL_STATE_DIR", ""))
-            self._salt = author_salt(state, settings.get("IMAGECRAWL_AUTHOR_SALT", ""))
+            state = state_dir_for(settings.get("IMAGECRAWL_STORE"), settings.get("IMAGECRAWL_STATE_DIR"))
+            self._salt = author_salt(state, settings.get("IMAGECRAWL_AUTHOR_SALT"))
         return self._salt
 
     def _media_executor(self) -> ThreadPoolExecutor | None:
@@ -59,7 +59,7 @@ class ImageSpider(scrapy.Spider):
         Decoding for the perceptual hash, sha256 and zlib release the GIL, so records are built while the
         reactor thread goes on downloading: a one-process crawl uses a second core."""
         if self._media_threads is None:
-            self._media_threads = max(0, self.crawler.settings.getint("IMAGECRAWL_MEDIA_THREADS", 0))
+            self._media_threads = max(0, self.crawler.settings.getint("IMAGECRAWL_MEDIA_THREADS"))
             if self._media_threads:
                 self._media_pool = ThreadPoolExecutor(self._media_threads, thread_name_prefix="imagecrawl-media")
                 self.crawler.signals.connect(self._stop_media_pool, signal=signals.spider_closed)

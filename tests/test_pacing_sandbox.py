@@ -112,8 +112,8 @@ def test_cap_crawl_delay_retries_and_retry_after(tmp_path: Path) -> None:
     assert [r["status"] for r in tries] == [503] * 3
     first, second = gaps(tries)
     assert first >= 0.2 and second >= 0.4, (first, second)  # 0.4 * 2**(k-1) with equal jitter
-    assert stats["imagecrawl/retry/503"] == 2
-    assert stats["imagecrawl/retry/gave_up/503"] == 1
+    assert stats["imagecrawl/retry/reason_count/503"] == 2
+    assert stats["imagecrawl/retry/max_reached/503"] == 1
     assert stats["imagecrawl/pacing/decrease/503"] >= 1
 
     # an absurd Retry-After is capped (3 s here), logged and counted - and still honoured up to the cap

@@ -14,7 +14,6 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -36,6 +35,8 @@ from imagecrawl.sandbox.catalog import (
 from imagecrawl.sandbox.server import main as server_main
 from imagecrawl.sandbox.testing import SandboxProcess, SandboxStartError, sandbox, start_sandbox
 
+from .servers import SandboxFactory
+
 ITEMS = 60
 SEED = 7
 PAGE_SIZE = 9
@@ -47,10 +48,8 @@ def catalog() -> Catalog:
 
 
 @pytest.fixture(scope="module")
-def sb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SandboxProcess]:
-    log = tmp_path_factory.mktemp("sandbox") / "requests.jsonl"
-    with sandbox(items=ITEMS, seed=SEED, log_path=log, extra_args=["--page-size", str(PAGE_SIZE)]) as proc:
-        yield proc
+def sb(sandbox_factory: SandboxFactory) -> SandboxProcess:
+    return sandbox_factory.start(items=ITEMS, seed=SEED, extra_args=["--page-size", str(PAGE_SIZE)])
 
 
 def fetch(url: str, headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:

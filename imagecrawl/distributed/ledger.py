@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 import redis
@@ -177,6 +178,14 @@ class RedisLedger:
 
     def close(self) -> None:
         self.redis.close()
+
+
+def open_worker_ledger(settings: Any, store_url: str, state_dir: Path, owner: str) -> tuple[RedisLedger, Path]:
+    """The :class:`imagecrawl.storage.context.LedgerFactory` of distributed crawls (set by the add-on).
+
+    Workers on one machine share the state folder: each keeps its own outbox. A dead worker's
+    unfinished shards are not committed later: its leases expire and other workers redo them."""
+    return open_redis_ledger(settings, store_url, owner), state_dir / "workers" / owner
 
 
 def open_redis_ledger(settings: Any, store_url: str, owner: str) -> RedisLedger:

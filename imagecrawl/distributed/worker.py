@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import logging
 import threading
-import weakref
 from collections import defaultdict
 from typing import Any
 
@@ -32,7 +31,7 @@ from scrapy.exceptions import DontCloseSpider
 from scrapy.http import Response
 
 from imagecrawl.distributed.config import LEASE_META, RedisConfig, alive_prefix
-from imagecrawl.pipelines._state import crawl_storage
+from imagecrawl.storage.context import crawl_context
 
 logger = logging.getLogger(__name__)
 
@@ -111,7 +110,7 @@ class Worker:
         self._items_open: dict[str, int] = defaultdict(int)
         self._by_object: dict[int, tuple[Any, str, str]] = {}  # id(item) -> (item, lease, record id)
         self._by_record: dict[str, list[int]] = defaultdict(list)  # record id -> [id(item)]
-        ledger = crawl_storage(crawler).ledger
+        ledger = crawl_context(crawler).storage.ledger
         listeners = getattr(ledger, "commit_listeners", None)
         # Without a shared ledger that reports commits, an item's lease ends when it leaves the pipelines.
         self.wait_for_commit = _writes_shards(crawler) and listeners is not None
@@ -197,7 +196,7 @@ class Worker:
         recording it in the ledger: index such shards now, before redoing its work writes them twice."""
         self.stats.inc_value("imagecrawl/distributed/leases/reclaimed", n)
         logger.warning("Took back %d request(s) whose worker stopped renewing its lease", n)
-        storage = crawl_storage(self.crawler)
+        storage = crawl_context(self.crawler).storage
         try:
             added = storage.ledger.reconcile(storage.store)
         except Exception as exc:
@@ -379,16 +378,9 @@ def _writes_shards(crawler: Crawler) -> bool:
     return any("ParquetPipeline" in str(path) and order is not None for path, order in pipelines.items())
 
 
-_BY_CRAWLER: weakref.WeakKeyDictionary[Crawler, Worker] = weakref.WeakKeyDictionary()
-
-
 def worker_for(crawler: Crawler) -> Worker | None:
-    return _BY_CRAWLER.get(crawler)
+    return crawl_context(crawler).find(Worker)
 
 
 def start_worker(crawler: Crawler, config: RedisConfig, owner: str) -> Worker:
-    worker = _BY_CRAWLER.get(crawler)
-    if worker is None:
-        worker = Worker(crawler, config, owner)
-        _BY_CRAWLER[crawler] = worker
-    return worker
+    return crawl_context(crawler).get(Worker, lambda: Worker(crawler, config, owner))

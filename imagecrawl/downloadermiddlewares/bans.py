@@ -22,19 +22,15 @@ from scrapy.exceptions import NotConfigured
 from scrapy.http import Response, TextResponse
 from scrapy.settings import BaseSettings
 
-from imagecrawl.downloadermiddlewares.pacing import (
-    META_SENT_AT,
-    PacingRuntime,
-    RetryConfig,
-    retry_later,
-    runtime_for,
-)
+from imagecrawl import meta
+from imagecrawl.downloadermiddlewares.pacing import PacingRuntime, runtime_for
+from imagecrawl.downloadermiddlewares.retry import retry_later
 from imagecrawl.pacing import Verdict
 from imagecrawl.pacing.bans import EVIDENCE, BanState
+from imagecrawl.pacing.config import RetryConfig
 
 logger = logging.getLogger(__name__)
 
-META_HEALTHY_MARKER = "imagecrawl_healthy_marker"
 
 #: Markup of well-known challenge/interstitial pages (Cloudflare, DataDome, PerimeterX, Akamai, Sucuri).
 DEFAULT_CHALLENGE_MARKERS = (
@@ -69,7 +65,7 @@ class BansConfig:
             for site, rx in settings.getdict("IMAGECRAWL_BAN_HEALTHY_MARKERS").items()
         }
         return cls(
-            enabled=settings.getbool("IMAGECRAWL_BANS_ENABLED", True),
+            enabled=settings.getbool("IMAGECRAWL_BANS_ENABLED"),
             challenge_markers=tuple(markers),
             healthy_markers=healthy,
         )
@@ -104,6 +100,7 @@ def classify_response(
 class BanMiddleware:
     def __init__(self, crawler: Crawler, config: BansConfig, runtime: PacingRuntime) -> None:
         assert crawler.stats is not None
+        self.crawler = crawler
         self.stats = crawler.stats
         self.config = config
         self.runtime = runtime
@@ -114,18 +111,18 @@ class BanMiddleware:
         config = BansConfig.from_settings(crawler.settings)
         if not config.enabled:
             raise NotConfigured("IMAGECRAWL_BANS_ENABLED is off")
-        if not crawler.settings.getbool("IMAGECRAWL_PACING_ENABLED", True):
+        if not crawler.settings.getbool("IMAGECRAWL_PACING_ENABLED"):
             raise NotConfigured("ban handling needs the pacing gate (IMAGECRAWL_PACING_ENABLED is off)")
         return cls(crawler, config, runtime_for(crawler))
 
     def _marker(self, request: Request, site: str) -> re.Pattern[str] | None:
-        marker = request.meta.get(META_HEALTHY_MARKER)
+        marker = request.meta.get(meta.HEALTHY_MARKER)
         if marker:
             return marker if isinstance(marker, re.Pattern) else re.compile(str(marker))
         return self.config.healthy_markers.get(site)
 
     def process_response(self, request: Request, response: Response) -> Request | Response:
-        sent_at = request.meta.get(META_SENT_AT)
+        sent_at = request.meta.get(meta.SENT_AT)
         if sent_at is None:  # not paced (cache hit, data: URL, dont_pace)
             return response
         site = self.runtime.site_of(request)
@@ -146,13 +143,13 @@ class BanMiddleware:
             # when the site lets us (the gate holds the copy through the cool-down; it is dropped if
             # the site is abandoned).  A lone 403 before any ban is the page's own answer.
             delay = self.retry.backoff(int(request.meta.get("retry_times", 0)) + 1, self.runtime.rng)
-            retry = retry_later(request, f"ban-{verdict.value}", delay, self.retry, self.stats)
+            retry = retry_later(self.crawler, request, f"ban-{verdict.value}", delay, self.retry)
             if retry is not None:
                 return retry
         return response
 
     def process_exception(self, request: Request, exception: Exception) -> None:
-        sent_at = request.meta.get(META_SENT_AT)
+        sent_at = request.meta.get(meta.SENT_AT)
         if sent_at is not None:
             self._report(self.runtime.site_of(request), Verdict.ERROR, float(sent_at))
 

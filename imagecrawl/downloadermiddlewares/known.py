@@ -14,7 +14,7 @@ from scrapy import Request
 from scrapy.crawler import Crawler
 from scrapy.exceptions import IgnoreRequest, NotConfigured
 
-from imagecrawl.pipelines._state import crawl_storage
+from imagecrawl.storage.context import crawl_context
 
 logger = logging.getLogger(__name__)
 
@@ -23,7 +23,7 @@ class KnownImageMiddleware:
     def __init__(self, crawler: Crawler) -> None:
         assert crawler.stats is not None
         self.stats = crawler.stats
-        self.storage = crawl_storage(crawler)
+        self.storage = crawl_context(crawler).storage
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> Self:
