@@ -502,7 +502,7 @@ def main() -> None:
             if server is not None:
                 import redis
 
-                from imagecrawl.dedupe.redis_near import RedisNearIndex
+                from imagecrawl.distributed.near_index import RedisNearIndex
 
                 proc, port = server
                 try:

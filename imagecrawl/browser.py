@@ -31,7 +31,6 @@ from imagecrawl.storage.context import crawl_context
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_EXECUTABLE = "/usr/bin/chromium"
 #: Chromium flags for a quiet headless run in a container (no sandbox: root in CI, no GPU, no phoning home)
 DEFAULT_ARGS = (
     "--no-sandbox",
@@ -42,16 +41,6 @@ DEFAULT_ARGS = (
     "--disable-sync",
     "--no-first-run",
 )
-DEFAULT_BLOCK_TYPES = ("font", "media", "image", "manifest", "texttrack", "eventsource", "websocket")
-DEFAULT_BLOCK_PATTERNS = (
-    r"analytics",
-    r"/collect\b",
-    r"track(ing|er)?\b",
-    r"pixel",
-    r"beacon",
-    r"gtag|googletagmanager|doubleclick|facebook\.net|hotjar|segment\.(io|com)|matomo|plausible",
-)
-
 # Scroll to the bottom until the item count stops growing for ``idleMs`` (or ``maxScrolls`` is reached).
 SCROLL_JS = """
 async ({xpath, idleMs, maxScrolls}) => {
@@ -86,32 +75,33 @@ async ({xpath, idleMs, maxScrolls}) => {
 
 @dataclass(frozen=True, slots=True)
 class BrowserConfig:
-    executable: str = DEFAULT_EXECUTABLE
-    headless: bool = True
-    args: tuple[str, ...] = DEFAULT_ARGS
-    scroll_idle_seconds: float = 2.0
-    max_scrolls: int = 200
-    navigation_timeout_seconds: float = 30.0
-    block_types: frozenset[str] = frozenset(DEFAULT_BLOCK_TYPES)
-    block_patterns: tuple[str, ...] = DEFAULT_BLOCK_PATTERNS
-    allow_third_party: bool = False
-    max_pages: int = 4
+    """``IMAGECRAWL_BROWSER_*`` (defaults in imagecrawl/settings.py)."""
+
+    executable: str
+    headless: bool
+    args: tuple[str, ...]
+    scroll_idle_seconds: float
+    max_scrolls: int
+    navigation_timeout_seconds: float
+    block_types: frozenset[str]
+    block_patterns: tuple[str, ...]
+    allow_third_party: bool
+    max_pages: int
 
     @classmethod
     def from_settings(cls, settings: Any) -> BrowserConfig:
-        executable = settings.get("IMAGECRAWL_BROWSER_EXECUTABLE") or DEFAULT_EXECUTABLE
         extra = settings.getlist("IMAGECRAWL_BROWSER_ARGS")
         return cls(
-            executable=str(executable),
-            headless=settings.getbool("IMAGECRAWL_BROWSER_HEADLESS", True),
+            executable=str(settings.get("IMAGECRAWL_BROWSER_EXECUTABLE")),
+            headless=settings.getbool("IMAGECRAWL_BROWSER_HEADLESS"),
             args=tuple(dict.fromkeys([*DEFAULT_ARGS, *extra])),
-            scroll_idle_seconds=settings.getfloat("IMAGECRAWL_BROWSER_SCROLL_IDLE_SECONDS", 2.0),
-            max_scrolls=settings.getint("IMAGECRAWL_BROWSER_MAX_SCROLLS", 200),
-            navigation_timeout_seconds=settings.getfloat("IMAGECRAWL_BROWSER_TIMEOUT_SECONDS", 30.0),
-            block_types=frozenset(settings.getlist("IMAGECRAWL_BROWSER_BLOCK_TYPES", list(DEFAULT_BLOCK_TYPES))),
-            block_patterns=tuple(settings.getlist("IMAGECRAWL_BROWSER_BLOCK_PATTERNS", list(DEFAULT_BLOCK_PATTERNS))),
-            allow_third_party=settings.getbool("IMAGECRAWL_BROWSER_ALLOW_THIRD_PARTY", False),
-            max_pages=max(1, settings.getint("IMAGECRAWL_BROWSER_MAX_PAGES", 4)),
+            scroll_idle_seconds=settings.getfloat("IMAGECRAWL_BROWSER_SCROLL_IDLE_SECONDS"),
+            max_scrolls=settings.getint("IMAGECRAWL_BROWSER_MAX_SCROLLS"),
+            navigation_timeout_seconds=settings.getfloat("IMAGECRAWL_BROWSER_TIMEOUT_SECONDS"),
+            block_types=frozenset(settings.getlist("IMAGECRAWL_BROWSER_BLOCK_TYPES")),
+            block_patterns=tuple(settings.getlist("IMAGECRAWL_BROWSER_BLOCK_PATTERNS")),
+            allow_third_party=settings.getbool("IMAGECRAWL_BROWSER_ALLOW_THIRD_PARTY"),
+            max_pages=max(1, settings.getint("IMAGECRAWL_BROWSER_MAX_PAGES")),
         )
 
     @property

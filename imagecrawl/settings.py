@@ -1,9 +1,10 @@
 """Polite defaults and component wiring.
 
 This module is the one source of every IMAGECRAWL_* default (and of the Scrapy settings the project
-gives its own value): components read a setting without restating a fallback, and a value of ``""`` or
-``None`` here means "derived", as its comment says. Every setting is documented in docs/settings.md;
-tests/test_docs_settings_stats.py checks both. Unit tests get these values from tests/crawlers.py.
+gives its own value): components read a setting without restating a fallback. Where ``""`` or ``None``
+stands for a value derived at run time (from the store, another setting, the spider), the comment says
+so. Every setting is documented in docs/settings.md; tests/test_docs_settings_stats.py checks all of
+this. Unit tests get these values through tests/crawlers.py.
 """
 
 from __future__ import annotations

@@ -108,6 +108,13 @@ def scan() -> Found:
                 elif attr == "on_event" and isinstance(first, ast.Constant) and isinstance(first.value, str):
                     # the outbox reports events; the Parquet pipeline counts them as imagecrawl/store/<event>
                     found.stat(f"imagecrawl/store/{first.value}", rel)
+            elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "get_retry_request":
+                # Scrapy's retry helper counts <base>/count, <base>/reason_count/<reason> and <base>/max_reached
+                for kw in node.keywords:
+                    if kw.arg == "stats_base_key" and isinstance(kw.value, ast.Constant):
+                        base = str(kw.value.value)
+                        for leaf in ("count", "reason_count/<reason>", "max_reached"):
+                            found.stat(f"{base}/{leaf}", rel)
             elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "on_event":
                 if node.args and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str):
                     found.stat(f"imagecrawl/store/{node.args[0].value}", rel)
@@ -167,7 +174,7 @@ def _read_name(node: ast.AST) -> str | None:
     if _getter(node) is None:
         return None
     key = node.slice if isinstance(node, ast.Subscript) else cast(ast.Call, node).args[0]
-    name = cast(ast.Constant, key).value
+    name = str(cast(ast.Constant, key).value)
     return name if SETTING.fullmatch(name) else None
 
 

@@ -7,7 +7,11 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
+import pytest
+
 from .test_pacing_sandbox import crawl, gaps, sites
+
+pytestmark = pytest.mark.e2e
 
 BANS: dict[str, Any] = {
     "IMAGECRAWL_MAX_RATE_PER_SITE": 5,

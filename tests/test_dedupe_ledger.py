@@ -5,10 +5,13 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
 from imagecrawl.dedupe.sqlite import Ledger
 from imagecrawl.schema import SCHEMA
 from imagecrawl.storage.stores import LocalStore
+
+pytestmark = pytest.mark.e2e
 
 
 def test_pending_and_committed_duplicates_survive_reopen(tmp_path: Path) -> None:

@@ -22,6 +22,8 @@ from imagecrawl.dedupe.near import (
 )
 from imagecrawl.media import hamming, probe_image
 
+pytestmark = pytest.mark.e2e
+
 MIN64 = -(1 << 63)
 MAX64 = (1 << 63) - 1
 MASK = (1 << 64) - 1

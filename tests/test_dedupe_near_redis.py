@@ -23,7 +23,7 @@ def namespace(request: pytest.FixtureRequest) -> str:
 
 
 def test_two_clients_see_each_other(redis_url: str, namespace: str) -> None:
-    from imagecrawl.dedupe.redis_near import RedisNearIndex
+    from imagecrawl.distributed.near_index import RedisNearIndex
 
     a = RedisNearIndex(redis.Redis.from_url(redis_url), namespace=namespace)
     b = RedisNearIndex(redis.Redis.from_url(redis_url, decode_responses=True), namespace=namespace)
@@ -40,7 +40,7 @@ def test_two_clients_see_each_other(redis_url: str, namespace: str) -> None:
 
 
 def test_matches_brute_force_and_reopens(redis_url: str, namespace: str) -> None:
-    from imagecrawl.dedupe.redis_near import RedisNearIndex
+    from imagecrawl.distributed.near_index import RedisNearIndex
 
     rng = random.Random(11)
     hashes = clustered_hashes(rng, 4000)
@@ -66,7 +66,7 @@ def test_matches_brute_force_and_reopens(redis_url: str, namespace: str) -> None
 
 
 def test_edge_values(redis_url: str, namespace: str) -> None:
-    from imagecrawl.dedupe.redis_near import RedisNearIndex
+    from imagecrawl.distributed.near_index import RedisNearIndex
 
     index = RedisNearIndex(redis.Redis.from_url(redis_url), namespace=namespace)
     index.add_many([("zero", 0), ("minus1", -1), ("min", MIN64), ("max", MAX64)])
@@ -83,7 +83,7 @@ def test_edge_values(redis_url: str, namespace: str) -> None:
 
 
 def test_large_batches_and_many_log_entries(redis_url: str, namespace: str) -> None:
-    from imagecrawl.dedupe.redis_near import RedisNearIndex
+    from imagecrawl.distributed.near_index import RedisNearIndex
 
     rng = random.Random(5)
     items = [(f"k{i}", rng.getrandbits(64)) for i in range(2500)]  # 3 script calls

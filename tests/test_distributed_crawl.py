@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import redis
 
-from imagecrawl.distributed.middlewares import site_of
+from imagecrawl.pacing.sitekey import site_of_url
 from imagecrawl.distributed.ratelimit import RateConfig, RedisRateLimiter
 from imagecrawl.sandbox.testing import SandboxProcess
 
@@ -112,7 +112,7 @@ def _start_together(
     """Start the workers with the site paused for all of them (the shared gate), and open it once every
     worker is up: processes start at different speeds on a busy machine, a crawl should not depend on it."""
     limiter = RedisRateLimiter(redis.Redis.from_url(redis_server.url), prefix, RateConfig(cap=CAP))
-    host = site_of(site.base_url)
+    host = site_of_url(site.base_url)
     limiter.pause(host, 120)
     start = site.url("gallery/")
     workers = [

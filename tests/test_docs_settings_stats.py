@@ -9,8 +9,9 @@ defined there."""
 from __future__ import annotations
 
 import ast
+import operator
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -105,6 +106,12 @@ def settings_tables(path: Path) -> Iterator[tuple[list[str], list[str]]]:
 UNITS = {"KiB": 1024, "MiB": 1024**2, "GiB": 1024**3, "TiB": 1024**4}
 SIZE = re.compile(r"(\d+(?:\.\d+)?) ?(KiB|MiB|GiB|TiB)")
 NOT_A_VALUE = object()
+ARITHMETIC: dict[type[ast.operator], Callable[[Any, Any], Any]] = {
+    ast.Add: operator.add,
+    ast.Sub: operator.sub,
+    ast.Mult: operator.mul,
+    ast.Pow: operator.pow,
+}
 
 
 def _number(node: ast.expr) -> Any:
@@ -113,10 +120,8 @@ def _number(node: ast.expr) -> Any:
         return node.value
     if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
         return -_number(node.operand)
-    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Mult | ast.Add | ast.Sub | ast.Pow):
-        left, right = _number(node.left), _number(node.right)
-        ops = {ast.Mult: lambda: left * right, ast.Add: lambda: left + right, ast.Sub: lambda: left - right}
-        return ops.get(type(node.op), lambda: left**right)()
+    if isinstance(node, ast.BinOp) and type(node.op) in ARITHMETIC:
+        return ARITHMETIC[type(node.op)](_number(node.left), _number(node.right))
     raise ValueError(ast.unparse(node))
 
 
@@ -170,11 +175,10 @@ def check_default(name: str, kind: str, cell: str) -> str | None:
         if not ok:
             return f"documented as {kind}, but the default is {real!r}"
     start = re.match(r"`([^`]+)`", cell)
-    value = parse_default(start.group(1)) if start else NOT_A_VALUE
-    if value is not NOT_A_VALUE:
+    if start and (value := parse_default(start.group(1))) is not NOT_A_VALUE:
         if not same(value, real):
-            return f"documented default {start.group(1) if start else cell} != {real!r}"
-        for amount, unit in SIZE.findall(cell[start.end() if start else 0 :]):
+            return f"documented default {start.group(1)} != {real!r}"
+        for amount, unit in SIZE.findall(cell[start.end() :]):  # "(256 MiB)" after the value
             if not same(int(float(amount) * UNITS[unit]), real):
                 return f"size note {amount} {unit} != {real!r}"
         return None

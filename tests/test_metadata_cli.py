@@ -13,6 +13,8 @@ from imagecrawl.metadata.cli import main
 from tests.test_metadata_parsers import INFOTEXT, png_bytes
 from tests.test_metadata_realworld import CORPUS, FULL
 
+pytestmark = pytest.mark.e2e
+
 KEYS = {
     "file",
     "prompt",

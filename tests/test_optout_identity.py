@@ -12,6 +12,8 @@ from imagecrawl.addon import user_agent
 from imagecrawl.downloadermiddlewares.identity import IdentityConfig, is_loopback_host, valid_contact
 from tests.conftest import run_crawl
 
+pytestmark = pytest.mark.e2e
+
 SITE = {"SPIDER_MODULES": "tests.sitespider"}
 
 

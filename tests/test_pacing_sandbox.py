@@ -13,10 +13,14 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from imagecrawl.sandbox.misbehave import max_rate_per_second, requests_inside_windows
 from imagecrawl.sandbox.testing import SandboxProcess, start_sandbox
 
 from .conftest import CrawlResult, run_crawl
+
+pytestmark = pytest.mark.e2e
 
 #: Test crawls: fast for loopback; the caps under test are set per test.
 PACE: dict[str, str] = {

@@ -274,7 +274,8 @@ def test_classify() -> None:
     assert classify_exception(DownloadTimeoutError()) is Signal.TIMEOUT
     assert classify_exception(ConnectionRefusedError()) is Signal.CONNECTION
     assert classify_exception(ValueError()) is Signal.NEUTRAL
-    markers = BansConfig().challenge_markers
+    markers = BansConfig.from_settings(Settings(project_settings())).challenge_markers
+    assert "_cf_chl_opt" in markers
     assert classify_response(403, {"cf-mitigated": "challenge"}, None, markers, None) is Verdict.CHALLENGE
     page = "<html><head><title>Just a moment...</title></head></html>"
     assert classify_response(200, {}, page, markers, None) is Verdict.CHALLENGE

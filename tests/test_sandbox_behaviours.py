@@ -7,12 +7,15 @@ import json
 import urllib.error
 import urllib.request
 
+import pytest
 from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 
 from imagecrawl.sandbox.behaviours import TokenBucket, build_middlewares, make_rate_limit
-from imagecrawl.sandbox.server import SandboxConfig
+from imagecrawl.sandbox.config import SandboxConfig
 from imagecrawl.sandbox.testing import sandbox
+
+pytestmark = pytest.mark.e2e
 
 
 def _status(url: str) -> tuple[int, dict[str, str]]:

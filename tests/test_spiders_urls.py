@@ -52,9 +52,7 @@ def results(
 ) -> dict[str, CrawlResult]:
     tmp = tmp_path_factory.mktemp("urls-crawls")
     parquet = tmp / "list.parquet"
-    pq.write_table(
-        pa.table({"url": [r[0] for r in rows], "caption": [r[1] for r in rows]}), parquet, row_group_size=7
-    )
+    pq.write_table(pa.table({"url": [r[0] for r in rows], "caption": [r[1] for r in rows]}), parquet, row_group_size=7)
     csv_path = tmp / "list.data"
     with open(csv_path, "w", newline="") as fh:
         writer = csv.writer(fh)

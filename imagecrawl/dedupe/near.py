@@ -20,7 +20,7 @@ Backends:
 - :class:`SqliteNearIndex`: a table in a SQLite file, loaded into the core on open. ``add_many`` writes
   one transaction. Other processes' commits to the same file are picked up before the next query
   (``PRAGMA data_version``), so several processes may share the file.
-- :class:`~imagecrawl.dedupe.redis_near.RedisNearIndex`: shared through Redis.
+- :class:`~imagecrawl.distributed.near_index.RedisNearIndex`: shared through Redis.
 """
 
 from __future__ import annotations

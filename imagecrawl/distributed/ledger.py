@@ -190,16 +190,16 @@ def open_worker_ledger(settings: Any, store_url: str, state_dir: Path, owner: st
 
 def open_redis_ledger(settings: Any, store_url: str, owner: str) -> RedisLedger:
     """The shared ledger of the store ``store_url`` (keys ``<prefix>:ledger:<store tag>:*``)."""
-    from imagecrawl.distributed.config import DEFAULT_PREFIX, alive_prefix, ledger_prefix, redis_url
+    from imagecrawl.distributed.config import alive_prefix, ledger_prefix, redis_url
 
-    prefix = str(settings.get("IMAGECRAWL_REDIS_PREFIX") or DEFAULT_PREFIX)
+    prefix = str(settings.get("IMAGECRAWL_REDIS_PREFIX"))
     client = redis.Redis.from_url(redis_url(settings), health_check_interval=30)
     # alive for half a lease, like the frontier's heartbeat: a dead worker's claims lapse before its leases
-    lease = settings.getfloat("IMAGECRAWL_REDIS_LEASE_SECONDS", 60.0)
+    lease = settings.getfloat("IMAGECRAWL_REDIS_LEASE_SECONDS")
     ledger = RedisLedger(client, ledger_prefix(prefix, store_url), owner, alive_prefix(prefix), lease / 2)
     ledger.heartbeat(force=True)
-    if settings.getbool("IMAGECRAWL_NEAR_DEDUPE_ENABLED", True):
-        from imagecrawl.dedupe.redis_near import RedisNearIndex
+    if settings.getbool("IMAGECRAWL_NEAR_DEDUPE_ENABLED"):
+        from imagecrawl.distributed.near_index import RedisNearIndex
 
         namespace = ledger_prefix(prefix, store_url).replace(":ledger:", ":near:").rstrip(":")
         ledger.enable_near(RedisNearIndex(redis.Redis.from_url(redis_url(settings)), namespace=namespace))

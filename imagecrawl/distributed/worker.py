@@ -372,7 +372,7 @@ def seed_request(spider: Spider, data: bytes | str) -> Request | None:
 
 
 def _writes_shards(crawler: Crawler) -> bool:
-    if not crawler.settings.getbool("IMAGECRAWL_PARQUET_ENABLED", True):
+    if not crawler.settings.getbool("IMAGECRAWL_PARQUET_ENABLED"):
         return False
     pipelines = crawler.settings.getdict("ITEM_PIPELINES")
     return any("ParquetPipeline" in str(path) and order is not None for path, order in pipelines.items())

@@ -32,19 +32,6 @@ from imagecrawl.pacing.config import RetryConfig
 logger = logging.getLogger(__name__)
 
 
-#: Markup of well-known challenge/interstitial pages (Cloudflare, DataDome, PerimeterX, Akamai, Sucuri).
-DEFAULT_CHALLENGE_MARKERS = (
-    "cf-browser-verification",
-    "challenge-platform",
-    "_cf_chl_opt",
-    "<title>Just a moment...</title>",
-    "<title>Attention Required! | Cloudflare</title>",
-    "captcha-delivery.com",
-    "px-captcha",
-    "_Incapsula_Resource",
-    "sucuri-cloudproxy",
-    'id="challenge-form"',
-)
 #: Ban answers whose request is fetched again later (429s are the retry middleware's, with Retry-After).
 BAN_RETRY = EVIDENCE - {Verdict.STATUS_429}
 #: Only the start of a body is searched for markers.
@@ -54,12 +41,13 @@ SCAN_BYTES = 65536
 @dataclass(frozen=True, slots=True)
 class BansConfig:
     enabled: bool = True
-    challenge_markers: tuple[str, ...] = DEFAULT_CHALLENGE_MARKERS
+    #: markup of challenge/interstitial pages (IMAGECRAWL_BAN_CHALLENGE_MARKERS)
+    challenge_markers: tuple[str, ...] = ()
     healthy_markers: Mapping[str, re.Pattern[str]] = field(default_factory=dict)
 
     @classmethod
     def from_settings(cls, settings: BaseSettings) -> Self:
-        markers = settings.getlist("IMAGECRAWL_BAN_CHALLENGE_MARKERS") or list(DEFAULT_CHALLENGE_MARKERS)
+        markers = settings.getlist("IMAGECRAWL_BAN_CHALLENGE_MARKERS")
         healthy = {
             str(site).lower(): re.compile(str(rx))
             for site, rx in settings.getdict("IMAGECRAWL_BAN_HEALTHY_MARKERS").items()

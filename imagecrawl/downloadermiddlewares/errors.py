@@ -73,7 +73,7 @@ class DownloadErrorsMiddleware:
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> Self:
-        if not crawler.settings.getbool("IMAGECRAWL_DOWNLOAD_ERRORS_ENABLED", True):
+        if not crawler.settings.getbool("IMAGECRAWL_DOWNLOAD_ERRORS_ENABLED"):
             logger.warning("IMAGECRAWL_DOWNLOAD_ERRORS_ENABLED is off: download errors log tracebacks")
             raise NotConfigured("IMAGECRAWL_DOWNLOAD_ERRORS_ENABLED is off")
         return cls(crawler)
@@ -106,7 +106,7 @@ class RedirectLoopCounter:
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> Self:
-        if not crawler.settings.getbool("REDIRECT_ENABLED", True):
+        if not crawler.settings.getbool("REDIRECT_ENABLED"):
             raise NotConfigured("REDIRECT_ENABLED is off")
         return cls(crawler)
 

@@ -27,7 +27,7 @@ class KnownImageMiddleware:
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> Self:
-        if not crawler.settings.getbool("IMAGECRAWL_SKIP_KNOWN_IMAGES", True):
+        if not crawler.settings.getbool("IMAGECRAWL_SKIP_KNOWN_IMAGES"):
             raise NotConfigured("IMAGECRAWL_SKIP_KNOWN_IMAGES is off")
         return cls(crawler)
 

@@ -27,7 +27,6 @@ from imagecrawl.pacing.config import RetryConfig
 
 logger = logging.getLogger(__name__)
 
-STATS_BASE = "imagecrawl/retry"
 #: pacing keys of the attempt that failed: a retry takes a fresh slot at the gate
 _ATTEMPT_KEYS = (meta.SENT_AT, meta.PACING_GRANTED, meta.RETRY_AFTER)
 
@@ -45,10 +44,10 @@ def retry_later(crawler: Crawler, request: Request, reason: str, delay: float, c
         priority_adjust=config.priority_adjust,
         logger=logger,
         give_up_log_level=logging.WARNING,
-        stats_base_key=STATS_BASE,
+        stats_base_key="imagecrawl/retry",
     )
     if new is None:
-        crawler.stats.inc_value(f"{STATS_BASE}/max_reached/{reason}")
+        crawler.stats.inc_value(f"imagecrawl/retry/max_reached/{reason}")
         return None
     for key in _ATTEMPT_KEYS:
         new.meta.pop(key, None)

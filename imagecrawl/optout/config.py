@@ -36,7 +36,7 @@ class OptOutConfig:
             raise ValueError(
                 f"IMAGECRAWL_OPTOUT_DIRECTIVES: unknown {sorted(unknown)}; known: {sorted(KNOWN_DIRECTIVES)}"
             )
-        raw_log = str(settings.get("IMAGECRAWL_OPTOUT_LOG") or "")
+        raw_log = str(settings.get("IMAGECRAWL_OPTOUT_LOG"))
         log_path: Path | None
         if raw_log == "-":
             log_path = None
@@ -44,7 +44,7 @@ class OptOutConfig:
             log_path = Path(raw_log)
         else:
             store = str(settings.get("IMAGECRAWL_STORE"))
-            log_path = state_dir_for(store, str(settings.get("IMAGECRAWL_STATE_DIR") or "")) / "optout.jsonl"
+            log_path = state_dir_for(store, settings.get("IMAGECRAWL_STATE_DIR")) / "optout.jsonl"
         token = str(settings.get("ROBOTSTXT_USER_AGENT") or UA_TOKEN).split("/", 1)[0].strip().lower()
         return cls(
             enabled=settings.getbool("IMAGECRAWL_OPTOUT_ENABLED"),

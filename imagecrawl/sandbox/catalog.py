@@ -3,7 +3,8 @@
 Pure functions only: no server, no Scrapy.  ``build_catalog(items, seed)`` always returns the
 same entries for the same arguments, and ``render_image`` always returns the same bytes (for a
 given Pillow/libwebp build).  Entry ``i`` of a source does not depend on ``items``: a catalog
-with fewer items is a prefix of one with more.
+with fewer items is a prefix of one with more.  Prompt words come from :mod:`.vocabulary`; the
+pictures are drawn and encoded by :mod:`.pictures`.
 """
 
 from __future__ import annotations

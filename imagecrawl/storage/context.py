@@ -109,8 +109,8 @@ class CrawlContext:
             settings = self.crawler.settings
             url = str(settings.get("IMAGECRAWL_STORE"))
             store = open_store(url, s3_config_from_settings(settings))
-            state = state_dir_for(url, str(settings.get("IMAGECRAWL_STATE_DIR") or ""))
-            run_id = make_run_id(str(settings.get("IMAGECRAWL_WORKER_ID") or ""))
+            state = state_dir_for(url, settings.get("IMAGECRAWL_STATE_DIR"))
+            run_id = make_run_id(str(settings.get("IMAGECRAWL_WORKER_ID")))
             ledger, state = _ledger_factory(settings)(settings, url, state, run_id)
             self._storage = CrawlStorage(store, state, ledger, run_id)
         return self._storage
