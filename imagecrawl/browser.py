@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 
 from parsel.csstranslator import HTMLTranslator
 
+from imagecrawl import meta
 from imagecrawl.pacing.config import site_key_mode
 from imagecrawl.pacing.sitekey import site_of_url
 from imagecrawl.storage.context import crawl_context
@@ -122,7 +123,7 @@ def listing_meta(config: BrowserConfig, item_xpath: str) -> dict[str, Any]:
 
     return {
         "playwright": True,
-        "imagecrawl_render": "browser",
+        meta.RENDER: "browser",
         "playwright_page_goto_kwargs": {"wait_until": "load"},
         "playwright_page_methods": [
             PageMethod(
@@ -140,7 +141,7 @@ def listing_meta(config: BrowserConfig, item_xpath: str) -> dict[str, Any]:
 
 def page_meta() -> dict[str, Any]:
     """Request meta of any other page of a browser-rendered gallery."""
-    return {"playwright": True, "imagecrawl_render": "browser"}
+    return {"playwright": True, meta.RENDER: "browser"}
 
 
 def _site(url: str) -> str:

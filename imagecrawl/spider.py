@@ -13,6 +13,7 @@ import scrapy
 from scrapy import signals
 from scrapy.http import Response
 
+from imagecrawl import meta
 from imagecrawl.items import PromptImage
 from imagecrawl.media import MediaError
 from imagecrawl.records import SourceHints, build_record
@@ -32,15 +33,15 @@ class ImageSpider(scrapy.Spider):
     _media_threads: int | None = None
 
     def image_request(self, url: str, hints: SourceHints, **kwargs: Any) -> scrapy.Request:
-        meta = {"imagecrawl_kind": "image", **kwargs.pop("meta", {})}
+        request_meta = {meta.KIND: "image", **kwargs.pop("meta", {})}
         if hints.source_id:
             # Lets the known-image check skip the download when this record is already in the store.
-            meta.setdefault("imagecrawl_record_id", f"{hints.source}:{hints.source_id}")
+            request_meta.setdefault(meta.RECORD_ID, f"{hints.source}:{hints.source_id}")
         return scrapy.Request(
             url,
             callback=self.parse_image,
             cb_kwargs={"hints": hints.to_meta()},
-            meta=meta,
+            meta=request_meta,
             priority=kwargs.pop("priority", IMAGE_PRIORITY),
             **kwargs,
         )

@@ -11,12 +11,13 @@ from typing import Any
 import scrapy
 from scrapy.http import Response
 
+from imagecrawl import meta
 from imagecrawl.pages import ParsedPage, with_cursor
 
 logger = logging.getLogger(__name__)
 
 #: meta of every API/listing/detail page request (image requests carry ``imagecrawl_kind = "image"``)
-PAGE_META = {"imagecrawl_kind": "page"}
+PAGE_META = {meta.KIND: "page"}
 
 
 def optional_int(value: Any, name: str, *, minimum: int = 0) -> int | None:

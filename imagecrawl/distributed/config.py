@@ -6,9 +6,6 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any
 
-#: meta key of a request popped from the shared frontier: the id of its lease
-LEASE_META = "imagecrawl_lease"
-
 
 def redis_url(settings: Any) -> str:
     """``IMAGECRAWL_REDIS_URL``, else Scrapy's (scrapy-redis's) ``REDIS_URL``, else ""."""

@@ -30,7 +30,8 @@ from scrapy.crawler import Crawler
 from scrapy.exceptions import DontCloseSpider
 from scrapy.http import Response
 
-from imagecrawl.distributed.config import LEASE_META, RedisConfig, alive_prefix
+from imagecrawl import meta
+from imagecrawl.distributed.config import RedisConfig, alive_prefix
 from imagecrawl.storage.context import crawl_context
 
 logger = logging.getLogger(__name__)
@@ -269,7 +270,7 @@ class Worker:
         slot.finish_response = finish_response
 
     def _request_done(self, result: Any, request: Request) -> None:
-        lease = request.meta.get(LEASE_META)
+        lease = request.meta.get(meta.LEASE)
         if lease is None:
             return
         if not isinstance(result, Response) and _closing(self.crawler):
@@ -281,7 +282,7 @@ class Worker:
     def _spider_error(self, failure: Any, response: Any, **_: Any) -> None:
         request = getattr(response, "request", None)
         if request is not None:
-            self.callback_done(request.meta.get(LEASE_META))
+            self.callback_done(request.meta.get(meta.LEASE))
 
     # -- seeds ---------------------------------------------------------------------------------
     def feed_seeds(self) -> int:

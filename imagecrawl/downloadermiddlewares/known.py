@@ -14,6 +14,7 @@ from scrapy import Request
 from scrapy.crawler import Crawler
 from scrapy.exceptions import IgnoreRequest, NotConfigured
 
+from imagecrawl import meta
 from imagecrawl.storage.context import crawl_context
 
 logger = logging.getLogger(__name__)
@@ -32,10 +33,10 @@ class KnownImageMiddleware:
         return cls(crawler)
 
     def process_request(self, request: Request) -> None:
-        if request.meta.get("imagecrawl_kind") != "image":
+        if request.meta.get(meta.KIND) != "image":
             return
         ledger = self.storage.ledger
-        record_id = request.meta.get("imagecrawl_record_id")
+        record_id = request.meta.get(meta.RECORD_ID)
         if record_id and ledger.has_id(record_id):
             self.stats.inc_value("imagecrawl/dedupe/skipped_known/id")
             raise IgnoreRequest(f"record {record_id} is already in the store")
