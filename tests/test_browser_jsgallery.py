@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from imagecrawl.sandbox.catalog import build_catalog
-from imagecrawl.sandbox.jsgallery import PAGE_SIZE
+from imagecrawl.sandbox.sites.jsgallery import PAGE_SIZE
 from imagecrawl.sandbox.testing import SandboxProcess
 
 from .conftest import REPO, run_crawl

@@ -19,8 +19,8 @@ from typing import Any
 import pytest
 import redis
 
-from imagecrawl.pacing.sitekey import site_of_url
 from imagecrawl.distributed.ratelimit import RateConfig, RedisRateLimiter
+from imagecrawl.pacing.sitekey import site_of_url
 from imagecrawl.sandbox.testing import SandboxProcess
 
 from .conftest import read_store, stop_process

@@ -34,9 +34,9 @@ def test_no_code_spells_out_a_meta_key() -> None:
         if path == REPO / "imagecrawl/meta.py":
             continue
         for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Constant) and isinstance(node.value, str) and KEY.fullmatch(node.value):
-                if node.value not in NOT_META:
-                    offenders.append(f"{path.relative_to(REPO)}:{node.lineno} {node.value!r}")
+            is_key = isinstance(node, ast.Constant) and isinstance(node.value, str) and KEY.fullmatch(node.value)
+            if is_key and node.value not in NOT_META:
+                offenders.append(f"{path.relative_to(REPO)}:{node.lineno} {node.value!r}")
     assert offenders == []
 
 

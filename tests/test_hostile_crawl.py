@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from imagecrawl.sandbox.hostile import BEHAVIOURS, DUPLICATES
+from imagecrawl.sandbox.sites.hostile import BEHAVIOURS, DUPLICATES
 from tests.conftest import CrawlResult, read_store, run_crawl
 from tests.servers import SandboxFactory
 

@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 
 from imagecrawl import __version__
-from imagecrawl.sandbox.optout_site import CHUNK_BYTES, IMAGES_PER_PAGE, optout_png
+from imagecrawl.sandbox.payloads import optout_png
+from imagecrawl.sandbox.sites.optout import CHUNK_BYTES, IMAGES_PER_PAGE
 from imagecrawl.sandbox.testing import SandboxProcess
 from tests.conftest import CrawlResult, read_store, run_crawl
 from tests.servers import SandboxFactory
