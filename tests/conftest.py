@@ -24,6 +24,8 @@ from typing import Any, NoReturn
 
 import pytest
 
+from imagecrawl.sandbox.testing import SandboxProcess
+
 from .servers import MotoS3, RedisServer, SandboxFactory, start_moto, start_redis, stop_process
 from .servers import free_port as free_port  # imported from here by older test modules
 
@@ -141,8 +143,7 @@ def _fast_lane_guard(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyP
         def refused(*args: Any, **kwargs: Any) -> NoReturn:
             pytest.fail(
                 f"{nodeid} {what} but is not marked e2e: request a server fixture, or mark the test "
-                "(@pytest.mark.e2e) or its module (pytestmark = pytest.mark.e2e); see docs/testing.md",
-                pytrace=True,
+                "(@pytest.mark.e2e) or its module (pytestmark = pytest.mark.e2e); see docs/testing.md"
             )
 
         return refused
@@ -159,13 +160,12 @@ def _fast_lane_guard(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyP
 
 
 @pytest.fixture(scope="session")
-def sandbox_site() -> Iterator[Any]:
-    """The sandbox site every e2e module shares: 40 items, seed 7, no request log."""
-    from imagecrawl.sandbox.testing import start_sandbox
-
-    site = start_sandbox(items=40, seed=7)
-    yield site
-    site.stop()
+def sandbox_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SandboxProcess]:
+    """The sandbox site the e2e modules share: 40 items, seed 7, no request log (tests that judge by
+    the server's log start their own with ``sandbox_factory``)."""
+    factory = SandboxFactory(tmp_path_factory)
+    yield factory.start(items=40, seed=7, log=False)
+    factory.stop_all()
 
 
 @pytest.fixture(scope="module")

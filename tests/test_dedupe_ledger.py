@@ -11,8 +11,6 @@ from imagecrawl.dedupe.sqlite import Ledger
 from imagecrawl.schema import SCHEMA
 from imagecrawl.storage.stores import LocalStore
 
-pytestmark = pytest.mark.e2e
-
 
 def test_pending_and_committed_duplicates_survive_reopen(tmp_path: Path) -> None:
     ledger = Ledger(tmp_path / "l.sqlite3")
@@ -57,6 +55,7 @@ def test_reconcile_indexes_shards_the_ledger_missed(tmp_path: Path) -> None:
     assert ledger.reconcile(LocalStore(root)) == 0
 
 
+@pytest.mark.e2e
 def test_claims_are_shared_between_processes_and_die_with_their_owner(tmp_path: Path) -> None:
     import subprocess
     import sys

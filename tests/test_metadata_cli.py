@@ -13,8 +13,6 @@ from imagecrawl.metadata.cli import main
 from tests.test_metadata_parsers import INFOTEXT, png_bytes
 from tests.test_metadata_realworld import CORPUS, FULL
 
-pytestmark = pytest.mark.e2e
-
 KEYS = {
     "file",
     "prompt",
@@ -73,6 +71,7 @@ def test_usage_error_returns_code(capsys: pytest.CaptureFixture[str]) -> None:
     capsys.readouterr()
 
 
+@pytest.mark.e2e
 def test_module_entry_point(tmp_path: Path) -> None:
     f = tmp_path / "x.png"
     f.write_bytes(png_bytes([("tEXt", "parameters", INFOTEXT)]))

@@ -15,8 +15,6 @@ from imagecrawl.sandbox.behaviours import TokenBucket, build_middlewares, make_r
 from imagecrawl.sandbox.config import SandboxConfig
 from imagecrawl.sandbox.testing import sandbox
 
-pytestmark = pytest.mark.e2e
-
 
 def _status(url: str) -> tuple[int, dict[str, str]]:
     try:
@@ -74,6 +72,7 @@ def test_rate_limit_middleware_with_fake_clock() -> None:
     ]
 
 
+@pytest.mark.e2e
 def test_rate_limit_over_http() -> None:
     with sandbox(items=3, extra_args=["--rate-limit", "0.2", "--burst", "3"]) as sb:
         statuses = [_status(sb.url("api/v1/images?limit=1")) for _ in range(5)]

@@ -42,8 +42,6 @@ from imagecrawl.sandbox.testing import SandboxProcess, SandboxStartError, sandbo
 
 from .servers import SandboxFactory
 
-pytestmark = pytest.mark.e2e
-
 ITEMS = 60
 SEED = 7
 PAGE_SIZE = 9
@@ -95,6 +93,7 @@ def walk_civitai(sb: SandboxProcess, **params: str) -> list[dict[str, Any]]:
 # --- process / CLI ---------------------------------------------------------------------------------
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("module", ["imagecrawl.sandbox", "imagecrawl.sandbox.server"])
 def test_port_zero_prints_listening_line_and_stops_cleanly(module: str) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -129,6 +128,7 @@ def test_non_loopback_host_refused(host: str, capsys: pytest.CaptureFixture[str]
     assert "refusing" in captured.err or "must be an IP" in captured.err
 
 
+@pytest.mark.e2e
 def test_busy_port_and_bad_log_path(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
@@ -517,6 +517,7 @@ def test_robots_and_private(sb: SandboxProcess) -> None:
     assert not first.css('a.card[href^="/private/"]')
 
 
+@pytest.mark.e2e
 def test_crawl_delay_flag() -> None:
     with sandbox(items=2, extra_args=["--crawl-delay", "1.5"]) as other:
         body = fetch(other.url("robots.txt"))[2].decode()
@@ -552,6 +553,7 @@ def test_request_log(sb: SandboxProcess, catalog: Catalog) -> None:
     assert [r["status"] for r in records] == [200, 200, 404, 200]
 
 
+@pytest.mark.e2e
 def test_start_sandbox_reports_failure() -> None:
     with pytest.raises(SandboxStartError):
         start_sandbox(items=1, extra_args=["--page-size", "0"], timeout=10)
