@@ -201,9 +201,7 @@ def transform(name: str, img: Image.Image, fmt: str, rng: random.Random) -> byte
         label = rng.choice(("@", "(c) ", "via ")) + rng.choice(WORDS) + str(rng.randint(1, 999))
         x = rng.choice((int(w * 0.02), int(w * 0.6)))
         y = rng.choice((int(h * 0.02), int(h * 0.93) - size))
-        draw.text(
-            (x, y), label, font=_font(size), fill=(255, 255, 255), stroke_width=1, stroke_fill=(0, 0, 0)
-        )
+        draw.text((x, y), label, font=_font(size), fill=(255, 255, 255), stroke_width=1, stroke_fill=(0, 0, 0))
         return encode(out, fmt)
     raise ValueError(name)
 
@@ -276,10 +274,7 @@ def profile(group: np.ndarray, kind: np.ndarray, phash: np.ndarray) -> None:
     for t, name in enumerate(TRANSFORMS, start=1):
         sel = kind == t
         d = np.array(
-            [
-                media.hamming(h, by_group[g])
-                for h, g in zip(phash[sel].tolist(), group[sel].tolist(), strict=True)
-            ]
+            [media.hamming(h, by_group[g]) for h, g in zip(phash[sel].tolist(), group[sel].tolist(), strict=True)]
         )
         p = np.percentile(d, [50, 90, 95, 99]).round().astype(int)
         print(f"  {name:<10} {len(d):>6} {p[0]:>4} {p[1]:>4} {p[2]:>4} {p[3]:>4} {d.max():>4}")
@@ -298,10 +293,7 @@ def profile(group: np.ndarray, kind: np.ndarray, phash: np.ndarray) -> None:
     print(f"  {'k':>3} {'recall':>7} " + " ".join(f"{n:>8}" for n in TRANSFORMS) + f" {'FP orig':>8}")
     copies = kind > 0
     dcopy = np.array(
-        [
-            media.hamming(h, by_group[g])
-            for h, g in zip(phash[copies].tolist(), group[copies].tolist(), strict=True)
-        ]
+        [media.hamming(h, by_group[g]) for h, g in zip(phash[copies].tolist(), group[copies].tolist(), strict=True)]
     )
     for k in range(4, 19, 2):
         per = [float((dcopy[kind[copies] == t] <= k).mean()) for t in range(1, len(TRANSFORMS) + 1)]
@@ -467,16 +459,12 @@ def redis_server(tmp: Path) -> tuple[subprocess.Popen[bytes], int] | None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="1.5k images, 100k stored hashes")
     parser.add_argument("-k", type=int, default=DEFAULT_MAX_DISTANCE, help="max Hamming distance")
     parser.add_argument("--bands", type=int, default=DEFAULT_BANDS)
     parser.add_argument("--images", type=int, help="distinct pictures (default 10000, quick 1500)")
-    parser.add_argument(
-        "--stored", type=int, help="hashes stored for the speed test (default 1M, quick 100k)"
-    )
+    parser.add_argument("--stored", type=int, help="hashes stored for the speed test (default 1M, quick 100k)")
     parser.add_argument("--no-speed", action="store_true", help="skip the index speed test")
     args = parser.parse_args()
     n_images = args.images or (1500 if args.quick else 10_000)
@@ -502,7 +490,7 @@ def main() -> None:
             if server is not None:
                 import redis
 
-                from imagecrawl.dedupe.redis_near import RedisNearIndex
+                from imagecrawl.distributed.near_index import RedisNearIndex
 
                 proc, port = server
                 try:

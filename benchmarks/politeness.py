@@ -66,9 +66,7 @@ class Row:
     requests: int
 
 
-def measure(
-    name: str, records: list[dict[str, Any]], capacity: float, warmup: float, retry_after: float
-) -> Row:
+def measure(name: str, records: list[dict[str, Any]], capacity: float, warmup: float, retry_after: float) -> Row:
     records = sorted(records, key=lambda r: r["t"])
     t0 = records[0]["t"]
     t_end = records[-1]["t"]

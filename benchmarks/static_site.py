@@ -7,13 +7,14 @@ Layout under the site root (the URL paths are the same; the ``sandbox`` gallery 
     gallery/item/<id>            detail pages (``figure.artwork img.main``, prompt, params, author)
     images/gallery/<id>.<ext>    the images: ``imagecrawl.sandbox.catalog.render_image`` bytes
 
+The pages come from the sandbox's own renderer (``imagecrawl.sandbox.markup``), with this site's links.
+
 Building renders every image once (about 20 ms each, in one process per core) and is cached: a site
 directory with a matching ``.complete`` marker is reused.
 """
 
 from __future__ import annotations
 
-import html
 import json
 import logging
 import math
@@ -29,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from imagecrawl.sandbox.catalog import Catalog, Entry, build_catalog, render_image
+from imagecrawl.sandbox.markup import GalleryLayout, gallery_detail, gallery_listing
 
 logger = logging.getLogger(__name__)
 
@@ -59,55 +61,18 @@ def _render_chunk(args: tuple[Path, Path | None, int, int]) -> int:
     return written
 
 
-def _page(title: str, body: str) -> str:
-    return (
-        f'<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>{html.escape(title)}</title></head>\n'
-        f"<body>\n{body}\n</body></html>\n"
-    )
+#: The static files' gallery: ``/gallery/page/<n>.html``, no ``lang``, no footer.
+STATIC_GALLERY = GalleryLayout(
+    page_href="/gallery/page/{page}.html", home_href="/gallery/page/1.html", lang=None, footer=False
+)
 
 
 def listing_html(entries: list[Entry], page: int, n_pages: int) -> str:
-    cards = "\n".join(
-        f'<a class="card" href="/gallery/item/{html.escape(e.id)}">'
-        f'<img class="thumb" src="{html.escape(e.image_path)}" alt=""></a>'
-        for e in entries
-    )
-    nav = []
-    if page > 1:
-        nav.append(f'<a class="prev" rel="prev" href="/gallery/page/{page - 1}.html">Previous</a>')
-    if page < n_pages:
-        nav.append(f'<a class="next" rel="next" href="/gallery/page/{page + 1}.html">Next</a>')
-    body = (
-        f'<h1>Gallery</h1>\n<p class="page">Page {page} of {n_pages}</p>\n'
-        f'<div class="grid">\n{cards}\n</div>\n<nav class="pager">{" ".join(nav)}</nav>'
-    )
-    return _page(f"Gallery page {page}", body)
+    return gallery_listing(STATIC_GALLERY, entries, page, n_pages)
 
 
 def detail_html(entry: Entry) -> str:
-    esc = html.escape
-    parts = [
-        f"<h1>{esc(entry.id)}</h1>",
-        f'<figure class="artwork"><img class="main" src="{esc(entry.image_path)}" '
-        f'width="{entry.width}" height="{entry.height}" alt=""></figure>',
-        f'<p class="author">by <span class="username">{esc(entry.username)}</span> '
-        f'<time datetime="{esc(entry.created_at)}">{esc(entry.created_at)}</time></p>',
-    ]
-    if entry.show_meta:
-        parts.append(f'<p class="prompt">{esc(entry.prompt)}</p>')
-        if entry.negative_prompt is not None:
-            parts.append(f'<p class="negative-prompt">{esc(entry.negative_prompt)}</p>')
-        params = (
-            ("Steps", entry.steps),
-            ("Sampler", entry.sampler),
-            ("CFG scale", entry.cfg_scale),
-            ("Seed", entry.seed),
-            ("Model", entry.model),
-        )
-        dl = "".join(f"<dt>{esc(k)}</dt><dd>{esc(str(v))}</dd>" for k, v in params)
-        parts.append(f'<dl class="params">{dl}</dl>')
-    parts.append('<p><a href="/gallery/page/1.html">Back to the gallery</a></p>')
-    return _page(f"Gallery item {entry.id}", "\n".join(parts))
+    return gallery_detail(STATIC_GALLERY, entry)
 
 
 @dataclass(frozen=True)

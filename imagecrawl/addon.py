@@ -6,11 +6,9 @@ import logging
 
 from scrapy.settings import BaseSettings
 
-from imagecrawl import __version__
+from imagecrawl import UA_TOKEN, __version__
 
 logger = logging.getLogger(__name__)
-
-UA_TOKEN = "imagecrawl"
 
 
 def user_agent(contact: str) -> str:
@@ -23,4 +21,4 @@ class ImagecrawlAddon:
     def update_settings(self, settings: BaseSettings) -> None:
         if settings.getpriority("USER_AGENT") in (None, 0, 10):
             # Only replace Scrapy's own default, never a value the user set.
-            settings.set("USER_AGENT", user_agent(settings.get("IMAGECRAWL_CONTACT", "")), priority="addon")
+            settings.set("USER_AGENT", user_agent(settings.get("IMAGECRAWL_CONTACT")), priority="addon")

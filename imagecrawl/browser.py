@@ -25,9 +25,13 @@ from urllib.parse import urlsplit
 
 from parsel.csstranslator import HTMLTranslator
 
+from imagecrawl import meta
+from imagecrawl.pacing.config import site_key_mode
+from imagecrawl.pacing.sitekey import site_of_url
+from imagecrawl.storage.context import crawl_context
+
 logger = logging.getLogger(__name__)
 
-DEFAULT_EXECUTABLE = "/usr/bin/chromium"
 #: Chromium flags for a quiet headless run in a container (no sandbox: root in CI, no GPU, no phoning home)
 DEFAULT_ARGS = (
     "--no-sandbox",
@@ -38,16 +42,6 @@ DEFAULT_ARGS = (
     "--disable-sync",
     "--no-first-run",
 )
-DEFAULT_BLOCK_TYPES = ("font", "media", "image", "manifest", "texttrack", "eventsource", "websocket")
-DEFAULT_BLOCK_PATTERNS = (
-    r"analytics",
-    r"/collect\b",
-    r"track(ing|er)?\b",
-    r"pixel",
-    r"beacon",
-    r"gtag|googletagmanager|doubleclick|facebook\.net|hotjar|segment\.(io|com)|matomo|plausible",
-)
-
 # Scroll to the bottom until the item count stops growing for ``idleMs`` (or ``maxScrolls`` is reached).
 SCROLL_JS = """
 async ({xpath, idleMs, maxScrolls}) => {
@@ -82,32 +76,33 @@ async ({xpath, idleMs, maxScrolls}) => {
 
 @dataclass(frozen=True, slots=True)
 class BrowserConfig:
-    executable: str = DEFAULT_EXECUTABLE
-    headless: bool = True
-    args: tuple[str, ...] = DEFAULT_ARGS
-    scroll_idle_seconds: float = 2.0
-    max_scrolls: int = 200
-    navigation_timeout_seconds: float = 30.0
-    block_types: frozenset[str] = frozenset(DEFAULT_BLOCK_TYPES)
-    block_patterns: tuple[str, ...] = DEFAULT_BLOCK_PATTERNS
-    allow_third_party: bool = False
-    max_pages: int = 4
+    """``IMAGECRAWL_BROWSER_*`` (defaults in imagecrawl/settings.py)."""
+
+    executable: str
+    headless: bool
+    args: tuple[str, ...]
+    scroll_idle_seconds: float
+    max_scrolls: int
+    navigation_timeout_seconds: float
+    block_types: frozenset[str]
+    block_patterns: tuple[str, ...]
+    allow_third_party: bool
+    max_pages: int
 
     @classmethod
     def from_settings(cls, settings: Any) -> BrowserConfig:
-        executable = settings.get("IMAGECRAWL_BROWSER_EXECUTABLE") or DEFAULT_EXECUTABLE
         extra = settings.getlist("IMAGECRAWL_BROWSER_ARGS")
         return cls(
-            executable=str(executable),
-            headless=settings.getbool("IMAGECRAWL_BROWSER_HEADLESS", True),
+            executable=str(settings.get("IMAGECRAWL_BROWSER_EXECUTABLE")),
+            headless=settings.getbool("IMAGECRAWL_BROWSER_HEADLESS"),
             args=tuple(dict.fromkeys([*DEFAULT_ARGS, *extra])),
-            scroll_idle_seconds=settings.getfloat("IMAGECRAWL_BROWSER_SCROLL_IDLE_SECONDS", 2.0),
-            max_scrolls=settings.getint("IMAGECRAWL_BROWSER_MAX_SCROLLS", 200),
-            navigation_timeout_seconds=settings.getfloat("IMAGECRAWL_BROWSER_TIMEOUT_SECONDS", 30.0),
-            block_types=frozenset(settings.getlist("IMAGECRAWL_BROWSER_BLOCK_TYPES", list(DEFAULT_BLOCK_TYPES))),
-            block_patterns=tuple(settings.getlist("IMAGECRAWL_BROWSER_BLOCK_PATTERNS", list(DEFAULT_BLOCK_PATTERNS))),
-            allow_third_party=settings.getbool("IMAGECRAWL_BROWSER_ALLOW_THIRD_PARTY", False),
-            max_pages=max(1, settings.getint("IMAGECRAWL_BROWSER_MAX_PAGES", 4)),
+            scroll_idle_seconds=settings.getfloat("IMAGECRAWL_BROWSER_SCROLL_IDLE_SECONDS"),
+            max_scrolls=settings.getint("IMAGECRAWL_BROWSER_MAX_SCROLLS"),
+            navigation_timeout_seconds=settings.getfloat("IMAGECRAWL_BROWSER_TIMEOUT_SECONDS"),
+            block_types=frozenset(settings.getlist("IMAGECRAWL_BROWSER_BLOCK_TYPES")),
+            block_patterns=tuple(settings.getlist("IMAGECRAWL_BROWSER_BLOCK_PATTERNS")),
+            allow_third_party=settings.getbool("IMAGECRAWL_BROWSER_ALLOW_THIRD_PARTY"),
+            max_pages=max(1, settings.getint("IMAGECRAWL_BROWSER_MAX_PAGES")),
         )
 
     @property
@@ -128,7 +123,7 @@ def listing_meta(config: BrowserConfig, item_xpath: str) -> dict[str, Any]:
 
     return {
         "playwright": True,
-        "imagecrawl_render": "browser",
+        meta.RENDER: "browser",
         "playwright_page_goto_kwargs": {"wait_until": "load"},
         "playwright_page_methods": [
             PageMethod(
@@ -146,7 +141,7 @@ def listing_meta(config: BrowserConfig, item_xpath: str) -> dict[str, Any]:
 
 def page_meta() -> dict[str, Any]:
     """Request meta of any other page of a browser-rendered gallery."""
-    return {"playwright": True, "imagecrawl_render": "browser"}
+    return {"playwright": True, meta.RENDER: "browser"}
 
 
 def _site(url: str) -> str:
@@ -162,30 +157,12 @@ class RequestPolicy:
         self.config = config
         self.crawler = crawler  # its stats exist only once the crawl starts: read them late
         self.blocked = config.blocked
-        self._limiter: Any = None
-        self._limiter_ready = False
+        self.site_key = site_key_mode(crawler.settings)
 
     def _abort(self, reason: str, url: str) -> bool:
         self.crawler.stats.inc_value(f"imagecrawl/browser/aborted/{reason}")
         logger.debug("Browser request aborted (%s): %s", reason, url)
         return True
-
-    def _shared_limiter(self) -> Any:
-        if not self._limiter_ready:
-            self._limiter_ready = True
-            from imagecrawl.distributed.config import DEFAULT_PREFIX, redis_url
-
-            url = redis_url(self.crawler.settings)
-            if url and self.crawler.settings.getbool("IMAGECRAWL_REDIS_RATE_ENABLED", True):
-                import redis
-
-                from imagecrawl.distributed.ratelimit import RateConfig, RedisRateLimiter
-
-                prefix = str(self.crawler.settings.get("IMAGECRAWL_REDIS_PREFIX") or DEFAULT_PREFIX)
-                self._limiter = RedisRateLimiter(
-                    redis.Redis.from_url(url), prefix, RateConfig.from_settings(self.crawler.settings)
-                )
-        return self._limiter
 
     async def __call__(self, request: Any) -> bool:
         url: str = request.url
@@ -202,11 +179,10 @@ class RequestPolicy:
         if not self.config.allow_third_party and page_url.startswith("http") and _site(page_url) != _site(url):
             return self._abort("third_party", url)
         self.crawler.stats.inc_value("imagecrawl/browser/subrequests")
-        limiter = self._shared_limiter()
+        # distributed crawls: the page's own requests wait at the site's gate shared by all workers
+        limiter = crawl_context(self.crawler).shared_limiter()
         if limiter is not None:
-            from imagecrawl.distributed.middlewares import site_of
-
-            site = site_of(url)
+            site = site_of_url(url, self.site_key)
             while (wait := limiter.acquire(site)) > 0:
                 await asyncio.sleep(min(wait, 1.0))
         return False

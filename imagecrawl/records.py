@@ -10,7 +10,6 @@ import hashlib
 import hmac
 import json
 import logging
-import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -18,6 +17,7 @@ from typing import Any
 from imagecrawl.items import PromptImage
 from imagecrawl.media import DEFAULT_MAX_PIXELS, probe_image
 from imagecrawl.metadata import extract_metadata
+from imagecrawl.values import to_float, to_int, to_text
 
 logger = logging.getLogger(__name__)
 
@@ -55,31 +55,9 @@ class SourceHints:
         return cls(**{k: v for k, v in data.items() if k in cls.__slots__})
 
 
-def _clean_text(value: Any) -> str | None:
-    if value is None:
-        return None
-    text = str(value).replace("\x00", "").strip()
-    return text or None
-
-
-def _int(value: Any, lo: int = INT64_MIN, hi: int = INT64_MAX) -> int | None:
-    if value is None or isinstance(value, bool):
-        return None
-    try:
-        number = int(str(value).strip()) if isinstance(value, str) else int(value)
-    except (TypeError, ValueError, OverflowError):
-        return None
-    return number if lo <= number <= hi else None
-
-
-def _float(value: Any) -> float | None:
-    if value is None or isinstance(value, bool):
-        return None
-    try:
-        number = float(value)
-    except (TypeError, ValueError, OverflowError):
-        return None
-    return number if math.isfinite(number) else None
+def _text(value: Any) -> str | None:
+    """Record text: every value but None is taken as its ``str`` (``refuse=()``), then cleaned."""
+    return to_text(value, refuse=())
 
 
 def author_hash(author: str | None, salt: bytes) -> str | None:
@@ -110,20 +88,20 @@ def build_record(
         params.setdefault("generator", meta.generator)
     params.update(hints.params)
 
-    prompt = _clean_text(hints.prompt)
+    prompt = _text(hints.prompt)
     if prompt is not None:
         metadata_source: str | None = hints.origin
         # A source that shows the prompt but not the negative one (Lexica): the file may still have it.
-        negative = _clean_text(hints.negative_prompt) or _clean_text(meta.negative_prompt)
+        negative = _text(hints.negative_prompt) or _text(meta.negative_prompt)
     else:
-        prompt = _clean_text(meta.prompt)
-        negative = _clean_text(meta.negative_prompt)
+        prompt = _text(meta.prompt)
+        negative = _text(meta.negative_prompt)
         metadata_source = meta.metadata_source if (prompt or meta.found()) else None
 
     def pick(own: Any, embedded: Any) -> Any:
         return own if own is not None else embedded
 
-    source_id = _clean_text(hints.source_id)
+    source_id = _text(hints.source_id)
     record_id = f"{hints.source}:{source_id}" if source_id else f"sha256:{facts.sha256}"
     return PromptImage(
         id=record_id,
@@ -133,11 +111,11 @@ def build_record(
         image_url=image_url,
         prompt=prompt,
         negative_prompt=negative,
-        model=_clean_text(pick(hints.model, meta.model)),
-        seed=_int(pick(hints.seed, meta.seed)),
-        steps=_int(pick(hints.steps, meta.steps), 0, INT32_MAX),
-        cfg_scale=_float(pick(hints.cfg_scale, meta.cfg_scale)),
-        sampler=_clean_text(pick(hints.sampler, meta.sampler)),
+        model=_text(pick(hints.model, meta.model)),
+        seed=to_int(pick(hints.seed, meta.seed), INT64_MIN, INT64_MAX, truncate=True),
+        steps=to_int(pick(hints.steps, meta.steps), 0, INT32_MAX, truncate=True),
+        cfg_scale=to_float(pick(hints.cfg_scale, meta.cfg_scale), strip=False),
+        sampler=_text(pick(hints.sampler, meta.sampler)),
         width=facts.width,
         height=facts.height,
         params=json.dumps(params, ensure_ascii=False, sort_keys=True, default=str) if params else None,
@@ -147,8 +125,8 @@ def build_record(
         image_format=facts.format,
         image_size_bytes=facts.size_bytes,
         author_hash=author_hash(hints.author, salt),
-        nsfw=_clean_text(hints.nsfw),
-        license=_clean_text(hints.license),
+        nsfw=_text(hints.nsfw),
+        license=_text(hints.license),
         crawled_at=now or datetime.now(UTC),
         image={"bytes": body, "path": _image_name(image_url, facts.sha256, facts.format)},
     )

@@ -1,4 +1,11 @@
-"""Polite defaults and component wiring. Every IMAGECRAWL_* setting is documented in docs/settings.md."""
+"""Polite defaults and component wiring.
+
+This module is the one source of every IMAGECRAWL_* default (and of the Scrapy settings the project
+gives its own value): components read a setting without restating a fallback. Where ``""`` or ``None``
+stands for a value derived at run time (from the store, another setting, the spider), the comment says
+so. Every setting is documented in docs/settings.md; tests/test_docs_settings_stats.py checks all of
+this. Unit tests get these values through tests/crawlers.py.
+"""
 
 from __future__ import annotations
 
@@ -36,9 +43,12 @@ CONCURRENT_ITEMS = 8
 # Images first: finishing started items keeps the frontier (and memory) small.
 DEPTH_PRIORITY = 0
 
-# --- output ---
-IMAGECRAWL_STORE = "data/"
+# --- output: store, shards, commits ---
+IMAGECRAWL_STORE = "data/"  # a local folder or s3://bucket/prefix
+# "": <store>/_state for a local store, data/_state/s3/<bucket>-<prefix>-<hash> for S3
 IMAGECRAWL_STATE_DIR = ""
+IMAGECRAWL_WORKER_ID = ""  # "": host name + pid (the worker part of the run id)
+IMAGECRAWL_PARQUET_ENABLED = True
 IMAGECRAWL_SHARD_MAX_ROWS = 10_000
 IMAGECRAWL_SHARD_MAX_BYTES = 256 * 1024 * 1024
 IMAGECRAWL_SHARD_MAX_SECONDS = 600.0
@@ -48,8 +58,15 @@ IMAGECRAWL_SPOOL_FLUSH_SECONDS = 1.0
 IMAGECRAWL_OUTBOX_MAX_BYTES = 2 * 1024 * 1024 * 1024
 IMAGECRAWL_COMMIT_RETRY_SECONDS = 2.0
 IMAGECRAWL_CLOSE_COMMIT_TIMEOUT_SECONDS = 60.0
+# None: off, unless the crawl is distributed (the distributed add-on turns it on)
+IMAGECRAWL_SHARD_FLUSH_ON_IDLE = None
+# S3 stores: endpoint and credentials come from Scrapy's AWS_* settings
+AWS_USE_SSL = True
 IMAGECRAWL_S3_RETRY_MODE = "standard"
 IMAGECRAWL_S3_MAX_ATTEMPTS = 5
+
+# --- records: validation, dedupe, media ---
+IMAGECRAWL_VALIDATE_ENABLED = True
 IMAGECRAWL_DEDUPE_ENABLED = True
 IMAGECRAWL_NEAR_DEDUPE_ENABLED = True
 IMAGECRAWL_NEAR_POLICY = "drop"  # or "keep": keep near-duplicates with duplicate_of set
@@ -59,35 +76,35 @@ IMAGECRAWL_MAX_IMAGE_PIXELS = 64_000_000
 # Threads that build records (sha256, pHash decode, metadata) off the reactor thread; 0 = inline.
 # These steps release the GIL for most of their time, so one crawl process uses a second core.
 IMAGECRAWL_MEDIA_THREADS = 2
+# Images whose record id or URL is already in the store are not downloaded again.
+IMAGECRAWL_SKIP_KNOWN_IMAGES = True
 
+# In the order requests pass them (process_request); responses go back up. The distributed add-on
+# adds its own when a Redis URL is set (docs/distributed.md). docs/architecture.md explains each.
 DOWNLOADER_MIDDLEWARES = {
-    # distributed crawls (docs/distributed.md): the shared per-site rate gate, closest to the network
-    "imagecrawl.distributed.middlewares.GlobalRateMiddleware": 960,
-    # --- opt-outs, identity, network guard (docs/optout.md) ---
-    "imagecrawl.extensions.identity.IdentityGuard": 1,
-    "imagecrawl.downloadermiddlewares.errors.DownloadErrorsMiddleware": 2,
-    "imagecrawl.downloadermiddlewares.netguard.NetGuardMiddleware": 10,
-    # Scrapy 2.19's robots.txt middleware lets requests that wait for robots.txt together through;
-    # optout.RobotsTxtMiddleware extends the fixed one in robots.py (counted skips, Crawl-delay).
+    "imagecrawl.downloadermiddlewares.identity.IdentityGuard": 1,  # no contact, no crawl of others' sites
+    "imagecrawl.downloadermiddlewares.errors.DownloadErrorsMiddleware": 2,  # last in process_exception
+    "imagecrawl.downloadermiddlewares.netguard.NetGuardMiddleware": 10,  # no private networks
+    "imagecrawl.downloadermiddlewares.known.KnownImageMiddleware": 50,  # skip what the store holds
+    # Scrapy 2.19's robots.txt middleware lets requests that wait for robots.txt together through.
     "scrapy.downloadermiddlewares.robotstxt.RobotsTxtMiddleware": None,
-    "imagecrawl.downloadermiddlewares.optout.RobotsTxtMiddleware": 100,
+    "imagecrawl.downloadermiddlewares.robots.RobotsMiddleware": 100,
+    # Scrapy's retries 429 at once and ignores Retry-After.
+    "scrapy.downloadermiddlewares.retry.RetryMiddleware": None,
+    "imagecrawl.downloadermiddlewares.retry.BackoffRetryMiddleware": 550,
+    "imagecrawl.downloadermiddlewares.bans.BanMiddleware": 585,  # sees decompressed bodies (590)
     "scrapy.downloadermiddlewares.httpcompression.HttpCompressionMiddleware": None,
     "imagecrawl.downloadermiddlewares.errors.HttpCompressionMiddleware": 590,
     "imagecrawl.downloadermiddlewares.errors.RedirectLoopCounter": 601,
-    # Just outside pacing (950, on the pacing branch): a TDMRep-reserved request never takes a pacing slot.
+    # Just outside pacing: a TDMRep-reserved request never takes a pacing slot.
     "imagecrawl.downloadermiddlewares.optout.OptOutMiddleware": 940,
-    # ---
-    "imagecrawl.downloadermiddlewares.known.KnownImageMiddleware": 50,
-    # --- pacing, retries, bans (docs/pacing.md) ---
-    "scrapy.downloadermiddlewares.retry.RetryMiddleware": None,  # retries 429 at once, ignores Retry-After
-    "imagecrawl.downloadermiddlewares.pacing.BackoffRetryMiddleware": 550,
-    "imagecrawl.downloadermiddlewares.bans.BanMiddleware": 585,  # after decompression (590)
     "imagecrawl.downloadermiddlewares.pacing.PacingMiddleware": 950,  # closest to the network
 }
 SPIDER_MIDDLEWARES = {
-    "imagecrawl.distributed.middlewares.LeaseSpiderMiddleware": 5,
     "imagecrawl.spidermiddlewares.optout.OptOutSpiderMiddleware": 550,
 }
+
+# --- identity, opt-outs, network guard (docs/optout.md); switching a rule off is logged at WARNING ---
 IMAGECRAWL_IDENTITY_ENABLED = True
 IMAGECRAWL_NETGUARD_ENABLED = True
 # Comma-separated CIDRs the network guard lets through (tests and the demo allow 127.0.0.0/8).
@@ -104,7 +121,6 @@ IMAGECRAWL_OPTOUT_LOG = ""
 # Hosts you own (subdomains included): robots.txt and opt-outs are not applied there (WARNING at start).
 IMAGECRAWL_OPTOUT_OWNED_HOSTS: list[str] = []
 IMAGECRAWL_DOWNLOAD_ERRORS_ENABLED = True
-IMAGECRAWL_SKIP_KNOWN_IMAGES = True
 
 # --- pacing (docs/pacing.md): per-site AIMD rate/concurrency, Retry-After, Crawl-delay, bans ---
 AUTOTHROTTLE_ENABLED = False  # latency-only; the pacing middleware replaces it
@@ -124,7 +140,7 @@ IMAGECRAWL_PACING_OBEY_CRAWL_DELAY = True
 IMAGECRAWL_PACING_MAX_PARKED = 256
 IMAGECRAWL_RETRY_AFTER_MAX_SECONDS = 3600.0
 IMAGECRAWL_RETRY_ENABLED = True
-# IMAGECRAWL_RETRY_TIMES defaults to RETRY_TIMES
+IMAGECRAWL_RETRY_TIMES = None  # None: RETRY_TIMES
 IMAGECRAWL_RETRY_BACKOFF_SECONDS = 2.0
 IMAGECRAWL_RETRY_MAX_BACKOFF_SECONDS = 120.0
 IMAGECRAWL_BANS_ENABLED = True
@@ -136,17 +152,56 @@ IMAGECRAWL_BAN_MAX_COOLDOWN_SECONDS = 86400.0
 IMAGECRAWL_BAN_MAX_PROBES = 5
 IMAGECRAWL_BAN_CLOSE_WHEN_ALL_ABANDONED = True
 IMAGECRAWL_BAN_HEALTHY_MARKERS: dict[str, str] = {}  # site -> regex a healthy page must match
+# Markup of well-known challenge pages (Cloudflare, DataDome, PerimeterX, Akamai, Sucuri).
+IMAGECRAWL_BAN_CHALLENGE_MARKERS = [
+    "cf-browser-verification",
+    "challenge-platform",
+    "_cf_chl_opt",
+    "<title>Just a moment...</title>",
+    "<title>Attention Required! | Cloudflare</title>",
+    "captcha-delivery.com",
+    "px-captcha",
+    "_Incapsula_Resource",
+    "sucuri-cloudproxy",
+    'id="challenge-form"',
+]
+
 # --- distributed crawling (docs/distributed.md): inactive while no Redis URL is set ---
-IMAGECRAWL_REDIS_URL = ""
+IMAGECRAWL_REDIS_URL = ""  # "": REDIS_URL (scrapy-redis's name), if set
 IMAGECRAWL_REDIS_PREFIX = "imagecrawl"
-IMAGECRAWL_REDIS_CRAWL = ""
+IMAGECRAWL_REDIS_CRAWL = ""  # "": the spider name
+IMAGECRAWL_REDIS_FRONTIER_ENABLED = True
 IMAGECRAWL_REDIS_LEASE_SECONDS = 60.0
 IMAGECRAWL_REDIS_SEED_BATCH = 16
 IMAGECRAWL_REDIS_RATE_ENABLED = True
 IMAGECRAWL_REDIS_RATE_BURST = 1
 IMAGECRAWL_REDIS_RATE_SPACING = 1.1
 IMAGECRAWL_REDIS_RATE_INCREASE_PER_SECOND = 0.05
-IMAGECRAWL_DEDUPE_BACKEND = "auto"
+IMAGECRAWL_DEDUPE_BACKEND = "auto"  # or "sqlite", "redis"; auto: Redis when a Redis URL is set
+# Plug points, import paths; "": the in-process default. The distributed add-on sets them.
+IMAGECRAWL_LEDGER_FACTORY = ""
+IMAGECRAWL_SHARED_LIMITER_FACTORY = ""
+IMAGECRAWL_PACING_GATE_FACTORY = ""
+
+# --- browser rendering (gallery profiles with render = "browser"; scrapy-playwright) ---
+IMAGECRAWL_BROWSER_EXECUTABLE = "/usr/bin/chromium"
+IMAGECRAWL_BROWSER_HEADLESS = True
+IMAGECRAWL_BROWSER_ARGS: list[str] = []  # on top of the flags always passed (--no-sandbox, --disable-gpu, ...)
+IMAGECRAWL_BROWSER_SCROLL_IDLE_SECONDS = 2.0
+IMAGECRAWL_BROWSER_MAX_SCROLLS = 200
+IMAGECRAWL_BROWSER_TIMEOUT_SECONDS = 30.0
+IMAGECRAWL_BROWSER_MAX_PAGES = 4
+# What a rendered page may not load: resource types, and URLs matching these regexes (trackers).
+IMAGECRAWL_BROWSER_BLOCK_TYPES = ["font", "media", "image", "manifest", "texttrack", "eventsource", "websocket"]
+IMAGECRAWL_BROWSER_BLOCK_PATTERNS = [
+    r"analytics",
+    r"/collect\b",
+    r"track(ing|er)?\b",
+    r"pixel",
+    r"beacon",
+    r"gtag|googletagmanager|doubleclick|facebook\.net|hotjar|segment\.(io|com)|matomo|plausible",
+]
+IMAGECRAWL_BROWSER_ALLOW_THIRD_PARTY = False
 
 ITEM_PIPELINES = {
     "imagecrawl.pipelines.validate.ValidatePipeline": 100,
@@ -160,8 +215,9 @@ EXTENSIONS = {
     "imagecrawl.extensions.progress.ProgressLine": 950,
     "imagecrawl.extensions.report.CrawlReport": 960,
 }
-IMAGECRAWL_STATS_FILE = ""
-# --- progress line and end-of-crawl report (docs/settings.md) ---
+
+# --- progress line, end-of-crawl report, monitoring ---
+IMAGECRAWL_STATS_FILE = ""  # a path: the final stats as JSON; "": off
 IMAGECRAWL_PROGRESS_ENABLED = True
 IMAGECRAWL_PROGRESS_INTERVAL_SECONDS = 30.0
 IMAGECRAWL_PROGRESS_SITES = 4

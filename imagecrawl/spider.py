@@ -13,6 +13,7 @@ import scrapy
 from scrapy import signals
 from scrapy.http import Response
 
+from imagecrawl import meta
 from imagecrawl.items import PromptImage
 from imagecrawl.media import MediaError
 from imagecrawl.records import SourceHints, build_record
@@ -32,15 +33,15 @@ class ImageSpider(scrapy.Spider):
     _media_threads: int | None = None
 
     def image_request(self, url: str, hints: SourceHints, **kwargs: Any) -> scrapy.Request:
-        meta = {"imagecrawl_kind": "image", **kwargs.pop("meta", {})}
+        request_meta = {meta.KIND: "image", **kwargs.pop("meta", {})}
         if hints.source_id:
             # Lets the known-image check skip the download when this record is already in the store.
-            meta.setdefault("imagecrawl_record_id", f"{hints.source}:{hints.source_id}")
+            request_meta.setdefault(meta.RECORD_ID, f"{hints.source}:{hints.source_id}")
         return scrapy.Request(
             url,
             callback=self.parse_image,
             cb_kwargs={"hints": hints.to_meta()},
-            meta=meta,
+            meta=request_meta,
             priority=kwargs.pop("priority", IMAGE_PRIORITY),
             **kwargs,
         )
@@ -49,8 +50,8 @@ class ImageSpider(scrapy.Spider):
     def salt(self) -> bytes:
         if self._salt is None:
             settings = self.crawler.settings
-            state = state_dir_for(settings.get("IMAGECRAWL_STORE"), settings.get("IMAGECRAWL_STATE_DIR", ""))
-            self._salt = author_salt(state, settings.get("IMAGECRAWL_AUTHOR_SALT", ""))
+            state = state_dir_for(settings.get("IMAGECRAWL_STORE"), settings.get("IMAGECRAWL_STATE_DIR"))
+            self._salt = author_salt(state, settings.get("IMAGECRAWL_AUTHOR_SALT"))
         return self._salt
 
     def _media_executor(self) -> ThreadPoolExecutor | None:
@@ -59,7 +60,7 @@ class ImageSpider(scrapy.Spider):
         Decoding for the perceptual hash, sha256 and zlib release the GIL, so records are built while the
         reactor thread goes on downloading: a one-process crawl uses a second core."""
         if self._media_threads is None:
-            self._media_threads = max(0, self.crawler.settings.getint("IMAGECRAWL_MEDIA_THREADS", 0))
+            self._media_threads = max(0, self.crawler.settings.getint("IMAGECRAWL_MEDIA_THREADS"))
             if self._media_threads:
                 self._media_pool = ThreadPoolExecutor(self._media_threads, thread_name_prefix="imagecrawl-media")
                 self.crawler.signals.connect(self._stop_media_pool, signal=signals.spider_closed)

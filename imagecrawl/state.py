@@ -13,7 +13,7 @@ def is_s3(store: str) -> bool:
     return store.startswith("s3://")
 
 
-def state_dir_for(store: str, state_dir: str = "") -> Path:
+def state_dir_for(store: str, state_dir: str | None = None) -> Path:
     """``IMAGECRAWL_STATE_DIR`` if given; ``<store>/_state`` for a local store; a per-bucket folder
     under ``data/_state/`` for an S3 store (the state is local even when the shards are remote)."""
     if state_dir:

@@ -25,14 +25,15 @@ from scrapy.http import Response
 from imagecrawl.pages import PageError, ParsedPage
 from imagecrawl.pages import civitai as pages
 from imagecrawl.spider import ImageSpider
-from spiders._util import PAGE_META, count_error, count_errors, optional_int
+from imagecrawl.values import is_http_url
+from spiders._util import PAGE_META, CursorPagingMixin, MaxItemsMixin, count_error, count_errors, optional_int
 
 logger = logging.getLogger(__name__)
 
 _NSFW = {level.lower(): level for level in pages.NSFW_LEVELS}
 
 
-class CivitaiSpider(ImageSpider):
+class CivitaiSpider(MaxItemsMixin, CursorPagingMixin, ImageSpider):
     name = "civitai"
 
     def __init__(
@@ -50,7 +51,7 @@ class CivitaiSpider(ImageSpider):
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
-        if not pages.is_http_url(api_url):
+        if not is_http_url(api_url):
             raise ValueError(f"-a api_url= must be an http(s) URL, got {api_url!r}")
         self.api_url = api_url.rstrip("/")
         self.max_items = optional_int(max_items, "max_items")
@@ -81,9 +82,7 @@ class CivitaiSpider(ImageSpider):
             username=username or None,
             model_id=model_id or None,
         )
-        self.requested = 0
-        self._cursors: set[str] = set()
-        self._pages: set[str] = {self.first_url}
+        self.start_paging(self.first_url)
 
     async def start(self) -> AsyncIterator[scrapy.Request]:
         if self.max_items == 0:
@@ -110,30 +109,12 @@ class CivitaiSpider(ImageSpider):
             stats.inc_value("imagecrawl/pages/civitai/filtered_nsfw", filtered)
         count_errors(self, (k for k in page.errors if k != "filtered_nsfw"), response)
         for entry in page.entries:
-            if self.max_items is not None and self.requested >= self.max_items:
+            if not self.take_item():
                 break
-            self.requested += 1
             yield self.image_request(entry.url, entry.hints)
-        if self.max_items is not None and self.requested >= self.max_items:
-            logger.info("max_items=%d reached; not following more pages", self.max_items)
+        if not self.budget_left():
+            self.log_max_items_reached(logger, "; not following more pages")
             return
-        next_url = self._next_url(page, response)
-        if next_url is not None:
-            yield scrapy.Request(next_url, callback=self.parse_page, meta=dict(PAGE_META))
-
-    def _next_url(self, page: ParsedPage, response: Response) -> str | None:
-        if page.next_cursor is not None:
-            if page.next_cursor in self._cursors:
-                count_error(self, "repeated_cursor", response, f"cursor {page.next_cursor!r} seen before")
-                return None
-            self._cursors.add(page.next_cursor)
-            url = pages.with_cursor(response.url, page.next_cursor)
-        elif page.next_page is not None:
-            url = page.next_page
-        else:
-            return None
-        if url in self._pages:
-            count_error(self, "repeated_cursor", response, f"next page {url} requested before")
-            return None
-        self._pages.add(url)
-        return url
+        request = self.next_page_request(page, response, self.parse_page)
+        if request is not None:
+            yield request

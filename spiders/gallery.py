@@ -21,10 +21,11 @@ from scrapy.http import Response, TextResponse
 
 from imagecrawl import browser
 from imagecrawl.browser import BrowserConfig
-from imagecrawl.pages import PageError, is_http_url
+from imagecrawl.pages import PageError
 from imagecrawl.pages import gallery as pages
 from imagecrawl.spider import ImageSpider
-from spiders._util import PAGE_META, count_error, optional_int
+from imagecrawl.values import is_http_url
+from spiders._util import PAGE_META, MaxItemsMixin, count_error, optional_int
 
 logger = logging.getLogger(__name__)
 
@@ -32,7 +33,7 @@ logger = logging.getLogger(__name__)
 DETAIL_PRIORITY = 5
 
 
-class GallerySpider(ImageSpider):
+class GallerySpider(MaxItemsMixin, ImageSpider):
     name = "gallery"
 
     def __init__(
@@ -75,9 +76,6 @@ class GallerySpider(ImageSpider):
             meta.update(browser.listing_meta(self.browser, xpath) if listing else browser.page_meta())
         return meta
 
-    def _full(self) -> bool:
-        return self.max_items is not None and len(self._details) >= self.max_items
-
     async def start(self) -> AsyncIterator[scrapy.Request]:
         if self.max_pages == 0 or self.max_items == 0:
             return
@@ -104,14 +102,14 @@ class GallerySpider(ImageSpider):
         if not listing.detail_urls:
             count_error(self, "missing_element", response, "no detail links on the listing page")
         for url in listing.detail_urls:
-            if self._full():
-                break
             if url in self._details:
                 continue
+            if not self.take_item():
+                break
             self._details.add(url)
             yield scrapy.Request(url, callback=self.parse_detail, meta=self._meta(), priority=DETAIL_PRIORITY)
-        if self._full():
-            logger.info("max_items=%s reached; not following more listing pages", self.max_items)
+        if not self.budget_left():
+            self.log_max_items_reached(logger, "; not following more listing pages")
             return
         if listing.next_url is None:
             return

@@ -11,16 +11,16 @@ from typing import Any
 import scrapy
 from scrapy.http import Response
 
-from imagecrawl.pages import PageError, is_http_url
+from imagecrawl.pages import PageError
 from imagecrawl.pages import lexica as pages
-from imagecrawl.pages.civitai import with_cursor
 from imagecrawl.spider import ImageSpider
-from spiders._util import PAGE_META, count_error, count_errors, optional_int
+from imagecrawl.values import is_http_url
+from spiders._util import PAGE_META, CursorPagingMixin, MaxItemsMixin, count_error, count_errors, optional_int
 
 logger = logging.getLogger(__name__)
 
 
-class LexicaSpider(ImageSpider):
+class LexicaSpider(MaxItemsMixin, CursorPagingMixin, ImageSpider):
     name = "lexica"
 
     def __init__(
@@ -39,14 +39,13 @@ class LexicaSpider(ImageSpider):
         self.q = str(q).strip()
         self.api_url = api_url.rstrip("/")
         self.max_items = optional_int(max_items, "max_items")
-        self.requested = 0
-        self._cursors: set[str] = set()
+        self.first_url = pages.search_url(self.api_url, self.q)
+        self.start_paging(self.first_url)
 
     async def start(self) -> AsyncIterator[scrapy.Request]:
         if self.max_items == 0:
             return
-        url = pages.search_url(self.api_url, self.q)
-        yield scrapy.Request(url, callback=self.parse_page, meta=dict(PAGE_META))
+        yield scrapy.Request(self.first_url, callback=self.parse_page, meta=dict(PAGE_META))
 
     def parse_page(self, response: Response) -> Iterator[scrapy.Request]:
         stats = self.crawler.stats
@@ -59,15 +58,10 @@ class LexicaSpider(ImageSpider):
         stats.inc_value("imagecrawl/pages/lexica/pages")
         count_errors(self, page.errors, response)
         for entry in page.entries:
-            if self.max_items is not None and self.requested >= self.max_items:
-                logger.info("max_items=%d reached", self.max_items)
+            if not self.take_item():
+                self.log_max_items_reached(logger)
                 return
-            self.requested += 1
             yield self.image_request(entry.url, entry.hints)
-        if page.next_cursor is not None:
-            if page.next_cursor in self._cursors:
-                count_error(self, "repeated_cursor", response, f"cursor {page.next_cursor!r} seen before")
-                return
-            self._cursors.add(page.next_cursor)
-            url = with_cursor(response.url, page.next_cursor)
-            yield scrapy.Request(url, callback=self.parse_page, meta=dict(PAGE_META))
+        request = self.next_page_request(page, response, self.parse_page)
+        if request is not None:
+            yield request

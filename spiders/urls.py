@@ -28,7 +28,7 @@ from scrapy.utils.asyncio import sleep
 from imagecrawl.pages.urllist import UrlList
 from imagecrawl.records import SourceHints
 from imagecrawl.spider import ImageSpider
-from spiders._util import optional_int
+from spiders._util import MaxItemsMixin, optional_int
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ LAZY_BATCH = 256
 POLL_SECONDS = 0.05
 
 
-class UrlsSpider(ImageSpider):
+class UrlsSpider(MaxItemsMixin, ImageSpider):
     name = "urls"
 
     def __init__(
@@ -65,7 +65,6 @@ class UrlsSpider(ImageSpider):
         )
         self.urllist.check()
         self.max_items = optional_int(max_items, "max_items")
-        self.requested = 0
 
     def _skip(self, kind: str) -> None:
         stats = self.crawler.stats
@@ -94,10 +93,9 @@ class UrlsSpider(ImageSpider):
         stats = self.crawler.stats
         assert stats is not None
         for row in self.urllist:
-            if self.max_items is not None and self.requested >= self.max_items:
-                logger.info("max_items=%d reached", self.max_items)
+            if not self.take_item():
+                self.log_max_items_reached(logger)
                 break
-            self.requested += 1
             stats.inc_value("imagecrawl/pages/urls/rows")
             hints = SourceHints(
                 source=SOURCE,

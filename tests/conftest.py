@@ -1,22 +1,33 @@
-"""Shared fixtures: real servers on loopback (the sandbox site, moto's S3 server) and a crawl runner
-that runs ``scrapy crawl`` exactly as a user does, in a subprocess."""
+"""Shared test infrastructure: the two lanes (fast unit tests, ``e2e`` tests against real servers), the
+server fixtures (the sandbox site, moto's S3 server, redis-server, all on loopback; see tests/servers.py)
+and a crawl runner that runs ``scrapy crawl`` exactly as a user does, in a subprocess.
+
+A test is ``e2e`` when it requests one of :data:`E2E_FIXTURES` (directly or through another fixture) or
+when its module says ``pytestmark = pytest.mark.e2e``. Any other test runs in the fast lane, where
+starting a process or listening on a socket fails the test (see :func:`_fast_lane_guard`).
+docs/testing.md has the whole story."""
 
 from __future__ import annotations
 
 import json
+import multiprocessing.process
 import os
 import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
+
+from imagecrawl.sandbox.testing import SandboxProcess
+
+from .servers import MotoS3, RedisServer, SandboxFactory, start_moto, start_redis, stop_process
+from .servers import free_port as free_port  # imported from here by older test modules
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -42,12 +53,6 @@ LOOPBACK = {
     "LOG_LEVEL": "INFO",
     **PACING_LOOPBACK,
 }
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
@@ -96,91 +101,6 @@ def run_crawl(
     return result
 
 
-@dataclass
-class MotoS3:
-    endpoint: str
-    process: subprocess.Popen[bytes]
-    port: int
-
-    @property
-    def env(self) -> dict[str, str]:
-        return {
-            "AWS_ENDPOINT_URL": self.endpoint,
-            "AWS_ACCESS_KEY_ID": "testing",
-            "AWS_SECRET_ACCESS_KEY": "testing",
-            "AWS_REGION_NAME": "us-east-1",
-            "AWS_DEFAULT_REGION": "us-east-1",
-        }
-
-    @property
-    def settings(self) -> dict[str, str]:
-        env = self.env
-        return {
-            k: env[k] for k in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION_NAME")
-        }
-
-    def client(self) -> Any:
-        import boto3
-
-        return boto3.client(
-            "s3",
-            endpoint_url=self.endpoint,
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",
-            region_name="us-east-1",
-        )
-
-    def create_bucket(self, name: str) -> str:
-        self.client().create_bucket(Bucket=name)
-        return name
-
-
-def start_moto(port: int | None = None) -> MotoS3:
-    port = port or free_port()
-    exe = Path(sys.executable).with_name("moto_server")
-    process = subprocess.Popen(
-        [str(exe), "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    endpoint = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=1).read()
-            return MotoS3(endpoint, process, port)
-        except OSError:
-            if process.poll() is not None:
-                raise RuntimeError("moto_server exited at start") from None
-            time.sleep(0.1)
-    process.kill()
-    raise RuntimeError("moto_server did not start within 30 s")
-
-
-def stop_process(process: subprocess.Popen[Any]) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-@pytest.fixture(scope="session")
-def moto_s3() -> Iterator[MotoS3]:
-    server = start_moto()
-    yield server
-    stop_process(server.process)
-
-
-@pytest.fixture(scope="session")
-def sandbox_site() -> Iterator[Any]:
-    from imagecrawl.sandbox.testing import start_sandbox
-
-    site = start_sandbox(items=40, seed=7)
-    yield site
-    site.stop()
-
-
 def read_store(store: str | Path, columns: Sequence[str] | None = None, env: dict[str, str] | None = None) -> Any:
     """All committed rows of a store as a pyarrow Table (read as ``imagecrawl inspect`` reads it)."""
     from imagecrawl.inspect import dataset_for
@@ -195,3 +115,84 @@ def read_store(store: str | Path, columns: Sequence[str] | None = None, env: dic
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+# --- lanes -----------------------------------------------------------------------------------------
+
+#: Fixtures that start a server process: a test that requests any of them (or a fixture built on them)
+#: is marked ``e2e``.
+E2E_FIXTURES = frozenset({"sandbox_site", "sandbox_factory", "moto_s3", "redis_server"})
+
+
+@pytest.hookimpl(tryfirst=True)  # before ``-m`` deselects by marker
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if E2E_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.e2e)
+
+
+@pytest.fixture(autouse=True)
+def _fast_lane_guard(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Outside ``e2e``, starting a process (subprocess, multiprocessing, fork) or listening on a socket
+    fails the test: the fast lane stays fast, and a test that needs a server says so."""
+    if request.node.get_closest_marker("e2e") is not None:
+        return
+    nodeid = request.node.nodeid
+
+    def refuse(what: str) -> Any:
+        def refused(*args: Any, **kwargs: Any) -> NoReturn:
+            pytest.fail(
+                f"{nodeid} {what} but is not marked e2e: request a server fixture, or mark the test "
+                "(@pytest.mark.e2e) or its module (pytestmark = pytest.mark.e2e); see docs/testing.md"
+            )
+
+        return refused
+
+    monkeypatch.setattr(subprocess.Popen, "__init__", refuse("starts a subprocess"))
+    monkeypatch.setattr(multiprocessing.process.BaseProcess, "start", refuse("starts a process"))
+    for name in ("fork", "forkpty", "posix_spawn", "posix_spawnp"):
+        if hasattr(os, name):
+            monkeypatch.setattr(os, name, refuse("starts a process"))
+    monkeypatch.setattr(socket.socket, "listen", refuse("listens on a socket"))
+
+
+# --- servers ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def sandbox_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SandboxProcess]:
+    """The sandbox site the e2e modules share: 40 items, seed 7, no request log (tests that judge by
+    the server's log start their own with ``sandbox_factory``)."""
+    factory = SandboxFactory(tmp_path_factory)
+    yield factory.start(items=40, seed=7, log=False)
+    factory.stop_all()
+
+
+@pytest.fixture(scope="module")
+def sandbox_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SandboxFactory]:
+    """Sandbox sites of a module's own (other items/seed, a request log, flags such as ``--hostile``):
+    ``sandbox_factory.start(items=..., seed=..., extra_args=[...])``. All stop after the module."""
+    factory = SandboxFactory(tmp_path_factory)
+    yield factory
+    factory.stop_all()
+
+
+@pytest.fixture(scope="session")
+def moto_s3() -> Iterator[MotoS3]:
+    """moto's S3 server; each test creates the buckets it uses (names unique to the test)."""
+    server = start_moto()
+    yield server
+    stop_process(server.process)
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """One redis-server for the session; each test keeps to a key prefix of its own."""
+    server = start_redis(tmp_path_factory.mktemp("redis"))
+    yield server
+    stop_process(server.process)
+
+
+@pytest.fixture(scope="session")
+def redis_url(redis_server: RedisServer) -> str:
+    return redis_server.url

@@ -1,6 +1,6 @@
 """Helpers for the progress/report tests: a loopback image site that pushes back (429 + Retry-After on
 the first request of every image, 403 under /ban/), and a pacing component that publishes the
-``crawler.imagecrawl_pacing`` snapshot the monitor reads (the contract in imagecrawl/extensions/monitor.py)."""
+pacing snapshot the monitor reads (published in the crawl context; see imagecrawl/extensions/monitor.py)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ from typing import Any, Self
 
 from PIL import Image
 from scrapy.crawler import Crawler
+
+from imagecrawl.storage.context import crawl_context
 
 THROTTLED_IMAGES = 6
 BANNED_IMAGES = 2
@@ -86,7 +88,7 @@ class PacingHook:
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> Self:
         hook = cls(crawler.settings.get("TEST_PACING_SITE", ""))
-        crawler.imagecrawl_pacing = hook  # type: ignore[attr-defined]
+        crawl_context(crawler).snapshot_providers.append(hook)
         return hook
 
     def snapshot(self) -> dict[str, dict[str, Any]]:

@@ -18,9 +18,7 @@ from scrapy.http import Response
 class PacingLoadSpider(scrapy.Spider):
     name = "pacing_load"
 
-    def __init__(
-        self, urls: str = "", n: str = "50", path: str = "?i={i}", marker: str = "", **kwargs: Any
-    ) -> None:
+    def __init__(self, urls: str = "", n: str = "50", path: str = "?i={i}", marker: str = "", **kwargs: Any) -> None:
         super().__init__(**kwargs)
         # each entry: a base URL ending in "/" (``path`` is appended), a template with ``{i}``, or one
         # fixed URL (requested once: the duplicates are filtered)

@@ -85,9 +85,7 @@ def run_crawls(crawls: list[Crawl], tmp: Path, timeout: float = 60) -> dict[str,
     for c in crawls:
         out = tmp / c.name
         items_path, stats_path, error_path = out / "items.jsonl", out / "stats.json", out / "error.txt"
-        items = (
-            [json.loads(line) for line in items_path.read_text().splitlines()] if items_path.exists() else []
-        )
+        items = [json.loads(line) for line in items_path.read_text().splitlines()] if items_path.exists() else []
         stats = json.loads(stats_path.read_text()) if stats_path.exists() else {}
         error = error_path.read_text() if error_path.exists() else None
         results[c.name] = CrawlResult(items, stats, error, out, proc.stderr)
@@ -143,9 +141,7 @@ def expected_metadata_source(catalog: Catalog, entry: Entry, *, shown: bool, ori
     if entry.embed_metadata and file_checkable(entry):
         if entry.image_format == "PNG":
             return "png:parameters"
-        return extract_metadata(
-            render_image(catalog, entry)
-        ).metadata_source  # JPEG/WebP: the extractor's name
+        return extract_metadata(render_image(catalog, entry)).metadata_source  # JPEG/WebP: the extractor's name
     return None
 
 
@@ -163,6 +159,4 @@ def check_fields(item: dict[str, Any], catalog: Catalog, entry: Entry, *, shown:
 
 
 def picked(item: dict[str, Any]) -> dict[str, Any]:
-    return {
-        k: item[k] for k in ("prompt", "negative_prompt", "seed", "steps", "sampler", "cfg_scale", "model")
-    }
+    return {k: item[k] for k in ("prompt", "negative_prompt", "seed", "steps", "sampler", "cfg_scale", "model")}

@@ -7,7 +7,11 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
+import pytest
+
 from .test_pacing_sandbox import crawl, gaps, sites
+
+pytestmark = pytest.mark.e2e
 
 BANS: dict[str, Any] = {
     "IMAGECRAWL_MAX_RATE_PER_SITE": 5,
@@ -103,12 +107,8 @@ def test_bans_probes_recovery_and_abandon_next_to_a_healthy_site(tmp_path: Any) 
 
 
 def test_a_crawl_whose_only_site_is_abandoned_closes_banned(tmp_path: Any) -> None:
-    with sites(
-        tmp_path, ("127.0.0.1", ["--ban-mode", "403", "--ban-after", "2", "--ban-seconds", "1000"])
-    ) as (sb,):
-        result = crawl(
-            tmp_path, [sb.url("?i={i}")], 40, {**BANS, "IMAGECRAWL_BAN_MAX_PROBES": 2}, check=False
-        )
+    with sites(tmp_path, ("127.0.0.1", ["--ban-mode", "403", "--ban-after", "2", "--ban-seconds", "1000"])) as (sb,):
+        result = crawl(tmp_path, [sb.url("?i={i}")], 40, {**BANS, "IMAGECRAWL_BAN_MAX_PROBES": 2}, check=False)
         records = sb.requests()
     assert result.stats["finish_reason"] == "banned", result.stderr[-3000:]
     assert "Traceback" not in result.stderr

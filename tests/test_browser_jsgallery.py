@@ -8,30 +8,30 @@ from __future__ import annotations
 
 import math
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from imagecrawl.sandbox.catalog import build_catalog
-from imagecrawl.sandbox.jsgallery import PAGE_SIZE
-from imagecrawl.sandbox.testing import SandboxProcess, start_sandbox
+from imagecrawl.sandbox.sites.jsgallery import PAGE_SIZE
+from imagecrawl.sandbox.testing import SandboxProcess
 
 from .conftest import REPO, run_crawl
 from .distributed_util import check_gallery_store
+from .servers import SandboxFactory
+
+pytestmark = pytest.mark.e2e
 
 ITEMS, SEED = 24, 3
 PROFILE = REPO / "imagecrawl" / "profiles" / "sandbox-js.toml"
 
 
 @pytest.fixture(scope="module")
-def js_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SandboxProcess]:
+def js_site(sandbox_factory: SandboxFactory) -> SandboxProcess:
     if shutil.which("chromium") is None and not Path("/usr/bin/chromium").exists():
         pytest.fail("Chromium is not installed (apt-get install chromium; .ci/run does it)")
-    site = start_sandbox(items=ITEMS, seed=SEED, log_path=tmp_path_factory.mktemp("jsgallery") / "requests.jsonl")
-    yield site
-    site.stop()
+    return sandbox_factory.start(items=ITEMS, seed=SEED, name="jsgallery")
 
 
 def _paths(site: SandboxProcess) -> list[str]:

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
 from imagecrawl.dedupe.sqlite import Ledger
 from imagecrawl.schema import SCHEMA
@@ -54,6 +55,7 @@ def test_reconcile_indexes_shards_the_ledger_missed(tmp_path: Path) -> None:
     assert ledger.reconcile(LocalStore(root)) == 0
 
 
+@pytest.mark.e2e
 def test_claims_are_shared_between_processes_and_die_with_their_owner(tmp_path: Path) -> None:
     import subprocess
     import sys

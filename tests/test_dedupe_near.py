@@ -94,9 +94,7 @@ def test_core_matches_brute_force(bands: int, n: int) -> None:
         for q in queries(rng, hashes, 25):
             dist = np.bitwise_count(arr ^ np.uint64(q & ((1 << 64) - 1)))
             within = np.flatnonzero(dist <= k)
-            expected = (
-                None if len(within) == 0 else (int(within[np.argmin(dist[within])]), int(dist[within].min()))
-            )
+            expected = None if len(within) == 0 else (int(within[np.argmin(dist[within])]), int(dist[within].min()))
             assert core.query(q, k) == expected, (bands, n, k, q)
 
 
@@ -209,6 +207,7 @@ def _add_in_child(path: str, start: int) -> None:
     index.close()
 
 
+@pytest.mark.e2e
 def test_sqlite_sees_another_process_commits(tmp_path: Path) -> None:
     path = tmp_path / "near.sqlite"
     index = SqliteNearIndex(path)

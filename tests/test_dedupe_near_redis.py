@@ -4,11 +4,6 @@ from __future__ import annotations
 
 import random
 import shutil
-import socket
-import subprocess
-import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -22,61 +17,13 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@pytest.fixture(scope="session")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    assert REDIS_SERVER is not None
-    workdir: Path = tmp_path_factory.mktemp("redis")
-    for _ in range(5):
-        port = _free_port()
-        proc = subprocess.Popen(
-            [
-                REDIS_SERVER,
-                "--port",
-                str(port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(workdir),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        client = redis.Redis(host="127.0.0.1", port=port)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and proc.poll() is None:
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                time.sleep(0.05)
-        if proc.poll() is None:
-            client.close()
-            try:
-                yield f"redis://127.0.0.1:{port}/0"
-            finally:
-                proc.terminate()
-                proc.wait(10)
-            return
-    pytest.fail("could not start redis-server")
-
-
 @pytest.fixture()
 def namespace(request: pytest.FixtureRequest) -> str:
     return f"test:{request.node.name}:{random.getrandbits(32):08x}"
 
 
 def test_two_clients_see_each_other(redis_url: str, namespace: str) -> None:
-    from imagecrawl.dedupe.redis_near import RedisNearIndex
+    from imagecrawl.distributed.near_index import RedisNearIndex
 
     a = RedisNearIndex(redis.Redis.from_url(redis_url), namespace=namespace)
     b = RedisNearIndex(redis.Redis.from_url(redis_url, decode_responses=True), namespace=namespace)
@@ -93,7 +40,7 @@ def test_two_clients_see_each_other(redis_url: str, namespace: str) -> None:
 
 
 def test_matches_brute_force_and_reopens(redis_url: str, namespace: str) -> None:
-    from imagecrawl.dedupe.redis_near import RedisNearIndex
+    from imagecrawl.distributed.near_index import RedisNearIndex
 
     rng = random.Random(11)
     hashes = clustered_hashes(rng, 4000)
@@ -119,7 +66,7 @@ def test_matches_brute_force_and_reopens(redis_url: str, namespace: str) -> None
 
 
 def test_edge_values(redis_url: str, namespace: str) -> None:
-    from imagecrawl.dedupe.redis_near import RedisNearIndex
+    from imagecrawl.distributed.near_index import RedisNearIndex
 
     index = RedisNearIndex(redis.Redis.from_url(redis_url), namespace=namespace)
     index.add_many([("zero", 0), ("minus1", -1), ("min", MIN64), ("max", MAX64)])
@@ -136,7 +83,7 @@ def test_edge_values(redis_url: str, namespace: str) -> None:
 
 
 def test_large_batches_and_many_log_entries(redis_url: str, namespace: str) -> None:
-    from imagecrawl.dedupe.redis_near import RedisNearIndex
+    from imagecrawl.distributed.near_index import RedisNearIndex
 
     rng = random.Random(5)
     items = [(f"k{i}", rng.getrandbits(64)) for i in range(2500)]  # 3 script calls

@@ -13,16 +13,15 @@ import signal
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
 
-from imagecrawl.distributed.middlewares import site_of
 from imagecrawl.distributed.ratelimit import RateConfig, RedisRateLimiter
-from imagecrawl.sandbox.testing import SandboxProcess, start_sandbox
+from imagecrawl.pacing.sitekey import site_of_url
+from imagecrawl.sandbox.testing import SandboxProcess
 
 from .conftest import read_store, stop_process
 from .distributed_util import (
@@ -30,9 +29,11 @@ from .distributed_util import (
     WorkerProcess,
     check_gallery_store,
     per_second,
-    start_redis,
     start_worker,
 )
+from .servers import SandboxFactory
+
+pytestmark = pytest.mark.e2e
 
 CAP = 10.0  # requests/second the site allows (its 429 bucket) and the crawl's configured cap
 ITEMS, SEED = 40, 7
@@ -41,20 +42,10 @@ WORKERS = ("w1", "w2", "w3")
 PER_WORKER = ("/robots.txt", "/.well-known/tdmrep.json")
 
 
-@pytest.fixture(scope="module")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    server = start_redis(tmp_path_factory.mktemp("redis"))
-    yield server
-    stop_process(server.process)
-
-
 @pytest.fixture
-def capped_site(tmp_path: Path) -> Iterator[SandboxProcess]:
-    site = start_sandbox(
-        items=ITEMS, seed=SEED, log_path=tmp_path / "requests.jsonl", extra_args=["--rate-limit", str(CAP)]
-    )
-    yield site
-    site.stop()
+def capped_site(sandbox_factory: SandboxFactory) -> SandboxProcess:
+    """A fresh site per test (its rate bucket and request log start empty)."""
+    return sandbox_factory.start(items=ITEMS, seed=SEED, extra_args=["--rate-limit", str(CAP)], name="capped-site")
 
 
 def _settings(redis_server: RedisServer, prefix: str, store: Path, **extra: Any) -> dict[str, Any]:
@@ -121,7 +112,7 @@ def _start_together(
     """Start the workers with the site paused for all of them (the shared gate), and open it once every
     worker is up: processes start at different speeds on a busy machine, a crawl should not depend on it."""
     limiter = RedisRateLimiter(redis.Redis.from_url(redis_server.url), prefix, RateConfig(cap=CAP))
-    host = site_of(site.base_url)
+    host = site_of_url(site.base_url)
     limiter.pause(host, 120)
     start = site.url("gallery/")
     workers = [

@@ -7,26 +7,16 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 
-import pytest
 import redis
 
 from imagecrawl.distributed.gate import RedisGate
 from imagecrawl.distributed.ratelimit import RateConfig, RedisRateLimiter
 from imagecrawl.pacing import AimdConfig, BanConfig, Feedback, InProcessGate, Signal, Verdict
 
-from .conftest import stop_process
-from .distributed_util import RedisServer, per_second, start_redis
+from .distributed_util import RedisServer, per_second
 
 CAP = 10.0
-
-
-@pytest.fixture(scope="module")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    server = start_redis(tmp_path_factory.mktemp("redis"))
-    yield server
-    stop_process(server.process)
 
 
 def _gate(server: RedisServer, prefix: str, bans: BanConfig | None = None) -> RedisGate:

@@ -23,15 +23,10 @@ from imagecrawl.distributed.ledger import RedisLedger
 from imagecrawl.distributed.ratelimit import RateConfig, RedisRateLimiter
 from imagecrawl.distributed.seeds import push_seeds
 
-from .conftest import REPO, run_crawl, stop_process
-from .distributed_util import RedisServer, check_gallery_store, per_second, start_redis
+from .conftest import REPO, run_crawl
+from .distributed_util import RedisServer, check_gallery_store, per_second
 
-
-@pytest.fixture(scope="module")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    server = start_redis(tmp_path_factory.mktemp("redis"))
-    yield server
-    stop_process(server.process)
+pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture

@@ -1,15 +1,27 @@
 """docs/settings.md and docs/stats.md list every setting the code reads and every stat it sets (found
 by parsing imagecrawl/ and spiders/, see tests/codescan.py), and nothing the code no longer has;
-docs/schema.md lists every column of the Arrow schema."""
+docs/schema.md lists every column of the Arrow schema.
+
+imagecrawl/settings.py is the one source of the IMAGECRAWL_* defaults: every setting the code reads is
+defined there, no read restates a default, and each default documented in docs/settings.md is the value
+defined there."""
 
 from __future__ import annotations
 
+import ast
+import operator
 import re
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
+import pytest
+from scrapy.settings import default_settings
+
+from imagecrawl import settings as project
 from imagecrawl.schema import SCHEMA
 
-from .codescan import REPO, canonical, scan
+from .codescan import REPO, canonical, restated_defaults, scan, scan_reads
 
 DOCS = REPO / "docs"
 ROW = re.compile(r"^\|(.+)\|\s*$", re.M)
@@ -38,6 +50,185 @@ def test_every_setting_is_documented_with_type_default_and_meaning() -> None:
         assert len(cells) >= 4 and all(cells[:4]), f"{name}: needs type, default and meaning"
     stale = sorted(n for n in docs if n.startswith("IMAGECRAWL_") and n not in found.settings)
     assert not stale, f"docs/settings.md lists settings the code no longer reads: {stale}"
+
+
+def test_no_setting_read_restates_its_default() -> None:
+    _, restated = scan_reads()
+    listed = "\n".join(f"  {read.where}: {read.code}" for read in restated)
+    assert not restated, f"reads that restate a default (imagecrawl/settings.py has it; drop the fallback):\n{listed}"
+
+
+def test_every_setting_read_has_its_default_in_settings_py() -> None:
+    reads, _ = scan_reads()
+    missing: dict[str, list[str]] = {}
+    for read in reads:
+        if not hasattr(project, read.name):
+            missing.setdefault(read.name, []).append(read.where)
+    assert not missing, f"settings read by the code but not defined in imagecrawl/settings.py: {missing}"
+
+
+def test_the_default_scanner_sees_what_it_should() -> None:
+    code = """
+settings.getfloat("IMAGECRAWL_A", 2.0)
+crawler.settings.getbool("IMAGECRAWL_B", default=True)
+self.crawler.settings.get("IMAGECRAWL_C") or "data/"
+str(settings.get("IMAGECRAWL_D") or "")
+settings.getlist("IMAGECRAWL_E") or list(DEFAULT_E)
+s.getint("IMAGECRAWL_F", DEFAULT_F)
+settings.get("IMAGECRAWL_OK_1")
+settings.getint("IMAGECRAWL_OK_2", settings.getint("RETRY_TIMES"))
+settings.get("IMAGECRAWL_OK_3") or spider_name
+settings.get("IMAGECRAWL_OK_4") or settings.get("REDIS_URL") or ""
+settings.getpriority("IMAGECRAWL_OK_5") or 15
+os.environ.get("IMAGECRAWL_OK_6", "")
+settings.getint("RETRY_TIMES", 3)
+settings.getint("IMAGECRAWL_G", settings.getint("RETRY_TIMES", 3))
+"""
+    flagged = {read.name for read in restated_defaults(ast.parse(code), "x.py")}
+    assert flagged == {f"IMAGECRAWL_{c}" for c in "ABCDEFG"}
+
+
+def settings_tables(path: Path) -> Iterator[tuple[list[str], list[str]]]:
+    """(header cells, row cells) of every row of every table in ``path``."""
+    header: list[str] = []
+    lines = path.read_text().splitlines()
+    for i, line in enumerate(lines):
+        if not ROW.match(line):
+            header = []
+            continue
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if i + 1 < len(lines) and re.fullmatch(r"\|(\s*:?-+:?\s*\|)+\s*", lines[i + 1]):
+            header = [c.lower() for c in cells]
+        elif header and not set(line) <= set("|-: "):
+            yield header, cells
+
+
+UNITS = {"KiB": 1024, "MiB": 1024**2, "GiB": 1024**3, "TiB": 1024**4}
+SIZE = re.compile(r"(\d+(?:\.\d+)?) ?(KiB|MiB|GiB|TiB)")
+NOT_A_VALUE = object()
+ARITHMETIC: dict[type[ast.operator], Callable[[Any, Any], Any]] = {
+    ast.Add: operator.add,
+    ast.Sub: operator.sub,
+    ast.Mult: operator.mul,
+    ast.Pow: operator.pow,
+}
+
+
+def _number(node: ast.expr) -> Any:
+    """``2 * 1024 * 1024``, ``64_000_000``, ``-1``: arithmetic on number literals only."""
+    if isinstance(node, ast.Constant) and isinstance(node.value, int | float) and not isinstance(node.value, bool):
+        return node.value
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
+        return -_number(node.operand)
+    if isinstance(node, ast.BinOp) and type(node.op) in ARITHMETIC:
+        return ARITHMETIC[type(node.op)](_number(node.left), _number(node.right))
+    raise ValueError(ast.unparse(node))
+
+
+def parse_default(text: str) -> Any:
+    """A documented default as a value: a Python literal, arithmetic (``256 * 1024 * 1024``) or a size
+    (``2 GiB``); NOT_A_VALUE for anything else."""
+    size = SIZE.fullmatch(text.strip())
+    if size:
+        return int(float(size.group(1)) * UNITS[size.group(2)])
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        pass
+    try:
+        return _number(ast.parse(text, mode="eval").body)
+    except (ValueError, SyntaxError):
+        return NOT_A_VALUE
+
+
+def same(documented: Any, real: Any) -> bool:
+    """Equal, with ints and floats compared as numbers and lists and tuples as sequences (never bool for 1)."""
+    if isinstance(documented, bool) or isinstance(real, bool):
+        return type(documented) is type(real) and documented == real
+    if isinstance(documented, list | tuple) and isinstance(real, list | tuple):
+        return len(documented) == len(real) and all(map(same, documented, real))
+    return bool(documented == real)
+
+
+TYPES: dict[str, tuple[type, ...]] = {
+    "bool": (bool,),
+    "int": (int,),
+    "float": (int, float),
+    "str": (str,),
+    "list": (list, tuple),
+    "dict": (dict,),
+}
+
+
+def real_default(name: str) -> Any:
+    """What a crawl starts from: imagecrawl/settings.py, else Scrapy's default (None when neither has it)."""
+    if hasattr(project, name):
+        return getattr(project, name)
+    return getattr(default_settings, name, None)
+
+
+def check_default(name: str, kind: str, cell: str) -> str | None:
+    """Why the documented default ``cell`` of ``name`` is wrong, or None."""
+    real = real_default(name)
+    if kind in TYPES and real is not None:
+        ok = isinstance(real, TYPES[kind]) and not (kind in ("int", "float") and isinstance(real, bool))
+        if not ok:
+            return f"documented as {kind}, but the default is {real!r}"
+    start = re.match(r"`([^`]+)`", cell)
+    if start and (value := parse_default(start.group(1))) is not NOT_A_VALUE:
+        if not same(value, real):
+            return f"documented default {start.group(1)} != {real!r}"
+        for amount, unit in SIZE.findall(cell[start.end() :]):  # "(256 MiB)" after the value
+            if not same(int(float(amount) * UNITS[unit]), real):
+                return f"size note {amount} {unit} != {real!r}"
+        return None
+    if re.match(r"unset\b", cell):
+        return None if real is None else f"documented as unset, but the default is {real!r}"
+    if isinstance(real, list | tuple | dict) or not (name.startswith("IMAGECRAWL_") or hasattr(project, name)):
+        return None  # a long list or component dict, or a value Scrapy or an add-on derives: described in words
+    return f"give the default as a Python literal in backticks (the value is {real!r}), not {cell!r}"
+
+
+def test_every_documented_default_is_the_real_one() -> None:
+    wrong: list[str] = []
+    rows = 0
+    for header, cells in settings_tables(DOCS / "settings.md"):
+        column = next((i for i, h in enumerate(header) if h.startswith("default")), None)
+        names = re.findall(r"`([A-Z][A-Z0-9_]+)`", cells[0])
+        if column is None or "type" not in header or not names:
+            continue
+        for name in names:
+            rows += 1
+            why = check_default(name, cells[header.index("type")], cells[column])
+            if why:
+                wrong.append(f"{name}: {why}")
+    assert rows > 100, rows  # the tables were found
+    assert not wrong, "docs/settings.md defaults that are not imagecrawl/settings.py's:\n" + "\n".join(wrong)
+
+
+@pytest.mark.parametrize(
+    ("name", "kind", "cell", "wrong"),
+    [
+        ("IMAGECRAWL_SHARD_MAX_BYTES", "int", "`268435456` (256 MiB)", False),
+        ("IMAGECRAWL_SHARD_MAX_BYTES", "int", "`256 * 1024 * 1024`", False),
+        ("IMAGECRAWL_SHARD_MAX_BYTES", "int", "`256 MiB`", False),
+        ("IMAGECRAWL_SHARD_MAX_BYTES", "int", "`268435456` (128 MiB)", True),
+        ("IMAGECRAWL_SHARD_MAX_BYTES", "float", "`268435456`", False),
+        ("IMAGECRAWL_SHARD_MAX_BYTES", "str", "`268435456`", True),
+        ("IMAGECRAWL_SHARD_MAX_SECONDS", "float", "`600`", False),
+        ("IMAGECRAWL_MEDIA_THREADS", "int", "`0`", True),
+        ("IMAGECRAWL_DEDUPE_ENABLED", "bool", "`1`", True),
+        ("IMAGECRAWL_STORE", "str", "a local folder", True),
+        ("IMAGECRAWL_RETRY_TIMES", "int", "`None`: `RETRY_TIMES`", False),
+        ("IMAGECRAWL_RETRY_TIMES", "int", "unset", False),
+        ("IMAGECRAWL_BAN_CHALLENGE_MARKERS", "list", "built-in list", False),
+        ("USER_AGENT", "str", "built from `IMAGECRAWL_CONTACT`", False),
+        ("RETRY_PRIORITY_ADJUST", "int", "`-1`", False),
+        ("JOBDIR", "str", "unset", False),
+    ],
+)
+def test_the_default_check_sees_what_it_should(name: str, kind: str, cell: str, wrong: bool) -> None:
+    assert (check_default(name, kind, cell) is not None) is wrong
 
 
 def test_every_stat_is_documented() -> None:

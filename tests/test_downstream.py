@@ -22,6 +22,8 @@ import pytest
 from .conftest import REPO, MotoS3
 from .stores_util import local_store, s3_store
 
+pytestmark = pytest.mark.e2e
+
 #: Compared across readers: every column but the image bytes, plus the hive ``date``.
 KEY = ("id", "source", "prompt", "model", "seed", "steps", "width", "height", "image_sha256", "nsfw", "date")
 

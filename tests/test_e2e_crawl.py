@@ -16,6 +16,8 @@ from imagecrawl.sandbox.catalog import Catalog, Entry, build_catalog
 from .conftest import MotoS3, read_store, run_crawl
 from .expect import NSFW_ORDER, check_rows, expected_rows
 
+pytestmark = pytest.mark.e2e
+
 ITEMS, SEED = 40, 7
 
 

@@ -4,15 +4,14 @@ valid image is stored, and memory stays bounded."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from imagecrawl.sandbox.hostile import BEHAVIOURS, DUPLICATES
-from imagecrawl.sandbox.testing import SandboxProcess, start_sandbox
+from imagecrawl.sandbox.sites.hostile import BEHAVIOURS, DUPLICATES
 from tests.conftest import CrawlResult, read_store, run_crawl
+from tests.servers import SandboxFactory
 
 DOWNLOAD = "imagecrawl/download/errors/"
 #: behaviour → the stat that must count it (a prefix ending in "/" accepts any key under it: the
@@ -66,27 +65,26 @@ KEPT = {
 
 
 @pytest.fixture(scope="module")
-def hostile_crawl(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[CrawlResult, list[Any], Path]]:
+def hostile_crawl(
+    tmp_path_factory: pytest.TempPathFactory, sandbox_factory: SandboxFactory
+) -> tuple[CrawlResult, list[Any], Path]:
     tmp = tmp_path_factory.mktemp("hostile")
-    sb: SandboxProcess = start_sandbox(items=5, log_path=tmp / "requests.jsonl", extra_args=["--hostile"])
-    try:
-        result = run_crawl(
-            "site",
-            store=tmp / "store",
-            args={"start": sb.url("/hostile/")},
-            settings={
-                "SPIDER_MODULES": "tests.sitespider",
-                # Generous: under load a 2 MiB JSON must not time out; the slow behaviours still do.
-                "DOWNLOAD_TIMEOUT": "10",
-                "RETRY_TIMES": "0",
-                "DOWNLOAD_MAXSIZE": str(8 * 1024 * 1024),
-                "DOWNLOAD_WARNSIZE": str(8 * 1024 * 1024),
-            },
-            timeout=150,
-        )
-        yield result, sb.requests(), tmp / "store"
-    finally:
-        sb.stop()
+    sb = sandbox_factory.start(items=5, extra_args=["--hostile"], name="hostile-site")
+    result = run_crawl(
+        "site",
+        store=tmp / "store",
+        args={"start": sb.url("/hostile/")},
+        settings={
+            "SPIDER_MODULES": "tests.sitespider",
+            # Generous: under load a 2 MiB JSON must not time out; the slow behaviours still do.
+            "DOWNLOAD_TIMEOUT": "10",
+            "RETRY_TIMES": "0",
+            "DOWNLOAD_MAXSIZE": str(8 * 1024 * 1024),
+            "DOWNLOAD_WARNSIZE": str(8 * 1024 * 1024),
+        },
+        timeout=150,
+    )
+    return result, sb.requests(), tmp / "store"
 
 
 def test_registry_has_at_least_25_behaviours_and_each_is_mapped() -> None:

@@ -16,6 +16,8 @@ import pytest
 from .conftest import REPO, MotoS3
 from .stores_util import local_store, s3_store
 
+pytestmark = pytest.mark.e2e
+
 
 def inspect(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(

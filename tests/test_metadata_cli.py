@@ -71,6 +71,7 @@ def test_usage_error_returns_code(capsys: pytest.CaptureFixture[str]) -> None:
     capsys.readouterr()
 
 
+@pytest.mark.e2e
 def test_module_entry_point(tmp_path: Path) -> None:
     f = tmp_path / "x.png"
     f.write_bytes(png_bytes([("tEXt", "parameters", INFOTEXT)]))

@@ -27,14 +27,10 @@ MAX_PEAK_BYTES = 200 * 1024 * 1024
 
 
 def _chunk(ctype: bytes, body: bytes) -> bytes:
-    return (
-        struct.pack(">I", len(body)) + ctype + body + struct.pack(">I", zlib.crc32(ctype + body) & 0xFFFFFFFF)
-    )
+    return struct.pack(">I", len(body)) + ctype + body + struct.pack(">I", zlib.crc32(ctype + body) & 0xFFFFFFFF)
 
 
-def _png(
-    width: int, height: int, color_type: int = 6, extra: bytes = b"", idat: bytes | None = None
-) -> bytes:
+def _png(width: int, height: int, color_type: int = 6, extra: bytes = b"", idat: bytes | None = None) -> bytes:
     ihdr = struct.pack(">IIBBBBB", width, height, 8, color_type, 0, 0, 0)
     if idat is None:
         idat = zlib.compress(b"\0" * 64)
@@ -159,12 +155,7 @@ def _length_fields(data: bytes) -> list[tuple[int, int, str]]:
             pos += 12 + length
     elif data.startswith(b"\xff\xd8"):
         pos = 2
-        while (
-            pos + 4 <= len(data)
-            and data[pos] == 0xFF
-            and data[pos + 1] not in (0xDA, 0xD9)
-            and len(out) < 200
-        ):
+        while pos + 4 <= len(data) and data[pos] == 0xFF and data[pos + 1] not in (0xDA, 0xD9) and len(out) < 200:
             out.append((pos + 2, 2, ">"))
             pos += 2 + struct.unpack_from(">H", data, pos + 2)[0]
         exif = data.find(b"Exif\0\0")
@@ -262,16 +253,13 @@ def test_jpeg_named_png() -> None:
         "Steps: 1, Seed: " + "1" * 20_000 + "x, Size: " + "9" * 5000 + "x1",  # huge numbers
         "{"
         + ", ".join(
-            f'"{i}": {{"class_type": "KSampler", "inputs": {{"positive": ["{i + 1}", 0]}}}}'
-            for i in range(3000)
+            f'"{i}": {{"class_type": "KSampler", "inputs": {{"positive": ["{i + 1}", 0]}}}}' for i in range(3000)
         )
         + "}",  # long sampler chain
     ],
 )
 def test_pathological_payloads(payload: str) -> None:
-    data = _png(
-        8, 8, color_type=2, extra=_chunk(b"zTXt", b"parameters\0\0" + zlib.compress(payload.encode()))
-    )
+    data = _png(8, 8, color_type=2, extra=_chunk(b"zTXt", b"parameters\0\0" + zlib.compress(payload.encode())))
     run_bounded(data)
     data = _png(8, 8, color_type=2, extra=_chunk(b"zTXt", b"prompt\0\0" + zlib.compress(payload.encode())))
     run_bounded(data)

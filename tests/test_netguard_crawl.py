@@ -4,23 +4,22 @@ resolves to loopback is refused unless IMAGECRAWL_ALLOWED_NETWORKS allows it."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from imagecrawl.sandbox.testing import SandboxProcess, start_sandbox
+from imagecrawl.sandbox.testing import SandboxProcess
 from tests.conftest import run_crawl
+from tests.servers import SandboxFactory
+
+pytestmark = pytest.mark.e2e
 
 SITE = {"SPIDER_MODULES": "tests.sitespider"}
 
 
 @pytest.fixture(scope="module")
-def hostile_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SandboxProcess]:
-    log = tmp_path_factory.mktemp("netguard") / "requests.jsonl"
-    sb = start_sandbox(items=5, log_path=log, extra_args=["--hostile"])
-    yield sb
-    sb.stop()
+def hostile_site(sandbox_factory: SandboxFactory) -> SandboxProcess:
+    return sandbox_factory.start(items=5, extra_args=["--hostile"], name="netguard")
 
 
 @pytest.mark.parametrize(

@@ -18,6 +18,7 @@ from imagecrawl.downloadermiddlewares.netguard import (
     blocked_reason,
     parse_networks,
 )
+from tests.crawlers import project_settings
 
 
 @pytest.mark.parametrize(
@@ -67,14 +68,14 @@ def test_allowed_networks() -> None:
 
 
 def test_config_from_settings() -> None:
-    config = NetGuardConfig.from_settings(Settings({"IMAGECRAWL_ALLOWED_NETWORKS": "10.0.0.0/8"}))
+    config = NetGuardConfig.from_settings(Settings(project_settings(**{"IMAGECRAWL_ALLOWED_NETWORKS": "10.0.0.0/8"})))
     assert config.enabled and config.allowed == (ipaddress.ip_network("10.0.0.0/8"),)
     with pytest.raises(ValueError, match="not-a-net"):
         parse_networks("127.0.0.0/8,not-a-net")
 
 
 def test_switching_off_is_logged(caplog: pytest.LogCaptureFixture) -> None:
-    crawler = get_crawler(settings_dict={"IMAGECRAWL_NETGUARD_ENABLED": False})
+    crawler = get_crawler(settings_dict=project_settings(**{"IMAGECRAWL_NETGUARD_ENABLED": False}))
     with caplog.at_level("WARNING"), pytest.raises(NotConfigured):
         NetGuardMiddleware.from_crawler(crawler)
     assert "IMAGECRAWL_NETGUARD_ENABLED is off" in caplog.text
@@ -95,7 +96,7 @@ def _guard(allowed: str = "") -> tuple[NetGuardMiddleware, list[str], dict[str, 
             raise OSError("no such host")
         return answers[host]
 
-    crawler = get_crawler(settings_dict={"IMAGECRAWL_ALLOWED_NETWORKS": allowed})
+    crawler = get_crawler(settings_dict=project_settings(**{"IMAGECRAWL_ALLOWED_NETWORKS": allowed}))
     crawler.stats.open_spider()
     guard = NetGuardMiddleware(crawler, NetGuardConfig.from_settings(crawler.settings), resolver=resolver)
     return guard, asked, answers

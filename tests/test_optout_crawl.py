@@ -5,26 +5,26 @@ dataset that was committed."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from imagecrawl import __version__
-from imagecrawl.sandbox.optout_site import CHUNK_BYTES, IMAGES_PER_PAGE, optout_png
-from imagecrawl.sandbox.testing import SandboxProcess, start_sandbox
+from imagecrawl.sandbox.payloads import optout_png
+from imagecrawl.sandbox.sites.optout import CHUNK_BYTES, IMAGES_PER_PAGE
+from imagecrawl.sandbox.testing import SandboxProcess
 from tests.conftest import CrawlResult, read_store, run_crawl
+from tests.servers import SandboxFactory
+
+pytestmark = pytest.mark.e2e
 
 SITE = {"SPIDER_MODULES": "tests.sitespider"}
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SandboxProcess]:
-    log = tmp_path_factory.mktemp("optout-site") / "requests.jsonl"
-    sb = start_sandbox(items=5, log_path=log, extra_args=["--crawl-delay", "0.01"])
-    yield sb
-    sb.stop()
+def site(sandbox_factory: SandboxFactory) -> SandboxProcess:
+    return sandbox_factory.start(items=5, extra_args=["--crawl-delay", "0.01"], name="optout-site")
 
 
 def crawl(site: SandboxProcess, store: Path, **settings: Any) -> tuple[CrawlResult, list[dict[str, Any]]]:

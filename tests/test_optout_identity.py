@@ -9,7 +9,7 @@ import pytest
 
 from imagecrawl import __version__
 from imagecrawl.addon import user_agent
-from imagecrawl.extensions.identity import IdentityConfig, is_loopback_host, valid_contact
+from imagecrawl.downloadermiddlewares.identity import IdentityConfig, is_loopback_host, valid_contact
 from tests.conftest import run_crawl
 
 SITE = {"SPIDER_MODULES": "tests.sitespider"}
@@ -61,6 +61,7 @@ def test_user_agent_and_config() -> None:
     assert not IdentityConfig(contact="nobody").has_contact
 
 
+@pytest.mark.e2e
 def test_non_loopback_start_url_without_contact_refuses_to_start(tmp_path: Path) -> None:
     result = run_crawl("site", store=tmp_path, args={"start": "https://example.invalid/"}, settings=SITE, check=False)
     assert result.returncode == 2
@@ -70,6 +71,7 @@ def test_non_loopback_start_url_without_contact_refuses_to_start(tmp_path: Path)
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.e2e
 def test_invalid_contact_is_refused_with_the_reason(tmp_path: Path) -> None:
     result = run_crawl(
         "site",
@@ -82,6 +84,7 @@ def test_invalid_contact_is_refused_with_the_reason(tmp_path: Path) -> None:
     assert "IMAGECRAWL_CONTACT ('bob') is neither an http(s) URL nor an e-mail" in result.stderr
 
 
+@pytest.mark.e2e
 def test_non_loopback_request_at_run_time_stops_the_crawl(tmp_path: Path) -> None:
     """No start_urls: the first request comes from start(); it is dropped before any connection."""
     result = run_crawl(

@@ -13,8 +13,8 @@ from scrapy.http import Response
 from scrapy.utils.test import get_crawler
 from twisted.internet.defer import Deferred
 
-from imagecrawl.downloadermiddlewares.optout import RobotsTxtMiddleware
-from imagecrawl.optout.crawldelay import crawl_delays
+from imagecrawl.downloadermiddlewares.robots import RobotsMiddleware, crawl_delays
+from tests.crawlers import project_settings
 
 ROBOTS = (
     b"User-agent: *\nDisallow: /private/\nCrawl-delay: 9\n\n"
@@ -22,12 +22,14 @@ ROBOTS = (
 )
 
 
-def parse(status: int, body: bytes) -> tuple[RobotsTxtMiddleware, object]:
+def parse(status: int, body: bytes) -> tuple[RobotsMiddleware, object]:
     crawler = get_crawler(
-        settings_dict={"ROBOTSTXT_OBEY": True, "ROBOTSTXT_USER_AGENT": "imagecrawl", "IMAGECRAWL_OPTOUT_LOG": "-"}
+        settings_dict=project_settings(
+            **{"ROBOTSTXT_OBEY": True, "ROBOTSTXT_USER_AGENT": "imagecrawl", "IMAGECRAWL_OPTOUT_LOG": "-"}
+        )
     )
     crawler.stats.open_spider()
-    mw = RobotsTxtMiddleware(crawler)
+    mw = RobotsMiddleware(crawler)
     mw._parsers["s.example"] = Deferred()
     response = Response("http://s.example/robots.txt", status=status, body=body)
     asyncio.run(mw._parse_robots(response, "s.example", Request("http://s.example/a.png")))
@@ -68,18 +70,20 @@ def test_unreachable_robots_is_counted() -> None:
 
 def test_owned_hosts_skip_robots_and_are_warned(caplog: pytest.LogCaptureFixture) -> None:
     crawler = get_crawler(
-        settings_dict={
-            "ROBOTSTXT_OBEY": True,
-            "IMAGECRAWL_OPTOUT_OWNED_HOSTS": "mine.example",
-            "IMAGECRAWL_OPTOUT_LOG": "-",
-        }
+        settings_dict=project_settings(
+            **{
+                "ROBOTSTXT_OBEY": True,
+                "IMAGECRAWL_OPTOUT_OWNED_HOSTS": "mine.example",
+                "IMAGECRAWL_OPTOUT_LOG": "-",
+            }
+        )
     )
     crawler.stats.open_spider()
-    mw = RobotsTxtMiddleware(crawler)
+    mw = RobotsMiddleware(crawler)
     asyncio.run(mw.process_request(Request("https://cdn.mine.example/a.png")))
     assert crawler.stats.get_value("robotstxt/request_count") is None  # robots.txt not even asked for
-    assert mw.optout_config.owns(Request("https://mine.example/"))
-    assert not mw.optout_config.owns(Request("https://notmine.example/"))
+    assert mw.optout_config.owns("https://mine.example/")
+    assert not mw.optout_config.owns("https://notmine.example/")
     # Any other host: robots.txt is fetched (here it fails: there is no engine, which Scrapy logs).
     asyncio.run(mw.process_request(Request("https://other.example/a.png")))
     assert crawler.stats.get_value("robotstxt/request_count") == 1

@@ -7,7 +7,7 @@ import pytest
 from scrapy.settings import Settings
 
 from imagecrawl import settings as project_settings
-from imagecrawl.downloadermiddlewares.optout import OptOutConfig
+from imagecrawl.downloadermiddlewares.robots import crawl_delays
 from imagecrawl.optout import (
     blocking_directives,
     location_matches,
@@ -18,8 +18,11 @@ from imagecrawl.optout import (
     tdm_file_reservation,
     tdm_reserved,
 )
-from imagecrawl.optout.crawldelay import MAX_CRAWL_DELAY_SECONDS, CrawlDelays, crawl_delays
+from imagecrawl.optout.config import OptOutConfig
+from imagecrawl.optout.crawldelay import MAX_CRAWL_DELAY_SECONDS, CrawlDelays
 from imagecrawl.optout.tdmrep import TdmRepError
+from tests.crawlers import make_crawler
+from tests.crawlers import project_settings as defaults
 
 TOKEN = "imagecrawl"
 
@@ -137,12 +140,10 @@ def test_tdmrep_invalid_files_are_errors(body: bytes) -> None:
 
 
 def test_crawl_delay_registry() -> None:
-    class Owner:  # stands for the Crawler (any weak-referenceable object)
-        pass
-
-    owner = Owner()
+    owner = make_crawler()
     registry = crawl_delays(owner)
     assert crawl_delays(owner) is registry
+    assert crawl_delays(make_crawler()) is not registry  # one registry per crawl
     seen: list[tuple[str, float | None]] = []
     registry.listeners.append(lambda netloc, delay: seen.append((netloc, delay)))
     registry.set("a.example", 2.5)
@@ -171,22 +172,26 @@ def test_optout_config_defaults_from_project_settings(tmp_path: object) -> None:
 def test_optout_config_switches_and_directives() -> None:
     config = OptOutConfig.from_settings(
         Settings(
-            {
-                "IMAGECRAWL_OPTOUT_X_ROBOTS_TAG": "False",
-                "IMAGECRAWL_OPTOUT_DIRECTIVES": "noai, noindex,none",
-                "IMAGECRAWL_OPTOUT_LOG": "-",
-            }
+            defaults(
+                **{
+                    "IMAGECRAWL_OPTOUT_X_ROBOTS_TAG": "False",
+                    "IMAGECRAWL_OPTOUT_DIRECTIVES": "noai, noindex,none",
+                    "IMAGECRAWL_OPTOUT_LOG": "-",
+                }
+            )
         )
     )
     assert not config.x_robots_tag
     assert config.directives == {"noai", "noindex", "none"}
     assert config.log_path is None
     with pytest.raises(ValueError, match="nofollow"):
-        OptOutConfig.from_settings(Settings({"IMAGECRAWL_OPTOUT_DIRECTIVES": "noai,nofollow"}))
+        OptOutConfig.from_settings(Settings(defaults(**{"IMAGECRAWL_OPTOUT_DIRECTIVES": "noai,nofollow"})))
 
 
 def test_disabled_rules_are_logged(caplog: pytest.LogCaptureFixture) -> None:
-    config = OptOutConfig.from_settings(Settings({"IMAGECRAWL_OPTOUT_TDMREP": False, "IMAGECRAWL_OPTOUT_LOG": "-"}))
+    config = OptOutConfig.from_settings(
+        Settings(defaults(**{"IMAGECRAWL_OPTOUT_TDMREP": False, "IMAGECRAWL_OPTOUT_LOG": "-"}))
+    )
     with caplog.at_level("WARNING"):
         config.warn_disabled()
     assert [r.levelname for r in caplog.records] == ["WARNING"]

@@ -13,10 +13,14 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from imagecrawl.sandbox.misbehave import max_rate_per_second, requests_inside_windows
 from imagecrawl.sandbox.testing import SandboxProcess, start_sandbox
 
 from .conftest import CrawlResult, run_crawl
+
+pytestmark = pytest.mark.e2e
 
 #: Test crawls: fast for loopback; the caps under test are set per test.
 PACE: dict[str, str] = {
@@ -112,8 +116,8 @@ def test_cap_crawl_delay_retries_and_retry_after(tmp_path: Path) -> None:
     assert [r["status"] for r in tries] == [503] * 3
     first, second = gaps(tries)
     assert first >= 0.2 and second >= 0.4, (first, second)  # 0.4 * 2**(k-1) with equal jitter
-    assert stats["imagecrawl/retry/503"] == 2
-    assert stats["imagecrawl/retry/gave_up/503"] == 1
+    assert stats["imagecrawl/retry/reason_count/503"] == 2
+    assert stats["imagecrawl/retry/max_reached/503"] == 1
     assert stats["imagecrawl/pacing/decrease/503"] >= 1
 
     # an absurd Retry-After is capped (3 s here), logged and counted - and still honoured up to the cap

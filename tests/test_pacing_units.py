@@ -12,13 +12,6 @@ import pytest
 from scrapy.settings import Settings
 
 from imagecrawl.downloadermiddlewares.bans import BansConfig, classify_response
-from imagecrawl.downloadermiddlewares.pacing import (
-    PacingConfig,
-    RetryConfig,
-    ban_config_from_settings,
-    classify_exception,
-    classify_status,
-)
 from imagecrawl.pacing import (
     AimdConfig,
     AimdController,
@@ -32,6 +25,8 @@ from imagecrawl.pacing import (
     parse_retry_after,
     site_of_host,
 )
+from imagecrawl.pacing.config import PacingConfig, RetryConfig, ban_config_from_settings
+from imagecrawl.pacing.signals import classify_exception, classify_status
 from imagecrawl.sandbox.misbehave import (
     MisbehaveConfig,
     Misbehaviour,
@@ -39,6 +34,7 @@ from imagecrawl.sandbox.misbehave import (
     overloaded_seconds,
     requests_inside_windows,
 )
+from tests.crawlers import project_settings
 
 # --- Retry-After ----------------------------------------------------------------------------------
 
@@ -150,9 +146,7 @@ def test_gate_never_exceeds_the_rate_cap() -> None:
 
 
 def test_gate_concurrency_and_independent_sites() -> None:
-    gate = InProcessGate(
-        aimd=AimdConfig(start_rate=100, max_rate=100, start_concurrency=2, max_concurrency=2)
-    )
+    gate = InProcessGate(aimd=AimdConfig(start_rate=100, max_rate=100, start_concurrency=2, max_concurrency=2))
     assert gate.acquire("a", 0.0) == 0
     assert gate.acquire("a", 0.5) == 0
     assert gate.acquire("a", 1.0) > 0  # two in flight
@@ -175,9 +169,7 @@ def test_retry_after_closes_the_gate_until_it_expires() -> None:
 
 # --- bans -----------------------------------------------------------------------------------------
 
-BANS = BanConfig(
-    burst=3, burst_429=6, soft_threshold=2, cooldown_seconds=10, max_cooldown_seconds=25, max_probes=3
-)
+BANS = BanConfig(burst=3, burst_429=6, soft_threshold=2, cooldown_seconds=10, max_cooldown_seconds=25, max_probes=3)
 
 
 def test_burst_bans_cooldown_doubles_probe_then_abandon() -> None:
@@ -241,18 +233,20 @@ def test_gate_with_bans_lets_only_probes_through_and_resumes_slowly() -> None:
 
 def test_configs_from_settings() -> None:
     s = Settings(
-        {
-            "IMAGECRAWL_MAX_RATE_PER_SITE": "7.5",
-            "IMAGECRAWL_MAX_CONCURRENCY_PER_SITE": "3",
-            "IMAGECRAWL_PACING_START_RATE_PER_SECOND": "100",
-            "IMAGECRAWL_PACING_SITE_KEY": "domain",
-            "DOWNLOAD_DELAY": "0.25",
-            "IMAGECRAWL_BAN_COOLDOWN_SECONDS": "2",
-            "IMAGECRAWL_BAN_MAX_PROBES": "4",
-            "IMAGECRAWL_RETRY_TIMES": "5",
-            "RETRY_HTTP_CODES": "429,503",
-            "IMAGECRAWL_BAN_HEALTHY_MARKERS": '{"example.com": "class=\\"card\\""}',
-        }
+        project_settings(
+            **{
+                "IMAGECRAWL_MAX_RATE_PER_SITE": "7.5",
+                "IMAGECRAWL_MAX_CONCURRENCY_PER_SITE": "3",
+                "IMAGECRAWL_PACING_START_RATE_PER_SECOND": "100",
+                "IMAGECRAWL_PACING_SITE_KEY": "domain",
+                "DOWNLOAD_DELAY": "0.25",
+                "IMAGECRAWL_BAN_COOLDOWN_SECONDS": "2",
+                "IMAGECRAWL_BAN_MAX_PROBES": "4",
+                "IMAGECRAWL_RETRY_TIMES": "5",
+                "RETRY_HTTP_CODES": "429,503",
+                "IMAGECRAWL_BAN_HEALTHY_MARKERS": '{"example.com": "class=\\"card\\""}',
+            }
+        )
     )
     p = PacingConfig.from_settings(s)
     assert p.aimd.max_rate == 7.5 and p.aimd.max_concurrency == 3
@@ -267,7 +261,7 @@ def test_configs_from_settings() -> None:
     bc = BansConfig.from_settings(s)
     assert bc.healthy_markers["example.com"].search('<a class="card">')
     with pytest.raises(ValueError):
-        PacingConfig.from_settings(Settings({"IMAGECRAWL_PACING_SITE_KEY": "ip"}))
+        PacingConfig.from_settings(Settings(project_settings(IMAGECRAWL_PACING_SITE_KEY="ip")))
 
 
 def test_classify() -> None:
@@ -280,7 +274,8 @@ def test_classify() -> None:
     assert classify_exception(DownloadTimeoutError()) is Signal.TIMEOUT
     assert classify_exception(ConnectionRefusedError()) is Signal.CONNECTION
     assert classify_exception(ValueError()) is Signal.NEUTRAL
-    markers = BansConfig().challenge_markers
+    markers = BansConfig.from_settings(Settings(project_settings())).challenge_markers
+    assert "_cf_chl_opt" in markers
     assert classify_response(403, {"cf-mitigated": "challenge"}, None, markers, None) is Verdict.CHALLENGE
     page = "<html><head><title>Just a moment...</title></head></html>"
     assert classify_response(200, {}, page, markers, None) is Verdict.CHALLENGE

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from imagecrawl.pages import PageError
+from imagecrawl.pages import PageError, with_cursor
 from imagecrawl.pages import civitai as pages
 from tests.pages_util import FIXTURES, assert_expected, page_dict
 
@@ -124,9 +124,9 @@ def test_url_builders() -> None:
         f"{API}/api/v1/images?limit=50&withMeta=true&nsfw=None&sort=Most+Reactions&period=Week&username=a+b&modelId=12"
     )
     assert "nsfw" not in pages.images_api_url(API, nsfw=None)
-    nxt = pages.with_cursor(url, "469639|1681227312500")
+    nxt = with_cursor(url, "469639|1681227312500")
     assert nxt.endswith("&modelId=12&cursor=469639%7C1681227312500")
-    assert pages.with_cursor(nxt, "2").count("cursor=") == 1
+    assert with_cursor(nxt, "2").count("cursor=") == 1
     assert pages.models_api_url(API, model_id=1102) == f"{API}/api/v1/models/1102"
     assert pages.models_api_url(API, limit=200) == (
         f"{API}/api/v1/models?limit=100&nsfw=false&sort=Newest&period=AllTime"

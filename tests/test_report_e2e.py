@@ -19,6 +19,8 @@ from .conftest import CrawlResult, read_store, run_crawl
 from .expect import expected_rows
 from .observe_util import BANNED_IMAGES, RETRY_AFTER_SECONDS, THROTTLED_IMAGES, pushback_site
 
+pytestmark = pytest.mark.e2e
+
 SANDBOX_IMAGES = 12
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 

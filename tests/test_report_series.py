@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import math
 import re
-from email.utils import formatdate
 
 import pytest
 
-from imagecrawl.extensions.monitor import parse_retry_after
 from imagecrawl.report.html import render_html
 from imagecrawl.report.series import Spans, Timeline
 from imagecrawl.report.svg import Chart, Line, Markers, fmt_duration, nice_max, render
@@ -73,14 +71,6 @@ def test_spans_merge_and_stay_bounded() -> None:
     assert spans.to_list(origin=100)[-1]["end"] == 1 + 10 * 99
 
 
-def test_parse_retry_after() -> None:
-    assert parse_retry_after(b"120", 0.0) == 120.0
-    assert parse_retry_after("0", 0.0) == 0.0
-    assert parse_retry_after(formatdate(1_000_030.0, usegmt=True), 1_000_000.0) == pytest.approx(30.0)
-    assert parse_retry_after(b"soon", 0.0) is None
-    assert parse_retry_after(None, 0.0) is None
-
-
 def test_svg_chart_points_markers_and_bands() -> None:
     svg = render(
         Chart(
@@ -126,9 +116,9 @@ def test_html_is_self_contained_and_escaped() -> None:
 
 
 def test_site_state_from_responses_and_from_the_pacing_snapshot() -> None:
-    from imagecrawl.extensions.monitor import SiteState
+    from imagecrawl.extensions.monitor import SiteActivity
 
-    site = SiteState("a.example")
+    site = SiteActivity("a.example")
     assert site.state(now=100.0, window=30) == "ok"
     site.last_429_at = 90.0
     assert site.state(now=100.0, window=30) == "throttled (429/503)"

@@ -14,9 +14,12 @@ from typing import Any
 
 import pytest
 
-from imagecrawl.sandbox.testing import start_sandbox
+from imagecrawl.sandbox.testing import SandboxProcess
 
 from .conftest import LOOPBACK, REPO, MotoS3, read_store, run_crawl
+from .servers import SandboxFactory
+
+pytestmark = pytest.mark.e2e
 
 ITEMS = 60
 # Small shards and row groups: many commits, so every crash point is passed several times.
@@ -29,10 +32,8 @@ SMALL = {
 
 
 @pytest.fixture(scope="module")
-def site() -> Any:
-    sandbox = start_sandbox(items=ITEMS, seed=11)
-    yield sandbox
-    sandbox.stop()
+def site(sandbox_factory: SandboxFactory) -> SandboxProcess:
+    return sandbox_factory.start(items=ITEMS, seed=11, log=False)
 
 
 @pytest.fixture(scope="module")

@@ -13,11 +13,14 @@ from typing import Any
 import pytest
 
 from imagecrawl.sandbox.catalog import build_catalog
-from imagecrawl.sandbox.testing import start_sandbox
+from imagecrawl.sandbox.testing import SandboxProcess
 
 from .conftest import LOOPBACK, REPO, MotoS3, read_store, run_crawl
 from .expect import Expected, expected_rows
 from .faultproxy import FaultProxy
+from .servers import SandboxFactory
+
+pytestmark = pytest.mark.e2e
 
 ITEMS, SEED = 50, 5
 
@@ -30,10 +33,8 @@ FAST_RETRIES = {
 
 
 @pytest.fixture(scope="module")
-def site() -> Any:
-    sandbox = start_sandbox(items=ITEMS, seed=SEED)
-    yield sandbox
-    sandbox.stop()
+def site(sandbox_factory: SandboxFactory) -> SandboxProcess:
+    return sandbox_factory.start(items=ITEMS, seed=SEED, log=False)
 
 
 def _settings(proxy: FaultProxy, tmp_path: Path, **extra: str) -> dict[str, str]:

@@ -7,11 +7,12 @@ import json
 import urllib.error
 import urllib.request
 
+import pytest
 from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 
 from imagecrawl.sandbox.behaviours import TokenBucket, build_middlewares, make_rate_limit
-from imagecrawl.sandbox.server import SandboxConfig
+from imagecrawl.sandbox.config import SandboxConfig
 from imagecrawl.sandbox.testing import sandbox
 
 
@@ -71,6 +72,7 @@ def test_rate_limit_middleware_with_fake_clock() -> None:
     ]
 
 
+@pytest.mark.e2e
 def test_rate_limit_over_http() -> None:
     with sandbox(items=3, extra_args=["--rate-limit", "0.2", "--burst", "3"]) as sb:
         statuses = [_status(sb.url("api/v1/images?limit=1")) for _ in range(5)]

@@ -127,9 +127,7 @@ def test_infotext_format() -> None:
     lines = e.infotext().split("\n")
     assert lines[0] == "a cat, (masterpiece:1.2)"
     assert lines[1] == "Negative prompt: blurry"
-    assert lines[2].startswith(
-        "Steps: 20, Sampler: DPM++ 2M Karras, CFG scale: 7.0, Seed: 12345, Size: 512x768, "
-    )
+    assert lines[2].startswith("Steps: 20, Sampler: DPM++ 2M Karras, CFG scale: 7.0, Seed: 12345, Size: 512x768, ")
     assert lines[2].endswith(", Model: sd_xl_base_1.0, Version: v1.10.1")
     assert "Negative prompt" not in dataclasses.replace(e, negative_prompt=None).infotext()
 
@@ -168,9 +166,7 @@ def test_distinct_pictures_differ_and_copies_look_alike() -> None:
         originals = [e for e in entries if not e.same_bytes_as and not e.copy_of]
         hashes = {e.id: ahash(render_image(cat, e)) for e in originals}
         values = list(hashes.values())
-        close = sum(
-            1 for i in range(len(values)) for j in range(i) if bin(values[i] ^ values[j]).count("1") <= 4
-        )
+        close = sum(1 for i in range(len(values)) for j in range(i) if bin(values[i] ^ values[j]).count("1") <= 4)
         assert close <= 2, f"{close} near-identical original pairs in {source}"
         for e in entries:
             if e.copy_of:

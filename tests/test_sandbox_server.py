@@ -14,7 +14,6 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -24,6 +23,8 @@ from aiohttp.test_utils import make_mocked_request
 from parsel import Selector
 from PIL import Image
 
+from benchmarks import static_site
+from imagecrawl.pages import gallery as gallery_pages
 from imagecrawl.sandbox import server
 from imagecrawl.sandbox.catalog import (
     CATALOG_NOW,
@@ -33,8 +34,13 @@ from imagecrawl.sandbox.catalog import (
     build_catalog,
     render_image,
 )
+from imagecrawl.sandbox.config import CATALOG_KEY, SandboxConfig
+from imagecrawl.sandbox.markup import SANDBOX_GALLERY, gallery_detail, gallery_listing
 from imagecrawl.sandbox.server import main as server_main
+from imagecrawl.sandbox.sites.gallery import gallery_item
 from imagecrawl.sandbox.testing import SandboxProcess, SandboxStartError, sandbox, start_sandbox
+
+from .servers import SandboxFactory
 
 ITEMS = 60
 SEED = 7
@@ -47,10 +53,8 @@ def catalog() -> Catalog:
 
 
 @pytest.fixture(scope="module")
-def sb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SandboxProcess]:
-    log = tmp_path_factory.mktemp("sandbox") / "requests.jsonl"
-    with sandbox(items=ITEMS, seed=SEED, log_path=log, extra_args=["--page-size", str(PAGE_SIZE)]) as proc:
-        yield proc
+def sb(sandbox_factory: SandboxFactory) -> SandboxProcess:
+    return sandbox_factory.start(items=ITEMS, seed=SEED, extra_args=["--page-size", str(PAGE_SIZE)])
 
 
 def fetch(url: str, headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
@@ -89,10 +93,12 @@ def walk_civitai(sb: SandboxProcess, **params: str) -> list[dict[str, Any]]:
 # --- process / CLI ---------------------------------------------------------------------------------
 
 
-def test_port_zero_prints_listening_line_and_stops_cleanly() -> None:
+@pytest.mark.e2e
+@pytest.mark.parametrize("module", ["imagecrawl.sandbox", "imagecrawl.sandbox.server"])
+def test_port_zero_prints_listening_line_and_stops_cleanly(module: str) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         proc = subprocess.Popen(
-            [sys.executable, "-m", "imagecrawl.sandbox.server", "--port", "0", "--items", "3"],
+            [sys.executable, "-m", module, "--port", "0", "--items", "3"],
             stdout=subprocess.PIPE,
             text=True,
         )
@@ -122,6 +128,7 @@ def test_non_loopback_host_refused(host: str, capsys: pytest.CaptureFixture[str]
     assert "refusing" in captured.err or "must be an IP" in captured.err
 
 
+@pytest.mark.e2e
 def test_busy_port_and_bad_log_path(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
@@ -258,14 +265,10 @@ def test_civitai_item_fields_and_meta(sb: SandboxProcess, catalog: Catalog) -> N
         ("X", {"None", "Soft", "Mature", "X"}),
     ],
 )
-def test_civitai_nsfw_filter(
-    sb: SandboxProcess, catalog: Catalog, nsfw: str | None, allowed: set[str]
-) -> None:
+def test_civitai_nsfw_filter(sb: SandboxProcess, catalog: Catalog, nsfw: str | None, allowed: set[str]) -> None:
     params = {"limit": "200"} if nsfw is None else {"limit": "200", "nsfw": nsfw}
     items = walk_civitai(sb, **params)
-    assert [str(i["id"]) for i in items] == [
-        e.id for e in catalog.entries("civitai") if e.nsfw_level in allowed
-    ]
+    assert [str(i["id"]) for i in items] == [e.id for e in catalog.entries("civitai") if e.nsfw_level in allowed]
 
 
 def test_civitai_catalog_has_nsfw_variety(catalog: Catalog) -> None:
@@ -310,8 +313,7 @@ def test_images_served(sb: SandboxProcess, catalog: Catalog, source: str) -> Non
         status, headers, body = fetch(sb.url(e.image_path))
         assert status == 200, e.image_path
         assert (
-            headers["Content-Type"]
-            == {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp"}[e.image_format]
+            headers["Content-Type"] == {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp"}[e.image_format]
         )
         assert int(headers["Content-Length"]) == len(body)
         assert body == render_image(catalog, e)
@@ -461,15 +463,45 @@ def test_gallery_detail_escapes_html() -> None:
     orig = next(e for e in cat.entries("gallery") if e.show_meta)
     e = dataclasses.replace(orig, prompt='<b>"cat" & dog</b>\n<script>x</script>', negative_prompt="a<b")
     cat._by_id[("gallery", e.id)] = e
-    app = server.create_app(server.SandboxConfig(items=0))
-    app[server.CATALOG_KEY] = cat
+    app = server.create_app(SandboxConfig(items=0))
+    app[CATALOG_KEY] = cat
     req = make_mocked_request("GET", f"/gallery/item/{e.id}", match_info={"id": e.id}, app=app)
-    resp = asyncio.run(server.gallery_item(req))
+    resp = asyncio.run(gallery_item(req))
     assert resp.text is not None
     assert "<script>" not in resp.text
     sel = Selector(text=resp.text)
     assert _text(sel, "p.prompt") == e.prompt
     assert _text(sel, "p.negative-prompt") == "a<b"
+
+
+def test_benchmark_site_pages_share_the_sandbox_renderer(sb: SandboxProcess, catalog: Catalog) -> None:
+    """The static benchmark site and the sandbox render the gallery with one renderer: the same
+    entries parse to the same hints with the bundled ``sandbox`` profile; only the links differ."""
+    profile = gallery_pages.load_profile("sandbox")
+    entries = catalog.entries("gallery")
+    shown, hidden = next(e for e in entries if e.show_meta), next(e for e in entries if not e.show_meta)
+    for e in (shown, hidden):
+        url = sb.url(f"gallery/item/{e.id}")
+        served = fetch(url)[2].decode("utf-8")
+        assert served == gallery_detail(SANDBOX_GALLERY, e)
+        static = static_site.detail_html(e)
+        assert static == gallery_detail(static_site.STATIC_GALLERY, e)
+        from_sandbox, healthy = gallery_pages.parse_detail(served, url, profile)
+        from_static, _ = gallery_pages.parse_detail(static, url, profile)
+        assert healthy is not False
+        assert from_static == from_sandbox
+        assert from_sandbox.hints.source_id == e.id
+        assert from_sandbox.hints.prompt == (e.prompt if e.show_meta else None)
+    n_pages = -(-ITEMS // PAGE_SIZE)
+    chunk = entries[PAGE_SIZE : 2 * PAGE_SIZE]
+    served = fetch(sb.url("gallery/?page=2"))[2].decode("utf-8")
+    assert served == gallery_listing(SANDBOX_GALLERY, chunk, 2, n_pages)
+    static = static_site.listing_html(chunk, 2, n_pages)
+    listing = gallery_pages.parse_listing(served, sb.url("gallery/?page=2"), profile)
+    static_listing = gallery_pages.parse_listing(static, sb.url("gallery/page/2.html"), profile)
+    assert static_listing.detail_urls == listing.detail_urls == [sb.url(f"gallery/item/{e.id}") for e in chunk]
+    assert listing.next_url == sb.url("gallery/?page=3")
+    assert static_listing.next_url == sb.url("gallery/page/3.html")
 
 
 # --- robots, private, index, log -------------------------------------------------------------------
@@ -485,6 +517,7 @@ def test_robots_and_private(sb: SandboxProcess) -> None:
     assert not first.css('a.card[href^="/private/"]')
 
 
+@pytest.mark.e2e
 def test_crawl_delay_flag() -> None:
     with sandbox(items=2, extra_args=["--crawl-delay", "1.5"]) as other:
         body = fetch(other.url("robots.txt"))[2].decode()
@@ -520,6 +553,7 @@ def test_request_log(sb: SandboxProcess, catalog: Catalog) -> None:
     assert [r["status"] for r in records] == [200, 200, 404, 200]
 
 
+@pytest.mark.e2e
 def test_start_sandbox_reports_failure() -> None:
     with pytest.raises(SandboxStartError):
         start_sandbox(items=1, extra_args=["--page-size", "0"], timeout=10)

@@ -23,6 +23,8 @@ import pytest
 from .conftest import LOOPBACK, REPO, free_port, read_store, stop_process
 from .distributed_util import check_gallery_store
 
+pytestmark = pytest.mark.e2e
+
 
 def _get(url: str) -> dict[str, Any]:
     with urllib.request.urlopen(url, timeout=10) as resp:

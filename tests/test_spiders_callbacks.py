@@ -11,12 +11,12 @@ from typing import Any, TypeVar
 import pytest
 import scrapy
 from scrapy.http import HtmlResponse, Request, TextResponse
-from scrapy.utils.test import get_crawler
 
 from spiders.civitai import CivitaiSpider
 from spiders.gallery import GallerySpider
 from spiders.lexica import LexicaSpider
 from spiders.urls import UrlsSpider
+from tests.crawlers import make_crawler
 from tests.pages_util import FIXTURES
 
 API = "http://127.0.0.1:9"
@@ -24,7 +24,7 @@ S = TypeVar("S", bound=scrapy.Spider)
 
 
 def make(cls: type[S], tmp_path: Path, **kwargs: Any) -> S:
-    crawler = get_crawler(cls, {"IMAGECRAWL_STORE": str(tmp_path), "IMAGECRAWL_AUTHOR_SALT": "s"})
+    crawler = make_crawler(cls, IMAGECRAWL_STORE=str(tmp_path), IMAGECRAWL_AUTHOR_SALT="s")
     crawler._apply_settings()
     return cls.from_crawler(crawler, **kwargs)
 
@@ -122,18 +122,14 @@ def test_civitai_repeated_cursor_stops_and_is_counted(tmp_path: Path) -> None:
     next_url = out1[-1].url
     assert next_url.endswith("&cursor=c1")
     out2 = list(spider.parse_page(json_response(next_url, civitai_page([3], "c1"))))
-    assert [r.meta["imagecrawl_kind"] for r in out2] == [
-        "image"
-    ]  # the items, but no page with cursor c1 again
+    assert [r.meta["imagecrawl_kind"] for r in out2] == ["image"]  # the items, but no page with cursor c1 again
     assert stats(spider)["imagecrawl/pages/errors/repeated_cursor"] == 1
 
 
 def test_civitai_next_page_fallback_and_max_items(tmp_path: Path) -> None:
     spider = make(CivitaiSpider, tmp_path, api_url=API, max_items="3")
     url = (start_request(spider)).url
-    out = list(
-        spider.parse_page(json_response(url, civitai_page([1, 2], None, f"{API}/api/v1/images?page=2")))
-    )
+    out = list(spider.parse_page(json_response(url, civitai_page([1, 2], None, f"{API}/api/v1/images?page=2"))))
     assert out[-1].url == f"{API}/api/v1/images?page=2"
     out = list(spider.parse_page(json_response(out[-1].url, civitai_page([3, 4, 5], "c9"))))
     assert [r.url for r in out] == [f"{API}/img/3.png"]  # 3 requested in all: no more images, no next page
@@ -184,6 +180,35 @@ def test_lexica(tmp_path: Path) -> None:
     assert stats(spider)["imagecrawl/pages/errors/not_json"] == 1
 
 
+def lexica_page(ids: list[int], cursor: str | None) -> dict[str, Any]:
+    page: dict[str, Any] = {"images": [{"id": str(i), "src": f"{API}/img/{i}.png", "prompt": f"p{i}"} for i in ids]}
+    if cursor:
+        page["nextCursor"] = cursor
+    return page
+
+
+def test_lexica_cursor_paging_and_max_items(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    spider = make(LexicaSpider, tmp_path, api_url=API, q="fox", max_items="3")
+    url = start_request(spider).url
+    out = list(spider.parse_page(json_response(url, lexica_page([1, 2], "c1"))))
+    assert [r.meta["imagecrawl_kind"] for r in out] == ["image", "image", "page"]
+    assert out[-1].url == f"{url}&cursor=c1"
+    # the budget is spent by the last image of the page: the next cursor is still followed
+    out = list(spider.parse_page(json_response(out[-1].url, lexica_page([3], "c2"))))
+    assert [r.url for r in out] == [f"{API}/img/3.png", f"{url}&cursor=c2"]
+    with caplog.at_level("INFO", logger="spiders.lexica"):
+        out = list(spider.parse_page(json_response(out[-1].url, lexica_page([4], "c3"))))
+    assert out == [] and spider.requested == 3
+    assert [(r.name, r.getMessage()) for r in caplog.records] == [("spiders.lexica", "max_items=3 reached")]
+
+    looping = make(LexicaSpider, tmp_path, api_url=API, q="fox")
+    url = start_request(looping).url
+    out = list(looping.parse_page(json_response(url, lexica_page([1], "c1"))))
+    out = list(looping.parse_page(json_response(out[-1].url, lexica_page([2], "c1"))))
+    assert [r.meta["imagecrawl_kind"] for r in out] == ["image"]
+    assert stats(looping)["imagecrawl/pages/errors/repeated_cursor"] == 1
+
+
 # ---------------------------------------------------------------- gallery
 
 
@@ -217,11 +242,16 @@ def test_gallery_callbacks(tmp_path: Path) -> None:
     }
 
 
-def test_gallery_limits_and_arguments(tmp_path: Path) -> None:
+def test_gallery_limits_and_arguments(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     base = "http://127.0.0.1:8765"
     spider = make(GallerySpider, tmp_path, start_url=f"{base}/gallery/", max_items="2")
-    out = list(spider.parse_listing(html_response(f"{base}/gallery/", "listing_page1.html")))
+    with caplog.at_level("INFO", logger="spiders.gallery"):
+        out = list(spider.parse_listing(html_response(f"{base}/gallery/", "listing_page1.html")))
     assert [r.url for r in out] == [f"{base}/gallery/item/g0001", f"{base}/gallery/item/g0002"]
+    assert spider.requested == 2
+    assert [(r.name, r.getMessage()) for r in caplog.records if "max_items" in r.getMessage()] == [
+        ("spiders.gallery", "max_items=2 reached; not following more listing pages")
+    ]
     one_page = make(GallerySpider, tmp_path, max_pages="1")
     start_request(one_page)
     out = list(one_page.parse_listing(html_response(f"{base}/gallery/", "listing_page1.html")))

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
 from imagecrawl.sandbox.catalog import Catalog, build_catalog
-from imagecrawl.sandbox.testing import SandboxProcess, sandbox
+from imagecrawl.sandbox.testing import SandboxProcess
+from tests.servers import SandboxFactory
 from tests.spiders_util import (
     Crawl,
     CrawlResult,
@@ -16,15 +15,15 @@ from tests.spiders_util import (
     sha256_of,
 )
 
+pytestmark = pytest.mark.e2e
+
 ITEMS, SEED = 60, 3
 USER = build_catalog(ITEMS, SEED).entries("civitai")[0].username
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SandboxProcess]:
-    log = tmp_path_factory.mktemp("civitai-sandbox") / "requests.jsonl"
-    with sandbox(items=ITEMS, seed=SEED, log_path=log) as sb:
-        yield sb
+def server(sandbox_factory: SandboxFactory) -> SandboxProcess:
+    return sandbox_factory.start(items=ITEMS, seed=SEED, name="civitai-sandbox")
 
 
 @pytest.fixture(scope="module")

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
 from imagecrawl.sandbox.catalog import Catalog, build_catalog
-from imagecrawl.sandbox.testing import SandboxProcess, sandbox
+from imagecrawl.sandbox.testing import SandboxProcess
+from tests.servers import SandboxFactory
 from tests.spiders_util import (
     Crawl,
     CrawlResult,
@@ -15,6 +14,8 @@ from tests.spiders_util import (
     run_crawls,
     sha256_of,
 )
+
+pytestmark = pytest.mark.e2e
 
 ITEMS, SEED = 60, 7  # 24 cards per listing page: pages of 24, 24, 12
 
@@ -33,10 +34,8 @@ params_values = "css:dl.params dd"
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SandboxProcess]:
-    log = tmp_path_factory.mktemp("gallery-sandbox") / "requests.jsonl"
-    with sandbox(items=ITEMS, seed=SEED, log_path=log) as sb:
-        yield sb
+def server(sandbox_factory: SandboxFactory) -> SandboxProcess:
+    return sandbox_factory.start(items=ITEMS, seed=SEED, name="gallery-sandbox")
 
 
 @pytest.fixture(scope="module")

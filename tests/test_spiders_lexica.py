@@ -2,23 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
 from imagecrawl.sandbox.catalog import Catalog, Entry, build_catalog
-from imagecrawl.sandbox.testing import SandboxProcess, sandbox
+from imagecrawl.sandbox.testing import SandboxProcess
+from tests.servers import SandboxFactory
 from tests.spiders_util import Crawl, CrawlResult, file_checkable, run_crawls, sha256_of
+
+pytestmark = pytest.mark.e2e
 
 ITEMS, SEED = 60, 5
 Q = "portrait"
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SandboxProcess]:
-    log = tmp_path_factory.mktemp("lexica-sandbox") / "requests.jsonl"
-    with sandbox(items=ITEMS, seed=SEED, log_path=log) as sb:
-        yield sb
+def server(sandbox_factory: SandboxFactory) -> SandboxProcess:
+    return sandbox_factory.start(items=ITEMS, seed=SEED, name="lexica-sandbox")
 
 
 @pytest.fixture(scope="module")

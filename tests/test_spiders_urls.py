@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import pyarrow as pa
@@ -13,18 +12,19 @@ import pyarrow.parquet as pq
 import pytest
 
 from imagecrawl.sandbox.catalog import Catalog, Entry, build_catalog, render_image
-from imagecrawl.sandbox.testing import SandboxProcess, sandbox
+from imagecrawl.sandbox.testing import SandboxProcess
+from tests.servers import SandboxFactory
 from tests.spiders_util import Crawl, CrawlResult, check_fields, run_crawls
+
+pytestmark = pytest.mark.e2e
 
 ITEMS, SEED = 30, 11
 BAD_ROWS = {"": "missing_url", "ftp://127.0.0.1/x.png": "bad_scheme", "not a url": "invalid_url"}
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SandboxProcess]:
-    log = tmp_path_factory.mktemp("urls-sandbox") / "requests.jsonl"
-    with sandbox(items=ITEMS, seed=SEED, log_path=log) as sb:
-        yield sb
+def server(sandbox_factory: SandboxFactory) -> SandboxProcess:
+    return sandbox_factory.start(items=ITEMS, seed=SEED, name="urls-sandbox")
 
 
 @pytest.fixture(scope="module")
@@ -52,9 +52,7 @@ def results(
 ) -> dict[str, CrawlResult]:
     tmp = tmp_path_factory.mktemp("urls-crawls")
     parquet = tmp / "list.parquet"
-    pq.write_table(
-        pa.table({"url": [r[0] for r in rows], "caption": [r[1] for r in rows]}), parquet, row_group_size=7
-    )
+    pq.write_table(pa.table({"url": [r[0] for r in rows], "caption": [r[1] for r in rows]}), parquet, row_group_size=7)
     csv_path = tmp / "list.data"
     with open(csv_path, "w", newline="") as fh:
         writer = csv.writer(fh)
@@ -75,7 +73,7 @@ def results(
     )
     # Scrapy's own middleware, to keep the upstream bug documented (the project replaces it).
     stock_mw = {
-        "imagecrawl.downloadermiddlewares.robots.RobotsTxtMiddleware": None,
+        "imagecrawl.downloadermiddlewares.robots.RobotsMiddleware": None,
         "scrapy.downloadermiddlewares.robotstxt.RobotsTxtMiddleware": 100,
     }
     return run_crawls(

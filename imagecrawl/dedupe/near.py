@@ -20,7 +20,7 @@ Backends:
 - :class:`SqliteNearIndex`: a table in a SQLite file, loaded into the core on open. ``add_many`` writes
   one transaction. Other processes' commits to the same file are picked up before the next query
   (``PRAGMA data_version``), so several processes may share the file.
-- :class:`~imagecrawl.dedupe.redis_near.RedisNearIndex`: shared through Redis.
+- :class:`~imagecrawl.distributed.near_index.RedisNearIndex`: shared through Redis.
 """
 
 from __future__ import annotations
@@ -183,9 +183,7 @@ class MihCore:
         in insertion order, and either a bucket offset table (narrow bands) or the sorted band values."""
         self._bucket_hashes, self._bucket_pos, self._offsets, self._sorted = [], [], [], []
         for shift, width in self.layout:
-            vals = ((self._hashes >> np.uint64(shift)) & np.uint64((1 << width) - 1)).astype(
-                _band_dtype(width)
-            )
+            vals = ((self._hashes >> np.uint64(shift)) & np.uint64((1 << width) - 1)).astype(_band_dtype(width))
             order = np.argsort(vals, kind="stable")
             self._bucket_hashes.append(self._hashes[order])
             self._bucket_pos.append(order.astype(np.int32 if len(vals) < 2**31 else np.int64))
@@ -344,9 +342,7 @@ class SqliteNearIndex:
     def _catch_up(self) -> None:
         """Load every row committed since the last load (by this or any other connection)."""
         self._data_version = int(self._db.execute("PRAGMA data_version").fetchone()[0])
-        cur = self._db.execute(
-            "SELECT seq, phash FROM near_phash WHERE seq > ? ORDER BY seq", (self._loaded_upto,)
-        )
+        cur = self._db.execute("SELECT seq, phash FROM near_phash WHERE seq > ? ORDER BY seq", (self._loaded_upto,))
         chunks = []
         while rows := cur.fetchmany(65536):
             chunks.append(np.array(rows, dtype=np.int64))

@@ -126,6 +126,8 @@ class Ledger:
         self._own_phash: dict[str, int] = {}
         self.near: NearIndex | None = None
         self._pending_near = MemoryNearIndex()
+        #: a released claim is still in the (append-only) pending index: rebuild it before the next query
+        self._pending_stale = False
         self._last_beat = 0.0
         _LIVE_OWNERS.add(self.owner)
         with self._transaction():
@@ -231,6 +233,7 @@ class Ledger:
         if self._own_sha.get(sha256) != item_id:
             return
         self.db.execute("DELETE FROM claims WHERE sha256 = ? AND owner = ?", (sha256, self.owner))
+        self._pending_stale = self._pending_stale or item_id in self._own_phash
         self._forget(sha256, item_id, url)
 
     def _forget(self, sha256: str, item_id: str, url: str | None) -> None:
@@ -255,6 +258,10 @@ class Ledger:
         """(id, distance) of the closest committed or claimed image within ``max_distance``, else None."""
         if self.near is None or phash is None or max_distance < 0:
             return None
+        if self._pending_stale:
+            fresh = MemoryNearIndex()
+            fresh.add_many(self._own_phash.items())
+            self._pending_near, self._pending_stale = fresh, False
         hits = [h for h in (self.near.query(phash, max_distance), self._pending_near.query(phash, max_distance)) if h]
         return min(hits, key=lambda hit: hit[1]) if hits else None
 

@@ -6,21 +6,41 @@ import logging
 import secrets
 
 from scrapy.settings import SETTINGS_PRIORITIES, BaseSettings
+from scrapy.utils.misc import load_object
 
-from imagecrawl.distributed.config import DEFAULT_PREFIX, redis_url
+from imagecrawl.distributed.config import redis_url
+from imagecrawl.storage.context import check_dedupe_backend
 
 logger = logging.getLogger(__name__)
 
 SCHEDULER = "imagecrawl.distributed.frontier.RedisScheduler"
 DUPEFILTER = "imagecrawl.distributed.frontier.RedisDupeFilter"
+#: what the add-on plugs into the core (imagecrawl.storage.context, the pacing middleware, the browser)
+LEDGER_FACTORY = "imagecrawl.distributed.ledger.open_worker_ledger"
+GATE_FACTORY = "imagecrawl.distributed.gate.shared_gate"
+LIMITER_FACTORY = "imagecrawl.distributed.ratelimit.limiter_for"
+#: the shared per-site rate gate for crawls without the pacing middleware, closest to the network
+GLOBAL_RATE_MIDDLEWARE = "imagecrawl.distributed.middlewares.GlobalRateMiddleware"
+#: binds items to the lease of the request they came from, closest to the engine
+LEASE_MIDDLEWARE = "imagecrawl.distributed.middlewares.LeaseSpiderMiddleware"
 
 
 class DistributedAddon:
     def update_settings(self, settings: BaseSettings) -> None:
         url = redis_url(settings)
+        backend = check_dedupe_backend(settings)
         if not url:
+            if backend == "redis":
+                raise ValueError("IMAGECRAWL_DEDUPE_BACKEND=redis needs IMAGECRAWL_REDIS_URL (or REDIS_URL)")
             return
-        if settings.getbool("IMAGECRAWL_REDIS_FRONTIER_ENABLED", True):
+        settings.set_in_component_priority_dict("DOWNLOADER_MIDDLEWARES", load_object(GLOBAL_RATE_MIDDLEWARE), 960)
+        settings.set_in_component_priority_dict("SPIDER_MIDDLEWARES", load_object(LEASE_MIDDLEWARE), 5)
+        if backend in ("auto", "redis"):
+            _set_default(settings, "IMAGECRAWL_LEDGER_FACTORY", LEDGER_FACTORY)
+        if settings.getbool("IMAGECRAWL_REDIS_RATE_ENABLED"):
+            _set_default(settings, "IMAGECRAWL_SHARED_LIMITER_FACTORY", LIMITER_FACTORY)
+            _set_default(settings, "IMAGECRAWL_PACING_GATE_FACTORY", GATE_FACTORY)
+        if settings.getbool("IMAGECRAWL_REDIS_FRONTIER_ENABLED"):
             settings.set("SCHEDULER", SCHEDULER, priority="addon")
             settings.set("DUPEFILTER_CLASS", DUPEFILTER, priority="addon")
             _set_default(settings, "IMAGECRAWL_SHARD_FLUSH_ON_IDLE", True)
@@ -28,7 +48,7 @@ class DistributedAddon:
             # Every worker must hash an author the same way: one salt per Redis prefix, made once.
             import redis
 
-            prefix = str(settings.get("IMAGECRAWL_REDIS_PREFIX") or DEFAULT_PREFIX)
+            prefix = str(settings.get("IMAGECRAWL_REDIS_PREFIX"))
             client = redis.Redis.from_url(url)
             try:
                 key = f"{prefix}:author_salt"

@@ -6,12 +6,6 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any
 
-DEFAULT_PREFIX = "imagecrawl"
-DEFAULT_LEASE_SECONDS = 60.0
-
-#: meta key of a request popped from the shared frontier: the id of its lease
-LEASE_META = "imagecrawl_lease"
-
 
 def redis_url(settings: Any) -> str:
     """``IMAGECRAWL_REDIS_URL``, else Scrapy's (scrapy-redis's) ``REDIS_URL``, else ""."""
@@ -21,26 +15,26 @@ def redis_url(settings: Any) -> str:
 @dataclass(frozen=True, slots=True)
 class RedisConfig:
     url: str
-    prefix: str = DEFAULT_PREFIX
+    prefix: str
     #: the name every worker of one crawl shares (default: the spider's name)
-    crawl: str = ""
-    lease_seconds: float = DEFAULT_LEASE_SECONDS
-    seed_batch: int = 16
+    crawl: str
+    lease_seconds: float
+    seed_batch: int
 
     @classmethod
     def from_settings(cls, settings: Any, spider_name: str = "") -> RedisConfig:
         url = redis_url(settings)
         if not url:
             raise ValueError("no Redis URL: set IMAGECRAWL_REDIS_URL (or REDIS_URL)")
-        lease = settings.getfloat("IMAGECRAWL_REDIS_LEASE_SECONDS", DEFAULT_LEASE_SECONDS)
+        lease = settings.getfloat("IMAGECRAWL_REDIS_LEASE_SECONDS")
         if lease <= 0:
             raise ValueError(f"IMAGECRAWL_REDIS_LEASE_SECONDS must be > 0, got {lease}")
         return cls(
             url=url,
-            prefix=str(settings.get("IMAGECRAWL_REDIS_PREFIX") or DEFAULT_PREFIX),
+            prefix=str(settings.get("IMAGECRAWL_REDIS_PREFIX")),
             crawl=str(settings.get("IMAGECRAWL_REDIS_CRAWL") or spider_name),
             lease_seconds=lease,
-            seed_batch=max(1, settings.getint("IMAGECRAWL_REDIS_SEED_BATCH", 16)),
+            seed_batch=max(1, settings.getint("IMAGECRAWL_REDIS_SEED_BATCH")),
         )
 
     @property

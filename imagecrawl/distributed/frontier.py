@@ -29,9 +29,10 @@ from scrapy_redis.dupefilter import RFPDupeFilter
 from scrapy_redis.queue import Base as RedisQueueBase
 from scrapy_redis.scheduler import Scheduler as ScrapyRedisScheduler
 
-from imagecrawl.distributed.config import LEASE_META, RedisConfig
+from imagecrawl import meta
+from imagecrawl.distributed.config import RedisConfig
 from imagecrawl.distributed.worker import Worker, start_worker
-from imagecrawl.pipelines._state import crawl_storage
+from imagecrawl.storage.context import crawl_context
 
 logger = logging.getLogger(__name__)
 
@@ -80,7 +81,7 @@ class LeaseQueue(RedisQueueBase):
         return int(self.server.zcard(self.key))
 
     def push(self, request: Request) -> None:
-        request.meta.pop(LEASE_META, None)
+        request.meta.pop(meta.LEASE, None)
         self.server.execute_command("ZADD", self.key, -request.priority, self._encode_request(request))
 
     def pop(self, timeout: int = 0) -> Request | None:
@@ -104,7 +105,7 @@ class LeaseQueue(RedisQueueBase):
             w.stats.inc_value("imagecrawl/distributed/undecodable")
             w.ack(lease)
             return None
-        request.meta[LEASE_META] = lease
+        request.meta[meta.LEASE] = lease
         return request
 
 
@@ -159,7 +160,7 @@ class RedisScheduler(ScrapyRedisScheduler):
 
         server = Redis.from_url(config.url, health_check_interval=30)
         server.ping()
-        owner = crawl_storage(crawler).run_id
+        owner = crawl_context(crawler).storage.run_id
         logger.info("Shared frontier %s on %s (worker %s)", config.keys.base, _safe_url(config.url), owner)
         return cls(server, crawler, config, owner)
 
@@ -170,7 +171,7 @@ class RedisScheduler(ScrapyRedisScheduler):
     def enqueue_request(self, request: Request) -> bool:
         # A retried or redirected request carries the lease of the one it replaces: that lease is done
         # once the new request is in the frontier (or was filtered as a duplicate).
-        lease = request.meta.pop(LEASE_META, None)
+        lease = request.meta.pop(meta.LEASE, None)
         try:
             if not request.dont_filter and self.df.request_seen(request):
                 self.df.log(request, self.spider)

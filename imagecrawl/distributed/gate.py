@@ -19,11 +19,10 @@ import logging
 from typing import Any
 
 from imagecrawl.distributed.ratelimit import RedisRateLimiter
+from imagecrawl.pacing import CONGESTION, Signal
+from imagecrawl.storage.context import crawl_context
 
 logger = logging.getLogger(__name__)
-
-#: signals (``imagecrawl.pacing.gate.Signal`` values) that cut the shared learned rate
-CONGESTION_SIGNALS = frozenset({"429", "503", "5xx-gateway", "timeout", "connection"})
 
 
 class RedisGate:
@@ -68,12 +67,12 @@ class RedisGate:
         self.local.feedback(site, fb, now)
         if fb.retry_after is not None and fb.retry_after > 0 and self.limiter.pause(site, fb.retry_after):
             logger.info("%s: Retry-After %.1fs, every worker waits", site, fb.retry_after)
-        signal = str(getattr(fb.signal, "value", fb.signal))
-        if signal in CONGESTION_SIGNALS:
+        signal = fb.signal
+        if signal in CONGESTION:
             rate = self.limiter.congestion(site)
             if rate is not None:
                 logger.info("%s: %s, shared rate cut to %.3g req/s", site, signal, rate)
-        elif signal == "ok":
+        elif signal is Signal.OK:
             self.limiter.healthy(site)
 
     def verdict(self, site: str, verdict: Any, sent_at: float, now: float) -> None:
@@ -97,17 +96,10 @@ class RedisGate:
 
 
 def shared_gate(crawler: Any, local: Any) -> Any:
-    """``local`` wrapped in a :class:`RedisGate` when the crawl is distributed, else ``local`` itself."""
-    from imagecrawl.distributed.config import DEFAULT_PREFIX, redis_url
-    from imagecrawl.distributed.ratelimit import RateConfig
-
-    settings = crawler.settings
-    url = redis_url(settings)
-    if not url or not settings.getbool("IMAGECRAWL_REDIS_RATE_ENABLED", True):
+    """The ``IMAGECRAWL_PACING_GATE_FACTORY`` of distributed crawls: ``local`` wrapped in a
+    :class:`RedisGate` when the crawl has a shared limiter, else ``local`` itself."""
+    limiter = crawl_context(crawler).shared_limiter()
+    if limiter is None:
         return local
-    import redis
-
-    prefix = str(settings.get("IMAGECRAWL_REDIS_PREFIX") or DEFAULT_PREFIX)
-    limiter = RedisRateLimiter(redis.Redis.from_url(url), prefix, RateConfig.from_settings(settings))
     logger.info("Pacing: per-site rate, Retry-After and bans shared by all workers through Redis")
     return RedisGate(local, limiter)

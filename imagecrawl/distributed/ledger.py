@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 import redis
@@ -179,18 +180,26 @@ class RedisLedger:
         self.redis.close()
 
 
+def open_worker_ledger(settings: Any, store_url: str, state_dir: Path, owner: str) -> tuple[RedisLedger, Path]:
+    """The :class:`imagecrawl.storage.context.LedgerFactory` of distributed crawls (set by the add-on).
+
+    Workers on one machine share the state folder: each keeps its own outbox. A dead worker's
+    unfinished shards are not committed later: its leases expire and other workers redo them."""
+    return open_redis_ledger(settings, store_url, owner), state_dir / "workers" / owner
+
+
 def open_redis_ledger(settings: Any, store_url: str, owner: str) -> RedisLedger:
     """The shared ledger of the store ``store_url`` (keys ``<prefix>:ledger:<store tag>:*``)."""
-    from imagecrawl.distributed.config import DEFAULT_PREFIX, alive_prefix, ledger_prefix, redis_url
+    from imagecrawl.distributed.config import alive_prefix, ledger_prefix, redis_url
 
-    prefix = str(settings.get("IMAGECRAWL_REDIS_PREFIX") or DEFAULT_PREFIX)
+    prefix = str(settings.get("IMAGECRAWL_REDIS_PREFIX"))
     client = redis.Redis.from_url(redis_url(settings), health_check_interval=30)
     # alive for half a lease, like the frontier's heartbeat: a dead worker's claims lapse before its leases
-    lease = settings.getfloat("IMAGECRAWL_REDIS_LEASE_SECONDS", 60.0)
+    lease = settings.getfloat("IMAGECRAWL_REDIS_LEASE_SECONDS")
     ledger = RedisLedger(client, ledger_prefix(prefix, store_url), owner, alive_prefix(prefix), lease / 2)
     ledger.heartbeat(force=True)
-    if settings.getbool("IMAGECRAWL_NEAR_DEDUPE_ENABLED", True):
-        from imagecrawl.dedupe.redis_near import RedisNearIndex
+    if settings.getbool("IMAGECRAWL_NEAR_DEDUPE_ENABLED"):
+        from imagecrawl.distributed.near_index import RedisNearIndex
 
         namespace = ledger_prefix(prefix, store_url).replace(":ledger:", ":near:").rstrip(":")
         ledger.enable_near(RedisNearIndex(redis.Redis.from_url(redis_url(settings)), namespace=namespace))

@@ -10,21 +10,24 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
+import time
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from typing import Any, Self
-from urllib.parse import urlsplit
 
 from scrapy import Request
 from scrapy.crawler import Crawler
 from scrapy.exceptions import NotConfigured
 from scrapy.http import Response
 
-from imagecrawl.distributed.config import DEFAULT_PREFIX, LEASE_META, redis_url
-from imagecrawl.distributed.ratelimit import RateConfig, RedisRateLimiter
+from imagecrawl import meta
+from imagecrawl.distributed.config import redis_url
+from imagecrawl.distributed.ratelimit import RedisRateLimiter
 from imagecrawl.distributed.worker import Worker, worker_for
+from imagecrawl.pacing import CONGESTION, parse_retry_after
+from imagecrawl.pacing.config import site_key_mode
+from imagecrawl.pacing.signals import classify_exception, classify_status
+from imagecrawl.pacing.sitekey import site_of_url
+from imagecrawl.storage.context import crawl_context
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +53,7 @@ class LeaseSpiderMiddleware:
 
     async def process_spider_output(self, response: Response, result: AsyncIterator[Any]) -> AsyncIterator[Any]:
         worker = self.worker
-        lease = response.request.meta.get(LEASE_META) if response.request is not None else None
+        lease = response.request.meta.get(meta.LEASE) if response.request is not None else None
         if worker is None or lease is None:
             async for output in result:
                 yield output
@@ -69,35 +72,36 @@ class LeaseSpiderMiddleware:
 
 class GlobalRateMiddleware:
     """Waits at the site's shared gate (:mod:`.ratelimit`) right before a request leaves, and reports
-    what the site answered, so every worker slows down on one worker's 429 or Retry-After."""
+    what the site answered, so every worker slows down on one worker's 429 or Retry-After. Only for
+    crawls without the pacing middleware (which waits at the shared gate itself, :class:`.gate.RedisGate`)."""
 
-    def __init__(self, crawler: Crawler, limiter: RedisRateLimiter, retry_after_max: float) -> None:
+    def __init__(self, crawler: Crawler, limiter: RedisRateLimiter) -> None:
         self.crawler = crawler
         assert crawler.stats is not None
         self.stats = crawler.stats
         self.limiter = limiter
-        self.retry_after_max = retry_after_max
+        self.site_key = site_key_mode(crawler.settings)
+        self.retry_after_max = crawler.settings.getfloat("IMAGECRAWL_RETRY_AFTER_MAX_SECONDS")
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> Self:
         settings = crawler.settings
-        url = redis_url(settings)
-        if not url:
+        if not redis_url(settings):
             raise NotConfigured("no IMAGECRAWL_REDIS_URL / REDIS_URL: no shared rate limit")
-        if not settings.getbool("IMAGECRAWL_REDIS_RATE_ENABLED", True):
-            raise NotConfigured("IMAGECRAWL_REDIS_RATE_ENABLED is off")
         if pacing_uses_shared_gate(settings):
             raise NotConfigured("the pacing middleware waits at the shared gate itself (RedisGate)")
-        import redis
+        limiter = crawl_context(crawler).shared_limiter()
+        if limiter is None:
+            raise NotConfigured("IMAGECRAWL_REDIS_RATE_ENABLED is off")
+        return cls(crawler, limiter)
 
-        prefix = str(settings.get("IMAGECRAWL_REDIS_PREFIX") or DEFAULT_PREFIX)
-        limiter = RedisRateLimiter(redis.Redis.from_url(url), prefix, RateConfig.from_settings(settings))
-        return cls(crawler, limiter, settings.getfloat("IMAGECRAWL_RETRY_AFTER_MAX_SECONDS", 3600.0))
+    def site_of(self, request: Request) -> str:
+        return site_of_url(request.url, self.site_key)
 
     async def process_request(self, request: Request) -> None:
-        if request.meta.get("imagecrawl_dont_pace"):
+        if request.meta.get(meta.DONT_PACE):
             return
-        site = site_of(request.url)
+        site = self.site_of(request)
         waited = 0.0
         while True:
             wait = self.limiter.acquire(site)
@@ -112,11 +116,13 @@ class GlobalRateMiddleware:
         self.stats.inc_value("imagecrawl/distributed/rate/granted")
 
     def process_response(self, request: Request, response: Response) -> Response:
-        if request.meta.get("imagecrawl_dont_pace"):
+        if request.meta.get(meta.DONT_PACE):
             return response
-        site = site_of(request.url)
-        if response.status in CONGESTION_STATUSES:
-            retry_after = parse_retry_after(response.headers.get(b"Retry-After"), self.retry_after_max)
+        site = self.site_of(request)
+        signal = classify_status(response.status)
+        if signal in CONGESTION:
+            parsed = parse_retry_after(response.headers.get(b"Retry-After"), time.time(), self.retry_after_max)
+            retry_after = parsed.pause_seconds() if parsed is not None and parsed.seconds > 0 else None
             if retry_after and self.limiter.pause(site, retry_after):
                 self.stats.inc_value("imagecrawl/distributed/rate/retry_after")
                 logger.info(
@@ -131,50 +137,21 @@ class GlobalRateMiddleware:
         return response
 
     def process_exception(self, request: Request, exception: Exception) -> None:
-        if type(exception).__name__ not in TIMEOUT_EXCEPTIONS or request.meta.get("imagecrawl_dont_pace"):
+        if request.meta.get(meta.DONT_PACE):
             return
-        if self.limiter.congestion(site_of(request.url)) is not None:
-            self.stats.inc_value("imagecrawl/distributed/rate/decrease/timeout")
+        signal = classify_exception(exception)
+        if signal in CONGESTION and self.limiter.congestion(self.site_of(request)) is not None:
+            self.stats.inc_value(f"imagecrawl/distributed/rate/decrease/{signal.value}")
 
 
 MAX_NAP_SECONDS = 1.0
-CONGESTION_STATUSES = frozenset({429, 503})
-TIMEOUT_EXCEPTIONS = frozenset({"TimeoutError", "DownloadTimeoutError", "TCPTimedOutError"})
-
 
 PACING_MIDDLEWARE = "imagecrawl.downloadermiddlewares.pacing.PacingMiddleware"
 
 
 def pacing_uses_shared_gate(settings: Any) -> bool:
     """True when the pacing middleware is on: it then wraps its gate in :class:`.gate.RedisGate`."""
-    if not settings.getbool("IMAGECRAWL_PACING_ENABLED", True):
+    if not settings.getbool("IMAGECRAWL_PACING_ENABLED"):
         return False
     mws = settings.getwithbase("DOWNLOADER_MIDDLEWARES")
     return any(str(path) == PACING_MIDDLEWARE and order is not None for path, order in mws.items())
-
-
-def site_of(url: str) -> str:
-    """The rate-limit key of a URL: its host name, as the pacing middleware's default ``host`` site key
-    (every port of a host is one site: one machine to be polite to)."""
-    return (urlsplit(url).hostname or "").lower().rstrip(".")
-
-
-def parse_retry_after(value: bytes | str | None, cap: float) -> float | None:
-    """Seconds from a Retry-After header (delta-seconds or an HTTP date), capped; None if absent/bad."""
-    if not value:
-        return None
-    text = value.decode("latin-1") if isinstance(value, bytes) else value
-    text = text.strip()
-    try:
-        seconds = float(text)
-    except ValueError:
-        try:
-            when = parsedate_to_datetime(text)
-        except (TypeError, ValueError):
-            return None
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=UTC)
-        seconds = (when - datetime.now(UTC)).total_seconds()
-    if not math.isfinite(seconds) or seconds <= 0:
-        return None
-    return min(seconds, cap)

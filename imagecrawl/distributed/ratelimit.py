@@ -23,6 +23,8 @@ from typing import Any
 
 import redis
 
+from imagecrawl.distributed.config import redis_url
+
 # KEYS: tat, learned rate hash, pause ; ARGV: cap (req/s), min rate, burst (requests), spacing factor
 # -> wait in ms as a string ("0": admitted)
 _ACQUIRE = """
@@ -106,14 +108,14 @@ class RateConfig:
 
     @classmethod
     def from_settings(cls, settings: Any) -> RateConfig:
-        cap = settings.getfloat("IMAGECRAWL_MAX_RATE_PER_SITE", 2.0)
+        cap = settings.getfloat("IMAGECRAWL_MAX_RATE_PER_SITE")
         return cls(
             cap=cap,
-            min_rate=min(cap, settings.getfloat("IMAGECRAWL_PACING_MIN_RATE_PER_SECOND", 0.02)),
-            burst=max(1, settings.getint("IMAGECRAWL_REDIS_RATE_BURST", 1)),
-            decrease_factor=settings.getfloat("IMAGECRAWL_PACING_DECREASE_FACTOR", 0.7),
-            increase_per_second=settings.getfloat("IMAGECRAWL_REDIS_RATE_INCREASE_PER_SECOND", 0.05),
-            spacing=settings.getfloat("IMAGECRAWL_REDIS_RATE_SPACING", 1.1),
+            min_rate=min(cap, settings.getfloat("IMAGECRAWL_PACING_MIN_RATE_PER_SECOND")),
+            burst=max(1, settings.getint("IMAGECRAWL_REDIS_RATE_BURST")),
+            decrease_factor=settings.getfloat("IMAGECRAWL_PACING_DECREASE_FACTOR"),
+            increase_per_second=settings.getfloat("IMAGECRAWL_REDIS_RATE_INCREASE_PER_SECOND"),
+            spacing=settings.getfloat("IMAGECRAWL_REDIS_RATE_SPACING"),
         )
 
 
@@ -174,3 +176,14 @@ class RedisRateLimiter:
         if value is None:
             return self.config.cap
         return min(self.config.cap, float(value.decode() if isinstance(value, bytes) else value))
+
+
+def limiter_for(crawler: Any) -> RedisRateLimiter | None:
+    """The crawl's shared limiter (``IMAGECRAWL_SHARED_LIMITER_FACTORY``, set by the add-on): one per
+    crawl, reached through :meth:`imagecrawl.storage.context.CrawlContext.shared_limiter`."""
+    settings = crawler.settings
+    url = redis_url(settings)
+    if not url or not settings.getbool("IMAGECRAWL_REDIS_RATE_ENABLED"):
+        return None
+    prefix = str(settings.get("IMAGECRAWL_REDIS_PREFIX"))
+    return RedisRateLimiter(redis.Redis.from_url(url), prefix, RateConfig.from_settings(settings))

@@ -22,7 +22,8 @@ from collections.abc import Iterable, Sequence
 
 import redis
 
-from imagecrawl.distributed.config import DEFAULT_PREFIX, CrawlKeys
+from imagecrawl import settings as project_settings
+from imagecrawl.distributed.config import CrawlKeys
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +61,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=os.environ.get("IMAGECRAWL_REDIS_URL") or os.environ.get("REDIS_URL") or "",
         help="Redis URL (default: $IMAGECRAWL_REDIS_URL or $REDIS_URL)",
     )
-    parser.add_argument("--prefix", default=DEFAULT_PREFIX, help="IMAGECRAWL_REDIS_PREFIX of the workers")
+    parser.add_argument(
+        "--prefix", default=project_settings.IMAGECRAWL_REDIS_PREFIX, help="IMAGECRAWL_REDIS_PREFIX of the workers"
+    )
     parser.add_argument("-f", "--file", help="read seeds from this file, one a line ('-': standard input)")
     parser.add_argument("--reset", action="store_true", help="clear the crawl's frontier first")
     args = parser.parse_args(argv)

@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import logging
 import threading
-import weakref
 from collections import defaultdict
 from typing import Any
 
@@ -31,8 +30,9 @@ from scrapy.crawler import Crawler
 from scrapy.exceptions import DontCloseSpider
 from scrapy.http import Response
 
-from imagecrawl.distributed.config import LEASE_META, RedisConfig, alive_prefix
-from imagecrawl.pipelines._state import crawl_storage
+from imagecrawl import meta
+from imagecrawl.distributed.config import RedisConfig, alive_prefix
+from imagecrawl.storage.context import crawl_context
 
 logger = logging.getLogger(__name__)
 
@@ -111,7 +111,7 @@ class Worker:
         self._items_open: dict[str, int] = defaultdict(int)
         self._by_object: dict[int, tuple[Any, str, str]] = {}  # id(item) -> (item, lease, record id)
         self._by_record: dict[str, list[int]] = defaultdict(list)  # record id -> [id(item)]
-        ledger = crawl_storage(crawler).ledger
+        ledger = crawl_context(crawler).storage.ledger
         listeners = getattr(ledger, "commit_listeners", None)
         # Without a shared ledger that reports commits, an item's lease ends when it leaves the pipelines.
         self.wait_for_commit = _writes_shards(crawler) and listeners is not None
@@ -197,7 +197,7 @@ class Worker:
         recording it in the ledger: index such shards now, before redoing its work writes them twice."""
         self.stats.inc_value("imagecrawl/distributed/leases/reclaimed", n)
         logger.warning("Took back %d request(s) whose worker stopped renewing its lease", n)
-        storage = crawl_storage(self.crawler)
+        storage = crawl_context(self.crawler).storage
         try:
             added = storage.ledger.reconcile(storage.store)
         except Exception as exc:
@@ -270,7 +270,7 @@ class Worker:
         slot.finish_response = finish_response
 
     def _request_done(self, result: Any, request: Request) -> None:
-        lease = request.meta.get(LEASE_META)
+        lease = request.meta.get(meta.LEASE)
         if lease is None:
             return
         if not isinstance(result, Response) and _closing(self.crawler):
@@ -282,7 +282,7 @@ class Worker:
     def _spider_error(self, failure: Any, response: Any, **_: Any) -> None:
         request = getattr(response, "request", None)
         if request is not None:
-            self.callback_done(request.meta.get(LEASE_META))
+            self.callback_done(request.meta.get(meta.LEASE))
 
     # -- seeds ---------------------------------------------------------------------------------
     def feed_seeds(self) -> int:
@@ -373,22 +373,15 @@ def seed_request(spider: Spider, data: bytes | str) -> Request | None:
 
 
 def _writes_shards(crawler: Crawler) -> bool:
-    if not crawler.settings.getbool("IMAGECRAWL_PARQUET_ENABLED", True):
+    if not crawler.settings.getbool("IMAGECRAWL_PARQUET_ENABLED"):
         return False
     pipelines = crawler.settings.getdict("ITEM_PIPELINES")
     return any("ParquetPipeline" in str(path) and order is not None for path, order in pipelines.items())
 
 
-_BY_CRAWLER: weakref.WeakKeyDictionary[Crawler, Worker] = weakref.WeakKeyDictionary()
-
-
 def worker_for(crawler: Crawler) -> Worker | None:
-    return _BY_CRAWLER.get(crawler)
+    return crawl_context(crawler).find(Worker)
 
 
 def start_worker(crawler: Crawler, config: RedisConfig, owner: str) -> Worker:
-    worker = _BY_CRAWLER.get(crawler)
-    if worker is None:
-        worker = Worker(crawler, config, owner)
-        _BY_CRAWLER[crawler] = worker
-    return worker
+    return crawl_context(crawler).get(Worker, lambda: Worker(crawler, config, owner))

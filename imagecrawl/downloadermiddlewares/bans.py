@@ -22,33 +22,16 @@ from scrapy.exceptions import NotConfigured
 from scrapy.http import Response, TextResponse
 from scrapy.settings import BaseSettings
 
-from imagecrawl.downloadermiddlewares.pacing import (
-    META_SENT_AT,
-    PacingRuntime,
-    RetryConfig,
-    retry_later,
-    runtime_for,
-)
+from imagecrawl import meta
+from imagecrawl.downloadermiddlewares.pacing import PacingRuntime, runtime_for
+from imagecrawl.downloadermiddlewares.retry import retry_later
 from imagecrawl.pacing import Verdict
 from imagecrawl.pacing.bans import EVIDENCE, BanState
+from imagecrawl.pacing.config import RetryConfig
 
 logger = logging.getLogger(__name__)
 
-META_HEALTHY_MARKER = "imagecrawl_healthy_marker"
 
-#: Markup of well-known challenge/interstitial pages (Cloudflare, DataDome, PerimeterX, Akamai, Sucuri).
-DEFAULT_CHALLENGE_MARKERS = (
-    "cf-browser-verification",
-    "challenge-platform",
-    "_cf_chl_opt",
-    "<title>Just a moment...</title>",
-    "<title>Attention Required! | Cloudflare</title>",
-    "captcha-delivery.com",
-    "px-captcha",
-    "_Incapsula_Resource",
-    "sucuri-cloudproxy",
-    'id="challenge-form"',
-)
 #: Ban answers whose request is fetched again later (429s are the retry middleware's, with Retry-After).
 BAN_RETRY = EVIDENCE - {Verdict.STATUS_429}
 #: Only the start of a body is searched for markers.
@@ -58,18 +41,19 @@ SCAN_BYTES = 65536
 @dataclass(frozen=True, slots=True)
 class BansConfig:
     enabled: bool = True
-    challenge_markers: tuple[str, ...] = DEFAULT_CHALLENGE_MARKERS
+    #: markup of challenge/interstitial pages (IMAGECRAWL_BAN_CHALLENGE_MARKERS)
+    challenge_markers: tuple[str, ...] = ()
     healthy_markers: Mapping[str, re.Pattern[str]] = field(default_factory=dict)
 
     @classmethod
     def from_settings(cls, settings: BaseSettings) -> Self:
-        markers = settings.getlist("IMAGECRAWL_BAN_CHALLENGE_MARKERS") or list(DEFAULT_CHALLENGE_MARKERS)
+        markers = settings.getlist("IMAGECRAWL_BAN_CHALLENGE_MARKERS")
         healthy = {
             str(site).lower(): re.compile(str(rx))
             for site, rx in settings.getdict("IMAGECRAWL_BAN_HEALTHY_MARKERS").items()
         }
         return cls(
-            enabled=settings.getbool("IMAGECRAWL_BANS_ENABLED", True),
+            enabled=settings.getbool("IMAGECRAWL_BANS_ENABLED"),
             challenge_markers=tuple(markers),
             healthy_markers=healthy,
         )
@@ -104,6 +88,7 @@ def classify_response(
 class BanMiddleware:
     def __init__(self, crawler: Crawler, config: BansConfig, runtime: PacingRuntime) -> None:
         assert crawler.stats is not None
+        self.crawler = crawler
         self.stats = crawler.stats
         self.config = config
         self.runtime = runtime
@@ -114,18 +99,18 @@ class BanMiddleware:
         config = BansConfig.from_settings(crawler.settings)
         if not config.enabled:
             raise NotConfigured("IMAGECRAWL_BANS_ENABLED is off")
-        if not crawler.settings.getbool("IMAGECRAWL_PACING_ENABLED", True):
+        if not crawler.settings.getbool("IMAGECRAWL_PACING_ENABLED"):
             raise NotConfigured("ban handling needs the pacing gate (IMAGECRAWL_PACING_ENABLED is off)")
         return cls(crawler, config, runtime_for(crawler))
 
     def _marker(self, request: Request, site: str) -> re.Pattern[str] | None:
-        marker = request.meta.get(META_HEALTHY_MARKER)
+        marker = request.meta.get(meta.HEALTHY_MARKER)
         if marker:
             return marker if isinstance(marker, re.Pattern) else re.compile(str(marker))
         return self.config.healthy_markers.get(site)
 
     def process_response(self, request: Request, response: Response) -> Request | Response:
-        sent_at = request.meta.get(META_SENT_AT)
+        sent_at = request.meta.get(meta.SENT_AT)
         if sent_at is None:  # not paced (cache hit, data: URL, dont_pace)
             return response
         site = self.runtime.site_of(request)
@@ -146,13 +131,13 @@ class BanMiddleware:
             # when the site lets us (the gate holds the copy through the cool-down; it is dropped if
             # the site is abandoned).  A lone 403 before any ban is the page's own answer.
             delay = self.retry.backoff(int(request.meta.get("retry_times", 0)) + 1, self.runtime.rng)
-            retry = retry_later(request, f"ban-{verdict.value}", delay, self.retry, self.stats)
+            retry = retry_later(self.crawler, request, f"ban-{verdict.value}", delay, self.retry)
             if retry is not None:
                 return retry
         return response
 
     def process_exception(self, request: Request, exception: Exception) -> None:
-        sent_at = request.meta.get(META_SENT_AT)
+        sent_at = request.meta.get(meta.SENT_AT)
         if sent_at is not None:
             self._report(self.runtime.site_of(request), Verdict.ERROR, float(sent_at))
 

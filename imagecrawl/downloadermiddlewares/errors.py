@@ -25,6 +25,7 @@ from scrapy.downloadermiddlewares.httpcompression import (
 from scrapy.exceptions import IgnoreRequest, NotConfigured
 from scrapy.http import Response
 
+from imagecrawl import meta
 from imagecrawl.media import sniff_format
 
 logger = logging.getLogger(__name__)
@@ -73,7 +74,7 @@ class DownloadErrorsMiddleware:
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> Self:
-        if not crawler.settings.getbool("IMAGECRAWL_DOWNLOAD_ERRORS_ENABLED", True):
+        if not crawler.settings.getbool("IMAGECRAWL_DOWNLOAD_ERRORS_ENABLED"):
             logger.warning("IMAGECRAWL_DOWNLOAD_ERRORS_ENABLED is off: download errors log tracebacks")
             raise NotConfigured("IMAGECRAWL_DOWNLOAD_ERRORS_ENABLED is off")
         return cls(crawler)
@@ -82,13 +83,13 @@ class DownloadErrorsMiddleware:
         if isinstance(exception, IgnoreRequest):
             return
         kind = error_kind(exception)
-        request.meta["imagecrawl_download_error"] = kind
+        request.meta[meta.DOWNLOAD_ERROR] = kind
         self.stats.inc_value(f"imagecrawl/download/errors/{kind}")
         logger.warning("Giving up on %s: %s (%s)", request.url, exception or type(exception).__name__, kind)
         raise IgnoreRequest(f"download failed ({kind}): {exception}") from exception
 
     def process_response(self, request: Request, response: Response) -> Response:
-        if request.meta.get("imagecrawl_kind") == "image" and response.status == 200:
+        if request.meta.get(meta.KIND) == "image" and response.status == 200:
             ctype = (response.headers.get(b"Content-Type") or b"").split(b";", 1)[0].strip().lower()
             if not ctype.startswith(b"image/") and sniff_format(response.body[:16]) is not None:
                 self.stats.inc_value("imagecrawl/media/content_type_mismatch")
@@ -106,7 +107,7 @@ class RedirectLoopCounter:
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> Self:
-        if not crawler.settings.getbool("REDIRECT_ENABLED", True):
+        if not crawler.settings.getbool("REDIRECT_ENABLED"):
             raise NotConfigured("REDIRECT_ENABLED is off")
         return cls(crawler)
 

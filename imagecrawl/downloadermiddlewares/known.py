@@ -14,7 +14,8 @@ from scrapy import Request
 from scrapy.crawler import Crawler
 from scrapy.exceptions import IgnoreRequest, NotConfigured
 
-from imagecrawl.pipelines._state import crawl_storage
+from imagecrawl import meta
+from imagecrawl.storage.context import crawl_context
 
 logger = logging.getLogger(__name__)
 
@@ -23,19 +24,19 @@ class KnownImageMiddleware:
     def __init__(self, crawler: Crawler) -> None:
         assert crawler.stats is not None
         self.stats = crawler.stats
-        self.storage = crawl_storage(crawler)
+        self.storage = crawl_context(crawler).storage
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> Self:
-        if not crawler.settings.getbool("IMAGECRAWL_SKIP_KNOWN_IMAGES", True):
+        if not crawler.settings.getbool("IMAGECRAWL_SKIP_KNOWN_IMAGES"):
             raise NotConfigured("IMAGECRAWL_SKIP_KNOWN_IMAGES is off")
         return cls(crawler)
 
     def process_request(self, request: Request) -> None:
-        if request.meta.get("imagecrawl_kind") != "image":
+        if request.meta.get(meta.KIND) != "image":
             return
         ledger = self.storage.ledger
-        record_id = request.meta.get("imagecrawl_record_id")
+        record_id = request.meta.get(meta.RECORD_ID)
         if record_id and ledger.has_id(record_id):
             self.stats.inc_value("imagecrawl/dedupe/skipped_known/id")
             raise IgnoreRequest(f"record {record_id} is already in the store")

@@ -114,9 +114,9 @@ class NetGuardConfig:
     @classmethod
     def from_settings(cls, settings: BaseSettings) -> NetGuardConfig:
         return cls(
-            enabled=settings.getbool("IMAGECRAWL_NETGUARD_ENABLED", True),
-            allowed=parse_networks(settings.get("IMAGECRAWL_ALLOWED_NETWORKS", "")),
-            cache_seconds=settings.getfloat("IMAGECRAWL_NETGUARD_DNS_CACHE_SECONDS", 60.0),
+            enabled=settings.getbool("IMAGECRAWL_NETGUARD_ENABLED"),
+            allowed=parse_networks(settings.get("IMAGECRAWL_ALLOWED_NETWORKS")),
+            cache_seconds=settings.getfloat("IMAGECRAWL_NETGUARD_DNS_CACHE_SECONDS"),
         )
 
     def refusal(self, ip: IPAddress) -> str | None:

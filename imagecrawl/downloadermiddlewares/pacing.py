@@ -10,11 +10,10 @@ paced slots (the gate already spaces requests; ``DOWNLOAD_DELAY`` becomes a floo
 While a request waits at a closed gate (Retry-After, cool-down) it is taken out of the downloader's
 ``active`` set, up to ``IMAGECRAWL_PACING_MAX_PARKED`` requests, so a paused site does not use up
 ``CONCURRENT_REQUESTS`` and starve the other sites; an idle-signal handler keeps the spider open
-while requests are parked.
+while requests are parked. Retries are :mod:`imagecrawl.downloadermiddlewares.retry`'s.
 
-``BackoffRetryMiddleware`` replaces Scrapy's RetryMiddleware: retries go back through the scheduler
-with ``imagecrawl_not_before`` set (exponential backoff with jitter, at least the Retry-After), so
-they re-enter the gate and never go out at once.
+In distributed crawls ``IMAGECRAWL_PACING_GATE_FACTORY`` (set by the distributed add-on) wraps the
+in-process gate in one shared by all workers; the gate is any :class:`imagecrawl.pacing.RateGate`.
 """
 
 from __future__ import annotations
@@ -24,142 +23,48 @@ import logging
 import math
 import random
 import time
-from dataclasses import dataclass, field
 from typing import Any, Self
 
 from scrapy import Request, signals
 from scrapy.crawler import Crawler
 from scrapy.exceptions import DontCloseSpider, IgnoreRequest, NotConfigured
 from scrapy.http import Response
-from scrapy.settings import BaseSettings
-from scrapy.statscollectors import StatsCollector
 from scrapy.utils.httpobj import urlparse_cached
 from scrapy.utils.misc import load_object
 
-from imagecrawl.distributed.gate import shared_gate
-from imagecrawl.pacing import AimdConfig, BanConfig, Feedback, InProcessGate, Signal, parse_retry_after
-from imagecrawl.pacing.sitekey import SITE_KEY_MODES, site_of_url
+from imagecrawl import meta
+from imagecrawl.pacing import Feedback, InProcessGate, RateGate, parse_retry_after
+from imagecrawl.pacing.config import PacingConfig, ban_config_from_settings
+from imagecrawl.pacing.signals import classify_exception, classify_status
+from imagecrawl.pacing.sitekey import site_of_url
+from imagecrawl.storage.context import crawl_context
 
 logger = logging.getLogger(__name__)
-
-META_SITE = "imagecrawl_site"
-META_SENT_AT = "imagecrawl_sent_at"
-META_GRANTED = "imagecrawl_pacing_granted"
-META_NOT_BEFORE = "imagecrawl_not_before"
-META_RETRY_AFTER = "imagecrawl_retry_after"
-META_DONT_PACE = "imagecrawl_dont_pace"
 
 #: Requests waiting longer than this at a closed gate are parked outside Scrapy's concurrency count.
 PARK_AFTER_SECONDS = 0.5
 #: A waiting request re-checks the gate (and whether the crawl is closing) at least this often.
 MAX_SLEEP_SECONDS = 0.5
 
-GATEWAY_STATUSES = frozenset({502, 504, 522, 524})
-TIMEOUT_EXCEPTIONS = ("DownloadTimeoutError", "TimeoutError", "TCPTimedOutError", "ResponseNeverReceived")
-CONNECTION_EXCEPTIONS = (
-    "DownloadConnectionRefusedError",
-    "ConnectionRefusedError",
-    "ConnectError",
-    "ConnectionLost",
-    "ConnectionDone",
-    "DownloadFailedError",
-    "ResponseDataLossError",
-    "ConnectionResetError",
-)
-
-
-@dataclass(frozen=True, slots=True)
-class PacingConfig:
-    enabled: bool = True
-    site_key: str = "host"
-    aimd: AimdConfig = field(default_factory=AimdConfig)
-    jitter: float = 0.1
-    floor_interval: float = 0.0  # DOWNLOAD_DELAY
-    retry_after_max: float = 3600.0
-    obey_crawl_delay: bool = True
-    robots_user_agent: str = ""
-    max_parked: int = 256
-
-    @classmethod
-    def from_settings(cls, settings: BaseSettings) -> Self:
-        site_key = settings.get("IMAGECRAWL_PACING_SITE_KEY", "host")
-        if site_key not in SITE_KEY_MODES:
-            raise ValueError(f"IMAGECRAWL_PACING_SITE_KEY must be one of {SITE_KEY_MODES}, not {site_key!r}")
-        max_rate = settings.getfloat("IMAGECRAWL_MAX_RATE_PER_SITE", 2.0)
-        max_conc = settings.getint("IMAGECRAWL_MAX_CONCURRENCY_PER_SITE", 2)
-        aimd = AimdConfig(
-            start_rate=min(max_rate, settings.getfloat("IMAGECRAWL_PACING_START_RATE_PER_SECOND", 0.5)),
-            min_rate=min(max_rate, settings.getfloat("IMAGECRAWL_PACING_MIN_RATE_PER_SECOND", 0.02)),
-            max_rate=max_rate,
-            start_concurrency=1,
-            max_concurrency=max_conc,
-            decrease_factor=settings.getfloat("IMAGECRAWL_PACING_DECREASE_FACTOR", 0.7),
-            startup_factor=settings.getfloat("IMAGECRAWL_PACING_STARTUP_FACTOR", 1.5),
-            step_seconds=settings.getfloat("IMAGECRAWL_PACING_STEP_SECONDS", 1.0),
-            latency_factor=settings.getfloat("IMAGECRAWL_PACING_LATENCY_FACTOR", 3.0),
-            latency_margin_seconds=settings.getfloat("IMAGECRAWL_PACING_LATENCY_MARGIN_SECONDS", 0.1),
-        )
-        return cls(
-            enabled=settings.getbool("IMAGECRAWL_PACING_ENABLED", True),
-            site_key=site_key,
-            aimd=aimd,
-            jitter=settings.getfloat("IMAGECRAWL_PACING_JITTER", 0.1),
-            floor_interval=max(0.0, settings.getfloat("DOWNLOAD_DELAY", 0.0)),
-            retry_after_max=settings.getfloat("IMAGECRAWL_RETRY_AFTER_MAX_SECONDS", 3600.0),
-            obey_crawl_delay=settings.getbool("IMAGECRAWL_PACING_OBEY_CRAWL_DELAY", True),
-            robots_user_agent=settings.get("ROBOTSTXT_USER_AGENT") or settings.get("USER_AGENT") or "",
-            max_parked=settings.getint("IMAGECRAWL_PACING_MAX_PARKED", 256),
-        )
-
-
-def ban_config_from_settings(settings: BaseSettings) -> BanConfig:
-    return BanConfig(
-        burst=settings.getint("IMAGECRAWL_BAN_BURST", 5),
-        burst_429=settings.getint("IMAGECRAWL_BAN_BURST_429", 10),
-        soft_threshold=settings.getint("IMAGECRAWL_BAN_SOFT_THRESHOLD", 5),
-        cooldown_seconds=settings.getfloat("IMAGECRAWL_BAN_COOLDOWN_SECONDS", 60.0),
-        max_cooldown_seconds=settings.getfloat("IMAGECRAWL_BAN_MAX_COOLDOWN_SECONDS", 86400.0),
-        max_probes=settings.getint("IMAGECRAWL_BAN_MAX_PROBES", 5),
-    )
-
-
-def classify_status(status: int) -> Signal:
-    if status == 429:
-        return Signal.THROTTLED
-    if status == 503:
-        return Signal.UNAVAILABLE
-    if status in GATEWAY_STATUSES:
-        return Signal.GATEWAY
-    if 200 <= status < 400:
-        return Signal.OK
-    return Signal.NEUTRAL
-
-
-def classify_exception(exc: BaseException) -> Signal:
-    names = {k.__name__ for k in type(exc).__mro__}
-    if names.intersection(TIMEOUT_EXCEPTIONS):
-        return Signal.TIMEOUT
-    if names.intersection(CONNECTION_EXCEPTIONS):
-        return Signal.CONNECTION
-    return Signal.NEUTRAL
-
 
 class PacingRuntime:
     """The crawl-wide pacing state shared by the pacing and ban middlewares (one per crawler)."""
 
-    def __init__(self, crawler: Crawler, config: PacingConfig, bans: BanConfig) -> None:
+    def __init__(self, crawler: Crawler, config: PacingConfig) -> None:
         assert crawler.stats is not None
         self.crawler = crawler
         self.stats = crawler.stats
         self.config = config
-        # distributed crawls: rate, Retry-After and bans shared by all workers (imagecrawl.distributed.gate)
-        self.gate = shared_gate(
-            crawler,
-            InProcessGate(
-                aimd=config.aimd, bans=bans, jitter=config.jitter, default_floor_interval=config.floor_interval
-            ),
+        local = InProcessGate(
+            aimd=config.aimd,
+            bans=ban_config_from_settings(crawler.settings),
+            jitter=config.jitter,
+            default_floor_interval=config.floor_interval,
         )
-        self.close_when_all_abandoned = crawler.settings.getbool("IMAGECRAWL_BAN_CLOSE_WHEN_ALL_ABANDONED", True)
+        factory = crawler.settings.get("IMAGECRAWL_PACING_GATE_FACTORY")
+        # distributed crawls: rate, Retry-After and bans shared by all workers
+        self.gate: RateGate = load_object(factory)(crawler, local) if factory else local
+        self.close_when_all_abandoned = config.close_when_all_abandoned
         self.locks: dict[str, asyncio.Lock] = {}
         self.netlocs: dict[str, set[str]] = {}
         self.rng = random.Random()
@@ -168,10 +73,10 @@ class PacingRuntime:
         self._closing_task: asyncio.Task[None] | None = None
 
     def site_of(self, request: Request) -> str:
-        site = request.meta.get(META_SITE)
+        site = request.meta.get(meta.SITE)
         if not site:
             site = site_of_url(request.url, self.config.site_key)
-            request.meta[META_SITE] = site
+            request.meta[meta.SITE] = site
             self.netlocs.setdefault(str(site), set()).add(urlparse_cached(request).netloc)
         return str(site)
 
@@ -244,15 +149,15 @@ class PacingRuntime:
 
 
 def runtime_for(crawler: Crawler) -> PacingRuntime:
-    runtime: PacingRuntime | None = getattr(crawler, "_imagecrawl_pacing", None)
-    if runtime is None:
-        runtime = PacingRuntime(
-            crawler, PacingConfig.from_settings(crawler.settings), ban_config_from_settings(crawler.settings)
-        )
-        crawler._imagecrawl_pacing = runtime  # type: ignore[attr-defined]
-        if getattr(crawler, "imagecrawl_pacing", None) is None:  # the monitor's snapshot hook
-            crawler.imagecrawl_pacing = runtime  # type: ignore[attr-defined]
-    return runtime
+    """The crawl's pacing runtime, shared by the pacing and ban middlewares and read by the monitor."""
+    context = crawl_context(crawler)
+
+    def make() -> PacingRuntime:
+        runtime = PacingRuntime(crawler, PacingConfig.from_settings(crawler.settings))
+        context.snapshot_providers.append(runtime)
+        return runtime
+
+    return context.get(PacingRuntime, make)
 
 
 class PacingMiddleware:
@@ -268,14 +173,14 @@ class PacingMiddleware:
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> Self:
-        if not crawler.settings.getbool("IMAGECRAWL_PACING_ENABLED", True):
+        if not crawler.settings.getbool("IMAGECRAWL_PACING_ENABLED"):
             raise NotConfigured("IMAGECRAWL_PACING_ENABLED is off")
         return cls(crawler, runtime_for(crawler))
 
     # --- the gate -----------------------------------------------------------------------------
 
     async def process_request(self, request: Request) -> None:
-        if request.meta.get(META_DONT_PACE) or not request.url.startswith(("http://", "https://")):
+        if request.meta.get(meta.DONT_PACE) or not request.url.startswith(("http://", "https://")):
             return
         rt = self.runtime
         site = rt.site_of(request)
@@ -284,7 +189,7 @@ class PacingMiddleware:
         rt.waiting += 1
         try:
             # A retry's backoff comes first, outside the site's queue, so it holds up nobody else.
-            not_before = request.meta.get(META_NOT_BEFORE)
+            not_before = request.meta.get(meta.NOT_BEFORE)
             if not_before is not None:
                 while (delay := float(not_before) - time.time()) > 0:
                     parked = self._park(request, parked, delay)
@@ -312,8 +217,8 @@ class PacingMiddleware:
         if waited > 0.001:
             rt.stats.inc_value("imagecrawl/pacing/wait_ms", round(waited * 1000))
         rt.stats.inc_value("imagecrawl/pacing/requests")
-        request.meta[META_SENT_AT] = now
-        request.meta[META_GRANTED] = True
+        request.meta[meta.SENT_AT] = now
+        request.meta[meta.PACING_GRANTED] = True
 
     async def _sleep(self, seconds: float) -> None:
         if self.runtime.closing():
@@ -344,12 +249,12 @@ class PacingMiddleware:
     # --- feedback -----------------------------------------------------------------------------
 
     def process_response(self, request: Request, response: Response) -> Response:
-        if not request.meta.pop(META_GRANTED, False):
+        if not request.meta.pop(meta.PACING_GRANTED, False):
             return response
         rt = self.runtime
         site = rt.site_of(request)
         now = time.monotonic()
-        sent_at = float(request.meta.get(META_SENT_AT, now))
+        sent_at = float(request.meta.get(meta.SENT_AT, now))
         self.gate.release(site, sent_at, now)
         retry_after: float | None = None
         if response.status in (429, 503):
@@ -357,7 +262,7 @@ class PacingMiddleware:
             parsed = parse_retry_after(header, time.time(), self.config.retry_after_max)
             if parsed is not None:
                 retry_after = parsed.pause_seconds()
-                request.meta[META_RETRY_AFTER] = retry_after
+                request.meta[meta.RETRY_AFTER] = retry_after
                 rt.stats.inc_value(f"imagecrawl/pacing/retry_after_received/{response.status}")
                 if parsed.capped:
                     rt.stats.inc_value("imagecrawl/pacing/retry_after_capped")
@@ -375,12 +280,12 @@ class PacingMiddleware:
         return response
 
     def process_exception(self, request: Request, exception: Exception) -> None:
-        if not request.meta.pop(META_GRANTED, False):
+        if not request.meta.pop(meta.PACING_GRANTED, False):
             return
         rt = self.runtime
         site = rt.site_of(request)
         now = time.monotonic()
-        sent_at = float(request.meta.get(META_SENT_AT, now))
+        sent_at = float(request.meta.get(meta.SENT_AT, now))
         self.gate.release(site, sent_at, now)
         self.gate.feedback(site, Feedback(classify_exception(exception), sent_at, None, None), now)
         rt.flush()
@@ -403,7 +308,7 @@ class PacingMiddleware:
     def _reached_downloader(self, request: Request, spider: Any = None) -> None:
         """The gate already spaced this request: Scrapy's slot must not delay or cap it again."""
         engine = self.crawler.engine
-        if engine is None or not request.meta.get(META_SENT_AT):
+        if engine is None or not request.meta.get(meta.SENT_AT):
             return
         slot = engine.downloader.slots.get(request.meta.get("download_slot", ""))
         if slot is None:
@@ -427,93 +332,3 @@ class PacingMiddleware:
                 state.controller.concurrency,
                 state.ban.state.value,
             )
-
-
-# --- retries ----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class RetryConfig:
-    enabled: bool = True
-    times: int = 3
-    http_codes: frozenset[int] = frozenset({429, 500, 502, 503, 504, 522, 524, 408})
-    backoff_seconds: float = 2.0
-    max_backoff_seconds: float = 120.0
-    priority_adjust: int = -1
-
-    @classmethod
-    def from_settings(cls, settings: BaseSettings) -> Self:
-        return cls(
-            enabled=settings.getbool("IMAGECRAWL_RETRY_ENABLED", True),
-            times=settings.getint("IMAGECRAWL_RETRY_TIMES", settings.getint("RETRY_TIMES", 3)),
-            http_codes=frozenset(int(c) for c in settings.getlist("RETRY_HTTP_CODES")),
-            backoff_seconds=settings.getfloat("IMAGECRAWL_RETRY_BACKOFF_SECONDS", 2.0),
-            max_backoff_seconds=settings.getfloat("IMAGECRAWL_RETRY_MAX_BACKOFF_SECONDS", 120.0),
-            priority_adjust=settings.getint("RETRY_PRIORITY_ADJUST", -1),
-        )
-
-    def backoff(self, attempt: int, rng: random.Random) -> float:
-        """Exponential backoff with "equal jitter": half fixed, half random; never 0."""
-        base = min(self.max_backoff_seconds, self.backoff_seconds * 2 ** max(0, attempt - 1))
-        return base / 2 + rng.uniform(0, base / 2)
-
-
-class BackoffRetryMiddleware:
-    """Retries 429/503/5xx answers and network errors later, never at once, a bounded number of times."""
-
-    def __init__(self, crawler: Crawler, config: RetryConfig) -> None:
-        assert crawler.stats is not None
-        self.stats = crawler.stats
-        self.config = config
-        self.rng = random.Random()
-        self.exceptions = tuple(
-            load_object(x) if isinstance(x, str) else x for x in crawler.settings.getlist("RETRY_EXCEPTIONS")
-        )
-
-    @classmethod
-    def from_crawler(cls, crawler: Crawler) -> Self:
-        config = RetryConfig.from_settings(crawler.settings)
-        if not config.enabled:
-            raise NotConfigured("IMAGECRAWL_RETRY_ENABLED is off")
-        return cls(crawler, config)
-
-    def process_response(self, request: Request, response: Response) -> Request | Response:
-        if request.meta.get("dont_retry") or response.status not in self.config.http_codes:
-            return response
-        retry = self._retry(request, str(response.status), request.meta.get(META_RETRY_AFTER))
-        return retry or response
-
-    def process_exception(self, request: Request, exception: Exception) -> Request | None:
-        if request.meta.get("dont_retry") or not isinstance(exception, self.exceptions):
-            return None
-        return self._retry(request, type(exception).__name__, None)
-
-    def _retry(self, request: Request, reason: str, retry_after: float | None) -> Request | None:
-        delay = self.config.backoff(int(request.meta.get("retry_times", 0)) + 1, self.rng)
-        if retry_after is not None:
-            delay = max(delay, retry_after + self.rng.uniform(0, 0.5))
-        return retry_later(request, reason, delay, self.config, self.stats)
-
-
-def retry_later(
-    request: Request, reason: str, delay: float, config: RetryConfig, stats: StatsCollector
-) -> Request | None:
-    """A copy of ``request`` that the pacing gate holds until ``delay`` seconds from now, or ``None``
-    (counted and logged) once ``max_retry_times`` / ``IMAGECRAWL_RETRY_TIMES`` retries are used up."""
-    attempt = int(request.meta.get("retry_times", 0)) + 1
-    max_times = int(request.meta.get("max_retry_times", config.times))
-    if attempt > max_times:
-        stats.inc_value(f"imagecrawl/retry/gave_up/{reason}")
-        logger.warning("Gave up retrying %s after %d retries (%s)", request, attempt - 1, reason)
-        return None
-    new = request.copy()
-    for key in (META_SENT_AT, META_GRANTED, META_RETRY_AFTER):
-        new.meta.pop(key, None)
-    new.meta["retry_times"] = attempt
-    new.meta[META_NOT_BEFORE] = time.time() + delay
-    new.dont_filter = True
-    new.priority = request.priority + config.priority_adjust
-    stats.inc_value(f"imagecrawl/retry/{reason}")
-    stats.inc_value("imagecrawl/retry/count")
-    logger.debug("Retrying %s in %.1fs (attempt %d, %s)", request, delay, attempt, reason)
-    return new

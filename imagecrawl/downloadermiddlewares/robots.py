@@ -1,25 +1,67 @@
-"""robots.txt with every waiting request getting the parser.
+"""robots.txt, fixed and counted: one robots middleware for every crawl (see docs/optout.md).
 
-Scrapy 2.19's ``RobotsTxtMiddleware.robot_parser`` makes every request that arrives while a host's
-robots.txt is still downloading await the same Deferred through ``Deferred.asFuture``, which consumes
-the result: only the first waiter gets the parser, the others get ``None``, which the middleware treats
-as "allowed". So the first burst of requests to a new host ignored robots.txt. Here each waiter gets its
-own Deferred chained on the shared one, and the result is passed on to the next.
+It is Scrapy's ``RobotsTxtMiddleware`` (Protego, our product token) with:
+
+* every waiting request getting the parser. Scrapy 2.19's ``robot_parser`` makes every request that
+  arrives while a host's robots.txt is still downloading await the same Deferred through
+  ``Deferred.asFuture``, which consumes the result: only the first waiter gets the parser, the others
+  get ``None``, which the middleware treats as "allowed". Here each waiter gets its own Deferred
+  chained on the shared one, and the result is passed on to the next;
+* each refusal counted (``imagecrawl/optout/robots_txt``) and listed in the skip log;
+* a 5xx robots.txt read as "disallow all" (RFC 9309 §2.3.1.4), a 4xx as "no rules";
+* the ``Crawl-delay`` for our token kept in the crawl's :class:`~imagecrawl.optout.crawldelay.CrawlDelays`
+  (the pacing middleware reads it from Scrapy's ``robots_parsed`` signal itself);
+* hosts in ``IMAGECRAWL_OPTOUT_OWNED_HOSTS`` exempt (warned at start).
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
-from scrapy import Request
-from scrapy.downloadermiddlewares.robotstxt import RobotsTxtMiddleware as ScrapyRobotsTxtMiddleware
+from scrapy import Request, signals
+from scrapy.crawler import Crawler
+from scrapy.downloadermiddlewares.robotstxt import RobotsTxtMiddleware
+from scrapy.exceptions import IgnoreRequest, NotConfigured
+from scrapy.http import Response
 from scrapy.robotstxt import RobotParser
 from scrapy.utils.defer import maybe_deferred_to_future
 from scrapy.utils.httpobj import urlparse_cached
 from twisted.internet.defer import Deferred
 
+from imagecrawl.downloadermiddlewares.optout import skip_log
+from imagecrawl.optout.config import OptOutConfig
+from imagecrawl.optout.crawldelay import CrawlDelays
+from imagecrawl.storage.context import crawl_context
 
-class RobotsTxtMiddleware(ScrapyRobotsTxtMiddleware):
+logger = logging.getLogger(__name__)
+
+
+def crawl_delays(crawler: Crawler) -> CrawlDelays:
+    """The Crawl-delay registry of one crawl."""
+    return crawl_context(crawler).get(CrawlDelays, CrawlDelays)
+
+
+class RobotsMiddleware(RobotsTxtMiddleware):
+    """Scrapy's robots.txt middleware (Protego) with our token, plus: every waiter gets the parser,
+    counted skips, Crawl-delay for pacing, 5xx = disallow, the user's own hosts exempt."""
+
+    def __init__(self, crawler: Crawler) -> None:
+        if not crawler.settings.getbool("ROBOTSTXT_OBEY"):
+            logger.warning("ROBOTSTXT_OBEY is off: robots.txt is NOT honoured (only for sites you own)")
+            raise NotConfigured("ROBOTSTXT_OBEY is off")
+        super().__init__(crawler)
+        self.optout_config = OptOutConfig.from_settings(crawler.settings)
+        self.token = self.optout_config.token
+        self.skips = skip_log(crawler)
+        self.delays = crawl_delays(crawler)
+        crawler.signals.connect(self._robots_parsed, signal=signals.robots_parsed)
+
+    async def process_request(self, request: Request) -> None:  # type: ignore[override]
+        if self.optout_config.owns(request.url):
+            return  # a site the user owns (IMAGECRAWL_OPTOUT_OWNED_HOSTS, warned at start)
+        await super().process_request(request)
+
     async def robot_parser(self, request: Request) -> RobotParser | None:
         parser = self._parsers.get(urlparse_cached(request).netloc)
         if isinstance(parser, Deferred):
@@ -32,3 +74,31 @@ class RobotsTxtMiddleware(ScrapyRobotsTxtMiddleware):
             parser.addCallback(relay)
             return await maybe_deferred_to_future(waiter)
         return await super().robot_parser(request)
+
+    def process_request_2(self, rp: RobotParser | None, request: Request) -> None:
+        try:
+            super().process_request_2(rp, request)
+        except IgnoreRequest:
+            self.skips.skip("robots_txt", request.url, "Disallow")
+            raise
+
+    async def _parse_robots(self, response: Response, netloc: str, request: Request) -> None:
+        if response.status >= 500:
+            # RFC 9309 §2.3.1.4: an unreachable robots.txt means "disallow everything".
+            self._stats.inc_value("imagecrawl/optout/robots_txt_unreachable")
+            logger.warning("robots.txt of %s answered %d: treating the site as disallowed", netloc, response.status)
+            response = response.replace(body=b"User-agent: *\nDisallow: /\n")
+        elif response.status >= 400:
+            response = response.replace(body=b"")  # "unavailable": no rules (not the error page's text)
+        await super()._parse_robots(response, netloc, request)
+
+    def _robots_parsed(self, robotparser: RobotParser, request: Request) -> None:
+        netloc = urlparse_cached(request).netloc
+        try:
+            delay = robotparser.crawl_delay(self.token)
+        except Exception:
+            logger.debug("crawl_delay() failed for %s", netloc, exc_info=True)
+            delay = None
+        self.delays.set(netloc, delay)
+        if delay is not None:
+            logger.info("robots.txt of %s asks for Crawl-delay: %gs (handed to pacing)", netloc, delay)

@@ -7,19 +7,19 @@ image responses (2xx to image requests) per second and, sampled from the stats e
 time series are :class:`~imagecrawl.report.series.Timeline` grids and at most
 ``IMAGECRAWL_REPORT_MAX_SITES`` sites get their own series (the rest count as ``(other)``).
 
-Pacing hook: if the pacing (or ban) middleware sets ``crawler.imagecrawl_pacing`` (or
-``crawler.imagecrawl_bans``) to an object with ``snapshot() -> Mapping[site, Mapping]`` whose values have
-``rate`` (float, requests/s now allowed, or None), ``state`` (str: ``ok``, ``slow``, ``paused``,
-``banned``, ``cooldown``, ``probing``, ...) and ``paused_until`` (epoch seconds from ``time.time()``, or
-None), the monitor samples it and shows the rate and state; without it, states come from the signals.
+Pacing hook: a component that publishes a :class:`~imagecrawl.storage.context.SnapshotProvider` in the
+crawl context (the pacing middleware does), an object with ``snapshot() -> Mapping[site, Mapping]`` whose
+values have ``rate`` (float, requests/s now allowed, or None), ``state`` (str: ``ok``, ``slow``,
+``paused``, ``banned``, ``cooldown``, ``probing``, ...) and ``paused_until`` (epoch seconds from
+``time.time()``, or None), is sampled and its rate and state shown; without one, states come from the
+signals. Later providers override earlier ones' ``state``.
 """
 
 from __future__ import annotations
 
-import email.utils
 import logging
+import math
 import time
-import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Self
@@ -30,7 +30,10 @@ from scrapy.http import Response
 from scrapy.utils.asyncio import create_looping_call
 from scrapy.utils.httpobj import urlparse_cached
 
+from imagecrawl import meta
+from imagecrawl.pacing.retryafter import parse_retry_after
 from imagecrawl.report.series import Spans, Timeline
+from imagecrawl.storage.context import crawl_context
 
 logger = logging.getLogger(__name__)
 
@@ -39,8 +42,6 @@ OTHER = "(other)"
 CALM_STATES = frozenset({"", "ok", "normal", "active", "running", "steady", "idle"})
 #: A site's Retry-After pauses are capped here when drawn (a header may ask for days).
 MAX_PAUSE_SECONDS = 6 * 3600.0
-#: Hook attribute names on the crawler, in order of precedence for ``state`` (bans override pacing).
-HOOKS = ("imagecrawl_pacing", "imagecrawl_bans")
 #: Stats sampled into the time series: series name -> stat names summed.
 SAMPLED = {
     "rows_committed": ("imagecrawl/store/rows_committed",),
@@ -56,35 +57,16 @@ class MonitorConfig:
 
     @classmethod
     def from_settings(cls, settings: Any) -> Self:
-        buckets = max(2, settings.getint("IMAGECRAWL_REPORT_BUCKETS", 512))
+        buckets = max(2, settings.getint("IMAGECRAWL_REPORT_BUCKETS"))
         return cls(
-            sample_seconds=max(0.1, settings.getfloat("IMAGECRAWL_MONITOR_SAMPLE_SECONDS", 1.0)),
+            sample_seconds=max(0.1, settings.getfloat("IMAGECRAWL_MONITOR_SAMPLE_SECONDS")),
             buckets=buckets + buckets % 2,
-            max_sites=max(1, settings.getint("IMAGECRAWL_REPORT_MAX_SITES", 24)),
+            max_sites=max(1, settings.getint("IMAGECRAWL_REPORT_MAX_SITES")),
         )
 
 
-def parse_retry_after(value: bytes | str | None, now: float) -> float | None:
-    """Seconds to wait from a Retry-After header (delta-seconds or an HTTP date), or None."""
-    if not value:
-        return None
-    text = value.decode("latin-1") if isinstance(value, bytes) else value
-    text = text.strip()
-    try:
-        return max(0.0, float(text))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(text)
-    except (TypeError, ValueError):
-        return None
-    if when is None:
-        return None
-    return max(0.0, when.timestamp() - now)
-
-
 @dataclass
-class SiteState:
+class SiteActivity:
     name: str
     requests: int = 0
     statuses: dict[str, int] = field(default_factory=dict)
@@ -123,7 +105,7 @@ class Monitor:
         self.stats = crawler.stats
         self.started = time.time()
         self.timeline = Timeline(self.started, capacity=config.buckets)
-        self.sites: dict[str, SiteState] = {}
+        self.sites: dict[str, SiteActivity] = {}
         self.other_sites: set[str] = set()
         self._last: dict[str, float] = {}
         self._task: Any = None
@@ -149,11 +131,11 @@ class Monitor:
         self.finished = time.time()
 
     # -- signals --------------------------------------------------------------------------------
-    def site_for(self, request: Request) -> SiteState:
+    def site_for(self, request: Request) -> SiteActivity:
         name = urlparse_cached(request).netloc or "(none)"
         return self._site(name)
 
-    def _site(self, name: str) -> SiteState:
+    def _site(self, name: str) -> SiteActivity:
         site = self.sites.get(name)
         if site is not None:
             return site
@@ -164,7 +146,7 @@ class Monitor:
             site = self.sites.get(name)
             if site is not None:
                 return site
-        site = self.sites[name] = SiteState(name)
+        site = self.sites[name] = SiteActivity(name)
         return site
 
     def request_reached(self, request: Request) -> None:
@@ -185,10 +167,11 @@ class Monitor:
             site.last_403_at = now
         elif response.status < 400:
             site.last_ok_at = now
-            if request.meta.get("imagecrawl_kind") == "image" and response.status < 300:
+            if request.meta.get(meta.KIND) == "image" and response.status < 300:
                 self.timeline.add("images", now)
-        seconds = parse_retry_after(response.headers.get(b"Retry-After"), now)
-        if seconds is not None:
+        parsed = parse_retry_after(response.headers.get(b"Retry-After"), now, math.inf)
+        if parsed is not None:
+            seconds = parsed.seconds
             site.retry_after_seen += 1
             site.retry_after_max_seconds = max(site.retry_after_max_seconds, seconds)
             self.timeline.add(f"site:{site.name}:retry_after", now)
@@ -210,14 +193,11 @@ class Monitor:
     def snapshots(self) -> dict[str, dict[str, Any]]:
         """The pacing/ban hooks' per-site snapshots merged (see the module docstring); {} without hooks."""
         merged: dict[str, dict[str, Any]] = {}
-        for attr in HOOKS:
-            provider = getattr(self.crawler, attr, None)
-            if provider is None:
-                continue
+        for provider in crawl_context(self.crawler).snapshot_providers:
             try:
                 snap = provider.snapshot()
             except Exception:
-                logger.debug("%s.snapshot() failed", attr, exc_info=True)
+                logger.debug("%r.snapshot() failed", provider, exc_info=True)
                 continue
             if not isinstance(snap, Mapping):
                 continue
@@ -262,23 +242,17 @@ class Monitor:
                 site.spans.extend_to("paused", now, min(until, now + MAX_PAUSE_SECONDS))
 
     # -- reading ---------------------------------------------------------------------------------
-    def busiest(self, now: float, window: float, limit: int) -> list[tuple[SiteState, float]]:
+    def busiest(self, now: float, window: float, limit: int) -> list[tuple[SiteActivity, float]]:
         """Sites by request rate over the last ``window`` seconds (sites in trouble first), at most ``limit``."""
         rated = [(s, self.timeline.recent_rate(f"site:{s.name}:requests", now, window)) for s in self.sites.values()]
 
-        def key(item: tuple[SiteState, float]) -> tuple[bool, float, int]:
+        def key(item: tuple[SiteActivity, float]) -> tuple[bool, float, int]:
             site, rate = item
             return (site.state(now, window) == "ok", -rate, -site.requests)
 
         return sorted(rated, key=key)[:limit]
 
 
-_MONITORS: weakref.WeakKeyDictionary[Crawler, Monitor] = weakref.WeakKeyDictionary()
-
-
 def monitor_for(crawler: Crawler) -> Monitor:
     """The crawler's one monitor, created (and wired to the signals) on first use."""
-    monitor = _MONITORS.get(crawler)
-    if monitor is None:
-        monitor = _MONITORS[crawler] = Monitor(crawler, MonitorConfig.from_settings(crawler.settings))
-    return monitor
+    return crawl_context(crawler).get(Monitor, lambda: Monitor(crawler, MonitorConfig.from_settings(crawler.settings)))

@@ -31,9 +31,9 @@ class ProgressConfig:
     @classmethod
     def from_settings(cls, settings: Any) -> Self:
         return cls(
-            enabled=settings.getbool("IMAGECRAWL_PROGRESS_ENABLED", True),
-            interval_seconds=settings.getfloat("IMAGECRAWL_PROGRESS_INTERVAL_SECONDS", 30.0),
-            sites=max(0, settings.getint("IMAGECRAWL_PROGRESS_SITES", 4)),
+            enabled=settings.getbool("IMAGECRAWL_PROGRESS_ENABLED"),
+            interval_seconds=settings.getfloat("IMAGECRAWL_PROGRESS_INTERVAL_SECONDS"),
+            sites=max(0, settings.getint("IMAGECRAWL_PROGRESS_SITES")),
         )
 
 

@@ -21,8 +21,8 @@ from scrapy.exceptions import NotConfigured
 
 from imagecrawl.extensions.monitor import Monitor, monitor_for
 from imagecrawl.extensions.progress import optout_skips, prefixed_sum
-from imagecrawl.pipelines._state import crawl_storage
 from imagecrawl.report.html import render_html
+from imagecrawl.storage.context import crawl_context
 
 logger = logging.getLogger(__name__)
 
@@ -46,8 +46,8 @@ class ReportConfig:
     @classmethod
     def from_settings(cls, settings: Any) -> Self:
         return cls(
-            enabled=settings.getbool("IMAGECRAWL_REPORT_ENABLED", True),
-            plotted_sites=max(0, settings.getint("IMAGECRAWL_REPORT_PLOTTED_SITES", 8)),
+            enabled=settings.getbool("IMAGECRAWL_REPORT_ENABLED"),
+            plotted_sites=max(0, settings.getint("IMAGECRAWL_REPORT_PLOTTED_SITES")),
         )
 
 
@@ -161,7 +161,7 @@ class CrawlReport:
         return cls(crawler, config)
 
     async def spider_closed(self, reason: str) -> None:
-        storage = crawl_storage(self.crawler)
+        storage = crawl_context(self.crawler).storage
         stats = dict(self.stats.get_stats())
         stats.setdefault("finish_reason", reason)
         spider = self.crawler.spider.name if self.crawler.spider is not None else "?"

@@ -353,11 +353,7 @@ def _infotext_generator(meta: ImageMetadata, texts: dict[str, str] | None = None
 def _civitai_checkpoint(resources: Any) -> str | None:
     if isinstance(resources, list):
         for res in resources:
-            if (
-                isinstance(res, dict)
-                and res.get("type") == "checkpoint"
-                and isinstance(res.get("modelName"), str)
-            ):
+            if isinstance(res, dict) and res.get("type") == "checkpoint" and isinstance(res.get("modelName"), str):
                 return res["modelName"]
     return None
 

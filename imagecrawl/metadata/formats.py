@@ -151,9 +151,7 @@ def parse_ruined_fooocus(d: dict[str, Any]) -> ImageMetadata:
 
 
 def parse_hf_space(d: dict[str, Any]) -> ImageMetadata:
-    model_key = next(
-        (k for k in ("Model", "model", "model_id", "base_model") if isinstance(d.get(k), str)), None
-    )
+    model_key = next((k for k in ("Model", "model", "model_id", "base_model") if isinstance(d.get(k), str)), None)
     return _build(
         d,
         "hf-space",
@@ -456,9 +454,7 @@ def parse_civitai_comfy(d: dict[str, Any]) -> ImageMetadata | None:
             setattr(meta, field, conv(extra[key]))
     if meta.sampler is None and _s(extra.get("sampler")):
         meta.sampler = extra["sampler"]
-    meta.params["civitai"] = _jsonable(
-        {k: v for k, v in extra.items() if k not in ("prompt", "negativePrompt")}
-    )
+    meta.params["civitai"] = _jsonable({k: v for k, v in extra.items() if k not in ("prompt", "negativePrompt")})
     if isinstance(d.get("extra"), dict):
         meta.params["civitai_extra"] = _jsonable(d["extra"])
     return meta
@@ -478,9 +474,7 @@ def parse_json_payload(obj: Any) -> ImageMetadata | None:
     if (
         "prompt" in obj
         and "base_model" in obj
-        and any(
-            k in obj for k in ("full_prompt", "metadata_scheme", "performance", "guidance_scale", "sharpness")
-        )
+        and any(k in obj for k in ("full_prompt", "metadata_scheme", "performance", "guidance_scale", "sharpness"))
     ):
         return parse_fooocus(obj)
     ed = parse_easydiffusion(obj)

@@ -95,9 +95,7 @@ def parse_invokeai_graph(obj: Any) -> ImageMetadata | None:
     edges = obj.get("edges")
     g = _Graph(nodes, edges if isinstance(edges, list) else [])
     denoise = [
-        nid
-        for nid, n in nodes.items()
-        if "denoise" in str(n.get("type", "")) and "mask" not in str(n.get("type"))
+        nid for nid, n in nodes.items() if "denoise" in str(n.get("type", "")) and "mask" not in str(n.get("type"))
     ]
     if not denoise:
         return None
@@ -106,9 +104,7 @@ def parse_invokeai_graph(obj: Any) -> ImageMetadata | None:
     did = denoise[0]
     meta = ImageMetadata(generator="invokeai")
     meta.prompt = g.prompt(did, "positive_conditioning") or g.prompt(did, "positive_text_conditioning")
-    meta.negative_prompt = g.prompt(did, "negative_conditioning") or g.prompt(
-        did, "negative_text_conditioning"
-    )
+    meta.negative_prompt = g.prompt(did, "negative_conditioning") or g.prompt(did, "negative_text_conditioning")
     meta.steps = to_int(g.value(did, "steps"))
     meta.cfg_scale = to_float(g.value(did, "cfg_scale"))
     if meta.cfg_scale is None:

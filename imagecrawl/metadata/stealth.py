@@ -35,9 +35,7 @@ _CHANNELS = {6: 4, 2: 3, 4: 2}  # PNG colour type -> channels (8-bit)
 
 
 def _chunk(ctype: bytes, body: bytes) -> bytes:
-    return (
-        struct.pack(">I", len(body)) + ctype + body + struct.pack(">I", zlib.crc32(ctype + body) & 0xFFFFFFFF)
-    )
+    return struct.pack(">I", len(body)) + ctype + body + struct.pack(">I", zlib.crc32(ctype + body) & 0xFFFFFFFF)
 
 
 def _inflate_rows(data: bytes, info: PngInfo, rows: int, cols: int) -> bytes:
@@ -144,9 +142,7 @@ def _check_len(nbits: int, pixels: int, per_pixel: int, limits: Limits) -> None:
         raise MetadataError("corrupt", "stealth length exceeds image")
 
 
-def stealth_from_png(
-    data: bytes, info: PngInfo, limits: Limits, problems: Problems
-) -> tuple[str, str] | None:
+def stealth_from_png(data: bytes, info: PngInfo, limits: Limits, problems: Problems) -> tuple[str, str] | None:
     """``(payload, "alpha" | "rgb")`` of a PNG, or None.  Never raises."""
     if info.bit_depth != 8 or info.color_type not in _CHANNELS or not info.idat:
         return None
@@ -191,9 +187,7 @@ def stealth_from_png(
         problems.add(exc.kind, str(exc))
     except (OSError, ValueError, SyntaxError, zlib.error, MemoryError, Image.DecompressionBombError) as exc:
         # a decoder failure on a file already known to be cut short is that truncation again
-        problems.add(
-            "truncated" if "truncated" in problems.kinds else "corrupt", f"stealth decode failed: {exc}"
-        )
+        problems.add("truncated" if "truncated" in problems.kinds else "corrupt", f"stealth decode failed: {exc}")
     return None
 
 
@@ -235,7 +229,5 @@ def stealth_from_image(
         problems.add(exc.kind, str(exc))
     except (OSError, ValueError, SyntaxError, zlib.error, MemoryError, Image.DecompressionBombError) as exc:
         # a decoder failure on a file already known to be cut short is that truncation again
-        problems.add(
-            "truncated" if "truncated" in problems.kinds else "corrupt", f"stealth decode failed: {exc}"
-        )
+        problems.add("truncated" if "truncated" in problems.kinds else "corrupt", f"stealth decode failed: {exc}")
     return None

@@ -1,9 +1,9 @@
 """Crawl-delay per site, parsed from robots.txt, handed to the pacing middleware. Pure.
 
-The robots.txt middleware (:class:`imagecrawl.downloadermiddlewares.optout.RobotsTxtMiddleware`)
-stores the delay for our User-Agent token when robots.txt is parsed; pacing reads it::
+The robots.txt middleware (:class:`imagecrawl.downloadermiddlewares.robots.RobotsMiddleware`)
+stores the delay for our User-Agent token when robots.txt is parsed; the crawl's registry is::
 
-    from imagecrawl.optout.crawldelay import crawl_delays
+    from imagecrawl.downloadermiddlewares.robots import crawl_delays
     delay = crawl_delays(crawler).get(urlparse_cached(request).netloc)   # seconds or None
 
 Keys are URL netlocs (``host`` or ``host:port``, as in ``urlparse(url).netloc``), the same keys
@@ -13,7 +13,6 @@ Scrapy's robots.txt middleware uses. ``listeners`` are called with ``(netloc, de
 from __future__ import annotations
 
 import math
-import weakref
 from collections.abc import Callable
 from typing import Final
 
@@ -42,14 +41,3 @@ class CrawlDelays:
 
     def as_dict(self) -> dict[str, float]:
         return dict(self._delays)
-
-
-_BY_OWNER: weakref.WeakKeyDictionary[object, CrawlDelays] = weakref.WeakKeyDictionary()
-
-
-def crawl_delays(owner: object) -> CrawlDelays:
-    """The registry of one crawl (pass the Crawler); created on first use."""
-    registry = _BY_OWNER.get(owner)
-    if registry is None:
-        registry = _BY_OWNER[owner] = CrawlDelays()
-    return registry

@@ -35,9 +35,7 @@ class Verdict(enum.StrEnum):
     SOFT = "soft"  # 200 but without what a healthy page must contain
 
 
-EVIDENCE = frozenset(
-    {Verdict.STATUS_401, Verdict.STATUS_403, Verdict.STATUS_429, Verdict.CHALLENGE, Verdict.SOFT}
-)
+EVIDENCE = frozenset({Verdict.STATUS_401, Verdict.STATUS_403, Verdict.STATUS_429, Verdict.CHALLENGE, Verdict.SOFT})
 
 
 @dataclass(frozen=True, slots=True)

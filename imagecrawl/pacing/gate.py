@@ -37,9 +37,7 @@ class Signal(enum.StrEnum):
     CONNECTION = "connection"
 
 
-CONGESTION = frozenset(
-    {Signal.THROTTLED, Signal.UNAVAILABLE, Signal.GATEWAY, Signal.TIMEOUT, Signal.CONNECTION}
-)
+CONGESTION = frozenset({Signal.THROTTLED, Signal.UNAVAILABLE, Signal.GATEWAY, Signal.TIMEOUT, Signal.CONNECTION})
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +59,13 @@ class Event:
 
 
 class RateGate(Protocol):
+    """What the pacing and ban middlewares need of a gate: :class:`InProcessGate`, or a gate shared
+    between processes that wraps one (``IMAGECRAWL_PACING_GATE_FACTORY``)."""
+
+    @property
+    def sites(self) -> dict[str, SiteState]: ...
+    def state_of(self, site: str) -> BanState: ...
+    def all_abandoned(self) -> bool: ...
     def acquire(self, site: str, now: float) -> float: ...
     def peek_wait(self, site: str, now: float) -> float: ...
     def release(self, site: str, sent_at: float, now: float) -> None: ...
@@ -99,9 +104,7 @@ class InProcessGate:
     def site(self, site: str, now: float = 0.0) -> SiteState:
         state = self.sites.get(site)
         if state is None:
-            state = SiteState(
-                AimdController(self.aimd, now, self.default_floor_interval), BanTracker(self.bans)
-            )
+            state = SiteState(AimdController(self.aimd, now, self.default_floor_interval), BanTracker(self.bans))
             self.sites[site] = state
         return state
 
@@ -172,9 +175,7 @@ class InProcessGate:
             if until > s.paused_until:
                 s.controller.note_pause(max(now, s.paused_until), until)
                 s.paused_until = until
-                self._emit(
-                    site, "pacing/retry_after", f"Retry-After: pausing {fb.retry_after:.1f}s", fb.retry_after
-                )
+                self._emit(site, "pacing/retry_after", f"Retry-After: pausing {fb.retry_after:.1f}s", fb.retry_after)
         spiking = False
         if fb.latency is not None and fb.signal in (Signal.OK, Signal.NEUTRAL):
             spiking = c.observe_latency(fb.latency)
@@ -228,9 +229,7 @@ class InProcessGate:
     def _transition(self, site: str, s: SiteState, t: Transition, now: float) -> None:
         if t.new is BanState.BANNED:
             assert t.until is not None
-            self._emit(
-                site, "bans/banned", f"banned ({t.reason}): quiet for {t.until - now:.0f}s", t.until - now
-            )
+            self._emit(site, "bans/banned", f"banned ({t.reason}): quiet for {t.until - now:.0f}s", t.until - now)
             s.controller.on_congestion("ban", now, now)
         elif t.new is BanState.PROBING:
             self._emit(site, "bans/probing", "cool-down over, probing")

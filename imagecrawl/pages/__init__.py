@@ -4,16 +4,15 @@ Every parser returns plain data (:class:`ImageEntry` = image URL + :class:`Sourc
 what it had to skip as short, stable *kinds* (``not_json``, ``bad_shape``, ``missing_url``...). A page
 that cannot be used at all raises :class:`PageError`; a bad entry inside a usable page is skipped and
 its kind appended to ``errors``. The spiders turn kinds into stats
-``imagecrawl/pages/errors/<kind>`` and log them.
+``imagecrawl/pages/errors/<kind>`` and log them. Single values are cleaned by :mod:`imagecrawl.values`.
 """
 
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass, field
-from typing import Any, TypeGuard
-from urllib.parse import urlsplit
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from imagecrawl.records import SourceHints
 
@@ -21,11 +20,8 @@ __all__ = [
     "ImageEntry",
     "PageError",
     "ParsedPage",
-    "is_http_url",
     "load_json",
-    "to_float",
-    "to_int",
-    "to_text",
+    "with_cursor",
 ]
 
 
@@ -74,52 +70,9 @@ def load_json(body: bytes | str | Any) -> Any:
         raise PageError("not_json", f"body is not JSON: {exc}; starts with {text[:60]!r}") from None
 
 
-def to_text(value: Any) -> str | None:
-    """A non-empty stripped string, or None (numbers become their str)."""
-    if value is None or isinstance(value, (dict, list, bool)):
-        return None
-    text = str(value).replace("\x00", "").strip()
-    return text or None
-
-
-def to_int(value: Any) -> int | None:
-    """An int from an int, an integral float, or a decimal string; None otherwise (never raises)."""
-    if value is None or isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float):
-        return int(value) if math.isfinite(value) and value.is_integer() else None
-    if isinstance(value, str):
-        text = value.strip()
-        try:
-            return int(text)
-        except ValueError:
-            try:
-                number = float(text)
-            except ValueError:
-                return None
-            return int(number) if math.isfinite(number) and number.is_integer() else None
-    return None
-
-
-def to_float(value: Any) -> float | None:
-    """A finite float from a number or numeric string; None otherwise (never raises)."""
-    if value is None or isinstance(value, bool):
-        return None
-    try:
-        number = float(value.strip() if isinstance(value, str) else value)
-    except (TypeError, ValueError, OverflowError):
-        return None
-    return number if math.isfinite(number) else None
-
-
-def is_http_url(url: Any) -> TypeGuard[str]:
-    """True for an absolute http(s) URL with a host."""
-    if not isinstance(url, str) or not url:
-        return False
-    try:
-        parts = urlsplit(url.strip())
-    except ValueError:
-        return False
-    return parts.scheme.lower() in ("http", "https") and bool(parts.netloc)
+def with_cursor(url: str, cursor: str) -> str:
+    """``url`` with its ``cursor`` query parameter set to ``cursor`` (other parameters kept in order)."""
+    parts = urlsplit(url)
+    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != "cursor"]
+    query.append(("cursor", cursor))
+    return urlunsplit(parts._replace(query=urlencode(query)))

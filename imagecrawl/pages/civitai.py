@@ -9,19 +9,11 @@ from __future__ import annotations
 
 import re
 from typing import Any, Final
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import urlencode, urlsplit
 
-from imagecrawl.pages import (
-    ImageEntry,
-    PageError,
-    ParsedPage,
-    is_http_url,
-    load_json,
-    to_float,
-    to_int,
-    to_text,
-)
+from imagecrawl.pages import ImageEntry, PageError, ParsedPage, load_json
 from imagecrawl.records import SourceHints
+from imagecrawl.values import is_http_url, to_float, to_int, to_text
 
 SOURCE: Final = "civitai"
 DEFAULT_API_URL: Final = "https://civitai.com"
@@ -105,14 +97,6 @@ def models_api_url(
     if cursor:
         query.append(("cursor", cursor))
     return f"{_base(api_url)}/api/v1/models?{urlencode(query)}"
-
-
-def with_cursor(url: str, cursor: str) -> str:
-    """``url`` with its ``cursor`` query parameter set to ``cursor`` (other parameters kept in order)."""
-    parts = urlsplit(url)
-    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != "cursor"]
-    query.append(("cursor", cursor))
-    return urlunsplit(parts._replace(query=urlencode(query)))
 
 
 def source_id_from_url(url: str) -> str | None:

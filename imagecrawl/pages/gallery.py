@@ -44,8 +44,9 @@ from lxml import etree
 from parsel import Selector, SelectorList
 from parsel.csstranslator import HTMLTranslator
 
-from imagecrawl.pages import ImageEntry, PageError, is_http_url, to_float, to_int, to_text
+from imagecrawl.pages import ImageEntry, PageError
 from imagecrawl.records import SourceHints
+from imagecrawl.values import is_http_url, to_float, to_int, to_text
 
 HINT_FIELDS: Final = ("prompt", "negative_prompt", "steps", "sampler", "cfg_scale", "seed", "model")
 DEFAULT_PARAM_MAP: Final = {

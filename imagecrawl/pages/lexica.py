@@ -10,17 +10,9 @@ from __future__ import annotations
 from typing import Any, Final
 from urllib.parse import quote, urlencode
 
-from imagecrawl.pages import (
-    ImageEntry,
-    PageError,
-    ParsedPage,
-    is_http_url,
-    load_json,
-    to_float,
-    to_int,
-    to_text,
-)
+from imagecrawl.pages import ImageEntry, PageError, ParsedPage, load_json
 from imagecrawl.records import SourceHints
+from imagecrawl.values import is_http_url, to_float, to_int, to_text
 
 SOURCE: Final = "lexica"
 DEFAULT_API_URL: Final = "https://lexica.art"

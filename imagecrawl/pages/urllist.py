@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import Any, Final, NamedTuple
 from urllib.parse import urlsplit
 
+from imagecrawl.values import to_text
+
 FORMATS: Final = ("parquet", "csv", "tsv", "jsonl", "txt")
 _EXTENSIONS: Final = {
     ".parquet": "parquet",
@@ -90,13 +92,6 @@ def check_url(value: Any) -> tuple[str | None, str | None]:
     return text, None
 
 
-def _caption(value: Any) -> str | None:
-    if value is None or isinstance(value, (dict, list)):
-        return None
-    text = str(value).strip()
-    return text or None
-
-
 @dataclass
 class UrlList:
     path: str | Path
@@ -146,7 +141,8 @@ class UrlList:
                 assert kind is not None
                 self._skip(kind)
                 continue
-            yield UrlRow(index, url, _caption(raw_caption))
+            # a caption keeps NUL characters (the record drops them) and a boolean cell reads "True"/"False"
+            yield UrlRow(index, url, to_text(raw_caption, refuse=(dict, list), keep_nul=True))
 
     # Each reader yields (row_index, url value, caption value) for EVERY row, unfiltered.
 

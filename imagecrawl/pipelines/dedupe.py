@@ -10,8 +10,8 @@ from scrapy import signals
 from scrapy.crawler import Crawler
 from scrapy.exceptions import DropItem, NotConfigured
 
-from imagecrawl.dedupe.near import DEFAULT_MAX_DISTANCE, SqliteNearIndex
-from imagecrawl.pipelines._state import crawl_storage
+from imagecrawl.dedupe.near import SqliteNearIndex
+from imagecrawl.storage.context import crawl_context
 
 logger = logging.getLogger(__name__)
 
@@ -25,15 +25,15 @@ class DedupePipeline:
         self.crawler = crawler
         assert crawler.stats is not None
         self.stats = crawler.stats
-        self.storage = crawl_storage(crawler)
+        self.storage = crawl_context(crawler).storage
         settings = crawler.settings
-        self.near_policy = settings.get("IMAGECRAWL_NEAR_POLICY", "drop")
+        self.near_policy = settings.get("IMAGECRAWL_NEAR_POLICY")
         if self.near_policy not in ("drop", "keep"):
             raise ValueError(f"IMAGECRAWL_NEAR_POLICY must be 'drop' or 'keep', not {self.near_policy!r}")
-        self.near_distance = settings.getint("IMAGECRAWL_NEAR_MAX_DISTANCE", DEFAULT_MAX_DISTANCE)
-        if settings.getbool("IMAGECRAWL_NEAR_DEDUPE_ENABLED", True) and self.storage.ledger.near is None:
+        self.near_distance = settings.getint("IMAGECRAWL_NEAR_MAX_DISTANCE")
+        if settings.getbool("IMAGECRAWL_NEAR_DEDUPE_ENABLED") and self.storage.ledger.near is None:
             self.storage.ledger.enable_near(SqliteNearIndex(self.storage.state_dir / "near.sqlite3"))
-        elif not settings.getbool("IMAGECRAWL_NEAR_DEDUPE_ENABLED", True):
+        elif not settings.getbool("IMAGECRAWL_NEAR_DEDUPE_ENABLED"):
             logger.warning(
                 "Near-duplicate dedupe is off (IMAGECRAWL_NEAR_DEDUPE_ENABLED): only exact copies are dropped"
             )
@@ -41,7 +41,7 @@ class DedupePipeline:
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> Self:
-        if not crawler.settings.getbool("IMAGECRAWL_DEDUPE_ENABLED", True):
+        if not crawler.settings.getbool("IMAGECRAWL_DEDUPE_ENABLED"):
             raise NotConfigured("IMAGECRAWL_DEDUPE_ENABLED is off")
         return cls(crawler)
 

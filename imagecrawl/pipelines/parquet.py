@@ -14,8 +14,8 @@ from scrapy.crawler import Crawler
 from scrapy.exceptions import NotConfigured
 
 from imagecrawl.items import PromptImage
-from imagecrawl.pipelines._state import CrawlStorage, crawl_storage
 from imagecrawl.schema import COLUMNS
+from imagecrawl.storage.context import CrawlStorage, crawl_context
 from imagecrawl.storage.outbox import Outbox
 from imagecrawl.storage.shards import ShardWriter, partition_of, shard_key
 from imagecrawl.storage.stores import LocalStore
@@ -43,7 +43,7 @@ class ParquetPipeline:
         self.close_timeout = settings.getfloat("IMAGECRAWL_CLOSE_COMMIT_TIMEOUT_SECONDS")
         self.flush_seconds = settings.getfloat("IMAGECRAWL_SPOOL_FLUSH_SECONDS")
         self.spool_batch_rows = max(1, settings.getint("IMAGECRAWL_SPOOL_BATCH_ROWS"))
-        self.storage: CrawlStorage = crawl_storage(crawler)
+        self.storage: CrawlStorage = crawl_context(crawler).storage
         self.outbox = Outbox(
             self.storage.state_dir / "outbox",
             self.storage.store,
@@ -62,7 +62,7 @@ class ParquetPipeline:
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> Self:
-        if not crawler.settings.getbool("IMAGECRAWL_PARQUET_ENABLED", True):
+        if not crawler.settings.getbool("IMAGECRAWL_PARQUET_ENABLED"):
             raise NotConfigured("IMAGECRAWL_PARQUET_ENABLED is off")
         return cls(crawler)
 

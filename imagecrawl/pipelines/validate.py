@@ -24,7 +24,7 @@ class ValidatePipeline:
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> Self:
-        if not crawler.settings.getbool("IMAGECRAWL_VALIDATE_ENABLED", True):
+        if not crawler.settings.getbool("IMAGECRAWL_VALIDATE_ENABLED"):
             raise NotConfigured("IMAGECRAWL_VALIDATE_ENABLED is off")
         return cls(crawler)
 

@@ -1,4 +1,4 @@
-"""``python -m imagecrawl.sandbox`` = ``python -m imagecrawl.sandbox.server``."""
+"""``python -m imagecrawl.sandbox``: run the sandbox server (flags: ``--help``)."""
 
 from __future__ import annotations
 

@@ -6,9 +6,11 @@ answer it itself (429, 403 ban page, truncated body, slow drip, connection reset
 bomb ...) or decorate the route's response.  Behaviours that should only apply to some URLs match
 on ``request.path`` (e.g. a ``/hostile/`` prefix) so ordinary routes stay deterministic.
 
-To add one: write ``def make_xxx(config) -> Middleware | None`` below (returning ``None`` when its
-flag is off), add its knobs to ``SandboxConfig`` and flags to ``server._parse_args``, and append it
-in ``build_middlewares``.  Middlewares run in list order, outermost first.
+To add one: write ``def make_xxx(config) -> Middleware | None`` (returning ``None`` when its flag is
+off), add its knobs to ``SandboxConfig`` (:mod:`imagecrawl.sandbox.config`) and its flags to
+:func:`imagecrawl.sandbox.cli.build_parser`, and append it in ``build_middlewares``.  Middlewares run
+in list order, outermost first: the rate limit, hostile mode (:mod:`imagecrawl.sandbox.sites.hostile`),
+then misbehaviour (:mod:`imagecrawl.sandbox.misbehave`).
 """
 
 from __future__ import annotations
@@ -18,13 +20,13 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
-if TYPE_CHECKING:
-    from imagecrawl.sandbox.server import SandboxConfig
+from imagecrawl.sandbox.config import SandboxConfig
+from imagecrawl.sandbox.misbehave import make_misbehave
+from imagecrawl.sandbox.sites.hostile import make_hostile
 
 logger = logging.getLogger(__name__)
 
@@ -83,9 +85,6 @@ def make_rate_limit(config: SandboxConfig, clock: Callable[[], float] = time.mon
 
 def build_middlewares(config: SandboxConfig) -> list[Middleware]:
     """The behaviour middlewares enabled by ``config``, outermost first."""
-    from imagecrawl.sandbox.hostile import make_hostile
-    from imagecrawl.sandbox.misbehave import make_misbehave
-
     factories = (make_rate_limit, make_hostile)
     middlewares = [m for m in (f(config) for f in factories) if m is not None]
     if (mw := make_misbehave(config.misbehave)) is not None:

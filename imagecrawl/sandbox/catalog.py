@@ -3,7 +3,8 @@
 Pure functions only: no server, no Scrapy.  ``build_catalog(items, seed)`` always returns the
 same entries for the same arguments, and ``render_image`` always returns the same bytes (for a
 given Pillow/libwebp build).  Entry ``i`` of a source does not depend on ``items``: a catalog
-with fewer items is a prefix of one with more.
+with fewer items is a prefix of one with more.  Prompt words come from :mod:`.vocabulary`; the
+pictures are drawn and encoded by :mod:`.pictures`.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import dataclasses
 import datetime as dt
 import functools
 import hashlib
-import io
 import logging
 import random
 import threading
@@ -20,9 +20,10 @@ import uuid
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
-import numpy as np
-from PIL import Image, ImageDraw
-from PIL.PngImagePlugin import PngInfo
+from PIL import Image
+
+from imagecrawl.sandbox import vocabulary as words
+from imagecrawl.sandbox.pictures import draw_picture, encode_picture
 
 logger = logging.getLogger(__name__)
 
@@ -49,97 +50,6 @@ SAMPLERS = ("Euler a", "Euler", "DPM++ 2M Karras", "DPM++ SDE Karras", "DDIM", "
 STEPS = (20, 20, 25, 28, 30, 30, 40)
 CFG_SCALES = (4.5, 5.0, 6.0, 6.5, 7.0, 7.0, 7.5, 8.0, 9.0)
 SIDES = (48, 64, 96, 128, 160, 192, 224, 256)
-
-# --- prompt vocabulary -------------------------------------------------------------------------
-# Subjects are grouped so that the demo words "portrait", "landscape" and "cat" each match a
-# sizeable share of prompts.  Words were picked so that none of those three is a substring of an
-# unrelated word (no "intricate", "delicate", "scattered" ...), because search is substring based.
-_PORTRAITS = (
-    "portrait of a young woman with freckles",
-    "portrait of an old fisherman",
-    "portrait of a knight in silver armor",
-    "portrait of a cyberpunk hacker",
-    "close-up portrait of a smiling child",
-    "portrait of a wizard with a long beard",
-    "portrait of a café waitress in Paris",
-    "portrait of a samurai, 侍",
-)
-_LANDSCAPES = (
-    "landscape with snowy mountains and a lake",
-    "misty forest landscape at dawn",
-    "desert landscape with dunes under a full moon",
-    "alien landscape with two suns",
-    "landscape of rolling hills and a windmill",
-    "volcanic landscape, rivers of lava",
-    "landscape of Tokyo at night, 東京",
-)
-_CATS = (
-    "a fluffy cat sleeping on a windowsill",
-    "cat wearing a tiny wizard hat",
-    "black cat on a rooftop under the stars",
-    "cat astronaut floating in space",
-    "ginger cat in a field of sunflowers",
-)
-_OTHERS = (
-    "a lighthouse on a stormy coast",
-    "steampunk airship above a city",
-    "a bowl of ramen, food photography",
-    "ancient temple overgrown with vines",
-    "a red fox in the snow",
-    "isometric diorama of a tiny island",
-    "robot gardener watering flowers",
-    "underwater city with glowing jellyfish",
-    "vintage car on Route 66",
-)
-_STYLES = (
-    "oil painting",
-    "watercolor",
-    "digital art",
-    "photorealistic",
-    "35mm film photo",
-    "anime style",
-    "concept art",
-    "ukiyo-e",
-    "pixel art",
-    "art nouveau",
-)
-_MODIFIERS = (
-    "highly detailed",
-    "sharp focus",
-    "golden hour",
-    "dramatic lighting",
-    "soft light",
-    "volumetric fog",
-    "trending on artstation",
-    "8k",
-    "bokeh",
-    "vibrant colors",
-    "muted tones",
-    "by Greg Rutkowski",
-    "cinematic",
-    "wide angle",
-)
-_WEIGHTED = ("(masterpiece:1.2)", "(best quality)", "((ultra detailed))", "[blurry]", "(film grain:0.8)")
-_NEGATIVES = (
-    "lowres, bad anatomy, bad hands, text, error, missing fingers",
-    "blurry, watermark, signature",
-    "(worst quality:1.4), (low quality:1.4), jpeg artifacts",
-    "deformed, ugly, extra limbs",
-    "nsfw, nude",
-    "cartoon, 3d, (disfigured), (bad art)",
-)
-_USERS = (
-    "pixelpilgrim",
-    "neonmoth",
-    "latentlola",
-    "dreamforge",
-    "mossy_owl",
-    "Ana_Ñúñez",
-    "kappa77",
-    "quietfox",
-)
-_SLUG_WORDS = ("amber", "misty", "quiet", "silver", "hollow", "velvet", "ember", "lunar", "cobalt", "wild")
-_SLUG_NOUNS = ("harbor", "meadow", "lantern", "summit", "orchard", "comet", "grove", "tide", "atlas", "reef")
 
 _BLURHASH_ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz#$%*+,-.:;=?@[]^_{|}~"
 
@@ -274,19 +184,19 @@ def lexica_prompt_id(entry: Entry) -> str:
 def _make_prompt(rng: random.Random) -> str:
     r = rng.random()
     if r < 0.32:
-        subject = rng.choice(_PORTRAITS)
+        subject = rng.choice(words.PORTRAITS)
     elif r < 0.58:
-        subject = rng.choice(_LANDSCAPES)
+        subject = rng.choice(words.LANDSCAPES)
     elif r < 0.80:
-        subject = rng.choice(_CATS)
+        subject = rng.choice(words.CATS)
     else:
-        subject = rng.choice(_OTHERS)
-    parts = [subject, rng.choice(_STYLES), *rng.sample(_MODIFIERS, rng.randint(1, 4))]
+        subject = rng.choice(words.OTHERS)
+    parts = [subject, rng.choice(words.STYLES), *rng.sample(words.MODIFIERS, rng.randint(1, 4))]
     if rng.random() < 0.35:
-        parts.insert(0, rng.choice(_WEIGHTED))
+        parts.insert(0, rng.choice(words.WEIGHTED))
     prompt = ", ".join(parts)
     if rng.random() < 0.06:  # occasional multi-line prompt (A1111 keeps the newline)
-        prompt += "\n" + ", ".join(rng.sample(_MODIFIERS, 2))
+        prompt += "\n" + ", ".join(rng.sample(words.MODIFIERS, 2))
     return prompt
 
 
@@ -295,7 +205,7 @@ def _make_id(source: str, index: int, rng: random.Random, taken: set[str]) -> st
         return str(1_000_000 + index * 7 + rng.randrange(7))
     if source == "lexica":
         return str(uuid.UUID(int=rng.getrandbits(128), version=4))
-    slug = f"{rng.choice(_SLUG_WORDS)}-{rng.choice(_SLUG_NOUNS)}-{index:04d}"
+    slug = f"{rng.choice(words.SLUG_WORDS)}-{rng.choice(words.SLUG_NOUNS)}-{index:04d}"
     assert slug not in taken
     return slug
 
@@ -317,7 +227,7 @@ def _build_source(source: str, items: int, seed: int) -> list[Entry]:
         created_at = _iso(t)
         entry_id = _make_id(source, index, rng, taken)
         taken.add(entry_id)
-        username = f"{rng.choice(_USERS)}{rng.randrange(100)}" if rng.random() < 0.5 else rng.choice(_USERS)
+        username = f"{rng.choice(words.USERS)}{rng.randrange(100)}" if rng.random() < 0.5 else rng.choice(words.USERS)
         if source == "lexica":
             show_meta = True
             embed = rng.random() < 0.75
@@ -371,7 +281,7 @@ def _build_source(source: str, items: int, seed: int) -> list[Entry]:
             index=index,
             id=entry_id,
             prompt=_make_prompt(rng),
-            negative_prompt=rng.choice(_NEGATIVES) if rng.random() < 0.7 else None,
+            negative_prompt=rng.choice(words.NEGATIVES) if rng.random() < 0.7 else None,
             seed=rng.randrange(2**32),
             steps=rng.choice(STEPS),
             sampler=rng.choice(SAMPLERS),
@@ -411,59 +321,8 @@ def build_catalog(items: int = 200, seed: int = 0) -> Catalog:
 
 
 def _picture(catalog_seed: int, entry: Entry) -> Image.Image:
-    """The RGB picture of an *original* entry: gradient + shapes + low-frequency noise."""
-    d = _digest("picture", catalog_seed, entry.source, entry.id)
-    rng = random.Random(d)
-    w, h = entry.width, entry.height
-    # background: linear gradient between two random colours in a random direction
-    c0 = np.array([rng.randrange(256) for _ in range(3)], dtype=np.float32)
-    c1 = np.array([rng.randrange(256) for _ in range(3)], dtype=np.float32)
-    angle = rng.uniform(0, 2 * np.pi)
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-    proj = (xx / max(w - 1, 1) - 0.5) * np.cos(angle) + (yy / max(h - 1, 1) - 0.5) * np.sin(angle)
-    proj = (proj - proj.min()) / max(float(proj.max() - proj.min()), 1e-6)
-    arr = c0[None, None, :] * (1 - proj[..., None]) + c1[None, None, :] * proj[..., None]
-    # low-frequency noise (an 8x8 grid upscaled) so that pictures differ in texture too
-    nrng = np.random.default_rng(int.from_bytes(d[:8], "big"))
-    noise = nrng.integers(-40, 41, size=(8, 8, 3)).astype(np.int16)
-    noise_img = Image.fromarray((noise + 128).astype(np.uint8), "RGB").resize((w, h), Image.Resampling.BICUBIC)
-    arr = arr + np.asarray(noise_img, dtype=np.float32) - 128
-    img = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), "RGB")
-    draw = ImageDraw.Draw(img)
-    for _ in range(rng.randint(3, 7)):
-        colour = (rng.randrange(256), rng.randrange(256), rng.randrange(256))
-        x0, x1 = sorted(rng.uniform(-0.2, 1.2) * w for _ in range(2))
-        y0, y1 = sorted(rng.uniform(-0.2, 1.2) * h for _ in range(2))
-        kind = rng.randrange(3)
-        if kind == 0:
-            draw.ellipse((x0, y0, x1 + 4, y1 + 4), fill=colour)
-        elif kind == 1:
-            draw.rectangle((x0, y0, x1 + 4, y1 + 4), fill=colour)
-        else:
-            pts = [(rng.uniform(0, w), rng.uniform(0, h)) for _ in range(rng.randint(3, 6))]
-            draw.polygon(pts, fill=colour)
-    return img
-
-
-def _encode(img: Image.Image, fmt: str, infotext: str | None, *, jpeg_quality: int = 90) -> bytes:
-    buf = io.BytesIO()
-    if fmt == "PNG":
-        pnginfo = None
-        if infotext is not None:
-            pnginfo = PngInfo()
-            pnginfo.add_text("parameters", infotext)  # tEXt, or iTXt when not latin-1 (as A1111)
-        img.save(buf, "PNG", pnginfo=pnginfo, optimize=False, compress_level=6)
-    else:
-        kwargs: dict[str, object] = {}
-        if infotext is not None:
-            exif = Image.Exif()
-            exif.get_ifd(0x8769)[0x9286] = b"UNICODE\0" + infotext.encode("utf-16-be")
-            kwargs["exif"] = exif.tobytes()
-        if fmt == "JPEG":
-            img.save(buf, "JPEG", quality=jpeg_quality, **kwargs)
-        else:
-            img.save(buf, "WEBP", quality=80, method=4, **kwargs)
-    return buf.getvalue()
+    """The RGB picture of an *original* entry."""
+    return draw_picture(_digest("picture", catalog_seed, entry.source, entry.id), entry.width, entry.height)
 
 
 _CACHE_MAX_BYTES = 96 * 1024 * 1024
@@ -480,9 +339,9 @@ def _render_uncached(catalog: Catalog, entry: Entry) -> bytes:
         img = _picture(catalog.seed, orig)
         if img.size != (entry.width, entry.height):
             img = img.resize((entry.width, entry.height), Image.Resampling.LANCZOS)
-        return _encode(img, entry.image_format, None, jpeg_quality=70)
+        return encode_picture(img, entry.image_format, None, jpeg_quality=70)
     img = _picture(catalog.seed, entry)
-    return _encode(img, entry.image_format, entry.infotext() if entry.embed_metadata else None)
+    return encode_picture(img, entry.image_format, entry.infotext() if entry.embed_metadata else None)
 
 
 def cached_image(catalog: Catalog, entry: Entry) -> bytes | None:

@@ -15,13 +15,13 @@ so one server can play several sites: ``127.0.0.1`` and ``localhost`` are two si
 * fixed answers by path with ``--status-paths``: ``/status/<code>?retry_after=<s>``, ``/challenge``,
   ``/empty``.
 
-The request log (``--log``) records what each request got; the tests and ``benchmarks/politeness.py``
-measure rates, 429s and Retry-After windows from it.
+The knobs are :class:`imagecrawl.sandbox.config.MisbehaveConfig`, the flags are in
+:mod:`imagecrawl.sandbox.cli`.  The request log (``--log``) records what each request got; the
+tests and ``benchmarks/politeness.py`` measure rates, 429s and Retry-After windows from it.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import email.utils
 import time
@@ -30,6 +30,8 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
+
+from imagecrawl.sandbox.config import MisbehaveConfig
 
 BAN_MODES = ("403", "challenge", "empty")
 
@@ -45,26 +47,6 @@ EMPTY_GALLERY = (
 FORBIDDEN_PAGE = "<!DOCTYPE html><html><head><title>403 Forbidden</title></head><body>Forbidden</body></html>\n"
 
 
-@dataclass(frozen=True, slots=True)
-class MisbehaveConfig:
-    capacity: float | None = None
-    burst: float | None = None
-    retry_after: float | None = None
-    retry_after_date: bool = False
-    latency: float = 0.0
-    latency_per_queued: float = 0.0
-    ban_mode: str | None = None
-    ban_rate: float | None = None
-    ban_after: int | None = None
-    ban_seconds: float = 30.0
-    ban_extend: bool = False
-    status_paths: bool = False
-
-    @property
-    def active(self) -> bool:
-        return bool(self.capacity is not None or self.latency or self.latency_per_queued or self.ban_mode is not None)
-
-
 @dataclass(slots=True)
 class SiteLoad:
     tokens: float
@@ -74,45 +56,6 @@ class SiteLoad:
     seen: int = 0
     recent: deque[float] = field(default_factory=deque)
     banned_until: float = 0.0
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("misbehaviour (per site = Host name)")
-    g.add_argument("--capacity", type=float, default=None, help="requests/s per site before 429 (token bucket)")
-    g.add_argument(
-        "--capacity-burst", type=float, default=None, help="bucket size for --capacity (default: max(1, capacity))"
-    )
-    g.add_argument("--retry-after", type=float, default=None, help="send Retry-After: S with each 429")
-    g.add_argument("--retry-after-date", action="store_true", help="send Retry-After as an HTTP date")
-    g.add_argument("--latency", type=float, default=0.0, help="base response latency, seconds")
-    g.add_argument("--latency-per-queued", type=float, default=0.0, help="extra latency per request in progress")
-    g.add_argument("--ban-mode", choices=BAN_MODES, default=None, help="what a banned client gets")
-    g.add_argument("--ban-rate", type=float, default=None, help="ban when more than N requests arrive within 1 s")
-    g.add_argument("--ban-after", type=int, default=None, help="ban after N requests")
-    g.add_argument("--ban-seconds", type=float, default=30.0, help="ban duration (default 30)")
-    g.add_argument("--ban-extend", action="store_true", help="each request during a ban restarts it")
-    g.add_argument(
-        "--status-paths", action="store_true", help="answer /status/<code>[?retry_after=S], /challenge, /empty"
-    )
-
-
-def config_from_args(args: argparse.Namespace) -> MisbehaveConfig:
-    if args.ban_mode is not None and args.ban_rate is None and args.ban_after is None:
-        raise SystemExit("--ban-mode needs --ban-rate or --ban-after")
-    return MisbehaveConfig(
-        capacity=args.capacity,
-        burst=args.capacity_burst,
-        retry_after=args.retry_after,
-        retry_after_date=args.retry_after_date,
-        latency=args.latency,
-        latency_per_queued=args.latency_per_queued,
-        ban_mode=args.ban_mode,
-        ban_rate=args.ban_rate,
-        ban_after=args.ban_after,
-        ban_seconds=args.ban_seconds,
-        ban_extend=args.ban_extend,
-        status_paths=args.status_paths,
-    )
 
 
 def _retry_after_value(seconds: float, as_date: bool) -> str:

@@ -19,13 +19,16 @@ from scrapy.crawler import Crawler
 from scrapy.exceptions import NotConfigured
 from scrapy.http import Response
 
-from imagecrawl.downloadermiddlewares.optout import META_PAGE, OptOutConfig, OptOutLedger, optout_ledger
+from imagecrawl import meta
+from imagecrawl.downloadermiddlewares.optout import skip_log
+from imagecrawl.optout.config import OptOutConfig
+from imagecrawl.optout.skiplog import SkipLog
 
 logger = logging.getLogger(__name__)
 
 
 class OptOutSpiderMiddleware:
-    def __init__(self, ledger: OptOutLedger) -> None:
+    def __init__(self, ledger: SkipLog) -> None:
         self.ledger = ledger
 
     @classmethod
@@ -33,12 +36,12 @@ class OptOutSpiderMiddleware:
         config = OptOutConfig.from_settings(crawler.settings)
         if not config.enabled:
             raise NotConfigured("IMAGECRAWL_OPTOUT_ENABLED is off")  # the downloader side warns
-        return cls(optout_ledger(crawler, config.log_path))
+        return cls(skip_log(crawler))
 
     def _keep(self, response: Response, item: Any) -> bool:
-        if not isinstance(item, Request) or item.meta.get("imagecrawl_kind") != "image":
+        if not isinstance(item, Request) or item.meta.get(meta.KIND) != "image":
             return True
-        page = response.meta.get(META_PAGE) if response.request is not None else None
+        page = response.meta.get(meta.OPTOUT_PAGE) if response.request is not None else None
         if not page:
             return True
         self.ledger.skip(page["reason"], item.url, f"on opted-out page: {page['detail']}", page=response.url)

@@ -196,10 +196,10 @@ def s3_config_from_settings(settings: Any) -> S3Config:
         secret_access_key=settings.get("AWS_SECRET_ACCESS_KEY") or None,
         session_token=settings.get("AWS_SESSION_TOKEN") or None,
         region_name=settings.get("AWS_REGION_NAME") or None,
-        use_ssl=settings.getbool("AWS_USE_SSL", True),
+        use_ssl=settings.getbool("AWS_USE_SSL"),
         verify=None if verify is None else bool(verify),
-        retry_mode=settings.get("IMAGECRAWL_S3_RETRY_MODE", "standard"),
-        max_attempts=settings.getint("IMAGECRAWL_S3_MAX_ATTEMPTS", 5),
+        retry_mode=settings.get("IMAGECRAWL_S3_RETRY_MODE"),
+        max_attempts=settings.getint("IMAGECRAWL_S3_MAX_ATTEMPTS"),
     )
 
 

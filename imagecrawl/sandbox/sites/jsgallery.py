@@ -9,7 +9,7 @@ after its script runs, page by page as the visitor scrolls (infinite scroll).
   answer 200 so that any request for them shows in the request log.
 
 A crawler without a browser sees no item at all; one that renders but never scrolls sees the first page.
-Pure aiohttp handlers, registered by :func:`register`.
+Pure aiohttp handlers, registered by :func:`add_routes`.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import math
 
 from aiohttp import web
 
-from imagecrawl.sandbox.catalog import Catalog
+from imagecrawl.sandbox.config import CATALOG_KEY
 
 PAGE_SIZE = 10
 
@@ -74,30 +74,34 @@ a.card img.thumb { width: 96px; height: 96px; }
 """
 
 
-def register(app: web.Application, catalog_key: web.AppKey[Catalog]) -> None:
-    async def shell(request: web.Request) -> web.Response:
-        return web.Response(text=_SHELL, content_type="text/html", charset="utf-8")
+async def shell(request: web.Request) -> web.Response:
+    return web.Response(text=_SHELL, content_type="text/html", charset="utf-8")
 
-    async def api(request: web.Request) -> web.Response:
-        entries = request.app[catalog_key].entries("gallery")
-        pages = max(1, math.ceil(len(entries) / PAGE_SIZE))
-        raw = request.query.get("page", "1")
-        if not raw.isdigit() or not 1 <= int(raw) <= pages:
-            raise web.HTTPNotFound()
-        page = int(raw)
-        chunk = entries[(page - 1) * PAGE_SIZE : page * PAGE_SIZE]
-        items = [{"id": e.id, "url": f"/gallery/item/{html.escape(e.id)}", "thumb": e.image_path} for e in chunk]
-        body = {"items": items, "next": page + 1 if page < pages else None}
-        return web.Response(text=json.dumps(body), content_type="application/json")
 
-    async def asset(request: web.Request) -> web.Response:
-        name = request.match_info["name"]
-        kind = "font/woff2" if name.endswith(".woff2") else "video/mp4" if name.endswith(".mp4") else "text/plain"
-        return web.Response(body=b"\x00" * 64, content_type=kind)
+async def api(request: web.Request) -> web.Response:
+    entries = request.app[CATALOG_KEY].entries("gallery")
+    pages = max(1, math.ceil(len(entries) / PAGE_SIZE))
+    raw = request.query.get("page", "1")
+    if not raw.isdigit() or not 1 <= int(raw) <= pages:
+        raise web.HTTPNotFound()
+    page = int(raw)
+    chunk = entries[(page - 1) * PAGE_SIZE : page * PAGE_SIZE]
+    items = [{"id": e.id, "url": f"/gallery/item/{html.escape(e.id)}", "thumb": e.image_path} for e in chunk]
+    body = {"items": items, "next": page + 1 if page < pages else None}
+    return web.Response(text=json.dumps(body), content_type="application/json")
 
-    async def collect(request: web.Request) -> web.Response:
-        return web.Response(status=204)
 
+async def asset(request: web.Request) -> web.Response:
+    name = request.match_info["name"]
+    kind = "font/woff2" if name.endswith(".woff2") else "video/mp4" if name.endswith(".mp4") else "text/plain"
+    return web.Response(body=b"\x00" * 64, content_type=kind)
+
+
+async def collect(request: web.Request) -> web.Response:
+    return web.Response(status=204)
+
+
+def add_routes(app: web.Application) -> None:
     app.router.add_get("/jsgallery/", shell)
     app.router.add_get("/jsgallery/api", api)
     app.router.add_get("/jsgallery/assets/{name}", asset)

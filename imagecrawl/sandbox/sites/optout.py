@@ -25,16 +25,15 @@ path                                      what it says
 
 from __future__ import annotations
 
-import asyncio
-import io
 import json
-import zlib
-from functools import lru_cache
 from typing import Final
 
-import numpy as np
 from aiohttp import web
-from PIL import Image
+
+from imagecrawl.sandbox.markup import document
+from imagecrawl.sandbox.payloads import optout_png
+from imagecrawl.sandbox.responses import html_response
+from imagecrawl.sandbox.streaming import chunks_of, stream_body
 
 #: Image cases and the headers their responses carry.
 IMAGE_CASES: Final[dict[str, dict[str, str]]] = {
@@ -68,47 +67,6 @@ CHUNK_BYTES: Final = 2048
 CHUNK_DELAY_SECONDS: Final = 0.005
 
 
-@lru_cache(maxsize=256)
-def optout_png(key: str) -> bytes:
-    """A unique 64x64 noise PNG per key (about 12 KB: enough body to stream in chunks)."""
-    seed = zlib.crc32(key.encode())
-    rng = np.random.default_rng(seed)
-    pixels = rng.integers(0, 256, size=(64, 64, 3), dtype=np.uint8)
-    buf = io.BytesIO()
-    Image.fromarray(pixels, "RGB").save(buf, format="PNG")
-    return buf.getvalue()
-
-
-async def stream_body(
-    request: web.Request, body: bytes, content_type: str, headers: dict[str, str] | None = None
-) -> web.StreamResponse:
-    """Send ``body`` slowly; the request log's ``bytes`` is what was really written."""
-    from imagecrawl.sandbox.server import BODY_BYTES_KEY
-
-    response = web.StreamResponse(headers={"Content-Type": content_type, **(headers or {})})
-    response.content_length = len(body)
-    response[BODY_BYTES_KEY] = 0
-    await response.prepare(request)
-    sent = 0
-    try:
-        await asyncio.sleep(FIRST_CHUNK_DELAY_SECONDS)
-        while sent < len(body):
-            transport = request.transport
-            if transport is None or transport.is_closing():
-                break
-            chunk = body[sent : sent + CHUNK_BYTES]
-            await response.write(chunk)
-            sent += len(chunk)
-            response[BODY_BYTES_KEY] = sent
-            await asyncio.sleep(CHUNK_DELAY_SECONDS)
-        else:
-            await response.write_eof()
-    except (ConnectionError, asyncio.CancelledError):
-        pass
-    response[BODY_BYTES_KEY] = sent
-    return response
-
-
 async def optout_image(request: web.Request) -> web.StreamResponse:
     case = request.match_info["case"]
     name = request.match_info["name"]
@@ -120,15 +78,20 @@ async def optout_image(request: web.Request) -> web.StreamResponse:
         raise web.HTTPNotFound()
     if not name.endswith(".png") or not name[:-4].isdigit():
         raise web.HTTPNotFound()
-    return await stream_body(request, optout_png(request.path), "image/png", headers)
+    body = optout_png(request.path)
+    response = web.StreamResponse(headers={"Content-Type": "image/png", **headers})
+    response.content_length = len(body)
+    return await stream_body(
+        request,
+        response,
+        chunks_of(body, CHUNK_BYTES),
+        pause_seconds=CHUNK_DELAY_SECONDS,
+        first_pause_seconds=FIRST_CHUNK_DELAY_SECONDS,
+    )
 
 
 def _page(title: str, head: str, body: str, headers: dict[str, str] | None = None) -> web.Response:
-    doc = (
-        f'<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>{title}</title>{head}</head>\n'
-        f"<body>\n{body}\n</body></html>\n"
-    )
-    return web.Response(text=doc, content_type="text/html", charset="utf-8", headers=headers)
+    return html_response(document(title, body, lang=None, head=head), headers=headers)
 
 
 async def optout_page(request: web.Request) -> web.Response:

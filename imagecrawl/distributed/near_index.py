@@ -55,9 +55,7 @@ return #fresh
 class RedisNearIndex:
     """Near-duplicate index in Redis under ``namespace``; see the module docstring for the layout."""
 
-    def __init__(
-        self, client: redis.Redis, *, namespace: str = "imagecrawl:near", bands: int = DEFAULT_BANDS
-    ) -> None:
+    def __init__(self, client: redis.Redis, *, namespace: str = "imagecrawl:near", bands: int = DEFAULT_BANDS) -> None:
         self.client = client
         self.namespace = namespace
         self._keys_key = f"{{{namespace}}}:keys"
@@ -68,9 +66,7 @@ class RedisNearIndex:
         self._keys: list[str] = []
         self._seen_entries = 0  # log entries (batches) applied to the replica
         self._catch_up()
-        logger.info(
-            "Near-duplicate index in Redis %s: %d hashes loaded (%d bands)", namespace, len(self._keys), bands
-        )
+        logger.info("Near-duplicate index in Redis %s: %d hashes loaded (%d bands)", namespace, len(self._keys), bands)
 
     def _catch_up(self) -> None:
         """Apply every log entry this process has not seen yet (one round trip when there are none)."""

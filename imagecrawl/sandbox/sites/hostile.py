@@ -7,36 +7,40 @@ behaviour, its path, its kind (``image``/``page``/``json``) and what it does; te
 crawler stat that must count it.
 
 Sizes follow the crawler's defaults: "oversize" bodies are 64 MiB (DOWNLOAD_MAXSIZE is 50 MiB), the
-gzip bomb inflates to 64 MiB. Streaming behaviours stop as soon as the client hangs up, and log the
-body bytes they really sent.
+gzip bomb inflates to 64 MiB (the bytes are built in :mod:`imagecrawl.sandbox.payloads`). Streaming
+behaviours stop as soon as the client hangs up, and log the body bytes they really sent.
+
+Unlike the other sites this one is a middleware (:func:`make_hostile`), not routes: it answers every
+``/hostile/`` path before any other behaviour, whatever the method.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import gzip
-import io
 import json
 import socket
 import struct
-import zlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from functools import lru_cache
-from typing import TYPE_CHECKING, Final
+from typing import Final
 
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
-from imagecrawl.sandbox.optout_site import optout_png
+from imagecrawl.sandbox.config import BODY_BYTES_KEY, SandboxConfig
+from imagecrawl.sandbox.payloads import (
+    MIB,
+    PNG_SIGNATURE,
+    bad_crc_png,
+    bomb_png,
+    gzip_bomb,
+    optout_png,
+    text_chunk_png,
+)
+from imagecrawl.sandbox.streaming import client_gone, stream_body
 
-if TYPE_CHECKING:
-    from imagecrawl.sandbox.server import SandboxConfig
-
-MIB: Final = 1024 * 1024
 OVERSIZE_BYTES: Final = 64 * MIB
-GZIP_BOMB_BYTES: Final = 64 * MIB
 MANY_IMAGES: Final = 100_000
 DUPLICATES: Final = 20
 DRIP_SECONDS: Final = 0.5
@@ -67,58 +71,10 @@ def behaviour(name: str, path: str, kind: str, description: str) -> Callable[[Be
     return register
 
 
-# --- bytes --------------------------------------------------------------------------------------
-
-
-def _chunk(kind: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-
-
-def png_with_chunk(base: bytes, kind: bytes, data: bytes) -> bytes:
-    """Insert a chunk right after IHDR (8-byte signature + 25-byte IHDR chunk)."""
-    return base[:33] + _chunk(kind, data) + base[33:]
-
-
-@lru_cache(maxsize=1)
-def bomb_png() -> bytes:
-    """A valid-looking 100000x100000 greyscale PNG of a few hundred bytes."""
-    ihdr = struct.pack(">IIBBBBB", 100_000, 100_000, 8, 0, 0, 0, 0)
-    idat = zlib.compress(b"\x00" * 100_001 * 2, 9)
-    return b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", idat) + _chunk(b"IEND", b"")
-
-
-@lru_cache(maxsize=1)
-def gzip_bomb() -> bytes:
-    buf = io.BytesIO()
-    with gzip.GzipFile(fileobj=buf, mode="wb", compresslevel=9) as gz:
-        block = b"\x00" * MIB
-        for _ in range(GZIP_BOMB_BYTES // MIB):
-            gz.write(block)
-    return buf.getvalue()
-
-
-@lru_cache(maxsize=1)
-def text_chunk_png() -> bytes:
-    """A valid image carrying a 512 KiB ``parameters`` tEXt chunk of binary garbage."""
-    garbage = bytes((i * 7919 + 13) % 255 + 1 for i in range(512 * 1024))  # no NUL
-    return png_with_chunk(optout_png("/hostile/img/text-chunk.png"), b"tEXt", b"parameters\x00" + garbage)
-
-
-def bad_crc_png() -> bytes:
-    data = bytearray(optout_png("/hostile/img/bad-crc.png"))
-    data[29:33] = b"\xde\xad\xbe\xef"  # IHDR's CRC
-    return bytes(data)
-
-
 def _png(request: web.Request, body: bytes | None = None, **headers: str) -> web.Response:
     return web.Response(
         body=optout_png(request.path) if body is None else body, content_type="image/png", headers=headers
     )
-
-
-async def _closing(request: web.Request) -> bool:
-    transport = request.transport
-    return transport is None or transport.is_closing()
 
 
 def _reset(request: web.Request) -> None:
@@ -132,30 +88,6 @@ def _reset(request: web.Request) -> None:
     transport.abort()
 
 
-async def _stream(
-    request: web.Request, response: web.StreamResponse, body_iter: Callable[[int], bytes | None], pause: float
-) -> web.StreamResponse:
-    from imagecrawl.sandbox.server import BODY_BYTES_KEY
-
-    response[BODY_BYTES_KEY] = 0
-    await response.prepare(request)
-    sent = 0
-    try:
-        while not await _closing(request):
-            chunk = body_iter(sent)
-            if chunk is None:
-                await response.write_eof()
-                break
-            await response.write(chunk)
-            sent += len(chunk)
-            response[BODY_BYTES_KEY] = sent
-            await asyncio.sleep(pause)
-    except (ConnectionError, asyncio.CancelledError):
-        pass
-    response[BODY_BYTES_KEY] = sent
-    return response
-
-
 # --- images -------------------------------------------------------------------------------------
 
 
@@ -166,8 +98,6 @@ async def ok(request: web.Request) -> web.StreamResponse:
 
 @behaviour("truncated", "/hostile/img/truncated.png", "image", "Content-Length promises more than is sent")
 async def truncated(request: web.Request) -> web.StreamResponse:
-    from imagecrawl.sandbox.server import BODY_BYTES_KEY
-
     body = optout_png(request.path)
     response = web.StreamResponse(headers={"Content-Type": "image/png"})
     response.content_length = len(body)
@@ -185,12 +115,12 @@ def _oversize(chunked: bool) -> BehaviourHandler:
         response = web.StreamResponse(headers={"Content-Type": "image/png"})
         if not chunked:
             response.content_length = OVERSIZE_BYTES
-        block = b"\x89PNG\r\n\x1a\n" + b"\x00" * (MIB - 8)
+        block = PNG_SIGNATURE + b"\x00" * (MIB - 8)
 
         def body(sent: int) -> bytes | None:
             return block if sent < OVERSIZE_BYTES else None
 
-        return await _stream(request, response, body, 0)
+        return await stream_body(request, response, body)
 
     return handler
 
@@ -209,13 +139,15 @@ async def slow_drip(request: web.Request) -> web.StreamResponse:
     response = web.StreamResponse(headers={"Content-Type": "image/png"})
     response.content_length = 100_000
     limit = int(MAX_STALL_SECONDS / DRIP_SECONDS)
-    return await _stream(request, response, lambda sent: b"\x89" if sent < limit else None, DRIP_SECONDS)
+    return await stream_body(
+        request, response, lambda sent: b"\x89" if sent < limit else None, pause_seconds=DRIP_SECONDS
+    )
 
 
 @behaviour("slow_headers", "/hostile/slow-headers", "page", "no response at all until the client gives up")
 async def slow_headers(request: web.Request) -> web.StreamResponse:
     waited = 0.0
-    while waited < MAX_STALL_SECONDS and not await _closing(request):
+    while waited < MAX_STALL_SECONDS and not client_gone(request):
         await asyncio.sleep(0.25)
         waited += 0.25
     return web.Response(text="too late", content_type="text/html")
@@ -279,7 +211,7 @@ async def bad_crc(request: web.Request) -> web.StreamResponse:
 
 @behaviour("garbage", "/hostile/img/garbage.png", "image", "PNG signature followed by noise")
 async def garbage(request: web.Request) -> web.StreamResponse:
-    return _png(request, b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 16)
+    return _png(request, PNG_SIGNATURE + bytes(range(256)) * 16)
 
 
 @behaviour("empty", "/hostile/img/empty.png", "image", "200 with an empty body")
@@ -423,7 +355,7 @@ def _route(path: str) -> BehaviourHandler | None:
 
 def make_hostile(config: SandboxConfig) -> Middleware | None:
     """The hostile-mode middleware (None unless ``--hostile``): answers every ``/hostile/`` path."""
-    if not getattr(config, "hostile", False):
+    if not config.hostile:
         return None
 
     @web.middleware

@@ -88,7 +88,7 @@ class IdentityConfig:
     @classmethod
     def from_settings(cls, settings: BaseSettings) -> IdentityConfig:
         return cls(
-            contact=str(settings.get("IMAGECRAWL_CONTACT") or ""),
+            contact=str(str(settings.get("IMAGECRAWL_CONTACT"))),
             user_agent=str(settings.get("USER_AGENT") or ""),
         )
 
@@ -111,7 +111,7 @@ class IdentityGuard:
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> Self:
         settings = crawler.settings
-        if not settings.getbool("IMAGECRAWL_IDENTITY_ENABLED", True):
+        if not settings.getbool("IMAGECRAWL_IDENTITY_ENABLED"):
             logger.warning("IMAGECRAWL_IDENTITY_ENABLED is off: crawling without an operator contact")
             raise NotConfigured("IMAGECRAWL_IDENTITY_ENABLED is off")
         config = IdentityConfig.from_settings(settings)

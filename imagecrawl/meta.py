@@ -1,0 +1,60 @@
+"""Every ``Request.meta`` key imagecrawl reads or writes (documented in docs/meta.md). No Scrapy.
+
+Keys a spider may set are marked *input*; the others are set by imagecrawl's own components.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+#: input: what a request fetches: ``"page"`` (API, listing or detail page), ``"image"`` (an image
+#: file: opt-out headers are decided before its body, the store is asked before it is fetched),
+#: ``"tdmrep"`` (the TDMRep file, internal)
+KIND: Final = "imagecrawl_kind"
+#: input: the record id (``<source>:<source id>``) of an image request, so a known one is not fetched
+RECORD_ID: Final = "imagecrawl_record_id"
+#: input: ``"browser"`` renders the page in Chromium (scrapy-playwright), see docs/spiders.md
+RENDER: Final = "imagecrawl_render"
+#: input: a regex a healthy answer to this request must match (else it counts as a soft ban)
+HEALTHY_MARKER: Final = "imagecrawl_healthy_marker"
+#: input: ``True`` sends the request without waiting at the pacing gate (internal requests)
+DONT_PACE: Final = "imagecrawl_dont_pace"
+
+#: the pacing site this request was paced as (host or registered domain)
+SITE: Final = "imagecrawl_site"
+#: monotonic time the pacing gate let the request go
+SENT_AT: Final = "imagecrawl_sent_at"
+#: ``True`` while the request holds a pacing slot (released on its response or error)
+PACING_GRANTED: Final = "imagecrawl_pacing_granted"
+#: Unix time before which the pacing gate holds a retry (its backoff)
+NOT_BEFORE: Final = "imagecrawl_not_before"
+#: seconds of the Retry-After the site sent with this request's 429/503
+RETRY_AFTER: Final = "imagecrawl_retry_after"
+#: ``(reason, detail)`` of an image abandoned at its headers because they opt it out
+OPTOUT_SKIP: Final = "imagecrawl_optout"
+#: ``{"reason", "detail"}`` of a page that opts its images out (the spider middleware drops them)
+OPTOUT_PAGE: Final = "imagecrawl_optout_page"
+#: the TDMRep file's reservation (0/1) for this URL, when a rule of the file matches it
+TDM_FILE: Final = "imagecrawl_tdm_file"
+#: the kind of download error (``timeout``, ``dns``, ...) of a request that failed
+DOWNLOAD_ERROR: Final = "imagecrawl_download_error"
+#: distributed crawls: the lease id of a request popped from the shared frontier
+LEASE: Final = "imagecrawl_lease"
+
+ALL: Final = (
+    KIND,
+    RECORD_ID,
+    RENDER,
+    HEALTHY_MARKER,
+    DONT_PACE,
+    SITE,
+    SENT_AT,
+    PACING_GRANTED,
+    NOT_BEFORE,
+    RETRY_AFTER,
+    OPTOUT_SKIP,
+    OPTOUT_PAGE,
+    TDM_FILE,
+    DOWNLOAD_ERROR,
+    LEASE,
+)

@@ -1,0 +1,84 @@
+"""The opt-out settings read once into a typed config. No Scrapy (any object with Scrapy's getters)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from imagecrawl import UA_TOKEN
+from imagecrawl.optout.rules import DEFAULT_DIRECTIVES, KNOWN_DIRECTIVES
+from imagecrawl.state import state_dir_for
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class OptOutConfig:
+    enabled: bool = True
+    x_robots_tag: bool = True
+    meta_robots: bool = True
+    tdmrep: bool = True
+    directives: frozenset[str] = DEFAULT_DIRECTIVES
+    token: str = UA_TOKEN
+    log_path: Path | None = None
+    #: hosts (and their subdomains) the user owns: no opt-out rule, robots.txt included, applies there
+    owned_hosts: frozenset[str] = frozenset()
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> OptOutConfig:
+        raw_directives = settings.getlist("IMAGECRAWL_OPTOUT_DIRECTIVES")
+        directives = frozenset(d.strip().lower() for d in raw_directives if d.strip())
+        unknown = directives - KNOWN_DIRECTIVES
+        if unknown:
+            raise ValueError(
+                f"IMAGECRAWL_OPTOUT_DIRECTIVES: unknown {sorted(unknown)}; known: {sorted(KNOWN_DIRECTIVES)}"
+            )
+        raw_log = str(settings.get("IMAGECRAWL_OPTOUT_LOG"))
+        log_path: Path | None
+        if raw_log == "-":
+            log_path = None
+        elif raw_log:
+            log_path = Path(raw_log)
+        else:
+            store = str(settings.get("IMAGECRAWL_STORE"))
+            log_path = state_dir_for(store, settings.get("IMAGECRAWL_STATE_DIR")) / "optout.jsonl"
+        token = str(settings.get("ROBOTSTXT_USER_AGENT") or UA_TOKEN).split("/", 1)[0].strip().lower()
+        return cls(
+            enabled=settings.getbool("IMAGECRAWL_OPTOUT_ENABLED"),
+            x_robots_tag=settings.getbool("IMAGECRAWL_OPTOUT_X_ROBOTS_TAG"),
+            meta_robots=settings.getbool("IMAGECRAWL_OPTOUT_META_ROBOTS"),
+            tdmrep=settings.getbool("IMAGECRAWL_OPTOUT_TDMREP"),
+            directives=directives,
+            token=token or UA_TOKEN,
+            log_path=log_path,
+            owned_hosts=frozenset(
+                h.strip().lower().rstrip(".") for h in settings.getlist("IMAGECRAWL_OPTOUT_OWNED_HOSTS") if h.strip()
+            ),
+        )
+
+    def owns(self, url: str) -> bool:
+        """True for a URL on a host the user declared as their own."""
+        if not self.owned_hosts:
+            return False
+        host = (urlsplit(url).hostname or "").rstrip(".").lower()
+        return any(host == h or host.endswith("." + h) for h in self.owned_hosts)
+
+    def warn_disabled(self) -> None:
+        """Switching a rule off is never silent."""
+        for name, on in (
+            ("IMAGECRAWL_OPTOUT_X_ROBOTS_TAG", self.x_robots_tag),
+            ("IMAGECRAWL_OPTOUT_META_ROBOTS", self.meta_robots),
+            ("IMAGECRAWL_OPTOUT_TDMREP", self.tdmrep),
+        ):
+            if not on:
+                logger.warning("%s is off: that opt-out is NOT honoured (only for sites you own)", name)
+        if self.owned_hosts:
+            logger.warning(
+                "IMAGECRAWL_OPTOUT_OWNED_HOSTS: robots.txt and opt-outs are NOT honoured on %s (sites you own)",
+                ", ".join(sorted(self.owned_hosts)),
+            )
+        if not self.directives and (self.x_robots_tag or self.meta_robots):
+            logger.warning("IMAGECRAWL_OPTOUT_DIRECTIVES is empty: no robots directive opts anything out")

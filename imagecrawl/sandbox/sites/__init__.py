@@ -1,0 +1,15 @@
+"""The fake sites of the sandbox, one module each; :func:`imagecrawl.sandbox.server.create_app`
+puts them together on one server.
+
+* :mod:`.root` - ``/``, ``/robots.txt``, ``/private/``;
+* :mod:`.civitai` - the Civitai-like images API;
+* :mod:`.lexica` - the Lexica-like search API;
+* :mod:`.gallery` - the HTML gallery;
+* :mod:`.images` - the catalog's image files, for every source;
+* :mod:`.jsgallery` - a gallery whose items appear only after JavaScript runs;
+* :mod:`.optout` - every opt-out mechanism a crawler must honour;
+* :mod:`.hostile` - server misbehaviour by path (``--hostile``; a middleware, not routes).
+
+Route modules expose ``add_routes(app)``; handlers read the catalog and the config from the
+application (:mod:`imagecrawl.sandbox.config`).
+"""

@@ -1,0 +1,150 @@
+"""The crawl-wide context: what the components of one crawl share, reached through one typed accessor.
+
+Every component that needs crawl-wide state (the store, the dedupe ledger and run id, the pacing
+runtime, the opt-out skip log, the monitor, a distributed worker) gets it from
+:func:`crawl_context`; nothing else keeps per-crawler registries.
+
+The store and ledger are opened on first use (:attr:`CrawlContext.storage`). The ledger is the
+embedded SQLite one unless ``IMAGECRAWL_LEDGER_FACTORY`` names another :class:`LedgerFactory` (the
+distributed add-on plugs in the Redis ledger that way); the core never imports the optional parts.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import socket
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol, TypeVar, cast
+
+from scrapy.crawler import Crawler
+from scrapy.utils.misc import load_object
+
+from imagecrawl.dedupe.base import LedgerLike
+from imagecrawl.dedupe.sqlite import Ledger
+from imagecrawl.state import state_dir_for
+from imagecrawl.storage.stores import LocalStore, S3Store, open_store, s3_config_from_settings
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+DEDUPE_BACKENDS = ("auto", "sqlite", "redis")
+
+
+class LedgerFactory(Protocol):
+    """Opens the exact-dedupe ledger of a store; returns it with the state folder this process uses."""
+
+    def __call__(self, settings: Any, store_url: str, state_dir: Path, owner: str) -> tuple[LedgerLike, Path]: ...
+
+
+def open_sqlite_ledger(settings: Any, store_url: str, state_dir: Path, owner: str) -> tuple[LedgerLike, Path]:
+    """The embedded ledger in the store's state folder (the default :class:`LedgerFactory`)."""
+    return Ledger(state_dir / "ledger.sqlite3", owner=owner), state_dir
+
+
+@dataclass
+class CrawlStorage:
+    store: LocalStore | S3Store
+    state_dir: Path
+    ledger: LedgerLike
+    run_id: str
+    reconciled: bool = False
+
+    def close(self) -> None:
+        self.ledger.close()
+
+
+def make_run_id(worker: str = "") -> str:
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    worker = worker or f"{socket.gethostname().split('.')[0]}{os.getpid()}"
+    safe = "".join(ch if ch.isalnum() else "-" for ch in worker)[:32]
+    return f"{stamp}-{safe}-{secrets.token_hex(2)}"
+
+
+def check_dedupe_backend(settings: Any) -> str:
+    backend = str(settings.get("IMAGECRAWL_DEDUPE_BACKEND")).lower()
+    if backend not in DEDUPE_BACKENDS:
+        raise ValueError(f"IMAGECRAWL_DEDUPE_BACKEND must be auto, sqlite or redis, got {backend!r}")
+    return backend
+
+
+def _ledger_factory(settings: Any) -> LedgerFactory:
+    backend = check_dedupe_backend(settings)
+    path = settings.get("IMAGECRAWL_LEDGER_FACTORY")
+    if backend == "sqlite" or not path:
+        if backend == "redis":
+            raise ValueError("IMAGECRAWL_DEDUPE_BACKEND=redis needs IMAGECRAWL_REDIS_URL (or REDIS_URL)")
+        return open_sqlite_ledger
+    return cast(LedgerFactory, load_object(path))
+
+
+class SnapshotProvider(Protocol):
+    """Per-site state for the progress line and the report (see :mod:`imagecrawl.extensions.monitor`)."""
+
+    def snapshot(self) -> dict[str, dict[str, Any]]: ...
+
+
+class CrawlContext:
+    """The shared state of one crawl. Get it with :func:`crawl_context`."""
+
+    def __init__(self, crawler: Crawler) -> None:
+        self.crawler = crawler
+        self._storage: CrawlStorage | None = None
+        self._parts: dict[type, Any] = {}
+        self._limiter: Any = None
+        self._limiter_made = False
+        #: published by components with per-site state (the pacing runtime); read by the monitor
+        self.snapshot_providers: list[SnapshotProvider] = []
+
+    @property
+    def storage(self) -> CrawlStorage:
+        """The store, its local state folder, the ledger and this run's id (opened on first use)."""
+        if self._storage is None:
+            settings = self.crawler.settings
+            url = str(settings.get("IMAGECRAWL_STORE"))
+            store = open_store(url, s3_config_from_settings(settings))
+            state = state_dir_for(url, settings.get("IMAGECRAWL_STATE_DIR"))
+            run_id = make_run_id(str(settings.get("IMAGECRAWL_WORKER_ID")))
+            ledger, state = _ledger_factory(settings)(settings, url, state, run_id)
+            self._storage = CrawlStorage(store, state, ledger, run_id)
+        return self._storage
+
+    def get(self, kind: type[T], factory: Callable[[], T]) -> T:
+        """The crawl's one ``kind`` object, made by ``factory`` on first use."""
+        part = self._parts.get(kind)
+        if part is None:
+            part = self._parts[kind] = factory()
+        return cast(T, part)
+
+    def find(self, kind: type[T]) -> T | None:
+        """The crawl's ``kind`` object if a component made one, else None."""
+        return cast("T | None", self._parts.get(kind))
+
+    def shared_limiter(self) -> Any:
+        """The cross-process per-site rate limiter (``acquire(site) -> seconds``), or None.
+
+        ``IMAGECRAWL_SHARED_LIMITER_FACTORY`` names a callable ``(crawler) -> limiter | None``; the
+        distributed add-on sets it to the Redis limiter. One limiter per crawl."""
+        if not self._limiter_made:
+            self._limiter_made = True
+            path = self.crawler.settings.get("IMAGECRAWL_SHARED_LIMITER_FACTORY")
+            if path:
+                self._limiter = load_object(path)(self.crawler)
+        return self._limiter
+
+
+_CONTEXTS: weakref.WeakKeyDictionary[Crawler, CrawlContext] = weakref.WeakKeyDictionary()
+
+
+def crawl_context(crawler: Crawler) -> CrawlContext:
+    """The one context of ``crawler``."""
+    context = _CONTEXTS.get(crawler)
+    if context is None:
+        context = _CONTEXTS[crawler] = CrawlContext(crawler)
+    return context

@@ -1,0 +1,36 @@
+"""Crawlers and settings for unit tests, with the project's defaults loaded.
+
+Scrapy's ``get_crawler(settings_dict=...)`` starts from Scrapy's own defaults only, so a component built
+through it sees no ``IMAGECRAWL_*`` value at all. ``scrapy crawl`` always loads ``imagecrawl/settings.py``
+(the one source of those defaults); these helpers do the same::
+
+    crawler = make_crawler(IMAGECRAWL_NEAR_POLICY="keep")
+    pipeline = DedupePipeline.from_crawler(crawler)
+
+    config = ProgressConfig.from_settings(Settings(project_settings(IMAGECRAWL_PROGRESS_SITES=2)))
+
+The overrides replace the project's values at "project" priority, as if ``imagecrawl/settings.py`` said
+them; spider ``custom_settings`` and the add-ons apply on top, as in a real crawl.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from scrapy import Spider
+from scrapy.crawler import Crawler
+from scrapy.utils.test import get_crawler
+
+from imagecrawl import settings as _project
+
+
+def project_settings(**overrides: Any) -> dict[str, Any]:
+    """Every setting of ``imagecrawl/settings.py`` (fresh copies of its lists and dicts), then ``overrides``."""
+    values = {name: copy.deepcopy(value) for name, value in vars(_project).items() if name.isupper()}
+    return {**values, **overrides}
+
+
+def make_crawler(spidercls: type[Spider] | None = None, **overrides: Any) -> Crawler:
+    """An unstarted crawler (``scrapy.utils.test.get_crawler``) with the project's settings and ``overrides``."""
+    return get_crawler(spidercls, project_settings(**overrides))

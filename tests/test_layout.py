@@ -1,0 +1,137 @@
+"""The layout's rules, checked by parsing the code (docs/architecture.md): the core does not depend on the
+optional parts, the pure cores do not import Scrapy, crawl-wide state has one home, one copy of each helper."""
+
+from __future__ import annotations
+
+import ast
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+PACKAGE = REPO / "imagecrawl"
+#: parsing, hashing, state machines: no Scrapy, no Twisted
+PURE = ("pacing", "optout", "metadata", "pages", "dedupe", "report")
+#: the optional parts the core must not import
+OPTIONAL = ("imagecrawl.distributed", "imagecrawl.browser", "scrapy_redis", "scrapy_playwright", "redis")
+#: the modules of the optional parts, and the sandbox (a test/demo site) and the demo command that start them
+OPTIONAL_HOMES = ("distributed", "sandbox")
+
+
+def modules(root: Path = PACKAGE) -> list[Path]:
+    return sorted(p for p in root.rglob("*.py") if "__pycache__" not in p.parts)
+
+
+def imports(path: Path) -> set[str]:
+    """Every module imported anywhere in ``path`` (top level and inside functions)."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return found
+
+
+def rel(path: Path) -> str:
+    return str(path.relative_to(REPO))
+
+
+def test_the_core_imports_nothing_optional() -> None:
+    offenders: dict[str, list[str]] = {}
+    for path in modules():
+        parts = path.relative_to(PACKAGE).parts
+        if parts[0] in OPTIONAL_HOMES or path.name == "browser.py":
+            continue
+        bad = sorted(m for m in imports(path) if m.startswith(OPTIONAL))
+        if bad:
+            offenders[rel(path)] = bad
+    assert offenders == {}
+
+
+@pytest.mark.parametrize("package", PURE)
+def test_pure_cores_do_not_import_scrapy(package: str) -> None:
+    offenders = {
+        rel(p): sorted(m for m in imports(p) if m.split(".")[0] in ("scrapy", "twisted"))
+        for p in modules(PACKAGE / package)
+    }
+    assert {k: v for k, v in offenders.items() if v} == {}
+
+
+def test_crawl_wide_state_has_one_home() -> None:
+    """Per-crawler state lives in imagecrawl/storage/context.py: no other registry, no crawler attributes."""
+    offenders: list[str] = []
+    for path in [*modules(), *modules(REPO / "spiders")]:
+        if path == PACKAGE / "storage" / "context.py":
+            continue
+        tree = ast.parse(path.read_text(), str(path))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Attribute) and node.attr == "WeakKeyDictionary":
+                offenders.append(f"{rel(path)}:{node.lineno} WeakKeyDictionary")
+            if (
+                isinstance(node, ast.Attribute)
+                and isinstance(node.ctx, ast.Store)
+                and isinstance(node.value, ast.Name)
+                and node.value.id == "crawler"
+                and node.attr.startswith(("imagecrawl", "_imagecrawl"))
+            ):
+                offenders.append(f"{rel(path)}:{node.lineno} crawler.{node.attr}")
+    assert offenders == []
+
+
+#: helpers that once existed in several shapes; each must be defined once
+ONCE = (
+    "parse_retry_after",
+    "site_of_url",
+    "site_of_host",
+    "classify_status",
+    "classify_exception",
+    "TIMEOUT_EXCEPTIONS",
+    "CONNECTION_EXCEPTIONS",
+    "SiteState",
+    "UA_TOKEN",
+    "RobotsMiddleware",
+    "retry_later",
+    "crawl_context",
+)
+
+
+def test_one_definition_of_each_shared_helper() -> None:
+    where: dict[str, list[str]] = defaultdict(list)
+    for path in [*modules(), *modules(REPO / "spiders")]:
+        for node in ast.parse(path.read_text(), str(path)).body:
+            names: list[str] = []
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+                names = [node.name]
+            elif isinstance(node, ast.Assign):
+                names = [t.id for t in node.targets if isinstance(t, ast.Name)]
+            elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+                names = [node.target.id]
+            for name in names:
+                if name in ONCE:
+                    where[name].append(rel(path))
+    assert {k: v for k, v in where.items() if len(v) != 1} == {}
+    assert set(where) == set(ONCE)
+
+
+def test_every_downloader_middleware_has_its_own_module() -> None:
+    """One component a module: a module under downloadermiddlewares/ defines at most one middleware,
+    except errors.py, whose three small middlewares share one job (turning download errors into counts)."""
+    many: dict[str, list[str]] = {}
+    for path in modules(PACKAGE / "downloadermiddlewares"):
+        tree = ast.parse(path.read_text(), str(path))
+        classes = [
+            n.name
+            for n in tree.body
+            if isinstance(n, ast.ClassDef)
+            and any(
+                isinstance(f, ast.FunctionDef | ast.AsyncFunctionDef)
+                and f.name in ("process_request", "process_response", "process_exception")
+                for f in n.body
+            )
+        ]
+        if len(classes) > 1 and path.name != "errors.py":
+            many[path.name] = classes
+    assert many == {}

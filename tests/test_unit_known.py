@@ -1,0 +1,100 @@
+"""The known-image middleware on a real SQLite ledger in a temporary store: an image request whose
+record id or URL a previous run committed (or this run claimed) is dropped before it is fetched;
+pages and new images pass."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from scrapy import Request
+from scrapy.crawler import Crawler
+from scrapy.exceptions import IgnoreRequest, NotConfigured
+
+from imagecrawl import meta
+from imagecrawl.downloadermiddlewares.known import KnownImageMiddleware
+from imagecrawl.storage.context import crawl_context
+from tests.crawlers import make_crawler
+
+SHARD = "source=civitai/date=2026-01-01/part-earlier-run-1.parquet"
+COMMITTED = [
+    ("a" * 64, "civitai:1", 123, "https://img.example/1.png"),
+    ("b" * 64, "civitai:2", None, "https://img.example/2.png"),
+]
+
+
+def known(tmp_path: Path, **overrides: Any) -> tuple[Crawler, KnownImageMiddleware]:
+    crawler = make_crawler(IMAGECRAWL_STORE=str(tmp_path), **overrides)
+    crawler.stats.open_spider()
+    return crawler, KnownImageMiddleware.from_crawler(crawler)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Path:
+    """A store whose ledger an earlier run left with two committed records."""
+    earlier = make_crawler(IMAGECRAWL_STORE=str(tmp_path))
+    storage = crawl_context(earlier).storage
+    storage.ledger.commit_shard(SHARD, COMMITTED)
+    storage.close()
+    return tmp_path
+
+
+def image(url: str, record_id: str | None = None) -> Request:
+    extra = {meta.RECORD_ID: record_id} if record_id else {}
+    return Request(url, meta={meta.KIND: "image", **extra})
+
+
+def skipped(crawler: Crawler) -> dict[str, Any]:
+    return {k: v for k, v in crawler.stats.get_stats().items() if k.startswith("imagecrawl/dedupe/skipped_known")}
+
+
+def test_committed_record_ids_and_urls_are_not_fetched_again(store: Path) -> None:
+    crawler, mw = known(store)
+    with pytest.raises(IgnoreRequest, match="record civitai:1"):
+        mw.process_request(image("https://img.example/moved/1.png", "civitai:1"))  # same record, new URL
+    with pytest.raises(IgnoreRequest, match="already in the store"):
+        mw.process_request(image("https://img.example/2.png"))  # no id: the URL decides
+    with pytest.raises(IgnoreRequest):
+        mw.process_request(image("https://img.example/2.png", "civitai:99"))  # a new id, a known URL
+    assert skipped(crawler) == {
+        "imagecrawl/dedupe/skipped_known/id": 1,
+        "imagecrawl/dedupe/skipped_known/url": 2,
+    }
+
+
+def test_new_images_and_pages_pass(store: Path) -> None:
+    crawler, mw = known(store)
+    assert mw.process_request(image("https://img.example/3.png", "civitai:3")) is None
+    assert mw.process_request(image("https://img.example/4.png")) is None
+    # pages are never skipped, whatever their URL (only images are in the ledger)
+    assert mw.process_request(Request("https://img.example/1.png", meta={meta.KIND: "page"})) is None
+    assert mw.process_request(Request("https://img.example/1.png")) is None
+    assert skipped(crawler) == {}
+
+
+def test_an_image_claimed_by_this_run_is_not_fetched_twice(tmp_path: Path) -> None:
+    crawler, mw = known(tmp_path)
+    ledger = crawl_context(crawler).storage.ledger
+    assert mw.process_request(image("https://img.example/5.png", "lexica:5")) is None
+    ledger.reserve("c" * 64, "lexica:5", "https://img.example/5.png")  # the dedupe pipeline kept it
+    with pytest.raises(IgnoreRequest):
+        mw.process_request(image("https://img.example/5.png", "lexica:5"))
+    ledger.release("c" * 64, "lexica:5", "https://img.example/5.png")  # a later pipeline dropped it
+    assert mw.process_request(image("https://img.example/5.png", "lexica:5")) is None
+
+
+def test_the_ledger_is_the_crawls_one(tmp_path: Path) -> None:
+    crawler, mw = known(tmp_path)
+    storage = crawl_context(crawler).storage
+    assert mw.storage is storage
+    assert storage.state_dir == tmp_path / "_state"
+    assert (tmp_path / "_state" / "ledger.sqlite3").exists()
+
+
+def test_switched_off(tmp_path: Path) -> None:
+    with pytest.raises(NotConfigured, match="IMAGECRAWL_SKIP_KNOWN_IMAGES"):
+        KnownImageMiddleware.from_crawler(
+            make_crawler(IMAGECRAWL_STORE=str(tmp_path), IMAGECRAWL_SKIP_KNOWN_IMAGES=False)
+        )
+    assert not (tmp_path / "_state").exists()  # nothing opened

@@ -1,0 +1,307 @@
+"""The pacing middleware driven directly (no network, no engine loop): grants and their meta keys,
+Retry-After closing the site's gate, a retry's ``imagecrawl_not_before`` holding it back (parked
+outside the downloader's count while it waits long), Crawl-delay from the ``robots_parsed`` signal,
+feedback from errors, and the switches."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from scrapy import Request, signals
+from scrapy.core.downloader import Slot
+from scrapy.crawler import Crawler
+from scrapy.exceptions import DontCloseSpider, IgnoreRequest, NotConfigured
+from scrapy.http import Response
+from scrapy.robotstxt import ProtegoRobotParser
+from twisted.internet.error import TimeoutError as TxTimeoutError
+
+from imagecrawl import meta
+from imagecrawl.downloadermiddlewares.pacing import PacingMiddleware, PacingRuntime, runtime_for
+from imagecrawl.storage.context import crawl_context
+from tests.crawlers import make_crawler
+
+#: fast enough that spacing never slows a test down; each test that needs a wait makes its own
+FAST = {
+    "IMAGECRAWL_MAX_RATE_PER_SITE": 1000,
+    "IMAGECRAWL_PACING_START_RATE_PER_SECOND": 1000,
+    "IMAGECRAWL_MAX_CONCURRENCY_PER_SITE": 4,
+}
+
+
+class Wakeups:
+    def __init__(self) -> None:
+        self.count = 0
+
+    def schedule(self) -> None:
+        self.count += 1
+
+
+class StubEngine:
+    """What the pacing middleware reads of a running engine: ``running``, the slot's ``closing`` and
+    ``nextcall``, the downloader's ``active`` set and ``slots``."""
+
+    def __init__(self) -> None:
+        self.running = True
+        self._slot = SimpleNamespace(closing=None, nextcall=Wakeups())
+        self.downloader = SimpleNamespace(active=set(), slots={})
+        self.spider = None
+        self.closed: list[str] = []
+
+    async def close_spider_async(self, reason: str) -> None:
+        self.closed.append(reason)
+
+
+def pacing(engine: bool = False, **overrides: Any) -> tuple[Crawler, PacingMiddleware]:
+    crawler = make_crawler(**{**FAST, **overrides})
+    crawler.stats.open_spider()
+    if engine:
+        crawler.engine = StubEngine()  # type: ignore[assignment]
+    return crawler, PacingMiddleware.from_crawler(crawler)
+
+
+def subtree(crawler: Crawler, prefix: str) -> dict[str, Any]:
+    return {k: v for k, v in crawler.stats.get_stats().items() if k.startswith(prefix)}
+
+
+def grant(mw: PacingMiddleware, request: Request) -> float:
+    """Run ``process_request`` to completion; returns the seconds it took."""
+    started = time.monotonic()
+    asyncio.run(mw.process_request(request))
+    return time.monotonic() - started
+
+
+def test_grant_sets_site_sent_at_and_holds_a_slot_until_the_response() -> None:
+    crawler, mw = pacing()
+    request = Request("https://img.example/a.png")
+    before = time.monotonic()
+    assert grant(mw, request) < 0.1
+    assert request.meta[meta.SITE] == "img.example"
+    assert before <= request.meta[meta.SENT_AT] <= time.monotonic()
+    assert request.meta[meta.PACING_GRANTED] is True
+    state = mw.gate.sites["img.example"]
+    assert (state.in_flight, state.granted) == (1, 1)
+    response = Response(request.url, status=200, request=request)
+    assert mw.process_response(request, response) is response
+    assert meta.PACING_GRANTED not in request.meta
+    assert state.in_flight == 0
+    assert subtree(crawler, "imagecrawl/") == {"imagecrawl/pacing/requests": 1}
+    # A second answer for the same request (a copy) releases nothing twice.
+    mw.process_response(request, response)
+    assert state.in_flight == 0
+
+
+def test_one_runtime_per_crawler_shared_with_the_monitor() -> None:
+    crawler, mw = pacing()
+    assert runtime_for(crawler) is mw.runtime
+    assert crawl_context(crawler).find(PacingRuntime) is mw.runtime
+    assert mw.runtime in crawl_context(crawler).snapshot_providers
+    assert runtime_for(make_crawler()) is not mw.runtime
+
+
+@pytest.mark.parametrize("status", [429, 503])
+def test_retry_after_is_recorded_counted_and_closes_the_gate(status: int) -> None:
+    crawler, mw = pacing()
+    request = Request("https://api.example/page?1")
+    grant(mw, request)
+    response = Response(request.url, status=status, headers={"Retry-After": "5"}, request=request)
+    mw.process_response(request, response)
+    assert 5.0 <= request.meta[meta.RETRY_AFTER] <= 5.5
+    assert subtree(crawler, "imagecrawl/") == {
+        "imagecrawl/pacing/requests": 1,
+        f"imagecrawl/pacing/retry_after_received/{status}": 1,
+        "imagecrawl/pacing/retry_after": 1,
+        f"imagecrawl/pacing/decrease/{status}": 1,
+    }
+    now = time.monotonic()
+    assert 4.9 <= mw.gate.peek_wait("api.example", now) <= 5.5
+    assert mw.gate.acquire("api.example", now) > 4.9  # refused for that long
+    assert mw.gate.peek_wait("other.example", now) == 0.0
+    snapshot = mw.runtime.snapshot()["api.example"]
+    assert snapshot["state"] == "paused"
+    assert snapshot["paused_until"] == pytest.approx(time.time() + 5.1, abs=0.5)
+
+
+def test_429_without_retry_after_slows_down_but_pauses_nothing() -> None:
+    crawler, mw = pacing()
+    request = Request("https://api.example/page?1")
+    grant(mw, request)
+    rate_before = mw.gate.sites["api.example"].controller.rate
+    mw.process_response(request, Response(request.url, status=429, request=request))
+    assert meta.RETRY_AFTER not in request.meta
+    assert subtree(crawler, "imagecrawl/") == {"imagecrawl/pacing/requests": 1, "imagecrawl/pacing/decrease/429": 1}
+    assert mw.gate.sites["api.example"].controller.rate < rate_before
+    assert mw.gate.sites["api.example"].paused_until == 0.0
+
+
+def test_absurd_retry_after_is_capped_and_warned(caplog: pytest.LogCaptureFixture) -> None:
+    crawler, mw = pacing(IMAGECRAWL_RETRY_AFTER_MAX_SECONDS=30)
+    request = Request("https://api.example/page?1")
+    grant(mw, request)
+    with caplog.at_level("WARNING"):
+        mw.process_response(request, Response(request.url, status=429, headers={"Retry-After": "99999"}))
+    assert 30 <= request.meta[meta.RETRY_AFTER] <= 31
+    assert crawler.stats.get_value("imagecrawl/pacing/retry_after_capped") == 1
+    assert "capped at 30s" in caplog.text
+
+
+def test_retry_after_holds_the_next_request_of_that_site_only() -> None:
+    _, mw = pacing(engine=True)
+    first = Request("https://api.example/1")
+    grant(mw, first)
+    mw.process_response(first, Response(first.url, status=503, headers={"Retry-After": "0.3"}, request=first))
+    pause = first.meta[meta.RETRY_AFTER]
+    assert grant(mw, Request("https://elsewhere.example/1")) < 0.1
+    waited = grant(mw, nxt := Request("https://api.example/2"))
+    assert pause - 0.05 <= waited < pause + 0.6
+    assert nxt.meta[meta.PACING_GRANTED] is True
+
+
+def test_not_before_in_the_future_waits_then_goes() -> None:
+    crawler, mw = pacing(engine=True)
+    request = Request("https://img.example/a.png", meta={meta.NOT_BEFORE: time.time() + 0.3})
+    waited = grant(mw, request)
+    assert 0.28 <= waited < 1.0
+    assert request.meta[meta.PACING_GRANTED] is True
+    assert crawler.stats.get_value("imagecrawl/pacing/wait_ms") >= 280
+    mw.process_response(request, Response(request.url, status=200, request=request))
+    # a not-before in the past does not wait at all
+    assert grant(mw, Request("https://img.example/b.png", meta={meta.NOT_BEFORE: time.time() - 10})) < 0.1
+
+
+def test_a_long_wait_is_parked_outside_the_downloaders_count() -> None:
+    crawler, mw = pacing(engine=True)
+    engine: StubEngine = crawler.engine  # type: ignore[assignment]
+    request = Request("https://img.example/a.png", meta={meta.NOT_BEFORE: time.time() + 0.8})
+    engine.downloader.active.add(request)
+
+    async def run() -> None:
+        task = asyncio.create_task(mw.process_request(request))
+        await asyncio.sleep(0.3)
+        assert request not in engine.downloader.active
+        assert mw.runtime.parked == 1 and mw.runtime.waiting == 1
+        assert engine._slot.nextcall.count == 1  # the engine is woken to fill the freed slot
+        with pytest.raises(DontCloseSpider):
+            mw._spider_idle()
+        await task
+
+    asyncio.run(run())
+    assert request in engine.downloader.active
+    assert (mw.runtime.parked, mw.runtime.waiting) == (0, 0)
+    mw._spider_idle()  # nothing parked: the spider may close
+
+
+def test_a_closing_crawl_drops_waiting_requests() -> None:
+    crawler, mw = pacing(engine=True)
+    crawler.engine._slot.closing = object()  # type: ignore[attr-defined]
+    with pytest.raises(IgnoreRequest, match="closing"):
+        grant(mw, Request("https://img.example/a.png", meta={meta.NOT_BEFORE: time.time() + 5}))
+    assert mw.runtime.waiting == 0
+
+
+def test_rate_spacing_holds_the_second_request() -> None:
+    _, mw = pacing(
+        engine=True,
+        IMAGECRAWL_MAX_RATE_PER_SITE=4,
+        IMAGECRAWL_PACING_START_RATE_PER_SECOND=4,
+        IMAGECRAWL_PACING_JITTER=0,
+    )
+    first, second = Request("https://img.example/1"), Request("https://img.example/2")
+    grant(mw, first)
+    mw.process_response(first, Response(first.url, status=200, request=first))
+    assert 0.2 <= mw.gate.peek_wait("img.example", time.monotonic()) <= 0.26
+    assert 0.2 <= grant(mw, second) < 0.5
+
+
+def test_dont_pace_and_non_http_requests_skip_the_gate() -> None:
+    crawler, mw = pacing()
+    for request in (
+        Request("https://img.example/a.png", meta={meta.DONT_PACE: True}),
+        Request("data:,hello"),
+    ):
+        grant(mw, request)
+        assert not {meta.SITE, meta.SENT_AT, meta.PACING_GRANTED} & set(request.meta)
+        assert mw.process_response(request, Response(request.url, status=429, headers={"Retry-After": "9"}))
+        assert meta.RETRY_AFTER not in request.meta
+    assert mw.gate.sites == {}
+    assert subtree(crawler, "imagecrawl/") == {}
+
+
+def test_disabled_is_not_configured() -> None:
+    crawler = make_crawler(IMAGECRAWL_PACING_ENABLED=False)
+    with pytest.raises(NotConfigured, match="IMAGECRAWL_PACING_ENABLED"):
+        PacingMiddleware.from_crawler(crawler)
+
+
+def test_site_key_domain_paces_subdomains_together() -> None:
+    _, mw = pacing(engine=True, IMAGECRAWL_PACING_SITE_KEY="domain")
+    a, b = Request("https://cdn1.pics.example.co.uk/a.png"), Request("https://www.pics.example.co.uk/")
+    grant(mw, a)
+    # one site: the second request waits for the first one's slot (a new site starts at concurrency 1)
+    assert mw.gate.acquire("example.co.uk", time.monotonic()) > 0
+    mw.process_response(a, Response(a.url, status=200, request=a))
+    grant(mw, b)
+    assert a.meta[meta.SITE] == b.meta[meta.SITE] == "example.co.uk"
+    assert mw.gate.sites["example.co.uk"].granted == 2
+    assert mw.runtime.netlocs["example.co.uk"] == {"cdn1.pics.example.co.uk", "www.pics.example.co.uk"}
+
+
+def test_download_errors_release_the_slot_and_count_as_congestion() -> None:
+    crawler, mw = pacing()
+    request = Request("https://img.example/a.png")
+    grant(mw, request)
+    mw.process_exception(request, TxTimeoutError())
+    assert mw.gate.sites["img.example"].in_flight == 0
+    assert meta.PACING_GRANTED not in request.meta
+    assert crawler.stats.get_value("imagecrawl/pacing/decrease/timeout") == 1
+    mw.process_exception(request, TxTimeoutError())  # not granted any more: no second feedback
+    assert crawler.stats.get_value("imagecrawl/pacing/decrease/timeout") == 1
+
+
+ROBOTS = b"User-agent: *\nCrawl-delay: 9\n\nUser-agent: imagecrawl\nCrawl-delay: 2.5\n"
+
+
+def test_crawl_delay_from_robots_parsed_becomes_the_sites_floor() -> None:
+    crawler, mw = pacing()
+    request = Request("https://slow.example/a.png")
+    crawler.signals.send_catch_log(signals.robots_parsed, robotparser=ProtegoRobotParser(ROBOTS, None), request=request)
+    assert mw.gate.sites["slow.example"].controller.floor_interval == 2.5  # our group, not "*"
+    assert crawler.stats.get_value("imagecrawl/pacing/crawl_delay") == 1
+    grant(mw, request)
+    mw.process_response(request, Response(request.url, status=200, request=request))
+    assert mw.gate.peek_wait("slow.example", time.monotonic()) >= 2.4  # counted from the response
+
+
+def test_crawl_delay_ignored_when_switched_off() -> None:
+    crawler, mw = pacing(IMAGECRAWL_PACING_OBEY_CRAWL_DELAY=False)
+    crawler.signals.send_catch_log(
+        signals.robots_parsed,
+        robotparser=ProtegoRobotParser(ROBOTS, None),
+        request=Request("https://slow.example/a.png"),
+    )
+    assert mw.gate.sites == {}
+    assert crawler.stats.get_value("imagecrawl/pacing/crawl_delay") is None
+
+
+def test_paced_requests_are_not_delayed_again_by_scrapys_slot() -> None:
+    crawler, mw = pacing(engine=True, DOWNLOAD_DELAY=0)
+    slot = Slot(concurrency=1, delay=3.0, jitter=0.5)
+    crawler.engine.downloader.slots["img.example"] = slot  # type: ignore[attr-defined]
+    unpaced = Request("https://img.example/x", meta={"download_slot": "img.example"})
+    crawler.signals.send_catch_log(signals.request_reached_downloader, request=unpaced, spider=None)
+    assert (slot.delay, slot.concurrency) == (3.0, 1)
+    paced = Request("https://img.example/a.png", meta={"download_slot": "img.example"})
+    grant(mw, paced)
+    crawler.signals.send_catch_log(signals.request_reached_downloader, request=paced, spider=None)
+    assert (slot.delay, slot.jitter, slot.concurrency) == (0.0, 0.0, 4)
+
+
+def test_spider_closed_records_the_number_of_sites() -> None:
+    crawler, mw = pacing()
+    grant(mw, Request("https://a.example/"))
+    grant(mw, Request("https://b.example/"))
+    mw._spider_closed("finished")
+    assert crawler.stats.get_value("imagecrawl/pacing/sites") == 2

@@ -1,0 +1,168 @@
+"""The dedupe pipeline on a real SQLite ledger in a temporary store, with records built from real image
+bytes: exact duplicates (same sha256, same id) are dropped with their reason, near-duplicates (the same
+picture re-encoded) per IMAGECRAWL_NEAR_POLICY, a record a later pipeline drops is released again, and
+records committed by an earlier run or claimed by another crawl of the store are dropped too."""
+
+from __future__ import annotations
+
+import io
+import random
+from pathlib import Path
+from typing import Any
+
+import pytest
+from PIL import Image, ImageDraw
+from scrapy import signals
+from scrapy.crawler import Crawler
+from scrapy.exceptions import DropItem, NotConfigured
+
+from imagecrawl.items import PromptImage
+from imagecrawl.pipelines.dedupe import DedupePipeline, DuplicateItem
+from imagecrawl.records import SourceHints, build_record
+from imagecrawl.storage.context import crawl_context
+from tests.crawlers import make_crawler
+
+
+def picture(seed: int) -> Image.Image:
+    rng = random.Random(seed)
+    im = Image.new("RGB", (96, 96), "white")
+    draw = ImageDraw.Draw(im)
+    for _ in range(12):
+        x, y, r = rng.randrange(96), rng.randrange(96), rng.randrange(8, 30)
+        draw.ellipse([x - r, y - r, x + r, y + r], fill=(rng.randrange(256), rng.randrange(256), rng.randrange(256)))
+    return im
+
+
+def encode(im: Image.Image, fmt: str = "PNG") -> bytes:
+    out = io.BytesIO()
+    im.save(out, fmt, **({"quality": 85} if fmt == "JPEG" else {}))
+    return out.getvalue()
+
+
+def record(source_id: str, body: bytes) -> PromptImage:
+    return build_record(
+        hints=SourceHints(source="civitai", source_id=source_id, prompt=f"picture {source_id}"),
+        image_url=f"https://img.example/{source_id}",
+        body=body,
+        salt=b"salt",
+    )
+
+
+FOX, OWL = encode(picture(1)), encode(picture(2))
+FOX_JPEG = encode(picture(1), "JPEG")
+
+
+def dedupe(store: Path, **overrides: Any) -> tuple[Crawler, DedupePipeline]:
+    crawler = make_crawler(IMAGECRAWL_STORE=str(store), **overrides)
+    crawler.stats.open_spider()
+    pipeline = DedupePipeline.from_crawler(crawler)
+    pipeline.open_spider()
+    return crawler, pipeline
+
+
+def subtree(crawler: Crawler) -> dict[str, Any]:
+    return {k: v for k, v in crawler.stats.get_stats().items() if k.startswith("imagecrawl/dedupe")}
+
+
+def test_exact_duplicates_by_sha256_and_by_id(tmp_path: Path) -> None:
+    crawler, pipeline = dedupe(tmp_path)
+    first = record("1", FOX)
+    assert pipeline.process_item(first) is first
+    with pytest.raises(DuplicateItem, match="duplicate sha256"):
+        pipeline.process_item(record("2", FOX))  # the same bytes under another id
+    with pytest.raises(DuplicateItem, match="duplicate id"):
+        pipeline.process_item(record("1", OWL))  # the same record id, another image
+    owl = record("3", OWL)
+    assert pipeline.process_item(owl) is owl
+    assert subtree(crawler) == {
+        "imagecrawl/dedupe/unique": 2,
+        "imagecrawl/dedupe/dropped/sha256": 1,
+        "imagecrawl/dedupe/dropped/id": 1,
+    }
+
+
+def test_near_duplicates_are_dropped_by_default(tmp_path: Path) -> None:
+    crawler, pipeline = dedupe(tmp_path)
+    pipeline.process_item(record("1", FOX))
+    copy = record("2", FOX_JPEG)
+    assert copy.image_sha256 != record("1", FOX).image_sha256
+    with pytest.raises(DuplicateItem, match="near-duplicate of civitai:1"):
+        pipeline.process_item(copy)
+    pipeline.process_item(record("3", OWL))  # another picture is no near-duplicate
+    assert subtree(crawler) == {"imagecrawl/dedupe/unique": 2, "imagecrawl/dedupe/dropped/near": 1}
+
+
+def test_near_policy_keep_marks_the_copy(tmp_path: Path) -> None:
+    crawler, pipeline = dedupe(tmp_path, IMAGECRAWL_NEAR_POLICY="keep")
+    pipeline.process_item(record("1", FOX))
+    copy = pipeline.process_item(record("2", FOX_JPEG))
+    assert copy.duplicate_of == "civitai:1"
+    assert subtree(crawler) == {"imagecrawl/dedupe/unique": 2, "imagecrawl/dedupe/kept_near": 1}
+
+
+def test_near_dedupe_off_keeps_reencoded_copies(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level("WARNING"):
+        crawler, pipeline = dedupe(tmp_path, IMAGECRAWL_NEAR_DEDUPE_ENABLED=False)
+    assert "only exact copies are dropped" in caplog.text
+    pipeline.process_item(record("1", FOX))
+    assert pipeline.process_item(record("2", FOX_JPEG)).duplicate_of is None
+    assert subtree(crawler) == {"imagecrawl/dedupe/unique": 2}
+
+
+def drop_later(crawler: Crawler, item: PromptImage, exception: DropItem) -> None:
+    """A pipeline after dedupe refuses ``item`` (Scrapy sends ``item_dropped``)."""
+    crawler.signals.send_catch_log(signals.item_dropped, item=item, exception=exception, response=None, spider=None)
+
+
+def test_a_record_a_later_pipeline_drops_is_released(tmp_path: Path) -> None:
+    crawler, pipeline = dedupe(tmp_path, IMAGECRAWL_NEAR_DEDUPE_ENABLED=False)
+    item = record("1", FOX)
+    pipeline.process_item(item)
+    drop_later(crawler, record("2", FOX), DuplicateItem("dup"))  # a duplicate's own drop frees nothing
+    with pytest.raises(DuplicateItem):
+        pipeline.process_item(record("1", FOX))
+    drop_later(crawler, item, DropItem("refused"))  # any other refusal does
+    again = record("1", FOX)
+    assert pipeline.process_item(again) is again
+    assert crawler.stats.get_value("imagecrawl/dedupe/unique") == 2
+
+
+def test_a_released_record_is_not_a_near_duplicate_of_itself(tmp_path: Path) -> None:
+    crawler, pipeline = dedupe(tmp_path)
+    item = record("1", FOX)
+    pipeline.process_item(item)
+    drop_later(crawler, item, DropItem("refused"))
+    again = record("1", FOX)
+    assert pipeline.process_item(again) is again
+
+
+def test_records_an_earlier_run_committed_are_dropped(tmp_path: Path) -> None:
+    earlier = make_crawler(IMAGECRAWL_STORE=str(tmp_path))
+    storage = crawl_context(earlier).storage
+    fox = record("1", FOX)
+    storage.ledger.commit_shard(
+        "source=civitai/date=2026-01-01/part-x-1.parquet", [(fox.image_sha256, fox.id, fox.image_phash, fox.image_url)]
+    )
+    storage.close()
+    crawler, pipeline = dedupe(tmp_path)
+    with pytest.raises(DuplicateItem):
+        pipeline.process_item(record("1", FOX))
+    with pytest.raises(DuplicateItem, match="near-duplicate"):
+        pipeline.process_item(record("9", FOX_JPEG))  # the committed pHash is indexed too
+    assert subtree(crawler) == {"imagecrawl/dedupe/dropped/sha256": 1, "imagecrawl/dedupe/dropped/near": 1}
+
+
+def test_a_record_claimed_by_another_crawl_of_the_store_is_dropped(tmp_path: Path) -> None:
+    _, other = dedupe(tmp_path)
+    crawler, pipeline = dedupe(tmp_path)
+    other.process_item(record("1", FOX))
+    with pytest.raises(DuplicateItem):
+        pipeline.process_item(record("1", FOX))
+    assert subtree(crawler) == {"imagecrawl/dedupe/dropped/sha256": 1}
+
+
+def test_settings_are_checked(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="IMAGECRAWL_NEAR_POLICY"):
+        DedupePipeline.from_crawler(make_crawler(IMAGECRAWL_STORE=str(tmp_path), IMAGECRAWL_NEAR_POLICY="merge"))
+    with pytest.raises(NotConfigured, match="IMAGECRAWL_DEDUPE_ENABLED"):
+        DedupePipeline.from_crawler(make_crawler(IMAGECRAWL_STORE=str(tmp_path), IMAGECRAWL_DEDUPE_ENABLED=False))

@@ -1,0 +1,157 @@
+"""The robots.txt middleware driven through ``process_request``, robots.txt answered by a stub engine:
+a Disallow for our token drops the request (counted, in the skip log), a 5xx robots.txt disallows
+everything, a 4xx one allows everything, every request that waited for the file gets the parser
+(Scrapy 2.19 hands it to the first waiter only), and the Crawl-delay reaches the registry and pacing."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from scrapy import Request
+from scrapy.crawler import Crawler
+from scrapy.exceptions import IgnoreRequest, NotConfigured
+from scrapy.http import Response
+
+from imagecrawl.downloadermiddlewares.optout import skip_log
+from imagecrawl.downloadermiddlewares.pacing import PacingMiddleware
+from imagecrawl.downloadermiddlewares.robots import RobotsMiddleware, crawl_delays
+from tests.crawlers import make_crawler
+
+ROBOTS = (
+    b"User-agent: *\nDisallow: /private/\nCrawl-delay: 9\n\n"
+    b"User-agent: imagecrawl\nDisallow: /no-ai/\nCrawl-delay: 1.5\n"
+)
+
+
+class RobotsEngine:
+    """Answers robots.txt fetches with ``status``/``body`` once ``release`` is set; counts the fetches."""
+
+    def __init__(self, status: int, body: bytes) -> None:
+        self.status, self.body = status, body
+        self.asked: list[Request] = []
+        self.release = asyncio.Event()
+        self.release.set()
+
+    async def download_async(self, request: Request) -> Response:
+        self.asked.append(request)
+        await self.release.wait()
+        return Response(request.url, status=self.status, body=self.body, request=request)
+
+
+def robots(
+    tmp_path: Path, status: int = 200, body: bytes = ROBOTS, **overrides: Any
+) -> tuple[Crawler, RobotsMiddleware]:
+    crawler = make_crawler(IMAGECRAWL_STORE=str(tmp_path), **overrides)
+    crawler.stats.open_spider()
+    crawler.engine = RobotsEngine(status, body)  # type: ignore[assignment]
+    return crawler, RobotsMiddleware.from_crawler(crawler)
+
+
+def fetch(mw: RobotsMiddleware, *urls: str) -> list[BaseException | None]:
+    """``process_request`` for each URL, all at once; IgnoreRequest (or None) for each."""
+
+    async def run() -> list[Any]:
+        return await asyncio.gather(*(mw.process_request(Request(u)) for u in urls), return_exceptions=True)
+
+    return asyncio.run(run())
+
+
+def stats(crawler: Crawler, *prefixes: str) -> dict[str, Any]:
+    return {k: v for k, v in crawler.stats.get_stats().items() if k.startswith(prefixes)}
+
+
+def test_disallow_for_our_token_is_dropped_counted_and_logged(tmp_path: Path) -> None:
+    crawler, mw = robots(tmp_path)
+    results = fetch(mw, "https://s.example/no-ai/1.png")
+    assert isinstance(results[0], IgnoreRequest)
+    assert fetch(mw, "https://s.example/a.png", "https://s.example/private/x") == [None, None]  # "*" is not ours
+    assert stats(crawler, "imagecrawl/optout", "robotstxt/") == {
+        "imagecrawl/optout/robots_txt": 1,
+        "imagecrawl/optout/skipped": 1,
+        "robotstxt/request_count": 1,
+        "robotstxt/response_count": 1,
+        "robotstxt/response_status_count/200": 1,
+        "robotstxt/forbidden": 1,
+    }
+    skip_log(crawler).close()
+    [line] = [json.loads(x) for x in (tmp_path / "_state" / "optout.jsonl").read_text().splitlines()]
+    assert (line["reason"], line["url"], line["detail"]) == ("robots_txt", "https://s.example/no-ai/1.png", "Disallow")
+    [asked] = crawler.engine.asked  # type: ignore[attr-defined]
+    assert asked.url == "https://s.example/robots.txt" and asked.meta["dont_obey_robotstxt"] is True
+
+
+def test_every_request_waiting_for_robots_txt_gets_the_parser(tmp_path: Path) -> None:
+    crawler, mw = robots(tmp_path)
+    engine: RobotsEngine = crawler.engine  # type: ignore[assignment]
+    engine.release.clear()
+
+    async def run() -> list[Any]:
+        waiting = [
+            asyncio.ensure_future(mw.process_request(Request(f"https://s.example/no-ai/{n}.png"))) for n in range(4)
+        ]
+        await asyncio.sleep(0.05)
+        assert not any(task.done() for task in waiting)  # all wait for the one fetch
+        engine.release.set()
+        return await asyncio.gather(*waiting, return_exceptions=True)
+
+    results = asyncio.run(run())
+    assert len(engine.asked) == 1
+    assert all(isinstance(r, IgnoreRequest) for r in results), results
+    assert crawler.stats.get_value("imagecrawl/optout/robots_txt") == 4
+
+
+@pytest.mark.parametrize("status", [500, 503])
+def test_an_unreachable_robots_txt_disallows_everything(tmp_path: Path, status: int) -> None:
+    crawler, mw = robots(tmp_path, status=status, body=b"<html>oops</html>")
+    results = fetch(mw, "https://s.example/a.png", "https://s.example/b/c.jpg")
+    assert all(isinstance(r, IgnoreRequest) for r in results)
+    assert stats(crawler, "imagecrawl/optout") == {
+        "imagecrawl/optout/robots_txt_unreachable": 1,
+        "imagecrawl/optout/robots_txt": 2,
+        "imagecrawl/optout/skipped": 2,
+    }
+
+
+@pytest.mark.parametrize("status", [401, 403, 404, 410])
+def test_a_missing_robots_txt_allows_everything(tmp_path: Path, status: int) -> None:
+    crawler, mw = robots(tmp_path, status=status, body=b"User-agent: *\nDisallow: /\n")  # the error page's text
+    assert fetch(mw, "https://s.example/a.png", "https://s.example/no-ai/1.png") == [None, None]
+    assert stats(crawler, "imagecrawl/optout") == {}
+
+
+def test_crawl_delay_for_our_token_is_stored_and_reaches_pacing(tmp_path: Path) -> None:
+    crawler, mw = robots(tmp_path)
+    pacing = PacingMiddleware.from_crawler(crawler)
+    fetch(mw, "https://s.example/a.png")
+    assert crawl_delays(crawler).get("s.example") == 1.5
+    assert pacing.gate.sites["s.example"].controller.floor_interval == 1.5
+    assert crawler.stats.get_value("imagecrawl/pacing/crawl_delay") == 1
+
+
+def test_no_crawl_delay_is_stored_as_none(tmp_path: Path) -> None:
+    crawler, mw = robots(tmp_path, body=b"User-agent: *\nDisallow: /x\n")
+    fetch(mw, "https://s.example/a.png")
+    assert crawl_delays(crawler).get("s.example") is None
+
+
+def test_owned_hosts_internal_and_non_http_requests_never_fetch_robots_txt(tmp_path: Path) -> None:
+    crawler, mw = robots(tmp_path, body=b"User-agent: *\nDisallow: /\n", IMAGECRAWL_OPTOUT_OWNED_HOSTS=["mine.example"])
+
+    async def run() -> None:
+        await mw.process_request(Request("https://cdn.mine.example/a.png"))
+        await mw.process_request(Request("https://s.example/x", meta={"dont_obey_robotstxt": True}))
+        await mw.process_request(Request("data:,x"))
+
+    asyncio.run(run())
+    assert crawler.engine.asked == []  # type: ignore[attr-defined]
+    assert isinstance(fetch(mw, "https://s.example/a.png")[0], IgnoreRequest)
+
+
+def test_robotstxt_obey_off_is_not_configured_and_warned(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level("WARNING"), pytest.raises(NotConfigured):
+        RobotsMiddleware.from_crawler(make_crawler(IMAGECRAWL_STORE=str(tmp_path), ROBOTSTXT_OBEY=False))
+    assert "robots.txt is NOT honoured" in caplog.text
