@@ -37,7 +37,7 @@ from imagecrawl.pacing import Feedback, InProcessGate, RateGate, parse_retry_aft
 from imagecrawl.pacing.config import PacingConfig, ban_config_from_settings
 from imagecrawl.pacing.looplag import LoopLag
 from imagecrawl.pacing.signals import classify_exception, classify_status
-from imagecrawl.pacing.sitekey import site_of_url
+from imagecrawl.pacing.sitekey import site_of_host
 from imagecrawl.storage.context import crawl_context
 
 logger = logging.getLogger(__name__)
@@ -68,6 +68,7 @@ class PacingRuntime:
         self.close_when_all_abandoned = config.close_when_all_abandoned
         self.locks: dict[str, asyncio.Lock] = {}
         self.netlocs: dict[str, set[str]] = {}
+        self._site_by_netloc: dict[str, str] = {}
         self.rng = random.Random()
         self.waiting = 0
         self.parked = 0
@@ -76,12 +77,16 @@ class PacingRuntime:
         self._closing_task: asyncio.Task[None] | None = None
 
     def site_of(self, request: Request) -> str:
-        site = request.meta.get(meta.SITE)
-        if not site:
-            site = site_of_url(request.url, self.config.site_key)
-            request.meta[meta.SITE] = site
-            self.netlocs.setdefault(str(site), set()).add(urlparse_cached(request).netloc)
-        return str(site)
+        """The site this request is sent to, from its own URL: never from meta a redirect or retry copied
+        from another request (a redirect to another host is paced, banned and counted as that host)."""
+        parts = urlparse_cached(request)  # parsed once per request object, shared with Scrapy
+        site = self._site_by_netloc.get(parts.netloc)
+        if site is None:
+            site = site_of_host(parts.hostname or "", self.config.site_key)
+            self._site_by_netloc[parts.netloc] = site
+            self.netlocs.setdefault(site, set()).add(parts.netloc)
+        request.meta[meta.SITE] = site
+        return site
 
     def site_latency(self, measured: float, now: float) -> float | None:
         """The site's share of a measured latency: the crawler's recent event-loop lag is subtracted;
