@@ -78,14 +78,19 @@ class PacingRuntime:
 
     def site_of(self, request: Request) -> str:
         """The site this request is sent to, from its own URL: never from meta a redirect or retry copied
-        from another request (a redirect to another host is paced, banned and counted as that host)."""
+        from another request (a redirect to another host is paced, banned and counted as that host, and
+        its copied ``download_slot``, the origin's Scrapy slot, is dropped)."""
         parts = urlparse_cached(request)  # parsed once per request object, shared with Scrapy
         site = self._site_by_netloc.get(parts.netloc)
         if site is None:
             site = site_of_host(parts.hostname or "", self.config.site_key)
             self._site_by_netloc[parts.netloc] = site
             self.netlocs.setdefault(site, set()).add(parts.netloc)
-        request.meta[meta.SITE] = site
+        copied = request.meta.get(meta.SITE)
+        if copied != site:
+            if copied is not None:
+                request.meta.pop("download_slot", None)  # the origin's Scrapy slot came with the copy
+            request.meta[meta.SITE] = site
         return site
 
     def site_latency(self, measured: float, now: float) -> float | None:
