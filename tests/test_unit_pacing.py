@@ -305,3 +305,19 @@ def test_spider_closed_records_the_number_of_sites() -> None:
     grant(mw, Request("https://b.example/"))
     mw._spider_closed("finished")
     assert crawler.stats.get_value("imagecrawl/pacing/sites") == 2
+
+
+def test_a_redirect_is_paced_as_the_site_it_is_sent_to() -> None:
+    """Scrapy's redirect copies the meta of the origin; the target's site comes from its own URL."""
+    crawler, mw = pacing()
+    origin = Request("http://origin.example/a")
+    grant(mw, origin)
+    assert origin.meta[meta.SITE] == "origin.example"
+    redirected = origin.replace(url="http://target.example:8080/b")  # meta copied, as RedirectMiddleware does
+    assert redirected.meta[meta.SITE] == "origin.example"
+    grant(mw, redirected)
+    assert redirected.meta[meta.SITE] == "target.example"
+    runtime = runtime_for(crawler)
+    assert runtime.gate.sites["target.example"].in_flight == 1
+    assert runtime.gate.sites["origin.example"].in_flight == 1  # the origin's slot is the origin's
+    assert runtime.netlocs["target.example"] == {"target.example:8080"}

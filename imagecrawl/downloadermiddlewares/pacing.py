@@ -35,8 +35,9 @@ from scrapy.utils.misc import load_object
 from imagecrawl import meta
 from imagecrawl.pacing import Feedback, InProcessGate, RateGate, parse_retry_after
 from imagecrawl.pacing.config import PacingConfig, ban_config_from_settings
+from imagecrawl.pacing.looplag import LoopLag
 from imagecrawl.pacing.signals import classify_exception, classify_status
-from imagecrawl.pacing.sitekey import site_of_url
+from imagecrawl.pacing.sitekey import site_of_host
 from imagecrawl.storage.context import crawl_context
 
 logger = logging.getLogger(__name__)
@@ -67,18 +68,39 @@ class PacingRuntime:
         self.close_when_all_abandoned = config.close_when_all_abandoned
         self.locks: dict[str, asyncio.Lock] = {}
         self.netlocs: dict[str, set[str]] = {}
+        self._site_by_netloc: dict[str, str] = {}
         self.rng = random.Random()
         self.waiting = 0
         self.parked = 0
+        #: the crawler's own scheduling delay, kept out of the site's latency (imagecrawl.pacing.looplag)
+        self.lag = LoopLag()
         self._closing_task: asyncio.Task[None] | None = None
 
     def site_of(self, request: Request) -> str:
-        site = request.meta.get(meta.SITE)
-        if not site:
-            site = site_of_url(request.url, self.config.site_key)
+        """The site this request is sent to, from its own URL: never from meta a redirect or retry copied
+        from another request (a redirect to another host is paced, banned and counted as that host, and
+        its copied ``download_slot``, the origin's Scrapy slot, is dropped)."""
+        parts = urlparse_cached(request)  # parsed once per request object, shared with Scrapy
+        site = self._site_by_netloc.get(parts.netloc)
+        if site is None:
+            site = site_of_host(parts.hostname or "", self.config.site_key)
+            self._site_by_netloc[parts.netloc] = site
+            self.netlocs.setdefault(site, set()).add(parts.netloc)
+        copied = request.meta.get(meta.SITE)
+        if copied != site:
+            if copied is not None:
+                request.meta.pop("download_slot", None)  # the origin's Scrapy slot came with the copy
             request.meta[meta.SITE] = site
-            self.netlocs.setdefault(str(site), set()).add(urlparse_cached(request).netloc)
-        return str(site)
+        return site
+
+    def site_latency(self, measured: float, now: float) -> float | None:
+        """The site's share of a measured latency: the crawler's recent event-loop lag is subtracted;
+        while that lag is large (above the latency margin) the sample says nothing about the site."""
+        lag = self.lag.recent(now)
+        if lag > self.config.aimd.latency_margin_seconds:
+            self.stats.inc_value("imagecrawl/pacing/latency_ignored/loop_lag")
+            return None
+        return max(0.0, measured - lag)
 
     def snapshot(self) -> dict[str, dict[str, Any]]:
         """Per-site state for the progress line and the report (docs/stats.md, the snapshot hook),
@@ -169,6 +191,7 @@ class PacingMiddleware:
         crawler.signals.connect(self._robots_parsed, signal=signals.robots_parsed)
         crawler.signals.connect(self._reached_downloader, signal=signals.request_reached_downloader)
         crawler.signals.connect(self._spider_idle, signal=signals.spider_idle)
+        crawler.signals.connect(self._spider_opened, signal=signals.spider_opened)
         crawler.signals.connect(self._spider_closed, signal=signals.spider_closed)
 
     @classmethod
@@ -273,8 +296,9 @@ class PacingMiddleware:
                         parsed.seconds,
                     )
         signal = classify_status(response.status)
-        # Time to the response headers (Scrapy's download_latency), so a big body is not "slow".
-        latency = float(request.meta.get("download_latency", now - sent_at))
+        # Time to the response headers (Scrapy's download_latency), so a big body is not "slow", less
+        # what this process itself was late by: a busy crawler is not a slow site.
+        latency = self.runtime.site_latency(float(request.meta.get("download_latency", now - sent_at)), now)
         self.gate.feedback(site, Feedback(signal, sent_at, latency, retry_after), now)
         rt.flush()
         return response
@@ -317,11 +341,15 @@ class PacingMiddleware:
         slot.jitter = 0.0
         slot.concurrency = max(slot.concurrency, self.config.aimd.max_concurrency)
 
+    def _spider_opened(self) -> None:
+        self.runtime.lag.start()
+
     def _spider_idle(self) -> None:
         if self.runtime.parked > 0:
             raise DontCloseSpider("requests are waiting at a paced site's gate")
 
     def _spider_closed(self, reason: str) -> None:
+        self.runtime.lag.stop()
         stats = self.runtime.stats
         stats.set_value("imagecrawl/pacing/sites", len(self.gate.sites))
         for site, state in self.gate.sites.items():
