@@ -4,7 +4,8 @@
 * TDMRep file — ``/.well-known/tdmrep.json`` fetched once per site (like robots.txt); a request
   whose path a rule reserves is dropped before it is sent.
 * X-Robots-Tag, the aipref ``Content-Usage`` header (``train-ai=n``) and the ``tdm-reservation``
-  header — decided in a ``headers_received`` handler: an opted-out image is abandoned with ``StopDownload`` before its body is read (one header exchange).
+  header — decided in a ``headers_received`` handler: an opted-out image is abandoned with
+  ``StopDownload`` before its body is read (one header exchange).
 * HTML meta (robots, our token, tdm-reservation) and header opt-outs of *pages* — recorded on the
   page's request meta (``imagecrawl_optout_page``); the spider middleware
   :class:`imagecrawl.spidermiddlewares.optout.OptOutSpiderMiddleware` drops image requests found
