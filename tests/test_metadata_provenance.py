@@ -18,8 +18,8 @@ from imagecrawl.metadata.credentials import read_credentials
 from imagecrawl.metadata.provenance import read_provenance
 from imagecrawl.metadata.rights import find_xmp, parse_xmp_rights, read_xmp_rights
 from imagecrawl.records import EmbeddedOptOut, SourceHints, build_record
+from imagecrawl.sandbox.signing import manifest, sign
 from imagecrawl.sandbox.sites.aipref import picture, xmp_packet
-from tests.c2pa_util import manifest, sign
 from tests.realworld import REALWORLD
 
 FORMATS = ("PNG", "JPEG", "WEBP")

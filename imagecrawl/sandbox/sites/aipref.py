@@ -20,6 +20,8 @@ path                                        what it says
 /aipref/img/xmp-genai/<n>.<png|jpg|webp>    XMP DMI-PROHIBITED-GENAIMLTRAINING
 /aipref/img/xmp-ok/<n>.<png|jpg|webp>       XMP DMI-ALLOWED and ``Iptc4xmpExt:DigitalSourceType``
                                             trainedAlgorithmicMedia (allowed, provenance recorded)
+/aipref/img/c2pa-no/<n>.<png|jpg|webp>      C2PA manifest, ``c2pa.ai_generative_training: notAllowed``
+/aipref/img/c2pa-ok/<n>.<png|jpg|webp>      C2PA manifest, ``allowed`` (claim generator, actions recorded)
 ==========================================  ===========================================================
 
 ``--content-signal VALUE`` adds a site-wide ``Content-Signal: VALUE`` line to robots.txt (off by
@@ -28,6 +30,7 @@ default, since it speaks for the whole sandbox).
 
 from __future__ import annotations
 
+import functools
 import io
 import zlib
 from typing import Final
@@ -38,6 +41,7 @@ from PIL import Image, PngImagePlugin
 
 from imagecrawl.sandbox.markup import document
 from imagecrawl.sandbox.responses import html_response
+from imagecrawl.sandbox.signing import manifest, sign
 from imagecrawl.sandbox.streaming import chunks_of, stream_body
 
 #: robots.txt lines of the ``User-agent: *`` group, all scoped to /aipref/ paths.
@@ -63,7 +67,10 @@ XMP_CASES: Final[dict[str, tuple[str, str]]] = {
     "xmp-genai": ("DMI-PROHIBITED-GENAIMLTRAINING", "digitalCapture"),
     "xmp-ok": ("DMI-ALLOWED", "trainedAlgorithmicMedia"),
 }
+#: C2PA cases: the ``use`` of the manifest's ``c2pa.ai_generative_training`` entry.
+C2PA_CASES: Final[dict[str, str]] = {"c2pa-no": "notAllowed", "c2pa-ok": "allowed"}
 XMP_FORMATS: Final = {"png": "PNG", "jpg": "JPEG", "webp": "WEBP"}
+EMBEDDED_CASES: Final = (*XMP_CASES, *C2PA_CASES)
 IMAGES_PER_CASE: Final = 2
 FIRST_CHUNK_DELAY_SECONDS: Final = 0.25
 CHUNK_BYTES: Final = 2048
@@ -107,26 +114,31 @@ def picture(key: str, fmt: str, xmp: bytes | None = None) -> bytes:
     return buf.getvalue()
 
 
+@functools.lru_cache(maxsize=256)
 def payload(path: str, case: str, ext: str) -> bytes:
-    """The bytes served at ``path`` (the key of its noise)."""
+    """The bytes served at ``path`` (the key of its noise); signed files are made once per path."""
     fmt = XMP_FORMATS[ext]
     if case in XMP_CASES:
         return picture(path, fmt, xmp_packet(*XMP_CASES[case]))
+    if case in C2PA_CASES:
+        return sign(picture(path, fmt), fmt, manifest(C2PA_CASES[case]))
     return picture(path, fmt)
 
 
 def image_paths() -> list[str]:
     """Every image path of the site."""
     paths = [f"/aipref/img/{c}/{n}.png" for c in (*ROBOTS_CASES, *HEADER_CASES) for n in range(IMAGES_PER_CASE)]
-    paths += [f"/aipref/img/{c}/{n}.{ext}" for c in XMP_CASES for ext in XMP_FORMATS for n in range(IMAGES_PER_CASE)]
+    paths += [
+        f"/aipref/img/{c}/{n}.{ext}" for c in EMBEDDED_CASES for ext in XMP_FORMATS for n in range(IMAGES_PER_CASE)
+    ]
     return paths
 
 
 async def aipref_image(request: web.Request) -> web.StreamResponse:
     case = request.match_info["case"]
     stem, _, ext = request.match_info["name"].partition(".")
-    known = case in ROBOTS_CASES or case in HEADER_CASES or case in XMP_CASES
-    if not known or not stem.isdigit() or ext not in XMP_FORMATS or (ext != "png" and case not in XMP_CASES):
+    known = case in ROBOTS_CASES or case in HEADER_CASES or case in EMBEDDED_CASES
+    if not known or not stem.isdigit() or ext not in XMP_FORMATS or (ext != "png" and case not in EMBEDDED_CASES):
         raise web.HTTPNotFound()
     body = payload(request.path, case, ext)
     headers = {"Content-Type": Image.MIME[XMP_FORMATS[ext]]}
