@@ -522,7 +522,7 @@ def test_robots_and_private(sb: SandboxProcess) -> None:
 def test_crawl_delay_flag() -> None:
     with sandbox(items=2, extra_args=["--crawl-delay", "1.5"]) as other:
         body = fetch(other.url("robots.txt"))[2].decode()
-    assert body == "User-agent: *\nDisallow: /private/\nCrawl-delay: 1.5\n"
+    assert body == "User-agent: *\nDisallow: /private/\nCrawl-delay: 1.5\n" + aipref.robots_lines(None)
 
 
 def test_index_links(sb: SandboxProcess) -> None:
