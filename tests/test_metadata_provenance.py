@@ -5,13 +5,18 @@ provenance columns and the ``imagecrawl metadata`` output."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import struct
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
+from scrapy import Request
+from scrapy.http import Response
 
+from imagecrawl.downloadermiddlewares.optout import skip_log
 from imagecrawl.items import PromptImage
 from imagecrawl.metadata.cli import main
 from imagecrawl.metadata.credentials import read_credentials
@@ -20,7 +25,9 @@ from imagecrawl.metadata.rights import find_xmp, parse_xmp_rights, read_xmp_righ
 from imagecrawl.records import EmbeddedOptOut, SourceHints, build_record
 from imagecrawl.sandbox.signing import manifest, sign
 from imagecrawl.sandbox.sites.aipref import picture, xmp_packet
+from tests.crawlers import make_crawler
 from tests.realworld import REALWORLD
+from tests.sitespider import SiteSpider
 
 FORMATS = ("PNG", "JPEG", "WEBP")
 
@@ -175,3 +182,32 @@ def test_metadata_cli_prints_provenance(tmp_path: Path, capsys: pytest.CaptureFi
     assert rec["digital_source_type"] == "trainedAlgorithmicMedia"
     assert rec["c2pa_actions"][0]["software_agent"] == "TestDiffusion 2.1"
     assert rec["training_refusal"].startswith("embedded_c2pa: ")
+
+
+def _parse_image(tmp_path: Path, body: bytes, url: str = "https://s.example/a.png", **settings: Any) -> Any:
+    crawler = make_crawler(SiteSpider, IMAGECRAWL_STORE=str(tmp_path), IMAGECRAWL_AUTHOR_SALT="s", **settings)
+    crawler._apply_settings()
+    crawler.stats.open_spider()
+    spider = SiteSpider.from_crawler(crawler, start="https://s.example/")
+    response = Response(url, body=body, request=Request(url))
+
+    async def collect() -> list[Any]:
+        return [r async for r in spider.parse_image(response, SourceHints(source="site").to_meta())]
+
+    return crawler, asyncio.run(collect())
+
+
+def test_the_spider_drops_a_refusing_file_counts_and_lists_it(tmp_path: Path) -> None:
+    refusing = picture("s", "JPEG", xmp_packet("DMI-PROHIBITED"))
+    crawler, records = _parse_image(tmp_path, refusing)
+    assert records == []
+    assert crawler.stats.get_value("imagecrawl/optout/embedded_data_mining") == 1
+    skip_log(crawler).close()
+    [line] = [json.loads(x) for x in (tmp_path / "_state" / "optout.jsonl").read_text().splitlines()]
+    assert (line["reason"], line["detail"]) == ("embedded_data_mining", "plus:DataMining DMI-PROHIBITED")
+    crawler, records = _parse_image(tmp_path, refusing, IMAGECRAWL_OPTOUT_EMBEDDED=False)
+    assert [r.data_mining for r in records] == ["DMI-PROHIBITED"]
+    assert crawler.stats.get_value("imagecrawl/optout/embedded_data_mining") is None
+    owned = "https://mine.example/a.jpg"
+    _, records = _parse_image(tmp_path, refusing, owned, IMAGECRAWL_OPTOUT_OWNED_HOSTS=["mine.example"])
+    assert len(records) == 1

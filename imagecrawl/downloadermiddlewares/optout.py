@@ -99,8 +99,8 @@ class OptOutMiddleware:
         config = OptOutConfig.from_settings(crawler.settings)
         if not config.enabled:
             logger.warning(
-                "IMAGECRAWL_OPTOUT_ENABLED is off: X-Robots-Tag, HTML meta robots and TDMRep are NOT "
-                "honoured (only for sites you own)"
+                "IMAGECRAWL_OPTOUT_ENABLED is off: X-Robots-Tag, HTML meta robots, TDMRep, the Content-Usage "
+                "header and embedded data-mining statements are NOT honoured (only for sites you own)"
             )
             raise NotConfigured("IMAGECRAWL_OPTOUT_ENABLED is off")
         config.warn_disabled()
