@@ -46,6 +46,8 @@ def test_usage_header_combines_its_field_lines() -> None:
         ({"train-genai": "n"}, "train-genai"),
         ({"train-ai": "n", "train-genai": "y"}, None),  # the more specific category decides
         ({"train-ai": "y", "train-genai": "n"}, "train-genai"),
+        ({"bots": "n"}, "bots"),  # all automated processing: training inherits it
+        ({"bots": "n", "train-ai": "y"}, None),
         ({"search": "n"}, None),
         ({"train-ai": "?1"}, None),
         ({}, None),
@@ -120,6 +122,12 @@ def test_lines_before_any_group_are_read_as_the_star_group_and_junk_is_ignored()
     junk = "User-agent: *\nContent-Usage: Train-AI=n\nContent-Signal: ai-train\nContent-Usage\n\x00\n"
     assert refusal(junk, "https://s.example/a.png") is None
     assert not parse_robots_prefs("User-agent: *\nDisallow: /\n")
+
+
+def test_odd_case_spacing_comments_and_crlf_are_read() -> None:
+    text = "User-Agent:*\r\ncontent-usage :  /x/   train-ai=n  # comment\r\n"
+    assert refusal(text, "https://s.example/x/1") == ("content_usage", "/x/   train-ai=n")
+    assert refusal(text, "https://s.example/y/1") is None
 
 
 def test_kinds_switched_off_are_not_asked() -> None:

@@ -180,6 +180,12 @@ def test_content_signal_and_usage_lines_refuse_before_the_request(tmp_path: Path
     ]
 
 
+def test_a_robots_txt_with_a_byte_order_mark_still_states_its_signals(tmp_path: Path) -> None:
+    body = b"\xef\xbb\xbfUser-agent: imagecrawl\nContent-Signal: ai-train=yes\n\nUser-agent: *\nContent-Signal: ai-train=no\n"
+    _, mw = robots(tmp_path, body=body)
+    assert fetch(mw, "https://s.example/a.png") == [None]  # our own group, its first line behind the BOM
+
+
 def test_content_signal_and_usage_can_be_switched_off(tmp_path: Path) -> None:
     _, mw = robots(tmp_path, body=PREFS, IMAGECRAWL_OPTOUT_CONTENT_SIGNAL=False)
     results = fetch(mw, "https://s.example/a.png", "https://s.example/open/genai/b.png")

@@ -107,7 +107,7 @@ class RobotsMiddleware(RobotsTxtMiddleware):
             response = response.replace(body=b"")  # "unavailable": no rules (not the error page's text)
         if self.pref_kinds:
             # Stored before the parser is handed out, so the first request already sees them.
-            prefs = parse_robots_prefs(response.body.decode("utf-8", "replace"))
+            prefs = parse_robots_prefs(response.body.decode("utf-8-sig", "replace"))
             if prefs:
                 self._prefs[netloc] = prefs
                 logger.info("robots.txt of %s states AI usage preferences (Content-Signal / Content-Usage)", netloc)

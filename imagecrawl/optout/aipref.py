@@ -4,8 +4,9 @@
   *dictionary* syntax, ``train-ai=n, search=y``: keys are vocabulary categories, values the tokens
   ``y`` / ``n``. It is sent as the ``Content-Usage`` HTTP response header or written as
   ``Content-Usage: [path] prefs`` lines in robots.txt. Categories nest: ``train-genai`` (training
-  generative models) is a part of ``train-ai`` (training any AI model); a statement about the more
-  specific category overrides the general one, an unstated one inherits it (vocab §"Combining").
+  generative models) is a part of ``train-ai`` (training any AI model), itself a part of ``bots``
+  (all automated processing, the root category); a statement about the more specific category
+  overrides the general one, an unstated one inherits it.
 * **Content-Signal** (Cloudflare's Content Signals Policy): ``Content-Signal: search=yes,
   ai-input=yes, ai-train=no`` lines in robots.txt; ``ai-train`` is the one about training.
 
@@ -20,7 +21,7 @@ from collections.abc import Iterable
 from typing import Final
 
 #: The categories whose "no" stops a crawl for a generative-training dataset, most specific first.
-TRAINING_CATEGORIES: Final = ("train-genai", "train-ai")
+TRAINING_CATEGORIES: Final = ("train-genai", "train-ai", "bots")
 #: The Content-Signal key about training.
 SIGNAL_TRAIN: Final = "ai-train"
 
