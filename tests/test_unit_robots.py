@@ -181,7 +181,10 @@ def test_content_signal_and_usage_lines_refuse_before_the_request(tmp_path: Path
 
 
 def test_a_robots_txt_with_a_byte_order_mark_still_states_its_signals(tmp_path: Path) -> None:
-    body = b"\xef\xbb\xbfUser-agent: imagecrawl\nContent-Signal: ai-train=yes\n\nUser-agent: *\nContent-Signal: ai-train=no\n"
+    body = (
+        b"\xef\xbb\xbfUser-agent: imagecrawl\nContent-Signal: ai-train=yes\n\n"
+        b"User-agent: *\nContent-Signal: ai-train=no\n"
+    )
     _, mw = robots(tmp_path, body=body)
     assert fetch(mw, "https://s.example/a.png") == [None]  # our own group, its first line behind the BOM
 
