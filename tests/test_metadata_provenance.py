@@ -211,3 +211,20 @@ def test_the_spider_drops_a_refusing_file_counts_and_lists_it(tmp_path: Path) ->
     owned = "https://mine.example/a.jpg"
     _, records = _parse_image(tmp_path, refusing, owned, IMAGECRAWL_OPTOUT_OWNED_HOSTS=["mine.example"])
     assert len(records) == 1
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_damaged_manifests_never_crash_the_reader(fmt: str) -> None:
+    """Truncated and bit-flipped signed files (hostile downloads): a result every time, never an exception."""
+    data = sign(picture("d", fmt), fmt, manifest("notAllowed"))
+    start = data.find(b"jumb")
+    assert start > 0
+    states = set()
+    for step in range(40):
+        at = start + (len(data) - start) * step // 40
+        flipped = bytearray(data)
+        flipped[at] ^= 0xA5
+        for damaged in (bytes(flipped), data[:at]):
+            creds = read_credentials(damaged)
+            states.add(creds.validation if creds.error is None else "error")
+    assert "invalid" in states or "error" in states
