@@ -341,3 +341,14 @@ def test_content_usage_header_on_an_image_stops_it_before_its_body(tmp_path: Pat
         assert headers_received(crawler, image(), {"Content-Usage": allowed}) == [None], allowed
     crawler, _ = optout(tmp_path, IMAGECRAWL_OPTOUT_CONTENT_USAGE=False)
     assert headers_received(crawler, image(), {"Content-Usage": "train-ai=n"}) == [None]
+
+
+def test_a_page_with_a_content_usage_header_is_marked(tmp_path: Path) -> None:
+    crawler, mw = optout(tmp_path)
+    request, response = page("https://www.example/a", b"<html></html>", {"Content-Usage": "train-genai=n"})
+    mw.process_response(request, response)
+    assert request.meta[meta.OPTOUT_PAGE] == {"reason": "content_usage", "detail": "Content-Usage: train-genai=n"}
+    allowed, allowed_response = page("https://www.example/b", b"<html></html>", {"Content-Usage": "search=n"})
+    mw.process_response(allowed, allowed_response)
+    assert meta.OPTOUT_PAGE not in allowed.meta
+    assert subtree(crawler) == {"imagecrawl/optout/pages/content_usage": 1}
