@@ -26,10 +26,12 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from imagecrawl.schema import SCHEMA_VERSION_KEY
+from imagecrawl.schema import SCHEMA, SCHEMA_VERSION_KEY
 
 #: The ``source`` column is in every file already; only ``date`` comes from the path.
 PARTITIONING = ds.partitioning(pa.schema([("date", pa.string())]), flavor="hive")
+#: Shards of every schema version read with the current columns (a column an older version lacks is null).
+READING_SCHEMA = pa.schema([*SCHEMA, pa.field("date", pa.string())])
 REPORTS_DIR = "_reports"
 SAMPLE_COLUMNS = ("id", "source", "model", "prompt", "width", "height", "image_format", "image_size_bytes")
 
@@ -83,7 +85,12 @@ def dataset_for(store: str) -> ds.Dataset:
     if not files:
         return ds.dataset([], schema=pa.schema([]), format="parquet")
     return ds.dataset(
-        [f.path for f in files], format="parquet", filesystem=fs, partitioning=PARTITIONING, partition_base_dir=base
+        [f.path for f in files],
+        format="parquet",
+        filesystem=fs,
+        partitioning=PARTITIONING,
+        partition_base_dir=base,
+        schema=READING_SCHEMA,
     )
 
 
@@ -213,7 +220,12 @@ def inspect_store(store: str, samples: int = 3, duplicates: bool = True) -> dict
         report.update(duplicate_ids=0, duplicate_sha256=0)
         return report
     dataset = ds.dataset(
-        [f["path"] for f in good], format="parquet", filesystem=fs, partitioning=PARTITIONING, partition_base_dir=base
+        [f["path"] for f in good],
+        format="parquet",
+        filesystem=fs,
+        partitioning=PARTITIONING,
+        partition_base_dir=base,
+        schema=READING_SCHEMA,
     )
     if duplicates:
         dup = _duplicates(dataset)

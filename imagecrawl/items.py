@@ -36,4 +36,9 @@ class PromptImage:
     nsfw: str | None = None
     license: str | None = None
     duplicate_of: str | None = None
+    digital_source_type: str | None = None
+    data_mining: str | None = None
+    c2pa_claim_generator: str | None = None
+    c2pa_actions: str | None = None
+    c2pa_validation: str | None = None
     image: dict[str, Any] | None = field(default=None, repr=False)

@@ -17,6 +17,7 @@ from typing import Any
 from imagecrawl.items import PromptImage
 from imagecrawl.media import DEFAULT_MAX_PIXELS, probe_image
 from imagecrawl.metadata import extract_metadata
+from imagecrawl.metadata.provenance import read_provenance
 from imagecrawl.values import to_float, to_int, to_text
 
 logger = logging.getLogger(__name__)
@@ -55,6 +56,14 @@ class SourceHints:
         return cls(**{k: v for k, v in data.items() if k in cls.__slots__})
 
 
+class EmbeddedOptOut(Exception):
+    """The image file itself forbids training (XMP ``plus:DataMining``, C2PA training-mining)."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason, self.detail = reason, detail
+
+
 def _text(value: Any) -> str | None:
     """Record text: every value but None is taken as its ``str`` (``refuse=()``), then cleaned."""
     return to_text(value, refuse=())
@@ -75,9 +84,15 @@ def build_record(
     salt: bytes,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     now: datetime | None = None,
+    embedded_optout: bool = True,
 ) -> PromptImage:
-    """Build the record; raises :class:`imagecrawl.media.MediaError` for a body that is not an image."""
+    """Build the record; raises :class:`imagecrawl.media.MediaError` for a body that is not an image
+    and, when ``embedded_optout``, :class:`EmbeddedOptOut` for a file that forbids training."""
     facts = probe_image(body, max_pixels=max_pixels)
+    provenance = read_provenance(body)
+    refusal = provenance.refusal() if embedded_optout else None
+    if refusal is not None:
+        raise EmbeddedOptOut(*refusal)
     meta = extract_metadata(body)
     params: dict[str, Any] = {}
     if meta.params:
@@ -128,6 +143,7 @@ def build_record(
         nsfw=_text(hints.nsfw),
         license=_text(hints.license),
         crawled_at=now or datetime.now(UTC),
+        **provenance.columns(),
         image={"bytes": body, "path": _image_name(image_url, facts.sha256, facts.format)},
     )
 

@@ -1,4 +1,8 @@
-"""The Arrow schema of the dataset (v1): column names and types are a contract.
+"""The Arrow schema of the dataset (v2): column names and types are a contract.
+
+Versions are additive: v2 added the nullable provenance columns (``digital_source_type``,
+``data_mining``, ``c2pa_claim_generator``, ``c2pa_actions``, ``c2pa_validation``); a v1 shard reads
+with those columns null (:data:`SCHEMA` is the reading schema too).
 
 Pure module: no Scrapy imports.
 """
@@ -10,7 +14,11 @@ from typing import Any, Final
 
 import pyarrow as pa
 
-SCHEMA_VERSION: Final = "1"
+SCHEMA_VERSION: Final = "2"
+#: The columns each version added (a reader of version N knows these).
+ADDED_IN: Final = {
+    "2": ("digital_source_type", "data_mining", "c2pa_claim_generator", "c2pa_actions", "c2pa_validation"),
+}
 SCHEMA_VERSION_KEY: Final = b"imagecrawl.schema_version"
 
 #: Column order matters: ``image`` stays last so analytics that skip it stay fast.
@@ -41,6 +49,12 @@ SCHEMA: Final = pa.schema(
         pa.field("license", pa.string()),
         pa.field("duplicate_of", pa.string()),
         pa.field("crawled_at", pa.timestamp("us", tz="UTC"), nullable=False),
+        # v2: provenance, from the file's XMP (IPTC / PLUS) and C2PA manifest
+        pa.field("digital_source_type", pa.string()),
+        pa.field("data_mining", pa.string()),
+        pa.field("c2pa_claim_generator", pa.string()),
+        pa.field("c2pa_actions", pa.string()),
+        pa.field("c2pa_validation", pa.string()),
         pa.field("image", pa.struct([pa.field("bytes", pa.binary()), pa.field("path", pa.string())])),
     ]
 )

@@ -114,6 +114,12 @@ IMAGECRAWL_OPTOUT_ENABLED = True
 IMAGECRAWL_OPTOUT_X_ROBOTS_TAG = True
 IMAGECRAWL_OPTOUT_META_ROBOTS = True
 IMAGECRAWL_OPTOUT_TDMREP = True
+# Cloudflare Content Signals (``Content-Signal: ai-train=no`` in robots.txt)
+IMAGECRAWL_OPTOUT_CONTENT_SIGNAL = True
+# IETF aipref ``Content-Usage`` (robots.txt lines and the response header)
+IMAGECRAWL_OPTOUT_CONTENT_USAGE = True
+# data-mining opt-outs inside the image file (IPTC/PLUS XMP ``plus:DataMining``, C2PA training-mining)
+IMAGECRAWL_OPTOUT_EMBEDDED = True
 # Add "noindex", "noimageindex", "none" to honour them too.
 IMAGECRAWL_OPTOUT_DIRECTIVES = ["noai", "noimageai"]
 # JSON lines of every skip; "" = <state dir>/optout.jsonl, "-" = none.

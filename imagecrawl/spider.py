@@ -14,9 +14,11 @@ from scrapy import signals
 from scrapy.http import Response
 
 from imagecrawl import meta
+from imagecrawl.downloadermiddlewares.optout import skip_log
 from imagecrawl.items import PromptImage
 from imagecrawl.media import MediaError
-from imagecrawl.records import SourceHints, build_record
+from imagecrawl.optout.config import OptOutConfig
+from imagecrawl.records import EmbeddedOptOut, SourceHints, build_record
 from imagecrawl.state import author_salt, state_dir_for
 
 logger = logging.getLogger(__name__)
@@ -31,6 +33,7 @@ class ImageSpider(scrapy.Spider):
     _salt: bytes | None = None
     _media_pool: ThreadPoolExecutor | None = None
     _media_threads: int | None = None
+    _optout: OptOutConfig | None = None
 
     def image_request(self, url: str, hints: SourceHints, **kwargs: Any) -> scrapy.Request:
         request_meta = {meta.KIND: "image", **kwargs.pop("meta", {})}
@@ -71,6 +74,13 @@ class ImageSpider(scrapy.Spider):
             self._media_pool.shutdown(wait=True)
             self._media_pool = None
 
+    def _embedded_optout(self, url: str) -> bool:
+        """Whether an image's own data-mining statement is honoured (``IMAGECRAWL_OPTOUT_EMBEDDED``)."""
+        if self._optout is None:
+            self._optout = OptOutConfig.from_settings(self.crawler.settings)
+        config = self._optout
+        return config.enabled and config.embedded and not config.owns(url)
+
     async def parse_image(self, response: Response, hints: dict[str, Any]) -> AsyncIterator[PromptImage]:
         stats = self.crawler.stats
         assert stats is not None
@@ -81,6 +91,7 @@ class ImageSpider(scrapy.Spider):
             body=response.body,
             salt=self.salt,
             max_pixels=self.crawler.settings.getint("IMAGECRAWL_MAX_IMAGE_PIXELS"),
+            embedded_optout=self._embedded_optout(response.url),
         )
         pool = self._media_executor()
         try:
@@ -88,6 +99,9 @@ class ImageSpider(scrapy.Spider):
         except MediaError as exc:
             stats.inc_value(f"imagecrawl/media/errors/{exc.kind}")
             logger.warning("Skipping %s: %s (%s)", response.url, exc, exc.kind)
+            return
+        except EmbeddedOptOut as exc:
+            skip_log(self.crawler).skip(exc.reason, response.url, exc.detail)
             return
         stats.inc_value("imagecrawl/media/images")
         if record.metadata_source is not None and record.metadata_source not in ("api", "html"):

@@ -13,6 +13,8 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 
+from imagecrawl.schema import SCHEMA_VERSION
+
 from .conftest import REPO, MotoS3
 from .stores_util import local_store, s3_store
 
@@ -54,7 +56,7 @@ def test_inspect_local_store_json_and_text(tmp_path_factory: pytest.TempPathFact
     assert report["shards"] == len(truth["shards"]) == crawled.result.stats["imagecrawl/store/shards_committed"]
     assert report["rows"] == len(truth["ids"]) == crawled.result.stats["imagecrawl/store/rows_committed"]
     assert report["bytes"] == truth["bytes"]
-    assert report["schema_versions"] == {"1": len(truth["shards"])}
+    assert report["schema_versions"] == {SCHEMA_VERSION: len(truth["shards"])}
     assert {(g["source"], g["date"]): g["rows"] for g in report["by_source_date"]} == truth["rows"]
     assert report["duplicate_ids"] == 0 and report["duplicate_sha256"] == 0
     assert report["crawled_at"]["min"] <= report["crawled_at"]["max"]
@@ -122,7 +124,7 @@ def test_inspect_s3_store_and_report_in_the_bucket(
     assert report["shards"] == len(shards) == stats["imagecrawl/store/shards_committed"]
     assert report["rows"] == stats["imagecrawl/store/rows_committed"]
     assert report["bytes"] == sum(o["Size"] for o in shards)
-    assert report["schema_versions"] == {"1": len(shards)}
+    assert report["schema_versions"] == {SCHEMA_VERSION: len(shards)}
     assert report["duplicate_ids"] == 0 and report["duplicate_sha256"] == 0
     assert [g["source"] for g in report["by_source_date"]] == ["civitai"]
     assert report["reports"]["run_id"] == run_id and report["reports"]["spider"] == "civitai"

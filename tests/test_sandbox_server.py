@@ -37,6 +37,7 @@ from imagecrawl.sandbox.catalog import (
 from imagecrawl.sandbox.config import CATALOG_KEY, SandboxConfig
 from imagecrawl.sandbox.markup import SANDBOX_GALLERY, gallery_detail, gallery_listing
 from imagecrawl.sandbox.server import main as server_main
+from imagecrawl.sandbox.sites import aipref
 from imagecrawl.sandbox.sites.gallery import gallery_item
 from imagecrawl.sandbox.testing import SandboxProcess, SandboxStartError, sandbox, start_sandbox
 
@@ -510,7 +511,7 @@ def test_benchmark_site_pages_share_the_sandbox_renderer(sb: SandboxProcess, cat
 def test_robots_and_private(sb: SandboxProcess) -> None:
     status, headers, body = fetch(sb.url("robots.txt"))
     assert status == 200 and headers["Content-Type"].startswith("text/plain")
-    assert body.decode() == "User-agent: *\nDisallow: /private/\n"
+    assert body.decode() == "User-agent: *\nDisallow: /private/\n" + aipref.robots_lines(None)
     assert fetch(sb.url("private/staff.html"))[0] == 200
     first = Selector(text=fetch(sb.url("gallery/"))[2].decode())
     assert first.css('a[href^="/private/"]')
@@ -521,7 +522,7 @@ def test_robots_and_private(sb: SandboxProcess) -> None:
 def test_crawl_delay_flag() -> None:
     with sandbox(items=2, extra_args=["--crawl-delay", "1.5"]) as other:
         body = fetch(other.url("robots.txt"))[2].decode()
-    assert body == "User-agent: *\nDisallow: /private/\nCrawl-delay: 1.5\n"
+    assert body == "User-agent: *\nDisallow: /private/\nCrawl-delay: 1.5\n" + aipref.robots_lines(None)
 
 
 def test_index_links(sb: SandboxProcess) -> None:

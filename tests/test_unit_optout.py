@@ -327,3 +327,28 @@ def test_one_skip_log_for_the_crawl(tmp_path: Path) -> None:
     crawler, mw, spider_side = spider_mw(tmp_path)
     assert mw.ledger is spider_side.ledger is skip_log(crawler)
     assert skip_log(make_crawler(IMAGECRAWL_STORE=str(tmp_path))) is not mw.ledger
+
+
+def test_content_usage_header_on_an_image_stops_it_before_its_body(tmp_path: Path) -> None:
+    crawler, mw = optout(tmp_path)
+    request = image()
+    [result] = headers_received(crawler, request, {"Content-Usage": "search=y, train-ai=n"})
+    assert isinstance(result, Failure) and isinstance(result.value, StopDownload)
+    with pytest.raises(IgnoreRequest, match="content_usage"):
+        mw.process_response(request, Response(request.url, request=request))
+    assert subtree(crawler) == {"imagecrawl/optout/content_usage": 1, "imagecrawl/optout/skipped": 1}
+    for allowed in ("train-ai=n, train-genai=y", "search=n", "Train-AI=n"):
+        assert headers_received(crawler, image(), {"Content-Usage": allowed}) == [None], allowed
+    crawler, _ = optout(tmp_path, IMAGECRAWL_OPTOUT_CONTENT_USAGE=False)
+    assert headers_received(crawler, image(), {"Content-Usage": "train-ai=n"}) == [None]
+
+
+def test_a_page_with_a_content_usage_header_is_marked(tmp_path: Path) -> None:
+    crawler, mw = optout(tmp_path)
+    request, response = page("https://www.example/a", b"<html></html>", {"Content-Usage": "train-genai=n"})
+    mw.process_response(request, response)
+    assert request.meta[meta.OPTOUT_PAGE] == {"reason": "content_usage", "detail": "Content-Usage: train-genai=n"}
+    allowed, allowed_response = page("https://www.example/b", b"<html></html>", {"Content-Usage": "search=n"})
+    mw.process_response(allowed, allowed_response)
+    assert meta.OPTOUT_PAGE not in allowed.meta
+    assert subtree(crawler) == {"imagecrawl/optout/pages/content_usage": 1}

@@ -155,3 +155,44 @@ def test_robotstxt_obey_off_is_not_configured_and_warned(tmp_path: Path, caplog:
     with caplog.at_level("WARNING"), pytest.raises(NotConfigured):
         RobotsMiddleware.from_crawler(make_crawler(IMAGECRAWL_STORE=str(tmp_path), ROBOTSTXT_OBEY=False))
     assert "robots.txt is NOT honoured" in caplog.text
+
+
+PREFS = (
+    b"User-agent: *\nDisallow: /private/\nContent-Signal: search=yes, ai-train=no\n"
+    b"Content-Signal: /open/ ai-train=yes\nContent-Usage: /open/genai/ train-genai=n\n"
+)
+
+
+def test_content_signal_and_usage_lines_refuse_before_the_request(tmp_path: Path) -> None:
+    crawler, mw = robots(tmp_path, body=PREFS)
+    results = fetch(mw, "https://s.example/a.png", "https://s.example/open/a.png", "https://s.example/open/genai/b.png")
+    assert isinstance(results[0], IgnoreRequest) and results[1] is None and isinstance(results[2], IgnoreRequest)
+    assert stats(crawler, "imagecrawl/optout") == {
+        "imagecrawl/optout/content_signal": 1,
+        "imagecrawl/optout/content_usage": 1,
+        "imagecrawl/optout/skipped": 2,
+    }
+    skip_log(crawler).close()
+    lines = [json.loads(x) for x in (tmp_path / "_state" / "optout.jsonl").read_text().splitlines()]
+    assert [(x["reason"], x["detail"]) for x in lines] == [
+        ("content_signal", "search=yes, ai-train=no"),
+        ("content_usage", "/open/genai/ train-genai=n"),
+    ]
+
+
+def test_a_robots_txt_with_a_byte_order_mark_still_states_its_signals(tmp_path: Path) -> None:
+    body = (
+        b"\xef\xbb\xbfUser-agent: imagecrawl\nContent-Signal: ai-train=yes\n\n"
+        b"User-agent: *\nContent-Signal: ai-train=no\n"
+    )
+    _, mw = robots(tmp_path, body=body)
+    assert fetch(mw, "https://s.example/a.png") == [None]  # our own group, its first line behind the BOM
+
+
+def test_content_signal_and_usage_can_be_switched_off(tmp_path: Path) -> None:
+    _, mw = robots(tmp_path, body=PREFS, IMAGECRAWL_OPTOUT_CONTENT_SIGNAL=False)
+    results = fetch(mw, "https://s.example/a.png", "https://s.example/open/genai/b.png")
+    assert results[0] is None and isinstance(results[1], IgnoreRequest)
+    _, mw = robots(tmp_path, body=PREFS, IMAGECRAWL_OPTOUT_CONTENT_SIGNAL=False, IMAGECRAWL_OPTOUT_CONTENT_USAGE=False)
+    assert fetch(mw, "https://s.example/a.png", "https://s.example/open/genai/b.png") == [None, None]
+    assert isinstance(fetch(mw, "https://s.example/private/x")[0], IgnoreRequest)  # Disallow still holds

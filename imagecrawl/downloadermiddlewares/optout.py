@@ -3,8 +3,9 @@
 * robots.txt — :mod:`imagecrawl.downloadermiddlewares.robots`.
 * TDMRep file — ``/.well-known/tdmrep.json`` fetched once per site (like robots.txt); a request
   whose path a rule reserves is dropped before it is sent.
-* X-Robots-Tag and the ``tdm-reservation`` header — decided in a ``headers_received`` handler: an
-  opted-out image is abandoned with ``StopDownload`` before its body is read (one header exchange).
+* X-Robots-Tag, the aipref ``Content-Usage`` header (``train-ai=n``) and the ``tdm-reservation``
+  header — decided in a ``headers_received`` handler: an opted-out image is abandoned with
+  ``StopDownload`` before its body is read (one header exchange).
 * HTML meta (robots, our token, tdm-reservation) and header opt-outs of *pages* — recorded on the
   page's request meta (``imagecrawl_optout_page``); the spider middleware
   :class:`imagecrawl.spidermiddlewares.optout.OptOutSpiderMiddleware` drops image requests found
@@ -29,6 +30,7 @@ from scrapy.http.request import NO_CALLBACK
 from scrapy.utils.httpobj import urlparse_cached
 
 from imagecrawl import meta
+from imagecrawl.optout.aipref import parse_content_usage_header, usage_refuses_training
 from imagecrawl.optout.config import OptOutConfig
 from imagecrawl.optout.rules import blocking_directives, parse_x_robots_tag, scan_html_meta
 from imagecrawl.optout.skiplog import SkipLog
@@ -53,6 +55,10 @@ REASONS: Final = (
     "tdmrep_file",
     "tdmrep_header",
     "tdmrep_meta",
+    "content_signal",
+    "content_usage",
+    "embedded_data_mining",
+    "embedded_c2pa",
 )
 
 
@@ -93,8 +99,8 @@ class OptOutMiddleware:
         config = OptOutConfig.from_settings(crawler.settings)
         if not config.enabled:
             logger.warning(
-                "IMAGECRAWL_OPTOUT_ENABLED is off: X-Robots-Tag, HTML meta robots and TDMRep are NOT "
-                "honoured (only for sites you own)"
+                "IMAGECRAWL_OPTOUT_ENABLED is off: X-Robots-Tag, HTML meta robots, TDMRep, the Content-Usage "
+                "header and embedded data-mining statements are NOT honoured (only for sites you own)"
             )
             raise NotConfigured("IMAGECRAWL_OPTOUT_ENABLED is off")
         config.warn_disabled()
@@ -184,6 +190,11 @@ class OptOutMiddleware:
             hits = blocking_directives(found, self.config.directives)
             if hits:
                 return "x_robots_tag", ",".join(hits)
+        if self.config.content_usage:
+            usage = parse_content_usage_header(_header_values(headers, b"Content-Usage"))
+            category = usage_refuses_training(usage)
+            if category is not None:
+                return "content_usage", f"Content-Usage: {category}=n"
         if self.config.tdmrep:
             header = parse_tdm_header(_header_values(headers, b"tdm-reservation"))
             if header is not None and tdm_reserved(request.meta.get(meta.TDM_FILE), header, None):
@@ -222,9 +233,9 @@ class OptOutMiddleware:
     def page_optout(self, request: Request, response: Response) -> tuple[str, str] | None:
         """(reason, detail) when a page says the images on it must not be used."""
         header_value: int | None = None
-        if self.config.x_robots_tag or self.config.tdmrep:
+        if self.config.x_robots_tag or self.config.tdmrep or self.config.content_usage:
             header = self.header_optout(request, response.headers)
-            if header is not None and header[0] == "x_robots_tag":
+            if header is not None and header[0] in ("x_robots_tag", "content_usage"):
                 return header
             header_value = parse_tdm_header(_header_values(response.headers, b"tdm-reservation"))
         meta_reservation: int | None = None

@@ -11,7 +11,10 @@ It is Scrapy's ``RobotsTxtMiddleware`` (Protego, our product token) with:
 * a 5xx robots.txt read as "disallow all" (RFC 9309 §2.3.1.4), a 4xx as "no rules";
 * the ``Crawl-delay`` for our token kept in the crawl's :class:`~imagecrawl.optout.crawldelay.CrawlDelays`
   (the pacing middleware reads it from Scrapy's ``robots_parsed`` signal itself);
-* hosts in ``IMAGECRAWL_OPTOUT_OWNED_HOSTS`` exempt (warned at start).
+* hosts in ``IMAGECRAWL_OPTOUT_OWNED_HOSTS`` exempt (warned at start);
+* the ``Content-Signal`` (``ai-train=no``) and ``Content-Usage`` (``train-ai=n``) lines, which Protego
+  skips, read from the robots.txt text (:mod:`imagecrawl.optout.robotsprefs`): a URL they refuse is
+  not requested (``imagecrawl/optout/content_signal`` / ``content_usage``).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from twisted.internet.defer import Deferred
 from imagecrawl.downloadermiddlewares.optout import skip_log
 from imagecrawl.optout.config import OptOutConfig
 from imagecrawl.optout.crawldelay import CrawlDelays
+from imagecrawl.optout.robotsprefs import RobotsPrefs, parse_robots_prefs, robots_refusal
 from imagecrawl.storage.context import crawl_context
 
 logger = logging.getLogger(__name__)
@@ -55,6 +59,8 @@ class RobotsMiddleware(RobotsTxtMiddleware):
         self.token = self.optout_config.token
         self.skips = skip_log(crawler)
         self.delays = crawl_delays(crawler)
+        self.pref_kinds = self.optout_config.robots_kinds()
+        self._prefs: dict[str, RobotsPrefs] = {}
         crawler.signals.connect(self._robots_parsed, signal=signals.robots_parsed)
 
     async def process_request(self, request: Request) -> None:  # type: ignore[override]
@@ -81,6 +87,15 @@ class RobotsMiddleware(RobotsTxtMiddleware):
         except IgnoreRequest:
             self.skips.skip("robots_txt", request.url, "Disallow")
             raise
+        if rp is None or not self.pref_kinds or request.meta.get("dont_obey_robotstxt"):
+            return
+        refusal = robots_refusal(
+            self._prefs.get(urlparse_cached(request).netloc), self.token, request.url, self.pref_kinds
+        )
+        if refusal is not None:
+            reason, detail = refusal
+            self.skips.skip(reason, request.url, detail)
+            raise IgnoreRequest(f"robots.txt {reason}: {detail}")
 
     async def _parse_robots(self, response: Response, netloc: str, request: Request) -> None:
         if response.status >= 500:
@@ -90,6 +105,12 @@ class RobotsMiddleware(RobotsTxtMiddleware):
             response = response.replace(body=b"User-agent: *\nDisallow: /\n")
         elif response.status >= 400:
             response = response.replace(body=b"")  # "unavailable": no rules (not the error page's text)
+        if self.pref_kinds:
+            # Stored before the parser is handed out, so the first request already sees them.
+            prefs = parse_robots_prefs(response.body.decode("utf-8-sig", "replace"))
+            if prefs:
+                self._prefs[netloc] = prefs
+                logger.info("robots.txt of %s states AI usage preferences (Content-Signal / Content-Usage)", netloc)
         await super()._parse_robots(response, netloc, request)
 
     def _robots_parsed(self, robotparser: RobotParser, request: Request) -> None:

@@ -35,6 +35,7 @@ SCRAPY_GROUPS = (
     "retry/reason_count",
     "item_dropped_reasons_count",
     "log_count",
+    "imagecrawl/optout",  # every opt-out skip by reason (robots_txt, content_signal, embedded_c2pa, ...)
 )
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from imagecrawl.metadata.extract import extract_metadata
+from imagecrawl.metadata.provenance import read_provenance
 from imagecrawl.metadata.types import Limits
 
 logger = logging.getLogger(__name__)
@@ -27,6 +28,15 @@ FIELDS = (
     "params",
     "metadata_source",
 )
+#: Provenance and rights (schema v2 columns, plus the file's own training refusal).
+PROVENANCE_FIELDS = (
+    "digital_source_type",
+    "data_mining",
+    "c2pa_claim_generator",
+    "c2pa_actions",
+    "c2pa_validation",
+    "training_refusal",
+)
 
 
 def record_for(path: str, limits: Limits | None = None) -> dict[str, Any]:
@@ -37,12 +47,12 @@ def record_for(path: str, limits: Limits | None = None) -> dict[str, Any]:
         size = p.stat().st_size
         lim = limits or Limits()
         if size > lim.max_input_bytes:
-            rec.update({f: None for f in FIELDS})
+            rec.update({f: None for f in FIELDS + PROVENANCE_FIELDS})
             rec["error"] = "too_large"
             return rec
         data = p.read_bytes()
     except OSError as exc:
-        rec.update({f: None for f in FIELDS})
+        rec.update({f: None for f in FIELDS + PROVENANCE_FIELDS})
         rec["error"] = f"unreadable: {exc.strerror or exc.__class__.__name__}"
         return rec
     meta = extract_metadata(data, filename=path, limits=limits)
@@ -53,6 +63,11 @@ def record_for(path: str, limits: Limits | None = None) -> dict[str, Any]:
         rec["params"] = None
     rec["generator"] = meta.generator
     rec["image_format"] = meta.image_format
+    provenance = read_provenance(data, limits)
+    rec.update(provenance.columns())
+    rec["c2pa_actions"] = list(provenance.c2pa.actions) or None
+    refusal = provenance.refusal()
+    rec["training_refusal"] = f"{refusal[0]}: {refusal[1]}" if refusal else None
     if meta.error is not None:
         rec["error"] = meta.error
     return rec
@@ -62,7 +77,10 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point; returns 0 when every file could be read, 1 otherwise (2 on usage errors)."""
     parser = argparse.ArgumentParser(
         prog="imagecrawl metadata",
-        description="Print the prompt and generation parameters embedded in AI image files (JSON lines).",
+        description=(
+            "Print the prompt, generation parameters, provenance (IPTC digital source type, C2PA) and "
+            "data-mining rights embedded in image files (JSON lines)."
+        ),
     )
     parser.add_argument("files", nargs="+", metavar="FILE")
     parser.add_argument("--indent", type=int, default=None, help="pretty-print each JSON object")

@@ -21,6 +21,9 @@ class OptOutConfig:
     x_robots_tag: bool = True
     meta_robots: bool = True
     tdmrep: bool = True
+    content_signal: bool = True
+    content_usage: bool = True
+    embedded: bool = True
     directives: frozenset[str] = DEFAULT_DIRECTIVES
     token: str = UA_TOKEN
     log_path: Path | None = None
@@ -51,6 +54,9 @@ class OptOutConfig:
             x_robots_tag=settings.getbool("IMAGECRAWL_OPTOUT_X_ROBOTS_TAG"),
             meta_robots=settings.getbool("IMAGECRAWL_OPTOUT_META_ROBOTS"),
             tdmrep=settings.getbool("IMAGECRAWL_OPTOUT_TDMREP"),
+            content_signal=settings.getbool("IMAGECRAWL_OPTOUT_CONTENT_SIGNAL"),
+            content_usage=settings.getbool("IMAGECRAWL_OPTOUT_CONTENT_USAGE"),
+            embedded=settings.getbool("IMAGECRAWL_OPTOUT_EMBEDDED"),
             directives=directives,
             token=token or UA_TOKEN,
             log_path=log_path,
@@ -66,12 +72,20 @@ class OptOutConfig:
         host = (urlsplit(url).hostname or "").rstrip(".").lower()
         return any(host == h or host.endswith("." + h) for h in self.owned_hosts)
 
+    def robots_kinds(self) -> tuple[str, ...]:
+        """The robots.txt preference lines honoured (``content-signal``, ``content-usage``)."""
+        kinds = (("content-signal", self.content_signal), ("content-usage", self.content_usage))
+        return tuple(kind for kind, on in kinds if on)
+
     def warn_disabled(self) -> None:
         """Switching a rule off is never silent."""
         for name, on in (
             ("IMAGECRAWL_OPTOUT_X_ROBOTS_TAG", self.x_robots_tag),
             ("IMAGECRAWL_OPTOUT_META_ROBOTS", self.meta_robots),
             ("IMAGECRAWL_OPTOUT_TDMREP", self.tdmrep),
+            ("IMAGECRAWL_OPTOUT_CONTENT_SIGNAL", self.content_signal),
+            ("IMAGECRAWL_OPTOUT_CONTENT_USAGE", self.content_usage),
+            ("IMAGECRAWL_OPTOUT_EMBEDDED", self.embedded),
         ):
             if not on:
                 logger.warning("%s is off: that opt-out is NOT honoured (only for sites you own)", name)

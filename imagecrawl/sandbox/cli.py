@@ -24,6 +24,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--page-size", type=int, default=24, help="gallery cards per listing page (default 24)")
     p.add_argument("--crawl-delay", type=float, default=None, help="add a Crawl-delay line to robots.txt")
     p.add_argument(
+        "--content-signal",
+        default=None,
+        metavar="VALUE",
+        help="add a site-wide Content-Signal: VALUE line to robots.txt",
+    )
+    p.add_argument(
         "--rate-limit",
         type=float,
         default=None,
@@ -104,6 +110,7 @@ def sandbox_config(args: argparse.Namespace) -> SandboxConfig:
         seed=args.seed,
         page_size=args.page_size,
         crawl_delay=args.crawl_delay,
+        content_signal=args.content_signal,
         rate_limit=args.rate_limit,
         burst=args.burst,
         retry_after=args.retry_after,

@@ -41,6 +41,7 @@ class SandboxConfig:
     seed: int = 0
     page_size: int = 24
     crawl_delay: float | None = None
+    content_signal: str | None = None  # a site-wide Content-Signal line in robots.txt
     # behaviours (see behaviours.py); all off by default
     rate_limit: float | None = None  # tokens per second per client IP; None = unlimited
     burst: int | None = None  # bucket capacity; default ceil(rate_limit)

@@ -51,6 +51,7 @@ class JsonLinesAccessLogger(AbstractAccessLogger):
             "query": request.rel_url.raw_query_string,
             "status": response.status,
             "bytes": body_bytes_sent(request, response),
+            "length": response.content_length,  # what the headers announced (None when not stated)
             "ua": request.headers.get("User-Agent", ""),
             "remote": peer[0] if peer else request.remote,
         }

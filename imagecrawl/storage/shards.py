@@ -46,7 +46,19 @@ def row_bytes(row: dict[str, Any]) -> int:
     return size + 200
 
 
-_DICTIONARY_COLUMNS = ["source", "model", "sampler", "metadata_source", "image_format", "nsfw", "license"]
+_DICTIONARY_COLUMNS = [
+    "source",
+    "model",
+    "sampler",
+    "metadata_source",
+    "image_format",
+    "nsfw",
+    "license",
+    "digital_source_type",
+    "data_mining",
+    "c2pa_claim_generator",
+    "c2pa_validation",
+]
 SPOOL_SUFFIX = ".spool"
 
 

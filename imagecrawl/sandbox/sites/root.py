@@ -7,6 +7,7 @@ from aiohttp import web
 from imagecrawl.sandbox.config import CONFIG_KEY
 from imagecrawl.sandbox.markup import document
 from imagecrawl.sandbox.responses import html_response
+from imagecrawl.sandbox.sites import aipref
 
 
 async def index(request: web.Request) -> web.Response:
@@ -27,6 +28,7 @@ async def robots(request: web.Request) -> web.Response:
     text = "User-agent: *\nDisallow: /private/\n"
     if cfg.crawl_delay is not None:
         text += f"Crawl-delay: {cfg.crawl_delay:g}\n"
+    text += aipref.robots_lines(cfg.content_signal)
     return web.Response(text=text, content_type="text/plain", charset="utf-8")
 
 

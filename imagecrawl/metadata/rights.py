@@ -1,0 +1,148 @@
+"""Rights and provenance embedded in an image's XMP: PLUS data mining and IPTC digital source type.
+
+Pure (stdlib only, no Scrapy, no XML parser: ``str.find`` and bounded regexes, as
+:func:`imagecrawl.metadata.containers.parse_xmp`).
+
+* ``plus:DataMining`` (PLUS LDF, in IPTC Photo Metadata 2023.1) — a URI of the PLUS vocabulary
+  ``http://ns.useplus.org/ldf/vocab/DMI-…``. Every ``DMI-PROHIBITED…`` value refuses training a
+  generative model: ``-AIMLTRAINING`` and ``-GENAIMLTRAINING`` say so, ``DMI-PROHIBITED`` forbids all
+  data mining, ``-EXCEPTSEARCHENGINEINDEXING`` allows only search indexing, and the
+  ``-SEECONSTRAINT`` / ``-SEEEMBEDDEDRIGHTSEXPR`` / ``-SEELINKEDRIGHTSEXPR`` values defer to a
+  constraint a crawler cannot evaluate (left alone: the safe side). ``DMI-ALLOWED`` and
+  ``DMI-UNSPECIFIED`` do not refuse.
+* ``Iptc4xmpExt:DigitalSourceType`` — a URI of the IPTC NewsCodes vocabulary
+  ``http://cv.iptc.org/newscodes/digitalsourcetype/<code>`` (``trainedAlgorithmicMedia``,
+  ``compositeWithTrainedAlgorithmicMedia``, ``digitalCapture``, ...). The code is kept; a value
+  outside that vocabulary is kept as written.
+
+Both the attribute form (``plus:DataMining="…"``), the element form
+(``<plus:DataMining>…</plus:DataMining>``) and the resource form
+(``<plus:DataMining rdf:resource="…"/>``) are read, whatever prefix the packet binds to the namespace.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from dataclasses import dataclass
+from typing import Final
+
+from imagecrawl.metadata import containers as c
+from imagecrawl.metadata.types import Limits
+
+PLUS_NS: Final = "http://ns.useplus.org/ldf/xmp/1.0/"
+IPTC_EXT_NS: Final = "http://iptc.org/std/Iptc4xmpExt/2008-02-29/"
+PLUS_VOCAB: Final = "http://ns.useplus.org/ldf/vocab/"
+IPTC_DST_VOCAB: Final = "http://cv.iptc.org/newscodes/digitalsourcetype/"
+XMP_PNG_KEY: Final = "XML:com.adobe.xmp"
+_MAX_VALUE: Final = 512
+
+
+@dataclass(frozen=True, slots=True)
+class XmpRights:
+    #: the ``plus:DataMining`` code (``DMI-PROHIBITED-AIMLTRAINING``, ...) or the value as written
+    data_mining: str | None = None
+    #: the IPTC digital source type code (``trainedAlgorithmicMedia``, ...) or the value as written
+    digital_source_type: str | None = None
+
+    @property
+    def refuses_training(self) -> bool:
+        """True when the file's data-mining statement forbids training a generative model."""
+        return self.data_mining is not None and self.data_mining.upper().startswith("DMI-PROHIBITED")
+
+
+def find_xmp(data: bytes, limits: Limits | None = None) -> str | None:
+    """The XMP packet of a PNG (iTXt ``XML:com.adobe.xmp``), JPEG (APP1) or WebP (``XMP `` chunk);
+    for other formats the first ``<x:xmpmeta>`` found in the bytes. None when there is none."""
+    lim = limits or Limits()
+    problems = c.Problems()
+    fmt = c.sniff(data)
+    try:
+        if fmt == "PNG":
+            for _ctype, key, value in c.parse_png(data, lim, problems).texts:
+                if key == XMP_PNG_KEY:
+                    return value
+            return None
+        if fmt == "JPEG":
+            raw = c.parse_jpeg(data, lim, problems).xmp
+            return c.decode_text(raw) if raw else None
+        if fmt == "WEBP":
+            raw = c.parse_webp(data, lim, problems).xmp
+            return c.decode_text(raw) if raw else None
+    except Exception:  # a damaged container has no readable XMP, never a crash
+        return None
+    if fmt is None:
+        return None
+    start = data.find(b"<x:xmpmeta")
+    if start == -1:
+        return None
+    end = data.find(b"</x:xmpmeta>", start, start + lim.max_text_bytes)
+    return c.decode_text(data[start : end + 12]) if end != -1 else None
+
+
+def _prefixes(text: str, namespace: str, default: str) -> list[str]:
+    found = re.findall(r'xmlns:([A-Za-z_][\w.-]*)\s*=\s*["\']' + re.escape(namespace) + r'["\']', text)
+    return list(dict.fromkeys([*found, default]))
+
+
+def _property(text: str, prefix: str, local: str) -> str | None:
+    name = f"{prefix}:{local}"
+    attr = re.search(re.escape(name) + r"""\s*=\s*(["'])(.{0,512}?)\1""", text, re.DOTALL)
+    if attr:
+        return attr.group(2)
+    pos = text.find("<" + name)
+    while pos != -1:
+        gt = text.find(">", pos)
+        if gt == -1:
+            return None
+        tag = text[pos : gt + 1]
+        after = tag[len(name) + 1 : len(name) + 2]
+        if after in (">", " ", "\t", "\n", "\r", "/"):
+            resource = re.search(r"""rdf:resource\s*=\s*(["'])(.{0,512}?)\1""", tag, re.DOTALL)
+            if resource:
+                return resource.group(2)
+            if tag.endswith("/>"):
+                return None
+            end = text.find("</" + name + ">", gt)
+            if end == -1:
+                return None
+            inner = text[gt + 1 : end]
+            li = re.search(r"<rdf:li\b[^>]*>(.{0,512}?)</rdf:li>", inner, re.DOTALL)
+            value = li.group(1) if li else re.sub(r"<[^<>]*>", "", inner)
+            return value[:_MAX_VALUE]
+        pos = text.find("<" + name, pos + 1)
+    return None
+
+
+def _code(value: str | None, vocabulary: str) -> str | None:
+    if value is None:
+        return None
+    value = html.unescape(value).strip()
+    if not value:
+        return None
+    if value.lower().startswith(vocabulary):
+        value = value[len(vocabulary) :].strip("/")
+    return value[:_MAX_VALUE] or None
+
+
+def parse_xmp_rights(text: str | None) -> XmpRights:
+    """The data-mining and digital-source-type statements of an XMP packet (never raises)."""
+    if not text:
+        return XmpRights()
+    mining = next(
+        (v for p in _prefixes(text, PLUS_NS, "plus") if (v := _property(text, p, "DataMining")) is not None), None
+    )
+    source = next(
+        (
+            v
+            for p in _prefixes(text, IPTC_EXT_NS, "Iptc4xmpExt")
+            if (v := _property(text, p, "DigitalSourceType")) is not None
+        ),
+        None,
+    )
+    return XmpRights(data_mining=_code(mining, PLUS_VOCAB), digital_source_type=_code(source, IPTC_DST_VOCAB))
+
+
+def read_xmp_rights(data: bytes, limits: Limits | None = None) -> XmpRights:
+    """:func:`parse_xmp_rights` of the file's XMP packet."""
+    return parse_xmp_rights(find_xmp(data, limits))
