@@ -27,6 +27,7 @@ from urllib.parse import urljoin, urlsplit
 import scrapy
 from scrapy.settings import BaseSettings
 from scrapy.spidermiddlewares.httperror import HttpError
+from scrapy.statscollectors import StatsCollector
 from scrapy.utils._compression import _DecompressionMaxSizeExceeded
 from scrapy.utils.gz import gunzip
 from scrapy.utils.sitemap import sitemap_urls_from_robots
@@ -98,10 +99,11 @@ class SitemapSpider(GallerySpider):
             self._config = SitemapConfig.from_settings(self.crawler.settings)
         return self._config
 
-    def _inc(self, key: str, n: int = 1) -> None:
+    @property
+    def stats(self) -> StatsCollector:
         stats = self.crawler.stats
         assert stats is not None
-        stats.inc_value(f"imagecrawl/pages/sitemap/{key}", n)
+        return stats
 
     async def start(self) -> AsyncIterator[scrapy.Request]:
         if self.max_items == 0:
@@ -144,7 +146,7 @@ class SitemapSpider(GallerySpider):
 
     def parse_robots(self, response: scrapy.http.Response) -> Iterator[scrapy.Request]:
         found = list(dict.fromkeys(sitemap_urls_from_robots(response.body, base_url=response.url)))
-        self._inc("robots_sitemaps", len(found))
+        self.stats.inc_value("imagecrawl/pages/sitemap/robots_sitemaps", len(found))
         if not found:
             logger.info("%s names no sitemap; trying /sitemap.xml", response.url)
             yield from self._fallback(response.url)
@@ -194,13 +196,13 @@ class SitemapSpider(GallerySpider):
             return
         count_errors(self, parsed.errors, response)
         if parsed.truncated:
-            self._inc("truncated")
+            self.stats.inc_value("imagecrawl/pages/sitemap/truncated")
             logger.warning("%s has more than %d entries; the rest are left", response.url, self.config.max_urls)
         if parsed.kind == "sitemapindex":
-            self._inc("indexes")
+            self.stats.inc_value("imagecrawl/pages/sitemap/indexes")
             yield from self._follow_index(parsed, response, depth)
             return
-        self._inc("sitemaps")
+        self.stats.inc_value("imagecrawl/pages/sitemap/sitemaps")
         yield from self._pages(parsed, response)
 
     def _follow_index(
@@ -216,7 +218,7 @@ class SitemapSpider(GallerySpider):
 
     def _pages(self, parsed: sitemaps.ParsedSitemap, response: scrapy.http.Response) -> Iterator[scrapy.Request]:
         for page in parsed.pages:
-            self._inc("pages")
+            self.stats.inc_value("imagecrawl/pages/sitemap/pages")
             if self.use_profile:
                 if page.loc in self._details:
                     continue
@@ -228,7 +230,7 @@ class SitemapSpider(GallerySpider):
             for entry in sitemaps.image_entries(page, self.source):
                 if not self.take_item():
                     break
-                self._inc("images")
+                self.stats.inc_value("imagecrawl/pages/sitemap/images")
                 yield self.image_request(entry.url, entry.hints)
             if not self.budget_left():
                 break
