@@ -104,6 +104,14 @@ SPIDER_MIDDLEWARES = {
     "imagecrawl.spidermiddlewares.optout.OptOutSpiderMiddleware": 550,
 }
 
+# --- incremental runs (docs/spiders.md#incremental-runs): newest-first listings stop at what the store holds ---
+# False: no watermarks are read or written.
+IMAGECRAWL_INCREMENTAL_ENABLED = True
+# True: walk every listing in full (the watermarks are still moved when the walk completes).
+IMAGECRAWL_INCREMENTAL_FULL_WALK = False
+# Stop paging after this many consecutive items the store already holds (0: only the watermark stops).
+IMAGECRAWL_INCREMENTAL_KNOWN_RUN = 50
+
 # --- sitemaps (the sitemap spider, docs/spiders.md): bounds on what one crawl reads ---
 # Bytes of one sitemap as downloaded (after Content-Encoding); the protocol's cap is 50 MB uncompressed.
 IMAGECRAWL_SITEMAP_MAX_BYTES = 50 * 1024 * 1024
