@@ -12,6 +12,10 @@ entries per file, index depth, sitemap files per crawl; an index that leads back
 seen is cut (``sitemap_loop``). A sitemap that cannot be used is a counted, logged skip
 (``imagecrawl/pages/errors/<kind>``). Every request is an ordinary scheduled one: the network guard,
 robots.txt, opt-outs and pacing apply to it as to any other spider's.
+
+Incremental (docs/spiders.md#incremental-runs): the watermark of ``sitemap-<source>:<start_url>`` is
+the newest page ``lastmod`` of the last complete walk; sitemaps of an index and pages whose ``lastmod``
+is at or below it are not fetched again. The walk completes when every sitemap was read.
 """
 
 from __future__ import annotations
@@ -33,10 +37,13 @@ from scrapy.utils.gz import gunzip
 from scrapy.utils.sitemap import sitemap_urls_from_robots
 from twisted.python.failure import Failure
 
+from imagecrawl import meta
+from imagecrawl.incremental import begin_walk
 from imagecrawl.pages import PageError
 from imagecrawl.pages import sitemap as sitemaps
+from imagecrawl.storage.watermarks import normalize_position
 from spiders._util import PAGE_META, count_error, count_errors
-from spiders.gallery import DETAIL_PRIORITY, GallerySpider
+from spiders.gallery import GallerySpider
 
 logger = logging.getLogger(__name__)
 
@@ -92,6 +99,7 @@ class SitemapSpider(GallerySpider):
         self.source = source or DEFAULT_SOURCE
         self._sitemaps: set[str] = set()
         self._config: SitemapConfig | None = None
+        self._outstanding = 0  # sitemap (and robots.txt) requests not answered yet
 
     @property
     def config(self) -> SitemapConfig:
@@ -108,7 +116,12 @@ class SitemapSpider(GallerySpider):
     async def start(self) -> AsyncIterator[scrapy.Request]:
         if self.max_items == 0:
             return
+        source = self.profile.source if self.use_profile else self.source
+        began = await begin_walk(self.crawler, f"sitemap-{source}", self.start_url)
+        if began is not None:
+            self.incremental, self.walk = began
         if is_discovery_url(self.start_url):
+            self._outstanding += 1
             robots = urljoin(self.start_url, "/robots.txt")
             yield scrapy.Request(robots, callback=self.parse_robots, errback=self.robots_failed, meta=dict(PAGE_META))
             return
@@ -131,6 +144,7 @@ class SitemapSpider(GallerySpider):
             count_error(self, "sitemap_limit", origin or url, f"IMAGECRAWL_SITEMAP_MAX_SITEMAPS reached: {url}")
             return None
         self._sitemaps.add(url)
+        self._outstanding += 1
         return scrapy.Request(
             url,
             callback=self.parse_sitemap,
@@ -143,6 +157,13 @@ class SitemapSpider(GallerySpider):
         request = self.sitemap_request(urljoin(url, "/sitemap.xml"), 0)
         if request is not None:
             yield request
+        self._answered()
+
+    def _answered(self) -> None:
+        """One sitemap (or robots.txt) request is done; the walk completes with the last one."""
+        self._outstanding -= 1
+        if self._outstanding == 0 and self.walk is not None and self.budget_left():
+            self.walk.finish()
 
     def parse_robots(self, response: scrapy.http.Response) -> Iterator[scrapy.Request]:
         found = list(dict.fromkeys(sitemap_urls_from_robots(response.body, base_url=response.url)))
@@ -155,6 +176,7 @@ class SitemapSpider(GallerySpider):
             request = self.sitemap_request(url, 0, response.url)
             if request is not None:
                 yield request
+        self._answered()
 
     def robots_failed(self, failure: Failure) -> Iterator[scrapy.Request]:
         request = failure.request  # type: ignore[attr-defined]
@@ -163,10 +185,15 @@ class SitemapSpider(GallerySpider):
 
     def sitemap_failed(self, failure: Failure) -> None:
         request = failure.request  # type: ignore[attr-defined]
+        transient = bool(request.meta.get(meta.DOWNLOAD_ERROR))
         if isinstance(failure.value, HttpError):
             status = failure.value.response.status
+            transient = status >= 500 or status == 429
             count_error(self, "sitemap_unavailable", request.url, f"HTTP {status}")
         # Download errors, the network guard, robots.txt and opt-outs counted and logged their own skips.
+        if transient and self.walk is not None:
+            self.walk.failed = True  # read again next time: the watermark stays
+        self._answered()
 
     def _body(self, response: scrapy.http.Response) -> bytes | None:
         body = response.body
@@ -186,6 +213,10 @@ class SitemapSpider(GallerySpider):
         return None
 
     def parse_sitemap(self, response: scrapy.http.Response, depth: int) -> Iterator[scrapy.Request]:
+        yield from self._read_sitemap(response, depth)
+        self._answered()
+
+    def _read_sitemap(self, response: scrapy.http.Response, depth: int) -> Iterator[scrapy.Request]:
         body = self._body(response)
         if body is None:
             return
@@ -211,27 +242,43 @@ class SitemapSpider(GallerySpider):
         if parsed.sitemaps and depth >= self.config.max_depth:
             count_error(self, "sitemap_depth", response, f"index deeper than IMAGECRAWL_SITEMAP_MAX_DEPTH={depth}")
             return
+        walk = self.walk
         for ref in parsed.sitemaps:
+            if walk is not None and not walk.full and walk.below(normalize_position(ref.lastmod)):
+                self.stats.inc_value("imagecrawl/incremental/skipped_sitemaps")
+                continue
             request = self.sitemap_request(ref.loc, depth + 1, response.url)
             if request is not None:
                 yield request
 
     def _pages(self, parsed: sitemaps.ParsedSitemap, response: scrapy.http.Response) -> Iterator[scrapy.Request]:
+        inc, walk = self.incremental, self.walk
         for page in parsed.pages:
             self.stats.inc_value("imagecrawl/pages/sitemap/pages")
+            if inc is not None and walk is not None:
+                position = normalize_position(page.lastmod)
+                if not walk.full and walk.below(position):
+                    self.stats.inc_value("imagecrawl/incremental/skipped_pages")
+                    continue
+                walk.see(position, known=False)
             if self.use_profile:
                 if page.loc in self._details:
                     continue
                 if not self.take_item():
                     break
                 self._details.add(page.loc)
-                yield scrapy.Request(page.loc, callback=self.parse_detail, meta=self._meta(), priority=DETAIL_PRIORITY)
+                yield self.detail_request(page.loc)
                 continue
             for entry in sitemaps.image_entries(page, self.source):
                 if not self.take_item():
                     break
                 self.stats.inc_value("imagecrawl/pages/sitemap/images")
-                yield self.image_request(entry.url, entry.hints)
+                if inc is None or walk is None:
+                    yield self.image_request(entry.url, entry.hints)
+                else:
+                    yield self.image_request(
+                        entry.url, entry.hints, meta=inc.image_meta(walk), errback=inc.image_failed
+                    )
             if not self.budget_left():
                 break
         if not self.budget_left():
