@@ -98,3 +98,37 @@ def test_s3_watermark_serves_another_machine(sandbox_factory: SandboxFactory, mo
     assert len(paths(log, "/api/v1/images")) <= 2
     assert stats.get("imagecrawl/incremental/stopped/watermark") == 1
     assert len(paths(log, "/images/civitai/")) == 2 and len(ids(store, moto_s3.env)) >= 2
+
+
+@pytest.mark.parametrize("spider", ["gallery", "sitemap"])
+def test_gallery_and_sitemap_second_run(sandbox_factory: SandboxFactory, tmp_path: Path, spider: str) -> None:
+    server = sandbox_factory.start(
+        items=ITEMS, seed=4, extra_args=["--hidden", str(HIDDEN), "--page-size", str(LIMIT)], name=f"inc-{spider}"
+    )
+    store = str(tmp_path / "store")
+
+    def listing(log: list[dict[str, Any]]) -> list[str]:
+        if spider == "gallery":
+            return [f"{r['path']}?{r['query']}" for r in log if r["path"] == "/gallery/"]
+        return paths(log, "/sitemaps/images-")
+
+    settings = {"IMAGECRAWL_INCREMENTAL_KNOWN_RUN": "3"}
+    stats, log = crawl(server, store, spider, **settings)
+    assert len(listing(log)) == math.ceil((ITEMS - HIDDEN) / LIMIT)
+    assert stats["imagecrawl/incremental/saved"] == 1
+    fetched = set(paths(log, "/images/gallery/"))
+    for k in (3, 0):
+        reveal(server, k)
+        stats, log = crawl(server, store, spider, **settings)
+        assert len(listing(log)) <= math.ceil(k / LIMIT) + 1, (k, listing(log))
+        new = set(paths(log, "/images/gallery/"))
+        assert len(new - fetched) == k and len(new) <= k + LIMIT
+        fetched |= new
+        assert stats["imagecrawl/incremental/saved"] == 1
+    if spider == "sitemap":  # the image sitemaps whose lastmod did not move are not fetched again
+        assert stats["imagecrawl/incremental/skipped_sitemaps"] >= math.ceil((ITEMS - HIDDEN) / LIMIT) - 1
+    reveal(server, HIDDEN)
+    crawl(server, store, spider, **settings)
+    fresh = str(tmp_path / "fresh")
+    crawl(server, fresh, spider)
+    assert images(store) == images(fresh)
