@@ -124,7 +124,12 @@ class Incremental:
 
 async def begin_walk(crawler: Crawler, source: str, query: str) -> tuple[Incremental, Walk] | None:
     """The crawl's :class:`Incremental` and a walk of ``<source>:<query>``; None when incremental runs are off."""
-    if not crawler.settings.getbool("IMAGECRAWL_INCREMENTAL_ENABLED"):
+    settings = crawler.settings
+    if not settings.getbool("IMAGECRAWL_INCREMENTAL_ENABLED"):
+        return None
+    if str(settings.get("IMAGECRAWL_REDIS_URL") or settings.get("REDIS_URL") or "").strip():
+        # One walk's pages and images spread over the workers: no single process knows when it is done.
+        logger.info("Incremental runs are off in distributed crawls: %s:%s walks in full", source, query)
         return None
     incremental = crawl_context(crawler).get(Incremental, lambda: Incremental(crawler))
     return incremental, await incremental.begin(source, query)

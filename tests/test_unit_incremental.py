@@ -94,3 +94,10 @@ def test_disabled(tmp_path: Path) -> None:
     crawler._apply_settings()
     assert asyncio.run(begin_walk(crawler, "civitai-images", "q")) is None
     assert not (tmp_path / "_state" / "watermarks.json").exists()
+
+
+def test_off_in_distributed_crawls(tmp_path: Path) -> None:
+    # the add-on itself left out: it would connect to Redis; the spiders only see the setting
+    crawler = make_crawler(IMAGECRAWL_STORE=str(tmp_path), IMAGECRAWL_REDIS_URL="redis://127.0.0.1:1/0", ADDONS={})
+    crawler._apply_settings()
+    assert asyncio.run(begin_walk(crawler, "civitai-images", "q")) is None
