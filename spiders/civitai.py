@@ -13,7 +13,8 @@ Arguments (``-a name=value``):
 * ``username``, ``model_id``  narrow the listing (``model_id`` with ``endpoint=models`` fetches one model)
 
 With ``sort=Newest`` the walk is incremental (docs/spiders.md#incremental-runs): it stops paging at the
-last complete walk's newest ``createdAt`` for the same query, or after a run of images the store holds.
+last complete walk's newest ``createdAt`` for the same query (images API), or after a run of images the
+store holds (both endpoints: a new model may show old images, so ``createdAt`` orders only the images API).
 """
 
 from __future__ import annotations
@@ -135,7 +136,9 @@ class CivitaiSpider(MaxItemsMixin, CursorPagingMixin, ImageSpider):
                 yield self.image_request(entry.url, entry.hints)
                 continue
             record_id = f"{entry.hints.source}:{entry.hints.source_id}" if entry.hints.source_id else None
-            inc.see(walk, normalize_position(entry.hints.params.get("createdAt")), record_id, entry.url)
+            # Models are newest first, their showcase images are not: only the images API has positions.
+            created = entry.hints.params.get("createdAt") if self.endpoint == "images" else None
+            inc.see(walk, normalize_position(created), record_id, entry.url)
             yield self.image_request(entry.url, entry.hints, meta=inc.image_meta(walk), errback=inc.image_failed)
         if not self.budget_left():
             self.log_max_items_reached(logger, "; not following more pages")
