@@ -56,7 +56,12 @@ class Incremental:
         walk = Walk(key, previous, known_run=self.known_run, full=self.full)
         self.walks[key] = walk
         started = Mark(previous.position, previous.walked_at, self.storage.run_id) if previous else None
-        await asyncio.to_thread(self.book.update, {key: started or Mark(started=self.storage.run_id)})
+        try:
+            await asyncio.to_thread(self.book.update, {key: started or Mark(started=self.storage.run_id)})
+        except OSError as exc:
+            # Unmarked, a crash of this walk would go unnoticed by the next run: walk in full instead.
+            logger.warning("Cannot record the start of walk %s (%s): it walks in full", key, exc)
+            walk.full = True
         if previous is not None and previous.position:
             logger.info("Incremental walk %s: stopping at %s (the last complete walk's newest)", key, previous.position)
         elif walk.trusted and self.known_run and not self.full:

@@ -41,6 +41,8 @@ def results(server: SandboxProcess, tmp_path_factory: pytest.TempPathFactory) ->
                 {"IMAGECRAWL_SITEMAP_MAX_DECOMPRESSED_BYTES": 1024},
             ),
             Crawl("five", "sitemap", {"start_url": server.url("sitemaps/index.xml"), "max_items": "5"}),
+            # the network guard as for any spider: loopback is not allowed by default
+            Crawl("guarded", "sitemap", {"start_url": server.base_url}, {"IMAGECRAWL_ALLOWED_NETWORKS": ""}),
         ],
         tmp_path_factory.mktemp("sitemap-crawls"),
     )
@@ -96,3 +98,9 @@ def test_decompressed_size_limit(results: dict[str, CrawlResult]) -> None:
 
 def test_max_items(results: dict[str, CrawlResult]) -> None:
     assert len(results["five"].items) == 5
+
+
+def test_network_guard_applies(results: dict[str, CrawlResult], server: SandboxProcess) -> None:
+    res = results["guarded"]
+    assert res.items == [] and res.stats["imagecrawl/netguard/refused"] >= 1
+    assert not [r for r in server.requests() if r["ua"].startswith("imagecrawl-test/guarded")]

@@ -13,7 +13,8 @@ completed) and ``started`` (the run id of a walk that began and has not complete
   sit above ones it never reached, so a run of known items proves nothing then.
 
 :class:`WatermarkBook` loads and saves the marks: ``<state dir>/watermarks.json`` (written atomically),
-and for S3 stores also the object ``_state/watermarks.json`` in the bucket, which is read first. The
+and for S3 stores also the object ``_state/watermarks.json`` in the bucket, which is read first (when the
+bucket cannot be read or written, the local copy serves; older marks only make a run walk further). The
 caller saves a completed walk only after every row it covers is committed (see
 :mod:`imagecrawl.incremental`). No Scrapy.
 """
@@ -146,7 +147,8 @@ class WatermarkBook:
             with self.store.open(STORE_KEY) as fh:
                 data = json.loads(fh.read().decode("utf-8"))
         except Exception as exc:
-            code = getattr(exc, "response", {}).get("Error", {}).get("Code") if hasattr(exc, "response") else None
+            response = getattr(exc, "response", None)
+            code = response.get("Error", {}).get("Code") if isinstance(response, dict) else None
             if code not in ("NoSuchKey", "404"):
                 logger.warning("Cannot read the watermarks in %s (%s); using the local copy", self.store.url, exc)
             return None
@@ -194,5 +196,8 @@ class WatermarkBook:
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
         if isinstance(self.store, S3Store):
-            self.store.put_bytes(STORE_KEY, body.encode("utf-8"), "application/json")
+            try:
+                self.store.put_bytes(STORE_KEY, body.encode("utf-8"), "application/json")
+            except Exception as exc:  # the bucket keeps the older marks: a run reading them walks further
+                logger.warning("Cannot write the watermarks to %s (%s); kept in %s", self.store.url, exc, self.path)
         return marks
