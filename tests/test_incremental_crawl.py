@@ -132,3 +132,42 @@ def test_gallery_and_sitemap_second_run(sandbox_factory: SandboxFactory, tmp_pat
     fresh = str(tmp_path / "fresh")
     crawl(server, fresh, spider)
     assert images(store) == images(fresh)
+
+
+def test_a_killed_walk_moves_no_watermark(sandbox_factory: SandboxFactory, tmp_path: Path) -> None:
+    """Run 2 dies (kill -9) after its first shard of new items is committed: the new rows sit at the
+    top of the listing, the ones it never reached below them. Run 3 must not stop on the known run at
+    the top: it walks down to run 1's watermark and the store ends as one full walk's."""
+    server = sandbox_factory.start(items=60, seed=8, extra_args=["--hidden", "30"], name="inc-kill")
+    store = str(tmp_path / "store")
+    settings = {"IMAGECRAWL_INCREMENTAL_KNOWN_RUN": "2", "IMAGECRAWL_SHARD_MAX_ROWS": "4"}
+    crawl(server, store, **settings)
+    marks_path = tmp_path / "store" / "_state" / "watermarks.json"
+    before = json.loads(marks_path.read_text())["marks"]
+    reveal(server, 30)
+    killed = run_crawl(
+        "civitai",
+        store=store,
+        args={"api_url": server.base_url.rstrip("/"), "limit": LIMIT, "nsfw": "X"},
+        # one request at a time, first in first out: the rows committed before the kill are the top
+        # of the listing, the run of known items a careless next run would stop on
+        settings={
+            "IMAGECRAWL_NEAR_DEDUPE_ENABLED": "False",
+            "CONCURRENT_REQUESTS": "1",
+            "SCHEDULER_MEMORY_QUEUE": "scrapy.squeues.FifoMemoryQueue",
+            **settings,
+        },
+        env={"IMAGECRAWL_FAILPOINTS": "shard.commit.after:1"},
+        check=False,
+    )
+    assert killed.returncode != 0 and "failpoint shard.commit.after reached" in killed.stderr
+    after = json.loads(marks_path.read_text())["marks"]
+    (key,) = before
+    assert after[key]["position"] == before[key]["position"] and after[key]["started"]
+    committed = len(ids(store))
+    stats, log = crawl(server, store, **settings)
+    assert "imagecrawl/incremental/stopped/known_run" not in stats
+    assert len(paths(log, "/api/v1/images")) >= 3  # the 30 new items span 3 pages of 10
+    fresh = str(tmp_path / "fresh")
+    crawl(server, fresh, **settings)
+    assert len(ids(store)) > committed and images(store) == images(fresh)

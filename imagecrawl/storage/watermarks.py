@@ -87,6 +87,7 @@ class Walk:
     newest: str | None = None
     run_of_known: int = 0
     reached: bool = False
+    known_run_hit: bool = False
     complete: bool = False
     failed: bool = False
     seen: int = 0
@@ -114,6 +115,8 @@ class Walk:
         if self.below(position):
             self.reached = True
         self.run_of_known = self.run_of_known + 1 if known else 0
+        if self.known_run > 0 and self.run_of_known >= self.known_run:
+            self.known_run_hit = True
 
     def keep_paging(self) -> bool:
         """Whether the next page is worth requesting (always, for a full walk)."""
@@ -122,7 +125,7 @@ class Walk:
         if self.reached:
             self.stopped_by = "watermark"
             return False
-        if self.known_run > 0 and self.trusted and self.run_of_known >= self.known_run:
+        if self.known_run_hit and self.trusted:
             self.stopped_by = "known_run"
             return False
         return True
