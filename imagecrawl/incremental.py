@@ -96,7 +96,8 @@ class Incremental:
             return
         value = failure.value
         transient = isinstance(value, HttpError) and (value.response.status >= 500 or value.response.status == 429)
-        if request.meta.get(meta.DOWNLOAD_ERROR) or transient:
+        # an image over DOWNLOAD_MAXSIZE stays so; timeouts, resets and the like may not
+        if request.meta.get(meta.DOWNLOAD_ERROR) not in (None, "maxsize") or transient:
             if not walk.failed:
                 logger.warning("Incremental walk %s keeps its watermark: %s failed", walk.key, request.url)
             walk.failed = True

@@ -185,7 +185,8 @@ class SitemapSpider(GallerySpider):
 
     def sitemap_failed(self, failure: Failure) -> None:
         request = failure.request  # type: ignore[attr-defined]
-        transient = bool(request.meta.get(meta.DOWNLOAD_ERROR))
+        # a sitemap over IMAGECRAWL_SITEMAP_MAX_BYTES stays so: only other download errors are transient
+        transient = request.meta.get(meta.DOWNLOAD_ERROR) not in (None, "maxsize")
         if isinstance(failure.value, HttpError):
             status = failure.value.response.status
             transient = status >= 500 or status == 429

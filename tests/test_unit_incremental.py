@@ -101,3 +101,24 @@ def test_off_in_distributed_crawls(tmp_path: Path) -> None:
     crawler = make_crawler(IMAGECRAWL_STORE=str(tmp_path), IMAGECRAWL_REDIS_URL="redis://127.0.0.1:1/0", ADDONS={})
     crawler._apply_settings()
     assert asyncio.run(begin_walk(crawler, "civitai-images", "q")) is None
+
+
+def test_failed_downloads_keep_the_watermark(tmp_path: Path) -> None:
+    from scrapy import Request
+    from scrapy.exceptions import IgnoreRequest
+    from twisted.python.failure import Failure
+
+    from imagecrawl import meta
+
+    inc = incremental(tmp_path)
+    (walk,) = inc.walks.values()
+
+    def fail(kind: str) -> None:
+        failure = Failure(IgnoreRequest(kind))
+        failure.request = Request("http://127.0.0.1:9/i.png", meta={meta.WALK: walk.key, meta.DOWNLOAD_ERROR: kind})  # type: ignore[attr-defined]
+        inc.image_failed(failure)
+
+    fail("maxsize")  # too large stays too large: not a reason to walk again
+    assert not walk.failed
+    fail("timeout")
+    assert walk.failed
