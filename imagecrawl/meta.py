@@ -38,6 +38,9 @@ OPTOUT_PAGE: Final = "imagecrawl_optout_page"
 TDM_FILE: Final = "imagecrawl_tdm_file"
 #: the kind of download error (``timeout``, ``dns``, ...) of a request that failed
 DOWNLOAD_ERROR: Final = "imagecrawl_download_error"
+#: the incremental walk (``<source>:<query>``) an image request belongs to: a download that fails
+#: keeps the walk's watermark where it was
+WALK: Final = "imagecrawl_walk"
 #: distributed crawls: the lease id of a request popped from the shared frontier
 LEASE: Final = "imagecrawl_lease"
 
@@ -56,5 +59,6 @@ ALL: Final = (
     OPTOUT_PAGE,
     TDM_FILE,
     DOWNLOAD_ERROR,
+    WALK,
     LEASE,
 )

@@ -104,6 +104,26 @@ SPIDER_MIDDLEWARES = {
     "imagecrawl.spidermiddlewares.optout.OptOutSpiderMiddleware": 550,
 }
 
+# --- incremental runs (docs/spiders.md#incremental-runs): newest-first listings stop at what the store holds ---
+# False: no watermarks are read or written.
+IMAGECRAWL_INCREMENTAL_ENABLED = True
+# True: walk every listing in full (the watermarks are still moved when the walk completes).
+IMAGECRAWL_INCREMENTAL_FULL_WALK = False
+# Stop paging after this many consecutive items the store already holds (0: only the watermark stops).
+IMAGECRAWL_INCREMENTAL_KNOWN_RUN = 50
+
+# --- sitemaps (the sitemap spider, docs/spiders.md): bounds on what one crawl reads ---
+# Bytes of one sitemap as downloaded (after Content-Encoding); the protocol's cap is 50 MB uncompressed.
+IMAGECRAWL_SITEMAP_MAX_BYTES = 50 * 1024 * 1024
+# Bytes a gzipped sitemap (.xml.gz) may decompress to; past it the sitemap is skipped.
+IMAGECRAWL_SITEMAP_MAX_DECOMPRESSED_BYTES = 50 * 1024 * 1024
+# Entries (<url> or <sitemap>) taken from one sitemap file; the protocol allows 50,000.
+IMAGECRAWL_SITEMAP_MAX_URLS = 50_000
+# Sitemap indexes nested deeper than this are not followed (0: only the sitemaps found first).
+IMAGECRAWL_SITEMAP_MAX_DEPTH = 3
+# Sitemap files one crawl fetches at most (indexes included).
+IMAGECRAWL_SITEMAP_MAX_SITEMAPS = 1000
+
 # --- identity, opt-outs, network guard (docs/optout.md); switching a rule off is logged at WARNING ---
 IMAGECRAWL_IDENTITY_ENABLED = True
 IMAGECRAWL_NETGUARD_ENABLED = True

@@ -11,6 +11,10 @@ Arguments (``-a name=value``):
 * ``limit``     page size, default 100, 1..200 (the models endpoint caps it at 100; never above
   ``max_items``)
 * ``username``, ``model_id``  narrow the listing (``model_id`` with ``endpoint=models`` fetches one model)
+
+With ``sort=Newest`` the walk is incremental (docs/spiders.md#incremental-runs): it stops paging at the
+last complete walk's newest ``createdAt`` for the same query (images API), or after a run of images the
+store holds (both endpoints: a new model may show old images, so ``createdAt`` orders only the images API).
 """
 
 from __future__ import annotations
@@ -18,13 +22,16 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import scrapy
 from scrapy.http import Response
 
+from imagecrawl.incremental import Incremental, begin_walk
 from imagecrawl.pages import PageError, ParsedPage
 from imagecrawl.pages import civitai as pages
 from imagecrawl.spider import ImageSpider
+from imagecrawl.storage.watermarks import Walk, normalize_position
 from imagecrawl.values import is_http_url
 from spiders._util import PAGE_META, CursorPagingMixin, MaxItemsMixin, count_error, count_errors, optional_int
 
@@ -83,10 +90,23 @@ class CivitaiSpider(MaxItemsMixin, CursorPagingMixin, ImageSpider):
             model_id=model_id or None,
         )
         self.start_paging(self.first_url)
+        self.newest_first = (sort or "Newest") == "Newest"
+        self.incremental: Incremental | None = None
+        self.walk: Walk | None = None
+
+    def walk_query(self) -> str:
+        """The query of this crawl's walk: the first URL without its page size."""
+        parts = urlsplit(self.first_url)
+        query = urlencode([(k, v) for k, v in parse_qsl(parts.query) if k not in ("limit", "cursor")])
+        return urlunsplit(parts._replace(query=query))
 
     async def start(self) -> AsyncIterator[scrapy.Request]:
         if self.max_items == 0:
             return
+        if self.newest_first:
+            began = await begin_walk(self.crawler, f"civitai-{self.endpoint}", self.walk_query())
+            if began is not None:
+                self.incremental, self.walk = began
         yield scrapy.Request(self.first_url, callback=self.parse_page, meta=dict(PAGE_META))
 
     def _parse_body(self, response: Response) -> ParsedPage:
@@ -108,13 +128,25 @@ class CivitaiSpider(MaxItemsMixin, CursorPagingMixin, ImageSpider):
         if filtered:
             stats.inc_value("imagecrawl/pages/civitai/filtered_nsfw", filtered)
         count_errors(self, (k for k in page.errors if k != "filtered_nsfw"), response)
+        inc, walk = self.incremental, self.walk
         for entry in page.entries:
             if not self.take_item():
                 break
-            yield self.image_request(entry.url, entry.hints)
+            if inc is None or walk is None:
+                yield self.image_request(entry.url, entry.hints)
+                continue
+            record_id = f"{entry.hints.source}:{entry.hints.source_id}" if entry.hints.source_id else None
+            # Models are newest first, their showcase images are not: only the images API has positions.
+            created = entry.hints.params.get("createdAt") if self.endpoint == "images" else None
+            inc.see(walk, normalize_position(created), record_id, entry.url)
+            yield self.image_request(entry.url, entry.hints, meta=inc.image_meta(walk), errback=inc.image_failed)
         if not self.budget_left():
             self.log_max_items_reached(logger, "; not following more pages")
+            return
+        if inc is not None and walk is not None and inc.stop(walk):
             return
         request = self.next_page_request(page, response, self.parse_page)
         if request is not None:
             yield request
+        elif walk is not None:
+            walk.finish()

@@ -5,6 +5,10 @@ Arguments: ``profile`` (a TOML path or a bundled profile name, default ``sandbox
 (overrides the profile's), ``max_pages`` (listing pages to visit, default unlimited), ``max_items``
 (detail pages to request, default unlimited; each gives at most one image).
 
+A profile with ``[listing] newest_first = true`` walks incrementally (docs/spiders.md#incremental-runs):
+once the last walk of the same listing completed, paging stops after
+``IMAGECRAWL_INCREMENTAL_KNOWN_RUN`` detail pages in a row whose records the store holds.
+
 ``source_id`` is derived from the detail URL (see :func:`imagecrawl.pages.gallery.detail_id`): group 1
 of the profile's ``detail.id_pattern``, else the URL's last path segment.
 """
@@ -21,9 +25,11 @@ from scrapy.http import Response, TextResponse
 
 from imagecrawl import browser
 from imagecrawl.browser import BrowserConfig
+from imagecrawl.incremental import Incremental, begin_walk
 from imagecrawl.pages import PageError
 from imagecrawl.pages import gallery as pages
 from imagecrawl.spider import ImageSpider
+from imagecrawl.storage.watermarks import Walk
 from imagecrawl.values import is_http_url
 from spiders._util import PAGE_META, MaxItemsMixin, count_error, optional_int
 
@@ -57,6 +63,8 @@ class GallerySpider(MaxItemsMixin, ImageSpider):
         self.max_items = optional_int(max_items, "max_items")
         self.pages_requested = 0
         self._details: set[str] = set()
+        self.incremental: Incremental | None = None
+        self.walk: Walk | None = None
 
     browser: BrowserConfig | None = None
 
@@ -79,6 +87,10 @@ class GallerySpider(MaxItemsMixin, ImageSpider):
     async def start(self) -> AsyncIterator[scrapy.Request]:
         if self.max_pages == 0 or self.max_items == 0:
             return
+        if self.profile.newest_first:
+            began = await begin_walk(self.crawler, self.profile.source, self.start_url)
+            if began is not None:
+                self.incremental, self.walk = began
         self.pages_requested += 1
         yield scrapy.Request(self.start_url, callback=self.parse_listing, meta=self._meta(listing=True))
 
@@ -101,23 +113,43 @@ class GallerySpider(MaxItemsMixin, ImageSpider):
         self._unhealthy(listing.healthy, response)
         if not listing.detail_urls:
             count_error(self, "missing_element", response, "no detail links on the listing page")
+        inc, walk = self.incremental, self.walk
         for url in listing.detail_urls:
             if url in self._details:
                 continue
             if not self.take_item():
                 break
             self._details.add(url)
-            yield scrapy.Request(url, callback=self.parse_detail, meta=self._meta(), priority=DETAIL_PRIORITY)
+            yield self.detail_request(url)
+            if inc is not None and walk is not None:
+                inc.see(walk, None, f"{self.profile.source}:{pages.detail_id(url, self.profile)}")
         if not self.budget_left():
             self.log_max_items_reached(logger, "; not following more listing pages")
             return
+        if inc is not None and walk is not None and inc.stop(walk):
+            return
         if listing.next_url is None:
+            if walk is not None:
+                walk.finish()
             return
         if self.max_pages is not None and self.pages_requested >= self.max_pages:
             logger.info("max_pages=%d reached", self.max_pages)
             return
         self.pages_requested += 1
         yield scrapy.Request(listing.next_url, callback=self.parse_listing, meta=self._meta(listing=True))
+
+    def detail_request(self, url: str) -> scrapy.Request:
+        """A detail page; in an incremental walk, one that fails keeps the walk's watermark."""
+        inc, walk = self.incremental, self.walk
+        if inc is None or walk is None:
+            return scrapy.Request(url, callback=self.parse_detail, meta=self._meta(), priority=DETAIL_PRIORITY)
+        return scrapy.Request(
+            url,
+            callback=self.parse_detail,
+            errback=inc.image_failed,
+            meta={**self._meta(), **inc.image_meta(walk)},
+            priority=DETAIL_PRIORITY,
+        )
 
     def parse_detail(self, response: Response) -> Iterator[scrapy.Request]:
         if not isinstance(response, TextResponse):
@@ -132,4 +164,8 @@ class GallerySpider(MaxItemsMixin, ImageSpider):
         stats = self.crawler.stats
         assert stats is not None
         stats.inc_value("imagecrawl/pages/gallery/details")
-        yield self.image_request(entry.url, entry.hints)
+        inc, walk = self.incremental, self.walk
+        if inc is None or walk is None:
+            yield self.image_request(entry.url, entry.hints)
+        else:
+            yield self.image_request(entry.url, entry.hints, meta=inc.image_meta(walk), errback=inc.image_failed)

@@ -511,7 +511,8 @@ def test_benchmark_site_pages_share_the_sandbox_renderer(sb: SandboxProcess, cat
 def test_robots_and_private(sb: SandboxProcess) -> None:
     status, headers, body = fetch(sb.url("robots.txt"))
     assert status == 200 and headers["Content-Type"].startswith("text/plain")
-    assert body.decode() == "User-agent: *\nDisallow: /private/\n" + aipref.robots_lines(None)
+    sitemap = f"\nSitemap: {sb.url('sitemaps/index.xml')}\n"
+    assert body.decode() == "User-agent: *\nDisallow: /private/\n" + aipref.robots_lines(None) + sitemap
     assert fetch(sb.url("private/staff.html"))[0] == 200
     first = Selector(text=fetch(sb.url("gallery/"))[2].decode())
     assert first.css('a[href^="/private/"]')
@@ -522,7 +523,8 @@ def test_robots_and_private(sb: SandboxProcess) -> None:
 def test_crawl_delay_flag() -> None:
     with sandbox(items=2, extra_args=["--crawl-delay", "1.5"]) as other:
         body = fetch(other.url("robots.txt"))[2].decode()
-    assert body == "User-agent: *\nDisallow: /private/\nCrawl-delay: 1.5\n" + aipref.robots_lines(None)
+    sitemap = f"\nSitemap: {other.url('sitemaps/index.xml')}\n"
+    assert body == "User-agent: *\nDisallow: /private/\nCrawl-delay: 1.5\n" + aipref.robots_lines(None) + sitemap
 
 
 def test_index_links(sb: SandboxProcess) -> None:

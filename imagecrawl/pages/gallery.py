@@ -11,6 +11,8 @@ A *profile* is a small TOML file describing one site::
     [listing]
     item_links = "a.card"                 # detail links (elements → their href, or ::attr(href))
     next_page = "a.next[rel=next]"        # optional: the next listing page
+    newest_first = true                   # optional: the listing shows the newest items first, so an
+                                          # incremental run stops after a run of items the store holds
 
     [detail]
     image = "figure.artwork img.main"     # the image (elements → src / data-src, or ::attr(...))
@@ -98,6 +100,7 @@ class Profile:
     param_map: dict[str, str] = field(default_factory=dict)
     render: str = "http"
     healthy_marker: Sel | None = None
+    newest_first: bool = False
     path: str = "<memory>"
 
 
@@ -223,6 +226,9 @@ def profile_from_toml(text: str, path: str = "<memory>") -> Profile:
                 f"{path}: detail.param_map.{label} must be one of {', '.join(HINT_FIELDS)}, got {target!r}"
             )
         param_map[_label_key(label)] = target
+    newest_first = listing.get("newest_first", False)
+    if not isinstance(newest_first, bool):
+        raise ValueError(f"{path}: listing.newest_first must be true or false, got {newest_first!r}")
     item_links = selector(listing, "item_links", "listing", required=True)
     image = selector(detail, "image", "detail", required=True)
     assert item_links is not None and image is not None
@@ -232,6 +238,7 @@ def profile_from_toml(text: str, path: str = "<memory>") -> Profile:
         start_url=start_url,
         item_links=item_links,
         next_page=selector(listing, "next_page", "listing"),
+        newest_first=newest_first,
         image=image,
         prompt=selector(detail, "prompt", "detail"),
         negative_prompt=selector(detail, "negative_prompt", "detail"),

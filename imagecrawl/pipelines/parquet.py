@@ -100,6 +100,9 @@ class ParquetPipeline:
                 self.outbox.dir,
                 ", ".join(left),
             )
+        else:
+            for hook in crawl_context(self.crawler).commit_hooks:
+                hook()
         self.storage.close()
 
     # -- items --------------------------------------------------------------------------------

@@ -109,17 +109,26 @@ class Catalog:
     seed: int
     _by_source: dict[str, list[Entry]] = field(default_factory=dict, repr=False)
     _by_id: dict[tuple[str, str], Entry] = field(default_factory=dict, repr=False)
+    #: the newest entries of every source not served yet (``--hidden``; revealed between runs)
+    hidden: int = 0
 
     def entries(self, source: str) -> list[Entry]:
+        """The served entries of ``source``, newest first (the ``hidden`` newest left out)."""
         if source not in self._by_source:
             raise KeyError(source)
-        return list(self._by_source[source])
+        return list(self._by_source[source][self.hidden :])
+
+    def reveal(self, n: int) -> int:
+        """Serve the ``n`` newest hidden entries of every source from now on; how many stay hidden."""
+        self.hidden = max(0, self.hidden - max(0, n))
+        return self.hidden
 
     def get(self, source: str, id: str) -> Entry:
         return self._by_id[(source, id)]
 
     def find(self, source: str, id: str) -> Entry | None:
-        return self._by_id.get((source, id))
+        entry = self._by_id.get((source, id))
+        return entry if entry is not None and entry.index >= self.hidden else None
 
     def lexica_search(self, q: str, limit: int = 50) -> list[Entry]:
         """Lexica entries whose prompt contains every whitespace-separated word of ``q``
@@ -128,7 +137,7 @@ class Catalog:
         if not words:
             return []
         out: list[Entry] = []
-        for e in self._by_source["lexica"]:
+        for e in self.entries("lexica"):
             p = e.prompt.casefold()
             if all(w in p for w in words):
                 out.append(e)

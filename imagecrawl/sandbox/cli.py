@@ -21,6 +21,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8765, help="port; 0 picks a free one")
     p.add_argument("--items", type=int, default=200, help="entries per source (default 200)")
     p.add_argument("--seed", type=int, default=0, help="catalog seed (default 0)")
+    p.add_argument(
+        "--hidden",
+        type=int,
+        default=0,
+        help="of the --items, the N newest per source are served only after POST /_sandbox/reveal?n=K",
+    )
     p.add_argument("--page-size", type=int, default=24, help="gallery cards per listing page (default 24)")
     p.add_argument("--crawl-delay", type=float, default=None, help="add a Crawl-delay line to robots.txt")
     p.add_argument(
@@ -77,6 +83,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.items < 0 or args.page_size < 1:
         p.error("--items must be >= 0 and --page-size >= 1")
+    if not 0 <= args.hidden <= args.items:
+        p.error("--hidden must be between 0 and --items")
     if args.rate_limit is not None and args.rate_limit <= 0:
         p.error("--rate-limit must be > 0")
     if args.burst is not None and args.burst < 1:
@@ -108,6 +116,7 @@ def sandbox_config(args: argparse.Namespace) -> SandboxConfig:
     return SandboxConfig(
         items=args.items,
         seed=args.seed,
+        hidden=args.hidden,
         page_size=args.page_size,
         crawl_delay=args.crawl_delay,
         content_signal=args.content_signal,

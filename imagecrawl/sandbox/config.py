@@ -39,6 +39,7 @@ class MisbehaveConfig:
 class SandboxConfig:
     items: int = 200
     seed: int = 0
+    hidden: int = 0  # the newest entries per source served only after POST /_sandbox/reveal
     page_size: int = 24
     crawl_delay: float | None = None
     content_signal: str | None = None  # a site-wide Content-Signal line in robots.txt

@@ -27,7 +27,7 @@ from imagecrawl.sandbox.behaviours import build_middlewares
 from imagecrawl.sandbox.catalog import build_catalog
 from imagecrawl.sandbox.config import CATALOG_KEY, CONFIG_KEY, LOGFILE_KEY, SandboxConfig
 from imagecrawl.sandbox.requestlog import JsonLinesAccessLogger
-from imagecrawl.sandbox.sites import aipref, civitai, gallery, images, jsgallery, lexica, optout, root
+from imagecrawl.sandbox.sites import aipref, civitai, gallery, growth, images, jsgallery, lexica, optout, root, sitemaps
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +41,8 @@ SITES: tuple[Callable[[web.Application], None], ...] = (
     jsgallery.add_routes,  # /jsgallery/: items appear only after JavaScript runs
     optout.add_routes,  # /optout/, /.well-known/tdmrep.json
     aipref.add_routes,  # /aipref/: Content-Signal, Content-Usage, embedded data-mining rights
+    sitemaps.add_routes,  # /sitemap.xml, /sitemaps/: index, image sitemaps with lastmod, gzip, a bad one
+    growth.add_routes,  # POST /_sandbox/reveal: the catalog gains items between runs
 )
 
 
@@ -52,6 +54,7 @@ def create_app(config: SandboxConfig, log_file: IO[str] | None = None) -> web.Ap
     app = web.Application(middlewares=build_middlewares(config))
     app.on_response_prepare.append(_server_header)
     app[CATALOG_KEY] = build_catalog(config.items, config.seed)
+    app[CATALOG_KEY].hidden = config.hidden
     app[CONFIG_KEY] = config
     app[LOGFILE_KEY] = log_file
     for add_routes in SITES:

@@ -101,6 +101,9 @@ class CrawlContext:
         self._limiter_made = False
         #: published by components with per-site state (the pacing runtime); read by the monitor
         self.snapshot_providers: list[SnapshotProvider] = []
+        #: called by the Parquet pipeline at close once every row of the crawl is committed to the store
+        #: (nothing left in the outbox); what must wait for committed rows (watermarks) hooks in here
+        self.commit_hooks: list[Callable[[], None]] = []
 
     @property
     def storage(self) -> CrawlStorage:

@@ -1,4 +1,5 @@
-"""The site root: the index page, ``/robots.txt`` and the robots-disallowed ``/private/`` pages."""
+"""The site root: the index page, ``/robots.txt`` (naming the sitemap index) and the robots-disallowed
+``/private/`` pages."""
 
 from __future__ import annotations
 
@@ -6,8 +7,9 @@ from aiohttp import web
 
 from imagecrawl.sandbox.config import CONFIG_KEY
 from imagecrawl.sandbox.markup import document
-from imagecrawl.sandbox.responses import html_response
+from imagecrawl.sandbox.responses import base_url, html_response
 from imagecrawl.sandbox.sites import aipref
+from imagecrawl.sandbox.sites.sitemaps import SITEMAP_INDEX
 
 
 async def index(request: web.Request) -> web.Response:
@@ -29,6 +31,7 @@ async def robots(request: web.Request) -> web.Response:
     if cfg.crawl_delay is not None:
         text += f"Crawl-delay: {cfg.crawl_delay:g}\n"
     text += aipref.robots_lines(cfg.content_signal)
+    text += f"\nSitemap: {base_url(request)}{SITEMAP_INDEX}\n"
     return web.Response(text=text, content_type="text/plain", charset="utf-8")
 
 
