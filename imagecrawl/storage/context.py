@@ -27,6 +27,7 @@ from scrapy.utils.misc import load_object
 
 from imagecrawl.dedupe.base import LedgerLike
 from imagecrawl.dedupe.sqlite import Ledger
+from imagecrawl.errors import ConfigError
 from imagecrawl.state import state_dir_for
 from imagecrawl.storage.stores import LocalStore, S3Store, open_store, s3_config_from_settings
 
@@ -70,7 +71,7 @@ def make_run_id(worker: str = "") -> str:
 def check_dedupe_backend(settings: Any) -> str:
     backend = str(settings.get("IMAGECRAWL_DEDUPE_BACKEND")).lower()
     if backend not in DEDUPE_BACKENDS:
-        raise ValueError(f"IMAGECRAWL_DEDUPE_BACKEND must be auto, sqlite or redis, got {backend!r}")
+        raise ConfigError(f"IMAGECRAWL_DEDUPE_BACKEND must be auto, sqlite or redis, got {backend!r}")
     return backend
 
 
@@ -79,7 +80,7 @@ def _ledger_factory(settings: Any) -> LedgerFactory:
     path = settings.get("IMAGECRAWL_LEDGER_FACTORY")
     if backend == "sqlite" or not path:
         if backend == "redis":
-            raise ValueError("IMAGECRAWL_DEDUPE_BACKEND=redis needs IMAGECRAWL_REDIS_URL (or REDIS_URL)")
+            raise ConfigError("IMAGECRAWL_DEDUPE_BACKEND=redis needs IMAGECRAWL_REDIS_URL (or REDIS_URL)")
         return open_sqlite_ledger
     return cast(LedgerFactory, load_object(path))
 

@@ -19,6 +19,7 @@ from typing import IO, Any, Protocol
 from urllib.parse import urlsplit
 
 from imagecrawl import failpoints
+from imagecrawl.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
@@ -134,7 +135,7 @@ class S3Store:
 
         parts = urlsplit(url)
         if not parts.netloc:
-            raise ValueError(f"IMAGECRAWL_STORE {url!r} has no bucket: use s3://bucket/prefix")
+            raise ConfigError(f"IMAGECRAWL_STORE {url!r} has no bucket: use s3://bucket/prefix")
         self.url = url
         self.bucket = parts.netloc
         self.prefix = parts.path.strip("/")
@@ -207,5 +208,5 @@ def open_store(url: str, s3: S3Config | None = None) -> LocalStore | S3Store:
     if url.startswith("s3://"):
         return S3Store(url, s3 or S3Config())
     if "://" in url and not url.startswith("file://"):
-        raise ValueError(f"IMAGECRAWL_STORE {url!r}: expected a local path or s3://bucket/prefix")
+        raise ConfigError(f"IMAGECRAWL_STORE {url!r}: expected a local path or s3://bucket/prefix")
     return LocalStore(url.removeprefix("file://"))
