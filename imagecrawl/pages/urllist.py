@@ -148,9 +148,8 @@ class UrlList:
     # Each reader yields (row_index, url value, caption value) for EVERY row, unfiltered.
 
     def _missing_column(self, columns: list[str], column: str) -> ConfigError:
-        return ConfigError(
-            f"{self.path}: no column {column!r}: pass -a url_col= or -a caption_col= (columns: {', '.join(map(str, columns))})"
-        )
+        names = ", ".join(map(str, columns))
+        return ConfigError(f"{self.path}: no column {column!r} (columns: {names}); set -a url_col= / caption_col=")
 
     def _caption_column(self, columns: list[str]) -> str | None:
         if self.caption_col and self.caption_col in columns:
