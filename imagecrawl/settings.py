@@ -212,6 +212,7 @@ ITEM_PIPELINES = {
 EXTENSIONS = {
     "imagecrawl.extensions.resume.ResumeGuard": 0,
     "imagecrawl.extensions.statsfile.StatsFile": 900,
+    "imagecrawl.extensions.outcome.CrawlOutcome": 940,  # nothing fetched: closes with a reason, exit 4
     "imagecrawl.extensions.progress.ProgressLine": 950,
     "imagecrawl.extensions.report.CrawlReport": 960,
 }

@@ -169,3 +169,31 @@ def test_s3_bad_credentials(site: SandboxProcess, tmp_path: Path) -> None:
         assert "the credentials were refused (InvalidAccessKeyId)" in line
     finally:
         stop_process(server)
+
+
+def test_every_request_refused_exits_4(tmp_path: Path) -> None:
+    """`scrapy crawl gallery` as it comes: the bundled profile points at a loopback sandbox, which the
+    network guard refuses unless allowed."""
+    result = run_crawl("gallery", store=tmp_path / "store", settings={"IMAGECRAWL_ALLOWED_NETWORKS": ""}, check=False)
+    assert result.returncode == 4, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    assert result.stats["finish_reason"] == "imagecrawl_all_refused"
+    assert "Nothing stored: no request got an answer; 1 refused by the network guard" in result.stderr
+
+
+def test_every_request_failed_exits_4(tmp_path: Path) -> None:
+    dead = f"http://127.0.0.1:{free_port()}/gallery/"  # nothing listens: every connection is refused
+    result = run_crawl(
+        "gallery", store=tmp_path / "store", args={"start_url": dead}, settings={"RETRY_TIMES": "0"}, check=False
+    )
+    assert result.returncode == 4, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    assert result.stats["finish_reason"] == "imagecrawl_all_failed"
+    assert "failed after their retries" in result.stderr
+
+
+def test_nothing_asked_for_is_not_an_error(tmp_path: Path, site: SandboxProcess) -> None:
+    result = run_crawl(
+        "gallery", store=tmp_path / "store", args={"start_url": f"{site.base_url}gallery/", "max_items": "0"}
+    )
+    assert result.returncode == 0 and result.stats["finish_reason"] == "finished"
