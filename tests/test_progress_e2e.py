@@ -1,4 +1,5 @@
-"""The progress line during a crawl of the sandbox: at INFO by default, as PROGRESS at LOG_LEVEL=WARNING\n(no WARNING in a healthy crawl), silent at ERROR; the last line says how many rows are new."""
+"""The progress line during a crawl of the sandbox: at INFO by default, as PROGRESS at LOG_LEVEL=WARNING
+(no WARNING in a healthy crawl), silent at ERROR; the last line says how many rows are new."""
 
 from __future__ import annotations
 

@@ -115,7 +115,8 @@ class CrawlContext:
             url = str(settings.get("IMAGECRAWL_STORE"))
             store = open_store(url, s3_config_from_settings(settings))
             # The write probe: a store that cannot take shards stops the crawl here, before any request.
-            store.probe()
+            if settings.getbool("IMAGECRAWL_STORE_PROBE"):
+                store.probe()
             state = state_dir_for(url, settings.get("IMAGECRAWL_STATE_DIR"))
             run_id = make_run_id(str(settings.get("IMAGECRAWL_WORKER_ID")))
             try:
