@@ -68,10 +68,8 @@ def test_unknown_setting_has_the_nearest_match() -> None:
 
 
 def test_unknown_name_lists_short_lists_in_full() -> None:
-    error = unknown_name("-a argument of the x spider", "max_item", ["max_items", "q"])
-    assert (
-        str(error) == "unknown -a argument of the x spider: 'max_item' (did you mean 'max_items'?); valid: max_items, q"
-    )
+    error = unknown_name("argument of x", "max_item", ["max_items", "q"])
+    assert str(error) == "unknown argument of x: 'max_item' (did you mean 'max_items'?); valid: max_items, q"
     assert "did you mean" not in str(unknown_name("thing", "zzz", ["abc"]))
 
 
