@@ -129,3 +129,22 @@ def test_runtime_modules_import_no_optional_package_at_module_level() -> None:
                 names = [node.module]
             offenders += [f"{rel}: {n}" for n in names if n.split(".")[0] in NOT_RUNTIME]
     assert offenders == []
+
+
+def test_inspect_takes_the_report_that_finished_last(tmp_path: Path) -> None:
+    import json
+    import os
+
+    import pyarrow.fs as pafs
+
+    from imagecrawl.inspect import _reports
+
+    reports = tmp_path / "_reports"
+    reports.mkdir()
+    for run, finished in (("20261101T000000Z-a-0001", 2_000_000_000), ("20261102T000000Z-b-0002", 1_900_000_000)):
+        path = reports / f"{run}.json"
+        path.write_text(json.dumps({"run_id": run, "finish_reason": "finished"}))
+        os.utime(path, (finished, finished))
+    summary = _reports(pafs.LocalFileSystem(), str(tmp_path))
+    # the run that started first finished last (a long crawl beside a short one)
+    assert summary["run_id"] == "20261101T000000Z-a-0001" and summary["count"] == 2

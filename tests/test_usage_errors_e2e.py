@@ -197,3 +197,24 @@ def test_nothing_asked_for_is_not_an_error(tmp_path: Path, site: SandboxProcess)
         "gallery", store=tmp_path / "store", args={"start_url": f"{site.base_url}gallery/", "max_items": "0"}
     )
     assert result.returncode == 0 and result.stats["finish_reason"] == "finished"
+
+
+def test_inspect_reports_an_s3_store_it_cannot_read(tmp_path: Path) -> None:
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("AWS_")},
+        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{free_port()}",
+        "AWS_ACCESS_KEY_ID": "k",
+        "AWS_SECRET_ACCESS_KEY": "s",
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }
+    proc = subprocess.run(
+        [sys.executable, "-m", "imagecrawl.cli", "inspect", "s3://some-bucket/x"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        check=False,
+    )
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert "imagecrawl inspect: cannot read s3://some-bucket/x:" in proc.stderr
+    assert "nothing there" not in proc.stdout
