@@ -190,6 +190,9 @@ def test_every_request_failed_exits_4(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
     assert result.stats["finish_reason"] == "imagecrawl_all_failed"
     assert "failed after their retries" in result.stderr
+    # the progress line does not call the site "ok"
+    final = [line for line in result.stderr.splitlines() if "Progress" in line and line.endswith("(final)")]
+    assert final and "req/s no answer" in final[-1], result.stderr[-2000:]
 
 
 def test_nothing_asked_for_is_not_an_error(tmp_path: Path, site: SandboxProcess) -> None:

@@ -85,6 +85,8 @@ class SiteActivity:
         if isinstance(paused_until, (int, float)) and paused_until > now:
             why = f" ({state})" if state not in CALM_STATES | {"paused"} else ""
             return f"paused {paused_until - now:.0f}s{why}"
+        if self.requests and not self.statuses:
+            return "no answer"  # requests went out, none got a response: DNS, refused, timeouts
         if state and state not in CALM_STATES:
             return state
         active = [s for s in self.spans.active(now) if s[2] == "retry-after"]
