@@ -113,6 +113,10 @@ def test_html_is_self_contained_and_escaped() -> None:
     assert "&lt;x&gt;" in page
     assert page.count("<svg") == 2  # throughput + the one site
     assert "src=" not in page and "href=" not in page
+    # no row committed: the page says so first, with the finish reason
+    assert "Nothing stored." in page
+    stored = render_html({**report, "totals": {"rows_committed": 3}, "finish_reason": "finished"})
+    assert "Nothing stored." not in stored
 
 
 def test_site_state_from_responses_and_from_the_pacing_snapshot() -> None:
@@ -120,6 +124,9 @@ def test_site_state_from_responses_and_from_the_pacing_snapshot() -> None:
 
     site = SiteActivity("a.example")
     assert site.state(now=100.0, window=30) == "ok"
+    site.requests = 3
+    assert site.state(now=100.0, window=30) == "no answer"  # requests went out, nothing came back
+    site.statuses = {"200": 1}
     site.last_429_at = 90.0
     assert site.state(now=100.0, window=30) == "throttled (429/503)"
     assert site.state(now=200.0, window=30) == "ok"

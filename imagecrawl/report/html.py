@@ -13,6 +13,7 @@ CSS = """
 body{font:14px/1.4 system-ui,-apple-system,"Segoe UI",sans-serif;margin:24px;color:#222;max-width:1100px}
 h1{font-size:20px;margin:0 0 4px} h2{font-size:16px;margin:28px 0 8px;border-bottom:1px solid #ddd}
 .meta{color:#555;margin-bottom:16px} .cards{display:flex;flex-wrap:wrap;gap:10px}
+.nothing{background:#fde8e8;border-left:4px solid #c0392b;padding:8px}
 .card{border:1px solid #ddd;border-radius:6px;padding:8px 12px;min-width:120px}
 .card b{display:block;font-size:20px} .card span{color:#666;font-size:12px}
 table{border-collapse:collapse;margin:6px 0 12px} td,th{border:1px solid #ddd;padding:3px 8px;text-align:left}
@@ -96,8 +97,14 @@ def render_html(report: dict[str, Any]) -> str:
         f'<div class="meta">store <code>{escape(str(report.get("store", "")))}</code> · started '
         f"{escape(str(report.get('started_at', '')))} · ran {fmt_duration(float(report.get('elapsed_seconds') or 0))}"
         f" · finish reason <b>{escape(str(report.get('finish_reason', '')))}</b></div>",
-        '<div class="cards">',
     ]
+    if not totals.get("rows_committed"):
+        # A crawl that stored nothing says so first, with why, instead of reading like a finished one.
+        parts.append(
+            f'<p class="nothing"><b>Nothing stored.</b> Finish reason '
+            f"<b>{escape(str(report.get('finish_reason', '')))}</b>; see the sites and the stats below.</p>"
+        )
+    parts.append('<div class="cards">')
     for key, label in TOTALS:
         if key in totals:
             warn = key in ("outbox_pending", "responses_429", "bans_detected") and bool(totals[key])
