@@ -9,7 +9,7 @@ import pytest
 
 from imagecrawl.report.html import render_html
 from imagecrawl.report.series import Spans, Timeline
-from imagecrawl.report.svg import Chart, Line, Markers, fmt_duration, nice_max, render
+from imagecrawl.report.svg import Chart, Line, Markers, _x_ticks, fmt_duration, fmt_tick, nice_max, render
 
 
 def test_timeline_stays_bounded_over_four_days_and_keeps_totals() -> None:
@@ -95,6 +95,9 @@ def test_svg_chart_points_markers_and_bands() -> None:
 def test_nice_numbers() -> None:
     assert [nice_max(v) for v in (0, 0.3, 1, 3, 7, 11, 240)] == [1, 0.5, 1, 5, 10, 20, 250]
     assert [fmt_duration(s) for s in (5, 300, 7200, 3 * 86400)] == ["5s", "5m", "2h", "3.0d"]
+    # axis ticks are exact: a 3.5-minute crawl no longer reads "0s 30s 60s 2m 2m 2m 3m"
+    assert [fmt_tick(t) for t in _x_ticks(210)] == ["0s", "30s", "60s", "90s", "2m", "2m30", "3m", "3m30"]
+    assert [fmt_tick(t) for t in (5400, 7200, 9000, 3 * 86400)] == ["1h30", "2h", "2h30", "3d"]
 
 
 def test_html_is_self_contained_and_escaped() -> None:
