@@ -146,3 +146,13 @@ def test_site_state_from_responses_and_from_the_pacing_snapshot() -> None:
     assert site.state(now=160.0, window=30) == "paused 60s (banned)"
     site.snapshot = {"rate": 2.0, "state": "ok", "paused_until": None}
     assert site.state(now=100.0, window=30) == "paused 25s (Retry-After)"
+
+
+def test_rates_are_smoothed_and_commits_are_a_running_total() -> None:
+    from imagecrawl.report.html import cumulative, smooth
+
+    sawtooth = [0, 4, 0, 4, 0, 4, 0, 4, None]
+    smoothed = smooth(sawtooth)
+    assert smoothed[-1] is None
+    assert all(1.3 < v < 2.7 for v in smoothed[2:-2] if v is not None)  # around the mean of 2, no 0-4 swings
+    assert cumulative([0, 512, 0, 0, 256], 0.5) == [0, 256, 256, 256, 384]

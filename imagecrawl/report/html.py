@@ -37,6 +37,29 @@ TOTALS = (
 )
 
 
+#: buckets averaged for the rate lines (a centred moving average: no per-bucket sawtooth)
+SMOOTH_BUCKETS = 5
+
+
+def smooth(values: list[Any], width: int = SMOOTH_BUCKETS) -> list[float | None]:
+    """Centred moving average over ``width`` buckets; a missing bucket stays missing."""
+    half = width // 2
+    out: list[float | None] = []
+    for i, value in enumerate(values):
+        window = [float(v) for v in values[max(0, i - half) : i + half + 1] if v is not None]
+        out.append(sum(window) / len(window) if value is not None and window else None)
+    return out
+
+
+def cumulative(per_second: list[Any], bucket_seconds: float) -> list[float]:
+    """A per-second series summed up: the running total (rows committed so far)."""
+    total, out = 0.0, []
+    for value in per_second:
+        total += float(value or 0) * bucket_seconds
+        out.append(total)
+    return out
+
+
 def _card(value: Any, label: str, warn: bool = False) -> str:
     shown = fmt_number(float(value)) if isinstance(value, (int, float)) else escape(str(value))
     cls = ' class="card warn"' if warn else ' class="card"'
@@ -60,7 +83,7 @@ def _table(rows: list[tuple[Any, ...]], header: tuple[str, ...]) -> str:
 
 def _site_chart(site: dict[str, Any], t: list[float], x_max: float) -> str:
     series = site.get("series", {})
-    lines = [Line("requests/s", series.get("requests_per_second", []), PALETTE[0])]
+    lines = [Line("requests/s (smoothed)", smooth(series.get("requests_per_second", [])), PALETTE[0])]
     if any(v is not None for v in series.get("pacing_rate", [])):
         lines.append(Line("pacing rate", series["pacing_rate"], PALETTE[2], dashed=True))
     markers = [
@@ -115,18 +138,32 @@ def render_html(report: dict[str, Any]) -> str:
     parts.append(
         render(
             Chart(
-                title="items and images per second",
+                title=f"items and images per second (averaged over {SMOOTH_BUCKETS} buckets)",
                 t=t,
                 lines=[
-                    Line("items/s", series.get("items_per_second", []), PALETTE[0]),
-                    Line("images/s", series.get("images_per_second", []), PALETTE[1]),
-                    Line("rows committed/s", series.get("rows_committed_per_second", []), PALETTE[3], dashed=True),
+                    Line("items/s", smooth(series.get("items_per_second", [])), PALETTE[0]),
+                    Line("images/s", smooth(series.get("images_per_second", [])), PALETTE[1]),
                 ],
                 y_label="per second",
                 x_max=x_max,
             )
         )
     )
+    # Shards commit hundreds of rows at once: as a rate that spike flattens the lines above, so rows
+    # committed are drawn as the running total on a chart of their own.
+    committed = series.get("rows_committed_per_second", [])
+    if any(committed):
+        parts.append(
+            render(
+                Chart(
+                    title="rows committed to the store (running total)",
+                    t=t,
+                    lines=[Line("rows", cumulative(committed, float(series.get("bucket_seconds", 1.0))), PALETTE[3])],
+                    y_label="rows",
+                    x_max=x_max,
+                )
+            )
+        )
     if any(v for v in series.get("outbox_backlog_shards", []) if v):
         parts.append(
             render(
