@@ -210,6 +210,8 @@ def test_html_renders_in_chromium_with_plots(crawl: dict[str, Any]) -> None:
     assert not external, external
     by_title = {c["title"]: c for c in charts}
     assert "items and images per second" in by_title
+    committed = by_title["rows committed to the store (running total)"]
+    assert committed["points"] and all(n >= 2 for n in committed["points"])
     pushback = by_title[f"{crawl['pushback']}: request rate and pacing"]
     sandbox = by_title[f"{crawl['sandbox']}: request rate and pacing"]
     for chart in (by_title["items and images per second"], pushback, sandbox):

@@ -138,11 +138,11 @@ def render_html(report: dict[str, Any]) -> str:
     parts.append(
         render(
             Chart(
-                title=f"items and images per second (averaged over {SMOOTH_BUCKETS} buckets)",
+                title="items and images per second",
                 t=t,
                 lines=[
-                    Line("items/s", smooth(series.get("items_per_second", [])), PALETTE[0]),
-                    Line("images/s", smooth(series.get("images_per_second", [])), PALETTE[1]),
+                    Line("items/s (smoothed)", smooth(series.get("items_per_second", [])), PALETTE[0]),
+                    Line("images/s (smoothed)", smooth(series.get("images_per_second", [])), PALETTE[1]),
                 ],
                 y_label="per second",
                 x_max=x_max,
