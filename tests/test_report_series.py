@@ -156,3 +156,16 @@ def test_rates_are_smoothed_and_commits_are_a_running_total() -> None:
     assert smoothed[-1] is None
     assert all(1.3 < v < 2.7 for v in smoothed[2:-2] if v is not None)  # around the mean of 2, no 0-4 swings
     assert cumulative([0, 512, 0, 0, 256], 0.5) == [0, 256, 256, 256, 384]
+
+
+def test_held_seconds_counts_pauses_and_bans_once_and_not_slow_spans() -> None:
+    from imagecrawl.report.html import held_seconds
+
+    spans = [
+        {"start": 0, "end": 10, "label": "slow"},  # paced down, still sending: not held
+        {"start": 2, "end": 6, "label": "retry-after"},
+        {"start": 4, "end": 8, "label": "paused"},  # overlaps the Retry-After: counted once
+        {"start": 20, "end": 25, "label": "cooldown"},
+    ]
+    assert held_seconds(spans) == 11
+    assert held_seconds([{"start": 0, "end": 5, "label": "slow"}]) == 0

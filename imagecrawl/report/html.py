@@ -60,6 +60,22 @@ def cumulative(per_second: list[Any], bucket_seconds: float) -> list[float]:
     return out
 
 
+#: span labels during which nothing went to the site: Retry-After, pauses and the ban states (not "slow")
+HELD = frozenset({"retry-after", "paused", "cooldown", "banned", "probing", "abandoned"})
+
+
+def held_seconds(spans: list[dict[str, Any]]) -> float:
+    """Seconds a site was held back (the union of its HELD spans: overlaps count once)."""
+    intervals = sorted((float(s["start"]), float(s["end"])) for s in spans if s.get("label") in HELD)
+    total, end = 0.0, float("-inf")
+    for start, stop in intervals:
+        if stop <= end:
+            continue
+        total += stop - max(start, end)
+        end = stop
+    return total
+
+
 def _card(value: Any, label: str, warn: bool = False) -> str:
     shown = fmt_number(float(value)) if isinstance(value, (int, float)) else escape(str(value))
     cls = ' class="card warn"' if warn else ' class="card"'
@@ -191,7 +207,7 @@ def render_html(report: dict[str, Any]) -> str:
                     statuses.get("503", 0),
                     statuses.get("403", 0),
                     site.get("retry_after_seen", 0),
-                    sum(s["end"] - s["start"] for s in site.get("spans", [])),
+                    round(held_seconds(site.get("spans", [])), 2),
                     site.get("state", ""),
                 )
             )
