@@ -8,6 +8,7 @@ import csv
 import io
 import json
 import shutil
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -99,6 +100,12 @@ def test_report_json_matches_stats_and_site_behaviour(crawl: dict[str, Any]) -> 
     rows = crawl["rows"]
     assert totals["rows_committed"] == rows == stats["imagecrawl/store/rows_committed"]
     assert totals["items"] == stats["item_scraped_count"] == rows
+    # the dataset section tallies the same items, as the store holds them
+    stored = read_store(crawl["store"], columns=["metadata_source", "image_format"]).to_pylist()
+    dataset = report["dataset"]
+    assert dataset["items"] == rows and sum(dataset["sources"].values()) == rows
+    assert dataset["formats"] == dict(Counter(r["image_format"] for r in stored))
+    assert dataset["metadata_sources"] == dict(Counter(r["metadata_source"] or "none" for r in stored))
     assert totals["images_downloaded"] == stats["imagecrawl/media/images"] == SANDBOX_IMAGES + THROTTLED_IMAGES
     assert totals["duplicates_dropped"] == SANDBOX_IMAGES + THROTTLED_IMAGES - rows
     assert totals["responses_429"] == THROTTLED_IMAGES

@@ -169,3 +169,31 @@ def test_held_seconds_counts_pauses_and_bans_once_and_not_slow_spans() -> None:
     ]
     assert held_seconds(spans) == 11
     assert held_seconds([{"start": 0, "end": 5, "label": "slow"}]) == 0
+
+
+def test_dataset_tally_and_section() -> None:
+    from imagecrawl.report.dataset import DatasetTally
+
+    tally = DatasetTally()
+    tally.add(
+        {
+            "source": "a",
+            "prompt": "cat",
+            "seed": 1,
+            "metadata_source": "api",
+            "image_format": "PNG",
+            "model": "sdxl",
+            "width": 1024,
+            "height": 1024,
+        }
+    )
+    tally.add(
+        {"source": "a", "prompt": None, "metadata_source": None, "image_format": "JPEG", "width": 512, "height": 512}
+    )
+    data = tally.to_dict()
+    assert data["items"] == 2 and data["with_prompt"] == 1 and data["with_seed"] == 1
+    assert data["metadata_sources"] == {"api": 1, "none": 1} and data["formats"] == {"PNG": 1, "JPEG": 1}
+    assert data["top_models"] == {"sdxl": 1} and data["sizes"] == {"0.6-1 MP": 1, "0.25-0.6 MP": 1}
+    page = render_html({"run_id": "R", "totals": {"rows_committed": 2}, "series": {}, "dataset": data})
+    assert "<h2>Dataset (2 items scraped)</h2>" in page and "where the prompt came from" in page
+    assert "top models" in page and "50%" in page

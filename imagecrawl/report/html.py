@@ -76,6 +76,37 @@ def held_seconds(spans: list[dict[str, Any]]) -> float:
     return total
 
 
+def _share(n: Any, total: int) -> str:
+    return f"{100 * float(n) / total:.0f}%" if total else "-"
+
+
+def _dataset_section(data: dict[str, Any]) -> list[str]:
+    """What the scraped items hold: prompt coverage, where prompts came from, formats, models, sizes."""
+    total = int(data.get("items") or 0)
+    if not total:
+        return []
+    out = [f"<h2>Dataset ({fmt_number(total)} items scraped)</h2>", '<div class="cards">']
+    for key, label in (
+        ("with_prompt", "with a prompt"),
+        ("with_negative_prompt", "with a negative prompt"),
+        ("with_seed", "with a seed"),
+    ):
+        out.append(_card(_share(data.get(key, 0), total), f"{label} ({fmt_number(float(data.get(key, 0)))})"))
+    out.append("</div>")
+    for key, title in (
+        ("metadata_sources", "where the prompt came from"),
+        ("formats", "image formats"),
+        ("top_models", "top models"),
+        ("sizes", "image sizes"),
+        ("sources", "sources"),
+    ):
+        counts = data.get(key) or {}
+        if counts:
+            out.append(f"<h3>{escape(title)}</h3>")
+            out.append(_table([(name, n, _share(n, total)) for name, n in counts.items()], (title, "items", "share")))
+    return out
+
+
 def _card(value: Any, label: str, warn: bool = False) -> str:
     shown = fmt_number(float(value)) if isinstance(value, (int, float)) else escape(str(value))
     cls = ' class="card warn"' if warn else ' class="card"'
@@ -191,6 +222,8 @@ def render_html(report: dict[str, Any]) -> str:
                 )
             )
         )
+
+    parts.extend(_dataset_section(report.get("dataset") or {}))
 
     sites = report.get("sites", [])
     parts.append(f"<h2>Sites ({len(sites)})</h2>")
