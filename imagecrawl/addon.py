@@ -7,6 +7,7 @@ import logging
 from scrapy.settings import BaseSettings
 
 from imagecrawl import UA_TOKEN, __version__
+from imagecrawl.settings_check import check_settings
 
 logger = logging.getLogger(__name__)
 
@@ -19,6 +20,7 @@ def user_agent(contact: str) -> str:
 
 class ImagecrawlAddon:
     def update_settings(self, settings: BaseSettings) -> None:
+        check_settings(settings)  # unknown IMAGECRAWL_* names, values that do not parse: one line, exit 2
         if settings.getpriority("USER_AGENT") in (None, 0, 10):
             # Only replace Scrapy's own default, never a value the user set.
             settings.set("USER_AGENT", user_agent(settings.get("IMAGECRAWL_CONTACT")), priority="addon")

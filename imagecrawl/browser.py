@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 from parsel.csstranslator import HTMLTranslator
 
 from imagecrawl import meta
+from imagecrawl.errors import ConfigError, missing_extra
 from imagecrawl.pacing.config import site_key_mode
 from imagecrawl.pacing.sitekey import site_of_url
 from imagecrawl.storage.context import crawl_context
@@ -197,11 +198,9 @@ def configure(crawler: Any) -> BrowserConfig:
     try:
         import scrapy_playwright  # noqa: F401
     except ImportError:
-        raise RuntimeError(
-            "this profile renders pages in a browser: install the extra (uv sync --extra browser)"
-        ) from None
+        raise missing_extra('a profile with render = "browser"', "browser", "scrapy-playwright") from None
     if not os.path.exists(config.executable):
-        raise RuntimeError(
+        raise ConfigError(
             f"no browser at {config.executable}: apt-get install chromium, or set IMAGECRAWL_BROWSER_EXECUTABLE"
         )
     handler = "scrapy_playwright.handler.ScrapyPlaywrightDownloadHandler"

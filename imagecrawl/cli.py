@@ -1,34 +1,75 @@
-"""The ``imagecrawl`` command: sandbox, demo, metadata, inspect."""
+"""The ``imagecrawl`` command: sandbox, demo, metadata, inspect, seed.
+
+Each subcommand lives in its own module with its own ``main(argv)`` and ``--help``; this only
+dispatches, turns a missing optional part or a user error into one line (exit 2), and ends quietly
+when the reader of a pipe goes away (``imagecrawl metadata *.png | head``).
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib
+import os
 import sys
 from collections.abc import Sequence
+
+from imagecrawl.errors import ConfigError, StoreError
+
+#: name -> (module, one-line summary, the extra it needs or "")
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "demo": ("imagecrawl.demo", "crawl a local sandbox into data/ and summarise what landed", ""),
+    "inspect": ("imagecrawl.inspect", "summarise a store (local path or s3://bucket/prefix)", ""),
+    "metadata": ("imagecrawl.metadata.cli", "print the prompt/parameters embedded in image files", ""),
+    "sandbox": ("imagecrawl.sandbox.server", "serve the deterministic test/demo site on loopback", ""),
+    "seed": ("imagecrawl.distributed.seeds", "push start URLs into a distributed crawl on Redis", "redis"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="imagecrawl",
+        description="Polite prompt/image dataset crawler. Crawls run with `scrapy crawl SPIDER` "
+        "(`scrapy list` names the spiders); these are the helpers around them.",
+        epilog="`imagecrawl COMMAND --help` describes each command.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
+    for name, (_module, summary, extra) in COMMANDS.items():
+        sub.add_parser(name, help=summary + (f" (extra {extra!r})" if extra else ""), add_help=False)
+    return parser
+
+
+def _fail(message: str) -> int:
+    print(f"imagecrawl: error: {message}", file=sys.stderr)
+    return 2
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
-    commands = {
-        "sandbox": ("imagecrawl.sandbox.server", "serve the deterministic test/demo site on loopback"),
-        "demo": ("imagecrawl.demo", "crawl a local sandbox into data/ and summarise what landed"),
-        "metadata": ("imagecrawl.metadata.cli", "print the prompt/parameters embedded in image files"),
-        "inspect": ("imagecrawl.inspect", "summarise a store (local path or s3://)"),
-        "seed": ("imagecrawl.distributed.seeds", "push start URLs into a distributed crawl on Redis (or --reset it)"),
-    }
-    parser = argparse.ArgumentParser(prog="imagecrawl", description="Polite prompt/image dataset crawler.")
-    parser.add_argument(
-        "command", choices=sorted(commands), help="; ".join(f"{k}: {v[1]}" for k, v in commands.items())
-    )
+    parser = build_parser()
     if not args or args[0] in ("-h", "--help"):
-        parser.print_help()
+        parser.print_help(sys.stdout if args else sys.stderr)
         return 0 if args else 2
-    if args[0] not in commands:
-        parser.parse_args(args[:1])  # prints the error and exits 2
-    import importlib
-
-    module = importlib.import_module(commands[args[0]][0])
-    return int(module.main(args[1:]) or 0)
+    if args[0] not in COMMANDS:
+        parser.parse_args(args[:1])  # prints the error (with the choices) and exits 2
+    module_name, _summary, extra = COMMANDS[args[0]]
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if not extra:
+            raise
+        return _fail(
+            f"imagecrawl {args[0]} needs the {extra!r} extra ({exc.name} is not installed): "
+            f"uv sync --extra {extra}, or pip install 'imagecrawl[{extra}]'"
+        )
+    try:
+        return int(module.main(args[1:]) or 0)
+    except BrokenPipeError:
+        # The reader went away (`| head`): stop quietly, and keep Python from complaining at exit.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
+    except (ConfigError, StoreError) as exc:
+        return _fail(str(exc))
 
 
 if __name__ == "__main__":

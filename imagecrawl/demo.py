@@ -20,15 +20,26 @@ LOOPBACK_SETTINGS: dict[str, Any] = {
 }
 
 
-def summarize(store: str, samples: int = 3) -> str:
-    """Rows per source and a few prompts, read back from the committed shards."""
+def count_rows(store: str) -> int:
+    """Rows committed in ``store`` (0 for a store that does not exist yet)."""
+    from imagecrawl.inspect import dataset_for
+
+    try:
+        return int(dataset_for(store).count_rows())
+    except (FileNotFoundError, OSError):
+        return 0
+
+
+def summarize(store: str, samples: int = 3, before: int | None = None) -> str:
+    """Rows per source (and how many are new since ``before``) and a few prompts, read back from the shards."""
     import pyarrow.compute as pc
 
     from imagecrawl.inspect import dataset_for
 
     dataset = dataset_for(store)
     table = dataset.to_table(columns=["source", "prompt", "metadata_source"])
-    lines = [f"{table.num_rows} rows in {store}"]
+    new = "" if before is None else f" ({table.num_rows - before} new)"
+    lines = [f"{table.num_rows} rows in {store}{new}"]
     if table.num_rows == 0:
         return lines[0]
     counts = table.group_by("source").aggregate([("source", "count")]).sort_by("source")
@@ -59,6 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from imagecrawl.sandbox.testing import sandbox
 
+    before = count_rows(args.store)
     with sandbox(items=args.items, seed=args.seed) as site:
         base = site.base_url.rstrip("/")
         print(f"sandbox running at {site.base_url}")
@@ -72,7 +84,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         process.crawl("lexica", api_url=base, q=args.query)
         process.crawl("gallery", start_url=f"{base}/gallery/")
         process.start()
-    print(summarize(args.store))
+    print(summarize(args.store, before=before))
     print(
         "\nNext: inspect it with `uv run imagecrawl inspect " + args.store + "`, or crawl a real site politely:\n"
         "  uv run scrapy crawl civitai -a max_items=500 -s IMAGECRAWL_CONTACT=you@example.org"

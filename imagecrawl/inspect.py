@@ -58,11 +58,9 @@ def filesystem_for(store: str) -> tuple[pafs.FileSystem, str]:
 
 
 def _listing(fs: pafs.FileSystem, base: str) -> list[pafs.FileInfo]:
-    try:
-        info = fs.get_file_info(base)
-        if info.type == pafs.FileType.NotFound:
-            return []
-    except OSError:
+    # An error here (an S3 endpoint that refuses, bad credentials) is raised, not taken for an empty store.
+    info = fs.get_file_info(base)
+    if info.type == pafs.FileType.NotFound:
         return []
     selector = pafs.FileSelector(base, recursive=True, allow_not_found=True)
     return [f for f in fs.get_file_info(selector) if f.type == pafs.FileType.File]
@@ -249,7 +247,8 @@ def _reports(fs: pafs.FileSystem, base: str) -> dict[str, Any]:
     infos = [f for f in _listing(fs, f"{base}/{REPORTS_DIR}") if f.path.endswith(".json")]
     if not infos:
         return {"count": 0}
-    latest = max(infos, key=lambda f: f.path)  # run ids start with the UTC start time
+    # The run that finished last: a report is written when its run ends (run ids sort by start time only).
+    latest = max(infos, key=lambda f: (f.mtime.timestamp() if f.mtime else 0.0, f.path))
     summary: dict[str, Any] = {"count": len(infos), "latest": latest.path}
     try:
         with fs.open_input_stream(latest.path) as fh:
@@ -306,7 +305,7 @@ def format_report(report: dict[str, Any]) -> str:
     if reports.get("count"):
         totals = reports.get("totals") or {}
         lines.append(
-            f"reports: {reports['count']}; latest {reports.get('run_id')} ({reports.get('spider')}, "
+            f"reports: {reports['count']}; last finished {reports.get('run_id')} ({reports.get('spider')}, "
             f"{reports.get('finish_reason')}, {totals.get('rows_committed', '?')} rows committed): "
             f"{reports.get('html')}"
         )

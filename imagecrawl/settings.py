@@ -57,6 +57,9 @@ IMAGECRAWL_SPOOL_BATCH_ROWS = 64
 IMAGECRAWL_SPOOL_FLUSH_SECONDS = 1.0
 IMAGECRAWL_OUTBOX_MAX_BYTES = 2 * 1024 * 1024 * 1024
 IMAGECRAWL_COMMIT_RETRY_SECONDS = 2.0
+# Write a probe to the store when the crawl starts: an unwritable store stops it at once (exit 3).
+# False: start anyway (a store that is down for a while); shards wait in the outbox until it is back.
+IMAGECRAWL_STORE_PROBE = True
 IMAGECRAWL_CLOSE_COMMIT_TIMEOUT_SECONDS = 60.0
 # None: off, unless the crawl is distributed (the distributed add-on turns it on)
 IMAGECRAWL_SHARD_FLUSH_ON_IDLE = None
@@ -238,6 +241,7 @@ ITEM_PIPELINES = {
 EXTENSIONS = {
     "imagecrawl.extensions.resume.ResumeGuard": 0,
     "imagecrawl.extensions.statsfile.StatsFile": 900,
+    "imagecrawl.extensions.outcome.CrawlOutcome": 940,  # nothing fetched: closes with a reason, exit 4
     "imagecrawl.extensions.progress.ProgressLine": 950,
     "imagecrawl.extensions.report.CrawlReport": 960,
 }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import inspect
 import logging
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
@@ -15,6 +16,7 @@ from scrapy.http import Response
 
 from imagecrawl import meta
 from imagecrawl.downloadermiddlewares.optout import skip_log
+from imagecrawl.errors import unknown_name
 from imagecrawl.items import PromptImage
 from imagecrawl.media import MediaError
 from imagecrawl.optout.config import OptOutConfig
@@ -27,13 +29,31 @@ logger = logging.getLogger(__name__)
 IMAGE_PRIORITY = 10
 
 
+def spider_arguments(cls: type[scrapy.Spider]) -> list[str]:
+    """The ``-a`` arguments a spider class names in its ``__init__`` (keyword parameters, in order)."""
+    params = inspect.signature(cls.__init__).parameters.values()
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return [p.name for p in params if p.kind in kinds and p.name != "self"]
+
+
 class ImageSpider(scrapy.Spider):
-    """Subclasses yield :meth:`image_request` for every image they find."""
+    """Subclasses yield :meth:`image_request` for every image they find.
+
+    A subclass whose ``__init__`` names its arguments gets the rest checked: an unknown ``-a`` argument
+    (``-a max_item=3``) is a :class:`~imagecrawl.errors.ConfigError` listing the valid ones, instead of
+    an attribute nobody reads. ``name`` and names starting with ``_`` (Scrapyd's ``_job``) pass."""
 
     _salt: bytes | None = None
     _media_pool: ThreadPoolExecutor | None = None
     _media_threads: int | None = None
     _optout: OptOutConfig | None = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        if type(self).__init__ is not ImageSpider.__init__:
+            for key in kwargs:
+                if key != "name" and not key.startswith("_"):
+                    raise unknown_name(f"-a argument of the {self.name} spider", key, spider_arguments(type(self)))
+        super().__init__(*args, **kwargs)
 
     def image_request(self, url: str, hints: SourceHints, **kwargs: Any) -> scrapy.Request:
         request_meta = {meta.KIND: "image", **kwargs.pop("meta", {})}

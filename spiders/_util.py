@@ -12,6 +12,7 @@ import scrapy
 from scrapy.http import Response
 
 from imagecrawl import meta
+from imagecrawl.errors import ConfigError
 from imagecrawl.pages import ParsedPage, with_cursor
 
 logger = logging.getLogger(__name__)
@@ -27,9 +28,9 @@ def optional_int(value: Any, name: str, *, minimum: int = 0) -> int | None:
     try:
         number = int(str(value).strip())
     except ValueError:
-        raise ValueError(f"-a {name}= must be an integer, got {value!r}") from None
+        raise ConfigError(f"-a {name}= must be an integer, got {value!r}") from None
     if number < minimum:
-        raise ValueError(f"-a {name}= must be >= {minimum}, got {number}")
+        raise ConfigError(f"-a {name}= must be >= {minimum}, got {number}")
     return number
 
 

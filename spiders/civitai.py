@@ -27,6 +27,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import scrapy
 from scrapy.http import Response
 
+from imagecrawl.errors import ConfigError
 from imagecrawl.incremental import Incremental, begin_walk
 from imagecrawl.pages import PageError, ParsedPage
 from imagecrawl.pages import civitai as pages
@@ -59,12 +60,12 @@ class CivitaiSpider(MaxItemsMixin, CursorPagingMixin, ImageSpider):
     ) -> None:
         super().__init__(*args, **kwargs)
         if not is_http_url(api_url):
-            raise ValueError(f"-a api_url= must be an http(s) URL, got {api_url!r}")
+            raise ConfigError(f"-a api_url= must be an http(s) URL, got {api_url!r}")
         self.api_url = api_url.rstrip("/")
         self.max_items = optional_int(max_items, "max_items")
         page_size = optional_int(limit, "limit", minimum=1) or 100
         if page_size > pages.MAX_LIMIT:
-            raise ValueError(f"-a limit= must be at most {pages.MAX_LIMIT}, got {page_size}")
+            raise ConfigError(f"-a limit= must be at most {pages.MAX_LIMIT}, got {page_size}")
         # never ask for more than we will take: a small max_items means a small first page
         self.limit = min(page_size, self.max_items) if self.max_items else page_size
         nsfw_key = (nsfw or "").strip().lower()
@@ -73,12 +74,12 @@ class CivitaiSpider(MaxItemsMixin, CursorPagingMixin, ImageSpider):
         elif nsfw_key in _NSFW:
             self.nsfw = _NSFW[nsfw_key]
         else:
-            raise ValueError(f"-a nsfw= must be one of None, Soft, Mature, X, all; got {nsfw!r}")
+            raise ConfigError(f"-a nsfw= must be one of None, Soft, Mature, X, all; got {nsfw!r}")
         if endpoint not in ("images", "models"):
-            raise ValueError(f"-a endpoint= must be 'images' or 'models', got {endpoint!r}")
+            raise ConfigError(f"-a endpoint= must be 'images' or 'models', got {endpoint!r}")
         self.endpoint = endpoint
         if model_id is not None and model_id != "" and not str(model_id).isdigit():
-            raise ValueError(f"-a model_id= must be a number, got {model_id!r}")
+            raise ConfigError(f"-a model_id= must be a number, got {model_id!r}")
         url_builder = pages.images_api_url if endpoint == "images" else pages.models_api_url
         self.first_url = url_builder(
             self.api_url,

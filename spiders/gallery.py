@@ -25,6 +25,7 @@ from scrapy.http import Response, TextResponse
 
 from imagecrawl import browser
 from imagecrawl.browser import BrowserConfig
+from imagecrawl.errors import ConfigError
 from imagecrawl.incremental import Incremental, begin_walk
 from imagecrawl.pages import PageError
 from imagecrawl.pages import gallery as pages
@@ -55,9 +56,9 @@ class GallerySpider(MaxItemsMixin, ImageSpider):
         self.profile = pages.load_profile(profile)
         url = start_url or self.profile.start_url
         if not url:
-            raise ValueError(f"profile {self.profile.path} has no start_url: pass -a start_url=")
+            raise ConfigError(f"profile {self.profile.path} has no start_url: pass -a start_url=")
         if not is_http_url(url):
-            raise ValueError(f"-a start_url= must be an http(s) URL, got {url!r}")
+            raise ConfigError(f"-a start_url= must be an http(s) URL, got {url!r}")
         self.start_url = url
         self.max_pages = optional_int(max_pages, "max_pages")
         self.max_items = optional_int(max_items, "max_items")

@@ -11,6 +11,7 @@ from typing import Any
 import scrapy
 from scrapy.http import Response
 
+from imagecrawl.errors import ConfigError
 from imagecrawl.pages import PageError
 from imagecrawl.pages import lexica as pages
 from imagecrawl.spider import ImageSpider
@@ -33,9 +34,9 @@ class LexicaSpider(MaxItemsMixin, CursorPagingMixin, ImageSpider):
     ) -> None:
         super().__init__(*args, **kwargs)
         if q is None or not str(q).strip():
-            raise ValueError("the lexica spider needs a search query: -a q='your words'")
+            raise ConfigError("the lexica spider needs a search query: -a q='your words'")
         if not is_http_url(api_url):
-            raise ValueError(f"-a api_url= must be an http(s) URL, got {api_url!r}")
+            raise ConfigError(f"-a api_url= must be an http(s) URL, got {api_url!r}")
         self.q = str(q).strip()
         self.api_url = api_url.rstrip("/")
         self.max_items = optional_int(max_items, "max_items")

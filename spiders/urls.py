@@ -25,6 +25,7 @@ import scrapy
 from scrapy import signals
 from scrapy.utils.asyncio import sleep
 
+from imagecrawl.errors import ConfigError
 from imagecrawl.pages.urllist import UrlList
 from imagecrawl.records import SourceHints
 from imagecrawl.spider import ImageSpider
@@ -54,7 +55,7 @@ class UrlsSpider(MaxItemsMixin, ImageSpider):
     ) -> None:
         super().__init__(*args, **kwargs)
         if not input:
-            raise ValueError("the urls spider needs an input file: -a input=urls.parquet")
+            raise ConfigError("the urls spider needs an input file: -a input=urls.parquet")
         self.urllist = UrlList(
             input,
             url_col=url_col or "url",

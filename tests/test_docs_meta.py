@@ -12,7 +12,7 @@ from imagecrawl import meta
 REPO = Path(__file__).resolve().parents[1]
 KEY = re.compile(r"imagecrawl_[a-z_]*[a-z]")
 #: ``imagecrawl_*`` strings that are not meta keys: close reasons
-NOT_META = {"imagecrawl_no_contact"}
+NOT_META = {"imagecrawl_no_contact", "imagecrawl_all_refused", "imagecrawl_all_failed"}  # close reasons
 
 
 def documented() -> dict[str, str]:

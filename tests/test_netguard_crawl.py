@@ -51,9 +51,13 @@ def test_name_resolving_to_loopback_is_refused_unless_allowed(hostile_site: Sand
         store=tmp_path / "a",
         args={"start": start},
         settings={**SITE, "IMAGECRAWL_ALLOWED_NETWORKS": ""},
+        check=False,
     )
     assert hostile_site.requests()[before:] == []
     assert refused.stats["imagecrawl/netguard/refused/loopback"] >= 1
+    # nothing else to do: the crawl says it got nothing, and why (crawl outcome, exit 4)
+    assert refused.returncode == 4 and refused.stats["finish_reason"] == "imagecrawl_all_refused"
+    assert "Traceback" not in refused.stderr
     assert "downloader/request_count" not in refused.stats
 
     allowed = run_crawl(

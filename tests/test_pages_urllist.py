@@ -145,7 +145,7 @@ def test_argument_errors(tmp_path: Path) -> None:
     assert detect_format("x.PARQUET") == "parquet" and detect_format("x.bin", "ndjson") == "jsonl"
     with pytest.raises(ValueError, match="input_format"):
         detect_format("x.json")
-    with pytest.raises(ValueError, match="input_format must be one of"):
+    with pytest.raises(ValueError, match="input_format= must be one of"):
         detect_format("x.csv", "xml")
     with pytest.raises(ValueError, match="not found"):
         UrlList(tmp_path / "missing.csv")

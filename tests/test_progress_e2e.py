@@ -1,4 +1,5 @@
-"""The progress line during a crawl of the sandbox: on by default at INFO, silent at LOG_LEVEL=WARNING."""
+"""The progress line during a crawl of the sandbox: at INFO by default, as PROGRESS at LOG_LEVEL=WARNING
+(no WARNING in a healthy crawl), silent at ERROR; the last line says how many rows are new."""
 
 from __future__ import annotations
 
@@ -53,12 +54,30 @@ def test_progress_line_during_a_sandbox_crawl(tmp_path: Path, sandbox_site: Any)
     assert any(float(m["rate"]) > 0 for m in running)
 
 
-def test_progress_line_is_quiet_at_warning(tmp_path: Path, sandbox_site: Any) -> None:
+def test_progress_line_shows_at_warning_and_a_healthy_crawl_warns_nothing(tmp_path: Path, sandbox_site: Any) -> None:
+    store = tmp_path / "store"
+    args = {"api_url": sandbox_site.base_url.rstrip("/"), "limit": 5, "max_items": 5}
+    settings = {"IMAGECRAWL_PROGRESS_INTERVAL_SECONDS": "0.2", "LOG_LEVEL": "WARNING"}
+    result = run_crawl("civitai", store=store, args=args, settings=settings)
+    rows = result.stats["imagecrawl/store/rows_committed"]
+    assert rows > 0
+    lines = result.stderr.splitlines()
+    progress = [line for line in lines if "[imagecrawl.extensions.progress] PROGRESS: Progress" in line]
+    assert progress and progress[-1].endswith("(final)"), result.stderr[-3000:]
+    assert f"PROGRESS: {rows} new rows stored in {store}" in result.stderr
+    assert not [line for line in lines if " WARNING: " in line or " ERROR: " in line], result.stderr[-3000:]
+    assert "log_count/WARNING" not in result.stats
+    # the same crawl again: nothing new, and it says so
+    again = run_crawl("civitai", store=store, args=args, settings=settings)
+    assert f"PROGRESS: 0 new rows stored in {store}" in again.stderr
+
+
+def test_progress_line_is_quiet_at_error(tmp_path: Path, sandbox_site: Any) -> None:
     result = run_crawl(
         "civitai",
         store=tmp_path / "store",
         args={"api_url": sandbox_site.base_url.rstrip("/"), "limit": 5, "max_items": 5},
-        settings={"IMAGECRAWL_PROGRESS_INTERVAL_SECONDS": "0.2", "LOG_LEVEL": "WARNING"},
+        settings={"IMAGECRAWL_PROGRESS_INTERVAL_SECONDS": "0.2", "LOG_LEVEL": "ERROR"},
     )
     assert result.stats["item_scraped_count"] > 0
     assert "Progress" not in result.stderr

@@ -8,6 +8,7 @@ import csv
 import io
 import json
 import shutil
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -99,6 +100,12 @@ def test_report_json_matches_stats_and_site_behaviour(crawl: dict[str, Any]) -> 
     rows = crawl["rows"]
     assert totals["rows_committed"] == rows == stats["imagecrawl/store/rows_committed"]
     assert totals["items"] == stats["item_scraped_count"] == rows
+    # the dataset section tallies the same items, as the store holds them
+    stored = read_store(crawl["store"], columns=["metadata_source", "image_format"]).to_pylist()
+    dataset = report["dataset"]
+    assert dataset["items"] == rows and sum(dataset["sources"].values()) == rows
+    assert dataset["formats"] == dict(Counter(r["image_format"] for r in stored))
+    assert dataset["metadata_sources"] == dict(Counter(r["metadata_source"] or "none" for r in stored))
     assert totals["images_downloaded"] == stats["imagecrawl/media/images"] == SANDBOX_IMAGES + THROTTLED_IMAGES
     assert totals["duplicates_dropped"] == SANDBOX_IMAGES + THROTTLED_IMAGES - rows
     assert totals["responses_429"] == THROTTLED_IMAGES
@@ -141,8 +148,9 @@ def test_report_json_matches_stats_and_site_behaviour(crawl: dict[str, Any]) -> 
 def test_progress_line_shows_sites_and_pushback(crawl: dict[str, Any]) -> None:
     lines = [line for line in crawl["result"].stderr.splitlines() if "imagecrawl.extensions.progress" in line]
     assert lines, crawl["result"].stderr[-3000:]
-    final = lines[-1]
     rows = crawl["rows"]
+    assert lines[-1].endswith(f"INFO: {rows} new rows stored in {crawl['store']}")
+    final = lines[-2]
     assert final.endswith("(final)")
     assert f"{rows} items" in final
     assert f"committed {rows} rows in " in final
@@ -209,6 +217,8 @@ def test_html_renders_in_chromium_with_plots(crawl: dict[str, Any]) -> None:
     assert not external, external
     by_title = {c["title"]: c for c in charts}
     assert "items and images per second" in by_title
+    committed = by_title["rows committed to the store (running total)"]
+    assert committed["points"] and all(n >= 2 for n in committed["points"])
     pushback = by_title[f"{crawl['pushback']}: request rate and pacing"]
     sandbox = by_title[f"{crawl['sandbox']}: request rate and pacing"]
     for chart in (by_title["items and images per second"], pushback, sandbox):

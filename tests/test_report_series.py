@@ -9,7 +9,7 @@ import pytest
 
 from imagecrawl.report.html import render_html
 from imagecrawl.report.series import Spans, Timeline
-from imagecrawl.report.svg import Chart, Line, Markers, fmt_duration, nice_max, render
+from imagecrawl.report.svg import Chart, Line, Markers, _x_ticks, fmt_duration, fmt_tick, nice_max, render
 
 
 def test_timeline_stays_bounded_over_four_days_and_keeps_totals() -> None:
@@ -95,6 +95,9 @@ def test_svg_chart_points_markers_and_bands() -> None:
 def test_nice_numbers() -> None:
     assert [nice_max(v) for v in (0, 0.3, 1, 3, 7, 11, 240)] == [1, 0.5, 1, 5, 10, 20, 250]
     assert [fmt_duration(s) for s in (5, 300, 7200, 3 * 86400)] == ["5s", "5m", "2h", "3.0d"]
+    # axis ticks are exact: a 3.5-minute crawl no longer reads "0s 30s 60s 2m 2m 2m 3m"
+    assert [fmt_tick(t) for t in _x_ticks(210)] == ["0s", "30s", "60s", "90s", "2m", "2m30", "3m", "3m30"]
+    assert [fmt_tick(t) for t in (5400, 7200, 9000, 3 * 86400)] == ["1h30", "2h", "2h30", "3d"]
 
 
 def test_html_is_self_contained_and_escaped() -> None:
@@ -113,6 +116,10 @@ def test_html_is_self_contained_and_escaped() -> None:
     assert "&lt;x&gt;" in page
     assert page.count("<svg") == 2  # throughput + the one site
     assert "src=" not in page and "href=" not in page
+    # no row committed: the page says so first, with the finish reason
+    assert "Nothing stored." in page
+    stored = render_html({**report, "totals": {"rows_committed": 3}, "finish_reason": "finished"})
+    assert "Nothing stored." not in stored
 
 
 def test_site_state_from_responses_and_from_the_pacing_snapshot() -> None:
@@ -120,6 +127,9 @@ def test_site_state_from_responses_and_from_the_pacing_snapshot() -> None:
 
     site = SiteActivity("a.example")
     assert site.state(now=100.0, window=30) == "ok"
+    site.requests = 3
+    assert site.state(now=100.0, window=30) == "no answer"  # requests went out, nothing came back
+    site.statuses = {"200": 1}
     site.last_429_at = 90.0
     assert site.state(now=100.0, window=30) == "throttled (429/503)"
     assert site.state(now=200.0, window=30) == "ok"
@@ -136,3 +146,54 @@ def test_site_state_from_responses_and_from_the_pacing_snapshot() -> None:
     assert site.state(now=160.0, window=30) == "paused 60s (banned)"
     site.snapshot = {"rate": 2.0, "state": "ok", "paused_until": None}
     assert site.state(now=100.0, window=30) == "paused 25s (Retry-After)"
+
+
+def test_rates_are_smoothed_and_commits_are_a_running_total() -> None:
+    from imagecrawl.report.html import cumulative, smooth
+
+    sawtooth = [0, 4, 0, 4, 0, 4, 0, 4, None]
+    smoothed = smooth(sawtooth)
+    assert smoothed[-1] is None
+    assert all(1.3 < v < 2.7 for v in smoothed[2:-2] if v is not None)  # around the mean of 2, no 0-4 swings
+    assert cumulative([0, 512, 0, 0, 256], 0.5) == [0, 256, 256, 256, 384]
+
+
+def test_held_seconds_counts_pauses_and_bans_once_and_not_slow_spans() -> None:
+    from imagecrawl.report.html import held_seconds
+
+    spans = [
+        {"start": 0, "end": 10, "label": "slow"},  # paced down, still sending: not held
+        {"start": 2, "end": 6, "label": "retry-after"},
+        {"start": 4, "end": 8, "label": "paused"},  # overlaps the Retry-After: counted once
+        {"start": 20, "end": 25, "label": "cooldown"},
+    ]
+    assert held_seconds(spans) == 11
+    assert held_seconds([{"start": 0, "end": 5, "label": "slow"}]) == 0
+
+
+def test_dataset_tally_and_section() -> None:
+    from imagecrawl.report.dataset import DatasetTally
+
+    tally = DatasetTally()
+    tally.add(
+        {
+            "source": "a",
+            "prompt": "cat",
+            "seed": 1,
+            "metadata_source": "api",
+            "image_format": "PNG",
+            "model": "sdxl",
+            "width": 1024,
+            "height": 1024,
+        }
+    )
+    tally.add(
+        {"source": "a", "prompt": None, "metadata_source": None, "image_format": "JPEG", "width": 512, "height": 512}
+    )
+    data = tally.to_dict()
+    assert data["items"] == 2 and data["with_prompt"] == 1 and data["with_seed"] == 1
+    assert data["metadata_sources"] == {"api": 1, "none": 1} and data["formats"] == {"PNG": 1, "JPEG": 1}
+    assert data["top_models"] == {"sdxl": 1} and data["sizes"] == {"0.6-1 MP": 1, "0.25-0.6 MP": 1}
+    page = render_html({"run_id": "R", "totals": {"rows_committed": 2}, "series": {}, "dataset": data})
+    assert "<h2>Dataset (2 items scraped)</h2>" in page and "where the prompt came from" in page
+    assert "top models" in page and "50%" in page

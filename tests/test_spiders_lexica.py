@@ -94,7 +94,7 @@ def test_no_results(results: dict[str, CrawlResult]) -> None:
 
 def test_missing_query_is_a_clear_error(results: dict[str, CrawlResult]) -> None:
     error = results["no_q"].error
-    assert error is not None and error.startswith("ValueError") and "-a q=" in error
+    assert error is not None and error.startswith("ConfigError") and "-a q=" in error
 
 
 def test_requests(results: dict[str, CrawlResult], server: SandboxProcess) -> None:

@@ -1,16 +1,41 @@
 """``scrapy crawl`` that also fails the process when the crawl could not deliver its data.
 
-Scrapy's own command exits non-zero only when a crawler fails to start. A dataset crawl whose shards
-could not reach the store (S3 down to the end) must say so with its exit code too: components set the
-stat ``imagecrawl/exit_code`` and this command exits with it.
+Scrapy's own command exits non-zero only when a crawler fails to start, and prints an error raised
+while the crawl starts (in a spider's ``__init__``, an add-on, a component) inside "Task exception was
+never retrieved" and a traceback. Here:
+
+* a :class:`~imagecrawl.errors.ConfigError` (a wrong ``-a`` argument or ``-s`` setting) is one line
+  ``imagecrawl: error: ...`` and exit status 2; a :class:`~imagecrawl.errors.StoreError` (the store
+  probe at start failed) is one line and exit status 3; any other error keeps its traceback;
+* components set the stat ``imagecrawl/exit_code`` (shards the store did not take: 3; a crawl that
+  got nothing: 4; no contact: 2) and this command exits with it (docs/exit-codes in README.md).
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import logging
+import sys
+from typing import Any
 
 from scrapy.commands.crawl import Command as ScrapyCrawlCommand
 from scrapy.exceptions import UsageError
+
+from imagecrawl.errors import ConfigError, StoreError
+
+logger = logging.getLogger(__name__)
+
+
+def user_error(exc: BaseException | None) -> ConfigError | StoreError | None:
+    """The user-facing error behind ``exc`` (itself, or its cause), if it is one."""
+    seen = 0
+    while exc is not None and seen < 5:
+        if isinstance(exc, ConfigError | StoreError):
+            return exc
+        exc = exc.__cause__ or exc.__context__
+        seen += 1
+    return None
 
 
 class Command(ScrapyCrawlCommand):
@@ -19,11 +44,39 @@ class Command(ScrapyCrawlCommand):
             raise UsageError("give exactly one spider name")
         assert self.crawler_process
         crawler = self._create_crawler(args[0])
-        self.crawler_process.crawl(crawler, **opts.spargs)
+        failures: list[BaseException] = []
+        result: Any = self.crawler_process.crawl(crawler, **opts.spargs)
+        if isinstance(result, asyncio.Future):
+            result.add_done_callback(lambda task: _collect(task, failures))
+        else:  # a Deferred (Twisted's CrawlerProcess)
+            result.addErrback(lambda failure: _collect_failure(failure, failures))
         self.crawler_process.start()
+        error = user_error(failures[0]) if failures else None
+        if error is not None:
+            print(f"imagecrawl: error: {error}", file=sys.stderr)
+            self.exitcode = error.exit_code
+            return
         if self.crawler_process.bootstrap_failed:
             self.exitcode = 1
             return
-        code = crawler.stats.get_value("imagecrawl/exit_code") if crawler.stats else None
+        code = crawler.stats.get_value("imagecrawl/exit_code") if crawler._stats else None
         if code:
             self.exitcode = int(code)
+
+
+def _collect(task: asyncio.Future[Any], failures: list[BaseException]) -> None:
+    if task.cancelled():
+        return
+    exc = task.exception()  # retrieved: asyncio does not print "Task exception was never retrieved"
+    if exc is None:
+        return
+    failures.append(exc)
+    if user_error(exc) is None:
+        logger.error("The crawl failed to start", exc_info=exc)
+
+
+def _collect_failure(failure: Any, failures: list[BaseException]) -> None:
+    failures.append(failure.value)
+    if user_error(failure.value) is None:
+        return failure
+    return None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import secrets
 
@@ -9,6 +10,7 @@ from scrapy.settings import SETTINGS_PRIORITIES, BaseSettings
 from scrapy.utils.misc import load_object
 
 from imagecrawl.distributed.config import redis_url
+from imagecrawl.errors import ConfigError, missing_extra
 from imagecrawl.storage.context import check_dedupe_backend
 
 logger = logging.getLogger(__name__)
@@ -31,8 +33,11 @@ class DistributedAddon:
         backend = check_dedupe_backend(settings)
         if not url:
             if backend == "redis":
-                raise ValueError("IMAGECRAWL_DEDUPE_BACKEND=redis needs IMAGECRAWL_REDIS_URL (or REDIS_URL)")
+                raise ConfigError("IMAGECRAWL_DEDUPE_BACKEND=redis needs IMAGECRAWL_REDIS_URL (or REDIS_URL)")
             return
+        for module, package in (("redis", "redis"), ("scrapy_redis", "scrapy-redis")):
+            if importlib.util.find_spec(module) is None:
+                raise missing_extra("IMAGECRAWL_REDIS_URL (or REDIS_URL)", "redis", package)
         settings.set_in_component_priority_dict("DOWNLOADER_MIDDLEWARES", load_object(GLOBAL_RATE_MIDDLEWARE), 960)
         settings.set_in_component_priority_dict("SPIDER_MIDDLEWARES", load_object(LEASE_MIDDLEWARE), 5)
         if backend in ("auto", "redis"):

@@ -6,6 +6,8 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any
 
+from imagecrawl.errors import ConfigError
+
 
 def redis_url(settings: Any) -> str:
     """``IMAGECRAWL_REDIS_URL``, else Scrapy's (scrapy-redis's) ``REDIS_URL``, else ""."""
@@ -25,10 +27,10 @@ class RedisConfig:
     def from_settings(cls, settings: Any, spider_name: str = "") -> RedisConfig:
         url = redis_url(settings)
         if not url:
-            raise ValueError("no Redis URL: set IMAGECRAWL_REDIS_URL (or REDIS_URL)")
+            raise ConfigError("no Redis URL: set IMAGECRAWL_REDIS_URL (or REDIS_URL)")
         lease = settings.getfloat("IMAGECRAWL_REDIS_LEASE_SECONDS")
         if lease <= 0:
-            raise ValueError(f"IMAGECRAWL_REDIS_LEASE_SECONDS must be > 0, got {lease}")
+            raise ConfigError(f"IMAGECRAWL_REDIS_LEASE_SECONDS must be > 0, got {lease}")
         return cls(
             url=url,
             prefix=str(settings.get("IMAGECRAWL_REDIS_PREFIX")),

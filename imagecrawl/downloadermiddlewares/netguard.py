@@ -30,6 +30,8 @@ from scrapy.exceptions import IgnoreRequest, NotConfigured
 from scrapy.settings import BaseSettings
 from scrapy.utils.httpobj import urlparse_cached
 
+from imagecrawl.errors import ConfigError
+
 logger = logging.getLogger(__name__)
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -101,7 +103,7 @@ def parse_networks(value: str | Iterable[str] | None) -> tuple[IPNetwork, ...]:
         try:
             out.append(ipaddress.ip_network(item, strict=False))
         except ValueError as exc:
-            raise ValueError(f"IMAGECRAWL_ALLOWED_NETWORKS: {item!r} is not a network ({exc})") from exc
+            raise ConfigError(f"IMAGECRAWL_ALLOWED_NETWORKS: {item!r} is not a network ({exc})") from exc
     return tuple(out)
 
 

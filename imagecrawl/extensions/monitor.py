@@ -24,6 +24,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Self
 
+from itemadapter import ItemAdapter
 from scrapy import Request, signals
 from scrapy.crawler import Crawler
 from scrapy.http import Response
@@ -32,6 +33,7 @@ from scrapy.utils.httpobj import urlparse_cached
 
 from imagecrawl import meta
 from imagecrawl.pacing.retryafter import parse_retry_after
+from imagecrawl.report.dataset import DatasetTally
 from imagecrawl.report.series import Spans, Timeline
 from imagecrawl.storage.context import crawl_context
 
@@ -85,6 +87,8 @@ class SiteActivity:
         if isinstance(paused_until, (int, float)) and paused_until > now:
             why = f" ({state})" if state not in CALM_STATES | {"paused"} else ""
             return f"paused {paused_until - now:.0f}s{why}"
+        if self.requests and not self.statuses:
+            return "no answer"  # requests went out, none got a response: DNS, refused, timeouts
         if state and state not in CALM_STATES:
             return state
         active = [s for s in self.spans.active(now) if s[2] == "retry-after"]
@@ -104,6 +108,8 @@ class Monitor:
         assert crawler.stats is not None
         self.stats = crawler.stats
         self.started = time.time()
+        #: what the scraped items hold (the report's dataset section)
+        self.dataset = DatasetTally()
         self.timeline = Timeline(self.started, capacity=config.buckets)
         self.sites: dict[str, SiteActivity] = {}
         self.other_sites: set[str] = set()
@@ -177,8 +183,9 @@ class Monitor:
             self.timeline.add(f"site:{site.name}:retry_after", now)
             site.spans.add(now, now + min(seconds, MAX_PAUSE_SECONDS), "retry-after")
 
-    def item_scraped(self) -> None:
+    def item_scraped(self, item: Any) -> None:
         self.timeline.add("items", time.time())
+        self.dataset.add(ItemAdapter(item))
 
     # -- sampling -------------------------------------------------------------------------------
     def _stat_sum(self, keys: tuple[str, ...]) -> float:

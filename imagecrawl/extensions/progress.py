@@ -1,4 +1,6 @@
-"""A progress line every ``IMAGECRAWL_PROGRESS_INTERVAL_SECONDS`` (INFO; quiet with LOG_LEVEL=WARNING):
+"""A progress line every ``IMAGECRAWL_PROGRESS_INTERVAL_SECONDS``, logged at INFO; with LOG_LEVEL=WARNING
+at the level ``PROGRESS`` (between WARNING and ERROR, so it shows without counting as a warning); hidden
+at ERROR. The last one, at close, says how many rows the crawl added to the store:
 
 Progress 0:05:00: 1,234 items (4.1 images/s); committed 1,200 rows in 6 shards, outbox 1 shard;
 dupes 12, known skipped 30, opt-out 3, 429s 4 | civitai.com 3.2 req/s ok; cdn.example 0.0 req/s
@@ -20,6 +22,22 @@ from scrapy.utils.asyncio import create_looping_call
 from imagecrawl.extensions.monitor import Monitor, monitor_for
 
 logger = logging.getLogger(__name__)
+
+#: the level of the progress line when INFO is hidden (LOG_LEVEL=WARNING)
+PROGRESS = 35
+logging.addLevelName(PROGRESS, "PROGRESS")
+
+
+def progress_level(log_level: Any) -> int | None:
+    """INFO when ``LOG_LEVEL`` shows INFO, else PROGRESS when it shows that, else None.
+
+    Scrapy filters in its root handler (at ``LOG_LEVEL``), not on the loggers, so ``isEnabledFor`` cannot tell."""
+    number = log_level if isinstance(log_level, int) else logging.getLevelName(str(log_level).upper())
+    if not isinstance(number, int):
+        number = logging.INFO
+    if number <= logging.INFO:
+        return logging.INFO
+    return PROGRESS if number <= PROGRESS else None
 
 
 @dataclass(frozen=True)
@@ -100,12 +118,16 @@ class ProgressLine:
         self._task.start(self.config.interval_seconds, now=False)
 
     def log(self, final: bool = False) -> None:
-        if not logger.isEnabledFor(logging.INFO):
+        level = progress_level(self.crawler.settings.get("LOG_LEVEL"))
+        if level is None:
             return
-        line = progress_line(
-            self.monitor, self.stats.get_stats(), time.time(), self.config.interval_seconds, self.config.sites
-        )
-        logger.info("%s%s", line, " (final)" if final else "")
+        stats = self.stats.get_stats()
+        line = progress_line(self.monitor, stats, time.time(), self.config.interval_seconds, self.config.sites)
+        logger.log(level, "%s%s", line, " (final)" if final else "")
+        if final:
+            rows = int(stats.get("imagecrawl/store/rows_committed", 0))
+            store = self.crawler.settings.get("IMAGECRAWL_STORE")
+            logger.log(level, "%s new row%s stored in %s", f"{rows:,}", "" if rows == 1 else "s", store)
 
     def spider_closed(self) -> None:
         if self._task is not None and self._task.running:

@@ -139,6 +139,7 @@ def build_report(
             "outbox_backlog_shards": tl.level("outbox_backlog_shards"),
         },
         "sites": sites,
+        "dataset": monitor.dataset.to_dict(),
         "plotted_sites": plotted_sites,
         "other_sites": len(monitor.other_sites),
         "stats": {k: _iso(v) if isinstance(v, datetime) else v for k, v in sorted(stats.items())},

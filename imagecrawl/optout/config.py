@@ -9,6 +9,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from imagecrawl import UA_TOKEN
+from imagecrawl.errors import ConfigError
 from imagecrawl.optout.rules import DEFAULT_DIRECTIVES, KNOWN_DIRECTIVES
 from imagecrawl.state import state_dir_for
 
@@ -36,7 +37,7 @@ class OptOutConfig:
         directives = frozenset(d.strip().lower() for d in raw_directives if d.strip())
         unknown = directives - KNOWN_DIRECTIVES
         if unknown:
-            raise ValueError(
+            raise ConfigError(
                 f"IMAGECRAWL_OPTOUT_DIRECTIVES: unknown {sorted(unknown)}; known: {sorted(KNOWN_DIRECTIVES)}"
             )
         raw_log = str(settings.get("IMAGECRAWL_OPTOUT_LOG"))

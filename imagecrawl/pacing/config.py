@@ -9,6 +9,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Any, Self
 
+from imagecrawl.errors import ConfigError
 from imagecrawl.pacing.aimd import AimdConfig
 from imagecrawl.pacing.bans import BanConfig
 from imagecrawl.pacing.sitekey import SITE_KEY_MODES
@@ -62,7 +63,7 @@ def site_key_mode(settings: Any) -> str:
     """``IMAGECRAWL_PACING_SITE_KEY``, checked: what every component calls a site."""
     mode = str(settings.get("IMAGECRAWL_PACING_SITE_KEY"))
     if mode not in SITE_KEY_MODES:
-        raise ValueError(f"IMAGECRAWL_PACING_SITE_KEY must be one of {SITE_KEY_MODES}, not {mode!r}")
+        raise ConfigError(f"IMAGECRAWL_PACING_SITE_KEY must be one of {SITE_KEY_MODES}, not {mode!r}")
     return mode
 
 

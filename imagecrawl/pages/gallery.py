@@ -46,6 +46,7 @@ from lxml import etree
 from parsel import Selector, SelectorList
 from parsel.csstranslator import HTMLTranslator
 
+from imagecrawl.errors import ConfigError
 from imagecrawl.pages import ImageEntry, PageError
 from imagecrawl.records import SourceHints
 from imagecrawl.values import is_http_url, to_float, to_int, to_text
@@ -115,7 +116,7 @@ class Listing:
 def parse_selector(value: Any, where: str) -> Sel:
     """``css:EXPR`` / ``xpath:EXPR`` / plain CSS → :class:`Sel` (``ValueError`` names ``where``)."""
     if not isinstance(value, str) or not value.strip():
-        raise ValueError(f"{where}: expected a non-empty selector string, got {value!r}")
+        raise ConfigError(f"{where}: expected a non-empty selector string, got {value!r}")
     text = value.strip()
     prefix, _, rest = text.partition(":")
     if prefix in ("css", "xpath") and rest.strip():
@@ -126,7 +127,7 @@ def parse_selector(value: Any, where: str) -> Sel:
         xpath = _CSS.css_to_xpath(expr) if kind == "css" else expr
         etree.XPath(xpath)
     except Exception as exc:
-        raise ValueError(f"{where}: invalid {kind} selector {expr!r}: {exc}") from None
+        raise ConfigError(f"{where}: invalid {kind} selector {expr!r}: {exc}") from None
     return Sel(kind, expr)
 
 
@@ -147,13 +148,13 @@ def load_profile(ref: str | Path) -> Profile:
         try:
             data = path.read_bytes()
         except OSError as exc:
-            raise ValueError(f"{text_ref}: cannot read profile: {exc.strerror or exc}") from None
+            raise ConfigError(f"{text_ref}: cannot read profile: {exc.strerror or exc}") from None
         return profile_from_toml(data.decode("utf-8", "replace"), str(path))
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", text_ref):
-        raise ValueError(f"{text_ref!r}: not a profile file or bundled profile name")
+        raise ConfigError(f"{text_ref!r}: not a profile file or bundled profile name")
     resource = resources.files("imagecrawl") / "profiles" / f"{text_ref}.toml"
     if not resource.is_file():
-        raise ValueError(
+        raise ConfigError(
             f"{text_ref!r}: no such profile file, and no bundled profile of that name "
             f"(bundled: {', '.join(bundled_profiles()) or 'none'})"
         )
@@ -165,14 +166,14 @@ def profile_from_toml(text: str, path: str = "<memory>") -> Profile:
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ValueError(f"{path}: not valid TOML: {exc}") from None
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
 
     def table(key: str, required: bool) -> dict[str, Any]:
         value = data.get(key)
         if value is None and not required:
             return {}
         if not isinstance(value, dict):
-            raise ValueError(f"{path}: [{key}] table is required")
+            raise ConfigError(f"{path}: [{key}] table is required")
         return value
 
     def string(tbl: dict[str, Any], key: str, where: str, required: bool) -> str | None:
@@ -180,14 +181,14 @@ def profile_from_toml(text: str, path: str = "<memory>") -> Profile:
         if value is None and not required:
             return None
         if not isinstance(value, str) or not value.strip():
-            raise ValueError(f"{path}: {where} must be a non-empty string, got {value!r}")
+            raise ConfigError(f"{path}: {where} must be a non-empty string, got {value!r}")
         return value.strip()
 
     def selector(tbl: dict[str, Any], key: str, section: str, required: bool = False) -> Sel | None:
         if tbl.get(key) is None and not required:
             return None
         if key not in tbl:
-            raise ValueError(f"{path}: {section}.{key} is required")
+            raise ConfigError(f"{path}: {section}.{key} is required")
         return parse_selector(tbl[key], f"{path}: {section}.{key}")
 
     listing = table("listing", True)
@@ -196,33 +197,33 @@ def profile_from_toml(text: str, path: str = "<memory>") -> Profile:
     source = string(data, "source", "source", True)
     assert name is not None and source is not None
     if not re.fullmatch(r"[a-z0-9_.-]+", source):
-        raise ValueError(f"{path}: source must be lower-case [a-z0-9_.-], got {source!r}")
+        raise ConfigError(f"{path}: source must be lower-case [a-z0-9_.-], got {source!r}")
     start_url = string(data, "start_url", "start_url", False)
     if start_url is not None and not is_http_url(start_url):
-        raise ValueError(f"{path}: start_url must be an http(s) URL, got {start_url!r}")
+        raise ConfigError(f"{path}: start_url must be an http(s) URL, got {start_url!r}")
     render = string(data, "render", "render", False) or "http"
     if render not in RENDERS:
-        raise ValueError(f"{path}: render must be one of {', '.join(RENDERS)}, got {render!r}")
+        raise ConfigError(f"{path}: render must be one of {', '.join(RENDERS)}, got {render!r}")
     params_names = selector(detail, "params_names", "detail")
     params_values = selector(detail, "params_values", "detail")
     if (params_names is None) != (params_values is None):
-        raise ValueError(f"{path}: detail.params_names and detail.params_values go together")
+        raise ConfigError(f"{path}: detail.params_names and detail.params_values go together")
     pattern_text = string(detail, "id_pattern", "detail.id_pattern", False)
     id_pattern = None
     if pattern_text is not None:
         try:
             id_pattern = re.compile(pattern_text)
         except re.error as exc:
-            raise ValueError(f"{path}: detail.id_pattern is not a valid regex: {exc}") from None
+            raise ConfigError(f"{path}: detail.id_pattern is not a valid regex: {exc}") from None
         if id_pattern.groups < 1:
-            raise ValueError(f"{path}: detail.id_pattern needs one capturing group")
+            raise ConfigError(f"{path}: detail.id_pattern needs one capturing group")
     raw_map = detail.get("param_map", {})
     if not isinstance(raw_map, dict):
-        raise ValueError(f"{path}: [detail.param_map] must be a table of label = field")
+        raise ConfigError(f"{path}: [detail.param_map] must be a table of label = field")
     param_map: dict[str, str] = {}
     for label, target in raw_map.items():
         if target not in HINT_FIELDS:
-            raise ValueError(
+            raise ConfigError(
                 f"{path}: detail.param_map.{label} must be one of {', '.join(HINT_FIELDS)}, got {target!r}"
             )
         param_map[_label_key(label)] = target

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Final, NamedTuple
 from urllib.parse import urlsplit
 
+from imagecrawl.errors import ConfigError
 from imagecrawl.values import to_text
 
 FORMATS: Final = ("parquet", "csv", "tsv", "jsonl", "txt")
@@ -52,9 +53,9 @@ def parse_shard(shard: str | None) -> tuple[int, int]:
     try:
         i, n = int(index), int(count)
     except ValueError:
-        raise ValueError(f"shard must look like I/N (e.g. 0/4), got {text!r}") from None
+        raise ConfigError(f"-a shard= must look like I/N (e.g. 0/4), got {text!r}") from None
     if not sep or n < 1 or not 0 <= i < n:
-        raise ValueError(f"shard must be I/N with 0 <= I < N, got {text!r}")
+        raise ConfigError(f"-a shard= must be I/N with 0 <= I < N, got {text!r}")
     return i, n
 
 
@@ -63,11 +64,11 @@ def detect_format(path: str | Path, input_format: str | None = None) -> str:
         fmt = input_format.strip().lower().lstrip(".")
         fmt = {"ndjson": "jsonl", "pq": "parquet", "text": "txt"}.get(fmt, fmt)
         if fmt not in FORMATS:
-            raise ValueError(f"input_format must be one of {', '.join(FORMATS)}, got {input_format!r}")
+            raise ConfigError(f"-a input_format= must be one of {', '.join(FORMATS)}, got {input_format!r}")
         return fmt
     suffix = Path(path).suffix.lower()
     if suffix not in _EXTENSIONS:
-        raise ValueError(
+        raise ConfigError(
             f"{path}: cannot tell the format from the extension {suffix!r}; pass input_format= ({', '.join(FORMATS)})"
         )
     return _EXTENSIONS[suffix]
@@ -106,7 +107,7 @@ class UrlList:
         self.shard_index, self.shard_count = parse_shard(self.shard)
         self.skipped: Counter[str] = Counter()
         if not Path(self.path).is_file():
-            raise ValueError(f"{self.path}: input file not found")
+            raise ConfigError(f"{self.path}: input file not found")
 
     def check(self) -> None:
         """Validate the columns now (Parquet schema, CSV header) instead of at the first row:
@@ -146,8 +147,9 @@ class UrlList:
 
     # Each reader yields (row_index, url value, caption value) for EVERY row, unfiltered.
 
-    def _missing_column(self, columns: list[str], column: str) -> ValueError:
-        return ValueError(f"{self.path}: no column {column!r} (columns: {', '.join(map(str, columns))})")
+    def _missing_column(self, columns: list[str], column: str) -> ConfigError:
+        names = ", ".join(map(str, columns))
+        return ConfigError(f"{self.path}: no column {column!r} (columns: {names}); set -a url_col= / caption_col=")
 
     def _caption_column(self, columns: list[str]) -> str | None:
         if self.caption_col and self.caption_col in columns:
@@ -162,7 +164,7 @@ class UrlList:
         try:
             pf = pq.ParquetFile(self.path)
         except Exception as exc:
-            raise ValueError(f"{self.path}: not a readable Parquet file: {exc}") from None
+            raise ConfigError(f"{self.path}: not a readable Parquet file: {exc}") from None
         columns = list(pf.schema_arrow.names)
         if self.url_col not in columns:
             raise self._missing_column(columns, self.url_col)

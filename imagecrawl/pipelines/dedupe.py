@@ -11,6 +11,7 @@ from scrapy.crawler import Crawler
 from scrapy.exceptions import DropItem, NotConfigured
 
 from imagecrawl.dedupe.near import SqliteNearIndex
+from imagecrawl.errors import ConfigError
 from imagecrawl.storage.context import crawl_context
 
 logger = logging.getLogger(__name__)
@@ -29,7 +30,7 @@ class DedupePipeline:
         settings = crawler.settings
         self.near_policy = settings.get("IMAGECRAWL_NEAR_POLICY")
         if self.near_policy not in ("drop", "keep"):
-            raise ValueError(f"IMAGECRAWL_NEAR_POLICY must be 'drop' or 'keep', not {self.near_policy!r}")
+            raise ConfigError(f"IMAGECRAWL_NEAR_POLICY must be 'drop' or 'keep', not {self.near_policy!r}")
         self.near_distance = settings.getint("IMAGECRAWL_NEAR_MAX_DISTANCE")
         if settings.getbool("IMAGECRAWL_NEAR_DEDUPE_ENABLED") and self.storage.ledger.near is None:
             self.storage.ledger.enable_near(SqliteNearIndex(self.storage.state_dir / "near.sqlite3"))

@@ -13,6 +13,7 @@ CSS = """
 body{font:14px/1.4 system-ui,-apple-system,"Segoe UI",sans-serif;margin:24px;color:#222;max-width:1100px}
 h1{font-size:20px;margin:0 0 4px} h2{font-size:16px;margin:28px 0 8px;border-bottom:1px solid #ddd}
 .meta{color:#555;margin-bottom:16px} .cards{display:flex;flex-wrap:wrap;gap:10px}
+.nothing{background:#fde8e8;border-left:4px solid #c0392b;padding:8px}
 .card{border:1px solid #ddd;border-radius:6px;padding:8px 12px;min-width:120px}
 .card b{display:block;font-size:20px} .card span{color:#666;font-size:12px}
 table{border-collapse:collapse;margin:6px 0 12px} td,th{border:1px solid #ddd;padding:3px 8px;text-align:left}
@@ -34,6 +35,76 @@ TOTALS = (
     ("bans_detected", "bans detected"),
     ("outbox_pending", "shards not committed"),
 )
+
+
+#: buckets averaged for the rate lines (a centred moving average: no per-bucket sawtooth)
+SMOOTH_BUCKETS = 5
+
+
+def smooth(values: list[Any], width: int = SMOOTH_BUCKETS) -> list[float | None]:
+    """Centred moving average over ``width`` buckets; a missing bucket stays missing."""
+    half = width // 2
+    out: list[float | None] = []
+    for i, value in enumerate(values):
+        window = [float(v) for v in values[max(0, i - half) : i + half + 1] if v is not None]
+        out.append(sum(window) / len(window) if value is not None and window else None)
+    return out
+
+
+def cumulative(per_second: list[Any], bucket_seconds: float) -> list[float]:
+    """A per-second series summed up: the running total (rows committed so far)."""
+    total, out = 0.0, []
+    for value in per_second:
+        total += float(value or 0) * bucket_seconds
+        out.append(total)
+    return out
+
+
+#: span labels during which nothing went to the site: Retry-After, pauses and the ban states (not "slow")
+HELD = frozenset({"retry-after", "paused", "cooldown", "banned", "probing", "abandoned"})
+
+
+def held_seconds(spans: list[dict[str, Any]]) -> float:
+    """Seconds a site was held back (the union of its HELD spans: overlaps count once)."""
+    intervals = sorted((float(s["start"]), float(s["end"])) for s in spans if s.get("label") in HELD)
+    total, end = 0.0, float("-inf")
+    for start, stop in intervals:
+        if stop <= end:
+            continue
+        total += stop - max(start, end)
+        end = stop
+    return total
+
+
+def _share(n: Any, total: int) -> str:
+    return f"{100 * float(n) / total:.0f}%" if total else "-"
+
+
+def _dataset_section(data: dict[str, Any]) -> list[str]:
+    """What the scraped items hold: prompt coverage, where prompts came from, formats, models, sizes."""
+    total = int(data.get("items") or 0)
+    if not total:
+        return []
+    out = [f"<h2>Dataset ({fmt_number(total)} items scraped)</h2>", '<div class="cards">']
+    for key, label in (
+        ("with_prompt", "with a prompt"),
+        ("with_negative_prompt", "with a negative prompt"),
+        ("with_seed", "with a seed"),
+    ):
+        out.append(_card(_share(data.get(key, 0), total), f"{label} ({fmt_number(float(data.get(key, 0)))})"))
+    out.append("</div>")
+    for key, title in (
+        ("metadata_sources", "where the prompt came from"),
+        ("formats", "image formats"),
+        ("top_models", "top models"),
+        ("sizes", "image sizes"),
+        ("sources", "sources"),
+    ):
+        counts = data.get(key) or {}
+        if counts:
+            out.append(f"<h3>{escape(title)}</h3>")
+            out.append(_table([(name, n, _share(n, total)) for name, n in counts.items()], (title, "items", "share")))
+    return out
 
 
 def _card(value: Any, label: str, warn: bool = False) -> str:
@@ -59,7 +130,7 @@ def _table(rows: list[tuple[Any, ...]], header: tuple[str, ...]) -> str:
 
 def _site_chart(site: dict[str, Any], t: list[float], x_max: float) -> str:
     series = site.get("series", {})
-    lines = [Line("requests/s", series.get("requests_per_second", []), PALETTE[0])]
+    lines = [Line("requests/s (smoothed)", smooth(series.get("requests_per_second", [])), PALETTE[0])]
     if any(v is not None for v in series.get("pacing_rate", [])):
         lines.append(Line("pacing rate", series["pacing_rate"], PALETTE[2], dashed=True))
     markers = [
@@ -96,8 +167,14 @@ def render_html(report: dict[str, Any]) -> str:
         f'<div class="meta">store <code>{escape(str(report.get("store", "")))}</code> · started '
         f"{escape(str(report.get('started_at', '')))} · ran {fmt_duration(float(report.get('elapsed_seconds') or 0))}"
         f" · finish reason <b>{escape(str(report.get('finish_reason', '')))}</b></div>",
-        '<div class="cards">',
     ]
+    if not totals.get("rows_committed"):
+        # A crawl that stored nothing says so first, with why, instead of reading like a finished one.
+        parts.append(
+            f'<p class="nothing"><b>Nothing stored.</b> Finish reason '
+            f"<b>{escape(str(report.get('finish_reason', '')))}</b>; see the sites and the stats below.</p>"
+        )
+    parts.append('<div class="cards">')
     for key, label in TOTALS:
         if key in totals:
             warn = key in ("outbox_pending", "responses_429", "bans_detected") and bool(totals[key])
@@ -111,15 +188,29 @@ def render_html(report: dict[str, Any]) -> str:
                 title="items and images per second",
                 t=t,
                 lines=[
-                    Line("items/s", series.get("items_per_second", []), PALETTE[0]),
-                    Line("images/s", series.get("images_per_second", []), PALETTE[1]),
-                    Line("rows committed/s", series.get("rows_committed_per_second", []), PALETTE[3], dashed=True),
+                    Line("items/s (smoothed)", smooth(series.get("items_per_second", [])), PALETTE[0]),
+                    Line("images/s (smoothed)", smooth(series.get("images_per_second", [])), PALETTE[1]),
                 ],
                 y_label="per second",
                 x_max=x_max,
             )
         )
     )
+    # Shards commit hundreds of rows at once: as a rate that spike flattens the lines above, so rows
+    # committed are drawn as the running total on a chart of their own.
+    committed = series.get("rows_committed_per_second", [])
+    if any(committed):
+        parts.append(
+            render(
+                Chart(
+                    title="rows committed to the store (running total)",
+                    t=t,
+                    lines=[Line("rows", cumulative(committed, float(series.get("bucket_seconds", 1.0))), PALETTE[3])],
+                    y_label="rows",
+                    x_max=x_max,
+                )
+            )
+        )
     if any(v for v in series.get("outbox_backlog_shards", []) if v):
         parts.append(
             render(
@@ -131,6 +222,8 @@ def render_html(report: dict[str, Any]) -> str:
                 )
             )
         )
+
+    parts.extend(_dataset_section(report.get("dataset") or {}))
 
     sites = report.get("sites", [])
     parts.append(f"<h2>Sites ({len(sites)})</h2>")
@@ -147,7 +240,7 @@ def render_html(report: dict[str, Any]) -> str:
                     statuses.get("503", 0),
                     statuses.get("403", 0),
                     site.get("retry_after_seen", 0),
-                    sum(s["end"] - s["start"] for s in site.get("spans", [])),
+                    round(held_seconds(site.get("spans", [])), 2),
                     site.get("state", ""),
                 )
             )

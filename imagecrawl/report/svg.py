@@ -62,6 +62,20 @@ def fmt_duration(seconds: float) -> str:
     return f"{seconds / 86400:.1f}d"
 
 
+def fmt_tick(seconds: float) -> str:
+    """An exact time-axis label: ``0s 30s 60s 90s 2m 2m30 3m``, ``1h 1h30``, ``2d`` (never two equal labels)."""
+    total = max(0, round(seconds))
+    if total < 120:
+        return f"{total}s"
+    if total >= 2 * 86400 and total % 86400 == 0:
+        return f"{total // 86400}d"
+    hours, rest = divmod(total, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours == 0:
+        return f"{minutes}m" if secs == 0 else f"{minutes}m{secs:02d}"
+    return f"{hours}h" if rest == 0 else f"{hours}h{minutes:02d}"
+
+
 def fmt_number(value: float) -> str:
     if value == 0:
         return "0"
@@ -137,7 +151,7 @@ def render(chart: Chart) -> str:
         out.append(f'<line x1="{xx:.1f}" y1="{top + ph}" x2="{xx:.1f}" y2="{top + ph + 4}" stroke="#555"/>')
         out.append(
             f'<text x="{xx:.1f}" y="{top + ph + 16}" font-size="10" text-anchor="middle" fill="#555">'
-            f"{fmt_duration(tick)}</text>"
+            f"{fmt_tick(tick)}</text>"
         )
     out.append(f'<rect x="{left}" y="{top}" width="{pw}" height="{ph}" fill="none" stroke="#999"/>')
     if chart.y_label:

@@ -15,6 +15,7 @@ import logging
 import os
 import secrets
 import socket
+import sqlite3
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from scrapy.utils.misc import load_object
 
 from imagecrawl.dedupe.base import LedgerLike
 from imagecrawl.dedupe.sqlite import Ledger
+from imagecrawl.errors import ConfigError, StoreError
 from imagecrawl.state import state_dir_for
 from imagecrawl.storage.stores import LocalStore, S3Store, open_store, s3_config_from_settings
 
@@ -70,7 +72,7 @@ def make_run_id(worker: str = "") -> str:
 def check_dedupe_backend(settings: Any) -> str:
     backend = str(settings.get("IMAGECRAWL_DEDUPE_BACKEND")).lower()
     if backend not in DEDUPE_BACKENDS:
-        raise ValueError(f"IMAGECRAWL_DEDUPE_BACKEND must be auto, sqlite or redis, got {backend!r}")
+        raise ConfigError(f"IMAGECRAWL_DEDUPE_BACKEND must be auto, sqlite or redis, got {backend!r}")
     return backend
 
 
@@ -79,7 +81,7 @@ def _ledger_factory(settings: Any) -> LedgerFactory:
     path = settings.get("IMAGECRAWL_LEDGER_FACTORY")
     if backend == "sqlite" or not path:
         if backend == "redis":
-            raise ValueError("IMAGECRAWL_DEDUPE_BACKEND=redis needs IMAGECRAWL_REDIS_URL (or REDIS_URL)")
+            raise ConfigError("IMAGECRAWL_DEDUPE_BACKEND=redis needs IMAGECRAWL_REDIS_URL (or REDIS_URL)")
         return open_sqlite_ledger
     return cast(LedgerFactory, load_object(path))
 
@@ -107,14 +109,23 @@ class CrawlContext:
 
     @property
     def storage(self) -> CrawlStorage:
-        """The store, its local state folder, the ledger and this run's id (opened on first use)."""
+        """The store, its local state folder, the ledger and this run's id (opened on first use).
+
+        Opening probes the store (:meth:`LocalStore.probe`, :meth:`S3Store.probe`): a store that cannot be
+        written raises :class:`~imagecrawl.errors.StoreError`, one line from ``scrapy crawl``, exit 3."""
         if self._storage is None:
             settings = self.crawler.settings
             url = str(settings.get("IMAGECRAWL_STORE"))
             store = open_store(url, s3_config_from_settings(settings))
+            # The write probe: a store that cannot take shards stops the crawl here, before any request.
+            if settings.getbool("IMAGECRAWL_STORE_PROBE"):
+                store.probe()
             state = state_dir_for(url, settings.get("IMAGECRAWL_STATE_DIR"))
             run_id = make_run_id(str(settings.get("IMAGECRAWL_WORKER_ID")))
-            ledger, state = _ledger_factory(settings)(settings, url, state, run_id)
+            try:
+                ledger, state = _ledger_factory(settings)(settings, url, state, run_id)
+            except (OSError, sqlite3.Error) as exc:
+                raise StoreError(f"cannot open the crawl state in {state} (IMAGECRAWL_STATE_DIR): {exc}") from None
             self._storage = CrawlStorage(store, state, ledger, run_id)
         return self._storage
 

@@ -19,6 +19,7 @@ from typing import IO, Any, Protocol
 from urllib.parse import urlsplit
 
 from imagecrawl import failpoints
+from imagecrawl.errors import ConfigError, StoreError
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +41,7 @@ class Store(Protocol):
     def list_shards(self) -> Iterator[ShardInfo]: ...
     def open(self, key: str) -> IO[bytes]: ...
     def put_bytes(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None: ...
+    def probe(self) -> None: ...
 
 
 def _is_shard_key(key: str) -> bool:
@@ -83,6 +85,18 @@ class LocalStore:
 
     def open(self, key: str) -> IO[bytes]:
         return open(self.root / key, "rb")
+
+    def probe(self) -> None:
+        """Write and remove a file where shards are staged: :class:`StoreError` if the folder is not writable."""
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            self.staging.mkdir(parents=True, exist_ok=True)
+            probe = self.staging / f"probe-{uuid.uuid4().hex}.tmp"
+            probe.write_bytes(b"imagecrawl write probe\n")
+            probe.unlink()
+        except OSError as exc:
+            where = f" ({exc.filename})" if exc.filename else ""
+            raise StoreError(f"IMAGECRAWL_STORE {self.url}: cannot write there: {exc.strerror or exc}{where}") from None
 
     def clean_staging(self, older_than: float = 3600.0) -> int:
         """Remove staged copies left by a process that died mid-commit (never visible as shards).
@@ -134,7 +148,7 @@ class S3Store:
 
         parts = urlsplit(url)
         if not parts.netloc:
-            raise ValueError(f"IMAGECRAWL_STORE {url!r} has no bucket: use s3://bucket/prefix")
+            raise ConfigError(f"IMAGECRAWL_STORE {url!r} has no bucket: use s3://bucket/prefix")
         self.url = url
         self.bucket = parts.netloc
         self.prefix = parts.path.strip("/")
@@ -180,11 +194,44 @@ class S3Store:
                 if _is_shard_key(key):
                     yield ShardInfo(key, int(obj["Size"]))
 
+    def probe(self) -> None:
+        """Put and delete a small object under ``<prefix>/_probe/``: :class:`StoreError` naming why if the
+        credentials, the endpoint, the bucket or the write permission are not right."""
+        key = self._key(f"{RESERVED_PREFIX}probe/{uuid.uuid4().hex}")
+        try:
+            self.client.put_object(Bucket=self.bucket, Key=key, Body=b"imagecrawl write probe\n")
+        except Exception as exc:
+            raise StoreError(f"IMAGECRAWL_STORE {self.url}: cannot write there: {s3_problem(exc, self)}") from None
+        with contextlib.suppress(Exception):  # a write-only key may not delete: the probe object stays
+            self.client.delete_object(Bucket=self.bucket, Key=key)
+
     def open(self, key: str) -> IO[bytes]:
         import io
 
         body = self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
         return io.BytesIO(body)
+
+
+def s3_problem(exc: Exception, store: S3Store) -> str:
+    """What went wrong with an S3 call, in words a user can act on."""
+    from botocore import exceptions as bx
+
+    endpoint = store.client.meta.endpoint_url
+    if isinstance(exc, bx.NoCredentialsError):
+        return "no S3 credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (settings or environment)"
+    if isinstance(exc, bx.EndpointConnectionError | bx.ConnectTimeoutError | bx.ReadTimeoutError):
+        return f"cannot reach the endpoint {endpoint} (AWS_ENDPOINT_URL): {exc}"
+    if isinstance(exc, bx.ClientError):
+        error = exc.response.get("Error", {})
+        code = str(error.get("Code", ""))
+        if code == "NoSuchBucket":
+            return f"the bucket {store.bucket!r} does not exist at {endpoint}"
+        if code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "ExpiredToken"):
+            return f"the credentials were refused ({code}): check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY"
+        if code in ("AccessDenied", "403", "Forbidden"):
+            return f"writing to the bucket {store.bucket!r} is not allowed ({code})"
+        return f"{code or 'error'}: {error.get('Message') or exc}"
+    return f"{type(exc).__name__}: {exc}"
 
 
 def s3_config_from_settings(settings: Any) -> S3Config:
@@ -207,5 +254,5 @@ def open_store(url: str, s3: S3Config | None = None) -> LocalStore | S3Store:
     if url.startswith("s3://"):
         return S3Store(url, s3 or S3Config())
     if "://" in url and not url.startswith("file://"):
-        raise ValueError(f"IMAGECRAWL_STORE {url!r}: expected a local path or s3://bucket/prefix")
+        raise ConfigError(f"IMAGECRAWL_STORE {url!r}: expected a local path or s3://bucket/prefix")
     return LocalStore(url.removeprefix("file://"))

@@ -1,0 +1,57 @@
+"""Settings given by the user, checked once before the crawl starts: unknown ``IMAGECRAWL_*`` names
+(with the nearest valid one) and values that do not parse as the type of their default in
+imagecrawl/settings.py (``-s IMAGECRAWL_MAX_RATE_PER_SITE=abc``). Each problem is a
+:class:`~imagecrawl.errors.ConfigError` naming the setting."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from scrapy.settings import BaseSettings
+
+from imagecrawl import settings as project
+from imagecrawl.errors import ConfigError, unknown_name
+
+PREFIX = "IMAGECRAWL_"
+#: settings whose default is None (derived at run time) and the type a given value must have
+NONE_DEFAULT_TYPES: dict[str, type] = {
+    "IMAGECRAWL_SHARD_FLUSH_ON_IDLE": bool,
+    "IMAGECRAWL_RETRY_TIMES": int,
+}
+
+
+def defaults() -> dict[str, Any]:
+    return {name: value for name, value in vars(project).items() if name.isupper()}
+
+
+def _check_value(settings: BaseSettings, name: str, kind: type) -> None:
+    value = settings.get(name)
+    if value is None:
+        return
+    own = name.startswith(PREFIX)
+    try:
+        if kind is bool:
+            settings.getbool(name)
+        elif kind is int and own:
+            settings.getint(name)
+        elif kind in (int, float):
+            settings.getfloat(name)  # Scrapy reads some int-defaulted settings (DOWNLOAD_DELAY) as floats
+        elif kind is dict:
+            settings.getdict(name)
+    except (TypeError, ValueError):
+        what = {bool: "true or false", int: "an integer", float: "a number", dict: "a JSON object"}[kind]
+        if kind is int and not own:
+            what = "a number"
+        raise ConfigError(f"setting {name} must be {what}, got {value!r}") from None
+
+
+def check_settings(settings: BaseSettings) -> None:
+    """Raise :class:`ConfigError` for the first unknown ``IMAGECRAWL_*`` setting or unparsable value."""
+    known = defaults()
+    for name in settings:
+        if name.startswith(PREFIX) and name not in known:
+            raise unknown_name("setting", name, [n for n in known if n.startswith(PREFIX)], more="docs/settings.md")
+    for name, default in known.items():
+        kind = NONE_DEFAULT_TYPES.get(name, type(default))
+        if kind in (bool, int, float, dict):
+            _check_value(settings, name, kind)

@@ -1,0 +1,150 @@
+"""User mistakes as one line, and the runtime install: unit tests of the checks behind them."""
+
+from __future__ import annotations
+
+import ast
+import io
+import tomllib
+from contextlib import redirect_stderr, redirect_stdout
+from pathlib import Path
+
+import pytest
+from scrapy.settings import Settings
+
+from imagecrawl import cli
+from imagecrawl.errors import ConfigError, unknown_name
+from imagecrawl.extensions.outcome import counts
+from imagecrawl.extensions.progress import PROGRESS, progress_level
+from imagecrawl.settings_check import check_settings
+from spiders.civitai import CivitaiSpider
+from spiders.gallery import GallerySpider
+from tests.crawlers import project_settings
+
+REPO = Path(__file__).resolve().parent.parent
+#: packages of the dev group and of the extras: never imported at module level by the runtime
+NOT_RUNTIME = {
+    "pytest",
+    "moto",
+    "duckdb",
+    "hypothesis",
+    "mypy",
+    "scrapyd",
+    "scrapyd_client",
+    "polars",
+    "datasets",
+    "sd_parsers",
+    "redis",
+    "scrapy_redis",
+    "scrapy_playwright",
+    "playwright",
+}
+
+
+def _settings(**values: object) -> Settings:
+    settings = Settings(project_settings())
+    settings.setdict(values, priority="cmdline")
+    return settings
+
+
+def test_settings_check_names_the_setting() -> None:
+    check_settings(_settings())  # the project's own values pass
+    with pytest.raises(ConfigError, match=r"^setting IMAGECRAWL_MAX_RATE_PER_SITE must be a number, got 'abc'$"):
+        check_settings(_settings(IMAGECRAWL_MAX_RATE_PER_SITE="abc"))
+    with pytest.raises(ConfigError, match=r"IMAGECRAWL_SHARD_MAX_ROWS must be an integer, got '1.5'"):
+        check_settings(_settings(IMAGECRAWL_SHARD_MAX_ROWS="1.5"))
+    with pytest.raises(ConfigError, match="IMAGECRAWL_SHARD_FLUSH_ON_IDLE must be true or false"):
+        check_settings(_settings(IMAGECRAWL_SHARD_FLUSH_ON_IDLE="sometimes"))
+    with pytest.raises(ConfigError, match="DOWNLOAD_DELAY must be a number"):
+        check_settings(_settings(DOWNLOAD_DELAY="soon"))
+    check_settings(_settings(DOWNLOAD_DELAY="0.5", IMAGECRAWL_BANS_ENABLED="false", IMAGECRAWL_RETRY_TIMES="2"))
+
+
+def test_unknown_setting_has_the_nearest_match() -> None:
+    with pytest.raises(ConfigError) as info:
+        check_settings(_settings(IMAGECRAWL_MAX_RATE=3))
+    message = str(info.value)
+    assert message.startswith("unknown setting: 'IMAGECRAWL_MAX_RATE' (did you mean 'IMAGECRAWL_MAX_RATE_PER_SITE'?)")
+    assert message.endswith("valid ones: docs/settings.md") and "\n" not in message
+
+
+def test_unknown_name_lists_short_lists_in_full() -> None:
+    error = unknown_name("argument of x", "max_item", ["max_items", "q"])
+    assert str(error) == "unknown argument of x: 'max_item' (did you mean 'max_items'?); valid: max_items, q"
+    assert "did you mean" not in str(unknown_name("thing", "zzz", ["abc"]))
+
+
+def test_unknown_spider_argument_lists_the_valid_ones() -> None:
+    with pytest.raises(ConfigError, match=r"'max_item' \(did you mean 'max_items'\?\); valid: api_url, endpoint"):
+        CivitaiSpider(max_item="3")
+    with pytest.raises(ConfigError, match="valid: max_items, max_pages, profile, start_url"):
+        GallerySpider(start_urls="http://example.org/")
+    # Scrapyd's job id and Scrapy's own name pass
+    assert CivitaiSpider(_job="abc", name="civitai").name == "civitai"
+
+
+def test_progress_level_follows_log_level() -> None:
+    assert progress_level("DEBUG") == progress_level("INFO") == 20
+    assert progress_level("WARNING") == PROGRESS
+    assert progress_level("ERROR") is None and progress_level(50) is None
+
+
+def test_outcome_counts() -> None:
+    stats = {"imagecrawl/netguard/refused": 3, "imagecrawl/download/errors/dns": 2, "imagecrawl/netguard/dns_error": 1}
+    assert counts(stats) == ({"imagecrawl/netguard/refused": 3}, 3)
+    assert counts({}) == ({}, 0)
+
+
+def test_cli_help_lists_subcommands_and_missing_extra_is_one_line() -> None:
+    out = io.StringIO()
+    with redirect_stdout(out):
+        assert cli.main(["--help"]) == 0
+    for name in cli.COMMANDS:
+        assert f"    {name} " in out.getvalue()
+    err = io.StringIO()
+    with redirect_stderr(err), pytest.raises(SystemExit) as exit_info:
+        cli.main(["nope"])
+    assert exit_info.value.code == 2 and "invalid choice" in err.getvalue()
+
+
+def test_runtime_install_has_no_dev_tools() -> None:
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())
+    assert project["tool"]["uv"]["default-groups"] == []
+    runtime = " ".join(project["project"]["dependencies"]).lower()
+    for name in ("pytest", "moto", "mypy", "ruff", "duckdb", "polars", "datasets", "redis"):
+        assert name not in runtime
+    assert "--all-groups" in (REPO / "scripts" / "test").read_text()
+
+
+def test_runtime_modules_import_no_optional_package_at_module_level() -> None:
+    offenders = []
+    for path in sorted([*(REPO / "imagecrawl").rglob("*.py"), *(REPO / "spiders").rglob("*.py")]):
+        rel = path.relative_to(REPO).as_posix()
+        if rel.startswith("imagecrawl/distributed/") or rel == "imagecrawl/browser.py":
+            continue  # the optional parts themselves (extras redis, browser)
+        for node in ast.parse(path.read_text()).body:
+            names = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                names = [node.module]
+            offenders += [f"{rel}: {n}" for n in names if n.split(".")[0] in NOT_RUNTIME]
+    assert offenders == []
+
+
+def test_inspect_takes_the_report_that_finished_last(tmp_path: Path) -> None:
+    import json
+    import os
+
+    import pyarrow.fs as pafs
+
+    from imagecrawl.inspect import _reports
+
+    reports = tmp_path / "_reports"
+    reports.mkdir()
+    for run, finished in (("20261101T000000Z-a-0001", 2_000_000_000), ("20261102T000000Z-b-0002", 1_900_000_000)):
+        path = reports / f"{run}.json"
+        path.write_text(json.dumps({"run_id": run, "finish_reason": "finished"}))
+        os.utime(path, (finished, finished))
+    summary = _reports(pafs.LocalFileSystem(), str(tmp_path))
+    # the run that started first finished last (a long crawl beside a short one)
+    assert summary["run_id"] == "20261101T000000Z-a-0001" and summary["count"] == 2
