@@ -160,6 +160,14 @@ class Ledger:
             return True
         return True
 
+    def owner_alive(self, owner: str) -> bool:
+        """Whether ``owner`` is a run that is still going (its files in a shared outbox are its own):
+        the rule that voids claims (process gone on this host, heartbeat stale on another)."""
+        if owner == self.owner:
+            return True
+        row = self.db.execute("SELECT owner, host, pid, heartbeat FROM owners WHERE owner = ?", (owner,)).fetchone()
+        return row is not None and self._owner_is_alive(*row)
+
     def _purge_stale(self) -> None:
         owners = self.db.execute("SELECT owner, host, pid, heartbeat FROM owners").fetchall()
         dead = [row[0] for row in owners if not self._owner_is_alive(*row)]

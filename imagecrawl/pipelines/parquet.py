@@ -116,6 +116,7 @@ class ParquetPipeline:
                 path=self.outbox.path_for(key),
                 row_group_rows=self.row_group_rows,
                 spool_batch_rows=self.spool_batch_rows,
+                owner=self.outbox.owner,
             )
             self.writers[partition] = writer
         writer.add(row)

@@ -50,6 +50,23 @@ _DICTIONARY_COLUMNS = ["source", "model", "sampler", "metadata_source", "image_f
 SPOOL_SUFFIX = ".spool"
 
 
+def write_sidecar(path: Path, data: dict[str, Any]) -> None:
+    """Write a shard's sidecar (key, owner, rows) so that a reader in another process never sees it half
+    written: another run decides from it whether the shard's files are its owner's or left over."""
+    tmp = path.with_name(path.name + "-new")
+    tmp.write_text(json.dumps(data))
+    os.replace(tmp, path)
+
+
+def read_sidecar(path: Path) -> dict[str, Any]:
+    """The sidecar of a shard's files, or ``{}`` if there is none (or it cannot be read)."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
 def _parquet_writer(path: Path) -> pq.ParquetWriter:
     path.parent.mkdir(parents=True, exist_ok=True)
     return pq.ParquetWriter(
@@ -112,6 +129,8 @@ class ShardWriter:
     path: Path  # where the finished Parquet file goes (the outbox's partial name)
     row_group_rows: int
     spool_batch_rows: int = 64
+    #: the run writing it (recorded in the sidecar: a run recovers only files of runs that have ended)
+    owner: str = ""
     rows: int = 0
     bytes: int = 0
     opened_at: float = field(default_factory=time.monotonic)
@@ -140,7 +159,7 @@ class ShardWriter:
         if self._stream is None:
             self.spool.parent.mkdir(parents=True, exist_ok=True)
             # the key travels with the spool, for recovery after a crash
-            self.path.with_suffix(".json").write_text(json.dumps({"key": self.key}))
+            write_sidecar(self.path.with_suffix(".json"), {"key": self.key, "owner": self.owner})
             self._sink = open(self.spool, "wb")  # noqa: SIM115 - closed in close()/abort()
             self._stream = pa.ipc.new_stream(self._sink, batch.schema)
         self._stream.write_batch(batch)
@@ -168,3 +187,4 @@ class ShardWriter:
         self._close_spool()
         self.spool.unlink(missing_ok=True)
         self.path.unlink(missing_ok=True)
+        self.path.with_suffix(".json").unlink(missing_ok=True)
