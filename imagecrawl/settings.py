@@ -120,6 +120,9 @@ IMAGECRAWL_OPTOUT_DIRECTIVES = ["noai", "noimageai"]
 IMAGECRAWL_OPTOUT_LOG = ""
 # Hosts you own (subdomains included): robots.txt and opt-outs are not applied there (WARNING at start).
 IMAGECRAWL_OPTOUT_OWNED_HOSTS: list[str] = []
+# An unreachable robots.txt (5xx, 429, failed download) disallows the site; fetched again this much
+# later, doubling while it stays unreachable (up to a day).
+IMAGECRAWL_ROBOTS_RETRY_SECONDS = 300.0
 IMAGECRAWL_DOWNLOAD_ERRORS_ENABLED = True
 
 # --- pacing (docs/pacing.md): per-site AIMD rate/concurrency, Retry-After, Crawl-delay, bans ---
