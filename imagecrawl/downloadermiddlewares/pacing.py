@@ -73,12 +73,16 @@ class PacingRuntime:
         self._closing_task: asyncio.Task[None] | None = None
 
     def site_of(self, request: Request) -> str:
-        site = request.meta.get(meta.SITE)
-        if not site:
-            site = site_of_url(request.url, self.config.site_key)
+        """The site the request is sent to, always from its own URL: ``meta`` may have been copied from
+        another request (Scrapy's redirect copies it), so a stored site is never trusted. A copied
+        ``download_slot`` (the origin's Scrapy slot) is dropped with it."""
+        site = site_of_url(request.url, self.config.site_key)
+        if request.meta.get(meta.SITE) != site:
+            if meta.SITE in request.meta:
+                request.meta.pop("download_slot", None)
             request.meta[meta.SITE] = site
-            self.netlocs.setdefault(str(site), set()).add(urlparse_cached(request).netloc)
-        return str(site)
+            self.netlocs.setdefault(site, set()).add(urlparse_cached(request).netloc)
+        return site
 
     def snapshot(self) -> dict[str, dict[str, Any]]:
         """Per-site state for the progress line and the report (docs/stats.md, the snapshot hook),

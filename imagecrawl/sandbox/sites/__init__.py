@@ -8,6 +8,7 @@ puts them together on one server.
 * :mod:`.images` - the catalog's image files, for every source;
 * :mod:`.jsgallery` - a gallery whose items appear only after JavaScript runs;
 * :mod:`.optout` - every opt-out mechanism a crawler must honour;
+* :mod:`.redirects` - ``/redirect?to=``: a 302 to another loopback site;
 * :mod:`.hostile` - server misbehaviour by path (``--hostile``; a middleware, not routes).
 
 Route modules expose ``add_routes(app)``; handlers read the catalog and the config from the
