@@ -27,6 +27,8 @@ ROBOTSTXT_OBEY = True
 ROBOTSTXT_USER_AGENT = "imagecrawl"
 COOKIES_ENABLED = False
 TELNETCONSOLE_ENABLED = False
+# Scrapy 2.19's RemoteControl: an HTTP server that runs Python code sent to it. Off unless you turn it on.
+REMOTE_CONTROL_ENABLED = False
 
 # --- politeness: conservative defaults; raise them only for sites you own ---
 CONCURRENT_REQUESTS = 16
