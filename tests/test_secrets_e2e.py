@@ -1,5 +1,6 @@
 """Secrets set on the command line (``-s AWS_SECRET_ACCESS_KEY=...``) never reach a log line (Scrapy's
-"Overridden settings" included), the log file Scrapyd serves, the stats file or the crawl report."""
+"Overridden settings" included), the log file Scrapyd serves, the stats file or the crawl report; and
+Scrapy's RemoteControl (an HTTP server that runs Python code) is not running unless turned on."""
 
 from __future__ import annotations
 
@@ -56,3 +57,5 @@ def test_no_secret_in_logs_stats_file_or_report(sandbox_site: SandboxProcess, tm
     assert "'AWS_SECRET_ACCESS_KEY': '***'" in texts["log file"]
     assert "'AWS_ENDPOINT_URL': 'http://robot:***@127.0.0.1:9'" in texts["log file"]
     assert result.stats["item_scraped_count"] == 1
+    assert "Enabled extensions" in texts["log file"]
+    assert "RemoteControl" not in texts["log file"]
