@@ -216,7 +216,22 @@ class Outbox:
                 spool.unlink()
                 continue
             partial = spool.with_suffix(PARTIAL_SUFFIX)
-            entries = spool_to_parquet(spool, partial, row_group_rows)
+            try:
+                entries = spool_to_parquet(spool, partial, row_group_rows)
+            except OSError as exc:  # no room to write the shard: the spool waits for a run that has room
+                partial.unlink(missing_ok=True)
+                self.on_event("recover_errors", 1)
+                logger.error("Cannot turn spool %s into a shard now (%s); it is kept for the next run", spool, exc)
+                continue
+            except Exception as exc:
+                partial.unlink(missing_ok=True)
+                self.on_event("recover_errors", 1)
+                aside = spool.with_suffix(".corrupt")
+                spool.rename(aside)
+                logger.error(
+                    "Spool %s is unreadable (%s); set aside as %s, its items are crawled again", spool, exc, aside
+                )
+                continue
             if entries:
                 self.submit(partial, self._key_of(spool), entries, enqueue=False)
                 self.on_event("spooled_rows_recovered", len(entries))
