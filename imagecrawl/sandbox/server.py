@@ -27,7 +27,7 @@ from imagecrawl.sandbox.behaviours import build_middlewares
 from imagecrawl.sandbox.catalog import build_catalog
 from imagecrawl.sandbox.config import CATALOG_KEY, CONFIG_KEY, LOGFILE_KEY, SandboxConfig
 from imagecrawl.sandbox.requestlog import JsonLinesAccessLogger
-from imagecrawl.sandbox.sites import civitai, gallery, images, jsgallery, lexica, optout, redirects, root
+from imagecrawl.sandbox.sites import browsertraps, civitai, gallery, images, jsgallery, lexica, optout, redirects, root
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +41,7 @@ SITES: tuple[Callable[[web.Application], None], ...] = (
     jsgallery.add_routes,  # /jsgallery/: items appear only after JavaScript runs
     optout.add_routes,  # /optout/, /.well-known/tdmrep.json
     redirects.add_routes,  # /redirect?to=<loopback URL>
+    browsertraps.add_routes,  # /browsertrap/: an iframe and a script navigation
 )
 
 

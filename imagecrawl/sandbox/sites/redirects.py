@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 from aiohttp import web
 
 
-def _loopback(url: str) -> bool:
+def is_loopback_url(url: str) -> bool:
     host = urlsplit(url).hostname or ""
     if host == "localhost":
         return True
@@ -21,7 +21,7 @@ def _loopback(url: str) -> bool:
 
 async def redirect(request: web.Request) -> web.StreamResponse:
     target = request.query.get("to", "")
-    if not target.startswith(("http://", "https://")) or not _loopback(target):
+    if not target.startswith(("http://", "https://")) or not is_loopback_url(target):
         raise web.HTTPBadRequest(text="to= must be an absolute loopback URL")
     raise web.HTTPFound(target)
 
