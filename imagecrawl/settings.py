@@ -112,6 +112,8 @@ IMAGECRAWL_NETGUARD_ENABLED = True
 # Comma-separated CIDRs the network guard lets through (tests and the demo allow 127.0.0.0/8).
 IMAGECRAWL_ALLOWED_NETWORKS = ""
 IMAGECRAWL_NETGUARD_DNS_CACHE_SECONDS = 60.0
+# The guard again at connect time: the address actually connected to must pass too (DNS rebinding).
+TWISTED_DNS_RESOLVER = "imagecrawl.resolver.GuardedResolver"
 IMAGECRAWL_OPTOUT_ENABLED = True
 IMAGECRAWL_OPTOUT_X_ROBOTS_TAG = True
 IMAGECRAWL_OPTOUT_META_ROBOTS = True
