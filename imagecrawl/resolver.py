@@ -7,7 +7,9 @@ Retry-After or a ban). This resolver applies the same rule (:meth:`NetGuardConfi
 address the connection is actually made to, so a DNS answer that changed in between (DNS rebinding)
 cannot reach a refused network: the lookup fails with ``DNSLookupError`` instead. It is built by
 Scrapy once per process, from the process's settings (``IMAGECRAWL_NETGUARD_ENABLED``,
-``IMAGECRAWL_ALLOWED_NETWORKS``). Pages rendered in the browser resolve in Chromium, not here.
+``IMAGECRAWL_ALLOWED_NETWORKS``), plus the guard configs of the crawls the process runs (an address
+one of them allows, by its own settings, is let through). Pages rendered in the browser resolve in
+Chromium, not here.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from twisted.internet.error import DNSLookupError
 from twisted.internet.interfaces import IResolverSimple
 from zope.interface import implementer
 
-from imagecrawl.downloadermiddlewares.netguard import NetGuardConfig, literal_ip
+from imagecrawl.downloadermiddlewares.netguard import NetGuardConfig, literal_ip, process_configs
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +50,9 @@ class GuardedResolver(CachingThreadedResolver):
     def _check(self, address: str, name: str) -> str:
         ip = literal_ip(address)
         reason = self.config.refusal(ip) if ip is not None else "unparsable"
+        # a crawl of this process whose own settings allow the address (or switch the guard off)
+        if reason and ip is not None and any(not c.enabled or c.refusal(ip) is None for c in process_configs()):
+            reason = None
         if reason:
             logger.warning("Refused to connect: %s resolves to %s (%s) at connect time", name, address, reason)
             raise DNSLookupError(f"network guard: {name} is {address} ({reason}) at connect time")

@@ -154,6 +154,15 @@ class NetGuardConfig:
         return reason
 
 
+#: the guard configs of the crawls this process runs; the connect-time resolver (built once per process,
+#: see imagecrawl/resolver.py) lets an address through that one of them allows
+_PROCESS_CONFIGS: list[NetGuardConfig] = []
+
+
+def process_configs() -> tuple[NetGuardConfig, ...]:
+    return tuple(_PROCESS_CONFIGS)
+
+
 async def system_resolver(host: str, port: int) -> list[str]:
     infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
     return sorted({str(info[4][0]) for info in infos})
@@ -177,6 +186,7 @@ class NetGuardMiddleware:
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> Self:
         config = NetGuardConfig.from_settings(crawler.settings)
+        _PROCESS_CONFIGS.append(config)
         if not config.enabled:
             logger.warning(
                 "IMAGECRAWL_NETGUARD_ENABLED is off: requests to private, loopback and cloud "
