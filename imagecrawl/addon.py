@@ -6,7 +6,7 @@ import logging
 
 from scrapy.settings import BaseSettings
 
-from imagecrawl import UA_TOKEN, __version__
+from imagecrawl import UA_TOKEN, __version__, redact
 from imagecrawl.settings_check import check_settings
 
 logger = logging.getLogger(__name__)
@@ -18,8 +18,15 @@ def user_agent(contact: str) -> str:
     return f"{UA_TOKEN}/{__version__} (+{contact})" if contact else f"{UA_TOKEN}/{__version__}"
 
 
+def configured_secrets(settings: BaseSettings) -> set[str]:
+    """Credential-like values the user set (Scrapy's own defaults, such as FTP_PASSWORD, are no secret)."""
+    return redact.secret_values((name, value) for name, value in settings.items() if settings.getpriority(name))
+
+
 class ImagecrawlAddon:
     def update_settings(self, settings: BaseSettings) -> None:
+        # Before Scrapy logs its "Overridden settings" line: secrets never reach a log line.
+        redact.install(configured_secrets(settings))
         check_settings(settings)  # unknown IMAGECRAWL_* names, values that do not parse: one line, exit 2
         if settings.getpriority("USER_AGENT") in (None, 0, 10):
             # Only replace Scrapy's own default, never a value the user set.

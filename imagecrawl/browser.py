@@ -4,7 +4,9 @@ A gallery profile with ``render = "browser"`` makes the gallery spider send its 
 ``meta["playwright"] = True``: they still pass every downloader middleware (robots, opt-outs, netguard,
 pacing, the shared rate gate, ban handling) and only then does scrapy-playwright load them in Chromium.
 Listing pages are scrolled until no new items arrive (infinite scroll); the rendered DOM is the
-response the page objects parse. Requests the *page itself* makes are filtered by :class:`RequestPolicy`:
+response the page objects parse. Navigations the page starts itself (iframes, a script's ``location``
+change, redirects Chromium follows) pass the crawl's own network guard, robots.txt and opt-out
+middlewares before they leave the browser. Requests the *page itself* makes are filtered by :class:`RequestPolicy`:
 fonts, media and images are aborted (images are fetched by the crawl itself, as gated requests), so are
 trackers and other sites; what is left (the gallery's own XHR/fetch calls) waits at the site's shared
 rate gate when the crawl is distributed, so scrolling never goes faster than the site's cap.
@@ -165,10 +167,47 @@ class RequestPolicy:
         logger.debug("Browser request aborted (%s): %s", reason, url)
         return True
 
+    def _crawl_policy(self) -> list[Any]:
+        """The crawl's own network guard, robots.txt and opt-out middlewares (the instances Scrapy
+        built), in downloader order: the browser's navigations pass exactly what Scrapy's requests pass."""
+        from imagecrawl.downloadermiddlewares.netguard import NetGuardMiddleware
+        from imagecrawl.downloadermiddlewares.optout import OptOutMiddleware
+        from imagecrawl.downloadermiddlewares.robots import RobotsMiddleware
+
+        engine = getattr(self.crawler, "engine", None)
+        if engine is None:
+            return []
+        kinds = (NetGuardMiddleware, RobotsMiddleware, OptOutMiddleware)
+        return [mw for mw in engine.downloader.middleware.middlewares if isinstance(mw, kinds)]
+
+    async def _navigation_refused(self, request: Any) -> bool:
+        """True (aborted, counted) if a navigation the page started itself - an iframe, a script's
+        ``location`` change - is refused by the crawl's policy. The navigation Scrapy asked for (the
+        first one of a fresh page's main frame) already passed the downloader middlewares."""
+        from scrapy import Request
+        from scrapy.exceptions import IgnoreRequest
+
+        frame = request.frame
+        main = frame is not None and frame.parent_frame is None
+        if main and request.redirected_from is None and (frame.url or "about:blank") == "about:blank":
+            return False
+        url: str = request.url
+        if not url.startswith(("http://", "https://")):
+            return self._abort("navigation_scheme", url) if not url.startswith(("about:", "data:")) else False
+        probe = Request(url, meta={meta.RENDER: "browser"})
+        for mw in self._crawl_policy():
+            try:
+                await mw.process_request(probe)
+            except IgnoreRequest as exc:
+                logger.info("Browser navigation refused (%s): %s", exc, url)
+                return self._abort("navigation", url)
+        self.crawler.stats.inc_value("imagecrawl/browser/navigations")
+        return False
+
     async def __call__(self, request: Any) -> bool:
         url: str = request.url
         if request.is_navigation_request():
-            return False  # the page itself: Scrapy already let it through its middlewares
+            return await self._navigation_refused(request)
         if not url.startswith(("http://", "https://")):
             return False  # data:, blob:
         if request.resource_type in self.config.block_types:

@@ -10,6 +10,7 @@ import hashlib
 import hmac
 import json
 import logging
+import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -21,6 +22,28 @@ from imagecrawl.metadata.provenance import read_provenance
 from imagecrawl.values import to_float, to_int, to_text
 
 logger = logging.getLogger(__name__)
+
+
+def _finite(value: Any, depth: int = 0) -> Any:
+    """``value`` with every NaN or infinite float replaced by None (not valid JSON); too deep = text."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if depth > 64:
+        return str(value)
+    if isinstance(value, dict):
+        return {str(k): _finite(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v, depth + 1) for v in value]
+    return value
+
+
+def params_json(params: dict[str, Any]) -> str:
+    """``params`` as strict JSON (RFC 8259: no NaN/Infinity), keys sorted."""
+    try:
+        return json.dumps(params, ensure_ascii=False, sort_keys=True, default=str, allow_nan=False)
+    except (ValueError, RecursionError):
+        return json.dumps(_finite(params), ensure_ascii=False, sort_keys=True, default=str, allow_nan=False)
+
 
 INT32_MAX = 2**31 - 1
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
@@ -133,7 +156,7 @@ def build_record(
         sampler=_text(pick(hints.sampler, meta.sampler)),
         width=facts.width,
         height=facts.height,
-        params=json.dumps(params, ensure_ascii=False, sort_keys=True, default=str) if params else None,
+        params=params_json(params) if params else None,
         metadata_source=metadata_source,
         image_sha256=facts.sha256,
         image_phash=facts.phash,

@@ -27,6 +27,8 @@ ROBOTSTXT_OBEY = True
 ROBOTSTXT_USER_AGENT = "imagecrawl"
 COOKIES_ENABLED = False
 TELNETCONSOLE_ENABLED = False
+# Scrapy 2.19's RemoteControl: an HTTP server that runs Python code sent to it. Off unless you turn it on.
+REMOTE_CONTROL_ENABLED = False
 
 # --- politeness: conservative defaults; raise them only for sites you own ---
 CONCURRENT_REQUESTS = 16
@@ -133,6 +135,8 @@ IMAGECRAWL_NETGUARD_ENABLED = True
 # Comma-separated CIDRs the network guard lets through (tests and the demo allow 127.0.0.0/8).
 IMAGECRAWL_ALLOWED_NETWORKS = ""
 IMAGECRAWL_NETGUARD_DNS_CACHE_SECONDS = 60.0
+# The guard again at connect time: the address actually connected to must pass too (DNS rebinding).
+TWISTED_DNS_RESOLVER = "imagecrawl.resolver.GuardedResolver"
 IMAGECRAWL_OPTOUT_ENABLED = True
 IMAGECRAWL_OPTOUT_X_ROBOTS_TAG = True
 IMAGECRAWL_OPTOUT_META_ROBOTS = True
@@ -149,6 +153,9 @@ IMAGECRAWL_OPTOUT_DIRECTIVES = ["noai", "noimageai"]
 IMAGECRAWL_OPTOUT_LOG = ""
 # Hosts you own (subdomains included): robots.txt and opt-outs are not applied there (WARNING at start).
 IMAGECRAWL_OPTOUT_OWNED_HOSTS: list[str] = []
+# An unreachable robots.txt (5xx, 429, failed download) disallows the site; fetched again this much
+# later, doubling while it stays unreachable (up to a day).
+IMAGECRAWL_ROBOTS_RETRY_SECONDS = 300.0
 IMAGECRAWL_DOWNLOAD_ERRORS_ENABLED = True
 
 # --- pacing (docs/pacing.md): per-site AIMD rate/concurrency, Retry-After, Crawl-delay, bans ---

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -79,3 +80,35 @@ def test_same_gallery_without_browser_gets_nothing(tmp_path: Path, js_site: Sand
     assert not any(k.startswith("playwright/") for k in stats)
     paths = _paths(js_site)[before:]
     assert "/jsgallery/" in paths and "/jsgallery/api" not in paths
+
+
+def test_the_browsers_own_navigations_pass_the_network_guard(tmp_path: Path, js_site: SandboxProcess) -> None:
+    """A page with an iframe to a refused address, an iframe to an allowed page redirecting to one, and a
+    script that sets ``location`` to one: none of these navigations leaves the browser (the guard allows
+    127.0.0.1 only; the target listens on 127.0.0.2)."""
+    from urllib.parse import quote
+
+    from imagecrawl.sandbox.testing import start_sandbox
+
+    target = start_sandbox(items=4, seed=1, log_path=tmp_path / "target.jsonl", extra_args=["--host", "127.0.0.2"])
+    try:
+        iframe, go = target.url("framed/"), target.url("navigated/")
+        # an allowed page that redirects to the refused one: Chromium follows the 302 itself
+        hop = js_site.url(f"redirect?to={quote(target.url('redirected/'), safe='')}")
+        start = js_site.url(
+            f"browsertrap/?iframe={quote(iframe, safe='')}&iframe={quote(hop, safe='')}&go={quote(go, safe='')}"
+        )
+        result = run_crawl(
+            "gallery",
+            store=tmp_path / "store",
+            args={"profile": "sandbox-js", "start_url": start},
+            settings={"IMAGECRAWL_ALLOWED_NETWORKS": "127.0.0.1/32", "IMAGECRAWL_BROWSER_SCROLL_IDLE_SECONDS": "1"},
+            timeout=240,
+        )
+        time.sleep(0.5)  # the target's request log is written after each response
+        reached = [r["path"] for r in target.requests()]
+    finally:
+        target.stop()
+    assert reached == [], reached
+    assert result.stats["imagecrawl/browser/aborted/navigation"] >= 2
+    assert result.stats["imagecrawl/netguard/refused/loopback"] >= 2

@@ -4,6 +4,7 @@ resolves to loopback is refused unless IMAGECRAWL_ALLOWED_NETWORKS allows it."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -68,3 +69,34 @@ def test_name_resolving_to_loopback_is_refused_unless_allowed(hostile_site: Sand
     )
     assert "imagecrawl/netguard/refused" not in allowed.stats
     assert any(r["path"] == "/hostile/img/ok-0.png" for r in hostile_site.requests()[before:])
+
+
+@pytest.mark.e2e
+def test_the_connected_address_is_checked_even_when_the_middleware_check_is_skipped(
+    sandbox_site: SandboxProcess, tmp_path: Path
+) -> None:
+    """The guard's middleware is taken out of this crawl, so only the resolver stands between the
+    request and ``localhost``: the address the downloader connects to is refused all the same."""
+    from imagecrawl import settings as project
+    from imagecrawl.sandbox.catalog import build_catalog
+
+    entry = build_catalog(40, 7).entries("civitai")[0]
+    url = sandbox_site.url(entry.image_path).replace("127.0.0.1", "localhost")
+    urls = tmp_path / "urls.jsonl"
+    urls.write_text(json.dumps({"url": url}) + "\n")
+    result = run_crawl(
+        "urls",
+        store=tmp_path / "store",
+        args={"input": str(urls)},
+        settings={
+            "IMAGECRAWL_ALLOWED_NETWORKS": "",
+            "ROBOTSTXT_OBEY": "False",
+            "RETRY_TIMES": "0",
+            "DOWNLOADER_MIDDLEWARES": json.dumps(
+                {**project.DOWNLOADER_MIDDLEWARES, "imagecrawl.downloadermiddlewares.netguard.NetGuardMiddleware": None}
+            ),
+        },
+    )
+    assert "resolves to 127.0.0.1 (loopback) at connect time" in result.stderr
+    assert result.stats.get("downloader/response_count") is None
+    assert result.stats.get("item_scraped_count") is None

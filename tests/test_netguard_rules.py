@@ -45,6 +45,13 @@ from tests.crawlers import project_settings
         ("::ffff:127.0.0.1", "loopback"),
         ("::ffff:169.254.169.254", "metadata"),
         ("2002:a00:1::", "private"),  # 6to4 of 10.0.0.1
+        ("fec0::1", "private"),  # site-local
+        ("168.63.129.16", "metadata"),  # Azure wire server
+        ("64:ff9b::a9fe:a9fe", "metadata"),  # NAT64 of 169.254.169.254
+        ("64:ff9b::7f00:1", "loopback"),  # NAT64 of 127.0.0.1
+        ("64:ff9b::a00:1", "private"),  # NAT64 of 10.0.0.1
+        ("64:ff9b::808:808", None),  # NAT64 of 8.8.8.8: a public address
+        ("::10.0.0.1", "private"),  # IPv4-compatible
         ("8.8.8.8", None),
         ("1.1.1.1", None),
         ("2606:4700:4700::1111", None),
@@ -65,6 +72,16 @@ def test_allowed_networks() -> None:
     exact = NetGuardConfig(allowed=parse_networks(["169.254.169.254/32"]))
     assert exact.refusal(ipaddress.ip_address("169.254.169.254")) is None
     assert NetGuardConfig().refusal(ipaddress.ip_address("93.184.216.34")) is None
+
+
+def test_ipv6_forms_of_refused_ipv4_are_refused_whatever_the_ipv6_allow_entries_say() -> None:
+    config = NetGuardConfig(allowed=parse_networks("::/0, ::ffff:0:0/96, 64:ff9b::/96, 2002::/16"))
+    for address in ("::ffff:127.0.0.1", "64:ff9b::a9fe:a9fe", "2002:a00:1::", "::ffff:10.1.2.3", "::10.0.0.1"):
+        assert config.refusal(ipaddress.ip_address(address)) is not None, address
+    assert config.refusal(ipaddress.ip_address("fd12::1")) is None  # a real IPv6 entry still works
+    v4 = NetGuardConfig(allowed=parse_networks("127.0.0.0/8"))
+    assert v4.refusal(ipaddress.ip_address("::ffff:127.0.0.1")) is None  # the IPv4 entry decides
+    assert v4.refusal(ipaddress.ip_address("64:ff9b::a9fe:a9fe")) == "metadata"
 
 
 def test_config_from_settings() -> None:
@@ -129,12 +146,14 @@ def test_public_and_allowed_pass_and_resolution_is_cached() -> None:
         await guard.process_request(Request("http://public.example/a.png"))
         await guard.process_request(Request("http://public.example/b.png"))
         await guard.process_request(Request("http://intranet.example/ok.png"))  # allowed range
-        await guard.process_request(Request("http://unknown.example/"))  # DNS error: left to the downloader
         await guard.process_request(Request("data:,hello"))
+        with pytest.raises(IgnoreRequest, match="dns_error"):  # fail closed: never the downloader's own lookup
+            await guard.process_request(Request("http://unknown.example/"))
 
     asyncio.run(run())
     assert asked == ["public.example", "intranet.example", "unknown.example"]
-    assert guard.stats.get_value("imagecrawl/netguard/refused") is None
+    assert guard.stats.get_value("imagecrawl/netguard/refused") == 1
+    assert guard.stats.get_value("imagecrawl/netguard/refused/dns_error") == 1
     assert guard.stats.get_value("imagecrawl/netguard/dns_error") == 1
 
 

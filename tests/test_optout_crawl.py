@@ -154,3 +154,22 @@ def test_switching_a_rule_off_is_logged_and_directives_extend(site: SandboxProce
         assert paths[path][0]["bytes"] < CHUNK_BYTES
     assert result.stats["imagecrawl/optout/x_robots_tag"] == 6 + IMAGES_PER_PAGE
     assert result.stats["imagecrawl/optout/robots_txt"] == 2  # the other rules still hold
+
+
+@pytest.mark.e2e
+def test_an_unreachable_robots_txt_disallows_the_site_in_a_real_crawl(tmp_path: Path) -> None:
+    """Nothing listens on the port: robots.txt cannot be fetched, so the image is not requested at all
+    (Scrapy's own middleware would allow everything and go on to fetch it)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # closed again when the block ends: connections are refused
+    urls = tmp_path / "urls.jsonl"
+    urls.write_text(json.dumps({"url": f"http://127.0.0.1:{port}/a.png"}) + "\n")
+    result = run_crawl("urls", store=tmp_path / "store", args={"input": str(urls)}, settings={"RETRY_TIMES": "0"})
+    stats = result.stats
+    assert stats.get("imagecrawl/optout/robots_txt_unreachable") == 1
+    assert stats.get("imagecrawl/optout/robots_txt") == 1
+    assert stats.get("downloader/request_count") == 1  # robots.txt only, never the image
+    assert f"robots.txt of 127.0.0.1:{port} is unreachable" in result.stderr

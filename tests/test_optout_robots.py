@@ -84,9 +84,11 @@ def test_owned_hosts_skip_robots_and_are_warned(caplog: pytest.LogCaptureFixture
     assert crawler.stats.get_value("robotstxt/request_count") is None  # robots.txt not even asked for
     assert mw.optout_config.owns("https://mine.example/")
     assert not mw.optout_config.owns("https://notmine.example/")
-    # Any other host: robots.txt is fetched (here it fails: there is no engine, which Scrapy logs).
-    asyncio.run(mw.process_request(Request("https://other.example/a.png")))
+    # Any other host: robots.txt is fetched (here it fails: there is no engine), unreachable = disallowed.
+    with pytest.raises(IgnoreRequest):
+        asyncio.run(mw.process_request(Request("https://other.example/a.png")))
     assert crawler.stats.get_value("robotstxt/request_count") == 1
+    assert crawler.stats.get_value("imagecrawl/optout/robots_txt_unreachable") == 1
     with caplog.at_level("WARNING"):
         mw.optout_config.warn_disabled()
     assert "NOT honoured on mine.example" in caplog.text

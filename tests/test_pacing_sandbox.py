@@ -153,3 +153,27 @@ def test_converges_to_the_sites_capacity(tmp_path: Path) -> None:
     share_429 = sum(r["status"] == 429 for r in late) / len(late)
     assert ok_rate >= 0.8 * capacity, ok_rate
     assert share_429 <= 0.05, share_429
+
+
+def test_a_redirect_is_paced_as_the_site_it_is_sent_to(tmp_path: Path) -> None:
+    """The origin has no Crawl-delay and redirects every page to a site asking for 1.5 s: the requests
+    that reach the target are spaced by its Crawl-delay (Scrapy's redirect copies the origin's meta, so
+    a site key kept in meta charged them to the origin)."""
+    from urllib.parse import quote
+
+    with sites(tmp_path, ("127.0.0.1", []), ("127.0.0.2", ["--crawl-delay", "1.5"])) as (origin, target):
+        n = 4
+        to = quote(target.url("?i={i}"), safe="{}")
+        result = crawl(
+            tmp_path,
+            [origin.url(f"redirect?to={to}")],
+            n,
+            {"IMAGECRAWL_MAX_RATE_PER_SITE": 8, "IMAGECRAWL_PACING_START_RATE_PER_SECOND": 8},
+        )
+        landed = [r for r in target.wait_for_requests(n + 1) if r["path"] == "/"]
+        sent = [r for r in origin.requests() if r["path"] == "/redirect"]
+    assert len(sent) == n and len(landed) == n, (sent, landed)
+    assert min(gaps(landed)) >= 1.4, gaps(landed)
+    # ...and the origin's own pace is its own: its Crawl-delay-free pages are not held 1.5 s apart
+    assert max(gaps(sent)) < 1.0, gaps(sent)
+    assert result.stats["pacing_load/ok"] == n

@@ -104,7 +104,7 @@ def test_rows_are_written_committed_and_read_back(tmp_path: Path) -> None:
         "imagecrawl/store/outbox_pending": 0,
     }
     outbox = tmp_path / "_state" / "outbox"
-    assert [p.name for p in outbox.iterdir()] == []  # everything handed over
+    assert [p.name for p in outbox.iterdir() if p.name != ".recover.lock"] == []  # everything handed over
 
 
 def assert_nothing_visible(store: Path) -> None:
@@ -168,3 +168,45 @@ def test_a_shard_the_ledger_missed_is_reconciled_at_open(tmp_path: Path) -> None
 def test_switched_off(tmp_path: Path) -> None:
     with pytest.raises(NotConfigured, match="IMAGECRAWL_PARQUET_ENABLED"):
         ParquetPipeline.from_crawler(make_crawler(IMAGECRAWL_STORE=str(tmp_path), IMAGECRAWL_PARQUET_ENABLED=False))
+
+
+def test_a_start_recovers_only_what_ended_runs_left_in_a_shared_outbox(tmp_path: Path) -> None:
+    """Two runs into one store share its outbox: the second leaves the first's open spool alone while
+    the first goes on, and salvages a spool whose run has ended."""
+    spooled = {"IMAGECRAWL_SPOOL_BATCH_ROWS": 1, "IMAGECRAWL_SPOOL_FLUSH_SECONDS": 0}
+    _, first = parquet(tmp_path, **spooled)
+    second_crawler, second = parquet(tmp_path, **spooled)
+    outbox = tmp_path / "_state" / "outbox"
+
+    async def crawl() -> None:
+        await first.open_spider()
+        for n in (1, 2):
+            await first.process_item(record("civitai", n))
+        spools = sorted(p.name for p in outbox.glob("*.spool"))
+        assert len(spools) == 1
+        await second.open_spider()  # the first is still going: its spool is its own
+        assert sorted(p.name for p in outbox.glob("*.spool")) == spools
+        await second.process_item(record("lexica", 3))
+        await first.close_spider()
+        await second.close_spider()
+
+    asyncio.run(crawl())
+    ids = sorted(i for f in shards(tmp_path) for i in pq.read_table(f).column("id").to_pylist())
+    assert ids == ["civitai:1", "civitai:2", "lexica:3"]
+    assert subtree(second_crawler, "imagecrawl/store/recover") == {"imagecrawl/store/recover_skipped_live": 1}
+
+    # a run that ended without closing its shard (its ledger owner is gone): the next start salvages it
+    dead_crawler, dead = parquet(tmp_path, **spooled)
+
+    async def die() -> None:
+        await dead.open_spider()
+        await dead.process_item(record("gallery", 4))
+
+    asyncio.run(die())
+    crawl_context(dead_crawler).storage.ledger.close()
+    third_crawler, third = parquet(tmp_path, **spooled)
+    run(third, [])
+    ids = sorted(i for f in shards(tmp_path) for i in pq.read_table(f).column("id").to_pylist())
+    assert ids == ["civitai:1", "civitai:2", "gallery:4", "lexica:3"]
+    assert subtree(third_crawler, "imagecrawl/store/spooled") == {"imagecrawl/store/spooled_rows_recovered": 1}
+    assert [p.name for p in outbox.iterdir() if not p.name.startswith(".")] == []

@@ -196,3 +196,57 @@ def test_content_signal_and_usage_can_be_switched_off(tmp_path: Path) -> None:
     _, mw = robots(tmp_path, body=PREFS, IMAGECRAWL_OPTOUT_CONTENT_SIGNAL=False, IMAGECRAWL_OPTOUT_CONTENT_USAGE=False)
     assert fetch(mw, "https://s.example/a.png", "https://s.example/open/genai/b.png") == [None, None]
     assert isinstance(fetch(mw, "https://s.example/private/x")[0], IgnoreRequest)  # Disallow still holds
+
+
+class FailingEngine(RobotsEngine):
+    """robots.txt downloads fail (``error``) until ``error`` is None; then answer like RobotsEngine."""
+
+    def __init__(self, error: Exception | None, status: int = 200, body: bytes = ROBOTS) -> None:
+        super().__init__(status, body)
+        self.error = error
+
+    async def download_async(self, request: Request) -> Response:
+        if self.error is not None:
+            self.asked.append(request)
+            raise self.error
+        return await super().download_async(request)
+
+
+@pytest.mark.parametrize(
+    "error", [ConnectionRefusedError("refused"), TimeoutError("timed out"), OSError("DNS lookup failed")]
+)
+def test_a_robots_txt_that_cannot_be_downloaded_disallows_and_is_fetched_again_later(
+    tmp_path: Path, error: Exception
+) -> None:
+    crawler, mw = robots(tmp_path, IMAGECRAWL_ROBOTS_RETRY_SECONDS=0.2)
+    engine = FailingEngine(error)
+    crawler.engine = engine  # type: ignore[assignment]
+    assert all(isinstance(r, IgnoreRequest) for r in fetch(mw, "https://s.example/a.png", "https://s.example/b.png"))
+    assert len(engine.asked) == 1  # not again right away
+    assert isinstance(fetch(mw, "https://s.example/c.png")[0], IgnoreRequest)
+    assert len(engine.asked) == 1
+    engine.error = None  # the site comes back
+    asyncio.run(asyncio.sleep(0.25))
+    assert fetch(mw, "https://s.example/a.png", "https://s.example/no-ai/1.png")[0] is None
+    assert len(engine.asked) == 2
+    assert stats(crawler, "imagecrawl/optout") == {
+        "imagecrawl/optout/robots_txt_unreachable": 1,
+        "imagecrawl/optout/robots_txt": 4,
+        "imagecrawl/optout/skipped": 4,
+    }
+    skip_log(crawler).close()
+    lines = [json.loads(x) for x in (tmp_path / "_state" / "optout.jsonl").read_text().splitlines()]
+    assert [line["detail"] for line in lines] == ["robots.txt unreachable"] * 3 + ["Disallow"]
+
+
+def test_a_429_robots_txt_disallows_and_the_wait_doubles(tmp_path: Path) -> None:
+    crawler, mw = robots(tmp_path, status=429, body=b"slow down", IMAGECRAWL_ROBOTS_RETRY_SECONDS=0.1)
+    engine: RobotsEngine = crawler.engine  # type: ignore[assignment]
+    assert isinstance(fetch(mw, "https://s.example/a.png")[0], IgnoreRequest)
+    asyncio.run(asyncio.sleep(0.12))
+    assert isinstance(fetch(mw, "https://s.example/a.png")[0], IgnoreRequest)
+    assert len(engine.asked) == 2
+    asyncio.run(asyncio.sleep(0.12))  # now 0.2 s: not yet
+    assert isinstance(fetch(mw, "https://s.example/a.png")[0], IgnoreRequest)
+    assert len(engine.asked) == 2
+    assert crawler.stats.get_value("imagecrawl/optout/robots_txt_unreachable") == 2

@@ -13,6 +13,8 @@ Entry = tuple[str, str, int | None, str | None]  # (sha256, id, phash, image_url
 
 
 class LedgerLike(Protocol):
+    #: this run's name: its claims, and its files in a shared outbox
+    owner: str
     #: the near-duplicate index of committed rows, once :meth:`enable_near` was called
     near: Any
 
@@ -30,6 +32,10 @@ class LedgerLike(Protocol):
 
     def heartbeat(self, *, force: bool = False) -> None:
         """Keep this owner's claims alive (called about every second)."""
+        ...
+
+    def owner_alive(self, owner: str) -> bool:
+        """Whether the run ``owner`` still goes on (same rule as for its claims)."""
         ...
 
     def release(self, sha256: str, item_id: str, url: str | None = None) -> None: ...

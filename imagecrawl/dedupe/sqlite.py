@@ -106,6 +106,30 @@ def reconcile(ledger: Any, store: Any) -> int:
     return added
 
 
+#: SQLite's words for "this file is not a usable database" (not "busy" or "locked": those wait)
+_CORRUPT = frozenset({"SQLITE_NOTADB", "SQLITE_CORRUPT"})
+
+
+def open_ledger(path: Path, *, owner: str = "", stale_seconds: float = 120.0) -> Ledger:
+    """The ledger at ``path``; a corrupt one is set aside (``<name>.corrupt-<time>``, with its WAL) with
+    one log line and a new one started, which the first dedupe step fills from the store
+    (:func:`reconcile`), as it fills a deleted one."""
+    try:
+        return Ledger(path, owner=owner, stale_seconds=stale_seconds)
+    except sqlite3.DatabaseError as exc:
+        if getattr(exc, "sqlite_errorname", "") not in _CORRUPT:
+            raise
+        aside = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}")
+        for suffix in ("", "-wal", "-shm"):
+            extra = path.with_name(path.name + suffix)
+            if extra.exists():
+                os.replace(extra, aside.with_name(aside.name + suffix))
+        logger.error(
+            "Dedupe ledger %s is corrupt (%s): set aside as %s; a new one is rebuilt from the store", path, exc, aside
+        )
+        return Ledger(path, owner=owner, stale_seconds=stale_seconds)
+
+
 class Ledger:
     def __init__(self, path: Path, *, owner: str = "", stale_seconds: float = 120.0) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -159,6 +183,14 @@ class Ledger:
         except PermissionError:
             return True
         return True
+
+    def owner_alive(self, owner: str) -> bool:
+        """Whether ``owner`` is a run that is still going (its files in a shared outbox are its own):
+        the rule that voids claims (process gone on this host, heartbeat stale on another)."""
+        if owner == self.owner:
+            return True
+        row = self.db.execute("SELECT owner, host, pid, heartbeat FROM owners WHERE owner = ?", (owner,)).fetchone()
+        return row is not None and self._owner_is_alive(*row)
 
     def _purge_stale(self) -> None:
         owners = self.db.execute("SELECT owner, host, pid, heartbeat FROM owners").fetchall()

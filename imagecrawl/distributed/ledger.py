@@ -92,6 +92,9 @@ class RedisLedger:
         self._last_beat = now
         self.redis.set(self.alive_prefix + self.owner, b"1", px=self.alive_ms)
 
+    def owner_alive(self, owner: str) -> bool:
+        return owner == self.owner or bool(self.redis.exists(self.alive_prefix + owner))
+
     # -- lookups -------------------------------------------------------------------------------
     def _check(self, sha256: str, item_id: str, url: str | None, mode: str) -> str | None:
         keys = [self.k_sha, self.k_id, self.k_res_sha, self.k_res_id, self.k_res_url]

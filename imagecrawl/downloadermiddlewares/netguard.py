@@ -22,7 +22,7 @@ import socket
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from typing import Final, Self
+from typing import Final, NoReturn, Self
 
 from scrapy import Request
 from scrapy.crawler import Crawler
@@ -40,8 +40,11 @@ Resolver = Callable[[str, int], Awaitable[list[str]]]
 
 #: Cloud instance-metadata endpoints (AWS, GCP, Azure, OpenStack; AWS IPv6; Alibaba).
 METADATA_ADDRESSES: Final = frozenset(
-    ipaddress.ip_address(a) for a in ("169.254.169.254", "fd00:ec2::254", "100.100.100.200")
+    ipaddress.ip_address(a)
+    for a in ("169.254.169.254", "fd00:ec2::254", "100.100.100.200", "168.63.129.16")  # + Azure's wire server
 )
+#: IPv6 prefixes that carry an IPv4 address in their last 32 bits (NAT64 well-known and local-use)
+_NAT64: Final = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))
 #: Explicit ranges, on top of what ``ipaddress`` calls non-global.
 _BLOCKED_NETWORKS: Final = tuple(
     ipaddress.ip_network(n)
@@ -61,18 +64,32 @@ _BLOCKED_NETWORKS: Final = tuple(
         "::1/128",
         "fc00::/7",  # unique local, includes fd00:ec2::254
         "fe80::/10",
+        "fec0::/10",  # site-local (deprecated, still routed inside some networks)
         "ff00::/8",  # multicast
         "64:ff9b:1::/48",
     )
 )
 
 
+def embedded_ipv4(ip: IPAddress) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 address stands for: IPv4-mapped (``::ffff:a.b.c.d``), IPv4-compatible
+    (``::a.b.c.d``), 6to4 (``2002:``) or NAT64 (``64:ff9b::/96``); None for any other address."""
+    if not isinstance(ip, ipaddress.IPv6Address):
+        return None
+    if ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    if ip.sixtofour is not None:
+        return ip.sixtofour
+    if any(ip in net for net in _NAT64) or (int(ip) >> 32 == 0 and int(ip) > 1):
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    return None
+
+
 def blocked_reason(ip: IPAddress) -> str | None:
     """Why ``ip`` is not a public unicast address (a short stats key), or None if it is."""
-    if isinstance(ip, ipaddress.IPv6Address):
-        mapped = ip.ipv4_mapped or ip.sixtofour
-        if mapped is not None:
-            return blocked_reason(mapped)
+    v4 = embedded_ipv4(ip)
+    if v4 is not None:
+        return blocked_reason(v4)
     if ip in METADATA_ADDRESSES:
         return "metadata"
     if ip.is_loopback:
@@ -122,7 +139,11 @@ class NetGuardConfig:
         )
 
     def refusal(self, ip: IPAddress) -> str | None:
-        """The reason ``ip`` is refused under this config, or None when it may be fetched."""
+        """The reason ``ip`` is refused under this config, or None when it may be fetched. An IPv6
+        form of an IPv4 address is judged as that IPv4 address, by the IPv4 allow entries only."""
+        v4 = embedded_ipv4(ip)
+        if v4 is not None:
+            return self.refusal(v4)
         reason = blocked_reason(ip)
         if reason is None:
             return None
@@ -133,6 +154,15 @@ class NetGuardConfig:
                     continue
                 return None
         return reason
+
+
+#: the guard configs of the crawls this process runs; the connect-time resolver (built once per process,
+#: see imagecrawl/resolver.py) lets an address through that one of them allows
+_PROCESS_CONFIGS: list[NetGuardConfig] = []
+
+
+def process_configs() -> tuple[NetGuardConfig, ...]:
+    return tuple(_PROCESS_CONFIGS)
 
 
 async def system_resolver(host: str, port: int) -> list[str]:
@@ -158,6 +188,7 @@ class NetGuardMiddleware:
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> Self:
         config = NetGuardConfig.from_settings(crawler.settings)
+        _PROCESS_CONFIGS.append(config)
         if not config.enabled:
             logger.warning(
                 "IMAGECRAWL_NETGUARD_ENABLED is off: requests to private, loopback and cloud "
@@ -179,7 +210,7 @@ class NetGuardMiddleware:
         self._cache[host] = (now + self.config.cache_seconds, addresses)
         return addresses
 
-    def _refuse(self, request: Request, host: str, ip: str, reason: str) -> None:
+    def _refuse(self, request: Request, host: str, ip: str, reason: str) -> NoReturn:
         self.stats.inc_value(f"imagecrawl/netguard/refused/{reason}")
         self.stats.inc_value("imagecrawl/netguard/refused")
         logger.warning(
@@ -207,15 +238,17 @@ class NetGuardMiddleware:
         port = parts.port or (443 if parts.scheme == "https" else 80)
         try:
             addresses = await self._resolve(host.rstrip(".").lower(), port)
-        except OSError as exc:
-            # The download would fail the same way; let the downloader report it.
+        except (OSError, UnicodeError) as exc:
+            # Fail closed: an address the guard never saw is not let through to the downloader's own lookup.
             self.stats.inc_value("imagecrawl/netguard/dns_error")
-            logger.debug("Network guard could not resolve %s: %s", host, exc)
-            return
+            self._refuse(request, host, f"no address ({exc})", "dns_error")
+        if not addresses:
+            self.stats.inc_value("imagecrawl/netguard/dns_error")
+            self._refuse(request, host, "no address", "dns_error")
         for address in addresses:
             resolved = literal_ip(address)
             if resolved is None:
-                continue
+                self._refuse(request, host, address, "unparsable")
             reason = self.config.refusal(resolved)
             if reason:
                 self._refuse(request, host, address, reason)

@@ -8,7 +8,12 @@ It is Scrapy's ``RobotsTxtMiddleware`` (Protego, our product token) with:
   get ``None``, which the middleware treats as "allowed". Here each waiter gets its own Deferred
   chained on the shared one, and the result is passed on to the next;
 * each refusal counted (``imagecrawl/optout/robots_txt``) and listed in the skip log;
-* a 5xx robots.txt read as "disallow all" (RFC 9309 §2.3.1.4), a 4xx as "no rules";
+* an unreachable robots.txt read as "disallow all" (RFC 9309 §2.3.1.4): a 5xx, a 429 (the site asks
+  us to slow down, not to go ahead), or a download that failed (connection refused or reset, timeout,
+  DNS error, a refusal by another middleware). It is fetched again ``IMAGECRAWL_ROBOTS_RETRY_SECONDS``
+  later (doubling while it stays unreachable); each such fetch is counted
+  (``imagecrawl/optout/robots_txt_unreachable``), each request refused meanwhile too. Any other 4xx
+  means "no rules";
 * the ``Crawl-delay`` for our token kept in the crawl's :class:`~imagecrawl.optout.crawldelay.CrawlDelays`
   (the pacing middleware reads it from Scrapy's ``robots_parsed`` signal itself);
 * hosts in ``IMAGECRAWL_OPTOUT_OWNED_HOSTS`` exempt (warned at start);
@@ -20,6 +25,7 @@ It is Scrapy's ``RobotsTxtMiddleware`` (Protego, our product token) with:
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from scrapy import Request, signals
@@ -27,6 +33,7 @@ from scrapy.crawler import Crawler
 from scrapy.downloadermiddlewares.robotstxt import RobotsTxtMiddleware
 from scrapy.exceptions import IgnoreRequest, NotConfigured
 from scrapy.http import Response
+from scrapy.http.request import NO_CALLBACK
 from scrapy.robotstxt import RobotParser
 from scrapy.utils.defer import maybe_deferred_to_future
 from scrapy.utils.httpobj import urlparse_cached
@@ -39,6 +46,8 @@ from imagecrawl.optout.robotsprefs import RobotsPrefs, parse_robots_prefs, robot
 from imagecrawl.storage.context import crawl_context
 
 logger = logging.getLogger(__name__)
+
+_DISALLOW_ALL = b"User-agent: *\nDisallow: /\n"
 
 
 def crawl_delays(crawler: Crawler) -> CrawlDelays:
@@ -61,6 +70,9 @@ class RobotsMiddleware(RobotsTxtMiddleware):
         self.delays = crawl_delays(crawler)
         self.pref_kinds = self.optout_config.robots_kinds()
         self._prefs: dict[str, RobotsPrefs] = {}
+        self.retry_seconds = crawler.settings.getfloat("IMAGECRAWL_ROBOTS_RETRY_SECONDS")
+        #: netloc -> (monotonic time to fetch robots.txt again, the wait after that) while unreachable
+        self._unreachable: dict[str, tuple[float, float]] = {}
         crawler.signals.connect(self._robots_parsed, signal=signals.robots_parsed)
 
     async def process_request(self, request: Request) -> None:  # type: ignore[override]
@@ -69,7 +81,27 @@ class RobotsMiddleware(RobotsTxtMiddleware):
         await super().process_request(request)
 
     async def robot_parser(self, request: Request) -> RobotParser | None:
-        parser = self._parsers.get(urlparse_cached(request).netloc)
+        url = urlparse_cached(request)
+        netloc = url.netloc
+        again = self._unreachable.get(netloc)
+        if again is not None and time.monotonic() >= again[0] and not isinstance(self._parsers.get(netloc), Deferred):
+            del self._parsers[netloc]  # fetched again below; the backoff stays until it answers
+        if netloc not in self._parsers:
+            # Scrapy's fetch, without its traceback for an unreachable site (logged in one line below)
+            self._parsers[netloc] = Deferred()
+            robots_request = Request(
+                f"{url.scheme}://{netloc}/robots.txt",
+                priority=self.DOWNLOAD_PRIORITY,
+                meta={"dont_obey_robotstxt": True},
+                callback=NO_CALLBACK,
+            )
+            try:
+                response = await self.crawler.engine.download_async(robots_request)
+                await self._parse_robots(response, netloc, request)
+            except Exception as exc:
+                self._robots_error(exc, netloc)
+            self._stats.inc_value("robotstxt/request_count")
+        parser = self._parsers[netloc]
         if isinstance(parser, Deferred):
             waiter: Deferred[RobotParser | None] = Deferred()
 
@@ -79,13 +111,14 @@ class RobotsMiddleware(RobotsTxtMiddleware):
 
             parser.addCallback(relay)
             return await maybe_deferred_to_future(waiter)
-        return await super().robot_parser(request)
+        return parser
 
     def process_request_2(self, rp: RobotParser | None, request: Request) -> None:
         try:
             super().process_request_2(rp, request)
         except IgnoreRequest:
-            self.skips.skip("robots_txt", request.url, "Disallow")
+            unreachable = urlparse_cached(request).netloc in self._unreachable
+            self.skips.skip("robots_txt", request.url, "robots.txt unreachable" if unreachable else "Disallow")
             raise
         if rp is None or not self.pref_kinds or request.meta.get("dont_obey_robotstxt"):
             return
@@ -97,21 +130,46 @@ class RobotsMiddleware(RobotsTxtMiddleware):
             self.skips.skip(reason, request.url, detail)
             raise IgnoreRequest(f"robots.txt {reason}: {detail}")
 
+    def _mark_unreachable(self, netloc: str, why: str) -> None:
+        """RFC 9309 §2.3.1.4: an unreachable robots.txt means "disallow everything"; try again later."""
+        self._stats.inc_value("imagecrawl/optout/robots_txt_unreachable")
+        wait = self._unreachable.get(netloc, (0.0, self.retry_seconds))[1]
+        self._unreachable[netloc] = (time.monotonic() + wait, min(wait * 2, 86400.0))
+        logger.warning(
+            "robots.txt of %s is unreachable (%s): treating the site as disallowed, fetching it again in %gs",
+            netloc,
+            why,
+            wait,
+        )
+
     async def _parse_robots(self, response: Response, netloc: str, request: Request) -> None:
-        if response.status >= 500:
-            # RFC 9309 §2.3.1.4: an unreachable robots.txt means "disallow everything".
-            self._stats.inc_value("imagecrawl/optout/robots_txt_unreachable")
-            logger.warning("robots.txt of %s answered %d: treating the site as disallowed", netloc, response.status)
-            response = response.replace(body=b"User-agent: *\nDisallow: /\n")
-        elif response.status >= 400:
-            response = response.replace(body=b"")  # "unavailable": no rules (not the error page's text)
+        if response.status >= 500 or response.status == 429:
+            self._mark_unreachable(netloc, f"HTTP {response.status}")
+            response = response.replace(body=_DISALLOW_ALL)
+        else:
+            self._unreachable.pop(netloc, None)
+            if response.status >= 400:
+                response = response.replace(body=b"")  # "unavailable": no rules (not the error page's text)
         if self.pref_kinds:
             # Stored before the parser is handed out, so the first request already sees them.
             prefs = parse_robots_prefs(response.body.decode("utf-8-sig", "replace"))
             if prefs:
                 self._prefs[netloc] = prefs
                 logger.info("robots.txt of %s states AI usage preferences (Content-Signal / Content-Usage)", netloc)
+            else:
+                self._prefs.pop(netloc, None)
         await super()._parse_robots(response, netloc, request)
+
+    def _robots_error(self, exc: Exception, netloc: str) -> None:
+        # Scrapy stores None ("allow everything") for a failed download: store "disallow" instead.
+        if not isinstance(exc, IgnoreRequest):
+            self._stats.inc_value(f"robotstxt/exception_count/{type(exc)}")
+        self._mark_unreachable(netloc, f"{type(exc).__name__}: {exc}")
+        rp = self._parserimpl.from_crawler(self.crawler, _DISALLOW_ALL)
+        rp_dfd = self._parsers[netloc]
+        self._parsers[netloc] = rp
+        if isinstance(rp_dfd, Deferred):
+            rp_dfd.callback(rp)
 
     def _robots_parsed(self, robotparser: RobotParser, request: Request) -> None:
         netloc = urlparse_cached(request).netloc

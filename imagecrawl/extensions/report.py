@@ -19,6 +19,8 @@ from scrapy import signals
 from scrapy.crawler import Crawler
 from scrapy.exceptions import NotConfigured
 
+from imagecrawl import redact
+from imagecrawl.addon import configured_secrets
 from imagecrawl.extensions.monitor import Monitor, monitor_for
 from imagecrawl.extensions.progress import optout_skips, prefixed_sum
 from imagecrawl.report.html import render_html
@@ -175,8 +177,9 @@ class CrawlReport:
             store=storage.store.url,
             plotted_sites=self.config.plotted_sites,
         )
-        body = json.dumps(report, ensure_ascii=False, default=str, indent=1).encode()
-        page = render_html(report).encode()
+        secrets = configured_secrets(self.crawler.settings)
+        body = redact.redact(json.dumps(report, ensure_ascii=False, default=str, indent=1), secrets).encode()
+        page = redact.redact(render_html(report), secrets).encode()
         base = f"{REPORT_PREFIX}/{storage.run_id}"
         try:
             await asyncio.to_thread(storage.store.put_bytes, f"{base}.json", body, "application/json")

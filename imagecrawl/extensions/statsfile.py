@@ -12,6 +12,9 @@ from scrapy import signals
 from scrapy.crawler import Crawler
 from scrapy.exceptions import NotConfigured
 
+from imagecrawl import redact
+from imagecrawl.addon import configured_secrets
+
 logger = logging.getLogger(__name__)
 
 
@@ -19,6 +22,7 @@ class StatsFile:
     def __init__(self, crawler: Crawler, path: Path) -> None:
         self.crawler = crawler
         self.path = path
+        self.secrets = configured_secrets(crawler.settings)
         # Registered late: runs after the pipelines' close_spider has committed the last shards.
         crawler.signals.connect(self.engine_stopped, signal=signals.engine_stopped)
 
@@ -34,5 +38,5 @@ class StatsFile:
         stats: dict[str, Any] = self.crawler.stats.get_stats()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text(json.dumps(stats, default=str, indent=1, sort_keys=True))
+        tmp.write_text(redact.redact(json.dumps(stats, default=str, indent=1, sort_keys=True), self.secrets))
         os.replace(tmp, self.path)

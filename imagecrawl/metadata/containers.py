@@ -60,11 +60,17 @@ def sniff(data: bytes) -> str | None:
     return None
 
 
-def bounded_decompress(payload: bytes, limits: Limits, *, wbits: int = zlib.MAX_WBITS) -> bytes:
-    """Decompress at most ``limits.max_decompressed_bytes``; raise MetadataError('too_large') beyond."""
+def bounded_decompress(
+    payload: bytes, limits: Limits, *, wbits: int = zlib.MAX_WBITS, max_bytes: int | None = None
+) -> bytes:
+    """Decompress at most ``limits.max_decompressed_bytes`` (or ``max_bytes``, if smaller: what is left
+    of a per-file budget); raise MetadataError('too_large') beyond."""
+    cap = limits.max_decompressed_bytes if max_bytes is None else min(max_bytes, limits.max_decompressed_bytes)
+    if cap <= 0:
+        raise MetadataError("too_large", "the file's text budget is used up")
     d = zlib.decompressobj(wbits)
     try:
-        out = d.decompress(payload, limits.max_decompressed_bytes)
+        out = d.decompress(payload, cap)
     except zlib.error as exc:
         raise MetadataError("bad_text", f"zlib: {exc}") from exc
     if d.unconsumed_tail:
@@ -106,6 +112,7 @@ def parse_png(data: bytes, limits: Limits, problems: Problems) -> PngInfo:
     pos = len(PNG_MAGIC)
     n = 0
     size = len(data)
+    text_budget = limits.max_text_total_bytes  # every text kept from this file, together
     while True:
         if pos == size:
             problems.add("truncated", "PNG ends without IEND")
@@ -140,15 +147,21 @@ def parse_png(data: bytes, limits: Limits, problems: Problems) -> PngInfo:
         elif ctype in (b"tEXt", b"zTXt", b"iTXt"):
             if length > limits.max_text_bytes:
                 problems.add("too_large", f"{ctype!r} chunk of {length} bytes skipped")
+            elif text_budget <= 0 or (ctype == b"tEXt" and length > text_budget):
+                problems.add("too_large", f"{ctype!r} chunk skipped: the file's text budget is used up")
+                text_budget = 0
             else:
                 try:
-                    item = _png_text(ctype, data[start:end], limits)
+                    item = _png_text(ctype, data[start:end], limits, text_budget)
                 except MetadataError as exc:
                     problems.add(exc.kind, str(exc))
+                    if exc.kind == "too_large" and ctype != b"tEXt" and text_budget < limits.max_decompressed_bytes:
+                        text_budget = 0  # inflating it would have overrun what is left of the budget
                 except (ValueError, IndexError) as exc:
                     problems.add("bad_text", str(exc))
                 else:
                     if item is not None:
+                        text_budget -= len(item[1])
                         info.texts.append((ctype.decode("ascii"), item[0], item[1]))
         elif ctype == b"eXIf":
             if length > limits.max_text_bytes:
@@ -164,7 +177,7 @@ def parse_png(data: bytes, limits: Limits, problems: Problems) -> PngInfo:
     return info
 
 
-def _png_text(ctype: bytes, body: bytes, limits: Limits) -> tuple[str, str] | None:
+def _png_text(ctype: bytes, body: bytes, limits: Limits, budget: int) -> tuple[str, str] | None:
     key_raw, sep, rest = body.partition(b"\x00")
     if not sep:
         raise MetadataError("bad_text", "text chunk without key separator")
@@ -174,7 +187,7 @@ def _png_text(ctype: bytes, body: bytes, limits: Limits) -> tuple[str, str] | No
     if ctype == b"zTXt":
         if not rest:
             raise MetadataError("bad_text", "empty zTXt")
-        return key, decode_text(bounded_decompress(rest[1:], limits))
+        return key, decode_text(bounded_decompress(rest[1:], limits, max_bytes=budget))
     # iTXt: compression flag, method, language\0, translated keyword\0, text (always UTF-8)
     if len(rest) < 2:
         raise MetadataError("bad_text", "short iTXt")
@@ -183,7 +196,7 @@ def _png_text(ctype: bytes, body: bytes, limits: Limits) -> tuple[str, str] | No
     _lang, _, rest = rest.partition(b"\x00")
     _tkey, _, raw = rest.partition(b"\x00")
     if flag:
-        raw = bounded_decompress(raw, limits)
+        raw = bounded_decompress(raw, limits, max_bytes=budget)
     return key, decode_text(raw)
 
 
@@ -205,6 +218,7 @@ def parse_jpeg(data: bytes, limits: Limits, problems: Problems) -> JpegInfo:
     pos = 2
     size = len(data)
     n = 0
+    kept = 0  # comment bytes kept: one total per file
     while pos < size:
         n += 1
         if n > limits.max_chunks:
@@ -240,7 +254,11 @@ def parse_jpeg(data: bytes, limits: Limits, problems: Problems) -> JpegInfo:
             elif seg.startswith(_XMP_SIG) and info.xmp is None:
                 info.xmp = seg[len(_XMP_SIG) :]
         elif marker == 0xFE:
-            info.comments.append(data[seg_start:seg_end])
+            if kept + seg_end - seg_start <= limits.max_text_total_bytes:
+                info.comments.append(data[seg_start:seg_end])
+                kept += seg_end - seg_start
+            else:
+                problems.add("too_large", "JPEG comment skipped: the file's text budget is used up")
         pos = seg_end
     else:
         problems.add("truncated", "JPEG ends before start of scan")

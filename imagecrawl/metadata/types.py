@@ -49,6 +49,9 @@ class Limits:
     max_text_bytes: int = 1024 * 1024
     #: maximum output of one zlib/gzip decompression (zTXt, compressed iTXt, stealth_pngcomp)
     max_decompressed_bytes: int = 4 * 1024 * 1024
+    #: the total of every text kept from one file (tEXt as stored, zTXt/iTXt as inflated): a file of
+    #: many small compressed chunks cannot add up to more than this; later text chunks are skipped
+    max_text_total_bytes: int = 8 * 1024 * 1024
     #: stealth decoding is skipped when it would need to decode more pixels than this
     max_stealth_pixels: int = 16 * 1024 * 1024
     #: at most this many PNG chunks / JPEG segments / WebP chunks are walked

@@ -51,8 +51,14 @@ class ParsedPage:
     errors: list[str] = field(default_factory=list)
 
 
+def _no_constant(name: str) -> None:
+    """``NaN``, ``Infinity`` and ``-Infinity`` are not JSON: read as null, never written on as numbers."""
+    return None
+
+
 def load_json(body: bytes | str | Any) -> Any:
-    """Decode a JSON body (dict/list pass through). Raises ``PageError('not_json')``."""
+    """Decode a JSON body (dict/list pass through). Raises ``PageError('not_json')``, or
+    ``PageError('too_deep')`` for nesting deeper than Python can decode (a hostile or broken API)."""
     if isinstance(body, (dict, list)):
         return body
     if isinstance(body, (bytes, bytearray, memoryview)):
@@ -65,7 +71,9 @@ def load_json(body: bytes | str | Any) -> Any:
     else:
         raise PageError("not_json", f"cannot decode a {type(body).__name__} as JSON")
     try:
-        return json.loads(text)
+        return json.loads(text, parse_constant=_no_constant)
+    except RecursionError:
+        raise PageError("too_deep", f"body is JSON nested too deeply; starts with {text[:60]!r}") from None
     except ValueError as exc:
         raise PageError("not_json", f"body is not JSON: {exc}; starts with {text[:60]!r}") from None
 

@@ -11,16 +11,20 @@ from typing import Any, Self
 from itemadapter import ItemAdapter
 from scrapy import signals
 from scrapy.crawler import Crawler
-from scrapy.exceptions import NotConfigured
+from scrapy.exceptions import DropItem, NotConfigured
 
 from imagecrawl.items import PromptImage
 from imagecrawl.schema import COLUMNS
 from imagecrawl.storage.context import CrawlStorage, crawl_context
 from imagecrawl.storage.outbox import Outbox
-from imagecrawl.storage.shards import ShardWriter, partition_of, shard_key
+from imagecrawl.storage.shards import ShardWriter, SpoolWriteError, partition_of, shard_key
 from imagecrawl.storage.stores import LocalStore
 
 logger = logging.getLogger(__name__)
+
+#: ``scrapy crawl`` exits with this when the local disk refused a write (the crawl stops)
+WRITE_ERROR_EXIT_CODE = 5
+WRITE_ERROR_REASON = "spool_write_error"
 
 
 def _row(item: Any) -> dict[str, Any]:
@@ -54,6 +58,7 @@ class ParquetPipeline:
         )
         self.writers: dict[tuple[str, str], ShardWriter] = {}
         self.seq = 0
+        self._stopping: asyncio.Future[None] | None = None
         self._age_task: asyncio.Task[None] | None = None
         crawler.signals.connect(self._engine_started, signal=signals.engine_started)
         if settings.getbool("IMAGECRAWL_SHARD_FLUSH_ON_IDLE"):
@@ -91,7 +96,8 @@ class ParquetPipeline:
         left = await self.outbox.close(self.close_timeout)
         self.stats.set_value("imagecrawl/store/outbox_pending", len(left))
         if left:
-            self.stats.set_value("imagecrawl/exit_code", 3)
+            if not self.stats.get_value("imagecrawl/exit_code"):
+                self.stats.set_value("imagecrawl/exit_code", 3)
             logger.error(
                 "The store %s did not accept %d shard(s); they wait in %s and the next run with the same "
                 "store commits them first: %s",
@@ -119,9 +125,14 @@ class ParquetPipeline:
                 path=self.outbox.path_for(key),
                 row_group_rows=self.row_group_rows,
                 spool_batch_rows=self.spool_batch_rows,
+                owner=self.outbox.owner,
             )
             self.writers[partition] = writer
-        writer.add(row)
+        try:
+            writer.add(row)
+        except SpoolWriteError as exc:
+            self._write_failed(exc)
+            raise DropItem(f"not stored: {exc}") from None
         self.stats.inc_value("imagecrawl/parquet/rows")
         if writer.rows >= self.max_rows or writer.bytes >= self.max_bytes:
             self._finish(partition)
@@ -137,19 +148,49 @@ class ParquetPipeline:
                 if self.max_seconds > 0 and writer.rows and now - writer.opened_at >= self.max_seconds:
                     self._finish(partition)
                 else:
-                    writer.flush()
+                    try:
+                        writer.flush()
+                    except SpoolWriteError as exc:
+                        self._write_failed(exc)
 
     def _flush_idle(self) -> None:
         for partition, writer in list(self.writers.items()):
             if writer.rows:
                 self._finish(partition)
 
+    def _write_failed(self, exc: OSError) -> None:
+        """The local disk refused a write: stop the crawl (once) with a clear reason and exit status.
+        What is durable stays in the spool and becomes a shard now or at the next start."""
+        self.stats.inc_value("imagecrawl/store/write_errors")
+        if self._stopping is not None:
+            return
+        self.stats.set_value("imagecrawl/exit_code", WRITE_ERROR_EXIT_CODE)
+        logger.error(
+            "Cannot write to %s (%s): the crawl stops; rows already spooled are kept and committed, the "
+            "rest is crawled again by the next run once there is room",
+            self.outbox.dir,
+            exc,
+        )
+        engine = self.crawler.engine
+        if engine is not None:
+            self._stopping = asyncio.ensure_future(engine.close_spider_async(reason=WRITE_ERROR_REASON))
+
     def _finish(self, partition: tuple[str, str]) -> None:
         writer = self.writers.pop(partition, None)
         if writer is None:
             return
-        if writer.rows == 0:
+        if writer.durable_rows == 0 and (writer.failed is not None or writer.rows == 0):
             writer.abort()
             return
-        self.outbox.submit(writer.close(), writer.key, writer.entries)
+        try:
+            path = writer.close()
+            if not writer.entries:
+                writer.abort()
+                return
+            self.outbox.submit(path, writer.key, writer.entries)
+        except OSError as exc:
+            # The spool (complete batches) stays in the outbox: the next start turns it into a shard.
+            self._write_failed(exc)
+            writer.path.unlink(missing_ok=True)
+            return
         self.stats.inc_value("imagecrawl/parquet/shards_written")

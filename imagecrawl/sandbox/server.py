@@ -27,7 +27,20 @@ from imagecrawl.sandbox.behaviours import build_middlewares
 from imagecrawl.sandbox.catalog import build_catalog
 from imagecrawl.sandbox.config import CATALOG_KEY, CONFIG_KEY, LOGFILE_KEY, SandboxConfig
 from imagecrawl.sandbox.requestlog import JsonLinesAccessLogger
-from imagecrawl.sandbox.sites import aipref, civitai, gallery, growth, images, jsgallery, lexica, optout, root, sitemaps
+from imagecrawl.sandbox.sites import (
+    aipref,
+    browsertraps,
+    civitai,
+    gallery,
+    growth,
+    images,
+    jsgallery,
+    lexica,
+    optout,
+    redirects,
+    root,
+    sitemaps,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +56,8 @@ SITES: tuple[Callable[[web.Application], None], ...] = (
     aipref.add_routes,  # /aipref/: Content-Signal, Content-Usage, embedded data-mining rights
     sitemaps.add_routes,  # /sitemap.xml, /sitemaps/: index, image sitemaps with lastmod, gzip, a bad one
     growth.add_routes,  # POST /_sandbox/reveal: the catalog gains items between runs
+    redirects.add_routes,  # /redirect?to=<loopback URL>
+    browsertraps.add_routes,  # /browsertrap/: an iframe and a script navigation
 )
 
 

@@ -27,7 +27,7 @@ from scrapy.crawler import Crawler
 from scrapy.utils.misc import load_object
 
 from imagecrawl.dedupe.base import LedgerLike
-from imagecrawl.dedupe.sqlite import Ledger
+from imagecrawl.dedupe.sqlite import open_ledger
 from imagecrawl.errors import ConfigError, StoreError
 from imagecrawl.state import state_dir_for
 from imagecrawl.storage.stores import LocalStore, S3Store, open_store, s3_config_from_settings
@@ -47,7 +47,7 @@ class LedgerFactory(Protocol):
 
 def open_sqlite_ledger(settings: Any, store_url: str, state_dir: Path, owner: str) -> tuple[LedgerLike, Path]:
     """The embedded ledger in the store's state folder (the default :class:`LedgerFactory`)."""
-    return Ledger(state_dir / "ledger.sqlite3", owner=owner), state_dir
+    return open_ledger(state_dir / "ledger.sqlite3", owner=owner), state_dir
 
 
 @dataclass

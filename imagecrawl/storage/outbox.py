@@ -3,18 +3,25 @@
 A shard file is deleted locally only after (1) the store confirmed the commit and (2) the dedupe ledger
 recorded it. Failed commits are retried in the background with exponential backoff while the crawl goes
 on; producers wait (back-pressure) when the outbox holds more than ``max_bytes``. A later run commits
-whatever an earlier run left behind before it writes anything new. No Scrapy imports.
+whatever an earlier run left behind before it writes anything new.
+
+Several runs may share one outbox (``-a shard=I/N`` into one store). Every file of a shard has a
+sidecar naming its owner (the run, as in the dedupe ledger); a run recovers only the files of owners
+that are no longer alive, by the ledger's rule for claims, and takes them over (the sidecar then names
+it) under an exclusive lock, so two runs starting together never recover one file twice. No Scrapy
+imports.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
+import contextlib
+import fcntl
 import logging
 import os
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +30,7 @@ import pyarrow.parquet as pq
 from imagecrawl import failpoints
 from imagecrawl.dedupe.base import LedgerLike
 from imagecrawl.dedupe.sqlite import ENTRY_COLUMNS, Entry, entries_of
-from imagecrawl.storage.shards import SPOOL_SUFFIX, spool_to_parquet
+from imagecrawl.storage.shards import SPOOL_SUFFIX, read_sidecar, spool_to_parquet, write_sidecar
 from imagecrawl.storage.stores import LocalStore, S3Store
 
 logger = logging.getLogger(__name__)
@@ -33,6 +40,8 @@ SHARD_SUFFIX = ".parquet"
 READY_SUFFIX = ".ready"
 SIDECAR_SUFFIX = ".json"
 PARTIAL_SUFFIX = ".tmp"
+#: held (flock) while a run recovers: one recoverer at a time, released by the kernel if it dies
+RECOVER_LOCK = ".recover.lock"
 
 
 @dataclass
@@ -63,6 +72,8 @@ class Outbox:
         self.retry_initial = retry_initial
         self.retry_max = retry_max
         self.on_event = on_event or (lambda name, n: None)
+        #: this run, as the ledger names it; written into every sidecar of its shards
+        self.owner = ledger.owner
         self.pending: dict[str, Pending] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._room = asyncio.Event()
@@ -100,15 +111,13 @@ class Outbox:
 
     @staticmethod
     def _key_of(path: Path) -> str:
-        try:
-            return str(json.loads(path.with_suffix(SIDECAR_SUFFIX).read_text())["key"])
-        except (OSError, ValueError, KeyError):
-            return path.name.rsplit(".", 1)[0].replace("__", "/") + SHARD_SUFFIX
+        key = read_sidecar(path.with_suffix(SIDECAR_SUFFIX)).get("key")
+        return str(key) if key else path.name.rsplit(".", 1)[0].replace("__", "/") + SHARD_SUFFIX
 
     def submit(self, partial: Path, key: str, entries: list[Entry], *, enqueue: bool = True) -> None:
         """``partial`` is a complete Parquet file written under :meth:`path_for`; queue its commit."""
         sidecar = partial.with_suffix(SIDECAR_SUFFIX)
-        sidecar.write_text(json.dumps({"key": key, "rows": len(entries)}))
+        write_sidecar(sidecar, {"key": key, "owner": self.owner, "rows": len(entries)})
         failpoints.hit("outbox.submit.before_ready")
         ready = partial.with_suffix(READY_SUFFIX)
         os.replace(partial, ready)  # from here on a restart finds and commits it
@@ -161,27 +170,80 @@ class Outbox:
             self._room.set()
 
     # -- recovery ------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _recover_lock(self) -> Iterator[None]:
+        with open(self.dir / RECOVER_LOCK, "a+b") as fh:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+    def _take_over(self, path: Path) -> bool:
+        """True if ``path`` was left by a run that has ended (or names none): its sidecar now names this
+        run. False if its owner is still going (or the file is gone: its owner finished it meanwhile)."""
+        sidecar = path.with_suffix(SIDECAR_SUFFIX)
+        data = read_sidecar(sidecar)
+        owner = str(data.get("owner") or "")
+        if owner == self.owner:
+            return path.exists()
+        if owner and self.ledger.owner_alive(owner):
+            self.on_event("recover_skipped_live", 1)
+            logger.info("Outbox file %s belongs to run %s, still going: left to it", path.name, owner)
+            return False
+        if not path.exists():
+            return False
+        if data:
+            write_sidecar(sidecar, {**data, "owner": self.owner})
+        return True
+
     def recover(self, store_keys: set[str], row_group_rows: int = 512) -> None:
-        """Queue what an earlier run left: spools of open shards become shards, finished shards are
+        """Queue what ended runs left: spools of open shards become shards, finished shards are
         committed (or, if the store already has them, just recorded); half-converted files are dropped
-        (their spool is the source of truth)."""
+        (their spool is the source of truth). Files of runs still going are theirs and left alone."""
+        with self._recover_lock():
+            self._recover(store_keys, row_group_rows)
+
+    def _recover(self, store_keys: set[str], row_group_rows: int) -> None:
         for partial in sorted(self.dir.glob(f"*{PARTIAL_SUFFIX}")):
-            partial.unlink(missing_ok=True)
+            if self._take_over(partial):
+                partial.unlink(missing_ok=True)
         for spool in sorted(self.dir.glob(f"*{SPOOL_SUFFIX}")):
+            if not self._take_over(spool):
+                continue
             ready = spool.with_suffix(READY_SUFFIX)
             if ready.exists():  # converted and handed on just before the crash
                 spool.unlink()
                 continue
             partial = spool.with_suffix(PARTIAL_SUFFIX)
-            entries = spool_to_parquet(spool, partial, row_group_rows)
+            try:
+                entries = spool_to_parquet(spool, partial, row_group_rows)
+            except OSError as exc:  # no room to write the shard: the spool waits for a run that has room
+                partial.unlink(missing_ok=True)
+                self.on_event("recover_errors", 1)
+                logger.error("Cannot turn spool %s into a shard now (%s); it is kept for the next run", spool, exc)
+                continue
+            except Exception as exc:
+                partial.unlink(missing_ok=True)
+                self.on_event("recover_errors", 1)
+                aside = spool.with_suffix(".corrupt")
+                spool.rename(aside)
+                logger.error(
+                    "Spool %s is unreadable (%s); set aside as %s, its items are crawled again", spool, exc, aside
+                )
+                continue
             if entries:
                 self.submit(partial, self._key_of(spool), entries, enqueue=False)
                 self.on_event("spooled_rows_recovered", len(entries))
                 logger.warning("Recovered %d spooled rows of an interrupted run into %s", len(entries), ready.name)
+            else:
+                spool.with_suffix(SIDECAR_SUFFIX).unlink(missing_ok=True)
             spool.unlink(missing_ok=True)
         for ready in sorted(self.dir.glob(f"*{READY_SUFFIX}")):
+            if not self._take_over(ready):
+                continue
             try:
-                key = json.loads(ready.with_suffix(SIDECAR_SUFFIX).read_text())["key"]
+                key = read_sidecar(ready.with_suffix(SIDECAR_SUFFIX))["key"]
                 entries = entries_of(pq.read_table(ready, columns=list(ENTRY_COLUMNS)))
             except Exception as exc:
                 logger.error(

@@ -3,6 +3,7 @@ rows, bytes and age. No Scrapy imports."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -62,6 +63,23 @@ _DICTIONARY_COLUMNS = [
 SPOOL_SUFFIX = ".spool"
 
 
+def write_sidecar(path: Path, data: dict[str, Any]) -> None:
+    """Write a shard's sidecar (key, owner, rows) so that a reader in another process never sees it half
+    written: another run decides from it whether the shard's files are its owner's or left over."""
+    tmp = path.with_name(path.name + "-new")
+    tmp.write_text(json.dumps(data))
+    os.replace(tmp, path)
+
+
+def read_sidecar(path: Path) -> dict[str, Any]:
+    """The sidecar of a shard's files, or ``{}`` if there is none (or it cannot be read)."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
 def _parquet_writer(path: Path) -> pq.ParquetWriter:
     path.parent.mkdir(parents=True, exist_ok=True)
     return pq.ParquetWriter(
@@ -113,6 +131,11 @@ def spool_to_parquet(spool: Path, parquet: Path, row_group_rows: int) -> list[En
     return entries
 
 
+class SpoolWriteError(OSError):
+    """Appending to a spool failed (disk full, file too large, I/O error): the spool was sealed at its
+    last good batch, and the rows not in it are not part of the shard."""
+
+
 @dataclass
 class ShardWriter:
     """One open shard of one partition.
@@ -124,6 +147,8 @@ class ShardWriter:
     path: Path  # where the finished Parquet file goes (the outbox's partial name)
     row_group_rows: int
     spool_batch_rows: int = 64
+    #: the run writing it (recorded in the sidecar: a run recovers only files of runs that have ended)
+    owner: str = ""
     rows: int = 0
     bytes: int = 0
     opened_at: float = field(default_factory=time.monotonic)
@@ -131,12 +156,20 @@ class ShardWriter:
     _buffer: list[dict[str, Any]] = field(default_factory=list)
     _sink: Any = None
     _stream: Any = None
+    #: spool size after the last batch made durable; a failed write is cut back to it
+    _good_size: int = 0
+    #: rows durable in the spool (what the shard will hold)
+    durable_rows: int = 0
+    #: set once a write failed: the spool is sealed and takes no more rows
+    failed: BaseException | None = None
 
     @property
     def spool(self) -> Path:
         return self.path.with_suffix(SPOOL_SUFFIX)
 
     def add(self, row: dict[str, Any]) -> None:
+        if self.failed is not None:
+            raise SpoolWriteError(f"spool {self.spool.name} is sealed after a failed write: {self.failed}")
         self._buffer.append(row)
         self.rows += 1
         self.bytes += row_bytes(row)
@@ -146,37 +179,70 @@ class ShardWriter:
 
     def flush(self) -> None:
         """Append buffered rows to the spool and make them durable."""
-        if not self._buffer:
+        if not self._buffer or self.failed is not None:
             return
         batch = pa.RecordBatch.from_pylist(self._buffer, schema=schema_with_metadata())
-        if self._stream is None:
-            self.spool.parent.mkdir(parents=True, exist_ok=True)
-            # the key travels with the spool, for recovery after a crash
-            self.path.with_suffix(".json").write_text(json.dumps({"key": self.key}))
-            self._sink = open(self.spool, "wb")  # noqa: SIM115 - closed in close()/abort()
-            self._stream = pa.ipc.new_stream(self._sink, batch.schema)
-        self._stream.write_batch(batch)
-        self._sink.flush()
-        os.fsync(self._sink.fileno())
+        try:
+            if self._stream is None:
+                self.spool.parent.mkdir(parents=True, exist_ok=True)
+                # the key travels with the spool, for recovery after a crash
+                write_sidecar(self.path.with_suffix(".json"), {"key": self.key, "owner": self.owner})
+                self._sink = open(self.spool, "wb")  # noqa: SIM115 - closed in close()/abort()
+                self._stream = pa.ipc.new_stream(self._sink, batch.schema)
+            self._stream.write_batch(batch)
+            self._sink.flush()
+            os.fsync(self._sink.fileno())
+        except (OSError, pa.ArrowException) as exc:
+            self._seal(exc)
+            raise SpoolWriteError(f"writing spool {self.spool.name} failed: {exc}") from exc
+        self._good_size = self._sink.tell()
+        self.durable_rows += len(self._buffer)
         failpoints.hit("spool.flushed")
         self._buffer.clear()
 
+    def _seal(self, exc: BaseException) -> None:
+        """Cut the spool back to its last good batch and stop writing to it: the rows of the failed
+        batch (and any later ones) are not in the shard, and its entries say so."""
+        self.failed = exc
+        lost = len(self._buffer)
+        self._buffer.clear()
+        del self.entries[self.durable_rows :]
+        self.rows = self.durable_rows
+        sink, self._sink, self._stream = self._sink, None, None
+        if sink is not None:
+            with contextlib.suppress(OSError):  # its buffer could not be written either: cut below
+                sink.close()
+        try:
+            if self.spool.exists():
+                os.truncate(self.spool, self._good_size)
+        except OSError as trunc_exc:
+            logger.error("Cannot cut spool %s back to its last good batch: %s", self.spool, trunc_exc)
+        logger.debug("Spool %s sealed at %d rows (%d lost)", self.spool.name, self.durable_rows, lost)
+
     def _close_spool(self) -> None:
-        if self._stream is not None:
-            self._stream.close()
+        try:
+            if self._stream is not None:
+                self._stream.close()  # writes the end-of-stream marker: optional for a reader
+            if self._sink is not None:
+                self._sink.close()
+        except (OSError, pa.ArrowException) as exc:
+            logger.warning("Closing spool %s failed (%s); its complete batches are kept", self.spool, exc)
+        finally:
             self._stream = None
-        if self._sink is not None:
-            self._sink.close()
             self._sink = None
 
     def close(self) -> Path:
-        """Finish the Parquet file at :attr:`path`; the spool stays until the caller has handed the file on."""
-        self.flush()
+        """Finish the Parquet file at :attr:`path`; the spool stays until the caller has handed the file on.
+        :attr:`entries` become exactly the rows the file holds."""
+        if self.failed is None:
+            self.flush()
         self._close_spool()
-        spool_to_parquet(self.spool, self.path, self.row_group_rows)
+        self.entries = spool_to_parquet(self.spool, self.path, self.row_group_rows)
+        self.rows = len(self.entries)
         return self.path
 
     def abort(self) -> None:
         self._close_spool()
         self.spool.unlink(missing_ok=True)
         self.path.unlink(missing_ok=True)
+        self.path.with_suffix(".json").unlink(missing_ok=True)

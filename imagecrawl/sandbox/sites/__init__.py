@@ -9,6 +9,8 @@ puts them together on one server.
 * :mod:`.jsgallery` - a gallery whose items appear only after JavaScript runs;
 * :mod:`.optout` - every opt-out mechanism a crawler must honour;
 * :mod:`.aipref` - AI usage preferences (Content-Signal, Content-Usage) and rights embedded in files;
+* :mod:`.redirects` - ``/redirect?to=``: a 302 to another loopback site;
+* :mod:`.browsertraps` - ``/browsertrap/``: a page whose iframe and script navigate by themselves;
 * :mod:`.hostile` - server misbehaviour by path (``--hostile``; a middleware, not routes).
 
 Route modules expose ``add_routes(app)``; handlers read the catalog and the config from the

@@ -1,0 +1,110 @@
+"""Secrets never reach a log line, the report or the stats file.
+
+:func:`secret_values` picks the values of credential-like settings (``AWS_SECRET_ACCESS_KEY``,
+``AWS_SESSION_TOKEN``, ``*_PASSWORD``, ``*_TOKEN``, ``*_API_KEY``, the author salt, ...) and the
+password of every URL-valued setting (``redis://:pw@host``); :class:`RedactingFilter` replaces them
+with ``***`` in every log record that passes a handler it is installed on, Scrapy's own "Overridden
+settings" line included; :func:`redact` does the same for a text about to be written. No Scrapy.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterable
+from typing import Any
+from urllib.parse import urlsplit
+
+MASK = "***"
+#: setting names whose value is a credential
+SECRET_NAME = re.compile(
+    r"(SECRET|PASSWORD|PASSWD|TOKEN|CREDENTIAL|PRIVATE_KEY|API_KEY|ACCESS_KEY|AUTHORIZATION|_SALT$)", re.IGNORECASE
+)
+#: shorter values are not masked (they would mask unrelated text; no real secret is that short)
+MIN_SECRET_LENGTH = 4
+_URL_PASSWORD = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^:@/\s]*):(?P<password>[^@/\s]+)@", re.I)
+
+
+def _strings(value: Any) -> Iterable[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, bytes):
+        yield value.decode("utf-8", "replace")
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _strings(item)
+    elif isinstance(value, (list, tuple, set, frozenset)):
+        for item in value:
+            yield from _strings(item)
+
+
+def secret_values(settings: Iterable[tuple[str, Any]]) -> set[str]:
+    """The secrets among ``(name, value)`` pairs (a Scrapy ``Settings`` gives them as ``.items()``)."""
+    found: set[str] = set()
+    for name, value in settings:
+        secret_name = bool(SECRET_NAME.search(str(name)))
+        for text in _strings(value):
+            if secret_name:
+                found.add(text)
+            for match in _URL_PASSWORD.finditer(text):
+                found.add(match["password"])
+            try:
+                password = urlsplit(text).password if "://" in text else None
+            except ValueError:
+                password = None
+            if password:
+                found.add(password)
+    return {s for s in found if len(s) >= MIN_SECRET_LENGTH}
+
+
+def redact(text: str, secrets: Iterable[str]) -> str:
+    """``text`` with every secret (and every URL password) replaced by ``***``."""
+    for secret in sorted(secrets, key=len, reverse=True):
+        if secret in text:
+            text = text.replace(secret, MASK)
+    return _URL_PASSWORD.sub(lambda m: f"{m['scheme']}{m['user']}:{MASK}@", text)
+
+
+class RedactingFilter(logging.Filter):
+    """Rewrites a record whose message holds a secret; the record is always let through."""
+
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        super().__init__()
+        self.secrets: set[str] = set(secrets)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # a broken record: leave it to the handler's own error path
+            return True
+        clean = redact(message, self.secrets)
+        if clean != message:
+            record.msg, record.args = clean, ()
+        if record.exc_info and record.exc_text is None and self.secrets:
+            record.exc_text = redact(logging.Formatter().formatException(record.exc_info), self.secrets)
+        elif record.exc_text:
+            record.exc_text = redact(record.exc_text, self.secrets)
+        return True
+
+
+#: one filter for the process, its secrets the union over every crawl's settings
+_FILTER = RedactingFilter()
+
+
+def install(secrets: Iterable[str], loggers: Iterable[str] = ("scrapy.crawler",)) -> RedactingFilter:
+    """Mask ``secrets`` from now on: on every handler of the root logger (every record that is written
+    goes through one) and on ``loggers`` themselves (their records are masked before any handler)."""
+    _FILTER.secrets.update(secrets)
+    root = logging.getLogger()
+    for handler in root.handlers:
+        if _FILTER not in handler.filters:
+            handler.addFilter(_FILTER)
+    for name in loggers:
+        logger = logging.getLogger(name)
+        if _FILTER not in logger.filters:
+            logger.addFilter(_FILTER)
+    return _FILTER
+
+
+def current_secrets() -> set[str]:
+    return set(_FILTER.secrets)

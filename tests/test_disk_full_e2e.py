@@ -1,0 +1,78 @@
+"""A really full disk under the outbox (a small tmpfs mounted on ``<state>/outbox``): the spool is sealed
+at its last good batch, the crawl stops with a clear reason and exit status 5, the ledger records
+exactly the rows of committed shards, and a later run with room salvages the spool and completes the
+store, every image exactly once."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import subprocess
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from imagecrawl.sandbox.catalog import build_catalog, render_image
+from imagecrawl.sandbox.testing import SandboxProcess
+
+from .conftest import read_store, run_crawl
+
+pytestmark = pytest.mark.e2e
+
+SPOOLED = {"IMAGECRAWL_SHARD_MAX_ROWS": "1000", "IMAGECRAWL_SPOOL_BATCH_ROWS": "2", "IMAGECRAWL_NEAR_POLICY": "keep"}
+
+
+@pytest.fixture
+def small_outbox(tmp_path: Path) -> Iterator[Path]:
+    outbox = tmp_path / "store" / "_state" / "outbox"
+    outbox.mkdir(parents=True)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=96k", "tmpfs", str(outbox)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode(errors='replace').strip()}")
+    try:
+        yield outbox
+    finally:
+        subprocess.run(["umount", "-l", str(outbox)], check=False)
+
+
+def _store_rows(store: Path) -> list[dict[str, str]]:
+    if not any(store.glob("source=*/date=*/*.parquet")):
+        return []
+    rows: list[dict[str, str]] = read_store(store, columns=["id", "image_sha256"]).to_pylist()
+    return rows
+
+
+def _ledger_ids(store: Path) -> set[str]:
+    with sqlite3.connect(store / "_state" / "ledger.sqlite3") as db:
+        return {row[0] for row in db.execute("SELECT id FROM seen")}
+
+
+def test_disk_full_while_spooling(sandbox_site: SandboxProcess, small_outbox: Path, tmp_path: Path) -> None:
+    catalog = build_catalog(40, 7)
+    entries = catalog.entries("civitai") + catalog.entries("gallery")
+    urls = tmp_path / "urls.jsonl"
+    urls.write_text("".join(json.dumps({"url": sandbox_site.url(e.image_path)}) + "\n" for e in entries))
+    store = tmp_path / "store"
+    args = {"input": str(urls)}
+
+    full = run_crawl("urls", store=store, args=args, settings=SPOOLED, check=False)
+    assert full.returncode == 5, full.stderr[-3000:]
+    assert "Traceback" not in full.stderr, full.stderr[-3000:]
+    assert full.stats["finish_reason"] == "spool_write_error"
+    [line] = [x for x in full.stderr.splitlines() if "the crawl stops" in x]
+    assert "No space left" in line or "too large" in line.lower(), line
+    stored = [r["id"] for r in _store_rows(store)]
+    assert _ledger_ids(store) == set(stored)  # nothing recorded that the store lacks
+    expected = {hashlib.sha256(render_image(catalog, e)).hexdigest() for e in entries}
+    assert len(stored) < len(expected), "the disk never filled: the test proves nothing"
+
+    subprocess.run(["mount", "-o", "remount,size=64m", str(small_outbox)], check=True)
+    again = run_crawl("urls", store=store, args=args, settings=SPOOLED)
+    rows = _store_rows(store)
+    shas = Counter(r["image_sha256"] for r in rows)
+    assert max(shas.values()) == 1 and set(shas) == expected
+    assert _ledger_ids(store) == {r["id"] for r in rows}
+    assert again.stats.get("imagecrawl/exit_code") is None

@@ -1,0 +1,42 @@
+"""Secret masking: which settings count as secrets, and a log record that carries one."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+from scrapy.settings import Settings
+
+from imagecrawl.addon import configured_secrets
+from imagecrawl.redact import RedactingFilter, redact, secret_values
+
+
+def test_credential_like_settings_and_url_passwords_are_secrets() -> None:
+    found = secret_values(
+        [
+            ("AWS_SECRET_ACCESS_KEY", "abcd1234secret"),
+            ("AWS_SESSION_TOKEN", "tok-tok-tok"),
+            ("IMAGECRAWL_REDIS_URL", "redis://:redispass@127.0.0.1:6379/0"),
+            ("DOWNLOAD_TIMEOUT", 30),
+            ("USER_AGENT", "imagecrawl/1.0"),
+            ("SOME_PASSWORD", "ab"),  # too short to mask safely
+        ]
+    )
+    assert found == {"abcd1234secret", "tok-tok-tok", "redispass"}
+
+
+def test_scrapy_defaults_are_not_secrets_but_user_values_are() -> None:
+    settings = Settings({"AWS_SECRET_ACCESS_KEY": "user-set-secret"}, priority="cmdline")
+    settings.set("FTP_PASSWORD", "guest", priority="default")
+    assert configured_secrets(settings) == {"user-set-secret"}
+
+
+def test_a_record_carrying_a_secret_is_masked(caplog: pytest.LogCaptureFixture) -> None:
+    log = logging.getLogger("test.redact")
+    caplog.handler.addFilter(RedactingFilter({"abcd1234secret"}))
+    with caplog.at_level(logging.INFO):
+        log.info("settings: %(s)s", {"s": {"AWS_SECRET_ACCESS_KEY": "abcd1234secret"}})
+        log.info("connecting to %s", "redis://user:pw-in-url@h:1/0")
+    assert "abcd1234secret" not in caplog.text and "pw-in-url" not in caplog.text
+    assert "'AWS_SECRET_ACCESS_KEY': '***'" in caplog.text and "redis://user:***@h:1/0" in caplog.text
+    assert redact("nothing here", {"abcd1234secret"}) == "nothing here"
