@@ -96,7 +96,12 @@ def test_the_connected_address_is_checked_even_when_the_middleware_check_is_skip
                 {**project.DOWNLOADER_MIDDLEWARES, "imagecrawl.downloadermiddlewares.netguard.NetGuardMiddleware": None}
             ),
         },
+        check=False,
     )
+    # the only request failed: a crawl that got nothing says so (exit 4)
+    assert result.returncode == 4, result.stderr[-3000:]
+    assert result.stats.get("finish_reason") == "imagecrawl_all_failed"
+    assert "Traceback" not in result.stderr
     assert "resolves to 127.0.0.1 (loopback) at connect time" in result.stderr
     assert result.stats.get("downloader/response_count") is None
     assert result.stats.get("item_scraped_count") is None

@@ -167,8 +167,13 @@ def test_an_unreachable_robots_txt_disallows_the_site_in_a_real_crawl(tmp_path: 
         port = sock.getsockname()[1]  # closed again when the block ends: connections are refused
     urls = tmp_path / "urls.jsonl"
     urls.write_text(json.dumps({"url": f"http://127.0.0.1:{port}/a.png"}) + "\n")
-    result = run_crawl("urls", store=tmp_path / "store", args={"input": str(urls)}, settings={"RETRY_TIMES": "0"})
+    result = run_crawl(
+        "urls", store=tmp_path / "store", args={"input": str(urls)}, settings={"RETRY_TIMES": "0"}, check=False
+    )
     stats = result.stats
+    # nothing was fetched: the crawl says so (exit 4) instead of finishing as if all went well
+    assert result.returncode == 4, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
     assert stats.get("imagecrawl/optout/robots_txt_unreachable") == 1
     assert stats.get("imagecrawl/optout/robots_txt") == 1
     assert stats.get("downloader/request_count") == 1  # robots.txt only, never the image
