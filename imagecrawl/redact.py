@@ -73,6 +73,8 @@ class RedactingFilter(logging.Filter):
         self.secrets: set[str] = set(secrets)
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if not self.secrets:  # nothing to mask: do not format every record twice
+            return True
         try:
             message = record.getMessage()
         except Exception:  # a broken record: leave it to the handler's own error path
@@ -80,7 +82,7 @@ class RedactingFilter(logging.Filter):
         clean = redact(message, self.secrets)
         if clean != message:
             record.msg, record.args = clean, ()
-        if record.exc_info and record.exc_text is None and self.secrets:
+        if record.exc_info and record.exc_text is None:
             record.exc_text = redact(logging.Formatter().formatException(record.exc_info), self.secrets)
         elif record.exc_text:
             record.exc_text = redact(record.exc_text, self.secrets)

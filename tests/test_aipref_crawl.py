@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 
 from imagecrawl.inspect import inspect_store
-from imagecrawl.sandbox.sites.aipref import CHUNK_BYTES, IMAGES_PER_CASE, XMP_FORMATS, payload
+from imagecrawl.sandbox.sites.aipref import IMAGES_PER_CASE, XMP_FORMATS, payload
+from imagecrawl.sandbox.streaming import CHUNK_BYTES
 from imagecrawl.sandbox.testing import SandboxProcess
 from tests.conftest import CrawlResult, read_store, run_crawl
 from tests.servers import SandboxFactory

@@ -12,7 +12,8 @@ import pytest
 
 from imagecrawl import __version__
 from imagecrawl.sandbox.payloads import optout_png
-from imagecrawl.sandbox.sites.optout import CHUNK_BYTES, IMAGES_PER_PAGE
+from imagecrawl.sandbox.sites.optout import IMAGES_PER_PAGE
+from imagecrawl.sandbox.streaming import CHUNK_BYTES
 from imagecrawl.sandbox.testing import SandboxProcess
 from tests.conftest import CrawlResult, read_store, run_crawl
 from tests.servers import SandboxFactory

@@ -4,11 +4,18 @@ as the client hangs up and tell the request log how many body bytes really left 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Final
 
 from aiohttp import web
 
 from imagecrawl.sandbox.config import BODY_BYTES_KEY
+
+#: Opt-out test files: a pause after the headers, then the body in small chunks, so a client that hangs up
+#: on the headers receives (almost) nothing of it.
+FIRST_CHUNK_DELAY_SECONDS: Final = 0.25
+CHUNK_BYTES: Final = 2048
+CHUNK_DELAY_SECONDS: Final = 0.005
 
 #: ``next_chunk(sent)`` -> the next chunk to write after ``sent`` body bytes, or ``None`` at the end.
 ChunkSource = Callable[[int], bytes | None]
@@ -59,3 +66,17 @@ async def stream_body(
         pass
     response[BODY_BYTES_KEY] = sent
     return response
+
+
+async def stream_file_slowly(request: web.Request, body: bytes, headers: Mapping[str, str]) -> web.StreamResponse:
+    """``body`` with ``headers`` and its length, sent as opt-out test files are: headers, a pause, then
+    :data:`CHUNK_BYTES` chunks (a crawler that decides on the headers reads less than one chunk)."""
+    response = web.StreamResponse(headers=dict(headers))
+    response.content_length = len(body)
+    return await stream_body(
+        request,
+        response,
+        chunks_of(body, CHUNK_BYTES),
+        pause_seconds=CHUNK_DELAY_SECONDS,
+        first_pause_seconds=FIRST_CHUNK_DELAY_SECONDS,
+    )

@@ -42,7 +42,7 @@ from PIL import Image, PngImagePlugin
 from imagecrawl.sandbox.markup import document
 from imagecrawl.sandbox.responses import html_response
 from imagecrawl.sandbox.signing import manifest, sign
-from imagecrawl.sandbox.streaming import chunks_of, stream_body
+from imagecrawl.sandbox.streaming import stream_file_slowly
 
 #: robots.txt lines of the ``User-agent: *`` group, all scoped to /aipref/ paths.
 ROBOTS_LINES: Final = (
@@ -72,9 +72,6 @@ C2PA_CASES: Final[dict[str, str]] = {"c2pa-no": "notAllowed", "c2pa-ok": "allowe
 XMP_FORMATS: Final = {"png": "PNG", "jpg": "JPEG", "webp": "WEBP"}
 EMBEDDED_CASES: Final = (*XMP_CASES, *C2PA_CASES)
 IMAGES_PER_CASE: Final = 2
-FIRST_CHUNK_DELAY_SECONDS: Final = 0.25
-CHUNK_BYTES: Final = 2048
-CHUNK_DELAY_SECONDS: Final = 0.005
 
 
 def xmp_packet(data_mining: str, source_type: str = "") -> bytes:
@@ -144,15 +141,7 @@ async def aipref_image(request: web.Request) -> web.StreamResponse:
     headers = {"Content-Type": Image.MIME[XMP_FORMATS[ext]]}
     if case in HEADER_CASES:
         headers["Content-Usage"] = HEADER_CASES[case]
-    response = web.StreamResponse(headers=headers)
-    response.content_length = len(body)
-    return await stream_body(
-        request,
-        response,
-        chunks_of(body, CHUNK_BYTES),
-        pause_seconds=CHUNK_DELAY_SECONDS,
-        first_pause_seconds=FIRST_CHUNK_DELAY_SECONDS,
-    )
+    return await stream_file_slowly(request, body, headers)
 
 
 async def aipref_index(request: web.Request) -> web.Response:

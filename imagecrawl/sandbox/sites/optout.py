@@ -33,7 +33,7 @@ from aiohttp import web
 from imagecrawl.sandbox.markup import document
 from imagecrawl.sandbox.payloads import optout_png
 from imagecrawl.sandbox.responses import html_response
-from imagecrawl.sandbox.streaming import chunks_of, stream_body
+from imagecrawl.sandbox.streaming import stream_file_slowly
 
 #: Image cases and the headers their responses carry.
 IMAGE_CASES: Final[dict[str, dict[str, str]]] = {
@@ -60,11 +60,6 @@ TDMREP_JSON: Final = [
     {"location": "/optout/img/tdm-file/", "tdm-reservation": 1, "tdm-policy": "https://example.org/policy"},
     {"location": "/optout/*", "tdm-reservation": 0},
 ]
-#: Pause after the headers, then the body in small chunks: a client that hangs up on the headers
-#: receives (almost) nothing.
-FIRST_CHUNK_DELAY_SECONDS: Final = 0.25
-CHUNK_BYTES: Final = 2048
-CHUNK_DELAY_SECONDS: Final = 0.005
 
 
 async def optout_image(request: web.Request) -> web.StreamResponse:
@@ -79,15 +74,7 @@ async def optout_image(request: web.Request) -> web.StreamResponse:
     if not name.endswith(".png") or not name[:-4].isdigit():
         raise web.HTTPNotFound()
     body = optout_png(request.path)
-    response = web.StreamResponse(headers={"Content-Type": "image/png", **headers})
-    response.content_length = len(body)
-    return await stream_body(
-        request,
-        response,
-        chunks_of(body, CHUNK_BYTES),
-        pause_seconds=CHUNK_DELAY_SECONDS,
-        first_pause_seconds=FIRST_CHUNK_DELAY_SECONDS,
-    )
+    return await stream_file_slowly(request, body, {"Content-Type": "image/png", **headers})
 
 
 def _page(title: str, head: str, body: str, headers: dict[str, str] | None = None) -> web.Response:
