@@ -3,7 +3,11 @@
     uv run python benchmarks/profile_summary.py benchmarks/out/throughput-.../urls-0.pyspy.txt [--top 30]
 
 Prints the share of samples per *self* function (the leaf) and per *inclusive* function (anywhere on the
-stack), and per coarse bucket (reactor/network, image probe, metadata, hashing, Parquet, ledger, ...).
+stack), per coarse bucket (reactor/network, image probe, metadata, hashing, Parquet, ledger, ...), and
+first of all per *innermost project frame*: each sample is charged to the deepest ``imagecrawl/`` or
+``spiders/`` function on its stack (what of ours is running, or what of ours called the library code that
+is), so a downloader middleware of ours is charged to itself, not to "Scrapy downloader". Samples with no
+project frame below the ``scrapy crawl`` command are charged to the library at the leaf.
 """
 
 from __future__ import annotations
@@ -34,8 +38,47 @@ BUCKETS: tuple[tuple[str, str], ...] = (
 )
 
 
+#: project frames that sit at the root of every stack (the command): never the innermost of interest
+ROOT_FRAMES = ("imagecrawl/commands/",)
+#: the library a leaf frame belongs to, for samples with no project frame (first match wins)
+LIBRARIES: tuple[tuple[str, str], ...] = (
+    ("idle: threads waiting", "threading.py"),
+    ("idle: threads waiting", "concurrent/futures/thread.py"),
+    ("start-up: imports", "<frozen importlib"),
+    ("scrapy", "scrapy/"),
+    ("twisted", "twisted/"),
+    ("asyncio", "asyncio/"),
+    ("pyarrow", "pyarrow/"),
+    ("PIL", "PIL/"),
+)
+
+
 def frames_of(stack: str) -> list[str]:
     return [frame.strip() for frame in stack.split(";")]
+
+
+def frame_file(frame: str) -> str:
+    """``"func (path:line)"`` -> ``path``."""
+    inside = frame.rpartition(" (")[2].rstrip(")")
+    return inside.rpartition(":")[0] or inside
+
+
+def frame_key(frame: str) -> str:
+    """``"Class.func (imagecrawl/x.py:12)"`` -> ``"imagecrawl/x.py Class.func"`` (no line number)."""
+    func = frame.rpartition(" (")[0]
+    return f"{frame_file(frame)} {func}"
+
+
+def innermost_project_bucket(frames: list[str]) -> str:
+    for frame in reversed(frames):
+        path = frame_file(frame)
+        if path.startswith(("imagecrawl/", "spiders/")) and not path.startswith(ROOT_FRAMES):
+            return frame_key(frame)
+    leaf = frames[-1] if frames else ""
+    for name, needle in LIBRARIES:
+        if needle in leaf:
+            return f"[no project frame] {name}"
+    return "[no project frame] other"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -47,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     incl: Counter[str] = Counter()
     buckets: Counter[str] = Counter()
     threads: Counter[str] = Counter()
+    ours: Counter[str] = Counter()
     total = 0
     for path in args.files:
         for line in path.read_text(errors="replace").splitlines():
@@ -57,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
             frames = frames_of(stack)
             total += count
             threads[frames[0]] += count
+            ours[innermost_project_bucket(frames)] += count
             self_counts[frames[-1]] += count
             for frame in set(frames):
                 incl[frame] += count
@@ -73,6 +118,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{total} samples")
     print("\nby thread:")
     for name, n in threads.most_common(8):
+        print(f"  {100 * n / total:5.1f}%  {name}")
+    print("\nby innermost imagecrawl/ or spiders/ frame:")
+    for name, n in ours.most_common(args.top):
         print(f"  {100 * n / total:5.1f}%  {name}")
     print("\nby bucket (first match on the stack):")
     idle = sum(n for name, n in buckets.items() if name.startswith("idle"))

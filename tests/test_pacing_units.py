@@ -25,6 +25,7 @@ from imagecrawl.pacing import (
     parse_retry_after,
     site_of_host,
 )
+from imagecrawl.pacing.aimd import Adjustment
 from imagecrawl.pacing.config import PacingConfig, RetryConfig, ban_config_from_settings
 from imagecrawl.pacing.signals import classify_exception, classify_status
 from imagecrawl.sandbox.misbehave import (
@@ -72,16 +73,58 @@ def test_site_key_host_or_registered_domain() -> None:
 CFG = AimdConfig(start_rate=1.0, max_rate=100.0, max_concurrency=8, step_seconds=1.0)
 
 
+def _answer_at_rate(c: AimdController, start: float, end: float) -> Adjustment | None:
+    """Healthy answers arriving at the controller's current rate from ``start`` to ``end`` (the rate
+    held requests back all along); the last adjustment made."""
+    last = None
+    t = start
+    while t < end:
+        c.rate_limited = True
+        adj = c.on_success(now=t)
+        last = adj or last
+        t += 1.0 / c.rate
+    return last
+
+
 def test_startup_grows_only_when_the_rate_binds_and_is_capped() -> None:
     c = AimdController(CFG, now=0.0)
     assert c.on_success(now=1.5) is None  # the rate never held anything back
-    c.rate_limited = True
-    adj = c.on_success(now=3.0)
+    adj = _answer_at_rate(c, 1.6, 2.7)
     assert adj is not None and adj.kind == "increase" and c.rate == pytest.approx(1.5)
-    for t in range(4, 60):
+    _answer_at_rate(c, 2.7, 60.0)
+    assert c.rate == 100.0
+
+
+def test_the_rate_grows_no_faster_than_the_site_answers() -> None:
+    """A rate the crawl does not use (something else holds the requests back) is not a rate the site
+    has shown it can take: it grows to at most the start-up factor times what was answered."""
+    c = AimdController(CFG, now=0.0)
+    c.rate = 50.0
+    for t in range(1, 30):  # the rate says "binding", but only 2 answers a second come back
         c.rate_limited = True
         c.on_success(now=float(t))
-    assert c.rate == 100.0
+        c.on_success(now=t + 0.5)
+    assert c.rate == pytest.approx(50.0)
+    slow = AimdController(CFG, now=0.0)
+    for t in range(1, 30):
+        slow.rate_limited = True
+        slow.on_success(now=float(t))
+    assert slow.rate <= CFG.startup_factor * 1.0 + 1e-9
+
+
+def test_startup_concurrency_grows_by_the_startup_factor_then_by_one() -> None:
+    c = AimdController(CFG, now=0.0)
+    seen = [c.concurrency]
+    for t in range(1, 6):
+        c.concurrency_limited = True
+        c.on_success(now=float(t))
+        seen.append(c.concurrency)
+    assert seen == [1, 2, 3, 5, 8, 8]  # ceil(c * 1.5), at least +1, capped at max_concurrency 8
+    c.on_congestion("429", sent_at=6.0, now=6.0)
+    assert c.concurrency == 5
+    c.concurrency_limited = True
+    c.on_success(now=7.5)
+    assert c.concurrency == 6  # after congestion: one at a time
 
 
 def test_congestion_cuts_once_per_epoch_and_recovers_toward_the_ceiling() -> None:
@@ -96,6 +139,7 @@ def test_congestion_cuts_once_per_epoch_and_recovers_toward_the_ceiling() -> Non
     assert c.rate == pytest.approx(14.0)
     rates = []
     for t in range(11, 40):
+        _answer_at_rate(c, t - 0.999, float(t))
         c.rate_limited = True
         c.on_success(now=float(t))
         rates.append(c.rate)
@@ -125,6 +169,46 @@ def test_floor_interval_caps_the_rate() -> None:
 
 
 # --- the gate -------------------------------------------------------------------------------------
+
+
+def test_the_cap_window_holds_for_high_caps_and_does_not_cap_them_lower() -> None:
+    """A cap of 1000 req/s: never more than 1000 starts within any 1 s (+ guard), and not fewer either
+    (the window is kept by time, not as a fixed number of grants)."""
+    g = InProcessGate(aimd=AimdConfig(start_rate=1000, max_rate=1000, max_concurrency=64), jitter=0.0)
+    times = _grants(g, "s", 0.0, 3.0, dt=0.0001)
+    window = 1.0 + g.window_guard
+    j = 0
+    for i, t in enumerate(times):
+        while times[j] <= t - window:
+            j += 1
+        assert i - j + 1 <= 1000
+    assert len(times) >= 2500
+    assert len(g.sites["s"].recent) <= 1000
+
+
+def test_revoke_undoes_the_last_grant() -> None:
+    g = InProcessGate(aimd=AimdConfig(start_rate=2, max_rate=2, start_concurrency=2, max_concurrency=2), jitter=0.0)
+    assert g.acquire("s", 10.0) == 0.0
+    s = g.sites["s"]
+    before = (s.in_flight, s.granted, list(s.recent), s.next_at)
+    assert g.acquire("s", 10.6) == 0.0
+    g.revoke("s")
+    assert (s.in_flight, s.granted, list(s.recent), s.next_at) == before
+    assert g.acquire("s", 10.6) == 0.0  # the slot is there again
+
+
+def test_a_grant_may_come_a_little_early_but_the_rate_holds() -> None:
+    """Woken up to the grant tolerance early, a request goes (no second timer); over time the
+    spacing still holds the rate."""
+    # the cap (1000) is far: the spacing of the rate (100/s) is what holds
+    g = InProcessGate(aimd=AimdConfig(start_rate=100, max_rate=1000, max_concurrency=8), jitter=0.0)
+    assert g.acquire("s", 0.0) == 0.0
+    g.release("s", 0.0, 0.0)
+    assert g.acquire("s", 0.0101 - 0.002) == 0.0  # 2 ms early: within min(5 ms, interval / 4)
+    g.release("s", 0.0, 0.0)
+    assert g.acquire("s", 0.0101 + 0.001) > 0  # 9 ms early: not
+    times = _grants(g, "s", 1.0, 11.0, dt=0.0007)
+    assert 100 * 10 / 1.011 - 5 <= len(times) <= 100 * 10 / 1.01 + 5
 
 
 def _grants(gate: InProcessGate, site: str, start: float, end: float, dt: float = 0.001) -> list[float]:
@@ -342,3 +426,19 @@ def test_crawl_delay_floor_is_sequential_and_counts_from_the_end_of_a_request() 
     gate.release("s", 0.0, 3.0)  # the answer came late
     assert gate.acquire("s", 4.0) == pytest.approx(1.0)  # 2 s after the end, not after the start
     assert gate.acquire("s", 5.0) == 0
+
+
+def test_a_stale_latency_does_not_hold_growth_back_forever() -> None:
+    """Samples taken while the crawler's own loop lagged are withheld; the last slow smoothed latency
+    from before must not freeze the rate and concurrency for the rest of the crawl."""
+    c = AimdController(CFG, now=0.0)
+    for k in range(10):
+        c.observe_latency(0.05, now=k * 0.1)
+    for k in range(10):
+        c.observe_latency(2.0, now=1.0 + k * 0.1)
+    assert not c.latency_flat(now=2.5)
+    c.concurrency_limited = True
+    assert c.on_success(now=2.5) is None  # fresh and slow: no growth
+    c.concurrency_limited = True
+    adj = c.on_success(now=2.0 + 5 * CFG.step_seconds + 0.1)  # no sample since: stale
+    assert adj is not None and adj.kind == "increase"

@@ -321,3 +321,24 @@ def test_a_redirect_is_paced_as_the_site_it_is_sent_to() -> None:
     assert runtime.gate.sites["target.example"].in_flight == 1
     assert runtime.gate.sites["origin.example"].in_flight == 1  # the origin's slot is the origin's
     assert runtime.netlocs["target.example"] == {"target.example:8080"}
+
+
+def test_a_request_held_by_the_concurrency_window_goes_as_soon_as_a_slot_is_released() -> None:
+    """No polling for a free slot: the release of a request of the site wakes the head of its line."""
+    _, mw = pacing(engine=True, IMAGECRAWL_MAX_CONCURRENCY_PER_SITE=1)
+    first, second = Request("https://img.example/1"), Request("https://img.example/2")
+
+    async def run() -> float:
+        await mw.process_request(first)
+        task = asyncio.create_task(mw.process_request(second))
+        await asyncio.sleep(0.05)
+        assert not task.done()  # the one slot is taken
+        assert mw.gate.sites["img.example"].held_by_window
+        released = time.monotonic()
+        mw.process_response(first, Response(first.url, status=200, request=first))
+        await task
+        return time.monotonic() - released
+
+    woke_after = asyncio.run(run())
+    assert woke_after < 0.02  # well under the fallback re-check (POLL_SECONDS = 0.25 s)
+    assert second.meta[meta.PACING_GRANTED] is True

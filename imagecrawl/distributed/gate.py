@@ -38,9 +38,6 @@ class RedisGate:
         paused = self.limiter.paused_for(site)
         if paused > 0:
             return paused
-        state = self.local.site(site, now)
-        recent = getattr(state, "recent", None)
-        saved = (state.next_at, state.granted, list(recent) if recent is not None else None)
         wait = float(self.local.acquire(site, now))
         if wait > 0:
             return wait
@@ -49,11 +46,7 @@ class RedisGate:
             return 0.0
         # Not now for the site as a whole: give the local slot back as it was (the local pacing state
         # does not pay for the other workers' requests).
-        self.local.release(site, now, now)
-        state.next_at, state.granted = saved[0], saved[1]
-        if recent is not None and saved[2] is not None:
-            recent.clear()
-            recent.extend(saved[2])
+        self.local.revoke(site)
         return shared
 
     def peek_wait(self, site: str, now: float) -> float:

@@ -67,6 +67,8 @@ class PacingRuntime:
         self.gate: RateGate = load_object(factory)(crawler, local) if factory else local
         self.close_when_all_abandoned = config.close_when_all_abandoned
         self.locks: dict[str, asyncio.Lock] = {}
+        #: the head of a site's line waiting for a concurrency slot: woken by the next release
+        self._slot_waiters: dict[str, asyncio.Future[None]] = {}
         self.netlocs: dict[str, set[str]] = {}
         self._site_by_netloc: dict[str, str] = {}
         self.rng = random.Random()
@@ -101,6 +103,24 @@ class PacingRuntime:
             self.stats.inc_value("imagecrawl/pacing/latency_ignored/loop_lag")
             return None
         return max(0.0, measured - lag)
+
+    async def wait_for_slot(self, site: str, timeout: float) -> None:
+        """Wait until a request of ``site`` is released (or ``timeout``): no polling for a free slot."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
+        self._slot_waiters[site] = fut
+        timer = loop.call_later(timeout, _resolve, fut)
+        try:
+            await fut
+        finally:
+            timer.cancel()
+            if self._slot_waiters.get(site) is fut:
+                del self._slot_waiters[site]
+
+    def released(self, site: str) -> None:
+        fut = self._slot_waiters.pop(site, None)
+        if fut is not None:
+            _resolve(fut)
 
     def snapshot(self) -> dict[str, dict[str, Any]]:
         """Per-site state for the progress line and the report (docs/stats.md, the snapshot hook),
@@ -170,6 +190,11 @@ class PacingRuntime:
             nextcall.schedule()
 
 
+def _resolve(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
 def runtime_for(crawler: Crawler) -> PacingRuntime:
     """The crawl's pacing runtime, shared by the pacing and ban middlewares and read by the monitor."""
     context = crawl_context(crawler)
@@ -231,7 +256,11 @@ class PacingMiddleware:
                         rt.stats.inc_value("imagecrawl/bans/dropped")
                         raise IgnoreRequest(f"site {site} was abandoned after bans")
                     parked = self._park(request, parked, wait)
-                    await self._sleep(wait)
+                    state = self.gate.sites.get(site)
+                    if state is not None and state.held_by_window:
+                        await self._wait_for_slot(site, wait)
+                    else:
+                        await self._sleep(wait)
         finally:
             rt.waiting -= 1
             if parked:
@@ -247,6 +276,13 @@ class PacingMiddleware:
         if self.runtime.closing():
             raise IgnoreRequest("the crawl is closing")
         await asyncio.sleep(min(max(seconds, 0.001), MAX_SLEEP_SECONDS))
+        if self.runtime.closing():
+            raise IgnoreRequest("the crawl is closing")
+
+    async def _wait_for_slot(self, site: str, timeout: float) -> None:
+        if self.runtime.closing():
+            raise IgnoreRequest("the crawl is closing")
+        await self.runtime.wait_for_slot(site, min(timeout, MAX_SLEEP_SECONDS))
         if self.runtime.closing():
             raise IgnoreRequest("the crawl is closing")
 
@@ -279,6 +315,7 @@ class PacingMiddleware:
         now = time.monotonic()
         sent_at = float(request.meta.get(meta.SENT_AT, now))
         self.gate.release(site, sent_at, now)
+        rt.released(site)
         retry_after: float | None = None
         if response.status in (429, 503):
             header = response.headers.get(b"Retry-After")
@@ -311,6 +348,7 @@ class PacingMiddleware:
         now = time.monotonic()
         sent_at = float(request.meta.get(meta.SENT_AT, now))
         self.gate.release(site, sent_at, now)
+        rt.released(site)
         self.gate.feedback(site, Feedback(classify_exception(exception), sent_at, None, None), now)
         rt.flush()
 

@@ -3,7 +3,11 @@
 Pure logic, no Scrapy and no clock of its own: every method takes ``now`` (monotonic seconds).
 
 * Start-up: while no congestion was ever seen, the rate grows by ``startup_factor`` per step (TCP's
-  slow start, bounded by ``max_rate``), only while the rate is what holds requests back.
+  slow start, bounded by ``max_rate``), only while the rate is what holds requests back; so does the
+  concurrency (at least +1), while the concurrency is what holds them back.
+* The rate never grows past ``startup_factor`` times what the site actually answered in the last
+  step: a rate the crawl does not use (because the concurrency or the spider holds it back) is not
+  a rate the site has shown it can take, so it does not pile up into a burst when that limit opens.
 * Congestion (429, 503/502/504, timeouts, connection errors, latency well above the site's
   baseline): rate and concurrency are cut multiplicatively by ``decrease_factor``, at most once per
   adjustment epoch: answers to requests sent before the last cut are old news and do not cut again.
@@ -19,6 +23,9 @@ from __future__ import annotations
 import math
 from collections import deque
 from dataclasses import dataclass
+
+#: a smoothed latency older than this many steps no longer holds growth back
+STALE_LATENCY_STEPS = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,12 +77,14 @@ class AimdController:
         self.last_cut = -math.inf
         self.baseline: float | None = None
         self.srtt: float | None = None
+        self.srtt_at = -math.inf  # when the last latency sample came (samples can be withheld)
         self.rate_limited = False
         self.concurrency_limited = False
         self.created = now
         self._answers: deque[float] = deque()  # when recent non-congested answers arrived
         self._pauses: deque[tuple[float, float]] = deque()  # Retry-After pauses (no demand then)
         self._steps_past_ceiling = 0
+        self._step_answers = 0  # healthy answers since the last step
 
     def note_pause(self, start: float, end: float) -> None:
         """The site was closed (Retry-After) from ``start`` to ``end``: not a lack of capacity."""
@@ -119,10 +128,12 @@ class AimdController:
 
     # --- latency ------------------------------------------------------------------------------
 
-    def observe_latency(self, latency: float) -> bool:
+    def observe_latency(self, latency: float, now: float | None = None) -> bool:
         """Track smoothed latency and a slowly drifting baseline; True if latency is spiking."""
         if latency < 0:
             return False
+        if now is not None:
+            self.srtt_at = now
         self.srtt = latency if self.srtt is None else 0.8 * self.srtt + 0.2 * latency
         if self.baseline is None or latency < self.baseline:
             self.baseline = latency
@@ -138,8 +149,13 @@ class AimdController:
         c = self.config
         return self.srtt > self.baseline * c.latency_factor + c.latency_margin_seconds
 
-    def latency_flat(self) -> bool:
+    def latency_flat(self, now: float | None = None) -> bool:
+        """Latency near the baseline, or no recent sample to say otherwise: the crawler withholds
+        samples taken while its own event loop lagged, and a smoothed latency from before that is no
+        evidence that the site is slow now."""
         if self.srtt is None or self.baseline is None:
+            return True
+        if now is not None and now - self.srtt_at > STALE_LATENCY_STEPS * self.config.step_seconds:
             return True
         c = self.config
         return self.srtt <= self.baseline * (1 + (c.latency_factor - 1) / 4) + c.latency_margin_seconds / 2
@@ -162,6 +178,7 @@ class AimdController:
         self.concurrency = max(1, math.floor(self.concurrency * c.decrease_factor))
         self.last_cut = now
         self.last_change = now
+        self._step_answers = 0
         self.rate_limited = self.concurrency_limited = False
         return Adjustment("decrease", reason, self.rate, self.concurrency)
 
@@ -170,18 +187,28 @@ class AimdController:
         latency is flat."""
         c = self.config
         self._answers.append(now)
-        if now - self.last_change < c.step_seconds:
+        self._step_answers += 1
+        elapsed = now - self.last_change
+        if elapsed < c.step_seconds:
             return None
-        if not self.latency_flat():
+        if not self.latency_flat(now):
             return None
         grew = False
         if self.rate_limited and self.rate < self.max_rate:
-            self.rate = min(self.max_rate, self._next_rate())
-            grew = True
+            # what the site answered in this step, times the start-up factor, bounds the new rate
+            used = self._step_answers / max(elapsed, 1e-9)
+            new = min(self.max_rate, self._next_rate(), max(self.rate, used * c.startup_factor))
+            grew = new > self.rate
+            self.rate = new
         if self.concurrency_limited and self.concurrency < c.max_concurrency:
-            self.concurrency += 1
+            if self.ceiling is None:
+                self.concurrency = max(self.concurrency + 1, math.ceil(self.concurrency * c.startup_factor))
+            else:
+                self.concurrency += 1
+            self.concurrency = min(self.concurrency, c.max_concurrency)
             grew = True
         self.rate_limited = self.concurrency_limited = False
+        self._step_answers = 0
         self.last_change = now
         if not grew:
             return None
@@ -217,3 +244,4 @@ class AimdController:
         self.concurrency = 1
         self.last_change = now
         self.last_cut = now
+        self._step_answers = 0

@@ -33,8 +33,11 @@ class PacingConfig:
         site_key = site_key_mode(settings)
         max_rate = settings.getfloat("IMAGECRAWL_MAX_RATE_PER_SITE")
         max_conc = settings.getint("IMAGECRAWL_MAX_CONCURRENCY_PER_SITE")
+        # None (the default): a quarter of the cap, so a cap raised for a site you own starts fast
+        start = settings.get("IMAGECRAWL_PACING_START_RATE_PER_SECOND")
+        start_rate = max_rate / 4 if start is None else settings.getfloat("IMAGECRAWL_PACING_START_RATE_PER_SECOND")
         aimd = AimdConfig(
-            start_rate=min(max_rate, settings.getfloat("IMAGECRAWL_PACING_START_RATE_PER_SECOND")),
+            start_rate=min(max_rate, start_rate),
             min_rate=min(max_rate, settings.getfloat("IMAGECRAWL_PACING_MIN_RATE_PER_SECOND")),
             max_rate=max_rate,
             start_concurrency=1,

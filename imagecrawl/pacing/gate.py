@@ -23,8 +23,14 @@ from typing import Protocol
 from imagecrawl.pacing.aimd import AimdConfig, AimdController
 from imagecrawl.pacing.bans import BanConfig, BanState, BanTracker, Transition, Verdict
 
-#: How long a request held by a full concurrency window (or an in-flight probe) waits before asking again.
-POLL_SECONDS = 0.02
+#: How long a request held by a full concurrency window (or an in-flight probe) waits at most before
+#: asking again; the pacing middleware wakes it as soon as a request of its site is released
+#: (``SiteState.held_by_window`` says which wait it is).
+POLL_SECONDS = 0.25
+#: A request may start this much before its spacing says (at most a quarter of the interval): a
+#: waiting request woken a little late does not lose its turn, and at high rates requests are granted
+#: in small bursts instead of each waiting for a timer of its own. The cap per window still holds.
+GRANT_TOLERANCE_SECONDS = 0.005
 
 
 class Signal(enum.StrEnum):
@@ -68,6 +74,19 @@ class RateGate(Protocol):
     def all_abandoned(self) -> bool: ...
     def acquire(self, site: str, now: float) -> float: ...
     def peek_wait(self, site: str, now: float) -> float: ...
+    def revoke(self, site: str) -> None:
+        """Undo the last grant of ``site`` as if it had not happened (a shared gate said no after the
+        local one said yes): the slot, its place in the cap window and the spacing are given back."""
+        s = self.sites.get(site)
+        if s is None or s.in_flight <= 0:
+            return
+        s.in_flight -= 1
+        s.granted -= 1
+        if s.recent:
+            s.recent.pop()
+        s.next_at = s.prev_next_at
+        s.ban.released()
+
     def release(self, site: str, sent_at: float, now: float) -> None: ...
     def feedback(self, site: str, fb: Feedback, now: float) -> None: ...
     def verdict(self, site: str, verdict: Verdict, sent_at: float, now: float) -> None: ...
@@ -83,7 +102,12 @@ class SiteState:
     in_flight: int = 0
     paused_until: float = 0.0
     granted: int = 0
-    recent: deque[float] = field(default_factory=lambda: deque(maxlen=256))  # last grant times
+    #: grant times within the last cap window (1 s + guard), at most floor(cap) of them
+    recent: deque[float] = field(default_factory=deque)
+    #: the last wait was for a free concurrency slot (or the probe in flight), not for time
+    held_by_window: bool = False
+    #: next_at before the last grant, for :meth:`InProcessGate.revoke`
+    prev_next_at: float = 0.0
 
 
 @dataclass
@@ -124,21 +148,28 @@ class InProcessGate:
         limit = 1 if sequential else s.controller.concurrency
         if s.in_flight >= limit:
             s.controller.concurrency_limited = True
+            s.held_by_window = True
             return POLL_SECONDS
-        if now < s.next_at:
+        s.held_by_window = False
+        interval = max(s.controller.interval, s.controller.floor_interval)
+        early = 0.0 if sequential else min(GRANT_TOLERANCE_SECONDS, interval / 4)
+        if now < s.next_at - early:
             s.controller.rate_limited = True
             return s.next_at - now
-        # The cap as the site would count it: at most floor(cap) starts within any second.
-        per_window = min(math.floor(s.controller.max_rate), s.recent.maxlen or 0)
-        if per_window >= 1 and len(s.recent) >= per_window:
-            opens = s.recent[-per_window] + 1.0 + self.window_guard
-            if now < opens:
-                s.controller.rate_limited = True
-                return opens - now
-        s.recent.append(now)
+        # The cap as the site would count it: at most floor(cap) starts within any 1 s (+ guard).
+        # Only grants inside the window are kept, so this is O(1) and bounded by the cap.
+        window = 1.0 + self.window_guard
+        recent = s.recent
+        while recent and recent[0] <= now - window:
+            recent.popleft()
+        per_window = math.floor(s.controller.max_rate)
+        if per_window >= 1 and len(recent) >= per_window:
+            s.controller.rate_limited = True
+            return recent[-per_window] + window - now
+        recent.append(now)
         s.in_flight += 1
         s.granted += 1
-        interval = max(s.controller.interval, s.controller.floor_interval)
+        s.prev_next_at = s.next_at
         # Never shorter than the interval (+1% against clock and network jitter), sometimes longer.
         s.next_at = max(s.next_at, now) + interval * (1.01 + self.rng.uniform(0, self.jitter))
         if s.ban.granted():
@@ -155,6 +186,19 @@ class InProcessGate:
         if s.ban.state is BanState.BANNED:
             wait = max(wait, s.ban.banned_until - now)
         return max(0.0, wait)
+
+    def revoke(self, site: str) -> None:
+        """Undo the last grant of ``site`` as if it had not happened (a shared gate said no after the
+        local one said yes): the slot, its place in the cap window and the spacing are given back."""
+        s = self.sites.get(site)
+        if s is None or s.in_flight <= 0:
+            return
+        s.in_flight -= 1
+        s.granted -= 1
+        if s.recent:
+            s.recent.pop()
+        s.next_at = s.prev_next_at
+        s.ban.released()
 
     def release(self, site: str, sent_at: float, now: float) -> None:
         s = self.site(site, now)
@@ -178,7 +222,7 @@ class InProcessGate:
                 self._emit(site, "pacing/retry_after", f"Retry-After: pausing {fb.retry_after:.1f}s", fb.retry_after)
         spiking = False
         if fb.latency is not None and fb.signal in (Signal.OK, Signal.NEUTRAL):
-            spiking = c.observe_latency(fb.latency)
+            spiking = c.observe_latency(fb.latency, now)
         reason: str | None = fb.signal.value if fb.signal in CONGESTION else ("latency" if spiking else None)
         if reason is not None:
             adj = c.on_congestion(reason, fb.sent_at, now)
