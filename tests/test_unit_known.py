@@ -4,6 +4,7 @@ pages and new images pass."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -52,11 +53,11 @@ def skipped(crawler: Crawler) -> dict[str, Any]:
 def test_committed_record_ids_and_urls_are_not_fetched_again(store: Path) -> None:
     crawler, mw = known(store)
     with pytest.raises(IgnoreRequest, match="record civitai:1"):
-        mw.process_request(image("https://img.example/moved/1.png", "civitai:1"))  # same record, new URL
+        asyncio.run(mw.process_request(image("https://img.example/moved/1.png", "civitai:1")))  # same record, new URL
     with pytest.raises(IgnoreRequest, match="already in the store"):
-        mw.process_request(image("https://img.example/2.png"))  # no id: the URL decides
+        asyncio.run(mw.process_request(image("https://img.example/2.png")))  # no id: the URL decides
     with pytest.raises(IgnoreRequest):
-        mw.process_request(image("https://img.example/2.png", "civitai:99"))  # a new id, a known URL
+        asyncio.run(mw.process_request(image("https://img.example/2.png", "civitai:99")))  # a new id, a known URL
     assert skipped(crawler) == {
         "imagecrawl/dedupe/skipped_known/id": 1,
         "imagecrawl/dedupe/skipped_known/url": 2,
@@ -65,23 +66,23 @@ def test_committed_record_ids_and_urls_are_not_fetched_again(store: Path) -> Non
 
 def test_new_images_and_pages_pass(store: Path) -> None:
     crawler, mw = known(store)
-    assert mw.process_request(image("https://img.example/3.png", "civitai:3")) is None
-    assert mw.process_request(image("https://img.example/4.png")) is None
+    assert asyncio.run(mw.process_request(image("https://img.example/3.png", "civitai:3"))) is None
+    assert asyncio.run(mw.process_request(image("https://img.example/4.png"))) is None
     # pages are never skipped, whatever their URL (only images are in the ledger)
-    assert mw.process_request(Request("https://img.example/1.png", meta={meta.KIND: "page"})) is None
-    assert mw.process_request(Request("https://img.example/1.png")) is None
+    assert asyncio.run(mw.process_request(Request("https://img.example/1.png", meta={meta.KIND: "page"}))) is None
+    assert asyncio.run(mw.process_request(Request("https://img.example/1.png"))) is None
     assert skipped(crawler) == {}
 
 
 def test_an_image_claimed_by_this_run_is_not_fetched_twice(tmp_path: Path) -> None:
     crawler, mw = known(tmp_path)
     ledger = crawl_context(crawler).storage.ledger
-    assert mw.process_request(image("https://img.example/5.png", "lexica:5")) is None
+    assert asyncio.run(mw.process_request(image("https://img.example/5.png", "lexica:5"))) is None
     ledger.reserve("c" * 64, "lexica:5", "https://img.example/5.png")  # the dedupe pipeline kept it
     with pytest.raises(IgnoreRequest):
-        mw.process_request(image("https://img.example/5.png", "lexica:5"))
+        asyncio.run(mw.process_request(image("https://img.example/5.png", "lexica:5")))
     ledger.release("c" * 64, "lexica:5", "https://img.example/5.png")  # a later pipeline dropped it
-    assert mw.process_request(image("https://img.example/5.png", "lexica:5")) is None
+    assert asyncio.run(mw.process_request(image("https://img.example/5.png", "lexica:5"))) is None
 
 
 def test_the_ledger_is_the_crawls_one(tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ records committed by an earlier run or claimed by another crawl of the store are
 
 from __future__ import annotations
 
+import asyncio
 import io
 import random
 from pathlib import Path
@@ -67,13 +68,13 @@ def subtree(crawler: Crawler) -> dict[str, Any]:
 def test_exact_duplicates_by_sha256_and_by_id(tmp_path: Path) -> None:
     crawler, pipeline = dedupe(tmp_path)
     first = record("1", FOX)
-    assert pipeline.process_item(first) is first
+    assert asyncio.run(pipeline.process_item(first)) is first
     with pytest.raises(DuplicateItem, match="duplicate sha256"):
-        pipeline.process_item(record("2", FOX))  # the same bytes under another id
+        asyncio.run(pipeline.process_item(record("2", FOX)))  # the same bytes under another id
     with pytest.raises(DuplicateItem, match="duplicate id"):
-        pipeline.process_item(record("1", OWL))  # the same record id, another image
+        asyncio.run(pipeline.process_item(record("1", OWL)))  # the same record id, another image
     owl = record("3", OWL)
-    assert pipeline.process_item(owl) is owl
+    assert asyncio.run(pipeline.process_item(owl)) is owl
     assert subtree(crawler) == {
         "imagecrawl/dedupe/unique": 2,
         "imagecrawl/dedupe/dropped/sha256": 1,
@@ -83,19 +84,19 @@ def test_exact_duplicates_by_sha256_and_by_id(tmp_path: Path) -> None:
 
 def test_near_duplicates_are_dropped_by_default(tmp_path: Path) -> None:
     crawler, pipeline = dedupe(tmp_path)
-    pipeline.process_item(record("1", FOX))
+    asyncio.run(pipeline.process_item(record("1", FOX)))
     copy = record("2", FOX_JPEG)
     assert copy.image_sha256 != record("1", FOX).image_sha256
     with pytest.raises(DuplicateItem, match="near-duplicate of civitai:1"):
-        pipeline.process_item(copy)
-    pipeline.process_item(record("3", OWL))  # another picture is no near-duplicate
+        asyncio.run(pipeline.process_item(copy))
+    asyncio.run(pipeline.process_item(record("3", OWL)))  # another picture is no near-duplicate
     assert subtree(crawler) == {"imagecrawl/dedupe/unique": 2, "imagecrawl/dedupe/dropped/near": 1}
 
 
 def test_near_policy_keep_marks_the_copy(tmp_path: Path) -> None:
     crawler, pipeline = dedupe(tmp_path, IMAGECRAWL_NEAR_POLICY="keep")
-    pipeline.process_item(record("1", FOX))
-    copy = pipeline.process_item(record("2", FOX_JPEG))
+    asyncio.run(pipeline.process_item(record("1", FOX)))
+    copy = asyncio.run(pipeline.process_item(record("2", FOX_JPEG)))
     assert copy.duplicate_of == "civitai:1"
     assert subtree(crawler) == {"imagecrawl/dedupe/unique": 2, "imagecrawl/dedupe/kept_near": 1}
 
@@ -104,8 +105,8 @@ def test_near_dedupe_off_keeps_reencoded_copies(tmp_path: Path, caplog: pytest.L
     with caplog.at_level("WARNING"):
         crawler, pipeline = dedupe(tmp_path, IMAGECRAWL_NEAR_DEDUPE_ENABLED=False)
     assert "only exact copies are dropped" in caplog.text
-    pipeline.process_item(record("1", FOX))
-    assert pipeline.process_item(record("2", FOX_JPEG)).duplicate_of is None
+    asyncio.run(pipeline.process_item(record("1", FOX)))
+    assert asyncio.run(pipeline.process_item(record("2", FOX_JPEG))).duplicate_of is None
     assert subtree(crawler) == {"imagecrawl/dedupe/unique": 2}
 
 
@@ -117,23 +118,23 @@ def drop_later(crawler: Crawler, item: PromptImage, exception: DropItem) -> None
 def test_a_record_a_later_pipeline_drops_is_released(tmp_path: Path) -> None:
     crawler, pipeline = dedupe(tmp_path, IMAGECRAWL_NEAR_DEDUPE_ENABLED=False)
     item = record("1", FOX)
-    pipeline.process_item(item)
+    asyncio.run(pipeline.process_item(item))
     drop_later(crawler, record("2", FOX), DuplicateItem("dup"))  # a duplicate's own drop frees nothing
     with pytest.raises(DuplicateItem):
-        pipeline.process_item(record("1", FOX))
+        asyncio.run(pipeline.process_item(record("1", FOX)))
     drop_later(crawler, item, DropItem("refused"))  # any other refusal does
     again = record("1", FOX)
-    assert pipeline.process_item(again) is again
+    assert asyncio.run(pipeline.process_item(again)) is again
     assert crawler.stats.get_value("imagecrawl/dedupe/unique") == 2
 
 
 def test_a_released_record_is_not_a_near_duplicate_of_itself(tmp_path: Path) -> None:
     crawler, pipeline = dedupe(tmp_path)
     item = record("1", FOX)
-    pipeline.process_item(item)
+    asyncio.run(pipeline.process_item(item))
     drop_later(crawler, item, DropItem("refused"))
     again = record("1", FOX)
-    assert pipeline.process_item(again) is again
+    assert asyncio.run(pipeline.process_item(again)) is again
 
 
 def test_records_an_earlier_run_committed_are_dropped(tmp_path: Path) -> None:
@@ -146,18 +147,18 @@ def test_records_an_earlier_run_committed_are_dropped(tmp_path: Path) -> None:
     storage.close()
     crawler, pipeline = dedupe(tmp_path)
     with pytest.raises(DuplicateItem):
-        pipeline.process_item(record("1", FOX))
+        asyncio.run(pipeline.process_item(record("1", FOX)))
     with pytest.raises(DuplicateItem, match="near-duplicate"):
-        pipeline.process_item(record("9", FOX_JPEG))  # the committed pHash is indexed too
+        asyncio.run(pipeline.process_item(record("9", FOX_JPEG)))  # the committed pHash is indexed too
     assert subtree(crawler) == {"imagecrawl/dedupe/dropped/sha256": 1, "imagecrawl/dedupe/dropped/near": 1}
 
 
 def test_a_record_claimed_by_another_crawl_of_the_store_is_dropped(tmp_path: Path) -> None:
     _, other = dedupe(tmp_path)
     crawler, pipeline = dedupe(tmp_path)
-    other.process_item(record("1", FOX))
+    asyncio.run(other.process_item(record("1", FOX)))
     with pytest.raises(DuplicateItem):
-        pipeline.process_item(record("1", FOX))
+        asyncio.run(pipeline.process_item(record("1", FOX)))
     assert subtree(crawler) == {"imagecrawl/dedupe/dropped/sha256": 1}
 
 
@@ -166,3 +167,52 @@ def test_settings_are_checked(tmp_path: Path) -> None:
         DedupePipeline.from_crawler(make_crawler(IMAGECRAWL_STORE=str(tmp_path), IMAGECRAWL_NEAR_POLICY="merge"))
     with pytest.raises(NotConfigured, match="IMAGECRAWL_DEDUPE_ENABLED"):
         DedupePipeline.from_crawler(make_crawler(IMAGECRAWL_STORE=str(tmp_path), IMAGECRAWL_DEDUPE_ENABLED=False))
+
+
+def test_items_in_flight_together_are_claimed_in_one_batch_and_still_deduped(tmp_path: Path) -> None:
+    """Many items at once (Scrapy's CONCURRENT_ITEMS): their lookups and claims go to the ledger's own
+    thread in a few batches, not one transaction each, and an item equal to, or a near-duplicate of,
+    one still in flight is dropped for the right reason."""
+    crawler, pipeline = dedupe(tmp_path)
+    worker = pipeline.worker
+    assert worker is not None
+    pictures = [encode(picture(100 + n)) for n in range(40)]
+    items = [record(str(n), body) for n, body in enumerate(pictures)]
+    same_bytes = record("same-bytes", pictures[0])
+    same_id = record("1", OWL)
+    near_copy = record("near", encode(picture(100), "JPEG"))
+
+    async def run_all() -> list[Any]:
+        coros = [pipeline.process_item(it) for it in [*items, same_bytes, same_id, near_copy]]
+        return await asyncio.gather(*coros, return_exceptions=True)
+
+    results = asyncio.run(run_all())
+    assert results[:40] == items
+    assert [type(r) for r in results[40:]] == [DuplicateItem] * 3
+    stats = subtree(crawler)
+    assert stats["imagecrawl/dedupe/unique"] == 40
+    assert stats["imagecrawl/dedupe/dropped/sha256"] == 1
+    assert stats["imagecrawl/dedupe/dropped/id"] == 1
+    assert stats["imagecrawl/dedupe/dropped/near"] == 1
+    assert worker.jobs == 81  # a lookup and a claim per kept item, and the near copy's lookup
+    assert worker.batches <= 4  # all in flight at once: a lookup batch and a claim batch, not 80 round trips
+    ledger = crawl_context(crawler).storage.ledger
+    assert all(ledger.duplicate_reason(it.image_sha256, it.id) == "sha256" for it in items)
+
+
+def test_a_claim_lost_to_another_crawl_in_the_same_batch_is_dropped_as_claimed(tmp_path: Path) -> None:
+    _, pipeline = dedupe(tmp_path)
+    _, other = dedupe(tmp_path)  # a second crawl writing into the same store
+    first = record("1", FOX)
+
+    async def race() -> list[Any]:
+        # both look the image up before either has claimed it; the ledger decides who keeps it
+        return await asyncio.gather(
+            pipeline.process_item(first), other.process_item(record("1", FOX)), return_exceptions=True
+        )
+
+    results = asyncio.run(race())
+    kept = [r for r in results if not isinstance(r, BaseException)]
+    dropped = [r for r in results if isinstance(r, DuplicateItem)]
+    assert len(kept) == 1 and len(dropped) == 1
+    assert "claimed elsewhere" in str(dropped[0])

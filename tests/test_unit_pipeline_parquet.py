@@ -134,7 +134,7 @@ def test_committed_rows_reach_the_ledger_and_the_next_crawl_drops_them(tmp_path:
     crawler.stats.open_spider()
     dedupe, pipeline = DedupePipeline.from_crawler(crawler), ParquetPipeline.from_crawler(crawler)
     dedupe.open_spider()
-    items = [dedupe.process_item(record("civitai", n)) for n in (1, 2)]
+    items = [asyncio.run(dedupe.process_item(record("civitai", n))) for n in (1, 2)]
     run(pipeline, items)
     ledger = Ledger(tmp_path / "_state" / "ledger.sqlite3")
     assert ledger.count() == 2 and ledger.has_id("civitai:1") and ledger.has_url("https://img.example/civitai/2.png")
@@ -146,8 +146,8 @@ def test_committed_rows_reach_the_ledger_and_the_next_crawl_drops_them(tmp_path:
     again = DedupePipeline.from_crawler(later)
     again.open_spider()
     with pytest.raises(DuplicateItem):
-        again.process_item(record("civitai", 1))
-    assert again.process_item(fresh := record("civitai", 3)) is fresh
+        asyncio.run(again.process_item(record("civitai", 1)))
+    assert asyncio.run(again.process_item(fresh := record("civitai", 3))) is fresh
 
 
 def test_a_shard_the_ledger_missed_is_reconciled_at_open(tmp_path: Path) -> None:
@@ -162,7 +162,7 @@ def test_a_shard_the_ledger_missed_is_reconciled_at_open(tmp_path: Path) -> None
     dedupe.open_spider()
     assert crawler.stats.get_value("imagecrawl/dedupe/reconciled_shards") == 1
     with pytest.raises(DuplicateItem):
-        dedupe.process_item(record("civitai", 1))
+        asyncio.run(dedupe.process_item(record("civitai", 1)))
 
 
 def test_switched_off(tmp_path: Path) -> None:

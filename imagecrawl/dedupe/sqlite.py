@@ -22,11 +22,14 @@ import sqlite3
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow.parquet as pq
 
 from imagecrawl.dedupe.near import MemoryNearIndex, NearIndex
+
+if TYPE_CHECKING:
+    from imagecrawl.dedupe.worker import LedgerWorker
 
 logger = logging.getLogger(__name__)
 
@@ -110,6 +113,55 @@ def reconcile(ledger: Any, store: Any) -> int:
 _CORRUPT = frozenset({"SQLITE_NOTADB", "SQLITE_CORRUPT"})
 
 
+def _one(db: sqlite3.Connection, sql: str, *args: Any) -> bool:
+    return db.execute(sql + " LIMIT 1", args).fetchone() is not None
+
+
+def sql_duplicate_reason(db: sqlite3.Connection, sha256: str, item_id: str) -> str | None:
+    """``"sha256"`` or ``"id"`` if this image or id is committed or claimed by any owner."""
+    if _one(db, "SELECT 1 FROM seen WHERE sha256 = ? UNION ALL SELECT 1 FROM claims WHERE sha256 = ?", sha256, sha256):
+        return "sha256"
+    if _one(db, "SELECT 1 FROM ids WHERE id = ? UNION ALL SELECT 1 FROM claims WHERE id = ?", item_id, item_id):
+        return "id"
+    return None
+
+
+def sql_has_id(db: sqlite3.Connection, item_id: str) -> bool:
+    return _one(db, "SELECT 1 FROM ids WHERE id = ? UNION ALL SELECT 1 FROM claims WHERE id = ?", item_id, item_id)
+
+
+def sql_has_url(db: sqlite3.Connection, key: bytes) -> bool:
+    return _one(db, "SELECT 1 FROM urls WHERE url_hash = ? UNION ALL SELECT 1 FROM claims WHERE url_hash = ?", key, key)
+
+
+def sql_claim_many(db: sqlite3.Connection, owner: str, claims: list[tuple[str, str, bytes | None]]) -> list[bool]:
+    """Claim (sha256, id, url hash) rows for ``owner`` in one transaction; for each, False when a committed
+    row or another claim holds its image or id already."""
+    out = []
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        for sha256, item_id, url_hash in claims:
+            if _one(
+                db, "SELECT 1 FROM seen WHERE sha256 = ? UNION ALL SELECT 1 FROM ids WHERE id = ?", sha256, item_id
+            ):
+                out.append(False)
+                continue
+            try:
+                db.execute(
+                    "INSERT INTO claims (sha256, id, url_hash, owner) VALUES (?, ?, ?, ?)",
+                    (sha256, item_id, url_hash, owner),
+                )
+            except sqlite3.IntegrityError:
+                out.append(False)
+            else:
+                out.append(True)
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
+    return out
+
+
 def open_ledger(path: Path, *, owner: str = "", stale_seconds: float = 120.0) -> Ledger:
     """The ledger at ``path``; a corrupt one is set aside (``<name>.corrupt-<time>``, with its WAL) with
     one log line and a new one started, which the first dedupe step fills from the store
@@ -136,13 +188,9 @@ class Ledger:
         self.path = path
         self.owner = owner or f"ledger-{id(self)}-{time.time_ns()}"
         self.stale_seconds = stale_seconds
-        self.db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=30)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        # WAL + NORMAL survives a killed process; a power loss may drop the last commits, which
-        # reconcile() restores from the store itself.
-        self.db.execute("PRAGMA synchronous=NORMAL")
-        self.db.execute("PRAGMA busy_timeout=30000")
+        self.db = self._connect()
         self.db.executescript(_SCHEMA)
+        self._worker: LedgerWorker | None = None
         # this owner's claims, also kept in memory: the hot path asks about its own items most
         self._own_sha: dict[str, str] = {}
         self._own_ids: dict[str, str] = {}
@@ -157,6 +205,15 @@ class Ledger:
         with self._transaction():
             self._purge_stale()
         self.heartbeat(force=True)
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False, timeout=30)
+        db.execute("PRAGMA journal_mode=WAL")
+        # WAL + NORMAL survives a killed process; a power loss may drop the last commits, which
+        # reconcile() restores from the store itself.
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.execute("PRAGMA busy_timeout=30000")
+        return db
 
     # -- owners --------------------------------------------------------------------------------
     def heartbeat(self, *, force: bool = False) -> None:
@@ -201,37 +258,42 @@ class Ledger:
             logger.info("Dedupe ledger: released %d claims of crawls that stopped without committing", cur.rowcount)
 
     # -- lookups -------------------------------------------------------------------------------
-    def duplicate_reason(self, sha256: str, item_id: str) -> str | None:
-        """``"sha256"`` or ``"id"`` if this image or id is committed or claimed, else None."""
+    # Each check has a memory part (this owner's claims, on the caller's thread) and an SQL part that
+    # takes the connection to use, so :class:`~imagecrawl.dedupe.worker.LedgerWorker` can run the SQL
+    # on a thread and connection of its own, in batches.
+    def own_reason(self, sha256: str, item_id: str) -> str | None:
+        """``"sha256"`` or ``"id"`` if this owner claimed this image or id (memory only)."""
         if sha256 in self._own_sha:
             return "sha256"
         if item_id in self._own_ids:
             return "id"
-        if self._one(
-            "SELECT 1 FROM seen WHERE sha256 = ? UNION ALL SELECT 1 FROM claims WHERE sha256 = ?", sha256, sha256
-        ):
-            return "sha256"
-        if self._one("SELECT 1 FROM ids WHERE id = ? UNION ALL SELECT 1 FROM claims WHERE id = ?", item_id, item_id):
-            return "id"
         return None
+
+    def owns_id(self, item_id: str) -> bool:
+        return item_id in self._own_ids
+
+    def owns_url(self, url: str) -> bool:
+        return url_key(url) in self._own_urls
+
+    def duplicate_reason(self, sha256: str, item_id: str) -> str | None:
+        """``"sha256"`` or ``"id"`` if this image or id is committed or claimed, else None."""
+        return self.own_reason(sha256, item_id) or sql_duplicate_reason(self.db, sha256, item_id)
 
     def has_id(self, item_id: str) -> bool:
         """Is a record with this id committed or claimed? (asked before downloading its image)"""
-        if item_id in self._own_ids:
-            return True
-        return self._one("SELECT 1 FROM ids WHERE id = ? UNION ALL SELECT 1 FROM claims WHERE id = ?", item_id, item_id)
+        return self.owns_id(item_id) or sql_has_id(self.db, item_id)
 
     def has_url(self, url: str) -> bool:
         """Was an image from this URL committed or claimed?"""
-        key = url_key(url)
-        if key in self._own_urls:
-            return True
-        return self._one(
-            "SELECT 1 FROM urls WHERE url_hash = ? UNION ALL SELECT 1 FROM claims WHERE url_hash = ?", key, key
-        )
+        return self.owns_url(url) or sql_has_url(self.db, url_key(url))
 
-    def _one(self, sql: str, *args: Any) -> bool:
-        return self.db.execute(sql + " LIMIT 1", args).fetchone() is not None
+    def worker(self) -> LedgerWorker:
+        """The batching worker for this ledger (its own thread and connection; closed with the ledger)."""
+        if self._worker is None:
+            from imagecrawl.dedupe.worker import LedgerWorker
+
+            self._worker = LedgerWorker(self, self._connect())
+        return self._worker
 
     # -- claims --------------------------------------------------------------------------------
     def reserve(self, sha256: str, item_id: str, url: str | None = None, phash: int | None = None) -> bool:
@@ -239,27 +301,32 @@ class Ledger:
         if self._own_sha.get(sha256) == item_id:
             return True
         url_hash = url_key(url) if url else None
-        with self._transaction():
-            if self._one(
-                "SELECT 1 FROM seen WHERE sha256 = ? UNION ALL SELECT 1 FROM ids WHERE id = ?", sha256, item_id
-            ):
-                return False
-            try:
-                self.db.execute(
-                    "INSERT INTO claims (sha256, id, url_hash, owner) VALUES (?, ?, ?, ?)",
-                    (sha256, item_id, url_hash, self.owner),
-                )
-            except sqlite3.IntegrityError:
-                return False
+        if not sql_claim_many(self.db, self.owner, [(sha256, item_id, url_hash)])[0]:
+            return False
+        self.remember_claim(sha256, item_id, url_hash, phash)
+        return True
+
+    def remember_claim(self, sha256: str, item_id: str, url_hash: bytes | None, phash: int | None) -> None:
+        """Record a claim this owner made (memory: the hot path asks about its own items most)."""
         self._own_sha[sha256] = item_id
         self._own_ids[item_id] = sha256
         if url_hash:
             self._own_urls.add(url_hash)
-        if phash is not None and self.near is not None:
+        if phash is not None and self.near is not None and self._own_phash.get(item_id) != phash:
             self._own_phash[item_id] = phash
             self._pending_near.add(item_id, phash)
         self.heartbeat()
-        return True
+
+    def note_pending(self, item_id: str, phash: int | None) -> None:
+        """An item between its near-duplicate check and its claim: later items are compared with it."""
+        if phash is not None and self.near is not None:
+            self._own_phash[item_id] = phash
+            self._pending_near.add(item_id, phash)
+
+    def drop_pending(self, item_id: str) -> None:
+        """The claim of a :meth:`note_pending` item failed: it is no longer compared with."""
+        if self._own_phash.pop(item_id, None) is not None:
+            self._pending_stale = True
 
     def release(self, sha256: str, item_id: str, url: str | None = None) -> None:
         if self._own_sha.get(sha256) != item_id:
@@ -357,6 +424,9 @@ class Ledger:
 
     def close(self) -> None:
         """Give up this owner's remaining claims (uncommitted shards are claimed again by the next run)."""
+        if self._worker is not None:
+            self._worker.close()
+            self._worker = None
         with contextlib.suppress(sqlite3.Error), self._transaction():
             self.db.execute("DELETE FROM claims WHERE owner = ?", (self.owner,))
             self.db.execute("DELETE FROM owners WHERE owner = ?", (self.owner,))

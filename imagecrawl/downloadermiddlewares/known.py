@@ -32,14 +32,21 @@ class KnownImageMiddleware:
             raise NotConfigured("IMAGECRAWL_SKIP_KNOWN_IMAGES is off")
         return cls(crawler)
 
-    def process_request(self, request: Request) -> None:
+    async def process_request(self, request: Request) -> None:
         if request.meta.get(meta.KIND) != "image":
             return
         ledger = self.storage.ledger
         record_id = request.meta.get(meta.RECORD_ID)
-        if record_id and ledger.has_id(record_id):
+        factory = getattr(ledger, "worker", None)
+        if factory is not None:  # the embedded ledger: batched, off the event loop
+            known = await factory().known(record_id, request.url)
+        elif record_id and ledger.has_id(record_id):
+            known = "id"
+        else:
+            known = "url" if ledger.has_url(request.url) else None
+        if known == "id":
             self.stats.inc_value("imagecrawl/dedupe/skipped_known/id")
             raise IgnoreRequest(f"record {record_id} is already in the store")
-        if ledger.has_url(request.url):
+        if known == "url":
             self.stats.inc_value("imagecrawl/dedupe/skipped_known/url")
             raise IgnoreRequest(f"image {request.url} is already in the store")

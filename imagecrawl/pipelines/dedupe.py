@@ -1,9 +1,12 @@
-"""Exact dedupe: drop an image whose sha256 (or a record whose id) is already committed or pending."""
+"""Exact dedupe: drop an image whose sha256 (or a record whose id) is already committed or pending.
+
+The embedded ledger's lookups and claims run batched on a thread of their own
+(:class:`~imagecrawl.dedupe.worker.LedgerWorker`): the event loop never waits for SQLite."""
 
 from __future__ import annotations
 
 import logging
-from typing import Any, Self
+from typing import Any, NoReturn, Self
 
 from itemadapter import ItemAdapter
 from scrapy import signals
@@ -11,6 +14,7 @@ from scrapy.crawler import Crawler
 from scrapy.exceptions import DropItem, NotConfigured
 
 from imagecrawl.dedupe.near import SqliteNearIndex
+from imagecrawl.dedupe.worker import LedgerWorker
 from imagecrawl.errors import ConfigError
 from imagecrawl.storage.context import crawl_context
 
@@ -39,6 +43,12 @@ class DedupePipeline:
                 "Near-duplicate dedupe is off (IMAGECRAWL_NEAR_DEDUPE_ENABLED): only exact copies are dropped"
             )
         crawler.signals.connect(self.item_dropped, signal=signals.item_dropped)
+        #: the embedded ledger's batching worker (lookups and claims off the event loop); a ledger
+        #: without one (the distributed add-on's) is asked directly
+        factory = getattr(self.storage.ledger, "worker", None)
+        self.worker: LedgerWorker | None = factory() if factory is not None else None
+        self._inflight: dict[str, str] = {}
+        self._inflight_ids: set[str] = set()
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> Self:
@@ -64,14 +74,27 @@ class DedupePipeline:
             if added:
                 self.stats.inc_value("imagecrawl/dedupe/reconciled_shards", added)
 
-    def process_item(self, item: Any) -> Any:
+    async def process_item(self, item: Any) -> Any:
         adapter = ItemAdapter(item)
-        ledger = self.storage.ledger
         sha, item_id, phash = adapter["image_sha256"], adapter["id"], adapter.get("image_phash")
-        reason = ledger.duplicate_reason(sha, item_id)
+        # an equal item still on its way through this pipeline (its claim not made yet)
+        reason = "sha256" if sha in self._inflight else ("id" if item_id in self._inflight_ids else None)
         if reason is not None:
-            self.stats.inc_value(f"imagecrawl/dedupe/dropped/{reason}")
-            raise DuplicateItem(f"duplicate {reason}: {item_id} ({adapter.get('image_url')})", log_level="DEBUG")
+            self._drop(reason, item_id, adapter)
+        self._inflight[sha] = item_id
+        self._inflight_ids.add(item_id)
+        try:
+            return await self._dedupe(adapter, item, sha, item_id, phash)
+        finally:
+            self._inflight.pop(sha, None)
+            self._inflight_ids.discard(item_id)
+
+    async def _dedupe(self, adapter: ItemAdapter, item: Any, sha: str, item_id: str, phash: int | None) -> Any:
+        ledger = self.storage.ledger
+        worker = self.worker
+        reason = await worker.duplicate_reason(sha, item_id) if worker else ledger.duplicate_reason(sha, item_id)
+        if reason is not None:
+            self._drop(reason, item_id, adapter)
         near = ledger.near_duplicate(phash, self.near_distance)
         if near is not None:
             other, distance = near
@@ -80,12 +103,21 @@ class DedupePipeline:
                 raise DuplicateItem(f"near-duplicate of {other} (distance {distance}): {item_id}", log_level="DEBUG")
             adapter["duplicate_of"] = other
             self.stats.inc_value("imagecrawl/dedupe/kept_near")
-        if not ledger.reserve(sha, item_id, adapter.get("image_url"), phash):
+        url = adapter.get("image_url")
+        if worker is not None:
+            claimed = await worker.reserve(sha, item_id, url, phash)
+        else:
+            claimed = ledger.reserve(sha, item_id, url, phash)
+        if not claimed:
             # another process writing into the same store claimed it between the check and now
             self.stats.inc_value("imagecrawl/dedupe/dropped/claimed")
             raise DuplicateItem(f"duplicate (claimed elsewhere): {item_id}", log_level="DEBUG")
         self.stats.inc_value("imagecrawl/dedupe/unique")
         return item
+
+    def _drop(self, reason: str, item_id: str, adapter: ItemAdapter) -> NoReturn:
+        self.stats.inc_value(f"imagecrawl/dedupe/dropped/{reason}")
+        raise DuplicateItem(f"duplicate {reason}: {item_id} ({adapter.get('image_url')})", log_level="DEBUG")
 
     def item_dropped(self, item: Any, exception: BaseException) -> None:
         # A later pipeline refused a record this one reserved: free its hash again.

@@ -1,13 +1,19 @@
 """Last pipeline: write records into Parquet shards and hand finished shards to the outbox, which
-commits them to the store (atomic rename locally; a completed upload on S3) and the dedupe ledger."""
+commits them to the store (atomic rename locally; a completed upload on S3) and the dedupe ledger.
+
+The file work (a spool batch's Arrow encoding and fsync, a shard's Parquet conversion) runs on one
+thread of its own, so the reactor never waits for the disk; the operations on one shard run in order,
+one at a time."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Self
 
+import pyarrow as pa
 from itemadapter import ItemAdapter
 from scrapy import signals
 from scrapy.crawler import Crawler
@@ -57,6 +63,10 @@ class ParquetPipeline:
             on_event=lambda name, n: self.stats.inc_value(f"imagecrawl/store/{name}", n),
         )
         self.writers: dict[tuple[str, str], ShardWriter] = {}
+        #: the file operation in progress for each shard (at most one)
+        self._busy: dict[str, asyncio.Future[Any]] = {}
+        self._finishing: set[asyncio.Task[None]] = set()
+        self.io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="imagecrawl-spool")
         self.seq = 0
         self._stopping: asyncio.Future[None] | None = None
         self._age_task: asyncio.Task[None] | None = None
@@ -92,7 +102,10 @@ class ParquetPipeline:
         if self._age_task is not None:
             self._age_task.cancel()
         for partition in list(self.writers):
-            self._finish(partition)
+            await self._finish(partition)
+        while self._finishing:
+            await asyncio.wait(set(self._finishing))
+        self.io.shutdown(wait=True)
         left = await self.outbox.close(self.close_timeout)
         self.stats.set_value("imagecrawl/store/outbox_pending", len(left))
         if left:
@@ -126,17 +139,51 @@ class ParquetPipeline:
                 row_group_rows=self.row_group_rows,
                 spool_batch_rows=self.spool_batch_rows,
                 owner=self.outbox.owner,
+                auto_flush=False,
             )
             self.writers[partition] = writer
         try:
             writer.add(row)
+            if writer.rows >= self.max_rows or writer.bytes >= self.max_bytes:
+                # full: the next rows go to a new shard while this one is written
+                del self.writers[partition]
+                self.stats.inc_value("imagecrawl/parquet/rows")
+                await self._finish_writer(writer)
+                return item
+            if writer.batch_full:
+                await self._flush(writer)
         except SpoolWriteError as exc:
             self._write_failed(exc)
             raise DropItem(f"not stored: {exc}") from None
         self.stats.inc_value("imagecrawl/parquet/rows")
-        if writer.rows >= self.max_rows or writer.bytes >= self.max_bytes:
-            self._finish(partition)
         return item
+
+    async def _idle(self, writer: ShardWriter) -> None:
+        """Wait until no file operation of ``writer``'s shard is in progress."""
+        while (busy := self._busy.get(writer.key)) is not None:
+            await asyncio.wait({busy})
+
+    async def _on_io_thread(self, writer: ShardWriter, fn: Any, *args: Any) -> Any:
+        await self._idle(writer)
+        fut = asyncio.get_running_loop().run_in_executor(self.io, fn, *args)
+        self._busy[writer.key] = fut
+        try:
+            return await fut
+        finally:
+            if self._busy.get(writer.key) is fut:
+                del self._busy[writer.key]
+
+    async def _flush(self, writer: ShardWriter) -> None:
+        """Make the buffered rows of ``writer`` durable in its spool (raises SpoolWriteError)."""
+        await self._idle(writer)
+        rows = writer.take_batch()
+        if rows is None:
+            return
+        try:
+            size = await self._on_io_thread(writer, writer.write_rows, rows)
+        except (OSError, pa.ArrowException) as exc:
+            writer.batch_failed(rows, exc)
+        writer.batch_written(rows, size)
 
     async def _age_loop(self) -> None:
         """Every second: make buffered rows durable in the spool, and finish shards past their age."""
@@ -146,17 +193,19 @@ class ParquetPipeline:
             now = time.monotonic()
             for partition, writer in list(self.writers.items()):
                 if self.max_seconds > 0 and writer.rows and now - writer.opened_at >= self.max_seconds:
-                    self._finish(partition)
+                    await self._finish(partition)
                 else:
                     try:
-                        writer.flush()
+                        await self._flush(writer)
                     except SpoolWriteError as exc:
                         self._write_failed(exc)
 
     def _flush_idle(self) -> None:
         for partition, writer in list(self.writers.items()):
             if writer.rows:
-                self._finish(partition)
+                task = asyncio.get_running_loop().create_task(self._finish(partition))
+                self._finishing.add(task)
+                task.add_done_callback(self._finishing.discard)
 
     def _write_failed(self, exc: OSError) -> None:
         """The local disk refused a write: stop the crawl (once) with a clear reason and exit status.
@@ -175,15 +224,19 @@ class ParquetPipeline:
         if engine is not None:
             self._stopping = asyncio.ensure_future(engine.close_spider_async(reason=WRITE_ERROR_REASON))
 
-    def _finish(self, partition: tuple[str, str]) -> None:
+    async def _finish(self, partition: tuple[str, str]) -> None:
         writer = self.writers.pop(partition, None)
-        if writer is None:
-            return
+        if writer is not None:
+            await self._finish_writer(writer)
+
+    async def _finish_writer(self, writer: ShardWriter) -> None:
+        """Turn ``writer``'s spool into its Parquet shard and hand it to the outbox."""
+        await self._idle(writer)
         if writer.durable_rows == 0 and (writer.failed is not None or writer.rows == 0):
             writer.abort()
             return
         try:
-            path = writer.close()
+            path = await self._on_io_thread(writer, writer.close)
             if not writer.entries:
                 writer.abort()
                 return

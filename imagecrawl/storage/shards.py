@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -141,12 +141,18 @@ class ShardWriter:
     """One open shard of one partition.
 
     Rows are appended to a spool (an Arrow IPC stream, fsynced in small batches) so that a crash loses at
-    most the last unflushed batch; :meth:`close` turns the spool into the Parquet shard."""
+    most the last unflushed batch; :meth:`close` turns the spool into the Parquet shard.
+
+    The file work can run on another thread than the one adding rows: :meth:`take_batch` (caller's
+    thread) hands the buffered rows over, :meth:`write_rows` (any thread, one at a time) makes them
+    durable, and :meth:`batch_written` / :meth:`batch_failed` (caller's thread) account for them."""
 
     key: str
     path: Path  # where the finished Parquet file goes (the outbox's partial name)
     row_group_rows: int
     spool_batch_rows: int = 64
+    #: :meth:`add` writes a full batch itself (off: the caller flushes, e.g. on another thread)
+    auto_flush: bool = True
     #: the run writing it (recorded in the sidecar: a run recovers only files of runs that have ended)
     owner: str = ""
     rows: int = 0
@@ -174,31 +180,61 @@ class ShardWriter:
         self.rows += 1
         self.bytes += row_bytes(row)
         self.entries.append((row["image_sha256"], row["id"], row.get("image_phash"), row.get("image_url")))
-        if len(self._buffer) >= self.spool_batch_rows:
+        if self.auto_flush and len(self._buffer) >= self.spool_batch_rows:
             self.flush()
+
+    @property
+    def batch_full(self) -> bool:
+        return len(self._buffer) >= self.spool_batch_rows
 
     def flush(self) -> None:
         """Append buffered rows to the spool and make them durable."""
-        if not self._buffer or self.failed is not None:
+        rows = self.take_batch()
+        if rows is None:
             return
-        batch = pa.RecordBatch.from_pylist(self._buffer, schema=schema_with_metadata())
         try:
-            if self._stream is None:
-                self.spool.parent.mkdir(parents=True, exist_ok=True)
-                # the key travels with the spool, for recovery after a crash
-                write_sidecar(self.path.with_suffix(".json"), {"key": self.key, "owner": self.owner})
-                self._sink = open(self.spool, "wb")  # noqa: SIM115 - closed in close()/abort()
-                self._stream = pa.ipc.new_stream(self._sink, batch.schema)
-            self._stream.write_batch(batch)
-            self._sink.flush()
-            os.fsync(self._sink.fileno())
+            size = self.write_rows(rows)
         except (OSError, pa.ArrowException) as exc:
-            self._seal(exc)
-            raise SpoolWriteError(f"writing spool {self.spool.name} failed: {exc}") from exc
-        self._good_size = self._sink.tell()
-        self.durable_rows += len(self._buffer)
+            self.batch_failed(rows, exc)
+        self.batch_written(rows, size)
+
+    def take_batch(self) -> list[dict[str, Any]] | None:
+        """The buffered rows, to be written with :meth:`write_rows` (None: nothing to write)."""
+        if not self._buffer or self.failed is not None:
+            return None
+        rows, self._buffer = self._buffer, []
+        return rows
+
+    def write_rows(self, rows: list[dict[str, Any]]) -> int:
+        """Append ``rows`` to the spool and fsync it; returns the spool's size after them. Raises what
+        the disk raised (the caller then calls :meth:`batch_failed`)."""
+        try:
+            batch = pa.RecordBatch.from_pylist(rows, schema=schema_with_metadata())
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:  # rows that do not fit the schema: a bug, not the disk
+            raise ValueError(f"rows do not fit the shard schema: {exc}") from exc
+        if self._stream is None:
+            self.spool.parent.mkdir(parents=True, exist_ok=True)
+            # the key travels with the spool, for recovery after a crash
+            write_sidecar(self.path.with_suffix(".json"), {"key": self.key, "owner": self.owner})
+            self._sink = open(self.spool, "wb")  # noqa: SIM115 - closed in close()/abort()
+            self._stream = pa.ipc.new_stream(self._sink, batch.schema)
+        self._stream.write_batch(batch)
+        self._sink.flush()
+        os.fsync(self._sink.fileno())
+        size: int = self._sink.tell()
         failpoints.hit("spool.flushed")
-        self._buffer.clear()
+        return size
+
+    def batch_written(self, rows: list[dict[str, Any]], size: int) -> None:
+        self._good_size = size
+        self.durable_rows += len(rows)
+
+    def batch_failed(self, rows: list[dict[str, Any]], exc: BaseException) -> NoReturn:
+        """Writing ``rows`` failed: seal the spool (they and every row after them are not in the shard)
+        and raise :class:`SpoolWriteError`."""
+        self._buffer[:0] = rows
+        self._seal(exc)
+        raise SpoolWriteError(f"writing spool {self.spool.name} failed: {exc}") from exc
 
     def _seal(self, exc: BaseException) -> None:
         """Cut the spool back to its last good batch and stop writing to it: the rows of the failed
