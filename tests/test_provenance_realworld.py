@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import subprocess
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -150,3 +152,20 @@ def test_the_record_of_a_real_photoshop_firefly_file() -> None:
 )
 def test_remote_manifest_address_from_dcterms_provenance(packet: str, url: str | None) -> None:
     assert parse_xmp_rights(f"<x:xmpmeta>{packet}</x:xmpmeta>").c2pa_manifest_url == url
+
+
+@pytest.mark.e2e
+def test_the_installed_command_prints_them_without_a_traceback() -> None:
+    """``imagecrawl metadata FILE...`` as a user runs it, on every real file at once."""
+    command = Path(sys.executable).with_name("imagecrawl")
+    proc = subprocess.run(
+        [str(command), "metadata", *(str(FILES / e["file"]) for e in ENTRIES)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+    records = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert [{f: r[f] for f in PROVENANCE_FIELDS} for r in records] == [e["expected"] for e in ENTRIES]
