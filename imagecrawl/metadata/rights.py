@@ -14,9 +14,8 @@ Pure (stdlib only, no Scrapy, no XML parser: ``str.find`` and bounded regexes, a
   ``http://cv.iptc.org/newscodes/digitalsourcetype/<code>`` (``trainedAlgorithmicMedia``,
   ``compositeWithTrainedAlgorithmicMedia``, ``digitalCapture``, ...). The code is kept; a value
   outside that vocabulary is kept as written.
-
-* ``dcterms:provenance`` — where C2PA keeps the address of a manifest stored outside the file
-  (a "remote manifest", C2PA 2.x "External manifests"). Only an ``http(s)://`` value is taken; the
+* ``dcterms:provenance`` — where the C2PA specification puts the address of a manifest stored
+  outside the file (a "remote" or external manifest). Only an ``http(s)://`` value is taken; the
   manifest is never fetched (docs/optout.md), the address is reported so that a reader can tell such a
   file from one without credentials.
 
