@@ -35,6 +35,9 @@ PROVENANCE_FIELDS = (
     "c2pa_claim_generator",
     "c2pa_actions",
     "c2pa_validation",
+    "c2pa_failures",
+    "c2pa_error",
+    "c2pa_remote_manifest",
     "training_refusal",
 )
 
@@ -66,6 +69,9 @@ def record_for(path: str, limits: Limits | None = None) -> dict[str, Any]:
     provenance = read_provenance(data, limits)
     rec.update(provenance.columns())
     rec["c2pa_actions"] = list(provenance.c2pa.actions) or None
+    rec["c2pa_failures"] = list(provenance.c2pa.failures) or None
+    rec["c2pa_error"] = provenance.c2pa.error
+    rec["c2pa_remote_manifest"] = provenance.xmp.c2pa_manifest_url
     refusal = provenance.refusal()
     rec["training_refusal"] = f"{refusal[0]}: {refusal[1]}" if refusal else None
     if meta.error is not None:

@@ -14,6 +14,10 @@ Pure (stdlib only, no Scrapy, no XML parser: ``str.find`` and bounded regexes, a
   ``http://cv.iptc.org/newscodes/digitalsourcetype/<code>`` (``trainedAlgorithmicMedia``,
   ``compositeWithTrainedAlgorithmicMedia``, ``digitalCapture``, ...). The code is kept; a value
   outside that vocabulary is kept as written.
+* ``dcterms:provenance`` — where the C2PA specification puts the address of a manifest stored
+  outside the file (a "remote" or external manifest). Only an ``http(s)://`` value is taken; the
+  manifest is never fetched (docs/optout.md), the address is reported so that a reader can tell such a
+  file from one without credentials.
 
 Both the attribute form (``plus:DataMining="…"``), the element form
 (``<plus:DataMining>…</plus:DataMining>``) and the resource form
@@ -34,6 +38,7 @@ PLUS_NS: Final = "http://ns.useplus.org/ldf/xmp/1.0/"
 IPTC_EXT_NS: Final = "http://iptc.org/std/Iptc4xmpExt/2008-02-29/"
 PLUS_VOCAB: Final = "http://ns.useplus.org/ldf/vocab/"
 IPTC_DST_VOCAB: Final = "http://cv.iptc.org/newscodes/digitalsourcetype/"
+DCTERMS_NS: Final = "http://purl.org/dc/terms/"
 XMP_PNG_KEY: Final = "XML:com.adobe.xmp"
 _MAX_VALUE: Final = 512
 
@@ -44,6 +49,8 @@ class XmpRights:
     data_mining: str | None = None
     #: the IPTC digital source type code (``trainedAlgorithmicMedia``, ...) or the value as written
     digital_source_type: str | None = None
+    #: the ``http(s)://`` address of a C2PA manifest kept outside the file (``dcterms:provenance``)
+    c2pa_manifest_url: str | None = None
 
     @property
     def refuses_training(self) -> bool:
@@ -140,7 +147,16 @@ def parse_xmp_rights(text: str | None) -> XmpRights:
         ),
         None,
     )
-    return XmpRights(data_mining=_code(mining, PLUS_VOCAB), digital_source_type=_code(source, IPTC_DST_VOCAB))
+    remote = next(
+        (v for p in _prefixes(text, DCTERMS_NS, "dcterms") if (v := _property(text, p, "provenance")) is not None),
+        None,
+    )
+    remote = html.unescape(remote).strip()[:_MAX_VALUE] if remote is not None else None
+    return XmpRights(
+        data_mining=_code(mining, PLUS_VOCAB),
+        digital_source_type=_code(source, IPTC_DST_VOCAB),
+        c2pa_manifest_url=remote if remote and remote.lower().startswith(("http://", "https://")) else None,
+    )
 
 
 def read_xmp_rights(data: bytes, limits: Limits | None = None) -> XmpRights:
