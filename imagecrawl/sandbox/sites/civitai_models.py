@@ -3,18 +3,24 @@
 with ``modelVersions[]``, each with ``files[]`` and showcase ``images[]`` (no prompts: ``hasMeta`` only
 says the file has some).
 
-Models are built from the served civitai entries, oldest first: every :data:`VERSION_IMAGES` entries
-make a version, every :data:`MODEL_VERSIONS` versions a model, so the grouping of an entry never
-changes. Entries revealed between runs (``POST /_sandbox/reveal``) are the newest: they add showcase
-images to the newest version, then new versions, then new models. ``sort=Newest`` orders models by
-their newest showcase image (a model that gained an image or a version comes first again); versions
-are listed newest first, a version's images oldest first. The cursor is keyset-based like the real
-one (``"<sort value>|<newest version id>|<model id>"``), so models added above it do not shift pages.
+Models are built from the civitai entries, oldest first: every :data:`VERSION_IMAGES` entries make a
+version; a version starts a new model or, like a model's author releasing an update, becomes the next
+version of one of the :data:`RECENT_MODELS` newest models (at most :data:`MODEL_VERSIONS` each),
+decided once per catalog (hidden entries included), so the grouping of an entry never changes.
+Entries revealed between runs (``POST /_sandbox/reveal``) are the newest: they add showcase images to
+the newest version, then new versions to several existing models and new models. ``sort=Newest``
+orders models by their newest version's ``publishedAt`` (Civitai's "last version at": a model that
+gained a version comes first again, its old versions below the new one); versions are listed newest
+first, a version's images oldest first.
+The cursor is keyset-based like the real one (``"<sort value>|<newest version id>|<model id>"``), so
+models moving to the top do not shift the pages below.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import random
 import zlib
 from dataclasses import dataclass
 from typing import Any
@@ -36,7 +42,10 @@ from imagecrawl.sandbox.responses import base_url, json_error
 from imagecrawl.sandbox.sites.civitai import PERIODS
 
 VERSION_IMAGES = 3
-MODEL_VERSIONS = 3
+MODEL_VERSIONS = 4
+RECENT_MODELS = 3
+#: the share of versions that start a new model
+NEW_MODEL_SHARE = 0.45
 MAX_LIMIT = 100
 DEFAULT_LIMIT = 100
 SORTS = ("Highest Rated", "Most Downloaded", "Newest")
@@ -47,7 +56,7 @@ MODEL_ID_BASE, VERSION_ID_BASE, FILE_ID_BASE = 10_000, 100_000, 200_000
 @dataclass(frozen=True)
 class Model:
     number: int
-    versions: list[list[Entry]]  # oldest version first, each version's images oldest first
+    versions: list[tuple[int, list[Entry]]]  # (version number, images oldest first), oldest version first
 
     @property
     def id(self) -> int:
@@ -55,29 +64,44 @@ class Model:
 
     @property
     def first(self) -> Entry:
-        return self.versions[0][0]
+        return self.versions[0][1][0]
 
     @property
     def images(self) -> list[Entry]:
-        return [e for version in self.versions for e in version]
+        return [e for _, version in self.versions for e in version]
 
     @property
-    def last_activity(self) -> str:
-        return max(e.created_at for e in self.images)
+    def last_version_at(self) -> str:
+        """The newest version's ``publishedAt`` (a version is published with its first image)."""
+        return self.versions[-1][1][0].created_at
+
+
+@functools.lru_cache(maxsize=32)
+def model_of_version(items: int, seed: int) -> tuple[int, ...]:
+    """The model number of every version of a catalog (versions and models oldest first)."""
+    rng = random.Random(f"imagecrawl-sandbox:{seed}:civitai-models")
+    owner: list[int] = []
+    sizes: list[int] = []
+    for _ in range(-(-items // VERSION_IMAGES)):
+        recent = [m for m in range(max(0, len(sizes) - RECENT_MODELS), len(sizes)) if sizes[m] < MODEL_VERSIONS]
+        if not recent or rng.random() < NEW_MODEL_SHARE:
+            sizes.append(0)
+            model = len(sizes) - 1
+        else:
+            model = rng.choice(recent)
+        sizes[model] += 1
+        owner.append(model)
+    return tuple(owner)
 
 
 def models(catalog: Catalog) -> list[Model]:
     """The served models, oldest first."""
+    owner = model_of_version(catalog.items, catalog.seed)
     grouped: dict[int, dict[int, list[Entry]]] = {}
     for entry in reversed(catalog.entries("civitai")):  # oldest first
-        age = catalog.items - 1 - entry.index
-        version = age // VERSION_IMAGES
-        grouped.setdefault(version // MODEL_VERSIONS, {}).setdefault(version, []).append(entry)
-    return [Model(n, [grouped[n][v] for v in sorted(grouped[n])]) for n in sorted(grouped)]
-
-
-def _version_number(model: Model, k: int) -> int:
-    return model.number * MODEL_VERSIONS + k
+        version = (catalog.items - 1 - entry.index) // VERSION_IMAGES
+        grouped.setdefault(owner[version], {}).setdefault(version, []).append(entry)
+    return [Model(n, sorted(grouped[n].items())) for n in sorted(grouped)]
 
 
 def _level(entries: list[Entry]) -> int:
@@ -129,8 +153,7 @@ def _image(entry: Entry, base: str, with_id: bool, safe_only: bool) -> dict[str,
 
 
 def _version(model: Model, k: int, base: str, safe_only: bool) -> dict[str, Any]:
-    entries = model.versions[k]
-    number = _version_number(model, k)
+    number, entries = model.versions[k]
     version_id = VERSION_ID_BASE + number
     file_name = f"{entries[0].model}_sandbox{model.number}v{k + 1}.safetensors"
     published = entries[0].created_at
@@ -219,7 +242,7 @@ def model_json(model: Model, base: str, safe_only: bool = False) -> dict[str, An
 
 def _sort_value(model: Model, sort: str) -> int:
     if sort == "Newest":
-        return int(model.last_activity[:19].replace("-", "").replace("T", "").replace(":", ""))
+        return int(model.last_version_at[:19].replace("-", "").replace("T", "").replace(":", ""))
     if sort == "Most Downloaded":
         return _downloads(model.images)
     return sum(civitai_stats(e)["likeCount"] for e in model.images)
@@ -240,7 +263,7 @@ def select(catalog: Catalog, query: dict[str, str]) -> list[tuple[int, Model]]:
     span = PERIODS[period]
     if span is not None:
         since = (CATALOG_NOW - span).strftime("%Y-%m-%dT%H:%M:%S.000Z")
-        found = [m for m in found if m.last_activity >= since]
+        found = [m for m in found if m.last_version_at >= since]
     username = query.get("username")
     if username:
         found = [m for m in found if m.first.username.casefold() == username.casefold()]
@@ -278,7 +301,7 @@ async def models_listing(request: web.Request) -> web.Response:
     metadata: dict[str, Any] = {}
     if len(keyed) > limit:
         value, last = page[-1]
-        cursor = f"{value}|{VERSION_ID_BASE + _version_number(last, len(last.versions) - 1)}|{last.id}"
+        cursor = f"{value}|{VERSION_ID_BASE + last.versions[-1][0]}|{last.id}"
         params = {k: v for k, v in q.items() if k != "cursor"}
         params["cursor"] = cursor
         metadata = {"nextCursor": cursor, "nextPage": f"{base}/api/v1/models?{urlencode(params)}"}
