@@ -13,8 +13,10 @@ Arguments (``-a name=value``):
 * ``username``, ``model_id``  narrow the listing (``model_id`` with ``endpoint=models`` fetches one model)
 
 With ``sort=Newest`` the walk is incremental (docs/spiders.md#incremental-runs): it stops paging at the
-last complete walk's newest ``createdAt`` for the same query (images API), or after a run of images the
-store holds (both endpoints: a new model may show old images, so ``createdAt`` orders only the images API).
+last complete walk's newest position for the same query (images: ``createdAt``; models: the newest
+version's ``publishedAt``, the order models are listed in), or after a run of images the store holds
+(models: only images of models the store holds in full count; a model with a new version lists its
+old, known versions below it).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from scrapy.http import Response
 
 from imagecrawl.errors import ConfigError
 from imagecrawl.incremental import Incremental, begin_walk
-from imagecrawl.pages import PageError, ParsedPage
+from imagecrawl.pages import ImageEntry, PageError, ParsedPage
 from imagecrawl.pages import civitai as pages
 from imagecrawl.spider import ImageSpider
 from imagecrawl.storage.watermarks import Walk, normalize_position
@@ -116,6 +118,20 @@ class CivitaiSpider(MaxItemsMixin, CursorPagingMixin, ImageSpider):
         max_level = pages.MODELS_MAX_LEVEL.get(self.nsfw) if self.nsfw else None
         return pages.parse_models(response.body, self.api_url, max_nsfw_level=max_level)
 
+    def _changed_models(self, page: ParsedPage, inc: Incremental) -> set[str]:
+        """The models endpoint: ids of the models on ``page`` that show an image the store lacks.
+
+        Models come newest first by their latest version, and a model with a new version lists its old,
+        known versions below the new one: their images are no run of known items (the next model may be
+        changed too). Only the images of models the store holds in full count as known."""
+        if self.endpoint != "models":
+            return set()
+        return {
+            str(entry.hints.params["modelId"])
+            for entry in page.entries
+            if entry.hints.params.get("modelId") is not None and not inc.known(_record_id(entry), entry.url)
+        }
+
     def parse_page(self, response: Response) -> Iterator[scrapy.Request]:
         stats = self.crawler.stats
         assert stats is not None
@@ -130,16 +146,21 @@ class CivitaiSpider(MaxItemsMixin, CursorPagingMixin, ImageSpider):
             stats.inc_value("imagecrawl/pages/civitai/filtered_nsfw", filtered)
         count_errors(self, (k for k in page.errors if k != "filtered_nsfw"), response)
         inc, walk = self.incremental, self.walk
+        changed = self._changed_models(page, inc) if inc is not None and walk is not None else set()
         for entry in page.entries:
             if not self.take_item():
                 break
             if inc is None or walk is None:
                 yield self.image_request(entry.url, entry.hints)
                 continue
-            record_id = f"{entry.hints.source}:{entry.hints.source_id}" if entry.hints.source_id else None
-            # Models are newest first, their showcase images are not: only the images API has positions.
-            created = entry.hints.params.get("createdAt") if self.endpoint == "images" else None
-            inc.see(walk, normalize_position(created), record_id, entry.url)
+            # images: their createdAt; models: the model's newest version (their showcase images are
+            # in no order of time, a new model may show old ones)
+            created = entry.hints.params.get("createdAt") if self.endpoint == "images" else entry.position
+            position = normalize_position(created)
+            if self.endpoint == "models" and entry.hints.params.get("modelId") in changed:
+                inc.see(walk, position)  # a known image of a model with new ones is no sign the rest is known
+            else:
+                inc.see(walk, position, _record_id(entry), entry.url)
             yield self.image_request(entry.url, entry.hints, meta=inc.image_meta(walk), errback=inc.image_failed)
         if not self.budget_left():
             self.log_max_items_reached(logger, "; not following more pages")
@@ -151,3 +172,7 @@ class CivitaiSpider(MaxItemsMixin, CursorPagingMixin, ImageSpider):
             yield request
         elif walk is not None:
             walk.finish()
+
+
+def _record_id(entry: ImageEntry) -> str | None:
+    return f"{entry.hints.source}:{entry.hints.source_id}" if entry.hints.source_id else None

@@ -161,6 +161,17 @@ def test_models_list_real_response() -> None:
     assert first.hints.params["hasMeta"] is False
 
 
+def test_models_entries_carry_their_models_newest_version_as_position() -> None:
+    raw = json.loads(read("civitai_v1_models_list_limit10.json"))
+    newest = {str(m["id"]): max(v["publishedAt"] for v in m["modelVersions"]) for m in raw["items"]}
+    page = pages.parse_models(raw, "https://civitai.com")
+    assert {e.hints.params["modelId"]: e.position for e in page.entries} == newest
+    # a model's first version listed need not be its newest: Pony's second listed version is newer
+    assert newest["257749"] == "2024-01-14T06:59:00.622Z"
+    images = pages.parse_images(read("images_page1.json"), "https://civitai.com")
+    assert {e.position for e in images.entries} == {None}  # images have their own createdAt
+
+
 def test_model_1102_real_response_images_without_id() -> None:
     page = pages.parse_models(read("civitai_v1_model_1102.json"), "https://civitai.com")
     assert_expected(page_dict(page), DIR / "model_1102.expected.json")

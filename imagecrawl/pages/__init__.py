@@ -39,6 +39,9 @@ class ImageEntry:
 
     url: str
     hints: SourceHints
+    #: where the entry sits in a newest-first listing, as the page gives it (a timestamp string), when
+    #: that is not a field of the record itself: incremental walks compare it with their watermark
+    position: str | None = None
 
 
 @dataclass(slots=True)

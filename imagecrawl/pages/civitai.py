@@ -191,6 +191,10 @@ def _model_images(model: dict[str, Any], api_url: str, max_level: int | None, pa
         return
     model_name = to_text(model.get("name"))
     model_id = to_text(model.get("id"))
+    # Newest-first listings order models by their latest version: the newest publishedAt is the
+    # model's position (Civitai writes one ISO format, "2024-01-08T04:48:43.529Z", which sorts as text)
+    published = [to_text(v.get("publishedAt")) for v in versions if isinstance(v, dict)]
+    position = max((p for p in published if p), default=None)
     for version in versions:
         if not isinstance(version, dict) or not isinstance(version.get("images"), list):
             page.errors.append("bad_version")
@@ -242,6 +246,7 @@ def _model_images(model: dict[str, Any], api_url: str, max_level: int | None, pa
                         origin="api",
                         params=params,
                     ),
+                    position=position,
                 )
             )
 
@@ -256,7 +261,8 @@ def parse_models(
     ``nsfwLevel`` bitmask; no ``author`` (the image objects name no poster, and the model's creator is
     not necessarily it). Images whose ``nsfwLevel`` is missing or above ``max_nsfw_level`` (default 1 =
     PG; None = no limit) are skipped (``filtered_nsfw``). ``model`` is left unset: the checkpoint name
-    comes from the file, if anywhere."""
+    comes from the file, if anywhere. Each entry's ``position`` is its model's newest version
+    ``publishedAt`` (the order of ``sort=Newest``), also for versions whose images were all skipped."""
     data = load_json(body)
     if isinstance(data, dict) and isinstance(data.get("items"), list):
         models: list[Any] = data["items"]

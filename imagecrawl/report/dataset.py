@@ -8,7 +8,22 @@ from typing import Any
 
 #: image sizes by megapixels: (upper bound, label)
 SIZE_BUCKETS = ((0.26, "< 0.25 MP"), (0.6, "0.25-0.6 MP"), (1.1, "0.6-1 MP"), (2.2, "1-2 MP"), (4.5, "2-4 MP"))
+#: the label of images bigger than the last bucket, and of rows without a usable size
+SIZE_OVER, SIZE_UNKNOWN = "> 4 MP", "unknown"
+#: prompt lengths in characters: (upper bound, label); longer ones are PROMPT_OVER
+PROMPT_BUCKETS = ((50, "1-49"), (100, "50-99"), (200, "100-199"), (400, "200-399"), (800, "400-799"))
+PROMPT_OVER = "800+"
 TOP = 10
+
+
+def size_order() -> list[str]:
+    """The size buckets smallest first (the histogram's axis)."""
+    return [label for _, label in SIZE_BUCKETS] + [SIZE_OVER, SIZE_UNKNOWN]
+
+
+def prompt_order() -> list[str]:
+    """The prompt-length buckets shortest first."""
+    return [label for _, label in PROMPT_BUCKETS] + [PROMPT_OVER]
 
 
 class DatasetTally:
@@ -22,10 +37,15 @@ class DatasetTally:
         self.formats: Counter[str] = Counter()
         self.models: Counter[str] = Counter()
         self.sizes: Counter[str] = Counter()
+        self.prompt_lengths: Counter[str] = Counter()
 
     def add(self, row: Mapping[str, Any]) -> None:
         self.items += 1
-        self.with_prompt += bool(row.get("prompt"))
+        prompt = row.get("prompt")
+        self.with_prompt += bool(prompt)
+        if prompt:
+            n = len(str(prompt))
+            self.prompt_lengths[next((label for bound, label in PROMPT_BUCKETS if n < bound), PROMPT_OVER)] += 1
         self.with_negative += bool(row.get("negative_prompt"))
         self.with_seed += row.get("seed") is not None
         self.sources[str(row.get("source") or "?")] += 1
@@ -36,9 +56,9 @@ class DatasetTally:
         width, height = row.get("width"), row.get("height")
         if isinstance(width, int) and isinstance(height, int) and width > 0 and height > 0:
             mp = width * height / 1e6
-            self.sizes[next((label for bound, label in SIZE_BUCKETS if mp < bound), "> 4 MP")] += 1
+            self.sizes[next((label for bound, label in SIZE_BUCKETS if mp < bound), SIZE_OVER)] += 1
         else:
-            self.sizes["unknown"] += 1
+            self.sizes[SIZE_UNKNOWN] += 1
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -51,4 +71,7 @@ class DatasetTally:
             "formats": dict(self.formats.most_common()),
             "top_models": dict(self.models.most_common(TOP)),
             "sizes": dict(self.sizes.most_common()),
+            "prompt_lengths": {
+                label: self.prompt_lengths[label] for label in prompt_order() if label in self.prompt_lengths
+            },
         }

@@ -7,6 +7,8 @@ import json
 from html import escape
 from typing import Any
 
+from imagecrawl.report.bars import render_columns, render_hbars
+from imagecrawl.report.dataset import prompt_order, size_order
 from imagecrawl.report.svg import PALETTE, Chart, Line, Markers, fmt_duration, fmt_number, render
 
 CSS = """
@@ -18,6 +20,7 @@ h1{font-size:20px;margin:0 0 4px} h2{font-size:16px;margin:28px 0 8px;border-bot
 .card b{display:block;font-size:20px} .card span{color:#666;font-size:12px}
 table{border-collapse:collapse;margin:6px 0 12px} td,th{border:1px solid #ddd;padding:3px 8px;text-align:left}
 td.n{text-align:right;font-variant-numeric:tabular-nums} .site{margin:14px 0}
+.empty{color:#666;font-style:italic} .pair{display:flex;flex-wrap:wrap;gap:16px;align-items:flex-start}
 .warn{color:#b00} details{margin-top:16px} pre{font-size:12px;background:#f7f7f7;padding:8px;overflow:auto}
 """
 
@@ -80,30 +83,70 @@ def _share(n: Any, total: int) -> str:
     return f"{100 * float(n) / total:.0f}%" if total else "-"
 
 
+#: the dataset section's plots of counts: (key in the report's ``dataset``, heading, bar colour, note
+#: shown instead of the plot when there is nothing to count); ``sizes`` is drawn as a histogram
+DATASET_PLOTS = (
+    ("metadata_sources", "where the prompt came from", PALETTE[0], "No prompt source recorded."),
+    ("formats", "image formats", PALETTE[1], "No image format recorded."),
+    ("top_models", "top models", PALETTE[2], "No item names a model."),
+    ("sizes", "image sizes", PALETTE[4], "No image size recorded."),
+    ("sources", "sources", PALETTE[5], "No source recorded."),
+)
+
+
+def _ordered(counts: dict[str, Any], order: list[str], keep_zero: set[str]) -> list[tuple[str, float]]:
+    """``counts`` along a histogram's axis: every bin in ``order`` (zeros too, except those not in
+    ``keep_zero``), then any label the axis does not know (a report from another version)."""
+    bins = [(label, float(counts.get(label, 0))) for label in order if label in counts or label in keep_zero]
+    return bins + [(label, float(n)) for label, n in counts.items() if label not in order]
+
+
+def _plot_or_note(svg: str, note: str) -> str:
+    return svg or f'<p class="empty">{escape(note)}</p>'
+
+
 def _dataset_section(data: dict[str, Any]) -> list[str]:
-    """What the scraped items hold: prompt coverage, where prompts came from, formats, models, sizes."""
+    """What the scraped items hold: prompt coverage, where prompts came from, formats, models, sizes,
+    each as a small plot over its table."""
     total = int(data.get("items") or 0)
     if not total:
         return []
     out = [f"<h2>Dataset ({fmt_number(total)} items scraped)</h2>", '<div class="cards">']
-    for key, label in (
+    coverage = (
         ("with_prompt", "with a prompt"),
         ("with_negative_prompt", "with a negative prompt"),
         ("with_seed", "with a seed"),
-    ):
+    )
+    for key, label in coverage:
         out.append(_card(_share(data.get(key, 0), total), f"{label} ({fmt_number(float(data.get(key, 0)))})"))
     out.append("</div>")
-    for key, title in (
-        ("metadata_sources", "where the prompt came from"),
-        ("formats", "image formats"),
-        ("top_models", "top models"),
-        ("sizes", "image sizes"),
-        ("sources", "sources"),
-    ):
+    bars = [(label, float(data.get(key) or 0)) for key, label in coverage]
+    out.append(
+        _plot_or_note(
+            render_hbars(
+                "prompt coverage (share of items)", bars, total, PALETTE[3], scale_to_total=True, keep_zero=True
+            ),
+            "No item has a prompt, a negative prompt or a seed.",
+        )
+    )
+    if "prompt_lengths" in data:
+        lengths = _ordered(data["prompt_lengths"] or {}, prompt_order(), set(prompt_order()))
+        histogram = render_columns("prompt length (characters)", lengths, data.get("with_prompt"), PALETTE[3])
+        out.append(_plot_or_note(histogram, "No item has a prompt: no prompt lengths to plot."))
+    for key, title, colour, note in DATASET_PLOTS:
         counts = data.get(key) or {}
-        if counts:
-            out.append(f"<h3>{escape(title)}</h3>")
-            out.append(_table([(name, n, _share(n, total)) for name, n in counts.items()], (title, "items", "share")))
+        out.append(f"<h3>{escape(title)}</h3>")
+        if key == "sizes":
+            axis = size_order()
+            bins = _ordered(counts, axis, set(axis[:-1]))
+            plot = render_columns(f"{title} (megapixels)", bins, total, colour, show_title=False)
+        else:
+            plot = render_hbars(title, list(counts.items()), total, colour, show_title=False)
+        if not counts or not plot:
+            out.append(_plot_or_note(plot, note))
+            continue
+        table = _table([(name, n, _share(n, total)) for name, n in counts.items()], (title, "items", "share"))
+        out.append(f'<div class="pair">{plot}{table}</div>')
     return out
 
 

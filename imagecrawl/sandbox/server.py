@@ -31,6 +31,7 @@ from imagecrawl.sandbox.sites import (
     aipref,
     browsertraps,
     civitai,
+    civitai_models,
     gallery,
     growth,
     images,
@@ -48,6 +49,7 @@ logger = logging.getLogger(__name__)
 SITES: tuple[Callable[[web.Application], None], ...] = (
     root.add_routes,  # /, /robots.txt, /private/
     civitai.add_routes,  # /api/v1/images
+    civitai_models.add_routes,  # /api/v1/models, /api/v1/models/<id>
     lexica.add_routes,  # /api/v1/search, /lexica/prompt/<id>
     gallery.add_routes,  # /gallery/
     images.add_routes,  # /images/<source>/<name>

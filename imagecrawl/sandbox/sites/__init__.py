@@ -3,6 +3,7 @@ puts them together on one server.
 
 * :mod:`.root` - ``/``, ``/robots.txt``, ``/private/``;
 * :mod:`.civitai` - the Civitai-like images API;
+* :mod:`.civitai_models` - the Civitai-like models API (showcase images per model version);
 * :mod:`.lexica` - the Lexica-like search API;
 * :mod:`.gallery` - the HTML gallery;
 * :mod:`.images` - the catalog's image files, for every source;
