@@ -61,14 +61,21 @@ def slug(*parts: str) -> str:
 
 
 def crawl(
-    name: str, url: str, settings: dict[str, str], seconds: float, workdir: Path
+    name: str,
+    url: str,
+    settings: dict[str, str],
+    seconds: float,
+    workdir: Path,
+    spider_args: dict[str, str] | None = None,
 ) -> tuple[int, dict[str, Any], float]:
     """One ``pacing_load`` crawl of ``url`` (a template with ``{i}``) for ``seconds``: its exit status,
-    final stats and wall time."""
+    final stats and wall time.  ``spider_args``: more ``-a NAME=VALUE`` for the spider."""
     stats_file = workdir / f"{slug(name)}.stats.json"
     stats_file.unlink(missing_ok=True)
     cmd = [sys.executable, "-m", "scrapy", "crawl", "pacing_load", "-a", f"urls={url}"]
     cmd += ["-a", "n=1000000"]  # the spider generates them lazily
+    for key, value in (spider_args or {}).items():
+        cmd += ["-a", f"{key}={value}"]
     merged = {
         "SPIDER_MODULES": "tests.pacing_spider",
         "CLOSESPIDER_TIMEOUT": str(seconds),

@@ -51,6 +51,13 @@ def add_saturate_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--saturate-seconds", type=float, default=30.0, help="length of its crawl (default 30)")
     g.add_argument("--saturate-latency", type=float, default=0.05, help="the site's fixed latency, s")
     g.add_argument(
+        "--saturate-busy",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="the crawler's own work too: S s of CPU on its event loop every 2 S s (default 0: only the burners)",
+    )
+    g.add_argument(
         "--burners", type=int, default=os.cpu_count() or 2, help="CPU-burning processes (default: one per core)"
     )
 
@@ -75,7 +82,8 @@ def run_saturation(settings: dict[str, str], args: argparse.Namespace, workdir: 
                 burners.append(subprocess.Popen([sys.executable, "-c", BURN], stdin=subprocess.DEVNULL))
             time.sleep(1.0)  # let them take the cores before the crawl starts
             url = sb.url("?i={i}")
-            rc, stats, _ = crawl("saturation / imagecrawl", url, settings, args.saturate_seconds, workdir)
+            busy = {"busy": f"{args.saturate_busy:g}"} if args.saturate_busy > 0 else None
+            rc, stats, _ = crawl("saturation / imagecrawl", url, settings, args.saturate_seconds, workdir, busy)
             burner_cpu = sum(_cpu_seconds(b.pid) for b in burners)
             load_after = os.getloadavg()[0]
         finally:
@@ -127,9 +135,12 @@ def saturation_table(s: Saturation, args: argparse.Namespace) -> str:
     head = (
         f"Saturation: a steady site (no capacity limit, latency {args.saturate_latency:g} s) crawled by imagecrawl "
         f"for {args.saturate_seconds:g} s while {s.burners} CPU burners run at the same nice level "
-        f"(they got {s.burner_cpu:.0f} CPU s; load average {s.load_before:.2f} before, {s.load_after:.2f} at the end)."
-        "\n\n"
+        f"(they got {s.burner_cpu:.0f} CPU s; load average {s.load_before:.2f} before, {s.load_after:.2f} at the end)"
     )
+    if args.saturate_busy > 0:
+        busy = args.saturate_busy
+        head += f"; the crawler's own work holds its event loop {busy:g} s of every {2 * busy:g} s"
+    head += ".\n\n"
     other = ", ".join(f"{k} {v}" for k, v in s.other_decreases.items()) or "0"
     lines = [
         "| latency-driven decreases | latency samples ignored (loop lag) | other decreases | increases "
