@@ -1,55 +1,70 @@
-"""Politeness benchmark: the same sandbox site with a hidden capacity C, crawled by (a) Scrapy's
-defaults, (b) Scrapy with AutoThrottle, (c) imagecrawl - one after the other, in one run, each
-against a fresh server.  Everything is measured from the server's own request log.
+"""Politeness benchmark: sandbox sites with a hidden capacity C, each crawled by (a) Scrapy's defaults,
+(b) Scrapy with AutoThrottle, (c) imagecrawl - one after the other, each against a fresh server.
+Everything is measured from the server's own request log.
 
-    uv run python benchmarks/politeness.py [--capacity 20] [--seconds 40] [--warmup 10]
+    uv run python benchmarks/politeness.py                       # site c20, the three crawlers
+    uv run python benchmarks/politeness.py --sites all --repeats 3 --saturate
+    uv run python benchmarks/politeness.py --sites c12 --only imagecrawl --seconds 20
 
-Columns: goodput / C (200s per second after warm-up, over C); share of 429s after warm-up; the
-highest number of requests within any 1 s; requests that arrived inside a Retry-After window the
-site had announced; seconds in which the site was overloaded (had to answer 429), and the longest
-run of consecutive overloaded seconds.  Loopback only.
+Sites (``--site``/``--sites``: a name, a comma list, ``all`` or ``none``): c20 (C = 20 req/s, burst C,
+Retry-After 1 s on every 429), c12 (C = 12, burst 6, Retry-After 2 s on every other 429), c50-burst
+(C = 50, burst 2 C, Retry-After 1 s).  ``--capacity``, ``--burst``, ``--retry-after`` and
+``--retry-after-share`` override the preset of every site run.
+
+Columns: goodput / C (200s per second after warm-up, over C); share of 429s after warm-up; the start-up
+peak (most requests within any 1 s during the warm-up) and its ratio to C; the most requests within
+any 1 s (whole crawl, after warm-up); whole seconds after warm-up with more than 1.25 C requests;
+requests that arrived inside a Retry-After window the site had announced; seconds in which the site was
+overloaded (had to answer 429), and the longest run of them.  Then PASS/FAIL per goal.  With
+``--repeats N`` every figure is the median of N crawls.  ``--saturate`` adds the "steady site, both
+cores busy" phase (``politeness_saturate.py``).  Loopback only.
 """
 
 from __future__ import annotations
 
 import argparse
 import itertools
+import math
 import os
-import subprocess
+import signal
+import statistics
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
-from imagecrawl.sandbox.misbehave import max_rate_per_second, requests_inside_windows
-from imagecrawl.sandbox.testing import start_sandbox
-
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
 
-#: Scrapy's own defaults for what the project changes (so (a) and (b) are plain Scrapy).
-SCRAPY_DEFAULTS = {
-    "DOWNLOADER_MIDDLEWARES": "{}",  # drops the project's middlewares, restores Scrapy's RetryMiddleware
-    "ITEM_PIPELINES": "{}",
-    "CONCURRENT_REQUESTS": "16",
-    "CONCURRENT_REQUESTS_PER_DOMAIN": "8",
-    "DOWNLOAD_DELAY": "0",
-    "RETRY_TIMES": "2",
-    "ROBOTSTXT_OBEY": "False",
-    "AUTOTHROTTLE_ENABLED": "False",
-}
-SCENARIOS: dict[str, dict[str, str]] = {
-    "Scrapy defaults": SCRAPY_DEFAULTS,
-    "Scrapy AutoThrottle": {**SCRAPY_DEFAULTS, "AUTOTHROTTLE_ENABLED": "True"},
-    "imagecrawl": {
-        "ITEM_PIPELINES": "{}",
-        # the operator owns this site: caps raised well above its capacity, which stays hidden
-        "IMAGECRAWL_MAX_RATE_PER_SITE": "200",
-        "IMAGECRAWL_MAX_CONCURRENCY_PER_SITE": "16",
-        "IMAGECRAWL_PACING_START_RATE_PER_SECOND": "2",
-        "CONCURRENT_REQUESTS_PER_DOMAIN": "16",
-    },
+from politeness_crawl import IMAGECRAWL, SCENARIOS, check_load, crawl, slug  # noqa: E402
+from politeness_saturate import add_saturate_arguments, run_saturation, saturation_table  # noqa: E402
+
+from imagecrawl.sandbox.misbehave import max_rate_per_second, requests_inside_windows  # noqa: E402
+from imagecrawl.sandbox.testing import start_sandbox  # noqa: E402
+
+#: the goals: goodput >= 0.9 C, <= 2 % 429s after warm-up, 0 requests inside Retry-After,
+#: no second above 1.25 C after warm-up
+GOODPUT_GOAL = 0.9
+SHARE_429_GOAL = 0.02
+OVER_FACTOR = 1.25
+
+
+@dataclass(frozen=True)
+class Site:
+    name: str
+    capacity: float
+    burst: float
+    retry_after: float
+    retry_after_share: float
+
+
+SITES = {
+    "c20": Site("c20", capacity=20, burst=20, retry_after=1.0, retry_after_share=1.0),
+    "c12": Site("c12", capacity=12, burst=6, retry_after=2.0, retry_after_share=0.5),
+    "c50-burst": Site("c50-burst", capacity=50, burst=100, retry_after=1.0, retry_after_share=1.0),
 }
 
 
@@ -58,18 +73,21 @@ class Row:
     name: str
     goodput: float
     share_429: float
-    max_1s: int
-    max_1s_late: int
-    inside_retry_after: int
-    overloaded: int
-    longest_overload: int
-    requests: int
+    startup_peak: float
+    max_1s: float
+    max_1s_late: float
+    seconds_over: float
+    inside_retry_after: float
+    overloaded: float
+    longest_overload: float
+    requests: float
 
 
-def measure(name: str, records: list[dict[str, Any]], capacity: float, warmup: float, retry_after: float) -> Row:
+def measure(name: str, records: list[dict[str, Any]], capacity: float, warmup: float) -> Row:
     records = sorted(records, key=lambda r: r["t"])
     t0 = records[0]["t"]
     t_end = records[-1]["t"]
+    early = [r["t"] for r in records if r["t"] < t0 + warmup]
     late = [r for r in records if r["t"] >= t0 + warmup]
     span = max(1e-9, t_end - (t0 + warmup))
     ok = sum(r["status"] == 200 for r in late)
@@ -77,97 +95,192 @@ def measure(name: str, records: list[dict[str, Any]], capacity: float, warmup: f
     longest = 0
     for _, run in itertools.groupby(enumerate(seconds), key=lambda p: p[1] - p[0]):
         longest = max(longest, len(list(run)))
+    # whole seconds since the first request, from the first one after the warm-up to the last complete one
+    per_second: dict[int, int] = {}
+    for r in late:
+        per_second[int(r["t"] - t0)] = per_second.get(int(r["t"] - t0), 0) + 1
+    last_whole = int(t_end - t0) - 1
+    over = sum(n > OVER_FACTOR * capacity for s, n in per_second.items() if math.ceil(warmup) <= s <= last_whole)
     return Row(
         name=name,
         goodput=ok / span / capacity,
         share_429=sum(r["status"] == 429 for r in late) / max(1, len(late)),
+        startup_peak=max_rate_per_second(early),
         max_1s=max_rate_per_second([r["t"] for r in records]),
         max_1s_late=max_rate_per_second([r["t"] for r in late]),
-        inside_retry_after=requests_inside_windows(records, retry_after),
+        seconds_over=over,
+        inside_retry_after=requests_inside_windows(records),
         overloaded=len(seconds),
         longest_overload=longest,
         requests=len(records),
     )
 
 
-def run(name: str, settings: dict[str, str], args: argparse.Namespace, workdir: Path) -> Row:
-    log = workdir / f"{name.replace(' ', '_')}.jsonl"
+def median_row(rows: list[Row]) -> Row:
+    values: dict[str, Any] = {"name": rows[0].name}
+    for f in fields(Row):
+        if f.name != "name":
+            values[f.name] = statistics.median(getattr(r, f.name) for r in rows)
+    return Row(**values)
+
+
+def goals(r: Row) -> list[tuple[str, bool]]:
+    return [
+        (f"goodput >= {GOODPUT_GOAL:g} C", r.goodput >= GOODPUT_GOAL),
+        (f"429s <= {100 * SHARE_429_GOAL:g}%", r.share_429 <= SHARE_429_GOAL),
+        ("0 inside Retry-After", r.inside_retry_after == 0),
+        (f"no second > {OVER_FACTOR:g} C", r.seconds_over == 0),
+    ]
+
+
+def run_site(name: str, settings: dict[str, str], site: Site, args: argparse.Namespace, workdir: Path) -> Row:
     flags = [
-        "--capacity", str(args.capacity),
-        "--capacity-burst", str(args.capacity),
-        "--retry-after", str(args.retry_after),
+        "--capacity", f"{site.capacity:g}",
+        "--capacity-burst", f"{site.burst:g}",
+        "--retry-after", f"{site.retry_after:g}",
+        "--retry-after-share", f"{site.retry_after_share:g}",
         "--latency", str(args.latency),
         "--latency-per-queued", str(args.latency_per_queued),
     ]  # fmt: skip
-    sb = start_sandbox(items=20, log_path=log, extra_args=flags)
+    check_load(f"{site.name} / {name}")
+    sb = start_sandbox(items=20, log_path=workdir / f"{slug(site.name, name)}.jsonl", extra_args=flags)
     try:
-        cmd = [sys.executable, "-m", "scrapy", "crawl", "pacing_load", "-a", f"urls={sb.url('?i={i}')}"]
-        cmd += ["-a", "n=1000000"]  # the spider generates them lazily
-        merged = {
-            "SPIDER_MODULES": "tests.pacing_spider",
-            "CLOSESPIDER_TIMEOUT": str(args.seconds),
-            "IMAGECRAWL_STORE": str(workdir / "store"),
-            "IMAGECRAWL_ALLOWED_NETWORKS": "127.0.0.0/8",
-            "LOG_LEVEL": "WARNING",
-            "TELNETCONSOLE_ENABLED": "False",
-            **settings,
-        }
-        for key, value in merged.items():
-            cmd += ["-s", f"{key}={value}"]
-        started = time.monotonic()
-        proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=args.seconds + 120)
-        if proc.returncode != 0:
-            sys.stderr.write(proc.stderr[-3000:])
-        print(f"  {name}: crawl took {time.monotonic() - started:.0f}s", file=sys.stderr)
-        time.sleep(0.5)
+        crawl(f"{site.name} / {name}", sb.url("?i={i}"), settings, args.seconds, workdir)
+        time.sleep(0.5)  # the last lines are written just after their answers
         records = sb.requests()
     finally:
         sb.stop()
-    return measure(name, records, args.capacity, args.warmup, args.retry_after)
+    if not records:
+        raise SystemExit(f"{site.name} / {name}: the site saw no request (see the crawl's errors above)")
+    return measure(name, records, site.capacity, args.warmup)
 
 
-def table(rows: list[Row], args: argparse.Namespace) -> str:
+def _fmt(x: float) -> str:
+    return f"{x:g}" if x == int(x) else f"{x:.1f}"
+
+
+def table(site: Site, rows: list[Row], args: argparse.Namespace) -> str:
+    c = site.capacity
+    share = "every 429" if site.retry_after_share == 1 else f"{100 * site.retry_after_share:g}% of the 429s"
+    runs = f"median of {args.repeats} crawls" if args.repeats > 1 else "one crawl"
     head = (
-        f"Hidden capacity C = {args.capacity:g} req/s (token bucket, burst C), "
-        f"Retry-After {args.retry_after:g} s on 429, "
+        f"Site {site.name}: hidden capacity C = {c:g} req/s (token bucket, burst {site.burst:g}), "
+        f"Retry-After {site.retry_after:g} s on {share}, "
         f"latency {args.latency:g} s + {args.latency_per_queued:g} s per queued request; "
-        f"{args.seconds:g} s per crawl, warm-up {args.warmup:g} s.\n\n"
+        f"{args.seconds:g} s per crawl, warm-up {args.warmup:g} s, {runs}.\n\n"
     )
     lines = [
-        "| crawler | goodput / C | 429s after warm-up | max requests in 1 s (after warm-up) "
-        "| inside Retry-After | overloaded seconds (longest run) | requests |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| crawler | goodput / C | 429s after warm-up | start-up peak (/ C) | max requests in 1 s (after warm-up) "
+        f"| seconds > {OVER_FACTOR:g} C after warm-up | inside Retry-After | overloaded seconds (longest run) "
+        "| requests |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         lines.append(
-            f"| {r.name} | {r.goodput:.2f} | {100 * r.share_429:.1f}% | {r.max_1s} ({r.max_1s_late}) "
-            f"| {r.inside_retry_after} "
-            f"| {r.overloaded} ({r.longest_overload}) | {r.requests} |"
+            f"| {r.name} | {r.goodput:.2f} | {100 * r.share_429:.1f}% "
+            f"| {_fmt(r.startup_peak)} ({r.startup_peak / c:.2f}) | {_fmt(r.max_1s)} ({_fmt(r.max_1s_late)}) "
+            f"| {_fmt(r.seconds_over)} | {_fmt(r.inside_retry_after)} "
+            f"| {_fmt(r.overloaded)} ({_fmt(r.longest_overload)}) | {_fmt(r.requests)} |"
         )
+    names = [g for g, _ in goals(rows[0])] if rows else []
+    lines += ["", "| crawler | " + " | ".join(names) + " |", "|---|" + ":---:|" * len(names)]
+    for r in rows:
+        lines.append(f"| {r.name} | " + " | ".join("PASS" if ok else "FAIL" for _, ok in goals(r)) + " |")
     return head + "\n".join(lines) + "\n"
 
 
-def main(argv: list[str] | None = None) -> int:
+def chosen_sites(args: argparse.Namespace, p: argparse.ArgumentParser) -> list[Site]:
+    names: list[str] = []
+    for value in args.site or ["c20"]:
+        for name in value.split(","):
+            name = name.strip()
+            if name == "all":
+                names += list(SITES)
+            elif name == "none":
+                continue
+            elif name in SITES:
+                names.append(name)
+            else:
+                p.error(f"unknown site {name!r} (choose from {', '.join(SITES)}, all, none)")
+    out = []
+    for name in dict.fromkeys(names):
+        site = SITES[name]
+        overrides = {
+            k: v
+            for k, v in (
+                ("capacity", args.capacity),
+                ("burst", args.burst),
+                ("retry_after", args.retry_after),
+                ("retry_after_share", args.retry_after_share),
+            )
+            if v is not None
+        }
+        out.append(replace(site, **overrides))
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--capacity", type=float, default=20.0, help="the site's hidden capacity, req/s")
+    p.add_argument("--site", "--sites", action="append", metavar="NAMES", help="site presets (default c20)")
+    p.add_argument("--capacity", type=float, default=None, help="override the sites' hidden capacity, req/s")
+    p.add_argument("--burst", type=float, default=None, help="override the sites' token bucket size")
+    p.add_argument("--retry-after", type=float, default=None, help="override the sites' Retry-After, s")
+    p.add_argument("--retry-after-share", type=float, default=None, help="override the share of 429s with it")
     p.add_argument("--seconds", type=float, default=40.0, help="length of each crawl")
     p.add_argument("--warmup", type=float, default=10.0, help="seconds left out of the 429 share and goodput")
-    p.add_argument("--retry-after", type=float, default=1.0, help="Retry-After the site sends with 429")
     p.add_argument("--latency", type=float, default=0.02)
     p.add_argument("--latency-per-queued", type=float, default=0.01)
-    p.add_argument("--only", choices=list(SCENARIOS), action="append", help="run only these scenarios")
-    p.add_argument("--keep", type=Path, default=None, help="keep the request logs in this directory")
+    p.add_argument("--repeats", type=int, default=1, help="crawls per site and crawler; figures are medians")
+    p.add_argument("--only", choices=list(SCENARIOS), action="append", help="run only these crawlers")
+    p.add_argument(
+        "--set", action="append", default=[], metavar="NAME=VALUE", help="a setting for the imagecrawl crawls"
+    )
+    p.add_argument("--keep", type=Path, default=None, help="keep the request logs and stats in this directory")
+    add_saturate_arguments(p)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = build_parser()
     args = p.parse_args(argv)
-    rows = []
+    if args.repeats < 1:
+        p.error("--repeats must be >= 1")
+    extra = dict(s.split("=", 1) for s in args.set if "=" in s)
+    if len(extra) != len(args.set):
+        p.error("--set takes NAME=VALUE")
+    sites = chosen_sites(args, p)
+    if not sites and not args.saturate:
+        p.error("nothing to run: --sites none without --saturate")
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so every finally (servers, burners) runs
+    out = []
     with tempfile.TemporaryDirectory(prefix="imagecrawl-politeness-") as tmp:
+        workdir = Path(tmp)
         if args.keep is not None:
             args.keep.mkdir(parents=True, exist_ok=True)
-            tmp = str(args.keep)
-        for name, settings in SCENARIOS.items():
-            if args.only and name not in args.only:
-                continue
-            rows.append(run(name, settings, args, Path(tmp)))
-    print(table(rows, args))
+            workdir = args.keep
+        for site in sites:
+            rows = []
+            for name, settings in SCENARIOS.items():
+                if args.only and name not in args.only:
+                    continue
+                if name == IMAGECRAWL:
+                    settings = {**settings, **extra}
+                runs = []
+                for k in range(args.repeats):
+                    runs.append(run_site(name if k == 0 else f"{name} #{k + 1}", settings, site, args, workdir))
+                    last = runs[-1]
+                    print(
+                        f"  -> goodput {last.goodput:.2f} C, 429s {100 * last.share_429:.1f}%, "
+                        f"start-up peak {last.startup_peak:g}, inside Retry-After {last.inside_retry_after:g}",
+                        file=sys.stderr,
+                    )
+                rows.append(replace(median_row(runs), name=name))
+            out.append(table(site, rows, args))
+            print(out[-1], file=sys.stderr)  # as it comes; all tables again at the end on stdout
+        if args.saturate:
+            settings = {**SCENARIOS[IMAGECRAWL], **extra}
+            out.append(saturation_table(run_saturation(settings, args, workdir), args))
+    print("\n".join(out))
     return 0
 
 

@@ -63,8 +63,22 @@ def _add_misbehave_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--capacity-burst", type=float, default=None, help="bucket size for --capacity (default: max(1, capacity))"
     )
-    g.add_argument("--retry-after", type=float, default=None, help="send Retry-After: S with each 429")
+    g.add_argument(
+        "--retry-after",
+        dest="capacity_retry_after",  # not --no-retry-after's dest (the per-IP limit's switch)
+        type=float,
+        default=None,
+        help="send Retry-After: S with each 429",
+    )
     g.add_argument("--retry-after-date", action="store_true", help="send Retry-After as an HTTP date")
+    g.add_argument(
+        "--retry-after-share",
+        type=float,
+        default=1.0,
+        metavar="F",
+        help="only this share of the 429s carry Retry-After (and open a window), spread evenly: 0.5 = every "
+        "other one, the first included (default 1)",
+    )
     g.add_argument("--latency", type=float, default=0.0, help="base response latency, seconds")
     g.add_argument("--latency-per-queued", type=float, default=0.0, help="extra latency per request in progress")
     g.add_argument("--ban-mode", choices=BAN_MODES, default=None, help="what a banned client gets")
@@ -89,6 +103,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         p.error("--rate-limit must be > 0")
     if args.burst is not None and args.burst < 1:
         p.error("--burst must be >= 1")
+    if not 0.0 <= args.retry_after_share <= 1.0:
+        p.error("--retry-after-share must be between 0 and 1")
+    if args.retry_after_share != 1.0 and args.capacity_retry_after is None:
+        p.error("--retry-after-share needs --retry-after")
     return args
 
 
@@ -98,8 +116,9 @@ def misbehave_config(args: argparse.Namespace) -> MisbehaveConfig:
     return MisbehaveConfig(
         capacity=args.capacity,
         burst=args.capacity_burst,
-        retry_after=args.retry_after,
+        retry_after=args.capacity_retry_after,
         retry_after_date=args.retry_after_date,
+        retry_after_share=args.retry_after_share,
         latency=args.latency,
         latency_per_queued=args.latency_per_queued,
         ban_mode=args.ban_mode,

@@ -21,6 +21,7 @@ class MisbehaveConfig:
     burst: float | None = None
     retry_after: float | None = None
     retry_after_date: bool = False
+    retry_after_share: float = 1.0  # of the 429s that open a window, the share that carries Retry-After
     latency: float = 0.0
     latency_per_queued: float = 0.0
     ban_mode: str | None = None

@@ -5,7 +5,9 @@ so one server can play several sites: ``127.0.0.1`` and ``localhost`` are two si
   unlike ``--rate-limit``, which is per client IP and spares robots.txt); a request that finds it
   empty is answered 429 at once (with ``Retry-After`` when ``--retry-after`` is given, in seconds or
   as an HTTP date with ``--retry-after-date``).  While an announced Retry-After window is open every
-  request of that site is answered 429 too.
+  request of that site is answered 429 too.  With ``--retry-after-share F`` only that share of the
+  refusals carry Retry-After, spread evenly (0.5: the first, third, fifth...); the others announce
+  nothing and open no window.
 * latency: ``--latency`` seconds plus ``--latency-per-queued`` seconds per request of that site
   already in progress: the site slows down as its queue grows.
 * bans: ``--ban-mode 403|challenge|empty`` once the site sees more than ``--ban-rate`` requests within
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import math
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -54,6 +57,7 @@ class SiteLoad:
     retry_after_until: float = 0.0
     in_progress: int = 0
     seen: int = 0
+    refusals: int = 0  # 429s for an empty bucket (those inside a window not counted)
     recent: deque[float] = field(default_factory=deque)
     banned_until: float = 0.0
 
@@ -62,6 +66,12 @@ def _retry_after_value(seconds: float, as_date: bool) -> str:
     if as_date:
         return email.utils.formatdate(time.time() + seconds, usegmt=True)
     return f"{seconds:g}"
+
+
+def announces(share: float, n: int) -> bool:
+    """Whether the ``n``-th refusal (0-based) carries Retry-After when a ``share`` of them do: spread
+    evenly, the first included, so every prefix of the refusals holds the share to within one."""
+    return math.ceil((n + 1) * share - 1e-9) > math.ceil(n * share - 1e-9)
 
 
 def _too_many(retry_after: float | None, as_date: bool) -> web.Response:
@@ -146,8 +156,10 @@ class Misbehaviour:
             s.tokens = min(self.burst, s.tokens + (now - s.refilled) * c.capacity)
             s.refilled = now
             if s.tokens < 1.0:
-                if c.retry_after is not None:
-                    s.retry_after_until = now + c.retry_after
+                s.refusals += 1
+                if c.retry_after is None or not announces(c.retry_after_share, s.refusals - 1):
+                    return _too_many(None, c.retry_after_date)
+                s.retry_after_until = now + c.retry_after
                 return _too_many(c.retry_after, c.retry_after_date)
             s.tokens -= 1.0
         return None
@@ -199,18 +211,45 @@ def max_rate_per_second(times: list[float], window: float = 1.0) -> int:
     return best
 
 
-def requests_inside_windows(records: list[dict[str, object]], retry_after: float) -> int:
-    """Requests that arrived while a Retry-After window was open.  A 429/503 arriving outside any
-    window opens one of ``retry_after`` seconds when its answer is sent (as this server does); a
-    request arriving inside an open window is a violation (and does not extend it)."""
+def announced_window_end(record: dict[str, object], fallback: float | None) -> float | None:
+    """When the Retry-After window a 429/503 ``record`` announced ends (unix time), or ``None`` when it
+    announced none.  The request log records the header it sent (``retry_after``: seconds, counted from
+    when the answer was sent, or an HTTP date); a record without that key (an older log) is taken to
+    have announced ``fallback`` seconds."""
+    if record.get("status") not in (429, 503):
+        return None
+    sent = float(record["t"]) + float(record.get("dur", 0.0))  # type: ignore[arg-type]
+    if "retry_after" not in record:
+        return None if fallback is None else sent + fallback
+    value = record["retry_after"]
+    if value is None or value == "":
+        return None
+    try:
+        return sent + float(str(value))
+    except ValueError:
+        pass
+    try:
+        return email.utils.parsedate_to_datetime(str(value)).timestamp()
+    except (TypeError, ValueError):
+        return None
+
+
+def requests_inside_windows(records: list[dict[str, object]], retry_after: float | None = None) -> int:
+    """Requests that arrived while an announced Retry-After window was open.  A 429/503 arriving
+    outside any window opens the window its ``Retry-After`` announced (see
+    :func:`announced_window_end`; ``retry_after`` seconds for records that do not say); one without
+    the header opens none.  A request arriving inside an open window is a violation (and does not
+    extend it)."""
     inside = 0
     window_end = float("-inf")
     for r in sorted(records, key=lambda r: float(r["t"])):  # type: ignore[arg-type]
         t = float(r["t"])  # type: ignore[arg-type]
         if t < window_end:
             inside += 1
-        elif r.get("status") in (429, 503):
-            window_end = t + float(r.get("dur", 0.0)) + retry_after  # type: ignore[arg-type]
+            continue
+        end = announced_window_end(r, retry_after)
+        if end is not None:
+            window_end = end
     return inside
 
 

@@ -52,6 +52,7 @@ class JsonLinesAccessLogger(AbstractAccessLogger):
             "status": response.status,
             "bytes": body_bytes_sent(request, response),
             "length": response.content_length,  # what the headers announced (None when not stated)
+            "retry_after": response.headers.get("Retry-After"),  # as sent (None when not sent)
             "ua": request.headers.get("User-Agent", ""),
             "remote": peer[0] if peer else request.remote,
         }

@@ -1,0 +1,51 @@
+"""The politeness benchmark's figures from a request log built by hand: start-up peak, seconds above
+1.25 C after warm-up, announced Retry-After windows, the goals and the medians over repeats."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from benchmarks import politeness
+
+
+def log(per_second: list[int], statuses: dict[int, list[dict[str, Any]]] | None = None) -> list[dict[str, Any]]:
+    """``per_second[s]`` 200s spread over second ``s``, plus the given extra records per second."""
+    out: list[dict[str, Any]] = []
+    for s, n in enumerate(per_second):
+        out += [{"t": 1000.0 + s + k / n, "dur": 0.0, "status": 200, "retry_after": None} for k in range(n)]
+        for extra in (statuses or {}).get(s, []):
+            out.append({"t": 1000.0 + s + 0.999, "dur": 0.0, **extra})
+    return out
+
+
+def test_startup_peak_and_seconds_above_the_limit_after_warm_up() -> None:
+    # C = 10: a start-up burst of 21 in second 1 (inside the 3 s warm-up), then 10/s with one second of
+    # 13 (> 12.5) and one of 12 (not above 1.25 C); the last, incomplete second is left out
+    records = log([4, 21, 10, 10, 13, 12, 10, 10, 30])
+    row = politeness.measure("x", records, capacity=10, warmup=3)
+    assert row.startup_peak == 21
+    assert row.seconds_over == 1
+    assert row.max_1s == 30 and row.requests == len(records)
+    assert dict(politeness.goals(row))["no second > 1.25 C"] is False
+    calm = politeness.measure("x", log([4, 21, 10, 10, 12, 10, 10]), capacity=10, warmup=3)
+    assert calm.seconds_over == 0 and calm.startup_peak == 21
+    assert all(ok for _, ok in politeness.goals(calm)[1:])
+
+
+def test_only_announced_windows_count_and_the_goals() -> None:
+    bare = {"status": 429, "retry_after": None}
+    announced = {"status": 429, "retry_after": "2"}
+    # second 3: a bare 429 (no window); second 5: a 429 announcing 2 s, then 200s in seconds 6 and 7
+    row = politeness.measure("x", log([10] * 9, {3: [bare], 5: [announced]}), capacity=10, warmup=2)
+    assert row.inside_retry_after == 20  # seconds 6 and 7, not the ones after the bare 429
+    assert row.overloaded == 2 and row.longest_overload == 1
+    assert row.share_429 == 2 / 72
+    verdict = dict(politeness.goals(row))
+    assert verdict["0 inside Retry-After"] is False and verdict["429s <= 2%"] is False
+    assert verdict["goodput >= 0.9 C"] is True
+
+
+def test_medians_over_repeats() -> None:
+    rows = [politeness.measure("x", log([n] * 6), capacity=10, warmup=1) for n in (8, 10, 30)]
+    med = politeness.median_row(rows)
+    assert med.goodput == rows[1].goodput and med.requests == 60
