@@ -50,6 +50,10 @@ from imagecrawl.sandbox.testing import start_sandbox  # noqa: E402
 GOODPUT_GOAL = 0.9
 SHARE_429_GOAL = 0.02
 OVER_FACTOR = 1.25
+#: the start-up ramp may go one start-up step (x1.5) above C before the site's first 429 says where C is
+STARTUP_GOAL = 1.5
+#: seconds after the first 429 that still belong to the start-up (the crawler answers it)
+START_UP_SETTLE = 2.0
 
 
 @dataclass(frozen=True)
@@ -87,9 +91,14 @@ def measure(name: str, records: list[dict[str, Any]], capacity: float, warmup: f
     records = sorted(records, key=lambda r: r["t"])
     t0 = records[0]["t"]
     t_end = records[-1]["t"]
-    early = [r["t"] for r in records if r["t"] < t0 + warmup]
-    late = [r for r in records if r["t"] >= t0 + warmup]
-    span = max(1e-9, t_end - (t0 + warmup))
+    # The start-up: the warm-up, or longer, until the crawler has met the limit (its first 429) and had
+    # START_UP_SETTLE seconds to answer it: a token bucket's burst hides the limit until it is drained.
+    first_429 = next((r["t"] for r in records if r["status"] == 429), None)
+    settled = t0 + warmup if first_429 is None else max(t0 + warmup, first_429 + START_UP_SETTLE)
+    warmup = settled - t0
+    early = [r["t"] for r in records if r["t"] < settled]
+    late = [r for r in records if r["t"] >= settled]
+    span = max(1e-9, t_end - settled)
     ok = sum(r["status"] == 200 for r in late)
     seconds = sorted({int(r["t"] - t0) for r in records if r["status"] == 429})
     longest = 0
@@ -124,8 +133,9 @@ def median_row(rows: list[Row]) -> Row:
     return Row(**values)
 
 
-def goals(r: Row) -> list[tuple[str, bool]]:
+def goals(r: Row, capacity: float) -> list[tuple[str, bool]]:
     return [
+        (f"start-up peak <= {STARTUP_GOAL:g} C", r.startup_peak <= STARTUP_GOAL * capacity),
         (f"goodput >= {GOODPUT_GOAL:g} C", r.goodput >= GOODPUT_GOAL),
         (f"429s <= {100 * SHARE_429_GOAL:g}%", r.share_429 <= SHARE_429_GOAL),
         ("0 inside Retry-After", r.inside_retry_after == 0),
@@ -182,10 +192,10 @@ def table(site: Site, rows: list[Row], args: argparse.Namespace) -> str:
             f"| {_fmt(r.seconds_over)} | {_fmt(r.inside_retry_after)} "
             f"| {_fmt(r.overloaded)} ({_fmt(r.longest_overload)}) | {_fmt(r.requests)} |"
         )
-    names = [g for g, _ in goals(rows[0])] if rows else []
+    names = [g for g, _ in goals(rows[0], c)] if rows else []
     lines += ["", "| crawler | " + " | ".join(names) + " |", "|---|" + ":---:|" * len(names)]
     for r in rows:
-        lines.append(f"| {r.name} | " + " | ".join("PASS" if ok else "FAIL" for _, ok in goals(r)) + " |")
+        lines.append(f"| {r.name} | " + " | ".join("PASS" if ok else "FAIL" for _, ok in goals(r, c)) + " |")
     return head + "\n".join(lines) + "\n"
 
 

@@ -442,3 +442,44 @@ def test_a_stale_latency_does_not_hold_growth_back_forever() -> None:
     c.concurrency_limited = True
     adj = c.on_success(now=2.0 + 5 * CFG.step_seconds + 0.1)  # no sample since: stale
     assert adj is not None and adj.kind == "increase"
+
+
+def test_probing_past_the_ceiling_stops_at_the_probe_cap_until_the_site_has_shown_it_takes_it() -> None:
+    from imagecrawl.pacing.aimd import PROBE_CAP, PROBE_HOLD_STEPS
+
+    c = AimdController(CFG, now=0.0)
+    c.rate = 20.0
+    c.on_congestion("429", sent_at=0.0, now=0.0)  # no goodput history: the ceiling is the rate
+    assert c.ceiling == 20.0
+    rates = []
+    t = 1.0
+    while c.ceiling == 20.0 and t < 100:
+        _answer_at_rate(c, t - 0.999, t)
+        rates.append(c.rate)
+        t += 1.0
+    cap = 20.0 * PROBE_CAP
+    assert max(rates) <= cap + 1e-9
+    assert rates.count(cap) >= PROBE_HOLD_STEPS - 2  # held at the cap ...
+    assert c.ceiling == pytest.approx(cap)  # ... then the site has shown it takes it
+    _answer_at_rate(c, t, t + 3.0)
+    assert c.rate > cap  # and probing goes on from there
+
+
+def test_a_second_cut_soon_after_start_up_measures_the_last_seconds_not_the_ramp() -> None:
+    """Without Retry-After the 429s keep coming for a moment after the first cut: the second cut must
+    not average the slow start-up seconds into the ceiling (that pinned the rate near C/2)."""
+    c = AimdController(AimdConfig(start_rate=1.0, max_rate=100.0, max_concurrency=8), now=0.0)
+    t = 0.0
+    while c.rate < 20:  # slow start to 20/s with the answers it gets
+        _answer_at_rate(c, t, t + 1.0)
+        t += 1.0
+    for k in range(40):  # two seconds served at 20/s
+        c.on_success(now=t + k * 0.05)
+    t += 2.0
+    c.on_congestion("429", sent_at=t - 0.1, now=t)
+    first = c.ceiling
+    for k in range(28):  # the site serves 14/s right after the cut
+        c.on_success(now=t + k / 14)
+    c.on_congestion("429", sent_at=t + 0.5, now=t + 2.0)
+    assert first is not None and c.ceiling is not None
+    assert c.ceiling >= 12.0  # what the last seconds served, not the ~8/s average since the start

@@ -26,6 +26,10 @@ from dataclasses import dataclass
 
 #: a smoothed latency older than this many steps no longer holds growth back
 STALE_LATENCY_STEPS = 5
+#: probing goes at most this far above the last ceiling ...
+PROBE_CAP = 1.15
+#: ... until it held there this many steps without congestion
+PROBE_HOLD_STEPS = 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +88,7 @@ class AimdController:
         self._answers: deque[float] = deque()  # when recent non-congested answers arrived
         self._pauses: deque[tuple[float, float]] = deque()  # Retry-After pauses (no demand then)
         self._steps_past_ceiling = 0
+        self._steps_at_cap = 0
         self._step_answers = 0  # healthy answers since the last step
 
     def note_pause(self, start: float, end: float) -> None:
@@ -170,10 +175,15 @@ class AimdController:
         # The ceiling is what worked: the current rate, or the rate the site actually served lately
         # if that is lower (a token bucket's burst lets a too-high rate through for a while).
         # In start-up the rate was climbing: only the last two seconds say what the site served.
-        served = self.goodput(now, 2.0 if self.ceiling is None else None)
+        # Within the goodput window of start-up or of the last cut, the long window would average in
+        # the slow seconds before it (and pin the ceiling far below the site's capacity): the last
+        # two seconds say what the site served.
+        settling = self.ceiling is None or now - self.last_cut < c.goodput_window_seconds
+        served = self.goodput(now, 2.0 if settling else None)
         self.ceiling = self.rate if served is None else max(c.min_rate, min(self.rate, served))
         self._probe_step = 0.0
         self._steps_past_ceiling = 0
+        self._steps_at_cap = 0
         self.rate = max(c.min_rate, min(self.rate, self.max_rate, self.ceiling) * c.decrease_factor)
         self.concurrency = max(1, math.floor(self.concurrency * c.decrease_factor))
         self.last_cut = now
@@ -226,15 +236,21 @@ class AimdController:
             self._probe_step = c.probe_fraction * self.ceiling
             return min(r + self._probe_step, self.ceiling)
         # Past the last known ceiling without trouble: creep on; after ten steps the site may
-        # really have grown, so the steps start doubling.
+        # really have grown, so the steps start doubling - but never past PROBE_CAP x the ceiling
+        # (a token bucket's burst hides the limit for a while), until the rate held there for
+        # PROBE_HOLD_STEPS steps: then the site has shown it takes it, and that is the new ceiling.
         self._steps_past_ceiling += 1
         step = c.probe_fraction * self.ceiling
         if self._steps_past_ceiling > 10:
             step = max(self._probe_step * 2, step)
         self._probe_step = step
-        new = r + step
-        self.ceiling = max(self.ceiling, r)
-        return new
+        cap = self.ceiling * PROBE_CAP
+        if r >= cap:
+            self._steps_at_cap += 1
+            if self._steps_at_cap >= PROBE_HOLD_STEPS:
+                self.ceiling, self._steps_at_cap, self._steps_past_ceiling = r, 0, 0
+            return r
+        return min(r + step, cap)
 
     def resume_after_ban(self, now: float) -> None:
         """After a ban: start again slowly, well under the rate that got us banned."""
