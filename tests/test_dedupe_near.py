@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import multiprocessing
 import random
+import time
 from pathlib import Path
 
 import numpy as np
@@ -264,3 +265,20 @@ def test_real_images_resized_and_jpeg_copies_found(tmp_path: Path) -> None:
     hit = index.query(jpeg, DEFAULT_MAX_DISTANCE)
     assert hit is not None and hit[0] == "original"
     index.close()
+
+
+def test_sqlite_looks_for_other_connections_commits_at_most_every_fresh_seconds(tmp_path: Path) -> None:
+    path = tmp_path / "near.sqlite"
+    reader = SqliteNearIndex(path, fresh_seconds=0.3)
+    writer = SqliteNearIndex(path)
+    assert reader.query(42, 0) is None  # looked now
+    writer.add("other", 42)
+    assert reader.query(42, 0) is None  # not looked again yet
+    reader.add("own", 7)
+    assert reader.query(7, 0) == ("own", 0)  # its own adds at once (and everything committed before)
+    assert reader.query(42, 0) == ("other", 0)
+    writer.add("later", 99)
+    time.sleep(0.35)
+    assert reader.query(99, 0) == ("later", 0)
+    reader.close()
+    writer.close()

@@ -31,6 +31,7 @@ import math
 import operator
 import sqlite3
 import threading
+import time
 from collections.abc import Iterable
 from functools import lru_cache
 from pathlib import Path
@@ -323,9 +324,13 @@ class SqliteNearIndex:
     others' commits before its next query.
     """
 
-    def __init__(self, path: Path, *, bands: int = DEFAULT_BANDS) -> None:
+    def __init__(self, path: Path, *, bands: int = DEFAULT_BANDS, fresh_seconds: float = 0.0) -> None:
+        """``fresh_seconds``: other connections' commits are looked for at most this often (0: before
+        every query); this connection's own adds are visible at once."""
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
+        self.fresh_seconds = fresh_seconds
+        self._checked_at = -math.inf
         self._lock = threading.RLock()
         self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=30)
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -353,6 +358,11 @@ class SqliteNearIndex:
             self._count += len(arr)
 
     def _fresh(self) -> None:
+        if self.fresh_seconds > 0:
+            now = time.monotonic()
+            if now - self._checked_at < self.fresh_seconds:
+                return
+            self._checked_at = now
         if int(self._db.execute("PRAGMA data_version").fetchone()[0]) != self._data_version:
             self._catch_up()
 

@@ -21,6 +21,10 @@ from imagecrawl.storage.context import crawl_context
 logger = logging.getLogger(__name__)
 
 
+#: how often the near-duplicate index looks for other processes' commits
+NEAR_FRESH_SECONDS = 0.5
+
+
 class DuplicateItem(DropItem):
     """Dropped because an equal image or id is already committed or pending."""
 
@@ -37,7 +41,10 @@ class DedupePipeline:
             raise ConfigError(f"IMAGECRAWL_NEAR_POLICY must be 'drop' or 'keep', not {self.near_policy!r}")
         self.near_distance = settings.getint("IMAGECRAWL_NEAR_MAX_DISTANCE")
         if settings.getbool("IMAGECRAWL_NEAR_DEDUPE_ENABLED") and self.storage.ledger.near is None:
-            self.storage.ledger.enable_near(SqliteNearIndex(self.storage.state_dir / "near.sqlite3"))
+            # other processes' commits are picked up twice a second, not before every query (each
+            # process's own claims are in the ledger's memory index at once)
+            index = SqliteNearIndex(self.storage.state_dir / "near.sqlite3", fresh_seconds=NEAR_FRESH_SECONDS)
+            self.storage.ledger.enable_near(index)
         elif not settings.getbool("IMAGECRAWL_NEAR_DEDUPE_ENABLED"):
             logger.warning(
                 "Near-duplicate dedupe is off (IMAGECRAWL_NEAR_DEDUPE_ENABLED): only exact copies are dropped"
