@@ -39,6 +39,8 @@ from typing import Final, Protocol, runtime_checkable
 
 import numpy as np
 
+from imagecrawl.dedupe.locking import while_locked
+
 logger = logging.getLogger(__name__)
 
 #: Hamming distance at or below which two pHashes count as the same picture (tuned by
@@ -333,10 +335,10 @@ class SqliteNearIndex:
         self._checked_at = -math.inf
         self._lock = threading.RLock()
         self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=30)
-        self._db.execute("PRAGMA journal_mode=WAL")
+        while_locked(lambda: self._db.execute("PRAGMA journal_mode=WAL"))
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA cache_size=-32768")  # 32 MiB: keeps the key index hot at 10^6 rows
-        self._db.executescript(_SCHEMA)
+        while_locked(lambda: self._db.executescript(_SCHEMA))
         self._core = MihCore(bands)
         self._loaded_upto = 0  # highest seq in the core
         self._count = 0

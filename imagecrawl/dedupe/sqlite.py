@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow.parquet as pq
 
+from imagecrawl.dedupe.locking import while_locked
 from imagecrawl.dedupe.near import MemoryNearIndex, NearIndex
 
 if TYPE_CHECKING:
@@ -189,7 +190,7 @@ class Ledger:
         self.owner = owner or f"ledger-{id(self)}-{time.time_ns()}"
         self.stale_seconds = stale_seconds
         self.db = self._connect()
-        self.db.executescript(_SCHEMA)
+        while_locked(lambda: self.db.executescript(_SCHEMA))
         self._worker: LedgerWorker | None = None
         # this owner's claims, also kept in memory: the hot path asks about its own items most
         self._own_sha: dict[str, str] = {}
@@ -208,7 +209,7 @@ class Ledger:
 
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False, timeout=30)
-        db.execute("PRAGMA journal_mode=WAL")
+        while_locked(lambda: db.execute("PRAGMA journal_mode=WAL"))
         # WAL + NORMAL survives a killed process; a power loss may drop the last commits, which
         # reconcile() restores from the store itself.
         db.execute("PRAGMA synchronous=NORMAL")
