@@ -26,10 +26,12 @@ Phases (``--phases`` picks some; default: all but ``i2d`` unless img2dataset is 
 
 Phases are interleaved: each of ``--repeats`` rounds runs every phase once, and the figures reported
 are medians over the rounds, the ratios being taken inside each round (so a slower round counts for
-both sides). The load average is printed before every phase, with a warning above 0.5: a benchmark run
-beside a test suite measures the test suite. CPU seconds are the crawlers' processes and their children
-(nginx is not counted); peak RSS is summed over the process tree, sampled every 0.2 s. Checks that the
-bare spider, imagecrawl and img2dataset stored the same set of sha256s. Results also go to
+both sides). Before every phase the script idles 2 s and prints the load average and the cores the
+machine kept busy meanwhile, with a warning when that is above 0.5 (the 1-minute load average still
+remembers the previous phase; the 2 s figure does not): a benchmark run beside a test suite measures
+the test suite. CPU seconds are the crawlers' processes and their children (nginx is not counted);
+peak RSS is summed over the process tree, sampled every 0.2 s. Checks that the bare spider, imagecrawl
+and img2dataset stored the same set of sha256s. Results also go to
 ``benchmarks/out/throughput-<time>.json``.
 """
 
@@ -155,6 +157,14 @@ def machine_busy_seconds() -> float:
         values = [int(v) for v in fh.readline().split()[1:]]
     idle = values[3] + values[4]
     return (sum(values[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def busy_cores(seconds: float = 2.0) -> float:
+    """Cores the machine kept busy over the next ``seconds`` (this script idle meanwhile): unlike the
+    load average, not a minute's memory of the previous phase."""
+    before = machine_busy_seconds()
+    time.sleep(seconds)
+    return (machine_busy_seconds() - before) / seconds
 
 
 class RssSampler:
@@ -596,8 +606,17 @@ def main(argv: list[str] | None = None) -> int:
             shas: dict[str, set[str]] = {}
             for p in phases:
                 load = os.getloadavg()[0]
-                warn = f"  WARNING: load above {QUIET_LOAD}: not a quiet machine" if load > QUIET_LOAD else ""
-                print(f"--- round {n + 1}/{args.repeats}, phase {p} (load average {load:.2f}){warn}", flush=True)
+                busy = busy_cores()
+                warn = (
+                    f"  WARNING: {busy:.2f} cores busy before the phase: not a quiet machine"
+                    if busy > QUIET_LOAD
+                    else ""
+                )
+                print(
+                    f"--- round {n + 1}/{args.repeats}, phase {p}: load average {load:.2f} (a minute's memory, "
+                    f"the previous phase included), busy cores over the last 2 s {busy:.2f}{warn}",
+                    flush=True,
+                )
                 if p == "i2d":
                     res, shas[p] = phase_i2d(args, nginx, work, urls_parquet)
                 elif p == "bare-urls":
