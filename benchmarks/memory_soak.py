@@ -123,8 +123,10 @@ def main(argv: list[str] | None = None) -> int:
         settings = {
             "DOWNLOAD_DELAY": "0",
             "IMAGECRAWL_ALLOWED_NETWORKS": "127.0.0.0/8",
-            "IMAGECRAWL_PACING_ENABLED": "False",
-            "IMAGECRAWL_MAX_RATE_PER_SITE": "1000000",
+            # the caps lifted as for a site one owns; the pacing gate stays on (its state is soaked too)
+            "IMAGECRAWL_MAX_RATE_PER_SITE": "100000",
+            "IMAGECRAWL_MAX_CONCURRENCY_PER_SITE": str(args.concurrency),
+            "ROBOTSTXT_OBEY": "False",
             "CONCURRENT_REQUESTS": str(args.concurrency),
             "CONCURRENT_REQUESTS_PER_DOMAIN": str(args.concurrency),
             "LOGSTATS_INTERVAL": "5",
