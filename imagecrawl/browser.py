@@ -5,11 +5,15 @@ A gallery profile with ``render = "browser"`` makes the gallery spider send its 
 pacing, the shared rate gate, ban handling) and only then does scrapy-playwright load them in Chromium.
 Listing pages are scrolled until no new items arrive (infinite scroll); the rendered DOM is the
 response the page objects parse. Navigations the page starts itself (iframes, a script's ``location``
-change, redirects Chromium follows) pass the crawl's own network guard, robots.txt and opt-out
-middlewares before they leave the browser. Requests the *page itself* makes are filtered by :class:`RequestPolicy`:
-fonts, media and images are aborted (images are fetched by the crawl itself, as gated requests), so are
-trackers and other sites; what is left (the gallery's own XHR/fetch calls) waits at the site's shared
-rate gate when the crawl is distributed, so scrolling never goes faster than the site's cap.
+change) pass the crawl's own network guard, robots.txt and opt-out middlewares before they leave the
+browser, and so does every hop of every redirect: Chromium follows redirects without routing them again, so
+:class:`PolicyDownloadHandler` fetches each request of a page itself (``route.fetch(max_redirects=0)``),
+checks each ``Location`` like a request of its own, follows it by hand and hands only the final response to
+the browser (the frame's URL stays the first hop's; an HTML page reached by a redirect gets a ``<base>``
+of its own URL so that its relative links still resolve against it). Requests the *page itself* makes are filtered by
+:class:`RequestPolicy`: fonts, media and images are aborted (images are fetched by the crawl itself, as
+gated requests), so are trackers and other sites; what is left (the gallery's own XHR/fetch calls) waits at
+the site's shared rate gate when the crawl is distributed, so scrolling never goes faster than the site's cap.
 
 Only :func:`configure` touches Scrapy settings; the spider calls it from ``from_crawler`` when its
 profile asks for a browser, so crawls that need none never start one.
@@ -18,12 +22,14 @@ profile asks for a browser, so crawls that need none never start one.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import inspect
 import logging
 import os
 import re
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urljoin, urlsplit
 
 from parsel.csstranslator import HTMLTranslator
 
@@ -45,6 +51,8 @@ DEFAULT_ARGS = (
     "--disable-sync",
     "--no-first-run",
 )
+REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+_DROPPED = frozenset({"location", "content-length", "content-encoding", "transfer-encoding"})
 # Scroll to the bottom until the item count stops growing for ``idleMs`` (or ``maxScrolls`` is reached).
 SCROLL_JS = """
 async ({xpath, idleMs, maxScrolls}) => {
@@ -147,6 +155,20 @@ def page_meta() -> dict[str, Any]:
     return {"playwright": True, meta.RENDER: "browser"}
 
 
+_HEAD = re.compile(rb"<head(?:\s[^>]*)?>", re.IGNORECASE)
+
+
+def with_base(body: bytes, url: str) -> bytes:
+    """``body`` (an HTML page) with a ``<base href=url>`` first in its head, unless it has a base already."""
+    if re.search(rb"<base[\s>]", body[:65536], re.IGNORECASE):
+        return body
+    # quotes and brackets percent-encoded, "&" kept: w3lib's get_base_url reads the attribute unescaped
+    safe = url.replace('"', "%22").replace("<", "%3C").replace(">", "%3E")
+    tag = b'<base href="' + safe.encode() + b'">'
+    head = _HEAD.search(body[:65536])
+    return body[: head.end()] + tag + body[head.end() :] if head else tag + body
+
+
 def _site(url: str) -> str:
     parts = urlsplit(url)
     return (parts.netloc or "").lower()
@@ -161,6 +183,8 @@ class RequestPolicy:
         self.crawler = crawler  # its stats exist only once the crawl starts: read them late
         self.blocked = config.blocked
         self.site_key = site_key_mode(crawler.settings)
+        self.max_redirects = crawler.settings.getint("REDIRECT_MAX_TIMES")
+        self.user_agent = str(crawler.settings.get("USER_AGENT") or "")
 
     def _abort(self, reason: str, url: str) -> bool:
         self.crawler.stats.inc_value(f"imagecrawl/browser/aborted/{reason}")
@@ -184,9 +208,6 @@ class RequestPolicy:
         """True (aborted, counted) if a navigation the page started itself - an iframe, a script's
         ``location`` change - is refused by the crawl's policy. The navigation Scrapy asked for (the
         first one of a fresh page's main frame) already passed the downloader middlewares."""
-        from scrapy import Request
-        from scrapy.exceptions import IgnoreRequest
-
         frame = request.frame
         main = frame is not None and frame.parent_frame is None
         if main and request.redirected_from is None and (frame.url or "about:blank") == "about:blank":
@@ -194,15 +215,89 @@ class RequestPolicy:
         url: str = request.url
         if not url.startswith(("http://", "https://")):
             return self._abort("navigation_scheme", url) if not url.startswith(("about:", "data:")) else False
+        if await self._policy_refuses(url):
+            return self._abort("navigation", url)
+        self.crawler.stats.inc_value("imagecrawl/browser/navigations")
+        return False
+
+    async def _policy_refuses(self, url: str) -> bool:
+        from scrapy import Request
+        from scrapy.exceptions import IgnoreRequest
+
         probe = Request(url, meta={meta.RENDER: "browser"})
         for mw in self._crawl_policy():
             try:
                 await mw.process_request(probe)
             except IgnoreRequest as exc:
-                logger.info("Browser navigation refused (%s): %s", exc, url)
-                return self._abort("navigation", url)
-        self.crawler.stats.inc_value("imagecrawl/browser/navigations")
+                logger.info("Browser request refused (%s): %s", exc, url)
+                return True
         return False
+
+    def _third_party(self, request: Any, url: str) -> bool:
+        frame = request.frame
+        page_url = frame.url if frame is not None else ""
+        return not self.config.allow_third_party and page_url.startswith("http") and _site(page_url) != _site(url)
+
+    async def _hop_refused(self, request: Any, url: str) -> bool:
+        """True (counted) if the ``Location`` of a redirect may not be followed: the crawl's policy applies
+        to every hop, and a page's own XHR/fetch stays on its site."""
+        if not url.startswith(("http://", "https://")):
+            return self._abort("redirect", url)
+        if not request.is_navigation_request():
+            if self.blocked is not None and self.blocked.search(url):
+                return self._abort("tracker", url)
+            if self._third_party(request, url):
+                return self._abort("third_party", url)
+        if await self._policy_refuses(url):
+            return self._abort("redirect", url)
+        return False
+
+    async def route(self, route: Any, request: Any) -> None:
+        """A request the page made itself: aborted if refused, else fetched hop by hop."""
+        if await self(request):
+            await route.abort()
+            return
+        headers = await request.all_headers()
+        if self.user_agent:
+            headers["user-agent"] = self.user_agent
+        await self.fetch(route, request, headers, request.method, request.post_data_buffer)
+
+    async def fetch(self, route: Any, request: Any, headers: dict[str, str], method: str, data: Any) -> None:
+        """Fetch ``request`` without following redirects, check each hop with :meth:`_hop_refused` and
+        fulfil the browser's request with the final response (so Chromium follows no redirect itself)."""
+        from playwright.async_api import Error as PlaywrightError
+
+        headers = {k: v for k, v in headers.items() if k.lower() != "host"}
+        url = request.url
+        try:
+            response = await route.fetch(method=method, headers=headers, post_data=data, max_redirects=0)
+            for hop in range(self.max_redirects + 1):
+                location = response.headers.get("location")
+                if response.status not in REDIRECT_STATUSES or not location:
+                    break
+                url = urljoin(url, location)
+                await response.dispose()
+                refused = self._abort("redirect", url) if hop == self.max_redirects else None
+                if refused or await self._hop_refused(request, url):
+                    # the redirect without its Location: a dead end for the browser, and for Scrapy (the
+                    # page it asked for) a 3xx response it ignores, as when it refuses a redirect itself
+                    kept = {k: v for k, v in response.headers.items() if k.lower() not in _DROPPED}
+                    await route.fulfill(status=response.status, headers=kept, body=b"")
+                    return
+                self.crawler.stats.inc_value("imagecrawl/browser/redirects")
+                if response.status in (301, 302, 303) and method != "HEAD":
+                    method, data = "GET", None
+                response = await request.frame.page.context.request.fetch(
+                    url, method=method, headers=headers, data=data, max_redirects=0
+                )
+            if url == request.url or "html" not in response.headers.get("content-type", ""):
+                await route.fulfill(response=response)
+            else:
+                await route.fulfill(response=response, body=with_base(await response.body(), url))
+        except PlaywrightError as exc:  # the page closed, the server went away...
+            logger.debug("Browser request failed: %s (%s)", url, exc)
+            with contextlib.suppress(PlaywrightError):
+                await route.abort()
 
     async def __call__(self, request: Any) -> bool:
         url: str = request.url
@@ -214,9 +309,7 @@ class RequestPolicy:
             return self._abort(request.resource_type, url)
         if self.blocked is not None and self.blocked.search(url):
             return self._abort("tracker", url)
-        frame = request.frame
-        page_url = frame.url if frame is not None else ""
-        if not self.config.allow_third_party and page_url.startswith("http") and _site(page_url) != _site(url):
+        if self._third_party(request, url):
             return self._abort("third_party", url)
         self.crawler.stats.inc_value("imagecrawl/browser/subrequests")
         # distributed crawls: the page's own requests wait at the site's gate shared by all workers
@@ -226,6 +319,64 @@ class RequestPolicy:
             while (wait := limiter.acquire(site)) > 0:
                 await asyncio.sleep(min(wait, 1.0))
         return False
+
+
+def _policy_handler() -> type:
+    from scrapy_playwright.handler import ScrapyPlaywrightDownloadHandler
+
+    class PolicyDownloadHandler(ScrapyPlaywrightDownloadHandler):
+        """scrapy-playwright's handler whose page routes fetch every request through the crawl's
+        :class:`RequestPolicy` - the navigation Scrapy asked for (its headers, method and body) included,
+        so a redirect of that one is checked hop by hop too."""
+
+        def _make_request_handler(
+            self,
+            context_name: str,
+            method: str,
+            url: str,
+            headers: Any,
+            body: bytes | None,
+            encoding: str,
+            spider: Any,
+            initial_request_done: asyncio.Event,
+        ) -> Any:
+            policy: RequestPolicy = self.abort_request
+
+            async def handler(route: Any, request: Any) -> None:
+                initial = request.url.rstrip("/") == url.rstrip("/") and request.is_navigation_request()
+                if not initial or initial_request_done.is_set():
+                    await policy.route(route, request)
+                    return
+                initial_request_done.set()  # it passed the downloader middlewares already
+                final = await request.all_headers()
+                if self.process_request_headers is not None:
+                    final = self.process_request_headers(
+                        browser_type_name=self.config.browser_type_name,
+                        playwright_request=request,
+                        scrapy_request_data={
+                            "method": method,
+                            "url": url,
+                            "headers": headers,
+                            "body": body,
+                            "encoding": encoding,
+                        },
+                    )
+                    final = await final if inspect.isawaitable(final) else final
+                headers.clear()
+                headers.update(final)
+                await policy.fetch(route, request, dict(final), method, body or None)
+
+            return handler
+
+    return PolicyDownloadHandler
+
+
+def __getattr__(name: str) -> Any:
+    # built on first use (``DOWNLOAD_HANDLERS`` loads it by name) so that importing this module needs no
+    # scrapy-playwright
+    if name == "PolicyDownloadHandler":
+        return _policy_handler()
+    raise AttributeError(name)
 
 
 def configure(crawler: Any) -> BrowserConfig:
@@ -242,7 +393,7 @@ def configure(crawler: Any) -> BrowserConfig:
         raise ConfigError(
             f"no browser at {config.executable}: apt-get install chromium, or set IMAGECRAWL_BROWSER_EXECUTABLE"
         )
-    handler = "scrapy_playwright.handler.ScrapyPlaywrightDownloadHandler"
+    handler = f"{__name__}.PolicyDownloadHandler"
     settings.set("DOWNLOAD_HANDLERS", {"http": handler, "https": handler}, priority="spider")
     settings.set("PLAYWRIGHT_BROWSER_TYPE", "chromium", priority="spider")
     settings.set(

@@ -22,6 +22,7 @@ from typing import Any, Self
 import scrapy
 from scrapy.crawler import Crawler
 from scrapy.http import Response, TextResponse
+from scrapy.utils.response import get_base_url
 
 from imagecrawl import browser
 from imagecrawl.browser import BrowserConfig
@@ -109,7 +110,8 @@ class GallerySpider(MaxItemsMixin, ImageSpider):
             return
         stats = self.crawler.stats
         assert stats is not None
-        listing = pages.parse_listing(response.text, response.url, self.profile)
+        # the base: a rendered page reached by a redirect carries its own URL as <base> (imagecrawl.browser)
+        listing = pages.parse_listing(response.text, get_base_url(response), self.profile)
         stats.inc_value("imagecrawl/pages/gallery/listings")
         self._unhealthy(listing.healthy, response)
         if not listing.detail_urls:

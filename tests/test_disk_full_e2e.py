@@ -5,10 +5,14 @@ store, every image exactly once."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import signal
 import sqlite3
 import subprocess
+import sys
+import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +22,7 @@ import pytest
 from imagecrawl.sandbox.catalog import build_catalog, render_image
 from imagecrawl.sandbox.testing import SandboxProcess
 
-from .conftest import read_store, run_crawl
+from .conftest import LOOPBACK, REPO, read_store, run_crawl
 
 pytestmark = pytest.mark.e2e
 
@@ -76,3 +80,51 @@ def test_disk_full_while_spooling(sandbox_site: SandboxProcess, small_outbox: Pa
     assert max(shas.values()) == 1 and set(shas) == expected
     assert _ledger_ids(store) == {r["id"] for r in rows}
     assert again.stats.get("imagecrawl/exit_code") is None
+
+
+def test_a_start_on_a_full_disk_stops_cleanly_and_leaves_the_spool(
+    sandbox_site: SandboxProcess, small_outbox: Path, tmp_path: Path
+) -> None:
+    """The outbox is full when a run starts and holds a spool of a run that ended: the spool cannot be
+    taken over (its sidecar not rewritten), so it is kept as it was, the crawl stops with the disk-full
+    reason and exit 5 (not a traceback), and a run with room still lands every image once."""
+    catalog = build_catalog(40, 7)
+    entries = catalog.entries("civitai") + catalog.entries("gallery")
+    urls = tmp_path / "urls.jsonl"
+    urls.write_text("".join(json.dumps({"url": sandbox_site.url(e.image_path)}) + "\n" for e in entries))
+    store = tmp_path / "store"
+    args = {"input": str(urls)}
+    # a run with room, SIGKILLed once its spool holds rows: it leaves the spool to a later run
+    subprocess.run(["mount", "-o", "remount,size=64m", str(small_outbox)], check=True)
+    cmd = [sys.executable, "-m", "scrapy", "crawl", "urls", "-a", f"input={urls}"]
+    for key, value in {**LOOPBACK, **SPOOLED, "DOWNLOAD_DELAY": "0.2", "IMAGECRAWL_STORE": str(store)}.items():
+        cmd += ["-s", f"{key}={value}"]
+    killed = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not any(p.stat().st_size > 0 for p in small_outbox.glob("*.spool")):
+        time.sleep(0.05)
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+    spools = sorted(small_outbox.glob("*.spool"))
+    assert spools, "the first run left no spool: the test proves nothing"
+    sidecars = {p: p.with_suffix(".json").read_bytes() for p in spools if p.with_suffix(".json").exists()}
+    assert sidecars, "no sidecar to rewrite: the test proves nothing"
+    filler = small_outbox / "filler"
+    with contextlib.suppress(OSError), filler.open("wb", buffering=0) as fh:
+        while True:
+            fh.write(b"x" * 512)
+
+    full = run_crawl("urls", store=store, args=args, settings=SPOOLED, check=False)
+    assert "Traceback" not in full.stderr, full.stderr[-3000:]
+    assert full.returncode == 5, full.stderr[-3000:]
+    assert full.stats["imagecrawl/store/recover_errors"] >= 1
+    assert {p: p.with_suffix(".json").read_bytes() for p in sidecars} == sidecars  # untouched
+    assert not list(small_outbox.glob("*-new"))
+
+    filler.unlink()
+    subprocess.run(["mount", "-o", "remount,size=64m", str(small_outbox)], check=True)
+    run_crawl("urls", store=store, args=args, settings=SPOOLED)
+    rows = _store_rows(store)
+    shas = Counter(r["image_sha256"] for r in rows)
+    assert max(shas.values()) == 1
+    assert set(shas) == {hashlib.sha256(render_image(catalog, e)).hexdigest() for e in entries}

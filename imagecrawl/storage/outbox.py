@@ -194,7 +194,12 @@ class Outbox:
         if not path.exists():
             return False
         if data:
-            write_sidecar(sidecar, {**data, "owner": self.owner})
+            try:
+                write_sidecar(sidecar, {**data, "owner": self.owner})
+            except OSError as exc:  # a full disk: the file stays its ended owner's, for a run with room
+                self.on_event("recover_errors", 1)
+                logger.error("Cannot take over outbox file %s now (%s); it is kept for the next run", path.name, exc)
+                return False
         return True
 
     def recover(self, store_keys: set[str], row_group_rows: int = 512) -> None:

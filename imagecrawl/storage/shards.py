@@ -67,7 +67,11 @@ def write_sidecar(path: Path, data: dict[str, Any]) -> None:
     """Write a shard's sidecar (key, owner, rows) so that a reader in another process never sees it half
     written: another run decides from it whether the shard's files are its owner's or left over."""
     tmp = path.with_name(path.name + "-new")
-    tmp.write_text(json.dumps(data))
+    try:
+        tmp.write_text(json.dumps(data))
+    except OSError:
+        tmp.unlink(missing_ok=True)  # a full disk: no half-written file left behind
+        raise
     os.replace(tmp, path)
 
 
