@@ -69,14 +69,7 @@ def render_hbars(
     height = int(top + ROW_HEIGHT * len(bars) + bottom)
     pw = width - left - right
     scale = float(total) if scale_to_total and total else max(value for _, value in bars)
-    out = [
-        f'<svg class="chart bars" xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-        f'viewBox="0 0 {width} {height}" role="img" aria-label="{escape(title)}">',
-        f"<title>{escape(title)}</title>",
-        f'<rect x="0" y="0" width="{width}" height="{height}" fill="#fff"/>',
-    ]
-    if show_title:
-        out.append(f'<text x="8" y="16" font-size="13" font-weight="bold" fill="#222">{escape(title)}</text>')
+    out = _svg_head("bars", title, width, height, show_title)
     for i, (label, value) in enumerate(bars):
         y = top + ROW_HEIGHT * i
         length = max(pw * min(value / scale, 1.0), 1.5 if value > 0 else 0.5)
@@ -96,6 +89,20 @@ def render_hbars(
     out.append(f'<line x1="{left:.1f}" y1="{top - 2}" x2="{left:.1f}" y2="{height - bottom}" stroke="#999"/>')
     out.append("</svg>")
     return "".join(out)
+
+
+def _svg_head(kind: str, title: str, width: int, height: int, show_title: bool) -> list[str]:
+    """The opening of a plot: the SVG element, its title (a tooltip, and on the plot unless the page's
+    own heading shows it) and a white background."""
+    out = [
+        f'<svg class="chart {kind}" xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        f'viewBox="0 0 {width} {height}" role="img" aria-label="{escape(title)}">',
+        f"<title>{escape(title)}</title>",
+        f'<rect x="0" y="0" width="{width}" height="{height}" fill="#fff"/>',
+    ]
+    if show_title:
+        out.append(f'<text x="8" y="16" font-size="13" font-weight="bold" fill="#222">{escape(title)}</text>')
+    return out
 
 
 def render_columns(
@@ -118,14 +125,7 @@ def render_columns(
     slot = pw / len(columns)
     peak = max(value for _, value in columns)
     chars = max(4, min(COLUMN_LABEL_CHARS, int(slot / 6.2)))
-    out = [
-        f'<svg class="chart columns" xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-        f'viewBox="0 0 {width} {height}" role="img" aria-label="{escape(title)}">',
-        f"<title>{escape(title)}</title>",
-        f'<rect x="0" y="0" width="{width}" height="{height}" fill="#fff"/>',
-    ]
-    if show_title:
-        out.append(f'<text x="8" y="16" font-size="13" font-weight="bold" fill="#222">{escape(title)}</text>')
+    out = _svg_head("columns", title, width, height, show_title)
     for i, (label, value) in enumerate(columns):
         cx = left + slot * (i + 0.5)
         bar_h = ph * value / peak

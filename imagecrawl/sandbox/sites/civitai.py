@@ -133,15 +133,23 @@ def civitai_select(catalog: Catalog, query: dict[str, str]) -> list[Entry]:
     return entries
 
 
+def page_limit(q: Any, default: int, most: int) -> int | web.Response:
+    """The ``limit`` query parameter, or the 400 answer Civitai gives for a bad one."""
+    try:
+        limit = int(q.get("limit", default))
+    except ValueError:
+        return json_error(400, "limit must be an integer")
+    if not 1 <= limit <= most:
+        return json_error(400, f"limit must be between 1 and {most}")
+    return limit
+
+
 async def civitai_images(request: web.Request) -> web.Response:
     catalog = request.app[CATALOG_KEY]
     q = request.query
-    try:
-        limit = int(q.get("limit", DEFAULT_LIMIT))
-    except ValueError:
-        return json_error(400, "limit must be an integer")
-    if not 1 <= limit <= MAX_LIMIT:
-        return json_error(400, f"limit must be between 1 and {MAX_LIMIT}")
+    limit = page_limit(q, DEFAULT_LIMIT, MAX_LIMIT)
+    if isinstance(limit, web.Response):
+        return limit
     offset = 0
     if q.get("cursor"):
         try:

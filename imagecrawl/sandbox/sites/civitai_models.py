@@ -39,7 +39,7 @@ from imagecrawl.sandbox.catalog import (
 )
 from imagecrawl.sandbox.config import CATALOG_KEY
 from imagecrawl.sandbox.responses import base_url, json_error
-from imagecrawl.sandbox.sites.civitai import PERIODS
+from imagecrawl.sandbox.sites.civitai import PERIODS, page_limit
 
 VERSION_IMAGES = 3
 MODEL_VERSIONS = 4
@@ -284,12 +284,9 @@ def _after(keyed: list[tuple[int, Model]], cursor: str) -> list[tuple[int, Model
 
 async def models_listing(request: web.Request) -> web.Response:
     q = request.query
-    try:
-        limit = int(q.get("limit", DEFAULT_LIMIT))
-    except ValueError:
-        return json_error(400, "limit must be an integer")
-    if not 1 <= limit <= MAX_LIMIT:
-        return json_error(400, f"limit must be between 1 and {MAX_LIMIT}")
+    limit = page_limit(q, DEFAULT_LIMIT, MAX_LIMIT)
+    if isinstance(limit, web.Response):
+        return limit
     try:
         keyed = select(request.app[CATALOG_KEY], {k: q[k] for k in q})
         if q.get("cursor"):
