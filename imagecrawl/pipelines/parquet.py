@@ -19,6 +19,7 @@ from scrapy import signals
 from scrapy.crawler import Crawler
 from scrapy.exceptions import DropItem, NotConfigured
 
+from imagecrawl.exitcodes import STORE, WRITE_ERROR, set_exit_code
 from imagecrawl.items import PromptImage
 from imagecrawl.schema import COLUMNS
 from imagecrawl.storage.context import CrawlStorage, crawl_context
@@ -28,8 +29,6 @@ from imagecrawl.storage.stores import LocalStore
 
 logger = logging.getLogger(__name__)
 
-#: ``scrapy crawl`` exits with this when the local disk refused a write (the crawl stops)
-WRITE_ERROR_EXIT_CODE = 5
 WRITE_ERROR_REASON = "spool_write_error"
 
 
@@ -109,8 +108,7 @@ class ParquetPipeline:
         left = await self.outbox.close(self.close_timeout)
         self.stats.set_value("imagecrawl/store/outbox_pending", len(left))
         if left:
-            if not self.stats.get_value("imagecrawl/exit_code"):
-                self.stats.set_value("imagecrawl/exit_code", 3)
+            set_exit_code(self.stats, STORE)
             logger.error(
                 "The store %s did not accept %d shard(s); they wait in %s and the next run with the same "
                 "store commits them first: %s",
@@ -213,7 +211,7 @@ class ParquetPipeline:
         self.stats.inc_value("imagecrawl/store/write_errors")
         if self._stopping is not None:
             return
-        self.stats.set_value("imagecrawl/exit_code", WRITE_ERROR_EXIT_CODE)
+        set_exit_code(self.stats, WRITE_ERROR)
         logger.error(
             "Cannot write to %s (%s): the crawl stops; rows already spooled are kept and committed, the "
             "rest is crawled again by the next run once there is room",
