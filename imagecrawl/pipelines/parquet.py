@@ -20,9 +20,10 @@ from scrapy.crawler import Crawler
 from scrapy.exceptions import DropItem, NotConfigured
 
 from imagecrawl.exitcodes import STORE, WRITE_ERROR, set_exit_code
+from imagecrawl.extensions.storage import storage_owner
 from imagecrawl.items import PromptImage
 from imagecrawl.schema import COLUMNS
-from imagecrawl.storage.context import CrawlStorage, crawl_context
+from imagecrawl.storage.context import CrawlStorage
 from imagecrawl.storage.outbox import Outbox
 from imagecrawl.storage.shards import ShardWriter, SpoolWriteError, partition_of, shard_key
 from imagecrawl.storage.stores import LocalStore
@@ -52,7 +53,8 @@ class ParquetPipeline:
         self.close_timeout = settings.getfloat("IMAGECRAWL_CLOSE_COMMIT_TIMEOUT_SECONDS")
         self.flush_seconds = settings.getfloat("IMAGECRAWL_SPOOL_FLUSH_SECONDS")
         self.spool_batch_rows = max(1, settings.getint("IMAGECRAWL_SPOOL_BATCH_ROWS"))
-        self.storage: CrawlStorage = crawl_context(crawler).storage
+        self.owner = storage_owner(crawler)
+        self.storage: CrawlStorage = self.owner.storage
         self.outbox = Outbox(
             self.storage.state_dir / "outbox",
             self.storage.store,
@@ -118,9 +120,8 @@ class ParquetPipeline:
                 ", ".join(left),
             )
         else:
-            for hook in crawl_context(self.crawler).commit_hooks:
+            for hook in self.owner.commit_hooks:
                 hook()
-        self.storage.close()
 
     # -- items --------------------------------------------------------------------------------
     async def process_item(self, item: Any) -> Any:
