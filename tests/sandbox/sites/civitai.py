@@ -10,7 +10,7 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 
-from imagecrawl.sandbox.catalog import (
+from tests.sandbox.catalog import (
     BROWSING_LEVEL,
     CATALOG_NOW,
     NSFW_LEVELS,
@@ -21,8 +21,8 @@ from imagecrawl.sandbox.catalog import (
     civitai_post_id,
     civitai_stats,
 )
-from imagecrawl.sandbox.config import CATALOG_KEY
-from imagecrawl.sandbox.responses import base_url, json_error
+from tests.sandbox.config import CATALOG_KEY
+from tests.sandbox.responses import base_url, json_error
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 200

@@ -1,13 +1,13 @@
-"""The sandbox HTTP server: the fake sites of :mod:`imagecrawl.sandbox.sites` on one aiohttp app.
+"""The sandbox HTTP server: the fake sites of :mod:`tests.sandbox.sites` on one aiohttp app.
 
-Run ``python -m imagecrawl.sandbox --port 0`` (or ``imagecrawl sandbox``; flags in
-:mod:`imagecrawl.sandbox.cli`).  Binds to loopback only unless ``--allow-non-loopback`` is given.
+Run ``python -m tests.sandbox --port 0`` (or ``imagecrawl sandbox``; flags in
+:mod:`tests.sandbox.cli`).  Binds to loopback only unless ``--allow-non-loopback`` is given.
 
 Architecture (see docs/sandbox.md): :func:`create_app` builds an aiohttp application from a
 :class:`SandboxConfig`.  Routes are plain handlers that read the immutable catalog; cross-cutting
 behaviours (rate limiting, latency, bans, hostile responses) are aiohttp middlewares listed by
-:func:`imagecrawl.sandbox.behaviours.build_middlewares` and the request log is written by an
-aiohttp access logger (:mod:`imagecrawl.sandbox.requestlog`) *after* each response has been sent,
+:func:`tests.sandbox.behaviours.build_middlewares` and the request log is written by an
+aiohttp access logger (:mod:`tests.sandbox.requestlog`) *after* each response has been sent,
 so it records what really went out.
 """
 
@@ -22,12 +22,12 @@ from typing import IO
 
 from aiohttp import web
 
-from imagecrawl.sandbox import cli
-from imagecrawl.sandbox.behaviours import build_middlewares
-from imagecrawl.sandbox.catalog import build_catalog
-from imagecrawl.sandbox.config import CATALOG_KEY, CONFIG_KEY, LOGFILE_KEY, SandboxConfig
-from imagecrawl.sandbox.requestlog import JsonLinesAccessLogger
-from imagecrawl.sandbox.sites import (
+from tests.sandbox import cli
+from tests.sandbox.behaviours import build_middlewares
+from tests.sandbox.catalog import build_catalog
+from tests.sandbox.config import CATALOG_KEY, CONFIG_KEY, LOGFILE_KEY, SandboxConfig
+from tests.sandbox.requestlog import JsonLinesAccessLogger
+from tests.sandbox.sites import (
     aipref,
     browsertraps,
     civitai,

@@ -6,8 +6,8 @@ import asyncio
 
 from aiohttp import web
 
-from imagecrawl.sandbox.catalog import cached_image, render_image
-from imagecrawl.sandbox.config import CATALOG_KEY
+from tests.sandbox.catalog import cached_image, render_image
+from tests.sandbox.config import CATALOG_KEY
 
 
 async def image(request: web.Request) -> web.Response:

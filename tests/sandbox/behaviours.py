@@ -7,10 +7,10 @@ bomb ...) or decorate the route's response.  Behaviours that should only apply t
 on ``request.path`` (e.g. a ``/hostile/`` prefix) so ordinary routes stay deterministic.
 
 To add one: write ``def make_xxx(config) -> Middleware | None`` (returning ``None`` when its flag is
-off), add its knobs to ``SandboxConfig`` (:mod:`imagecrawl.sandbox.config`) and its flags to
-:func:`imagecrawl.sandbox.cli.build_parser`, and append it in ``build_middlewares``.  Middlewares run
-in list order, outermost first: the rate limit, hostile mode (:mod:`imagecrawl.sandbox.sites.hostile`),
-then misbehaviour (:mod:`imagecrawl.sandbox.misbehave`).
+off), add its knobs to ``SandboxConfig`` (:mod:`tests.sandbox.config`) and its flags to
+:func:`tests.sandbox.cli.build_parser`, and append it in ``build_middlewares``.  Middlewares run
+in list order, outermost first: the rate limit, hostile mode (:mod:`tests.sandbox.sites.hostile`),
+then misbehaviour (:mod:`tests.sandbox.misbehave`).
 """
 
 from __future__ import annotations
@@ -24,9 +24,9 @@ from dataclasses import dataclass
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
-from imagecrawl.sandbox.config import SandboxConfig
-from imagecrawl.sandbox.misbehave import make_misbehave
-from imagecrawl.sandbox.sites.hostile import make_hostile
+from tests.sandbox.config import SandboxConfig
+from tests.sandbox.misbehave import make_misbehave
+from tests.sandbox.sites.hostile import make_hostile
 
 logger = logging.getLogger(__name__)
 

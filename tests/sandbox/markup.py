@@ -12,7 +12,7 @@ import html
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from imagecrawl.sandbox.catalog import Entry
+from tests.sandbox.catalog import Entry
 
 
 def document(title: str, body: str, *, lang: str | None = "en", head: str = "") -> str:

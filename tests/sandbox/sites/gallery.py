@@ -1,5 +1,5 @@
 """The HTML gallery: listing pages ``/gallery/?page=N`` and detail pages ``/gallery/item/<id>``
-(markup from :mod:`imagecrawl.sandbox.markup`, shared with the static benchmark site)."""
+(markup from :mod:`tests.sandbox.markup`, shared with the static benchmark site)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import math
 
 from aiohttp import web
 
-from imagecrawl.sandbox.config import CATALOG_KEY, CONFIG_KEY
-from imagecrawl.sandbox.markup import SANDBOX_GALLERY, gallery_detail, gallery_listing
-from imagecrawl.sandbox.responses import html_response
+from tests.sandbox.config import CATALOG_KEY, CONFIG_KEY
+from tests.sandbox.markup import SANDBOX_GALLERY, gallery_detail, gallery_listing
+from tests.sandbox.responses import html_response
 
 
 async def gallery_list(request: web.Request) -> web.Response:

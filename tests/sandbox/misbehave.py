@@ -17,8 +17,8 @@ so one server can play several sites: ``127.0.0.1`` and ``localhost`` are two si
 * fixed answers by path with ``--status-paths``: ``/status/<code>?retry_after=<s>``, ``/challenge``,
   ``/empty``.
 
-The knobs are :class:`imagecrawl.sandbox.config.MisbehaveConfig`, the flags are in
-:mod:`imagecrawl.sandbox.cli`.  The request log (``--log``) records what each request got; the
+The knobs are :class:`tests.sandbox.config.MisbehaveConfig`, the flags are in
+:mod:`tests.sandbox.cli`.  The request log (``--log``) records what each request got; the
 tests and ``benchmarks/politeness.py`` measure rates, 429s and Retry-After windows from it.
 """
 
@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
-from imagecrawl.sandbox.config import MisbehaveConfig
+from tests.sandbox.config import MisbehaveConfig
 
 BAN_MODES = ("403", "challenge", "empty")
 

@@ -7,10 +7,10 @@ from typing import Any
 
 from aiohttp import web
 
-from imagecrawl.sandbox.catalog import Entry, lexica_prompt_id
-from imagecrawl.sandbox.config import CATALOG_KEY
-from imagecrawl.sandbox.markup import document
-from imagecrawl.sandbox.responses import base_url, html_response, json_error
+from tests.sandbox.catalog import Entry, lexica_prompt_id
+from tests.sandbox.config import CATALOG_KEY
+from tests.sandbox.markup import document
+from tests.sandbox.responses import base_url, html_response, json_error
 
 
 def _lexica_item(entry: Entry, base: str) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from typing import Final
 
 from aiohttp import web
 
-from imagecrawl.sandbox.config import BODY_BYTES_KEY
+from tests.sandbox.config import BODY_BYTES_KEY
 
 #: Opt-out test files: a pause after the headers, then the body in small chunks, so a client that hangs up
 #: on the headers receives (almost) nothing of it.

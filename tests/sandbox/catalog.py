@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 
 from PIL import Image
 
-from imagecrawl.sandbox import vocabulary as words
-from imagecrawl.sandbox.pictures import draw_picture, encode_picture
+from tests.sandbox import vocabulary as words
+from tests.sandbox.pictures import draw_picture, encode_picture
 
 logger = logging.getLogger(__name__)
 

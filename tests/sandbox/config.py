@@ -10,12 +10,12 @@ from typing import IO, Final
 
 from aiohttp import web
 
-from imagecrawl.sandbox.catalog import Catalog
+from tests.sandbox.catalog import Catalog
 
 
 @dataclass(frozen=True, slots=True)
 class MisbehaveConfig:
-    """Overload and ban behaviours, per site (see :mod:`imagecrawl.sandbox.misbehave`)."""
+    """Overload and ban behaviours, per site (see :mod:`tests.sandbox.misbehave`)."""
 
     capacity: float | None = None
     burst: float | None = None
@@ -49,7 +49,7 @@ class SandboxConfig:
     burst: int | None = None  # bucket capacity; default ceil(rate_limit)
     retry_after: bool = True  # send Retry-After with 429
     hostile: bool = False
-    misbehave: MisbehaveConfig | None = None  # overload/ban behaviours (imagecrawl.sandbox.misbehave)
+    misbehave: MisbehaveConfig | None = None  # overload/ban behaviours (tests.sandbox.misbehave)
 
 
 CATALOG_KEY: Final = web.AppKey("catalog", Catalog)
@@ -57,5 +57,5 @@ CONFIG_KEY: Final = web.AppKey("config", SandboxConfig)
 LOGFILE_KEY: Final[web.AppKey[IO[str] | None]] = web.AppKey("logfile")
 
 #: Response key: the body bytes a streaming, truncating or chunking handler really wrote. The
-#: request log reads it (see :func:`imagecrawl.sandbox.requestlog.body_bytes_sent`).
+#: request log reads it (see :func:`tests.sandbox.requestlog.body_bytes_sent`).
 BODY_BYTES_KEY: Final = "sandbox_body_bytes"

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from imagecrawl.sandbox.config import CONFIG_KEY
-from imagecrawl.sandbox.markup import document
-from imagecrawl.sandbox.responses import base_url, html_response
-from imagecrawl.sandbox.sites import aipref
-from imagecrawl.sandbox.sites.sitemaps import SITEMAP_INDEX
+from tests.sandbox.config import CONFIG_KEY
+from tests.sandbox.markup import document
+from tests.sandbox.responses import base_url, html_response
+from tests.sandbox.sites import aipref
+from tests.sandbox.sites.sitemaps import SITEMAP_INDEX
 
 
 async def index(request: web.Request) -> web.Response:

@@ -10,7 +10,7 @@ import time as _time
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
-from imagecrawl.sandbox.config import BODY_BYTES_KEY, LOGFILE_KEY
+from tests.sandbox.config import BODY_BYTES_KEY, LOGFILE_KEY
 
 logger = logging.getLogger(__name__)
 

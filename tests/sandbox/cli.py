@@ -1,7 +1,7 @@
 """The sandbox's command-line flags (``imagecrawl sandbox --help``).
 
 :func:`parse_args` reads them, :func:`sandbox_config` turns them into a
-:class:`~imagecrawl.sandbox.config.SandboxConfig`; :func:`imagecrawl.sandbox.server.main` runs the server.
+:class:`~tests.sandbox.config.SandboxConfig`; :func:`tests.sandbox.server.main` runs the server.
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import ipaddress
 from collections.abc import Sequence
 from pathlib import Path
 
-from imagecrawl.sandbox.config import MisbehaveConfig, SandboxConfig
-from imagecrawl.sandbox.misbehave import BAN_MODES
+from tests.sandbox.config import MisbehaveConfig, SandboxConfig
+from tests.sandbox.misbehave import BAN_MODES
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -7,7 +7,7 @@ behaviour, its path, its kind (``image``/``page``/``json``) and what it does; te
 crawler stat that must count it.
 
 Sizes follow the crawler's defaults: "oversize" bodies are 64 MiB (DOWNLOAD_MAXSIZE is 50 MiB), the
-gzip bomb inflates to 64 MiB (the bytes are built in :mod:`imagecrawl.sandbox.payloads`). Streaming
+gzip bomb inflates to 64 MiB (the bytes are built in :mod:`tests.sandbox.payloads`). Streaming
 behaviours stop as soon as the client hangs up, and log the body bytes they really sent.
 
 Unlike the other sites this one is a middleware (:func:`make_hostile`), not routes: it answers every
@@ -28,8 +28,8 @@ from typing import Final
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
-from imagecrawl.sandbox.config import BODY_BYTES_KEY, SandboxConfig
-from imagecrawl.sandbox.payloads import (
+from tests.sandbox.config import BODY_BYTES_KEY, SandboxConfig
+from tests.sandbox.payloads import (
     MIB,
     PNG_SIGNATURE,
     bad_crc_png,
@@ -38,7 +38,7 @@ from imagecrawl.sandbox.payloads import (
     optout_png,
     text_chunk_png,
 )
-from imagecrawl.sandbox.streaming import client_gone, stream_body
+from tests.sandbox.streaming import client_gone, stream_body
 
 OVERSIZE_BYTES: Final = 64 * MIB
 MANY_IMAGES: Final = 100_000

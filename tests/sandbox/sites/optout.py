@@ -30,10 +30,10 @@ from typing import Final
 
 from aiohttp import web
 
-from imagecrawl.sandbox.markup import document
-from imagecrawl.sandbox.payloads import optout_png
-from imagecrawl.sandbox.responses import html_response
-from imagecrawl.sandbox.streaming import stream_file_slowly
+from tests.sandbox.markup import document
+from tests.sandbox.payloads import optout_png
+from tests.sandbox.responses import html_response
+from tests.sandbox.streaming import stream_file_slowly
 
 #: Image cases and the headers their responses carry.
 IMAGE_CASES: Final[dict[str, dict[str, str]]] = {

@@ -20,10 +20,10 @@ from xml.sax.saxutils import escape
 
 from aiohttp import web
 
-from imagecrawl.sandbox.catalog import Catalog, Entry
-from imagecrawl.sandbox.config import CATALOG_KEY, CONFIG_KEY
-from imagecrawl.sandbox.markup import document
-from imagecrawl.sandbox.responses import base_url, html_response
+from tests.sandbox.catalog import Catalog, Entry
+from tests.sandbox.config import CATALOG_KEY, CONFIG_KEY
+from tests.sandbox.markup import document
+from tests.sandbox.responses import base_url, html_response
 
 SITEMAP_INDEX = "/sitemaps/index.xml"
 _NS = 'xmlns="http://www.sitemaps.org/schemas/sitemap/0.9"'

@@ -118,11 +118,11 @@ def start_sandbox(
     extra_args: Sequence[str] = (),
     timeout: float = 20.0,
 ) -> SandboxProcess:
-    """Run ``python -m imagecrawl.sandbox --host 127.0.0.1 --port 0 ...`` and wait until it listens."""
+    """Run ``python -m tests.sandbox --host 127.0.0.1 --port 0 ...`` and wait until it listens."""
     cmd = [
         sys.executable,
         "-m",
-        "imagecrawl.sandbox",
+        "tests.sandbox",
         "--host",
         "127.0.0.1",
         "--port",

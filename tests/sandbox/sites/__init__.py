@@ -1,4 +1,4 @@
-"""The fake sites of the sandbox, one module each; :func:`imagecrawl.sandbox.server.create_app`
+"""The fake sites of the sandbox, one module each; :func:`tests.sandbox.server.create_app`
 puts them together on one server.
 
 * :mod:`.root` - ``/``, ``/robots.txt``, ``/private/``;
@@ -15,5 +15,5 @@ puts them together on one server.
 * :mod:`.hostile` - server misbehaviour by path (``--hostile``; a middleware, not routes).
 
 Route modules expose ``add_routes(app)``; handlers read the catalog and the config from the
-application (:mod:`imagecrawl.sandbox.config`).
+application (:mod:`tests.sandbox.config`).
 """

@@ -20,7 +20,7 @@ import math
 
 from aiohttp import web
 
-from imagecrawl.sandbox.config import CATALOG_KEY
+from tests.sandbox.config import CATALOG_KEY
 
 PAGE_SIZE = 10
 

@@ -9,7 +9,7 @@ import json
 
 from aiohttp import web
 
-from imagecrawl.sandbox.sites.redirects import is_loopback_url
+from tests.sandbox.sites.redirects import is_loopback_url
 
 
 def _targets(request: web.Request, name: str) -> list[str]:

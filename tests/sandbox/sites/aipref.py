@@ -39,10 +39,10 @@ import numpy as np
 from aiohttp import web
 from PIL import Image, PngImagePlugin
 
-from imagecrawl.sandbox.markup import document
-from imagecrawl.sandbox.responses import html_response
-from imagecrawl.sandbox.signing import manifest, sign
-from imagecrawl.sandbox.streaming import stream_file_slowly
+from tests.sandbox.markup import document
+from tests.sandbox.responses import html_response
+from tests.sandbox.signing import manifest, sign
+from tests.sandbox.streaming import stream_file_slowly
 
 #: robots.txt lines of the ``User-agent: *`` group, all scoped to /aipref/ paths.
 ROBOTS_LINES: Final = (

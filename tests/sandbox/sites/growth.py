@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from imagecrawl.sandbox.config import CATALOG_KEY
-from imagecrawl.sandbox.responses import json_error
+from tests.sandbox.config import CATALOG_KEY
+from tests.sandbox.responses import json_error
 
 
 async def reveal(request: web.Request) -> web.Response:

@@ -28,7 +28,7 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 
-from imagecrawl.sandbox.catalog import (
+from tests.sandbox.catalog import (
     BROWSING_LEVEL,
     CATALOG_NOW,
     Catalog,
@@ -37,9 +37,9 @@ from imagecrawl.sandbox.catalog import (
     blurhash_placeholder,
     civitai_stats,
 )
-from imagecrawl.sandbox.config import CATALOG_KEY
-from imagecrawl.sandbox.responses import base_url, json_error
-from imagecrawl.sandbox.sites.civitai import PERIODS, page_limit
+from tests.sandbox.config import CATALOG_KEY
+from tests.sandbox.responses import base_url, json_error
+from tests.sandbox.sites.civitai import PERIODS, page_limit
 
 VERSION_IMAGES = 3
 MODEL_VERSIONS = 4
