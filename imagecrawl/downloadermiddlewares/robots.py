@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from scrapy import Request, signals
@@ -71,7 +72,9 @@ class RobotsMiddleware(RobotsTxtMiddleware):
         self.pref_kinds = self.optout_config.robots_kinds()
         self._prefs: dict[str, RobotsPrefs] = {}
         self.retry_seconds = crawler.settings.getfloat("IMAGECRAWL_ROBOTS_RETRY_SECONDS")
-        #: netloc -> (monotonic time to fetch robots.txt again, the wait after that) while unreachable
+        #: the clock of the retry waits (monotonic seconds; tests pass their own)
+        self.clock: Callable[[], float] = time.monotonic
+        #: netloc -> (time on :attr:`clock` to fetch robots.txt again, the wait after that) while unreachable
         self._unreachable: dict[str, tuple[float, float]] = {}
         crawler.signals.connect(self._robots_parsed, signal=signals.robots_parsed)
 
@@ -84,7 +87,7 @@ class RobotsMiddleware(RobotsTxtMiddleware):
         url = urlparse_cached(request)
         netloc = url.netloc
         again = self._unreachable.get(netloc)
-        if again is not None and time.monotonic() >= again[0] and not isinstance(self._parsers.get(netloc), Deferred):
+        if again is not None and self.clock() >= again[0] and not isinstance(self._parsers.get(netloc), Deferred):
             del self._parsers[netloc]  # fetched again below; the backoff stays until it answers
         if netloc not in self._parsers:
             # Scrapy's fetch, without its traceback for an unreachable site (logged in one line below)
@@ -134,7 +137,7 @@ class RobotsMiddleware(RobotsTxtMiddleware):
         """RFC 9309 §2.3.1.4: an unreachable robots.txt means "disallow everything"; try again later."""
         self._stats.inc_value("imagecrawl/optout/robots_txt_unreachable")
         wait = self._unreachable.get(netloc, (0.0, self.retry_seconds))[1]
-        self._unreachable[netloc] = (time.monotonic() + wait, min(wait * 2, 86400.0))
+        self._unreachable[netloc] = (self.clock() + wait, min(wait * 2, 86400.0))
         logger.warning(
             "robots.txt of %s is unreachable (%s): treating the site as disallowed, fetching it again in %gs",
             netloc,
