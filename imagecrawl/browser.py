@@ -491,11 +491,9 @@ def _policy_handler() -> type:
                 headers.update(final)
                 if policy.user_agent:
                     headers["User-Agent"] = policy.user_agent
-                # the document is in once fetched: its pacing slot is given back then, not when the page
-                # is done rendering, so that the page's own requests can take slots of the site
-                status = await policy.fetch(route, request, dict(final), method, body or None, None, url)
-                if scrapy_request is not None:
-                    policy.done(scrapy_request, status)
+                # the document's pacing slot is given back once its first hop is fetched, not when the page
+                # is done rendering: its redirect hops and the page's own requests take slots of the site
+                await policy.fetch(route, request, dict(final), method, body or None, scrapy_request, url)
 
             return handler
 
