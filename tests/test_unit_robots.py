@@ -220,7 +220,7 @@ def test_a_robots_txt_that_cannot_be_downloaded_disallows_and_is_fetched_again_l
     tmp_path: Path, error: Exception
 ) -> None:
     crawler, mw = robots(tmp_path, IMAGECRAWL_ROBOTS_RETRY_SECONDS=0.2)
-    clock = mw.clock = Clock()
+    clock = mw.policy.clock = Clock()
     engine = FailingEngine(error)
     crawler.engine = engine  # type: ignore[assignment]
     assert all(isinstance(r, IgnoreRequest) for r in fetch(mw, "https://s.example/a.png", "https://s.example/b.png"))
@@ -246,7 +246,7 @@ def test_a_robots_txt_that_cannot_be_downloaded_disallows_and_is_fetched_again_l
 
 def test_a_429_robots_txt_disallows_and_the_wait_doubles(tmp_path: Path) -> None:
     crawler, mw = robots(tmp_path, status=429, body=b"slow down", IMAGECRAWL_ROBOTS_RETRY_SECONDS=0.1)
-    clock = mw.clock = Clock()
+    clock = mw.policy.clock = Clock()
     engine: RobotsEngine = crawler.engine  # type: ignore[assignment]
     assert isinstance(fetch(mw, "https://s.example/a.png")[0], IgnoreRequest)
     clock.advance(0.1)
