@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from imagecrawl.sandbox.payloads import optout_png
 from tests.conftest import run_crawl
+from tests.sandbox.payloads import optout_png
 
 pytestmark = pytest.mark.e2e
 
