@@ -120,6 +120,7 @@ class CrawlContext:
             # The write probe: a store that cannot take shards stops the crawl here, before any request.
             if settings.getbool("IMAGECRAWL_STORE_PROBE"):
                 store.probe()
+            _migrate_layout(store)
             state = state_dir_for(url, settings.get("IMAGECRAWL_STATE_DIR"))
             run_id = make_run_id(str(settings.get("IMAGECRAWL_WORKER_ID")))
             try:
@@ -151,6 +152,15 @@ class CrawlContext:
             if path:
                 self._limiter = load_object(path)(self.crawler)
         return self._limiter
+
+
+def _migrate_layout(store: LocalStore | S3Store) -> None:
+    """Move a store of the first layout into the current one (``imagecrawl.storage.layout``); a store that
+    cannot be listed now is moved by a later run (its shards still read, beside the new ones)."""
+    try:
+        store.migrate()
+    except Exception as exc:
+        logger.warning("Cannot move %s into the current store layout now (%s); a later run will", store.url, exc)
 
 
 _CONTEXTS: weakref.WeakKeyDictionary[Crawler, CrawlContext] = weakref.WeakKeyDictionary()
