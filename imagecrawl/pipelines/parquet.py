@@ -93,7 +93,7 @@ class ParquetPipeline:
             # Unknown: shards left in the outbox are uploaded again (same key, same bytes: harmless).
             logger.warning("Cannot list the store %s (%s); outbox shards will be uploaded again", store.url, exc)
             keys = set()
-        self.outbox.recover(keys, self.row_group_rows)
+        await self.outbox.recover_async(keys, self.row_group_rows)
 
     def _engine_started(self) -> None:
         if self.flush_seconds > 0:
@@ -188,7 +188,7 @@ class ParquetPipeline:
         """Every second: make buffered rows durable in the spool, and finish shards past their age."""
         while True:
             await asyncio.sleep(self.flush_seconds)
-            self.storage.ledger.heartbeat()
+            await self.storage.ledger_async.heartbeat()
             now = time.monotonic()
             for partition, writer in list(self.writers.items()):
                 if self.max_seconds > 0 and writer.rows and now - writer.opened_at >= self.max_seconds:

@@ -27,7 +27,7 @@ from typing import Any, Protocol, TypeVar, cast
 from scrapy.crawler import Crawler
 from scrapy.utils.misc import load_object
 
-from imagecrawl.dedupe.base import LedgerLike
+from imagecrawl.dedupe.base import AsyncLedger, LedgerLike
 from imagecrawl.dedupe.sqlite import open_ledger
 from imagecrawl.errors import ConfigError
 from imagecrawl.storage.stores import LocalStore, S3Store
@@ -57,6 +57,12 @@ class CrawlStorage:
     ledger: LedgerLike
     run_id: str
     reconciled: bool = False
+
+    @property
+    def ledger_async(self) -> AsyncLedger:
+        """The ledger as components ask it (:class:`~imagecrawl.dedupe.base.AsyncLedger`): its statements on
+        its own thread, never on the event loop's."""
+        return self.ledger.worker()
 
     def close(self) -> None:
         self.ledger.close()
