@@ -1,7 +1,7 @@
 """HTML galleries described by a profile (``imagecrawl/profiles/*.toml``, see
 :mod:`imagecrawl.pages.gallery`): listing pages → detail pages → one image each.
 
-Arguments: ``profile`` (a TOML path or a bundled profile name, default ``sandbox``), ``start_url``
+Arguments: ``profile`` (required: a TOML path or a bundled profile name), ``start_url``
 (overrides the profile's), ``max_pages`` (listing pages to visit, default unlimited), ``max_items``
 (detail pages to request, default unlimited; each gives at most one image).
 
@@ -46,7 +46,7 @@ class GallerySpider(MaxItemsMixin, ImageSpider):
 
     def __init__(
         self,
-        profile: str = "sandbox",
+        profile: str = "",
         start_url: str | None = None,
         max_pages: str | int | None = None,
         max_items: str | int | None = None,
@@ -54,6 +54,11 @@ class GallerySpider(MaxItemsMixin, ImageSpider):
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
+        if not profile:
+            raise ConfigError(
+                "the gallery spider needs -a profile= (a TOML file describing the site, or a bundled profile: "
+                f"{', '.join(pages.bundled_profiles())})"
+            )
         self.profile = pages.load_profile(profile)
         url = start_url or self.profile.start_url
         if not url:

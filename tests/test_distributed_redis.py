@@ -169,7 +169,7 @@ def test_pushed_seeds_are_crawled(tmp_path: Path, redis_server: RedisServer, san
     result = run_crawl(
         "gallery",
         store=store,
-        args={"start_url": sandbox_site.url("gallery/"), "max_pages": 1},
+        args={"profile": "sandbox", "start_url": sandbox_site.url("gallery/"), "max_pages": 1},
         settings={"IMAGECRAWL_REDIS_URL": redis_server.url, "IMAGECRAWL_REDIS_PREFIX": prefix},
     )
     assert result.stats["imagecrawl/distributed/seeds/fed"] == 1

@@ -231,7 +231,7 @@ def html_response(url: str, name: str) -> HtmlResponse:
 
 def test_gallery_callbacks(tmp_path: Path) -> None:
     base = "http://127.0.0.1:8765"
-    spider = make(GallerySpider, tmp_path)  # bundled sandbox profile, its start_url
+    spider = make(GallerySpider, tmp_path, profile="sandbox")  # the bundled sandbox profile, its start_url
     assert (start_request(spider)).url == f"{base}/gallery/"
     out = out_of(spider.parse_listing(html_response(f"{base}/gallery/", "listing_page1.html")))
     assert [r.url for r in out] == [
@@ -256,7 +256,7 @@ def test_gallery_callbacks(tmp_path: Path) -> None:
 
 def test_gallery_limits_and_arguments(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     base = "http://127.0.0.1:8765"
-    spider = make(GallerySpider, tmp_path, start_url=f"{base}/gallery/", max_items="2")
+    spider = make(GallerySpider, tmp_path, profile="sandbox", start_url=f"{base}/gallery/", max_items="2")
     with caplog.at_level("INFO", logger="spiders.gallery"):
         out = out_of(spider.parse_listing(html_response(f"{base}/gallery/", "listing_page1.html")))
     assert [r.url for r in out] == [f"{base}/gallery/item/g0001", f"{base}/gallery/item/g0002"]
@@ -264,16 +264,18 @@ def test_gallery_limits_and_arguments(tmp_path: Path, caplog: pytest.LogCaptureF
     assert [(r.name, r.getMessage()) for r in caplog.records if "max_items" in r.getMessage()] == [
         ("spiders.gallery", "max_items=2 reached; not following more listing pages")
     ]
-    one_page = make(GallerySpider, tmp_path, max_pages="1")
+    one_page = make(GallerySpider, tmp_path, profile="sandbox", max_pages="1")
     start_request(one_page)
     out = out_of(one_page.parse_listing(html_response(f"{base}/gallery/", "listing_page1.html")))
     assert len(out) == 3  # no next listing page
     with pytest.raises(ValueError, match="start_url"):
-        make(GallerySpider, tmp_path, start_url="ftp://x/")
+        make(GallerySpider, tmp_path, profile="sandbox", start_url="ftp://x/")
     profile = tmp_path / "p.toml"
     profile.write_text('name="p"\nsource="p"\n[listing]\nitem_links="a"\n[detail]\nimage="img"\n')
     with pytest.raises(ValueError, match="no start_url"):
         make(GallerySpider, tmp_path, profile=str(profile))
+    with pytest.raises(ValueError, match=r"needs -a profile= .*bundled profile: sandbox"):
+        make(GallerySpider, tmp_path)  # no test-site default: a crawl of a gallery names its profile
 
 
 # ---------------------------------------------------------------- urls

@@ -69,7 +69,7 @@ def test_argument_and_setting_errors_are_one_line_exit_2(
     toml.write_text("[listing\n")
     args = {k: v.format(csv=csv, toml=toml) for k, v in args.items()}
     if spider == "gallery" and "profile" not in args:
-        args["start_url"] = f"{site.base_url}gallery/"
+        args.update(profile="sandbox", start_url=f"{site.base_url}gallery/")
     before = len(site.requests())
     result = run_crawl(spider, store=tmp_path / "store", args=args, settings=settings, check=False, timeout=90)
     assert result.returncode == 2, result.stderr[-3000:]
@@ -83,7 +83,7 @@ def test_local_store_not_writable_stops_before_any_request(site: SandboxProcess,
     result = run_crawl(
         "gallery",
         store=tmp_path / "file" / "store",
-        args={"start_url": f"{site.base_url}gallery/"},
+        args={"profile": "sandbox", "start_url": f"{site.base_url}gallery/"},
         check=False,
         timeout=90,
     )
@@ -103,6 +103,8 @@ def _s3_crawl(site: SandboxProcess, tmp_path: Path, env: dict[str, str], store: 
             "scrapy",
             "crawl",
             "gallery",
+            "-a",
+            "profile=sandbox",
             "-a",
             f"start_url={site.base_url}gallery/",
             "-s",
@@ -184,7 +186,11 @@ def test_every_request_refused_exits_4(tmp_path: Path) -> None:
 def test_every_request_failed_exits_4(tmp_path: Path) -> None:
     dead = f"http://127.0.0.1:{free_port()}/gallery/"  # nothing listens: every connection is refused
     result = run_crawl(
-        "gallery", store=tmp_path / "store", args={"start_url": dead}, settings={"RETRY_TIMES": "0"}, check=False
+        "gallery",
+        store=tmp_path / "store",
+        args={"profile": "sandbox", "start_url": dead},
+        settings={"RETRY_TIMES": "0"},
+        check=False,
     )
     assert result.returncode == 4, result.stderr[-3000:]
     assert "Traceback" not in result.stderr
@@ -197,7 +203,9 @@ def test_every_request_failed_exits_4(tmp_path: Path) -> None:
 
 def test_nothing_asked_for_is_not_an_error(tmp_path: Path, site: SandboxProcess) -> None:
     result = run_crawl(
-        "gallery", store=tmp_path / "store", args={"start_url": f"{site.base_url}gallery/", "max_items": "0"}
+        "gallery",
+        store=tmp_path / "store",
+        args={"profile": "sandbox", "start_url": f"{site.base_url}gallery/", "max_items": "0"},
     )
     assert result.returncode == 0 and result.stats["finish_reason"] == "finished"
 
