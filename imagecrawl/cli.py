@@ -1,4 +1,4 @@
-"""The ``imagecrawl`` command: sandbox, demo, metadata, inspect, seed.
+"""The ``imagecrawl`` command: sandbox, demo, metadata, inspect, forget, recheck, seed.
 
 Each subcommand lives in its own module with its own ``main(argv)`` and ``--help``; this only
 dispatches, turns a missing optional part or a user error into one line (exit 2), and ends quietly
@@ -18,9 +18,11 @@ from imagecrawl.errors import ConfigError, StoreError
 #: name -> (module, one-line summary, the extra it needs or "")
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "demo": ("imagecrawl.demo", "crawl a local sandbox into data/ and summarise what landed", ""),
+    "forget": ("imagecrawl.forget.cli", "remove rows on request and keep tombstones (docs/forget.md)", ""),
     "inspect": ("imagecrawl.inspect", "summarise a store (local path or s3://bucket/prefix)", ""),
     "metadata": ("imagecrawl.metadata.cli", "print the prompt/parameters embedded in image files", ""),
     "sandbox": ("imagecrawl.sandbox.server", "serve the deterministic test/demo site on loopback", ""),
+    "recheck": ("imagecrawl.forget.recheck", "re-read sites' AI opt-outs and forget rows of those that now refuse", ""),
     "seed": ("imagecrawl.distributed.seeds", "push start URLs into a distributed crawl on Redis", "redis"),
 }
 

@@ -42,6 +42,8 @@ class Store(Protocol):
     def open(self, key: str) -> IO[bytes]: ...
     def put_bytes(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None: ...
     def probe(self) -> None: ...
+    def list_keys(self, prefix: str) -> Iterator[str]: ...
+    def delete(self, key: str) -> None: ...
 
 
 def _is_shard_key(key: str) -> bool:
@@ -85,6 +87,20 @@ class LocalStore:
 
     def open(self, key: str) -> IO[bytes]:
         return open(self.root / key, "rb")
+
+    def list_keys(self, prefix: str) -> Iterator[str]:
+        """Every file key under ``prefix`` (a folder ending in ``/``), shards or not, in order."""
+        base = self.root / prefix
+        if base.is_dir():
+            for path in sorted(base.rglob("*")):
+                if path.is_file() and not path.name.startswith("."):
+                    yield path.relative_to(self.root).as_posix()
+
+    def delete(self, key: str) -> None:
+        """Remove ``key`` (no error if it is gone already), then sync its folder."""
+        path = self.root / key
+        path.unlink(missing_ok=True)
+        _fsync_dir(path.parent)
 
     def probe(self) -> None:
         """Write and remove a file where shards are staged: :class:`StoreError` if the folder is not writable."""
@@ -210,6 +226,17 @@ class S3Store:
 
         body = self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
         return io.BytesIO(body)
+
+    def list_keys(self, prefix: str) -> Iterator[str]:
+        """Every object key under ``prefix`` (relative to the store's prefix), in order."""
+        base = f"{self.prefix}/" if self.prefix else ""
+        paginator = self.client.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=base + prefix):
+            for obj in page.get("Contents", []):
+                yield obj["Key"][len(base) :]
+
+    def delete(self, key: str) -> None:
+        self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
 
 
 def s3_problem(exc: Exception, store: S3Store) -> str:
