@@ -55,9 +55,7 @@ def rows_table(first: int, count: int, *, sites: Sequence[str] = SITES, image_by
         "crawled_at": [datetime(2026, 11, 23, tzinfo=UTC)] * count,
         "image": [{"bytes": blob, "path": f"{i}.png"} for i in n],
     }
-    arrays = [
-        pa.array(columns[f.name], f.type) if f.name in columns else pa.nulls(count, f.type) for f in SCHEMA
-    ]
+    arrays = [pa.array(columns[f.name], f.type) if f.name in columns else pa.nulls(count, f.type) for f in SCHEMA]
     return pa.Table.from_arrays(arrays, schema=schema_with_metadata())
 
 

@@ -51,7 +51,7 @@ def open_for_forget(settings: Any) -> tuple[LocalStore | S3Store, Path]:
 
 def author_salt_of(state: Path, settings: Any) -> bytes | None:
     """The store's author salt, read only (a forget run never makes one)."""
-    configured = str(settings.get("IMAGECRAWL_AUTHOR_SALT") or "")
+    configured = str(settings.get("IMAGECRAWL_AUTHOR_SALT"))
     if configured:
         return configured.encode()
     try:
@@ -92,23 +92,55 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Exit status: 0 done, 2 usage error, 3 store trouble (or a crawl is writing into the store).",
     )
     parser.add_argument("store", help="a local folder or s3://bucket/prefix, as IMAGECRAWL_STORE")
-    parser.add_argument("--site", action="append", default=[], metavar="HOST",
-                        help="rows whose page or image is on HOST or its subdomains (a host or a registered domain)")
-    parser.add_argument("--url-prefix", action="append", default=[], metavar="PREFIX",
-                        help="rows whose page or image URL starts with PREFIX (with * or ?: a pattern)")
+    parser.add_argument(
+        "--site",
+        action="append",
+        default=[],
+        metavar="HOST",
+        help="rows whose page or image is on HOST or its subdomains (a host or a registered domain)",
+    )
+    parser.add_argument(
+        "--url-prefix",
+        action="append",
+        default=[],
+        metavar="PREFIX",
+        help="rows whose page or image URL starts with PREFIX (with * or ?: a pattern)",
+    )
     parser.add_argument("--sha256", action="append", default=[], metavar="HASH", help="rows of this image")
-    parser.add_argument("--like", action="append", default=[], metavar="IMAGE_FILE",
-                        help="rows of this image and its near-duplicates (same pHash distance as dedupe)")
-    parser.add_argument("--account", action="append", default=[], metavar="NAME",
-                        help="rows of this source account (a Civitai username, a gallery author)")
-    parser.add_argument("--from", dest="from_files", action="append", default=[], metavar="FILE",
-                        help="a file of selectors, one a line: 'site HOST', 'url-prefix URL', 'sha256 HASH', "
-                        "'like FILE', 'account NAME'")
+    parser.add_argument(
+        "--like",
+        action="append",
+        default=[],
+        metavar="IMAGE_FILE",
+        help="rows of this image and its near-duplicates (same pHash distance as dedupe)",
+    )
+    parser.add_argument(
+        "--account",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="rows of this source account (a Civitai username, a gallery author)",
+    )
+    parser.add_argument(
+        "--from",
+        dest="from_files",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="a file of selectors, one a line: 'site HOST', 'url-prefix URL', 'sha256 HASH', "
+        "'like FILE', 'account NAME'",
+    )
     parser.add_argument("--reason", required=True, help="why (kept in the tombstones and the audit log)")
     parser.add_argument("--dry-run", action="store_true", help="print what would go: per shard, per site, a sample")
     parser.add_argument("--json", action="store_true", help="print the result as one JSON object")
-    parser.add_argument("-s", dest="settings", action="append", default=[], metavar="NAME=VALUE",
-                        help="a setting (AWS_ENDPOINT_URL, IMAGECRAWL_STATE_DIR, IMAGECRAWL_NEAR_MAX_DISTANCE, ...)")
+    parser.add_argument(
+        "-s",
+        dest="settings",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a setting (AWS_ENDPOINT_URL, IMAGECRAWL_STATE_DIR, IMAGECRAWL_NEAR_MAX_DISTANCE, ...)",
+    )
     return parser
 
 
@@ -164,7 +196,9 @@ def _s3_words(exc: Exception, store: Any) -> str:
     return s3_problem(exc, store) if isinstance(store, S3Store) else str(exc)
 
 
-def run(store: LocalStore | S3Store, state: Path, selection: Selection, reason: str, *, dry_run: bool) -> dict[str, Any]:
+def run(
+    store: LocalStore | S3Store, state: Path, selection: Selection, reason: str, *, dry_run: bool
+) -> dict[str, Any]:
     """Plan (and unless ``dry_run`` carry out) one forget run; first finish any run a crash interrupted."""
     journal = engine.Journal(state)
     if dry_run:
@@ -178,7 +212,9 @@ def run(store: LocalStore | S3Store, state: Path, selection: Selection, reason: 
     with lock.exclusive(state):
         writers = live_writers(state)
         if writers:
-            raise StoreError(f"{writers[0]} is writing into this store now: run imagecrawl forget again when it has ended")
+            raise StoreError(
+                f"{writers[0]} is writing into this store now: run imagecrawl forget again when it has ended"
+            )
         leftovers = outbox_leftovers(state)
         if leftovers:
             raise StoreError(
@@ -247,7 +283,9 @@ def format_result(result: dict[str, Any]) -> str:
         lines += [f"  {row['id']}  {row.get('page_url') or row.get('image_url') or ''}" for row in result["sample"]]
     if result["dry_run"]:
         if result["pending"]:
-            lines.append(f"an interrupted forget run is pending ({', '.join(result['pending'])}): the next run completes it")
+            lines.append(
+                f"an interrupted forget run is pending ({', '.join(result['pending'])}): the next run completes it"
+            )
         lines.append("dry run: nothing changed")
     else:
         if result["resumed"]:

@@ -137,9 +137,7 @@ def _read_selected(store: Any, key: str) -> pa.Table:
         return pf.read(columns=names)
 
 
-def scan(
-    store: Any, selection: Selection, *, reason: str, op: str | None = None
-) -> tuple[Plan, list[tomb.Tombstone]]:
+def scan(store: Any, selection: Selection, *, reason: str, op: str | None = None) -> tuple[Plan, list[tomb.Tombstone]]:
     """Which shards hold selected rows, which rows, and their tombstones (only the selection columns are
     read). A row's perceptual hash goes into its tombstone when an image given with ``--like`` took it."""
     selectors = described(selection)
@@ -272,9 +270,12 @@ def forget_in_ledger(state: Path, plan: Plan, stones: list[tomb.Tombstone], outc
             db.execute("PRAGMA busy_timeout=30000")
             if not db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'seen'").fetchone():
                 return  # no crawl has used this ledger yet: nothing recorded to take out
-            ids = [r[0] for r in db.execute(
-                "SELECT id FROM seen WHERE sha256 IN (SELECT value FROM json_each(?))", (json.dumps(plan.sha256s),)
-            )]
+            ids = [
+                r[0]
+                for r in db.execute(
+                    "SELECT id FROM seen WHERE sha256 IN (SELECT value FROM json_each(?))", (json.dumps(plan.sha256s),)
+                )
+            ]
             db.execute("BEGIN IMMEDIATE")
             db.executemany("DELETE FROM seen WHERE sha256 = ?", [(s,) for s in plan.sha256s])
             db.executemany("DELETE FROM ids WHERE sha256 = ?", [(s,) for s in plan.sha256s])

@@ -78,7 +78,7 @@ def read_selector_file(path: str) -> list[Selector]:
         elif "://" in line and " " not in line and "=" not in line.split("://", 1)[0]:
             kind, value = "url-prefix", line
         else:
-            match = re.match(r"^(?:--)?([A-Za-z_-]+)\s*[=:\s]\s*(.+)$", line)
+            match = re.match(r"^(?:--)?([A-Za-z0-9_-]+)\s*[=:\s]\s*(.+)$", line)
             if not match:
                 raise ConfigError(f"--from {path}:{number}: expected 'KIND VALUE', got {line!r}")
             kind, value = match.group(1), match.group(2)
@@ -148,8 +148,9 @@ class Selection:
         """``salt``: the store's author salt (None: the store has none, so ``account`` selects nothing)."""
         chosen = list(dict.fromkeys(selectors))
         if not chosen:
-            raise ConfigError("nothing selected: give at least one of --site, --url-prefix, --sha256, --like, "
-                              "--account or --from")
+            raise ConfigError(
+                "nothing selected: give at least one of --site, --url-prefix, --sha256, --like, --account or --from"
+            )
         of = {kind: [s.value for s in chosen if s.kind == kind] for kind in KINDS}
         prefixes = tuple(v for v in of["url-prefix"] if not any(ch in v for ch in "*?["))
         patterns = tuple(v for v in of["url-prefix"] if any(ch in v for ch in "*?["))
@@ -181,8 +182,10 @@ class Selection:
 
     def mask(self, table: pa.Table) -> list[bool]:
         """Which rows of ``table`` (holding :data:`SELECT_COLUMNS`, missing ones read as null) go."""
-        cols = {name: table.column(name).to_pylist() if name in table.column_names else [None] * table.num_rows
-                for name in SELECT_COLUMNS}
+        cols = {
+            name: table.column(name).to_pylist() if name in table.column_names else [None] * table.num_rows
+            for name in SELECT_COLUMNS
+        }
         near = self.near_hashes
         out: list[bool] = []
         for i in range(table.num_rows):
@@ -192,8 +195,10 @@ class Selection:
                 sha in self.sha256s
                 or (author is not None and author in self.author_hashes)
                 or (bool(self.sites) and any(_host_matches(urlsplit(u).hostname or "", self.sites) for u in urls))
-                or (bool(self.prefixes or self.patterns)
-                    and any(_url_matches(u, self.prefixes, self.patterns) for u in urls))
+                or (
+                    bool(self.prefixes or self.patterns)
+                    and any(_url_matches(u, self.prefixes, self.patterns) for u in urls)
+                )
                 or (phash is not None and any(hamming(phash, h) <= self.near_distance for h in near))
             )
             out.append(bool(hit))

@@ -72,7 +72,7 @@ class Tombstone:
     @classmethod
     def from_json(cls, line: str) -> Tombstone:
         data = json.loads(line)
-        return cls(**{name: data.get(name) for name in cls.__slots__})  # type: ignore[arg-type]
+        return cls(**{name: data.get(name) for name in cls.__slots__})
 
 
 def tombstone_for(row: dict[str, Any], *, near: bool, reason: str, when: str, op: str) -> Tombstone:

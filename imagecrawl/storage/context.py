@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol, TypeVar, cast
+from typing import IO, Any, Protocol, TypeVar, cast
 
 from scrapy.crawler import Crawler
 from scrapy.utils.misc import load_object
@@ -29,6 +29,7 @@ from scrapy.utils.misc import load_object
 from imagecrawl.dedupe.base import LedgerLike
 from imagecrawl.dedupe.sqlite import open_ledger
 from imagecrawl.errors import ConfigError, StoreError
+from imagecrawl.forget.lock import hold_for_crawl
 from imagecrawl.state import state_dir_for
 from imagecrawl.storage.stores import LocalStore, S3Store, open_store, s3_config_from_settings
 
@@ -57,9 +58,14 @@ class CrawlStorage:
     ledger: LedgerLike
     run_id: str
     reconciled: bool = False
+    #: the store's crawl lock, held shared while the crawl runs (imagecrawl.forget.lock)
+    lock: IO[str] | None = None
 
     def close(self) -> None:
         self.ledger.close()
+        if self.lock is not None:
+            self.lock.close()
+            self.lock = None
 
 
 def make_run_id(worker: str = "") -> str:
@@ -122,11 +128,12 @@ class CrawlContext:
                 store.probe()
             state = state_dir_for(url, settings.get("IMAGECRAWL_STATE_DIR"))
             run_id = make_run_id(str(settings.get("IMAGECRAWL_WORKER_ID")))
+            lock = hold_for_crawl(state)  # waits while `imagecrawl forget` rewrites this store
             try:
                 ledger, state = _ledger_factory(settings)(settings, url, state, run_id)
             except (OSError, sqlite3.Error) as exc:
                 raise StoreError(f"cannot open the crawl state in {state} (IMAGECRAWL_STATE_DIR): {exc}") from None
-            self._storage = CrawlStorage(store, state, ledger, run_id)
+            self._storage = CrawlStorage(store, state, ledger, run_id, lock=lock)
         return self._storage
 
     def get(self, kind: type[T], factory: Callable[[], T]) -> T:
