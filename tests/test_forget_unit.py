@@ -321,3 +321,18 @@ def test_dedupe_pipeline_and_known_middleware_refuse_forgotten_rows(tmp_path: Pa
         "imagecrawl/forget/refused/url": 1,
     }
     pipeline.storage.close()
+
+
+def test_inspect_shows_the_forget_log(tmp_path: Path) -> None:
+    from imagecrawl.inspect import format_report, inspect_store
+
+    store, state = make(tmp_path, shards=2, rows=10)
+    forget(store, state, ("site", "other.test"), reason="owner request")
+    forget(store, state, ("sha256", sha_of(0)), reason="artist takedown")
+    report = inspect_store(str(store.root), samples=0)
+    assert [r["reason"] for r in report["forget_log"]] == ["owner request", "artist takedown"]
+    assert [r["rows_removed"] for r in report["forget_log"]] == [5, 1]
+    assert report["rows"] == 14
+    text = format_report(report)
+    assert "forget log: 2 removals, 6 rows removed" in text
+    assert "reason 'artist takedown'" in text and f"sha256 {sha_of(0)}" in text

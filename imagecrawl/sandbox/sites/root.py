@@ -8,7 +8,7 @@ from aiohttp import web
 from imagecrawl.sandbox.config import CONFIG_KEY
 from imagecrawl.sandbox.markup import document
 from imagecrawl.sandbox.responses import base_url, html_response
-from imagecrawl.sandbox.sites import aipref
+from imagecrawl.sandbox.sites import aipref, consent
 from imagecrawl.sandbox.sites.sitemaps import SITEMAP_INDEX
 
 
@@ -30,6 +30,7 @@ async def robots(request: web.Request) -> web.Response:
     text = "User-agent: *\nDisallow: /private/\n"
     if cfg.crawl_delay is not None:
         text += f"Crawl-delay: {cfg.crawl_delay:g}\n"
+    text += consent.extra_lines(request.app)  # POST /_sandbox/robots: consent that changes between runs
     text += aipref.robots_lines(cfg.content_signal)
     text += f"\nSitemap: {base_url(request)}{SITEMAP_INDEX}\n"
     return web.Response(text=text, content_type="text/plain", charset="utf-8")
