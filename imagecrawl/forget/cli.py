@@ -12,18 +12,22 @@ import json
 import logging
 import sqlite3
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from imagecrawl import failpoints
-from imagecrawl.errors import ConfigError, StoreError
+from imagecrawl.errors import ConfigError, StoreError, missing_extra
 from imagecrawl.forget import engine, lock
 from imagecrawl.forget.selectors import KINDS, Selection, Selector, parse_selector, read_selector_file
+from imagecrawl.forget.tombstones import Tombstone
 from imagecrawl.state import state_dir_for
 from imagecrawl.storage.stores import LocalStore, S3Store, open_store, s3_config_from_settings
 
 logger = logging.getLogger(__name__)
+
+#: the tombstones of distributed crawls (extra "redis"), used when a Redis URL is set
+SHARED_TOMBSTONES = "imagecrawl.distributed.tombstones.SharedTombstones"
 
 
 def store_settings(store: str, pairs: Sequence[str]) -> Any:
@@ -47,6 +51,20 @@ def open_for_forget(settings: Any) -> tuple[LocalStore | S3Store, Path]:
     url = str(settings.get("IMAGECRAWL_STORE"))
     store = open_store(url, s3_config_from_settings(settings))
     return store, state_dir_for(url, settings.get("IMAGECRAWL_STATE_DIR"))
+
+
+def tombstone_publisher(settings: Any) -> Callable[[list[Tombstone]], Any] | None:
+    """Shares a forget run's tombstones with running distributed crawls when a Redis URL is set."""
+    if not str(settings.get("IMAGECRAWL_REDIS_URL") or settings.get("REDIS_URL") or "").strip():
+        return None
+    from scrapy.utils.misc import load_object
+
+    path = settings.get("IMAGECRAWL_TOMBSTONES_FACTORY") or SHARED_TOMBSTONES
+    try:
+        shared = load_object(path)
+    except ModuleNotFoundError as exc:
+        raise missing_extra("IMAGECRAWL_REDIS_URL (or REDIS_URL)", "redis", exc.name or "redis") from None
+    return lambda stones: shared.publish_settings(settings, stones)
 
 
 def author_salt_of(state: Path, settings: Any) -> bytes | None:
@@ -171,7 +189,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         if any(s.kind == "account" for s in selectors) and not selection.accounts:
             logger.warning("The store has no author salt (%s): no row can match --account", state / "author_salt")
-        result = run(store, state, selection, args.reason.strip(), dry_run=args.dry_run)
+        result = run(
+            store,
+            state,
+            selection,
+            args.reason.strip(),
+            dry_run=args.dry_run,
+            publish=tombstone_publisher(settings),
+        )
     except ConfigError as exc:
         print(f"imagecrawl forget: error: {exc}", file=sys.stderr)
         return 2
@@ -197,7 +222,13 @@ def _s3_words(exc: Exception, store: Any) -> str:
 
 
 def run(
-    store: LocalStore | S3Store, state: Path, selection: Selection, reason: str, *, dry_run: bool
+    store: LocalStore | S3Store,
+    state: Path,
+    selection: Selection,
+    reason: str,
+    *,
+    dry_run: bool,
+    publish: Callable[[list[Tombstone]], Any] | None = None,
 ) -> dict[str, Any]:
     """Plan (and unless ``dry_run`` carry out) one forget run; first finish any run a crash interrupted."""
     journal = engine.Journal(state)
@@ -225,7 +256,7 @@ def run(
         resumed = None
         for pending in journal.pending():
             logger.warning("Completing the forget run %s that was interrupted (reason: %s)", pending.op, pending.reason)
-            outcome = engine.carry_out(store, state, pending, journal, resumed=True)
+            outcome = engine.carry_out(store, state, pending, journal, resumed=True, publish=publish)
             if pending.fingerprint == current and resumed is None:
                 resumed = outcome
         if resumed is not None:
@@ -233,7 +264,7 @@ def run(
         plan, stones = engine.scan(store, selection, reason=reason)
         journal.write(plan, stones)
         failpoints.hit("forget.planned")
-        return _outcome(engine.carry_out(store, state, plan, journal))
+        return _outcome(engine.carry_out(store, state, plan, journal, publish=publish))
 
 
 def _summary(plan: engine.Plan) -> dict[str, Any]:

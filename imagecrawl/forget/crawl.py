@@ -27,7 +27,7 @@ def tombstones(crawler: Crawler) -> TombstoneIndex:
         settings = crawler.settings
         factory = settings.get("IMAGECRAWL_TOMBSTONES_FACTORY")
         if factory:
-            index: TombstoneIndex = load_object(factory)(crawler)
+            index: TombstoneIndex = load_object(factory).from_crawler(crawler)
         else:
             storage = context.storage
             state = state_dir_for(str(settings.get("IMAGECRAWL_STORE")), settings.get("IMAGECRAWL_STATE_DIR"))

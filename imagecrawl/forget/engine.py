@@ -29,7 +29,7 @@ import secrets
 import sqlite3
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -304,8 +304,17 @@ def _forget_near(path: Path, ids: list[str]) -> None:
         db.close()
 
 
-def carry_out(store: Any, state: Path, plan: Plan, journal: Journal, *, resumed: bool = False) -> Outcome:
-    """Steps 2 to 5 of the module docstring, for a plan already in the journal."""
+def carry_out(
+    store: Any,
+    state: Path,
+    plan: Plan,
+    journal: Journal,
+    *,
+    resumed: bool = False,
+    publish: Callable[[list[tomb.Tombstone]], Any] | None = None,
+) -> Outcome:
+    """Steps 2 to 5 of the module docstring, for a plan already in the journal. ``publish`` shares the
+    tombstones with running crawls too (distributed crawls: Redis)."""
     started = time.monotonic()
     outcome = Outcome(plan, resumed=resumed)
     stones = journal.tombstones(plan)
@@ -315,6 +324,8 @@ def carry_out(store: Any, state: Path, plan: Plan, journal: Journal, *, resumed:
     finally:
         table.close()
     tomb.put_in_store(store, plan.op, stones)
+    if publish is not None:
+        publish(stones)
     failpoints.hit("forget.tombstoned")
     values = pa.array(plan.sha256s, pa.string())
     present = {s.key for s in store.list_shards()}

@@ -127,11 +127,11 @@ class RecheckSpider(scrapy.Spider):
                     callback=self.answered,
                     errback=self.failed,
                     dont_filter=True,
-                    meta={meta.KIND: "page", "imagecrawl_recheck_site": site.origin, "handle_httpstatus_all": True},
+                    meta={meta.KIND: "page", meta.RECHECK_SITE: site.origin, "handle_httpstatus_all": True},
                 )
 
     def answered(self, response: Response) -> None:
-        site = self.sites[response.meta["imagecrawl_recheck_site"]]
+        site = self.sites[response.meta[meta.RECHECK_SITE]]
         url = response.request.url if response.request else response.url
         site.answered.add(url)
         page = response.meta.get(meta.OPTOUT_PAGE)
@@ -142,7 +142,7 @@ class RecheckSpider(scrapy.Spider):
         request = getattr(failure, "request", None)
         if request is None:
             return
-        site = self.sites[request.meta["imagecrawl_recheck_site"]]
+        site = self.sites[request.meta[meta.RECHECK_SITE]]
         site.failed[request.url] = f"{failure.type.__name__ if failure.type else 'error'}: {failure.getErrorMessage()}"
 
 
@@ -248,7 +248,8 @@ def apply(store: Any, state: Path, sites: dict[str, Site], settings: Any, *, dry
         selection = Selection.resolve(
             selectors, salt=None, near_distance=settings.getint("IMAGECRAWL_NEAR_MAX_DISTANCE")
         )
-        forgotten = forget_cli.run(store, state, selection, REASON, dry_run=dry_run)
+        publish = forget_cli.tombstone_publisher(settings)
+        forgotten = forget_cli.run(store, state, selection, REASON, dry_run=dry_run, publish=publish)
     return {
         "checked_at": checked,
         "dry_run": dry_run,

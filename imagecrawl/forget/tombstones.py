@@ -174,6 +174,7 @@ class TombstoneIndex:
         self._url: dict[str, str] = {}
         self._id: dict[str, str] = {}
         self._near: list[tuple[int, str]] = []
+        self._stones: list[Tombstone] = []
         self.add_many(stones)
 
     def __len__(self) -> int:
@@ -185,12 +186,17 @@ class TombstoneIndex:
                 if t.sha256 in self._sha:
                     continue
                 self._sha[t.sha256] = t.reason
+                self._stones.append(t)
                 if t.url_key:
                     self._url[t.url_key] = t.reason
                 if t.id_key:
                     self._id[t.id_key] = t.reason
                 if t.near and t.phash is not None:
                     self._near.append((int(t.phash), t.reason))
+
+    def stones(self) -> list[Tombstone]:
+        with self._lock:
+            return list(self._stones)
 
     def before_fetch(self, record_id: str | None, url: str | None) -> str | None:
         """``"id"`` or ``"url"`` if a request for this image would fetch a forgotten one."""
