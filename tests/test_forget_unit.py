@@ -25,7 +25,7 @@ from imagecrawl.forget.tombstones import TombstoneIndex, TombstoneTable, key_of,
 from imagecrawl.media import probe_image
 from imagecrawl.pipelines.dedupe import DedupePipeline, DuplicateItem
 from imagecrawl.storage.stores import LocalStore
-from tests.crawlers import make_crawler
+from tests.crawlers import make_crawler, stop_engine
 from tests.forget_util import SALT, build_store, put_shard, rows_table, sha_of, shard_key_of, store_rows
 from tests.test_unit_pipeline_dedupe import FOX, FOX_JPEG, OWL, record
 
@@ -320,7 +320,7 @@ def test_dedupe_pipeline_and_known_middleware_refuse_forgotten_rows(tmp_path: Pa
         "imagecrawl/forget/refused/near": 1,
         "imagecrawl/forget/refused/url": 1,
     }
-    pipeline.storage.close()
+    stop_engine(crawler)
 
 
 def test_inspect_shows_the_forget_log(tmp_path: Path) -> None:

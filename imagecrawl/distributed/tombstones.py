@@ -95,13 +95,13 @@ class SharedTombstones(TombstoneIndex):
         """``IMAGECRAWL_TOMBSTONES_FACTORY`` of distributed crawls (set by the add-on): the store's
         tombstones, published to Redis, plus everything published there."""
         from imagecrawl.distributed.config import redis_url
-        from imagecrawl.storage.context import crawl_context
+        from imagecrawl.extensions.storage import crawl_storage
 
         settings = crawler.settings
         url = str(settings.get("IMAGECRAWL_STORE"))
         near = settings.getint("IMAGECRAWL_NEAR_MAX_DISTANCE")
         state = state_dir_for(url, settings.get("IMAGECRAWL_STATE_DIR"))
-        local = load_index(state / "ledger.sqlite3", crawl_context(crawler).storage.store, near)
+        local = load_index(state / "ledger.sqlite3", crawl_storage(crawler).store, near)
         client = redis.Redis.from_url(redis_url(settings))
         shared = cls(client, tombstones_key(str(settings.get("IMAGECRAWL_REDIS_PREFIX")), url), near)
         shared.publish(local.stones())

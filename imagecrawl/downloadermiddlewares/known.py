@@ -16,8 +16,8 @@ from scrapy.crawler import Crawler
 from scrapy.exceptions import IgnoreRequest, NotConfigured
 
 from imagecrawl import meta
+from imagecrawl.extensions.storage import crawl_storage
 from imagecrawl.forget.crawl import count_refused, tombstones
-from imagecrawl.storage.context import crawl_context
 
 logger = logging.getLogger(__name__)
 
@@ -27,7 +27,7 @@ class KnownImageMiddleware:
         assert crawler.stats is not None
         self.stats = crawler.stats
         self.crawler = crawler
-        self.storage = crawl_context(crawler).storage
+        self.storage = crawl_storage(crawler)
         self.tombstones = tombstones(crawler)
 
     @classmethod

@@ -59,7 +59,10 @@ def tombstone_publisher(settings: Any) -> Callable[[list[Tombstone]], Any] | Non
         return None
     from scrapy.utils.misc import load_object
 
-    path = settings.get("IMAGECRAWL_TOMBSTONES_FACTORY") or SHARED_TOMBSTONES
+    # the add-on sets the factory for crawls; a forget run has no add-ons, so the shared one is the fallback
+    path = str(settings.get("IMAGECRAWL_TOMBSTONES_FACTORY"))
+    if not path:
+        path = SHARED_TOMBSTONES
     try:
         shared = load_object(path)
     except ModuleNotFoundError as exc:

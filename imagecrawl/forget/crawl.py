@@ -9,6 +9,7 @@ import logging
 from scrapy.crawler import Crawler
 from scrapy.utils.misc import load_object
 
+from imagecrawl.extensions.storage import crawl_storage
 from imagecrawl.forget.tombstones import TombstoneIndex, load_index
 from imagecrawl.state import state_dir_for
 from imagecrawl.storage.context import crawl_context
@@ -29,7 +30,7 @@ def tombstones(crawler: Crawler) -> TombstoneIndex:
         if factory:
             index: TombstoneIndex = load_object(factory).from_crawler(crawler)
         else:
-            storage = context.storage
+            storage = crawl_storage(crawler)
             state = state_dir_for(str(settings.get("IMAGECRAWL_STORE")), settings.get("IMAGECRAWL_STATE_DIR"))
             index = load_index(state / "ledger.sqlite3", storage.store, settings.getint("IMAGECRAWL_NEAR_MAX_DISTANCE"))
         if len(index):

@@ -52,7 +52,8 @@ SAMPLE_SIZE = 5
 
 
 def new_op_id() -> str:
-    return f"{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}-{secrets.token_hex(3)}"
+    """A forget run's id: its start time to the microsecond (ids sort as runs started), then a random tag."""
+    return f"{datetime.now(UTC).strftime('%Y%m%dT%H%M%S%fZ')}-{secrets.token_hex(3)}"
 
 
 def now_iso() -> str:
