@@ -38,7 +38,7 @@ def rows_table(first: int, count: int, *, sites: Sequence[str] = SITES, image_by
     n = np.arange(first, first + count)
     rng = np.random.default_rng(first)
     site = [sites[i % len(sites)] for i in n]
-    blob = rng.bytes(image_bytes)
+    blob = rng.bytes(image_bytes * count)  # a distinct (incompressible) "image" a row
     authors = {i: author_hash(f"user{i}", SALT) for i in range(7)}
     columns: dict[str, Any] = {
         "id": [f"synth:{i}" for i in n],
@@ -53,7 +53,9 @@ def rows_table(first: int, count: int, *, sites: Sequence[str] = SITES, image_by
         "image_size_bytes": [image_bytes] * count,
         "author_hash": [authors[int(i) % 7] for i in n],
         "crawled_at": [datetime(2026, 11, 23, tzinfo=UTC)] * count,
-        "image": [{"bytes": blob, "path": f"{i}.png"} for i in n],
+        "image": [
+            {"bytes": blob[k * image_bytes : (k + 1) * image_bytes], "path": f"{i}.png"} for k, i in enumerate(n)
+        ],
     }
     arrays = [pa.array(columns[f.name], f.type) if f.name in columns else pa.nulls(count, f.type) for f in SCHEMA]
     return pa.Table.from_arrays(arrays, schema=schema_with_metadata())
