@@ -336,3 +336,22 @@ def test_inspect_shows_the_forget_log(tmp_path: Path) -> None:
     text = format_report(report)
     assert "forget log: 2 removals, 6 rows removed" in text
     assert "reason 'artist takedown'" in text and f"sha256 {sha_of(0)}" in text
+
+
+def test_a_crawl_waits_while_a_forget_run_holds_the_store(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    import threading
+    import time
+
+    state = tmp_path / "_state"
+    got: list[float] = []
+    with lock.exclusive(state):
+        waiter = threading.Thread(
+            target=lambda: got.append(time.monotonic()) if lock.hold_for_crawl(state, poll_seconds=0.05) else None
+        )
+        waiter.start()
+        time.sleep(0.5)
+        assert got == []  # still waiting
+        released = time.monotonic()
+    waiter.join(timeout=10)
+    assert got and got[0] >= released
+    assert "A forget run is rewriting this store" in caplog.text
