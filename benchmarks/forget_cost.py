@@ -32,13 +32,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from imagecrawl.forget import cli, engine
 from imagecrawl.forget.selectors import Selection, read_selector_file
+from imagecrawl.state import state_dir_for
 from imagecrawl.storage.stores import LocalStore
 from tests.forget_util import put_shard, rows_table, sha_of, shard_key_of
 
 
 def build(root: Path, rows: int, per_shard: int, image_bytes: int) -> LocalStore:
     shape = {"rows": rows, "per_shard": per_shard, "image_bytes": image_bytes}
-    marker = root / "_bench_shape.json"
+    marker = root.parent / "store-shape.json"
     if marker.exists() and json.loads(marker.read_text()) == shape:
         return LocalStore(root)
     shutil.rmtree(root, ignore_errors=True)
@@ -79,9 +80,9 @@ def main(argv: list[str] | None = None) -> int:
         base = build(root, args.rows, args.rows_per_shard, args.image_bytes)
         # forget on a copy, so the built store can be reused
         copy = work / "store"
-        shutil.copytree(base.root, copy, ignore=shutil.ignore_patterns("_state", "_audit", "_bench_shape.json"))
+        shutil.copytree(base.root, copy, ignore=shutil.ignore_patterns(".imagecrawl"))
         store = LocalStore(copy)
-        state = copy / "_state"
+        state = state_dir_for(str(copy))
         picked = chosen_rows(args.rows, args.fraction, args.layout)
         takedown = work / "takedown.txt"
         takedown.write_text("".join(f"{sha_of(n)}\n" for n in picked))

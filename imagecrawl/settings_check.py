@@ -55,3 +55,15 @@ def check_settings(settings: BaseSettings) -> None:
         kind = NONE_DEFAULT_TYPES.get(name, type(default))
         if kind in (bool, int, float, dict):
             _check_value(settings, name, kind)
+    _check_choices(settings)
+
+
+#: settings that take one of a few words
+CHOICES: dict[str, tuple[str, ...]] = {"IMAGECRAWL_FEED_IMAGES": ("omit", "base64", "path")}
+
+
+def _check_choices(settings: BaseSettings) -> None:
+    for name, allowed in CHOICES.items():
+        value = str(settings.get(name) or "").strip().lower()
+        if value and value not in allowed:
+            raise ConfigError(f"setting {name} must be one of {', '.join(allowed)}, got {settings.get(name)!r}")

@@ -69,7 +69,7 @@ def put_shard(store: Any, key: str, table: pa.Table, *, row_group_rows: int = 51
 
 
 def shard_key_of(i: int) -> str:
-    return f"source=synth/date=2026-11-23/part-20261123T000000Z-synth-{i:05d}.parquet"
+    return f"synth/date=2026-11-23/part-20261123T000000Z-synth-{i:05d}.parquet"
 
 
 def build_store(store: Any, *, shards: int, rows_per_shard: int, sites: Sequence[str] = SITES) -> list[str]:

@@ -17,10 +17,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from imagecrawl.forget.tombstones import key_of
-from imagecrawl.sandbox.testing import SandboxProcess
+from imagecrawl.state import state_dir_for
 from tests.conftest import LOOPBACK, REPO, run_crawl
 from tests.crawlers import make_crawler
 from tests.forget_util import SALT, build_store, sha_of
+from tests.sandbox.testing import SandboxProcess
 from tests.servers import SandboxFactory
 
 pytestmark = pytest.mark.e2e
@@ -35,7 +36,7 @@ def cli(*args: str) -> subprocess.CompletedProcess[str]:
 
 def rows(store: Path) -> list[dict[str, str]]:
     out: list[dict[str, str]] = []
-    for path in sorted(store.glob("source=*/date=*/*.parquet")):
+    for path in sorted(store.glob("*/date=*/*.parquet")):
         out += pq.read_table(path, columns=["id", "page_url", "image_url", "image_sha256"]).to_pylist()
     return out
 
@@ -81,7 +82,7 @@ def test_forgotten_rows_stay_gone_and_recheck_follows_robots(tmp_path: Path, sit
     assert {r["id"] for r in rows(store)} == kept
     refused = {k: v for k, v in again.stats.items() if k.startswith("imagecrawl/forget/refused/")}
     assert sum(refused.values()) >= 3, again.stats
-    reports = sorted((store / "_reports").glob("*.json"))
+    reports = sorted((store / ".imagecrawl" / "reports").glob("*.json"))
     assert json.loads(reports[-1].read_text())["totals"]["forgotten_refused"] == sum(refused.values())
 
     # a urls list of the forgotten images: not fetched
@@ -111,7 +112,7 @@ def test_forgotten_rows_stay_gone_and_recheck_follows_robots(tmp_path: Path, sit
     finally:
         set_robots(site)
     assert rows(store) == []
-    audit = [json.loads(p.read_text()) for p in sorted((store / "_audit" / "forget").glob("*.json"))]
+    audit = [json.loads(p.read_text()) for p in sorted((store / ".imagecrawl" / "audit" / "forget").glob("*.json"))]
     assert [a["reason"] for a in audit] == ["takedown #7", "opt-out withdrawn"]
     assert audit[1]["rows_removed"] == len(kept) and audit[1]["finished_at"]
     inspected = cli("inspect", str(store), "--samples", "0")
@@ -150,7 +151,7 @@ def test_a_crawl_running_on_the_store_makes_forget_refuse(tmp_path: Path, site: 
         stderr=subprocess.DEVNULL,
     )
     try:
-        lock = store / "_state" / "store.lock"
+        lock = state_dir_for(str(store)) / "store.lock"
         import fcntl
         import time
 

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from imagecrawl.forget.tombstones import TombstoneTable
+from imagecrawl.state import state_dir_for
 from imagecrawl.storage.stores import LocalStore, S3Config, S3Store
 from tests.conftest import REPO
 from tests.forget_util import SALT, build_store, sha_of, store_rows
@@ -70,7 +71,7 @@ def check_done(store: Any, state: Path) -> None:
     got = rows.column("id").to_pylist()
     assert len(got) == len(set(got))
     assert {int(i.split(":")[1]) for i in got} == set(range(SHARDS * ROWS)) - SELECTED
-    records = [json.loads(store.open(k).read()) for k in store.list_keys("_audit/forget/")]
+    records = [json.loads(store.open(k).read()) for k in store.list_keys(".imagecrawl/audit/forget/")]
     assert len(records) == 1
     (record,) = records
     assert record["rows_removed"] == len(SELECTED) and record["reason"] == "takedown #12"
@@ -101,8 +102,8 @@ POINTS = [
 def test_kill_9_then_the_same_command_local(tmp_path: Path, failpoint: str) -> None:
     store = LocalStore(tmp_path / "store")
     build_store(store, shards=SHARDS, rows_per_shard=ROWS)
-    state = tmp_path / "store" / "_state"
-    state.mkdir()
+    state = state_dir_for(str(tmp_path / "store"))
+    state.mkdir(parents=True)
     (state / "author_salt").write_text(SALT.hex())
     cmd = forget_cmd(str(store.root), selectors_file(tmp_path), {})
     killed = run(cmd, failpoint)

@@ -24,6 +24,7 @@ from imagecrawl.forget.selectors import Selection, parse_selector, read_selector
 from imagecrawl.forget.tombstones import TombstoneIndex, TombstoneTable, key_of, load_index, sync_from_store
 from imagecrawl.media import probe_image
 from imagecrawl.pipelines.dedupe import DedupePipeline, DuplicateItem
+from imagecrawl.state import state_dir_for
 from imagecrawl.storage.stores import LocalStore
 from tests.crawlers import make_crawler, stop_engine
 from tests.forget_util import SALT, build_store, put_shard, rows_table, sha_of, shard_key_of, store_rows
@@ -33,7 +34,7 @@ from tests.test_unit_pipeline_dedupe import FOX, FOX_JPEG, OWL, record
 def make(tmp_path: Path, shards: int = 4, rows: int = 30) -> tuple[LocalStore, Path]:
     store = LocalStore(tmp_path / "store")
     build_store(store, shards=shards, rows_per_shard=rows)
-    state = tmp_path / "store" / "_state"
+    state = state_dir_for(str(tmp_path / "store"))
     state.mkdir(parents=True, exist_ok=True)
     (state / "author_salt").write_text(SALT.hex())
     return store, state
@@ -151,7 +152,7 @@ def test_forget_removes_exactly_the_selected_rows_and_rewrites_only_their_shards
     assert table.schema.metadata and b"imagecrawl.schema_version" in table.schema.metadata
     assert all(len(v["bytes"]) == 64 for v in table.column("image").to_pylist())
     # audit record: selectors, reason, rows, shards; no content (no prompt, no URL of a row)
-    (record_key,) = list(store.list_keys("_audit/forget/"))
+    (record_key,) = list(store.list_keys(".imagecrawl/audit/forget/"))
     audit = json.loads((store.root / record_key).read_text())
     assert audit["rows_removed"] == 3 and audit["reason"] == "request"
     assert sorted(audit["shards_rewritten"]) == [shard_key_of(1), shard_key_of(3)]
@@ -171,7 +172,7 @@ def test_dry_run_changes_nothing_and_counts_per_shard_and_site(tmp_path: Path) -
     before = mtimes(store.root)
     result = forget(store, state, ("site", "art.example.net"), ("account", "user0"), dry_run=True)
     assert mtimes(store.root) == before
-    assert not (store.root / "_audit").exists()
+    assert not (store.root / ".imagecrawl" / "audit").exists()
     assert result["rows"] == sum(result["shards"].values()) == sum(result["by_site"].values())
     # art.example.net: n % 4 == 1 (15 of 60); user0 adds n % 7 == 0 not on that site (7 of the 9)
     assert result["by_site"]["art.example.net"] == 15
@@ -221,7 +222,7 @@ def test_like_takes_the_image_and_its_near_duplicates(tmp_path: Path) -> None:
     phashes = [fox.phash, fox_jpeg.phash, owl.phash, None]
     signed = [None if p is None else (p - (1 << 64) if p >= 1 << 63 else p) for p in phashes]
     table = replace(table, image_sha256=shas, image_phash=signed)
-    put_shard(store, "source=synth/date=2026-11-24/part-x-00001.parquet", table)
+    put_shard(store, "synth/date=2026-11-24/part-x-00001.parquet", table)
     like = tmp_path / "fox.png"
     like.write_bytes(FOX)
     result = forget(store, state, ("like", str(like)))
@@ -297,7 +298,7 @@ def test_dedupe_pipeline_and_known_middleware_refuse_forgotten_rows(tmp_path: Pa
     put_shard(store, shard_key_of(0), table)
     like = tmp_path / "fox.png"
     like.write_bytes(FOX)
-    state = store_dir / "_state"
+    state = state_dir_for(str(store_dir))
     selection = Selection.resolve([parse_selector("like", str(like))], salt=SALT, near_distance=8)
     assert cli.run(store, state, selection, "takedown", dry_run=False)["rows_removed"] == 1
 

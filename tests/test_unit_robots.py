@@ -78,7 +78,7 @@ def test_disallow_for_our_token_is_dropped_counted_and_logged(tmp_path: Path) ->
         "robotstxt/forbidden": 1,
     }
     skip_log(crawler).close()
-    [line] = [json.loads(x) for x in (tmp_path / "_state" / "optout.jsonl").read_text().splitlines()]
+    [line] = [json.loads(x) for x in (tmp_path / ".imagecrawl" / "state" / "optout.jsonl").read_text().splitlines()]
     assert (line["reason"], line["url"], line["detail"]) == ("robots_txt", "https://s.example/no-ai/1.png", "Disallow")
     [asked] = crawler.engine.asked  # type: ignore[attr-defined]
     assert asked.url == "https://s.example/robots.txt" and asked.meta["dont_obey_robotstxt"] is True
@@ -173,7 +173,7 @@ def test_content_signal_and_usage_lines_refuse_before_the_request(tmp_path: Path
         "imagecrawl/optout/skipped": 2,
     }
     skip_log(crawler).close()
-    lines = [json.loads(x) for x in (tmp_path / "_state" / "optout.jsonl").read_text().splitlines()]
+    lines = [json.loads(x) for x in (tmp_path / ".imagecrawl" / "state" / "optout.jsonl").read_text().splitlines()]
     assert [(x["reason"], x["detail"]) for x in lines] == [
         ("content_signal", "search=yes, ai-train=no"),
         ("content_usage", "/open/genai/ train-genai=n"),
@@ -235,7 +235,7 @@ def test_a_robots_txt_that_cannot_be_downloaded_disallows_and_is_fetched_again_l
         "imagecrawl/optout/skipped": 4,
     }
     skip_log(crawler).close()
-    lines = [json.loads(x) for x in (tmp_path / "_state" / "optout.jsonl").read_text().splitlines()]
+    lines = [json.loads(x) for x in (tmp_path / ".imagecrawl" / "state" / "optout.jsonl").read_text().splitlines()]
     assert [line["detail"] for line in lines] == ["robots.txt unreachable"] * 3 + ["Disallow"]
 
 

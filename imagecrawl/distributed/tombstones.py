@@ -3,7 +3,7 @@ beyond the crawler handed to :meth:`SharedTombstones.from_crawler`.
 
 One Redis hash per store, ``<prefix>:tombstones:<store tag>`` (field: the image SHA-256, value: the
 tombstone as JSON, no content), and a counter ``...:version`` raised by every publish. A worker loads the
-store's own tombstones at start (``_audit/tombstones/``, the source of truth), publishes them, and looks
+store's own tombstones at start (``.imagecrawl/audit/tombstones/``, the source of truth), publishes them, and looks
 at the counter every :attr:`SharedTombstones.refresh_seconds` while it runs: a forget run that publishes
 (``imagecrawl forget -s IMAGECRAWL_REDIS_URL=...``) reaches running workers without a restart.
 """

@@ -6,14 +6,14 @@ Steps (docs/forget.md#how-a-removal-is-made-safe):
 1. *plan*: read the selection columns of every shard (never the images) and note the shards that hold
    selected rows, and those rows' SHA-256s. The plan is written to ``<state>/forget/<op>.json`` (with
    its tombstones beside it) before anything changes: from then on the run is bound to finish.
-2. *tombstones* go into the ledger and into the store (``_audit/tombstones/<op>.jsonl``): a crawl that
+2. *tombstones* go into the ledger and into the store (``.imagecrawl/audit/tombstones/<op>.jsonl``): a crawl that
    starts after this point refuses the rows even before they are gone.
 3. *rewrite*: each planned shard is read, written again without the planned rows to a local file, and
    committed **under its own key**: ``os.replace`` on a local store, a PUT of the same key on S3. A
    reader sees the old shard or the new one, never both or neither; a shard left empty is deleted. A
    shard that no longer holds any planned row (rewritten before a crash) is left alone.
 4. *ledger*: the rows leave the dedupe ledger and the near-duplicate index; shard row counts follow.
-5. *audit*: one record in ``_audit/forget/<op>.json``; then the journal goes.
+5. *audit*: one record in ``.imagecrawl/audit/forget/<op>.json``; then the journal goes.
 
 Every step is idempotent, so a run resumed after kill -9 does exactly what remains.
 """

@@ -3,7 +3,7 @@ SHA-256, keys (BLAKE2b) of its URL and record id, its perceptual hash only if it
 (its near-duplicates are refused too), the reason and the date. Pure: no Scrapy.
 
 They live in their own table, ``tombstones``, in the store's ledger file (``<state>/ledger.sqlite3``), and
-a copy of each forget run's tombstones lives in the store itself (``_audit/tombstones/<op>.jsonl``), so a
+a copy of each forget run's tombstones lives in the store itself (``.imagecrawl/audit/tombstones/<op>.jsonl``), so a
 ledger rebuilt from the store, or the state folder of another machine writing into the same S3 store,
 gets them back (:func:`sync_from_store`). The crawl asks :class:`TombstoneIndex` (loaded once into
 memory: a few dozen bytes a row) before an image is fetched and before an item is kept.
@@ -24,11 +24,12 @@ from typing import Any
 
 from imagecrawl.dedupe.locking import while_locked
 from imagecrawl.media import hamming
+from imagecrawl.storage import layout
 
 logger = logging.getLogger(__name__)
 
-#: the store folder of forget's records (tombstones and the audit log); ``_`` keeps readers out of it
-AUDIT_DIR = "_audit"
+#: the store folder of forget's records (tombstones and the audit log), where readers do not look
+AUDIT_DIR = layout.AUDIT_DIR
 TOMBSTONES_DIR = f"{AUDIT_DIR}/tombstones"
 
 _SCHEMA = """
