@@ -42,8 +42,8 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 from politeness_crawl import IMAGECRAWL, SCENARIOS, check_load, crawl, slug  # noqa: E402
 from politeness_saturate import add_saturate_arguments, run_saturation, saturation_table  # noqa: E402
 
-from imagecrawl.sandbox.misbehave import max_rate_per_second, requests_inside_windows  # noqa: E402
-from imagecrawl.sandbox.testing import start_sandbox  # noqa: E402
+from tests.sandbox.misbehave import max_rate_per_second, requests_inside_windows  # noqa: E402
+from tests.sandbox.testing import start_sandbox  # noqa: E402
 
 #: the goals: goodput >= 0.9 C, <= 2 % 429s after warm-up, 0 requests inside Retry-After,
 #: no second above 1.25 C after warm-up

@@ -20,7 +20,7 @@ from typing import Any
 
 from politeness_crawl import check_load, crawl
 
-from imagecrawl.sandbox.testing import start_sandbox
+from tests.sandbox.testing import start_sandbox
 
 BURN = "while True: pass"
 DECREASE = "imagecrawl/pacing/decrease/"

@@ -30,9 +30,9 @@ sys.path[:0] = [str(REPO), str(REPO / "benchmarks")]
 
 from soak_kill import expected_ids  # noqa: E402
 
-from imagecrawl.sandbox.testing import start_sandbox  # noqa: E402
 from tests.conftest import LOOPBACK, read_store  # noqa: E402
 from tests.faultproxy import FaultProxy  # noqa: E402
+from tests.sandbox.testing import start_sandbox  # noqa: E402
 from tests.servers import start_moto, stop_process  # noqa: E402
 
 OUTBOX_FULL, OUTBOX_ROOMY = "96k", "256m"

@@ -25,8 +25,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from imagecrawl.inspect import dataset_for  # noqa: E402
-from imagecrawl.sandbox.catalog import build_catalog, render_image  # noqa: E402
-from imagecrawl.sandbox.testing import start_sandbox  # noqa: E402
+from tests.sandbox.catalog import build_catalog, render_image  # noqa: E402
+from tests.sandbox.testing import start_sandbox  # noqa: E402
 
 
 def expected_ids(items: int, seed: int) -> tuple[set[str], int]:

@@ -5,9 +5,9 @@ Layout under the site root (the URL paths are the same; the ``sandbox`` gallery 
 
     gallery/page/<n>.html        listing pages (``div.grid a.card``, ``a.next[rel=next]``)
     gallery/item/<id>            detail pages (``figure.artwork img.main``, prompt, params, author)
-    images/gallery/<id>.<ext>    the images: ``imagecrawl.sandbox.catalog.render_image`` bytes
+    images/gallery/<id>.<ext>    the images: ``tests.sandbox.catalog.render_image`` bytes
 
-The pages come from the sandbox's own renderer (``imagecrawl.sandbox.markup``), with this site's links.
+The pages come from the sandbox's own renderer (``tests.sandbox.markup``), with this site's links.
 
 Building renders every image once (about 20 ms each, in one process per core) and is cached: a site
 directory with a matching ``.complete`` marker is reused.
@@ -29,8 +29,8 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from imagecrawl.sandbox.catalog import Catalog, Entry, build_catalog, render_image
-from imagecrawl.sandbox.markup import GalleryLayout, gallery_detail, gallery_listing
+from tests.sandbox.catalog import Catalog, Entry, build_catalog, render_image
+from tests.sandbox.markup import GalleryLayout, gallery_detail, gallery_listing
 
 logger = logging.getLogger(__name__)
 

@@ -135,4 +135,5 @@ def install(secrets: Iterable[str], loggers: Iterable[str] = ("scrapy.crawler",)
 
 
 def current_secrets() -> set[str]:
+    """The secrets installed so far in this process (settings, and URL credentials of spider arguments)."""
     return set(_FILTER.secrets)

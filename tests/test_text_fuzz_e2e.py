@@ -25,8 +25,8 @@ from typing import Any
 import pytest
 from PIL import Image, PngImagePlugin
 
-from imagecrawl.sandbox.testing import SandboxProcess
 from tests.conftest import REPO, read_store, run_crawl
+from tests.sandbox.testing import SandboxProcess
 from tests.servers import SandboxFactory, free_port, stop_process
 
 pytestmark = pytest.mark.e2e

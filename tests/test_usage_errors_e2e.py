@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from imagecrawl.sandbox.testing import SandboxProcess
 from tests.conftest import run_crawl
+from tests.sandbox.testing import SandboxProcess
 from tests.servers import MotoS3, SandboxFactory, free_port, stop_process
 
 pytestmark = pytest.mark.e2e

@@ -14,6 +14,7 @@ from scrapy.exceptions import NotConfigured
 
 from imagecrawl import redact
 from imagecrawl.addon import configured_secrets
+from imagecrawl.exitcodes import USAGE, set_exit_code
 from imagecrawl.values import utf8_safe
 
 logger = logging.getLogger(__name__)
@@ -46,5 +47,4 @@ class StatsFile:
         except OSError as exc:  # checked at start (settings_check); the disk may still refuse it now
             tmp.unlink(missing_ok=True)
             logger.error("Cannot write the stats file %s: %s", self.path, exc)
-            if not self.crawler.stats.get_value("imagecrawl/exit_code"):
-                self.crawler.stats.set_value("imagecrawl/exit_code", 2)
+            set_exit_code(self.crawler.stats, USAGE)
