@@ -168,3 +168,15 @@ def check_settings(settings: BaseSettings) -> None:
                 raise ConfigError(f"setting {name} must be {what}, got {settings.get(name)!r}")
     for name, check in CHECKS.items():
         check(settings, name)
+    _check_choices(settings)
+
+
+#: settings that take one of a few words
+CHOICES: dict[str, tuple[str, ...]] = {"IMAGECRAWL_FEED_IMAGES": ("omit", "base64", "path")}
+
+
+def _check_choices(settings: BaseSettings) -> None:
+    for name, allowed in CHOICES.items():
+        value = str(settings.get(name) or "").strip().lower()
+        if value and value not in allowed:
+            raise ConfigError(f"setting {name} must be one of {', '.join(allowed)}, got {settings.get(name)!r}")

@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 from PIL import Image, PngImagePlugin
 
+from imagecrawl.storage import layout
 from tests.conftest import REPO, read_store, run_crawl
 from tests.sandbox.testing import SandboxProcess
 from tests.servers import SandboxFactory, free_port, stop_process
@@ -81,7 +82,7 @@ def test_a_lone_surrogate_and_a_huge_number_lose_no_row(surrogate_site: SandboxP
     # the next run into the same store starts from a usable outbox (it used to exit 5, every time)
     second = run_crawl("civitai", store=store, args=args, settings=FAST, check=False)
     assert_clean(second)
-    outbox = store / "_state" / "outbox"
+    outbox = store / layout.STATE_DIR / "outbox"
     assert [p.name for p in outbox.iterdir() if not p.name.startswith(".")] == []
 
 

@@ -21,6 +21,7 @@ from imagecrawl.items import PromptImage
 from imagecrawl.metadata.cli import main as metadata_main
 from imagecrawl.pipelines.parquet import ParquetPipeline
 from imagecrawl.records import FLOAT32_MAX, SourceHints, build_record, conform
+from imagecrawl.storage import layout
 from imagecrawl.values import repair_text
 from tests.crawlers import make_crawler
 
@@ -205,7 +206,8 @@ def run_pipeline(store: Path, items: list[PromptImage], **settings: Any) -> Any:
 
 
 def stored_ids(store: Path) -> list[str]:
-    return sorted(i for f in store.glob("source=*/date=*/*.parquet") for i in pq.read_table(f).column("id").to_pylist())
+    files = [f for f in store.rglob("*.parquet") if layout.META_DIR not in f.parts]
+    return sorted(i for f in files for i in pq.read_table(f).column("id").to_pylist())
 
 
 @pytest.mark.parametrize("bad_first", [True, False])
@@ -229,7 +231,7 @@ def test_a_shard_of_only_unwritable_rows_leaves_nothing_behind(tmp_path: Path) -
     stats = run_pipeline(tmp_path, [raw_bad(1), raw_bad(3)])
     assert stats["imagecrawl/parquet/rows_dropped/unencodable"] == 2
     assert "imagecrawl/exit_code" not in stats
-    outbox = tmp_path / "_state" / "outbox"
+    outbox = tmp_path / layout.STATE_DIR / "outbox"
     assert [p.name for p in outbox.iterdir() if p.name != ".recover.lock"] == []
     assert "imagecrawl/exit_code" not in run_pipeline(tmp_path, [good(5)])
     assert stored_ids(tmp_path) == ["civitai:5"]

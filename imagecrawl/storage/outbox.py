@@ -30,6 +30,7 @@ import pyarrow.parquet as pq
 from imagecrawl import failpoints
 from imagecrawl.dedupe.base import LedgerLike
 from imagecrawl.dedupe.sqlite import ENTRY_COLUMNS, Entry, entries_of
+from imagecrawl.storage.layout import current_key
 from imagecrawl.storage.shards import SPOOL_SUFFIX, no_room, read_sidecar, spool_to_parquet, write_sidecar
 from imagecrawl.storage.stores import LocalStore, S3Store
 
@@ -112,7 +113,8 @@ class Outbox:
     @staticmethod
     def _key_of(path: Path) -> str:
         key = read_sidecar(path.with_suffix(SIDECAR_SUFFIX)).get("key")
-        return str(key) if key else path.name.rsplit(".", 1)[0].replace("__", "/") + SHARD_SUFFIX
+        # a shard of the first layout ("source=<source>/...") is committed under the current key
+        return current_key(str(key) if key else path.name.rsplit(".", 1)[0].replace("__", "/") + SHARD_SUFFIX)
 
     def submit(self, partial: Path, key: str, entries: list[Entry], *, enqueue: bool = True) -> None:
         """``partial`` is a complete Parquet file written under :meth:`path_for`; queue its commit."""
@@ -257,7 +259,7 @@ class Outbox:
             if not self._take_over(ready):
                 continue
             try:
-                key = read_sidecar(ready.with_suffix(SIDECAR_SUFFIX))["key"]
+                key = current_key(read_sidecar(ready.with_suffix(SIDECAR_SUFFIX))["key"])
                 entries = entries_of(pq.read_table(ready, columns=list(ENTRY_COLUMNS)))
             except Exception as exc:
                 logger.error(

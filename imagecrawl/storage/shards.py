@@ -8,7 +8,6 @@ import errno
 import json
 import logging
 import os
-import re
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -21,21 +20,20 @@ import pyarrow.parquet as pq
 from imagecrawl import failpoints
 from imagecrawl.dedupe.sqlite import Entry
 from imagecrawl.schema import COLUMNS, schema_with_metadata
+from imagecrawl.storage import layout
 
 logger = logging.getLogger(__name__)
-
-_SAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
 def partition_of(row: dict[str, Any]) -> tuple[str, str]:
     crawled: datetime = row["crawled_at"]
-    source = re.sub("_+", "_", _SAFE.sub("_", str(row["source"]))).strip("_")
-    return source or "unknown", crawled.strftime("%Y-%m-%d")
+    return layout.source_folder(str(row["source"])), crawled.strftime("%Y-%m-%d")
 
 
 def shard_key(partition: tuple[str, str], run_id: str, seq: int) -> str:
+    """``<source>/date=<day>/part-<run>-<seq>.parquet`` (:mod:`imagecrawl.storage.layout`)."""
     source, date = partition
-    return f"source={source}/date={date}/part-{run_id}-{seq:05d}.parquet"
+    return layout.shard_key(source, date, run_id, seq)
 
 
 def row_bytes(row: dict[str, Any]) -> int:
