@@ -1,7 +1,7 @@
 """What ``imagecrawl forget`` costs: forgetting a fraction of the rows of a large store.
 
-    uv run python benchmarks/forget_cost.py                       # 1 000 000 rows, 100 shards, forget 1 %
-    uv run python benchmarks/forget_cost.py --rows 20000 --rows-per-shard 1000   # a quick smoke
+    uv run python -m benchmarks.forget_cost                       # 1 000 000 rows, 100 shards, forget 1 %
+    uv run python -m benchmarks.forget_cost --rows 20000 --rows-per-shard 1000   # a quick smoke
 
 Builds a local store of made-up rows in the project's schema (``--image-bytes`` of image per row; real
 shards hold far larger images, so *bytes rewritten / store bytes* is the figure that carries over), then
@@ -23,12 +23,9 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from imagecrawl.forget import cli, engine
 from imagecrawl.forget.selectors import Selection, read_selector_file
