@@ -32,6 +32,7 @@ from tests.sandbox.sites import (
     browsertraps,
     civitai,
     civitai_models,
+    consent,
     gallery,
     growth,
     images,
@@ -58,6 +59,7 @@ SITES: tuple[Callable[[web.Application], None], ...] = (
     aipref.add_routes,  # /aipref/: Content-Signal, Content-Usage, embedded data-mining rights
     sitemaps.add_routes,  # /sitemap.xml, /sitemaps/: index, image sitemaps with lastmod, gzip, a bad one
     growth.add_routes,  # POST /_sandbox/reveal: the catalog gains items between runs
+    consent.add_routes,  # POST /_sandbox/robots: robots.txt changes between runs
     redirects.add_routes,  # /redirect?to=<loopback URL>
     browsertraps.add_routes,  # /browsertrap/: an iframe and a script navigation
 )
@@ -70,7 +72,7 @@ async def _server_header(request: web.Request, response: web.StreamResponse) -> 
 def create_app(config: SandboxConfig, log_file: IO[str] | None = None) -> web.Application:
     app = web.Application(middlewares=build_middlewares(config))
     app.on_response_prepare.append(_server_header)
-    app[CATALOG_KEY] = build_catalog(config.items, config.seed)
+    app[CATALOG_KEY] = build_catalog(config.items, config.seed, config.overrides)
     app[CATALOG_KEY].hidden = config.hidden
     app[CONFIG_KEY] = config
     app[LOGFILE_KEY] = log_file
