@@ -106,6 +106,11 @@ def test_forgotten_rows_stay_gone_and_recheck_follows_robots(tmp_path: Path, sit
         plan = json.loads(dry.stdout)
         assert plan["sites"][0]["verdict"] == "refuses" and plan["forget"]["rows"] == len(kept)
         assert {r["id"] for r in rows(store)} == kept
+        # the spider Scrapyd schedules, in its dry-run mode: the same verdict in its log, nothing forgotten
+        spider = run_crawl("recheck", store=store, args={"dry_run": 1})
+        assert f"Recheck:   refuses       {base}" in spider.stderr
+        assert f"Recheck: would remove {len(kept)} of {len(kept)} rows" in spider.stderr
+        assert {r["id"] for r in rows(store)} == kept
         checked = cli("recheck", str(store), "-s", "IMAGECRAWL_ALLOWED_NETWORKS=127.0.0.0/8", "-s", "LOG_LEVEL=WARNING")
         assert checked.returncode == 0, checked.stderr
         assert f"refuses       {base}" in checked.stdout and "content_signal" in checked.stdout
