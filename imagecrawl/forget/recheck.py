@@ -297,7 +297,7 @@ def apply(store: Any, state: Path, sites: dict[str, Site], settings: Any, *, dry
             selectors, salt=None, near_distance=settings.getint("IMAGECRAWL_NEAR_MAX_DISTANCE")
         )
         publish = forget_cli.tombstone_publisher(settings)
-        forgotten = forget_cli.run(store, state, selection, REASON, dry_run=dry_run, publish=publish)
+        forgotten = forget_cli.run(store, state, selection, REASON, dry_run=dry_run, publish=publish, settings=settings)
     return {
         "checked_at": checked,
         "dry_run": dry_run,
