@@ -5,6 +5,8 @@ imagecrawl/settings.py (``-s IMAGECRAWL_MAX_RATE_PER_SITE=abc``). Each problem i
 
 from __future__ import annotations
 
+import os
+import sys
 from typing import Any
 
 from scrapy.settings import BaseSettings
@@ -56,6 +58,24 @@ def check_settings(settings: BaseSettings) -> None:
         if kind in (bool, int, float, dict):
             _check_value(settings, name, kind)
     _check_choices(settings)
+    _check_scrapyd_store(settings)
+
+
+def under_scrapyd() -> bool:
+    """A Scrapyd job: its process runs ``python -m scrapyd.runner`` (older Scrapyd versions set ``SCRAPY_JOB``)."""
+    main = sys.modules.get("__main__")
+    spec = getattr(main, "__spec__", None)
+    return getattr(spec, "name", "") == "scrapyd.runner" or bool(os.environ.get("SCRAPY_JOB"))
+
+
+def _check_scrapyd_store(settings: BaseSettings) -> None:
+    """Under Scrapyd a relative store would land in Scrapyd's own working directory: refused, with the fix."""
+    store = str(settings.get("IMAGECRAWL_STORE") or "")
+    if under_scrapyd() and "://" not in store and not os.path.isabs(store):
+        raise ConfigError(
+            f"IMAGECRAWL_STORE {store!r} is relative, and Scrapyd runs jobs in its own working directory: "
+            "give an absolute path or an s3:// URL (-d setting=IMAGECRAWL_STORE=/srv/dataset)"
+        )
 
 
 #: settings that take one of a few words

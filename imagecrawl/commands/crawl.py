@@ -23,7 +23,7 @@ from typing import Any
 from scrapy.commands.crawl import Command as ScrapyCrawlCommand
 from scrapy.exceptions import UsageError
 
-from imagecrawl.errors import ConfigError, StoreError
+from imagecrawl.errors import ConfigError, StoreError, unknown_name
 from imagecrawl.exitcodes import exit_code
 
 logger = logging.getLogger(__name__)
@@ -45,6 +45,10 @@ class Command(ScrapyCrawlCommand):
         if len(args) != 1:
             raise UsageError("give exactly one spider name")
         assert self.crawler_process
+        spiders = self.crawler_process.spider_loader.list()
+        if args[0] not in spiders:
+            self._report(unknown_name("spider", args[0], spiders, more="scrapy list"))
+            return
         crawler = self._create_crawler(args[0])
         failures: list[BaseException] = []
         result: Any = self.crawler_process.crawl(crawler, **opts.spargs)
@@ -55,8 +59,7 @@ class Command(ScrapyCrawlCommand):
         self.crawler_process.start()
         error = user_error(failures[0]) if failures else None
         if error is not None:
-            print(f"imagecrawl: error: {error}", file=sys.stderr)
-            self.exitcode = error.exit_code
+            self._report(error)
             return
         if self.crawler_process.bootstrap_failed:
             self.exitcode = 1
@@ -67,6 +70,13 @@ class Command(ScrapyCrawlCommand):
             return
         if code := exit_code(stats):
             self.exitcode = code
+
+    def _report(self, error: ConfigError | StoreError) -> None:
+        """One line on stderr, and the same line in ``LOG_FILE`` (Scrapyd's job log) when there is one."""
+        print(f"imagecrawl: error: {error}", file=sys.stderr)
+        if self.settings is not None and self.settings.get("LOG_FILE"):
+            logger.error("imagecrawl: error: %s", error)
+        self.exitcode = error.exit_code
 
 
 def _collect(task: asyncio.Future[Any], failures: list[BaseException]) -> None:
