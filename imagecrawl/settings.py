@@ -160,6 +160,12 @@ IMAGECRAWL_OPTOUT_OWNED_HOSTS: list[str] = []
 # An unreachable robots.txt (5xx, 429, failed download) disallows the site; fetched again this much
 # later, doubling while it stays unreachable (up to a day).
 IMAGECRAWL_ROBOTS_RETRY_SECONDS = 300.0
+# robots.txt and tdmrep.json are read up to this many bytes (Google reads 500 KiB of a robots.txt);
+# the download stops there.
+IMAGECRAWL_POLICY_MAX_BYTES = 512 * 1024
+# robots.txt (with its Content-Signal / Content-Usage lines) and tdmrep.json are fetched again after
+# this long (RFC 9309 §2.4: a cached robots.txt is not used for more than 24 hours); at most 86400.
+IMAGECRAWL_POLICY_TTL_SECONDS = 86400.0
 IMAGECRAWL_DOWNLOAD_ERRORS_ENABLED = True
 
 # --- pacing (docs/pacing.md): per-site AIMD rate/concurrency, Retry-After, Crawl-delay, bans ---

@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 
 from imagecrawl.inspect import inspect_store
-from imagecrawl.sandbox.sites.aipref import IMAGES_PER_CASE, XMP_FORMATS, payload
-from imagecrawl.sandbox.streaming import CHUNK_BYTES
-from imagecrawl.sandbox.testing import SandboxProcess
 from tests.conftest import CrawlResult, read_store, run_crawl
+from tests.sandbox.sites.aipref import IMAGES_PER_CASE, XMP_FORMATS, payload
+from tests.sandbox.streaming import CHUNK_BYTES
+from tests.sandbox.testing import SandboxProcess
 from tests.servers import SandboxFactory
 
 pytestmark = pytest.mark.e2e

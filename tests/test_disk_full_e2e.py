@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from imagecrawl.sandbox.catalog import build_catalog, render_image
-from imagecrawl.sandbox.testing import SandboxProcess
+from tests.sandbox.catalog import build_catalog, render_image
+from tests.sandbox.testing import SandboxProcess
 
 from .conftest import LOOPBACK, REPO, read_store, run_crawl
 

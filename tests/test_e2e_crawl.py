@@ -11,7 +11,7 @@ from typing import Any
 import duckdb
 import pytest
 
-from imagecrawl.sandbox.catalog import Catalog, Entry, build_catalog
+from tests.sandbox.catalog import Catalog, Entry, build_catalog
 
 from .conftest import MotoS3, read_store, run_crawl
 from .expect import NSFW_ORDER, check_rows, expected_rows
@@ -93,7 +93,7 @@ def test_lexica(tmp_path: Path, sandbox_site: Any, catalog: Catalog) -> None:
 
 
 def test_gallery_and_robots(tmp_path: Path, catalog: Catalog) -> None:
-    from imagecrawl.sandbox.testing import start_sandbox
+    from tests.sandbox.testing import start_sandbox
 
     site = start_sandbox(items=ITEMS, seed=SEED, log_path=tmp_path / "requests.jsonl")
     try:

@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from imagecrawl.sandbox.testing import SandboxProcess
 from tests.conftest import read_store, run_crawl
+from tests.sandbox.testing import SandboxProcess
 from tests.servers import MotoS3, SandboxFactory
 
 pytestmark = pytest.mark.e2e

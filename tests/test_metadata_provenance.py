@@ -23,10 +23,10 @@ from imagecrawl.metadata.credentials import read_credentials
 from imagecrawl.metadata.provenance import read_provenance
 from imagecrawl.metadata.rights import find_xmp, parse_xmp_rights, read_xmp_rights
 from imagecrawl.records import EmbeddedOptOut, SourceHints, build_record
-from imagecrawl.sandbox.signing import manifest, sign
-from imagecrawl.sandbox.sites.aipref import picture, xmp_packet
 from tests.crawlers import make_crawler
 from tests.realworld import REALWORLD
+from tests.sandbox.signing import manifest, sign
+from tests.sandbox.sites.aipref import picture, xmp_packet
 from tests.sitespider import SiteSpider
 
 FORMATS = ("PNG", "JPEG", "WEBP")

@@ -11,11 +11,11 @@ from typing import Any
 import pytest
 
 from imagecrawl import __version__
-from imagecrawl.sandbox.payloads import optout_png
-from imagecrawl.sandbox.sites.optout import IMAGES_PER_PAGE
-from imagecrawl.sandbox.streaming import CHUNK_BYTES
-from imagecrawl.sandbox.testing import SandboxProcess
 from tests.conftest import CrawlResult, read_store, run_crawl
+from tests.sandbox.payloads import optout_png
+from tests.sandbox.sites.optout import IMAGES_PER_PAGE
+from tests.sandbox.streaming import CHUNK_BYTES
+from tests.sandbox.testing import SandboxProcess
 from tests.servers import SandboxFactory
 
 pytestmark = pytest.mark.e2e

@@ -28,7 +28,7 @@ CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
 @pytest.fixture(scope="module")
 def crawl(tmp_path_factory: pytest.TempPathFactory, sandbox_site: Any) -> dict[str, Any]:
-    from imagecrawl.sandbox.catalog import build_catalog
+    from tests.sandbox.catalog import build_catalog
 
     tmp = tmp_path_factory.mktemp("report")
     catalog = build_catalog(40, 7)

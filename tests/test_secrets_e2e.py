@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from imagecrawl.sandbox.catalog import build_catalog
-from imagecrawl.sandbox.testing import SandboxProcess
+from tests.sandbox.catalog import build_catalog
+from tests.sandbox.testing import SandboxProcess
 
 from .conftest import run_crawl
 

@@ -17,37 +17,83 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
+import time
 from typing import Any
 
 from scrapy.commands.crawl import Command as ScrapyCrawlCommand
 from scrapy.exceptions import UsageError
 
+from imagecrawl import redact
 from imagecrawl.errors import ConfigError, StoreError, unknown_name
 from imagecrawl.exitcodes import exit_code
+from imagecrawl.settings_check import check_settings
 
 logger = logging.getLogger(__name__)
 
 
+#: errors of the optional Redis client that mean the server named by the settings cannot be reached
+_REDIS_UNREACHABLE = ("ConnectionError", "TimeoutError", "AuthenticationError")
+
+
 def user_error(exc: BaseException | None) -> ConfigError | StoreError | None:
-    """The user-facing error behind ``exc`` (itself, or its cause), if it is one."""
+    """The user-facing error behind ``exc`` (itself, or its cause), if it is one. A Redis server that
+    cannot be reached (IMAGECRAWL_REDIS_URL) is store trouble, whichever component met it first."""
     seen = 0
     while exc is not None and seen < 5:
         if isinstance(exc, ConfigError | StoreError):
             return exc
+        if type(exc).__module__.startswith("redis.") and type(exc).__name__ in _REDIS_UNREACHABLE:
+            return StoreError(f"the Redis server of IMAGECRAWL_REDIS_URL (or REDIS_URL) cannot be reached: {exc}")
         exc = exc.__cause__ or exc.__context__
         seen += 1
     return None
 
 
+def report(error: ConfigError | StoreError, settings: Any = None) -> int:
+    """The one place a user's mistake becomes one line on stderr (credentials masked), and the same line
+    in ``LOG_FILE`` when there is one (Scrapyd's job log is one); its exit status."""
+    line = f"imagecrawl: error: {redact.mask(str(error))}"
+    print(line, file=sys.stderr)
+    path = settings.get("LOG_FILE") if settings is not None else None
+    if path:
+        _to_log_file(str(path), line, str(settings.get("LOG_ENCODING") or "utf-8"))
+    return error.exit_code
+
+
+def _to_log_file(path: str, line: str, encoding: str) -> None:
+    """Through Scrapy's log handler when it writes that file; before Scrapy set up its logging (a setting
+    checked first), appended in the same format."""
+    target = os.path.abspath(path)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler) and os.path.abspath(handler.baseFilename) == target:
+            logger.error("%s", line)
+            return
+    try:
+        with open(target, "a", encoding=encoding) as fh:
+            fh.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} [{__name__}] ERROR: {line}\n")
+    except OSError as exc:
+        print(f"imagecrawl: cannot write to LOG_FILE {path}: {exc}", file=sys.stderr)
+
+
 class Command(ScrapyCrawlCommand):
+    def process_options(self, args: list[str], opts: argparse.Namespace) -> None:
+        super().process_options(args, opts)
+        assert self.settings is not None
+        try:
+            # before Scrapy sets up its logging and resolver: LOG_LEVEL, LOG_FILE, the allowed networks
+            check_settings(self.settings)
+        except ConfigError as exc:
+            sys.exit(report(exc, self.settings))
+
     def run(self, args: list[str], opts: argparse.Namespace) -> None:
         if len(args) != 1:
             raise UsageError("give exactly one spider name")
         assert self.crawler_process
         spiders = self.crawler_process.spider_loader.list()
         if args[0] not in spiders:
-            self._report(unknown_name("spider", args[0], spiders, more="scrapy list"))
+            self.exitcode = report(unknown_name("spider", args[0], spiders, more="scrapy list"), self.settings)
             return
         crawler = self._create_crawler(args[0])
         failures: list[BaseException] = []
@@ -59,7 +105,7 @@ class Command(ScrapyCrawlCommand):
         self.crawler_process.start()
         error = user_error(failures[0]) if failures else None
         if error is not None:
-            self._report(error)
+            self.exitcode = report(error, self.settings)
             return
         if self.crawler_process.bootstrap_failed:
             self.exitcode = 1
@@ -70,13 +116,6 @@ class Command(ScrapyCrawlCommand):
             return
         if code := exit_code(stats):
             self.exitcode = code
-
-    def _report(self, error: ConfigError | StoreError) -> None:
-        """One line on stderr, and the same line in ``LOG_FILE`` (Scrapyd's job log) when there is one."""
-        print(f"imagecrawl: error: {error}", file=sys.stderr)
-        if self.settings is not None and self.settings.get("LOG_FILE"):
-            logger.error("imagecrawl: error: %s", error)
-        self.exitcode = error.exit_code
 
 
 def _collect(task: asyncio.Future[Any], failures: list[BaseException]) -> None:

@@ -27,6 +27,7 @@ from imagecrawl.extensions.progress import optout_skips, prefixed_sum
 from imagecrawl.extensions.storage import crawl_storage
 from imagecrawl.report.html import render_html
 from imagecrawl.storage import layout
+from imagecrawl.values import utf8_safe
 
 logger = logging.getLogger(__name__)
 
@@ -181,9 +182,9 @@ class CrawlReport:
             store=storage.store.url,
             plotted_sites=self.config.plotted_sites,
         )
-        secrets = configured_secrets(self.crawler.settings)
-        body = redact.redact(json.dumps(report, ensure_ascii=False, default=str, indent=1), secrets).encode()
-        page = redact.redact(render_html(report), secrets).encode()
+        secrets = configured_secrets(self.crawler.settings) | redact.current_secrets()
+        body = utf8_safe(redact.redact(json.dumps(report, ensure_ascii=False, default=str, indent=1), secrets)).encode()
+        page = utf8_safe(redact.redact(render_html(report), secrets)).encode()
         base = f"{REPORT_PREFIX}/{storage.run_id}"
         try:
             await asyncio.to_thread(storage.store.put_bytes, f"{base}.json", body, "application/json")
