@@ -182,7 +182,7 @@ def under_scrapyd() -> bool:
 
 def _check_scrapyd_store(settings: BaseSettings) -> None:
     """Under Scrapyd a relative store would land in Scrapyd's own working directory: refused, with the fix."""
-    store = str(settings.get("IMAGECRAWL_STORE") or "")
+    store = str(settings.get("IMAGECRAWL_STORE"))
     if under_scrapyd() and "://" not in store and not os.path.isabs(store):
         raise ConfigError(
             f"IMAGECRAWL_STORE {store!r} is relative, and Scrapyd runs jobs in its own working directory: "
