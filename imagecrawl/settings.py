@@ -279,3 +279,17 @@ IMAGECRAWL_MONITOR_SAMPLE_SECONDS = 1.0
 
 LOG_LEVEL = "INFO"
 FEED_EXPORT_ENCODING = "utf-8"
+
+# --- feed exports (scrapy crawl -O out.jsonl / .json / .csv / .xml / .parquet; Scrapyd items_dir) ---
+FEED_EXPORTERS = {
+    "json": "imagecrawl.feeds.JsonItemExporter",
+    "jsonlines": "imagecrawl.feeds.JsonLinesItemExporter",
+    "jsonl": "imagecrawl.feeds.JsonLinesItemExporter",
+    "jl": "imagecrawl.feeds.JsonLinesItemExporter",
+    "csv": "imagecrawl.feeds.CsvItemExporter",
+    "xml": "imagecrawl.feeds.XmlItemExporter",
+    "parquet": "imagecrawl.feeds.ParquetItemExporter",
+}
+IMAGECRAWL_FEED_IMAGES = "omit"  # the `image` field of a feed: omit | base64 | path
+IMAGECRAWL_FEED_IMAGES_DIR = "feed-images"  # where `path` writes <image_sha256>.<ext>
+IMAGECRAWL_FEED_PARQUET_ROWS = 1000  # rows per row group of a .parquet feed

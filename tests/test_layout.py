@@ -147,3 +147,21 @@ def test_every_downloader_middleware_has_its_own_module() -> None:
         if len(classes) > 1 and path.name != "errors.py":
             many[path.name] = classes
     assert many == {}
+
+
+def test_benchmarks_are_a_package_the_tests_do_not_import() -> None:
+    """benchmarks/ is run as ``python -m benchmarks.<name>``: no sys.path edits; tests never import it."""
+    assert (REPO / "benchmarks" / "__init__.py").is_file()
+    edits = [
+        rel(p)
+        for p in modules(REPO / "benchmarks")
+        if any(
+            isinstance(node, ast.Attribute) and ast.unparse(node) == "sys.path"
+            for node in ast.walk(ast.parse(p.read_text(), str(p)))
+        )
+    ]
+    assert edits == []
+    importers = {
+        rel(p): sorted(m for m in imports(p) if m.split(".")[0] == "benchmarks") for p in modules(REPO / "tests")
+    }
+    assert {k: v for k, v in importers.items() if v} == {}

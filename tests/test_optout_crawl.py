@@ -121,7 +121,7 @@ def test_every_skip_is_counted_by_reason(default_crawl: Any) -> None:
 
 def test_skips_can_be_listed_after_the_crawl(default_crawl: Any) -> None:
     _, _, store = default_crawl
-    lines = [json.loads(line) for line in (store / "_state" / "optout.jsonl").read_text().splitlines()]
+    lines = [json.loads(line) for line in (store / ".imagecrawl" / "state" / "optout.jsonl").read_text().splitlines()]
     listed = {(r["reason"], r["url"].split("/", 3)[3]) for r in lines}
     assert ("tdmrep_file", "optout/img/tdm-file/0.png") in listed
     assert ("robots_txt", "private/optout-1.png") in listed

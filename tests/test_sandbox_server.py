@@ -23,8 +23,8 @@ from aiohttp.test_utils import make_mocked_request
 from parsel import Selector
 from PIL import Image
 
-from benchmarks import static_site
 from imagecrawl.pages import gallery as gallery_pages
+from tests import static_site
 from tests.sandbox import server
 from tests.sandbox.catalog import (
     CATALOG_NOW,

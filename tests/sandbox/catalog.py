@@ -111,6 +111,8 @@ class Catalog:
     _by_id: dict[tuple[str, str], Entry] = field(default_factory=dict, repr=False)
     #: the newest entries of every source not served yet (``--hidden``; revealed between runs)
     hidden: int = 0
+    #: a digest of the entries' overrides (``--overrides``), "" for none: part of the image cache key
+    variant: str = ""
 
     def entries(self, source: str) -> list[Entry]:
         """The served entries of ``source``, newest first (the ``hidden`` newest left out)."""
@@ -313,13 +315,58 @@ def _build_source(source: str, items: int, seed: int) -> list[Entry]:
     return entries
 
 
-def build_catalog(items: int = 200, seed: int = 0) -> Catalog:
-    """Build the catalog: ``items`` entries PER SOURCE, deterministic in (items, seed)."""
+#: the entry fields ``--overrides`` may set (any JSON value: the sandbox serves it as it is)
+OVERRIDABLE = frozenset(
+    {
+        "prompt",
+        "negative_prompt",
+        "seed",
+        "steps",
+        "sampler",
+        "cfg_scale",
+        "model",
+        "username",
+        "show_meta",
+        "embed_metadata",
+    }
+)
+
+
+def check_overrides(overrides: dict[str, dict[str, dict[str, object]]]) -> None:
+    """Raise ValueError for an override the catalog cannot apply (unknown source, index or field)."""
+    if not isinstance(overrides, dict):
+        raise ValueError("overrides must be a JSON object {source: {index: {field: value}}}")
+    for source, by_index in overrides.items():
+        if source not in SOURCES or not isinstance(by_index, dict):
+            raise ValueError(f"overrides: unknown source {source!r} (valid: {', '.join(SOURCES)})")
+        for index, fields in by_index.items():
+            if not str(index).isdigit() or not isinstance(fields, dict):
+                raise ValueError(f"overrides: {source}.{index}: expected an entry index and an object")
+            unknown = set(fields) - OVERRIDABLE
+            if unknown:
+                raise ValueError(f"overrides: {source}.{index}: unknown fields {sorted(unknown)}")
+
+
+def build_catalog(
+    items: int = 200, seed: int = 0, overrides: dict[str, dict[str, dict[str, object]]] | None = None
+) -> Catalog:
+    """Build the catalog: ``items`` entries PER SOURCE, deterministic in (items, seed).
+
+    ``overrides`` (``--overrides``) replaces fields of chosen entries, ``{source: {index: {field:
+    value}}}``, with any value at all: a prompt holding a lone surrogate, a ``cfg_scale`` of 1e308. The
+    API serves them as JSON escapes, the HTML and the embedded infotext as UTF-8 with surrogates passed
+    through (the invalid bytes a broken writer leaves)."""
     if items < 0:
         raise ValueError("items must be >= 0")
     cat = Catalog(items=items, seed=seed)
+    if overrides:
+        check_overrides(overrides)
+        cat.variant = hashlib.sha256(repr(sorted(overrides.items())).encode("utf-8", "surrogatepass")).hexdigest()
     for source in SOURCES:
         entries = _build_source(source, items, seed)
+        for index, fields in (overrides or {}).get(source, {}).items():
+            if int(index) < len(entries):
+                entries[int(index)] = dataclasses.replace(entries[int(index)], **fields)  # type: ignore[arg-type]
         cat._by_source[source] = entries
         for e in entries:
             cat._by_id[(source, e.id)] = e
@@ -335,7 +382,7 @@ def _picture(catalog_seed: int, entry: Entry) -> Image.Image:
 
 
 _CACHE_MAX_BYTES = 96 * 1024 * 1024
-_cache: OrderedDict[tuple[int, int, str, str], bytes] = OrderedDict()
+_cache: OrderedDict[tuple[int, int, str, str, str], bytes] = OrderedDict()
 _cache_bytes = 0
 _cache_lock = threading.Lock()
 
@@ -355,7 +402,7 @@ def _render_uncached(catalog: Catalog, entry: Entry) -> bytes:
 
 def cached_image(catalog: Catalog, entry: Entry) -> bytes | None:
     """The bytes of ``entry`` if ``render_image`` has them cached, else ``None`` (never renders)."""
-    key = (catalog.items, catalog.seed, entry.source, entry.id)
+    key = (catalog.items, catalog.seed, catalog.variant, entry.source, entry.id)
     with _cache_lock:
         data = _cache.get(key)
         if data is not None:
@@ -366,7 +413,7 @@ def cached_image(catalog: Catalog, entry: Entry) -> bytes | None:
 def render_image(catalog: Catalog, entry: Entry) -> bytes:
     """The exact bytes served at ``entry.image_path`` (bounded LRU cache, thread-safe)."""
     global _cache_bytes
-    key = (catalog.items, catalog.seed, entry.source, entry.id)
+    key = (catalog.items, catalog.seed, catalog.variant, entry.source, entry.id)
     with _cache_lock:
         data = _cache.get(key)
         if data is not None:

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
+import json
 from collections.abc import Sequence
 from pathlib import Path
 
+from tests.sandbox.catalog import check_overrides
 from tests.sandbox.config import MisbehaveConfig, SandboxConfig
 from tests.sandbox.misbehave import BAN_MODES
 
@@ -51,6 +53,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--hostile", action="store_true", help="serve the hostile behaviours under /hostile/")
     p.add_argument("--log", type=Path, default=None, help="append one JSON line per request to FILE")
+    p.add_argument(
+        "--overrides",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="a JSON file {source: {index: {field: value}}} replacing fields of catalog entries (any value: "
+        "lone surrogates, huge numbers), served as they are",
+    )
     p.add_argument("--allow-non-loopback", action="store_true", help="allow binding a non-loopback address")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging to stderr")
     _add_misbehave_arguments(p)
@@ -107,6 +117,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         p.error("--retry-after-share must be between 0 and 1")
     if args.retry_after_share != 1.0 and args.capacity_retry_after is None:
         p.error("--retry-after-share needs --retry-after")
+    args.overrides_data = None
+    if args.overrides is not None:
+        try:
+            args.overrides_data = json.loads(args.overrides.read_text(encoding="utf-8"))
+            check_overrides(args.overrides_data)
+        except (OSError, ValueError) as exc:
+            p.error(f"--overrides {args.overrides}: {exc}")
     return args
 
 
@@ -144,6 +161,7 @@ def sandbox_config(args: argparse.Namespace) -> SandboxConfig:
         retry_after=args.retry_after,
         hostile=args.hostile,
         misbehave=misbehave_config(args),
+        overrides=getattr(args, "overrides_data", None),
     )
 
 

@@ -5,8 +5,8 @@ Every other sandbox module may import this one; it imports no other sandbox modu
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import IO, Final
+from dataclasses import dataclass, field
+from typing import IO, Any, Final
 
 from aiohttp import web
 
@@ -50,6 +50,8 @@ class SandboxConfig:
     retry_after: bool = True  # send Retry-After with 429
     hostile: bool = False
     misbehave: MisbehaveConfig | None = None  # overload/ban behaviours (tests.sandbox.misbehave)
+    #: ``--overrides``: fields of chosen catalog entries replaced ({source: {index: {field: value}}})
+    overrides: dict[str, Any] | None = field(default=None, hash=False, compare=False)
 
 
 CATALOG_KEY: Final = web.AppKey("catalog", Catalog)

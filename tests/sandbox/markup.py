@@ -1,7 +1,7 @@
 """HTML of the sandbox's pages, as pure functions of the catalog (no server, no I/O).
 
 The gallery listing and detail pages are rendered here for both the sandbox server
-(``/gallery/?page=N``) and the static benchmark site (``benchmarks/static_site.py``,
+(``/gallery/?page=N``) and the static benchmark site (``tests/static_site.py``,
 ``/gallery/page/N.html``); a :class:`GalleryLayout` says where the pages of one of them live.
 The bundled ``sandbox`` gallery profile parses both.
 """

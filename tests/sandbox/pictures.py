@@ -51,13 +51,17 @@ def encode_picture(img: Image.Image, fmt: str, infotext: str | None, *, jpeg_qua
         pnginfo = None
         if infotext is not None:
             pnginfo = PngInfo()
-            pnginfo.add_text("parameters", infotext)  # tEXt, or iTXt when not latin-1 (as A1111)
+            try:
+                pnginfo.add_text("parameters", infotext)  # tEXt, or iTXt when not latin-1 (as A1111)
+            except UnicodeEncodeError:  # a lone surrogate (--overrides): the bytes a broken writer leaves
+                raw = infotext.encode("utf-8", "surrogatepass")
+                pnginfo.add(b"iTXt", b"parameters\0\0\0\0\0" + raw)
         img.save(buf, "PNG", pnginfo=pnginfo, optimize=False, compress_level=6)
     else:
         kwargs: dict[str, object] = {}
         if infotext is not None:
             exif = Image.Exif()
-            exif.get_ifd(0x8769)[0x9286] = b"UNICODE\0" + infotext.encode("utf-16-be")
+            exif.get_ifd(0x8769)[0x9286] = b"UNICODE\0" + infotext.encode("utf-16-be", "surrogatepass")
             kwargs["exif"] = exif.tobytes()
         if fmt == "JPEG":
             img.save(buf, "JPEG", quality=jpeg_quality, **kwargs)

@@ -6,8 +6,10 @@ from aiohttp import web
 
 
 def html_response(doc: str, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
-    """``doc`` as ``text/html; charset=utf-8``."""
-    return web.Response(text=doc, content_type="text/html", charset="utf-8", status=status, headers=headers)
+    """``doc`` as ``text/html; charset=utf-8`` (a lone surrogate, from ``--overrides``, is sent as the
+    invalid UTF-8 bytes a broken page holds)."""
+    body = doc.encode("utf-8", "surrogatepass")
+    return web.Response(body=body, content_type="text/html", charset="utf-8", status=status, headers=headers)
 
 
 def json_error(status: int, message: str) -> web.Response:

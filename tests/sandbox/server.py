@@ -70,7 +70,7 @@ async def _server_header(request: web.Request, response: web.StreamResponse) -> 
 def create_app(config: SandboxConfig, log_file: IO[str] | None = None) -> web.Application:
     app = web.Application(middlewares=build_middlewares(config))
     app.on_response_prepare.append(_server_header)
-    app[CATALOG_KEY] = build_catalog(config.items, config.seed)
+    app[CATALOG_KEY] = build_catalog(config.items, config.seed, config.overrides)
     app[CATALOG_KEY].hidden = config.hidden
     app[CONFIG_KEY] = config
     app[LOGFILE_KEY] = log_file
