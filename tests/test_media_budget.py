@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from benchmarks.phash_memory import measure, write_png
 from imagecrawl import hashdecode
 from imagecrawl.hashdecode import OverBudget, decoded_bytes, reduced_grey
 from imagecrawl.media import MediaError, hamming, phash_of, probe_image
+from tests.hugepng import measure, write_png
 
 
 def picture(width: int, height: int, seed: int = 5) -> Image.Image:
