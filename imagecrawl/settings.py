@@ -93,6 +93,7 @@ IMAGECRAWL_SKIP_KNOWN_IMAGES = True
 DOWNLOADER_MIDDLEWARES = {
     "imagecrawl.downloadermiddlewares.identity.IdentityGuard": 1,  # no contact, no crawl of others' sites
     "imagecrawl.downloadermiddlewares.errors.DownloadErrorsMiddleware": 2,  # last in process_exception
+    "imagecrawl.extensions.jobdir.KeepOnCloseMiddleware": 3,  # JOBDIR: a request cut off by the stop is kept
     "imagecrawl.downloadermiddlewares.netguard.NetGuardMiddleware": 10,  # no private networks
     "imagecrawl.downloadermiddlewares.known.KnownImageMiddleware": 50,  # skip what the store holds
     # Scrapy 2.19's robots.txt middleware lets requests that wait for robots.txt together through.
@@ -251,6 +252,7 @@ ITEM_PIPELINES = {
 
 EXTENSIONS = {
     "imagecrawl.extensions.resume.ResumeGuard": 0,
+    "imagecrawl.extensions.jobdir.JobdirGuard": 1,  # JOBDIR: an unserializable request is an ERROR
     "imagecrawl.extensions.statsfile.StatsFile": 900,
     "imagecrawl.extensions.outcome.CrawlOutcome": 940,  # nothing fetched: closes with a reason, exit 4
     "imagecrawl.extensions.progress.ProgressLine": 950,
