@@ -76,7 +76,7 @@ class ImageSpider(scrapy.Spider):
         """Errback of image (and gallery detail) requests of an incremental walk: a failed download keeps
         the walk's watermark where it was (:meth:`imagecrawl.incremental.Incremental.image_failed`).
 
-        A method of the spider, so JOBDIR can save the request (docs/spiders.md#resuming)."""
+        A method of the spider, so JOBDIR can save the request (docs/spiders.md#running)."""
         incremental = crawl_context(self.crawler).find(Incremental)
         if incremental is not None:
             incremental.image_failed(failure)

@@ -115,7 +115,7 @@ class JobdirGuard:
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> Self:
         if not _jobdir(crawler):
-            raise NotConfigured("no JOBDIR: requests are not saved")
+            raise NotConfigured  # no JOBDIR: requests are not saved (and nothing to warn about)
         return cls(crawler)
 
     def request_scheduled(self, request: Request, spider: Spider | None = None) -> None:
@@ -133,8 +133,11 @@ class JobdirGuard:
 
     def spider_closed(self) -> None:
         if self.count > MAX_LOGGED:
-            logger.error("%d requests of this crawl could not be saved in JOBDIR (the first %d are logged above)",
-                         self.count, MAX_LOGGED)
+            logger.error(
+                "%d requests of this crawl could not be saved in JOBDIR (the first %d are logged above)",
+                self.count,
+                MAX_LOGGED,
+            )
 
 
 class KeepOnCloseMiddleware:
@@ -147,7 +150,7 @@ class KeepOnCloseMiddleware:
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> Self:
         if not _jobdir(crawler):
-            raise NotConfigured("no JOBDIR: nothing outlives the crawl")
+            raise NotConfigured  # no JOBDIR: nothing outlives the crawl
         return cls(crawler)
 
     def process_exception(self, request: Request, exception: Exception) -> Request | None:
