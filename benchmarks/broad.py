@@ -1,8 +1,8 @@
 """Broad-crawl benchmark: a URL list over many sites, each at its own hidden pace, some of them dead.
 
-    uv run python benchmarks/broad.py                          # 40 sites, 3000 images
-    uv run python benchmarks/broad.py --sites 1000 --images 20000
-    uv run python benchmarks/broad.py --sites 8 --images 200 --silent 1 --refused 1 --only imagecrawl  # smoke
+    uv run python -m benchmarks.broad                          # 40 sites, 3000 images
+    uv run python -m benchmarks.broad --sites 1000 --images 20000
+    uv run python -m benchmarks.broad --sites 8 --images 200 --silent 1 --refused 1 --only imagecrawl  # smoke
 
 N sites listen on loopback aliases (127.<a>.<b>.<c>, one asyncio process: ``broad_sites.py``); each has
 a hidden capacity (a strict token bucket: 429 + ``Retry-After`` past it, burst = capacity) drawn from
@@ -47,11 +47,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(REPO))
+from benchmarks.common import REPO, check_load
+from tests.sandbox.misbehave import requests_inside_windows
 
-from imagecrawl.sandbox.misbehave import requests_inside_windows  # noqa: E402
+HERE = Path(__file__).resolve().parent
 
 #: the caps of issue 21, for every crawler that has them
 ISSUE_CAPS = {
@@ -407,7 +406,7 @@ def main(argv: list[str] | None = None) -> int:
                 python = img2dataset_python(args.img2dataset_venv)
                 if python is None:
                     continue
-            print(f"  {name}: load average {os.getloadavg()[0]:.2f}", file=sys.stderr)
+            check_load(name)
             server, log_path = start_sites(sites, args, workdir, name)
             try:
                 if name == "imagecrawl":

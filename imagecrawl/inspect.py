@@ -27,12 +27,13 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from imagecrawl.schema import SCHEMA, SCHEMA_VERSION_KEY
+from imagecrawl.storage import layout
 
 #: The ``source`` column is in every file already; only ``date`` comes from the path.
 PARTITIONING = ds.partitioning(pa.schema([("date", pa.string())]), flavor="hive")
 #: Shards of every schema version read with the current columns (a column an older version lacks is null).
 READING_SCHEMA = pa.schema([*SCHEMA, pa.field("date", pa.string())])
-REPORTS_DIR = "_reports"
+REPORTS_DIR = layout.REPORTS_DIR
 SAMPLE_COLUMNS = ("id", "source", "model", "prompt", "width", "height", "image_format", "image_size_bytes")
 
 
@@ -67,12 +68,11 @@ def _listing(fs: pafs.FileSystem, base: str) -> list[pafs.FileInfo]:
 
 
 def _is_shard(path: str, base: str) -> bool:
-    rel = path[len(base) :].lstrip("/")
-    return rel.endswith(".parquet") and not any(part.startswith(("_", ".")) for part in rel.split("/"))
+    return layout.is_shard_key(path[len(base) :].lstrip("/"))
 
 
 def shard_files(store: str) -> tuple[pafs.FileSystem, str, list[pafs.FileInfo]]:
-    """The committed shards of a store (``_state``, ``_staging``, ``_reports`` and dot-files skipped)."""
+    """The committed shards of a store (``.imagecrawl/`` and other dot- or ``_``-names skipped)."""
     fs, base = filesystem_for(store)
     files = sorted((f for f in _listing(fs, base) if _is_shard(f.path, base)), key=lambda f: f.path)
     return fs, base, files
@@ -93,12 +93,8 @@ def dataset_for(store: str) -> ds.Dataset:
 
 
 def _partition(path: str, base: str) -> dict[str, str]:
-    parts = {}
-    for part in path[len(base) :].strip("/").split("/")[:-1]:
-        key, sep, value = part.partition("=")
-        if sep:
-            parts[key] = value
-    return parts
+    source, date = layout.key_source_date(path[len(base) :].strip("/"))
+    return {"source": source, "date": date}
 
 
 def _footer(fs: pafs.FileSystem, info: pafs.FileInfo) -> dict[str, Any]:
@@ -243,8 +239,14 @@ def inspect_store(store: str, samples: int = 3, duplicates: bool = True) -> dict
 
 
 def _reports(fs: pafs.FileSystem, base: str) -> dict[str, Any]:
-    """The end-of-crawl reports under ``_reports/``: how many and the latest run's totals."""
-    infos = [f for f in _listing(fs, f"{base}/{REPORTS_DIR}") if f.path.endswith(".json")]
+    """The end-of-crawl reports under ``.imagecrawl/reports/`` (or the first layout's ``_reports/``): how many
+    and the latest run's totals."""
+    infos = [
+        f
+        for folder in (REPORTS_DIR, layout.LEGACY_REPORTS_DIR)
+        for f in _listing(fs, f"{base}/{folder}")
+        if f.path.endswith(".json")
+    ]
     if not infos:
         return {"count": 0}
     # The run that finished last: a report is written when its run ends (run ids sort by start time only).

@@ -17,10 +17,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from imagecrawl.sandbox.catalog import build_catalog
-from imagecrawl.sandbox.testing import SandboxProcess
-
 from .conftest import LOOPBACK, REPO, read_store, run_crawl
+from .sandbox.catalog import build_catalog
+from .sandbox.testing import SandboxProcess
 from .servers import SandboxFactory
 from .spiders_util import Crawl, run_crawls
 
