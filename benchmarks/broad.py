@@ -212,7 +212,7 @@ def run_imagecrawl(list_path: Path, workdir: Path, args: argparse.Namespace) -> 
     code, started, ended, usage = run_process(cmd, None, args.limit, workdir / "imagecrawl.log")
     import pyarrow.parquet as pq
 
-    stored = sum(pq.read_metadata(p).num_rows for p in store.glob("source=*/date=*/*.parquet"))
+    stored = sum(pq.read_metadata(p).num_rows for p in store.glob("*/date=*/*.parquet"))
     return Run(code, started, ended, usage.ru_maxrss / 1024, usage.ru_utime + usage.ru_stime, stored)
 
 

@@ -117,7 +117,7 @@ def command(spider: str, args: dict[str, str], store: Path, jobdir: Path, stats_
 def committed_rows(store: Path) -> int:
     if not store.exists():
         return 0
-    return sum(pq.read_metadata(p).num_rows for p in store.glob("source=*/date=*/part-*.parquet"))
+    return sum(pq.read_metadata(p).num_rows for p in store.glob("*/date=*/part-*.parquet"))
 
 
 def interrupted(cmd: list[str], store: Path, sigints: int, at_rows: int) -> subprocess.CompletedProcess[str]:
