@@ -46,6 +46,8 @@ DOWNLOAD_ERROR: Final = "imagecrawl_download_error"
 WALK: Final = "imagecrawl_walk"
 #: distributed crawls: the lease id of a request popped from the shared frontier
 LEASE: Final = "imagecrawl_lease"
+#: ``imagecrawl recheck``: the site (origin) a recheck request asks about
+RECHECK_SITE: Final = "imagecrawl_recheck_site"
 
 ALL: Final = (
     KIND,
@@ -65,4 +67,5 @@ ALL: Final = (
     DOWNLOAD_ERROR,
     WALK,
     LEASE,
+    RECHECK_SITE,
 )

@@ -228,6 +228,8 @@ IMAGECRAWL_DEDUPE_BACKEND = "auto"  # or "sqlite", "redis"; auto: Redis when a R
 # Plug points, import paths; "": the in-process default. The distributed add-on sets them.
 IMAGECRAWL_LEDGER_FACTORY = ""
 IMAGECRAWL_SHARED_LIMITER_FACTORY = ""
+IMAGECRAWL_RECHECK_SAMPLE_PAGES = 3  # imagecrawl recheck: pages of each site asked besides its root
+IMAGECRAWL_TOMBSTONES_FACTORY = ""  # "" = the store's tombstones (docs/forget.md); distributed: + Redis
 IMAGECRAWL_PACING_GATE_FACTORY = ""
 
 # --- browser rendering (gallery profiles with render = "browser"; scrapy-playwright) ---

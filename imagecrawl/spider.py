@@ -20,7 +20,7 @@ from imagecrawl.downloadermiddlewares.optout import skip_log
 from imagecrawl.errors import unknown_name
 from imagecrawl.incremental import Incremental
 from imagecrawl.items import PromptImage
-from imagecrawl.media import MediaError
+from imagecrawl.media import MIN_PHASH_SIDE, MediaError
 from imagecrawl.optout.config import OptOutConfig
 from imagecrawl.records import EmbeddedOptOut, SourceHints, build_record
 from imagecrawl.state import author_salt, state_dir_for
@@ -140,6 +140,8 @@ class ImageSpider(scrapy.Spider):
             skip_log(self.crawler).skip(exc.reason, response.url, exc.detail)
             return
         stats.inc_value("imagecrawl/media/images")
+        if record.image_phash is None and min(record.width or 0, record.height or 0) >= MIN_PHASH_SIDE:
+            stats.inc_value("imagecrawl/media/phash_over_budget")  # no bounded decoding for it: no near-dedupe
         for fix in fixes:  # counted here, on the reactor thread
             stats.inc_value(f"imagecrawl/records/{fix}")
         if record.metadata_source is not None and record.metadata_source not in ("api", "html"):

@@ -92,6 +92,7 @@ def build_report(
         "bytes_downloaded": int(get("downloader/response_bytes", 0)),
         "duplicates_dropped": prefixed_sum(stats, "imagecrawl/dedupe/dropped/"),
         "skipped_known": prefixed_sum(stats, "imagecrawl/dedupe/skipped_known/"),
+        "forgotten_refused": prefixed_sum(stats, "imagecrawl/forget/refused/"),
         "optout_skipped": optout_skips(stats),
         "items_dropped": int(get("item_dropped_count", 0)),
         "responses_429": int(get("downloader/response_status_count/429", 0)),
