@@ -173,7 +173,7 @@ class CivitaiSpider(MaxItemsMixin, CursorPagingMixin, ImageSpider):
                 inc.see(walk, position)  # a known image of a model with new ones is no sign the rest is known
             else:
                 inc.see(walk, position, _record_id(entry), entry.url)
-            yield self.image_request(entry.url, entry.hints, meta=inc.image_meta(walk), errback=inc.image_failed)
+            yield self.image_request(entry.url, entry.hints, meta=inc.image_meta(walk), errback=self.image_failed)
         if not self.budget_left():
             self.log_max_items_reached(logger, "; not following more pages")
             return

@@ -156,7 +156,7 @@ class GallerySpider(MaxItemsMixin, ImageSpider):
         return scrapy.Request(
             url,
             callback=self.parse_detail,
-            errback=inc.image_failed,
+            errback=self.image_failed,
             meta={**self._meta(), **inc.image_meta(walk)},
             priority=DETAIL_PRIORITY,
         )
@@ -178,4 +178,4 @@ class GallerySpider(MaxItemsMixin, ImageSpider):
         if inc is None or walk is None:
             yield self.image_request(entry.url, entry.hints)
         else:
-            yield self.image_request(entry.url, entry.hints, meta=inc.image_meta(walk), errback=inc.image_failed)
+            yield self.image_request(entry.url, entry.hints, meta=inc.image_meta(walk), errback=self.image_failed)

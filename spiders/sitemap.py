@@ -286,7 +286,7 @@ class SitemapSpider(GallerySpider):
                     yield self.image_request(entry.url, entry.hints)
                 else:
                     yield self.image_request(
-                        entry.url, entry.hints, meta=inc.image_meta(walk), errback=inc.image_failed
+                        entry.url, entry.hints, meta=inc.image_meta(walk), errback=self.image_failed
                     )
             if not self.budget_left():
                 break
