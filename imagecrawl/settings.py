@@ -93,6 +93,7 @@ IMAGECRAWL_SKIP_KNOWN_IMAGES = True
 DOWNLOADER_MIDDLEWARES = {
     "imagecrawl.downloadermiddlewares.identity.IdentityGuard": 1,  # no contact, no crawl of others' sites
     "imagecrawl.downloadermiddlewares.errors.DownloadErrorsMiddleware": 2,  # last in process_exception
+    "imagecrawl.extensions.jobdir.KeepOnCloseMiddleware": 3,  # JOBDIR: a request cut off by the stop is kept
     "imagecrawl.downloadermiddlewares.netguard.NetGuardMiddleware": 10,  # no private networks
     "imagecrawl.downloadermiddlewares.known.KnownImageMiddleware": 50,  # skip what the store holds
     # Scrapy 2.19's robots.txt middleware lets requests that wait for robots.txt together through.
@@ -261,6 +262,7 @@ EXTENSIONS = {
     # the owner of the store, the dedupe ledger and the near index: opened on first use, closed when the engine stops
     "imagecrawl.extensions.storage.StorageOwner": -10,
     "imagecrawl.extensions.resume.ResumeGuard": 0,
+    "imagecrawl.extensions.jobdir.JobdirGuard": 1,  # JOBDIR: an unserializable request is an ERROR
     "imagecrawl.extensions.monitor.Monitor": 930,  # what the progress line and the report show
     "imagecrawl.extensions.statsfile.StatsFile": 900,
     "imagecrawl.extensions.outcome.CrawlOutcome": 940,  # nothing fetched: closes with a reason, exit 4

@@ -41,6 +41,15 @@ POLL_SECONDS = 0.05
 
 class UrlsSpider(MaxItemsMixin, ImageSpider):
     name = "urls"
+    #: what each -a argument of __init__ means (`imagecrawl spiders`; a test checks they match)
+    argument_help = {
+        "input": "a Parquet, CSV or JSONL file of image URLs (required)",
+        "url_col": "the column holding the URL",
+        "caption_col": "the column holding the caption (the prompt)",
+        "shard": "I/N: every N-th row from row I, so N processes share one list",
+        "input_format": "parquet, csv or jsonl (default: from the file name)",
+        "max_items": "stop after this many images (default: no limit)",
+    }
 
     def __init__(
         self,

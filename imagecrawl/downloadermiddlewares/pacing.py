@@ -33,6 +33,7 @@ from scrapy.utils.httpobj import urlparse_cached
 from scrapy.utils.misc import load_object
 
 from imagecrawl import meta
+from imagecrawl.extensions.jobdir import CrawlClosing
 from imagecrawl.pacing import Feedback, InProcessGate, RateGate, parse_retry_after
 from imagecrawl.pacing.config import PacingConfig, ban_config_from_settings
 from imagecrawl.pacing.looplag import LoopLag
@@ -274,17 +275,17 @@ class PacingMiddleware:
 
     async def _sleep(self, seconds: float) -> None:
         if self.runtime.closing():
-            raise IgnoreRequest("the crawl is closing")
+            raise CrawlClosing()
         await asyncio.sleep(min(max(seconds, 0.001), MAX_SLEEP_SECONDS))
         if self.runtime.closing():
-            raise IgnoreRequest("the crawl is closing")
+            raise CrawlClosing()
 
     async def _wait_for_slot(self, site: str, timeout: float) -> None:
         if self.runtime.closing():
-            raise IgnoreRequest("the crawl is closing")
+            raise CrawlClosing()
         await self.runtime.wait_for_slot(site, min(timeout, MAX_SLEEP_SECONDS))
         if self.runtime.closing():
-            raise IgnoreRequest("the crawl is closing")
+            raise CrawlClosing()
 
     def _park(self, request: Request, parked: bool, wait: float) -> bool:
         """Take a request that will wait a while out of the downloader's concurrency count."""
