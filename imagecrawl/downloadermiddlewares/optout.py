@@ -140,7 +140,11 @@ class OptOutMiddleware:
         tdm_request = Request(
             f"{scheme}://{netloc}{TDMREP_PATH}",
             priority=1000,
-            meta={"dont_obey_robotstxt": True, meta.KIND: "tdmrep"},
+            meta={
+                "dont_obey_robotstxt": True,
+                meta.KIND: "tdmrep",
+                "download_timeout": self.crawler.settings.getfloat("IMAGECRAWL_POLICY_TIMEOUT_SECONDS"),
+            },
             callback=NO_CALLBACK,
         )
         try:

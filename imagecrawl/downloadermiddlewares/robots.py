@@ -13,7 +13,9 @@ It is Scrapy's ``RobotsTxtMiddleware`` (Protego, our product token) with:
   DNS error, a refusal by another middleware). It is fetched again ``IMAGECRAWL_ROBOTS_RETRY_SECONDS``
   later (doubling while it stays unreachable); each such fetch is counted
   (``imagecrawl/optout/robots_txt_unreachable``), each request refused meanwhile too. Any other 4xx
-  means "no rules";
+  means "no rules". The fetch has its own short timeout (``IMAGECRAWL_POLICY_TIMEOUT_SECONDS``) and
+  is not retried on a download error: a site that does not answer at all has its robots.txt fetched
+  again with its next request, and the pacing gate's dead-site circuit decides when that is;
 * the ``Crawl-delay`` for our token kept in the crawl's :class:`~imagecrawl.optout.crawldelay.CrawlDelays`
   (the pacing middleware reads it from Scrapy's ``robots_parsed`` signal itself);
 * hosts in ``IMAGECRAWL_OPTOUT_OWNED_HOSTS`` exempt (warned at start);
@@ -39,15 +41,20 @@ from scrapy.utils.defer import maybe_deferred_to_future
 from scrapy.utils.httpobj import urlparse_cached
 from twisted.internet.defer import Deferred
 
+from imagecrawl import meta
 from imagecrawl.downloadermiddlewares.optout import skip_log
 from imagecrawl.optout.config import OptOutConfig
 from imagecrawl.optout.crawldelay import CrawlDelays
 from imagecrawl.optout.robotsprefs import RobotsPrefs, parse_robots_prefs, robots_refusal
+from imagecrawl.pacing.gate import Signal
+from imagecrawl.pacing.signals import classify_exception
 from imagecrawl.storage.context import crawl_context
 
 logger = logging.getLogger(__name__)
 
 _DISALLOW_ALL = b"User-agent: *\nDisallow: /\n"
+#: download-error kinds (``imagecrawl_download_error``) that mean the site did not answer at all
+NO_ANSWER_KINDS = frozenset({"timeout", "connection_refused", "dns", "connection"})
 
 
 def crawl_delays(crawler: Crawler) -> CrawlDelays:
@@ -71,6 +78,7 @@ class RobotsMiddleware(RobotsTxtMiddleware):
         self.pref_kinds = self.optout_config.robots_kinds()
         self._prefs: dict[str, RobotsPrefs] = {}
         self.retry_seconds = crawler.settings.getfloat("IMAGECRAWL_ROBOTS_RETRY_SECONDS")
+        self.timeout = crawler.settings.getfloat("IMAGECRAWL_POLICY_TIMEOUT_SECONDS")
         #: netloc -> (monotonic time to fetch robots.txt again, the wait after that) while unreachable
         self._unreachable: dict[str, tuple[float, float]] = {}
         crawler.signals.connect(self._robots_parsed, signal=signals.robots_parsed)
@@ -92,14 +100,14 @@ class RobotsMiddleware(RobotsTxtMiddleware):
             robots_request = Request(
                 f"{url.scheme}://{netloc}/robots.txt",
                 priority=self.DOWNLOAD_PRIORITY,
-                meta={"dont_obey_robotstxt": True},
+                meta={"dont_obey_robotstxt": True, meta.KIND: "robots", "download_timeout": self.timeout},
                 callback=NO_CALLBACK,
             )
             try:
                 response = await self.crawler.engine.download_async(robots_request)
                 await self._parse_robots(response, netloc, request)
             except Exception as exc:
-                self._robots_error(exc, netloc)
+                self._robots_error(exc, netloc, robots_request.meta.get(meta.DOWNLOAD_ERROR))
             self._stats.inc_value("robotstxt/request_count")
         parser = self._parsers[netloc]
         if isinstance(parser, Deferred):
@@ -130,10 +138,18 @@ class RobotsMiddleware(RobotsTxtMiddleware):
             self.skips.skip(reason, request.url, detail)
             raise IgnoreRequest(f"robots.txt {reason}: {detail}")
 
-    def _mark_unreachable(self, netloc: str, why: str) -> None:
-        """RFC 9309 §2.3.1.4: an unreachable robots.txt means "disallow everything"; try again later."""
+    def _mark_unreachable(self, netloc: str, why: str, no_answer: bool = False) -> None:
+        """RFC 9309 §2.3.1.4: an unreachable robots.txt means "disallow everything"; try again later.
+        ``no_answer`` (refused, timeout, DNS): with the site's next request, which the dead-site circuit
+        holds back while the site does not answer."""
         self._stats.inc_value("imagecrawl/optout/robots_txt_unreachable")
         wait = self._unreachable.get(netloc, (0.0, self.retry_seconds))[1]
+        if no_answer:
+            self._unreachable[netloc] = (time.monotonic(), wait)
+            logger.warning(
+                "robots.txt of %s is unreachable (%s): treating the site as disallowed until it answers", netloc, why
+            )
+            return
         self._unreachable[netloc] = (time.monotonic() + wait, min(wait * 2, 86400.0))
         logger.warning(
             "robots.txt of %s is unreachable (%s): treating the site as disallowed, fetching it again in %gs",
@@ -160,11 +176,13 @@ class RobotsMiddleware(RobotsTxtMiddleware):
                 self._prefs.pop(netloc, None)
         await super()._parse_robots(response, netloc, request)
 
-    def _robots_error(self, exc: Exception, netloc: str) -> None:
+    def _robots_error(self, exc: Exception, netloc: str, kind: str | None = None) -> None:
         # Scrapy stores None ("allow everything") for a failed download: store "disallow" instead.
         if not isinstance(exc, IgnoreRequest):
             self._stats.inc_value(f"robotstxt/exception_count/{type(exc)}")
-        self._mark_unreachable(netloc, f"{type(exc).__name__}: {exc}")
+        # the download-errors middleware turns the error into an IgnoreRequest; its kind stays in meta
+        no_answer = kind in NO_ANSWER_KINDS or classify_exception(exc) in (Signal.TIMEOUT, Signal.CONNECTION)
+        self._mark_unreachable(netloc, f"{type(exc).__name__}: {exc}", no_answer)
         rp = self._parserimpl.from_crawler(self.crawler, _DISALLOW_ALL)
         rp_dfd = self._parsers[netloc]
         self._parsers[netloc] = rp
