@@ -10,11 +10,13 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable
 
+from imagecrawl import exitcodes
+
 
 class ConfigError(ValueError):
     """A spider argument or a setting is wrong; the message names it. Exit status 2."""
 
-    exit_code = 2
+    exit_code = exitcodes.USAGE
 
 
 class MissingExtraError(ConfigError):
@@ -24,7 +26,7 @@ class MissingExtraError(ConfigError):
 class StoreError(RuntimeError):
     """The store cannot be written (probe at start); the message names the store and why. Exit status 3."""
 
-    exit_code = 3
+    exit_code = exitcodes.STORE
 
 
 #: a longer list of valid names is cut to the closest ones (and ``more``, e.g. where all are listed)

@@ -9,7 +9,7 @@ the listing or a stop). Image requests carry ``meta["imagecrawl_walk"]`` and the
 
 Crash-safe: a walk's new watermark is saved only when the crawl finished normally, the walk completed
 without a failed download, and the Parquet pipeline reported every row committed (its commit hook in
-:attr:`imagecrawl.storage.context.CrawlContext.commit_hooks`). A crawl that dies keeps the old marks,
+:attr:`imagecrawl.extensions.storage.StorageOwner.commit_hooks`). A crawl that dies keeps the old marks,
 and its walks' ``started`` field tells the next run not to trust a run of known items.
 """
 
@@ -25,6 +25,7 @@ from scrapy.spidermiddlewares.httperror import HttpError
 from twisted.python.failure import Failure
 
 from imagecrawl import meta
+from imagecrawl.extensions.storage import storage_owner
 from imagecrawl.storage.context import crawl_context
 from imagecrawl.storage.watermarks import Mark, Walk, WatermarkBook, utc_now
 
@@ -41,10 +42,10 @@ class Incremental:
         self.known_run = max(0, settings.getint("IMAGECRAWL_INCREMENTAL_KNOWN_RUN"))
         self.walks: dict[str, Walk] = {}
         self.committed = False
-        context = crawl_context(crawler)
-        self.storage = context.storage
+        owner = storage_owner(crawler)
+        self.storage = owner.storage
         self.book = WatermarkBook(self.storage.store, self.storage.state_dir)
-        context.commit_hooks.append(self._all_committed)
+        owner.commit_hooks.append(self._all_committed)
         crawler.signals.connect(self._closed, signal=signals.spider_closed)
 
     async def begin(self, source: str, query: str) -> Walk:

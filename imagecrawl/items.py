@@ -7,17 +7,16 @@ from datetime import datetime
 from typing import Any
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, kw_only=True)
 class PromptImage:
-    """One prompt/image pair. Field names and order follow :data:`imagecrawl.schema.SCHEMA`."""
+    """One prompt/image pair. Field names and order follow :data:`imagecrawl.schema.SCHEMA` (checked by
+    tests/test_schema_versions.py); keyword-only, so required fields need not come first."""
 
     id: str
     source: str
-    image_url: str
-    image_sha256: str
-    crawled_at: datetime
     source_id: str | None = None
     page_url: str | None = None
+    image_url: str
     prompt: str | None = None
     negative_prompt: str | None = None
     model: str | None = None
@@ -29,6 +28,7 @@ class PromptImage:
     height: int | None = None
     params: str | None = None
     metadata_source: str | None = None
+    image_sha256: str
     image_phash: int | None = None
     image_format: str | None = None
     image_size_bytes: int | None = None
@@ -36,6 +36,7 @@ class PromptImage:
     nsfw: str | None = None
     license: str | None = None
     duplicate_of: str | None = None
+    crawled_at: datetime
     digital_source_type: str | None = None
     data_mining: str | None = None
     c2pa_claim_generator: str | None = None

@@ -106,7 +106,3 @@ def install(secrets: Iterable[str], loggers: Iterable[str] = ("scrapy.crawler",)
         if _FILTER not in logger.filters:
             logger.addFilter(_FILTER)
     return _FILTER
-
-
-def current_secrets() -> set[str]:
-    return set(_FILTER.secrets)

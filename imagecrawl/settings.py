@@ -267,7 +267,10 @@ ITEM_PIPELINES = {
 }
 
 EXTENSIONS = {
+    # the owner of the store, the dedupe ledger and the near index: opened on first use, closed when the engine stops
+    "imagecrawl.extensions.storage.StorageOwner": -10,
     "imagecrawl.extensions.resume.ResumeGuard": 0,
+    "imagecrawl.extensions.monitor.Monitor": 930,  # what the progress line and the report show
     "imagecrawl.extensions.statsfile.StatsFile": 900,
     "imagecrawl.extensions.outcome.CrawlOutcome": 940,  # nothing fetched: closes with a reason, exit 4
     "imagecrawl.extensions.progress.ProgressLine": 950,

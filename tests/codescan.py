@@ -115,6 +115,8 @@ def scan() -> Found:
                         base = str(kw.value.value)
                         for leaf in ("count", "reason_count/<reason>", "max_reached"):
                             found.stat(f"{base}/{leaf}", rel)
+            elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "set_exit_code":
+                found.stat("imagecrawl/exit_code", rel)  # imagecrawl/exitcodes.py: the one exit-code rule
             elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "on_event":
                 if node.args and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str):
                     found.stat(f"imagecrawl/store/{node.args[0].value}", rel)

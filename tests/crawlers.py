@@ -34,3 +34,12 @@ def project_settings(**overrides: Any) -> dict[str, Any]:
 def make_crawler(spidercls: type[Spider] | None = None, **overrides: Any) -> Crawler:
     """An unstarted crawler (``scrapy.utils.test.get_crawler``) with the project's settings and ``overrides``."""
     return get_crawler(spidercls, project_settings(**overrides))
+
+
+def stop_engine(crawler: Crawler) -> None:
+    """What ``engine_stopped`` does for imagecrawl at the end of a crawl: the owner of the store and ledger
+    (:class:`imagecrawl.extensions.storage.StorageOwner`) closes them (Scrapy's own extensions are left
+    alone: they were never started)."""
+    from imagecrawl.extensions.storage import storage_owner
+
+    storage_owner(crawler).close()

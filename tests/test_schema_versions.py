@@ -39,3 +39,11 @@ def test_v1_and_current_shards_read_together(tmp_path: Path) -> None:
     ]
     report = inspect_store(str(tmp_path), samples=0)
     assert report["schema_versions"] == {"1": 1, SCHEMA_VERSION: 1} and report["rows"] == 2
+
+
+def test_item_fields_follow_the_schema() -> None:
+    from dataclasses import fields
+
+    from imagecrawl.items import PromptImage
+
+    assert [f.name for f in fields(PromptImage)] == list(SCHEMA.names)

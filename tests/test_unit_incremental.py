@@ -7,8 +7,8 @@ import asyncio
 import json
 from pathlib import Path
 
+from imagecrawl.extensions.storage import storage_owner
 from imagecrawl.incremental import Incremental, begin_walk
-from imagecrawl.storage.context import crawl_context
 from imagecrawl.storage.stores import LocalStore
 from imagecrawl.storage.watermarks import Mark, Walk, WatermarkBook, normalize_position
 from tests.crawlers import make_crawler
@@ -76,7 +76,7 @@ def test_watermark_moves_only_after_the_commit(tmp_path: Path) -> None:
     walk.finish()
     inc._closed("finished")  # no commit hook ran: rows may not be in the store
     assert marks(tmp_path)["civitai-images:q"]["position"] is None
-    for hook in crawl_context(inc.crawler).commit_hooks:
+    for hook in storage_owner(inc.crawler).commit_hooks:
         hook()
     inc._closed("shutdown")  # stopped by hand: images of the walk may never have been fetched
     assert marks(tmp_path)["civitai-images:q"]["position"] is None

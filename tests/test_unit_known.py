@@ -15,7 +15,7 @@ from scrapy.exceptions import IgnoreRequest, NotConfigured
 
 from imagecrawl import meta
 from imagecrawl.downloadermiddlewares.known import KnownImageMiddleware
-from imagecrawl.storage.context import crawl_context
+from imagecrawl.extensions.storage import crawl_storage
 from tests.crawlers import make_crawler
 
 SHARD = "source=civitai/date=2026-01-01/part-earlier-run-1.parquet"
@@ -35,7 +35,7 @@ def known(tmp_path: Path, **overrides: Any) -> tuple[Crawler, KnownImageMiddlewa
 def store(tmp_path: Path) -> Path:
     """A store whose ledger an earlier run left with two committed records."""
     earlier = make_crawler(IMAGECRAWL_STORE=str(tmp_path))
-    storage = crawl_context(earlier).storage
+    storage = crawl_storage(earlier)
     storage.ledger.commit_shard(SHARD, COMMITTED)
     storage.close()
     return tmp_path
@@ -76,7 +76,7 @@ def test_new_images_and_pages_pass(store: Path) -> None:
 
 def test_an_image_claimed_by_this_run_is_not_fetched_twice(tmp_path: Path) -> None:
     crawler, mw = known(tmp_path)
-    ledger = crawl_context(crawler).storage.ledger
+    ledger = crawl_storage(crawler).ledger
     assert asyncio.run(mw.process_request(image("https://img.example/5.png", "lexica:5"))) is None
     ledger.reserve("c" * 64, "lexica:5", "https://img.example/5.png")  # the dedupe pipeline kept it
     with pytest.raises(IgnoreRequest):
@@ -87,7 +87,7 @@ def test_an_image_claimed_by_this_run_is_not_fetched_twice(tmp_path: Path) -> No
 
 def test_the_ledger_is_the_crawls_one(tmp_path: Path) -> None:
     crawler, mw = known(tmp_path)
-    storage = crawl_context(crawler).storage
+    storage = crawl_storage(crawler)
     assert mw.storage is storage
     assert storage.state_dir == tmp_path / "_state"
     assert (tmp_path / "_state" / "ledger.sqlite3").exists()

@@ -17,10 +17,10 @@ from scrapy import signals
 from scrapy.crawler import Crawler
 from scrapy.exceptions import DropItem, NotConfigured
 
+from imagecrawl.extensions.storage import crawl_storage
 from imagecrawl.items import PromptImage
 from imagecrawl.pipelines.dedupe import DedupePipeline, DuplicateItem
 from imagecrawl.records import SourceHints, build_record
-from imagecrawl.storage.context import crawl_context
 from tests.crawlers import make_crawler
 
 
@@ -139,7 +139,7 @@ def test_a_released_record_is_not_a_near_duplicate_of_itself(tmp_path: Path) -> 
 
 def test_records_an_earlier_run_committed_are_dropped(tmp_path: Path) -> None:
     earlier = make_crawler(IMAGECRAWL_STORE=str(tmp_path))
-    storage = crawl_context(earlier).storage
+    storage = crawl_storage(earlier)
     fox = record("1", FOX)
     storage.ledger.commit_shard(
         "source=civitai/date=2026-01-01/part-x-1.parquet", [(fox.image_sha256, fox.id, fox.image_phash, fox.image_url)]
@@ -196,7 +196,7 @@ def test_items_in_flight_together_are_claimed_in_one_batch_and_still_deduped(tmp
     assert stats["imagecrawl/dedupe/dropped/near"] == 1
     assert worker.jobs == 81  # a lookup and a claim per kept item, and the near copy's lookup
     assert worker.batches <= 4  # all in flight at once: a lookup batch and a claim batch, not 80 round trips
-    ledger = crawl_context(crawler).storage.ledger
+    ledger = crawl_storage(crawler).ledger
     assert all(ledger.duplicate_reason(it.image_sha256, it.id) == "sha256" for it in items)
 
 

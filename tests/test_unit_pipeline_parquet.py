@@ -18,13 +18,13 @@ from scrapy.crawler import Crawler
 from scrapy.exceptions import NotConfigured
 
 from imagecrawl.dedupe.sqlite import Ledger
+from imagecrawl.extensions.storage import crawl_storage
 from imagecrawl.items import PromptImage
 from imagecrawl.pipelines.dedupe import DedupePipeline, DuplicateItem
 from imagecrawl.pipelines.parquet import ParquetPipeline
 from imagecrawl.records import SourceHints, build_record
 from imagecrawl.schema import COLUMNS, SCHEMA_VERSION, SCHEMA_VERSION_KEY
-from imagecrawl.storage.context import crawl_context
-from tests.crawlers import make_crawler
+from tests.crawlers import make_crawler, stop_engine
 
 DAY = datetime(2026, 3, 4, 12, 0, tzinfo=UTC)
 
@@ -61,6 +61,7 @@ def run(pipeline: ParquetPipeline, items: list[PromptImage], check_before_close:
         await pipeline.close_spider()
 
     asyncio.run(crawl())
+    stop_engine(pipeline.crawler)
 
 
 def shards(store: Path) -> list[Path]:
@@ -76,7 +77,7 @@ def test_rows_are_written_committed_and_read_back(tmp_path: Path) -> None:
     items = [record("civitai", 1), record("civitai", 2), record("lexica", 3)]
     run(pipeline, items, check_before_close=lambda: assert_nothing_visible(tmp_path))
     files = shards(tmp_path)
-    run_id = crawl_context(crawler).storage.run_id
+    run_id = pipeline.storage.run_id
     assert [f.relative_to(tmp_path).as_posix() for f in files] == [
         f"source=civitai/date=2026-03-04/part-{run_id}-00001.parquet",
         f"source=lexica/date=2026-03-04/part-{run_id}-00002.parquet",
@@ -191,6 +192,8 @@ def test_a_start_recovers_only_what_ended_runs_left_in_a_shared_outbox(tmp_path:
         await second.close_spider()
 
     asyncio.run(crawl())
+    stop_engine(first.crawler)
+    stop_engine(second_crawler)
     ids = sorted(i for f in shards(tmp_path) for i in pq.read_table(f).column("id").to_pylist())
     assert ids == ["civitai:1", "civitai:2", "lexica:3"]
     assert subtree(second_crawler, "imagecrawl/store/recover") == {"imagecrawl/store/recover_skipped_live": 1}
@@ -203,7 +206,7 @@ def test_a_start_recovers_only_what_ended_runs_left_in_a_shared_outbox(tmp_path:
         await dead.process_item(record("gallery", 4))
 
     asyncio.run(die())
-    crawl_context(dead_crawler).storage.ledger.close()
+    crawl_storage(dead_crawler).ledger.close()
     third_crawler, third = parquet(tmp_path, **spooled)
     run(third, [])
     ids = sorted(i for f in shards(tmp_path) for i in pq.read_table(f).column("id").to_pylist())

@@ -7,8 +7,9 @@ never retrieved" and a traceback. Here:
 * a :class:`~imagecrawl.errors.ConfigError` (a wrong ``-a`` argument or ``-s`` setting) is one line
   ``imagecrawl: error: ...`` and exit status 2; a :class:`~imagecrawl.errors.StoreError` (the store
   probe at start failed) is one line and exit status 3; any other error keeps its traceback;
-* components set the stat ``imagecrawl/exit_code`` (shards the store did not take: 3; a crawl that
-  got nothing: 4; no contact: 2) and this command exits with it (docs/exit-codes in README.md).
+* components record a failure with :func:`imagecrawl.exitcodes.set_exit_code` (shards the store did
+  not take: 3; a crawl that got nothing: 4; no contact: 2; a full disk: 5; the first one wins) and
+  this command exits with it (the exit codes in README.md).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from scrapy.commands.crawl import Command as ScrapyCrawlCommand
 from scrapy.exceptions import UsageError
 
 from imagecrawl.errors import ConfigError, StoreError
+from imagecrawl.exitcodes import exit_code
 
 logger = logging.getLogger(__name__)
 
@@ -59,9 +61,12 @@ class Command(ScrapyCrawlCommand):
         if self.crawler_process.bootstrap_failed:
             self.exitcode = 1
             return
-        code = crawler.stats.get_value("imagecrawl/exit_code") if crawler._stats else None
-        if code:
-            self.exitcode = int(code)
+        try:
+            stats = crawler.stats
+        except RuntimeError:  # Scrapy's public attribute before the crawl got its stats: nothing recorded
+            return
+        if code := exit_code(stats):
+            self.exitcode = code
 
 
 def _collect(task: asyncio.Future[Any], failures: list[BaseException]) -> None:

@@ -32,7 +32,7 @@ from scrapy_redis.scheduler import Scheduler as ScrapyRedisScheduler
 from imagecrawl import meta
 from imagecrawl.distributed.config import RedisConfig
 from imagecrawl.distributed.worker import Worker, start_worker
-from imagecrawl.storage.context import crawl_context
+from imagecrawl.extensions.storage import crawl_storage
 
 logger = logging.getLogger(__name__)
 
@@ -160,7 +160,7 @@ class RedisScheduler(ScrapyRedisScheduler):
 
         server = Redis.from_url(config.url, health_check_interval=30)
         server.ping()
-        owner = crawl_context(crawler).storage.run_id
+        owner = crawl_storage(crawler).run_id
         logger.info("Shared frontier %s on %s (worker %s)", config.keys.base, _safe_url(config.url), owner)
         return cls(server, crawler, config, owner)
 

@@ -32,6 +32,7 @@ from scrapy.http import Response
 
 from imagecrawl import meta
 from imagecrawl.distributed.config import RedisConfig, alive_prefix
+from imagecrawl.extensions.storage import crawl_storage
 from imagecrawl.storage.context import crawl_context
 
 logger = logging.getLogger(__name__)
@@ -111,7 +112,7 @@ class Worker:
         self._items_open: dict[str, int] = defaultdict(int)
         self._by_object: dict[int, tuple[Any, str, str]] = {}  # id(item) -> (item, lease, record id)
         self._by_record: dict[str, list[int]] = defaultdict(list)  # record id -> [id(item)]
-        ledger = crawl_context(crawler).storage.ledger
+        ledger = crawl_storage(crawler).ledger
         listeners = getattr(ledger, "commit_listeners", None)
         # Without a shared ledger that reports commits, an item's lease ends when it leaves the pipelines.
         self.wait_for_commit = _writes_shards(crawler) and listeners is not None
@@ -197,7 +198,7 @@ class Worker:
         recording it in the ledger: index such shards now, before redoing its work writes them twice."""
         self.stats.inc_value("imagecrawl/distributed/leases/reclaimed", n)
         logger.warning("Took back %d request(s) whose worker stopped renewing its lease", n)
-        storage = crawl_context(self.crawler).storage
+        storage = crawl_storage(self.crawler)
         try:
             added = storage.ledger.reconcile(storage.store)
         except Exception as exc:

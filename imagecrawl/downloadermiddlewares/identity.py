@@ -41,12 +41,13 @@ from scrapy.utils.defer import deferred_from_coro
 from scrapy.utils.httpobj import urlparse_cached
 
 from imagecrawl.downloadermiddlewares.netguard import NetGuardConfig, literal_ip
+from imagecrawl.exitcodes import USAGE, set_exit_code
 
 logger = logging.getLogger(__name__)
 
 _EMAIL_RE: Final = re.compile(r"^(mailto:)?[^@\s<>()]+@[^@\s<>()]+\.[^@\s<>()]+$", re.IGNORECASE)
 CLOSE_REASON: Final = "imagecrawl_no_contact"
-EXIT_CODE: Final = 2
+EXIT_CODE: Final = USAGE
 
 
 def valid_contact(contact: str) -> bool:
@@ -135,7 +136,7 @@ class IdentityGuard:
             return
         self._closing = True
         logger.error(refusal_message(host, self.config.contact))
-        self.stats.set_value("imagecrawl/exit_code", EXIT_CODE)
+        set_exit_code(self.stats, EXIT_CODE)
 
     def _close_at_open(self) -> None:
         engine = self.crawler.engine

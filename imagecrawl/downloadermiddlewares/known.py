@@ -15,7 +15,7 @@ from scrapy.crawler import Crawler
 from scrapy.exceptions import IgnoreRequest, NotConfigured
 
 from imagecrawl import meta
-from imagecrawl.storage.context import crawl_context
+from imagecrawl.extensions.storage import crawl_storage
 
 logger = logging.getLogger(__name__)
 
@@ -24,7 +24,7 @@ class KnownImageMiddleware:
     def __init__(self, crawler: Crawler) -> None:
         assert crawler.stats is not None
         self.stats = crawler.stats
-        self.storage = crawl_context(crawler).storage
+        self.storage = crawl_storage(crawler)
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> Self:

@@ -27,11 +27,13 @@ from typing import Any, Self
 from itemadapter import ItemAdapter
 from scrapy import Request, signals
 from scrapy.crawler import Crawler
+from scrapy.exceptions import NotConfigured
 from scrapy.http import Response
 from scrapy.utils.asyncio import create_looping_call
 from scrapy.utils.httpobj import urlparse_cached
 
 from imagecrawl import meta
+from imagecrawl.errors import ConfigError
 from imagecrawl.pacing.retryafter import parse_retry_after
 from imagecrawl.report.dataset import DatasetTally
 from imagecrawl.report.series import Spans, Timeline
@@ -102,6 +104,16 @@ class SiteActivity:
 
 
 class Monitor:
+    """The extension that records what the progress line and the report show (off when both are off).
+    They reach it with :func:`monitor_for` (``crawler.get_extension``)."""
+
+    @classmethod
+    def from_crawler(cls, crawler: Crawler) -> Self:
+        settings = crawler.settings
+        if not settings.getbool("IMAGECRAWL_PROGRESS_ENABLED") and not settings.getbool("IMAGECRAWL_REPORT_ENABLED"):
+            raise NotConfigured("IMAGECRAWL_PROGRESS_ENABLED and IMAGECRAWL_REPORT_ENABLED are off")
+        return cls(crawler, MonitorConfig.from_settings(settings))
+
     def __init__(self, crawler: Crawler, config: MonitorConfig) -> None:
         self.crawler = crawler
         self.config = config
@@ -131,6 +143,13 @@ class Monitor:
         self._task.start(self.config.sample_seconds, now=False)
 
     def spider_closed(self) -> None:
+        self.finish()
+
+    def finish(self) -> None:
+        """Stop sampling and take the last sample (once): what reads the monitor at ``spider_closed`` (the
+        report, the progress line's final line) calls it first, whatever order the handlers run in."""
+        if self.finished is not None:
+            return
         if self._task is not None and self._task.running:
             self._task.stop()
         self.sample()
@@ -261,5 +280,10 @@ class Monitor:
 
 
 def monitor_for(crawler: Crawler) -> Monitor:
-    """The crawler's one monitor, created (and wired to the signals) on first use."""
-    return crawl_context(crawler).get(Monitor, lambda: Monitor(crawler, MonitorConfig.from_settings(crawler.settings)))
+    """The crawl's monitor (an extension: look it up once the extensions are built, e.g. at ``spider_opened``)."""
+    monitor = crawler.get_extension(Monitor)
+    if monitor is None:
+        raise ConfigError(
+            "imagecrawl.extensions.monitor.Monitor is not in EXTENSIONS: the progress line and the report need it"
+        )
+    return monitor

@@ -24,10 +24,11 @@ from scrapy.exceptions import CloseSpider
 from scrapy.http import Response
 
 from imagecrawl import meta
+from imagecrawl.exitcodes import NOTHING_FETCHED, set_exit_code
 
 logger = logging.getLogger(__name__)
 
-EXIT_CODE: Final = 4
+EXIT_CODE: Final = NOTHING_FETCHED
 REFUSED: Final = "imagecrawl_all_refused"
 FAILED: Final = "imagecrawl_all_failed"
 #: stats that count a request refused before it went out, with the hint for the user
@@ -81,6 +82,5 @@ class CrawlOutcome:
         if failed:
             parts.append(f"{failed} failed after their retries (DNS, connection, timeout; see the WARNINGs above)")
         logger.error("Nothing stored: no request got an answer; %s (%s)", "; ".join(parts), reason)
-        if not stats.get_value("imagecrawl/exit_code"):
-            stats.set_value("imagecrawl/exit_code", EXIT_CODE)
+        set_exit_code(stats, EXIT_CODE)
         raise CloseSpider(reason)

@@ -99,7 +99,7 @@ class ProgressLine:
         self.config = config
         assert crawler.stats is not None
         self.stats = crawler.stats
-        self.monitor = monitor_for(crawler)
+        self.monitor: Monitor | None = None  # the Monitor extension, looked up once the extensions exist
         self._task: Any = None
         crawler.signals.connect(self.spider_opened, signal=signals.spider_opened)
         crawler.signals.connect(self.spider_closed, signal=signals.spider_closed)
@@ -114,12 +114,13 @@ class ProgressLine:
         return cls(crawler, config)
 
     def spider_opened(self) -> None:
+        self.monitor = monitor_for(self.crawler)
         self._task = create_looping_call(self.log)
         self._task.start(self.config.interval_seconds, now=False)
 
     def log(self, final: bool = False) -> None:
         level = progress_level(self.crawler.settings.get("LOG_LEVEL"))
-        if level is None:
+        if level is None or self.monitor is None:
             return
         stats = self.stats.get_stats()
         line = progress_line(self.monitor, stats, time.time(), self.config.interval_seconds, self.config.sites)
@@ -132,4 +133,6 @@ class ProgressLine:
     def spider_closed(self) -> None:
         if self._task is not None and self._task.running:
             self._task.stop()
+        if self.monitor is not None:
+            self.monitor.finish()
         self.log(final=True)

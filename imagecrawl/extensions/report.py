@@ -3,7 +3,8 @@
 The JSON holds totals, stats grouped by reason, and the time series the monitor recorded (items/s,
 images/s, per-site request rate, 429/503/403 responses, Retry-After pauses, pacing rate and states);
 the HTML renders the same data with inline SVG plots (no scripts, no external files: it opens offline).
-Written at ``spider_closed``, after the Parquet pipeline's ``close_spider`` has committed the last shards.
+Written at ``spider_closed``, after the Parquet pipeline's ``close_spider`` has committed the last shards
+and before the store's owner (:class:`~imagecrawl.extensions.storage.StorageOwner`) closes it.
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ from imagecrawl import redact
 from imagecrawl.addon import configured_secrets
 from imagecrawl.extensions.monitor import Monitor, monitor_for
 from imagecrawl.extensions.progress import optout_skips, prefixed_sum
+from imagecrawl.extensions.storage import crawl_storage
 from imagecrawl.report.html import render_html
-from imagecrawl.storage.context import crawl_context
 
 logger = logging.getLogger(__name__)
 
@@ -156,7 +157,6 @@ class CrawlReport:
         self.config = config
         assert crawler.stats is not None
         self.stats = crawler.stats
-        self.monitor = monitor_for(crawler)  # before our own handlers: the monitor's final sample runs first
         crawler.signals.connect(self.spider_closed, signal=signals.spider_closed)
 
     @classmethod
@@ -167,12 +167,15 @@ class CrawlReport:
         return cls(crawler, config)
 
     async def spider_closed(self, reason: str) -> None:
-        storage = crawl_context(self.crawler).storage
+        monitor = monitor_for(self.crawler)
+        monitor.finish()  # the last sample, whichever spider_closed handler runs first
+        # the store is still open: its owner closes it when the engine stops, after every spider_closed handler
+        storage = crawl_storage(self.crawler)
         stats = dict(self.stats.get_stats())
         stats.setdefault("finish_reason", reason)
         spider = self.crawler.spider.name if self.crawler.spider is not None else "?"
         report = build_report(
-            self.monitor,
+            monitor,
             stats,
             run_id=storage.run_id,
             spider=spider,

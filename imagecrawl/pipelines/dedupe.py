@@ -13,16 +13,11 @@ from scrapy import signals
 from scrapy.crawler import Crawler
 from scrapy.exceptions import DropItem, NotConfigured
 
-from imagecrawl.dedupe.near import SqliteNearIndex
 from imagecrawl.dedupe.worker import LedgerWorker
 from imagecrawl.errors import ConfigError
-from imagecrawl.storage.context import crawl_context
+from imagecrawl.extensions.storage import storage_owner
 
 logger = logging.getLogger(__name__)
-
-
-#: how often the near-duplicate index looks for other processes' commits
-NEAR_FRESH_SECONDS = 0.5
 
 
 class DuplicateItem(DropItem):
@@ -34,18 +29,16 @@ class DedupePipeline:
         self.crawler = crawler
         assert crawler.stats is not None
         self.stats = crawler.stats
-        self.storage = crawl_context(crawler).storage
+        owner = storage_owner(crawler)
+        self.storage = owner.storage
         settings = crawler.settings
         self.near_policy = settings.get("IMAGECRAWL_NEAR_POLICY")
         if self.near_policy not in ("drop", "keep"):
             raise ConfigError(f"IMAGECRAWL_NEAR_POLICY must be 'drop' or 'keep', not {self.near_policy!r}")
         self.near_distance = settings.getint("IMAGECRAWL_NEAR_MAX_DISTANCE")
-        if settings.getbool("IMAGECRAWL_NEAR_DEDUPE_ENABLED") and self.storage.ledger.near is None:
-            # other processes' commits are picked up twice a second, not before every query (each
-            # process's own claims are in the ledger's memory index at once)
-            index = SqliteNearIndex(self.storage.state_dir / "near.sqlite3", fresh_seconds=NEAR_FRESH_SECONDS)
-            self.storage.ledger.enable_near(index)
-        elif not settings.getbool("IMAGECRAWL_NEAR_DEDUPE_ENABLED"):
+        if settings.getbool("IMAGECRAWL_NEAR_DEDUPE_ENABLED"):
+            owner.enable_near()
+        else:
             logger.warning(
                 "Near-duplicate dedupe is off (IMAGECRAWL_NEAR_DEDUPE_ENABLED): only exact copies are dropped"
             )

@@ -19,17 +19,17 @@ from scrapy import signals
 from scrapy.crawler import Crawler
 from scrapy.exceptions import DropItem, NotConfigured
 
+from imagecrawl.exitcodes import STORE, WRITE_ERROR, set_exit_code
+from imagecrawl.extensions.storage import storage_owner
 from imagecrawl.items import PromptImage
 from imagecrawl.schema import COLUMNS
-from imagecrawl.storage.context import CrawlStorage, crawl_context
+from imagecrawl.storage.context import CrawlStorage
 from imagecrawl.storage.outbox import Outbox
 from imagecrawl.storage.shards import ShardWriter, SpoolWriteError, partition_of, shard_key
 from imagecrawl.storage.stores import LocalStore
 
 logger = logging.getLogger(__name__)
 
-#: ``scrapy crawl`` exits with this when the local disk refused a write (the crawl stops)
-WRITE_ERROR_EXIT_CODE = 5
 WRITE_ERROR_REASON = "spool_write_error"
 
 
@@ -53,7 +53,8 @@ class ParquetPipeline:
         self.close_timeout = settings.getfloat("IMAGECRAWL_CLOSE_COMMIT_TIMEOUT_SECONDS")
         self.flush_seconds = settings.getfloat("IMAGECRAWL_SPOOL_FLUSH_SECONDS")
         self.spool_batch_rows = max(1, settings.getint("IMAGECRAWL_SPOOL_BATCH_ROWS"))
-        self.storage: CrawlStorage = crawl_context(crawler).storage
+        self.owner = storage_owner(crawler)
+        self.storage: CrawlStorage = self.owner.storage
         self.outbox = Outbox(
             self.storage.state_dir / "outbox",
             self.storage.store,
@@ -109,8 +110,7 @@ class ParquetPipeline:
         left = await self.outbox.close(self.close_timeout)
         self.stats.set_value("imagecrawl/store/outbox_pending", len(left))
         if left:
-            if not self.stats.get_value("imagecrawl/exit_code"):
-                self.stats.set_value("imagecrawl/exit_code", 3)
+            set_exit_code(self.stats, STORE)
             logger.error(
                 "The store %s did not accept %d shard(s); they wait in %s and the next run with the same "
                 "store commits them first: %s",
@@ -120,9 +120,8 @@ class ParquetPipeline:
                 ", ".join(left),
             )
         else:
-            for hook in crawl_context(self.crawler).commit_hooks:
+            for hook in self.owner.commit_hooks:
                 hook()
-        self.storage.close()
 
     # -- items --------------------------------------------------------------------------------
     async def process_item(self, item: Any) -> Any:
@@ -213,7 +212,7 @@ class ParquetPipeline:
         self.stats.inc_value("imagecrawl/store/write_errors")
         if self._stopping is not None:
             return
-        self.stats.set_value("imagecrawl/exit_code", WRITE_ERROR_EXIT_CODE)
+        set_exit_code(self.stats, WRITE_ERROR)
         logger.error(
             "Cannot write to %s (%s): the crawl stops; rows already spooled are kept and committed, the "
             "rest is crawled again by the next run once there is room",

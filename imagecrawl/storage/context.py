@@ -1,12 +1,14 @@
 """The crawl-wide context: what the components of one crawl share, reached through one typed accessor.
 
-Every component that needs crawl-wide state (the store, the dedupe ledger and run id, the pacing
-runtime, the opt-out skip log, the monitor, a distributed worker) gets it from
-:func:`crawl_context`; nothing else keeps per-crawler registries.
+The store, the ledger and the near-duplicate index have an owner of their own, the extension
+:class:`imagecrawl.extensions.storage.StorageOwner` (reached with ``crawler.get_extension``); this
+module holds what it opens them with: :class:`CrawlStorage`, the run id and the ledger factory. The
+ledger is the embedded SQLite one unless ``IMAGECRAWL_LEDGER_FACTORY`` names another
+:class:`LedgerFactory` (the distributed add-on plugs in the Redis ledger that way); the core never
+imports the optional parts.
 
-The store and ledger are opened on first use (:attr:`CrawlContext.storage`). The ledger is the
-embedded SQLite one unless ``IMAGECRAWL_LEDGER_FACTORY`` names another :class:`LedgerFactory` (the
-distributed add-on plugs in the Redis ledger that way); the core never imports the optional parts.
+Other crawl-wide state without a Scrapy component of its own (the pacing runtime, the opt-out skip
+log, the Crawl-delay registry, a distributed worker) is held by :func:`crawl_context`.
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ import logging
 import os
 import secrets
 import socket
-import sqlite3
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,9 +29,8 @@ from scrapy.utils.misc import load_object
 
 from imagecrawl.dedupe.base import LedgerLike
 from imagecrawl.dedupe.sqlite import open_ledger
-from imagecrawl.errors import ConfigError, StoreError
-from imagecrawl.state import state_dir_for
-from imagecrawl.storage.stores import LocalStore, S3Store, open_store, s3_config_from_settings
+from imagecrawl.errors import ConfigError
+from imagecrawl.storage.stores import LocalStore, S3Store
 
 logger = logging.getLogger(__name__)
 
@@ -76,7 +76,7 @@ def check_dedupe_backend(settings: Any) -> str:
     return backend
 
 
-def _ledger_factory(settings: Any) -> LedgerFactory:
+def ledger_factory(settings: Any) -> LedgerFactory:
     backend = check_dedupe_backend(settings)
     path = settings.get("IMAGECRAWL_LEDGER_FACTORY")
     if backend == "sqlite" or not path:
@@ -97,37 +97,11 @@ class CrawlContext:
 
     def __init__(self, crawler: Crawler) -> None:
         self.crawler = crawler
-        self._storage: CrawlStorage | None = None
         self._parts: dict[type, Any] = {}
         self._limiter: Any = None
         self._limiter_made = False
         #: published by components with per-site state (the pacing runtime); read by the monitor
         self.snapshot_providers: list[SnapshotProvider] = []
-        #: called by the Parquet pipeline at close once every row of the crawl is committed to the store
-        #: (nothing left in the outbox); what must wait for committed rows (watermarks) hooks in here
-        self.commit_hooks: list[Callable[[], None]] = []
-
-    @property
-    def storage(self) -> CrawlStorage:
-        """The store, its local state folder, the ledger and this run's id (opened on first use).
-
-        Opening probes the store (:meth:`LocalStore.probe`, :meth:`S3Store.probe`): a store that cannot be
-        written raises :class:`~imagecrawl.errors.StoreError`, one line from ``scrapy crawl``, exit 3."""
-        if self._storage is None:
-            settings = self.crawler.settings
-            url = str(settings.get("IMAGECRAWL_STORE"))
-            store = open_store(url, s3_config_from_settings(settings))
-            # The write probe: a store that cannot take shards stops the crawl here, before any request.
-            if settings.getbool("IMAGECRAWL_STORE_PROBE"):
-                store.probe()
-            state = state_dir_for(url, settings.get("IMAGECRAWL_STATE_DIR"))
-            run_id = make_run_id(str(settings.get("IMAGECRAWL_WORKER_ID")))
-            try:
-                ledger, state = _ledger_factory(settings)(settings, url, state, run_id)
-            except (OSError, sqlite3.Error) as exc:
-                raise StoreError(f"cannot open the crawl state in {state} (IMAGECRAWL_STATE_DIR): {exc}") from None
-            self._storage = CrawlStorage(store, state, ledger, run_id)
-        return self._storage
 
     def get(self, kind: type[T], factory: Callable[[], T]) -> T:
         """The crawl's one ``kind`` object, made by ``factory`` on first use."""

@@ -1,0 +1,37 @@
+"""The exit status of ``scrapy crawl``, decided in one place. Pure: no Scrapy imports.
+
+A component that finds the crawl failed to deliver calls :func:`set_exit_code` with one of the codes
+below; the status is kept in the stat :data:`EXIT_CODE_STAT`, and the **first** failure recorded wins
+(a later, consequent one does not overwrite it: a full disk that also leaves shards in the outbox
+exits 5, not 3). ``scrapy crawl`` (:mod:`imagecrawl.commands.crawl`) exits with it; an error raised
+while the crawl starts exits with its own ``exit_code`` (:mod:`imagecrawl.errors`).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+#: the stat holding the status ``scrapy crawl`` exits with (0 or absent: success)
+EXIT_CODE_STAT: Final = "imagecrawl/exit_code"
+
+#: a user mistake: a wrong argument or setting, or no contact for a crawl of someone else's site
+USAGE: Final = 2
+#: the store did not take every shard (they wait in the outbox), or could not be written at start
+STORE: Final = 3
+#: nothing fetched: every request was refused or failed
+NOTHING_FETCHED: Final = 4
+#: the local disk refused a write (the crawl stops; spooled rows are kept)
+WRITE_ERROR: Final = 5
+
+
+def set_exit_code(stats: Any, code: int) -> bool:
+    """Record ``code`` as the crawl's exit status unless an earlier failure was recorded; True if it was."""
+    if stats.get_value(EXIT_CODE_STAT):
+        return False
+    stats.set_value(EXIT_CODE_STAT, code)
+    return True
+
+
+def exit_code(stats: Any) -> int:
+    """The status recorded so far (0: none)."""
+    return int(stats.get_value(EXIT_CODE_STAT) or 0)
