@@ -175,8 +175,9 @@ def test_not_before_in_the_future_waits_then_goes() -> None:
 def test_a_request_the_frontier_let_out_passes_at_once_and_is_stamped_when_it_leaves() -> None:
     crawler, mw = pacing(IMAGECRAWL_MAX_RATE_PER_SITE=1, IMAGECRAWL_PACING_START_RATE_PER_SECOND=0.5)
     gate = mw.gate
-    assert gate.acquire("img.example", time.monotonic()) == 0  # what the frontier does
-    request = Request("https://img.example/a.png", meta={meta.PACING_GRANTED: True, meta.SENT_AT: 0.0})
+    granted_at = time.monotonic()
+    assert gate.acquire("img.example", granted_at) == 0  # what the frontier does
+    request = Request("https://img.example/a.png", meta={meta.PACING_GRANTED: True, meta.SENT_AT: granted_at})
     before = time.monotonic()
     assert grant(mw, request) < 0.05  # the gate would say 2 s for a new request: this one has its slot
     assert request.meta[meta.SENT_AT] >= before
