@@ -118,6 +118,12 @@ class FrontierScheduler:
 
     def open(self, spider: Any) -> Any:
         self.spider = spider
+        if self.runtime is not None and not self.runtime.middleware:
+            logger.warning(
+                "The pacing middleware is not in DOWNLOADER_MIDDLEWARES: the frontier keeps requests per site "
+                "but cannot pace them (nothing would release their slots)"
+            )
+            self.runtime = None
         if self.runtime is not None:
             self.runtime.frontier = self
         if self.jobdir and (Path(self.jobdir) / JOBDIR_FILE).exists():

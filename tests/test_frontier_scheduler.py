@@ -17,6 +17,7 @@ from scrapy import Request, signals
 from scrapy.http import Response
 
 from imagecrawl import meta
+from imagecrawl.downloadermiddlewares.pacing import PacingMiddleware
 from imagecrawl.pacing import Feedback, Signal
 from imagecrawl.scheduler import JOBDIR_FILE, FrontierScheduler, wake_engine
 from tests.crawlers import make_crawler
@@ -72,6 +73,7 @@ def scheduler(tmp_path: Path, **settings: Any) -> tuple[FrontierScheduler, Clock
     crawler = make_crawler(Spider, **{**base, **settings})
     crawler.spider = Spider.from_crawler(crawler)
     crawler.stats.open_spider()
+    PacingMiddleware.from_crawler(crawler)  # as the engine builds the downloader before the scheduler
     sched = FrontierScheduler.from_crawler(crawler)
     clock = Clock()
     sched.clock = clock
@@ -292,3 +294,21 @@ def test_wake_engine_reaches_the_pinned_scrapys_engine() -> None:
     asyncio.run(run())
     assert scheduled == [0]
     assert not wake_engine(None)  # not crawling: nothing to wake
+
+
+def test_without_the_pacing_middleware_the_frontier_does_not_pace(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Nothing would release what it lets out: it keeps the per-site order but asks no gate."""
+    crawler = make_crawler(Spider, IMAGECRAWL_STORE=str(tmp_path / "store"), IMAGECRAWL_MAX_RATE_PER_SITE=1)
+    crawler.spider = Spider.from_crawler(crawler)
+    crawler.stats.open_spider()
+    sched = FrontierScheduler.from_crawler(crawler)
+    sched.call_later = Timers()
+    with caplog.at_level(logging.WARNING):
+        sched.open(crawler.spider)
+    assert "pacing middleware is not in DOWNLOADER_MIDDLEWARES" in caplog.text
+    for i in range(3):
+        sched.enqueue_request(Request(f"https://a.example/{i}"))
+    got = [sched.next_request() for _ in range(3)]
+    assert all(r is not None and meta.PACING_GRANTED not in r.meta for r in got)

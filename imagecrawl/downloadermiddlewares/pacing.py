@@ -9,9 +9,10 @@ dead-site circuit). The gate's state lives in :class:`PacingRuntime` for the who
 so Scrapy's garbage collection of idle download slots loses nothing.
 
 Requests that did not come through the frontier wait here in ``process_request``: policy fetches
-(robots.txt, the TDMRep file: spaced, capped and paused like any request, but without a concurrency
-slot, since the site's other requests wait for them) and, with another ``SCHEDULER`` (the Redis
-frontier of distributed crawls), every request.
+(robots.txt, the TDMRep file, or anything a component fetches with ``engine.download_async`` while the
+frontier runs: spaced, capped and paused like any request, but without a concurrency slot, since the
+site's other requests may wait for them) and, with another ``SCHEDULER`` (the Redis frontier of
+distributed crawls), every request.
 
 In distributed crawls ``IMAGECRAWL_PACING_GATE_FACTORY`` (set by the distributed add-on) wraps the
 in-process gate in one shared by all workers; the gate is any :class:`imagecrawl.pacing.RateGate`.
@@ -83,6 +84,8 @@ class PacingRuntime:
         self.waiting = 0
         #: the frontier (imagecrawl.scheduler.FrontierScheduler) while one is open: told of releases
         self.frontier: Any = None
+        #: the pacing middleware is installed (it releases what the frontier lets out)
+        self.middleware = False
         #: the crawler's own scheduling delay, kept out of the site's latency (imagecrawl.pacing.looplag)
         self.lag = LoopLag()
         self._closing_task: asyncio.Task[None] | None = None
@@ -232,6 +235,7 @@ class PacingMiddleware:
     def __init__(self, crawler: Crawler, runtime: PacingRuntime) -> None:
         self.crawler = crawler
         self.runtime = runtime
+        runtime.middleware = True
         self.gate = runtime.gate
         self.config = runtime.config
         crawler.signals.connect(self._robots_parsed, signal=signals.robots_parsed)
@@ -265,7 +269,10 @@ class PacingMiddleware:
         """A request that did not come through the frontier waits for its site's gate here."""
         rt = self.runtime
         site = rt.site_of(request)
-        policy = is_policy_fetch(request)
+        # With the frontier, a request that did not come through it was fetched by a component directly
+        # (engine.download_async: robots.txt, TDMRep, a third-party middleware) and the request that
+        # waits for it may hold the site's slot: it goes as a policy fetch, without one.
+        policy = is_policy_fetch(request) or rt.frontier is not None
         started = time.monotonic()
         rt.waiting += 1
         try:
