@@ -1,8 +1,8 @@
 """A bare Scrapy 2.19 spider: fetches pages and images, no processing (the baseline of the throughput
 benchmark). Plain Scrapy settings, not imagecrawl's: no add-on, no pipelines, no middlewares of ours.
 
-    uv run python benchmarks/bare_spider.py --start http://127.0.0.1:PORT/gallery/page/1.html
-    uv run python benchmarks/bare_spider.py --urls urls.txt --shard 0/2 --output out.parquet
+    uv run python -m benchmarks.bare_spider --start http://127.0.0.1:PORT/gallery/page/1.html
+    uv run python -m benchmarks.bare_spider --urls urls.txt --shard 0/2 --output out.parquet
 
 URL-list mode is the floor the ``urls`` spider is compared with: fetch each image, sha256 it, keep
 (url, sha256, bytes) in memory and write them as one Parquet file at close (``--output``); ``--shard I/N``

@@ -1,7 +1,7 @@
 """Several processes committing shards into one SQLite dedupe ledger at once (``-a shard=I/N`` crawls
 share one store and one ledger). Counts "database is locked" errors and the slowest commit.
 
-    uv run python benchmarks/ledger_writers.py --writers 3 --seconds 25
+    uv run python -m benchmarks.ledger_writers --writers 3 --seconds 25
 
 Each writer commits 10 000-row shards in a loop (and does a few lookups between commits), as the
 Parquet pipeline does when a shard is committed.
@@ -13,15 +13,11 @@ import argparse
 import hashlib
 import multiprocessing
 import sqlite3
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from imagecrawl.dedupe.sqlite import Ledger  # noqa: E402
+from imagecrawl.dedupe.sqlite import Ledger
 
 
 def writer(path: Path, name: str, seconds: float, rows: int) -> None:

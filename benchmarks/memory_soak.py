@@ -2,8 +2,8 @@
 every few seconds. Prints the series and the growth from 25% to 100% of the crawl (goal: <= 10%, and
 RSS <= 400 MB).
 
-    uv run python benchmarks/memory_soak.py --items 200000          # the full soak (about 40 min here)
-    uv run python benchmarks/memory_soak.py --items 40000           # what fits in ~10 min on 2 busy cores
+    uv run python -m benchmarks.memory_soak --items 200000          # the full soak (about 40 min here)
+    uv run python -m benchmarks.memory_soak --items 40000           # what fits in ~10 min on 2 busy cores
 
 The site: ``--items`` distinct small PNGs (64x64, unique pixels, an A1111 ``parameters`` text chunk with
 prompt, negative prompt and settings), written directly as PNG chunks so that building 200k files
@@ -30,10 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "benchmarks"))
-
-from static_site import start_nginx  # noqa: E402
+from benchmarks.common import REPO
+from tests.static_site import start_nginx
 
 OUT = REPO / "benchmarks" / "out"
 SITE_VERSION = 1

@@ -6,7 +6,7 @@ corpus rules (strings after ``strip()``, ints exactly, other numbers numerically
 alternative spelling accepted).  Negative samples count as right when nothing is found.
 Speed is files per second over several repetitions in the same process (best repetition reported).
 
-    uv run python benchmarks/metadata_vs_sdparsers.py [--corpus DIR] [--repeat 5]
+    uv run python -m benchmarks.metadata_vs_sdparsers [--corpus DIR] [--repeat 5]
 
 sd-parsers' results are mapped as favourably as its data model allows: first prompt / negative
 prompt, first sampler's name and normalised parameters (``seed``, ``steps``, ``cfg_scale``, else

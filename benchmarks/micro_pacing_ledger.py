@@ -1,6 +1,6 @@
 """Micro-benchmarks of two per-request costs: the pacing gate and the dedupe ledger, in CPU seconds.
 
-    uv run python benchmarks/micro_pacing_ledger.py [--requests 50000] [--claims 20000] [--repeats 3]
+    uv run python -m benchmarks.micro_pacing_ledger [--requests 50000] [--claims 20000] [--repeats 3]
 
 - gate: the pure ``InProcessGate`` (acquire, release, feedback for one site, caps lifted), then the whole
   ``PacingMiddleware`` path (``process_request`` on the event loop, ``process_response``) with a crawler
@@ -22,22 +22,18 @@ import asyncio
 import hashlib
 import os
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from scrapy import Request
+from scrapy.http import Response
 
-from scrapy import Request  # noqa: E402
-from scrapy.http import Response  # noqa: E402
-
-from imagecrawl.dedupe.sqlite import Ledger  # noqa: E402
-from imagecrawl.downloadermiddlewares.pacing import PacingMiddleware  # noqa: E402
-from imagecrawl.pacing import AimdConfig, Feedback, InProcessGate, Signal  # noqa: E402
-from tests.crawlers import make_crawler  # noqa: E402
+from imagecrawl.dedupe.sqlite import Ledger
+from imagecrawl.downloadermiddlewares.pacing import PacingMiddleware
+from imagecrawl.pacing import AimdConfig, Feedback, InProcessGate, Signal
+from tests.crawlers import make_crawler
 
 LIFTED = {
     "IMAGECRAWL_MAX_RATE_PER_SITE": 1e9,

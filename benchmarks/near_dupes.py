@@ -1,7 +1,7 @@
 """Benchmark of the near-duplicate policy and index.
 
-    uv run python benchmarks/near_dupes.py            # full: 10k distinct images, 1M stored hashes
-    uv run python benchmarks/near_dupes.py --quick    # small: 1.5k images, 100k stored hashes
+    uv run python -m benchmarks.near_dupes            # full: 10k distinct images, 1M stored hashes
+    uv run python -m benchmarks.near_dupes --quick    # small: 1.5k images, 100k stored hashes
 
 1. Generates distinct synthetic pictures deterministically (gradients, fractal noise, shapes, text,
    blur, grain, various sizes and aspect ratios, JPEG or PNG), and for a subset four transformed copies:
@@ -31,7 +31,6 @@ import random
 import shutil
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -39,8 +38,6 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from imagecrawl import media
 from imagecrawl.dedupe.near import DEFAULT_BANDS, DEFAULT_MAX_DISTANCE, SqliteNearIndex

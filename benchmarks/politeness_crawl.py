@@ -4,7 +4,6 @@ crawl in a subprocess (its final stats read back from ``IMAGECRAWL_STATS_FILE``)
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -12,10 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-
-#: above this 1-minute load average the figures come from a busy machine
-QUIET_LOAD = 0.5
+from benchmarks.common import REPO
 
 #: Scrapy's own defaults for what the project changes (so (a) and (b) are plain Scrapy).
 SCRAPY_DEFAULTS = {
@@ -41,18 +37,6 @@ SCENARIOS: dict[str, dict[str, str]] = {
         "CONCURRENT_REQUESTS_PER_DOMAIN": "16",
     },
 }
-
-
-def check_load(label: str) -> float:
-    """Print the load average before a crawl (stderr), with a warning when the machine is busy."""
-    one, five, fifteen = os.getloadavg()
-    print(f"  {label}: load average {one:.2f} {five:.2f} {fifteen:.2f}", file=sys.stderr)
-    if one > QUIET_LOAD:
-        print(
-            f"  WARNING: load average {one:.2f} > {QUIET_LOAD:g}: the machine is busy, the figures will be off",
-            file=sys.stderr,
-        )
-    return one
 
 
 def slug(*parts: str) -> str:

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from politeness_crawl import check_load, crawl
-
-from imagecrawl.sandbox.testing import start_sandbox
+from benchmarks.common import check_load
+from benchmarks.politeness_crawl import crawl
+from tests.sandbox.testing import start_sandbox
 
 BURN = "while True: pass"
 DECREASE = "imagecrawl/pacing/decrease/"

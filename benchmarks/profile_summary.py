@@ -1,6 +1,6 @@
 """Summarise ``py-spy record --format raw`` output (collapsed stacks): where the samples go.
 
-    uv run python benchmarks/profile_summary.py benchmarks/out/throughput-.../urls-0.pyspy.txt [--top 30]
+    uv run python -m benchmarks.profile_summary benchmarks/out/throughput-.../urls-0.pyspy.txt [--top 30]
 
 Prints the share of samples per *self* function (the leaf) and per *inclusive* function (anywhere on the
 stack), per coarse bucket (reactor/network, image probe, metadata, hashing, Parquet, ledger, ...), and

@@ -1,6 +1,6 @@
 """CPU and wall time per image of building a record, step by step, inline and on threads.
 
-    uv run python benchmarks/record_cost.py --images 2000      # needs the throughput site (built once)
+    uv run python -m benchmarks.record_cost --images 2000      # needs the throughput site (built once)
 
 Reads the images of ``benchmarks/out/site-<N>-1`` (``benchmarks/throughput.py`` builds it) and times
 sha256, the header probe, the full probe (pHash), metadata extraction and ``build_record``; then
@@ -11,18 +11,14 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from imagecrawl.media import probe_image  # noqa: E402
-from imagecrawl.metadata import extract_metadata  # noqa: E402
-from imagecrawl.records import SourceHints, build_record  # noqa: E402
+from benchmarks.common import REPO
+from imagecrawl.media import probe_image
+from imagecrawl.metadata import extract_metadata
+from imagecrawl.records import SourceHints, build_record
 
 
 def timed(name: str, fn: Callable[[bytes], object], blobs: list[bytes], threads: int = 0) -> None:

@@ -1,6 +1,6 @@
 """Combined soak: several faults on ONE S3 store in one run, then an audit against the sandbox's catalog.
 
-    uv run python benchmarks/soak_faults.py --items 300 --workers 2 --seconds 90 --seed 1
+    uv run python -m benchmarks.soak_faults --items 300 --workers 2 --seconds 90 --seed 1
 
 For ``--seconds`` the store sees, all at once: ``--workers`` ``scrapy crawl civitai`` processes on the same
 store and state dir (each with its own JOBDIR) that are SIGKILLed at random moments and come back (processes
@@ -25,15 +25,12 @@ from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO), str(REPO / "benchmarks")]
-
-from soak_kill import expected_ids  # noqa: E402
-
-from imagecrawl.sandbox.testing import start_sandbox  # noqa: E402
-from tests.conftest import LOOPBACK, read_store  # noqa: E402
-from tests.faultproxy import FaultProxy  # noqa: E402
-from tests.servers import start_moto, stop_process  # noqa: E402
+from benchmarks.common import REPO
+from benchmarks.soak_kill import expected_ids
+from tests.conftest import LOOPBACK, read_store
+from tests.faultproxy import FaultProxy
+from tests.sandbox.testing import start_sandbox
+from tests.servers import start_moto, stop_process
 
 OUTBOX_FULL, OUTBOX_ROOMY = "96k", "256m"
 

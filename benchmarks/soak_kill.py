@@ -1,7 +1,7 @@
 """Soak test: a long crawl of the sandbox killed with SIGKILL at random moments and restarted with the
 same command until it finishes; then the store is audited against the sandbox's catalog.
 
-    uv run python benchmarks/soak_kill.py --items 2000 --kills 12 --seed 1
+    uv run python -m benchmarks.soak_kill --items 2000 --kills 12 --seed 1
 
 Prints the kill schedule, the restarts, and the audit: rows, missing ids, duplicate ids/images, and any
 shard that is not readable. Exit status 0 only when the store holds every expected item exactly once.
@@ -21,12 +21,10 @@ import time
 from collections import Counter
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from imagecrawl.inspect import dataset_for  # noqa: E402
-from imagecrawl.sandbox.catalog import build_catalog, render_image  # noqa: E402
-from imagecrawl.sandbox.testing import start_sandbox  # noqa: E402
+from benchmarks.common import REPO
+from imagecrawl.inspect import dataset_for
+from tests.sandbox.catalog import build_catalog, render_image
+from tests.sandbox.testing import start_sandbox
 
 
 def expected_ids(items: int, seed: int) -> tuple[set[str], int]:

@@ -2,7 +2,7 @@
 served by nginx on loopback, with an ablation of imagecrawl's own components, in one run: compare the
 ratios, taken within each round, not absolute figures.
 
-    uv run python benchmarks/throughput.py --items 6000 --repeats 3
+    uv run python -m benchmarks.throughput --items 6000 --repeats 3
 
 Needs nginx (``apt-get install -y nginx``; a private config on a free loopback port, ``daemon off``)
 and, for the ``i2d`` phase, img2dataset 1.47 in its own venv (its pins stay out of the project's lock)::
@@ -55,13 +55,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "benchmarks"))
+import pyarrow as pa
+import pyarrow.parquet as pq
 
-import pyarrow as pa  # noqa: E402
-import pyarrow.parquet as pq  # noqa: E402
-from static_site import Nginx, Site, build_site, start_nginx  # noqa: E402
+from benchmarks.common import REPO
+from tests.static_site import Nginx, Site, build_site, start_nginx
 
 OUT = REPO / "benchmarks" / "out"
 I2D = OUT / "i2d-venv" / "bin" / "img2dataset"
@@ -657,7 +655,7 @@ def main(argv: list[str] | None = None) -> int:
         "when": stamp,
         "machine": machine(),
         "versions": versions(),
-        "command": " ".join(["uv run python benchmarks/throughput.py", *(argv if argv is not None else sys.argv[1:])]),
+        "command": " ".join(["uv run python -m benchmarks.throughput", *(argv if argv is not None else sys.argv[1:])]),
         "rounds": [
             {
                 name: {

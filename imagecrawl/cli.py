@@ -1,4 +1,7 @@
-"""The ``imagecrawl`` command: sandbox, demo, metadata, inspect, seed.
+"""The ``imagecrawl`` command: sandbox, demo, metadata, inspect, forget, recheck, seed.
+
+``demo`` and ``sandbox`` start the sandbox, the test and demo site in tests/sandbox of a clone of the
+repository; they install its extra themselves through uv when it is missing.
 
 Each subcommand lives in its own module with its own ``main(argv)`` and ``--help``; this only
 dispatches, turns a missing optional part or a user error into one line (exit 2), and ends quietly
@@ -9,18 +12,23 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import os
+import shutil
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from imagecrawl.errors import ConfigError, StoreError
 
 #: name -> (module, one-line summary, the extra it needs or "")
 COMMANDS: dict[str, tuple[str, str, str]] = {
-    "demo": ("imagecrawl.demo", "crawl a local sandbox into data/ and summarise what landed", ""),
+    "demo": ("imagecrawl.demo", "crawl a local sandbox into data/ and summarise what landed", "sandbox"),
+    "forget": ("imagecrawl.forget.cli", "remove rows on request and keep tombstones (docs/forget.md)", ""),
     "inspect": ("imagecrawl.inspect", "summarise a store (local path or s3://bucket/prefix)", ""),
     "metadata": ("imagecrawl.metadata.cli", "print the prompt/parameters embedded in image files", ""),
-    "sandbox": ("imagecrawl.sandbox.server", "serve the deterministic test/demo site on loopback", ""),
+    "recheck": ("imagecrawl.forget.recheck", "re-read sites' AI opt-outs and forget rows of those that now refuse", ""),
+    "sandbox": ("tests.sandbox.server", "serve the deterministic test/demo site on loopback", ""),
     "seed": ("imagecrawl.distributed.seeds", "push start URLs into a distributed crawl on Redis", "redis"),
 }
 
@@ -43,6 +51,35 @@ def _fail(message: str) -> int:
     return 2
 
 
+#: the commands that start the sandbox: the project's test and demo site, which lives in tests/sandbox of a
+#: clone of the repository (not in the installed package) and needs the "sandbox" extra (aiohttp)
+SANDBOX_COMMANDS = ("demo", "sandbox")
+#: set while a sandbox command runs again under ``uv run --extra sandbox`` (so it is tried once)
+_SYNCED = "_IMAGECRAWL_SANDBOX_RERUN"
+
+
+def _sandbox_ready(args: list[str]) -> int | None:
+    """Put the clone's tests/sandbox on the path and make sure aiohttp is there: if it is not and uv is, run
+    the same command again through ``uv run --extra sandbox`` (which installs it); else one line, exit 2."""
+    repo = Path(__file__).resolve().parents[1]
+    if not (repo / "tests" / "sandbox" / "__init__.py").is_file():
+        return _fail(
+            f"imagecrawl {args[0]} runs the sandbox, which lives in tests/sandbox of a clone of the repository"
+        )
+    if str(repo) not in sys.path:
+        sys.path.insert(0, str(repo))
+    if importlib.util.find_spec("aiohttp") is not None:
+        return None
+    uv = shutil.which("uv")
+    if uv is not None and not os.environ.get(_SYNCED):
+        os.environ[_SYNCED] = "1"
+        os.execv(uv, [uv, "run", "--project", str(repo), "--extra", "sandbox", "imagecrawl", *args])
+    return _fail(
+        f"imagecrawl {args[0]} needs the 'sandbox' extra (aiohttp is not installed): "
+        "uv sync --extra sandbox, or pip install 'imagecrawl[sandbox]'"
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
@@ -52,6 +89,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args[0] not in COMMANDS:
         parser.parse_args(args[:1])  # prints the error (with the choices) and exits 2
     module_name, _summary, extra = COMMANDS[args[0]]
+    if args[0] in SANDBOX_COMMANDS and (failed := _sandbox_ready(args)) is not None:
+        return failed
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:

@@ -72,7 +72,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from scrapy.crawler import AsyncCrawlerProcess
     from scrapy.utils.project import get_project_settings
 
-    from imagecrawl.sandbox.testing import sandbox
+    # the sandbox lives in tests/sandbox of the clone; the imagecrawl command put it on the path
+    from tests.sandbox.testing import sandbox
 
     before = count_rows(args.store)
     with sandbox(items=args.items, seed=args.seed) as site:

@@ -24,7 +24,7 @@ from scrapy.crawler import Crawler
 from scrapy.spidermiddlewares.httperror import HttpError
 from twisted.python.failure import Failure
 
-from imagecrawl import meta
+from imagecrawl import meta, redact
 from imagecrawl.extensions.storage import storage_owner
 from imagecrawl.storage.context import crawl_context
 from imagecrawl.storage.watermarks import Mark, Walk, WatermarkBook, utc_now
@@ -49,7 +49,7 @@ class Incremental:
         crawler.signals.connect(self._closed, signal=signals.spider_closed)
 
     async def begin(self, source: str, query: str) -> Walk:
-        key = f"{source}:{query}"
+        key = redact.mask(f"{source}:{query}")  # the state file never holds a URL's credentials
         if key in self.walks:
             return self.walks[key]
         marks = await asyncio.to_thread(self.book.load)

@@ -27,12 +27,17 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from imagecrawl.schema import SCHEMA, SCHEMA_VERSION_KEY
+from imagecrawl.storage import layout
 
 #: The ``source`` column is in every file already; only ``date`` comes from the path.
 PARTITIONING = ds.partitioning(pa.schema([("date", pa.string())]), flavor="hive")
 #: Shards of every schema version read with the current columns (a column an older version lacks is null).
 READING_SCHEMA = pa.schema([*SCHEMA, pa.field("date", pa.string())])
-REPORTS_DIR = "_reports"
+REPORTS_DIR = layout.REPORTS_DIR
+#: the audit log of ``imagecrawl forget`` (imagecrawl/forget/engine.py): one JSON record a removal
+FORGET_LOG_DIR = f"{layout.AUDIT_DIR}/forget"
+#: removals listed by the text report (``--json`` has them all)
+FORGET_LOG_SHOWN = 10
 SAMPLE_COLUMNS = ("id", "source", "model", "prompt", "width", "height", "image_format", "image_size_bytes")
 
 
@@ -67,12 +72,11 @@ def _listing(fs: pafs.FileSystem, base: str) -> list[pafs.FileInfo]:
 
 
 def _is_shard(path: str, base: str) -> bool:
-    rel = path[len(base) :].lstrip("/")
-    return rel.endswith(".parquet") and not any(part.startswith(("_", ".")) for part in rel.split("/"))
+    return layout.is_shard_key(path[len(base) :].lstrip("/"))
 
 
 def shard_files(store: str) -> tuple[pafs.FileSystem, str, list[pafs.FileInfo]]:
-    """The committed shards of a store (``_state``, ``_staging``, ``_reports`` and dot-files skipped)."""
+    """The committed shards of a store (``.imagecrawl/`` and other dot- or ``_``-names skipped)."""
     fs, base = filesystem_for(store)
     files = sorted((f for f in _listing(fs, base) if _is_shard(f.path, base)), key=lambda f: f.path)
     return fs, base, files
@@ -93,12 +97,8 @@ def dataset_for(store: str) -> ds.Dataset:
 
 
 def _partition(path: str, base: str) -> dict[str, str]:
-    parts = {}
-    for part in path[len(base) :].strip("/").split("/")[:-1]:
-        key, sep, value = part.partition("=")
-        if sep:
-            parts[key] = value
-    return parts
+    source, date = layout.key_source_date(path[len(base) :].strip("/"))
+    return {"source": source, "date": date}
 
 
 def _footer(fs: pafs.FileSystem, info: pafs.FileInfo) -> dict[str, Any]:
@@ -209,6 +209,7 @@ def inspect_store(store: str, samples: int = 3, duplicates: bool = True) -> dict
         "by_source_date": [{"source": s, "date": d, **v} for (s, d), v in sorted(groups.items())],
         "unreadable": [{"path": f["path"], "error": f["error"]} for f in footers if "error" in f],
         "reports": _reports(fs, base),
+        "forget_log": _forget_log(fs, base),
         "duplicate_ids": None,
         "duplicate_sha256": None,
         "duplicates": None,
@@ -243,8 +244,14 @@ def inspect_store(store: str, samples: int = 3, duplicates: bool = True) -> dict
 
 
 def _reports(fs: pafs.FileSystem, base: str) -> dict[str, Any]:
-    """The end-of-crawl reports under ``_reports/``: how many and the latest run's totals."""
-    infos = [f for f in _listing(fs, f"{base}/{REPORTS_DIR}") if f.path.endswith(".json")]
+    """The end-of-crawl reports under ``.imagecrawl/reports/`` (or the first layout's ``_reports/``): how many
+    and the latest run's totals."""
+    infos = [
+        f
+        for folder in (REPORTS_DIR, layout.LEGACY_REPORTS_DIR)
+        for f in _listing(fs, f"{base}/{folder}")
+        if f.path.endswith(".json")
+    ]
     if not infos:
         return {"count": 0}
     # The run that finished last: a report is written when its run ends (run ids sort by start time only).
@@ -264,6 +271,39 @@ def _reports(fs: pafs.FileSystem, base: str) -> dict[str, Any]:
     except Exception as exc:
         summary["error"] = f"{type(exc).__name__}: {exc}"
     return summary
+
+
+def _forget_log(fs: pafs.FileSystem, base: str) -> list[dict[str, Any]]:
+    """Every removal ``imagecrawl forget`` recorded (``.imagecrawl/audit/forget/*.json``), oldest first."""
+    records = []
+    for info in sorted(_listing(fs, f"{base}/{FORGET_LOG_DIR}"), key=lambda f: f.path):
+        if not info.path.endswith(".json"):
+            continue
+        try:
+            with fs.open_input_stream(info.path) as fh:
+                records.append(json.loads(fh.read()))
+        except Exception as exc:
+            records.append({"op": info.path, "error": f"{type(exc).__name__}: {exc}"})
+    return records
+
+
+def _format_forget_log(records: list[dict[str, Any]]) -> list[str]:
+    if not records:
+        return []
+    rows = sum(int(r.get("rows_removed") or 0) for r in records)
+    lines = [f"forget log: {len(records)} removals, {rows} rows removed (.imagecrawl/audit/forget/)"]
+    if len(records) > FORGET_LOG_SHOWN:
+        lines.append(f"  ... {len(records) - FORGET_LOG_SHOWN} older removals (--json lists them all)")
+    for r in records[-FORGET_LOG_SHOWN:]:
+        if "error" in r:
+            lines.append(f"  UNREADABLE {r['op']}: {r['error']}")
+            continue
+        shards = len(r.get("shards_rewritten") or []) + len(r.get("shards_deleted") or [])
+        lines.append(
+            f"  {r.get('finished_at') or r.get('started_at')}  {r.get('rows_removed')} rows, {shards} shards  "
+            f"reason {r.get('reason')!r}  selectors: {'; '.join(r.get('selectors') or [])}"
+        )
+    return lines
 
 
 def _size(n: float) -> str:
@@ -309,6 +349,7 @@ def format_report(report: dict[str, Any]) -> str:
             f"{reports.get('finish_reason')}, {totals.get('rows_committed', '?')} rows committed): "
             f"{reports.get('html')}"
         )
+    lines += _format_forget_log(report.get("forget_log") or [])
     if report["samples"]:
         lines.append("samples:")
     for row in report["samples"]:

@@ -40,6 +40,9 @@ OPTOUT_SKIP: Final = "imagecrawl_optout"
 OPTOUT_PAGE: Final = "imagecrawl_optout_page"
 #: the TDMRep file's reservation (0/1) for this URL, when a rule of the file matches it
 TDM_FILE: Final = "imagecrawl_tdm_file"
+#: the bytes received so far of a policy file (robots.txt, tdmrep.json), set on its request: its download
+#: stops past ``IMAGECRAWL_POLICY_MAX_BYTES`` and its body is not decompressed by the compression middleware
+POLICY_FILE: Final = "imagecrawl_policy_file"
 #: the kind of download error (``timeout``, ``dns``, ...) of a request that failed
 DOWNLOAD_ERROR: Final = "imagecrawl_download_error"
 #: the incremental walk (``<source>:<query>``) an image request belongs to: a download that fails
@@ -47,6 +50,8 @@ DOWNLOAD_ERROR: Final = "imagecrawl_download_error"
 WALK: Final = "imagecrawl_walk"
 #: distributed crawls: the lease id of a request popped from the shared frontier
 LEASE: Final = "imagecrawl_lease"
+#: ``imagecrawl recheck``: the site (origin) a recheck request asks about
+RECHECK_SITE: Final = "imagecrawl_recheck_site"
 
 ALL: Final = (
     KIND,
@@ -63,7 +68,9 @@ ALL: Final = (
     OPTOUT_SKIP,
     OPTOUT_PAGE,
     TDM_FILE,
+    POLICY_FILE,
     DOWNLOAD_ERROR,
     WALK,
     LEASE,
+    RECHECK_SITE,
 )

@@ -11,15 +11,19 @@ import hmac
 import json
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+
+import pyarrow as pa
 
 from imagecrawl.items import PromptImage
 from imagecrawl.media import DEFAULT_MAX_PIXELS, probe_image
 from imagecrawl.metadata import extract_metadata
 from imagecrawl.metadata.provenance import read_provenance
-from imagecrawl.values import to_float, to_int, to_text
+from imagecrawl.schema import SCHEMA
+from imagecrawl.values import repair_text, to_float, to_int, to_text
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +51,84 @@ def params_json(params: dict[str, Any]) -> str:
 
 INT32_MAX = 2**31 - 1
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+#: the largest finite float32 (``cfg_scale`` is float32: anything beyond would be stored as inf)
+FLOAT32_MAX = 3.4028234663852886e38
+
+#: what each typed column can hold: a value outside (or not a number) is stored as null, never wrapped,
+#: rounded to infinity or refused by the Parquet writer; the value as given is kept in ``params``
+COLUMN_RANGES: dict[str, tuple[int | float, int | float]] = {
+    "seed": (INT64_MIN, INT64_MAX),
+    "steps": (0, INT32_MAX),
+    "cfg_scale": (-FLOAT32_MAX, FLOAT32_MAX),
+    "width": (0, INT32_MAX),
+    "height": (0, INT32_MAX),
+    "image_phash": (INT64_MIN, INT64_MAX),
+    "image_size_bytes": (0, INT64_MAX),
+}
+_FLOAT_COLUMNS = frozenset({"cfg_scale"})
+#: the string columns of the record (every one is made valid UTF-8 before it is stored)
+TEXT_COLUMNS: tuple[str, ...] = tuple(f.name for f in SCHEMA if f.type == pa.string())
+
+
+def _fits(name: str, value: Any) -> Any:
+    """``value`` as column ``name`` stores it, or raises ValueError when it cannot hold it."""
+    if isinstance(value, bool):
+        raise ValueError(name)
+    lo, hi = COLUMN_RANGES[name]
+    if name in _FLOAT_COLUMNS:
+        number: int | float = float(value) if isinstance(value, (int, float)) else math.nan
+        if not math.isfinite(number):
+            raise ValueError(name)
+    elif isinstance(value, int):
+        number = value
+    elif isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        number = int(value)
+    else:
+        raise ValueError(name)
+    if not lo <= number <= hi:
+        raise ValueError(name)
+    return number
+
+
+def conform(record: PromptImage, raw: dict[str, Any] | None = None) -> list[str]:
+    """Make ``record`` storable, in place, and say what was changed (``<kind>/<column>`` each):
+
+    * ``out_of_range/<column>``: a typed column's value it cannot hold (``cfg_scale`` 1e308, a seed
+      past int64, negative steps, NaN) is set to null; the value as given goes to ``raw[column]``
+      (the caller's params) when ``raw`` is given;
+    * ``text_replaced/<column>``: unencodable characters (lone surrogates) were replaced by U+FFFD,
+      surrogate pairs joined (:func:`imagecrawl.values.repair_text`).
+
+    Pure and cheap for a record that needs nothing (one encode per string)."""
+    fixes: list[str] = []
+    for name in COLUMN_RANGES:
+        value = getattr(record, name)
+        if value is None:
+            continue
+        try:
+            fitted = _fits(name, value)
+        except (ValueError, TypeError, OverflowError):
+            setattr(record, name, None)
+            fixes.append(f"out_of_range/{name}")
+            if raw is not None:
+                raw.setdefault(name, repair_text(str(value))[0])
+            continue
+        if fitted is not value:
+            setattr(record, name, fitted)
+    for name in TEXT_COLUMNS:
+        value = getattr(record, name)
+        if isinstance(value, str):
+            fixed, replaced = repair_text(value)
+            if replaced:
+                setattr(record, name, fixed)
+                fixes.append(f"text_replaced/{name}")
+    image = record.image
+    if isinstance(image, dict) and isinstance(image.get("path"), str):
+        fixed, replaced = repair_text(image["path"])
+        if replaced:
+            record.image = {**image, "path": fixed}
+            fixes.append("text_replaced/image_path")
+    return fixes
 
 
 @dataclass(slots=True)
@@ -108,9 +190,13 @@ def build_record(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     now: datetime | None = None,
     embedded_optout: bool = True,
+    on_fix: Callable[[str], None] | None = None,
 ) -> PromptImage:
     """Build the record; raises :class:`imagecrawl.media.MediaError` for a body that is not an image
-    and, when ``embedded_optout``, :class:`EmbeddedOptOut` for a file that forbids training."""
+    and, when ``embedded_optout``, :class:`EmbeddedOptOut` for a file that forbids training.
+
+    Every value passes :func:`conform` here, whatever its source (API JSON, HTML, any metadata chunk of
+    the file): ``on_fix`` is called with each change it made (``text_replaced/prompt``, ...)."""
     facts = probe_image(body, max_pixels=max_pixels)
     provenance = read_provenance(body)
     refusal = provenance.refusal() if embedded_optout else None
@@ -141,7 +227,7 @@ def build_record(
 
     source_id = _text(hints.source_id)
     record_id = f"{hints.source}:{source_id}" if source_id else f"sha256:{facts.sha256}"
-    return PromptImage(
+    record = PromptImage(
         id=record_id,
         source=hints.source,
         source_id=source_id,
@@ -150,13 +236,12 @@ def build_record(
         prompt=prompt,
         negative_prompt=negative,
         model=_text(pick(hints.model, meta.model)),
-        seed=to_int(pick(hints.seed, meta.seed), INT64_MIN, INT64_MAX, truncate=True),
-        steps=to_int(pick(hints.steps, meta.steps), 0, INT32_MAX, truncate=True),
-        cfg_scale=to_float(pick(hints.cfg_scale, meta.cfg_scale), strip=False),
+        seed=to_int(pick(hints.seed, meta.seed), truncate=True),
+        steps=to_int(pick(hints.steps, meta.steps), truncate=True),
+        cfg_scale=_float(pick(hints.cfg_scale, meta.cfg_scale)),
         sampler=_text(pick(hints.sampler, meta.sampler)),
         width=facts.width,
         height=facts.height,
-        params=params_json(params) if params else None,
         metadata_source=metadata_source,
         image_sha256=facts.sha256,
         image_phash=facts.phash,
@@ -169,6 +254,29 @@ def build_record(
         **provenance.columns(),
         image={"bytes": body, "path": _image_name(image_url, facts.sha256, facts.format)},
     )
+    fixes = conform(record, raw=params)
+    if params:
+        record.params, replaced = repair_text(params_json(params))
+        if replaced:
+            fixes.append("text_replaced/params")
+    if on_fix is not None:
+        for fix in fixes:
+            on_fix(fix)
+    return record
+
+
+def _float(value: Any) -> float | None:
+    """A number as a float, kept even when float32 cannot hold it (:func:`conform` decides and counts);
+    a huge integer string or an int past float's range is infinite here."""
+    number = to_float(value, strip=False)
+    if number is None and value is not None and not isinstance(value, bool):
+        try:
+            number = float(value.strip() if isinstance(value, str) else value)
+        except (TypeError, ValueError):
+            return None
+        except OverflowError:
+            return math.inf
+    return number
 
 
 _EXT = {"PNG": "png", "JPEG": "jpg", "WEBP": "webp", "GIF": "gif", "BMP": "bmp", "AVIF": "avif"}

@@ -15,6 +15,8 @@ from collections.abc import Iterable
 from typing import Any
 from urllib.parse import urlsplit
 
+from imagecrawl.values import utf8_safe
+
 MASK = "***"
 #: setting names whose value is a credential
 SECRET_NAME = re.compile(
@@ -23,6 +25,14 @@ SECRET_NAME = re.compile(
 #: shorter values are not masked (they would mask unrelated text; no real secret is that short)
 MIN_SECRET_LENGTH = 4
 _URL_PASSWORD = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^:@/\s]*):(?P<password>[^@/\s]+)@", re.I)
+#: query parameters that carry a credential (API keys, tokens, signed-URL signatures), masked wherever
+#: they appear in a URL
+SECRET_PARAMS = (
+    "access_token|api_key|apikey|api-key|auth|auth_token|authorization|client_secret|key|password|passwd|pwd|"
+    "secret|session_token|sig|signature|token|x-amz-credential|x-amz-security-token|x-amz-signature|"
+    "x-goog-signature|x-goog-credential"
+)
+_SECRET_PARAM = re.compile(rf"(?P<name>[?&;](?:{SECRET_PARAMS})=)(?P<value>[^&#\s\"'<>]+)", re.I)
 
 
 def _strings(value: Any) -> Iterable[str]:
@@ -54,7 +64,16 @@ def secret_values(settings: Iterable[tuple[str, Any]]) -> set[str]:
                 password = None
             if password:
                 found.add(password)
+            for match in _SECRET_PARAM.finditer(text):
+                if match["value"] != MASK:
+                    found.add(match["value"])
     return {s for s in found if len(s) >= MIN_SECRET_LENGTH}
+
+
+def url_secrets(values: Iterable[Any]) -> set[str]:
+    """The credentials inside URLs among ``values`` (any names): URL passwords and secret query
+    parameters, e.g. of spider arguments (``-a api_url=http://bob:pw@host``)."""
+    return secret_values(("", value) for value in values)
 
 
 def redact(text: str, secrets: Iterable[str]) -> str:
@@ -62,7 +81,14 @@ def redact(text: str, secrets: Iterable[str]) -> str:
     for secret in sorted(secrets, key=len, reverse=True):
         if secret in text:
             text = text.replace(secret, MASK)
-    return _URL_PASSWORD.sub(lambda m: f"{m['scheme']}{m['user']}:{MASK}@", text)
+    text = _URL_PASSWORD.sub(lambda m: f"{m['scheme']}{m['user']}:{MASK}@", text)
+    return _SECRET_PARAM.sub(lambda m: f"{m['name']}{MASK}", text)
+
+
+def mask(text: str) -> str:
+    """``text`` with the secrets known to this process (:func:`install`) and every credential in a URL
+    masked, made valid UTF-8: for anything about to be written (a state file, a log, an error line)."""
+    return utf8_safe(redact(text, _FILTER.secrets))
 
 
 class RedactingFilter(logging.Filter):
@@ -73,19 +99,19 @@ class RedactingFilter(logging.Filter):
         self.secrets: set[str] = set(secrets)
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if not self.secrets:  # nothing to mask: do not format every record twice
-            return True
+        """Always on: a URL's credentials are masked whether or not a secret setting is configured, and
+        text that cannot be encoded (a lone surrogate from a page) is made valid UTF-8."""
         try:
             message = record.getMessage()
         except Exception:  # a broken record: leave it to the handler's own error path
             return True
-        clean = redact(message, self.secrets)
+        clean = utf8_safe(redact(message, self.secrets))
         if clean != message:
             record.msg, record.args = clean, ()
         if record.exc_info and record.exc_text is None:
-            record.exc_text = redact(logging.Formatter().formatException(record.exc_info), self.secrets)
+            record.exc_text = utf8_safe(redact(logging.Formatter().formatException(record.exc_info), self.secrets))
         elif record.exc_text:
-            record.exc_text = redact(record.exc_text, self.secrets)
+            record.exc_text = utf8_safe(redact(record.exc_text, self.secrets))
         return True
 
 
@@ -106,3 +132,8 @@ def install(secrets: Iterable[str], loggers: Iterable[str] = ("scrapy.crawler",)
         if _FILTER not in logger.filters:
             logger.addFilter(_FILTER)
     return _FILTER
+
+
+def current_secrets() -> set[str]:
+    """The secrets installed so far in this process (settings, and URL credentials of spider arguments)."""
+    return set(_FILTER.secrets)

@@ -168,6 +168,12 @@ IMAGECRAWL_OPTOUT_OWNED_HOSTS: list[str] = []
 # An unreachable robots.txt (5xx, 429, failed download) disallows the site; fetched again this much
 # later, doubling while it stays unreachable (up to a day).
 IMAGECRAWL_ROBOTS_RETRY_SECONDS = 300.0
+# robots.txt and tdmrep.json are read up to this many bytes (Google reads 500 KiB of a robots.txt);
+# the download stops there.
+IMAGECRAWL_POLICY_MAX_BYTES = 512 * 1024
+# robots.txt (with its Content-Signal / Content-Usage lines) and tdmrep.json are fetched again after
+# this long (RFC 9309 §2.4: a cached robots.txt is not used for more than 24 hours); at most 86400.
+IMAGECRAWL_POLICY_TTL_SECONDS = 86400.0
 IMAGECRAWL_DOWNLOAD_ERRORS_ENABLED = True
 
 # --- pacing (docs/pacing.md): per-site AIMD rate/concurrency, Retry-After, Crawl-delay, bans ---
@@ -238,6 +244,8 @@ IMAGECRAWL_DEDUPE_BACKEND = "auto"  # or "sqlite", "redis"; auto: Redis when a R
 # Plug points, import paths; "": the in-process default. The distributed add-on sets them.
 IMAGECRAWL_LEDGER_FACTORY = ""
 IMAGECRAWL_SHARED_LIMITER_FACTORY = ""
+IMAGECRAWL_RECHECK_SAMPLE_PAGES = 3  # imagecrawl recheck: pages of each site asked besides its root
+IMAGECRAWL_TOMBSTONES_FACTORY = ""  # "" = the store's tombstones (docs/forget.md); distributed: + Redis
 IMAGECRAWL_PACING_GATE_FACTORY = ""
 
 # --- browser rendering (gallery profiles with render = "browser"; scrapy-playwright) ---
@@ -290,3 +298,17 @@ IMAGECRAWL_MONITOR_SAMPLE_SECONDS = 1.0
 
 LOG_LEVEL = "INFO"
 FEED_EXPORT_ENCODING = "utf-8"
+
+# --- feed exports (scrapy crawl -O out.jsonl / .json / .csv / .xml / .parquet; Scrapyd items_dir) ---
+FEED_EXPORTERS = {
+    "json": "imagecrawl.feeds.JsonItemExporter",
+    "jsonlines": "imagecrawl.feeds.JsonLinesItemExporter",
+    "jsonl": "imagecrawl.feeds.JsonLinesItemExporter",
+    "jl": "imagecrawl.feeds.JsonLinesItemExporter",
+    "csv": "imagecrawl.feeds.CsvItemExporter",
+    "xml": "imagecrawl.feeds.XmlItemExporter",
+    "parquet": "imagecrawl.feeds.ParquetItemExporter",
+}
+IMAGECRAWL_FEED_IMAGES = "omit"  # the `image` field of a feed: omit | base64 | path
+IMAGECRAWL_FEED_IMAGES_DIR = "feed-images"  # where `path` writes <image_sha256>.<ext>
+IMAGECRAWL_FEED_PARQUET_ROWS = 1000  # rows per row group of a .parquet feed

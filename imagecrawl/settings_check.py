@@ -1,10 +1,21 @@
-"""Settings given by the user, checked once before the crawl starts: unknown ``IMAGECRAWL_*`` names
-(with the nearest valid one) and values that do not parse as the type of their default in
-imagecrawl/settings.py (``-s IMAGECRAWL_MAX_RATE_PER_SITE=abc``). Each problem is a
-:class:`~imagecrawl.errors.ConfigError` naming the setting."""
+"""Settings given by the user, checked in one place before the crawl starts: unknown ``IMAGECRAWL_*``
+names (with the nearest valid one), values that do not parse as the type of their default in
+imagecrawl/settings.py (``-s IMAGECRAWL_MAX_RATE_PER_SITE=abc``), numbers that are not finite or
+outside their range (:data:`RANGES`), and the values that name something which must work
+(:data:`CHECKS`: the allowed networks, ``LOG_LEVEL``, the files and folders the crawl writes). Each
+problem is a :class:`~imagecrawl.errors.ConfigError` naming the setting (one line, exit status 2).
+
+``scrapy crawl`` (imagecrawl/commands/crawl.py) runs :func:`check_settings` before Scrapy sets up its
+logging (a bad ``LOG_LEVEL`` or ``LOG_FILE`` fails there); the add-on runs it again on every crawler's
+settings (Scrapyd, a spider's ``custom_settings``)."""
 
 from __future__ import annotations
 
+import logging
+import math
+import os
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from scrapy.settings import BaseSettings
@@ -45,8 +56,100 @@ def _check_value(settings: BaseSettings, name: str, kind: type) -> None:
         raise ConfigError(f"setting {name} must be {what}, got {value!r}") from None
 
 
+#: numeric settings and the values they accept (checked after the type; NaN and infinity never pass)
+RANGES: dict[str, tuple[Callable[[float], bool], str]] = {
+    "IMAGECRAWL_MAX_RATE_PER_SITE": (lambda v: v > 0, "a number > 0"),
+    "IMAGECRAWL_MAX_CONCURRENCY_PER_SITE": (lambda v: v >= 1, "an integer >= 1"),
+    "IMAGECRAWL_PACING_START_RATE_PER_SECOND": (lambda v: v > 0, "a number > 0"),
+    "IMAGECRAWL_PACING_MIN_RATE_PER_SECOND": (lambda v: v > 0, "a number > 0"),
+    "IMAGECRAWL_PACING_DECREASE_FACTOR": (lambda v: 0 < v < 1, "a number between 0 and 1"),
+    "IMAGECRAWL_PACING_STARTUP_FACTOR": (lambda v: v > 1, "a number > 1"),
+    "IMAGECRAWL_MEDIA_THREADS": (lambda v: v >= 0, "an integer >= 0"),
+}
+
+
+def _number(settings: BaseSettings, name: str) -> float | None:
+    value = settings.get(name)
+    if value is None or isinstance(value, bool) or value == "":
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _check_networks(settings: BaseSettings, name: str) -> None:
+    from imagecrawl.downloadermiddlewares.netguard import parse_networks
+
+    value = settings.get(name)
+    if isinstance(value, str) and ";" in value:
+        raise ConfigError(f"setting {name}: separate networks with commas, not ';' (got {value!r})")
+    parse_networks(value)
+
+
+def _check_log_level(settings: BaseSettings, name: str) -> None:
+    value = settings.get(name)
+    if isinstance(value, int) or value is None:
+        return
+    if str(value) not in logging.getLevelNamesMapping():
+        valid = "CRITICAL, ERROR, WARNING, INFO, DEBUG"
+        raise ConfigError(f"setting {name} must be one of {valid}; got {value!r}")
+
+
+def _cannot(name: str, path: str, exc: OSError) -> ConfigError:
+    if isinstance(exc, FileExistsError | NotADirectoryError):  # a file where a folder must be
+        return ConfigError(f"setting {name} {path!r}: cannot write there: a file stands where a folder must be")
+    return ConfigError(f"setting {name} {path!r}: cannot write there: {exc.strerror or exc}")
+
+
+def _check_file(settings: BaseSettings, name: str) -> None:
+    """A file the crawl appends to or replaces: its folder exists (or can be made) and takes a file."""
+    value = settings.get(name)
+    if not value:
+        return
+    path = Path(str(value)).expanduser()
+    if path.is_dir():
+        raise ConfigError(f"setting {name} {str(value)!r}: is a folder, not a file")
+    probe = path.with_name(f".{path.name}.{os.getpid()}.probe")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        probe.open("w").close()
+        probe.unlink()
+        if path.exists() and not os.access(path, os.W_OK):
+            raise PermissionError(13, "Permission denied")
+    except OSError as exc:
+        raise _cannot(name, str(value), exc) from None
+
+
+def _check_folder(settings: BaseSettings, name: str) -> None:
+    """A folder the crawl keeps state in: a folder (or nothing yet, and it can be made), writable."""
+    value = settings.get(name)
+    if not value:
+        return
+    path = Path(str(value)).expanduser()
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"setting {name} {str(value)!r}: names a file, not a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise _cannot(name, str(value), exc) from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise ConfigError(f"setting {name} {str(value)!r}: cannot write there: Permission denied")
+
+
+#: settings whose value must name something that works, each with its check
+CHECKS: dict[str, Callable[[BaseSettings, str], None]] = {
+    "IMAGECRAWL_ALLOWED_NETWORKS": _check_networks,
+    "LOG_LEVEL": _check_log_level,
+    "LOG_FILE": _check_file,
+    "IMAGECRAWL_STATS_FILE": _check_file,
+    "JOBDIR": _check_folder,
+}
+
+
 def check_settings(settings: BaseSettings) -> None:
-    """Raise :class:`ConfigError` for the first unknown ``IMAGECRAWL_*`` setting or unparsable value."""
+    """Raise :class:`ConfigError` for the first unknown ``IMAGECRAWL_*`` setting, unparsable value,
+    number out of its range, or a value naming something that cannot work."""
     known = defaults()
     for name in settings:
         if name.startswith(PREFIX) and name not in known:
@@ -55,3 +158,25 @@ def check_settings(settings: BaseSettings) -> None:
         kind = NONE_DEFAULT_TYPES.get(name, type(default))
         if kind in (bool, int, float, dict):
             _check_value(settings, name, kind)
+        if kind in (int, float) and name.startswith(PREFIX):
+            number = _number(settings, name)
+            if number is None:
+                continue
+            rule = RANGES.get(name)
+            if not math.isfinite(number) or (rule is not None and not rule[0](number)):
+                what = rule[1] if rule is not None else "a finite number"
+                raise ConfigError(f"setting {name} must be {what}, got {settings.get(name)!r}")
+    for name, check in CHECKS.items():
+        check(settings, name)
+    _check_choices(settings)
+
+
+#: settings that take one of a few words
+CHOICES: dict[str, tuple[str, ...]] = {"IMAGECRAWL_FEED_IMAGES": ("omit", "base64", "path")}
+
+
+def _check_choices(settings: BaseSettings) -> None:
+    for name, allowed in CHOICES.items():
+        value = str(settings.get(name) or "").strip().lower()
+        if value and value not in allowed:
+            raise ConfigError(f"setting {name} must be one of {', '.join(allowed)}, got {settings.get(name)!r}")

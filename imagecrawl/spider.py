@@ -14,7 +14,7 @@ import scrapy
 from scrapy import signals
 from scrapy.http import Response
 
-from imagecrawl import meta
+from imagecrawl import meta, redact
 from imagecrawl.downloadermiddlewares.optout import skip_log
 from imagecrawl.errors import unknown_name
 from imagecrawl.items import PromptImage
@@ -53,6 +53,8 @@ class ImageSpider(scrapy.Spider):
             for key in kwargs:
                 if key != "name" and not key.startswith("_"):
                     raise unknown_name(f"-a argument of the {self.name} spider", key, spider_arguments(type(self)))
+        # A credential in an argument (-a api_url=http://user:pw@host, ?token=...) is masked from now on.
+        redact.install(redact.url_secrets(kwargs.values()))
         super().__init__(*args, **kwargs)
 
     def image_request(self, url: str, hints: SourceHints, **kwargs: Any) -> scrapy.Request:
@@ -104,6 +106,7 @@ class ImageSpider(scrapy.Spider):
     async def parse_image(self, response: Response, hints: dict[str, Any]) -> AsyncIterator[PromptImage]:
         stats = self.crawler.stats
         assert stats is not None
+        fixes: list[str] = []
         build = functools.partial(
             build_record,
             hints=SourceHints.from_meta(hints),
@@ -112,6 +115,7 @@ class ImageSpider(scrapy.Spider):
             salt=self.salt,
             max_pixels=self.crawler.settings.getint("IMAGECRAWL_MAX_IMAGE_PIXELS"),
             embedded_optout=self._embedded_optout(response.url),
+            on_fix=fixes.append,
         )
         pool = self._media_executor()
         try:
@@ -124,6 +128,8 @@ class ImageSpider(scrapy.Spider):
             skip_log(self.crawler).skip(exc.reason, response.url, exc.detail)
             return
         stats.inc_value("imagecrawl/media/images")
+        for fix in fixes:  # counted here, on the reactor thread
+            stats.inc_value(f"imagecrawl/records/{fix}")
         if record.metadata_source is not None and record.metadata_source not in ("api", "html"):
             stats.inc_value("imagecrawl/metadata/from_file")
         yield record

@@ -8,22 +8,28 @@ import secrets
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from imagecrawl.storage import layout
+
 
 def is_s3(store: str) -> bool:
     return store.startswith("s3://")
 
 
 def state_dir_for(store: str, state_dir: str | None = None) -> Path:
-    """``IMAGECRAWL_STATE_DIR`` if given; ``<store>/_state`` for a local store; a per-bucket folder
-    under ``data/_state/`` for an S3 store (the state is local even when the shards are remote)."""
+    """``IMAGECRAWL_STATE_DIR`` if given; ``<store>/.imagecrawl/state`` for a local store; a per-bucket
+    folder under ``data/.imagecrawl/s3/`` for an S3 store (the state is local even when the shards are
+    remote). A state folder of the first layout (``<store>/_state``, ``data/_state/s3/...``) is moved
+    there first (one rename; docs/downstream.md)."""
     if state_dir:
         return Path(state_dir)
     if is_s3(store):
         parts = urlsplit(store)
         tag = hashlib.sha256(store.encode()).hexdigest()[:8]
         safe = f"{parts.netloc}-{parts.path.strip('/').replace('/', '_') or 'root'}-{tag}"
-        return Path("data") / "_state" / "s3" / safe
-    return Path(store) / "_state"
+        new = layout.S3_STATE_ROOT / safe
+        layout.migrate_folder(layout.LEGACY_S3_STATE_ROOT / safe, new)
+        return new
+    return layout.local_state_dir(store.removeprefix("file://"))
 
 
 def author_salt(state: Path, configured: str = "") -> bytes:

@@ -11,7 +11,7 @@ import math
 from typing import Any, Final, TypeGuard
 from urllib.parse import urlsplit
 
-__all__ = ["NOT_TEXT", "is_http_url", "to_float", "to_int", "to_text"]
+__all__ = ["NOT_TEXT", "is_http_url", "repair_text", "to_float", "to_int", "to_text", "utf8_safe"]
 
 #: Values that are not text by default: a JSON object or array, or a boolean.
 NOT_TEXT: Final[tuple[type, ...]] = (dict, list, bool)
@@ -28,6 +28,30 @@ def to_text(value: Any, *, refuse: tuple[type, ...] = NOT_TEXT, keep_nul: bool =
     if not keep_nul:
         text = text.replace("\x00", "")
     return text.strip() or None
+
+
+#: what an unencodable character (a lone surrogate) becomes
+REPLACEMENT: Final = "\ufffd"
+
+
+def repair_text(text: str) -> tuple[str, int]:
+    """``text`` as valid Unicode (encodable as UTF-8), and how many characters were replaced (at least 1
+    whenever the text changed, a joined pair included: 0 means ``text`` itself is returned).
+
+    A string decoded from JSON escapes, from UTF-16 or with ``surrogateescape`` may hold surrogates:
+    a pair (``"\\ud83d\\ude00"``) is joined into its character, a lone one (a prompt cut in the middle of
+    an emoji) becomes U+FFFD. Valid text is returned as it is (the common case costs one encode)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        fixed = text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
+        return fixed, max(1, fixed.count(REPLACEMENT) - text.count(REPLACEMENT))
+    return text, 0
+
+
+def utf8_safe(text: str) -> str:
+    """:func:`repair_text` without the count: for text about to be printed, logged or written."""
+    return repair_text(text)[0]
 
 
 def to_int(value: Any, lo: int | None = None, hi: int | None = None, *, truncate: bool = False) -> int | None:

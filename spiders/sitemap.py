@@ -38,6 +38,7 @@ from scrapy.utils.sitemap import sitemap_urls_from_robots
 from twisted.python.failure import Failure
 
 from imagecrawl import meta
+from imagecrawl.errors import ConfigError
 from imagecrawl.incremental import begin_walk
 from imagecrawl.pages import PageError
 from imagecrawl.pages import sitemap as sitemaps
@@ -88,14 +89,14 @@ class SitemapSpider(GallerySpider):
         **kwargs: Any,
     ) -> None:
         if not start_url:
-            raise ValueError("the sitemap spider needs a site or sitemap URL: -a start_url=https://example.com/")
+            raise ConfigError("the sitemap spider needs a site or sitemap URL: -a start_url=https://example.com/")
         # Without a profile the gallery machinery is idle: the bundled one only fills the attributes.
         super().__init__(profile or "sandbox", start_url, None, max_items, *args, **kwargs)
         self.use_profile = bool(profile)
         if source and not re.fullmatch(r"[a-z0-9_.-]+", source):
-            raise ValueError(f"-a source= must be lower-case [a-z0-9_.-], got {source!r}")
+            raise ConfigError(f"-a source= must be lower-case [a-z0-9_.-], got {source!r}")
         if source and self.use_profile:
-            raise ValueError("-a source= names image-sitemap records; with -a profile= the profile names it")
+            raise ConfigError("-a source= names image-sitemap records; with -a profile= the profile names it")
         self.source = source or DEFAULT_SOURCE
         self._sitemaps: set[str] = set()
         self._config: SitemapConfig | None = None

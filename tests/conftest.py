@@ -24,7 +24,7 @@ from typing import Any, NoReturn
 
 import pytest
 
-from imagecrawl.sandbox.testing import SandboxProcess
+from tests.sandbox.testing import SandboxProcess
 
 from .servers import MotoS3, RedisServer, SandboxFactory, start_moto, start_redis, stop_process
 from .servers import free_port as free_port  # imported from here by older test modules

@@ -43,3 +43,16 @@ def stop_engine(crawler: Crawler) -> None:
     from imagecrawl.extensions.storage import storage_owner
 
     storage_owner(crawler).close()
+
+
+class Clock:
+    """A monotonic clock a test moves by hand (``component.clock = Clock()``; ``clock.advance(0.2)``)."""
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds

@@ -75,7 +75,7 @@ def per_second(times: list[float]) -> tuple[dict[int, int], int]:
 def check_gallery_store(store: Path, items: int, seed: int) -> list[str]:
     """The store holds each gallery image group (an original, its exact and near copies, see
     tests/expect.py) exactly once, and no image twice. Returns the shard file names."""
-    from imagecrawl.sandbox.catalog import build_catalog
+    from tests.sandbox.catalog import build_catalog
 
     from .conftest import read_store
     from .expect import expected_rows

@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from imagecrawl.sandbox.catalog import Catalog, Entry, render_image
+from tests.sandbox.catalog import Catalog, Entry, render_image
 
 NSFW_ORDER = ("None", "Soft", "Mature", "X")
 

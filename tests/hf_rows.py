@@ -14,7 +14,7 @@ import sys
 def main(store: str) -> int:
     from datasets import Image, load_dataset
 
-    dset = load_dataset("parquet", data_files=f"{store}/source=*/date=*/*.parquet", split="train")
+    dset = load_dataset("parquet", data_dir=store, split="train")
     header = {
         "image_feature_is_Image": dset.features["image"] == Image(),
         "columns": dset.column_names,

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from imagecrawl.sandbox.testing import SandboxProcess, start_sandbox
+from tests.sandbox.testing import SandboxProcess, start_sandbox
 
 
 def free_port() -> int:

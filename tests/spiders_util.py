@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from imagecrawl.metadata import extract_metadata
-from imagecrawl.sandbox.catalog import Catalog, Entry, build_catalog, render_image
+from tests.sandbox.catalog import Catalog, Entry, build_catalog, render_image
 
 from .conftest import PACING_LOOPBACK
 

@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 
 from imagecrawl.inspect import inspect_store
-from imagecrawl.sandbox.sites.aipref import IMAGES_PER_CASE, XMP_FORMATS, payload
-from imagecrawl.sandbox.streaming import CHUNK_BYTES
-from imagecrawl.sandbox.testing import SandboxProcess
 from tests.conftest import CrawlResult, read_store, run_crawl
+from tests.sandbox.sites.aipref import IMAGES_PER_CASE, XMP_FORMATS, payload
+from tests.sandbox.streaming import CHUNK_BYTES
+from tests.sandbox.testing import SandboxProcess
 from tests.servers import SandboxFactory
 
 pytestmark = pytest.mark.e2e
@@ -111,7 +111,7 @@ def test_every_refusal_is_counted_and_listed(default_crawl: Any) -> None:
         "imagecrawl/optout/skipped": 8 + len(REFUSED_IN_FILE),
         "imagecrawl/optout/tdmrep/status/200": 1,
     }
-    lines = [json.loads(line) for line in (store / "_state" / "optout.jsonl").read_text().splitlines()]
+    lines = [json.loads(line) for line in (store / ".imagecrawl" / "state" / "optout.jsonl").read_text().splitlines()]
     listed = {(r["reason"], "/" + r["url"].split("/", 3)[3]) for r in lines}
     assert ("content_signal", "/aipref/img/cs-no/0.png") in listed
     assert ("content_usage", "/aipref/img/cu-no/1.png") in listed
@@ -124,14 +124,14 @@ def test_embedded_refusals_are_downloaded_then_leave_nothing(default_crawl: Any)
     result, log, store = default_crawl
     for path in REFUSED_IN_FILE:
         assert [r["bytes"] for r in log[path]] == [whole(path, log)], path
-    with sqlite3.connect(store / "_state" / "ledger.sqlite3") as db:
+    with sqlite3.connect(store / ".imagecrawl" / "state" / "ledger.sqlite3") as db:
         kept = {row[0] for row in db.execute("SELECT id FROM ids")}
         seen = db.execute("SELECT count(*) FROM seen").fetchone()[0]
         urls = db.execute("SELECT count(*) FROM urls").fetchone()[0]
     stored_ids = set(read_store(store, ["id"]).column("id").to_pylist())
     assert kept == stored_ids and len(kept) == seen == len(ALLOWED)
     assert urls in (0, len(ALLOWED))
-    [report_file] = (store / "_reports").glob("*.json")
+    [report_file] = (store / ".imagecrawl" / "reports").glob("*.json")
     report_text = report_file.read_text()
     report = json.loads(report_text)
     assert report["by_reason"]["imagecrawl/optout"]["embedded_c2pa"] == len(REFUSED_IN_C2PA)

@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
-from imagecrawl.sandbox.catalog import build_catalog
-from imagecrawl.sandbox.sites.jsgallery import PAGE_SIZE
-from imagecrawl.sandbox.testing import SandboxProcess
+from tests.sandbox.catalog import build_catalog
+from tests.sandbox.sites.jsgallery import PAGE_SIZE
+from tests.sandbox.testing import SandboxProcess
 
 from .conftest import REPO, run_crawl
 from .distributed_util import check_gallery_store
@@ -89,7 +89,7 @@ def _trap_crawl(
     only; the target listens on 127.0.0.2); return the target's request paths and the crawl's stats."""
     from urllib.parse import quote
 
-    from imagecrawl.sandbox.testing import start_sandbox
+    from tests.sandbox.testing import start_sandbox
 
     target = start_sandbox(items=4, seed=1, log_path=tmp_path / "target.jsonl", extra_args=["--host", "127.0.0.2"])
     try:

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from imagecrawl.sandbox.catalog import build_catalog, render_image
-from imagecrawl.sandbox.testing import SandboxProcess
+from tests.sandbox.catalog import build_catalog, render_image
+from tests.sandbox.testing import SandboxProcess
 
 from .conftest import LOOPBACK, REPO, read_store, run_crawl
 
@@ -31,7 +31,7 @@ SPOOLED = {"IMAGECRAWL_SHARD_MAX_ROWS": "1000", "IMAGECRAWL_SPOOL_BATCH_ROWS": "
 
 @pytest.fixture
 def small_outbox(tmp_path: Path) -> Iterator[Path]:
-    outbox = tmp_path / "store" / "_state" / "outbox"
+    outbox = tmp_path / "store" / ".imagecrawl" / "state" / "outbox"
     outbox.mkdir(parents=True)
     mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=96k", "tmpfs", str(outbox)], capture_output=True)
     if mounted.returncode != 0:
@@ -43,14 +43,14 @@ def small_outbox(tmp_path: Path) -> Iterator[Path]:
 
 
 def _store_rows(store: Path) -> list[dict[str, str]]:
-    if not any(store.glob("source=*/date=*/*.parquet")):
+    if not any(store.glob("*/date=*/*.parquet")):
         return []
     rows: list[dict[str, str]] = read_store(store, columns=["id", "image_sha256"]).to_pylist()
     return rows
 
 
 def _ledger_ids(store: Path) -> set[str]:
-    with sqlite3.connect(store / "_state" / "ledger.sqlite3") as db:
+    with sqlite3.connect(store / ".imagecrawl" / "state" / "ledger.sqlite3") as db:
         return {row[0] for row in db.execute("SELECT id FROM seen")}
 
 

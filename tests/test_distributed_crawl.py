@@ -21,7 +21,7 @@ import redis
 
 from imagecrawl.distributed.ratelimit import RateConfig, RedisRateLimiter
 from imagecrawl.pacing.sitekey import site_of_url
-from imagecrawl.sandbox.testing import SandboxProcess
+from tests.sandbox.testing import SandboxProcess
 
 from .conftest import read_store, stop_process
 from .distributed_util import (

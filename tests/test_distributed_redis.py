@@ -58,8 +58,8 @@ def test_ledger_claims_are_atomic_and_lapse_with_their_worker(client: redis.Redi
     time.sleep(0.7)  # worker-a stopped renewing: its claims count no more
     assert b.duplicate_reason("s1", "id1") is None
     assert b.reserve("s1", "id1", "http://x/1.png")
-    b.commit_shard("source=g/part-b-1.parquet", [("s1", "id1", 7, "http://x/1.png")])
-    assert b.known_shards() == {"source=g/part-b-1.parquet"}
+    b.commit_shard("g/date=2026-01-01/part-b-1.parquet", [("s1", "id1", 7, "http://x/1.png")])
+    assert b.known_shards() == {"g/date=2026-01-01/part-b-1.parquet"}
     assert a.duplicate_reason("s1", "zz") == "sha256" and a.has_id("id1") and a.has_url("http://x/1.png")
     assert not a.reserve("s1", "id1")
     b.release("s3", "id3")  # releasing what one does not hold is a no-op

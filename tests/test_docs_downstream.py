@@ -26,7 +26,7 @@ def truth(store: Path) -> dict[str, list[list[Any]]]:
     models: Counter[str] = Counter()
     lengths: Counter[int] = Counter()
     days: Counter[str] = Counter()
-    for path in store.glob("source=*/date=*/*.parquet"):
+    for path in store.glob("*/date=*/*.parquet"):
         table = pq.read_table(path, columns=["model", "prompt"])
         models.update(m for m in table["model"].to_pylist() if m is not None)
         lengths.update(len(p) // 50 * 50 for p in table["prompt"].to_pylist() if p is not None)
@@ -80,8 +80,8 @@ def test_downstream_examples_agree(
                 checked[name] += 1
         if "first" in result:
             assert result["first"][0] > 0 and result["first"][1] > 0
-    # DuckDB, pyarrow, Polars and datasets locally; DuckDB, pyarrow and Polars on S3 (the README
-    # blocks print their answers instead)
-    assert checked == {"top_models": 6, "prompt_lengths": 4, "per_day": 6}
-    assert sum("first" in r for r in results) == 2
-    assert sum(r["s3"] for r in results) == 3
+    # pandas, pyarrow.parquet, DuckDB, pyarrow.dataset, Polars and datasets locally; pandas, DuckDB,
+    # pyarrow and Polars on S3
+    assert checked == {"top_models": 9, "prompt_lengths": 5, "per_day": 9}
+    assert sum("first" in r for r in results) == 1
+    assert sum(r["s3"] for r in results) == 4

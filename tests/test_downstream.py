@@ -13,6 +13,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import duckdb
+import pandas as pd
 import polars as pl
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
@@ -41,7 +42,7 @@ def _normalise(rows: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
 
 def _truth(store: Path) -> list[tuple[Any, ...]]:
     rows = []
-    for path in store.glob("source=*/date=*/*.parquet"):
+    for path in store.glob("*/date=*/*.parquet"):
         date = path.parent.name.removeprefix("date=")
         rows += [{**r, "date": date} for r in pq.read_table(path, columns=list(KEY[:-1])).to_pylist()]
     return _normalise(rows)
@@ -70,10 +71,22 @@ def test_four_readers_same_rows_locally(
     store = Path(local_store(tmp_path_factory, sandbox_site).store)
     expected = _truth(store)
     assert len(expected) > 10 and len({r[1] for r in expected}) == 1
-    glob = f"{store}/source=*/date=*/*.parquet"
+    # the crawl's state and report sit in the store folder, where no reader trips over them
+    assert (store / ".imagecrawl" / "state" / "ledger.sqlite3").exists()
+    assert any((store / ".imagecrawl" / "reports").glob("*.json"))
+    glob = f"{store}/**/*.parquet"
     assert _duckdb_rows(duckdb.connect(), glob) == expected
     assert _pyarrow_rows(str(store)) == expected
     assert _polars_rows(glob) == expected
+    # the folder as it is, through pyarrow.parquet and pandas
+    assert _normalise(pq.read_table(store, columns=list(KEY)).to_pylist()) == expected
+    frame = pd.read_parquet(store, columns=["id", "source", "date"])
+    assert sorted(zip(frame["id"], frame["source"], frame["date"].astype(str), strict=True)) == [
+        (r[0], r[1], r[-1]) for r in expected
+    ]
+    # Polars on the glob without Hive keys: every row, no `date`
+    plain = pl.read_parquet(glob, columns=["id", "source"])
+    assert sorted(plain["id"].to_list()) == [r[0] for r in expected]
 
     # Hugging Face datasets, offline, in a fresh process (its settings are read at import)
     env = {**os.environ, "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
@@ -106,7 +119,7 @@ def test_readers_on_s3(tmp_path_factory: pytest.TempPathFactory, sandbox_site: A
 
     crawled = s3_store(tmp_path_factory, sandbox_site, moto_s3)
     expected = _truth(Path(local_store(tmp_path_factory, sandbox_site).store))
-    glob = f"{crawled.store}/source=*/date=*/*.parquet"
+    glob = f"{crawled.store}/**/*.parquet"
 
     # DuckDB through httpfs, loaded from PyPI's duckdb-ext-httpfs package (no download at run time)
     ext = next(Path(next(iter(duckdb_ext.__path__))).glob("extensions/*/*/httpfs.duckdb_extension"))
@@ -124,6 +137,8 @@ def test_readers_on_s3(tmp_path_factory: pytest.TempPathFactory, sandbox_site: A
         access_key="testing", secret_key="testing", region="us-east-1", endpoint_override=endpoint.netloc, scheme="http"
     )
     assert _pyarrow_rows(crawled.store.removeprefix("s3://"), s3) == expected
+    frame = pd.read_parquet(crawled.store.removeprefix("s3://"), filesystem=s3, columns=["id", "date"])
+    assert sorted(zip(frame["id"], frame["date"].astype(str), strict=True)) == [(r[0], r[-1]) for r in expected]
 
     options = {
         "aws_access_key_id": "testing",

@@ -11,7 +11,7 @@ from typing import Any
 import duckdb
 import pytest
 
-from imagecrawl.sandbox.catalog import Catalog, Entry, build_catalog
+from tests.sandbox.catalog import Catalog, Entry, build_catalog
 
 from .conftest import MotoS3, read_store, run_crawl
 from .expect import NSFW_ORDER, check_rows, expected_rows
@@ -47,7 +47,7 @@ def test_civitai_local_store_and_second_run(tmp_path: Path, sandbox_site: Any, c
 
     # DuckDB reads the same rows through hive partitioning
     con = duckdb.connect()
-    glob = f"{store}/source=*/date=*/*.parquet"
+    glob = f"{store}/*/date=*/*.parquet"
     got = con.sql(
         f"SELECT source, count(*) AS n, count(DISTINCT id) AS ids, min(date) AS d "
         f"FROM read_parquet('{glob}', hive_partitioning=true) GROUP BY source"
@@ -93,7 +93,7 @@ def test_lexica(tmp_path: Path, sandbox_site: Any, catalog: Catalog) -> None:
 
 
 def test_gallery_and_robots(tmp_path: Path, catalog: Catalog) -> None:
-    from imagecrawl.sandbox.testing import start_sandbox
+    from tests.sandbox.testing import start_sandbox
 
     site = start_sandbox(items=ITEMS, seed=SEED, log_path=tmp_path / "requests.jsonl")
     try:
@@ -146,7 +146,7 @@ def test_civitai_into_moto_s3(tmp_path: Path, sandbox_site: Any, moto_s3: MotoS3
     rows = _rows(store, env=moto_s3.env)
     check_rows(catalog, expected, rows, _civitai_id, origin="api")
     keys = [o["Key"] for o in moto_s3.client().list_objects_v2(Bucket=bucket)["Contents"]]
-    assert keys and all(k.startswith("datasets/run1/source=civitai/date=") for k in keys if k.endswith(".parquet"))
+    assert keys and all(k.startswith("datasets/run1/civitai/date=") for k in keys if k.endswith(".parquet"))
 
     # DuckDB through its httpfs extension (packaged on PyPI), against the same S3 server
     import duckdb_ext  # type: ignore[import-not-found]
@@ -158,7 +158,7 @@ def test_civitai_into_moto_s3(tmp_path: Path, sandbox_site: Any, moto_s3: MotoS3
         "CREATE SECRET s3 (TYPE s3, KEY_ID 'testing', SECRET 'testing', REGION 'us-east-1', "
         f"ENDPOINT '127.0.0.1:{moto_s3.port}', URL_STYLE 'path', USE_SSL false)"
     )
-    shards = f"s3://{bucket}/datasets/run1/source=*/date=*/*.parquet"
+    shards = f"s3://{bucket}/datasets/run1/*/date=*/*.parquet"
     count = con.sql(f"SELECT count(*) FROM read_parquet('{shards}', hive_partitioning=true)").fetchone()
     assert count == (expected.rows,)
 

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from imagecrawl.sandbox.sites.hostile import BEHAVIOURS, DUPLICATES
 from tests.conftest import CrawlResult, read_store, run_crawl
+from tests.sandbox.sites.hostile import BEHAVIOURS, DUPLICATES
 from tests.servers import SandboxFactory
 
 DOWNLOAD = "imagecrawl/download/errors/"

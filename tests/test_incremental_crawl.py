@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from imagecrawl.sandbox.testing import SandboxProcess
 from tests.conftest import read_store, run_crawl
+from tests.sandbox.testing import SandboxProcess
 from tests.servers import MotoS3, SandboxFactory
 
 pytestmark = pytest.mark.e2e
@@ -61,7 +61,7 @@ def test_civitai_second_run_fetches_only_the_new_pages(sandbox_factory: SandboxF
     stats, log = crawl(server, store)
     assert len(paths(log, "/api/v1/images")) == math.ceil(visible / LIMIT)
     assert len(paths(log, "/images/civitai/")) == visible and stats["imagecrawl/incremental/saved"] == 1
-    mark = json.loads((tmp_path / "store" / "_state" / "watermarks.json").read_text())["marks"]
+    mark = json.loads((tmp_path / "store" / ".imagecrawl" / "state" / "watermarks.json").read_text())["marks"]
     assert len(mark) == 1 and next(iter(mark.values()))["started"] is None
     fetched = set(paths(log, "/images/civitai/"))
 
@@ -142,7 +142,7 @@ def test_a_killed_walk_moves_no_watermark(sandbox_factory: SandboxFactory, tmp_p
     store = str(tmp_path / "store")
     settings = {"IMAGECRAWL_INCREMENTAL_KNOWN_RUN": "2", "IMAGECRAWL_SHARD_MAX_ROWS": "4"}
     crawl(server, store, **settings)
-    marks_path = tmp_path / "store" / "_state" / "watermarks.json"
+    marks_path = tmp_path / "store" / ".imagecrawl" / "state" / "watermarks.json"
     before = json.loads(marks_path.read_text())["marks"]
     reveal(server, 30)
     killed = run_crawl(

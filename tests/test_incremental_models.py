@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from imagecrawl.sandbox.testing import SandboxProcess
 from tests.conftest import read_store, run_crawl
+from tests.sandbox.testing import SandboxProcess
 from tests.servers import SandboxFactory
 
 pytestmark = pytest.mark.e2e
@@ -135,7 +135,7 @@ def test_the_sandbox_models_api_has_the_real_shape(sandbox_factory: SandboxFacto
 def forget_positions(store: Path) -> None:
     """Marks as a walk without positions leaves them (the models walk before it had one): only the
     run of known images can stop the next walk."""
-    path = store / "_state" / "watermarks.json"
+    path = store / ".imagecrawl" / "state" / "watermarks.json"
     data = json.loads(path.read_text())
     for mark in data["marks"].values():
         mark["position"] = None
@@ -154,7 +154,7 @@ def test_second_run_fetches_only_what_is_new_and_stores_nothing_twice(
     fetched = set(downloads(log))
     assert fetched == served_images(server) and len(fetched) == visible
     assert stats["imagecrawl/incremental/saved"] == 1
-    ((key, mark),) = json.loads((store / "_state" / "watermarks.json").read_text())["marks"].items()
+    ((key, mark),) = json.loads((store / ".imagecrawl" / "state" / "watermarks.json").read_text())["marks"].items()
     assert key.startswith("civitai-models:") and "/api/v1/models?" in key
     newest = max(v["publishedAt"] for v in get(server, f"{API}?limit=1&sort=Newest")["items"][0]["modelVersions"])
     assert mark["position"].startswith(newest[:19])  # the newest version's publishedAt

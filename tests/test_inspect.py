@@ -111,9 +111,10 @@ def test_inspect_s3_store_and_report_in_the_bucket(
     bucket = crawled.store.removeprefix("s3://").split("/")[0]
     objects = moto_s3.client().list_objects_v2(Bucket=bucket)["Contents"]
     shards = [o for o in objects if o["Key"].endswith(".parquet")]
-    reports = sorted(o["Key"] for o in objects if "/_reports/" in o["Key"])
+    reports = sorted(o["Key"] for o in objects if "/.imagecrawl/reports/" in o["Key"])
     run_id = shards[0]["Key"].rsplit("/part-", 1)[1].rsplit("-", 1)[0]
-    assert reports == [f"datasets/v1/_reports/{run_id}.html", f"datasets/v1/_reports/{run_id}.json"]
+    folder = "datasets/v1/.imagecrawl/reports"
+    assert reports == [f"{folder}/{run_id}.html", f"{folder}/{run_id}.json"]
     html = moto_s3.client().get_object(Bucket=bucket, Key=reports[0])
     assert html["ContentType"].startswith("text/html") and b"<svg" in html["Body"].read()
 

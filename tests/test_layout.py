@@ -15,8 +15,8 @@ PACKAGE = REPO / "imagecrawl"
 PURE = ("pacing", "optout", "metadata", "pages", "dedupe", "report")
 #: the optional parts the core must not import
 OPTIONAL = ("imagecrawl.distributed", "imagecrawl.browser", "scrapy_redis", "scrapy_playwright", "redis")
-#: the modules of the optional parts, and the sandbox (a test/demo site) and the demo command that start them
-OPTIONAL_HOMES = ("distributed", "sandbox")
+#: the modules of the optional parts
+OPTIONAL_HOMES = ("distributed",)
 
 
 def modules(root: Path = PACKAGE) -> list[Path]:
@@ -49,6 +49,18 @@ def test_the_core_imports_nothing_optional() -> None:
         if bad:
             offenders[rel(path)] = bad
     assert offenders == {}
+
+
+def test_the_sandbox_is_not_in_the_runtime() -> None:
+    """The sandbox (the test and demo site) lives in tests/sandbox; only the demo command starts it, and
+    nothing in the package needs aiohttp, which is the sandbox's extra."""
+    assert not (PACKAGE / "sandbox").exists()
+    offenders = {
+        rel(p): sorted(m for m in imports(p) if m.split(".")[0] in ("tests", "aiohttp"))
+        for p in [*modules(), *modules(REPO / "spiders")]
+        if p != PACKAGE / "demo.py"
+    }
+    assert {k: v for k, v in offenders.items() if v} == {}
 
 
 @pytest.mark.parametrize("package", PURE)
@@ -135,3 +147,21 @@ def test_every_downloader_middleware_has_its_own_module() -> None:
         if len(classes) > 1 and path.name != "errors.py":
             many[path.name] = classes
     assert many == {}
+
+
+def test_benchmarks_are_a_package_the_tests_do_not_import() -> None:
+    """benchmarks/ is run as ``python -m benchmarks.<name>``: no sys.path edits; tests never import it."""
+    assert (REPO / "benchmarks" / "__init__.py").is_file()
+    edits = [
+        rel(p)
+        for p in modules(REPO / "benchmarks")
+        if any(
+            isinstance(node, ast.Attribute) and ast.unparse(node) == "sys.path"
+            for node in ast.walk(ast.parse(p.read_text(), str(p)))
+        )
+    ]
+    assert edits == []
+    importers = {
+        rel(p): sorted(m for m in imports(p) if m.split(".")[0] == "benchmarks") for p in modules(REPO / "tests")
+    }
+    assert {k: v for k, v in importers.items() if v} == {}

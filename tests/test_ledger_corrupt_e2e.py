@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from imagecrawl.sandbox.catalog import build_catalog
-from imagecrawl.sandbox.testing import SandboxProcess
+from tests.sandbox.catalog import build_catalog
+from tests.sandbox.testing import SandboxProcess
 
 from .conftest import read_store, run_crawl
 
@@ -30,7 +30,7 @@ def test_a_corrupt_ledger_is_set_aside_and_rebuilt_from_the_store(
     stored = first.stats["imagecrawl/store/rows_committed"]
     assert stored >= 5
 
-    ledger = store / "_state" / "ledger.sqlite3"
+    ledger = store / ".imagecrawl" / "state" / "ledger.sqlite3"
     if damage == "garbage":
         ledger.write_bytes(b"this is not a database " * 200)
     else:

@@ -23,10 +23,10 @@ from imagecrawl.metadata.credentials import read_credentials
 from imagecrawl.metadata.provenance import read_provenance
 from imagecrawl.metadata.rights import find_xmp, parse_xmp_rights, read_xmp_rights
 from imagecrawl.records import EmbeddedOptOut, SourceHints, build_record
-from imagecrawl.sandbox.signing import manifest, sign
-from imagecrawl.sandbox.sites.aipref import picture, xmp_packet
 from tests.crawlers import make_crawler
 from tests.realworld import REALWORLD
+from tests.sandbox.signing import manifest, sign
+from tests.sandbox.sites.aipref import picture, xmp_packet
 from tests.sitespider import SiteSpider
 
 FORMATS = ("PNG", "JPEG", "WEBP")
@@ -203,7 +203,7 @@ def test_the_spider_drops_a_refusing_file_counts_and_lists_it(tmp_path: Path) ->
     assert records == []
     assert crawler.stats.get_value("imagecrawl/optout/embedded_data_mining") == 1
     skip_log(crawler).close()
-    [line] = [json.loads(x) for x in (tmp_path / "_state" / "optout.jsonl").read_text().splitlines()]
+    [line] = [json.loads(x) for x in (tmp_path / ".imagecrawl" / "state" / "optout.jsonl").read_text().splitlines()]
     assert (line["reason"], line["detail"]) == ("embedded_data_mining", "plus:DataMining DMI-PROHIBITED")
     crawler, records = _parse_image(tmp_path, refusing, IMAGECRAWL_OPTOUT_EMBEDDED=False)
     assert [r.data_mining for r in records] == ["DMI-PROHIBITED"]

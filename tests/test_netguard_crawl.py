@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from imagecrawl.sandbox.testing import SandboxProcess
 from tests.conftest import run_crawl
+from tests.sandbox.testing import SandboxProcess
 from tests.servers import SandboxFactory
 
 pytestmark = pytest.mark.e2e
@@ -78,7 +78,7 @@ def test_the_connected_address_is_checked_even_when_the_middleware_check_is_skip
     """The guard's middleware is taken out of this crawl, so only the resolver stands between the
     request and ``localhost``: the address the downloader connects to is refused all the same."""
     from imagecrawl import settings as project
-    from imagecrawl.sandbox.catalog import build_catalog
+    from tests.sandbox.catalog import build_catalog
 
     entry = build_catalog(40, 7).entries("civitai")[0]
     url = sandbox_site.url(entry.image_path).replace("127.0.0.1", "localhost")

@@ -12,7 +12,7 @@ from imagecrawl.optout.aipref import (
     signal_refuses_training,
     usage_refuses_training,
 )
-from imagecrawl.optout.robotsprefs import parse_robots_prefs, robots_refusal
+from imagecrawl.optout.robotsprefs import decide_keys, parse_robots_prefs, robots_refusal
 
 
 @pytest.mark.parametrize(
@@ -137,3 +137,103 @@ def test_kinds_switched_off_are_not_asked() -> None:
         "train-ai=n",
     )
     assert robots_refusal(prefs, "imagecrawl", "https://s.example/a", ()) is None
+
+
+# --- each key decided on its own, RFC 9309 whitespace -------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "Content-Signal: /img/\tai-train=no",
+        "Content-Signal:\t/img/\tai-train=no",
+        "Content-Signal: /img/ \t ai-train=no",
+        "Content-Signal :\t/img/\t\tai-train=no\t# trailing comment",
+        "content-signal:/img/\tai-train=no, search=yes",
+        "\tContent-Signal:\t/img/\tsearch=yes,\tai-train=no\t",
+    ],
+)
+def test_tabs_between_path_and_preferences_are_whitespace(line: str) -> None:
+    text = f"User-agent:\t*\n{line}\n"
+    found = refusal(text, "https://s.example/img/a.png")
+    assert found is not None and found[0] == "content_signal"
+    assert refusal(text, "https://s.example/other/a.png") is None
+
+
+@pytest.mark.parametrize(
+    ("later", "url", "refused"),
+    [
+        # a line that says nothing about ai-train leaves the site-wide refusal in force
+        ("Content-Signal: /img/ search=yes", "/img/a.png", True),
+        ("Content-Signal: /img/\tsearch=yes, ai-input=yes", "/img/a.png", True),
+        ("Content-Signal: /img/ ai-train=maybe", "/img/a.png", True),  # not a statement about ai-train
+        ("Content-Signal: /img/", "/img/a.png", True),  # a path with no preferences
+        ("Content-Signal: /img/ ai-train=yes", "/img/a.png", False),  # it does say something: allowed
+        ("Content-Signal: /img/ ai-train=yes", "/other/a.png", True),
+        ("Content-Signal: /img/*.png$ ai-train=yes", "/img/a.png", False),
+        ("Content-Signal: /img/*.png$ ai-train=yes", "/img/a.jpg", True),
+    ],
+)
+def test_content_signal_keys_are_decided_separately(later: str, url: str, refused: bool) -> None:
+    text = f"User-agent: *\nContent-Signal: ai-train=no\n{later}\n"
+    found = refusal(text, "https://s.example" + url)
+    assert (found is not None) is refused
+    if refused:
+        assert found == ("content_signal", "ai-train=no")
+
+
+@pytest.mark.parametrize(
+    ("lines", "url", "expected"),
+    [
+        # train-ai stated site-wide, a longer line about search only: train-ai=n still decides
+        (["train-ai=n", "/img/ search=y"], "/img/a", ("content_usage", "train-ai=n")),
+        # a longer line about the more specific category lifts it for that category
+        (["train-ai=n", "/img/ train-genai=y"], "/img/a", None),
+        (["train-ai=n", "/img/ train-genai=y"], "/doc/a", ("content_usage", "train-ai=n")),
+        # a site-wide train-genai=n is not lifted by a longer line about the general category
+        (["train-genai=n", "/img/ train-ai=y"], "/img/a", ("content_usage", "train-genai=n")),
+        # the longest line that states the key decides it
+        (["/a/ train-ai=n", "/a/b/ search=y", "/a/b/c/ train-ai=y"], "/a/b/x", ("content_usage", "/a/ train-ai=n")),
+        (["/a/ train-ai=n", "/a/b/ search=y", "/a/b/c/ train-ai=y"], "/a/b/c/x", None),
+        # equally long lines that disagree: "n" wins, whichever comes first
+        (["/a/ train-ai=y", "/a/ train-ai=n"], "/a/x", ("content_usage", "/a/ train-ai=n")),
+        (["/a/ train-ai=n", "/a/ train-ai=y"], "/a/x", ("content_usage", "/a/ train-ai=n")),
+        # bots is the root: an unstated train-ai inherits it, a stated one overrides it
+        (["bots=n", "/img/ search=y"], "/img/a", ("content_usage", "bots=n")),
+        (["bots=n", "/img/ train-ai=y"], "/img/a", None),
+        # a line that does not parse states nothing
+        (["train-ai=n", "/img/ Train-AI=y"], "/img/a", ("content_usage", "train-ai=n")),
+        (["train-ai=n", "/img/\ttrain-ai=y"], "/img/a", None),
+    ],
+)
+def test_content_usage_keys_are_decided_separately(
+    lines: list[str], url: str, expected: tuple[str, str] | None
+) -> None:
+    text = "User-agent: *\n" + "".join(f"Content-Usage: {line}\n" for line in lines)
+    assert refusal(text, "https://s.example" + url) == expected
+
+
+def test_keys_are_decided_per_group_too() -> None:
+    text = (
+        "User-agent: imagecrawl\nContent-Signal: ai-train=no\nContent-Signal: /pub/ search=yes\n\n"
+        "User-agent: *\nContent-Signal: /pub/ ai-train=yes\n"
+    )
+    # our group refuses site-wide; the * group's /pub/ allowance is not ours
+    assert refusal(text, "https://s.example/pub/a") == ("content_signal", "ai-train=no")
+    assert refusal(text, "https://s.example/pub/a", token="otherbot") is None
+
+
+def test_decide_keys_reports_the_deciding_line() -> None:
+    prefs = parse_robots_prefs(
+        "User-agent: *\nContent-Signal: ai-train=no, search=yes\nContent-Signal: /x/ search=no\n"
+    )
+    decided = decide_keys(prefs.lines_for("imagecrawl", "content-signal"), "/x/1")
+    assert {key: (value, line.text) for key, (value, line) in decided.items()} == {
+        "ai-train": ("no", "ai-train=no, search=yes"),
+        "search": ("no", "/x/ search=no"),
+    }
+
+
+def test_lone_cr_ends_a_line() -> None:
+    text = "User-agent: *\rContent-Signal: ai-train=no\rContent-Signal: /a/\tsearch=yes\r"
+    assert refusal(text, "https://s.example/a/b") == ("content_signal", "ai-train=no")

@@ -11,11 +11,11 @@ from typing import Any
 import pytest
 
 from imagecrawl import __version__
-from imagecrawl.sandbox.payloads import optout_png
-from imagecrawl.sandbox.sites.optout import IMAGES_PER_PAGE
-from imagecrawl.sandbox.streaming import CHUNK_BYTES
-from imagecrawl.sandbox.testing import SandboxProcess
 from tests.conftest import CrawlResult, read_store, run_crawl
+from tests.sandbox.payloads import optout_png
+from tests.sandbox.sites.optout import IMAGES_PER_PAGE
+from tests.sandbox.streaming import CHUNK_BYTES
+from tests.sandbox.testing import SandboxProcess
 from tests.servers import SandboxFactory
 
 pytestmark = pytest.mark.e2e
@@ -121,7 +121,7 @@ def test_every_skip_is_counted_by_reason(default_crawl: Any) -> None:
 
 def test_skips_can_be_listed_after_the_crawl(default_crawl: Any) -> None:
     _, _, store = default_crawl
-    lines = [json.loads(line) for line in (store / "_state" / "optout.jsonl").read_text().splitlines()]
+    lines = [json.loads(line) for line in (store / ".imagecrawl" / "state" / "optout.jsonl").read_text().splitlines()]
     listed = {(r["reason"], r["url"].split("/", 3)[3]) for r in lines}
     assert ("tdmrep_file", "optout/img/tdm-file/0.png") in listed
     assert ("robots_txt", "private/optout-1.png") in listed

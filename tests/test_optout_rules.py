@@ -166,7 +166,7 @@ def test_optout_config_defaults_from_project_settings(tmp_path: object) -> None:
     assert config.enabled and config.x_robots_tag and config.meta_robots and config.tdmrep
     assert config.directives == {"noai", "noimageai"}
     assert config.token == "imagecrawl"
-    assert str(config.log_path) == "/srv/store/_state/optout.jsonl"
+    assert str(config.log_path) == "/srv/store/.imagecrawl/state/optout.jsonl"
 
 
 def test_optout_config_switches_and_directives() -> None:

@@ -14,8 +14,8 @@ import pytest
 
 from imagecrawl.downloadermiddlewares.pacing import runtime_for
 from imagecrawl.pacing.looplag import LoopLag
-from imagecrawl.sandbox.testing import start_sandbox
 from tests.crawlers import make_crawler
+from tests.sandbox.testing import start_sandbox
 
 from .test_pacing_sandbox import crawl
 

@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from imagecrawl.sandbox.misbehave import max_rate_per_second, requests_inside_windows
-from imagecrawl.sandbox.testing import SandboxProcess, start_sandbox
+from tests.sandbox.misbehave import max_rate_per_second, requests_inside_windows
+from tests.sandbox.testing import SandboxProcess, start_sandbox
 
 from .conftest import CrawlResult, run_crawl
 

@@ -28,14 +28,14 @@ from imagecrawl.pacing import (
 from imagecrawl.pacing.aimd import Adjustment
 from imagecrawl.pacing.config import PacingConfig, RetryConfig, ban_config_from_settings
 from imagecrawl.pacing.signals import classify_exception, classify_status
-from imagecrawl.sandbox.misbehave import (
+from tests.crawlers import project_settings
+from tests.sandbox.misbehave import (
     MisbehaveConfig,
     Misbehaviour,
     max_rate_per_second,
     overloaded_seconds,
     requests_inside_windows,
 )
-from tests.crawlers import project_settings
 
 # --- Retry-After ----------------------------------------------------------------------------------
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from benchmarks import politeness
+from tests import politeness_score as politeness
 
 
 def log(per_second: list[int], statuses: dict[int, list[dict[str, Any]]] | None = None) -> list[dict[str, Any]]:

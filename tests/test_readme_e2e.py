@@ -1,5 +1,5 @@
 """The README as a new user follows it: a fresh demo into the default store ``data/`` (next to the
-checkout's committed ``data/README.md``), then every Python snippet of README.md as written, ``imagecrawl
+checkout's committed ``data/.gitignore``), then every Python snippet of README.md as written, ``imagecrawl
 inspect data/``, the CLI's help, and ``imagecrawl metadata ... | head``. None may print a traceback."""
 
 from __future__ import annotations
@@ -28,10 +28,10 @@ def _run(cwd: Path, *args: str, timeout: float = 300) -> subprocess.CompletedPro
 
 @pytest.fixture(scope="module")
 def checkout(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A folder like a fresh checkout after `imagecrawl demo`: data/README.md, then the demo's shards."""
+    """A folder like a fresh checkout after `imagecrawl demo`: data/.gitignore, then the demo's shards."""
     root = tmp_path_factory.mktemp("checkout")
     (root / "data").mkdir()
-    shutil.copy(REPO / "data" / "README.md", root / "data" / "README.md")
+    shutil.copy(REPO / "data" / ".gitignore", root / "data" / ".gitignore")
     demo = _run(root, "-m", "imagecrawl.cli", "demo", "--items", "4")
     assert demo.returncode == 0, demo.stderr[-3000:]
     assert "Traceback" not in demo.stderr

@@ -34,7 +34,7 @@ CATEGORY_PLOTS = {
 def crawl(tmp_path_factory: pytest.TempPathFactory, sandbox_site: Any) -> dict[str, Any]:
     store = tmp_path_factory.mktemp("report-dataset") / "store"
     run_crawl("civitai", store=store, args={"api_url": sandbox_site.base_url.rstrip("/"), "limit": 10, "nsfw": "X"})
-    reports = sorted((store / "_reports").iterdir())
+    reports = sorted((store / ".imagecrawl" / "reports").iterdir())
     page = next(p for p in reports if p.suffix == ".html")
     report = json.loads(next(p for p in reports if p.suffix == ".json").read_text())
     columns = ["source", "prompt", "negative_prompt", "seed", "metadata_source", "image_format", "model"]

@@ -1,5 +1,5 @@
 """End to end: a crawl of the sandbox plus a loopback site that pushes back (429 + Retry-After, 403)
-writes ``<store>/_reports/<run>.json`` and ``.html``; the JSON agrees with the crawl's stats and the
+writes ``<store>/.imagecrawl/reports/<run>.json`` and ``.html``; the JSON agrees with the crawl's stats and the
 site's behaviour, and the HTML renders in headless Chromium with its plots (DOM + screenshot)."""
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
 @pytest.fixture(scope="module")
 def crawl(tmp_path_factory: pytest.TempPathFactory, sandbox_site: Any) -> dict[str, Any]:
-    from imagecrawl.sandbox.catalog import build_catalog
+    from tests.sandbox.catalog import build_catalog
 
     tmp = tmp_path_factory.mktemp("report")
     catalog = build_catalog(40, 7)
@@ -60,7 +60,7 @@ def crawl(tmp_path_factory: pytest.TempPathFactory, sandbox_site: Any) -> dict[s
                 "IMAGECRAWL_PROGRESS_INTERVAL_SECONDS": "0.5",
             },
         )
-    reports = sorted((store / "_reports").iterdir())
+    reports = sorted((store / ".imagecrawl" / "reports").iterdir())
     return {
         "rows": expected_rows(catalog, entries, lambda e: "").rows + THROTTLED_IMAGES,
         "result": result,

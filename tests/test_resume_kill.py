@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from imagecrawl.sandbox.testing import SandboxProcess
+from tests.sandbox.testing import SandboxProcess
 
 from .conftest import LOOPBACK, REPO, MotoS3, read_store, run_crawl
 from .servers import SandboxFactory

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from imagecrawl.sandbox.catalog import build_catalog
-from imagecrawl.sandbox.testing import SandboxProcess
+from tests.sandbox.catalog import build_catalog
+from tests.sandbox.testing import SandboxProcess
 
 from .conftest import LOOPBACK, REPO, MotoS3, read_store, run_crawl
 from .expect import Expected, expected_rows

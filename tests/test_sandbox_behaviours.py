@@ -11,9 +11,9 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 
-from imagecrawl.sandbox.behaviours import TokenBucket, build_middlewares, make_rate_limit
-from imagecrawl.sandbox.config import SandboxConfig
-from imagecrawl.sandbox.testing import sandbox
+from tests.sandbox.behaviours import TokenBucket, build_middlewares, make_rate_limit
+from tests.sandbox.config import SandboxConfig
+from tests.sandbox.testing import sandbox
 
 
 def _status(url: str) -> tuple[int, dict[str, str]]:

@@ -8,7 +8,7 @@ import io
 import pytest
 from PIL import Image
 
-from imagecrawl.sandbox.catalog import SOURCES, build_catalog, render_image
+from tests.sandbox.catalog import SOURCES, build_catalog, render_image
 
 
 def _infotext_in_file(data: bytes) -> str | None:

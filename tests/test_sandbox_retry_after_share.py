@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from imagecrawl.sandbox.cli import misbehave_config, parse_args
-from imagecrawl.sandbox.misbehave import MisbehaveConfig, Misbehaviour, announces, requests_inside_windows
-from imagecrawl.sandbox.testing import sandbox
+from tests.sandbox.cli import misbehave_config, parse_args
+from tests.sandbox.misbehave import MisbehaveConfig, Misbehaviour, announces, requests_inside_windows
+from tests.sandbox.testing import sandbox
 
 
 @pytest.mark.parametrize(("share", "expected"), [(1.0, 60), (0.5, 30), (0.3, 18), (0.0, 0)])

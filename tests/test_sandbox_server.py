@@ -23,10 +23,10 @@ from aiohttp.test_utils import make_mocked_request
 from parsel import Selector
 from PIL import Image
 
-from benchmarks import static_site
 from imagecrawl.pages import gallery as gallery_pages
-from imagecrawl.sandbox import server
-from imagecrawl.sandbox.catalog import (
+from tests import static_site
+from tests.sandbox import server
+from tests.sandbox.catalog import (
     CATALOG_NOW,
     SOURCES,
     Catalog,
@@ -34,12 +34,12 @@ from imagecrawl.sandbox.catalog import (
     build_catalog,
     render_image,
 )
-from imagecrawl.sandbox.config import CATALOG_KEY, SandboxConfig
-from imagecrawl.sandbox.markup import SANDBOX_GALLERY, gallery_detail, gallery_listing
-from imagecrawl.sandbox.server import main as server_main
-from imagecrawl.sandbox.sites import aipref
-from imagecrawl.sandbox.sites.gallery import gallery_item
-from imagecrawl.sandbox.testing import SandboxProcess, SandboxStartError, sandbox, start_sandbox
+from tests.sandbox.config import CATALOG_KEY, SandboxConfig
+from tests.sandbox.markup import SANDBOX_GALLERY, gallery_detail, gallery_listing
+from tests.sandbox.server import main as server_main
+from tests.sandbox.sites import aipref
+from tests.sandbox.sites.gallery import gallery_item
+from tests.sandbox.testing import SandboxProcess, SandboxStartError, sandbox, start_sandbox
 
 from .servers import SandboxFactory
 
@@ -95,7 +95,7 @@ def walk_civitai(sb: SandboxProcess, **params: str) -> list[dict[str, Any]]:
 
 
 @pytest.mark.e2e
-@pytest.mark.parametrize("module", ["imagecrawl.sandbox", "imagecrawl.sandbox.server"])
+@pytest.mark.parametrize("module", ["tests.sandbox", "tests.sandbox.server"])
 def test_port_zero_prints_listening_line_and_stops_cleanly(module: str) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         proc = subprocess.Popen(

@@ -11,8 +11,8 @@ import urllib.request
 import pytest
 
 from imagecrawl.pages.sitemap import parse_sitemap
-from imagecrawl.sandbox.catalog import build_catalog
-from imagecrawl.sandbox.testing import sandbox
+from tests.sandbox.catalog import build_catalog
+from tests.sandbox.testing import sandbox
 from tests.test_sandbox_server import fetch
 
 pytestmark = pytest.mark.e2e

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from imagecrawl.sandbox.catalog import build_catalog
-from imagecrawl.sandbox.testing import SandboxProcess
+from tests.sandbox.catalog import build_catalog
+from tests.sandbox.testing import SandboxProcess
 
 from .conftest import run_crawl
 
@@ -46,7 +46,7 @@ def test_no_secret_in_logs_stats_file_or_report(sandbox_site: SandboxProcess, tm
         "log file": log_file.read_text(),
         "stderr": result.stderr,
         "stats file": json.dumps(result.stats),
-        **{f"report {p.name}": p.read_text() for p in (store / "_reports").iterdir()},
+        **{f"report {p.name}": p.read_text() for p in (store / ".imagecrawl" / "reports").iterdir()},
     }
     assert "Overridden settings" in texts["log file"]
     assert "AWS_SECRET_ACCESS_KEY" in texts["log file"]  # the name is logged, masked

@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from imagecrawl.sandbox.catalog import build_catalog, render_image
-from imagecrawl.sandbox.testing import SandboxProcess
+from tests.sandbox.catalog import build_catalog, render_image
+from tests.sandbox.testing import SandboxProcess
 
 from .conftest import LOOPBACK, REPO, read_store
 from .servers import SandboxFactory
@@ -65,7 +65,7 @@ def test_staggered_processes_and_one_joining_midway_keep_every_row(server: Sandb
     joiner = tmp_path / "joiner.jsonl"
     joiner.write_text("".join(json.dumps({"url": u}) + "\n" for u in other))
     store = tmp_path / "store"
-    outbox = store / "_state" / "outbox"
+    outbox = store / ".imagecrawl" / "state" / "outbox"
 
     procs: list[tuple[str, subprocess.Popen[bytes]]] = []
     procs.append(("p0", _start({"input": str(shared), "shard": "0/2"}, store, tmp_path / "p0.log")))

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.e2e
 
 
 def test_a_short_faults_soak_loses_and_duplicates_nothing(tmp_path: Path) -> None:
-    cmd = [sys.executable, "benchmarks/soak_faults.py", "--items", "60", "--workers", "2", "--seconds", "20"]
+    cmd = [sys.executable, "-m", "benchmarks.soak_faults", "--items", "60", "--workers", "2", "--seconds", "20"]
     done = subprocess.run([*cmd, "--workdir", str(tmp_path)], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "AUDIT PASSED" in done.stdout

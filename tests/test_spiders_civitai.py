@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from imagecrawl.sandbox.catalog import Catalog, build_catalog
-from imagecrawl.sandbox.testing import SandboxProcess
+from tests.sandbox.catalog import Catalog, build_catalog
+from tests.sandbox.testing import SandboxProcess
 from tests.servers import SandboxFactory
 from tests.spiders_util import (
     Crawl,

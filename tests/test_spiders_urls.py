@@ -11,8 +11,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from imagecrawl.sandbox.catalog import Catalog, Entry, build_catalog, render_image
-from imagecrawl.sandbox.testing import SandboxProcess
+from tests.sandbox.catalog import Catalog, Entry, build_catalog, render_image
+from tests.sandbox.testing import SandboxProcess
 from tests.servers import SandboxFactory
 from tests.spiders_util import Crawl, CrawlResult, check_fields, run_crawls
 

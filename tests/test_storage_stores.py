@@ -17,13 +17,13 @@ def _file(tmp_path: Path, data: bytes = b"PAR1 fake shard PAR1") -> Path:
 
 def test_local_commit_is_atomic_and_listed(tmp_path: Path) -> None:
     store = LocalStore(tmp_path / "store")
-    key = "source=a/date=2026-01-02/part-r-00001.parquet"
+    key = "a/date=2026-01-02/part-r-00001.parquet"
     store.commit(_file(tmp_path), key)
     assert (tmp_path / "store" / key).read_bytes() == b"PAR1 fake shard PAR1"
     # the staging area is empty afterwards and hidden from readers
     assert list(store.staging.iterdir()) == []
-    (tmp_path / "store" / "_state").mkdir()
-    (tmp_path / "store" / "_state" / "x.parquet").write_bytes(b"not a shard")
+    (tmp_path / "store" / ".imagecrawl" / "state").mkdir()
+    (tmp_path / "store" / ".imagecrawl" / "state" / "x.parquet").write_bytes(b"not a shard")
     assert [s.key for s in store.list_shards()] == [key]
     with store.open(key) as fh:
         assert fh.read() == b"PAR1 fake shard PAR1"
@@ -41,14 +41,14 @@ def test_s3_commit_list_open_with_prefix(tmp_path: Path, moto_s3: MotoS3) -> Non
     bucket = moto_s3.create_bucket("store-unit")
     store = open_store(f"s3://{bucket}/crawls/one", S3Config(**_cfg(moto_s3)))
     assert isinstance(store, S3Store)
-    key = "source=b/date=2026-01-02/part-r-00001.parquet"
+    key = "b/date=2026-01-02/part-r-00001.parquet"
     store.commit(_file(tmp_path, b"shard bytes"), key)
-    store.put_bytes("_reports/run.json", b"{}")
+    store.put_bytes(".imagecrawl/reports/run.json", b"{}")
     assert [s.key for s in store.list_shards()] == [key]
     with store.open(key) as fh:
         assert fh.read() == b"shard bytes"
     keys = {o["Key"] for o in moto_s3.client().list_objects_v2(Bucket=bucket)["Contents"]}
-    assert keys == {f"crawls/one/{key}", "crawls/one/_reports/run.json"}
+    assert keys == {f"crawls/one/{key}", "crawls/one/.imagecrawl/reports/run.json"}
 
 
 def _cfg(moto: MotoS3) -> dict[str, object]:

@@ -64,7 +64,7 @@ def incremental(tmp_path: Path) -> Incremental:
 
 
 def marks(tmp_path: Path) -> dict[str, dict[str, str | None]]:
-    data = json.loads((tmp_path / "store" / "_state" / "watermarks.json").read_text())
+    data = json.loads((tmp_path / "store" / ".imagecrawl" / "state" / "watermarks.json").read_text())
     return dict(data["marks"])
 
 
@@ -93,7 +93,7 @@ def test_disabled(tmp_path: Path) -> None:
     crawler = make_crawler(IMAGECRAWL_STORE=str(tmp_path), IMAGECRAWL_INCREMENTAL_ENABLED=False)
     crawler._apply_settings()
     assert asyncio.run(begin_walk(crawler, "civitai-images", "q")) is None
-    assert not (tmp_path / "_state" / "watermarks.json").exists()
+    assert not (tmp_path / ".imagecrawl" / "state" / "watermarks.json").exists()
 
 
 def test_off_in_distributed_crawls(tmp_path: Path) -> None:

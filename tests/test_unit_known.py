@@ -18,7 +18,7 @@ from imagecrawl.downloadermiddlewares.known import KnownImageMiddleware
 from imagecrawl.extensions.storage import crawl_storage
 from tests.crawlers import make_crawler
 
-SHARD = "source=civitai/date=2026-01-01/part-earlier-run-1.parquet"
+SHARD = "civitai/date=2026-01-01/part-earlier-run-1.parquet"
 COMMITTED = [
     ("a" * 64, "civitai:1", 123, "https://img.example/1.png"),
     ("b" * 64, "civitai:2", None, "https://img.example/2.png"),
@@ -89,8 +89,8 @@ def test_the_ledger_is_the_crawls_one(tmp_path: Path) -> None:
     crawler, mw = known(tmp_path)
     storage = crawl_storage(crawler)
     assert mw.storage is storage
-    assert storage.state_dir == tmp_path / "_state"
-    assert (tmp_path / "_state" / "ledger.sqlite3").exists()
+    assert storage.state_dir == tmp_path / ".imagecrawl" / "state"
+    assert (tmp_path / ".imagecrawl" / "state" / "ledger.sqlite3").exists()
 
 
 def test_switched_off(tmp_path: Path) -> None:
@@ -98,4 +98,4 @@ def test_switched_off(tmp_path: Path) -> None:
         KnownImageMiddleware.from_crawler(
             make_crawler(IMAGECRAWL_STORE=str(tmp_path), IMAGECRAWL_SKIP_KNOWN_IMAGES=False)
         )
-    assert not (tmp_path / "_state").exists()  # nothing opened
+    assert not (tmp_path / ".imagecrawl" / "state").exists()  # nothing opened

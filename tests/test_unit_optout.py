@@ -53,7 +53,7 @@ def subtree(crawler: Crawler, prefix: str = "imagecrawl/optout") -> dict[str, An
 
 
 def skip_lines(tmp_path: Path) -> list[dict[str, Any]]:
-    path = tmp_path / "_state" / "optout.jsonl"
+    path = tmp_path / ".imagecrawl" / "state" / "optout.jsonl"
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 

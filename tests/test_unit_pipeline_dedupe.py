@@ -142,7 +142,7 @@ def test_records_an_earlier_run_committed_are_dropped(tmp_path: Path) -> None:
     storage = crawl_storage(earlier)
     fox = record("1", FOX)
     storage.ledger.commit_shard(
-        "source=civitai/date=2026-01-01/part-x-1.parquet", [(fox.image_sha256, fox.id, fox.image_phash, fox.image_url)]
+        "civitai/date=2026-01-01/part-x-1.parquet", [(fox.image_sha256, fox.id, fox.image_phash, fox.image_url)]
     )
     storage.close()
     crawler, pipeline = dedupe(tmp_path)

@@ -65,7 +65,7 @@ def run(pipeline: ParquetPipeline, items: list[PromptImage], check_before_close:
 
 
 def shards(store: Path) -> list[Path]:
-    return sorted(store.glob("source=*/date=*/*.parquet"))
+    return sorted(store.glob("*/date=*/*.parquet"))
 
 
 def subtree(crawler: Crawler, *prefixes: str) -> dict[str, Any]:
@@ -79,8 +79,8 @@ def test_rows_are_written_committed_and_read_back(tmp_path: Path) -> None:
     files = shards(tmp_path)
     run_id = pipeline.storage.run_id
     assert [f.relative_to(tmp_path).as_posix() for f in files] == [
-        f"source=civitai/date=2026-03-04/part-{run_id}-00001.parquet",
-        f"source=lexica/date=2026-03-04/part-{run_id}-00002.parquet",
+        f"civitai/date=2026-03-04/part-{run_id}-00001.parquet",
+        f"lexica/date=2026-03-04/part-{run_id}-00002.parquet",
     ]
     civitai = pq.read_table(files[0])
     assert civitai.schema.names == list(COLUMNS) and COLUMNS[-1] == "image"
@@ -104,7 +104,7 @@ def test_rows_are_written_committed_and_read_back(tmp_path: Path) -> None:
         "imagecrawl/store/rows_committed": 3,
         "imagecrawl/store/outbox_pending": 0,
     }
-    outbox = tmp_path / "_state" / "outbox"
+    outbox = tmp_path / ".imagecrawl" / "state" / "outbox"
     assert [p.name for p in outbox.iterdir() if p.name != ".recover.lock"] == []  # everything handed over
 
 
@@ -137,7 +137,7 @@ def test_committed_rows_reach_the_ledger_and_the_next_crawl_drops_them(tmp_path:
     dedupe.open_spider()
     items = [asyncio.run(dedupe.process_item(record("civitai", n))) for n in (1, 2)]
     run(pipeline, items)
-    ledger = Ledger(tmp_path / "_state" / "ledger.sqlite3")
+    ledger = Ledger(tmp_path / ".imagecrawl" / "state" / "ledger.sqlite3")
     assert ledger.count() == 2 and ledger.has_id("civitai:1") and ledger.has_url("https://img.example/civitai/2.png")
     assert len(ledger.known_shards()) == 1
     ledger.close()
@@ -154,8 +154,9 @@ def test_committed_rows_reach_the_ledger_and_the_next_crawl_drops_them(tmp_path:
 def test_a_shard_the_ledger_missed_is_reconciled_at_open(tmp_path: Path) -> None:
     _, pipeline = parquet(tmp_path)
     run(pipeline, [record("civitai", 1)])
-    (tmp_path / "_state" / "ledger.sqlite3").unlink()  # as if the run died between store and ledger commit
-    for extra in (tmp_path / "_state").glob("ledger.sqlite3-*"):
+    # as if the run died between store and ledger commit
+    (tmp_path / ".imagecrawl" / "state" / "ledger.sqlite3").unlink()
+    for extra in (tmp_path / ".imagecrawl" / "state").glob("ledger.sqlite3-*"):
         extra.unlink()
     crawler = make_crawler(IMAGECRAWL_STORE=str(tmp_path))
     crawler.stats.open_spider()
@@ -177,7 +178,7 @@ def test_a_start_recovers_only_what_ended_runs_left_in_a_shared_outbox(tmp_path:
     spooled = {"IMAGECRAWL_SPOOL_BATCH_ROWS": 1, "IMAGECRAWL_SPOOL_FLUSH_SECONDS": 0}
     _, first = parquet(tmp_path, **spooled)
     second_crawler, second = parquet(tmp_path, **spooled)
-    outbox = tmp_path / "_state" / "outbox"
+    outbox = tmp_path / ".imagecrawl" / "state" / "outbox"
 
     async def crawl() -> None:
         await first.open_spider()

@@ -40,3 +40,34 @@ def test_a_record_carrying_a_secret_is_masked(caplog: pytest.LogCaptureFixture) 
     assert "abcd1234secret" not in caplog.text and "pw-in-url" not in caplog.text
     assert "'AWS_SECRET_ACCESS_KEY': '***'" in caplog.text and "redis://user:***@h:1/0" in caplog.text
     assert redact("nothing here", {"abcd1234secret"}) == "nothing here"
+
+
+@pytest.mark.parametrize(
+    ("text", "leaked"),
+    [
+        ("GET http://bob:ApiPass9999@127.0.0.1:8/api?x=1", "ApiPass9999"),
+        ("https://host/img.png?X-Amz-Signature=deadbeef99&X-Amz-Credential=AKIAXYZ", "deadbeef99"),
+        ("https://host/img.png?a=1&X-Amz-Credential=AKIAXYZ123", "AKIAXYZ123"),
+        ("/api/v1/images?token=tok-12345&limit=5", "tok-12345"),
+        ('<a href="/x?a=1&amp;api_key=k-98765">', "k-98765"),
+    ],
+)
+def test_url_credentials_are_masked_without_any_configured_secret(text: str, leaked: str) -> None:
+    assert leaked not in redact(text, [])
+    assert "***" in redact(text, [])
+
+
+def test_url_secrets_of_arguments_and_the_always_on_filter() -> None:
+    from imagecrawl.redact import url_secrets
+
+    assert url_secrets(["http://bob:ApiPass9999@host/", "plain", "https://h/?sig=abcdef12"]) == {
+        "ApiPass9999",
+        "abcdef12",
+    }
+    record = logging.LogRecord("x", logging.INFO, __file__, 1, "site %s key %s", ("bob:ApiPass9999@h", "\udc80"), None)
+    flt = RedactingFilter({"ApiPass9999"})
+    assert flt.filter(record)
+    assert record.getMessage() == "site bob:***@h key \ufffd"
+    bare = logging.LogRecord("x", logging.INFO, __file__, 1, "GET %s", ("http://u:SecretPw1@h/",), None)
+    RedactingFilter().filter(bare)  # no configured secret at all: still masked
+    assert record.getMessage().encode("utf-8") and "SecretPw1" not in bare.getMessage()

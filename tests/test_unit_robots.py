@@ -19,7 +19,7 @@ from scrapy.http import Response
 from imagecrawl.downloadermiddlewares.optout import skip_log
 from imagecrawl.downloadermiddlewares.pacing import PacingMiddleware
 from imagecrawl.downloadermiddlewares.robots import RobotsMiddleware, crawl_delays
-from tests.crawlers import make_crawler
+from tests.crawlers import Clock, make_crawler
 
 ROBOTS = (
     b"User-agent: *\nDisallow: /private/\nCrawl-delay: 9\n\n"
@@ -78,7 +78,7 @@ def test_disallow_for_our_token_is_dropped_counted_and_logged(tmp_path: Path) ->
         "robotstxt/forbidden": 1,
     }
     skip_log(crawler).close()
-    [line] = [json.loads(x) for x in (tmp_path / "_state" / "optout.jsonl").read_text().splitlines()]
+    [line] = [json.loads(x) for x in (tmp_path / ".imagecrawl" / "state" / "optout.jsonl").read_text().splitlines()]
     assert (line["reason"], line["url"], line["detail"]) == ("robots_txt", "https://s.example/no-ai/1.png", "Disallow")
     [asked] = crawler.engine.asked  # type: ignore[attr-defined]
     assert asked.url == "https://s.example/robots.txt" and asked.meta["dont_obey_robotstxt"] is True
@@ -93,7 +93,8 @@ def test_every_request_waiting_for_robots_txt_gets_the_parser(tmp_path: Path) ->
         waiting = [
             asyncio.ensure_future(mw.process_request(Request(f"https://s.example/no-ai/{n}.png"))) for n in range(4)
         ]
-        await asyncio.sleep(0.05)
+        for _ in range(20):  # let every request reach the wait (no clock involved)
+            await asyncio.sleep(0)
         assert not any(task.done() for task in waiting)  # all wait for the one fetch
         engine.release.set()
         return await asyncio.gather(*waiting, return_exceptions=True)
@@ -173,7 +174,7 @@ def test_content_signal_and_usage_lines_refuse_before_the_request(tmp_path: Path
         "imagecrawl/optout/skipped": 2,
     }
     skip_log(crawler).close()
-    lines = [json.loads(x) for x in (tmp_path / "_state" / "optout.jsonl").read_text().splitlines()]
+    lines = [json.loads(x) for x in (tmp_path / ".imagecrawl" / "state" / "optout.jsonl").read_text().splitlines()]
     assert [(x["reason"], x["detail"]) for x in lines] == [
         ("content_signal", "search=yes, ai-train=no"),
         ("content_usage", "/open/genai/ train-genai=n"),
@@ -217,6 +218,7 @@ def test_a_robots_txt_that_cannot_be_downloaded_disallows_and_is_fetched_again_l
     tmp_path: Path, error: Exception
 ) -> None:
     crawler, mw = robots(tmp_path, IMAGECRAWL_ROBOTS_RETRY_SECONDS=0.2)
+    clock = mw.policy.clock = Clock()
     engine = FailingEngine(error)
     crawler.engine = engine  # type: ignore[assignment]
     assert all(isinstance(r, IgnoreRequest) for r in fetch(mw, "https://s.example/a.png", "https://s.example/b.png"))
@@ -224,17 +226,20 @@ def test_a_robots_txt_that_cannot_be_downloaded_disallows_and_is_fetched_again_l
     assert isinstance(fetch(mw, "https://s.example/c.png")[0], IgnoreRequest)
     assert len(engine.asked) == 1
     engine.error = None  # the site comes back
-    asyncio.run(asyncio.sleep(0.25))
+    clock.advance(0.19)
+    assert isinstance(fetch(mw, "https://s.example/c.png")[0], IgnoreRequest)  # not yet
+    assert len(engine.asked) == 1
+    clock.advance(0.01)
     assert fetch(mw, "https://s.example/a.png", "https://s.example/no-ai/1.png")[0] is None
     assert len(engine.asked) == 2
     assert stats(crawler, "imagecrawl/optout") == {
         "imagecrawl/optout/robots_txt_unreachable": 1,
-        "imagecrawl/optout/robots_txt": 4,
-        "imagecrawl/optout/skipped": 4,
+        "imagecrawl/optout/robots_txt": 5,
+        "imagecrawl/optout/skipped": 5,
     }
     skip_log(crawler).close()
-    lines = [json.loads(x) for x in (tmp_path / "_state" / "optout.jsonl").read_text().splitlines()]
-    assert [line["detail"] for line in lines] == ["robots.txt unreachable"] * 3 + ["Disallow"]
+    lines = [json.loads(x) for x in (tmp_path / ".imagecrawl" / "state" / "optout.jsonl").read_text().splitlines()]
+    assert [line["detail"] for line in lines] == ["robots.txt unreachable"] * 4 + ["Disallow"]
 
 
 @pytest.mark.parametrize("error", [ConnectionRefusedError("refused"), TimeoutError("timed out")])
@@ -259,12 +264,13 @@ def test_a_robots_txt_without_an_answer_disallows_and_is_fetched_again_with_the_
 
 def test_a_429_robots_txt_disallows_and_the_wait_doubles(tmp_path: Path) -> None:
     crawler, mw = robots(tmp_path, status=429, body=b"slow down", IMAGECRAWL_ROBOTS_RETRY_SECONDS=0.1)
+    clock = mw.policy.clock = Clock()
     engine: RobotsEngine = crawler.engine  # type: ignore[assignment]
     assert isinstance(fetch(mw, "https://s.example/a.png")[0], IgnoreRequest)
-    asyncio.run(asyncio.sleep(0.12))
+    clock.advance(0.1)
     assert isinstance(fetch(mw, "https://s.example/a.png")[0], IgnoreRequest)
     assert len(engine.asked) == 2
-    asyncio.run(asyncio.sleep(0.12))  # now 0.2 s: not yet
+    clock.advance(0.19)  # the wait doubled to 0.2 s: not yet
     assert isinstance(fetch(mw, "https://s.example/a.png")[0], IgnoreRequest)
     assert len(engine.asked) == 2
     assert crawler.stats.get_value("imagecrawl/optout/robots_txt_unreachable") == 2

@@ -139,8 +139,8 @@ def test_inspect_takes_the_report_that_finished_last(tmp_path: Path) -> None:
 
     from imagecrawl.inspect import _reports
 
-    reports = tmp_path / "_reports"
-    reports.mkdir()
+    reports = tmp_path / ".imagecrawl" / "reports"
+    reports.mkdir(parents=True)
     for run, finished in (("20261101T000000Z-a-0001", 2_000_000_000), ("20261102T000000Z-b-0002", 1_900_000_000)):
         path = reports / f"{run}.json"
         path.write_text(json.dumps({"run_id": run, "finish_reason": "finished"}))

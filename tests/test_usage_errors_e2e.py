@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from imagecrawl.sandbox.testing import SandboxProcess
 from tests.conftest import run_crawl
+from tests.sandbox.testing import SandboxProcess
 from tests.servers import MotoS3, SandboxFactory, free_port, stop_process
 
 pytestmark = pytest.mark.e2e
@@ -221,3 +221,61 @@ def test_inspect_reports_an_s3_store_it_cannot_read(tmp_path: Path) -> None:
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert "imagecrawl inspect: cannot read s3://some-bucket/x:" in proc.stderr
     assert "nothing there" not in proc.stdout
+
+
+@pytest.mark.parametrize(
+    ("spider", "args", "settings", "code", "expected"),
+    [
+        ("gallery", {}, {"IMAGECRAWL_ALLOWED_NETWORKS": "127.0.0.0/8;::1/128"}, 2, "separate networks with commas"),
+        ("gallery", {}, {"IMAGECRAWL_MAX_CONCURRENCY_PER_SITE": "0"}, 2, "must be an integer >= 1, got '0'"),
+        ("gallery", {}, {"IMAGECRAWL_MAX_RATE_PER_SITE": "0"}, 2, "must be a number > 0, got '0'"),
+        ("gallery", {}, {"IMAGECRAWL_MAX_RATE_PER_SITE": "-5"}, 2, "must be a number > 0, got '-5'"),
+        ("gallery", {}, {"IMAGECRAWL_MAX_RATE_PER_SITE": "nan"}, 2, "must be a number > 0, got 'nan'"),
+        ("gallery", {}, {"LOG_LEVEL": "FOO"}, 2, "setting LOG_LEVEL must be one of"),
+        ("gallery", {}, {"LOG_FILE": "{file}/crawl.log"}, 2, "setting LOG_FILE"),
+        ("gallery", {}, {"IMAGECRAWL_STATS_FILE": "{file}/stats.json"}, 2, "setting IMAGECRAWL_STATS_FILE"),
+        ("gallery", {}, {"JOBDIR": "{file}"}, 2, "setting JOBDIR"),
+        ("sitemap", {"source": "BAD"}, {}, 2, "-a source= must be lower-case"),
+        ("gallery", {}, {"IMAGECRAWL_REDIS_URL": "redis://127.0.0.1:{port}/0"}, 3, "Redis server"),
+        (
+            "gallery",
+            {},
+            {"IMAGECRAWL_REDIS_URL": "redis://127.0.0.1:{port}/0", "IMAGECRAWL_AUTHOR_SALT": "a-salt-of-ours"},
+            3,
+            "Redis server",
+        ),
+    ],
+)
+def test_low_list_is_one_line(
+    site: SandboxProcess,
+    tmp_path: Path,
+    spider: str,
+    args: dict[str, str],
+    settings: dict[str, str],
+    code: int,
+    expected: str,
+) -> None:
+    a_file = tmp_path / "a-file"
+    a_file.write_text("not a folder")
+    fill = {"file": str(a_file), "port": str(free_port())}
+    settings = {k: v.format(**fill) for k, v in settings.items()}
+    args = {"start_url": site.base_url if spider == "sitemap" else f"{site.base_url}gallery/", **args}
+    before = len(site.requests())
+    result = run_crawl(spider, store=tmp_path / "store", args=args, settings=settings, check=False, timeout=90)
+    assert result.returncode == code, result.stderr[-3000:]
+    assert expected in error_line(result.stderr)
+    assert len(site.requests()) == before
+
+
+def test_url_credentials_are_masked_in_the_error_line(site: SandboxProcess, tmp_path: Path) -> None:
+    result = run_crawl(
+        "gallery",
+        store=tmp_path / "store",
+        args={"start_url": f"{site.base_url}gallery/"},
+        settings={"IMAGECRAWL_REDIS_URL": f"redis://bob:RedisPass7777@127.0.0.1:{free_port()}/0"},
+        check=False,
+        timeout=90,
+    )
+    assert result.returncode == 3, result.stderr[-3000:]
+    error_line(result.stderr)
+    assert "RedisPass7777" not in result.stderr + result.stdout

@@ -23,24 +23,48 @@ from typing import Any
 from scrapy.commands.crawl import Command as ScrapyCrawlCommand
 from scrapy.exceptions import UsageError
 
+from imagecrawl import redact
 from imagecrawl.errors import ConfigError, StoreError
 from imagecrawl.exitcodes import exit_code
+from imagecrawl.settings_check import check_settings
 
 logger = logging.getLogger(__name__)
 
 
+#: errors of the optional Redis client that mean the server named by the settings cannot be reached
+_REDIS_UNREACHABLE = ("ConnectionError", "TimeoutError", "AuthenticationError")
+
+
 def user_error(exc: BaseException | None) -> ConfigError | StoreError | None:
-    """The user-facing error behind ``exc`` (itself, or its cause), if it is one."""
+    """The user-facing error behind ``exc`` (itself, or its cause), if it is one. A Redis server that
+    cannot be reached (IMAGECRAWL_REDIS_URL) is store trouble, whichever component met it first."""
     seen = 0
     while exc is not None and seen < 5:
         if isinstance(exc, ConfigError | StoreError):
             return exc
+        if type(exc).__module__.startswith("redis.") and type(exc).__name__ in _REDIS_UNREACHABLE:
+            return StoreError(f"the Redis server of IMAGECRAWL_REDIS_URL (or REDIS_URL) cannot be reached: {exc}")
         exc = exc.__cause__ or exc.__context__
         seen += 1
     return None
 
 
+def report(error: ConfigError | StoreError) -> int:
+    """The one place a user's mistake becomes one line on stderr (credentials masked); its exit status."""
+    print(f"imagecrawl: error: {redact.mask(str(error))}", file=sys.stderr)
+    return error.exit_code
+
+
 class Command(ScrapyCrawlCommand):
+    def process_options(self, args: list[str], opts: argparse.Namespace) -> None:
+        super().process_options(args, opts)
+        assert self.settings is not None
+        try:
+            # before Scrapy sets up its logging and resolver: LOG_LEVEL, LOG_FILE, the allowed networks
+            check_settings(self.settings)
+        except ConfigError as exc:
+            sys.exit(report(exc))
+
     def run(self, args: list[str], opts: argparse.Namespace) -> None:
         if len(args) != 1:
             raise UsageError("give exactly one spider name")
@@ -55,8 +79,7 @@ class Command(ScrapyCrawlCommand):
         self.crawler_process.start()
         error = user_error(failures[0]) if failures else None
         if error is not None:
-            print(f"imagecrawl: error: {error}", file=sys.stderr)
-            self.exitcode = error.exit_code
+            self.exitcode = report(error)
             return
         if self.crawler_process.bootstrap_failed:
             self.exitcode = 1

@@ -28,6 +28,7 @@ import pyarrow.parquet as pq
 
 from imagecrawl.dedupe.locking import while_locked
 from imagecrawl.dedupe.near import MemoryNearIndex, NearIndex
+from imagecrawl.storage.layout import LEGACY_SOURCE_PREFIX as LEGACY
 
 if TYPE_CHECKING:
     from imagecrawl.dedupe.worker import LedgerWorker
@@ -191,6 +192,7 @@ class Ledger:
         self.stale_seconds = stale_seconds
         self.db = self._connect()
         while_locked(lambda: self.db.executescript(_SCHEMA))
+        while_locked(self._migrate_shard_keys)
         self._worker: LedgerWorker | None = None
         # this owner's claims, also kept in memory: the hot path asks about its own items most
         self._own_sha: dict[str, str] = {}
@@ -206,6 +208,18 @@ class Ledger:
         with self._transaction():
             self._purge_stale()
         self.heartbeat(force=True)
+
+    def _migrate_shard_keys(self) -> None:
+        """Shard keys of the first store layout (``source=<source>/...``) as the store holds them now
+        (``<source>/...``, :mod:`imagecrawl.storage.layout`); one transaction, nothing to do once done."""
+        if not _one(self.db, "SELECT 1 FROM shards WHERE key LIKE 'source=%'"):
+            return
+        with self._transaction():
+            n = len(LEGACY)
+            self.db.execute(f"UPDATE OR IGNORE shards SET key = substr(key, {n + 1}) WHERE key LIKE '{LEGACY}%'")
+            self.db.execute(f"DELETE FROM shards WHERE key LIKE '{LEGACY}%'")
+            self.db.execute(f"UPDATE seen SET shard = substr(shard, {n + 1}) WHERE shard LIKE '{LEGACY}%'")
+        logger.info("Dedupe ledger %s: shard keys moved to the current store layout", self.path)
 
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False, timeout=30)

@@ -18,6 +18,7 @@ from typing import Any
 import redis
 
 from imagecrawl.dedupe.sqlite import Entry, reconcile, url_key
+from imagecrawl.storage.layout import current_key
 
 logger = logging.getLogger(__name__)
 
@@ -151,7 +152,8 @@ class RedisLedger:
         )
 
     def known_shards(self) -> set[str]:
-        return {k.decode() if isinstance(k, bytes) else str(k) for k in self.redis.hkeys(self.k_shards)}
+        # keys of the first store layout ("source=<source>/...") name the shards the store holds now
+        return {current_key(k.decode() if isinstance(k, bytes) else str(k)) for k in self.redis.hkeys(self.k_shards)}
 
     def count(self) -> int:
         return int(self.redis.hlen(self.k_sha))

@@ -124,9 +124,13 @@ class RedirectLoopCounter:
 
 
 class HttpCompressionMiddleware(ScrapyHttpCompressionMiddleware):
-    """Scrapy's, counting the bodies it refuses because they decompress past DOWNLOAD_MAXSIZE."""
+    """Scrapy's, counting the bodies it refuses because they decompress past DOWNLOAD_MAXSIZE. A policy
+    file (``meta["imagecrawl_policy_file"]``: robots.txt, tdmrep.json) is left encoded: its reader
+    decompresses it within its own budget (``IMAGECRAWL_POLICY_MAX_BYTES``)."""
 
     def process_response(self, request: Request, response: Response) -> Request | Response:  # type: ignore[override]
+        if request.meta.get(meta.POLICY_FILE) is not None:
+            return response
         try:
             return super().process_response(request, response)
         except IgnoreRequest:

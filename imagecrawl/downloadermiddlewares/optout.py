@@ -20,6 +20,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Final, Self
 
 from scrapy import Request, signals
@@ -31,6 +34,7 @@ from scrapy.utils.httpobj import urlparse_cached
 
 from imagecrawl import meta
 from imagecrawl.optout.aipref import parse_content_usage_header, usage_refuses_training
+from imagecrawl.optout.budget import PolicyBodyError, PolicyFileConfig, decode_policy_body
 from imagecrawl.optout.config import OptOutConfig
 from imagecrawl.optout.rules import blocking_directives, parse_x_robots_tag, scan_html_meta
 from imagecrawl.optout.skiplog import SkipLog
@@ -73,6 +77,70 @@ def skip_log(crawler: Crawler) -> SkipLog:
     return crawl_context(crawler).get(SkipLog, make)
 
 
+class PolicyFiles:
+    """How the crawl fetches its policy files (robots.txt, tdmrep.json): one per crawl
+    (:func:`policy_files`). Their requests carry ``meta["imagecrawl_policy_file"]``; the download stops
+    once ``IMAGECRAWL_POLICY_MAX_BYTES`` are in (``bytes_received``), whatever ``DOWNLOAD_MAXSIZE``
+    says, and :meth:`read` decodes at most that much. ``clock`` (monotonic seconds) is injectable."""
+
+    def __init__(self, crawler: Crawler, clock: Callable[[], float] = time.monotonic) -> None:
+        self.config = PolicyFileConfig.from_settings(crawler.settings)
+        #: their own short timeout: a site that never answers costs seconds, not DOWNLOAD_TIMEOUT
+        self.timeout = crawler.settings.getfloat("IMAGECRAWL_POLICY_TIMEOUT_SECONDS")
+        self.crawler = crawler
+        self.clock = clock
+        crawler.signals.connect(self._bytes_received, signal=signals.bytes_received)
+
+    def request(self, url: str, **meta_keys: Any) -> Request:
+        """A request for the policy file at ``url``: asked unencoded, read within the budget."""
+        return Request(
+            url,
+            priority=1000,
+            headers={"Accept-Encoding": "identity"},
+            # no DOWNLOAD_MAXSIZE cut (a 40 MB file is not an error): the budget stops it, far earlier
+            meta={
+                "dont_obey_robotstxt": True,
+                meta.POLICY_FILE: 0,
+                "download_maxsize": 0,
+                "download_timeout": self.timeout,
+                **meta_keys,
+            },
+            callback=NO_CALLBACK,
+        )
+
+    def _bytes_received(self, data: bytes, request: Request, spider: Any = None) -> None:
+        got = request.meta.get(meta.POLICY_FILE)
+        if got is None:
+            return
+        got += len(data)
+        request.meta[meta.POLICY_FILE] = got
+        if got > self.config.max_bytes:
+            raise StopDownload(fail=False)
+
+    def read(self, response: Response, name: str) -> tuple[bytes, bool]:
+        """The body of a policy file within the budget (decoded, cut at a line break) and whether it was
+        cut; raises :class:`PolicyBodyError` when it cannot be read."""
+        cap = self.config.max_bytes
+        encodings = _header_values(response.headers, b"Content-Encoding")
+        body, cut = decode_policy_body(response.body, encodings, cap)
+        cut = cut or "download_stopped" in response.flags
+        if cut:
+            self.crawler.stats.inc_value("imagecrawl/optout/policy_file_truncated")
+            logger.info(
+                "%s of %s is larger than %d bytes: only its first %d bytes are read",
+                name,
+                urlparse_cached(response).netloc,
+                cap,
+                len(body),
+            )
+        return body, cut
+
+
+def policy_files(crawler: Crawler) -> PolicyFiles:
+    """The crawl's :class:`PolicyFiles`."""
+    return crawl_context(crawler).get(PolicyFiles, lambda: PolicyFiles(crawler))
+
+
 def _is_image(request: Request, headers: Headers | None) -> bool:
     if request.meta.get(meta.KIND) == "image":
         return True
@@ -86,12 +154,23 @@ def _header_values(headers: Headers, name: bytes) -> list[str]:
     return [v.decode("latin-1") for v in headers.getlist(name)]
 
 
+@dataclass(frozen=True, slots=True)
+class _TdmFile:
+    """What one site's tdmrep.json said, until ``expires`` (the clock of :class:`PolicyFiles`)."""
+
+    rules: list[TdmRule] | None
+    expires: float
+    unreachable: bool = False
+    retry: float | None = None  # the wait before this fetch again, while unreachable
+
+
 class OptOutMiddleware:
     def __init__(self, crawler: Crawler, config: OptOutConfig) -> None:
         self.crawler = crawler
         self.config = config
         self.ledger = skip_log(crawler)
-        self._tdm: dict[str, list[TdmRule] | asyncio.Future[list[TdmRule] | None] | None] = {}
+        self.policy = policy_files(crawler)
+        self._tdm: dict[str, _TdmFile | asyncio.Future[_TdmFile]] = {}
         crawler.signals.connect(self._headers_received, signal=signals.headers_received)
 
     @classmethod
@@ -110,72 +189,90 @@ class OptOutMiddleware:
 
     @staticmethod
     def _internal(request: Request) -> bool:
-        if request.meta.get(meta.KIND) == "tdmrep":
+        if request.meta.get(meta.KIND) == "tdmrep" or request.meta.get(meta.POLICY_FILE) is not None:
             return True
         robots = urlparse_cached(request).path == "/robots.txt"
         return robots and bool(request.meta.get("dont_obey_robotstxt"))
 
-    async def _tdm_rules(self, request: Request) -> list[TdmRule] | None:
+    async def _tdm_rules(self, request: Request) -> _TdmFile:
         parts = urlparse_cached(request)
         netloc = parts.netloc
         cached = self._tdm.get(netloc)
         if isinstance(cached, asyncio.Future):
             return await asyncio.shield(cached)
-        if netloc in self._tdm:
+        if cached is not None and self.policy.clock() < cached.expires:
             return cached
-        future: asyncio.Future[list[TdmRule] | None] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[_TdmFile] = asyncio.get_running_loop().create_future()
         self._tdm[netloc] = future
-        rules: list[TdmRule] | None = None
+        previous = cached.retry if cached is not None else None
+        entry = _TdmFile(None, 0.0)  # cancelled midway: no rules, fetched again by the next request
         try:
-            rules = await self._fetch_tdm_rules(parts.scheme, netloc)
+            entry = await self._fetch_tdm_rules(parts.scheme, netloc, previous)
         finally:
-            # Whatever happened (even cancellation), waiters get an answer: no rules.
-            self._tdm[netloc] = rules
+            # Whatever happened (even cancellation), waiters get an answer.
+            self._tdm[netloc] = entry
             if not future.done():
-                future.set_result(rules)
-        return rules
+                future.set_result(entry)
+        return entry
 
-    async def _fetch_tdm_rules(self, scheme: str, netloc: str) -> list[TdmRule] | None:
-        stats = self.ledger.stats
-        tdm_request = Request(
-            f"{scheme}://{netloc}{TDMREP_PATH}",
-            priority=1000,
-            meta={
-                "dont_obey_robotstxt": True,
-                meta.KIND: "tdmrep",
-                "download_timeout": self.crawler.settings.getfloat("IMAGECRAWL_POLICY_TIMEOUT_SECONDS"),
-            },
-            callback=NO_CALLBACK,
+    def _tdm_unreachable(self, netloc: str, why: str, previous: float | None) -> _TdmFile:
+        """Like an unreachable robots.txt: the site's requests are refused until a later fetch answers."""
+        wait = self.policy.config.next_retry(previous)
+        self.ledger.stats.inc_value("imagecrawl/optout/tdmrep/unreachable")
+        logger.warning(
+            "%s%s is unreachable (%s): requests of the site are refused, fetching it again in %gs",
+            netloc,
+            TDMREP_PATH,
+            why,
+            wait,
         )
+        return _TdmFile(None, self.policy.clock() + wait, unreachable=True, retry=wait)
+
+    async def _fetch_tdm_rules(self, scheme: str, netloc: str, previous: float | None) -> _TdmFile:
+        stats = self.ledger.stats
+        fresh_until = self.policy.clock() + self.policy.config.ttl_seconds
+        tdm_request = self.policy.request(f"{scheme}://{netloc}{TDMREP_PATH}", **{meta.KIND: "tdmrep"})
         try:
             engine = self.crawler.engine
             assert engine is not None
             response = await engine.download_async(tdm_request)
         except IgnoreRequest:
-            return None
-        except Exception as exc:  # a failed fetch means "no file", never a crash
+            return _TdmFile(None, fresh_until)  # refused by the crawl's own policy: nothing to read
+        except Exception as exc:
             stats.inc_value("imagecrawl/optout/tdmrep/fetch_error")
-            logger.warning("Could not fetch %s%s: %s", netloc, TDMREP_PATH, exc)
-            return None
+            return self._tdm_unreachable(netloc, f"{type(exc).__name__}: {exc}", previous)
         stats.inc_value(f"imagecrawl/optout/tdmrep/status/{response.status}")
+        if response.status >= 500 or response.status == 429:
+            return self._tdm_unreachable(netloc, f"HTTP {response.status}", previous)
         if response.status != 200:
-            return None
+            return _TdmFile(None, fresh_until)
         try:
-            rules = parse_tdmrep_json(response.body)
+            body, cut = self.policy.read(response, "tdmrep.json")
+        except PolicyBodyError as exc:
+            stats.inc_value("imagecrawl/optout/tdmrep/fetch_error")
+            return self._tdm_unreachable(netloc, str(exc), previous)
+        try:
+            if cut:
+                raise TdmRepError(f"larger than IMAGECRAWL_POLICY_MAX_BYTES ({self.policy.config.max_bytes} bytes)")
+            rules = parse_tdmrep_json(body)
         except TdmRepError as exc:
             stats.inc_value("imagecrawl/optout/tdmrep/invalid")
             logger.warning("Ignoring %s%s: %s", netloc, TDMREP_PATH, exc)
-            return None
+            return _TdmFile(None, fresh_until)
         if rules:
             logger.info("%s declares %d TDMRep rule(s)", netloc, len(rules))
-        return rules
+        return _TdmFile(rules, fresh_until)
 
     async def process_request(self, request: Request) -> None:
         if not self.config.tdmrep or self._internal(request) or self.config.owns(request.url):
             return
         if urlparse_cached(request).scheme not in ("http", "https"):
             return
-        rule = tdm_file_reservation(await self._tdm_rules(request), request.url)
+        tdm = await self._tdm_rules(request)
+        if tdm.unreachable:
+            self.ledger.skip("tdmrep_file", request.url, "tdmrep.json unreachable")
+            raise IgnoreRequest("TDMRep: tdmrep.json is unreachable")
+        rule = tdm_file_reservation(tdm.rules, request.url)
         if rule is None:
             return
         request.meta[meta.TDM_FILE] = rule.reservation

@@ -14,8 +14,9 @@ It is Scrapy's ``RobotsTxtMiddleware`` (Protego, our product token) with:
   later (doubling while it stays unreachable); each such fetch is counted
   (``imagecrawl/optout/robots_txt_unreachable``), each request refused meanwhile too. Any other 4xx
   means "no rules". The fetch has its own short timeout (``IMAGECRAWL_POLICY_TIMEOUT_SECONDS``) and
-  is not retried on a download error: a site that does not answer at all has its robots.txt fetched
-  again with its next request, and the pacing gate's dead-site circuit decides when that is;
+  is not retried after a download error: a site that does not answer at all (refused, timeout, DNS)
+  has its robots.txt fetched again with its next request, and the pacing gate's dead-site circuit
+  decides when that is;
 * the ``Crawl-delay`` for our token kept in the crawl's :class:`~imagecrawl.optout.crawldelay.CrawlDelays`
   (the pacing middleware reads it from Scrapy's ``robots_parsed`` signal itself);
 * hosts in ``IMAGECRAWL_OPTOUT_OWNED_HOSTS`` exempt (warned at start);
@@ -26,8 +27,8 @@ It is Scrapy's ``RobotsTxtMiddleware`` (Protego, our product token) with:
 
 from __future__ import annotations
 
+import asyncio
 import logging
-import time
 from typing import Any
 
 from scrapy import Request, signals
@@ -35,14 +36,15 @@ from scrapy.crawler import Crawler
 from scrapy.downloadermiddlewares.robotstxt import RobotsTxtMiddleware
 from scrapy.exceptions import IgnoreRequest, NotConfigured
 from scrapy.http import Response
-from scrapy.http.request import NO_CALLBACK
 from scrapy.robotstxt import RobotParser
 from scrapy.utils.defer import maybe_deferred_to_future
 from scrapy.utils.httpobj import urlparse_cached
+from scrapy.utils.misc import build_from_crawler
 from twisted.internet.defer import Deferred
 
 from imagecrawl import meta
-from imagecrawl.downloadermiddlewares.optout import skip_log
+from imagecrawl.downloadermiddlewares.optout import policy_files, skip_log
+from imagecrawl.optout.budget import PolicyBodyError
 from imagecrawl.optout.config import OptOutConfig
 from imagecrawl.optout.crawldelay import CrawlDelays
 from imagecrawl.optout.robotsprefs import RobotsPrefs, parse_robots_prefs, robots_refusal
@@ -77,10 +79,11 @@ class RobotsMiddleware(RobotsTxtMiddleware):
         self.delays = crawl_delays(crawler)
         self.pref_kinds = self.optout_config.robots_kinds()
         self._prefs: dict[str, RobotsPrefs] = {}
-        self.retry_seconds = crawler.settings.getfloat("IMAGECRAWL_ROBOTS_RETRY_SECONDS")
-        self.timeout = crawler.settings.getfloat("IMAGECRAWL_POLICY_TIMEOUT_SECONDS")
-        #: netloc -> (monotonic time to fetch robots.txt again, the wait after that) while unreachable
+        self.policy = policy_files(crawler)
+        #: netloc -> (time to fetch robots.txt again, the wait that led to it) while unreachable
         self._unreachable: dict[str, tuple[float, float]] = {}
+        #: netloc -> when its robots.txt was last read (the clock of :class:`PolicyFiles`)
+        self._fetched_at: dict[str, float] = {}
         crawler.signals.connect(self._robots_parsed, signal=signals.robots_parsed)
 
     async def process_request(self, request: Request) -> None:  # type: ignore[override]
@@ -91,18 +94,13 @@ class RobotsMiddleware(RobotsTxtMiddleware):
     async def robot_parser(self, request: Request) -> RobotParser | None:
         url = urlparse_cached(request)
         netloc = url.netloc
-        again = self._unreachable.get(netloc)
-        if again is not None and time.monotonic() >= again[0] and not isinstance(self._parsers.get(netloc), Deferred):
-            del self._parsers[netloc]  # fetched again below; the backoff stays until it answers
+        current = self._parsers.get(netloc)
+        if current is not None and not isinstance(current, Deferred) and self._stale(netloc):
+            del self._parsers[netloc]  # fetched again below; until then its requests wait for it
         if netloc not in self._parsers:
             # Scrapy's fetch, without its traceback for an unreachable site (logged in one line below)
             self._parsers[netloc] = Deferred()
-            robots_request = Request(
-                f"{url.scheme}://{netloc}/robots.txt",
-                priority=self.DOWNLOAD_PRIORITY,
-                meta={"dont_obey_robotstxt": True, meta.KIND: "robots", "download_timeout": self.timeout},
-                callback=NO_CALLBACK,
-            )
+            robots_request = self.policy.request(f"{url.scheme}://{netloc}/robots.txt", **{meta.KIND: "robots"})
             try:
                 response = await self.crawler.engine.download_async(robots_request)
                 await self._parse_robots(response, netloc, request)
@@ -120,6 +118,20 @@ class RobotsMiddleware(RobotsTxtMiddleware):
             parser.addCallback(relay)
             return await maybe_deferred_to_future(waiter)
         return parser
+
+    def _stale(self, netloc: str) -> bool:
+        """True when the site's robots.txt is due again: unreachable and its retry time has come, or
+        read longer than ``IMAGECRAWL_POLICY_TTL_SECONDS`` ago (RFC 9309 §2.4)."""
+        now = self.policy.clock()
+        again = self._unreachable.get(netloc)
+        if again is not None:
+            return now >= again[0]
+        fetched = self._fetched_at.get(netloc)
+        if fetched is not None and now - fetched >= self.policy.config.ttl_seconds:
+            self._stats.inc_value("imagecrawl/optout/robots_txt_refreshed")
+            logger.info("robots.txt of %s is %gs old: fetching it again", netloc, now - fetched)
+            return True
+        return False
 
     def process_request_2(self, rp: RobotParser | None, request: Request) -> None:
         try:
@@ -143,14 +155,19 @@ class RobotsMiddleware(RobotsTxtMiddleware):
         ``no_answer`` (refused, timeout, DNS): with the site's next request, which the dead-site circuit
         holds back while the site does not answer."""
         self._stats.inc_value("imagecrawl/optout/robots_txt_unreachable")
-        wait = self._unreachable.get(netloc, (0.0, self.retry_seconds))[1]
+        previous = self._unreachable.get(netloc)
         if no_answer:
-            self._unreachable[netloc] = (time.monotonic(), wait)
+            # keep the backoff a later unreachable answer (a 5xx) continues from
+            self._unreachable[netloc] = (
+                self.policy.clock(),
+                previous[1] if previous is not None else self.policy.config.retry_seconds / 2,
+            )
             logger.warning(
                 "robots.txt of %s is unreachable (%s): treating the site as disallowed until it answers", netloc, why
             )
             return
-        self._unreachable[netloc] = (time.monotonic() + wait, min(wait * 2, 86400.0))
+        wait = self.policy.config.next_retry(previous[1] if previous is not None else None)
+        self._unreachable[netloc] = (self.policy.clock() + wait, wait)
         logger.warning(
             "robots.txt of %s is unreachable (%s): treating the site as disallowed, fetching it again in %gs",
             netloc,
@@ -158,23 +175,46 @@ class RobotsMiddleware(RobotsTxtMiddleware):
             wait,
         )
 
-    async def _parse_robots(self, response: Response, netloc: str, request: Request) -> None:
+    def _read(self, response: Response, netloc: str) -> bytes:
+        """The rules text of a robots.txt response (its status decides, RFC 9309 §2.3.1), within the budget."""
         if response.status >= 500 or response.status == 429:
             self._mark_unreachable(netloc, f"HTTP {response.status}")
-            response = response.replace(body=_DISALLOW_ALL)
-        else:
+            return _DISALLOW_ALL
+        if response.status >= 400:
             self._unreachable.pop(netloc, None)
-            if response.status >= 400:
-                response = response.replace(body=b"")  # "unavailable": no rules (not the error page's text)
-        if self.pref_kinds:
-            # Stored before the parser is handed out, so the first request already sees them.
-            prefs = parse_robots_prefs(response.body.decode("utf-8-sig", "replace"))
-            if prefs:
-                self._prefs[netloc] = prefs
-                logger.info("robots.txt of %s states AI usage preferences (Content-Signal / Content-Usage)", netloc)
-            else:
-                self._prefs.pop(netloc, None)
-        await super()._parse_robots(response, netloc, request)
+            return b""  # "unavailable": no rules (not the error page's text)
+        try:
+            body, _ = self.policy.read(response, "robots.txt")
+        except PolicyBodyError as exc:
+            self._mark_unreachable(netloc, str(exc))
+            return _DISALLOW_ALL
+        self._unreachable.pop(netloc, None)
+        return body
+
+    def _build(self, body: bytes) -> tuple[RobotParser, RobotsPrefs | None]:
+        """Protego's parser and the preference lines of ``body`` (run on a thread: 512 KiB of rules
+        take a good part of a second to parse)."""
+        rp = build_from_crawler(self._parserimpl, self.crawler, body)
+        prefs = parse_robots_prefs(body.decode("utf-8-sig", "replace")) if self.pref_kinds else None
+        return rp, prefs
+
+    async def _parse_robots(self, response: Response, netloc: str, request: Request) -> None:
+        self._stats.inc_value("robotstxt/response_count")
+        self._stats.inc_value(f"robotstxt/response_status_count/{response.status}")
+        body = self._read(response, netloc)
+        rp, prefs = await asyncio.to_thread(self._build, body)
+        self._fetched_at[netloc] = self.policy.clock()
+        # Stored before the parser is handed out, so the first request already sees them.
+        if prefs:
+            self._prefs[netloc] = prefs
+            logger.info("robots.txt of %s states AI usage preferences (Content-Signal / Content-Usage)", netloc)
+        else:
+            self._prefs.pop(netloc, None)
+        await self.crawler.signals.send_catch_log_async(signal=signals.robots_parsed, robotparser=rp, request=request)
+        rp_dfd = self._parsers.get(netloc)
+        self._parsers[netloc] = rp
+        if isinstance(rp_dfd, Deferred):
+            rp_dfd.callback(rp)
 
     def _robots_error(self, exc: Exception, netloc: str, kind: str | None = None) -> None:
         # Scrapy stores None ("allow everything") for a failed download: store "disallow" instead.
@@ -183,8 +223,9 @@ class RobotsMiddleware(RobotsTxtMiddleware):
         # the download-errors middleware turns the error into an IgnoreRequest; its kind stays in meta
         no_answer = kind in NO_ANSWER_KINDS or classify_exception(exc) in (Signal.TIMEOUT, Signal.CONNECTION)
         self._mark_unreachable(netloc, f"{type(exc).__name__}: {exc}", no_answer)
+        self._fetched_at[netloc] = self.policy.clock()
         rp = self._parserimpl.from_crawler(self.crawler, _DISALLOW_ALL)
-        rp_dfd = self._parsers[netloc]
+        rp_dfd = self._parsers.get(netloc)
         self._parsers[netloc] = rp
         if isinstance(rp_dfd, Deferred):
             rp_dfd.callback(rp)

@@ -1,4 +1,4 @@
-"""The end-of-crawl report, written beside the shards: ``<store>/_reports/<run>.json`` and ``.html``.
+"""The end-of-crawl report, written beside the shards: ``<store>/.imagecrawl/reports/<run>.json`` and ``.html``.
 
 The JSON holds totals, stats grouped by reason, and the time series the monitor recorded (items/s,
 images/s, per-site request rate, 429/503/403 responses, Retry-After pauses, pacing rate and states);
@@ -26,10 +26,12 @@ from imagecrawl.extensions.monitor import Monitor, monitor_for
 from imagecrawl.extensions.progress import optout_skips, prefixed_sum
 from imagecrawl.extensions.storage import crawl_storage
 from imagecrawl.report.html import render_html
+from imagecrawl.storage import layout
+from imagecrawl.values import utf8_safe
 
 logger = logging.getLogger(__name__)
 
-REPORT_PREFIX = "_reports"
+REPORT_PREFIX = layout.REPORTS_DIR
 REPORT_VERSION = 1
 #: Stat groups shown "by reason" (besides every ``imagecrawl/<component>/<metric>/<reason>`` group).
 SCRAPY_GROUPS = (
@@ -90,6 +92,7 @@ def build_report(
         "bytes_downloaded": int(get("downloader/response_bytes", 0)),
         "duplicates_dropped": prefixed_sum(stats, "imagecrawl/dedupe/dropped/"),
         "skipped_known": prefixed_sum(stats, "imagecrawl/dedupe/skipped_known/"),
+        "forgotten_refused": prefixed_sum(stats, "imagecrawl/forget/refused/"),
         "optout_skipped": optout_skips(stats),
         "items_dropped": int(get("item_dropped_count", 0)),
         "responses_429": int(get("downloader/response_status_count/429", 0)),
@@ -182,9 +185,9 @@ class CrawlReport:
             store=storage.store.url,
             plotted_sites=self.config.plotted_sites,
         )
-        secrets = configured_secrets(self.crawler.settings)
-        body = redact.redact(json.dumps(report, ensure_ascii=False, default=str, indent=1), secrets).encode()
-        page = redact.redact(render_html(report), secrets).encode()
+        secrets = configured_secrets(self.crawler.settings) | redact.current_secrets()
+        body = utf8_safe(redact.redact(json.dumps(report, ensure_ascii=False, default=str, indent=1), secrets)).encode()
+        page = utf8_safe(redact.redact(render_html(report), secrets)).encode()
         base = f"{REPORT_PREFIX}/{storage.run_id}"
         try:
             await asyncio.to_thread(storage.store.put_bytes, f"{base}.json", body, "application/json")

@@ -14,6 +14,8 @@ from scrapy.exceptions import NotConfigured
 
 from imagecrawl import redact
 from imagecrawl.addon import configured_secrets
+from imagecrawl.exitcodes import USAGE, set_exit_code
+from imagecrawl.values import utf8_safe
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +38,13 @@ class StatsFile:
     def engine_stopped(self) -> None:
         assert self.crawler.stats is not None
         stats: dict[str, Any] = self.crawler.stats.get_stats()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text(redact.redact(json.dumps(stats, default=str, indent=1, sort_keys=True), self.secrets))
-        os.replace(tmp, self.path)
+        secrets = self.secrets | redact.current_secrets()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_text(utf8_safe(redact.redact(json.dumps(stats, default=str, indent=1, sort_keys=True), secrets)))
+            os.replace(tmp, self.path)
+        except OSError as exc:  # checked at start (settings_check); the disk may still refuse it now
+            tmp.unlink(missing_ok=True)
+            logger.error("Cannot write the stats file %s: %s", self.path, exc)
+            set_exit_code(self.crawler.stats, USAGE)

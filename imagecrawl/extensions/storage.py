@@ -27,15 +27,25 @@ from scrapy.crawler import Crawler
 
 from imagecrawl.dedupe.near import NearIndex, SqliteNearIndex
 from imagecrawl.errors import ConfigError, StoreError
+from imagecrawl.forget.lock import hold_for_crawl
 from imagecrawl.state import state_dir_for
 from imagecrawl.storage.context import CrawlStorage, ledger_factory, make_run_id
-from imagecrawl.storage.stores import open_store, s3_config_from_settings
+from imagecrawl.storage.stores import LocalStore, S3Store, open_store, s3_config_from_settings
 
 logger = logging.getLogger(__name__)
 
 #: how often the near-duplicate index looks for other processes' commits (each process's own claims
 #: are in the ledger's memory index at once)
 NEAR_FRESH_SECONDS = 0.5
+
+
+def _migrate_layout(store: LocalStore | S3Store) -> None:
+    """Move a store of the first layout into the current one (``imagecrawl.storage.layout``); a store that
+    cannot be listed now is moved by a later run (its shards still read, beside the new ones)."""
+    try:
+        store.migrate()
+    except Exception as exc:
+        logger.warning("Cannot move %s into the current store layout now (%s); a later run will", store.url, exc)
 
 
 class StorageOwner:
@@ -72,13 +82,15 @@ class StorageOwner:
             # The write probe: a store that cannot take shards stops the crawl here, before any request.
             if settings.getbool("IMAGECRAWL_STORE_PROBE"):
                 store.probe()
+            _migrate_layout(store)
             state = state_dir_for(url, settings.get("IMAGECRAWL_STATE_DIR"))
             run_id = make_run_id(str(settings.get("IMAGECRAWL_WORKER_ID")))
+            lock = hold_for_crawl(state)  # waits while `imagecrawl forget` rewrites this store
             try:
                 ledger, state = ledger_factory(settings)(settings, url, state, run_id)
             except (OSError, sqlite3.Error) as exc:
                 raise StoreError(f"cannot open the crawl state in {state} (IMAGECRAWL_STATE_DIR): {exc}") from None
-            self._storage = CrawlStorage(store, state, ledger, run_id)
+            self._storage = CrawlStorage(store, state, ledger, run_id, lock=lock)
         return self._storage
 
     def enable_near(self) -> None:

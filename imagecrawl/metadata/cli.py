@@ -12,6 +12,7 @@ from typing import Any
 from imagecrawl.metadata.extract import extract_metadata
 from imagecrawl.metadata.provenance import read_provenance
 from imagecrawl.metadata.types import Limits
+from imagecrawl.values import utf8_safe
 
 logger = logging.getLogger(__name__)
 
@@ -100,7 +101,8 @@ def main(argv: list[str] | None = None) -> int:
         rec = record_for(path)
         if str(rec.get("error", "")).startswith("unreadable"):
             status = 1
-        out.write(json.dumps(rec, ensure_ascii=False, indent=args.indent, default=str) + "\n")
+        # a lone surrogate read from a chunk (JSON "\\ud83d") is printed as U+FFFD, never a traceback
+        out.write(utf8_safe(json.dumps(rec, ensure_ascii=False, indent=args.indent, default=str)) + "\n")
     out.flush()
     return status
 

@@ -9,18 +9,25 @@ Which lines apply to a URL (see docs/optout.md, "Precedence"):
 
 1. **Group**: the groups naming our product token, else the ``*`` groups (RFC 9309 §2.2.1); lines
    before the first ``User-agent`` line are read as part of the ``*`` group.
-2. **Path**: of the lines of one kind in those groups, the ones whose path matches with the longest
-   pattern win (as Allow/Disallow do); a line without a path is site-wide and loses to any matching
-   path-scoped line. Several equally long winners are all applied.
-3. **"No" wins**: any applicable line of either kind that refuses training refuses the URL.
+2. **Per key, per path**: each preference key (``ai-train``, ``train-ai``, ``train-genai``, ...) is
+   decided on its own. Of the lines of one kind in those groups that *state* the key, the ones whose
+   path matches with the longest pattern decide it (as Allow/Disallow do); a line without a path is
+   site-wide and loses to any matching path-scoped line that states the key. A line that says nothing
+   about a key leaves that key alone: ``Content-Signal: ai-train=no`` then ``Content-Signal: /img/
+   search=yes`` still refuses training under ``/img/``. Equally long lines that disagree: "no" wins.
+3. **"No" wins** across kinds: a refusal by either kind refuses the URL.
+
+Whitespace is RFC 9309's: spaces and tabs, anywhere between the fields of a line.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Final
 
 from imagecrawl.optout.aipref import (
+    SIGNAL_TRAIN,
     parse_content_signal,
     parse_usage_dictionary,
     signal_refuses_training,
@@ -65,14 +72,20 @@ def _agent_token(value: str) -> str:
     return value.strip().split("/", 1)[0].split()[0].lower() if value.strip() else ""
 
 
+_WS: Final = " \t"
+_LINE_BREAK: Final = re.compile(r"\r\n|\r|\n")
+
+
 def _pref_line(kind: str, value: str) -> PrefLine:
     path: str | None = None
-    rest = value.strip()
-    head, _, tail = rest.partition(" ")
-    if (head.startswith("/") or head.startswith("*")) and "=" not in head:
-        path, rest = head, tail.strip()
+    rest = value.strip(_WS)
+    parts = rest.split(None, 1)
+    head = parts[0] if parts else ""
+    tail = parts[1] if len(parts) > 1 else ""
+    if head.startswith("/") or (head.startswith("*") and "=" not in head):
+        path, rest = head, tail.strip(_WS)
     prefs = parse_content_signal(rest) if kind == CONTENT_SIGNAL else (parse_usage_dictionary(rest) or {})
-    return PrefLine(kind, path, prefs, value.strip())
+    return PrefLine(kind, path, prefs, value.strip(_WS))
 
 
 def parse_robots_prefs(text: str) -> RobotsPrefs:
@@ -82,12 +95,12 @@ def parse_robots_prefs(text: str) -> RobotsPrefs:
     agents: set[str] = set()
     lines: list[PrefLine] | None = None
     in_agents = False
-    for raw in text[:MAX_ROBOTS_CHARS].splitlines():
-        line = raw.split("#", 1)[0].strip()
+    for raw in _LINE_BREAK.split(text[:MAX_ROBOTS_CHARS]):
+        line = raw.split("#", 1)[0].strip(_WS)
         name, sep, value = line.partition(":")
         if not sep:
             continue
-        name = name.strip().lower()
+        name = name.strip(_WS).lower()
         if name in ("user-agent", "useragent", "user agent"):
             if not in_agents:
                 agents, lines = set(), []
@@ -107,9 +120,16 @@ def parse_robots_prefs(text: str) -> RobotsPrefs:
     return result
 
 
-def _applicable(lines: list[PrefLine], path: str) -> list[PrefLine]:
-    best: list[PrefLine] = []
-    best_len = -1
+#: the values of a key that count as a statement about it (anything else says nothing about it)
+_STATED: Final = {CONTENT_SIGNAL: ("yes", "no"), CONTENT_USAGE: ("y", "n")}
+_REFUSE: Final = {CONTENT_SIGNAL: "no", CONTENT_USAGE: "n"}
+
+
+def decide_keys(lines: list[PrefLine], path: str) -> dict[str, tuple[str, PrefLine]]:
+    """Each preference key stated by ``lines`` that apply to ``path``: its value and the line that
+    decided it. The longest matching path among the lines that state the key wins; a site-wide line
+    counts as length 0; among equally long ones a refusal wins."""
+    decided: dict[str, tuple[int, str, PrefLine]] = {}
     for line in lines:
         if line.path is None:
             length = 0
@@ -117,11 +137,14 @@ def _applicable(lines: list[PrefLine], path: str) -> list[PrefLine]:
             length = len(line.path)
         else:
             continue
-        if length > best_len:
-            best, best_len = [line], length
-        elif length == best_len:
-            best.append(line)
-    return best
+        stated, refuse = _STATED[line.kind], _REFUSE[line.kind]
+        for key, value in line.prefs.items():
+            if value not in stated:
+                continue
+            best = decided.get(key)
+            if best is None or length > best[0] or (length == best[0] and value == refuse and best[1] != refuse):
+                decided[key] = (length, value, line)
+    return {key: (value, line) for key, (_, value, line) in decided.items()}
 
 
 def robots_refusal(
@@ -132,9 +155,14 @@ def robots_refusal(
         return None
     path = url_path(url)
     for kind in kinds:
-        for line in _applicable(prefs.lines_for(token, kind), path):
-            if kind == CONTENT_SIGNAL and signal_refuses_training(line.prefs):
-                return "content_signal", line.text
-            if kind == CONTENT_USAGE and usage_refuses_training(line.prefs):
-                return "content_usage", line.text
+        decided = decide_keys(prefs.lines_for(token, kind), path)
+        if not decided:
+            continue
+        values = {key: value for key, (value, _) in decided.items()}
+        if kind == CONTENT_SIGNAL and signal_refuses_training(values):
+            return "content_signal", decided[SIGNAL_TRAIN][1].text
+        if kind == CONTENT_USAGE:
+            category = usage_refuses_training(values)
+            if category is not None:
+                return "content_usage", decided[category][1].text
     return None

@@ -8,6 +8,8 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
+from imagecrawl import redact
+
 logger = logging.getLogger(__name__)
 
 
@@ -33,7 +35,7 @@ class SkipLog:
             record = {"t": round(time.time(), 3), "reason": reason, "url": url, "detail": detail}
             if page:
                 record["page"] = page
-            self._fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+            self._fh.write(redact.mask(json.dumps(record, ensure_ascii=False)) + "\n")
         except OSError as exc:
             self.stats.inc_value("imagecrawl/optout/log_errors")
             logger.warning("Cannot write the opt-out log %s: %s", self.log_path, exc)

@@ -229,7 +229,7 @@ def profile_from_toml(text: str, path: str = "<memory>") -> Profile:
         param_map[_label_key(label)] = target
     newest_first = listing.get("newest_first", False)
     if not isinstance(newest_first, bool):
-        raise ValueError(f"{path}: listing.newest_first must be true or false, got {newest_first!r}")
+        raise ConfigError(f"{path}: listing.newest_first must be true or false, got {newest_first!r}")
     item_links = selector(listing, "item_links", "listing", required=True)
     image = selector(detail, "image", "detail", required=True)
     assert item_links is not None and image is not None

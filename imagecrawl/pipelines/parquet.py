@@ -13,7 +13,6 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Self
 
-import pyarrow as pa
 from itemadapter import ItemAdapter
 from scrapy import signals
 from scrapy.crawler import Crawler
@@ -25,7 +24,7 @@ from imagecrawl.items import PromptImage
 from imagecrawl.schema import COLUMNS
 from imagecrawl.storage.context import CrawlStorage
 from imagecrawl.storage.outbox import Outbox
-from imagecrawl.storage.shards import ShardWriter, SpoolWriteError, partition_of, shard_key
+from imagecrawl.storage.shards import ShardWriter, SpoolWriteError, no_room, partition_of, shard_key
 from imagecrawl.storage.stores import LocalStore
 
 logger = logging.getLogger(__name__)
@@ -179,10 +178,16 @@ class ParquetPipeline:
         if rows is None:
             return
         try:
-            size = await self._on_io_thread(writer, writer.write_rows, rows)
-        except (OSError, pa.ArrowException) as exc:
+            written = await self._on_io_thread(writer, writer.write_rows, rows)
+        except Exception as exc:  # the disk, or anything else: the spool is sealed, the crawl stops
             writer.batch_failed(rows, exc)
-        writer.batch_written(rows, size)
+        writer.batch_written(rows, written)
+        self._count_dropped(writer)
+
+    def _count_dropped(self, writer: ShardWriter) -> None:
+        """Count the rows ``writer`` left out since the last call (the schema could not hold them)."""
+        for reason, count in writer.take_dropped().items():
+            self.stats.inc_value(f"imagecrawl/parquet/rows_dropped/{reason}", count)
 
     async def _age_loop(self) -> None:
         """Every second: make buffered rows durable in the spool, and finish shards past their age."""
@@ -191,13 +196,16 @@ class ParquetPipeline:
             self.storage.ledger.heartbeat()
             now = time.monotonic()
             for partition, writer in list(self.writers.items()):
-                if self.max_seconds > 0 and writer.rows and now - writer.opened_at >= self.max_seconds:
-                    await self._finish(partition)
-                else:
-                    try:
+                try:
+                    if self.max_seconds > 0 and writer.rows and now - writer.opened_at >= self.max_seconds:
+                        await self._finish(partition)
+                    else:
                         await self._flush(writer)
-                    except SpoolWriteError as exc:
-                        self._write_failed(exc)
+                except SpoolWriteError as exc:
+                    self._write_failed(exc)
+                except Exception as exc:  # never let the loop die unseen: its rows would wait forever
+                    logger.exception("Writing shard %s failed", writer.key)
+                    self._write_failed(exc)
 
     def _flush_idle(self) -> None:
         for partition, writer in list(self.writers.items()):
@@ -206,18 +214,24 @@ class ParquetPipeline:
                 self._finishing.add(task)
                 task.add_done_callback(self._finishing.discard)
 
-    def _write_failed(self, exc: OSError) -> None:
-        """The local disk refused a write: stop the crawl (once) with a clear reason and exit status.
-        What is durable stays in the spool and becomes a shard now or at the next start."""
+    def _write_failed(self, exc: BaseException) -> None:
+        """A write to the outbox failed: stop the crawl (once) with a clear reason and exit status.
+        What is durable stays in the spool and becomes a shard now or at the next start. Only an error
+        that says so (ENOSPC, EDQUOT, EFBIG) is reported as a lack of room."""
         self.stats.inc_value("imagecrawl/store/write_errors")
         if self._stopping is not None:
             return
         set_exit_code(self.stats, WRITE_ERROR)
+        cause = exc.__cause__ if isinstance(exc, SpoolWriteError) and exc.__cause__ is not None else exc
+        if no_room(cause):
+            then = "the rest is crawled again by the next run once there is room"
+        else:
+            then = "the rest is crawled again by the next run"
         logger.error(
-            "Cannot write to %s (%s): the crawl stops; rows already spooled are kept and committed, the "
-            "rest is crawled again by the next run once there is room",
+            "Cannot write to %s (%s): the crawl stops; rows already spooled are kept and committed, %s",
             self.outbox.dir,
             exc,
+            then,
         )
         engine = self.crawler.engine
         if engine is not None:
@@ -236,12 +250,15 @@ class ParquetPipeline:
             return
         try:
             path = await self._on_io_thread(writer, writer.close)
+            self._count_dropped(writer)
             if not writer.entries:
                 writer.abort()
                 return
             self.outbox.submit(path, writer.key, writer.entries)
-        except OSError as exc:
+        except Exception as exc:
             # The spool (complete batches) stays in the outbox: the next start turns it into a shard.
+            if not isinstance(exc, OSError):
+                logger.exception("Finishing shard %s failed", writer.key)
             self._write_failed(exc)
             writer.path.unlink(missing_ok=True)
             return

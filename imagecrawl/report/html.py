@@ -32,6 +32,7 @@ TOTALS = (
     ("requests", "requests"),
     ("duplicates_dropped", "duplicates dropped"),
     ("skipped_known", "known images skipped"),
+    ("forgotten_refused", "forgotten rows refused"),
     ("optout_skipped", "opt-out skips"),
     ("responses_429", "HTTP 429"),
     ("retry_after_seen", "Retry-After seen"),

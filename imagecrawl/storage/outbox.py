@@ -30,7 +30,8 @@ import pyarrow.parquet as pq
 from imagecrawl import failpoints
 from imagecrawl.dedupe.base import LedgerLike
 from imagecrawl.dedupe.sqlite import ENTRY_COLUMNS, Entry, entries_of
-from imagecrawl.storage.shards import SPOOL_SUFFIX, read_sidecar, spool_to_parquet, write_sidecar
+from imagecrawl.storage.layout import current_key
+from imagecrawl.storage.shards import SPOOL_SUFFIX, no_room, read_sidecar, spool_to_parquet, write_sidecar
 from imagecrawl.storage.stores import LocalStore, S3Store
 
 logger = logging.getLogger(__name__)
@@ -112,7 +113,8 @@ class Outbox:
     @staticmethod
     def _key_of(path: Path) -> str:
         key = read_sidecar(path.with_suffix(SIDECAR_SUFFIX)).get("key")
-        return str(key) if key else path.name.rsplit(".", 1)[0].replace("__", "/") + SHARD_SUFFIX
+        # a shard of the first layout ("source=<source>/...") is committed under the current key
+        return current_key(str(key) if key else path.name.rsplit(".", 1)[0].replace("__", "/") + SHARD_SUFFIX)
 
     def submit(self, partial: Path, key: str, entries: list[Entry], *, enqueue: bool = True) -> None:
         """``partial`` is a complete Parquet file written under :meth:`path_for`; queue its commit."""
@@ -202,6 +204,16 @@ class Outbox:
                 return False
         return True
 
+    def _set_aside(self, spool: Path, exc: BaseException) -> None:
+        self.on_event("recover_errors", 1)
+        aside = spool.with_suffix(".corrupt")
+        try:
+            spool.rename(aside)
+        except OSError as rename_exc:
+            logger.error("Spool %s is unreadable (%s) and cannot be set aside: %s", spool, exc, rename_exc)
+            return
+        logger.error("Spool %s is unreadable (%s); set aside as %s, its items are crawled again", spool, exc, aside)
+
     def recover(self, store_keys: set[str], row_group_rows: int = 512) -> None:
         """Queue what ended runs left: spools of open shards become shards, finished shards are
         committed (or, if the store already has them, just recorded); half-converted files are dropped
@@ -223,19 +235,18 @@ class Outbox:
             partial = spool.with_suffix(PARTIAL_SUFFIX)
             try:
                 entries = spool_to_parquet(spool, partial, row_group_rows)
-            except OSError as exc:  # no room to write the shard: the spool waits for a run that has room
+            except OSError as exc:
                 partial.unlink(missing_ok=True)
+                if not no_room(exc) and spool.exists():  # not the disk's room: waiting would not help
+                    self._set_aside(spool, exc)
+                    continue
+                # no room to write the shard: the spool waits for a run that has room
                 self.on_event("recover_errors", 1)
                 logger.error("Cannot turn spool %s into a shard now (%s); it is kept for the next run", spool, exc)
                 continue
             except Exception as exc:
                 partial.unlink(missing_ok=True)
-                self.on_event("recover_errors", 1)
-                aside = spool.with_suffix(".corrupt")
-                spool.rename(aside)
-                logger.error(
-                    "Spool %s is unreadable (%s); set aside as %s, its items are crawled again", spool, exc, aside
-                )
+                self._set_aside(spool, exc)
                 continue
             if entries:
                 self.submit(partial, self._key_of(spool), entries, enqueue=False)
@@ -248,7 +259,7 @@ class Outbox:
             if not self._take_over(ready):
                 continue
             try:
-                key = read_sidecar(ready.with_suffix(SIDECAR_SUFFIX))["key"]
+                key = current_key(read_sidecar(ready.with_suffix(SIDECAR_SUFFIX))["key"])
                 entries = entries_of(pq.read_table(ready, columns=list(ENTRY_COLUMNS)))
             except Exception as exc:
                 logger.error(

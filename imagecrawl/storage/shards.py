@@ -4,10 +4,10 @@ rows, bytes and age. No Scrapy imports."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import os
-import re
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -20,21 +20,20 @@ import pyarrow.parquet as pq
 from imagecrawl import failpoints
 from imagecrawl.dedupe.sqlite import Entry
 from imagecrawl.schema import COLUMNS, schema_with_metadata
+from imagecrawl.storage import layout
 
 logger = logging.getLogger(__name__)
-
-_SAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
 def partition_of(row: dict[str, Any]) -> tuple[str, str]:
     crawled: datetime = row["crawled_at"]
-    source = re.sub("_+", "_", _SAFE.sub("_", str(row["source"]))).strip("_")
-    return source or "unknown", crawled.strftime("%Y-%m-%d")
+    return layout.source_folder(str(row["source"])), crawled.strftime("%Y-%m-%d")
 
 
 def shard_key(partition: tuple[str, str], run_id: str, seq: int) -> str:
+    """``<source>/date=<day>/part-<run>-<seq>.parquet`` (:mod:`imagecrawl.storage.layout`)."""
     source, date = partition
-    return f"source={source}/date={date}/part-{run_id}-{seq:05d}.parquet"
+    return layout.shard_key(source, date, run_id, seq)
 
 
 def row_bytes(row: dict[str, Any]) -> int:
@@ -135,6 +134,61 @@ def spool_to_parquet(spool: Path, parquet: Path, row_group_rows: int) -> list[En
     return entries
 
 
+#: errno values that mean the disk (or the file size limit, or a quota) has no room
+_NO_ROOM = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+
+
+def no_room(exc: BaseException) -> bool:
+    """Whether ``exc`` says the disk has no room (not any other I/O error or a bug)."""
+    if isinstance(exc, OSError) and exc.errno in _NO_ROOM:
+        return True
+    text = str(exc).lower()
+    return any(words in text for words in ("no space left", "disk quota", "file too large"))
+
+
+@dataclass(frozen=True, slots=True)
+class Written:
+    """What :meth:`ShardWriter.write_rows` did: the spool's size after the batch, and the rows left out
+    (their index in the batch and why: ``unencodable``, ``out_of_range``, ``bad_value``)."""
+
+    size: int
+    dropped: list[tuple[int, str]] = field(default_factory=list)
+
+
+def _drop_reason(exc: BaseException) -> str:
+    if isinstance(exc, UnicodeError):
+        return "unencodable"
+    text = str(exc).lower()
+    if isinstance(exc, OverflowError) or any(w in text for w in ("overflow", "out of bounds", "too large")):
+        return "out_of_range"
+    return "bad_value"
+
+
+#: what converting rows to Arrow raises for a value the schema cannot hold
+_CONVERSION_ERRORS = (pa.ArrowInvalid, pa.ArrowTypeError, ValueError, TypeError, OverflowError)
+
+
+def rows_to_batch(rows: list[dict[str, Any]]) -> tuple[pa.RecordBatch | None, list[tuple[int, str]]]:
+    """``rows`` as one record batch of the shard schema. When the batch does not convert, each row is
+    converted alone and those that fail are left out: ``(batch or None, [(index, reason), ...])``."""
+    schema = schema_with_metadata()
+    try:
+        return pa.RecordBatch.from_pylist(rows, schema=schema), []
+    except _CONVERSION_ERRORS:
+        pass
+    good: list[dict[str, Any]] = []
+    dropped: list[tuple[int, str]] = []
+    for index, row in enumerate(rows):
+        try:
+            pa.RecordBatch.from_pylist([row], schema=schema)
+        except _CONVERSION_ERRORS as exc:
+            dropped.append((index, _drop_reason(exc)))
+            logger.error("Row %s cannot be stored (%s): left out of its shard", row.get("id"), _drop_reason(exc))
+            continue
+        good.append(row)
+    return (pa.RecordBatch.from_pylist(good, schema=schema) if good else None), dropped
+
+
 class SpoolWriteError(OSError):
     """Appending to a spool failed (disk full, file too large, I/O error): the spool was sealed at its
     last good batch, and the rows not in it are not part of the shard."""
@@ -172,6 +226,8 @@ class ShardWriter:
     durable_rows: int = 0
     #: set once a write failed: the spool is sealed and takes no more rows
     failed: BaseException | None = None
+    #: rows left out because the schema cannot hold them, by reason (not yet taken by :meth:`take_dropped`)
+    dropped_rows: dict[str, int] = field(default_factory=dict)
 
     @property
     def spool(self) -> Path:
@@ -197,10 +253,10 @@ class ShardWriter:
         if rows is None:
             return
         try:
-            size = self.write_rows(rows)
-        except (OSError, pa.ArrowException) as exc:
+            written = self.write_rows(rows)
+        except Exception as exc:
             self.batch_failed(rows, exc)
-        self.batch_written(rows, size)
+        self.batch_written(rows, written)
 
     def take_batch(self) -> list[dict[str, Any]] | None:
         """The buffered rows, to be written with :meth:`write_rows` (None: nothing to write)."""
@@ -209,13 +265,13 @@ class ShardWriter:
         rows, self._buffer = self._buffer, []
         return rows
 
-    def write_rows(self, rows: list[dict[str, Any]]) -> int:
-        """Append ``rows`` to the spool and fsync it; returns the spool's size after them. Raises what
-        the disk raised (the caller then calls :meth:`batch_failed`)."""
-        try:
-            batch = pa.RecordBatch.from_pylist(rows, schema=schema_with_metadata())
-        except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:  # rows that do not fit the schema: a bug, not the disk
-            raise ValueError(f"rows do not fit the shard schema: {exc}") from exc
+    def write_rows(self, rows: list[dict[str, Any]]) -> Written:
+        """Append ``rows`` to the spool and fsync it. A row the shard schema cannot hold is left out
+        alone (:attr:`Written.dropped`), never its batch. Raises what the disk raised (the caller then
+        calls :meth:`batch_failed`)."""
+        batch, dropped = rows_to_batch(rows)
+        if batch is None:  # every row was left out: nothing to write
+            return Written(self._good_size, dropped)
         if self._stream is None:
             self.spool.parent.mkdir(parents=True, exist_ok=True)
             # the key travels with the spool, for recovery after a crash
@@ -227,11 +283,22 @@ class ShardWriter:
         os.fsync(self._sink.fileno())
         size: int = self._sink.tell()
         failpoints.hit("spool.flushed")
-        return size
+        return Written(size, dropped)
 
-    def batch_written(self, rows: list[dict[str, Any]], size: int) -> None:
-        self._good_size = size
-        self.durable_rows += len(rows)
+    def batch_written(self, rows: list[dict[str, Any]], written: Written) -> None:
+        """Account for a written batch: its rows are durable, those left out leave the shard's entries."""
+        start = self.durable_rows
+        for index, reason in sorted(written.dropped, reverse=True):
+            del self.entries[start + index]
+            self.dropped_rows[reason] = self.dropped_rows.get(reason, 0) + 1
+        self.rows -= len(written.dropped)
+        self._good_size = written.size
+        self.durable_rows += len(rows) - len(written.dropped)
+
+    def take_dropped(self) -> dict[str, int]:
+        """The rows left out since the last call, by reason."""
+        dropped, self.dropped_rows = self.dropped_rows, {}
+        return dropped
 
     def batch_failed(self, rows: list[dict[str, Any]], exc: BaseException) -> NoReturn:
         """Writing ``rows`` failed: seal the spool (they and every row after them are not in the shard)
@@ -277,6 +344,9 @@ class ShardWriter:
         if self.failed is None:
             self.flush()
         self._close_spool()
+        if not self.spool.exists():  # no batch was ever written (every row left out, or a failed first)
+            self.entries, self.rows = [], 0
+            return self.path
         self.entries = spool_to_parquet(self.spool, self.path, self.row_group_rows)
         self.rows = len(self.entries)
         return self.path

@@ -20,17 +20,15 @@ from urllib.parse import urlsplit
 
 from imagecrawl import failpoints
 from imagecrawl.errors import ConfigError, StoreError
+from imagecrawl.storage import layout
+from imagecrawl.storage.layout import SHARD_SUFFIX, is_shard_key
 
 logger = logging.getLogger(__name__)
-
-SHARD_SUFFIX = ".parquet"
-#: Folders under the root that hold no shards (state, staging, reports); hive readers skip ``_`` names.
-RESERVED_PREFIX = "_"
 
 
 @dataclass(frozen=True, slots=True)
 class ShardInfo:
-    key: str  # relative to the store root, e.g. "source=civitai/date=2026-11-23/part-RUN-00001.parquet"
+    key: str  # relative to the store root, e.g. "civitai/date=2026-11-23/part-RUN-00001.parquet"
     size: int
 
 
@@ -42,18 +40,16 @@ class Store(Protocol):
     def open(self, key: str) -> IO[bytes]: ...
     def put_bytes(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None: ...
     def probe(self) -> None: ...
-
-
-def _is_shard_key(key: str) -> bool:
-    first = key.split("/", 1)[0]
-    return key.endswith(SHARD_SUFFIX) and not first.startswith(RESERVED_PREFIX)
+    def list_keys(self, prefix: str = "") -> list[str]: ...
+    def move(self, old: str, new: str) -> None: ...
+    def delete(self, key: str) -> None: ...
 
 
 class LocalStore:
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
         self.url = str(self.root)
-        self.staging = self.root / "_staging"
+        self.staging = self.root / layout.STAGING_DIR
 
     def commit(self, local_file: Path, key: str) -> None:
         final = self.root / key
@@ -80,11 +76,48 @@ class LocalStore:
             return
         for path in sorted(self.root.rglob(f"*{SHARD_SUFFIX}")):
             key = path.relative_to(self.root).as_posix()
-            if _is_shard_key(key):
+            if is_shard_key(key):
                 yield ShardInfo(key, path.stat().st_size)
+
+    def list_keys(self, prefix: str = "") -> list[str]:
+        """Every file under ``prefix`` (relative keys), hidden ones included."""
+        top = self.root / prefix if prefix else self.root
+        if not top.is_dir():
+            return []
+        return sorted(p.relative_to(self.root).as_posix() for p in top.rglob("*") if p.is_file())
+
+    def move(self, old: str, new: str) -> None:
+        """Rename one file within the store (atomic); FileNotFoundError if ``old`` is gone."""
+        target = self.root / new
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(self.root / old, target)
+        _fsync_dir(target.parent)
+
+    def migrate(self) -> int:
+        """Move a store of the first layout into this one (:func:`layout.migrate`), then drop its empty folders
+        and its old staging copies (never visible as shards)."""
+        legacy = (
+            [p.name for p in self.root.iterdir() if p.name.startswith(layout.LEGACY_SOURCE_PREFIX)]
+            if (self.root.is_dir())
+            else []
+        )
+        moved = layout.migrate(self)
+        old_staging = self.root / layout.LEGACY_STAGING_DIR
+        if old_staging.is_dir():
+            for path in old_staging.glob("*.tmp"):
+                with contextlib.suppress(OSError):
+                    path.unlink()
+        layout.remove_empty_dirs(self.root, [*legacy, layout.LEGACY_REPORTS_DIR, layout.LEGACY_STAGING_DIR])
+        return moved
 
     def open(self, key: str) -> IO[bytes]:
         return open(self.root / key, "rb")
+
+    def delete(self, key: str) -> None:
+        """Remove ``key`` (no error if it is gone already), then sync its folder."""
+        path = self.root / key
+        path.unlink(missing_ok=True)
+        _fsync_dir(path.parent)
 
     def probe(self) -> None:
         """Write and remove a file where shards are staged: :class:`StoreError` if the folder is not writable."""
@@ -191,13 +224,39 @@ class S3Store:
         for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
             for obj in page.get("Contents", []):
                 key = obj["Key"][len(prefix) :]
-                if _is_shard_key(key):
+                if is_shard_key(key):
                     yield ShardInfo(key, int(obj["Size"]))
 
+    def list_keys(self, prefix: str = "") -> list[str]:
+        paginator = self.client.get_paginator("list_objects_v2")
+        base = f"{self.prefix}/" if self.prefix else ""
+        keys: list[str] = []
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=base + prefix):
+            keys.extend(obj["Key"][len(base) :] for obj in page.get("Contents", []))
+        return keys
+
+    def move(self, old: str, new: str) -> None:
+        """Copy then delete: a crash between the two leaves both, and the next move finishes it."""
+        from botocore.exceptions import ClientError
+
+        try:
+            self.client.copy_object(
+                Bucket=self.bucket, Key=self._key(new), CopySource={"Bucket": self.bucket, "Key": self._key(old)}
+            )
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                raise FileNotFoundError(old) from None
+            raise
+        self.client.delete_object(Bucket=self.bucket, Key=self._key(old))
+
+    def migrate(self) -> int:
+        """Move a store of the first layout into this one (:func:`layout.migrate`)."""
+        return layout.migrate(self)
+
     def probe(self) -> None:
-        """Put and delete a small object under ``<prefix>/_probe/``: :class:`StoreError` naming why if the
+        """Put and delete a small object under ``<prefix>/.imagecrawl/probe/``: :class:`StoreError` naming why if the
         credentials, the endpoint, the bucket or the write permission are not right."""
-        key = self._key(f"{RESERVED_PREFIX}probe/{uuid.uuid4().hex}")
+        key = self._key(f"{layout.PROBE_DIR}/{uuid.uuid4().hex}")
         try:
             self.client.put_object(Bucket=self.bucket, Key=key, Body=b"imagecrawl write probe\n")
         except Exception as exc:
@@ -210,6 +269,9 @@ class S3Store:
 
         body = self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
         return io.BytesIO(body)
+
+    def delete(self, key: str) -> None:
+        self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
 
 
 def s3_problem(exc: Exception, store: S3Store) -> str:

@@ -13,7 +13,7 @@ completed) and ``started`` (the run id of a walk that began and has not complete
   sit above ones it never reached, so a run of known items proves nothing then.
 
 :class:`WatermarkBook` loads and saves the marks: ``<state dir>/watermarks.json`` (written atomically),
-and for S3 stores also the object ``_state/watermarks.json`` in the bucket, which is read first (when the
+and for S3 stores also the object ``.imagecrawl/state/watermarks.json`` in the bucket, which is read first (when the
 bucket cannot be read or written, the local copy serves; older marks only make a run walk further). The
 caller saves a completed walk only after every row it covers is committed (see
 :mod:`imagecrawl.incremental`). No Scrapy.
@@ -31,13 +31,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Final
 
+from imagecrawl.storage import layout
 from imagecrawl.storage.stores import LocalStore, S3Store
 
 logger = logging.getLogger(__name__)
 
 STATE_FILE: Final = "watermarks.json"
 #: the bucket copy of an S3 store's marks (a key no shard listing includes)
-STORE_KEY: Final = "_state/watermarks.json"
+STORE_KEY: Final = f"{layout.STATE_DIR}/watermarks.json"
 
 
 @dataclass(slots=True)
