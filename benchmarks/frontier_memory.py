@@ -1,7 +1,7 @@
 """Peak memory of the site-aware frontier over a huge URL list (no network).
 
-    uv run python benchmarks/frontier_memory.py                       # 2,000,000 URLs over 100,000 hosts
-    uv run python benchmarks/frontier_memory.py --urls 20000 --hosts 1000   # a smoke run
+    uv run python -m benchmarks.frontier_memory                       # 2,000,000 URLs over 100,000 hosts
+    uv run python -m benchmarks.frontier_memory --urls 20000 --hosts 1000 --memory-requests 2000  # a smoke run
 
 The ``urls`` spider's own requests (``ImageSpider.image_request``, as ``start()`` builds them) go through
 the real ``FrontierScheduler`` and pacing gate exactly as the engine would drive them: the list is read
@@ -19,24 +19,20 @@ from __future__ import annotations
 import argparse
 import json
 import resource
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from scrapy import Request
 
-from scrapy import Request  # noqa: E402
-
-from imagecrawl import meta  # noqa: E402
-from imagecrawl.downloadermiddlewares.pacing import PacingMiddleware  # noqa: E402
-from imagecrawl.pacing import Feedback, Signal  # noqa: E402
-from imagecrawl.records import SourceHints  # noqa: E402
-from imagecrawl.scheduler import FrontierScheduler  # noqa: E402
-from spiders.urls import UrlsSpider  # noqa: E402
-from tests.crawlers import make_crawler  # noqa: E402
+from imagecrawl import meta
+from imagecrawl.downloadermiddlewares.pacing import PacingMiddleware
+from imagecrawl.pacing import Feedback, Signal
+from imagecrawl.records import SourceHints
+from imagecrawl.scheduler import FrontierScheduler
+from spiders.urls import UrlsSpider
+from tests.crawlers import make_crawler
 
 STEP = 0.05  # simulated seconds between two turns of the engine
 

@@ -19,9 +19,9 @@ from typing import Any
 
 import pytest
 
-from imagecrawl.sandbox.catalog import build_catalog
-from imagecrawl.sandbox.misbehave import max_rate_per_second, requests_inside_windows
-from imagecrawl.sandbox.testing import SandboxProcess, start_sandbox
+from tests.sandbox.catalog import build_catalog
+from tests.sandbox.misbehave import max_rate_per_second, requests_inside_windows
+from tests.sandbox.testing import SandboxProcess, start_sandbox
 from tests.servers import free_port
 
 from .conftest import run_crawl

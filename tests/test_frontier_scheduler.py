@@ -219,7 +219,7 @@ def test_past_the_memory_limit_requests_wait_in_the_state_folder(tmp_path: Path)
         for site in sites:
             spider = sched.spider
             sched.enqueue_request(Request(f"https://{site}/{i}", callback=spider.parse, errback=spider.failed))
-    folder = tmp_path / "store" / "_state" / "frontier"
+    folder = tmp_path / "store" / ".imagecrawl" / "state" / "frontier"
     assert sched.frontier.on_disk > 0 and len(list(folder.glob("spill-*.sqlite3"))) == 1
     got: list[str] = []
     for _ in range(100):

@@ -53,7 +53,7 @@ POLICY_KINDS = frozenset({"robots", "tdmrep"})
 
 def is_policy_fetch(request: Request) -> bool:
     """robots.txt and the TDMRep file: fetched once per site, its other requests wait for them."""
-    return request.meta.get(meta.KIND) in POLICY_KINDS
+    return meta.POLICY_FILE in request.meta or request.meta.get(meta.KIND) in POLICY_KINDS
 
 
 class PacingRuntime:

@@ -82,7 +82,7 @@ class BackoffRetryMiddleware:
     def process_exception(self, request: Request, exception: Exception) -> Request | None:
         if request.meta.get("dont_retry") or not isinstance(exception, self.exceptions):
             return None
-        if request.meta.get(meta.KIND) in ("robots", "tdmrep"):
+        if meta.POLICY_FILE in request.meta or request.meta.get(meta.KIND) in ("robots", "tdmrep"):
             return None  # a policy fetch: fetched again with the site's next request (the circuit decides)
         return self._retry(request, type(exception).__name__, None)
 
