@@ -28,7 +28,8 @@ def packet(filler_bytes: int, statement: str | None, *, form: str = "attr", firs
     if statement is not None:
         stmt = {
             "attr": f'<rdf:Description rdf:about="" {PLUS} plus:DataMining="{value}"/>',
-            "resource": f'<rdf:Description rdf:about="" {PLUS}><plus:DataMining rdf:resource="{value}"/></rdf:Description>',
+            "resource": f'<rdf:Description rdf:about="" {PLUS}>'
+            f'<plus:DataMining rdf:resource="{value}"/></rdf:Description>',
             "element": f'<rdf:Description rdf:about="" xmlns:p2="http://ns.useplus.org/ldf/xmp/1.0/">'
             f"<p2:DataMining>{value}</p2:DataMining></rdf:Description>",
         }[form]
@@ -37,7 +38,7 @@ def packet(filler_bytes: int, statement: str | None, *, form: str = "attr", firs
     return (
         '<?xpacket begin="" id="W5M0MpCehiHzreSzNTczkc9d"?><x:xmpmeta xmlns:x="adobe:ns:meta/">'
         '<rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#" xmlns:dc="http://purl.org/dc/elements/1.1/">'
-        f"{body}</rdf:RDF></x:xmpmeta><?xpacket end=\"w\"?>"
+        f'{body}</rdf:RDF></x:xmpmeta><?xpacket end="w"?>'
     )
 
 
