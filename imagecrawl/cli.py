@@ -1,4 +1,4 @@
-"""The ``imagecrawl`` command: sandbox, demo, metadata, inspect, seed.
+"""The ``imagecrawl`` command: sandbox, demo, metadata, inspect, forget, recheck, seed.
 
 ``demo`` and ``sandbox`` start the sandbox, the test and demo site in tests/sandbox of a clone of the
 repository; they install its extra themselves through uv when it is missing.
@@ -24,10 +24,13 @@ from imagecrawl.errors import ConfigError, StoreError
 #: name -> (module, one-line summary, the extra it needs or "")
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "demo": ("imagecrawl.demo", "crawl a local sandbox into data/ and summarise what landed", "sandbox"),
+    "forget": ("imagecrawl.forget.cli", "remove rows on request and keep tombstones (docs/forget.md)", ""),
     "inspect": ("imagecrawl.inspect", "summarise a store (local path or s3://bucket/prefix)", ""),
     "metadata": ("imagecrawl.metadata.cli", "print the prompt/parameters embedded in image files", ""),
+    "recheck": ("imagecrawl.forget.recheck", "re-read sites' AI opt-outs and forget rows of those that now refuse", ""),
     "sandbox": ("tests.sandbox.server", "serve the deterministic test/demo site on loopback", ""),
     "seed": ("imagecrawl.distributed.seeds", "push start URLs into a distributed crawl on Redis", "redis"),
+    "spiders": ("imagecrawl.spiders_cli", "list the spiders and their -a arguments", ""),
 }
 
 

@@ -34,6 +34,10 @@ PARTITIONING = ds.partitioning(pa.schema([("date", pa.string())]), flavor="hive"
 #: Shards of every schema version read with the current columns (a column an older version lacks is null).
 READING_SCHEMA = pa.schema([*SCHEMA, pa.field("date", pa.string())])
 REPORTS_DIR = layout.REPORTS_DIR
+#: the audit log of ``imagecrawl forget`` (imagecrawl/forget/engine.py): one JSON record a removal
+FORGET_LOG_DIR = f"{layout.AUDIT_DIR}/forget"
+#: removals listed by the text report (``--json`` has them all)
+FORGET_LOG_SHOWN = 10
 SAMPLE_COLUMNS = ("id", "source", "model", "prompt", "width", "height", "image_format", "image_size_bytes")
 
 
@@ -205,6 +209,7 @@ def inspect_store(store: str, samples: int = 3, duplicates: bool = True) -> dict
         "by_source_date": [{"source": s, "date": d, **v} for (s, d), v in sorted(groups.items())],
         "unreadable": [{"path": f["path"], "error": f["error"]} for f in footers if "error" in f],
         "reports": _reports(fs, base),
+        "forget_log": _forget_log(fs, base),
         "duplicate_ids": None,
         "duplicate_sha256": None,
         "duplicates": None,
@@ -268,6 +273,39 @@ def _reports(fs: pafs.FileSystem, base: str) -> dict[str, Any]:
     return summary
 
 
+def _forget_log(fs: pafs.FileSystem, base: str) -> list[dict[str, Any]]:
+    """Every removal ``imagecrawl forget`` recorded (``.imagecrawl/audit/forget/*.json``), oldest first."""
+    records = []
+    for info in sorted(_listing(fs, f"{base}/{FORGET_LOG_DIR}"), key=lambda f: f.path):
+        if not info.path.endswith(".json"):
+            continue
+        try:
+            with fs.open_input_stream(info.path) as fh:
+                records.append(json.loads(fh.read()))
+        except Exception as exc:
+            records.append({"op": info.path, "error": f"{type(exc).__name__}: {exc}"})
+    return records
+
+
+def _format_forget_log(records: list[dict[str, Any]]) -> list[str]:
+    if not records:
+        return []
+    rows = sum(int(r.get("rows_removed") or 0) for r in records)
+    lines = [f"forget log: {len(records)} removals, {rows} rows removed (.imagecrawl/audit/forget/)"]
+    if len(records) > FORGET_LOG_SHOWN:
+        lines.append(f"  ... {len(records) - FORGET_LOG_SHOWN} older removals (--json lists them all)")
+    for r in records[-FORGET_LOG_SHOWN:]:
+        if "error" in r:
+            lines.append(f"  UNREADABLE {r['op']}: {r['error']}")
+            continue
+        shards = len(r.get("shards_rewritten") or []) + len(r.get("shards_deleted") or [])
+        lines.append(
+            f"  {r.get('finished_at') or r.get('started_at')}  {r.get('rows_removed')} rows, {shards} shards  "
+            f"reason {r.get('reason')!r}  selectors: {'; '.join(r.get('selectors') or [])}"
+        )
+    return lines
+
+
 def _size(n: float) -> str:
     for unit in ("B", "KB", "MB", "GB", "TB"):
         if n < 1024 or unit == "TB":
@@ -311,6 +349,7 @@ def format_report(report: dict[str, Any]) -> str:
             f"{reports.get('finish_reason')}, {totals.get('rows_committed', '?')} rows committed): "
             f"{reports.get('html')}"
         )
+    lines += _format_forget_log(report.get("forget_log") or [])
     if report["samples"]:
         lines.append("samples:")
     for row in report["samples"]:

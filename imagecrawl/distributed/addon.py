@@ -21,6 +21,8 @@ DUPEFILTER = "imagecrawl.distributed.frontier.RedisDupeFilter"
 LEDGER_FACTORY = "imagecrawl.distributed.ledger.open_worker_ledger"
 GATE_FACTORY = "imagecrawl.distributed.gate.shared_gate"
 LIMITER_FACTORY = "imagecrawl.distributed.ratelimit.limiter_for"
+#: forgotten rows (docs/forget.md): the store's tombstones, shared and refreshed through Redis
+TOMBSTONES_FACTORY = "imagecrawl.distributed.tombstones.SharedTombstones"
 #: the shared per-site rate gate for crawls without the pacing middleware, closest to the network
 GLOBAL_RATE_MIDDLEWARE = "imagecrawl.distributed.middlewares.GlobalRateMiddleware"
 #: binds items to the lease of the request they came from, closest to the engine
@@ -42,11 +44,12 @@ class DistributedAddon:
         settings.set_in_component_priority_dict("SPIDER_MIDDLEWARES", load_object(LEASE_MIDDLEWARE), 5)
         if backend in ("auto", "redis"):
             _set_default(settings, "IMAGECRAWL_LEDGER_FACTORY", LEDGER_FACTORY)
+        _set_default(settings, "IMAGECRAWL_TOMBSTONES_FACTORY", TOMBSTONES_FACTORY)
         if settings.getbool("IMAGECRAWL_REDIS_RATE_ENABLED"):
             _set_default(settings, "IMAGECRAWL_SHARED_LIMITER_FACTORY", LIMITER_FACTORY)
             _set_default(settings, "IMAGECRAWL_PACING_GATE_FACTORY", GATE_FACTORY)
         if settings.getbool("IMAGECRAWL_REDIS_FRONTIER_ENABLED"):
-            settings.set("SCHEDULER", SCHEDULER, priority="addon")
+            _set_default(settings, "SCHEDULER", SCHEDULER)  # replaces the project's site-aware frontier
             settings.set("DUPEFILTER_CLASS", DUPEFILTER, priority="addon")
             _set_default(settings, "IMAGECRAWL_SHARD_FLUSH_ON_IDLE", True)
         if not settings.get("IMAGECRAWL_AUTHOR_SALT"):

@@ -2,7 +2,8 @@
 
 This is what makes a restart cheap and safe: after a crash, the crawl walks its pages again and only
 images that never reached a committed shard are fetched again. Record ids (``source:source_id``) are
-checked when the spider knows them; otherwise the image URL is.
+checked when the spider knows them; otherwise the image URL is. An image forgotten with
+``imagecrawl forget`` (its id or URL has a tombstone) is never fetched again.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from scrapy.exceptions import IgnoreRequest, NotConfigured
 
 from imagecrawl import meta
 from imagecrawl.extensions.storage import crawl_storage
+from imagecrawl.forget.crawl import count_refused, tombstones
 
 logger = logging.getLogger(__name__)
 
@@ -24,7 +26,9 @@ class KnownImageMiddleware:
     def __init__(self, crawler: Crawler) -> None:
         assert crawler.stats is not None
         self.stats = crawler.stats
+        self.crawler = crawler
         self.storage = crawl_storage(crawler)
+        self.tombstones = tombstones(crawler)
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> Self:
@@ -35,8 +39,12 @@ class KnownImageMiddleware:
     async def process_request(self, request: Request) -> None:
         if request.meta.get(meta.KIND) != "image":
             return
-        ledger = self.storage.ledger
         record_id = request.meta.get(meta.RECORD_ID)
+        forgotten = self.tombstones.before_fetch(record_id, request.url)
+        if forgotten is not None:  # docs/forget.md: forgotten is never fetched again
+            count_refused(self.crawler, forgotten)
+            raise IgnoreRequest(f"image {request.url} was forgotten ({forgotten}): not fetched")
+        ledger = self.storage.ledger
         factory = getattr(ledger, "worker", None)
         if factory is not None:  # the embedded ledger: batched, off the event loop
             known = await factory().known(record_id, request.url)

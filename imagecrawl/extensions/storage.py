@@ -27,6 +27,7 @@ from scrapy.crawler import Crawler
 
 from imagecrawl.dedupe.near import NearIndex, SqliteNearIndex
 from imagecrawl.errors import ConfigError, StoreError
+from imagecrawl.forget.lock import hold_for_crawl
 from imagecrawl.state import state_dir_for
 from imagecrawl.storage.context import CrawlStorage, ledger_factory, make_run_id
 from imagecrawl.storage.stores import LocalStore, S3Store, open_store, s3_config_from_settings
@@ -84,11 +85,12 @@ class StorageOwner:
             _migrate_layout(store)
             state = state_dir_for(url, settings.get("IMAGECRAWL_STATE_DIR"))
             run_id = make_run_id(str(settings.get("IMAGECRAWL_WORKER_ID")))
+            lock = hold_for_crawl(state)  # waits while `imagecrawl forget` rewrites this store
             try:
                 ledger, state = ledger_factory(settings)(settings, url, state, run_id)
             except (OSError, sqlite3.Error) as exc:
                 raise StoreError(f"cannot open the crawl state in {state} (IMAGECRAWL_STATE_DIR): {exc}") from None
-            self._storage = CrawlStorage(store, state, ledger, run_id)
+            self._storage = CrawlStorage(store, state, ledger, run_id, lock=lock)
         return self._storage
 
     def enable_near(self) -> None:

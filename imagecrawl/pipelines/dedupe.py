@@ -16,6 +16,7 @@ from scrapy.exceptions import DropItem, NotConfigured
 from imagecrawl.dedupe.worker import LedgerWorker
 from imagecrawl.errors import ConfigError
 from imagecrawl.extensions.storage import storage_owner
+from imagecrawl.forget.crawl import count_refused, tombstones
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +32,7 @@ class DedupePipeline:
         self.stats = crawler.stats
         owner = storage_owner(crawler)
         self.storage = owner.storage
+        self.tombstones = tombstones(crawler)
         settings = crawler.settings
         self.near_policy = settings.get("IMAGECRAWL_NEAR_POLICY")
         if self.near_policy not in ("drop", "keep"):
@@ -90,6 +92,10 @@ class DedupePipeline:
             self._inflight_ids.discard(item_id)
 
     async def _dedupe(self, adapter: ItemAdapter, item: Any, sha: str, item_id: str, phash: int | None) -> Any:
+        forgotten = self.tombstones.refused(sha, item_id, adapter.get("image_url"), phash)
+        if forgotten is not None:  # docs/forget.md: forgotten is never stored again
+            count_refused(self.crawler, forgotten)
+            raise DuplicateItem(f"forgotten ({forgotten}): {item_id}", log_level="DEBUG")
         ledger = self.storage.ledger
         worker = self.worker
         reason = await worker.duplicate_reason(sha, item_id) if worker else ledger.duplicate_reason(sha, item_id)

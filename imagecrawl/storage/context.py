@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol, TypeVar, cast
+from typing import IO, Any, Protocol, TypeVar, cast
 
 from scrapy.crawler import Crawler
 from scrapy.utils.misc import load_object
@@ -57,9 +57,14 @@ class CrawlStorage:
     ledger: LedgerLike
     run_id: str
     reconciled: bool = False
+    #: the store's crawl lock, held shared while the crawl runs (imagecrawl.forget.lock)
+    lock: IO[str] | None = None
 
     def close(self) -> None:
         self.ledger.close()
+        if self.lock is not None:
+            self.lock.close()
+            self.lock = None
 
 
 def make_run_id(worker: str = "") -> str:

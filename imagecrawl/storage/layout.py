@@ -9,6 +9,7 @@ data_dir=store)``, ``polars.read_parquet(f"{store}/**/*.parquet")``, DuckDB)::
     <store>/.imagecrawl/state/                                    crawl state of a local store (ledger, outbox, ...)
     <store>/.imagecrawl/reports/<run>.json, .html                  one report per crawl
     <store>/.imagecrawl/staging/                                  local commits in progress (``*.tmp``)
+    <store>/.imagecrawl/audit/                                    what ``imagecrawl forget`` removed, and its tombstones
 
 * ``<source>`` is a plain folder, not ``source=<source>``: ``source`` is a column of every file, and a
   Hive key of the same name makes pyarrow (and so pandas) fail to merge the two. ``date`` is not a
@@ -39,6 +40,9 @@ STATE_DIR: Final = f"{META_DIR}/state"
 REPORTS_DIR: Final = f"{META_DIR}/reports"
 STAGING_DIR: Final = f"{META_DIR}/staging"
 PROBE_DIR: Final = f"{META_DIR}/probe"
+#: what ``imagecrawl forget`` keeps in the store: ``forget/<run>.json`` (the audit log) and
+#: ``tombstones/<run>.jsonl`` (docs/forget.md)
+AUDIT_DIR: Final = f"{META_DIR}/audit"
 #: the local state of S3 stores: one folder per bucket and prefix under the default local store
 S3_STATE_ROOT: Final = Path("data") / META_DIR / "s3"
 

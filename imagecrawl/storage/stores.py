@@ -42,6 +42,7 @@ class Store(Protocol):
     def probe(self) -> None: ...
     def list_keys(self, prefix: str = "") -> list[str]: ...
     def move(self, old: str, new: str) -> None: ...
+    def delete(self, key: str) -> None: ...
 
 
 class LocalStore:
@@ -111,6 +112,12 @@ class LocalStore:
 
     def open(self, key: str) -> IO[bytes]:
         return open(self.root / key, "rb")
+
+    def delete(self, key: str) -> None:
+        """Remove ``key`` (no error if it is gone already), then sync its folder."""
+        path = self.root / key
+        path.unlink(missing_ok=True)
+        _fsync_dir(path.parent)
 
     def probe(self) -> None:
         """Write and remove a file where shards are staged: :class:`StoreError` if the folder is not writable."""
@@ -262,6 +269,9 @@ class S3Store:
 
         body = self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
         return io.BytesIO(body)
+
+    def delete(self, key: str) -> None:
+        self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
 
 
 def s3_problem(exc: Exception, store: S3Store) -> str:

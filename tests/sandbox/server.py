@@ -32,6 +32,7 @@ from tests.sandbox.sites import (
     browsertraps,
     civitai,
     civitai_models,
+    consent,
     gallery,
     growth,
     images,
@@ -58,6 +59,7 @@ SITES: tuple[Callable[[web.Application], None], ...] = (
     aipref.add_routes,  # /aipref/: Content-Signal, Content-Usage, embedded data-mining rights
     sitemaps.add_routes,  # /sitemap.xml, /sitemaps/: index, image sitemaps with lastmod, gzip, a bad one
     growth.add_routes,  # POST /_sandbox/reveal: the catalog gains items between runs
+    consent.add_routes,  # POST /_sandbox/robots: robots.txt changes between runs
     redirects.add_routes,  # /redirect?to=<loopback URL>
     browsertraps.add_routes,  # /browsertrap/: an iframe and a script navigation
 )

@@ -8,7 +8,7 @@ from aiohttp import web
 from tests.sandbox.config import CONFIG_KEY
 from tests.sandbox.markup import document
 from tests.sandbox.responses import base_url, html_response
-from tests.sandbox.sites import aipref
+from tests.sandbox.sites import aipref, consent
 from tests.sandbox.sites.sitemaps import SITEMAP_INDEX
 
 
@@ -30,6 +30,7 @@ async def robots(request: web.Request) -> web.Response:
     text = "User-agent: *\nDisallow: /private/\n"
     if cfg.crawl_delay is not None:
         text += f"Crawl-delay: {cfg.crawl_delay:g}\n"
+    text += consent.extra_lines(request.app)  # POST /_sandbox/robots: consent that changes between runs
     text += aipref.robots_lines(cfg.content_signal)
     text += f"\nSitemap: {base_url(request)}{SITEMAP_INDEX}\n"
     return web.Response(text=text, content_type="text/plain", charset="utf-8")

@@ -1,0 +1,252 @@
+"""Forgotten is forgotten, through real crawls of the sandbox: rows forgotten from a gallery crawl are not
+brought back by the same crawl again nor by a ``urls`` list of their image URLs (the skips counted and in
+the report); ``imagecrawl recheck`` forgets the site once its robots.txt says ``ai-train=no`` (changed
+between runs with ``POST /_sandbox/robots``), and not while it allows; distributed crawls get the
+tombstones of a forget run through Redis."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from imagecrawl.forget.tombstones import key_of
+from imagecrawl.state import state_dir_for
+from tests.conftest import LOOPBACK, REPO, run_crawl
+from tests.crawlers import make_crawler
+from tests.forget_util import SALT, build_store, sha_of
+from tests.sandbox.testing import SandboxProcess
+from tests.servers import SandboxFactory
+
+pytestmark = pytest.mark.e2e
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != "IMAGECRAWL_FAILPOINTS"}
+    return subprocess.run(
+        [sys.executable, "-m", "imagecrawl.cli", *args], cwd=REPO, capture_output=True, text=True, timeout=240, env=env
+    )
+
+
+def rows(store: Path) -> list[dict[str, str]]:
+    out: list[dict[str, str]] = []
+    for path in sorted(store.glob("*/date=*/*.parquet")):
+        out += pq.read_table(path, columns=["id", "page_url", "image_url", "image_sha256"]).to_pylist()
+    return out
+
+
+def setting_args(settings: dict[str, str]) -> list[str]:
+    return [arg for key, value in settings.items() for arg in ("-s", f"{key}={value}")]
+
+
+def set_robots(site: SandboxProcess, **query: str) -> None:
+    from urllib.parse import urlencode
+
+    url = f"{site.base_url.rstrip('/')}/_sandbox/robots?{urlencode(query)}"
+    with urllib.request.urlopen(urllib.request.Request(url, method="POST"), timeout=10) as response:
+        assert response.status == 200
+
+
+@pytest.fixture(scope="module")
+def site(sandbox_factory: SandboxFactory) -> SandboxProcess:
+    return sandbox_factory.start(items=16, seed=5, name="forget-sandbox")
+
+
+def test_forgotten_rows_stay_gone_and_recheck_follows_robots(tmp_path: Path, site: SandboxProcess) -> None:
+    store = tmp_path / "store"
+    base = site.base_url.rstrip("/")
+    gallery = {"start_url": f"{base}/gallery/"}
+    run_crawl("gallery", store=store, args=gallery)
+    first = rows(store)
+    assert len(first) >= 8
+    gone = first[:3]
+
+    # a takedown by page URL
+    args = ["forget", str(store), "--reason", "takedown #7"]
+    for row in gone:
+        args += ["--url-prefix", row["page_url"]]
+    done = cli(*args)
+    assert done.returncode == 0, done.stderr
+    assert "removed 3 of" in done.stdout
+    kept = {r["id"] for r in rows(store)}
+    assert kept == {r["id"] for r in first} - {r["id"] for r in gone}
+
+    # the same crawl again: nothing comes back, the refusals are counted and reported
+    again = run_crawl("gallery", store=store, args=gallery)
+    assert {r["id"] for r in rows(store)} == kept
+    refused = {k: v for k, v in again.stats.items() if k.startswith("imagecrawl/forget/refused/")}
+    assert sum(refused.values()) >= 3, again.stats
+    reports = sorted((store / ".imagecrawl" / "reports").glob("*.json"))
+    assert json.loads(reports[-1].read_text())["totals"]["forgotten_refused"] == sum(refused.values())
+
+    # a urls list of the forgotten images: not fetched
+    listing = tmp_path / "list.csv"
+    listing.write_text("url,caption\n" + "".join(f"{r['image_url']},forgotten\n" for r in gone))
+    listed = run_crawl("urls", store=store, args={"input": str(listing)}, check=False)
+    assert listed.stats.get("imagecrawl/forget/refused/url", 0) == 3, listed.stats
+    assert {r["id"] for r in rows(store)} == kept
+
+    # recheck while the site allows: nothing changes
+    checked = cli("recheck", str(store), "-s", "IMAGECRAWL_ALLOWED_NETWORKS=127.0.0.0/8", "-s", "LOG_LEVEL=WARNING")
+    assert checked.returncode == 0, checked.stderr
+    assert f"allows        {base}" in checked.stdout and "nothing forgotten" in checked.stdout
+    assert {r["id"] for r in rows(store)} == kept
+
+    # the site withdraws consent: the next recheck forgets every row of it
+    set_robots(site, content_signal="search=yes, ai-train=no")
+    try:
+        dry = cli("recheck", str(store), "--dry-run", "--json", "-s", "IMAGECRAWL_ALLOWED_NETWORKS=127.0.0.0/8")
+        assert dry.returncode == 0, dry.stderr
+        plan = json.loads(dry.stdout)
+        assert plan["sites"][0]["verdict"] == "refuses" and plan["forget"]["rows"] == len(kept)
+        assert {r["id"] for r in rows(store)} == kept
+        # the spider Scrapyd schedules, in its dry-run mode: the same verdict in its log, nothing forgotten
+        spider = run_crawl("recheck", store=store, args={"dry_run": 1})
+        assert f"Recheck:   refuses       {base}" in spider.stderr
+        assert f"Recheck: would remove {len(kept)} of {len(kept)} rows" in spider.stderr
+        assert {r["id"] for r in rows(store)} == kept
+        checked = cli("recheck", str(store), "-s", "IMAGECRAWL_ALLOWED_NETWORKS=127.0.0.0/8", "-s", "LOG_LEVEL=WARNING")
+        assert checked.returncode == 0, checked.stderr
+        assert f"refuses       {base}" in checked.stdout and "content_signal" in checked.stdout
+    finally:
+        set_robots(site)
+    assert rows(store) == []
+    audit = [json.loads(p.read_text()) for p in sorted((store / ".imagecrawl" / "audit" / "forget").glob("*.json"))]
+    assert [a["reason"] for a in audit] == ["takedown #7", "opt-out withdrawn"]
+    assert audit[1]["rows_removed"] == len(kept) and audit[1]["finished_at"]
+    inspected = cli("inspect", str(store), "--samples", "0")
+    assert "forget log: 2 removals" in inspected.stdout
+
+    # the site allows again: its forgotten rows still do not come back
+    run_crawl("gallery", store=store, args=gallery)
+    assert {r["id"] for r in rows(store)}.isdisjoint({r["id"] for r in first})
+
+
+def test_a_crawl_running_on_the_store_makes_forget_refuse(tmp_path: Path, site: SandboxProcess) -> None:
+    store = tmp_path / "store"
+    base = site.base_url.rstrip("/")
+    run_crawl("gallery", store=store, args={"start_url": f"{base}/gallery/", "max_items": 2})
+    crawl = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "scrapy",
+            "crawl",
+            "gallery",
+            "-a",
+            f"start_url={base}/gallery/",
+            *setting_args(
+                {
+                    **LOOPBACK,
+                    "IMAGECRAWL_STORE": str(store),
+                    "IMAGECRAWL_PACING_START_RATE_PER_SECOND": "1",
+                    "IMAGECRAWL_MAX_RATE_PER_SITE": "1",
+                    "IMAGECRAWL_PACING_MIN_RATE_PER_SECOND": "0.5",
+                }
+            ),
+        ],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        lock = state_dir_for(str(store)) / "store.lock"
+        import fcntl
+        import time
+
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:  # until the crawl holds the store
+            if lock.exists():
+                with open(lock) as fh:
+                    try:
+                        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                        fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+                    except BlockingIOError:
+                        break
+            time.sleep(0.1)
+        done = cli("forget", str(store), "--site", "127.0.0.1", "--reason", "r")
+        assert done.returncode == 3
+        assert "is writing into this store now" in done.stderr and done.stderr.strip().count("\n") == 0
+    finally:
+        crawl.terminate()
+        crawl.wait(timeout=60)
+
+
+def test_distributed_workers_get_tombstones_through_redis(tmp_path: Path, redis_url: str) -> None:
+    import redis
+
+    from imagecrawl.distributed.tombstones import SharedTombstones, tombstones_key
+    from imagecrawl.storage.stores import LocalStore
+
+    store = LocalStore(tmp_path / "store")
+    build_store(store, shards=2, rows_per_shard=10)
+    settings = {
+        "IMAGECRAWL_STORE": str(store.root),
+        "IMAGECRAWL_REDIS_URL": redis_url,
+        "IMAGECRAWL_REDIS_PREFIX": "forgettest",
+        "IMAGECRAWL_AUTHOR_SALT": SALT.decode(),
+    }
+    # a worker already running: it started before the forget run (on another machine: its own state)
+    worker = make_crawler(**settings, IMAGECRAWL_STATE_DIR=str(tmp_path / "worker-state"))
+    index = SharedTombstones.from_crawler(worker)
+    assert len(index) == 0
+    done = cli(
+        "forget",
+        str(store.root),
+        "--sha256",
+        sha_of(4),
+        "--url-prefix",
+        "https://art.example.net/post/1",
+        "--reason",
+        "takedown",
+        *setting_args(settings),
+    )
+    assert done.returncode == 0, done.stderr
+    client = redis.Redis.from_url(redis_url)
+    key = tombstones_key("forgettest", str(store.root))
+    assert client.hlen(key) == 1 + 3  # row 4; rows 1, 13, 17 of art.example.net under /post/1
+    index.refresh(force=True)
+    assert index.refused(sha_of(4), None, None, None) == "sha256"
+    assert index.before_fetch("synth:13", None) == "id"
+    assert index.before_fetch(None, "https://art.example.net/img/17.png") == "url"
+    assert index.before_fetch(None, "https://art.example.net/img/5.png") is None
+    # a fresh Redis is filled again from the store by the next worker
+    client.delete(key, f"{key}:version")
+    later = SharedTombstones.from_crawler(make_crawler(**settings, IMAGECRAWL_STATE_DIR=str(tmp_path / "w2")))
+    assert len(later) == 4 and client.hlen(key) == 4
+    assert key_of("synth:1") in {t.id_key for t in later.stones()}
+
+
+def test_forget_commits_what_a_killed_crawl_left_in_the_outbox_first(tmp_path: Path, site: SandboxProcess) -> None:
+    store = tmp_path / "store"
+    base = site.base_url.rstrip("/")
+    killed = run_crawl(
+        "gallery",
+        store=store,
+        args={"start_url": f"{base}/gallery/"},
+        env={"IMAGECRAWL_FAILPOINTS": "shard.commit.before:1"},
+        check=False,
+    )
+    assert killed.returncode == -9
+    outbox = state_dir_for(str(store)) / "outbox"
+    assert list(outbox.glob("*.ready")) and rows(store) == []
+    waiting = [
+        r for path in sorted(outbox.glob("*.ready")) for r in pq.read_table(path, columns=["page_url"]).to_pylist()
+    ]
+    chosen = sorted(r["page_url"] for r in waiting)[:2]
+    done = cli("forget", str(store), "--url-prefix", chosen[0], "--url-prefix", chosen[1], "--reason", "takedown #9")
+    assert done.returncode == 0, done.stderr
+    assert "Committed the shards an interrupted crawl left" in done.stderr
+    assert "removed 2 of" in done.stdout
+    left = rows(store)
+    assert len(left) == len(waiting) - 2 and not {r["page_url"] for r in left} & set(chosen)
+    assert not list(outbox.glob("*.ready"))
+    # the next crawl commits nothing of the forgotten ones again
+    run_crawl("gallery", store=store, args={"start_url": f"{base}/gallery/"})
+    assert not {r["page_url"] for r in rows(store)} & set(chosen)
