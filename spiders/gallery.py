@@ -43,6 +43,13 @@ DETAIL_PRIORITY = 5
 
 class GallerySpider(MaxItemsMixin, ImageSpider):
     name = "gallery"
+    #: what each -a argument of __init__ means (`imagecrawl spiders`; a test checks they match)
+    argument_help = {
+        "profile": "a site profile: a TOML path or a bundled profile name",
+        "start_url": "the first listing page (default: the profile's start_url)",
+        "max_pages": "stop after this many listing pages",
+        "max_items": "stop after this many images (default: no limit)",
+    }
 
     def __init__(
         self,
