@@ -79,8 +79,11 @@ class FrontierScheduler:
         self.df: Any = build_from_crawler(load_object(settings["DUPEFILTER_CLASS"]), crawler)
         self.jobdir = job_dir(settings)
         self.lifo = "lifo" in str(settings.get("SCHEDULER_MEMORY_QUEUE")).lower()
+        # With JOBDIR every request that can be written waits on disk, as in Scrapy's own scheduler (a
+        # clean stop then has little left to write); a site's next few are read back in batches.
         self.config = FrontierConfig(
-            memory_limit=max(1, settings.getint("IMAGECRAWL_FRONTIER_MEMORY_REQUESTS")),
+            memory_limit=0 if self.jobdir else max(1, settings.getint("IMAGECRAWL_FRONTIER_MEMORY_REQUESTS")),
+            keep_per_site=0 if self.jobdir else FrontierConfig().keep_per_site,
             read_ahead=max(1, settings.getint("IMAGECRAWL_FRONTIER_READ_AHEAD")),
         )
         self.first_contact_timeout = settings.getfloat("IMAGECRAWL_POLICY_TIMEOUT_SECONDS")
@@ -181,9 +184,13 @@ class FrontierScheduler:
         not_before = m.get(meta.NOT_BEFORE)
         if not_before is not None:
             due = now + (float(not_before) - time.time())
+        spilled = self.frontier.spilled
         if not self.frontier.push(site, self._key(request), request, now, due):
             self._dropped(site, 1, self.frontier.sites[site].dropped or "given up")
             return False
+        self.stats.inc_value(
+            "scheduler/enqueued/disk" if self.frontier.spilled > spilled else "scheduler/enqueued/memory"
+        )
         self.stats.inc_value("scheduler/enqueued")
         return True
 
