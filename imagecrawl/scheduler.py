@@ -24,6 +24,7 @@ import pickle
 import secrets
 import socket
 import time
+import weakref
 from pathlib import Path
 from typing import Any, Self
 
@@ -108,6 +109,8 @@ class FrontierScheduler:
         self._timer: Any = None
         self._timer_at = math.inf
         self._dropped_sites: set[str] = set()
+        #: requests read back from the disk (for Scrapy's scheduler/dequeued/disk|memory stats)
+        self._from_disk: weakref.WeakSet[Request] = weakref.WeakSet()
         #: the frontier's clock (monotonic seconds) and timer (scrapy.utils.asyncio.call_later); tests
         #: inject their own
         self.clock = time.monotonic
@@ -210,6 +213,7 @@ class FrontierScheduler:
                 if state is None or not state.answered:
                     m["download_timeout"] = self.first_contact_timeout
                     m[meta.FIRST_CONTACT] = True
+        self.stats.inc_value("scheduler/dequeued/disk" if request in self._from_disk else "scheduler/dequeued/memory")
         self.stats.inc_value("scheduler/dequeued")
         return request
 
@@ -316,10 +320,12 @@ class FrontierScheduler:
 
     def _decode(self, data: bytes) -> Request | None:
         try:
-            return request_from_dict(pickle.loads(data), spider=self.spider)
+            request = request_from_dict(pickle.loads(data), spider=self.spider)
         except Exception as exc:
             logger.error("Dropping a request the frontier file cannot restore: %s", exc)
             return None
+        self._from_disk.add(request)
+        return request
 
     def _open_spill(self) -> SpillStore:
         if self.jobdir:

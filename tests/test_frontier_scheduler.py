@@ -117,6 +117,7 @@ def test_each_site_at_its_own_pace_none_holding_another(tmp_path: Path) -> None:
         "scheduler/enqueued": 6,
         "scheduler/enqueued/memory": 6,
         "scheduler/dequeued": 4,
+        "scheduler/dequeued/memory": 4,
     }
 
 
@@ -274,6 +275,7 @@ def test_jobdir_keeps_the_queues_over_a_clean_stop(tmp_path: Path, caplog: pytes
             ok(resumed, r)
     assert sorted(r.url for r in got) == [f"https://{s}/{i}" for s in ("a.example", "b.example") for i in (1, 2)]
     assert all(r.callback == resumed.spider.parse and r.errback == resumed.spider.failed for r in got)
+    assert resumed.stats.get_value("scheduler/dequeued/disk") == 4
     # the seen-set came back too: nothing already queued is queued again
     assert not resumed.enqueue_request(Request("https://a.example/0"))
 
