@@ -26,7 +26,7 @@ def test_every_argument_of_every_spider_is_listed_with_its_meaning() -> None:
     code, out, _ = _run("--json")
     assert code == 0
     listed = {s["name"]: s for s in json.loads(out)["spiders"]}
-    assert sorted(listed) == sorted(loader.list()) == ["civitai", "gallery", "lexica", "sitemap", "urls"]
+    assert sorted(listed) == sorted(loader.list()) == ["civitai", "gallery", "lexica", "recheck", "sitemap", "urls"]
     for name, spider in listed.items():
         cls = loader.load(name)
         assert [a["name"] for a in spider["arguments"]] == spider_arguments(cls), name

@@ -78,7 +78,17 @@ def author_salt_of(state: Path, settings: Any) -> bytes | None:
     try:
         return bytes.fromhex((state / "author_salt").read_text().strip())
     except (OSError, ValueError):
-        return None
+        pass
+    if str(settings.get("IMAGECRAWL_REDIS_URL") or settings.get("REDIS_URL") or "").strip():
+        # distributed crawls keep one salt for all workers in Redis
+        from scrapy.utils.misc import load_object
+
+        try:
+            salt = load_object(SHARED_TOMBSTONES).author_salt(settings)
+        except ModuleNotFoundError as exc:
+            raise missing_extra("IMAGECRAWL_REDIS_URL (or REDIS_URL)", "redis", exc.name or "redis") from None
+        return salt.encode() if salt else None
+    return None
 
 
 def live_writers(state: Path) -> list[str]:
