@@ -48,6 +48,10 @@ class ParquetPipeline:
         self.max_rows = settings.getint("IMAGECRAWL_SHARD_MAX_ROWS")
         self.max_bytes = settings.getint("IMAGECRAWL_SHARD_MAX_BYTES")
         self.max_seconds = settings.getfloat("IMAGECRAWL_SHARD_MAX_SECONDS")
+        #: the run's first shard rolls early (a running crawl shows committed rows soon); 0: no early roll
+        self.first_rows = settings.getint("IMAGECRAWL_FIRST_SHARD_MAX_ROWS")
+        self.first_seconds = settings.getfloat("IMAGECRAWL_FIRST_SHARD_MAX_SECONDS")
+        self._first_pending = True
         self.row_group_rows = max(1, settings.getint("IMAGECRAWL_ROW_GROUP_ROWS"))
         self.close_timeout = settings.getfloat("IMAGECRAWL_CLOSE_COMMIT_TIMEOUT_SECONDS")
         self.flush_seconds = settings.getfloat("IMAGECRAWL_SPOOL_FLUSH_SECONDS")
@@ -151,7 +155,7 @@ class ParquetPipeline:
             self.writers[partition] = writer
         try:
             writer.add(row)
-            if writer.rows >= self.max_rows or writer.bytes >= self.max_bytes:
+            if writer.rows >= self._row_limit() or writer.bytes >= self.max_bytes:
                 # full: the next rows go to a new shard while this one is written
                 del self.writers[partition]
                 self.stats.inc_value("imagecrawl/parquet/rows")
@@ -231,9 +235,10 @@ class ParquetPipeline:
         """One turn of the age loop: the ledger's heartbeat, then every writer flushed or finished."""
         self.storage.ledger.heartbeat()
         now = time.monotonic()
+        max_age = self._age_limit()
         for partition, writer in list(self.writers.items()):
             try:
-                if self.max_seconds > 0 and writer.rows and now - writer.opened_at >= self.max_seconds:
+                if max_age > 0 and writer.rows and now - writer.opened_at >= max_age:
                     await self._finish(partition)
                 else:
                     await self._flush(writer)
@@ -242,6 +247,17 @@ class ParquetPipeline:
             except Exception as exc:  # never let the loop die unseen: its rows would wait forever
                 logger.exception("Writing shard %s failed", writer.key)
                 self._write_failed(exc)
+
+    def _row_limit(self) -> int:
+        if self._first_pending and self.first_rows > 0:
+            return min(self.max_rows, self.first_rows)
+        return self.max_rows
+
+    def _age_limit(self) -> float:
+        """Seconds a shard may stay open (0: no limit); shorter until the run's first shard is handed over."""
+        if self._first_pending and self.first_seconds > 0:
+            return min(self.max_seconds, self.first_seconds) if self.max_seconds > 0 else self.first_seconds
+        return self.max_seconds
 
     def _flush_idle(self) -> None:
         for partition, writer in list(self.writers.items()):
@@ -280,6 +296,8 @@ class ParquetPipeline:
 
     async def _finish_writer(self, writer: ShardWriter) -> None:
         """Turn ``writer``'s spool into its Parquet shard and hand it to the outbox."""
+        if writer.rows:
+            self._first_pending = False  # the early first shard is on its way: later ones take the usual limits
         await self._idle(writer)
         if writer.durable_rows == 0 and (writer.failed is not None or writer.rows == 0):
             writer.abort()
