@@ -266,3 +266,15 @@ def test_forget_commits_what_a_killed_crawl_left_in_the_outbox_first(tmp_path: P
     # the next crawl commits nothing of the forgotten ones again
     run_crawl("gallery", store=store, args={"start_url": f"{base}/gallery/"})
     assert not {r["page_url"] for r in rows(store)} & set(chosen)
+
+
+def test_recheck_of_other_peoples_sites_needs_a_contact(tmp_path: Path) -> None:
+    from imagecrawl.storage.stores import LocalStore
+
+    store = LocalStore(tmp_path / "store")
+    build_store(store, shards=1, rows_per_shard=8)  # rows on *.example.org and others: not loopback
+    done = cli("recheck", str(store.root), "-s", "LOG_LEVEL=ERROR")
+    assert done.returncode == 2, done.stderr
+    assert "imagecrawl recheck: error: the recheck visits sites that are not yours" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert len(list(store.list_shards())) == 1 and not (state_dir_for(str(store.root)) / "forget").exists()
