@@ -1,4 +1,4 @@
-"""The ``imagecrawl`` command: sandbox, demo, metadata, inspect, forget, recheck, seed.
+"""The ``imagecrawl`` command: sandbox, demo, metadata, inspect, export, forget, recheck, seed.
 
 ``demo`` and ``sandbox`` start the sandbox, the test and demo site in tests/sandbox of a clone of the
 repository; they install its extra themselves through uv when it is missing.
@@ -24,6 +24,11 @@ from imagecrawl.errors import ConfigError, StoreError
 #: name -> (module, one-line summary, the extra it needs or "")
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "demo": ("imagecrawl.demo", "crawl a local sandbox into data/ and summarise what landed", "sandbox"),
+    "export": (
+        "imagecrawl.export",
+        "write a store as WebDataset tars or files with JSON sidecars (img2dataset's layout)",
+        "",
+    ),
     "forget": ("imagecrawl.forget.cli", "remove rows on request and keep tombstones (docs/forget.md)", ""),
     "inspect": ("imagecrawl.inspect", "summarise a store (local path or s3://bucket/prefix)", ""),
     "metadata": ("imagecrawl.metadata.cli", "print the prompt/parameters embedded in image files", ""),
