@@ -48,8 +48,12 @@ def store_settings(store: str, pairs: Sequence[str]) -> Any:
 
 
 def open_for_forget(settings: Any) -> tuple[LocalStore | S3Store, Path]:
+    """The store and its state folder; :class:`StoreError` for a local store that is not there (a typo
+    must not read as "nothing to forget")."""
     url = str(settings.get("IMAGECRAWL_STORE"))
     store = open_store(url, s3_config_from_settings(settings))
+    if isinstance(store, LocalStore) and not store.root.is_dir():
+        raise StoreError(f"no store at {store.root}: not a folder")
     return store, state_dir_for(url, settings.get("IMAGECRAWL_STATE_DIR"))
 
 
