@@ -1,6 +1,6 @@
 """Settings given by the user, checked in one place before the crawl starts: unknown ``IMAGECRAWL_*``
 names (with the nearest valid one), values that do not parse as the type of their default in
-imagecrawl/settings.py (``-s IMAGECRAWL_MAX_RATE_PER_SITE=abc``), numbers that are not finite or
+imagecrawl/defaults.py (``-s IMAGECRAWL_MAX_RATE_PER_SITE=abc``), numbers that are not finite or
 outside their range (:data:`RANGES`), and the values that name something which must work
 (:data:`CHECKS`: the allowed networks, ``LOG_LEVEL``, the files and folders the crawl writes). Each
 problem is a :class:`~imagecrawl.errors.ConfigError` naming the setting (one line, exit status 2).
@@ -20,7 +20,7 @@ from typing import Any
 
 from scrapy.settings import BaseSettings
 
-from imagecrawl import settings as project
+from imagecrawl import defaults as project
 from imagecrawl.errors import ConfigError, unknown_name
 
 PREFIX = "IMAGECRAWL_"

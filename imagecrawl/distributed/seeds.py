@@ -22,7 +22,7 @@ from collections.abc import Iterable, Sequence
 
 import redis
 
-from imagecrawl import settings as project_settings
+from imagecrawl import defaults as project_settings
 from imagecrawl.distributed.config import CrawlKeys
 
 logger = logging.getLogger(__name__)

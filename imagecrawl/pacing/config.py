@@ -1,7 +1,7 @@
 """Pacing, ban and retry settings read once into typed configs (``from_settings``). No Scrapy: any
 object with Scrapy's ``getfloat``/``getint``/``getbool``/``get``/``getlist`` getters will do.
 
-Every default lives in ``imagecrawl/settings.py``; nothing here restates one."""
+Every default lives in ``imagecrawl/defaults.py``; nothing here restates one."""
 
 from __future__ import annotations
 
