@@ -68,6 +68,13 @@ class Addon:
         if settings.getpriority("USER_AGENT") in (None, 0, 10):
             # Only replace Scrapy's own default, never a value the user set.
             settings.set("USER_AGENT", user_agent(settings.get("IMAGECRAWL_CONTACT")), priority="addon")
+        if settings.getbool("IMAGECRAWL_PACING_ENABLED"):
+            # The pacing gate is the per-site concurrency limit: Scrapy's download slot must not cap (and
+            # delay) what the gate let out, nor the policy fetch (robots.txt) its requests wait for.
+            wanted = settings.getint("IMAGECRAWL_MAX_CONCURRENCY_PER_SITE") + 1
+            if settings.getint("CONCURRENT_REQUESTS_PER_DOMAIN") < wanted:
+                priority = settings.getpriority("CONCURRENT_REQUESTS_PER_DOMAIN") or 0
+                settings.set("CONCURRENT_REQUESTS_PER_DOMAIN", wanted, priority=max(priority, 15))
 
 
 #: the add-on's earlier name (imagecrawl's own settings listed it before it became imagecrawl.Addon)

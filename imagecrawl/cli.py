@@ -30,6 +30,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "recheck": ("imagecrawl.forget.recheck", "re-read sites' AI opt-outs and forget rows of those that now refuse", ""),
     "sandbox": ("tests.sandbox.server", "serve the deterministic test/demo site on loopback", ""),
     "seed": ("imagecrawl.distributed.seeds", "push start URLs into a distributed crawl on Redis", "redis"),
+    "spiders": ("imagecrawl.spiders_cli", "list the spiders and their -a arguments", ""),
 }
 
 

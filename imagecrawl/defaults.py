@@ -39,6 +39,14 @@ RETRY_TIMES = 3
 CONCURRENT_ITEMS = 8
 # Images first: finishing started items keeps the frontier (and memory) small.
 DEPTH_PRIORITY = 0
+# The site-aware frontier (docs/architecture.md#the-frontier): per-site queues, a request leaves only
+# when its site may send now, so waiting requests hold no CONCURRENT_REQUESTS slot.
+SCHEDULER = "imagecrawl.scheduler.FrontierScheduler"
+# Requests kept in memory; further ones wait in a SQLite file (JOBDIR, or the state folder).
+IMAGECRAWL_FRONTIER_MEMORY_REQUESTS = 20_000
+# Read-ahead of start requests (the urls spider): keep reading while fewer than this many requests are
+# queued among the next 8 of each site.
+IMAGECRAWL_FRONTIER_READ_AHEAD = 10_000
 
 # --- output: store, shards, commits ---
 IMAGECRAWL_STORE = "data/"  # a local folder or s3://bucket/prefix
@@ -84,6 +92,7 @@ IMAGECRAWL_SKIP_KNOWN_IMAGES = True
 DOWNLOADER_MIDDLEWARES = {
     "imagecrawl.downloadermiddlewares.identity.IdentityGuard": 1,  # no contact, no crawl of others' sites
     "imagecrawl.downloadermiddlewares.errors.DownloadErrorsMiddleware": 2,  # last in process_exception
+    "imagecrawl.extensions.jobdir.KeepOnCloseMiddleware": 3,  # JOBDIR: a request cut off by the stop is kept
     "imagecrawl.downloadermiddlewares.netguard.NetGuardMiddleware": 10,  # no private networks
     "imagecrawl.downloadermiddlewares.known.KnownImageMiddleware": 50,  # skip what the store holds
     # Scrapy 2.19's robots.txt middleware lets requests that wait for robots.txt together through.
@@ -174,7 +183,16 @@ IMAGECRAWL_PACING_LATENCY_FACTOR = 3.0
 IMAGECRAWL_PACING_LATENCY_MARGIN_SECONDS = 0.1
 IMAGECRAWL_PACING_JITTER = 0.1
 IMAGECRAWL_PACING_OBEY_CRAWL_DELAY = True
-IMAGECRAWL_PACING_MAX_PARKED = 256
+# Dead sites: this many requests in a row without an answer (refused, timeout, DNS) open the site's
+# circuit; its requests wait, one probe goes after the cool-off (doubling per failed probe); after
+# IMAGECRAWL_CIRCUIT_MAX_PROBES failed probes the site's requests are dropped.
+IMAGECRAWL_CIRCUIT_ENABLED = True
+IMAGECRAWL_CIRCUIT_FAILURES = 2
+IMAGECRAWL_CIRCUIT_COOLOFF_SECONDS = 1.0
+IMAGECRAWL_CIRCUIT_MAX_PROBES = 2
+# download_timeout of robots.txt / TDMRep fetches (not retried on errors: the circuit decides), and of
+# the requests to a site that has not answered yet (a silent site costs seconds, not minutes).
+IMAGECRAWL_POLICY_TIMEOUT_SECONDS = 5.0
 IMAGECRAWL_RETRY_AFTER_MAX_SECONDS = 3600.0
 IMAGECRAWL_RETRY_ENABLED = True
 IMAGECRAWL_RETRY_TIMES = None  # None: RETRY_TIMES
@@ -252,6 +270,7 @@ EXTENSIONS = {
     # the owner of the store, the dedupe ledger and the near index: opened on first use, closed when the engine stops
     "imagecrawl.extensions.storage.StorageOwner": -10,
     "imagecrawl.extensions.resume.ResumeGuard": 0,
+    "imagecrawl.extensions.jobdir.JobdirGuard": 1,  # JOBDIR: an unserializable request is an ERROR
     "imagecrawl.extensions.monitor.Monitor": 930,  # what the progress line and the report show
     "imagecrawl.extensions.statsfile.StatsFile": 900,
     "imagecrawl.extensions.outcome.CrawlOutcome": 940,  # nothing fetched: closes with a reason, exit 4

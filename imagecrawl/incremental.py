@@ -5,7 +5,9 @@ A spider calls :func:`begin_walk` for each listing it pages newest first (None w
 ``IMAGECRAWL_INCREMENTAL_ENABLED`` is off), reports every item to :meth:`Incremental.see`, asks
 ``walk.keep_paging()`` before the next page and calls ``walk.finish()`` when the walk is done (end of
 the listing or a stop). Image requests carry ``meta["imagecrawl_walk"]`` and the errback
-:meth:`Incremental.image_failed`: a download given up after its retries leaves the walk incomplete.
+:meth:`imagecrawl.spider.ImageSpider.image_failed` (a spider method, so JOBDIR can save the request),
+which calls :meth:`Incremental.image_failed`: a download given up after its retries leaves the walk
+incomplete.
 
 Crash-safe: a walk's new watermark is saved only when the crawl finished normally, the walk completed
 without a failed download, and the Parquet pipeline reported every row committed (its commit hook in

@@ -1,8 +1,9 @@
 """Safe image probing and hashing. Pure: no Scrapy imports.
 
 Images come from strangers. Every probe is bounded: the header is read before any pixel, images with
-more than ``max_pixels`` are refused before decoding (decompression bombs), and only a thumbnail is
-decoded for the perceptual hash (JPEG ``draft`` mode decodes at 1/8 scale).
+more than ``max_pixels`` are refused before decoding (decompression bombs), and the perceptual hash is
+taken from a reduced image decoded within a memory budget (JPEG ``draft`` mode decodes at 1/8 scale, big
+PNGs are decoded in strips, see :mod:`imagecrawl.hashdecode`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from typing import Final
 
 import numpy as np
 from PIL import Image
+
+from imagecrawl.hashdecode import OverBudget, reduced_grey
 
 logger = logging.getLogger(__name__)
 
@@ -124,9 +127,12 @@ def probe_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, want_phash
         if want_phash and min(width, height) >= MIN_PHASH_SIDE:
             try:
                 if fmt == "JPEG":
-                    img.draft("RGB", (64, 64))
+                    img.draft("RGB", (64, 64))  # decoded at 1/8 scale by the JPEG's own DCT
                 img.seek(0)
-                phash = phash_of(img)
+                reduced = reduced_grey(img, data)  # big images: decoded in strips, within a budget
+                phash = phash_of(reduced if reduced is not None else img)
+            except OverBudget as exc:
+                logger.info("No perceptual hash for this image: %s", exc)
             except Exception as exc:
                 raise MediaError("truncated", f"cannot decode image: {exc}") from exc
     return ImageFacts(fmt, width, height, len(data), sha256, phash)

@@ -9,7 +9,7 @@ from typing import Final
 
 #: input: what a request fetches: ``"page"`` (API, listing or detail page), ``"image"`` (an image
 #: file: opt-out headers are decided before its body, the store is asked before it is fetched),
-#: ``"tdmrep"`` (the TDMRep file, internal)
+#: ``"tdmrep"`` (the TDMRep file, internal), ``"robots"`` (robots.txt, internal)
 KIND: Final = "imagecrawl_kind"
 #: input: the record id (``<source>:<source id>``) of an image request, so a known one is not fetched
 RECORD_ID: Final = "imagecrawl_record_id"
@@ -24,8 +24,12 @@ DONT_PACE: Final = "imagecrawl_dont_pace"
 SITE: Final = "imagecrawl_site"
 #: monotonic time the pacing gate let the request go
 SENT_AT: Final = "imagecrawl_sent_at"
-#: ``True`` while the request holds a pacing slot (released on its response or error)
+#: ``True`` while the request holds a pacing slot (released on its response or error); ``"policy"``
+#: for a policy fetch (robots.txt) let through by the pacing middleware without a slot
 PACING_GRANTED: Final = "imagecrawl_pacing_granted"
+#: ``True`` when the frontier gave this request the short first-contact ``download_timeout``
+#: (its site had not answered yet); a retry gets the normal timeout back
+FIRST_CONTACT: Final = "imagecrawl_first_contact"
 #: Unix time before which the pacing gate holds a retry (its backoff)
 NOT_BEFORE: Final = "imagecrawl_not_before"
 #: seconds of the Retry-After the site sent with this request's 429/503
@@ -58,6 +62,7 @@ ALL: Final = (
     SITE,
     SENT_AT,
     PACING_GRANTED,
+    FIRST_CONTACT,
     NOT_BEFORE,
     RETRY_AFTER,
     OPTOUT_SKIP,

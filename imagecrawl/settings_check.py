@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -169,6 +170,24 @@ def check_settings(settings: BaseSettings) -> None:
     for name, check in CHECKS.items():
         check(settings, name)
     _check_choices(settings)
+    _check_scrapyd_store(settings)
+
+
+def under_scrapyd() -> bool:
+    """A Scrapyd job: its process runs ``python -m scrapyd.runner`` (older Scrapyd versions set ``SCRAPY_JOB``)."""
+    main = sys.modules.get("__main__")
+    spec = getattr(main, "__spec__", None)
+    return getattr(spec, "name", "") == "scrapyd.runner" or bool(os.environ.get("SCRAPY_JOB"))
+
+
+def _check_scrapyd_store(settings: BaseSettings) -> None:
+    """Under Scrapyd a relative store would land in Scrapyd's own working directory: refused, with the fix."""
+    store = str(settings.get("IMAGECRAWL_STORE"))
+    if under_scrapyd() and "://" not in store and not os.path.isabs(store):
+        raise ConfigError(
+            f"IMAGECRAWL_STORE {store!r} is relative, and Scrapyd runs jobs in its own working directory: "
+            "give an absolute path or an s3:// URL (-d setting=IMAGECRAWL_STORE=/srv/dataset)"
+        )
 
 
 #: settings that take one of a few words

@@ -13,15 +13,18 @@ from typing import Any
 import scrapy
 from scrapy import signals
 from scrapy.http import Response
+from twisted.python.failure import Failure
 
 from imagecrawl import meta, redact
 from imagecrawl.downloadermiddlewares.optout import skip_log
 from imagecrawl.errors import unknown_name
+from imagecrawl.incremental import Incremental
 from imagecrawl.items import PromptImage
-from imagecrawl.media import MediaError
+from imagecrawl.media import MIN_PHASH_SIDE, MediaError
 from imagecrawl.optout.config import OptOutConfig
 from imagecrawl.records import EmbeddedOptOut, SourceHints, build_record
 from imagecrawl.state import author_salt, state_dir_for
+from imagecrawl.storage.context import crawl_context
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +73,15 @@ class ImageSpider(scrapy.Spider):
             priority=kwargs.pop("priority", IMAGE_PRIORITY),
             **kwargs,
         )
+
+    def image_failed(self, failure: Failure) -> None:
+        """Errback of image (and gallery detail) requests of an incremental walk: a failed download keeps
+        the walk's watermark where it was (:meth:`imagecrawl.incremental.Incremental.image_failed`).
+
+        A method of the spider, so JOBDIR can save the request (docs/spiders.md#running)."""
+        incremental = crawl_context(self.crawler).find(Incremental)
+        if incremental is not None:
+            incremental.image_failed(failure)
 
     @property
     def salt(self) -> bytes:
@@ -128,6 +140,8 @@ class ImageSpider(scrapy.Spider):
             skip_log(self.crawler).skip(exc.reason, response.url, exc.detail)
             return
         stats.inc_value("imagecrawl/media/images")
+        if record.image_phash is None and min(record.width or 0, record.height or 0) >= MIN_PHASH_SIDE:
+            stats.inc_value("imagecrawl/media/phash_over_budget")  # no bounded decoding for it: no near-dedupe
         for fix in fixes:  # counted here, on the reactor thread
             stats.inc_value(f"imagecrawl/records/{fix}")
         if record.metadata_source is not None and record.metadata_source not in ("api", "html"):

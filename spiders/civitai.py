@@ -45,6 +45,18 @@ _NSFW = {level.lower(): level for level in pages.NSFW_LEVELS}
 
 class CivitaiSpider(MaxItemsMixin, CursorPagingMixin, ImageSpider):
     name = "civitai"
+    #: what each -a argument of __init__ means (`imagecrawl spiders`; a test checks they match)
+    argument_help = {
+        "api_url": "the base URL of the API",
+        "max_items": "stop after this many images (default: no limit)",
+        "sort": "the order of the listing: Newest, Most Reactions, Most Comments, ...",
+        "period": "AllTime, Year, Month, Week or Day",
+        "nsfw": "None (only images the site flags as safe), Soft, Mature, X or all",
+        "limit": "page size (at most 200)",
+        "username": "only this user's images",
+        "model_id": "only images made with this model",
+        "endpoint": "images, or models (each model version's sample images)",
+    }
 
     def __init__(
         self,
@@ -164,7 +176,7 @@ class CivitaiSpider(MaxItemsMixin, CursorPagingMixin, ImageSpider):
                 inc.see(walk, position)  # a known image of a model with new ones is no sign the rest is known
             else:
                 inc.see(walk, position, is_known)
-            yield self.image_request(entry.url, entry.hints, meta=inc.image_meta(walk), errback=inc.image_failed)
+            yield self.image_request(entry.url, entry.hints, meta=inc.image_meta(walk), errback=self.image_failed)
         if not self.budget_left():
             self.log_max_items_reached(logger, "; not following more pages")
             return

@@ -43,6 +43,13 @@ DETAIL_PRIORITY = 5
 
 class GallerySpider(MaxItemsMixin, ImageSpider):
     name = "gallery"
+    #: what each -a argument of __init__ means (`imagecrawl spiders`; a test checks they match)
+    argument_help = {
+        "profile": "a site profile: a TOML path or a bundled profile name",
+        "start_url": "the first listing page (default: the profile's start_url)",
+        "max_pages": "stop after this many listing pages",
+        "max_items": "stop after this many images (default: no limit)",
+    }
 
     def __init__(
         self,
@@ -157,7 +164,7 @@ class GallerySpider(MaxItemsMixin, ImageSpider):
         return scrapy.Request(
             url,
             callback=self.parse_detail,
-            errback=inc.image_failed,
+            errback=self.image_failed,
             meta={**self._meta(), **inc.image_meta(walk)},
             priority=DETAIL_PRIORITY,
         )
@@ -179,4 +186,4 @@ class GallerySpider(MaxItemsMixin, ImageSpider):
         if inc is None or walk is None:
             yield self.image_request(entry.url, entry.hints)
         else:
-            yield self.image_request(entry.url, entry.hints, meta=inc.image_meta(walk), errback=inc.image_failed)
+            yield self.image_request(entry.url, entry.hints, meta=inc.image_meta(walk), errback=self.image_failed)

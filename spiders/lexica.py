@@ -23,6 +23,12 @@ logger = logging.getLogger(__name__)
 
 class LexicaSpider(MaxItemsMixin, CursorPagingMixin, ImageSpider):
     name = "lexica"
+    #: what each -a argument of __init__ means (`imagecrawl spiders`; a test checks they match)
+    argument_help = {
+        "q": "the search query (required)",
+        "api_url": "the base URL of the API",
+        "max_items": "stop after this many images (default: no limit)",
+    }
 
     def __init__(
         self,

@@ -78,6 +78,13 @@ def is_discovery_url(url: str) -> bool:
 
 class SitemapSpider(GallerySpider):
     name = "sitemap"
+    #: what each -a argument of __init__ means (`imagecrawl spiders`; a test checks they match)
+    argument_help = {
+        "start_url": "a site root (robots.txt Sitemap: lines, else /sitemap.xml) or a sitemap URL (required)",
+        "profile": "a gallery profile: the sitemap's pages are read as its detail pages",
+        "source": "the source name of image-sitemap records (default: sitemap)",
+        "max_items": "stop after this many images (default: no limit)",
+    }
 
     def __init__(
         self,
@@ -279,7 +286,7 @@ class SitemapSpider(GallerySpider):
                     yield self.image_request(entry.url, entry.hints)
                 else:
                     yield self.image_request(
-                        entry.url, entry.hints, meta=inc.image_meta(walk), errback=inc.image_failed
+                        entry.url, entry.hints, meta=inc.image_meta(walk), errback=self.image_failed
                     )
             if not self.budget_left():
                 break

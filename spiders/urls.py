@@ -8,9 +8,12 @@ Records: ``source="urls"``, no ``source_id`` (the record id becomes ``sha256:<im
 caption as ``prompt`` with ``metadata_source="input"``, ``params = {"input_row": <row index>}``.
 The list is read lazily inside ``start()``. Scrapy 2.19 itself drains ``start()`` into the scheduler as
 fast as it can (it does not stop when the downloader is full: measured, a 2000-row list put 1984
-requests in the scheduler), so the spider throttles itself: it hands out a row only while the scheduler
-holds fewer than ``LAZY_BATCH`` requests (polling ``len(engine.scheduler)`` every 50 ms while full). A
-scheduler without ``__len__`` falls back to Scrapy's documented pattern (wait for ``scheduler_empty``
+requests in the scheduler), so the spider throttles itself. With the project's frontier it hands out
+rows while the frontier ``wants_more()`` (its read-ahead: the sites' next requests are few; a site
+holding a long run of the list does not stop the reading, its requests wait on disk). With another
+scheduler it hands out a row only while the scheduler holds fewer than ``LAZY_BATCH`` requests
+(polling ``len(engine.scheduler)`` every 50 ms while full). A scheduler without ``__len__`` falls back
+to Scrapy's documented pattern (wait for ``scheduler_empty``
 when the engine needs to back out), which stalls up to the engine's 5 s heartbeat. Repeated URLs are
 dropped by Scrapy's duplicate filter.
 """
@@ -41,6 +44,15 @@ POLL_SECONDS = 0.05
 
 class UrlsSpider(MaxItemsMixin, ImageSpider):
     name = "urls"
+    #: what each -a argument of __init__ means (`imagecrawl spiders`; a test checks they match)
+    argument_help = {
+        "input": "a Parquet, CSV or JSONL file of image URLs (required)",
+        "url_col": "the column holding the URL",
+        "caption_col": "the column holding the caption (the prompt)",
+        "shard": "I/N: every N-th row from row I, so N processes share one list",
+        "input_format": "parquet, csv or jsonl (default: from the file name)",
+        "max_items": "stop after this many images (default: no limit)",
+    }
 
     def __init__(
         self,
@@ -82,6 +94,11 @@ class UrlsSpider(MaxItemsMixin, ImageSpider):
             return
         scheduler = engine.scheduler if engine is not None else None
         if engine is None or scheduler is None:
+            return
+        wants_more = getattr(scheduler, "wants_more", None)
+        if callable(wants_more):
+            while not wants_more() and engine.scheduler is scheduler:
+                await sleep(POLL_SECONDS)
             return
         if not hasattr(scheduler, "__len__"):
             if engine.needs_backout():

@@ -176,3 +176,25 @@ def test_pushed_seeds_are_crawled(tmp_path: Path, redis_server: RedisServer, san
     assert result.stats["imagecrawl/pages/gallery/listings"] == 2
     check_gallery_store(store, 40, 7)
     assert c.llen(CrawlKeys(prefix, "gallery").seeds) == 0
+
+
+def test_a_run_on_a_drained_frontier_says_so_and_names_the_reset(
+    tmp_path: Path, redis_server: RedisServer, sandbox_site: Any
+) -> None:
+    """Run a crawl to its end, then again with a higher max_items: the second run finds the frontier
+    drained, crawls nothing, and says how to start afresh; after the reset it crawls again."""
+    prefix = f"t{uuid.uuid4().hex[:8]}"
+    settings = {"IMAGECRAWL_REDIS_URL": redis_server.url, "IMAGECRAWL_REDIS_PREFIX": prefix}
+    args = {"profile": "sandbox", "start_url": sandbox_site.url("gallery/"), "max_pages": 1}
+    first = run_crawl("gallery", store=tmp_path / "store", args={**args, "max_items": 3}, settings=settings)
+    assert first.stats["imagecrawl/parquet/rows"] == 3 and "imagecrawl/distributed/drained" not in first.stats
+    again = run_crawl("gallery", store=tmp_path / "store", args={**args, "max_items": 6}, settings=settings)
+    assert again.stats["imagecrawl/distributed/drained"] == 1
+    assert "imagecrawl/parquet/rows" not in again.stats
+    [line] = [line for line in again.stderr.splitlines() if "already drained" in line]
+    assert " WARNING: " in line and f"imagecrawl seed --redis {redis_server.url} gallery --reset" in line
+    cmd = [sys.executable, "-m", "imagecrawl.cli", "seed", "--redis", redis_server.url, "--prefix", prefix]
+    subprocess.run([*cmd, "gallery", "--reset"], cwd=REPO, capture_output=True, text=True, check=True)
+    after = run_crawl("gallery", store=tmp_path / "store", args={**args, "max_items": 6}, settings=settings)
+    # crawled again: new rows (max_items counts the images already stored too), no drained warning
+    assert after.stats["imagecrawl/parquet/rows"] > 0 and "imagecrawl/distributed/drained" not in after.stats

@@ -61,7 +61,7 @@ def site(sandbox_factory: SandboxFactory) -> SandboxProcess:
 def test_forgotten_rows_stay_gone_and_recheck_follows_robots(tmp_path: Path, site: SandboxProcess) -> None:
     store = tmp_path / "store"
     base = site.base_url.rstrip("/")
-    gallery = {"start_url": f"{base}/gallery/"}
+    gallery = {"profile": "sandbox", "start_url": f"{base}/gallery/"}
     run_crawl("gallery", store=store, args=gallery)
     first = rows(store)
     assert len(first) >= 8
@@ -105,6 +105,11 @@ def test_forgotten_rows_stay_gone_and_recheck_follows_robots(tmp_path: Path, sit
         assert dry.returncode == 0, dry.stderr
         plan = json.loads(dry.stdout)
         assert plan["sites"][0]["verdict"] == "refuses" and plan["forget"]["rows"] == len(kept)
+        assert {r["id"] for r in rows(store)} == kept
+        # the spider Scrapyd schedules, in its dry-run mode: the same verdict in its log, nothing forgotten
+        spider = run_crawl("recheck", store=store, args={"dry_run": 1})
+        assert f"Recheck:   refuses       {base}" in spider.stderr
+        assert f"Recheck: would remove {len(kept)} of {len(kept)} rows" in spider.stderr
         assert {r["id"] for r in rows(store)} == kept
         checked = cli("recheck", str(store), "-s", "IMAGECRAWL_ALLOWED_NETWORKS=127.0.0.0/8", "-s", "LOG_LEVEL=WARNING")
         assert checked.returncode == 0, checked.stderr
@@ -216,3 +221,32 @@ def test_distributed_workers_get_tombstones_through_redis(tmp_path: Path, redis_
     later = SharedTombstones.from_crawler(make_crawler(**settings, IMAGECRAWL_STATE_DIR=str(tmp_path / "w2")))
     assert len(later) == 4 and client.hlen(key) == 4
     assert key_of("synth:1") in {t.id_key for t in later.stones()}
+
+
+def test_forget_commits_what_a_killed_crawl_left_in_the_outbox_first(tmp_path: Path, site: SandboxProcess) -> None:
+    store = tmp_path / "store"
+    base = site.base_url.rstrip("/")
+    killed = run_crawl(
+        "gallery",
+        store=store,
+        args={"start_url": f"{base}/gallery/"},
+        env={"IMAGECRAWL_FAILPOINTS": "shard.commit.before:1"},
+        check=False,
+    )
+    assert killed.returncode == -9
+    outbox = state_dir_for(str(store)) / "outbox"
+    assert list(outbox.glob("*.ready")) and rows(store) == []
+    waiting = [
+        r for path in sorted(outbox.glob("*.ready")) for r in pq.read_table(path, columns=["page_url"]).to_pylist()
+    ]
+    chosen = sorted(r["page_url"] for r in waiting)[:2]
+    done = cli("forget", str(store), "--url-prefix", chosen[0], "--url-prefix", chosen[1], "--reason", "takedown #9")
+    assert done.returncode == 0, done.stderr
+    assert "Committed the shards an interrupted crawl left" in done.stderr
+    assert "removed 2 of" in done.stdout
+    left = rows(store)
+    assert len(left) == len(waiting) - 2 and not {r["page_url"] for r in left} & set(chosen)
+    assert not list(outbox.glob("*.ready"))
+    # the next crawl commits nothing of the forgotten ones again
+    run_crawl("gallery", store=store, args={"start_url": f"{base}/gallery/"})
+    assert not {r["page_url"] for r in rows(store)} & set(chosen)

@@ -60,7 +60,7 @@ def test_inspect_and_help(checkout: Path) -> None:
     assert "civitai" in inspect.stdout
     top = _run(checkout, "-m", "imagecrawl.cli", "--help")
     assert top.returncode == 0
-    for command in ("demo", "inspect", "metadata", "sandbox", "seed"):
+    for command in ("demo", "inspect", "metadata", "sandbox", "seed", "spiders"):
         assert re.search(rf"^\s+{command}\s+\S", top.stdout, re.M), top.stdout
         sub = _run(checkout, "-m", "imagecrawl.cli", command, "--help")
         assert sub.returncode == 0 and sub.stdout.startswith(f"usage: imagecrawl {command}"), sub.stdout

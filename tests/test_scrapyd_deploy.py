@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -67,17 +68,10 @@ def scrapyd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scrapyd]:
     """A real scrapyd on a free loopback port, with its eggs, logs and databases in a temp dir."""
     home = tmp_path_factory.mktemp("scrapyd")
     port = free_port()
-    (home / "scrapyd.conf").write_text(
-        "[scrapyd]\n"
-        "bind_address = 127.0.0.1\n"
-        f"http_port = {port}\n"
-        f"eggs_dir = {home / 'eggs'}\n"
-        f"logs_dir = {home / 'logs'}\n"
-        f"dbs_dir = {home / 'dbs'}\n"
-        "items_dir =\n"
-        "max_proc = 2\n"
-        "poll_interval = 0.5\n"
-    )
+    # the checkout's own scrapyd.conf (relative folders, no root), on a free port and polling fast
+    conf = (REPO / "scrapyd.conf").read_text()
+    conf = re.sub(r"(?m)^http_port\s*=.*$", f"http_port = {port}", conf)
+    (home / "scrapyd.conf").write_text(conf + "poll_interval = 0.5\n")
     exe = Path(sys.executable).with_name("scrapyd")
     log = (home / "scrapyd.log").open("wb")
     process = subprocess.Popen([str(exe)], cwd=home, stdout=log, stderr=subprocess.STDOUT)
@@ -153,5 +147,31 @@ def test_deploy_schedule_and_read_shards(tmp_path: Path, scrapyd: Scrapyd, sandb
     assert "'finish_reason': 'finished'" in log, log[-3000:]
     assert "Traceback" not in log, log[-6000:]
     shards = check_gallery_store(store, 40, 7)  # the session sandbox_site: 40 entries, seed 7
+    # items_dir of the shipped scrapyd.conf: the job's records as JSON lines, without the image bytes
+    [feed] = (scrapyd.home / "items" / "imagecrawl" / "gallery").glob(f"{jobid}.jl")
+    items = [json.loads(line) for line in feed.read_text().splitlines()]
+    stored = read_store(store, columns=["id"]).column("id").to_pylist()
+    assert sorted(i["id"] for i in items) == sorted(stored)
+    assert all("image" not in i and i["image_sha256"] for i in items)
+    assert " ERROR: " not in log, log[-3000:]
+
+    # a misspelt argument, and a relative store: one line in the job's log, and the job's process fails
+    for extra, expected in (
+        ([("start_url", sandbox_site.url("gallery/")), ("max_item", "3")], "(did you mean 'max_items'?)"),
+        ([("setting", "IMAGECRAWL_STORE=data")], "IMAGECRAWL_STORE 'data' is relative"),
+    ):
+        fields = [("project", "imagecrawl"), ("spider", "gallery"), *extra]
+        if not any(v.startswith("IMAGECRAWL_STORE=") for _, v in extra):
+            fields.append(("setting", f"IMAGECRAWL_STORE={store.resolve()}"))
+        bad = _post(url + "schedule.json", fields)["jobid"]
+        deadline = time.monotonic() + 60
+        while not any(j["id"] == bad for j in _get(url + "listjobs.json?project=imagecrawl")["finished"]):
+            assert time.monotonic() < deadline, f"job {bad} did not finish"
+            time.sleep(0.5)
+        bad_log = (scrapyd.home / "logs" / "imagecrawl" / "gallery" / f"{bad}.log").read_text()
+        assert "ERROR: imagecrawl: error: " in bad_log and expected in bad_log, bad_log[-3000:]
+        assert "Traceback" not in bad_log
+        died = [line for line in (scrapyd.home / "scrapyd.log").read_text().splitlines() if f"job='{bad}'" in line]
+        assert any("Process died: exitstatus=2 " in line for line in died), died
     assert set(read_store(store, columns=["source"]).column("source").to_pylist()) == {"gallery"}
     assert shards and all("scrapyd-1" in name for name in shards), shards

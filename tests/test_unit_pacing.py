@@ -1,6 +1,7 @@
 """The pacing middleware driven directly (no network, no engine loop): grants and their meta keys,
-Retry-After closing the site's gate, a retry's ``imagecrawl_not_before`` holding it back (parked
-outside the downloader's count while it waits long), Crawl-delay from the ``robots_parsed`` signal,
+Retry-After closing the site's gate, a retry's ``imagecrawl_not_before`` holding it back, requests the
+frontier let out passing at once, policy fetches (robots.txt) never blocked by the requests waiting for
+them, Crawl-delay from the ``robots_parsed`` signal,
 feedback from errors, and the switches."""
 
 from __future__ import annotations
@@ -12,9 +13,8 @@ from typing import Any
 
 import pytest
 from scrapy import Request, signals
-from scrapy.core.downloader import Slot
 from scrapy.crawler import Crawler
-from scrapy.exceptions import DontCloseSpider, IgnoreRequest, NotConfigured
+from scrapy.exceptions import IgnoreRequest, NotConfigured
 from scrapy.http import Response
 from scrapy.robotstxt import ProtegoRobotParser
 from twisted.internet.error import TimeoutError as TxTimeoutError
@@ -172,26 +172,43 @@ def test_not_before_in_the_future_waits_then_goes() -> None:
     assert grant(mw, Request("https://img.example/b.png", meta={meta.NOT_BEFORE: time.time() - 10})) < 0.1
 
 
-def test_a_long_wait_is_parked_outside_the_downloaders_count() -> None:
-    crawler, mw = pacing(engine=True)
-    engine: StubEngine = crawler.engine  # type: ignore[assignment]
-    request = Request("https://img.example/a.png", meta={meta.NOT_BEFORE: time.time() + 0.8})
-    engine.downloader.active.add(request)
+def test_a_request_the_frontier_let_out_passes_at_once_and_is_stamped_when_it_leaves() -> None:
+    crawler, mw = pacing(IMAGECRAWL_MAX_RATE_PER_SITE=1, IMAGECRAWL_PACING_START_RATE_PER_SECOND=0.5)
+    gate = mw.gate
+    granted_at = time.monotonic()
+    assert gate.acquire("img.example", granted_at) == 0  # what the frontier does
+    request = Request("https://img.example/a.png", meta={meta.PACING_GRANTED: True, meta.SENT_AT: granted_at})
+    before = time.monotonic()
+    assert grant(mw, request) < 0.05  # the gate would say 2 s for a new request: this one has its slot
+    assert request.meta[meta.SENT_AT] >= before
+    assert gate.sites["img.example"].in_flight == 1
+    mw.process_response(request, Response(request.url, status=200, request=request))
+    assert gate.sites["img.example"].in_flight == 0
+    assert crawler.stats.get_value("imagecrawl/pacing/requests") is None  # counted by the frontier's grant
 
-    async def run() -> None:
-        task = asyncio.create_task(mw.process_request(request))
-        await asyncio.sleep(0.3)
-        assert request not in engine.downloader.active
-        assert mw.runtime.parked == 1 and mw.runtime.waiting == 1
-        assert engine._slot.nextcall.count == 1  # the engine is woken to fill the freed slot
-        with pytest.raises(DontCloseSpider):
-            mw._spider_idle()
-        await task
 
-    asyncio.run(run())
-    assert request in engine.downloader.active
-    assert (mw.runtime.parked, mw.runtime.waiting) == (0, 0)
-    mw._spider_idle()  # nothing parked: the spider may close
+def test_a_policy_fetch_goes_while_the_request_waiting_for_it_holds_the_only_slot() -> None:
+    """A site's first request holds its one slot while its robots.txt is fetched: the fetch must not
+    wait for that slot (it would wait forever), but it still takes its turn in the site's spacing."""
+    _, mw = pacing(engine=True, IMAGECRAWL_MAX_CONCURRENCY_PER_SITE=1, IMAGECRAWL_PACING_JITTER=0)
+    gate = mw.gate
+    assert gate.acquire("img.example", time.monotonic()) == 0
+    robots = Request("https://img.example/robots.txt", meta={meta.KIND: "robots"})
+    took = grant(mw, robots)
+    assert took < 0.1
+    assert robots.meta[meta.PACING_GRANTED] == "policy"
+    state = gate.sites["img.example"]
+    assert state.in_flight == 1  # the policy fetch took no slot
+    assert gate.peek_wait("img.example", time.monotonic()) > 0  # but it used the site's next turn
+    mw.process_response(robots, Response(robots.url, status=200, request=robots))
+    assert state.in_flight == 1  # and releases none
+    page = Request("https://img.example/page")
+    with pytest.raises(TimeoutError):  # an ordinary request waits for the slot
+
+        async def bounded() -> None:
+            await asyncio.wait_for(mw.process_request(page), 0.3)
+
+        asyncio.run(bounded())
 
 
 def test_a_closing_crawl_drops_waiting_requests() -> None:
@@ -286,17 +303,13 @@ def test_crawl_delay_ignored_when_switched_off() -> None:
     assert crawler.stats.get_value("imagecrawl/pacing/crawl_delay") is None
 
 
-def test_paced_requests_are_not_delayed_again_by_scrapys_slot() -> None:
-    crawler, mw = pacing(engine=True, DOWNLOAD_DELAY=0)
-    slot = Slot(concurrency=1, delay=3.0, jitter=0.5)
-    crawler.engine.downloader.slots["img.example"] = slot  # type: ignore[attr-defined]
-    unpaced = Request("https://img.example/x", meta={"download_slot": "img.example"})
-    crawler.signals.send_catch_log(signals.request_reached_downloader, request=unpaced, spider=None)
-    assert (slot.delay, slot.concurrency) == (3.0, 1)
-    paced = Request("https://img.example/a.png", meta={"download_slot": "img.example"})
-    grant(mw, paced)
-    crawler.signals.send_catch_log(signals.request_reached_downloader, request=paced, spider=None)
-    assert (slot.delay, slot.jitter, slot.concurrency) == (0.0, 0.0, 4)
+def test_scrapys_per_domain_slot_never_caps_what_the_gate_let_out() -> None:
+    """The gate is the per-site concurrency limit; Scrapy's download slot gets room for it plus the
+    policy fetch its requests wait for (the add-on raises CONCURRENT_REQUESTS_PER_DOMAIN)."""
+    crawler = make_crawler(IMAGECRAWL_MAX_CONCURRENCY_PER_SITE=6, CONCURRENT_REQUESTS_PER_DOMAIN=2)
+    assert crawler.settings.getint("CONCURRENT_REQUESTS_PER_DOMAIN") == 7
+    crawler = make_crawler(IMAGECRAWL_MAX_CONCURRENCY_PER_SITE=2, CONCURRENT_REQUESTS_PER_DOMAIN=9)
+    assert crawler.settings.getint("CONCURRENT_REQUESTS_PER_DOMAIN") == 9
 
 
 def test_spider_closed_records_the_number_of_sites() -> None:
@@ -315,6 +328,8 @@ def test_a_redirect_is_paced_as_the_site_it_is_sent_to() -> None:
     assert origin.meta[meta.SITE] == "origin.example"
     redirected = origin.replace(url="http://target.example:8080/b")  # meta copied, as RedirectMiddleware does
     assert redirected.meta[meta.SITE] == "origin.example"
+    # RedirectMiddleware copies the meta after the pacing middleware took the grant off the answer
+    redirected.meta.pop(meta.PACING_GRANTED)
     grant(mw, redirected)
     assert redirected.meta[meta.SITE] == "target.example"
     runtime = runtime_for(crawler)

@@ -213,9 +213,7 @@ class FailingEngine(RobotsEngine):
         return await super().download_async(request)
 
 
-@pytest.mark.parametrize(
-    "error", [ConnectionRefusedError("refused"), TimeoutError("timed out"), OSError("DNS lookup failed")]
-)
+@pytest.mark.parametrize("error", [OSError("disk on fire"), ValueError("odd")])
 def test_a_robots_txt_that_cannot_be_downloaded_disallows_and_is_fetched_again_later(
     tmp_path: Path, error: Exception
 ) -> None:
@@ -242,6 +240,26 @@ def test_a_robots_txt_that_cannot_be_downloaded_disallows_and_is_fetched_again_l
     skip_log(crawler).close()
     lines = [json.loads(x) for x in (tmp_path / ".imagecrawl" / "state" / "optout.jsonl").read_text().splitlines()]
     assert [line["detail"] for line in lines] == ["robots.txt unreachable"] * 4 + ["Disallow"]
+
+
+@pytest.mark.parametrize("error", [ConnectionRefusedError("refused"), TimeoutError("timed out")])
+def test_a_robots_txt_without_an_answer_disallows_and_is_fetched_again_with_the_next_request(
+    tmp_path: Path, error: Exception
+) -> None:
+    """Refused or timed out: the site may be dead. Its next request (which the pacing gate's dead-site
+    circuit holds back while the site does not answer) fetches robots.txt again: the probe."""
+    crawler, mw = robots(tmp_path, IMAGECRAWL_ROBOTS_RETRY_SECONDS=300)
+    engine = FailingEngine(error)
+    crawler.engine = engine  # type: ignore[assignment]
+    assert isinstance(fetch(mw, "https://s.example/a.png")[0], IgnoreRequest)
+    assert len(engine.asked) == 1
+    assert isinstance(fetch(mw, "https://s.example/c.png")[0], IgnoreRequest)
+    assert len(engine.asked) == 2  # fetched again at once, not 300 s later
+    engine.error = None  # the site comes back
+    assert fetch(mw, "https://s.example/a.png")[0] is None
+    assert len(engine.asked) == 3
+    assert engine.asked[0].meta["download_timeout"] == crawler.settings.getfloat("IMAGECRAWL_POLICY_TIMEOUT_SECONDS")
+    assert crawler.stats.get_value("imagecrawl/optout/robots_txt_unreachable") == 2
 
 
 def test_a_429_robots_txt_disallows_and_the_wait_doubles(tmp_path: Path) -> None:

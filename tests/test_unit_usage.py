@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import io
+import sys
 import tomllib
 from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
@@ -104,6 +105,25 @@ def test_cli_help_lists_subcommands_and_missing_extra_is_one_line() -> None:
     with redirect_stderr(err), pytest.raises(SystemExit) as exit_info:
         cli.main(["nope"])
     assert exit_info.value.code == 2 and "invalid choice" in err.getvalue()
+
+
+def test_every_help_works_without_the_extras(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`imagecrawl seed --help` prints its help without the redis extra; running it says what to install."""
+    for name in [m for m in sys.modules if m == "redis" or m.startswith(("redis.", "imagecrawl.distributed.seeds"))]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "redis", None)  # import redis -> ModuleNotFoundError
+    for command in cli.COMMANDS:
+        out = io.StringIO()
+        with redirect_stdout(out):
+            try:
+                code = cli.main([command, "--help"])
+            except SystemExit as exc:  # argparse's own --help
+                code = int(exc.code or 0)
+        assert code == 0 and out.getvalue().startswith(f"usage: imagecrawl {command}"), (command, out.getvalue())
+    err = io.StringIO()
+    with redirect_stderr(err):
+        assert cli.main(["seed", "--redis", "redis://127.0.0.1:1/0", "gallery", "http://127.0.0.1/"]) == 2
+    assert err.getvalue().startswith("imagecrawl: error: imagecrawl seed needs the 'redis' extra")
 
 
 def test_runtime_install_has_no_dev_tools() -> None:

@@ -71,10 +71,24 @@ def test_argument_and_setting_errors_are_one_line_exit_2(
     if spider == "gallery" and "profile" not in args:
         args.update(profile="sandbox", start_url=f"{site.base_url}gallery/")
     before = len(site.requests())
+    log_file = tmp_path / "crawl.log"
+    settings = {**settings, "LOG_FILE": str(log_file)}
     result = run_crawl(spider, store=tmp_path / "store", args=args, settings=settings, check=False, timeout=90)
     assert result.returncode == 2, result.stderr[-3000:]
-    assert expected in error_line(result.stderr)
+    line = error_line(result.stderr)
+    assert expected in line
+    # the same line where the operator looks: the log file (Scrapyd's job log is one)
+    assert f"ERROR: {line}" in log_file.read_text()
     assert len(site.requests()) == before  # nothing was sent
+
+
+def test_an_unknown_spider_is_one_line_with_the_nearest_name(tmp_path: Path) -> None:
+    result = run_crawl("urlz", store=tmp_path / "store", check=False, timeout=60)
+    assert result.returncode == 2
+    assert error_line(result.stderr) == (
+        "imagecrawl: error: unknown spider: 'urlz' (did you mean 'urls'?); "
+        "valid: civitai, gallery, lexica, sitemap, urls"
+    )
 
 
 def test_local_store_not_writable_stops_before_any_request(site: SandboxProcess, tmp_path: Path) -> None:
@@ -174,9 +188,15 @@ def test_s3_bad_credentials(site: SandboxProcess, tmp_path: Path) -> None:
 
 
 def test_every_request_refused_exits_4(tmp_path: Path) -> None:
-    """`scrapy crawl gallery` as it comes: the bundled profile points at a loopback sandbox, which the
+    """`scrapy crawl gallery -a profile=sandbox`: the bundled profile points at a loopback sandbox, which the
     network guard refuses unless allowed."""
-    result = run_crawl("gallery", store=tmp_path / "store", settings={"IMAGECRAWL_ALLOWED_NETWORKS": ""}, check=False)
+    result = run_crawl(
+        "gallery",
+        store=tmp_path / "store",
+        args={"profile": "sandbox"},
+        settings={"IMAGECRAWL_ALLOWED_NETWORKS": ""},
+        check=False,
+    )
     assert result.returncode == 4, result.stderr[-3000:]
     assert "Traceback" not in result.stderr
     assert result.stats["finish_reason"] == "imagecrawl_all_refused"

@@ -17,14 +17,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
+import time
 from typing import Any
 
 from scrapy.commands.crawl import Command as ScrapyCrawlCommand
 from scrapy.exceptions import UsageError
 
 from imagecrawl import redact
-from imagecrawl.errors import ConfigError, StoreError
+from imagecrawl.errors import ConfigError, StoreError, unknown_name
 from imagecrawl.exitcodes import exit_code
 from imagecrawl.settings_check import check_settings
 
@@ -49,10 +51,30 @@ def user_error(exc: BaseException | None) -> ConfigError | StoreError | None:
     return None
 
 
-def report(error: ConfigError | StoreError) -> int:
-    """The one place a user's mistake becomes one line on stderr (credentials masked); its exit status."""
-    print(f"imagecrawl: error: {redact.mask(str(error))}", file=sys.stderr)
+def report(error: ConfigError | StoreError, settings: Any = None) -> int:
+    """The one place a user's mistake becomes one line on stderr (credentials masked), and the same line
+    in ``LOG_FILE`` when there is one (Scrapyd's job log is one); its exit status."""
+    line = f"imagecrawl: error: {redact.mask(str(error))}"
+    print(line, file=sys.stderr)
+    path = settings.get("LOG_FILE") if settings is not None else None
+    if path:
+        _to_log_file(str(path), line, str(settings.get("LOG_ENCODING") or "utf-8"))
     return error.exit_code
+
+
+def _to_log_file(path: str, line: str, encoding: str) -> None:
+    """Through Scrapy's log handler when it writes that file; before Scrapy set up its logging (a setting
+    checked first), appended in the same format."""
+    target = os.path.abspath(path)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler) and os.path.abspath(handler.baseFilename) == target:
+            logger.error("%s", line)
+            return
+    try:
+        with open(target, "a", encoding=encoding) as fh:
+            fh.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} [{__name__}] ERROR: {line}\n")
+    except OSError as exc:
+        print(f"imagecrawl: cannot write to LOG_FILE {path}: {exc}", file=sys.stderr)
 
 
 class Command(ScrapyCrawlCommand):
@@ -63,12 +85,16 @@ class Command(ScrapyCrawlCommand):
             # before Scrapy sets up its logging and resolver: LOG_LEVEL, LOG_FILE, the allowed networks
             check_settings(self.settings)
         except ConfigError as exc:
-            sys.exit(report(exc))
+            sys.exit(report(exc, self.settings))
 
     def run(self, args: list[str], opts: argparse.Namespace) -> None:
         if len(args) != 1:
             raise UsageError("give exactly one spider name")
         assert self.crawler_process
+        spiders = self.crawler_process.spider_loader.list()
+        if args[0] not in spiders:
+            self.exitcode = report(unknown_name("spider", args[0], spiders, more="scrapy list"), self.settings)
+            return
         crawler = self._create_crawler(args[0])
         failures: list[BaseException] = []
         result: Any = self.crawler_process.crawl(crawler, **opts.spargs)
@@ -79,7 +105,7 @@ class Command(ScrapyCrawlCommand):
         self.crawler_process.start()
         error = user_error(failures[0]) if failures else None
         if error is not None:
-            self.exitcode = report(error)
+            self.exitcode = report(error, self.settings)
             return
         if self.crawler_process.bootstrap_failed:
             self.exitcode = 1

@@ -49,7 +49,7 @@ class DistributedAddon:
             _set_default(settings, "IMAGECRAWL_SHARED_LIMITER_FACTORY", LIMITER_FACTORY)
             _set_default(settings, "IMAGECRAWL_PACING_GATE_FACTORY", GATE_FACTORY)
         if settings.getbool("IMAGECRAWL_REDIS_FRONTIER_ENABLED"):
-            settings.set("SCHEDULER", SCHEDULER, priority="addon")
+            _set_default(settings, "SCHEDULER", SCHEDULER)  # replaces the project's site-aware frontier
             settings.set("DUPEFILTER_CLASS", DUPEFILTER, priority="addon")
             _set_default(settings, "IMAGECRAWL_SHARD_FLUSH_ON_IDLE", True)
         if not settings.get("IMAGECRAWL_AUTHOR_SALT"):

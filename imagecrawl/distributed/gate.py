@@ -34,11 +34,11 @@ class RedisGate:
         return getattr(self.local, name)
 
     # --- admission ----------------------------------------------------------------------------
-    def acquire(self, site: str, now: float) -> float:
+    def acquire(self, site: str, now: float, policy: bool = False) -> float:
         paused = self.limiter.paused_for(site)
         if paused > 0:
             return paused
-        wait = float(self.local.acquire(site, now))
+        wait = float(self.local.acquire(site, now, policy))
         if wait > 0:
             return wait
         shared = self.limiter.acquire(site)
@@ -46,11 +46,18 @@ class RedisGate:
             return 0.0
         # Not now for the site as a whole: give the local slot back as it was (the local pacing state
         # does not pay for the other workers' requests).
-        self.local.revoke(site)
+        if not policy:
+            self.local.revoke(site)
         return shared
 
     def peek_wait(self, site: str, now: float) -> float:
         return max(float(self.local.peek_wait(site, now)), self.limiter.paused_for(site))
+
+    def depart(self, site: str, granted_at: float, now: float) -> float:
+        return float(self.local.depart(site, granted_at, now))
+
+    def ended(self, site: str, now: float) -> None:
+        self.local.ended(site, now)
 
     def release(self, site: str, sent_at: float, now: float) -> None:
         self.local.release(site, sent_at, now)

@@ -19,11 +19,14 @@ import logging
 import os
 import sys
 from collections.abc import Iterable, Sequence
-
-import redis
+from typing import TYPE_CHECKING
 
 from imagecrawl import defaults as project_settings
 from imagecrawl.distributed.config import CrawlKeys
+from imagecrawl.errors import missing_extra
+
+if TYPE_CHECKING:
+    import redis
 
 logger = logging.getLogger(__name__)
 
@@ -66,9 +69,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("-f", "--file", help="read seeds from this file, one a line ('-': standard input)")
     parser.add_argument("--reset", action="store_true", help="clear the crawl's frontier first")
-    args = parser.parse_args(argv)
+    args = parser.parse_args(argv)  # --help works without the redis extra
     if not args.redis:
         parser.error("no Redis URL: pass --redis or set IMAGECRAWL_REDIS_URL")
+    try:
+        import redis
+    except ModuleNotFoundError as exc:
+        raise missing_extra("imagecrawl seed", "redis", exc.name or "redis") from None
     client = redis.Redis.from_url(args.redis)
     keys = CrawlKeys(args.prefix, args.crawl)
     if args.reset:

@@ -322,6 +322,24 @@ class Worker:
             self.stats.inc_value("imagecrawl/distributed/idle_waits")
             logger.debug("Idle but the crawl is not done: queued=%d leased=%d seeds=%d", queued, leased, seeds)
             raise DontCloseSpider
+        self._say_if_drained()
+
+    def _say_if_drained(self) -> None:
+        """A run that found the shared frontier already drained (every request it made was seen by an
+        earlier run, so it crawled nothing) says so, with the command that starts the crawl afresh."""
+        if self.stats.get_value("scheduler/enqueued/redis") or self.stats.get_value("scheduler/dequeued/redis"):
+            return
+        self.stats.set_value("imagecrawl/distributed/drained", 1)
+        from imagecrawl.distributed.frontier import _safe_url
+
+        logger.warning(
+            "The shared frontier %s is already drained: every request of this run was seen by an earlier run "
+            "of the crawl, so nothing was crawled. To crawl it again (e.g. with a higher max_items), clear "
+            "its frontier first (the dedupe ledger stays): imagecrawl seed --redis %s %s --reset",
+            self.keys.base,
+            _safe_url(self.config.url),
+            self.config.crawl,
+        )
 
     def _spider_closed(self, reason: str) -> None:
         self._stop.set()

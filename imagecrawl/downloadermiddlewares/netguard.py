@@ -222,6 +222,13 @@ class NetGuardMiddleware:
         )
         raise IgnoreRequest(f"network guard: {host} is {ip} ({reason})")
 
+    def _dns_failed(self, request: Request, host: str, detail: str) -> NoReturn:
+        """A name that does not resolve: a DNS failure (counted once, under ``dns_error``), not a refusal
+        by the guard's rules; the request is not sent."""
+        self.stats.inc_value("imagecrawl/netguard/dns_error")
+        logger.warning("DNS lookup failed for %s (%s): %s not requested", host, detail, request.url)
+        raise IgnoreRequest(f"dns_error: {host} does not resolve ({detail})")
+
     async def process_request(self, request: Request) -> None:
         parts = urlparse_cached(request)
         if parts.scheme not in ("http", "https"):
@@ -240,11 +247,9 @@ class NetGuardMiddleware:
             addresses = await self._resolve(host.rstrip(".").lower(), port)
         except (OSError, UnicodeError) as exc:
             # Fail closed: an address the guard never saw is not let through to the downloader's own lookup.
-            self.stats.inc_value("imagecrawl/netguard/dns_error")
-            self._refuse(request, host, f"no address ({exc})", "dns_error")
+            self._dns_failed(request, host, str(exc))
         if not addresses:
-            self.stats.inc_value("imagecrawl/netguard/dns_error")
-            self._refuse(request, host, "no address", "dns_error")
+            self._dns_failed(request, host, "no address")
         for address in addresses:
             resolved = literal_ip(address)
             if resolved is None:

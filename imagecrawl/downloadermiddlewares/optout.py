@@ -85,6 +85,8 @@ class PolicyFiles:
 
     def __init__(self, crawler: Crawler, clock: Callable[[], float] = time.monotonic) -> None:
         self.config = PolicyFileConfig.from_settings(crawler.settings)
+        #: their own short timeout: a site that never answers costs seconds, not DOWNLOAD_TIMEOUT
+        self.timeout = crawler.settings.getfloat("IMAGECRAWL_POLICY_TIMEOUT_SECONDS")
         self.crawler = crawler
         self.clock = clock
         crawler.signals.connect(self._bytes_received, signal=signals.bytes_received)
@@ -96,7 +98,13 @@ class PolicyFiles:
             priority=1000,
             headers={"Accept-Encoding": "identity"},
             # no DOWNLOAD_MAXSIZE cut (a 40 MB file is not an error): the budget stops it, far earlier
-            meta={"dont_obey_robotstxt": True, meta.POLICY_FILE: 0, "download_maxsize": 0, **meta_keys},
+            meta={
+                "dont_obey_robotstxt": True,
+                meta.POLICY_FILE: 0,
+                "download_maxsize": 0,
+                "download_timeout": self.timeout,
+                **meta_keys,
+            },
             callback=NO_CALLBACK,
         )
 

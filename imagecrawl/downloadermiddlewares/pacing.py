@@ -1,16 +1,18 @@
-"""Per-site pacing (AIMD on rate and concurrency, Retry-After, Crawl-delay) and backoff retries.
+"""Per-site pacing (AIMD on rate and concurrency, Retry-After, Crawl-delay, bans, dead sites): the
+response side, and the gate for requests that do not come through the frontier.
 
-``PacingMiddleware`` sits closest to the network (after the HTTP cache), so every request that
-really leaves - robots.txt fetches, retries, redirects, probes - waits at the site's gate in
-``process_request`` first; it is never dropped (unless its site was abandoned after a ban).  The
-gate's state lives in :class:`PacingRuntime` for the whole crawl, keyed by site, so Scrapy's
-garbage collection of idle download slots loses nothing.  Scrapy's own slot delay is set to 0 for
-paced slots (the gate already spaces requests; ``DOWNLOAD_DELAY`` becomes a floor of the gate).
+The decisions are taken before a request leaves the frontier (:mod:`imagecrawl.scheduler`): it asks the
+site's gate and marks what it lets through (``imagecrawl_pacing_granted``). ``PacingMiddleware`` sits
+closest to the network (after the HTTP cache) and keeps what must see the answer: it releases the slot,
+reads Retry-After and feeds latency, 429/503 and download errors back to the site's controller (and its
+dead-site circuit). The gate's state lives in :class:`PacingRuntime` for the whole crawl, keyed by site,
+so Scrapy's garbage collection of idle download slots loses nothing.
 
-While a request waits at a closed gate (Retry-After, cool-down) it is taken out of the downloader's
-``active`` set, up to ``IMAGECRAWL_PACING_MAX_PARKED`` requests, so a paused site does not use up
-``CONCURRENT_REQUESTS`` and starve the other sites; an idle-signal handler keeps the spider open
-while requests are parked. Retries are :mod:`imagecrawl.downloadermiddlewares.retry`'s.
+Requests that did not come through the frontier wait here in ``process_request``: policy fetches
+(robots.txt, the TDMRep file, or anything a component fetches with ``engine.download_async`` while the
+frontier runs: spaced, capped and paused like any request, but without a concurrency slot, since the
+site's other requests may wait for them) and, with another ``SCHEDULER`` (the Redis frontier of
+distributed crawls), every request.
 
 In distributed crawls ``IMAGECRAWL_PACING_GATE_FACTORY`` (set by the distributed add-on) wraps the
 in-process gate in one shared by all workers; the gate is any :class:`imagecrawl.pacing.RateGate`.
@@ -27,25 +29,32 @@ from typing import Any, Self
 
 from scrapy import Request, signals
 from scrapy.crawler import Crawler
-from scrapy.exceptions import DontCloseSpider, IgnoreRequest, NotConfigured
+from scrapy.exceptions import IgnoreRequest, NotConfigured
 from scrapy.http import Response
 from scrapy.utils.httpobj import urlparse_cached
 from scrapy.utils.misc import load_object
 
 from imagecrawl import meta
+from imagecrawl.extensions.jobdir import CrawlClosing
 from imagecrawl.pacing import Feedback, InProcessGate, RateGate, parse_retry_after
-from imagecrawl.pacing.config import PacingConfig, ban_config_from_settings
+from imagecrawl.pacing.config import PacingConfig, ban_config_from_settings, circuit_config_from_settings
 from imagecrawl.pacing.looplag import LoopLag
 from imagecrawl.pacing.signals import classify_exception, classify_status
 from imagecrawl.pacing.sitekey import site_of_host
+from imagecrawl.scheduler import engine_closing, wake_engine
 from imagecrawl.storage.context import crawl_context
 
 logger = logging.getLogger(__name__)
 
-#: Requests waiting longer than this at a closed gate are parked outside Scrapy's concurrency count.
-PARK_AFTER_SECONDS = 0.5
 #: A waiting request re-checks the gate (and whether the crawl is closing) at least this often.
 MAX_SLEEP_SECONDS = 0.5
+#: ``imagecrawl_kind`` of the fetches the site's other requests wait for
+POLICY_KINDS = frozenset({"robots", "tdmrep"})
+
+
+def is_policy_fetch(request: Request) -> bool:
+    """robots.txt and the TDMRep file: fetched once per site, its other requests wait for them."""
+    return meta.POLICY_FILE in request.meta or request.meta.get(meta.KIND) in POLICY_KINDS
 
 
 class PacingRuntime:
@@ -61,6 +70,7 @@ class PacingRuntime:
             bans=ban_config_from_settings(crawler.settings),
             jitter=config.jitter,
             default_floor_interval=config.floor_interval,
+            circuit=circuit_config_from_settings(crawler.settings),
         )
         factory = crawler.settings.get("IMAGECRAWL_PACING_GATE_FACTORY")
         # distributed crawls: rate, Retry-After and bans shared by all workers
@@ -73,7 +83,10 @@ class PacingRuntime:
         self._site_by_netloc: dict[str, str] = {}
         self.rng = random.Random()
         self.waiting = 0
-        self.parked = 0
+        #: the frontier (imagecrawl.scheduler.FrontierScheduler) while one is open: told of releases
+        self.frontier: Any = None
+        #: the pacing middleware is installed (it releases what the frontier lets out)
+        self.middleware = False
         #: the crawler's own scheduling delay, kept out of the site's latency (imagecrawl.pacing.looplag)
         self.lag = LoopLag()
         self._closing_task: asyncio.Task[None] | None = None
@@ -121,6 +134,15 @@ class PacingRuntime:
         fut = self._slot_waiters.pop(site, None)
         if fut is not None:
             _resolve(fut)
+        if self.frontier is not None:
+            self.frontier.released(site)
+
+    def release_unsent(self, site: str) -> None:
+        """A request let out of the frontier came back to it without an answer or an error (a middleware
+        replaced it before it was sent): its slot is free again."""
+        now = time.monotonic()
+        self.gate.release(site, now, now)
+        self.released(site)
 
     def snapshot(self) -> dict[str, dict[str, Any]]:
         """Per-site state for the progress line and the report (docs/stats.md, the snapshot hook),
@@ -130,7 +152,12 @@ class PacingRuntime:
         for site, state in self.gate.sites.items():
             closed = self.gate.peek_wait(site, now_m) if state.paused_until > now_m else 0.0
             ban = state.ban.state.value
-            if ban == "healthy":
+            circuit = state.circuit.state.value
+            if circuit == "dead":
+                label = "dead"
+            elif circuit != "closed":
+                label = "no answer"
+            elif ban == "healthy":
                 recently_cut = now_m - state.controller.last_cut < 10.0
                 label = "paused" if closed > 0 else ("slow" if recently_cut else "ok")
             elif ban == "banned":
@@ -154,6 +181,8 @@ class PacingRuntime:
             group, _, name = event.kind.partition("/")
             if group == "bans":
                 self.stats.inc_value(f"imagecrawl/bans/{name}")
+            elif group == "circuit":
+                self.stats.inc_value(f"imagecrawl/circuit/{name}")
             else:
                 self.stats.inc_value(f"imagecrawl/pacing/{name}")
             if event.kind == "pacing/increase":
@@ -162,6 +191,9 @@ class PacingRuntime:
                 level = logging.WARNING if event.kind in ("bans/banned", "bans/abandoned") else logging.INFO
                 logger.log(level, "Site %s %s", event.site, event.message)
                 abandoned = abandoned or event.kind == "bans/abandoned"
+            elif event.kind.startswith("circuit/"):
+                level = logging.WARNING if event.kind in ("circuit/opened", "circuit/dead") else logging.INFO
+                logger.log(level, "Site %s: %s", event.site, event.message)
             else:
                 logger.info("Site %s: %s", event.site, event.message)
         if abandoned and self.close_when_all_abandoned and self.gate.all_abandoned():
@@ -177,17 +209,10 @@ class PacingRuntime:
         self._closing_task = asyncio.ensure_future(engine.close_spider_async(reason="banned"))
 
     def closing(self) -> bool:
-        engine = self.crawler.engine
-        if engine is None or not engine.running:
-            return True
-        slot = getattr(engine, "_slot", None)
-        return slot is None or getattr(slot, "closing", None) is not None
+        return engine_closing(self.crawler.engine)
 
     def wake_engine(self) -> None:
-        slot = getattr(self.crawler.engine, "_slot", None)
-        nextcall = getattr(slot, "nextcall", None)
-        if nextcall is not None:
-            nextcall.schedule()
+        wake_engine(self.crawler.engine)
 
 
 def _resolve(fut: asyncio.Future[None]) -> None:
@@ -211,11 +236,10 @@ class PacingMiddleware:
     def __init__(self, crawler: Crawler, runtime: PacingRuntime) -> None:
         self.crawler = crawler
         self.runtime = runtime
+        runtime.middleware = True
         self.gate = runtime.gate
         self.config = runtime.config
         crawler.signals.connect(self._robots_parsed, signal=signals.robots_parsed)
-        crawler.signals.connect(self._reached_downloader, signal=signals.request_reached_downloader)
-        crawler.signals.connect(self._spider_idle, signal=signals.spider_idle)
         crawler.signals.connect(self._spider_opened, signal=signals.spider_opened)
         crawler.signals.connect(self._spider_closed, signal=signals.spider_closed)
 
@@ -230,32 +254,50 @@ class PacingMiddleware:
     async def process_request(self, request: Request) -> None:
         if request.meta.get(meta.DONT_PACE) or not request.url.startswith(("http://", "https://")):
             return
+        if request.meta.get(meta.PACING_GRANTED) is True:
+            # The frontier let it out and it holds its slot. If it waited (for robots.txt), a Retry-After
+            # that came meanwhile and the cap as the site counts arrivals are checked again.
+            rt = self.runtime
+            site = rt.site_of(request)
+            granted_at = float(request.meta.get(meta.SENT_AT, 0.0))
+            while (wait := self.gate.depart(site, granted_at, now := time.monotonic())) > 0:
+                await self._sleep(wait)
+            request.meta[meta.SENT_AT] = now
+            return
+        await self._wait_at_gate(request)
+
+    async def _wait_at_gate(self, request: Request) -> None:
+        """A request that did not come through the frontier waits for its site's gate here."""
         rt = self.runtime
         site = rt.site_of(request)
+        # With the frontier, a request that did not come through it was fetched by a component directly
+        # (engine.download_async: robots.txt, TDMRep, a third-party middleware) and the request that
+        # waits for it may hold the site's slot: it goes as a policy fetch, without one.
+        policy = is_policy_fetch(request) or rt.frontier is not None
         started = time.monotonic()
-        parked = False
         rt.waiting += 1
         try:
             # A retry's backoff comes first, outside the site's queue, so it holds up nobody else.
             not_before = request.meta.get(meta.NOT_BEFORE)
             if not_before is not None:
                 while (delay := float(not_before) - time.time()) > 0:
-                    parked = self._park(request, parked, delay)
                     await self._sleep(delay)
-            lock = rt.locks.setdefault(site, asyncio.Lock())
-            if lock.locked():
-                parked = self._park(request, parked, self.gate.peek_wait(site, time.monotonic()))
-            async with lock:  # FIFO per site: only the head of the line polls the gate
+            # FIFO per site: only the head of the line polls the gate (policy fetches have their own line)
+            lock = rt.locks.setdefault(f"{site}\0policy" if policy else site, asyncio.Lock())
+            async with lock:
                 while True:
                     now = time.monotonic()
-                    wait = self.gate.acquire(site, now)
+                    wait = self.gate.acquire(site, now, policy)
                     rt.flush()
                     if wait == 0:
                         break
                     if math.isinf(wait):
+                        if self.gate.dead(site):
+                            reason = "dead_site"
+                            rt.stats.inc_value(f"imagecrawl/frontier/dropped/{reason}")
+                            raise IgnoreRequest(f"site {site} does not answer (dead)")
                         rt.stats.inc_value("imagecrawl/bans/dropped")
                         raise IgnoreRequest(f"site {site} was abandoned after bans")
-                    parked = self._park(request, parked, wait)
                     state = self.gate.sites.get(site)
                     if state is not None and state.held_by_window:
                         await self._wait_for_slot(site, wait)
@@ -263,59 +305,42 @@ class PacingMiddleware:
                         await self._sleep(wait)
         finally:
             rt.waiting -= 1
-            if parked:
-                self._unpark(request)
         waited = now - started
         if waited > 0.001:
             rt.stats.inc_value("imagecrawl/pacing/wait_ms", round(waited * 1000))
         rt.stats.inc_value("imagecrawl/pacing/requests")
         request.meta[meta.SENT_AT] = now
-        request.meta[meta.PACING_GRANTED] = True
+        request.meta[meta.PACING_GRANTED] = "policy" if policy else True
 
     async def _sleep(self, seconds: float) -> None:
         if self.runtime.closing():
-            raise IgnoreRequest("the crawl is closing")
+            raise CrawlClosing()
         await asyncio.sleep(min(max(seconds, 0.001), MAX_SLEEP_SECONDS))
         if self.runtime.closing():
-            raise IgnoreRequest("the crawl is closing")
+            raise CrawlClosing()
 
     async def _wait_for_slot(self, site: str, timeout: float) -> None:
         if self.runtime.closing():
-            raise IgnoreRequest("the crawl is closing")
+            raise CrawlClosing()
         await self.runtime.wait_for_slot(site, min(timeout, MAX_SLEEP_SECONDS))
         if self.runtime.closing():
-            raise IgnoreRequest("the crawl is closing")
-
-    def _park(self, request: Request, parked: bool, wait: float) -> bool:
-        """Take a request that will wait a while out of the downloader's concurrency count."""
-        rt = self.runtime
-        if parked or wait < PARK_AFTER_SECONDS or rt.parked >= self.config.max_parked:
-            return parked
-        engine = self.crawler.engine
-        if engine is None or request not in engine.downloader.active:
-            return parked
-        engine.downloader.active.discard(request)
-        rt.parked += 1
-        rt.wake_engine()
-        return True
-
-    def _unpark(self, request: Request) -> None:
-        self.runtime.parked -= 1
-        engine = self.crawler.engine
-        if engine is not None:
-            engine.downloader.active.add(request)
+            raise CrawlClosing()
 
     # --- feedback -----------------------------------------------------------------------------
 
     def process_response(self, request: Request, response: Response) -> Response:
-        if not request.meta.pop(meta.PACING_GRANTED, False):
+        granted = request.meta.pop(meta.PACING_GRANTED, False)
+        if not granted:
             return response
         rt = self.runtime
         site = rt.site_of(request)
         now = time.monotonic()
         sent_at = float(request.meta.get(meta.SENT_AT, now))
-        self.gate.release(site, sent_at, now)
-        rt.released(site)
+        if granted is True:
+            self.gate.release(site, sent_at, now)
+            rt.released(site)
+        else:
+            self.gate.ended(site, now)
         retry_after: float | None = None
         if response.status in (429, 503):
             header = response.headers.get(b"Retry-After")
@@ -341,15 +366,19 @@ class PacingMiddleware:
         return response
 
     def process_exception(self, request: Request, exception: Exception) -> None:
-        if not request.meta.pop(meta.PACING_GRANTED, False):
+        granted = request.meta.pop(meta.PACING_GRANTED, False)
+        if not granted:
             return
         rt = self.runtime
         site = rt.site_of(request)
         now = time.monotonic()
         sent_at = float(request.meta.get(meta.SENT_AT, now))
-        self.gate.release(site, sent_at, now)
-        rt.released(site)
-        self.gate.feedback(site, Feedback(classify_exception(exception), sent_at, None, None), now)
+        if granted is True:
+            self.gate.release(site, sent_at, now)
+            rt.released(site)
+        else:
+            self.gate.ended(site, now)
+        self.gate.feedback(site, Feedback(classify_exception(exception), sent_at, None, None, answer=False), now)
         rt.flush()
 
     # --- signals ------------------------------------------------------------------------------
@@ -367,24 +396,8 @@ class PacingMiddleware:
             self.gate.set_floor_interval(site, float(delay))
             self.runtime.flush()
 
-    def _reached_downloader(self, request: Request, spider: Any = None) -> None:
-        """The gate already spaced this request: Scrapy's slot must not delay or cap it again."""
-        engine = self.crawler.engine
-        if engine is None or not request.meta.get(meta.SENT_AT):
-            return
-        slot = engine.downloader.slots.get(request.meta.get("download_slot", ""))
-        if slot is None:
-            return
-        slot.delay = 0.0
-        slot.jitter = 0.0
-        slot.concurrency = max(slot.concurrency, self.config.aimd.max_concurrency)
-
     def _spider_opened(self) -> None:
         self.runtime.lag.start()
-
-    def _spider_idle(self) -> None:
-        if self.runtime.parked > 0:
-            raise DontCloseSpider("requests are waiting at a paced site's gate")
 
     def _spider_closed(self, reason: str) -> None:
         self.runtime.lag.stop()

@@ -82,6 +82,8 @@ class BackoffRetryMiddleware:
     def process_exception(self, request: Request, exception: Exception) -> Request | None:
         if request.meta.get("dont_retry") or not isinstance(exception, self.exceptions):
             return None
+        if meta.POLICY_FILE in request.meta or request.meta.get(meta.KIND) in ("robots", "tdmrep"):
+            return None  # a policy fetch: fetched again with the site's next request (the circuit decides)
         return self._retry(request, type(exception).__name__, None)
 
     def _retry(self, request: Request, reason: str, retry_after: float | None) -> Request | None:

@@ -13,7 +13,10 @@ It is Scrapy's ``RobotsTxtMiddleware`` (Protego, our product token) with:
   DNS error, a refusal by another middleware). It is fetched again ``IMAGECRAWL_ROBOTS_RETRY_SECONDS``
   later (doubling while it stays unreachable); each such fetch is counted
   (``imagecrawl/optout/robots_txt_unreachable``), each request refused meanwhile too. Any other 4xx
-  means "no rules";
+  means "no rules". The fetch has its own short timeout (``IMAGECRAWL_POLICY_TIMEOUT_SECONDS``) and
+  is not retried after a download error: a site that does not answer at all (refused, timeout, DNS)
+  has its robots.txt fetched again with its next request, and the pacing gate's dead-site circuit
+  decides when that is;
 * the ``Crawl-delay`` for our token kept in the crawl's :class:`~imagecrawl.optout.crawldelay.CrawlDelays`
   (the pacing middleware reads it from Scrapy's ``robots_parsed`` signal itself);
 * hosts in ``IMAGECRAWL_OPTOUT_OWNED_HOSTS`` exempt (warned at start);
@@ -39,16 +42,21 @@ from scrapy.utils.httpobj import urlparse_cached
 from scrapy.utils.misc import build_from_crawler
 from twisted.internet.defer import Deferred
 
+from imagecrawl import meta
 from imagecrawl.downloadermiddlewares.optout import policy_files, skip_log
 from imagecrawl.optout.budget import PolicyBodyError
 from imagecrawl.optout.config import OptOutConfig
 from imagecrawl.optout.crawldelay import CrawlDelays
 from imagecrawl.optout.robotsprefs import RobotsPrefs, parse_robots_prefs, robots_refusal
+from imagecrawl.pacing.gate import Signal
+from imagecrawl.pacing.signals import classify_exception
 from imagecrawl.storage.context import crawl_context
 
 logger = logging.getLogger(__name__)
 
 _DISALLOW_ALL = b"User-agent: *\nDisallow: /\n"
+#: download-error kinds (``imagecrawl_download_error``) that mean the site did not answer at all
+NO_ANSWER_KINDS = frozenset({"timeout", "connection_refused", "dns", "connection"})
 
 
 def crawl_delays(crawler: Crawler) -> CrawlDelays:
@@ -92,12 +100,12 @@ class RobotsMiddleware(RobotsTxtMiddleware):
         if netloc not in self._parsers:
             # Scrapy's fetch, without its traceback for an unreachable site (logged in one line below)
             self._parsers[netloc] = Deferred()
-            robots_request = self.policy.request(f"{url.scheme}://{netloc}/robots.txt")
+            robots_request = self.policy.request(f"{url.scheme}://{netloc}/robots.txt", **{meta.KIND: "robots"})
             try:
                 response = await self.crawler.engine.download_async(robots_request)
                 await self._parse_robots(response, netloc, request)
             except Exception as exc:
-                self._robots_error(exc, netloc)
+                self._robots_error(exc, netloc, robots_request.meta.get(meta.DOWNLOAD_ERROR))
             self._stats.inc_value("robotstxt/request_count")
         parser = self._parsers[netloc]
         if isinstance(parser, Deferred):
@@ -142,10 +150,22 @@ class RobotsMiddleware(RobotsTxtMiddleware):
             self.skips.skip(reason, request.url, detail)
             raise IgnoreRequest(f"robots.txt {reason}: {detail}")
 
-    def _mark_unreachable(self, netloc: str, why: str) -> None:
-        """RFC 9309 §2.3.1.4: an unreachable robots.txt means "disallow everything"; try again later."""
+    def _mark_unreachable(self, netloc: str, why: str, no_answer: bool = False) -> None:
+        """RFC 9309 §2.3.1.4: an unreachable robots.txt means "disallow everything"; try again later.
+        ``no_answer`` (refused, timeout, DNS): with the site's next request, which the dead-site circuit
+        holds back while the site does not answer."""
         self._stats.inc_value("imagecrawl/optout/robots_txt_unreachable")
         previous = self._unreachable.get(netloc)
+        if no_answer:
+            # keep the backoff a later unreachable answer (a 5xx) continues from
+            self._unreachable[netloc] = (
+                self.policy.clock(),
+                previous[1] if previous is not None else self.policy.config.retry_seconds / 2,
+            )
+            logger.warning(
+                "robots.txt of %s is unreachable (%s): treating the site as disallowed until it answers", netloc, why
+            )
+            return
         wait = self.policy.config.next_retry(previous[1] if previous is not None else None)
         self._unreachable[netloc] = (self.policy.clock() + wait, wait)
         logger.warning(
@@ -196,11 +216,13 @@ class RobotsMiddleware(RobotsTxtMiddleware):
         if isinstance(rp_dfd, Deferred):
             rp_dfd.callback(rp)
 
-    def _robots_error(self, exc: Exception, netloc: str) -> None:
+    def _robots_error(self, exc: Exception, netloc: str, kind: str | None = None) -> None:
         # Scrapy stores None ("allow everything") for a failed download: store "disallow" instead.
         if not isinstance(exc, IgnoreRequest):
             self._stats.inc_value(f"robotstxt/exception_count/{type(exc)}")
-        self._mark_unreachable(netloc, f"{type(exc).__name__}: {exc}")
+        # the download-errors middleware turns the error into an IgnoreRequest; its kind stays in meta
+        no_answer = kind in NO_ANSWER_KINDS or classify_exception(exc) in (Signal.TIMEOUT, Signal.CONNECTION)
+        self._mark_unreachable(netloc, f"{type(exc).__name__}: {exc}", no_answer)
         self._fetched_at[netloc] = self.policy.clock()
         rp = self._parserimpl.from_crawler(self.crawler, _DISALLOW_ALL)
         rp_dfd = self._parsers.get(netloc)

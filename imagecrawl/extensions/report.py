@@ -100,6 +100,8 @@ def build_report(
         "responses_403": int(get("downloader/response_status_count/403", 0)),
         "retry_after_seen": sum(s.retry_after_seen for s in monitor.sites.values()),
         "bans_detected": prefixed_sum(stats, "imagecrawl/bans/detected/"),
+        "dead_sites": int(get("imagecrawl/frontier/dead_sites", 0)),
+        "dropped_dead_site": int(get("imagecrawl/frontier/dropped/dead_site", 0)),
         "outbox_pending": int(get("imagecrawl/store/outbox_pending", 0)),
     }
     sites = []

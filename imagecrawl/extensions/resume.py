@@ -23,7 +23,7 @@ from scrapy.exceptions import NotConfigured
 logger = logging.getLogger(__name__)
 
 MARKER = "imagecrawl.running"
-SCHEDULER_STATE = ("requests.queue", "requests.seen")
+SCHEDULER_STATE = ("requests.queue", "requests.seen", "frontier.sqlite3")
 
 
 class ResumeGuard:

@@ -98,6 +98,36 @@ def live_writers(state: Path) -> list[str]:
     return found
 
 
+def commit_leftovers(store: LocalStore | S3Store, state: Path, settings: Any) -> None:
+    """Commit what an interrupted crawl left in the outbox (as its next start would: the outbox's own
+    recovery), so that its rows are in the store when the selection is made; :class:`StoreError` if the
+    store does not take them all."""
+    import asyncio
+
+    from imagecrawl.dedupe.sqlite import open_ledger
+    from imagecrawl.storage.outbox import Outbox
+
+    ledger = open_ledger(state / "ledger.sqlite3", owner=f"forget-{engine.new_op_id()}")
+
+    async def flush() -> list[str]:
+        keys = {shard.key for shard in store.list_shards()}
+        outbox = Outbox(state / "outbox", store, ledger, max_bytes=settings.getint("IMAGECRAWL_OUTBOX_MAX_BYTES"))
+        outbox.recover(keys, settings.getint("IMAGECRAWL_ROW_GROUP_ROWS"))
+        return await outbox.close(timeout=settings.getfloat("IMAGECRAWL_CLOSE_COMMIT_TIMEOUT_SECONDS"))
+
+    try:
+        waiting = asyncio.run(flush())
+    finally:
+        ledger.close()
+    left = outbox_leftovers(state)
+    if waiting or left:
+        raise StoreError(
+            f"the outbox {state / 'outbox'} holds {len(waiting or left)} shard(s) an interrupted crawl left that "
+            f"the store did not take now ({(waiting or left)[0]}, ...): forget again when the store takes them"
+        )
+    logger.warning("Committed the shards an interrupted crawl left in %s before forgetting", state / "outbox")
+
+
 def outbox_leftovers(state: Path) -> list[str]:
     outbox = state / "outbox"
     if not outbox.is_dir():
@@ -199,6 +229,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.reason.strip(),
             dry_run=args.dry_run,
             publish=tombstone_publisher(settings),
+            settings=settings,
         )
     except ConfigError as exc:
         print(f"imagecrawl forget: error: {exc}", file=sys.stderr)
@@ -232,6 +263,7 @@ def run(
     *,
     dry_run: bool,
     publish: Callable[[list[Tombstone]], Any] | None = None,
+    settings: Any = None,
 ) -> dict[str, Any]:
     """Plan (and unless ``dry_run`` carry out) one forget run; first finish any run a crash interrupted."""
     journal = engine.Journal(state)
@@ -249,12 +281,8 @@ def run(
             raise StoreError(
                 f"{writers[0]} is writing into this store now: run imagecrawl forget again when it has ended"
             )
-        leftovers = outbox_leftovers(state)
-        if leftovers:
-            raise StoreError(
-                f"the outbox {state / 'outbox'} holds {len(leftovers)} file(s) an interrupted crawl left "
-                f"({leftovers[0]}, ...): start any crawl into this store once (it commits them first), then forget"
-            )
+        if outbox_leftovers(state):
+            commit_leftovers(store, state, settings if settings is not None else store_settings(store.url, []))
         current = engine.fingerprint(engine.described(selection), reason)
         resumed = None
         for pending in journal.pending():

@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shutil
 import sqlite3
 import sys
 import tempfile
@@ -46,6 +47,8 @@ from imagecrawl.forget.selectors import Selection, parse_selector
 logger = logging.getLogger(__name__)
 
 REASON = "opt-out withdrawn"
+#: the temporary folder of a recheck crawl's skip log
+SKIP_LOG_PREFIX = "imagecrawl-recheck-"
 #: the settings of the recheck crawl: it fetches pages only and writes nothing to the store
 RECHECK_SETTINGS = {
     "IMAGECRAWL_DEDUPE_ENABLED": False,
@@ -110,16 +113,40 @@ def sites_in_store(store: Any, sample: int) -> dict[str, Site]:
 
 
 class RecheckSpider(scrapy.Spider):
-    """Asks each site's root and sample pages through the crawl's middlewares; notes what was refused."""
+    """Asks each site's root and sample pages through the crawl's middlewares; notes what was refused.
+
+    Run by ``imagecrawl recheck`` (which applies the verdicts itself), or as ``scrapy crawl recheck``
+    (``spiders/recheck.py``; the way Scrapyd schedules it): then it reads the sites from
+    ``IMAGECRAWL_STORE`` at start and forgets at close (``-a dry_run=1``: only reports)."""
 
     name = "imagecrawl-recheck"
-    custom_settings = RECHECK_SETTINGS
+    custom_settings = {
+        **RECHECK_SETTINGS,
+        # every site refusing is an answer here, not a crawl that got nothing (exit 4)
+        "EXTENSIONS": {"imagecrawl.extensions.outcome.CrawlOutcome": None},
+    }
 
-    def __init__(self, sites: dict[str, Site] | None = None, **kwargs: Any) -> None:
+    def __init__(self, sites: dict[str, Site] | None = None, dry_run: str | bool = False, **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        #: None: a crawl started by name, which finds its sites in the store and forgets at close
+        self.given = sites is not None
         self.sites: dict[str, Site] = sites or {}
+        self.dry_run = str(dry_run).lower() in ("1", "true", "yes")
+
+    @classmethod
+    def update_settings(cls, settings: Any) -> None:
+        super().update_settings(settings)
+        if not settings.get("IMAGECRAWL_OPTOUT_LOG"):
+            # the opt-out components' skip log is where this crawl reads what was refused
+            folder = Path(tempfile.mkdtemp(prefix=SKIP_LOG_PREFIX))
+            settings.set("IMAGECRAWL_OPTOUT_LOG", str(folder / "optout.jsonl"), priority="spider")
 
     async def start(self) -> AsyncIterator[scrapy.Request]:
+        if not self.given:
+            settings = self.crawler.settings
+            store, _state = forget_cli.open_for_forget(settings)
+            self.sites = sites_in_store(store, settings.getint("IMAGECRAWL_RECHECK_SAMPLE_PAGES"))
+            logger.info("Recheck: %d sites with rows in %s", len(self.sites), store.url)
         for site in self.sites.values():
             for url in [site.root, *site.pages]:
                 yield scrapy.Request(
@@ -144,6 +171,27 @@ class RecheckSpider(scrapy.Spider):
             return
         site = self.sites[request.meta[meta.RECHECK_SITE]]
         site.failed[request.url] = f"{failure.type.__name__ if failure.type else 'error'}: {failure.getErrorMessage()}"
+
+    def closed(self, reason: str) -> None:
+        if self.given:
+            return  # imagecrawl recheck applies the verdicts itself
+        settings = self.crawler.settings
+        log = Path(str(settings.get("IMAGECRAWL_OPTOUT_LOG")))
+        read_skip_log(log, self.sites)
+        if log.parent.name.startswith(SKIP_LOG_PREFIX):  # the folder update_settings made
+            shutil.rmtree(log.parent, ignore_errors=True)
+        try:
+            store, state = forget_cli.open_for_forget(settings)
+            result = apply(store, state, self.sites, settings, dry_run=self.dry_run)
+        except (StoreError, ConfigError, OSError, sqlite3.Error) as exc:
+            from imagecrawl.exitcodes import STORE, USAGE, set_exit_code
+
+            logger.error("Recheck: nothing forgotten: %s", exc)
+            assert self.crawler.stats is not None
+            set_exit_code(self.crawler.stats, USAGE if isinstance(exc, ConfigError) else STORE)
+            return
+        for line in format_result(result).splitlines():
+            logger.info("Recheck: %s", line)
 
 
 def read_skip_log(path: Path, sites: dict[str, Site]) -> None:
@@ -249,7 +297,7 @@ def apply(store: Any, state: Path, sites: dict[str, Site], settings: Any, *, dry
             selectors, salt=None, near_distance=settings.getint("IMAGECRAWL_NEAR_MAX_DISTANCE")
         )
         publish = forget_cli.tombstone_publisher(settings)
-        forgotten = forget_cli.run(store, state, selection, REASON, dry_run=dry_run, publish=publish)
+        forgotten = forget_cli.run(store, state, selection, REASON, dry_run=dry_run, publish=publish, settings=settings)
     return {
         "checked_at": checked,
         "dry_run": dry_run,

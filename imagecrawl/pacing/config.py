@@ -12,6 +12,7 @@ from typing import Any, Self
 from imagecrawl.errors import ConfigError
 from imagecrawl.pacing.aimd import AimdConfig
 from imagecrawl.pacing.bans import BanConfig
+from imagecrawl.pacing.circuit import CircuitConfig
 from imagecrawl.pacing.sitekey import SITE_KEY_MODES
 
 
@@ -25,7 +26,6 @@ class PacingConfig:
     retry_after_max: float = 3600.0
     obey_crawl_delay: bool = True
     robots_user_agent: str = ""
-    max_parked: int = 256
     close_when_all_abandoned: bool = True
 
     @classmethod
@@ -57,7 +57,6 @@ class PacingConfig:
             retry_after_max=settings.getfloat("IMAGECRAWL_RETRY_AFTER_MAX_SECONDS"),
             obey_crawl_delay=settings.getbool("IMAGECRAWL_PACING_OBEY_CRAWL_DELAY"),
             robots_user_agent=settings.get("ROBOTSTXT_USER_AGENT") or settings.get("USER_AGENT") or "",
-            max_parked=settings.getint("IMAGECRAWL_PACING_MAX_PARKED"),
             close_when_all_abandoned=settings.getbool("IMAGECRAWL_BAN_CLOSE_WHEN_ALL_ABANDONED"),
         )
 
@@ -79,6 +78,18 @@ def ban_config_from_settings(settings: Any) -> BanConfig:
         max_cooldown_seconds=settings.getfloat("IMAGECRAWL_BAN_MAX_COOLDOWN_SECONDS"),
         max_probes=settings.getint("IMAGECRAWL_BAN_MAX_PROBES"),
     )
+
+
+def circuit_config_from_settings(settings: Any) -> CircuitConfig:
+    try:
+        return CircuitConfig(
+            enabled=settings.getbool("IMAGECRAWL_CIRCUIT_ENABLED"),
+            failures=settings.getint("IMAGECRAWL_CIRCUIT_FAILURES"),
+            cooloff_seconds=settings.getfloat("IMAGECRAWL_CIRCUIT_COOLOFF_SECONDS"),
+            max_probes=settings.getint("IMAGECRAWL_CIRCUIT_MAX_PROBES"),
+        )
+    except ValueError as exc:
+        raise ConfigError(f"IMAGECRAWL_CIRCUIT_*: {exc}") from None
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,6 +13,7 @@ Pure: no Scrapy, no clock of its own, no I/O.  What changed is reported as :clas
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import math
 import random
@@ -22,6 +23,7 @@ from typing import Protocol
 
 from imagecrawl.pacing.aimd import AimdConfig, AimdController
 from imagecrawl.pacing.bans import BanConfig, BanState, BanTracker, Transition, Verdict
+from imagecrawl.pacing.circuit import Circuit, CircuitChange, CircuitConfig, CircuitState
 
 #: How long a request held by a full concurrency window (or an in-flight probe) waits at most before
 #: asking again; the pacing middleware wakes it as soon as a request of its site is released
@@ -31,6 +33,9 @@ POLL_SECONDS = 0.25
 #: waiting request woken a little late does not lose its turn, and at high rates requests are granted
 #: in small bursts instead of each waiting for a timer of its own. The cap per window still holds.
 GRANT_TOLERANCE_SECONDS = 0.005
+#: A request that leaves this much after its grant (it waited for robots.txt) is checked again on the
+#: way out: a Retry-After that came meanwhile, and the cap as the site counts arrivals.
+LATE_SECONDS = 0.02
 
 
 class Signal(enum.StrEnum):
@@ -44,6 +49,8 @@ class Signal(enum.StrEnum):
 
 
 CONGESTION = frozenset({Signal.THROTTLED, Signal.UNAVAILABLE, Signal.GATEWAY, Signal.TIMEOUT, Signal.CONNECTION})
+#: no answer at all: what the dead-site circuit counts
+NO_ANSWER = frozenset({Signal.TIMEOUT, Signal.CONNECTION})
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +59,8 @@ class Feedback:
     sent_at: float
     latency: float | None = None
     retry_after: float | None = None  # seconds, already parsed and capped
+    #: an HTTP answer (any status: the site is alive); False for a download error
+    answer: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,7 +81,10 @@ class RateGate(Protocol):
     def sites(self) -> dict[str, SiteState]: ...
     def state_of(self, site: str) -> BanState: ...
     def all_abandoned(self) -> bool: ...
-    def acquire(self, site: str, now: float) -> float: ...
+    def acquire(self, site: str, now: float, policy: bool = False) -> float: ...
+    def dead(self, site: str) -> bool: ...
+    def depart(self, site: str, granted_at: float, now: float) -> float: ...
+    def ended(self, site: str, now: float) -> None: ...
     def peek_wait(self, site: str, now: float) -> float: ...
     def revoke(self, site: str) -> None: ...
     def release(self, site: str, sent_at: float, now: float) -> None: ...
@@ -96,6 +108,10 @@ class SiteState:
     held_by_window: bool = False
     #: next_at before the last grant, for :meth:`InProcessGate.revoke`
     prev_next_at: float = 0.0
+    #: the dead-site circuit (connection refused, timeouts, DNS failures in a row)
+    circuit: Circuit = field(default_factory=lambda: Circuit(CircuitConfig()))
+    #: the site has answered at least once (any HTTP status)
+    answered: bool = False
 
 
 @dataclass
@@ -109,6 +125,7 @@ class InProcessGate:
     #: or early, and the site counts arrivals).
     window_guard: float = 0.15
     default_floor_interval: float = 0.0
+    circuit: CircuitConfig = field(default_factory=CircuitConfig)
     rng: random.Random = field(default_factory=random.Random)
     sites: dict[str, SiteState] = field(default_factory=dict)
     _events: list[Event] = field(default_factory=list)
@@ -116,29 +133,54 @@ class InProcessGate:
     def site(self, site: str, now: float = 0.0) -> SiteState:
         state = self.sites.get(site)
         if state is None:
-            state = SiteState(AimdController(self.aimd, now, self.default_floor_interval), BanTracker(self.bans))
+            state = SiteState(
+                AimdController(self.aimd, now, self.default_floor_interval),
+                BanTracker(self.bans),
+                circuit=Circuit(self.circuit),
+            )
             self.sites[site] = state
         return state
 
     # --- admission ----------------------------------------------------------------------------
 
-    def acquire(self, site: str, now: float) -> float:
+    def acquire(self, site: str, now: float, policy: bool = False) -> float:
+        """0: go (a slot is taken, release it when the request ends); > 0: ask again in that many
+        seconds (``held_by_window``: or as soon as a request of the site is released); inf: never.
+
+        A ``policy`` fetch (robots.txt and the like, which the site's other requests wait for) is
+        spaced, capped and paused like any request but takes no concurrency slot and is no probe, so a
+        request waiting for it never blocks it; it is not released."""
         s = self.site(site, now)
+        s.held_by_window = False
+        if self.circuit.enabled:
+            cwait, change = s.circuit.gate(now)
+            if change is not None:
+                self._circuit_event(site, change)
+            if cwait is None:  # the probe is out: the next release wakes us
+                if not policy:
+                    s.held_by_window = True
+                    return POLL_SECONDS
+            elif cwait > 0:
+                return cwait
         wait, t = s.ban.gate(now)
         if t is not None:
             self._transition(site, s, t, now)
         if wait > 0:
-            return wait
+            if s.ban.state is BanState.PROBING:  # the ban probe is out
+                if not policy:
+                    s.held_by_window = True
+                    return POLL_SECONDS
+            else:
+                return wait
         if now < s.paused_until:
             return s.paused_until - now
         # A probe goes alone; so does a site with a Crawl-delay (or DOWNLOAD_DELAY) floor.
         sequential = s.ban.state is BanState.PROBING or s.controller.floor_interval > 0
         limit = 1 if sequential else s.controller.concurrency
-        if s.in_flight >= limit:
+        if not policy and s.in_flight >= limit:
             s.controller.concurrency_limited = True
             s.held_by_window = True
             return POLL_SECONDS
-        s.held_by_window = False
         interval = max(s.controller.interval, s.controller.floor_interval)
         early = 0.0 if sequential else min(GRANT_TOLERANCE_SECONDS, interval / 4)
         if now < s.next_at - early:
@@ -155,14 +197,53 @@ class InProcessGate:
             s.controller.rate_limited = True
             return recent[-per_window] + window - now
         recent.append(now)
-        s.in_flight += 1
-        s.granted += 1
         s.prev_next_at = s.next_at
         # Never shorter than the interval (+1% against clock and network jitter), sometimes longer.
         s.next_at = max(s.next_at, now) + interval * (1.01 + self.rng.uniform(0, self.jitter))
+        if policy:
+            return 0.0
+        s.in_flight += 1
+        s.granted += 1
         if s.ban.granted():
             self._emit(site, "bans/probes", "probe request sent")
+        if self.circuit.enabled and s.circuit.granted():
+            self._emit(site, "circuit/probes", "probe request sent")
         return 0.0
+
+    def depart(self, site: str, granted_at: float, now: float) -> float:
+        """A granted request is about to reach the network: 0 (go), or seconds to wait first. A
+        Retry-After pause that began since the grant holds it; one that leaves late (it waited for
+        robots.txt) is counted in the cap window at its real departure, and waits if that window is
+        full, so the site never counts more than the cap in a second."""
+        s = self.sites.get(site)
+        if s is None:
+            return 0.0
+        if now < s.paused_until:
+            return s.paused_until - now
+        if now - granted_at <= LATE_SECONDS:
+            return 0.0
+        floor = s.controller.floor_interval
+        if floor > 0 and now < s.next_at:  # Crawl-delay: after the end of what went meanwhile
+            return s.next_at - now
+        window = 1.0 + self.window_guard
+        recent = s.recent
+        while recent and recent[0] <= now - window:
+            recent.popleft()
+        others = [t for t in recent if t != granted_at]  # at most the cap: small
+        per_window = math.floor(s.controller.max_rate)
+        if per_window >= 1 and len(others) >= per_window:
+            return max(0.001, others[-per_window] + window - now)
+        with contextlib.suppress(ValueError):
+            recent.remove(granted_at)
+        recent.append(now)
+        if floor > 0:
+            s.next_at = max(s.next_at, now + floor)
+        return 0.0
+
+    def dead(self, site: str) -> bool:
+        """The site's circuit gave it up (no answer through every probe)."""
+        s = self.sites.get(site)
+        return s is not None and s.circuit.state is CircuitState.DEAD
 
     def peek_wait(self, site: str, now: float) -> float:
         """At least how long a request for ``site`` will wait (Retry-After pause, ban cool-down, rate
@@ -171,6 +252,9 @@ class InProcessGate:
         if s is None:
             return 0.0
         wait = max(s.paused_until, s.next_at) - now
+        per_window = math.floor(s.controller.max_rate)
+        if per_window >= 1 and len(s.recent) >= per_window:
+            wait = max(wait, s.recent[-per_window] + 1.0 + self.window_guard - now)
         if s.ban.state is BanState.BANNED:
             wait = max(wait, s.ban.banned_until - now)
         return max(0.0, wait)
@@ -187,11 +271,18 @@ class InProcessGate:
             s.recent.pop()
         s.next_at = s.prev_next_at
         s.ban.released()
+        s.circuit.released()
 
     def release(self, site: str, sent_at: float, now: float) -> None:
         s = self.site(site, now)
         s.in_flight = max(0, s.in_flight - 1)
         s.ban.released()
+        s.circuit.released()
+        self.ended(site, now)
+
+    def ended(self, site: str, now: float) -> None:
+        """A request of ``site`` (a policy fetch too, which holds no slot) left the network."""
+        s = self.site(site, now)
         if s.controller.floor_interval > 0:
             # Crawl-delay counts from the end of the previous request, so however late a request
             # reached the wire, the next one arrives at least the delay after it.
@@ -202,6 +293,15 @@ class InProcessGate:
     def feedback(self, site: str, fb: Feedback, now: float) -> None:
         s = self.site(site, now)
         c = s.controller
+        if fb.answer:
+            s.answered = True
+            change = s.circuit.answered()
+            if change is not None:
+                self._circuit_event(site, change)
+        elif fb.signal in NO_ANSWER and self.circuit.enabled:
+            change = s.circuit.failed(fb.sent_at, now, fb.signal.value)
+            if change is not None:
+                self._circuit_event(site, change)
         if fb.retry_after is not None and fb.retry_after > 0:
             until = now + fb.retry_after
             if until > s.paused_until:
@@ -275,6 +375,15 @@ class InProcessGate:
             self._emit(site, "bans/suspect", f"suspect ({t.reason})")
         elif t.new is BanState.HEALTHY:
             self._emit(site, "bans/cleared", f"no longer suspect ({t.reason})")
+
+    def _circuit_event(self, site: str, change: CircuitChange) -> None:
+        kind = {
+            CircuitState.OPEN: "circuit/opened",
+            CircuitState.HALF_OPEN: "circuit/half_open",
+            CircuitState.CLOSED: "circuit/closed",
+            CircuitState.DEAD: "circuit/dead",
+        }[change.new]
+        self._emit(site, kind, change.message)
 
     def _emit(self, site: str, kind: str, message: str, value: float | None = None) -> None:
         self._events.append(Event(site, kind, message, value))

@@ -22,6 +22,9 @@ CONNECTION_EXCEPTIONS: Final = frozenset(
         "DownloadFailedError",
         "ResponseDataLossError",
         "ConnectionResetError",
+        "DNSLookupError",
+        "CannotResolveHostError",
+        "NoRouteError",
     }
 )
 

@@ -37,6 +37,8 @@ TOTALS = (
     ("responses_429", "HTTP 429"),
     ("retry_after_seen", "Retry-After seen"),
     ("bans_detected", "bans detected"),
+    ("dead_sites", "dead sites cut off"),
+    ("dropped_dead_site", "requests to dead sites dropped"),
     ("outbox_pending", "shards not committed"),
 )
 
@@ -65,7 +67,7 @@ def cumulative(per_second: list[Any], bucket_seconds: float) -> list[float]:
 
 
 #: span labels during which nothing went to the site: Retry-After, pauses and the ban states (not "slow")
-HELD = frozenset({"retry-after", "paused", "cooldown", "banned", "probing", "abandoned"})
+HELD = frozenset({"retry-after", "paused", "cooldown", "banned", "probing", "abandoned", "no answer", "dead"})
 
 
 def held_seconds(spans: list[dict[str, Any]]) -> float:
@@ -221,8 +223,8 @@ def render_html(report: dict[str, Any]) -> str:
     parts.append('<div class="cards">')
     for key, label in TOTALS:
         if key in totals:
-            warn = key in ("outbox_pending", "responses_429", "bans_detected") and bool(totals[key])
-            parts.append(_card(totals[key], label, warn))
+            warn = key in ("outbox_pending", "responses_429", "bans_detected", "dead_sites") and bool(totals[key])
+            parts.append(_card(totals.get(key, 0), label, warn))
     parts.append("</div>")
 
     parts.append("<h2>Throughput</h2>")

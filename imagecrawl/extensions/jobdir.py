@@ -1,0 +1,161 @@
+"""``-s JOBDIR=DIR`` loses nothing: every scheduled request can be saved, and none is dropped at a stop.
+
+Scrapy keeps the requests of a crawl with a JOBDIR in disk queues: each is turned into a dict
+(``Request.to_dict``: its callback and errback must be methods of the spider) and
+pickled. A request that cannot be is kept in memory only, counted as ``scheduler/unserializable`` and
+lost at the next stop, while its fingerprint stays in ``requests.seen``: the resumed crawl never asks for
+it again. Two parts close that gap, whatever scheduler the crawl uses:
+
+* :func:`serialization_problem` tells whether a request survives the disk queue (a scheduler may call it
+  itself); :class:`JobdirGuard` (an extension) calls it on every request the engine schedules (the
+  ``request_scheduled`` signal) and logs each one that does not at ERROR, counted as
+  ``imagecrawl/jobdir/unserializable``;
+* a component that gives up a request only because the crawl is closing (the pacing gate, while the
+  request waits for its turn) raises :class:`CrawlClosing`; :class:`KeepOnCloseMiddleware` turns it
+  back into a scheduled request (``dont_filter``: its fingerprint is in ``requests.seen`` already), which
+  the scheduler writes to JOBDIR before it closes, so the next run sends it
+  (``imagecrawl/jobdir/kept_on_close``).
+"""
+
+from __future__ import annotations
+
+import logging
+import pickle
+from typing import Any, Self
+
+from scrapy import Request, Spider, signals
+from scrapy.crawler import Crawler
+from scrapy.exceptions import IgnoreRequest, NotConfigured
+from scrapy.utils.request import request_from_dict
+
+from imagecrawl import meta
+
+logger = logging.getLogger(__name__)
+
+#: the pickle protocol of Scrapy's disk queues (``scrapy.squeues``)
+PICKLE_PROTOCOL = 4
+#: unserializable requests logged one by one; the rest are counted, and summed up at the end
+MAX_LOGGED = 10
+#: pacing keys of an attempt that did not go out: the next run takes a fresh slot at the gate
+_ATTEMPT_KEYS = (meta.SENT_AT, meta.PACING_GRANTED, meta.RETRY_AFTER)
+
+
+def _name(func: Any) -> str:
+    return getattr(func, "__qualname__", None) or repr(func)
+
+
+def serialization_problem(request: Request, spider: Spider | None) -> str | None:
+    """Why ``request`` cannot be kept in a JOBDIR disk queue, or None when it can.
+
+    The request goes the whole way a disk queue takes it (``Request.to_dict``, pickle, unpickle,
+    ``request_from_dict``) and must come back with the same callback, errback, URL and meta keys."""
+    try:
+        data = request.to_dict(spider=spider)
+    except ValueError as exc:  # a callback or errback that is not a method of the spider
+        return str(exc)
+    try:
+        blob = pickle.dumps(data, protocol=PICKLE_PROTOCOL)
+    except (pickle.PicklingError, AttributeError, TypeError) as exc:
+        keys = [key for key, value in request.meta.items() if not _picklable(value)]
+        kwargs = [key for key, value in request.cb_kwargs.items() if not _picklable(value)]
+        where = f"meta {keys}" if keys else f"cb_kwargs {kwargs}" if kwargs else "its attributes"
+        return f"{where} cannot be pickled ({exc})"
+    try:
+        back = request_from_dict(pickle.loads(blob), spider=spider)
+    except (ValueError, AttributeError, TypeError, pickle.UnpicklingError) as exc:
+        return f"it cannot be read back ({exc})"
+    for what in ("callback", "errback"):
+        if _name(getattr(back, what)) != _name(getattr(request, what)):
+            return f"its {what} {_name(getattr(request, what))} comes back as {_name(getattr(back, what))}"
+    if back.url != request.url or set(back.meta) != set(request.meta):
+        return "its URL or meta keys do not come back"
+    return None
+
+
+def _picklable(value: Any) -> bool:
+    try:
+        pickle.dumps(value, protocol=PICKLE_PROTOCOL)
+    except (pickle.PicklingError, AttributeError, TypeError):
+        return False
+    return True
+
+
+class CrawlClosing(IgnoreRequest):
+    """A request given up only because the crawl is closing: with a JOBDIR it is kept for the next run."""
+
+    def __init__(self, detail: str = "the crawl is closing") -> None:
+        super().__init__(detail)
+
+
+def keep_for_next_run(request: Request) -> Request:
+    """A copy of ``request`` for the scheduler to keep: past the duplicate filter, without the pacing
+    state of the attempt that did not go out."""
+    kept = request.replace(dont_filter=True)
+    for key in _ATTEMPT_KEYS:
+        kept.meta.pop(key, None)
+    return kept
+
+
+def _jobdir(crawler: Crawler) -> str:
+    return str(crawler.settings.get("JOBDIR") or "")
+
+
+class JobdirGuard:
+    """With a JOBDIR: every request the engine schedules is checked by :func:`serialization_problem`;
+    one that cannot be saved is an ERROR (the first ``MAX_LOGGED``, then a sum at the end)."""
+
+    def __init__(self, crawler: Crawler) -> None:
+        assert crawler.stats is not None
+        self.crawler = crawler
+        self.stats = crawler.stats
+        self.count = 0
+        crawler.signals.connect(self.request_scheduled, signal=signals.request_scheduled)
+        crawler.signals.connect(self.spider_closed, signal=signals.spider_closed)
+
+    @classmethod
+    def from_crawler(cls, crawler: Crawler) -> Self:
+        if not _jobdir(crawler):
+            raise NotConfigured  # no JOBDIR: requests are not saved (and nothing to warn about)
+        return cls(crawler)
+
+    def request_scheduled(self, request: Request, spider: Spider | None = None) -> None:
+        problem = serialization_problem(request, spider or self.crawler.spider)
+        if problem is None:
+            return
+        self.count += 1
+        self.stats.inc_value("imagecrawl/jobdir/unserializable")
+        if self.count <= MAX_LOGGED:
+            logger.error(
+                "Request %s cannot be saved in JOBDIR: %s. It is kept in memory only and lost if the crawl stops",
+                request.url,
+                problem,
+            )
+
+    def spider_closed(self) -> None:
+        if self.count > MAX_LOGGED:
+            logger.error(
+                "%d requests of this crawl could not be saved in JOBDIR (the first %d are logged above)",
+                self.count,
+                MAX_LOGGED,
+            )
+
+
+class KeepOnCloseMiddleware:
+    """Downloader middleware: a request that raised :class:`CrawlClosing` is scheduled again (JOBDIR only)."""
+
+    def __init__(self, crawler: Crawler) -> None:
+        assert crawler.stats is not None
+        self.stats = crawler.stats
+
+    @classmethod
+    def from_crawler(cls, crawler: Crawler) -> Self:
+        if not _jobdir(crawler):
+            raise NotConfigured  # no JOBDIR: nothing outlives the crawl
+        return cls(crawler)
+
+    def process_exception(self, request: Request, exception: Exception) -> Request | None:
+        if not isinstance(exception, CrawlClosing):
+            return None
+        self.stats.inc_value("imagecrawl/jobdir/kept_on_close")
+        logger.debug("Keeping %s in JOBDIR for the next run (%s)", request.url, exception)
+        return keep_for_next_run(request)

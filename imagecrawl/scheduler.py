@@ -1,0 +1,349 @@
+"""The site-aware frontier as Scrapy's ``SCHEDULER``: per-site queues, each request leaving only when its
+site may send now (docs/architecture.md#the-frontier).
+
+:class:`FrontierScheduler` is a thin shell over :class:`imagecrawl.pacing.frontier.Frontier` (pure): it
+keys requests by pacing site, keeps the spider's order within a site (priority, then Scrapy's LIFO/FIFO;
+start requests FIFO after other requests of their priority, as Scrapy's own queues do), asks the pacing
+gate (rate, concurrency, Retry-After, Crawl-delay, bans, the dead-site circuit) before a request leaves,
+and wakes the engine when the next site becomes ready. A request that waits holds nothing: not a
+``CONCURRENT_REQUESTS`` slot, not a pacing slot, and past ``IMAGECRAWL_FRONTIER_MEMORY_REQUESTS`` not
+even memory (it waits in a SQLite file: ``JOBDIR/frontier.sqlite3`` with JOBDIR, where it stays for
+the resume after a clean stop; else ``<state dir>/frontier/``, removed at the end).
+
+Scrapy's engine asks ``next_request()`` after every download and on a 5 s heartbeat, and offers no
+public way to be asked sooner: :func:`wake_engine` is the one place that reaches into the engine for
+that (tested against the pinned Scrapy in tests/test_frontier_scheduler.py).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import pickle
+import secrets
+import socket
+import time
+from pathlib import Path
+from typing import Any, Self
+
+from scrapy import Request
+from scrapy.crawler import Crawler
+from scrapy.utils.asyncio import call_later
+from scrapy.utils.httpobj import urlparse_cached
+from scrapy.utils.job import job_dir
+from scrapy.utils.misc import build_from_crawler, load_object
+from scrapy.utils.request import request_from_dict
+
+from imagecrawl import meta
+from imagecrawl.pacing.frontier import Frontier, FrontierConfig
+from imagecrawl.pacing.spill import Key, SpillStore
+from imagecrawl.state import state_dir_for
+
+logger = logging.getLogger(__name__)
+
+#: the frontier's file in JOBDIR
+JOBDIR_FILE = "frontier.sqlite3"
+#: the site of requests that are not paced (``imagecrawl_dont_pace``, data: and file: URLs)
+UNPACED = ""
+
+
+def wake_engine(engine: Any) -> bool:
+    """Ask Scrapy's engine for the next requests now instead of at its next heartbeat.
+
+    Scrapy 2.19 has no public call for this: ``engine._slot.nextcall`` (a ``CallLaterOnce``) is what
+    ``engine.crawl()`` and the end of every download schedule. This is the project's one access to it."""
+    slot = getattr(engine, "_slot", None)
+    nextcall = getattr(slot, "nextcall", None)
+    if nextcall is None:
+        return False
+    nextcall.schedule()
+    return True
+
+
+def engine_closing(engine: Any) -> bool:
+    """True once the engine stops or the spider is closing (``engine._slot.closing``, the engine's own
+    flag; Scrapy sends no signal before it waits for the requests in progress)."""
+    if engine is None or not engine.running:
+        return True
+    slot = getattr(engine, "_slot", None)
+    return slot is None or getattr(slot, "closing", None) is not None
+
+
+class FrontierScheduler:
+    def __init__(self, crawler: Crawler) -> None:
+        assert crawler.stats is not None
+        self.crawler = crawler
+        self.stats = crawler.stats
+        settings = crawler.settings
+        self.df: Any = build_from_crawler(load_object(settings["DUPEFILTER_CLASS"]), crawler)
+        self.jobdir = job_dir(settings)
+        self.lifo = "lifo" in str(settings.get("SCHEDULER_MEMORY_QUEUE")).lower()
+        self.config = FrontierConfig(
+            memory_limit=max(1, settings.getint("IMAGECRAWL_FRONTIER_MEMORY_REQUESTS")),
+            read_ahead=max(1, settings.getint("IMAGECRAWL_FRONTIER_READ_AHEAD")),
+        )
+        self.first_contact_timeout = settings.getfloat("IMAGECRAWL_POLICY_TIMEOUT_SECONDS")
+        if self.first_contact_timeout >= settings.getfloat("DOWNLOAD_TIMEOUT"):
+            self.first_contact_timeout = 0.0
+        self.runtime: Any = None
+        if settings.getbool("IMAGECRAWL_PACING_ENABLED"):
+            from imagecrawl.downloadermiddlewares.pacing import runtime_for
+
+            self.runtime = runtime_for(crawler)
+        self.spider: Any = None
+        self.frontier: Frontier[Request] = Frontier(
+            self._admit,
+            self._peek,
+            self.config,
+            spill=self._open_spill,
+            encode=self._encode,
+            decode=self._decode,
+            on_drop=self._dropped,
+        )
+        self._spill_path: Path | None = None
+        self._timer: Any = None
+        self._timer_at = math.inf
+        self._dropped_sites: set[str] = set()
+        #: the frontier's clock (monotonic seconds) and timer (scrapy.utils.asyncio.call_later); tests
+        #: inject their own
+        self.clock = time.monotonic
+        self.call_later: Any = call_later
+
+    @classmethod
+    def from_crawler(cls, crawler: Crawler) -> Self:
+        return cls(crawler)
+
+    # --- Scrapy's scheduler interface ---------------------------------------------------------
+
+    def open(self, spider: Any) -> Any:
+        self.spider = spider
+        if self.runtime is not None and not self.runtime.middleware:
+            logger.warning(
+                "The pacing middleware is not in DOWNLOADER_MIDDLEWARES: the frontier keeps requests per site "
+                "but cannot pace them (nothing would release their slots)"
+            )
+            self.runtime = None
+        if self.runtime is not None:
+            self.runtime.frontier = self
+        if self.jobdir and (Path(self.jobdir) / JOBDIR_FILE).exists():
+            n = self.frontier.load(self.clock())
+            if n:
+                logger.info("Resuming the frontier from %s: %d requests waiting", self.jobdir, n)
+        return self.df.open()
+
+    def close(self, reason: str) -> Any:
+        self._cancel_timer()
+        if self.jobdir:
+            lost = self.frontier.persist() if len(self.frontier) else 0
+            if lost:
+                self.stats.inc_value("imagecrawl/frontier/unserializable", lost)
+                logger.error(
+                    "%d queued requests could not be saved in JOBDIR %s (their callback or errback is not a "
+                    "method of the spider, or their meta cannot be pickled): they are lost to the resume",
+                    lost,
+                    self.jobdir,
+                )
+            self.frontier.close(remove=False)
+        else:
+            self.frontier.close(remove=True)
+        if self.runtime is not None and getattr(self.runtime, "frontier", None) is self:
+            self.runtime.frontier = None
+        self.stats.set_value("imagecrawl/frontier/spilled", self.frontier.spilled)
+        return self.df.close(reason)
+
+    def has_pending_requests(self) -> bool:
+        return len(self.frontier) > 0
+
+    def __len__(self) -> int:
+        return len(self.frontier)
+
+    def wants_more(self) -> bool:
+        """Read-ahead: whether the spider should hand over more start requests now (the urls spider
+        asks). The frontier takes any number (they wait on disk); this keeps reading while the sites'
+        next requests are few, so one site with a long run of the list does not hold the others back."""
+        return self.frontier.wants_more()
+
+    def enqueue_request(self, request: Request) -> bool:
+        m = request.meta
+        if m.get(meta.PACING_GRANTED) is True and self.runtime is not None:
+            # It came back without reaching the pacing middleware's response side: its slot is free.
+            m.pop(meta.PACING_GRANTED, None)
+            self.runtime.release_unsent(self.runtime.site_of(request))
+        if m.pop(meta.FIRST_CONTACT, None):
+            m.pop("download_timeout", None)
+        if not request.dont_filter and self.df.request_seen(request):
+            self.df.log(request, self.spider)
+            return False
+        site = self._site_of(request)
+        now = self.clock()
+        due = None
+        not_before = m.get(meta.NOT_BEFORE)
+        if not_before is not None:
+            due = now + (float(not_before) - time.time())
+        if not self.frontier.push(site, self._key(request), request, now, due):
+            self._dropped(site, 1, self.frontier.sites[site].dropped or "given up")
+            return False
+        self.stats.inc_value("scheduler/enqueued")
+        return True
+
+    def next_request(self) -> Request | None:
+        now = self.clock()
+        got = self.frontier.pop(now)
+        if got is None:
+            self._arm(self.frontier.next_wake(), now)
+            return None
+        site, request = got
+        m = request.meta
+        if site != UNPACED and self.runtime is not None:
+            m[meta.PACING_GRANTED] = True
+            m[meta.SENT_AT] = now
+            if self.first_contact_timeout and "download_timeout" not in m:
+                state = self.runtime.gate.sites.get(site)
+                if state is None or not state.answered:
+                    m["download_timeout"] = self.first_contact_timeout
+                    m[meta.FIRST_CONTACT] = True
+        self.stats.inc_value("scheduler/dequeued")
+        return request
+
+    # --- the gate -----------------------------------------------------------------------------
+
+    def _site_of(self, request: Request) -> str:
+        if request.meta.get(meta.DONT_PACE) or not request.url.startswith(("http://", "https://")):
+            return UNPACED
+        if self.runtime is not None:
+            return str(self.runtime.site_of(request))
+        return urlparse_cached(request).hostname or UNPACED
+
+    def _admit(self, site: str, now: float) -> float | None:
+        rt = self.runtime
+        if site == UNPACED or rt is None:
+            return 0.0
+        wait = float(rt.gate.acquire(site, now))
+        rt.flush()
+        if wait == 0 or math.isinf(wait):
+            return wait
+        state = rt.gate.sites.get(site)
+        if state is not None and state.held_by_window:
+            return None
+        return wait
+
+    def _peek(self, site: str, now: float) -> float:
+        """When the site (which has more requests queued) may send again. A wait here is the site's
+        rate holding its requests back: its controller is told so (it grows the rate only then)."""
+        if site == UNPACED or self.runtime is None:
+            return 0.0
+        gate = self.runtime.gate
+        wait = float(gate.peek_wait(site, now))
+        if wait > 0:
+            state = gate.sites.get(site)
+            if state is not None:
+                state.controller.rate_limited = True
+        return wait
+
+    def released(self, site: str) -> None:
+        """A request of ``site`` ended (the pacing middleware tells): a site waiting for a free slot
+        may go now."""
+        now = self.clock()
+        self.frontier.released(site, now)
+        wake = self.frontier.next_wake()
+        if wake is not None and wake <= now:
+            wake_engine(self._engine())
+
+    def _dropped(self, site: str, n: int, reason: str) -> None:
+        if reason == "given up":
+            reason = "dead_site" if self.runtime is not None and self.runtime.gate.dead(site) else "banned"
+        self.stats.inc_value(f"imagecrawl/frontier/dropped/{reason}", n)
+        if reason == "banned":
+            self.stats.inc_value("imagecrawl/bans/dropped", n)
+        if site not in self._dropped_sites:
+            self._dropped_sites.add(site)
+            if reason == "dead_site":
+                self.stats.inc_value("imagecrawl/frontier/dead_sites")
+                logger.warning("Site %s does not answer: dropping its %d queued requests (and any later)", site, n)
+            else:
+                logger.warning("Site %s: dropping its %d queued requests (%s)", site, n, reason)
+
+    # --- waking the engine --------------------------------------------------------------------
+
+    def _arm(self, at: float | None, now: float) -> None:
+        if at is None or (self._timer is not None and self._timer_at <= at):
+            return
+        self._cancel_timer()
+        self._timer_at = at
+        self._timer = self.call_later(max(0.0, at - now), self._fire)
+
+    def _fire(self) -> None:
+        self._timer = None
+        self._timer_at = math.inf
+        wake_engine(self._engine())
+
+    def _engine(self) -> Any:
+        try:
+            return self.crawler.engine
+        except RuntimeError:  # not crawling
+            return None
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = None
+        self._timer_at = math.inf
+
+    # --- order and the disk -------------------------------------------------------------------
+
+    def _key(self, request: Request) -> Key:
+        seq = self.frontier.tick
+        start = bool(request.meta.get("is_start_request"))
+        # Scrapy: lower -priority first; a priority's other requests before its start requests;
+        # start requests FIFO, the others as SCHEDULER_MEMORY_QUEUE says (LIFO by default).
+        return (-request.priority, 1 if start else 0, -seq if self.lifo and not start else seq)
+
+    def _encode(self, request: Request) -> bytes | None:
+        try:
+            return pickle.dumps(request.to_dict(spider=self.spider), protocol=5)
+        except Exception as exc:  # a callback that is no spider method, meta that does not pickle
+            self.stats.inc_value("imagecrawl/frontier/unspillable")
+            logger.debug("Request %s stays in memory: %s", request, exc)
+            return None
+
+    def _decode(self, data: bytes) -> Request | None:
+        try:
+            return request_from_dict(pickle.loads(data), spider=self.spider)
+        except Exception as exc:
+            logger.error("Dropping a request the frontier file cannot restore: %s", exc)
+            return None
+
+    def _open_spill(self) -> SpillStore:
+        if self.jobdir:
+            path = Path(self.jobdir) / JOBDIR_FILE
+        else:
+            settings = self.crawler.settings
+            folder = state_dir_for(str(settings.get("IMAGECRAWL_STORE")), settings.get("IMAGECRAWL_STATE_DIR"))
+            folder = folder / "frontier"
+            _remove_stale_spills(folder)
+            path = folder / f"spill-{_host()}-{os.getpid()}-{secrets.token_hex(3)}.sqlite3"
+            logger.info("More than %d requests queued: the rest wait in %s", self.config.memory_limit, path)
+        self._spill_path = path
+        return SpillStore(path)
+
+
+def _host() -> str:
+    return "".join(ch if ch.isalnum() else "-" for ch in socket.gethostname().split(".")[0])[:32]
+
+
+def _remove_stale_spills(folder: Path) -> None:
+    """Spill files of this host's processes that are gone (a crawl killed before it could remove its own)."""
+    if not folder.is_dir():
+        return
+    prefix = f"spill-{_host()}-"
+    for path in folder.glob(f"{prefix}*.sqlite3"):
+        pid_text = path.name[len(prefix) :].split("-", 1)[0]
+        if not pid_text.isdigit():
+            continue
+        try:
+            os.kill(int(pid_text), 0)
+        except ProcessLookupError:
+            path.unlink(missing_ok=True)
+        except PermissionError:
+            continue

@@ -1,0 +1,159 @@
+"""The site-aware frontier in a real crawl: the ``urls`` spider over a list grouped by site, as real lists
+are, with a dead site at its head (refusing connections) and one in the middle (accepting them and never
+answering), and live sandbox sites of different hidden capacities (a token bucket, 429 + Retry-After)
+and latencies, each on its own loopback address.
+
+What must hold: every live image stored; the live sites served at the same time (not in waves, in list
+order); no request inside a Retry-After window; the dead sites cut off by their circuit within seconds
+(their requests dropped with a counted reason); a site with a low rate cap does not hold the crawl."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.sandbox.catalog import build_catalog
+from tests.sandbox.misbehave import max_rate_per_second, requests_inside_windows
+from tests.sandbox.testing import SandboxProcess, start_sandbox
+from tests.servers import free_port
+
+from .conftest import run_crawl
+
+pytestmark = pytest.mark.e2e
+
+ITEMS = 12  # per source: 12 civitai images a site
+#: (loopback address, capacity req/s, latency s)
+LIVE = [("127.0.3.1", 2.0, 0.15), ("127.0.3.2", 4.0, 0.05), ("127.0.3.3", 8.0, 0.02), ("127.0.3.4", 3.0, 0.1)]
+
+
+class SilentServer:
+    """Accepts TCP connections and never answers (a hung site); records when each came."""
+
+    def __init__(self, host: str) -> None:
+        self.sock = socket.socket()
+        self.sock.bind((host, 0))
+        self.sock.listen(64)
+        self.port = self.sock.getsockname()[1]
+        self.accepted: list[float] = []
+        self._held: list[socket.socket] = []
+        self._stop = False
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        self.sock.settimeout(0.2)
+        while not self._stop:
+            try:
+                conn, _ = self.sock.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            self.accepted.append(time.time())
+            self._held.append(conn)
+
+    def close(self) -> None:
+        self._stop = True
+        self._thread.join(2)
+        for conn in self._held:
+            conn.close()
+        self.sock.close()
+
+
+@contextmanager
+def live_sites(tmp_path: Path) -> Iterator[list[SandboxProcess]]:
+    with ExitStack() as stack:
+        out = []
+        for n, (host, capacity, latency) in enumerate(LIVE):
+            sb = start_sandbox(
+                items=ITEMS,
+                seed=100 + n,  # different images on every site (exact dedupe would merge equal ones)
+                log_path=tmp_path / f"site{n}.jsonl",
+                extra_args=[
+                    "--host",
+                    host,
+                    "--capacity",
+                    str(capacity),
+                    "--capacity-burst",
+                    str(capacity),
+                    "--retry-after",
+                    "1",
+                    "--latency",
+                    str(latency),
+                ],
+            )
+            stack.callback(sb.stop)
+            out.append(sb)
+        yield out
+
+
+def test_sites_served_together_retry_after_kept_dead_sites_cut_off(tmp_path: Path) -> None:
+    silent = SilentServer("127.0.3.9")
+    try:
+        with live_sites(tmp_path) as sites:
+            refused = f"http://127.0.3.8:{free_port()}"  # nothing listens there
+            hung = f"http://127.0.3.9:{silent.port}"
+            live_urls: list[list[str]] = []
+            for n, sb in enumerate(sites):
+                catalog = build_catalog(ITEMS, 100 + n)
+                live_urls.append([sb.url(e.image_path) for e in catalog.entries("civitai")])
+            rows = [f"{refused}/img/{i}.png" for i in range(30)]  # a dead site at the head of the list
+            rows += live_urls[0] + live_urls[1]
+            rows += [f"{hung}/img/{i}.png" for i in range(30)]  # and one in the middle
+            rows += live_urls[2] + live_urls[3]
+            listing = tmp_path / "list.txt"
+            listing.write_text("".join(f"{u}\n" for u in rows))
+            started = time.time()
+            result = run_crawl(
+                "urls",
+                store=tmp_path / "store",
+                args={"input": str(listing)},
+                settings={
+                    "IMAGECRAWL_MAX_RATE_PER_SITE": "10",
+                    "IMAGECRAWL_MAX_CONCURRENCY_PER_SITE": "4",
+                    "IMAGECRAWL_PACING_START_RATE_PER_SECOND": "2.5",
+                    "CONCURRENT_REQUESTS": "8",  # fewer than the requests the sites wait to send
+                    "IMAGECRAWL_PACING_LATENCY_MARGIN_SECONDS": "5",
+                },
+                timeout=240,
+            )
+            elapsed = time.time() - started
+            logs = [sb.wait_for_requests(ITEMS, timeout=10) for sb in sites]
+    finally:
+        silent.close()
+    stats: dict[str, Any] = result.stats
+    n_live = sum(len(u) for u in live_urls)
+    assert stats.get("imagecrawl/media/images") == n_live, result.stderr[-3000:]  # every live image fetched
+    stored = stats.get("item_scraped_count", 0) + stats.get("item_dropped_reasons_count/DuplicateItem", 0)
+    assert stored == n_live  # and stored (or a near-duplicate of one stored)
+
+    # the dead sites are cut off: counted, reported, and quickly
+    assert stats["imagecrawl/frontier/dead_sites"] == 2
+    assert stats["imagecrawl/frontier/dropped/dead_site"] >= 40
+    assert "does not answer: dropping" in result.stderr
+    assert silent.accepted, "the silent site was tried"
+    assert silent.accepted[-1] - silent.accepted[0] <= 30
+    # the slowest live site has 12 images at 2/s (6 s when served from the start); the dead ones add
+    # seconds, not minutes: a 60 s timeout and 4 robots.txt attempts per dead site would be > 240 s
+    assert elapsed < 90, elapsed
+
+    # served together: every live site got its first image request within seconds of the first request
+    # to any of them, although the list holds them one after another behind the dead sites
+    firsts = [min(r["t"] for r in log if "/images/" in str(r["path"])) for log in logs]
+    assert max(firsts) - min(firsts) < 8, firsts
+
+    statuses: list[int] = []
+    for log in logs:
+        assert requests_inside_windows(log, retry_after=1) == 0
+        times = [float(r["t"]) for r in log]
+        assert max_rate_per_second(times) <= 10  # the cap
+        statuses += [int(r["status"]) for r in log]
+    # a dozen images a site: the start-up probing of each capacity is a large part of these short crawls
+    assert statuses.count(429) <= 0.2 * len(statuses), statuses.count(429)

@@ -1,0 +1,255 @@
+"""The site-aware frontier's pure core (imagecrawl.pacing.frontier) with the real pacing gate and an
+injected clock: the order within a site, fair turns across ready sites, waiting sites holding nothing,
+releases waking a full site, the spill to disk and back, persistence, read-ahead, the dead-site circuit."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+from imagecrawl.pacing import AimdConfig, Feedback, InProcessGate, Signal
+from imagecrawl.pacing.circuit import Circuit, CircuitConfig, CircuitState
+from imagecrawl.pacing.frontier import RELEASE_FALLBACK_SECONDS, Frontier, FrontierConfig
+from imagecrawl.pacing.gate import POLL_SECONDS
+from imagecrawl.pacing.spill import SpillStore
+
+
+def gate(rate: float = 1000.0, concurrency: int = 8, circuit: CircuitConfig | None = None) -> InProcessGate:
+    aimd = AimdConfig(
+        start_rate=rate, max_rate=rate, min_rate=0.01, start_concurrency=concurrency, max_concurrency=concurrency
+    )
+    return InProcessGate(aimd=aimd, jitter=0.0, circuit=circuit or CircuitConfig())
+
+
+def admit_with(g: InProcessGate):  # type: ignore[no-untyped-def]
+    def admit(site: str, now: float) -> float | None:
+        wait = g.acquire(site, now)
+        if wait > 0 and not math.isinf(wait) and g.sites[site].held_by_window:
+            return None
+        return wait
+
+    return admit
+
+
+def frontier(
+    g: InProcessGate, tmp_path: Path | None = None, drops: list[tuple[str, int, str]] | None = None, **config: int
+) -> Frontier[str]:
+    return Frontier(
+        admit_with(g),
+        g.peek_wait,
+        FrontierConfig(**config),
+        spill=(lambda: SpillStore(tmp_path / "spill.sqlite3")) if tmp_path else None,
+        encode=lambda r: r.encode(),
+        decode=lambda b: b.decode(),
+        on_drop=lambda site, n, why: (drops if drops is not None else []).append((site, n, why)),
+    )
+
+
+def drain(f: Frontier[str], now: float, span: float = 0.05) -> list[str]:
+    """Everything the frontier lets out from ``now`` to ``now + span``, following its wake-ups."""
+    out = []
+    t = now
+    while True:
+        while (got := f.pop(t)) is not None:
+            out.append(got[1])
+        wake = f.next_wake()
+        if wake is None or wake > now + span:
+            return out
+        t = max(t, wake)
+
+
+def test_within_a_site_priority_first_then_the_key_order() -> None:
+    f = frontier(gate())
+    for seq, (prio, name) in enumerate([(0, "a"), (5, "b"), (0, "c"), (5, "d")]):
+        f.push("s", (-prio, 0, seq), name, 0.0)
+    assert drain(f, 0.0) == ["b", "d", "a", "c"]
+    assert len(f) == 0
+
+
+def test_ready_sites_take_turns() -> None:
+    f = frontier(gate())
+    for i in range(3):
+        for site in ("x", "y", "z"):
+            f.push(site, (0, 0, i), f"{site}{i}", 0.0)
+    # one per site per turn, in the order the sites arrived
+    assert drain(f, 0.0)[:6] == ["x0", "y0", "z0", "x1", "y1", "z1"]
+
+
+def test_a_waiting_site_holds_nothing_and_goes_when_its_gate_opens() -> None:
+    g = gate(rate=2.0)  # one request every ~0.5 s per site
+    f = frontier(g)
+    for i in range(3):
+        f.push("slow", (0, 0, i), f"slow{i}", 0.0)
+    f.push("other", (0, 0, 0), "other0", 0.0)
+    assert drain(f, 0.0) == ["slow0", "other0"]  # slow1 waits; other is not held behind it
+    wake = f.next_wake()
+    assert wake is not None and 0.49 < wake < 0.52
+    assert f.pop(wake - 0.01) is None
+    assert drain(f, wake) == ["slow1"]
+    assert len(f) == 1
+
+
+def test_a_full_site_waits_for_a_release_not_a_timer() -> None:
+    g = gate(concurrency=1)
+    f = frontier(g)
+    f.push("s", (0, 0, 0), "a", 0.0)
+    f.push("s", (0, 0, 1), "b", 0.0)
+    assert drain(f, 0.0) == ["a"]
+    assert f.pop(0.1) is None  # the one slot is taken
+    assert f.next_wake() == pytest.approx(RELEASE_FALLBACK_SECONDS, abs=0.01)  # the fallback, should a release be lost
+    g.release("s", 0.0, 0.2)
+    f.released("s", 0.2)
+    assert f.next_wake() == pytest.approx(0.2)
+    assert drain(f, 0.2) == ["b"]
+
+
+def test_a_delayed_request_waits_for_its_time() -> None:
+    f = frontier(gate())
+    f.push("s", (0, 0, 0), "retry", 0.0, due=3.0)
+    assert len(f) == 1 and f.pop(1.0) is None
+    assert f.next_wake() == 3.0
+    assert drain(f, 3.0) == ["retry"]
+
+
+def test_a_given_up_site_drops_its_queue_and_later_requests() -> None:
+    g = gate(concurrency=1, circuit=CircuitConfig(failures=1, cooloff_seconds=1.0, max_probes=1))
+    drops: list[tuple[str, int, str]] = []
+    f = frontier(g, drops=drops)
+    for i in range(5):
+        f.push("dead", (0, 0, i), f"d{i}", 0.0)
+    f.push("live", (0, 0, 0), "l0", 0.0)
+    assert drain(f, 0.0) == ["d0", "l0"]
+    g.release("dead", 0.0, 0.1)
+    g.feedback("dead", Feedback(Signal.CONNECTION, 0.0, answer=False), 0.1)  # opens the circuit
+    f.released("dead", 0.1)
+    assert f.pop(0.5) is None  # cooling off
+    assert drain(f, 1.2) == ["d1"]  # the probe
+    g.release("dead", 1.2, 1.3)
+    g.feedback("dead", Feedback(Signal.TIMEOUT, 1.2, answer=False), 1.3)  # the probe failed: dead
+    f.released("dead", 1.3)
+    assert g.dead("dead")
+    assert drain(f, 1.3) == []
+    assert drops == [("dead", 3, "given up")]
+    assert not f.push("dead", (0, 0, 9), "late", 2.0)
+    assert len(f) == 0
+
+
+def test_past_the_memory_limit_requests_wait_on_disk_and_come_back_in_order(tmp_path: Path) -> None:
+    f = frontier(gate(concurrency=1000), tmp_path, memory_limit=10, keep_per_site=2)
+    n_sites, per_site = 20, 15
+    for i in range(per_site):
+        for s in range(n_sites):
+            f.push(f"site{s}", (0, 0, i), f"site{s}/{i:02d}", 0.0)
+    assert len(f) == n_sites * per_site
+    assert f.in_memory <= max(10, 2 * n_sites)
+    assert f.on_disk >= n_sites * per_site - max(10, 2 * n_sites)
+    got = drain(f, 0.0)
+    assert len(got) == n_sites * per_site
+    for s in range(n_sites):
+        mine = [g for g in got if g.startswith(f"site{s}/")]
+        assert mine == sorted(mine)  # the site's own order, across memory and disk
+    assert len(f) == 0 and f.on_disk == 0
+    f.close(remove=True)
+    assert not (tmp_path / "spill.sqlite3").exists()
+
+
+def test_a_request_that_cannot_be_encoded_stays_in_memory(tmp_path: Path) -> None:
+    f: Frontier[str] = Frontier(
+        admit_with(gate()),
+        gate().peek_wait,
+        FrontierConfig(memory_limit=1, keep_per_site=0),
+        spill=lambda: SpillStore(tmp_path / "s.sqlite3"),
+        encode=lambda r: None if r.startswith("x") else r.encode(),
+        decode=lambda b: b.decode(),
+    )
+    for name in ("a", "xb", "c"):
+        f.push("s", (0, 0, len(name)), name, 0.0)
+    assert f.unspillable == 1 and f.on_disk == 1
+    assert sorted(drain(f, 0.0)) == ["a", "c", "xb"]
+
+
+def test_persist_and_load_keep_every_sites_queue(tmp_path: Path) -> None:
+    f = frontier(gate(), tmp_path)
+    for i in range(4):
+        f.push("a", (0, 0, i), f"a{i}", 0.0)
+        f.push("b", (-1, 0, i), f"b{i}", 0.0)
+    f.push("a", (0, 0, 99), "a-retry", 0.0, due=50.0)
+    assert [f.pop(0.0), f.pop(0.0)] == [("a", "a0"), ("b", "b0")]
+    assert f.persist() == 0
+    f.close(remove=False)
+    again = frontier(gate(), tmp_path)
+    assert again.load(0.0) == 7
+    assert len(again) == 7
+    got = drain(again, 0.0)
+    assert [g for g in got if g.startswith("a")] == ["a1", "a2", "a3", "a-retry"]
+    assert [g for g in got if g.startswith("b")] == ["b1", "b2", "b3"]
+    assert again.tick >= f.tick  # keys given after the resume come after the saved ones
+
+
+def test_read_ahead_counts_only_each_sites_next_requests() -> None:
+    f = frontier(gate(rate=0.01), read_ahead=20, lookahead_per_site=4)
+    for i in range(1000):  # one slow site holding a long run of the list
+        f.push("slow", (0, 0, i), f"s{i}", 0.0)
+    assert f.wants_more()  # it counts as 4
+    for s in range(4):
+        for i in range(4):
+            f.push(f"site{s}", (0, 0, i), "r", 0.0)
+    assert not f.wants_more()  # 4 + 16 = 20
+    drain(f, 0.0)  # each site sends one, and the slow one only one
+    assert f.wants_more()
+
+
+def test_circuit_opens_probes_with_a_doubling_cooloff_and_gives_up() -> None:
+    c = Circuit(CircuitConfig(failures=2, cooloff_seconds=1.0, max_probes=3))
+    assert c.gate(0.0) == (0.0, None)
+    assert c.failed(0.0, 0.1, "connection") is None
+    change = c.failed(0.0, 0.2, "connection")
+    assert change is not None and change.new is CircuitState.OPEN
+    assert c.gate(0.5)[0] == pytest.approx(0.7)
+    wait, change = c.gate(1.2)
+    assert wait == 0.0 and change is not None and change.new is CircuitState.HALF_OPEN
+    assert c.granted()  # the probe
+    assert c.gate(1.3)[0] is None  # one probe at a time: wait for its release
+    assert c.failed(0.0, 1.4, "timeout") is None  # an older request's failure is not the probe's
+    change = c.failed(1.2, 1.5, "timeout")
+    assert change is not None and change.new is CircuitState.OPEN
+    assert c.open_until == pytest.approx(3.5)  # 2 s: doubled
+    c.gate(3.5)
+    c.granted()
+    c.failed(3.5, 3.6, "timeout")
+    assert c.open_until == pytest.approx(7.6)
+    c.gate(7.6)
+    c.granted()
+    change = c.failed(7.6, 7.7, "timeout")
+    assert change is not None and change.new is CircuitState.DEAD
+    assert c.gate(100.0)[0] == math.inf
+
+
+def test_any_answer_closes_the_circuit() -> None:
+    c = Circuit(CircuitConfig(failures=1))
+    c.failed(0.0, 0.0, "timeout")
+    c.gate(5.0)
+    c.granted()
+    change = c.answered()
+    assert change is not None and change.new is CircuitState.CLOSED
+    assert c.gate(5.1) == (0.0, None)
+    assert c.failed(5.1, 5.2, "timeout") is not None  # counting starts again (failures=1)
+
+
+def test_the_gate_feeds_the_circuit_and_gives_up_a_dead_site() -> None:
+    g = gate(circuit=CircuitConfig(failures=2, cooloff_seconds=1.0, max_probes=1))
+    for t in (0.0, 0.01):
+        assert g.acquire("d", t) == 0
+        g.release("d", t, t + 0.05)
+        g.feedback("d", Feedback(Signal.CONNECTION, t, answer=False), t + 0.05)
+    assert 0.9 < g.acquire("d", 0.1) <= 1.0  # open: wait for the cool-off
+    assert g.acquire("d", 1.1) == 0  # the probe
+    assert g.acquire("d", 1.15) == POLL_SECONDS and g.sites["d"].held_by_window  # one probe at a time
+    assert g.acquire("d", 1.15, policy=True) == 0  # the robots.txt the probe waits for is no second probe
+    g.release("d", 1.1, 1.2)
+    g.feedback("d", Feedback(Signal.TIMEOUT, 1.1, answer=False), 1.2)
+    assert g.acquire("d", 5.0) == math.inf and g.dead("d")
+    kinds = [e.kind for e in g.drain_events()]
+    assert kinds.count("circuit/opened") == 1 and "circuit/dead" in kinds and "circuit/probes" in kinds
