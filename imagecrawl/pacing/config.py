@@ -25,7 +25,6 @@ class PacingConfig:
     floor_interval: float = 0.0  # DOWNLOAD_DELAY
     retry_after_max: float = 3600.0
     obey_crawl_delay: bool = True
-    robots_user_agent: str = ""
     close_when_all_abandoned: bool = True
 
     @classmethod
@@ -56,7 +55,6 @@ class PacingConfig:
             floor_interval=max(0.0, settings.getfloat("DOWNLOAD_DELAY")),
             retry_after_max=settings.getfloat("IMAGECRAWL_RETRY_AFTER_MAX_SECONDS"),
             obey_crawl_delay=settings.getbool("IMAGECRAWL_PACING_OBEY_CRAWL_DELAY"),
-            robots_user_agent=settings.get("ROBOTSTXT_USER_AGENT") or settings.get("USER_AGENT") or "",
             close_when_all_abandoned=settings.getbool("IMAGECRAWL_BAN_CLOSE_WHEN_ALL_ABANDONED"),
         )
 
