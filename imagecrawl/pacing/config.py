@@ -101,11 +101,10 @@ class RetryConfig:
 
     @classmethod
     def from_settings(cls, settings: Any) -> Self:
-        # IMAGECRAWL_RETRY_TIMES = None (the default) means Scrapy's RETRY_TIMES
-        times = settings.get("IMAGECRAWL_RETRY_TIMES")
+        # Scrapy's own retry settings keep their meaning (the backoff retry middleware replaces Scrapy's)
         return cls(
-            enabled=settings.getbool("IMAGECRAWL_RETRY_ENABLED"),
-            times=int(times) if times is not None else settings.getint("RETRY_TIMES"),
+            enabled=settings.getbool("RETRY_ENABLED"),
+            times=settings.getint("RETRY_TIMES"),
             http_codes=frozenset(int(c) for c in settings.getlist("RETRY_HTTP_CODES")),
             backoff_seconds=settings.getfloat("IMAGECRAWL_RETRY_BACKOFF_SECONDS"),
             max_backoff_seconds=settings.getfloat("IMAGECRAWL_RETRY_MAX_BACKOFF_SECONDS"),
