@@ -87,7 +87,7 @@ def test_an_unknown_spider_is_one_line_with_the_nearest_name(tmp_path: Path) -> 
     assert result.returncode == 2
     assert error_line(result.stderr) == (
         "imagecrawl: error: unknown spider: 'urlz' (did you mean 'urls'?); "
-        "valid: civitai, gallery, lexica, sitemap, urls"
+        "valid: civitai, gallery, lexica, recheck, sitemap, urls"
     )
 
 
