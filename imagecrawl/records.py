@@ -197,11 +197,13 @@ def build_record(
 
     Every value passes :func:`conform` here, whatever its source (API JSON, HTML, any metadata chunk of
     the file): ``on_fix`` is called with each change it made (``text_replaced/prompt``, ...)."""
-    facts = probe_image(body, max_pixels=max_pixels)
+    # The file's own refusal first: an image the decoder refuses (a text chunk past Pillow's limits)
+    # that states a refusal is counted as the refusal it is.
     provenance = read_provenance(body)
     refusal = provenance.refusal() if embedded_optout else None
     if refusal is not None:
         raise EmbeddedOptOut(*refusal)
+    facts = probe_image(body, max_pixels=max_pixels)
     meta = extract_metadata(body)
     params: dict[str, Any] = {}
     if meta.params:

@@ -119,10 +119,31 @@ class RedactingFilter(logging.Filter):
 _FILTER = RedactingFilter()
 
 
+_FACTORY_INSTALLED = False
+
+
+def _install_record_factory() -> None:
+    """Mask every log record where it is made: a handler added later (Scrapy installs its ``LOG_FILE``
+    handler once the crawler's settings are applied, after the add-ons and the spider) is covered too."""
+    global _FACTORY_INSTALLED
+    if _FACTORY_INSTALLED:
+        return
+    make = logging.getLogRecordFactory()
+
+    def masked_record(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = make(*args, **kwargs)
+        _FILTER.filter(record)
+        return record
+
+    logging.setLogRecordFactory(masked_record)
+    _FACTORY_INSTALLED = True
+
+
 def install(secrets: Iterable[str], loggers: Iterable[str] = ("scrapy.crawler",)) -> RedactingFilter:
-    """Mask ``secrets`` from now on: on every handler of the root logger (every record that is written
-    goes through one) and on ``loggers`` themselves (their records are masked before any handler)."""
+    """Mask ``secrets`` from now on: every log record as it is made, every handler of the root logger
+    (every record that is written goes through one) and ``loggers`` themselves."""
     _FILTER.secrets.update(secrets)
+    _install_record_factory()
     root = logging.getLogger()
     for handler in root.handlers:
         if _FILTER not in handler.filters:

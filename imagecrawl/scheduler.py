@@ -24,6 +24,7 @@ import pickle
 import secrets
 import socket
 import time
+import weakref
 from pathlib import Path
 from typing import Any, Self
 
@@ -79,8 +80,11 @@ class FrontierScheduler:
         self.df: Any = build_from_crawler(load_object(settings["DUPEFILTER_CLASS"]), crawler)
         self.jobdir = job_dir(settings)
         self.lifo = "lifo" in str(settings.get("SCHEDULER_MEMORY_QUEUE")).lower()
+        # With JOBDIR every request that can be written waits on disk, as in Scrapy's own scheduler (a
+        # clean stop then has little left to write); a site's next few are read back in batches.
         self.config = FrontierConfig(
-            memory_limit=max(1, settings.getint("IMAGECRAWL_FRONTIER_MEMORY_REQUESTS")),
+            memory_limit=0 if self.jobdir else max(1, settings.getint("IMAGECRAWL_FRONTIER_MEMORY_REQUESTS")),
+            keep_per_site=0 if self.jobdir else FrontierConfig().keep_per_site,
             read_ahead=max(1, settings.getint("IMAGECRAWL_FRONTIER_READ_AHEAD")),
         )
         self.first_contact_timeout = settings.getfloat("IMAGECRAWL_POLICY_TIMEOUT_SECONDS")
@@ -105,6 +109,8 @@ class FrontierScheduler:
         self._timer: Any = None
         self._timer_at = math.inf
         self._dropped_sites: set[str] = set()
+        #: requests read back from the disk (for Scrapy's scheduler/dequeued/disk|memory stats)
+        self._from_disk: weakref.WeakSet[Request] = weakref.WeakSet()
         #: the frontier's clock (monotonic seconds) and timer (scrapy.utils.asyncio.call_later); tests
         #: inject their own
         self.clock = time.monotonic
@@ -181,9 +187,13 @@ class FrontierScheduler:
         not_before = m.get(meta.NOT_BEFORE)
         if not_before is not None:
             due = now + (float(not_before) - time.time())
+        spilled = self.frontier.spilled
         if not self.frontier.push(site, self._key(request), request, now, due):
             self._dropped(site, 1, self.frontier.sites[site].dropped or "given up")
             return False
+        self.stats.inc_value(
+            "scheduler/enqueued/disk" if self.frontier.spilled > spilled else "scheduler/enqueued/memory"
+        )
         self.stats.inc_value("scheduler/enqueued")
         return True
 
@@ -203,6 +213,7 @@ class FrontierScheduler:
                 if state is None or not state.answered:
                     m["download_timeout"] = self.first_contact_timeout
                     m[meta.FIRST_CONTACT] = True
+        self.stats.inc_value("scheduler/dequeued/disk" if request in self._from_disk else "scheduler/dequeued/memory")
         self.stats.inc_value("scheduler/dequeued")
         return request
 
@@ -309,10 +320,12 @@ class FrontierScheduler:
 
     def _decode(self, data: bytes) -> Request | None:
         try:
-            return request_from_dict(pickle.loads(data), spider=self.spider)
+            request = request_from_dict(pickle.loads(data), spider=self.spider)
         except Exception as exc:
             logger.error("Dropping a request the frontier file cannot restore: %s", exc)
             return None
+        self._from_disk.add(request)
+        return request
 
     def _open_spill(self) -> SpillStore:
         if self.jobdir:

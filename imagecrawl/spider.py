@@ -56,9 +56,14 @@ class ImageSpider(scrapy.Spider):
             for key in kwargs:
                 if key != "name" and not key.startswith("_"):
                     raise unknown_name(f"-a argument of the {self.name} spider", key, spider_arguments(type(self)))
-        # A credential in an argument (-a api_url=http://user:pw@host, ?token=...) is masked from now on.
-        redact.install(redact.url_secrets(kwargs.values()))
         super().__init__(*args, **kwargs)
+
+    @classmethod
+    def from_crawler(cls, crawler: Any, *args: Any, **kwargs: Any) -> Any:
+        # Every -a argument passes here (a subclass's __init__ may take some by name): a credential in
+        # one (-a api_url=http://user:pw@host, ?token=...) is masked from now on, in any form.
+        redact.install(redact.url_secrets([*args, *kwargs.values()]))
+        return super().from_crawler(crawler, *args, **kwargs)
 
     def image_request(self, url: str, hints: SourceHints, **kwargs: Any) -> scrapy.Request:
         request_meta = {meta.KIND: "image", **kwargs.pop("meta", {})}

@@ -223,6 +223,22 @@ def test_distributed_workers_get_tombstones_through_redis(tmp_path: Path, redis_
     later = SharedTombstones.from_crawler(make_crawler(**settings, IMAGECRAWL_STATE_DIR=str(tmp_path / "w2")))
     assert len(later) == 4 and client.hlen(key) == 4
     assert key_of("synth:1") in {t.id_key for t in later.stones()}
+    # --account on a distributed store: the salt the workers share in Redis
+    client.set("forgettest:author_salt", SALT.decode())
+    no_salt = {k: v for k, v in settings.items() if k != "IMAGECRAWL_AUTHOR_SALT"}
+    state = tmp_path / "forget-state"
+    by_account = cli(
+        "forget",
+        str(store.root),
+        "--account",
+        "user2",
+        "--reason",
+        "artist",
+        "--json",
+        *setting_args({**no_salt, "IMAGECRAWL_STATE_DIR": str(state)}),
+    )
+    assert by_account.returncode == 0, by_account.stderr
+    assert json.loads(by_account.stdout)["rows_removed"] == 3  # rows 2, 9 and 16
 
 
 def test_forget_commits_what_a_killed_crawl_left_in_the_outbox_first(tmp_path: Path, site: SandboxProcess) -> None:
@@ -252,3 +268,15 @@ def test_forget_commits_what_a_killed_crawl_left_in_the_outbox_first(tmp_path: P
     # the next crawl commits nothing of the forgotten ones again
     run_crawl("gallery", store=store, args={"profile": "sandbox", "start_url": f"{base}/gallery/"})
     assert not {r["page_url"] for r in rows(store)} & set(chosen)
+
+
+def test_recheck_of_other_peoples_sites_needs_a_contact(tmp_path: Path) -> None:
+    from imagecrawl.storage.stores import LocalStore
+
+    store = LocalStore(tmp_path / "store")
+    build_store(store, shards=1, rows_per_shard=8)  # rows on *.example.org and others: not loopback
+    done = cli("recheck", str(store.root), "-s", "LOG_LEVEL=ERROR")
+    assert done.returncode == 2, done.stderr
+    assert "imagecrawl recheck: error: the recheck visits sites that are not yours" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert len(list(store.list_shards())) == 1 and not (state_dir_for(str(store.root)) / "forget").exists()

@@ -272,10 +272,12 @@ def test_cli_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     assert cli.main([root, "--sha256", "xyz", "--reason", "r"]) == 2
     assert "imagecrawl forget: error: --sha256 'xyz'" in capsys.readouterr().err
     assert cli.main([root, "--site", "other.test", "--reason", " "]) == 2
+    assert cli.main([str(tmp_path / "no-such-store"), "--site", "other.test", "--reason", "r"]) == 3
+    assert "no store at" in capsys.readouterr().err
     (tmp_path / "file").write_text("")
     assert cli.main([str(tmp_path / "file"), "--site", "other.test", "--reason", "r"]) == 3
     err = capsys.readouterr().err
-    assert err.count("\n") == 2 and "Traceback" not in err  # the reason line, and the store line
+    assert err.count("\n") == 1 and "not a folder" in err and "Traceback" not in err
     assert cli.main([root, "--site", "other.test", "--reason", "r", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["rows_removed"] == 1

@@ -113,7 +113,12 @@ def test_each_site_at_its_own_pace_none_holding_another(tmp_path: Path) -> None:
     assert sched.call_later.live() == [pytest.approx(1.15, abs=0.02)]  # the engine is woken when a site is ready
     clock.t += 1.2  # the cap: 1 request in any 1.15 s
     assert sorted(drain(sched)) == ["https://a.example/1", "https://b.example/1"]
-    assert stats(sched, "scheduler/") == {"scheduler/enqueued": 6, "scheduler/dequeued": 4}
+    assert stats(sched, "scheduler/") == {
+        "scheduler/enqueued": 6,
+        "scheduler/enqueued/memory": 6,
+        "scheduler/dequeued": 4,
+        "scheduler/dequeued/memory": 4,
+    }
 
 
 def test_within_a_site_priority_then_scrapys_lifo_start_requests_fifo(tmp_path: Path) -> None:
@@ -254,6 +259,9 @@ def test_jobdir_keeps_the_queues_over_a_clean_stop(tmp_path: Path, caplog: pytes
     # a clean stop (the resume guard drops the marker that would make the next run discard the queue)
     sched.crawler.signals.send_catch_log(signals.spider_closed, spider=sched.spider, reason="shutdown")
     assert "1 queued requests could not be saved in JOBDIR" in caplog.text
+    # with JOBDIR every request that can be written waits on disk, as in Scrapy's own scheduler
+    assert sched.stats.get_value("scheduler/enqueued/disk") == 6
+    assert sched.stats.get_value("scheduler/enqueued/memory") == 1
     assert sched.stats.get_value("imagecrawl/frontier/unserializable") == 1
     assert (jobdir / JOBDIR_FILE).exists()
 
@@ -267,6 +275,7 @@ def test_jobdir_keeps_the_queues_over_a_clean_stop(tmp_path: Path, caplog: pytes
             ok(resumed, r)
     assert sorted(r.url for r in got) == [f"https://{s}/{i}" for s in ("a.example", "b.example") for i in (1, 2)]
     assert all(r.callback == resumed.spider.parse and r.errback == resumed.spider.failed for r in got)
+    assert resumed.stats.get_value("scheduler/dequeued/disk") == 4
     # the seen-set came back too: nothing already queued is queued again
     assert not resumed.enqueue_request(Request("https://a.example/0"))
 

@@ -85,13 +85,18 @@ def test_every_spiders_requests_are_saved_in_jobdir(site: SandboxProcess, url_li
     for crawl in crawls:
         crawl.settings = {"JOBDIR": str(tmp_path / "jobs" / crawl.name)}
     results = run_crawls(crawls, tmp_path, timeout=240)
+    memory_only = ("scheduler/unserializable", "imagecrawl/frontier/unspillable", "imagecrawl/frontier/unserializable")
     for name, result in results.items():
         stats = result.stats
         assert result.error is None, (name, result.error)
         assert result.items, (name, "no item")
         assert stats.get("imagecrawl/jobdir/unserializable", 0) == 0, name
-        assert stats.get("scheduler/unserializable", 0) == 0, name
-        assert stats["scheduler/enqueued/disk"] == stats["scheduler/enqueued"] > len(result.items) // 2, name
+        # whichever scheduler keeps them (the frontier's file, or Scrapy's disk queues): none stays in memory
+        for lost in memory_only:
+            assert stats.get(lost, 0) == 0, (name, lost)
+        assert stats["scheduler/enqueued"] > len(result.items) // 2, name
+        if "scheduler/enqueued/disk" in stats:
+            assert stats["scheduler/enqueued/disk"] == stats["scheduler/enqueued"], name
     assert "cannot be saved in JOBDIR" not in results["civitai"].log
 
 
@@ -176,7 +181,8 @@ def test_ctrl_c_then_the_same_command_stores_every_image_once(
     if sigints == 1:
         assert stats.get("imagecrawl/resume/unclean_restart", 0) == 0
         if spider != "urls":  # the saved queue is read back (the urls spider reads its list again)
-            assert stats.get("scheduler/dequeued/disk", 0) > 0
+            resumed = "Resuming the frontier from" in second.stderr or stats.get("scheduler/dequeued/disk", 0) > 0
+            assert resumed, second.stderr[-3000:]
     rows = read_store(store, columns=["id", "image_sha256"]).to_pylist()
     ids = Counter(r["id"] for r in rows)
     assert [i for i, n in ids.items() if n > 1] == []

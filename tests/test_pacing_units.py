@@ -415,7 +415,10 @@ def test_ceiling_is_what_the_site_served_not_the_rate_a_burst_let_through() -> N
         c.on_success(now=11 + k / 20)
     c.on_congestion("429", sent_at=11.9, now=12.0)
     assert c.ceiling is not None and 19 <= c.ceiling <= 21
-    assert c.rate == pytest.approx(0.7 * c.ceiling)
+    # the site served clearly less than was sent: that is its capacity, and the rate goes just under it
+    from imagecrawl.pacing.aimd import SERVED_MARGIN
+
+    assert c.rate == pytest.approx(SERVED_MARGIN * c.ceiling)
 
 
 def test_crawl_delay_floor_is_sequential_and_counts_from_the_end_of_a_request() -> None:
@@ -483,3 +486,54 @@ def test_a_second_cut_soon_after_start_up_measures_the_last_seconds_not_the_ramp
     c.on_congestion("429", sent_at=t + 0.5, now=t + 2.0)
     assert first is not None and c.ceiling is not None
     assert c.ceiling >= 12.0  # what the last seconds served, not the ~8/s average since the start
+
+
+# --- short crawls on sites the controller has not seen (virtual time: tests/pacing_sim.py) --------------
+
+
+@pytest.mark.parametrize(
+    ("capacity", "burst", "retry_after", "share", "n", "latency"),
+    [
+        (12, 12, 2.0, 0.5, 300, 0.03),  # a few hundred images, Retry-After on half the 429s
+        (6, 6, 1.0, 0.5, 200, 0.3),  # a slow site
+        (9, 4, 1.0, 1.0, 300, 0.1),  # a small bucket
+    ],
+)
+def test_a_short_crawl_reaches_the_sites_pace_soon_and_stays_polite(
+    capacity: float, burst: float, retry_after: float, share: float, n: int, latency: float
+) -> None:
+    from tests.pacing_sim import short_crawl
+
+    runs = [short_crawl(capacity, burst, retry_after, share, n, latency=latency, seed=s) for s in range(3)]
+    assert sorted(r.goodput for r in runs)[1] >= 0.8, runs
+    for r in runs:
+        assert r.share_429 <= 0.02 and r.inside_retry_after == 0, r
+        assert r.peak_after_5s <= 1.25 * capacity + 1, r
+
+
+def test_start_up_grows_by_the_full_factor_each_half_step_while_the_rate_is_used() -> None:
+    c = AimdController(CFG, now=0.0)
+    _answer_at_rate(c, 0.01, 3.0)
+    # answers a little under the rate (spacing jitter, latency) still count as using it
+    assert c.rate >= CFG.start_rate * CFG.startup_factor**3 - 1e-9
+
+
+def test_a_cut_takes_the_answers_since_the_last_cut_not_the_savings_a_pause_let_through() -> None:
+    """A site that saved up during a Retry-After pause serves more than its capacity while the rate
+    climbs past it, until the savings are spent; the ceiling counts the answers since the last cut over
+    the time since (a second of each pause counted), so it lands at the capacity, not at that pace."""
+    from imagecrawl.pacing.aimd import SERVED_MARGIN
+
+    c = AimdController(CFG, now=0.0)
+    c.rate, c.ceiling, c.last_cut = 16.0, 16.0, 0.0
+    c.note_pause(0.0, 2.0)
+    t = 2.0
+    while t < 4.5:  # the site's own 12/s ...
+        c.on_success(now=t)
+        t += 1 / 12
+    while t < 8.5:  # ... then 15/s while the 12 it saved are spent
+        c.on_success(now=t)
+        t += 1 / 15
+    c.on_congestion("429", sent_at=t, now=t)
+    assert c.ceiling is not None and 11.0 <= c.ceiling <= 13.0  # not the 15/s of the last two seconds
+    assert c.rate == pytest.approx(SERVED_MARGIN * c.ceiling)

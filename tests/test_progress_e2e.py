@@ -10,8 +10,9 @@ from typing import Any
 from .conftest import run_crawl
 
 LINE = re.compile(
-    r"\[imagecrawl\.extensions\.progress\] INFO: Progress (?P<clock>\d+:\d\d:\d\d): (?P<items>[\d,]+) items "
-    r"\((?P<rate>[\d.]+) images/s\); committed (?P<rows>[\d,]+) rows in (?P<shards>[\d,]+) shards, "
+    r"\[imagecrawl\.extensions\.progress\] INFO: Progress (?P<clock>\d+:\d\d:\d\d): (?P<items>[\d,]+)"
+    r"(?: of (?P<total>[\d,]+))? images \((?P<rate>[\d.]+) images/s(?:, ETA (?P<eta>\d+:\d\d:\d\d))?\); "
+    r"committed (?P<rows>[\d,]+) rows in (?P<shards>[\d,]+) shards, "
     r"outbox (?P<outbox>\d+) shards?; dupes (?P<dupes>[\d,]+), known skipped (?P<known>[\d,]+), "
     r"opt-out (?P<optout>[\d,]+), 429s (?P<s429>[\d,]+) \| (?P<sites>.+?)(?P<final> \(final\))?$"
 )
@@ -52,6 +53,32 @@ def test_progress_line_during_a_sandbox_crawl(tmp_path: Path, sandbox_site: Any)
     assert all(re.fullmatch(rf"{re.escape(netloc)} [\d.]+ req/s ok", m["sites"]) for m in running)
     assert any(float(m["sites"].split()[1]) > 0 for m in running)
     assert any(float(m["rate"]) > 0 for m in running)
+
+
+def test_progress_line_has_the_total_and_an_eta_and_the_first_shard_commits_early(
+    tmp_path: Path, sandbox_site: Any
+) -> None:
+    result = run_crawl(
+        "civitai",
+        store=tmp_path / "store",
+        args={"api_url": sandbox_site.base_url.rstrip("/"), "limit": 5, "max_items": 30},
+        settings={
+            "IMAGECRAWL_PROGRESS_INTERVAL_SECONDS": "0.3",
+            "CONCURRENT_REQUESTS_PER_DOMAIN": "1",
+            "DOWNLOAD_DELAY": "0.1",
+            "IMAGECRAWL_FIRST_SHARD_MAX_ROWS": "4",
+        },
+    )
+    matches = [m for line in result.stderr.splitlines() if (m := LINE.search(line))]
+    assert len(matches) >= 3 and all(m["total"] == "30" for m in matches), result.stderr[-3000:]
+    running = [m for m in matches[:-1] if float(m["rate"]) > 0 and _num(m["items"]) < 30]
+    assert running and all(m["eta"] for m in running)
+    # the first shard was committed after 4 rows, while the crawl went on: a running line shows it
+    pairs = [(_num(m["items"]), _num(m["rows"])) for m in matches[:-1]]
+    assert any(rows == 4 and items > 4 for items, rows in pairs), pairs
+    stats = result.stats
+    assert stats["imagecrawl/store/shards_committed"] == 2  # the early one, then the rest
+    assert stats["imagecrawl/store/rows_committed"] == stats["item_scraped_count"] > 4
 
 
 def test_progress_line_shows_at_warning_and_a_healthy_crawl_warns_nothing(tmp_path: Path, sandbox_site: Any) -> None:

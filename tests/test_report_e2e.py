@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import shutil
 from collections import Counter
 from pathlib import Path
@@ -152,7 +153,7 @@ def test_progress_line_shows_sites_and_pushback(crawl: dict[str, Any]) -> None:
     assert lines[-1].endswith(f"INFO: {rows} new rows stored in {crawl['store']}")
     final = lines[-2]
     assert final.endswith("(final)")
-    assert f"{rows} items" in final
+    assert re.search(rf": {rows}( of [\d,]+)? images \(", final), final
     assert f"committed {rows} rows in " in final
     assert "outbox 0 shards" in final
     assert f"429s {THROTTLED_IMAGES}" in final

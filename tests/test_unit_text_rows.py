@@ -245,3 +245,27 @@ def test_metadata_cli_prints_a_lone_surrogate_as_replacement(
     assert metadata_main([str(path)]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["prompt"] == "a cat \ufffd" and out["metadata_source"] == "png:comfyui"
+
+
+def test_closing_while_the_age_loop_holds_a_batch_loses_no_row(tmp_path: Path) -> None:
+    """The age loop flushes every few milliseconds while rows keep coming; the crawl closes right after
+    the last row, often while the loop holds a batch it took: every row still lands."""
+    for attempt in range(6):
+        store = tmp_path / f"s{attempt}"
+        crawler = make_crawler(
+            IMAGECRAWL_STORE=str(store), IMAGECRAWL_SPOOL_BATCH_ROWS=1000, IMAGECRAWL_SPOOL_FLUSH_SECONDS=0.001
+        )
+        crawler.stats.open_spider()
+        pipeline = ParquetPipeline.from_crawler(crawler)
+        items = [good(n) for n in range(1, 41)]
+
+        async def crawl(pipeline: ParquetPipeline = pipeline, items: list[PromptImage] = items) -> None:
+            await pipeline.open_spider()
+            pipeline._engine_started()
+            for item in items:
+                await pipeline.process_item(item)
+                await asyncio.sleep(0.0005)
+            await pipeline.close_spider()
+
+        asyncio.run(crawl())
+        assert stored_ids(store) == sorted(f"civitai:{n}" for n in range(1, 41)), attempt

@@ -287,7 +287,10 @@ def test_low_list_is_one_line(
     a_file.write_text("not a folder")
     fill = {"file": str(a_file), "port": str(free_port())}
     settings = {k: v.format(**fill) for k, v in settings.items()}
-    args = {"start_url": site.base_url if spider == "sitemap" else f"{site.base_url}gallery/", **args}
+    if spider == "gallery":
+        args = {"profile": "sandbox", "start_url": f"{site.base_url}gallery/", **args}
+    else:
+        args = {"start_url": site.base_url, **args}
     before = len(site.requests())
     result = run_crawl(spider, store=tmp_path / "store", args=args, settings=settings, check=False, timeout=90)
     assert result.returncode == code, result.stderr[-3000:]
@@ -299,7 +302,7 @@ def test_url_credentials_are_masked_in_the_error_line(site: SandboxProcess, tmp_
     result = run_crawl(
         "gallery",
         store=tmp_path / "store",
-        args={"start_url": f"{site.base_url}gallery/"},
+        args={"profile": "sandbox", "start_url": f"{site.base_url}gallery/"},
         settings={"IMAGECRAWL_REDIS_URL": f"redis://bob:RedisPass7777@127.0.0.1:{free_port()}/0"},
         check=False,
         timeout=90,

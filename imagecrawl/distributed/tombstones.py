@@ -119,3 +119,18 @@ class SharedTombstones(TombstoneIndex):
             return cls.publish_to(client, tombstones_key(str(settings.get("IMAGECRAWL_REDIS_PREFIX")), url), stones)
         finally:
             client.close()
+
+    @staticmethod
+    def author_salt(settings: Any) -> str | None:
+        """The author salt the workers of a distributed crawl share (``<prefix>:author_salt``, made by the
+        add-on), for ``imagecrawl forget --account``; None if no worker made one yet."""
+        from imagecrawl.distributed.config import redis_url
+
+        client = redis.Redis.from_url(redis_url(settings))
+        try:
+            value = client.get(f"{settings.get('IMAGECRAWL_REDIS_PREFIX')}:author_salt")
+        finally:
+            client.close()
+        if value is None:
+            return None
+        return value.decode() if isinstance(value, bytes) else str(value)

@@ -2,9 +2,12 @@
 at the level ``PROGRESS`` (between WARNING and ERROR, so it shows without counting as a warning); hidden
 at ERROR. The last one, at close, says how many rows the crawl added to the store:
 
-Progress 0:05:00: 1,234 items (4.1 images/s); committed 1,200 rows in 6 shards, outbox 1 shard;
-dupes 12, known skipped 30, opt-out 3, 429s 4 | civitai.com 3.2 req/s ok; cdn.example 0.0 req/s
-paused 25s (Retry-After) (+3 sites)
+Progress 0:05:00: 1,234 of 5,000 images (4.1 images/s, ETA 0:15:18); committed 1,200 rows in 6 shards,
+outbox 1 shard; dupes 12, known skipped 30, opt-out 3, 429s 4 | civitai.com 3.2 req/s ok; cdn.example
+0.0 req/s paused 25s (Retry-After) (+3 sites)
+
+Images are the records the crawl kept (``item_scraped_count``); the total is the spider's ``max_items``
+when it has one, and the ETA is what is left of it at the recent rate.
 """
 
 from __future__ import annotations
@@ -70,12 +73,25 @@ def _clock(seconds: float) -> str:
     return f"{hours}:{minutes:02d}:{sec:02d}"
 
 
-def progress_line(monitor: Monitor, stats: dict[str, Any], now: float, window: float, sites: int) -> str:
-    images_rate = monitor.timeline.recent_rate("images", now, window)
+def images_part(done: int, rate: float, total: int | None) -> str:
+    """``1,234 of 5,000 images (4.1 images/s, ETA 0:15:18)``: one unit; the total and ETA when known."""
+    of = f" of {total:,}" if total else ""
+    eta = ""
+    if total and done < total and rate > 0:
+        eta = f", ETA {_clock((total - done) / rate)}"
+    return f"{done:,}{of} images ({rate:.1f} images/s{eta})"
+
+
+def progress_line(
+    monitor: Monitor, stats: dict[str, Any], now: float, window: float, sites: int, total: int | None = None
+) -> str:
+    # one unit: images kept (records scraped) and their rate, not downloads per second
+    images_rate = monitor.timeline.recent_rate("items", now, window)
     backlog = monitor.backlog_shards()
+    done = int(stats.get("item_scraped_count", 0))
     parts = [
-        f"Progress {_clock(now - monitor.started)}: {int(stats.get('item_scraped_count', 0)):,} items "
-        f"({images_rate:.1f} images/s); committed {int(stats.get('imagecrawl/store/rows_committed', 0)):,} rows "
+        f"Progress {_clock(now - monitor.started)}: {images_part(done, images_rate, total)}; "
+        f"committed {int(stats.get('imagecrawl/store/rows_committed', 0)):,} rows "
         f"in {int(stats.get('imagecrawl/store/shards_committed', 0)):,} shards, outbox {backlog} "
         f"shard{'s' if backlog != 1 else ''}",
         f"dupes {prefixed_sum(stats, 'imagecrawl/dedupe/dropped/'):,}, "
@@ -123,7 +139,16 @@ class ProgressLine:
         if level is None or self.monitor is None:
             return
         stats = self.stats.get_stats()
-        line = progress_line(self.monitor, stats, time.time(), self.config.interval_seconds, self.config.sites)
+        spider = self.crawler.spider
+        total = getattr(spider, "max_items", None) if spider is not None else None
+        line = progress_line(
+            self.monitor,
+            stats,
+            time.time(),
+            self.config.interval_seconds,
+            self.config.sites,
+            total if isinstance(total, int) and total > 0 else None,
+        )
         logger.log(level, "%s%s", line, " (final)" if final else "")
         if final:
             rows = int(stats.get("imagecrawl/store/rows_committed", 0))

@@ -48,8 +48,12 @@ def store_settings(store: str, pairs: Sequence[str]) -> Any:
 
 
 def open_for_forget(settings: Any) -> tuple[LocalStore | S3Store, Path]:
+    """The store and its state folder; :class:`StoreError` for a local store that is not there (a typo
+    must not read as "nothing to forget")."""
     url = str(settings.get("IMAGECRAWL_STORE"))
     store = open_store(url, s3_config_from_settings(settings))
+    if isinstance(store, LocalStore) and not store.root.is_dir():
+        raise StoreError(f"no store at {store.root}: not a folder")
     return store, state_dir_for(url, settings.get("IMAGECRAWL_STATE_DIR"))
 
 
@@ -78,7 +82,17 @@ def author_salt_of(state: Path, settings: Any) -> bytes | None:
     try:
         return bytes.fromhex((state / "author_salt").read_text().strip())
     except (OSError, ValueError):
-        return None
+        pass
+    if str(settings.get("IMAGECRAWL_REDIS_URL") or settings.get("REDIS_URL") or "").strip():
+        # distributed crawls keep one salt for all workers in Redis
+        from scrapy.utils.misc import load_object
+
+        try:
+            salt = load_object(SHARED_TOMBSTONES).author_salt(settings)
+        except ModuleNotFoundError as exc:
+            raise missing_extra("IMAGECRAWL_REDIS_URL (or REDIS_URL)", "redis", exc.name or "redis") from None
+        return salt.encode() if salt else None
+    return None
 
 
 def live_writers(state: Path) -> list[str]:

@@ -43,6 +43,7 @@ from imagecrawl import failpoints
 from imagecrawl.forget import tombstones as tomb
 from imagecrawl.forget.selectors import SELECT_COLUMNS, Selection
 from imagecrawl.pacing.sitekey import site_of_url
+from imagecrawl.storage import layout
 
 logger = logging.getLogger(__name__)
 
@@ -330,10 +331,13 @@ def carry_out(
     values = pa.array(plan.sha256s, pa.string())
     present = {s.key for s in store.list_shards()}
     for n, shard in enumerate(plan.shards):
-        if shard.key not in present:
+        key = shard.key
+        if key not in present and layout.current_key(key) in present:
+            key = layout.current_key(key)  # a store of the first layout, moved since the plan was made
+        if key not in present:
             outcome.deleted.append(shard.key)  # emptied and deleted before a crash (or gone since)
             continue
-        removed, read, written, deleted = rewrite_shard(store, shard.key, values, journal.scratch(plan, n))
+        removed, read, written, deleted = rewrite_shard(store, key, values, journal.scratch(plan, n))
         outcome.bytes_read += read
         outcome.rows_removed += removed
         if deleted:
@@ -342,7 +346,7 @@ def carry_out(
             # no planned row left without removing one now: this run rewrote it before it was interrupted
             outcome.rewritten.append(shard.key)
             outcome.bytes_written += written
-        logger.info("Forget %s: shard %s, %d of %d rows removed", plan.op, shard.key, removed, shard.rows)
+        logger.info("Forget %s: shard %s, %d of %d rows removed", plan.op, key, removed, shard.rows)
     forget_in_ledger(state, plan, stones, outcome)
     failpoints.hit("forget.ledger.done")
     outcome.seconds = time.monotonic() - started

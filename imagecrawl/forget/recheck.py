@@ -216,10 +216,12 @@ def visit(sites: dict[str, Site], settings: Any) -> None:
     from scrapy.crawler import AsyncCrawlerProcess
 
     from imagecrawl.commands.crawl import user_error
+    from imagecrawl.exitcodes import USAGE, exit_code
 
     failures: list[BaseException] = []
     process = AsyncCrawlerProcess(settings)
-    result: Any = process.crawl(RecheckSpider, sites=sites)
+    crawler = process.create_crawler(RecheckSpider)
+    result: Any = process.crawl(crawler, sites=sites)
     result.add_done_callback(lambda task: failures.append(task.exception()) if task.exception() else None)
     process.start()
     if failures:
@@ -227,6 +229,11 @@ def visit(sites: dict[str, Site], settings: Any) -> None:
         if error is not None:
             raise error
         raise StoreError(f"the recheck crawl failed to start: {failures[0]}")
+    if crawler.stats is not None and exit_code(crawler.stats) == USAGE:
+        # the identity guard: no contact for a site that is not ours (it logged why)
+        raise ConfigError(
+            "the recheck visits sites that are not yours: set a contact, -s IMAGECRAWL_CONTACT=you@example.org"
+        )
 
 
 def build_parser() -> argparse.ArgumentParser:

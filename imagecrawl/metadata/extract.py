@@ -327,8 +327,9 @@ def _from_parameters(value: str, texts: dict[str, str]) -> ImageMetadata | None:
     stripped = value.strip().strip("\x00")
     if stripped.startswith("{"):
         obj = load_json(stripped)
-        if obj is not None:
-            return parse_json_payload(obj)
+        meta = parse_json_payload(obj) if obj is not None else None
+        if _useful(meta):
+            return meta
     meta = parse_infotext(value, require_params=False)
     if meta is not None:
         meta.generator = _infotext_generator(meta, texts)
@@ -363,9 +364,10 @@ def _from_loose_text(text: str) -> ImageMetadata | None:
     stripped = text.strip().strip("\x00")
     if stripped.startswith("{"):
         obj = load_json(stripped)
-        if obj is not None:
-            return parse_json_payload(obj)
-        return None
+        meta = parse_json_payload(obj) if obj is not None else None
+        if _useful(meta):
+            return meta
+        # not JSON after all: an infotext whose prompt starts with "{" ({masterpiece}, a JSON-style prompt)
     if looks_like_infotext(stripped):
         meta = parse_infotext(stripped)
         if meta is not None:
@@ -436,15 +438,15 @@ def _from_user_comment(text: str, *, software: str | None, description: str | No
         return None
     if stripped.startswith("{"):
         obj = load_json(stripped)
-        if obj is None:
-            return None
-        meta = parse_json_payload(obj)
+        meta = parse_json_payload(obj) if obj is not None else None
         if meta is not None and meta.generator == "novelai":
             if meta.model is None and software:
                 meta.model = software
             if not meta.prompt and description:
                 meta.prompt = description
-        return meta
+        if _useful(meta):
+            return meta
+        # only looks like JSON: an infotext whose prompt starts with "{" (JSON-style prompts, {masterpiece})
     meta = parse_infotext(stripped)
     if meta is not None:
         meta.generator = _infotext_generator(meta)
@@ -481,7 +483,8 @@ def _from_stealth(payload: str) -> ImageMetadata | None:
                 inner: Any = load_json(obj["Comment"])
                 if isinstance(inner, dict):
                     meta = parse_novelai(inner, description=obj.get("Description"), source=obj.get("Source"))
-            return meta
+            if _useful(meta) or not looks_like_infotext(stripped):
+                return meta
     meta = parse_infotext(stripped, require_params=False)
     if meta is not None:
         meta.generator = _infotext_generator(meta)

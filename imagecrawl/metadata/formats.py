@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import shlex
 from typing import Any
 
 from imagecrawl.metadata.comfyui import as_api_graph, parse_comfy, parse_comfy_graph
@@ -358,6 +359,37 @@ def split_invoke_prompt(prompt: str) -> tuple[str, str | None]:
     return positive, ", ".join(g.strip() for g in groups if g.strip())
 
 
+def _weight(value: Any) -> str | None:
+    number = to_float(value)
+    if number is None:
+        return None
+    return str(int(number)) if number.is_integer() else repr(number)
+
+
+def blended_prompt(pieces: list[Any]) -> str | None:
+    """InvokeAI 2.x's weighted prompt pieces (``[{"prompt": "dog", "weight": 1}, {"prompt": "cat",
+    "weight": 2}]``) as the blend it was written as: ``dog:1,cat:2``. One piece of weight 1 is just its
+    text; every piece is kept."""
+    parts: list[tuple[str, str | None]] = []
+    for piece in pieces:
+        if isinstance(piece, dict):
+            text = piece.get("prompt")
+            if isinstance(text, str):
+                parts.append((text, _weight(piece.get("weight"))))
+        elif isinstance(piece, str):
+            parts.append((piece, None))
+    if not parts:
+        return None
+    if len(parts) == 1 and parts[0][1] in (None, "1"):
+        return parts[0][0]
+    out = ""
+    for index, (text, weight) in enumerate(parts):
+        if index and not text[:1].isspace() and not text.startswith(","):
+            out += ","
+        out += text + (f":{weight}" if weight is not None else "")
+    return out
+
+
 def parse_invokeai_sdmetadata(d: dict[str, Any]) -> ImageMetadata | None:
     img = d.get("image")
     if not isinstance(img, dict):
@@ -365,8 +397,22 @@ def parse_invokeai_sdmetadata(d: dict[str, Any]) -> ImageMetadata | None:
     meta = ImageMetadata(generator="invokeai")
     raw = img.get("prompt")
     text: str | None = None
-    if isinstance(raw, list) and raw and isinstance(raw[0], dict):
-        text = _s(raw[0].get("prompt"))
+    negatives: list[str] = []
+    if isinstance(raw, list) and raw:
+        # the [negative] parts of each piece, then the pieces' positive parts as the blend
+        pieces: list[Any] = []
+        for piece in raw:
+            if isinstance(piece, dict) and isinstance(piece.get("prompt"), str):
+                positive, negative = split_invoke_prompt(piece["prompt"])
+                pieces.append({**piece, "prompt": positive})
+                if negative:
+                    negatives.append(negative)
+            else:
+                pieces.append(piece)
+        if len(raw) > 1:
+            meta.params["prompt_pieces"] = _jsonable(raw)
+        meta.prompt = blended_prompt(pieces)
+        meta.negative_prompt = ", ".join(negatives) or None
     elif isinstance(raw, str):
         text = raw
     if text is not None:
@@ -384,7 +430,92 @@ def parse_invokeai_sdmetadata(d: dict[str, Any]) -> ImageMetadata | None:
 
 
 _DREAM = re.compile(r'^\s*"(.*)"\s*(.*)$', re.S)
-_DREAM_OPT = re.compile(r"(?:^|\s)-(-?[A-Za-z_]+)(?:[\s=]+([^\s-][^\s]*|-\d[^\s]*))?")
+_NUMBER = re.compile(r"^[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:e[+-]?\d+)?$", re.I)
+
+#: the dream command line's options (InvokeAI 1.x/2.x ``Dream`` chunk and ``sd-metadata`` ``dream``):
+#: short letter -> long name; a short option's value may be glued to it (``-s50``, ``-Ak_lms``)
+DREAM_SHORT: dict[str, str] = {
+    "s": "steps",
+    "S": "seed",
+    "n": "iterations",
+    "W": "width",
+    "H": "height",
+    "C": "cfg_scale",
+    "A": "sampler",
+    "m": "model",
+    "I": "init_img",
+    "M": "init_mask",
+    "f": "strength",
+    "G": "gfpgan_strength",
+    "U": "upscale",
+    "v": "variation_amount",
+    "V": "with_variations",
+    "T": "fit",
+    "x": "skip_normalize",
+    "t": "log_tokenization",
+    "g": "grid",
+    "F": "fit",
+    "b": "batch_size",
+    "D": "out_direction",
+    "c": "outcrop",
+    "ft": "facetool",
+}
+#: long spellings of the same options
+DREAM_ALIASES: dict[str, str] = {"sampler_name": "sampler", "cfg": "cfg_scale", "facetool_strength": "gfpgan_strength"}
+#: options that take no value
+DREAM_FLAGS = frozenset({"skip_normalize", "log_tokenization", "grid", "fit", "seamless", "hires_fix", "perlin_noise"})
+#: options that take several values (``-U 2 0.75``)
+DREAM_MULTI = frozenset({"upscale", "out_direction", "outcrop", "embiggen", "embiggen_tiles"})
+
+
+def _dream_tokens(rest: str) -> list[str]:
+    try:
+        return shlex.split(rest, posix=True)
+    except ValueError:  # an unbalanced quote: plain whitespace
+        return rest.split()
+
+
+def dream_options(rest: str) -> dict[str, Any]:
+    """The options of a dream command line after its quoted prompt, by long name, values as written.
+
+    Every spelling InvokeAI took: ``-s50``, ``-s 50``, ``--steps 50``, ``--steps=50``, ``-Ak_lms``,
+    ``--sampler=k_lms``; flags (``--seamless``) are True; ``-U 2 0.75`` gives a list."""
+    tokens = _dream_tokens(rest)
+    opts: dict[str, Any] = {}
+    i = 0
+    while i < len(tokens):
+        token = tokens[i]
+        i += 1
+        if not token.startswith("-") or _NUMBER.match(token):
+            continue  # a stray word: not an option
+        value: str | None = None
+        if token.startswith("--"):
+            name, eq, given = token[2:].partition("=")
+            name = DREAM_ALIASES.get(name, name)
+            value = given if eq else None
+        else:
+            body = token[1:]
+            letter = "ft" if body == "ft" or body.startswith("ft=") else body[:1]
+            name = DREAM_SHORT.get(letter, letter)
+            glued = body[len(letter) :].lstrip("=")
+            value = glued or None
+        if not name:
+            continue
+        if name in DREAM_FLAGS and value is None:
+            opts.setdefault(name, True)
+            continue
+        if name in DREAM_MULTI and value is None:
+            values: list[str] = []
+            while i < len(tokens) and (not tokens[i].startswith("-") or _NUMBER.match(tokens[i])):
+                values.append(tokens[i])
+                i += 1
+            opts.setdefault(name, values if len(values) != 1 else values[0])
+            continue
+        if value is None and i < len(tokens) and (not tokens[i].startswith("-") or _NUMBER.match(tokens[i])):
+            value = tokens[i]
+            i += 1
+        opts.setdefault(name, value if value is not None else True)
+    return opts
 
 
 def parse_invokeai_dream(text: str) -> ImageMetadata | None:
@@ -393,35 +524,24 @@ def parse_invokeai_dream(text: str) -> ImageMetadata | None:
         return None
     meta = ImageMetadata(generator="invokeai")
     meta.prompt, meta.negative_prompt = split_invoke_prompt(m.group(1))
-    opts: dict[str, str] = {}
-    for key, value in _DREAM_OPT.findall(" " + m.group(2)):
-        opts.setdefault(key, value)
-    mapping = {
-        "s": "steps",
-        "steps": "steps",
-        "S": "seed",
-        "seed": "seed",
-        "C": "cfg_scale",
-        "cfg_scale": "cfg_scale",
-    }
-    for key, value in opts.items():
-        field = mapping.get(key.lstrip("-"))
-        if field == "steps":
-            meta.steps = to_int(value)
-        elif field == "seed":
-            meta.seed = to_int(value)
-        elif field == "cfg_scale":
-            meta.cfg_scale = to_float(value)
-        elif key in ("A", "-sampler", "sampler"):
-            meta.sampler = value
-        elif key in ("W", "-width", "width"):
-            meta.width = to_int(value)
-        elif key in ("H", "-height", "height"):
-            meta.height = to_int(value)
-        elif key in ("m", "-model", "model"):
-            meta.model = value
+    for name, value in dream_options(m.group(2)).items():
+        text_value = value if isinstance(value, str) else None
+        if name == "steps":
+            meta.steps = to_int(text_value)
+        elif name == "seed":
+            meta.seed = to_int(text_value)
+        elif name == "cfg_scale":
+            meta.cfg_scale = to_float(text_value)
+        elif name == "sampler":
+            meta.sampler = text_value
+        elif name == "width":
+            meta.width = to_int(text_value)
+        elif name == "height":
+            meta.height = to_int(text_value)
+        elif name == "model":
+            meta.model = text_value
         else:
-            meta.params[key] = value
+            meta.params[name] = value
     if meta.steps is None and meta.seed is None and not meta.prompt:
         return None
     return meta

@@ -2,7 +2,8 @@
 
 Pure (no Scrapy). :func:`read_provenance` gives the v2 columns of the record and, when the file
 forbids training a generative model, the refusal (``embedded_data_mining`` for XMP
-``plus:DataMining``, ``embedded_c2pa`` for a C2PA training-mining assertion).
+``plus:DataMining``, ``embedded_c2pa`` for a C2PA training-mining assertion, ``embedded_unreadable``
+when an XMP packet could not be read to its end for its statement).
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ class Provenance:
         """``(reason, detail)`` when the file forbids training, else None (XMP first, then C2PA)."""
         if self.xmp.refuses_training:
             return "embedded_data_mining", f"plus:DataMining {self.xmp.data_mining}"
+        if self.xmp.unreadable is not None:  # a refusal we could not read is not permission
+            return "embedded_unreadable", f"XMP data-mining statement unreadable: {self.xmp.unreadable}"
         if self.c2pa.training_refusal is not None:
             return "embedded_c2pa", f"c2pa training-mining {self.c2pa.training_refusal}"
         return None

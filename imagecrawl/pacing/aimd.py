@@ -2,20 +2,28 @@
 
 Pure logic, no Scrapy and no clock of its own: every method takes ``now`` (monotonic seconds).
 
-* Start-up: while no congestion was ever seen, the rate grows by ``startup_factor`` per step (TCP's
-  slow start, bounded by ``max_rate``), only while the rate is what holds requests back; so does the
-  concurrency (at least +1), while the concurrency is what holds them back.
-* The rate never grows past ``startup_factor`` times what the site actually answered in the last
-  step: a rate the crawl does not use (because the concurrency or the spider holds it back) is not
-  a rate the site has shown it can take, so it does not pile up into a burst when that limit opens.
+* Start-up: while no congestion was ever seen, the rate grows by ``startup_factor`` per half step
+  (TCP's slow start, bounded by ``max_rate``: a short crawl spends little of itself climbing), only
+  while the rate is what holds requests back; so does the concurrency (at least +1), while the
+  concurrency is what holds them back.
+* A rate the crawl does not use (because the concurrency or the spider holds it back: the answers of
+  a step came to less than ``USED_SHARE`` of it) grows to at most ``startup_factor`` times what the
+  site actually answered: it is not a rate the site has shown it can take, so it does not pile up into
+  a burst when that limit opens.
 * Congestion (429, 503/502/504, timeouts, connection errors, latency well above the site's
   baseline): rate and concurrency are cut multiplicatively by ``decrease_factor``, at most once per
   adjustment epoch: answers to requests sent before the last cut are old news and do not cut again.
-  The rate at the cut is remembered as the ``ceiling``.
+  The rate at the cut is remembered as the ``ceiling``, or what the site served if less: after a
+  previous cut, the answers since it over the time since (a second of each Retry-After pause counted:
+  what a token bucket saves up in a pause is not capacity). A site that served clearly less than was
+  sent has shown its capacity: the rate goes to ``SERVED_MARGIN`` of it instead of the cut. The first
+  congestion in start-up keeps a ceiling a little above what the ramp's lagging answers showed.
 * Healthy and flat latency: below ``recover_ratio * ceiling`` the rate closes half the gap per step
   (fast recovery to a rate known to work); near the ceiling it creeps up by ``probe_fraction`` of
-  the ceiling per step, and the step doubles each step it gets past the ceiling unharmed (the site
-  may have grown) - a CUBIC-like sawtooth that spends most of its time just under capacity.
+  the ceiling per step, and past the ceiling unharmed the step doubles after ``PROBE_DOUBLING_AFTER``
+  steps (the site may have grown, or the ceiling was an underestimate) up to ``PROBE_CAP`` times it,
+  held there ``PROBE_HOLD_STEPS`` steps before it becomes the new ceiling - a CUBIC-like sawtooth that
+  spends most of its time just under capacity.
 """
 
 from __future__ import annotations
@@ -26,10 +34,24 @@ from dataclasses import dataclass
 
 #: a smoothed latency older than this many steps no longer holds growth back
 STALE_LATENCY_STEPS = 5
+#: of a Retry-After pause, the part a site is taken to save up capacity in (its burst)
+PAUSE_SAVINGS_SECONDS = 1.0
+#: after the first congestion, the ceiling is taken this far above what was served before it
+STARTUP_CEILING = 1.15
+#: start-up steps are this fraction of a step
+STARTUP_STEP = 0.5
+#: a step whose answers came to this share of the rate used the rate (it was what held requests back)
+USED_SHARE = 0.7
+#: a cut whose served rate is below this share of the rate knows the site's capacity ...
+SATURATED_SHARE = 0.9
+#: ... and goes this far under it
+SERVED_MARGIN = 0.95
+#: steps past the last ceiling after which the probing steps double
+PROBE_DOUBLING_AFTER = 3
 #: probing goes at most this far above the last ceiling ...
 PROBE_CAP = 1.15
 #: ... until it held there this many steps without congestion
-PROBE_HOLD_STEPS = 20
+PROBE_HOLD_STEPS = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +112,7 @@ class AimdController:
         self._steps_past_ceiling = 0
         self._steps_at_cap = 0
         self._step_answers = 0  # healthy answers since the last step
+        self._cut_answers = 0  # healthy answers since the last cut
 
     def note_pause(self, start: float, end: float) -> None:
         """The site was closed (Retry-After) from ``start`` to ``end``: not a lack of capacity."""
@@ -178,17 +201,38 @@ class AimdController:
         # Within the goodput window of start-up or of the last cut, the long window would average in
         # the slow seconds before it (and pin the ceiling far below the site's capacity): the last
         # two seconds say what the site served.
-        settling = self.ceiling is None or now - self.last_cut < c.goodput_window_seconds
+        startup = self.ceiling is None
+        settling = startup or now - self.last_cut < c.goodput_window_seconds
         served = self.goodput(now, 2.0 if settling else None)
+        since = now - self.last_cut
+        if not startup and math.isfinite(since) and since >= 2 * c.step_seconds and self._cut_answers >= 5:
+            # Between two congestions the site served what it can take, plus what a pause (Retry-After)
+            # let it save up - a short window just after a pause counts those savings as capacity. Over
+            # the whole time since the last cut, a pause counts as time for what a site typically
+            # saves (a token bucket of about a second of its capacity), not for the rest of it.
+            idle = sum(max(0.0, min(b, now) - max(a, self.last_cut) - PAUSE_SAVINGS_SECONDS) for a, b in self._pauses)
+            window = max(c.step_seconds, since - idle)
+            served = min(served if served is not None else math.inf, self._cut_answers / window)
         self.ceiling = self.rate if served is None else max(c.min_rate, min(self.rate, served))
         self._probe_step = 0.0
         self._steps_past_ceiling = 0
         self._steps_at_cap = 0
-        self.rate = max(c.min_rate, min(self.rate, self.max_rate, self.ceiling) * c.decrease_factor)
+        rate = min(self.rate, self.max_rate)
+        if not startup and served is not None and served < SATURATED_SHARE * rate:
+            # the site answered clearly less than was sent: what it served is its capacity (a drained
+            # token bucket refills at exactly that pace), so go just under it
+            self.rate = max(c.min_rate, served * SERVED_MARGIN)
+        else:
+            self.rate = max(c.min_rate, min(rate, self.ceiling) * c.decrease_factor)
+        if startup:
+            # a climbing rate's answers lag behind it: the site's capacity lies below the rate that
+            # met the first congestion, maybe well above what the last seconds' answers showed
+            self.ceiling = max(self.ceiling, min(rate, self.rate / c.decrease_factor * STARTUP_CEILING))
         self.concurrency = max(1, math.floor(self.concurrency * c.decrease_factor))
         self.last_cut = now
         self.last_change = now
         self._step_answers = 0
+        self._cut_answers = 0
         self.rate_limited = self.concurrency_limited = False
         return Adjustment("decrease", reason, self.rate, self.concurrency)
 
@@ -198,8 +242,11 @@ class AimdController:
         c = self.config
         self._answers.append(now)
         self._step_answers += 1
+        self._cut_answers += 1
         elapsed = now - self.last_change
-        if elapsed < c.step_seconds:
+        # start-up (no congestion seen yet) takes half steps: a short crawl spends little of itself there
+        step = c.step_seconds * (STARTUP_STEP if self.ceiling is None else 1.0)
+        if elapsed < step:
             return None
         if not self.latency_flat(now):
             return None
@@ -207,7 +254,10 @@ class AimdController:
         if self.rate_limited and self.rate < self.max_rate:
             # what the site answered in this step, times the start-up factor, bounds the new rate
             used = self._step_answers / max(elapsed, 1e-9)
-            new = min(self.max_rate, self._next_rate(), max(self.rate, used * c.startup_factor))
+            # a rate the crawl used (spacing jitter and latency keep the answers a little under it) may
+            # grow by its full step; one it did not use grows to what was used, times the start-up factor
+            bound = math.inf if used >= USED_SHARE * self.rate else used * c.startup_factor
+            new = min(self.max_rate, self._next_rate(), max(self.rate, bound))
             grew = new > self.rate
             self.rate = new
         if self.concurrency_limited and self.concurrency < c.max_concurrency:
@@ -241,7 +291,7 @@ class AimdController:
         # PROBE_HOLD_STEPS steps: then the site has shown it takes it, and that is the new ceiling.
         self._steps_past_ceiling += 1
         step = c.probe_fraction * self.ceiling
-        if self._steps_past_ceiling > 10:
+        if self._steps_past_ceiling > PROBE_DOUBLING_AFTER:
             step = max(self._probe_step * 2, step)
         self._probe_step = step
         cap = self.ceiling * PROBE_CAP

@@ -48,6 +48,10 @@ class ParquetPipeline:
         self.max_rows = settings.getint("IMAGECRAWL_SHARD_MAX_ROWS")
         self.max_bytes = settings.getint("IMAGECRAWL_SHARD_MAX_BYTES")
         self.max_seconds = settings.getfloat("IMAGECRAWL_SHARD_MAX_SECONDS")
+        #: the run's first shard rolls early (a running crawl shows committed rows soon); 0: no early roll
+        self.first_rows = settings.getint("IMAGECRAWL_FIRST_SHARD_MAX_ROWS")
+        self.first_seconds = settings.getfloat("IMAGECRAWL_FIRST_SHARD_MAX_SECONDS")
+        self._first_pending = True
         self.row_group_rows = max(1, settings.getint("IMAGECRAWL_ROW_GROUP_ROWS"))
         self.close_timeout = settings.getfloat("IMAGECRAWL_CLOSE_COMMIT_TIMEOUT_SECONDS")
         self.flush_seconds = settings.getfloat("IMAGECRAWL_SPOOL_FLUSH_SECONDS")
@@ -70,6 +74,9 @@ class ParquetPipeline:
         self.seq = 0
         self._stopping: asyncio.Future[None] | None = None
         self._age_task: asyncio.Task[None] | None = None
+        #: the age loop is between two sleeps (holding a batch it took): it is stopped, never cancelled
+        self._age_working = False
+        self._age_stop = False
         crawler.signals.connect(self._engine_started, signal=signals.engine_started)
         if settings.getbool("IMAGECRAWL_SHARD_FLUSH_ON_IDLE"):
             # Distributed crawls: an idle worker commits what it holds, so the crawl's leases can end.
@@ -100,7 +107,13 @@ class ParquetPipeline:
 
     async def close_spider(self) -> None:
         if self._age_task is not None:
-            self._age_task.cancel()
+            # Cancelled only while it sleeps: mid-iteration it may hold a batch taken from a writer, whose
+            # rows would be lost; then it is let finish that iteration and stop.
+            self._age_stop = True
+            if self._age_working:
+                await asyncio.wait({self._age_task})
+            else:
+                self._age_task.cancel()
         for partition in list(self.writers):
             await self._finish(partition)
         while self._finishing:
@@ -142,7 +155,7 @@ class ParquetPipeline:
             self.writers[partition] = writer
         try:
             writer.add(row)
-            if writer.rows >= self.max_rows or writer.bytes >= self.max_bytes:
+            if writer.rows >= self._row_limit() or writer.bytes >= self.max_bytes:
                 # full: the next rows go to a new shard while this one is written
                 del self.writers[partition]
                 self.stats.inc_value("imagecrawl/parquet/rows")
@@ -172,16 +185,35 @@ class ParquetPipeline:
                 del self._busy[writer.key]
 
     async def _flush(self, writer: ShardWriter) -> None:
-        """Make the buffered rows of ``writer`` durable in its spool (raises SpoolWriteError)."""
+        """Make the buffered rows of ``writer`` durable in its spool (raises SpoolWriteError).
+
+        The rows are handed to the spool thread in the same step as they are taken from the writer (no
+        await between): a caller cancelled while the write runs (the crawl closing) never loses them;
+        the write goes on, in order before anything else done to the shard."""
         await self._idle(writer)
         rows = writer.take_batch()
         if rows is None:
             return
+        fut = asyncio.get_running_loop().run_in_executor(self.io, writer.write_rows, rows)
+        self._busy[writer.key] = fut
         try:
-            written = await self._on_io_thread(writer, writer.write_rows, rows)
+            written = await asyncio.shield(fut)
+        except asyncio.CancelledError:
+            fut.add_done_callback(lambda done: self._written_late(writer, rows, done))
+            raise
         except Exception as exc:  # the disk, or anything else: the spool is sealed, the crawl stops
             writer.batch_failed(rows, exc)
+        finally:
+            if self._busy.get(writer.key) is fut:
+                del self._busy[writer.key]
         writer.batch_written(rows, written)
+        self._count_dropped(writer)
+
+    def _written_late(self, writer: ShardWriter, rows: list[dict[str, Any]], done: asyncio.Future[Any]) -> None:
+        """A write whose caller was cancelled has ended: account for it as :meth:`_flush` would have."""
+        if done.cancelled() or done.exception() is not None:
+            return  # the shard's close finds the spool as it is (a failed batch is cut off there)
+        writer.batch_written(rows, done.result())
         self._count_dropped(writer)
 
     def _count_dropped(self, writer: ShardWriter) -> None:
@@ -191,21 +223,41 @@ class ParquetPipeline:
 
     async def _age_loop(self) -> None:
         """Every second: make buffered rows durable in the spool, and finish shards past their age."""
-        while True:
+        while not self._age_stop:
             await asyncio.sleep(self.flush_seconds)
-            await self.storage.ledger_async.heartbeat()
-            now = time.monotonic()
-            for partition, writer in list(self.writers.items()):
-                try:
-                    if self.max_seconds > 0 and writer.rows and now - writer.opened_at >= self.max_seconds:
-                        await self._finish(partition)
-                    else:
-                        await self._flush(writer)
-                except SpoolWriteError as exc:
-                    self._write_failed(exc)
-                except Exception as exc:  # never let the loop die unseen: its rows would wait forever
-                    logger.exception("Writing shard %s failed", writer.key)
-                    self._write_failed(exc)
+            self._age_working = True
+            try:
+                await self._age_step()
+            finally:
+                self._age_working = False
+
+    async def _age_step(self) -> None:
+        """One turn of the age loop: the ledger's heartbeat, then every writer flushed or finished."""
+        await self.storage.ledger_async.heartbeat()
+        now = time.monotonic()
+        max_age = self._age_limit()
+        for partition, writer in list(self.writers.items()):
+            try:
+                if max_age > 0 and writer.rows and now - writer.opened_at >= max_age:
+                    await self._finish(partition)
+                else:
+                    await self._flush(writer)
+            except SpoolWriteError as exc:
+                self._write_failed(exc)
+            except Exception as exc:  # never let the loop die unseen: its rows would wait forever
+                logger.exception("Writing shard %s failed", writer.key)
+                self._write_failed(exc)
+
+    def _row_limit(self) -> int:
+        if self._first_pending and self.first_rows > 0:
+            return min(self.max_rows, self.first_rows)
+        return self.max_rows
+
+    def _age_limit(self) -> float:
+        """Seconds a shard may stay open (0: no limit); shorter until the run's first shard is handed over."""
+        if self._first_pending and self.first_seconds > 0:
+            return min(self.max_seconds, self.first_seconds) if self.max_seconds > 0 else self.first_seconds
+        return self.max_seconds
 
     def _flush_idle(self) -> None:
         for partition, writer in list(self.writers.items()):
@@ -244,6 +296,8 @@ class ParquetPipeline:
 
     async def _finish_writer(self, writer: ShardWriter) -> None:
         """Turn ``writer``'s spool into its Parquet shard and hand it to the outbox."""
+        if writer.rows:
+            self._first_pending = False  # the early first shard is on its way: later ones take the usual limits
         await self._idle(writer)
         if writer.durable_rows == 0 and (writer.failed is not None or writer.rows == 0):
             writer.abort()

@@ -152,11 +152,11 @@ class Catalog:
 
 
 def _digest(*parts: object) -> bytes:
-    return hashlib.sha256(":".join(str(p) for p in parts).encode()).digest()
+    return hashlib.sha256(":".join(str(p) for p in parts).encode("utf-8", "surrogatepass")).digest()
 
 
 def model_hash(model: str) -> str:
-    return hashlib.sha256(model.encode()).hexdigest()[:10]
+    return hashlib.sha256(str(model).encode("utf-8", "surrogatepass")).hexdigest()[:10]
 
 
 def base_model(model: str) -> str:
