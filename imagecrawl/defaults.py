@@ -188,6 +188,9 @@ IMAGECRAWL_PACING_OBEY_CRAWL_DELAY = True
 # Dead sites: this many requests in a row without an answer (refused, timeout, DNS) open the site's
 # circuit; its requests wait, one probe goes after the cool-off (doubling per failed probe); after
 # IMAGECRAWL_CIRCUIT_MAX_PROBES failed probes the site's requests are dropped.
+# A site idle this long with nothing queued, healthy and without a Crawl-delay loses its learned
+# pacing state (a broad crawl passes through many sites once; 0: keep every site's state).
+IMAGECRAWL_PACING_FORGET_IDLE_SECONDS = 300.0
 IMAGECRAWL_CIRCUIT_ENABLED = True
 IMAGECRAWL_CIRCUIT_FAILURES = 2
 IMAGECRAWL_CIRCUIT_COOLOFF_SECONDS = 1.0

@@ -87,6 +87,8 @@ class FrontierScheduler:
             keep_per_site=0 if self.jobdir else FrontierConfig().keep_per_site,
             read_ahead=max(1, settings.getint("IMAGECRAWL_FRONTIER_READ_AHEAD")),
         )
+        self.forget_idle = settings.getfloat("IMAGECRAWL_PACING_FORGET_IDLE_SECONDS")
+        self._next_forget = 0.0
         self.first_contact_timeout = settings.getfloat("IMAGECRAWL_POLICY_TIMEOUT_SECONDS")
         if self.first_contact_timeout >= settings.getfloat("DOWNLOAD_TIMEOUT"):
             self.first_contact_timeout = 0.0
@@ -199,6 +201,8 @@ class FrontierScheduler:
 
     def next_request(self) -> Request | None:
         now = self.clock()
+        if now >= self._next_forget:
+            self._forget(now)
         got = self.frontier.pop(now)
         if got is None:
             self._arm(self.frontier.next_wake(), now)
@@ -216,6 +220,18 @@ class FrontierScheduler:
         self.stats.inc_value("scheduler/dequeued/disk" if request in self._from_disk else "scheduler/dequeued/memory")
         self.stats.inc_value("scheduler/dequeued")
         return request
+
+    def _forget(self, now: float) -> None:
+        """Every so often: drop the state of sites long idle with nothing queued (bounded memory over a
+        list of many sites, each passed through once)."""
+        self._next_forget = now + max(1.0, self.forget_idle / 10)
+        if self.forget_idle <= 0:
+            return
+        if self.runtime is not None:
+            n = self.runtime.gate.forget_idle(now, self.forget_idle, self.frontier.holds)
+            if n:
+                self.stats.inc_value("imagecrawl/pacing/forgotten", n)
+        self.frontier.forget_empty()
 
     # --- the gate -----------------------------------------------------------------------------
 

@@ -253,3 +253,31 @@ def test_the_gate_feeds_the_circuit_and_gives_up_a_dead_site() -> None:
     assert g.acquire("d", 5.0) == math.inf and g.dead("d")
     kinds = [e.kind for e in g.drain_events()]
     assert kinds.count("circuit/opened") == 1 and "circuit/dead" in kinds and "circuit/probes" in kinds
+
+
+def test_idle_sites_with_nothing_to_remember_are_forgotten() -> None:
+    g = gate(rate=1000.0)
+    for site in ("done", "busy", "crawl-delay", "paused"):
+        assert g.acquire(site, 0.0) == 0
+        g.release(site, 0.0, 0.1)
+    g.set_floor_interval("crawl-delay", 2.0)
+    g.feedback("paused", Feedback(Signal.THROTTLED, 0.0, retry_after=1000.0), 0.1)
+    assert g.acquire("busy", 50.0) == 0  # in flight
+    assert g.forget_idle(100.0, 60.0, keep=lambda site: False) == 1
+    assert set(g.sites) == {"busy", "crawl-delay", "paused"}
+    g.release("busy", 50.0, 50.1)
+    assert g.forget_idle(100.0, 60.0, keep=lambda site: site == "busy") == 0  # the frontier still queues for it
+    assert g.forget_idle(200.0, 60.0, keep=lambda site: False) == 1
+    assert set(g.sites) == {"crawl-delay", "paused"}  # a Crawl-delay and a running pause are remembered
+
+
+def test_the_frontier_forgets_empty_sites_but_not_dropped_ones() -> None:
+    g = gate(concurrency=1, circuit=CircuitConfig(failures=1, max_probes=1, cooloff_seconds=0.0))
+    f = frontier(g)
+    f.push("a", (0, 0, 0), "a0", 0.0)
+    f.push("b", (0, 0, 0), "b0", 0.0)
+    assert drain(f, 0.0) == ["a0", "b0"]
+    assert f.holds("a") is False and f.forget_empty() == 2
+    f.drop("dead", "dead_site")
+    assert f.forget_empty() == 0 and f.holds("dead")
+    assert not f.push("dead", (0, 0, 1), "late", 1.0)

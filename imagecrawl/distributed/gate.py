@@ -56,6 +56,9 @@ class RedisGate:
     def depart(self, site: str, granted_at: float, now: float) -> float:
         return float(self.local.depart(site, granted_at, now))
 
+    def forget_idle(self, now: float, idle_seconds: float, keep: Any) -> int:
+        return int(self.local.forget_idle(now, idle_seconds, keep))
+
     def ended(self, site: str, now: float) -> None:
         self.local.ended(site, now)
 

@@ -237,6 +237,22 @@ class Frontier(Generic[T]):
             if len(s):
                 self._schedule(s, now)
 
+    def holds(self, site: str) -> bool:
+        """The frontier still has something of ``site``: queued or delayed requests, or a drop reason."""
+        s = self.sites.get(site)
+        return s is not None and (len(s) > 0 or s.delayed > 0 or s.dropped is not None)
+
+    def forget_empty(self) -> int:
+        """Drop the entries of sites with nothing queued (a broad crawl passes through many sites once)."""
+        gone = [
+            name
+            for name, s in self.sites.items()
+            if not len(s) and not s.delayed and s.dropped is None and not s.scheduled and not s.waiting_release
+        ]
+        for name in gone:
+            del self.sites[name]
+        return len(gone)
+
     def drop(self, site: str, reason: str) -> int:
         """Drop every queued request of ``site`` (and those that come later); returns how many."""
         s = self.sites.get(site)

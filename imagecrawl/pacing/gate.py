@@ -18,6 +18,7 @@ import enum
 import math
 import random
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -85,6 +86,7 @@ class RateGate(Protocol):
     def dead(self, site: str) -> bool: ...
     def depart(self, site: str, granted_at: float, now: float) -> float: ...
     def ended(self, site: str, now: float) -> None: ...
+    def forget_idle(self, now: float, idle_seconds: float, keep: Callable[[str], bool]) -> int: ...
     def peek_wait(self, site: str, now: float) -> float: ...
     def revoke(self, site: str) -> None: ...
     def release(self, site: str, sent_at: float, now: float) -> None: ...
@@ -112,6 +114,8 @@ class SiteState:
     circuit: Circuit = field(default_factory=lambda: Circuit(CircuitConfig()))
     #: the site has answered at least once (any HTTP status)
     answered: bool = False
+    #: when a request of the site was last let through or ended
+    last_used: float = 0.0
 
 
 @dataclass
@@ -200,6 +204,7 @@ class InProcessGate:
         s.prev_next_at = s.next_at
         # Never shorter than the interval (+1% against clock and network jitter), sometimes longer.
         s.next_at = max(s.next_at, now) + interval * (1.01 + self.rng.uniform(0, self.jitter))
+        s.last_used = now
         if policy:
             return 0.0
         s.in_flight += 1
@@ -240,6 +245,27 @@ class InProcessGate:
             s.next_at = max(s.next_at, now + floor)
         return 0.0
 
+    def forget_idle(self, now: float, idle_seconds: float, keep: Callable[[str], bool]) -> int:
+        """Drop the state of sites idle for ``idle_seconds`` that hold nothing worth keeping: nothing in
+        flight, healthy, circuit closed, no pause, no Crawl-delay floor, and ``keep(site)`` false (the
+        frontier still queues requests for it). A broad crawl passes through many sites once; their
+        learned rates would otherwise be kept for hours. Returns how many were dropped."""
+        before = now - idle_seconds
+        gone = [
+            name
+            for name, s in self.sites.items()
+            if s.in_flight == 0
+            and s.last_used < before
+            and s.ban.state is BanState.HEALTHY
+            and s.circuit.state is CircuitState.CLOSED
+            and s.paused_until <= now
+            and s.controller.floor_interval == 0
+            and not keep(name)
+        ]
+        for name in gone:
+            del self.sites[name]
+        return len(gone)
+
     def dead(self, site: str) -> bool:
         """The site's circuit gave it up (no answer through every probe)."""
         s = self.sites.get(site)
@@ -276,6 +302,7 @@ class InProcessGate:
     def release(self, site: str, sent_at: float, now: float) -> None:
         s = self.site(site, now)
         s.in_flight = max(0, s.in_flight - 1)
+        s.last_used = max(s.last_used, now)
         s.ban.released()
         s.circuit.released()
         self.ended(site, now)
