@@ -1,12 +1,22 @@
-"""The imagecrawl add-on: settings that depend on other settings, fixed before the crawl starts."""
+"""imagecrawl as a Scrapy add-on: ``ADDONS = {"imagecrawl.Addon": 100}`` in any Scrapy project.
+
+It installs the components (pacing, bans, opt-outs, robots.txt, the network guard, the known-image check,
+dedupe, Parquet shards, the store's owner, the monitor, the report) and sets every default of
+:mod:`imagecrawl.defaults` at add-on priority, as scrapy-zyte-api's add-on does: the project's own
+settings, a spider's ``custom_settings`` and ``-s`` keep the last word, and a component the project
+set to ``None`` stays off. Then it fixes what depends on other settings before the crawl starts (secrets
+masked in the logs, every ``IMAGECRAWL_*`` checked, the User-Agent from ``IMAGECRAWL_CONTACT``)."""
 
 from __future__ import annotations
 
+import copy
 import logging
+from typing import Any
 
 from scrapy.settings import BaseSettings
+from scrapy.utils.misc import load_object
 
-from imagecrawl import UA_TOKEN, __version__, redact
+from imagecrawl import UA_TOKEN, __version__, defaults, redact
 from imagecrawl.settings_check import check_settings
 
 logger = logging.getLogger(__name__)
@@ -23,8 +33,35 @@ def configured_secrets(settings: BaseSettings) -> set[str]:
     return redact.secret_values((name, value) for name, value in settings.items() if settings.getpriority(name))
 
 
-class ImagecrawlAddon:
+#: the settings that list components: merged entry by entry, never replaced
+COMPONENT_SETTINGS = ("DOWNLOADER_MIDDLEWARES", "SPIDER_MIDDLEWARES", "ITEM_PIPELINES", "EXTENSIONS")
+
+
+def default_values() -> dict[str, Any]:
+    """Every default of :mod:`imagecrawl.defaults` but the component lists (fresh copies)."""
+    return {
+        name: copy.deepcopy(value)
+        for name, value in vars(defaults).items()
+        if name.isupper() and name not in COMPONENT_SETTINGS
+    }
+
+
+def install_components(settings: BaseSettings) -> None:
+    """Add imagecrawl's components at their place (unless the project placed or disabled them already), and
+    turn off the Scrapy components they replace (robots.txt, retry, decompression)."""
+    for name in COMPONENT_SETTINGS:
+        for path, order in getattr(defaults, name).items():
+            if order is None:
+                settings.set_in_component_priority_dict(name, load_object(path), None)
+            else:
+                settings.setdefault_in_component_priority_dict(name, load_object(path), order)
+
+
+class Addon:
     def update_settings(self, settings: BaseSettings) -> None:
+        for name, value in default_values().items():
+            settings.set(name, value, priority="addon")
+        install_components(settings)
         # Before Scrapy logs its "Overridden settings" line: secrets never reach a log line.
         redact.install(configured_secrets(settings))
         check_settings(settings)  # unknown IMAGECRAWL_* names, values that do not parse: one line, exit 2
@@ -38,3 +75,7 @@ class ImagecrawlAddon:
             if settings.getint("CONCURRENT_REQUESTS_PER_DOMAIN") < wanted:
                 priority = settings.getpriority("CONCURRENT_REQUESTS_PER_DOMAIN") or 0
                 settings.set("CONCURRENT_REQUESTS_PER_DOMAIN", wanted, priority=max(priority, 15))
+
+
+#: the add-on's earlier name (imagecrawl's own settings listed it before it became imagecrawl.Addon)
+ImagecrawlAddon = Addon

@@ -96,7 +96,7 @@ async ({xpath, idleMs, maxScrolls}) => {
 
 @dataclass(frozen=True, slots=True)
 class BrowserConfig:
-    """``IMAGECRAWL_BROWSER_*`` (defaults in imagecrawl/settings.py)."""
+    """``IMAGECRAWL_BROWSER_*`` (defaults in imagecrawl/defaults.py)."""
 
     executable: str
     headless: bool

@@ -1,6 +1,6 @@
 """Settings given by the user, checked in one place before the crawl starts: unknown ``IMAGECRAWL_*``
 names (with the nearest valid one), values that do not parse as the type of their default in
-imagecrawl/settings.py (``-s IMAGECRAWL_MAX_RATE_PER_SITE=abc``), numbers that are not finite or
+imagecrawl/defaults.py (``-s IMAGECRAWL_MAX_RATE_PER_SITE=abc``), numbers that are not finite or
 outside their range (:data:`RANGES`), and the values that name something which must work
 (:data:`CHECKS`: the allowed networks, ``LOG_LEVEL``, the files and folders the crawl writes). Each
 problem is a :class:`~imagecrawl.errors.ConfigError` naming the setting (one line, exit status 2).
@@ -21,14 +21,13 @@ from typing import Any
 
 from scrapy.settings import BaseSettings
 
-from imagecrawl import settings as project
+from imagecrawl import defaults as project
 from imagecrawl.errors import ConfigError, unknown_name
 
 PREFIX = "IMAGECRAWL_"
 #: settings whose default is None (derived at run time) and the type a given value must have
 NONE_DEFAULT_TYPES: dict[str, type] = {
     "IMAGECRAWL_SHARD_FLUSH_ON_IDLE": bool,
-    "IMAGECRAWL_RETRY_TIMES": int,
 }
 
 
@@ -148,11 +147,19 @@ CHECKS: dict[str, Callable[[BaseSettings, str], None]] = {
 }
 
 
+#: settings that were renamed (CHANGELOG.md): the old name is one line naming the new one
+#: (built from the new names: an old name is no setting any more, docs/settings.md lists it under the new one)
+RENAMED: dict[str, str] = {PREFIX + new: new for new in ("RETRY_ENABLED", "RETRY_TIMES")}
+
+
 def check_settings(settings: BaseSettings) -> None:
-    """Raise :class:`ConfigError` for the first unknown ``IMAGECRAWL_*`` setting, unparsable value,
-    number out of its range, or a value naming something that cannot work."""
+    """Raise :class:`ConfigError` for the first renamed or unknown ``IMAGECRAWL_*`` setting, unparsable
+    value, number out of its range, or a value naming something that cannot work."""
     known = defaults()
     for name in settings:
+        if name in RENAMED:
+            new = RENAMED[name]
+            raise ConfigError(f"setting {name} was renamed: use {new} (Scrapy's own, same meaning; CHANGELOG.md)")
         if name.startswith(PREFIX) and name not in known:
             raise unknown_name("setting", name, [n for n in known if n.startswith(PREFIX)], more="docs/settings.md")
     for name, default in known.items():

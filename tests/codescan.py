@@ -2,13 +2,13 @@
 
 - settings: every ``IMAGECRAWL_*`` string constant and settings name in ``imagecrawl/`` and ``spiders/``,
   every key read through ``<...>settings.get*("KEY")`` / ``settings["KEY"]``, and every name assigned in
-  ``imagecrawl/settings.py``;
+  ``imagecrawl/defaults.py``;
 - stats: every ``imagecrawl/...`` key passed to ``inc_value``/``set_value``/``max_value``/``min_value``
   (f-string parts become ``<*>``), and the outbox events the Parquet pipeline counts as
   ``imagecrawl/store/<event>``;
 - reads: every ``IMAGECRAWL_*`` setting read through a settings getter or ``settings["KEY"]``, and the reads
   that restate a default (``settings.getint("IMAGECRAWL_X", 5)``, ``settings.get("IMAGECRAWL_X") or "data/"``)
-  instead of leaving it to ``imagecrawl/settings.py``.
+  instead of leaving it to ``imagecrawl/defaults.py``.
 """
 
 from __future__ import annotations
@@ -128,7 +128,7 @@ def scan() -> Found:
                 and CAPS.fullmatch(node.slice.value)
             ):
                 found.setting(node.slice.value, rel)
-        if rel == "imagecrawl/settings.py":
+        if rel == "imagecrawl/defaults.py":
             for stmt in tree.body:
                 targets = stmt.targets if isinstance(stmt, ast.Assign) else [getattr(stmt, "target", None)]
                 for target in targets:

@@ -1,7 +1,7 @@
 """Crawlers and settings for unit tests, with the project's defaults loaded.
 
 Scrapy's ``get_crawler(settings_dict=...)`` starts from Scrapy's own defaults only, so a component built
-through it sees no ``IMAGECRAWL_*`` value at all. ``scrapy crawl`` always loads ``imagecrawl/settings.py``
+through it sees no ``IMAGECRAWL_*`` value at all. ``scrapy crawl`` always loads ``imagecrawl/defaults.py``
 (the one source of those defaults); these helpers do the same::
 
     crawler = make_crawler(IMAGECRAWL_NEAR_POLICY="keep")
@@ -9,7 +9,7 @@ through it sees no ``IMAGECRAWL_*`` value at all. ``scrapy crawl`` always loads 
 
     config = ProgressConfig.from_settings(Settings(project_settings(IMAGECRAWL_PROGRESS_SITES=2)))
 
-The overrides replace the project's values at "project" priority, as if ``imagecrawl/settings.py`` said
+The overrides replace the project's values at "project" priority, as if ``imagecrawl/defaults.py`` said
 them; spider ``custom_settings`` and the add-ons apply on top, as in a real crawl.
 """
 
@@ -22,12 +22,19 @@ from scrapy import Spider
 from scrapy.crawler import Crawler
 from scrapy.utils.test import get_crawler
 
+from imagecrawl import defaults as _defaults
 from imagecrawl import settings as _project
 
 
 def project_settings(**overrides: Any) -> dict[str, Any]:
-    """Every setting of ``imagecrawl/settings.py`` (fresh copies of its lists and dicts), then ``overrides``."""
-    values = {name: copy.deepcopy(value) for name, value in vars(_project).items() if name.isupper()}
+    """Every default of ``imagecrawl/defaults.py`` and every setting of ``imagecrawl/settings.py`` (its
+    ``ADDONS`` included; fresh copies of lists and dicts), then ``overrides``."""
+    values = {
+        name: copy.deepcopy(value)
+        for module in (_defaults, _project)
+        for name, value in vars(module).items()
+        if name.isupper()
+    }
     return {**values, **overrides}
 
 

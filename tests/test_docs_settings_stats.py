@@ -2,7 +2,7 @@
 by parsing imagecrawl/ and spiders/, see tests/codescan.py), and nothing the code no longer has;
 docs/schema.md lists every column of the Arrow schema.
 
-imagecrawl/settings.py is the one source of the IMAGECRAWL_* defaults: every setting the code reads is
+imagecrawl/defaults.py is the one source of the IMAGECRAWL_* defaults: every setting the code reads is
 defined there, no read restates a default, and each default documented in docs/settings.md is the value
 defined there."""
 
@@ -18,7 +18,8 @@ from typing import Any
 import pytest
 from scrapy.settings import default_settings
 
-from imagecrawl import settings as project
+from imagecrawl import defaults as project
+from imagecrawl import settings as own_settings
 from imagecrawl.schema import SCHEMA
 
 from .codescan import REPO, canonical, restated_defaults, scan, scan_reads
@@ -55,7 +56,7 @@ def test_every_setting_is_documented_with_type_default_and_meaning() -> None:
 def test_no_setting_read_restates_its_default() -> None:
     _, restated = scan_reads()
     listed = "\n".join(f"  {read.where}: {read.code}" for read in restated)
-    assert not restated, f"reads that restate a default (imagecrawl/settings.py has it; drop the fallback):\n{listed}"
+    assert not restated, f"reads that restate a default (imagecrawl/defaults.py has it; drop the fallback):\n{listed}"
 
 
 def test_every_setting_read_has_its_default_in_settings_py() -> None:
@@ -64,7 +65,7 @@ def test_every_setting_read_has_its_default_in_settings_py() -> None:
     for read in reads:
         if not hasattr(project, read.name):
             missing.setdefault(read.name, []).append(read.where)
-    assert not missing, f"settings read by the code but not defined in imagecrawl/settings.py: {missing}"
+    assert not missing, f"settings read by the code but not defined in imagecrawl/defaults.py: {missing}"
 
 
 def test_the_default_scanner_sees_what_it_should() -> None:
@@ -161,9 +162,11 @@ TYPES: dict[str, tuple[type, ...]] = {
 
 
 def real_default(name: str) -> Any:
-    """What a crawl starts from: imagecrawl/settings.py, else Scrapy's default (None when neither has it)."""
-    if hasattr(project, name):
-        return getattr(project, name)
+    """What a crawl of this project starts from: imagecrawl/settings.py (the project's own), then
+    imagecrawl/defaults.py (the add-on's), else Scrapy's default (None when none has it)."""
+    for module in (own_settings, project):
+        if hasattr(module, name):
+            return getattr(module, name)
     return getattr(default_settings, name, None)
 
 
@@ -203,7 +206,7 @@ def test_every_documented_default_is_the_real_one() -> None:
             if why:
                 wrong.append(f"{name}: {why}")
     assert rows > 100, rows  # the tables were found
-    assert not wrong, "docs/settings.md defaults that are not imagecrawl/settings.py's:\n" + "\n".join(wrong)
+    assert not wrong, "docs/settings.md defaults that are not imagecrawl/defaults.py's:\n" + "\n".join(wrong)
 
 
 @pytest.mark.parametrize(
@@ -219,8 +222,8 @@ def test_every_documented_default_is_the_real_one() -> None:
         ("IMAGECRAWL_MEDIA_THREADS", "int", "`0`", True),
         ("IMAGECRAWL_DEDUPE_ENABLED", "bool", "`1`", True),
         ("IMAGECRAWL_STORE", "str", "a local folder", True),
-        ("IMAGECRAWL_RETRY_TIMES", "int", "`None`: `RETRY_TIMES`", False),
-        ("IMAGECRAWL_RETRY_TIMES", "int", "unset", False),
+        ("IMAGECRAWL_PACING_START_RATE_PER_SECOND", "float", "`None`: a quarter of the cap", False),
+        ("IMAGECRAWL_PACING_START_RATE_PER_SECOND", "float", "unset", False),
         ("IMAGECRAWL_BAN_CHALLENGE_MARKERS", "list", "built-in list", False),
         ("USER_AGENT", "str", "built from `IMAGECRAWL_CONTACT`", False),
         ("RETRY_PRIORITY_ADJUST", "int", "`-1`", False),

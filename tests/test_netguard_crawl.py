@@ -77,7 +77,7 @@ def test_the_connected_address_is_checked_even_when_the_middleware_check_is_skip
 ) -> None:
     """The guard's middleware is taken out of this crawl, so only the resolver stands between the
     request and ``localhost``: the address the downloader connects to is refused all the same."""
-    from imagecrawl import settings as project
+    from imagecrawl import defaults as project
     from tests.sandbox.catalog import build_catalog
 
     entry = build_catalog(40, 7).entries("civitai")[0]

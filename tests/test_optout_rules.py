@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from scrapy.settings import Settings
 
-from imagecrawl import settings as project_settings
+from imagecrawl import defaults as project_settings
 from imagecrawl.downloadermiddlewares.robots import crawl_delays
 from imagecrawl.optout import (
     blocking_directives,

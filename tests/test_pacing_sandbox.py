@@ -89,7 +89,7 @@ def test_cap_crawl_delay_retries_and_retry_after(tmp_path: Path) -> None:
             {
                 "IMAGECRAWL_MAX_RATE_PER_SITE": 4,
                 "IMAGECRAWL_PACING_START_RATE_PER_SECOND": 4,
-                "IMAGECRAWL_RETRY_TIMES": 2,
+                "RETRY_TIMES": 2,
                 "IMAGECRAWL_RETRY_BACKOFF_SECONDS": 0.4,
                 "IMAGECRAWL_RETRY_AFTER_MAX_SECONDS": 3,  # above the 2 s the other sites send
             },

@@ -326,7 +326,7 @@ def test_configs_from_settings() -> None:
                 "DOWNLOAD_DELAY": "0.25",
                 "IMAGECRAWL_BAN_COOLDOWN_SECONDS": "2",
                 "IMAGECRAWL_BAN_MAX_PROBES": "4",
-                "IMAGECRAWL_RETRY_TIMES": "5",
+                "RETRY_TIMES": "5",
                 "RETRY_HTTP_CODES": "429,503",
                 "IMAGECRAWL_BAN_HEALTHY_MARKERS": '{"example.com": "class=\\"card\\""}',
             }

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from imagecrawl import settings as project_settings
+from imagecrawl import defaults as project_settings
 
 from .conftest import CrawlResult, read_store, run_crawl
 from .expect import expected_rows

@@ -1,7 +1,7 @@
 """The pacing middleware driven directly (no network, no engine loop): grants and their meta keys,
 Retry-After closing the site's gate, a retry's ``imagecrawl_not_before`` holding it back, requests the
 frontier let out passing at once, policy fetches (robots.txt) never blocked by the requests waiting for
-them, Crawl-delay from the ``robots_parsed`` signal,
+them, Crawl-delay from the crawl's registry (filled by the robots.txt middleware),
 feedback from errors, and the switches."""
 
 from __future__ import annotations
@@ -12,15 +12,15 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from scrapy import Request, signals
+from scrapy import Request
 from scrapy.crawler import Crawler
 from scrapy.exceptions import IgnoreRequest, NotConfigured
 from scrapy.http import Response
-from scrapy.robotstxt import ProtegoRobotParser
 from twisted.internet.error import TimeoutError as TxTimeoutError
 
 from imagecrawl import meta
 from imagecrawl.downloadermiddlewares.pacing import PacingMiddleware, PacingRuntime, runtime_for
+from imagecrawl.downloadermiddlewares.robots import crawl_delays
 from imagecrawl.storage.context import crawl_context
 from tests.crawlers import make_crawler
 
@@ -278,14 +278,11 @@ def test_download_errors_release_the_slot_and_count_as_congestion() -> None:
     assert crawler.stats.get_value("imagecrawl/pacing/decrease/timeout") == 1
 
 
-ROBOTS = b"User-agent: *\nCrawl-delay: 9\n\nUser-agent: imagecrawl\nCrawl-delay: 2.5\n"
-
-
-def test_crawl_delay_from_robots_parsed_becomes_the_sites_floor() -> None:
+def test_crawl_delay_from_the_crawls_registry_becomes_the_sites_floor() -> None:
     crawler, mw = pacing()
     request = Request("https://slow.example/a.png")
-    crawler.signals.send_catch_log(signals.robots_parsed, robotparser=ProtegoRobotParser(ROBOTS, None), request=request)
-    assert mw.gate.sites["slow.example"].controller.floor_interval == 2.5  # our group, not "*"
+    crawl_delays(crawler).set("slow.example", 2.5)  # as the robots.txt middleware stores it for our token
+    assert mw.gate.sites["slow.example"].controller.floor_interval == 2.5
     assert crawler.stats.get_value("imagecrawl/pacing/crawl_delay") == 1
     grant(mw, request)
     mw.process_response(request, Response(request.url, status=200, request=request))
@@ -294,11 +291,7 @@ def test_crawl_delay_from_robots_parsed_becomes_the_sites_floor() -> None:
 
 def test_crawl_delay_ignored_when_switched_off() -> None:
     crawler, mw = pacing(IMAGECRAWL_PACING_OBEY_CRAWL_DELAY=False)
-    crawler.signals.send_catch_log(
-        signals.robots_parsed,
-        robotparser=ProtegoRobotParser(ROBOTS, None),
-        request=Request("https://slow.example/a.png"),
-    )
+    crawl_delays(crawler).set("slow.example", 2.5)
     assert mw.gate.sites == {}
     assert crawler.stats.get_value("imagecrawl/pacing/crawl_delay") is None
 

@@ -69,9 +69,7 @@ def test_503_gives_a_later_copy_for_the_gate() -> None:
 
 @pytest.mark.parametrize(("retry_times", "low", "high"), [(1, 2.0, 4.0), (2, 4.0, 8.0), (6, 5.0, 10.0)])
 def test_backoff_doubles_per_attempt_up_to_the_maximum(retry_times: int, low: float, high: float) -> None:
-    _, mw = retry_mw(
-        IMAGECRAWL_RETRY_BACKOFF_SECONDS=2.0, IMAGECRAWL_RETRY_MAX_BACKOFF_SECONDS=10.0, IMAGECRAWL_RETRY_TIMES=10
-    )
+    _, mw = retry_mw(IMAGECRAWL_RETRY_BACKOFF_SECONDS=2.0, IMAGECRAWL_RETRY_MAX_BACKOFF_SECONDS=10.0, RETRY_TIMES=10)
     request = attempt(retry_times=retry_times)
     before = time.time()
     retry = mw.process_response(request, Response(request.url, status=502))
@@ -81,7 +79,7 @@ def test_backoff_doubles_per_attempt_up_to_the_maximum(retry_times: int, low: fl
 
 
 def test_given_up_after_imagecrawl_retry_times() -> None:
-    crawler, mw = retry_mw(IMAGECRAWL_RETRY_TIMES=2, RETRY_TIMES=7)
+    crawler, mw = retry_mw(RETRY_TIMES=2)
     request: Request = attempt()
     for _ in range(2):
         result = mw.process_response(request, Response(request.url, status=503))
@@ -98,7 +96,7 @@ def test_given_up_after_imagecrawl_retry_times() -> None:
 
 
 def test_retry_times_defaults_to_scrapys_and_meta_max_retry_times_wins() -> None:
-    crawler, mw = retry_mw(IMAGECRAWL_RETRY_TIMES=None, RETRY_TIMES=1)
+    crawler, mw = retry_mw(RETRY_TIMES=1)
     assert mw.config.times == 1
     assert isinstance(mw.process_response(attempt(), Response("https://api.example/", status=500)), Request)
     assert mw.process_response(attempt(retry_times=1), Response("https://api.example/", status=500)).status == 500
@@ -161,8 +159,8 @@ def test_retry_http_codes_come_from_scrapys_setting() -> None:
 
 
 def test_disabled_is_not_configured() -> None:
-    with pytest.raises(NotConfigured, match="IMAGECRAWL_RETRY_ENABLED"):
-        BackoffRetryMiddleware.from_crawler(make_crawler(IMAGECRAWL_RETRY_ENABLED=False))
+    with pytest.raises(NotConfigured, match="RETRY_ENABLED is off"):
+        BackoffRetryMiddleware.from_crawler(make_crawler(RETRY_ENABLED=False))
 
 
 def test_the_pacing_middlewares_retry_after_reaches_the_retry() -> None:

@@ -19,6 +19,7 @@ from scrapy.http import Response
 from imagecrawl.downloadermiddlewares.optout import skip_log
 from imagecrawl.downloadermiddlewares.pacing import PacingMiddleware
 from imagecrawl.downloadermiddlewares.robots import RobotsMiddleware, crawl_delays
+from imagecrawl.optout.crawldelay import MAX_CRAWL_DELAY_SECONDS
 from tests.crawlers import Clock, make_crawler
 
 ROBOTS = (
@@ -131,6 +132,14 @@ def test_crawl_delay_for_our_token_is_stored_and_reaches_pacing(tmp_path: Path) 
     assert crawl_delays(crawler).get("s.example") == 1.5
     assert pacing.gate.sites["s.example"].controller.floor_interval == 1.5
     assert crawler.stats.get_value("imagecrawl/pacing/crawl_delay") == 1
+
+
+def test_a_huge_crawl_delay_is_capped_on_its_one_path(tmp_path: Path) -> None:
+    crawler, mw = robots(tmp_path, body=b"User-agent: *\nCrawl-delay: 86400\n")
+    pacing = PacingMiddleware.from_crawler(crawler)
+    fetch(mw, "https://s.example/a.png")
+    assert crawl_delays(crawler).get("s.example") == MAX_CRAWL_DELAY_SECONDS
+    assert pacing.gate.sites["s.example"].controller.floor_interval == MAX_CRAWL_DELAY_SECONDS
 
 
 def test_no_crawl_delay_is_stored_as_none(tmp_path: Path) -> None:

@@ -57,7 +57,7 @@ def test_settings_check_names_the_setting() -> None:
         check_settings(_settings(IMAGECRAWL_SHARD_FLUSH_ON_IDLE="sometimes"))
     with pytest.raises(ConfigError, match="DOWNLOAD_DELAY must be a number"):
         check_settings(_settings(DOWNLOAD_DELAY="soon"))
-    check_settings(_settings(DOWNLOAD_DELAY="0.5", IMAGECRAWL_BANS_ENABLED="false", IMAGECRAWL_RETRY_TIMES="2"))
+    check_settings(_settings(DOWNLOAD_DELAY="0.5", IMAGECRAWL_BANS_ENABLED="false", RETRY_TIMES="2"))
 
 
 def test_unknown_setting_has_the_nearest_match() -> None:
@@ -168,3 +168,10 @@ def test_inspect_takes_the_report_that_finished_last(tmp_path: Path) -> None:
     summary = _reports(pafs.LocalFileSystem(), str(tmp_path))
     # the run that started first finished last (a long crawl beside a short one)
     assert summary["run_id"] == "20261101T000000Z-a-0001" and summary["count"] == 2
+
+
+def test_a_renamed_setting_is_one_line_naming_the_new_one() -> None:
+    with pytest.raises(ConfigError, match=r"^setting IMAGECRAWL_RETRY_TIMES was renamed: use RETRY_TIMES "):
+        check_settings(_settings(IMAGECRAWL_RETRY_TIMES="2"))
+    with pytest.raises(ConfigError, match=r"^setting IMAGECRAWL_RETRY_ENABLED was renamed: use RETRY_ENABLED "):
+        check_settings(_settings(IMAGECRAWL_RETRY_ENABLED="false"))

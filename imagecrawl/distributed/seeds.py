@@ -21,7 +21,7 @@ import sys
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
-from imagecrawl import settings as project_settings
+from imagecrawl import defaults as project_settings
 from imagecrawl.distributed.config import CrawlKeys
 from imagecrawl.errors import missing_extra
 

@@ -35,12 +35,13 @@ from scrapy.utils.httpobj import urlparse_cached
 from scrapy.utils.misc import load_object
 
 from imagecrawl import meta
+from imagecrawl.downloadermiddlewares.robots import crawl_delays
 from imagecrawl.extensions.jobdir import CrawlClosing
 from imagecrawl.pacing import Feedback, InProcessGate, RateGate, parse_retry_after
 from imagecrawl.pacing.config import PacingConfig, ban_config_from_settings, circuit_config_from_settings
 from imagecrawl.pacing.looplag import LoopLag
 from imagecrawl.pacing.signals import classify_exception, classify_status
-from imagecrawl.pacing.sitekey import site_of_host
+from imagecrawl.pacing.sitekey import site_of_host, site_of_url
 from imagecrawl.scheduler import engine_closing, wake_engine
 from imagecrawl.storage.context import crawl_context
 
@@ -239,7 +240,9 @@ class PacingMiddleware:
         runtime.middleware = True
         self.gate = runtime.gate
         self.config = runtime.config
-        crawler.signals.connect(self._robots_parsed, signal=signals.robots_parsed)
+        # Crawl-delay has one path: the robots.txt middleware parses it for our token, caps it
+        # (MAX_CRAWL_DELAY_SECONDS) and keeps it in the crawl's CrawlDelays; the gate takes it from there.
+        crawl_delays(crawler).listeners.append(self._crawl_delay)
         crawler.signals.connect(self._spider_opened, signal=signals.spider_opened)
         crawler.signals.connect(self._spider_closed, signal=signals.spider_closed)
 
@@ -383,18 +386,12 @@ class PacingMiddleware:
 
     # --- signals ------------------------------------------------------------------------------
 
-    def _robots_parsed(self, robotparser: Any, request: Request) -> None:
-        if not self.config.obey_crawl_delay:
+    def _crawl_delay(self, netloc: str, delay: float | None) -> None:
+        """A site's robots.txt was read: its Crawl-delay (already capped) is the floor of its gate."""
+        if not self.config.obey_crawl_delay or not delay:
             return
-        try:
-            delay = robotparser.crawl_delay(self.config.robots_user_agent or "*")
-        except Exception:  # a custom parser may not implement it
-            logger.debug("robots parser %r has no crawl_delay()", robotparser, exc_info=True)
-            return
-        if delay:
-            site = self.runtime.site_of(request)
-            self.gate.set_floor_interval(site, float(delay))
-            self.runtime.flush()
+        self.gate.set_floor_interval(site_of_url(f"http://{netloc}/", self.config.site_key), float(delay))
+        self.runtime.flush()
 
     def _spider_opened(self) -> None:
         self.runtime.lag.start()

@@ -33,7 +33,7 @@ _ATTEMPT_KEYS = (meta.SENT_AT, meta.PACING_GRANTED, meta.RETRY_AFTER)
 
 def retry_later(crawler: Crawler, request: Request, reason: str, delay: float, config: RetryConfig) -> Request | None:
     """A copy of ``request`` that the pacing gate holds until ``delay`` seconds from now, or ``None``
-    (counted and logged) once ``max_retry_times`` / ``IMAGECRAWL_RETRY_TIMES`` retries are used up."""
+    (counted and logged) once ``max_retry_times`` / ``RETRY_TIMES`` retries are used up."""
     assert crawler.spider is not None and crawler.stats is not None
     max_times = request.meta.get("max_retry_times")
     new = get_retry_request(
@@ -70,7 +70,7 @@ class BackoffRetryMiddleware:
     def from_crawler(cls, crawler: Crawler) -> Self:
         config = RetryConfig.from_settings(crawler.settings)
         if not config.enabled:
-            raise NotConfigured("IMAGECRAWL_RETRY_ENABLED is off")
+            raise NotConfigured("RETRY_ENABLED is off")
         return cls(crawler, config)
 
     def process_response(self, request: Request, response: Response) -> Request | Response:

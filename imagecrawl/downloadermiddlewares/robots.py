@@ -17,8 +17,8 @@ It is Scrapy's ``RobotsTxtMiddleware`` (Protego, our product token) with:
   is not retried after a download error: a site that does not answer at all (refused, timeout, DNS)
   has its robots.txt fetched again with its next request, and the pacing gate's dead-site circuit
   decides when that is;
-* the ``Crawl-delay`` for our token kept in the crawl's :class:`~imagecrawl.optout.crawldelay.CrawlDelays`
-  (the pacing middleware reads it from Scrapy's ``robots_parsed`` signal itself);
+* the ``Crawl-delay`` for our token, capped (``MAX_CRAWL_DELAY_SECONDS``), kept in the crawl's
+  :class:`~imagecrawl.optout.crawldelay.CrawlDelays`: Crawl-delay's one path, the pacing gate is its listener;
 * hosts in ``IMAGECRAWL_OPTOUT_OWNED_HOSTS`` exempt (warned at start);
 * the ``Content-Signal`` (``ai-train=no``) and ``Content-Usage`` (``train-ai=n``) lines, which Protego
   skips, read from the robots.txt text (:mod:`imagecrawl.optout.robotsprefs`): a URL they refuse is

@@ -34,7 +34,7 @@ def store_settings(store: str, pairs: Sequence[str]) -> Any:
     """The project's settings with ``-s NAME=VALUE`` and ``IMAGECRAWL_STORE`` applied."""
     from scrapy.settings import Settings
 
-    from imagecrawl import settings as defaults
+    from imagecrawl import defaults as defaults
 
     settings = Settings()
     settings.setmodule(defaults, priority="project")

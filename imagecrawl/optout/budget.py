@@ -79,7 +79,7 @@ MAX_POLICY_TTL_SECONDS: Final = 86400.0
 @dataclass(frozen=True, slots=True)
 class PolicyFileConfig:
     """``IMAGECRAWL_POLICY_MAX_BYTES``, ``IMAGECRAWL_POLICY_TTL_SECONDS`` and
-    ``IMAGECRAWL_ROBOTS_RETRY_SECONDS`` (defaults in imagecrawl/settings.py)."""
+    ``IMAGECRAWL_ROBOTS_RETRY_SECONDS`` (defaults in imagecrawl/defaults.py)."""
 
     max_bytes: int = DEFAULT_POLICY_MAX_BYTES
     ttl_seconds: float = MAX_POLICY_TTL_SECONDS

@@ -1,7 +1,7 @@
 """Pacing, ban and retry settings read once into typed configs (``from_settings``). No Scrapy: any
 object with Scrapy's ``getfloat``/``getint``/``getbool``/``get``/``getlist`` getters will do.
 
-Every default lives in ``imagecrawl/settings.py``; nothing here restates one."""
+Every default lives in ``imagecrawl/defaults.py``; nothing here restates one."""
 
 from __future__ import annotations
 
@@ -25,7 +25,6 @@ class PacingConfig:
     floor_interval: float = 0.0  # DOWNLOAD_DELAY
     retry_after_max: float = 3600.0
     obey_crawl_delay: bool = True
-    robots_user_agent: str = ""
     close_when_all_abandoned: bool = True
 
     @classmethod
@@ -56,7 +55,6 @@ class PacingConfig:
             floor_interval=max(0.0, settings.getfloat("DOWNLOAD_DELAY")),
             retry_after_max=settings.getfloat("IMAGECRAWL_RETRY_AFTER_MAX_SECONDS"),
             obey_crawl_delay=settings.getbool("IMAGECRAWL_PACING_OBEY_CRAWL_DELAY"),
-            robots_user_agent=settings.get("ROBOTSTXT_USER_AGENT") or settings.get("USER_AGENT") or "",
             close_when_all_abandoned=settings.getbool("IMAGECRAWL_BAN_CLOSE_WHEN_ALL_ABANDONED"),
         )
 
@@ -103,11 +101,10 @@ class RetryConfig:
 
     @classmethod
     def from_settings(cls, settings: Any) -> Self:
-        # IMAGECRAWL_RETRY_TIMES = None (the default) means Scrapy's RETRY_TIMES
-        times = settings.get("IMAGECRAWL_RETRY_TIMES")
+        # Scrapy's own retry settings keep their meaning (the backoff retry middleware replaces Scrapy's)
         return cls(
-            enabled=settings.getbool("IMAGECRAWL_RETRY_ENABLED"),
-            times=int(times) if times is not None else settings.getint("RETRY_TIMES"),
+            enabled=settings.getbool("RETRY_ENABLED"),
+            times=settings.getint("RETRY_TIMES"),
             http_codes=frozenset(int(c) for c in settings.getlist("RETRY_HTTP_CODES")),
             backoff_seconds=settings.getfloat("IMAGECRAWL_RETRY_BACKOFF_SECONDS"),
             max_backoff_seconds=settings.getfloat("IMAGECRAWL_RETRY_MAX_BACKOFF_SECONDS"),
