@@ -52,6 +52,9 @@ WALK: Final = "imagecrawl_walk"
 LEASE: Final = "imagecrawl_lease"
 #: ``imagecrawl recheck``: the site (origin) a recheck request asks about
 RECHECK_SITE: Final = "imagecrawl_recheck_site"
+#: the ``urls`` spider: the input row (its index in the list) an image request comes from, so a row that
+#: gives no image gets its failure record (docs/spiders.md#urls)
+INPUT_ROW: Final = "imagecrawl_input_row"
 
 ALL: Final = (
     KIND,
@@ -73,4 +76,5 @@ ALL: Final = (
     WALK,
     LEASE,
     RECHECK_SITE,
+    INPUT_ROW,
 )

@@ -42,6 +42,24 @@ class UrlRow(NamedTuple):
     row_index: int
     url: str
     caption: str | None
+    #: the ``extra_cols`` of the row (JSON values; a column a row lacks is None), or None when none asked
+    extra: dict[str, Any] | None = None
+
+
+def _json_value(value: Any) -> Any:
+    """An input cell as a JSON value: strings, numbers, booleans, None, lists and dicts of them kept; dates
+    as ISO 8601; bytes and anything else as their text."""
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    if isinstance(value, list | tuple):
+        return [_json_value(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _json_value(v) for k, v in value.items()}
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return str(value)
 
 
 def parse_shard(shard: str | None) -> tuple[int, int]:
@@ -101,6 +119,10 @@ class UrlList:
     shard: str | None = None
     input_format: str | None = None
     on_skip: Callable[[str], None] | None = None
+    #: input columns kept with each row (``UrlRow.extra``): img2dataset's ``save_additional_columns``
+    extra_cols: tuple[str, ...] = ()
+    #: called with (kind, row index, the raw URL value) for each skipped row
+    on_skip_row: Callable[[str, int, Any], None] | None = None
 
     def __post_init__(self) -> None:
         self.format = detect_format(self.path, self.input_format)
@@ -116,11 +138,15 @@ class UrlList:
             next(self._parquet(), None)
         elif self.format in ("csv", "tsv"):
             next(self._csv(), None)
+        elif self.format == "txt":
+            next(self._txt(), None)
 
-    def _skip(self, kind: str) -> None:
+    def _skip(self, kind: str, index: int = -1, raw_url: Any = None) -> None:
         self.skipped[kind] += 1
         if self.on_skip is not None:
             self.on_skip(kind)
+        if self.on_skip_row is not None:
+            self.on_skip_row(kind, index, None if raw_url is _BAD_ROW else raw_url)
 
     def __iter__(self) -> Iterator[UrlRow]:
         reader = {
@@ -131,21 +157,30 @@ class UrlList:
             "txt": self._txt,
         }[self.format]
         i, n = self.shard_index, self.shard_count
-        for index, raw_url, raw_caption in reader():
+        for index, raw_url, raw_caption, raw_extra in reader():
             if index % n != i:
                 continue
             if raw_url is _BAD_ROW:
-                self._skip("bad_row")
+                self._skip("bad_row", index, raw_url)
                 continue
             url, kind = check_url(raw_url)
             if url is None:
                 assert kind is not None
-                self._skip(kind)
+                self._skip(kind, index, raw_url)
                 continue
+            extra = {c: _json_value(v) for c, v in zip(self.extra_cols, raw_extra, strict=True)} or None
             # a caption keeps NUL characters (the record drops them) and a boolean cell reads "True"/"False"
-            yield UrlRow(index, url, to_text(raw_caption, refuse=(dict, list), keep_nul=True))
+            yield UrlRow(index, url, to_text(raw_caption, refuse=(dict, list), keep_nul=True), extra)
 
-    # Each reader yields (row_index, url value, caption value) for EVERY row, unfiltered.
+    # Each reader yields (row_index, url value, caption value, extra values) for EVERY row, unfiltered.
+
+    def _extra_columns(self, columns: list[str]) -> None:
+        missing = [c for c in self.extra_cols if c not in columns]
+        if missing:
+            names = ", ".join(map(str, columns))
+            raise ConfigError(
+                f"{self.path}: no column {missing[0]!r} (columns: {names}); check -a save_additional_columns="
+            )
 
     def _missing_column(self, columns: list[str], column: str) -> ConfigError:
         names = ", ".join(map(str, columns))
@@ -158,7 +193,7 @@ class UrlList:
             raise self._missing_column(columns, self.caption_col)
         return None  # the default caption column is optional
 
-    def _parquet(self) -> Iterator[tuple[int, Any, Any]]:
+    def _parquet(self) -> Iterator[tuple[int, Any, Any, list[Any]]]:
         import pyarrow.parquet as pq
 
         try:
@@ -169,16 +204,18 @@ class UrlList:
         if self.url_col not in columns:
             raise self._missing_column(columns, self.url_col)
         caption_col = self._caption_column(columns)
-        wanted = [self.url_col] + ([caption_col] if caption_col else [])
+        self._extra_columns(columns)
+        wanted = list(dict.fromkeys([self.url_col, *([caption_col] if caption_col else []), *self.extra_cols]))
         index = 0
         for batch in pf.iter_batches(batch_size=BATCH_ROWS, columns=wanted):
-            urls = batch.column(0).to_pylist()
-            captions = batch.column(1).to_pylist() if caption_col else [None] * len(urls)
-            for url, caption in zip(urls, captions, strict=True):
-                yield index, url, caption
+            urls = batch.column(self.url_col).to_pylist()
+            captions = batch.column(caption_col).to_pylist() if caption_col else [None] * len(urls)
+            extras = [batch.column(c).to_pylist() for c in self.extra_cols]
+            for at, (url, caption) in enumerate(zip(urls, captions, strict=True)):
+                yield index, url, caption, [values[at] for values in extras]
                 index += 1
 
-    def _csv(self) -> Iterator[tuple[int, Any, Any]]:
+    def _csv(self) -> Iterator[tuple[int, Any, Any, list[Any]]]:
         delimiter = "\t" if self.format == "tsv" else ","
         with open(self.path, newline="", encoding="utf-8-sig", errors="replace") as fh:
             reader = csv.reader(fh, delimiter=delimiter)
@@ -191,12 +228,14 @@ class UrlList:
             url_at = header.index(self.url_col)
             caption_col = self._caption_column(header)
             caption_at = header.index(caption_col) if caption_col else None
+            self._extra_columns(header)
+            extra_at = [header.index(c) for c in self.extra_cols]
             for index, row in enumerate(reader):
                 url = row[url_at] if url_at < len(row) else None
                 caption = row[caption_at] if caption_at is not None and caption_at < len(row) else None
-                yield index, url, caption
+                yield index, url, caption, [row[at] if at < len(row) else None for at in extra_at]
 
-    def _jsonl(self) -> Iterator[tuple[int, Any, Any]]:
+    def _jsonl(self) -> Iterator[tuple[int, Any, Any, list[Any]]]:
         with open(self.path, "rb") as fh:
             index = 0
             for line in fh:
@@ -208,18 +247,20 @@ class UrlList:
                     row = None
                 if isinstance(row, dict):
                     caption = row.get(self.caption_col) if self.caption_col else None
-                    yield index, row.get(self.url_col), caption
+                    yield index, row.get(self.url_col), caption, [row.get(c) for c in self.extra_cols]
                 else:
-                    yield index, _BAD_ROW, None
+                    yield index, _BAD_ROW, None, [None] * len(self.extra_cols)
                 index += 1
 
-    def _txt(self) -> Iterator[tuple[int, Any, Any]]:
+    def _txt(self) -> Iterator[tuple[int, Any, Any, list[Any]]]:
+        if self.extra_cols:
+            raise ConfigError(f"{self.path}: a text list has no columns to keep (-a save_additional_columns=)")
         with open(self.path, encoding="utf-8", errors="replace") as fh:
             index = 0
             for line in fh:
                 if not line.strip():
                     continue
-                yield index, line.strip(), None
+                yield index, line.strip(), None, []
                 index += 1
 
 

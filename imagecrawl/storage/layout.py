@@ -10,6 +10,7 @@ data_dir=store)``, ``polars.read_parquet(f"{store}/**/*.parquet")``, DuckDB)::
     <store>/.imagecrawl/reports/<run>.json, .html                  one report per crawl
     <store>/.imagecrawl/staging/                                  local commits in progress (``*.tmp``)
     <store>/.imagecrawl/audit/                                    what ``imagecrawl forget`` removed, and its tombstones
+    <store>/.imagecrawl/failures/<run>.jsonl                      the ``urls`` spider's input rows that gave no image
 
 * ``<source>`` is a plain folder, not ``source=<source>``: ``source`` is a column of every file, and a
   Hive key of the same name makes pyarrow (and so pandas) fail to merge the two. ``date`` is not a
@@ -43,6 +44,8 @@ PROBE_DIR: Final = f"{META_DIR}/probe"
 #: what ``imagecrawl forget`` keeps in the store: ``forget/<run>.json`` (the audit log) and
 #: ``tombstones/<run>.jsonl`` (docs/forget.md)
 AUDIT_DIR: Final = f"{META_DIR}/audit"
+#: the ``urls`` spider's failure records: ``failures/<run>.jsonl``, one line per input row that gave no image
+FAILURES_DIR: Final = f"{META_DIR}/failures"
 #: the local state of S3 stores: one folder per bucket and prefix under the default local store
 S3_STATE_ROOT: Final = Path("data") / META_DIR / "s3"
 

@@ -1,0 +1,104 @@
+"""The urls spider's img2dataset habits on a real sandbox: ``save_additional_columns`` keeps input columns in
+``params.input_columns``, and every input row that gives no image has exactly one failure record (url, status,
+error, stage) in ``<store>/.imagecrawl/failures/<run>.jsonl``."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+import pytest
+
+from tests.conftest import run_crawl
+from tests.sandbox.catalog import build_catalog
+from tests.sandbox.testing import SandboxProcess
+from tests.servers import SandboxFactory
+
+pytestmark = pytest.mark.e2e
+
+ITEMS, SEED = 8, 23
+
+
+@pytest.fixture(scope="module")
+def server(sandbox_factory: SandboxFactory) -> SandboxProcess:
+    return sandbox_factory.start(items=ITEMS, seed=SEED, name="urls-failures")
+
+
+def _stored(store: Path) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    for path in sorted(store.glob("*/date=*/*.parquet")):
+        rows += pq.read_table(path, columns=["image_url", "prompt", "params"]).to_pylist()
+    return rows
+
+
+def _failures(store: Path) -> list[dict[str, Any]]:
+    files = sorted((store / ".imagecrawl" / "failures").glob("*.jsonl"))
+    assert len(files) == 1, files
+    return [json.loads(line) for line in files[0].read_text().splitlines()]
+
+
+def test_extra_columns_and_one_failure_per_row(server: SandboxProcess, tmp_path: Path) -> None:
+    catalog = build_catalog(ITEMS, SEED)
+    good = [server.url(e.image_path) for e in catalog.entries("civitai")[:4]]
+    bad = {
+        "not a url": ("input", None),
+        server.url("/no/such/image-404.png"): ("http", 404),
+        server.url("/private/secret.png"): ("refused", None),  # robots.txt disallows /private/
+    }
+    urls = [good[0], "not a url", good[1], *list(bad)[1:], *good[2:]]
+    listing = tmp_path / "list.csv"
+    with open(listing, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["url", "caption", "license", "score", "unused"])
+        for i, url in enumerate(urls):
+            writer.writerow([url, f"caption {i}", f"lic-{i}", str(i * 10), "x"])
+    store = tmp_path / "store"
+    result = run_crawl(
+        "urls", store=store, args={"input": str(listing), "save_additional_columns": "license,score"}, check=False
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    stored = _stored(store)
+    assert sorted(r["image_url"] for r in stored) == sorted(good)
+    for row in stored:
+        params = json.loads(row["params"])
+        i = params["input_row"]
+        assert urls[i] == row["image_url"] and row["prompt"] == f"caption {i}"
+        assert params["input_columns"] == {"license": f"lic-{i}", "score": str(i * 10)}
+
+    failures = _failures(store)
+    assert sorted(f["input_row"] for f in failures) == sorted(urls.index(u) for u in bad)
+    run_ids = {f["run_id"] for f in failures}
+    assert len(run_ids) == 1 and (store / ".imagecrawl" / "failures" / f"{run_ids.pop()}.jsonl").is_file()
+    for record in failures:
+        url = urls[record["input_row"]]
+        stage, status = bad[url]
+        assert record["url"] == url and (record["stage"], record["status"]) == (stage, status), record
+        assert record["error"]
+        if stage != "input":
+            assert record["extra"] == {"license": f"lic-{record['input_row']}", "score": str(record["input_row"] * 10)}
+    assert not list((store / ".imagecrawl" / "state").glob("failures/*.jsonl"))  # the spool is gone
+
+
+def test_a_run_without_failures_leaves_an_empty_record(server: SandboxProcess, tmp_path: Path) -> None:
+    catalog = build_catalog(ITEMS, SEED)
+    listing = tmp_path / "list.txt"
+    listing.write_text("".join(server.url(e.image_path) + "\n" for e in catalog.entries("civitai")[:2]))
+    store = tmp_path / "store"
+    result = run_crawl("urls", store=store, args={"input": str(listing)}, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert len(_stored(store)) == 2
+    assert _failures(store) == []
+
+
+def test_missing_extra_column_is_a_usage_error(server: SandboxProcess, tmp_path: Path) -> None:
+    listing = tmp_path / "list.csv"
+    listing.write_text("url,caption\n" + server.url("/a.png") + ",a\n")
+    result = run_crawl(
+        "urls", store=tmp_path / "store", args={"input": str(listing), "save_additional_columns": "nope"}, check=False
+    )
+    assert result.returncode == 2
+    assert "save_additional_columns" in result.stderr and "Traceback" not in result.stderr
