@@ -414,7 +414,3 @@ class InProcessGate:
 
     def _emit(self, site: str, kind: str, message: str, value: float | None = None) -> None:
         self._events.append(Event(site, kind, message, value))
-
-
-def is_never(wait: float) -> bool:
-    return math.isinf(wait)
