@@ -6,7 +6,8 @@
 ``caption``, ``status``). ``--format files`` writes the same three files into ``OUT/00000/``, ... Each shard
 gets ``OUT/<shard>_stats.json`` (rows, skipped, bytes). ``--resize N`` re-encodes each image with Pillow so
 its longest side is N pixels, keeping the aspect ratio. S3 stores are read with the AWS_* variables (as
-``imagecrawl inspect``). Exit 2 for a usage mistake, 3 when the store cannot be read.
+``imagecrawl inspect``). Exit 2 for a usage mistake, 3 when the store cannot be read, 1 when OUT cannot
+be written.
 """
 
 from __future__ import annotations
@@ -46,6 +47,17 @@ _MTIME = 0
 
 class UsageError(Exception):
     pass
+
+
+class OutputError(Exception):
+    """The output folder refused a write (full disk, permissions)."""
+
+
+def _writing(action: str, path: Path, fn: Any, *args: Any) -> Any:
+    try:
+        return fn(*args)
+    except OSError as exc:
+        raise OutputError(f"cannot {action} {path}: {exc.strerror or exc}") from None
 
 
 @dataclass
@@ -136,11 +148,14 @@ class ShardWriter:
         self._tar: tarfile.TarFile | None = None
         self._tmp = out / f"{self.name}.tar.tmp"
         if fmt == "webdataset":
-            self._tar = tarfile.open(self._tmp, "w")  # noqa: SIM115 (closed in close())
+            self._tar = _writing("create", self._tmp, tarfile.open, self._tmp, "w")
         else:
-            (out / self.name).mkdir()
+            _writing("create", out / self.name, (out / self.name).mkdir)
 
     def add(self, key: str, files: list[tuple[str, bytes]]) -> None:
+        _writing("write to", self.out, self._add, key, files)
+
+    def _add(self, key: str, files: list[tuple[str, bytes]]) -> None:
         for ext, data in files:
             if self._tar is not None:
                 info = tarfile.TarInfo(f"{key}.{ext}")
@@ -154,6 +169,10 @@ class ShardWriter:
         self.rows += 1
 
     def close(self) -> dict[str, Any]:
+        result: dict[str, Any] = _writing("finish", self.out, self._close)
+        return result
+
+    def _close(self) -> dict[str, Any]:
         if self._tar is not None:
             self._tar.close()
             os.replace(self._tmp, self.out / f"{self.name}.tar")
@@ -206,7 +225,7 @@ def export(
     dataset = dataset_for(store)
     if not dataset.files:
         raise FileNotFoundError(f"no shards in {store}")
-    out.mkdir(parents=True, exist_ok=True)
+    _writing("create", out, out.mkdir, 0o777, True, True)
     digits = len(str(shard_size - 1))
     result = ExportResult()
     writer: ShardWriter | None = None
@@ -282,6 +301,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         print(f"imagecrawl export: error: {exc}", file=sys.stderr)
         return exitcodes.USAGE
+    except OutputError as exc:
+        print(f"imagecrawl export: {exc}", file=sys.stderr)
+        return 1
     except (OSError, ValueError) as exc:  # pyarrow's errors are OSError/ArrowInvalid(ValueError)
         print(f"imagecrawl export: cannot read {args.store}: {exc}", file=sys.stderr)
         return exitcodes.STORE

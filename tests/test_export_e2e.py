@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import subprocess
 import sys
 import tarfile
@@ -21,19 +22,20 @@ from PIL import Image
 from imagecrawl.export import export
 from imagecrawl.schema import SCHEMA
 
-from .conftest import REPO
-from .stores_util import local_store
+from .conftest import REPO, MotoS3
+from .stores_util import local_store, s3_store
 
 pytestmark = pytest.mark.e2e
 
 
-def _export(*args: str) -> subprocess.CompletedProcess[str]:
+def _export(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "imagecrawl.cli", "export", *args],
         cwd=REPO,
         capture_output=True,
         text=True,
         timeout=300,
+        env={**os.environ, **(env or {})},
     )
 
 
@@ -193,3 +195,24 @@ def test_undecodable_image_is_counted(tmp_path: Path) -> None:
         assert sorted(tar.getnames()) == ["000000000.json", "000000000.png", "000000000.txt"]
     stats = json.loads((tmp_path / "out" / "00000_stats.json").read_text())
     assert (stats["successes"], stats["failed_to_export"]) == (1, 1)
+
+
+def test_s3_store_exports_the_same_rows(
+    tmp_path_factory: pytest.TempPathFactory, sandbox_site: Any, moto_s3: MotoS3, tmp_path: Path
+) -> None:
+    crawl = s3_store(tmp_path_factory, sandbox_site, moto_s3)
+    done = _export(crawl.store, str(tmp_path / "out"), "--shard-size", "7", env=crawl.env)
+    assert done.returncode == 0, done.stderr
+    samples = list(wds.WebDataset(sorted(str(p) for p in (tmp_path / "out").glob("*.tar")), shardshuffle=False))
+    assert samples and len(samples) == len({json.loads(s["json"])["id"] for s in samples})
+    assert all(json.loads(s["json"])["source"] == "civitai" for s in samples)
+    assert f"Exported {len(samples)} rows" in done.stdout
+    missing = _export(crawl.store + "-nothing-here", str(tmp_path / "out2"), env=crawl.env)
+    assert missing.returncode == 3 and len(missing.stderr.strip().splitlines()) == 1
+
+
+def test_unwritable_out_is_one_line(crawled: tuple[str, dict[str, dict[str, Any]]], tmp_path: Path) -> None:
+    store, _rows = crawled
+    (tmp_path / "a-file").write_text("not a folder")
+    done = _export(store, str(tmp_path / "a-file" / "out"))
+    assert done.returncode == 1 and "cannot create" in done.stderr and "Traceback" not in done.stderr
