@@ -60,6 +60,8 @@ ISSUE_CAPS = {
 }
 CRAWLERS = ("imagecrawl", "scrapy", "img2dataset")
 EFFICIENCY_GOAL, SHARE_429_GOAL, DEAD_GOAL = 0.8, 0.03, 30.0
+#: what an exit status says in the table (4: imagecrawl stored nothing new)
+NOTES = {0: "", 4: "", -9: "killed at --limit (images: served to it)"}
 
 
 @dataclass(frozen=True)
@@ -314,12 +316,13 @@ def measure(name: str, sites: list[SiteSpec], log_path: Path, run: Run) -> Row:
         share_429=sum(r["status"] == 429 for r in records) / max(1, len(records)),
         inside=inside,
         dead_added=max(0.0, run.ended - last_live),
-        stored=run.stored,
+        # a crawl killed at --limit may not have written what it stored: count what the sites served it
+        stored=run.stored if run.exit != -9 else max(run.stored, len({(r["host"], r["path"]) for r in images_ok})),
         expected=sum(s.images for s in live_sites),
         rss_mb=run.rss_mb,
         cpu_ms_per_image=1000 * run.cpu / max(1, run.stored),
         wall=run.ended - run.started,
-        note=run.note or ("" if run.exit in (0, 4) else f"exit {run.exit}"),
+        note=run.note or NOTES.get(run.exit, f"exit {run.exit}"),
     )
 
 

@@ -1,6 +1,6 @@
 """The sites of ``benchmarks/broad.py``: one asyncio process serving many loopback aliases (127.x.y.z).
 
-    python benchmarks/broad_sites.py SITES.json LOG.jsonl
+    uv run python -m benchmarks.broad_sites SITES.json LOG.jsonl
 
 ``SITES.json`` is a list of ``{"host", "port", "kind", "capacity", "burst", "latency", "retry_after"}``;
 ``kind`` is ``live`` (a strict token bucket of ``capacity`` requests/s holding ``burst`` tokens: a request

@@ -453,7 +453,7 @@ def phase_gallery(
     stats = work / "gallery-stats.json"
     cmd = scrapy_cmd(
         "gallery",
-        {"start_url": start_url},
+        {"profile": "sandbox", "start_url": start_url},
         {
             **CAPS_LIFTED,
             **args.settings,

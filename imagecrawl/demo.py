@@ -87,7 +87,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         process = AsyncCrawlerProcess(settings)
         process.crawl("civitai", api_url=base)
         process.crawl("lexica", api_url=base, q=args.query)
-        process.crawl("gallery", start_url=f"{base}/gallery/")
+        process.crawl("gallery", profile="sandbox", start_url=f"{base}/gallery/")
         process.start()
     print(summarize(args.store, before=before))
     print(

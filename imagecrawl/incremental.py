@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from scrapy import signals
@@ -71,12 +72,20 @@ class Incremental:
             logger.info("Incremental walk %s: stopping after %d known items in a row", key, self.known_run)
         return walk
 
-    def known(self, record_id: str | None = None, url: str | None = None) -> bool:
-        ledger = self.storage.ledger
-        return bool((record_id and ledger.has_id(record_id)) or (url and ledger.has_url(url)))
+    async def known_many(self, walk: Walk, items: Sequence[tuple[str | None, str | None]]) -> list[bool]:
+        """For each (record id, image URL): is it in the store (or claimed on its way there)? One round trip
+        to the ledger's thread for a whole page; all False when the walk does not trust the store."""
+        if not walk.trusted or not items:
+            return [False] * len(items)
 
-    def see(self, walk: Walk, position: str | None, record_id: str | None = None, url: str | None = None) -> None:
-        walk.see(position, self.known(record_id, url) if walk.trusted else False)
+        def ask(ledger: Any) -> list[bool]:
+            return [bool((rid and ledger.has_id(rid)) or (url and ledger.has_url(url))) for rid, url in items]
+
+        return await self.storage.ledger_async.call(ask)
+
+    def see(self, walk: Walk, position: str | None, known: bool = False) -> None:
+        """One listed item, ``known`` as :meth:`known_many` said."""
+        walk.see(position, known if walk.trusted else False)
 
     def stop(self, walk: Walk) -> bool:
         """``not walk.keep_paging()``, counted and logged; the walk is then finished."""

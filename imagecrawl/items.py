@@ -42,4 +42,9 @@ class PromptImage:
     c2pa_claim_generator: str | None = None
     c2pa_actions: str | None = None
     c2pa_validation: str | None = None
+    nsfw_level: str | None = None
+    created_at: datetime | None = None
+    clip_skip: int | None = None
+    denoising_strength: float | None = None
+    scheduler: str | None = None
     image: dict[str, Any] | None = field(default=None, repr=False)

@@ -14,7 +14,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import pyarrow as pa
 
@@ -22,6 +22,8 @@ from imagecrawl.items import PromptImage
 from imagecrawl.media import DEFAULT_MAX_PIXELS, probe_image
 from imagecrawl.metadata import extract_metadata
 from imagecrawl.metadata.provenance import read_provenance
+from imagecrawl.normalise import created_at as parse_created_at
+from imagecrawl.normalise import nsfw_level, shared_params
 from imagecrawl.schema import SCHEMA
 from imagecrawl.values import repair_text, to_float, to_int, to_text
 
@@ -60,12 +62,14 @@ COLUMN_RANGES: dict[str, tuple[int | float, int | float]] = {
     "seed": (INT64_MIN, INT64_MAX),
     "steps": (0, INT32_MAX),
     "cfg_scale": (-FLOAT32_MAX, FLOAT32_MAX),
+    "clip_skip": (0, INT32_MAX),
+    "denoising_strength": (-FLOAT32_MAX, FLOAT32_MAX),
     "width": (0, INT32_MAX),
     "height": (0, INT32_MAX),
     "image_phash": (INT64_MIN, INT64_MAX),
     "image_size_bytes": (0, INT64_MAX),
 }
-_FLOAT_COLUMNS = frozenset({"cfg_scale"})
+_FLOAT_COLUMNS = frozenset({"cfg_scale", "denoising_strength"})
 #: the string columns of the record (every one is made valid UTF-8 before it is stored)
 TEXT_COLUMNS: tuple[str, ...] = tuple(f.name for f in SCHEMA if f.type == pa.string())
 
@@ -148,6 +152,8 @@ class SourceHints:
     author: str | None = None
     nsfw: str | None = None
     license: str | None = None
+    #: when the source says the image was made or posted (ISO 8601 text)
+    created_at: str | None = None
     #: where the prompt came from when the source gives it: "api" or "html"
     origin: str = "api"
     params: dict[str, Any] = field(default_factory=dict)
@@ -253,7 +259,10 @@ def build_record(
         nsfw=_text(hints.nsfw),
         license=_text(hints.license),
         crawled_at=now or datetime.now(UTC),
-        **provenance.columns(),
+        **cast("dict[str, Any]", provenance.columns()),
+        nsfw_level=nsfw_level(hints.nsfw),
+        created_at=parse_created_at(hints.created_at),
+        **shared_params(params),
         image={"bytes": body, "path": _image_name(image_url, facts.sha256, facts.format)},
     )
     fixes = conform(record, raw=params)

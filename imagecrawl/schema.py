@@ -1,8 +1,10 @@
-"""The Arrow schema of the dataset (v2): column names and types are a contract.
+"""The Arrow schema of the dataset (v3): column names and types are a contract.
 
 Versions are additive: v2 added the nullable provenance columns (``digital_source_type``,
-``data_mining``, ``c2pa_claim_generator``, ``c2pa_actions``, ``c2pa_validation``); a v1 shard reads
-with those columns null (:data:`SCHEMA` is the reading schema too).
+``data_mining``, ``c2pa_claim_generator``, ``c2pa_actions``, ``c2pa_validation``); v3 the analytics
+columns (``nsfw_level``, ``created_at``, ``clip_skip``, ``denoising_strength``, ``scheduler``:
+:mod:`imagecrawl.normalise`). A v1 or v2 shard reads with the newer columns null (:data:`SCHEMA` is
+the reading schema too).
 
 Pure module: no Scrapy imports.
 """
@@ -14,10 +16,11 @@ from typing import Any, Final
 
 import pyarrow as pa
 
-SCHEMA_VERSION: Final = "2"
+SCHEMA_VERSION: Final = "3"
 #: The columns each version added (a reader of version N knows these).
 ADDED_IN: Final = {
     "2": ("digital_source_type", "data_mining", "c2pa_claim_generator", "c2pa_actions", "c2pa_validation"),
+    "3": ("nsfw_level", "created_at", "clip_skip", "denoising_strength", "scheduler"),
 }
 SCHEMA_VERSION_KEY: Final = b"imagecrawl.schema_version"
 
@@ -55,6 +58,12 @@ SCHEMA: Final = pa.schema(
         pa.field("c2pa_claim_generator", pa.string()),
         pa.field("c2pa_actions", pa.string()),
         pa.field("c2pa_validation", pa.string()),
+        # v3: analytics (imagecrawl.normalise): one safety scale, the source's own time, shared parameters
+        pa.field("nsfw_level", pa.string()),
+        pa.field("created_at", pa.timestamp("us", tz="UTC")),
+        pa.field("clip_skip", pa.int32()),
+        pa.field("denoising_strength", pa.float32()),
+        pa.field("scheduler", pa.string()),
         pa.field("image", pa.struct([pa.field("bytes", pa.binary()), pa.field("path", pa.string())])),
     ]
 )

@@ -22,7 +22,7 @@ old, known versions below it).
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -130,7 +130,7 @@ class CivitaiSpider(MaxItemsMixin, CursorPagingMixin, ImageSpider):
         max_level = pages.MODELS_MAX_LEVEL.get(self.nsfw) if self.nsfw else None
         return pages.parse_models(response.body, self.api_url, max_nsfw_level=max_level)
 
-    def _changed_models(self, page: ParsedPage, inc: Incremental) -> set[str]:
+    def _changed_models(self, page: ParsedPage, known: list[bool]) -> set[str]:
         """The models endpoint: ids of the models on ``page`` that show an image the store lacks.
 
         Models come newest first by their latest version, and a model with a new version lists its old,
@@ -140,11 +140,11 @@ class CivitaiSpider(MaxItemsMixin, CursorPagingMixin, ImageSpider):
             return set()
         return {
             str(entry.hints.params["modelId"])
-            for entry in page.entries
-            if entry.hints.params.get("modelId") is not None and not inc.known(_record_id(entry), entry.url)
+            for entry, is_known in zip(page.entries, known, strict=True)
+            if entry.hints.params.get("modelId") is not None and not is_known
         }
 
-    def parse_page(self, response: Response) -> Iterator[scrapy.Request]:
+    async def parse_page(self, response: Response) -> AsyncIterator[scrapy.Request]:
         stats = self.crawler.stats
         assert stats is not None
         try:
@@ -158,8 +158,11 @@ class CivitaiSpider(MaxItemsMixin, CursorPagingMixin, ImageSpider):
             stats.inc_value("imagecrawl/pages/civitai/filtered_nsfw", filtered)
         count_errors(self, (k for k in page.errors if k != "filtered_nsfw"), response)
         inc, walk = self.incremental, self.walk
-        changed = self._changed_models(page, inc) if inc is not None and walk is not None else set()
-        for entry in page.entries:
+        known = [False] * len(page.entries)
+        if inc is not None and walk is not None:
+            known = await inc.known_many(walk, [(_record_id(entry), entry.url) for entry in page.entries])
+        changed = self._changed_models(page, known) if inc is not None and walk is not None else set()
+        for entry, is_known in zip(page.entries, known, strict=True):
             if not self.take_item():
                 break
             if inc is None or walk is None:
@@ -172,7 +175,7 @@ class CivitaiSpider(MaxItemsMixin, CursorPagingMixin, ImageSpider):
             if self.endpoint == "models" and entry.hints.params.get("modelId") in changed:
                 inc.see(walk, position)  # a known image of a model with new ones is no sign the rest is known
             else:
-                inc.see(walk, position, _record_id(entry), entry.url)
+                inc.see(walk, position, is_known)
             yield self.image_request(entry.url, entry.hints, meta=inc.image_meta(walk), errback=self.image_failed)
         if not self.budget_left():
             self.log_max_items_reached(logger, "; not following more pages")

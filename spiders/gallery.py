@@ -1,7 +1,7 @@
 """HTML galleries described by a profile (``imagecrawl/profiles/*.toml``, see
 :mod:`imagecrawl.pages.gallery`): listing pages → detail pages → one image each.
 
-Arguments: ``profile`` (a TOML path or a bundled profile name, default ``sandbox``), ``start_url``
+Arguments: ``profile`` (required: a TOML path or a bundled profile name), ``start_url``
 (overrides the profile's), ``max_pages`` (listing pages to visit, default unlimited), ``max_items``
 (detail pages to request, default unlimited; each gives at most one image).
 
@@ -53,7 +53,7 @@ class GallerySpider(MaxItemsMixin, ImageSpider):
 
     def __init__(
         self,
-        profile: str = "sandbox",
+        profile: str = "",
         start_url: str | None = None,
         max_pages: str | int | None = None,
         max_items: str | int | None = None,
@@ -61,6 +61,11 @@ class GallerySpider(MaxItemsMixin, ImageSpider):
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
+        if not profile:
+            raise ConfigError(
+                "the gallery spider needs -a profile= (a TOML file describing the site, or a bundled profile: "
+                f"{', '.join(pages.bundled_profiles())})"
+            )
         self.profile = pages.load_profile(profile)
         url = start_url or self.profile.start_url
         if not url:
@@ -111,7 +116,7 @@ class GallerySpider(MaxItemsMixin, ImageSpider):
         if healthy is False:
             count_error(self, "unhealthy", response, "the profile's healthy_marker is missing")
 
-    def parse_listing(self, response: Response) -> Iterator[scrapy.Request]:
+    async def parse_listing(self, response: Response) -> AsyncIterator[scrapy.Request]:
         if not isinstance(response, TextResponse):
             count_error(self, "not_html", response, "listing page is not text")
             return
@@ -124,15 +129,18 @@ class GallerySpider(MaxItemsMixin, ImageSpider):
         if not listing.detail_urls:
             count_error(self, "missing_element", response, "no detail links on the listing page")
         inc, walk = self.incremental, self.walk
-        for url in listing.detail_urls:
-            if url in self._details:
-                continue
+        fresh = [url for url in dict.fromkeys(listing.detail_urls) if url not in self._details]
+        known: dict[str, bool] = {}
+        if inc is not None and walk is not None:
+            ids = [(f"{self.profile.source}:{pages.detail_id(url, self.profile)}", None) for url in fresh]
+            known = dict(zip(fresh, await inc.known_many(walk, ids), strict=True))
+        for url in fresh:
             if not self.take_item():
                 break
             self._details.add(url)
             yield self.detail_request(url)
             if inc is not None and walk is not None:
-                inc.see(walk, None, f"{self.profile.source}:{pages.detail_id(url, self.profile)}")
+                inc.see(walk, None, known[url])
         if not self.budget_left():
             self.log_max_items_reached(logger, "; not following more listing pages")
             return

@@ -116,7 +116,10 @@ def _start_together(
     limiter.pause(host, 120)
     start = site.url("gallery/")
     workers = [
-        start_worker(n, "gallery", tmp_path / "workers", args={"start_url": start}, settings=settings) for n in WORKERS
+        start_worker(
+            n, "gallery", tmp_path / "workers", args={"profile": "sandbox", "start_url": start}, settings=settings
+        )
+        for n in WORKERS
     ]
     deadline = time.monotonic() + 120
     while not all("Shared frontier" in w.log_text() for w in workers):
@@ -177,7 +180,10 @@ def test_killed_worker_loses_nothing(tmp_path: Path, redis_server: RedisServer, 
     settings = _settings(redis_server, prefix, store)
     start = capped_site.url("gallery/")
     workers = [
-        start_worker(n, "gallery", tmp_path / "workers", args={"start_url": start}, settings=settings) for n in WORKERS
+        start_worker(
+            n, "gallery", tmp_path / "workers", args={"profile": "sandbox", "start_url": start}, settings=settings
+        )
+        for n in WORKERS
     ]
     client = redis.Redis.from_url(redis_server.url)
     owners = f"{prefix}:crawl:gallery:lease:owner"

@@ -169,7 +169,7 @@ def test_pushed_seeds_are_crawled(tmp_path: Path, redis_server: RedisServer, san
     result = run_crawl(
         "gallery",
         store=store,
-        args={"start_url": sandbox_site.url("gallery/"), "max_pages": 1},
+        args={"profile": "sandbox", "start_url": sandbox_site.url("gallery/"), "max_pages": 1},
         settings={"IMAGECRAWL_REDIS_URL": redis_server.url, "IMAGECRAWL_REDIS_PREFIX": prefix},
     )
     assert result.stats["imagecrawl/distributed/seeds/fed"] == 1
@@ -185,7 +185,7 @@ def test_a_run_on_a_drained_frontier_says_so_and_names_the_reset(
     drained, crawls nothing, and says how to start afresh; after the reset it crawls again."""
     prefix = f"t{uuid.uuid4().hex[:8]}"
     settings = {"IMAGECRAWL_REDIS_URL": redis_server.url, "IMAGECRAWL_REDIS_PREFIX": prefix}
-    args = {"start_url": sandbox_site.url("gallery/"), "max_pages": 1}
+    args = {"profile": "sandbox", "start_url": sandbox_site.url("gallery/"), "max_pages": 1}
     first = run_crawl("gallery", store=tmp_path / "store", args={**args, "max_items": 3}, settings=settings)
     assert first.stats["imagecrawl/parquet/rows"] == 3 and "imagecrawl/distributed/drained" not in first.stats
     again = run_crawl("gallery", store=tmp_path / "store", args={**args, "max_items": 6}, settings=settings)

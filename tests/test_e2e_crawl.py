@@ -98,7 +98,7 @@ def test_gallery_and_robots(tmp_path: Path, catalog: Catalog) -> None:
     site = start_sandbox(items=ITEMS, seed=SEED, log_path=tmp_path / "requests.jsonl")
     try:
         store = tmp_path / "store"
-        run_crawl("gallery", store=store, args={"start_url": site.url("/gallery/")})
+        run_crawl("gallery", store=store, args={"profile": "sandbox", "start_url": site.url("/gallery/")})
         rows = _rows(store)
         by_source_id = {r["source_id"]: r for r in rows}
         entries = catalog.entries("gallery")

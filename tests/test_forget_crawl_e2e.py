@@ -61,7 +61,7 @@ def site(sandbox_factory: SandboxFactory) -> SandboxProcess:
 def test_forgotten_rows_stay_gone_and_recheck_follows_robots(tmp_path: Path, site: SandboxProcess) -> None:
     store = tmp_path / "store"
     base = site.base_url.rstrip("/")
-    gallery = {"start_url": f"{base}/gallery/"}
+    gallery = {"profile": "sandbox", "start_url": f"{base}/gallery/"}
     run_crawl("gallery", store=store, args=gallery)
     first = rows(store)
     assert len(first) >= 8
@@ -131,7 +131,7 @@ def test_forgotten_rows_stay_gone_and_recheck_follows_robots(tmp_path: Path, sit
 def test_a_crawl_running_on_the_store_makes_forget_refuse(tmp_path: Path, site: SandboxProcess) -> None:
     store = tmp_path / "store"
     base = site.base_url.rstrip("/")
-    run_crawl("gallery", store=store, args={"start_url": f"{base}/gallery/", "max_items": 2})
+    run_crawl("gallery", store=store, args={"profile": "sandbox", "start_url": f"{base}/gallery/", "max_items": 2})
     crawl = subprocess.Popen(
         [
             sys.executable,
@@ -139,6 +139,8 @@ def test_a_crawl_running_on_the_store_makes_forget_refuse(tmp_path: Path, site: 
             "scrapy",
             "crawl",
             "gallery",
+            "-a",
+            "profile=sandbox",
             "-a",
             f"start_url={base}/gallery/",
             *setting_args(
@@ -245,7 +247,7 @@ def test_forget_commits_what_a_killed_crawl_left_in_the_outbox_first(tmp_path: P
     killed = run_crawl(
         "gallery",
         store=store,
-        args={"start_url": f"{base}/gallery/"},
+        args={"profile": "sandbox", "start_url": f"{base}/gallery/"},
         env={"IMAGECRAWL_FAILPOINTS": "shard.commit.before:1"},
         check=False,
     )
@@ -264,7 +266,7 @@ def test_forget_commits_what_a_killed_crawl_left_in_the_outbox_first(tmp_path: P
     assert len(left) == len(waiting) - 2 and not {r["page_url"] for r in left} & set(chosen)
     assert not list(outbox.glob("*.ready"))
     # the next crawl commits nothing of the forgotten ones again
-    run_crawl("gallery", store=store, args={"start_url": f"{base}/gallery/"})
+    run_crawl("gallery", store=store, args={"profile": "sandbox", "start_url": f"{base}/gallery/"})
     assert not {r["page_url"] for r in rows(store)} & set(chosen)
 
 

@@ -32,7 +32,7 @@ def crawl(server: SandboxProcess, store: str, spider: str = "civitai", **setting
     before = len(server.requests())
     args = {"api_url": server.base_url.rstrip("/"), "limit": LIMIT, "nsfw": "X"} if spider == "civitai" else {}
     if spider == "gallery":
-        args = {"start_url": server.url("gallery/")}
+        args = {"profile": "sandbox", "start_url": server.url("gallery/")}
     if spider == "sitemap":
         args = {"start_url": server.base_url}
     # near-duplicates off: which of two near ones is kept depends on the order (new ones come first)

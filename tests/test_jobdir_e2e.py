@@ -77,7 +77,7 @@ def test_every_spiders_requests_are_saved_in_jobdir(site: SandboxProcess, url_li
         Crawl("civitai", "civitai", {"api_url": api, "limit": "10"}),
         Crawl("models", "civitai", {"api_url": api, "endpoint": "models", "limit": "5"}),
         Crawl("lexica", "lexica", {"api_url": api, "q": "portrait"}),
-        Crawl("gallery", "gallery", {"start_url": site.url("gallery/")}),
+        Crawl("gallery", "gallery", {"profile": "sandbox", "start_url": site.url("gallery/")}),
         Crawl("sitemap", "sitemap", {"start_url": site.base_url}),
         Crawl("sitemap_profile", "sitemap", {"start_url": site.url("sitemaps/pages.xml.gz"), "profile": "sandbox"}),
         Crawl("urls", "urls", {"input": str(url_list)}),

@@ -107,6 +107,8 @@ ONCE = (
     "RobotsMiddleware",
     "retry_later",
     "crawl_context",
+    "Entry",
+    "set_exit_code",
 )
 
 
@@ -165,3 +167,24 @@ def test_benchmarks_are_a_package_the_tests_do_not_import() -> None:
         rel(p): sorted(m for m in imports(p) if m.split(".")[0] == "benchmarks") for p in modules(REPO / "tests")
     }
     assert {k: v for k, v in importers.items() if v} == {}
+
+
+def test_the_dedupe_package_has_no_import_cycle() -> None:
+    """sqlite.py -> worker.py -> sql.py, one way (docs/architecture.md): no module of imagecrawl/dedupe
+    reaches itself through its imports (top level or inside functions, TYPE_CHECKING included)."""
+    package = PACKAGE / "dedupe"
+    graph = {
+        f"imagecrawl.dedupe.{p.stem}": {
+            m for m in imports(p) if m.startswith("imagecrawl.dedupe.") and m.count(".") == 2
+        }
+        for p in modules(package)
+        if p.stem != "__init__"
+    }
+
+    def reaches(start: str, target: str, seen: set[str]) -> bool:
+        for nxt in graph.get(start, set()):
+            if nxt == target or (nxt not in seen and reaches(nxt, target, seen | {nxt})):
+                return True
+        return False
+
+    assert sorted(m for m in graph if reaches(m, m, {m})) == []

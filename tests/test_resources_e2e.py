@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from imagecrawl.state import state_dir_for
 from tests.conftest import LOOPBACK, REPO
 
 pytestmark = pytest.mark.e2e
@@ -71,10 +72,10 @@ def test_turning_a_component_off_leaks_nothing(tmp_path: Path, sandbox_site: Any
         assert stats["item_scraped_count"] >= 1, name
         store = tmp_path / name / "store"
         # the checks above are not vacuous: these crawls did open the ledger (and wrote rows)
-        assert (store / "_state" / "ledger.sqlite3").exists() == (name != "all_off"), name
+        assert (state_dir_for(str(store), "") / "ledger.sqlite3").exists() == (name != "all_off"), name
         if CONFIGS[name].get("IMAGECRAWL_PARQUET_ENABLED") != "False":
             assert stats["imagecrawl/store/rows_committed"] >= 1, name
         if CONFIGS[name].get("IMAGECRAWL_REPORT_ENABLED") != "False":
             # written at spider_closed, after the pipelines closed: the store was still open
             assert stats.get("imagecrawl/report/written") == 1, name
-            assert list((store / "_reports").glob("*.html")), name
+            assert list(store.rglob("*.html")), name

@@ -124,7 +124,12 @@ def test_deploy_schedule_and_read_shards(tmp_path: Path, scrapyd: Scrapyd, sandb
 
     store = tmp_path / "store"
     settings = {**LOOPBACK, "IMAGECRAWL_STORE": str(store.resolve()), "IMAGECRAWL_WORKER_ID": "scrapyd-1"}
-    fields = [("project", "imagecrawl"), ("spider", "gallery"), ("start_url", sandbox_site.url("gallery/"))]
+    fields = [
+        ("project", "imagecrawl"),
+        ("spider", "gallery"),
+        ("profile", "sandbox"),
+        ("start_url", sandbox_site.url("gallery/")),
+    ]
     fields += [("setting", f"{k}={v}") for k, v in settings.items()]
     job = _post(url + "schedule.json", fields)
     assert job["status"] == "ok", job

@@ -23,6 +23,18 @@ API = "http://127.0.0.1:9"
 S = TypeVar("S", bound=scrapy.Spider)
 
 
+def out_of(callback_output: Any) -> list[Any]:
+    """What a callback yields: a sync generator (lexica, urls) or an async one (civitai and gallery ask the
+    ledger, on its thread, whether a page's items are known)."""
+    if hasattr(callback_output, "__aiter__"):
+
+        async def collect() -> list[Any]:
+            return [x async for x in callback_output]
+
+        return asyncio.run(collect())
+    return list(callback_output)
+
+
 def make(cls: type[S], tmp_path: Path, **kwargs: Any) -> S:
     crawler = make_crawler(cls, IMAGECRAWL_STORE=str(tmp_path), IMAGECRAWL_AUTHOR_SALT="s")
     crawler._apply_settings()
@@ -85,7 +97,7 @@ def test_civitai_models_endpoint_real_responses(tmp_path: Path) -> None:
     request = start_request(spider)
     assert request.url == f"{API}/api/v1/models?limit=100&nsfw=false&sort=Newest&period=AllTime"
     body = (FIXTURES / "civitai" / "civitai_v1_models_list_limit10.json").read_bytes()
-    out = list(spider.parse_page(json_response(request.url, body)))
+    out = out_of(spider.parse_page(json_response(request.url, body)))
     images = [r for r in out if r.meta["imagecrawl_kind"] == "image"]
     pages = [r for r in out if r.meta["imagecrawl_kind"] == "page"]
     assert len(images) == 97
@@ -99,7 +111,7 @@ def test_civitai_models_endpoint_real_responses(tmp_path: Path) -> None:
     request = start_request(one)
     assert request.url == f"{API}/api/v1/models/1102"
     body = (FIXTURES / "civitai" / "civitai_v1_model_1102.json").read_bytes()
-    out = list(one.parse_page(json_response(request.url, body)))
+    out = out_of(one.parse_page(json_response(request.url, body)))
     assert len(out) == 24 and all(r.cb_kwargs["hints"]["source_id"] for r in out)
 
 
@@ -118,10 +130,10 @@ def civitai_page(ids: list[int], cursor: str | None, next_page: str | None = Non
 def test_civitai_repeated_cursor_stops_and_is_counted(tmp_path: Path) -> None:
     spider = make(CivitaiSpider, tmp_path, api_url=API)
     url = (start_request(spider)).url
-    out1 = list(spider.parse_page(json_response(url, civitai_page([1, 2], "c1"))))
+    out1 = out_of(spider.parse_page(json_response(url, civitai_page([1, 2], "c1"))))
     next_url = out1[-1].url
     assert next_url.endswith("&cursor=c1")
-    out2 = list(spider.parse_page(json_response(next_url, civitai_page([3], "c1"))))
+    out2 = out_of(spider.parse_page(json_response(next_url, civitai_page([3], "c1"))))
     assert [r.meta["imagecrawl_kind"] for r in out2] == ["image"]  # the items, but no page with cursor c1 again
     assert stats(spider)["imagecrawl/pages/errors/repeated_cursor"] == 1
 
@@ -129,9 +141,9 @@ def test_civitai_repeated_cursor_stops_and_is_counted(tmp_path: Path) -> None:
 def test_civitai_next_page_fallback_and_max_items(tmp_path: Path) -> None:
     spider = make(CivitaiSpider, tmp_path, api_url=API, max_items="3")
     url = (start_request(spider)).url
-    out = list(spider.parse_page(json_response(url, civitai_page([1, 2], None, f"{API}/api/v1/images?page=2"))))
+    out = out_of(spider.parse_page(json_response(url, civitai_page([1, 2], None, f"{API}/api/v1/images?page=2"))))
     assert out[-1].url == f"{API}/api/v1/images?page=2"
-    out = list(spider.parse_page(json_response(out[-1].url, civitai_page([3, 4, 5], "c9"))))
+    out = out_of(spider.parse_page(json_response(out[-1].url, civitai_page([3, 4, 5], "c9"))))
     assert [r.url for r in out] == [f"{API}/img/3.png"]  # 3 requested in all: no more images, no next page
     assert spider.requested == 3
     assert start_requests(make(CivitaiSpider, tmp_path, api_url=API, max_items="0")) == []
@@ -145,7 +157,7 @@ def test_civitai_next_page_fallback_and_max_items(tmp_path: Path) -> None:
 def test_civitai_bad_pages_are_counted_skips(tmp_path: Path, body: bytes, kind: str) -> None:
     spider = make(CivitaiSpider, tmp_path, api_url=API)
     url = (start_request(spider)).url
-    assert list(spider.parse_page(json_response(url, body))) == []
+    assert out_of(spider.parse_page(json_response(url, body))) == []
     assert stats(spider) == {f"imagecrawl/pages/errors/{kind}": 1}
 
 
@@ -153,7 +165,7 @@ def test_civitai_bad_items_are_counted(tmp_path: Path) -> None:
     spider = make(CivitaiSpider, tmp_path, api_url=API)
     url = (start_request(spider)).url
     body = (FIXTURES / "civitai" / "images_page1.json").read_bytes()
-    out = list(spider.parse_page(json_response(url, body)))
+    out = out_of(spider.parse_page(json_response(url, body)))
     assert len([r for r in out if r.meta["imagecrawl_kind"] == "image"]) == 6
     assert stats(spider) == {
         "imagecrawl/pages/civitai/pages": 1,
@@ -174,9 +186,9 @@ def test_lexica(tmp_path: Path) -> None:
     request = start_request(spider)
     assert request.url == f"{API}/api/v1/search?q=red+fox"
     body = (FIXTURES / "lexica" / "search.json").read_bytes()
-    out = list(spider.parse_page(json_response(request.url, body)))
+    out = out_of(spider.parse_page(json_response(request.url, body)))
     assert len(out) == 2 and out[0].cb_kwargs["hints"]["source"] == "lexica"
-    assert list(spider.parse_page(json_response(request.url, b"Too many requests"))) == []
+    assert out_of(spider.parse_page(json_response(request.url, b"Too many requests"))) == []
     assert stats(spider)["imagecrawl/pages/errors/not_json"] == 1
 
 
@@ -190,21 +202,21 @@ def lexica_page(ids: list[int], cursor: str | None) -> dict[str, Any]:
 def test_lexica_cursor_paging_and_max_items(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     spider = make(LexicaSpider, tmp_path, api_url=API, q="fox", max_items="3")
     url = start_request(spider).url
-    out = list(spider.parse_page(json_response(url, lexica_page([1, 2], "c1"))))
+    out = out_of(spider.parse_page(json_response(url, lexica_page([1, 2], "c1"))))
     assert [r.meta["imagecrawl_kind"] for r in out] == ["image", "image", "page"]
     assert out[-1].url == f"{url}&cursor=c1"
     # the budget is spent by the last image of the page: the next cursor is still followed
-    out = list(spider.parse_page(json_response(out[-1].url, lexica_page([3], "c2"))))
+    out = out_of(spider.parse_page(json_response(out[-1].url, lexica_page([3], "c2"))))
     assert [r.url for r in out] == [f"{API}/img/3.png", f"{url}&cursor=c2"]
     with caplog.at_level("INFO", logger="spiders.lexica"):
-        out = list(spider.parse_page(json_response(out[-1].url, lexica_page([4], "c3"))))
+        out = out_of(spider.parse_page(json_response(out[-1].url, lexica_page([4], "c3"))))
     assert out == [] and spider.requested == 3
     assert [(r.name, r.getMessage()) for r in caplog.records] == [("spiders.lexica", "max_items=3 reached")]
 
     looping = make(LexicaSpider, tmp_path, api_url=API, q="fox")
     url = start_request(looping).url
-    out = list(looping.parse_page(json_response(url, lexica_page([1], "c1"))))
-    out = list(looping.parse_page(json_response(out[-1].url, lexica_page([2], "c1"))))
+    out = out_of(looping.parse_page(json_response(url, lexica_page([1], "c1"))))
+    out = out_of(looping.parse_page(json_response(out[-1].url, lexica_page([2], "c1"))))
     assert [r.meta["imagecrawl_kind"] for r in out] == ["image"]
     assert stats(looping)["imagecrawl/pages/errors/repeated_cursor"] == 1
 
@@ -219,9 +231,9 @@ def html_response(url: str, name: str) -> HtmlResponse:
 
 def test_gallery_callbacks(tmp_path: Path) -> None:
     base = "http://127.0.0.1:8765"
-    spider = make(GallerySpider, tmp_path)  # bundled sandbox profile, its start_url
+    spider = make(GallerySpider, tmp_path, profile="sandbox")  # the bundled sandbox profile, its start_url
     assert (start_request(spider)).url == f"{base}/gallery/"
-    out = list(spider.parse_listing(html_response(f"{base}/gallery/", "listing_page1.html")))
+    out = out_of(spider.parse_listing(html_response(f"{base}/gallery/", "listing_page1.html")))
     assert [r.url for r in out] == [
         f"{base}/gallery/item/g0001",
         f"{base}/gallery/item/g0002",
@@ -233,7 +245,7 @@ def test_gallery_callbacks(tmp_path: Path) -> None:
     assert image[0].url == f"{base}/images/gallery/g0001.png"
     assert image[0].cb_kwargs["hints"]["origin"] == "html"
     assert list(spider.parse_detail(html_response(f"{base}/gallery/item/x", "detail_noimage.html"))) == []
-    assert list(spider.parse_listing(html_response(f"{base}/gallery/", "listing_blocked.html"))) == []
+    assert out_of(spider.parse_listing(html_response(f"{base}/gallery/", "listing_blocked.html"))) == []
     assert stats(spider) == {
         "imagecrawl/pages/gallery/listings": 2,
         "imagecrawl/pages/gallery/details": 1,
@@ -244,24 +256,26 @@ def test_gallery_callbacks(tmp_path: Path) -> None:
 
 def test_gallery_limits_and_arguments(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     base = "http://127.0.0.1:8765"
-    spider = make(GallerySpider, tmp_path, start_url=f"{base}/gallery/", max_items="2")
+    spider = make(GallerySpider, tmp_path, profile="sandbox", start_url=f"{base}/gallery/", max_items="2")
     with caplog.at_level("INFO", logger="spiders.gallery"):
-        out = list(spider.parse_listing(html_response(f"{base}/gallery/", "listing_page1.html")))
+        out = out_of(spider.parse_listing(html_response(f"{base}/gallery/", "listing_page1.html")))
     assert [r.url for r in out] == [f"{base}/gallery/item/g0001", f"{base}/gallery/item/g0002"]
     assert spider.requested == 2
     assert [(r.name, r.getMessage()) for r in caplog.records if "max_items" in r.getMessage()] == [
         ("spiders.gallery", "max_items=2 reached; not following more listing pages")
     ]
-    one_page = make(GallerySpider, tmp_path, max_pages="1")
+    one_page = make(GallerySpider, tmp_path, profile="sandbox", max_pages="1")
     start_request(one_page)
-    out = list(one_page.parse_listing(html_response(f"{base}/gallery/", "listing_page1.html")))
+    out = out_of(one_page.parse_listing(html_response(f"{base}/gallery/", "listing_page1.html")))
     assert len(out) == 3  # no next listing page
     with pytest.raises(ValueError, match="start_url"):
-        make(GallerySpider, tmp_path, start_url="ftp://x/")
+        make(GallerySpider, tmp_path, profile="sandbox", start_url="ftp://x/")
     profile = tmp_path / "p.toml"
     profile.write_text('name="p"\nsource="p"\n[listing]\nitem_links="a"\n[detail]\nimage="img"\n')
     with pytest.raises(ValueError, match="no start_url"):
         make(GallerySpider, tmp_path, profile=str(profile))
+    with pytest.raises(ValueError, match=r"needs -a profile= .*bundled profile: sandbox"):
+        make(GallerySpider, tmp_path)  # no test-site default: a crawl of a gallery names its profile
 
 
 # ---------------------------------------------------------------- urls

@@ -51,9 +51,9 @@ def results(server: SandboxProcess, tmp_path_factory: pytest.TempPathFactory) ->
     start = server.url("gallery/")
     return run_crawls(
         [
-            Crawl("all", "gallery", {"start_url": start}),
-            Crawl("two_pages", "gallery", {"start_url": start, "max_pages": "2"}),
-            Crawl("ten", "gallery", {"start_url": start, "max_items": "10"}),
+            Crawl("all", "gallery", {"profile": "sandbox", "start_url": start}),
+            Crawl("two_pages", "gallery", {"profile": "sandbox", "start_url": start, "max_pages": "2"}),
+            Crawl("ten", "gallery", {"profile": "sandbox", "start_url": start, "max_items": "10"}),
             Crawl("xpath", "gallery", {"start_url": start, "profile": str(profile)}),
             Crawl("bad_profile", "gallery", {"start_url": start, "profile": "no-such-profile"}),
         ],

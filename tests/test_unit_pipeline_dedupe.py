@@ -57,7 +57,7 @@ def dedupe(store: Path, **overrides: Any) -> tuple[Crawler, DedupePipeline]:
     crawler = make_crawler(IMAGECRAWL_STORE=str(store), **overrides)
     crawler.stats.open_spider()
     pipeline = DedupePipeline.from_crawler(crawler)
-    pipeline.open_spider()
+    asyncio.run(pipeline.open_spider())
     return crawler, pipeline
 
 
@@ -112,7 +112,11 @@ def test_near_dedupe_off_keeps_reencoded_copies(tmp_path: Path, caplog: pytest.L
 
 def drop_later(crawler: Crawler, item: PromptImage, exception: DropItem) -> None:
     """A pipeline after dedupe refuses ``item`` (Scrapy sends ``item_dropped``)."""
-    crawler.signals.send_catch_log(signals.item_dropped, item=item, exception=exception, response=None, spider=None)
+    asyncio.run(
+        crawler.signals.send_catch_log_async(
+            signals.item_dropped, item=item, exception=exception, response=None, spider=None
+        )
+    )
 
 
 def test_a_record_a_later_pipeline_drops_is_released(tmp_path: Path) -> None:

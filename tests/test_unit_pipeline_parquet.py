@@ -134,7 +134,7 @@ def test_committed_rows_reach_the_ledger_and_the_next_crawl_drops_them(tmp_path:
     crawler = make_crawler(IMAGECRAWL_STORE=str(tmp_path))
     crawler.stats.open_spider()
     dedupe, pipeline = DedupePipeline.from_crawler(crawler), ParquetPipeline.from_crawler(crawler)
-    dedupe.open_spider()
+    asyncio.run(dedupe.open_spider())
     items = [asyncio.run(dedupe.process_item(record("civitai", n))) for n in (1, 2)]
     run(pipeline, items)
     ledger = Ledger(tmp_path / ".imagecrawl" / "state" / "ledger.sqlite3")
@@ -145,7 +145,7 @@ def test_committed_rows_reach_the_ledger_and_the_next_crawl_drops_them(tmp_path:
     later = make_crawler(IMAGECRAWL_STORE=str(tmp_path))
     later.stats.open_spider()
     again = DedupePipeline.from_crawler(later)
-    again.open_spider()
+    asyncio.run(again.open_spider())
     with pytest.raises(DuplicateItem):
         asyncio.run(again.process_item(record("civitai", 1)))
     assert asyncio.run(again.process_item(fresh := record("civitai", 3))) is fresh
@@ -161,7 +161,7 @@ def test_a_shard_the_ledger_missed_is_reconciled_at_open(tmp_path: Path) -> None
     crawler = make_crawler(IMAGECRAWL_STORE=str(tmp_path))
     crawler.stats.open_spider()
     dedupe = DedupePipeline.from_crawler(crawler)
-    dedupe.open_spider()
+    asyncio.run(dedupe.open_spider())
     assert crawler.stats.get_value("imagecrawl/dedupe/reconciled_shards") == 1
     with pytest.raises(DuplicateItem):
         asyncio.run(dedupe.process_item(record("civitai", 1)))

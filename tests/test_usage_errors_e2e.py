@@ -69,7 +69,7 @@ def test_argument_and_setting_errors_are_one_line_exit_2(
     toml.write_text("[listing\n")
     args = {k: v.format(csv=csv, toml=toml) for k, v in args.items()}
     if spider == "gallery" and "profile" not in args:
-        args["start_url"] = f"{site.base_url}gallery/"
+        args.update(profile="sandbox", start_url=f"{site.base_url}gallery/")
     before = len(site.requests())
     log_file = tmp_path / "crawl.log"
     settings = {**settings, "LOG_FILE": str(log_file)}
@@ -87,7 +87,7 @@ def test_an_unknown_spider_is_one_line_with_the_nearest_name(tmp_path: Path) -> 
     assert result.returncode == 2
     assert error_line(result.stderr) == (
         "imagecrawl: error: unknown spider: 'urlz' (did you mean 'urls'?); "
-        "valid: civitai, gallery, lexica, sitemap, urls"
+        "valid: civitai, gallery, lexica, recheck, sitemap, urls"
     )
 
 
@@ -97,7 +97,7 @@ def test_local_store_not_writable_stops_before_any_request(site: SandboxProcess,
     result = run_crawl(
         "gallery",
         store=tmp_path / "file" / "store",
-        args={"start_url": f"{site.base_url}gallery/"},
+        args={"profile": "sandbox", "start_url": f"{site.base_url}gallery/"},
         check=False,
         timeout=90,
     )
@@ -117,6 +117,8 @@ def _s3_crawl(site: SandboxProcess, tmp_path: Path, env: dict[str, str], store: 
             "scrapy",
             "crawl",
             "gallery",
+            "-a",
+            "profile=sandbox",
             "-a",
             f"start_url={site.base_url}gallery/",
             "-s",
@@ -186,9 +188,15 @@ def test_s3_bad_credentials(site: SandboxProcess, tmp_path: Path) -> None:
 
 
 def test_every_request_refused_exits_4(tmp_path: Path) -> None:
-    """`scrapy crawl gallery` as it comes: the bundled profile points at a loopback sandbox, which the
+    """`scrapy crawl gallery -a profile=sandbox`: the bundled profile points at a loopback sandbox, which the
     network guard refuses unless allowed."""
-    result = run_crawl("gallery", store=tmp_path / "store", settings={"IMAGECRAWL_ALLOWED_NETWORKS": ""}, check=False)
+    result = run_crawl(
+        "gallery",
+        store=tmp_path / "store",
+        args={"profile": "sandbox"},
+        settings={"IMAGECRAWL_ALLOWED_NETWORKS": ""},
+        check=False,
+    )
     assert result.returncode == 4, result.stderr[-3000:]
     assert "Traceback" not in result.stderr
     assert result.stats["finish_reason"] == "imagecrawl_all_refused"
@@ -198,7 +206,11 @@ def test_every_request_refused_exits_4(tmp_path: Path) -> None:
 def test_every_request_failed_exits_4(tmp_path: Path) -> None:
     dead = f"http://127.0.0.1:{free_port()}/gallery/"  # nothing listens: every connection is refused
     result = run_crawl(
-        "gallery", store=tmp_path / "store", args={"start_url": dead}, settings={"RETRY_TIMES": "0"}, check=False
+        "gallery",
+        store=tmp_path / "store",
+        args={"profile": "sandbox", "start_url": dead},
+        settings={"RETRY_TIMES": "0"},
+        check=False,
     )
     assert result.returncode == 4, result.stderr[-3000:]
     assert "Traceback" not in result.stderr
@@ -211,7 +223,9 @@ def test_every_request_failed_exits_4(tmp_path: Path) -> None:
 
 def test_nothing_asked_for_is_not_an_error(tmp_path: Path, site: SandboxProcess) -> None:
     result = run_crawl(
-        "gallery", store=tmp_path / "store", args={"start_url": f"{site.base_url}gallery/", "max_items": "0"}
+        "gallery",
+        store=tmp_path / "store",
+        args={"profile": "sandbox", "start_url": f"{site.base_url}gallery/", "max_items": "0"},
     )
     assert result.returncode == 0 and result.stats["finish_reason"] == "finished"
 
@@ -273,7 +287,10 @@ def test_low_list_is_one_line(
     a_file.write_text("not a folder")
     fill = {"file": str(a_file), "port": str(free_port())}
     settings = {k: v.format(**fill) for k, v in settings.items()}
-    args = {"start_url": site.base_url if spider == "sitemap" else f"{site.base_url}gallery/", **args}
+    if spider == "gallery":
+        args = {"profile": "sandbox", "start_url": f"{site.base_url}gallery/", **args}
+    else:
+        args = {"start_url": site.base_url, **args}
     before = len(site.requests())
     result = run_crawl(spider, store=tmp_path / "store", args=args, settings=settings, check=False, timeout=90)
     assert result.returncode == code, result.stderr[-3000:]
@@ -285,7 +302,7 @@ def test_url_credentials_are_masked_in_the_error_line(site: SandboxProcess, tmp_
     result = run_crawl(
         "gallery",
         store=tmp_path / "store",
-        args={"start_url": f"{site.base_url}gallery/"},
+        args={"profile": "sandbox", "start_url": f"{site.base_url}gallery/"},
         settings={"IMAGECRAWL_REDIS_URL": f"redis://bob:RedisPass7777@127.0.0.1:{free_port()}/0"},
         check=False,
         timeout=90,

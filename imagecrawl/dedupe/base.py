@@ -1,13 +1,18 @@
 """What the pipelines, the outbox and the known-image check need from an exact-dedupe ledger.
 
-Implemented by :class:`imagecrawl.dedupe.sqlite.Ledger` (embedded, one process) and
-:class:`imagecrawl.distributed.ledger.RedisLedger` (shared by many workers). No Scrapy.
+:class:`LedgerLike` is the synchronous ledger, implemented by :class:`imagecrawl.dedupe.sqlite.Ledger`
+(embedded, one process) and :class:`imagecrawl.distributed.ledger.RedisLedger` (shared by many
+workers). The crawl's components use its :class:`AsyncLedger` (``ledger.worker()``): for the embedded
+ledger every statement runs on the ledger's own thread (:class:`imagecrawl.dedupe.worker.LedgerWorker`),
+so the event loop never waits for SQLite. No Scrapy.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Any, Protocol
+from collections.abc import Callable, Iterable
+from typing import Any, Protocol, TypeVar
+
+T = TypeVar("T")
 
 Entry = tuple[str, str, int | None, str | None]  # (sha256, id, phash, image_url)
 
@@ -49,5 +54,44 @@ class LedgerLike(Protocol):
     def commit_shard(self, key: str, entries: Iterable[Entry]) -> None: ...
 
     def reconcile(self, store: Any) -> int: ...
+
+    def worker(self) -> AsyncLedger:
+        """The async interface of this ledger (one per ledger, closed with it)."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class AsyncLedger(Protocol):
+    """The ledger as the crawl's components ask it: awaitable, never blocking the event loop on a file."""
+
+    owner: str
+
+    async def known(self, record_id: str | None, url: str | None) -> str | None:
+        """``"id"`` or ``"url"`` if this record id or image URL is committed or claimed, else None."""
+        ...
+
+    async def duplicate_reason(self, sha256: str, item_id: str) -> str | None: ...
+
+    async def reserve(self, sha256: str, item_id: str, url: str | None = None, phash: int | None = None) -> bool: ...
+
+    def near_duplicate(self, phash: int | None, max_distance: int) -> tuple[str, int] | None:
+        """Answered at once: the near index and this owner's claims are in memory."""
+        ...
+
+    async def release(self, sha256: str, item_id: str, url: str | None = None) -> None: ...
+
+    async def commit_shard(self, key: str, entries: Iterable[Entry]) -> None: ...
+
+    async def heartbeat(self) -> None: ...
+
+    async def owner_alive(self, owner: str) -> bool: ...
+
+    async def reconcile(self, store: Any) -> int: ...
+
+    async def call(self, fn: Callable[[Any], T]) -> T:
+        """``fn(synchronous ledger)`` where the ledger's statements run, in turn with them: the extension
+        point for a table of one's own in the same ledger (through ``ledger.db`` for the embedded one)."""
+        ...
 
     def close(self) -> None: ...

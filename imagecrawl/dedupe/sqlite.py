@@ -14,154 +14,27 @@ another host sharing the file, one whose heartbeat is older than ``stale_seconds
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import os
-import socket
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import pyarrow.parquet as pq
-
+from imagecrawl.dedupe import sql
+from imagecrawl.dedupe.base import Entry
+from imagecrawl.dedupe.liveness import HOST, LIVE_OWNERS, owner_is_alive
 from imagecrawl.dedupe.locking import while_locked
 from imagecrawl.dedupe.near import MemoryNearIndex, NearIndex
+from imagecrawl.dedupe.reconcile import reconcile
+from imagecrawl.dedupe.worker import LedgerWorker
 from imagecrawl.storage.layout import LEGACY_SOURCE_PREFIX as LEGACY
-
-if TYPE_CHECKING:
-    from imagecrawl.dedupe.worker import LedgerWorker
 
 logger = logging.getLogger(__name__)
 
-_HOST = socket.gethostname()
-#: owners opened by this process and not closed (several crawlers may share one store in one process)
-_LIVE_OWNERS: set[str] = set()
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS seen (
-    sha256 TEXT PRIMARY KEY,
-    id TEXT NOT NULL,
-    phash INTEGER,
-    shard TEXT NOT NULL
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS ids (
-    id TEXT PRIMARY KEY,
-    sha256 TEXT NOT NULL
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS urls (
-    url_hash BLOB PRIMARY KEY
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS shards (
-    key TEXT PRIMARY KEY,
-    rows INTEGER NOT NULL,
-    committed_at REAL NOT NULL
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS claims (
-    sha256 TEXT PRIMARY KEY,
-    id TEXT NOT NULL UNIQUE,
-    url_hash BLOB,
-    owner TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS claims_url ON claims (url_hash);
-CREATE INDEX IF NOT EXISTS claims_owner ON claims (owner);
-CREATE TABLE IF NOT EXISTS owners (
-    owner TEXT PRIMARY KEY,
-    host TEXT NOT NULL,
-    pid INTEGER NOT NULL,
-    heartbeat REAL NOT NULL
-) WITHOUT ROWID;
-"""
-
-Entry = tuple[str, str, int | None, str | None]  # (sha256, id, phash, image_url)
-
-
-def url_key(url: str) -> bytes:
-    return hashlib.blake2b(url.encode("utf-8", "surrogatepass"), digest_size=16).digest()
-
-
-ENTRY_COLUMNS = ("image_sha256", "id", "image_phash", "image_url")
-
-
-def entries_of(table: Any) -> list[Entry]:
-    """Ledger entries from a pyarrow Table holding :data:`ENTRY_COLUMNS`."""
-    cols = table.to_pydict()
-    return list(zip(*(cols[name] for name in ENTRY_COLUMNS), strict=True))
-
-
-def reconcile(ledger: Any, store: Any) -> int:
-    """Record in ``ledger`` every shard of ``store`` it does not know yet (a crash between a store commit
-    and the ledger commit leaves such a shard); returns how many. Works for any ledger with
-    ``known_shards()`` and ``commit_shard()``."""
-    known = ledger.known_shards()
-    added = 0
-    for shard in store.list_shards():
-        if shard.key in known:
-            continue
-        try:
-            with store.open(shard.key) as fh:
-                table = pq.read_table(fh, columns=list(ENTRY_COLUMNS))
-        except Exception as exc:
-            logger.error("Cannot read shard %s while reconciling the dedupe ledger: %s", shard.key, exc)
-            continue
-        ledger.commit_shard(shard.key, entries_of(table))
-        added += 1
-        logger.info("Dedupe ledger: indexed shard %s (%d rows) found in the store", shard.key, table.num_rows)
-    return added
-
-
-#: SQLite's words for "this file is not a usable database" (not "busy" or "locked": those wait)
-_CORRUPT = frozenset({"SQLITE_NOTADB", "SQLITE_CORRUPT"})
-
-
-def _one(db: sqlite3.Connection, sql: str, *args: Any) -> bool:
-    return db.execute(sql + " LIMIT 1", args).fetchone() is not None
-
-
-def sql_duplicate_reason(db: sqlite3.Connection, sha256: str, item_id: str) -> str | None:
-    """``"sha256"`` or ``"id"`` if this image or id is committed or claimed by any owner."""
-    if _one(db, "SELECT 1 FROM seen WHERE sha256 = ? UNION ALL SELECT 1 FROM claims WHERE sha256 = ?", sha256, sha256):
-        return "sha256"
-    if _one(db, "SELECT 1 FROM ids WHERE id = ? UNION ALL SELECT 1 FROM claims WHERE id = ?", item_id, item_id):
-        return "id"
-    return None
-
-
-def sql_has_id(db: sqlite3.Connection, item_id: str) -> bool:
-    return _one(db, "SELECT 1 FROM ids WHERE id = ? UNION ALL SELECT 1 FROM claims WHERE id = ?", item_id, item_id)
-
-
-def sql_has_url(db: sqlite3.Connection, key: bytes) -> bool:
-    return _one(db, "SELECT 1 FROM urls WHERE url_hash = ? UNION ALL SELECT 1 FROM claims WHERE url_hash = ?", key, key)
-
-
-def sql_claim_many(db: sqlite3.Connection, owner: str, claims: list[tuple[str, str, bytes | None]]) -> list[bool]:
-    """Claim (sha256, id, url hash) rows for ``owner`` in one transaction; for each, False when a committed
-    row or another claim holds its image or id already."""
-    out = []
-    db.execute("BEGIN IMMEDIATE")
-    try:
-        for sha256, item_id, url_hash in claims:
-            if _one(
-                db, "SELECT 1 FROM seen WHERE sha256 = ? UNION ALL SELECT 1 FROM ids WHERE id = ?", sha256, item_id
-            ):
-                out.append(False)
-                continue
-            try:
-                db.execute(
-                    "INSERT INTO claims (sha256, id, url_hash, owner) VALUES (?, ?, ?, ?)",
-                    (sha256, item_id, url_hash, owner),
-                )
-            except sqlite3.IntegrityError:
-                out.append(False)
-            else:
-                out.append(True)
-    except BaseException:
-        db.execute("ROLLBACK")
-        raise
-    db.execute("COMMIT")
-    return out
+#: the names other modules import from here
+__all__ = ["Entry", "Ledger", "open_ledger", "reconcile"]
 
 
 def open_ledger(path: Path, *, owner: str = "", stale_seconds: float = 120.0) -> Ledger:
@@ -171,7 +44,7 @@ def open_ledger(path: Path, *, owner: str = "", stale_seconds: float = 120.0) ->
     try:
         return Ledger(path, owner=owner, stale_seconds=stale_seconds)
     except sqlite3.DatabaseError as exc:
-        if getattr(exc, "sqlite_errorname", "") not in _CORRUPT:
+        if getattr(exc, "sqlite_errorname", "") not in sql.CORRUPT:
             raise
         aside = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}")
         for suffix in ("", "-wal", "-shm"):
@@ -190,8 +63,8 @@ class Ledger:
         self.path = path
         self.owner = owner or f"ledger-{id(self)}-{time.time_ns()}"
         self.stale_seconds = stale_seconds
-        self.db = self._connect()
-        while_locked(lambda: self.db.executescript(_SCHEMA))
+        self.db = sql.connect(path)
+        while_locked(lambda: self.db.executescript(sql.SCHEMA))
         while_locked(self._migrate_shard_keys)
         self._worker: LedgerWorker | None = None
         # this owner's claims, also kept in memory: the hot path asks about its own items most
@@ -204,31 +77,22 @@ class Ledger:
         #: a released claim is still in the (append-only) pending index: rebuild it before the next query
         self._pending_stale = False
         self._last_beat = 0.0
-        _LIVE_OWNERS.add(self.owner)
-        with self._transaction():
+        LIVE_OWNERS.add(self.owner)
+        with sql.transaction(self.db):
             self._purge_stale()
         self.heartbeat(force=True)
 
     def _migrate_shard_keys(self) -> None:
         """Shard keys of the first store layout (``source=<source>/...``) as the store holds them now
         (``<source>/...``, :mod:`imagecrawl.storage.layout`); one transaction, nothing to do once done."""
-        if not _one(self.db, "SELECT 1 FROM shards WHERE key LIKE 'source=%'"):
+        if not sql.one(self.db, "SELECT 1 FROM shards WHERE key LIKE 'source=%'"):
             return
-        with self._transaction():
+        with sql.transaction(self.db):
             n = len(LEGACY)
             self.db.execute(f"UPDATE OR IGNORE shards SET key = substr(key, {n + 1}) WHERE key LIKE '{LEGACY}%'")
             self.db.execute(f"DELETE FROM shards WHERE key LIKE '{LEGACY}%'")
             self.db.execute(f"UPDATE seen SET shard = substr(shard, {n + 1}) WHERE shard LIKE '{LEGACY}%'")
         logger.info("Dedupe ledger %s: shard keys moved to the current store layout", self.path)
-
-    def _connect(self) -> sqlite3.Connection:
-        db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False, timeout=30)
-        while_locked(lambda: db.execute("PRAGMA journal_mode=WAL"))
-        # WAL + NORMAL survives a killed process; a power loss may drop the last commits, which
-        # reconcile() restores from the store itself.
-        db.execute("PRAGMA synchronous=NORMAL")
-        db.execute("PRAGMA busy_timeout=30000")
-        return db
 
     # -- owners --------------------------------------------------------------------------------
     def heartbeat(self, *, force: bool = False) -> None:
@@ -240,21 +104,11 @@ class Ledger:
         self.db.execute(
             "INSERT INTO owners (owner, host, pid, heartbeat) VALUES (?, ?, ?, ?) "
             "ON CONFLICT(owner) DO UPDATE SET heartbeat = excluded.heartbeat",
-            (self.owner, _HOST, os.getpid(), now),
+            (self.owner, HOST, os.getpid(), now),
         )
 
     def _owner_is_alive(self, owner: str, host: str, pid: int, heartbeat: float) -> bool:
-        if host != _HOST:
-            return heartbeat >= time.time() - self.stale_seconds
-        if pid == os.getpid():
-            return owner in _LIVE_OWNERS  # else the pid was reused: the earlier owner is gone
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
+        return owner_is_alive(owner, host, pid, heartbeat, self.stale_seconds)
 
     def owner_alive(self, owner: str) -> bool:
         """Whether ``owner`` is a run that is still going (its files in a shared outbox are its own):
@@ -288,26 +142,25 @@ class Ledger:
         return item_id in self._own_ids
 
     def owns_url(self, url: str) -> bool:
-        return url_key(url) in self._own_urls
+        return sql.url_key(url) in self._own_urls
 
     def duplicate_reason(self, sha256: str, item_id: str) -> str | None:
         """``"sha256"`` or ``"id"`` if this image or id is committed or claimed, else None."""
-        return self.own_reason(sha256, item_id) or sql_duplicate_reason(self.db, sha256, item_id)
+        return self.own_reason(sha256, item_id) or sql.duplicate_reason(self.db, sha256, item_id)
 
     def has_id(self, item_id: str) -> bool:
         """Is a record with this id committed or claimed? (asked before downloading its image)"""
-        return self.owns_id(item_id) or sql_has_id(self.db, item_id)
+        return self.owns_id(item_id) or sql.has_id(self.db, item_id)
 
     def has_url(self, url: str) -> bool:
         """Was an image from this URL committed or claimed?"""
-        return self.owns_url(url) or sql_has_url(self.db, url_key(url))
+        return self.owns_url(url) or sql.has_url(self.db, sql.url_key(url))
 
     def worker(self) -> LedgerWorker:
-        """The batching worker for this ledger (its own thread and connection; closed with the ledger)."""
+        """This ledger's async interface (:class:`~imagecrawl.dedupe.base.AsyncLedger`): every statement on
+        one thread of its own, lookups and claims in batches; closed with the ledger."""
         if self._worker is None:
-            from imagecrawl.dedupe.worker import LedgerWorker
-
-            self._worker = LedgerWorker(self, self._connect())
+            self._worker = LedgerWorker(self, sql.connect(self.path))
         return self._worker
 
     # -- claims --------------------------------------------------------------------------------
@@ -315,8 +168,8 @@ class Ledger:
         """Claim an image for this owner; False when another claim or a committed row holds it already."""
         if self._own_sha.get(sha256) == item_id:
             return True
-        url_hash = url_key(url) if url else None
-        if not sql_claim_many(self.db, self.owner, [(sha256, item_id, url_hash)])[0]:
+        url_hash = sql.url_key(url) if url else None
+        if not sql.claim_many(self.db, self.owner, [(sha256, item_id, url_hash)])[0]:
             return False
         self.remember_claim(sha256, item_id, url_hash, phash)
         return True
@@ -355,7 +208,7 @@ class Ledger:
         self._own_ids.pop(item_id, None)
         self._own_phash.pop(item_id, None)
         if url:
-            self._own_urls.discard(url_key(url))
+            self._own_urls.discard(sql.url_key(url))
 
     # -- near duplicates -----------------------------------------------------------------------
     def enable_near(self, index: NearIndex) -> None:
@@ -373,18 +226,16 @@ class Ledger:
         if self.near is None or phash is None or max_distance < 0:
             return None
         if self._pending_stale:
-            fresh = MemoryNearIndex()
-            fresh.add_many(self._own_phash.items())
-            self._pending_near, self._pending_stale = fresh, False
+            self._rebuild_pending_near()
         hits = [h for h in (self.near.query(phash, max_distance), self._pending_near.query(phash, max_distance)) if h]
         return min(hits, key=lambda hit: hit[1]) if hits else None
 
     def _rebuild_pending_near(self) -> None:
-        """The in-memory index of claims cannot delete: rebuild it when committed rows dominate it."""
-        if len(self._pending_near) > max(10_000, 2 * len(self._own_phash)):
-            fresh = MemoryNearIndex()
-            fresh.add_many(self._own_phash.items())
-            self._pending_near = fresh
+        """The in-memory index of this owner's claims cannot delete: it is rebuilt from them when a released
+        claim is still in it (before the next query) or when committed rows dominate it."""
+        fresh = MemoryNearIndex()
+        fresh.add_many(self._own_phash.items())
+        self._pending_near, self._pending_stale = fresh, False
 
     def known_shards(self) -> set[str]:
         return {row[0] for row in self.db.execute("SELECT key FROM shards")}
@@ -399,7 +250,7 @@ class Ledger:
     # -- commits -------------------------------------------------------------------------------
     def commit_shard(self, key: str, entries: Iterable[Entry]) -> None:
         rows = list(entries)
-        with self._transaction():
+        with sql.transaction(self.db):
             self.db.executemany(
                 "INSERT OR IGNORE INTO seen (sha256, id, phash, shard) VALUES (?, ?, ?, ?)",
                 [(sha, item_id, phash, key) for sha, item_id, phash, _ in rows],
@@ -410,7 +261,7 @@ class Ledger:
             )
             self.db.executemany(
                 "INSERT OR IGNORE INTO urls (url_hash) VALUES (?)",
-                [(url_key(url),) for _, _, _, url in rows if url],
+                [(sql.url_key(url),) for _, _, _, url in rows if url],
             )
             self.db.executemany("DELETE FROM claims WHERE sha256 = ?", [(sha,) for sha, _, _, _ in rows])
             self.db.execute(
@@ -421,28 +272,20 @@ class Ledger:
             self.near.add_many((item_id, phash) for _, item_id, phash, _ in rows if phash is not None)
         for sha, item_id, _, url in rows:
             self._forget(sha, item_id, url)
-        self._rebuild_pending_near()
+        if len(self._pending_near) > max(10_000, 2 * len(self._own_phash)):
+            self._rebuild_pending_near()
 
     def reconcile(self, store: Any) -> int:
         """Index every shard in ``store`` that the ledger does not know yet; returns how many."""
         return reconcile(self, store)
-
-    @contextlib.contextmanager
-    def _transaction(self) -> Iterator[None]:
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
-            yield
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
-        self.db.execute("COMMIT")
 
     def close(self) -> None:
         """Give up this owner's remaining claims (uncommitted shards are claimed again by the next run)."""
         if self._worker is not None:
             self._worker.close()
             self._worker = None
-        with contextlib.suppress(sqlite3.Error), self._transaction():
+        LIVE_OWNERS.discard(self.owner)
+        with contextlib.suppress(sqlite3.Error), sql.transaction(self.db):
             self.db.execute("DELETE FROM claims WHERE owner = ?", (self.owner,))
             self.db.execute("DELETE FROM owners WHERE owner = ?", (self.owner,))
         self.db.close()

@@ -1,13 +1,15 @@
-"""The ledger's lookups and claims off the event loop, in batches.
+"""The embedded ledger's async interface: every statement on one thread of its own.
 
-The crawl asks the ledger twice per image (is it known? may this process keep it?). Each question is
-an SQLite statement, and a claim is a write transaction that waits for the file's lock while another
-process writing into the same store holds it. :class:`LedgerWorker` runs them on a thread and a
-connection of its own: every question asked during one turn of the event loop (and while the previous
-batch was running) goes in one batch, the claims of a batch in one transaction. The caller awaits an
-:class:`asyncio.Future`; the loop never waits for the disk or the lock.
+The crawl asks the ledger twice per image (is it known? may this process keep it?), commits shards,
+keeps its claims alive and, in incremental walks, asks whether listed items are known. Each is SQLite,
+and a write waits for the file's lock while another process writing into the same store holds it.
+:class:`LedgerWorker` runs all of it on one thread and a connection of its own, so the event loop
+never waits for the disk or the lock: the lookups and claims asked during one turn of the event loop
+(and while the previous batch ran) go in one batch, the claims of a batch in one transaction; anything
+else (:meth:`LedgerWorker.call`: a shard's commit, the heartbeat, a release, the reconciliation, an
+extension's own table) runs on the same thread in turn. The caller awaits an :class:`asyncio.Future`.
 
-What this owner claimed is answered from memory first (:class:`~imagecrawl.dedupe.sqlite.Ledger`), and
+What this owner claimed is answered from memory first (the ledger's :class:`ClaimMemory`), and
 remembered there on the loop's thread once a claim succeeded. No Scrapy imports.
 """
 
@@ -15,21 +17,42 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol, TypeVar
 
-from imagecrawl.dedupe import sqlite as sql
+from imagecrawl.dedupe import sql
+from imagecrawl.dedupe.base import Entry, LedgerLike
 
-if TYPE_CHECKING:
-    from imagecrawl.dedupe.sqlite import Ledger
+T = TypeVar("T")
 
 #: one question: (kind, arguments, the future that gets its answer)
 _Job = tuple[str, tuple[Any, ...], "asyncio.Future[Any]"]
 
 
+class ClaimMemory(LedgerLike, Protocol):
+    """What the worker needs of the synchronous ledger besides :class:`LedgerLike`: this owner's claims,
+    kept in memory (:class:`imagecrawl.dedupe.sqlite.Ledger`)."""
+
+    def owns_id(self, item_id: str) -> bool: ...
+
+    def owns_url(self, url: str) -> bool: ...
+
+    def own_reason(self, sha256: str, item_id: str) -> str | None: ...
+
+    def note_pending(self, item_id: str, phash: int | None) -> None: ...
+
+    def drop_pending(self, item_id: str) -> None: ...
+
+    def remember_claim(self, sha256: str, item_id: str, url_hash: bytes | None, phash: int | None) -> None: ...
+
+
 class LedgerWorker:
-    def __init__(self, ledger: Ledger, db: sqlite3.Connection) -> None:
+    """The :class:`~imagecrawl.dedupe.base.AsyncLedger` of the embedded ledger."""
+
+    def __init__(self, ledger: ClaimMemory, db: sqlite3.Connection) -> None:
         self.ledger = ledger
+        self.owner = ledger.owner
         self.db = db
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="imagecrawl-ledger")
         self._queue: list[_Job] = []
@@ -69,6 +92,33 @@ class LedgerWorker:
             self.ledger.drop_pending(item_id)
         return ok
 
+    def near_duplicate(self, phash: int | None, max_distance: int) -> tuple[str, int] | None:
+        """Answered at once on the caller's thread: the near index keeps its hashes in memory (and looks
+        for other processes' commits at most twice a second), this owner's claims are in memory."""
+        return self.ledger.near_duplicate(phash, max_distance)
+
+    # -- everything else, on the same thread -----------------------------------------------------
+    async def call(self, fn: Callable[[Any], T]) -> T:
+        """Run ``fn(ledger)`` on the ledger's thread, after what was asked before it: the plug point for
+        statements of one's own (an extension's table in the same file goes through ``ledger.db``)."""
+        return await asyncio.get_running_loop().run_in_executor(self.pool, fn, self.ledger)
+
+    async def release(self, sha256: str, item_id: str, url: str | None = None) -> None:
+        await self.call(lambda ledger: ledger.release(sha256, item_id, url))
+
+    async def commit_shard(self, key: str, entries: Iterable[Entry]) -> None:
+        rows = list(entries)
+        await self.call(lambda ledger: ledger.commit_shard(key, rows))
+
+    async def heartbeat(self) -> None:
+        await self.call(lambda ledger: ledger.heartbeat())
+
+    async def owner_alive(self, owner: str) -> bool:
+        return await self.call(lambda ledger: ledger.owner_alive(owner))
+
+    async def reconcile(self, store: Any) -> int:
+        return await self.call(lambda ledger: ledger.reconcile(store))
+
     # -- batching ------------------------------------------------------------------------------
     def _ask(self, kind: str, *args: Any) -> asyncio.Future[Any]:
         loop = asyncio.get_running_loop()
@@ -105,20 +155,66 @@ class LedgerWorker:
         for i, (kind, args, _) in enumerate(batch):
             if kind == "known":
                 record_id, key = args
-                if record_id and sql.sql_has_id(self.db, record_id):
+                if record_id and sql.has_id(self.db, record_id):
                     answers[i] = "id"
-                elif key is not None and sql.sql_has_url(self.db, key):
+                elif key is not None and sql.has_url(self.db, key):
                     answers[i] = "url"
             elif kind == "reason":
-                answers[i] = sql.sql_duplicate_reason(self.db, *args)
+                answers[i] = sql.duplicate_reason(self.db, *args)
             else:
                 claims.append((i, args))
         if claims:
-            results = sql.sql_claim_many(self.db, self.ledger.owner, [c for _, c in claims])
+            results = sql.claim_many(self.db, self.owner, [c for _, c in claims])
             for (i, _), ok in zip(claims, results, strict=True):
                 answers[i] = ok
         return answers
 
     def close(self) -> None:
+        """Wait for what was asked, then stop the thread and close its connection (the ledger closes itself)."""
         self.pool.shutdown(wait=True)
         self.db.close()
+
+
+class DirectLedger:
+    """The :class:`~imagecrawl.dedupe.base.AsyncLedger` of a synchronous :class:`LedgerLike` that does not
+    touch the disk (the distributed add-on's Redis ledger: a network round trip, its commit listeners
+    on the event loop's thread): every call answered in place."""
+
+    def __init__(self, ledger: LedgerLike) -> None:
+        self.ledger = ledger
+        self.owner = ledger.owner
+
+    async def call(self, fn: Callable[[Any], T]) -> T:
+        return fn(self.ledger)
+
+    async def known(self, record_id: str | None, url: str | None) -> str | None:
+        if record_id and self.ledger.has_id(record_id):
+            return "id"
+        return "url" if url and self.ledger.has_url(url) else None
+
+    async def duplicate_reason(self, sha256: str, item_id: str) -> str | None:
+        return self.ledger.duplicate_reason(sha256, item_id)
+
+    async def reserve(self, sha256: str, item_id: str, url: str | None = None, phash: int | None = None) -> bool:
+        return self.ledger.reserve(sha256, item_id, url, phash)
+
+    def near_duplicate(self, phash: int | None, max_distance: int) -> tuple[str, int] | None:
+        return self.ledger.near_duplicate(phash, max_distance)
+
+    async def release(self, sha256: str, item_id: str, url: str | None = None) -> None:
+        self.ledger.release(sha256, item_id, url)
+
+    async def commit_shard(self, key: str, entries: Iterable[Entry]) -> None:
+        self.ledger.commit_shard(key, entries)
+
+    async def heartbeat(self) -> None:
+        self.ledger.heartbeat()
+
+    async def owner_alive(self, owner: str) -> bool:
+        return self.ledger.owner_alive(owner)
+
+    async def reconcile(self, store: Any) -> int:
+        return self.ledger.reconcile(store)
+
+    def close(self) -> None:
+        """Nothing of its own to close (the ledger closes itself)."""

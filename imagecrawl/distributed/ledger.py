@@ -17,7 +17,10 @@ from typing import Any
 
 import redis
 
-from imagecrawl.dedupe.sqlite import Entry, reconcile, url_key
+from imagecrawl.dedupe.base import Entry
+from imagecrawl.dedupe.reconcile import reconcile
+from imagecrawl.dedupe.sql import url_key
+from imagecrawl.dedupe.worker import DirectLedger
 from imagecrawl.storage.layout import current_key
 
 logger = logging.getLogger(__name__)
@@ -69,6 +72,7 @@ class RedisLedger:
     ) -> None:
         self.redis = client
         self.owner = owner
+        self._worker: DirectLedger | None = None
         self.alive_prefix = alive_prefix
         self.alive_ms = max(1, int(alive_seconds * 1000))
         self._last_beat = 0.0
@@ -180,6 +184,12 @@ class RedisLedger:
     def reconcile(self, store: Any) -> int:
         """Index every shard in ``store`` the ledger does not know yet; returns how many."""
         return reconcile(self, store)
+
+    def worker(self) -> DirectLedger:
+        """The async interface: asked in place (a Redis round trip; no file to wait for)."""
+        if self._worker is None:
+            self._worker = DirectLedger(self)
+        return self._worker
 
     def close(self) -> None:
         self.redis.close()

@@ -44,14 +44,7 @@ class KnownImageMiddleware:
         if forgotten is not None:  # docs/forget.md: forgotten is never fetched again
             count_refused(self.crawler, forgotten)
             raise IgnoreRequest(f"image {request.url} was forgotten ({forgotten}): not fetched")
-        ledger = self.storage.ledger
-        factory = getattr(ledger, "worker", None)
-        if factory is not None:  # the embedded ledger: batched, off the event loop
-            known = await factory().known(record_id, request.url)
-        elif record_id and ledger.has_id(record_id):
-            known = "id"
-        else:
-            known = "url" if ledger.has_url(request.url) else None
+        known = await self.storage.ledger_async.known(record_id, request.url)
         if known == "id":
             self.stats.inc_value("imagecrawl/dedupe/skipped_known/id")
             raise IgnoreRequest(f"record {record_id} is already in the store")

@@ -16,6 +16,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from imagecrawl.errors import ConfigError
 from imagecrawl.media import MediaError, hamming, probe_image
@@ -181,25 +182,34 @@ class Selection:
         return isinstance(phash, int) and any(hamming(phash, h) <= self.near_distance for h in self.near_hashes)
 
     def mask(self, table: pa.Table) -> list[bool]:
-        """Which rows of ``table`` (holding :data:`SELECT_COLUMNS`, missing ones read as null) go."""
-        cols = {
-            name: table.column(name).to_pylist() if name in table.column_names else [None] * table.num_rows
-            for name in SELECT_COLUMNS
-        }
-        near = self.near_hashes
-        out: list[bool] = []
-        for i in range(table.num_rows):
-            sha, author, phash = cols["image_sha256"][i], cols["author_hash"][i], cols["image_phash"][i]
-            urls = [u for u in (cols["page_url"][i], cols["image_url"][i]) if u]
-            hit = (
-                sha in self.sha256s
-                or (author is not None and author in self.author_hashes)
-                or (bool(self.sites) and any(_host_matches(urlsplit(u).hostname or "", self.sites) for u in urls))
-                or (
+        """Which rows of ``table`` (holding :data:`SELECT_COLUMNS`, missing ones read as null) go. Hashes
+        and accounts are matched column-wise (Arrow); URLs and near-duplicates row by row, only when a
+        selector asks for them."""
+        n = table.num_rows
+
+        def column(name: str) -> pa.ChunkedArray | pa.Array:
+            return table.column(name) if name in table.column_names else pa.nulls(n, pa.string())
+
+        hits = [False] * n
+        for name, values in (("image_sha256", self.sha256s), ("author_hash", self.author_hashes)):
+            if values and n:
+                found = pc.is_in(column(name), value_set=pa.array(sorted(values), pa.string()))
+                hits = [a or bool(b) for a, b in zip(hits, found.to_pylist(), strict=True)]
+        if self.sites or self.prefixes or self.patterns:
+            pages, images = column("page_url").to_pylist(), column("image_url").to_pylist()
+            for i in range(n):
+                if hits[i]:
+                    continue
+                urls = [u for u in (pages[i], images[i]) if u]
+                hits[i] = (
+                    bool(self.sites) and any(_host_matches(urlsplit(u).hostname or "", self.sites) for u in urls)
+                ) or (
                     bool(self.prefixes or self.patterns)
                     and any(_url_matches(u, self.prefixes, self.patterns) for u in urls)
                 )
-                or (phash is not None and any(hamming(phash, h) <= self.near_distance for h in near))
-            )
-            out.append(bool(hit))
-        return out
+        near = self.near_hashes
+        if near and "image_phash" in table.column_names:
+            for i, phash in enumerate(table.column("image_phash").to_pylist()):
+                if not hits[i] and phash is not None:
+                    hits[i] = any(hamming(phash, h) <= self.near_distance for h in near)
+        return hits

@@ -161,6 +161,7 @@ def parse_image_item(item: Any, api_url: str) -> ImageEntry | str:
         model=to_text(meta.get("Model")),
         author=to_text(item.get("username")),
         nsfw=_nsfw_label(item.get("nsfwLevel")),
+        created_at=to_text(item.get("createdAt")),
         origin="api",
         params=params,
     )
@@ -243,6 +244,7 @@ def _model_images(model: dict[str, Any], api_url: str, max_level: int | None, pa
                         source_id=source_id,
                         page_url=page_url,
                         nsfw=_nsfw_label(level),
+                        created_at=to_text(image.get("createdAt")),
                         origin="api",
                         params=params,
                     ),

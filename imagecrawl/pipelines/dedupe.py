@@ -1,7 +1,8 @@
 """Exact dedupe: drop an image whose sha256 (or a record whose id) is already committed or pending.
 
-The embedded ledger's lookups and claims run batched on a thread of their own
-(:class:`~imagecrawl.dedupe.worker.LedgerWorker`): the event loop never waits for SQLite."""
+The ledger is asked through its async interface (:class:`~imagecrawl.dedupe.base.AsyncLedger`): the
+embedded ledger's lookups and claims run batched on its thread (:class:`~imagecrawl.dedupe.worker.LedgerWorker`),
+so the event loop never waits for SQLite."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from scrapy import signals
 from scrapy.crawler import Crawler
 from scrapy.exceptions import DropItem, NotConfigured
 
-from imagecrawl.dedupe.worker import LedgerWorker
+from imagecrawl.dedupe.base import AsyncLedger
 from imagecrawl.errors import ConfigError
 from imagecrawl.exitcodes import WRITE_ERROR, set_exit_code
 from imagecrawl.extensions.storage import storage_owner
@@ -54,10 +55,8 @@ class DedupePipeline:
                 "Near-duplicate dedupe is off (IMAGECRAWL_NEAR_DEDUPE_ENABLED): only exact copies are dropped"
             )
         crawler.signals.connect(self.item_dropped, signal=signals.item_dropped)
-        #: the embedded ledger's batching worker (lookups and claims off the event loop); a ledger
-        #: without one (the distributed add-on's) is asked directly
-        factory = getattr(self.storage.ledger, "worker", None)
-        self.worker: LedgerWorker | None = factory() if factory is not None else None
+        #: the ledger's async interface (the embedded ledger's: lookups and claims batched on its thread)
+        self.worker: AsyncLedger = self.storage.ledger_async
         self._inflight: dict[str, str] = {}
         self._inflight_ids: set[str] = set()
 
@@ -67,11 +66,11 @@ class DedupePipeline:
             raise NotConfigured("IMAGECRAWL_DEDUPE_ENABLED is off")
         return cls(crawler)
 
-    def open_spider(self) -> None:
+    async def open_spider(self) -> None:
         storage = self.storage
         if not storage.reconciled:
             try:
-                added = storage.ledger.reconcile(storage.store)
+                added = await self.worker.reconcile(storage.store)
             except Exception as exc:  # the store may be down; the crawl can still go on
                 self.stats.inc_value("imagecrawl/store/list_errors")
                 logger.warning(
@@ -108,12 +107,11 @@ class DedupePipeline:
         if forgotten is not None:  # docs/forget.md: forgotten is never stored again
             count_refused(self.crawler, forgotten)
             raise DuplicateItem(f"forgotten ({forgotten}): {item_id}", log_level="DEBUG")
-        ledger = self.storage.ledger
         worker = self.worker
-        reason = await worker.duplicate_reason(sha, item_id) if worker else ledger.duplicate_reason(sha, item_id)
+        reason = await worker.duplicate_reason(sha, item_id)
         if reason is not None:
             self._drop(reason, item_id, adapter)
-        near = ledger.near_duplicate(phash, self.near_distance)
+        near = worker.near_duplicate(phash, self.near_distance)
         if near is not None:
             other, distance = near
             if self.near_policy == "drop":
@@ -122,10 +120,7 @@ class DedupePipeline:
             adapter["duplicate_of"] = other
             self.stats.inc_value("imagecrawl/dedupe/kept_near")
         url = adapter.get("image_url")
-        if worker is not None:
-            claimed = await worker.reserve(sha, item_id, url, phash)
-        else:
-            claimed = ledger.reserve(sha, item_id, url, phash)
+        claimed = await worker.reserve(sha, item_id, url, phash)
         if not claimed:
             # another process writing into the same store claimed it between the check and now
             self.stats.inc_value("imagecrawl/dedupe/dropped/claimed")
@@ -155,12 +150,12 @@ class DedupePipeline:
         if engine is not None:
             self._stop_task = asyncio.ensure_future(engine.close_spider_async(reason=LEDGER_ERROR_REASON))
 
-    def item_dropped(self, item: Any, exception: BaseException) -> None:
+    async def item_dropped(self, item: Any, exception: BaseException) -> None:
         # A later pipeline refused a record this one reserved: free its hash again.
         if not isinstance(exception, DuplicateItem):
             adapter = ItemAdapter(item)
             try:
-                self.storage.ledger.release(
+                await self.worker.release(
                     adapter.get("image_sha256", ""), adapter.get("id", ""), adapter.get("image_url")
                 )
             except (sqlite3.Error, OSError) as exc:  # its claim ends with the run anyway

@@ -99,7 +99,7 @@ class ParquetPipeline:
             # Unknown: shards left in the outbox are uploaded again (same key, same bytes: harmless).
             logger.warning("Cannot list the store %s (%s); outbox shards will be uploaded again", store.url, exc)
             keys = set()
-        self.outbox.recover(keys, self.row_group_rows)
+        await self.outbox.recover_async(keys, self.row_group_rows)
 
     def _engine_started(self) -> None:
         if self.flush_seconds > 0:
@@ -233,7 +233,7 @@ class ParquetPipeline:
 
     async def _age_step(self) -> None:
         """One turn of the age loop: the ledger's heartbeat, then every writer flushed or finished."""
-        self.storage.ledger.heartbeat()
+        await self.storage.ledger_async.heartbeat()
         now = time.monotonic()
         max_age = self._age_limit()
         for partition, writer in list(self.writers.items()):

@@ -27,7 +27,7 @@ from typing import IO, Any, Protocol, TypeVar, cast
 from scrapy.crawler import Crawler
 from scrapy.utils.misc import load_object
 
-from imagecrawl.dedupe.base import LedgerLike
+from imagecrawl.dedupe.base import AsyncLedger, LedgerLike
 from imagecrawl.dedupe.sqlite import open_ledger
 from imagecrawl.errors import ConfigError
 from imagecrawl.storage.stores import LocalStore, S3Store
@@ -59,6 +59,12 @@ class CrawlStorage:
     reconciled: bool = False
     #: the store's crawl lock, held shared while the crawl runs (imagecrawl.forget.lock)
     lock: IO[str] | None = None
+
+    @property
+    def ledger_async(self) -> AsyncLedger:
+        """The ledger as components ask it (:class:`~imagecrawl.dedupe.base.AsyncLedger`): its statements on
+        its own thread, never on the event loop's."""
+        return self.ledger.worker()
 
     def close(self) -> None:
         self.ledger.close()

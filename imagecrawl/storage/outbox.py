@@ -24,12 +24,13 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pyarrow.parquet as pq
 
 from imagecrawl import failpoints
-from imagecrawl.dedupe.base import LedgerLike
-from imagecrawl.dedupe.sqlite import ENTRY_COLUMNS, Entry, entries_of
+from imagecrawl.dedupe.base import Entry, LedgerLike
+from imagecrawl.dedupe.reconcile import ENTRY_COLUMNS, entries_of
 from imagecrawl.storage.layout import current_key
 from imagecrawl.storage.shards import SPOOL_SUFFIX, no_room, read_sidecar, spool_to_parquet, write_sidecar
 from imagecrawl.storage.stores import LocalStore, S3Store
@@ -69,6 +70,8 @@ class Outbox:
         self.dir = directory
         self.store = store
         self.ledger = ledger
+        #: the ledger's async interface: a shard's commit runs on the ledger's thread
+        self.ledger_async = ledger.worker()
         self.max_bytes = max_bytes
         self.retry_initial = retry_initial
         self.retry_max = retry_max
@@ -156,12 +159,19 @@ class Outbox:
                 exc,
             )
             return False
-        self._confirmed(pending)
+        failpoints.hit("shard.commit.after")
+        await self.ledger_async.commit_shard(pending.key, pending.entries)
+        self._recorded(pending)
         return True
 
     def _confirmed(self, pending: Pending) -> None:
+        """The store holds ``pending`` (found at recovery): record it in the ledger (on the ledger's thread
+        when recovery runs there, :meth:`recover_async`) and let its files go."""
         failpoints.hit("shard.commit.after")
         self.ledger.commit_shard(pending.key, pending.entries)
+        self._recorded(pending)
+
+    def _recorded(self, pending: Pending) -> None:
         pending.path.unlink(missing_ok=True)
         pending.path.with_suffix(SIDECAR_SUFFIX).unlink(missing_ok=True)
         self.pending.pop(pending.key, None)
@@ -219,9 +229,22 @@ class Outbox:
         committed (or, if the store already has them, just recorded); half-converted files are dropped
         (their spool is the source of truth). Files of runs still going are theirs and left alone."""
         with self._recover_lock():
-            self._recover(store_keys, row_group_rows)
+            self._recover(store_keys, row_group_rows, self._enqueue)
 
-    def _recover(self, store_keys: set[str], row_group_rows: int) -> None:
+    async def recover_async(self, store_keys: set[str], row_group_rows: int = 512) -> None:
+        """:meth:`recover` with its file work and ledger statements on the ledger's thread; the shards to
+        commit are queued here, on the event loop."""
+        queued: list[Pending] = []
+
+        def recover(_ledger: Any) -> None:
+            with self._recover_lock():
+                self._recover(store_keys, row_group_rows, queued.append)
+
+        await self.ledger_async.call(recover)
+        for pending in queued:
+            self._enqueue(pending)
+
+    def _recover(self, store_keys: set[str], row_group_rows: int, enqueue: Callable[[Pending], None]) -> None:
         for partial in sorted(self.dir.glob(f"*{PARTIAL_SUFFIX}")):
             if self._take_over(partial):
                 partial.unlink(missing_ok=True)
@@ -277,7 +300,7 @@ class Outbox:
                 continue
             for sha, item_id, _, url in entries:
                 self.ledger.reserve(sha, item_id, url)  # pending: never crawled twice meanwhile
-            self._enqueue(pending)
+            enqueue(pending)
 
     # -- closing -------------------------------------------------------------------------------
     async def close(self, timeout: float) -> list[str]:

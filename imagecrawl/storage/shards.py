@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from imagecrawl import failpoints
-from imagecrawl.dedupe.sqlite import Entry
+from imagecrawl.dedupe.base import Entry
 from imagecrawl.schema import COLUMNS, schema_with_metadata
 from imagecrawl.storage import layout
 
