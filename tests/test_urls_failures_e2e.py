@@ -82,6 +82,20 @@ def test_extra_columns_and_one_failure_per_row(server: SandboxProcess, tmp_path:
             assert record["extra"] == {"license": f"lic-{record['input_row']}", "score": str(record["input_row"] * 10)}
     assert not list((store / ".imagecrawl" / "state").glob("failures/*.jsonl"))  # the spool is gone
 
+    # one stats JSON per shard, beside the store's state
+    shards = sorted(store.glob("*/date=*/*.parquet"))
+    assert shards
+    total_failures = 0
+    for shard in shards:
+        key = shard.relative_to(store).as_posix()
+        stats = json.loads((store / ".imagecrawl" / "shards" / key.replace(".parquet", ".json")).read_text())
+        assert stats["key"] == key and stats["rows"] == pq.read_metadata(shard).num_rows
+        assert stats["bytes"] == shard.stat().st_size
+        assert stats["run_id"] == failures[0]["run_id"]
+        total_failures += stats["failures"]
+    assert total_failures == len(failures)
+    assert not list((store / ".imagecrawl").rglob("*.parquet"))
+
 
 def test_a_run_without_failures_leaves_an_empty_record(server: SandboxProcess, tmp_path: Path) -> None:
     catalog = build_catalog(ITEMS, SEED)

@@ -29,6 +29,9 @@ from imagecrawl.storage.stores import LocalStore
 
 logger = logging.getLogger(__name__)
 
+#: the ``urls`` spider's failure counters, summed into each shard's stats JSON
+FAILED_STAT_PREFIX = "imagecrawl/urls/failed/"
+
 WRITE_ERROR_REASON = "spool_write_error"
 
 
@@ -65,6 +68,7 @@ class ParquetPipeline:
             max_bytes=settings.getint("IMAGECRAWL_OUTBOX_MAX_BYTES"),
             retry_initial=settings.getfloat("IMAGECRAWL_COMMIT_RETRY_SECONDS"),
             on_event=lambda name, n: self.stats.inc_value(f"imagecrawl/store/{name}", n),
+            failures=self._failures,
         )
         self.writers: dict[tuple[str, str], ShardWriter] = {}
         #: the file operation in progress for each shard (at most one)
@@ -247,6 +251,11 @@ class ParquetPipeline:
             except Exception as exc:  # never let the loop die unseen: its rows would wait forever
                 logger.exception("Writing shard %s failed", writer.key)
                 self._write_failed(exc)
+
+    def _failures(self) -> int:
+        """Input rows of this run that gave no image so far (``imagecrawl/urls/failed/<stage>``)."""
+        counts = self.stats.get_stats()
+        return sum(int(v) for k, v in counts.items() if k.startswith(FAILED_STAT_PREFIX))
 
     def _row_limit(self) -> int:
         if self._first_pending and self.first_rows > 0:

@@ -11,6 +11,7 @@ data_dir=store)``, ``polars.read_parquet(f"{store}/**/*.parquet")``, DuckDB)::
     <store>/.imagecrawl/staging/                                  local commits in progress (``*.tmp``)
     <store>/.imagecrawl/audit/                                    what ``imagecrawl forget`` removed, and its tombstones
     <store>/.imagecrawl/failures/<run>.jsonl                      the ``urls`` spider's input rows that gave no image
+    <store>/.imagecrawl/shards/<source>/date=<day>/part-<run>-<seq>.json   one stats JSON per shard
 
 * ``<source>`` is a plain folder, not ``source=<source>``: ``source`` is a column of every file, and a
   Hive key of the same name makes pyarrow (and so pandas) fail to merge the two. ``date`` is not a
@@ -46,6 +47,8 @@ PROBE_DIR: Final = f"{META_DIR}/probe"
 AUDIT_DIR: Final = f"{META_DIR}/audit"
 #: the ``urls`` spider's failure records: ``failures/<run>.jsonl``, one line per input row that gave no image
 FAILURES_DIR: Final = f"{META_DIR}/failures"
+#: one stats JSON per committed shard: ``shards/<source>/date=<day>/part-<run>-<seq>.json``
+SHARD_STATS_DIR: Final = f"{META_DIR}/shards"
 #: the local state of S3 stores: one folder per bucket and prefix under the default local store
 S3_STATE_ROOT: Final = Path("data") / META_DIR / "s3"
 
@@ -69,6 +72,11 @@ def source_folder(source: str) -> str:
 def shard_key(source: str, date: str, run_id: str, seq: int) -> str:
     """``<source>/date=<date>/part-<run>-<seq>.parquet``, relative to the store root."""
     return f"{source_folder(source)}/date={date}/part-{run_id}-{seq:05d}{SHARD_SUFFIX}"
+
+
+def shard_stats_key(key: str) -> str:
+    """Where the stats JSON of the shard ``key`` lives: ``.imagecrawl/shards/<key without .parquet>.json``."""
+    return f"{SHARD_STATS_DIR}/{key.removesuffix(SHARD_SUFFIX)}.json"
 
 
 def is_shard_key(key: str) -> bool:

@@ -17,12 +17,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import json
 import logging
 import os
 import random
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +33,7 @@ import pyarrow.parquet as pq
 from imagecrawl import failpoints
 from imagecrawl.dedupe.base import Entry, LedgerLike
 from imagecrawl.dedupe.reconcile import ENTRY_COLUMNS, entries_of
+from imagecrawl.storage import layout
 from imagecrawl.storage.layout import current_key
 from imagecrawl.storage.shards import SPOOL_SUFFIX, no_room, read_sidecar, spool_to_parquet, write_sidecar
 from imagecrawl.storage.stores import LocalStore, S3Store
@@ -66,6 +69,7 @@ class Outbox:
         retry_initial: float = 2.0,
         retry_max: float = 300.0,
         on_event: Callable[[str, int], None] | None = None,
+        failures: Callable[[], int] | None = None,
     ) -> None:
         self.dir = directory
         self.store = store
@@ -76,6 +80,9 @@ class Outbox:
         self.retry_initial = retry_initial
         self.retry_max = retry_max
         self.on_event = on_event or (lambda name, n: None)
+        #: how many input rows of this run gave no image so far (the ``urls`` spider's failure records)
+        self.failures = failures or (lambda: 0)
+        self._failures_reported = 0
         #: this run, as the ledger names it; written into every sidecar of its shards
         self.owner = ledger.owner
         self.pending: dict[str, Pending] = {}
@@ -147,6 +154,7 @@ class Outbox:
     async def _try_commit(self, pending: Pending) -> bool:
         pending.attempts += 1
         failpoints.hit("shard.commit.before")
+        size = pending.size
         try:
             await asyncio.to_thread(self.store.commit, pending.path, pending.key)
         except Exception as exc:
@@ -162,7 +170,28 @@ class Outbox:
         failpoints.hit("shard.commit.after")
         await self.ledger_async.commit_shard(pending.key, pending.entries)
         self._recorded(pending)
+        await self._put_stats(pending, size)
         return True
+
+    async def _put_stats(self, pending: Pending, size: int) -> None:
+        """The shard's stats JSON beside the store's state (:func:`layout.shard_stats_key`); a failure here
+        is logged and counted, never fatal: the shard itself is committed."""
+        failures = self.failures()
+        stats = {
+            "key": pending.key,
+            "rows": len(pending.entries),
+            "bytes": size,
+            "failures": max(0, failures - self._failures_reported),
+            "run_id": self.owner,
+            "committed_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        }
+        self._failures_reported = max(failures, self._failures_reported)
+        body = (json.dumps(stats, indent=2) + "\n").encode()
+        try:
+            await asyncio.to_thread(self.store.put_bytes, layout.shard_stats_key(pending.key), body, "application/json")
+        except Exception as exc:
+            self.on_event("stats_errors", 1)
+            logger.warning("Could not write the stats of shard %s to %s: %s", pending.key, self.store.url, exc)
 
     def _confirmed(self, pending: Pending) -> None:
         """The store holds ``pending`` (found at recovery): record it in the ledger (on the ledger's thread
