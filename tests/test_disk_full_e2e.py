@@ -128,3 +128,29 @@ def test_a_start_on_a_full_disk_stops_cleanly_and_leaves_the_spool(
     shas = Counter(r["image_sha256"] for r in rows)
     assert max(shas.values()) == 1
     assert set(shas) == {hashlib.sha256(render_image(catalog, e)).hexdigest() for e in entries}
+
+
+def test_a_full_disk_under_the_whole_store_is_one_line_per_cause(sandbox_site: SandboxProcess, tmp_path: Path) -> None:
+    """The ledger's SQLite files, the outbox and the report share one small disk: SQLite's "database or
+    disk is full" is one ERROR line (not a traceback per item), the crawl stops with exit status 5."""
+    store = tmp_path / "store"
+    store.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=600k", "tmpfs", str(store)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode(errors='replace').strip()}")
+    try:
+        result = run_crawl(
+            "civitai",
+            store=store,
+            args={"api_url": sandbox_site.base_url.rstrip("/"), "nsfw": "all"},
+            settings={"IMAGECRAWL_SPOOL_BATCH_ROWS": "2"},
+            check=False,
+            timeout=240,
+        )
+    finally:
+        subprocess.run(["umount", "-l", str(store)], check=False)
+    assert result.returncode == 5, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr, result.stderr[-4000:]
+    errors = [line for line in result.stderr.splitlines() if " ERROR: " in line]
+    assert 1 <= len(errors) <= 4, errors  # one line per thing that could not be written
+    assert any("disk is full" in line or "No space left" in line for line in errors), errors

@@ -389,7 +389,11 @@ def test_fuzz_every_field_of_every_source_loses_no_row(
         ),
         "gallery": check_stored(
             run_crawl(
-                "gallery", store=tmp_path / "g", args={"start_url": f"{base}/gallery/"}, settings=FAST, check=False
+                "gallery",
+                store=tmp_path / "g",
+                args={"start_url": f"{base}/gallery/", "profile": "sandbox"},
+                settings=FAST,
+                check=False,
             ),
             tmp_path / "g",
             "gallery",

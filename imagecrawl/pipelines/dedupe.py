@@ -6,7 +6,9 @@ so the event loop never waits for SQLite."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import sqlite3
 from typing import Any, NoReturn, Self
 
 from itemadapter import ItemAdapter
@@ -16,10 +18,15 @@ from scrapy.exceptions import DropItem, NotConfigured
 
 from imagecrawl.dedupe.base import AsyncLedger
 from imagecrawl.errors import ConfigError
+from imagecrawl.exitcodes import WRITE_ERROR, set_exit_code
 from imagecrawl.extensions.storage import storage_owner
 from imagecrawl.forget.crawl import count_refused, tombstones
 
 logger = logging.getLogger(__name__)
+
+
+#: the crawl's finish reason when the dedupe ledger cannot be written (exit status 5)
+LEDGER_ERROR_REASON = "ledger_write_error"
 
 
 class DuplicateItem(DropItem):
@@ -31,6 +38,8 @@ class DedupePipeline:
         self.crawler = crawler
         assert crawler.stats is not None
         self.stats = crawler.stats
+        self._ledger_stopping = False
+        self._stop_task: asyncio.Future[Any] | None = None
         owner = storage_owner(crawler)
         self.storage = owner.storage
         self.tombstones = tombstones(crawler)
@@ -86,6 +95,9 @@ class DedupePipeline:
         self._inflight_ids.add(item_id)
         try:
             return await self._dedupe(adapter, item, sha, item_id, phash)
+        except (sqlite3.Error, OSError) as exc:  # the ledger's disk: full, read-only, an I/O error
+            self._ledger_failed(exc)
+            raise DropItem(f"not stored, the ledger cannot be written: {item_id}", log_level="DEBUG") from None
         finally:
             self._inflight.pop(sha, None)
             self._inflight_ids.discard(item_id)
@@ -120,8 +132,31 @@ class DedupePipeline:
         self.stats.inc_value(f"imagecrawl/dedupe/dropped/{reason}")
         raise DuplicateItem(f"duplicate {reason}: {item_id} ({adapter.get('image_url')})", log_level="DEBUG")
 
+    def _ledger_failed(self, exc: BaseException) -> None:
+        """The dedupe ledger cannot be written (SQLite: "database or disk is full"): one ERROR line,
+        counted, the crawl stops with exit status 5 as for the outbox's disk; no traceback per item."""
+        self.stats.inc_value("imagecrawl/dedupe/ledger_errors")
+        if self._ledger_stopping:
+            return
+        self._ledger_stopping = True
+        set_exit_code(self.stats, WRITE_ERROR)
+        logger.error(
+            "Cannot write the dedupe ledger of %s (%s): the crawl stops; what was committed is kept, the "
+            "rest is crawled again by the next run",
+            self.storage.store.url,
+            exc,
+        )
+        engine = self.crawler.engine
+        if engine is not None:
+            self._stop_task = asyncio.ensure_future(engine.close_spider_async(reason=LEDGER_ERROR_REASON))
+
     async def item_dropped(self, item: Any, exception: BaseException) -> None:
         # A later pipeline refused a record this one reserved: free its hash again.
         if not isinstance(exception, DuplicateItem):
             adapter = ItemAdapter(item)
-            await self.worker.release(adapter.get("image_sha256", ""), adapter.get("id", ""), adapter.get("image_url"))
+            try:
+                await self.worker.release(
+                    adapter.get("image_sha256", ""), adapter.get("id", ""), adapter.get("image_url")
+                )
+            except (sqlite3.Error, OSError) as exc:  # its claim ends with the run anyway
+                self._ledger_failed(exc)
