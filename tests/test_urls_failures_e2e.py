@@ -15,11 +15,14 @@ import pytest
 from tests.conftest import run_crawl
 from tests.sandbox.catalog import build_catalog
 from tests.sandbox.testing import SandboxProcess
-from tests.servers import SandboxFactory
+from tests.servers import MotoS3, SandboxFactory
 
 pytestmark = pytest.mark.e2e
 
 ITEMS, SEED = 8, 23
+#: one shard per run, committed at the end (no early first shard), so every failure record of these small runs
+#: is counted in a shard's stats
+ONE_SHARD = {"IMAGECRAWL_FIRST_SHARD_MAX_ROWS": 0, "IMAGECRAWL_FIRST_SHARD_MAX_SECONDS": 0}
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +60,11 @@ def test_extra_columns_and_one_failure_per_row(server: SandboxProcess, tmp_path:
             writer.writerow([url, f"caption {i}", f"lic-{i}", str(i * 10), "x"])
     store = tmp_path / "store"
     result = run_crawl(
-        "urls", store=store, args={"input": str(listing), "save_additional_columns": "license,score"}, check=False
+        "urls",
+        store=store,
+        args={"input": str(listing), "save_additional_columns": "license,score"},
+        settings=ONE_SHARD,
+        check=False,
     )
     assert result.returncode == 0, result.stderr[-3000:]
 
@@ -116,3 +123,33 @@ def test_missing_extra_column_is_a_usage_error(server: SandboxProcess, tmp_path:
     )
     assert result.returncode == 2
     assert "save_additional_columns" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_failures_and_shard_stats_reach_an_s3_store(server: SandboxProcess, moto_s3: MotoS3, tmp_path: Path) -> None:
+    catalog = build_catalog(ITEMS, SEED)
+    good = server.url(catalog.entries("civitai")[0].image_path)
+    missing = server.url("/no/such/image-404.png")
+    listing = tmp_path / "list.jsonl"
+    listing.write_text(json.dumps({"url": good, "tag": "a"}) + "\n" + json.dumps({"url": missing}) + "\n")
+    bucket = moto_s3.create_bucket("urls-failures")
+    result = run_crawl(
+        "urls",
+        store=f"s3://{bucket}/set",
+        args={"input": str(listing), "save_additional_columns": "tag"},
+        settings={**moto_s3.settings, **ONE_SHARD, "IMAGECRAWL_STATE_DIR": str(tmp_path / "state")},
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    client = moto_s3.client()
+    keys = sorted(o["Key"] for o in client.list_objects_v2(Bucket=bucket, Prefix="set/")["Contents"])
+    failures = [k for k in keys if k.startswith("set/.imagecrawl/failures/")]
+    assert len(failures) == 1 and failures[0].endswith(".jsonl")
+    body = client.get_object(Bucket=bucket, Key=failures[0])["Body"].read().decode()
+    records = [json.loads(line) for line in body.splitlines()]
+    assert [(r["input_row"], r["url"], r["status"], r["extra"]) for r in records] == [(1, missing, 404, {"tag": None})]
+    shards = [k for k in keys if k.endswith(".parquet")]
+    stats = [k for k in keys if k.startswith("set/.imagecrawl/shards/")]
+    assert len(shards) == 1
+    assert stats == ["set/.imagecrawl/shards/" + shards[0].removeprefix("set/").removesuffix(".parquet") + ".json"]
+    shard_stats = json.loads(client.get_object(Bucket=bucket, Key=stats[0])["Body"].read())
+    assert (shard_stats["rows"], shard_stats["failures"]) == (1, 1)
