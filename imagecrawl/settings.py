@@ -3,6 +3,10 @@ defaults in imagecrawl/defaults.py), as it would in any Scrapy project that list
 
 from __future__ import annotations
 
+# `scrapy crawl -O out.parquet` checks the format against the project's FEED_EXPORTERS while it parses its
+# options, before any add-on runs: the project names the add-on's exporters here (one definition, in defaults).
+from imagecrawl.defaults import FEED_EXPORTERS  # noqa: F401
+
 BOT_NAME = "imagecrawl"
 SPIDER_MODULES = ["spiders"]
 NEWSPIDER_MODULE = "spiders"
