@@ -61,7 +61,7 @@ def spider_args(spider: str, site: SandboxProcess, url_list: Path) -> dict[str, 
     return {
         "urls": {"input": str(url_list)},
         "civitai": {"api_url": site.base_url.rstrip("/"), "limit": "5", "nsfw": "all"},
-        "gallery": {"start_url": site.url("gallery/")},
+        "gallery": {"profile": "sandbox", "start_url": site.url("gallery/")},
         "sitemap": {"start_url": site.base_url},
     }[spider]
 
