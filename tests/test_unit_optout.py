@@ -255,6 +255,23 @@ def test_no_usable_tdmrep_file_means_no_rules(tmp_path: Path, answer: Response |
     assert "imagecrawl/optout/skipped" not in counted
 
 
+def test_a_tdmrep_file_over_the_budget_reserves_the_whole_site(tmp_path: Path) -> None:
+    # 600 KiB of rules: the reservation that matters may sit past the 512 KiB read, so none is assumed absent
+    rules = b",".join(b'{"location": "/open/%d", "tdm-reservation": 0}' % i for i in range(14_000))
+    body = b"[" + rules + b"]"
+    assert len(body) > 512 * 1024
+    crawler, mw = optout(tmp_path)
+    url = "https://www.example/.well-known/tdmrep.json"
+    crawler.engine = StubEngine({url: Response(url, status=200, body=body)})  # type: ignore[assignment]
+    for path in ("/open/1.png", "/anything/else.png"):
+        with pytest.raises(IgnoreRequest, match="reserved"):
+            asyncio.run(mw.process_request(image(f"https://www.example{path}")))
+    counted = subtree(crawler)
+    assert counted["imagecrawl/optout/tdmrep/over_budget"] == 1
+    assert counted["imagecrawl/optout/tdmrep_file"] == 2
+    assert "imagecrawl/optout/tdmrep/invalid" not in counted
+
+
 def test_internal_and_owned_requests_never_wait_for_the_file(tmp_path: Path) -> None:
     crawler, mw = optout(tmp_path, IMAGECRAWL_OPTOUT_OWNED_HOSTS=["mine.example"])
     engine = StubEngine({})

@@ -251,9 +251,18 @@ class OptOutMiddleware:
         except PolicyBodyError as exc:
             stats.inc_value("imagecrawl/optout/tdmrep/fetch_error")
             return self._tdm_unreachable(netloc, str(exc), previous)
+        if cut:
+            # A file too large to read to its end may hold a reservation past the budget: a refusal
+            # that could not be read is not permission, so the whole site counts as reserved.
+            stats.inc_value("imagecrawl/optout/tdmrep/over_budget")
+            logger.warning(
+                "%s%s is larger than IMAGECRAWL_POLICY_MAX_BYTES (%d bytes): the site is treated as reserved",
+                netloc,
+                TDMREP_PATH,
+                self.policy.config.max_bytes,
+            )
+            return _TdmFile([TdmRule("/", 1)], fresh_until)
         try:
-            if cut:
-                raise TdmRepError(f"larger than IMAGECRAWL_POLICY_MAX_BYTES ({self.policy.config.max_bytes} bytes)")
             rules = parse_tdmrep_json(body)
         except TdmRepError as exc:
             stats.inc_value("imagecrawl/optout/tdmrep/invalid")
