@@ -521,6 +521,13 @@ def configure(crawler: Any) -> BrowserConfig:
 
     Called by a spider's ``from_crawler`` (before the settings freeze) when it needs a browser."""
     settings = crawler.settings
+    # Scrapy builds the spider before the add-ons run: put the add-on's defaults in place now, at the
+    # add-on's priority (it sets the same values again later; a value set anywhere else still wins), so
+    # that the browser's settings and the request policy read what the crawl will run with.
+    from imagecrawl.addon import default_values
+
+    for name, value in default_values().items():
+        settings.set(name, value, priority="addon")
     config = BrowserConfig.from_settings(settings)
     try:
         import scrapy_playwright  # noqa: F401

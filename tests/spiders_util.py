@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from imagecrawl import defaults
 from imagecrawl.metadata import extract_metadata
 from tests.sandbox.catalog import Catalog, Entry, build_catalog, render_image
 
@@ -22,7 +23,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def base_settings(store: Path) -> dict[str, Any]:
     return {
-        "ITEM_PIPELINES": {},
+        # the spider's own items, before any pipeline: the add-on's pipelines are switched off as in any
+        # Scrapy project, by naming them with None (an empty dict leaves the add-on's entries in place)
+        "ITEM_PIPELINES": {path: None for path in defaults.ITEM_PIPELINES},
         "DOWNLOAD_DELAY": 0,
         "CONCURRENT_REQUESTS_PER_DOMAIN": 16,
         "IMAGECRAWL_STORE": str(store),
