@@ -46,6 +46,15 @@ def default_values() -> dict[str, Any]:
     }
 
 
+def with_defaults(settings: BaseSettings) -> BaseSettings:
+    """A copy of ``settings`` with the add-on's defaults beneath them, for what Scrapy builds from the
+    process's settings before any add-on runs (the DNS resolver)."""
+    view = settings.copy()
+    for name, value in default_values().items():
+        view.set(name, value, priority="addon")
+    return view
+
+
 def install_components(settings: BaseSettings) -> None:
     """Add imagecrawl's components at their place (unless the project placed or disabled them already), and
     turn off the Scrapy components they replace (robots.txt, retry, decompression)."""

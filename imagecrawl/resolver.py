@@ -37,7 +37,10 @@ class GuardedResolver(CachingThreadedResolver):
 
     @classmethod
     def from_crawler(cls, crawler: Any, reactor: Any) -> Self:
-        settings = crawler.settings
+        # built from the process's settings, before any add-on ran: read them with the add-on's defaults
+        from imagecrawl.addon import with_defaults
+
+        settings = with_defaults(crawler.settings)
         cache_size = settings.getint("DNSCACHE_SIZE") if settings.getbool("DNSCACHE_ENABLED") else 0
         return cls(reactor, cache_size, settings.getfloat("DNS_TIMEOUT"), NetGuardConfig.from_settings(settings))
 

@@ -5,7 +5,12 @@ from __future__ import annotations
 
 # `scrapy crawl -O out.parquet` checks the format against the project's FEED_EXPORTERS while it parses its
 # options, before any add-on runs: the project names the add-on's exporters here (one definition, in defaults).
-from imagecrawl.defaults import FEED_EXPORTERS  # noqa: F401
+# The DNS resolver is installed for the whole process from the project's settings, before any add-on runs:
+# the network guard at connect time (DNS rebinding) has to be named here too.
+from imagecrawl.defaults import (
+    FEED_EXPORTERS,  # noqa: F401
+    TWISTED_DNS_RESOLVER,  # noqa: F401
+)
 
 BOT_NAME = "imagecrawl"
 SPIDER_MODULES = ["spiders"]
