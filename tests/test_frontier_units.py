@@ -281,3 +281,27 @@ def test_the_frontier_forgets_empty_sites_but_not_dropped_ones() -> None:
     f.drop("dead", "dead_site")
     assert f.forget_empty() == 0 and f.holds("dead")
     assert not f.push("dead", (0, 0, 1), "late", 1.0)
+
+
+def test_broken_connections_slow_a_site_but_never_cut_it_off() -> None:
+    """A site that accepts connections and then breaks some of them (resets, cut bodies) is alive: the
+    errors count as congestion for pacing, never towards the dead-site circuit."""
+    from scrapy.exceptions import DownloadFailedError, ResponseDataLossError
+    from twisted.internet.error import ConnectionLost, ConnectionRefusedError
+
+    from imagecrawl.pacing.signals import classify_exception
+
+    for exc in (ConnectionLost(), ResponseDataLossError(), DownloadFailedError()):
+        assert classify_exception(exc) is Signal.BROKEN
+    assert classify_exception(ConnectionRefusedError()) is Signal.CONNECTION
+    g = gate(circuit=CircuitConfig(failures=2, cooloff_seconds=1.0, max_probes=1))
+    t = 0.0
+    for _ in range(6):
+        assert g.acquire("flaky", t) == 0
+        g.release("flaky", t, t + 0.1)
+        g.feedback("flaky", Feedback(Signal.BROKEN, t, answer=False), t + 0.1)
+        t += 0.2
+    assert g.site("flaky").circuit.state is CircuitState.CLOSED
+    for _ in range(2):  # two refused connections in a row do open it
+        g.feedback("flaky", Feedback(Signal.CONNECTION, t, answer=False), t + 0.1)
+    assert g.site("flaky").circuit.state is CircuitState.OPEN

@@ -221,7 +221,11 @@ class RobotsMiddleware(RobotsTxtMiddleware):
         if not isinstance(exc, IgnoreRequest):
             self._stats.inc_value(f"robotstxt/exception_count/{type(exc)}")
         # the download-errors middleware turns the error into an IgnoreRequest; its kind stays in meta
-        no_answer = kind in NO_ANSWER_KINDS or classify_exception(exc) in (Signal.TIMEOUT, Signal.CONNECTION)
+        no_answer = kind in NO_ANSWER_KINDS or classify_exception(exc) in (
+            Signal.TIMEOUT,
+            Signal.CONNECTION,
+            Signal.BROKEN,
+        )
         self._mark_unreachable(netloc, f"{type(exc).__name__}: {exc}", no_answer)
         self._fetched_at[netloc] = self.policy.clock()
         rp = self._parserimpl.from_crawler(self.crawler, _DISALLOW_ALL)

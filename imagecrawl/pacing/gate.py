@@ -46,10 +46,13 @@ class Signal(enum.StrEnum):
     UNAVAILABLE = "503"
     GATEWAY = "5xx-gateway"  # 502 / 504 / 522 / 524
     TIMEOUT = "timeout"
-    CONNECTION = "connection"
+    CONNECTION = "connection"  # could not connect: refused, DNS failure, no route
+    BROKEN = "broken"  # connected, then the connection broke (reset, lost, data loss): the site is there
 
 
-CONGESTION = frozenset({Signal.THROTTLED, Signal.UNAVAILABLE, Signal.GATEWAY, Signal.TIMEOUT, Signal.CONNECTION})
+CONGESTION = frozenset(
+    {Signal.THROTTLED, Signal.UNAVAILABLE, Signal.GATEWAY, Signal.TIMEOUT, Signal.CONNECTION, Signal.BROKEN}
+)
 #: no answer at all: what the dead-site circuit counts
 NO_ANSWER = frozenset({Signal.TIMEOUT, Signal.CONNECTION})
 

@@ -11,20 +11,26 @@ GATEWAY_STATUSES: Final = frozenset({502, 504, 522, 524})
 TIMEOUT_EXCEPTIONS: Final = frozenset(
     {"DownloadTimeoutError", "TimeoutError", "TCPTimedOutError", "ResponseNeverReceived"}
 )
-#: download errors that mean "could not connect / the connection broke"
+#: download errors that mean "could not connect": what, with timeouts, counts towards a dead site
 CONNECTION_EXCEPTIONS: Final = frozenset(
     {
         "DownloadConnectionRefusedError",
         "ConnectionRefusedError",
         "ConnectError",
+        "DNSLookupError",
+        "CannotResolveHostError",
+        "NoRouteError",
+    }
+)
+#: download errors after a connection was made (it broke, or the body was cut): congestion, but the site is
+#: alive, so a few broken URLs in a row never cut a site off
+BROKEN_EXCEPTIONS: Final = frozenset(
+    {
         "ConnectionLost",
         "ConnectionDone",
         "DownloadFailedError",
         "ResponseDataLossError",
         "ConnectionResetError",
-        "DNSLookupError",
-        "CannotResolveHostError",
-        "NoRouteError",
     }
 )
 
@@ -47,4 +53,6 @@ def classify_exception(exc: BaseException) -> Signal:
         return Signal.TIMEOUT
     if names & CONNECTION_EXCEPTIONS:
         return Signal.CONNECTION
+    if names & BROKEN_EXCEPTIONS:
+        return Signal.BROKEN
     return Signal.NEUTRAL
