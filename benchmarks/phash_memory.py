@@ -4,7 +4,7 @@
 
 Writes huge, highly compressible PNGs (a few hundred KB each: 7999x7999 RGBA by default, the largest square
 under the default 64-megapixel limit), then hashes them in fresh processes and prints each process's peak
-RSS (``ru_maxrss``) next to its RSS after the imports: one image, then ``--concurrent`` images on as many
+RSS (``VmHWM``) next to its RSS after the imports: one image, then ``--concurrent`` images on as many
 threads at once (as ``IMAGECRAWL_MEDIA_THREADS`` threads would). The budget: at most 300 MB peak for one
 image, and concurrent images must not multiply it.
 """

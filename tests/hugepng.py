@@ -46,12 +46,19 @@ def write_png(path: Path, side: int, kind: str, seed: int) -> int:
 
 
 CHILD = """
-import json, resource, sys, threading, time
+import json, sys, threading, time
 from pathlib import Path
 from imagecrawl.media import probe_image
+def high_water_kib():
+    # VmHWM belongs to this process's own address space: unlike ru_maxrss, which Linux carries over from the
+    # parent's size at fork through exec, it starts fresh, so a big test runner does not inflate the figure
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    raise SystemExit("no VmHWM in /proc/self/status")
 paths = [Path(p) for p in sys.argv[1:]]
 bodies = [p.read_bytes() for p in paths]
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+base = high_water_kib()
 out = [None] * len(bodies)
 def run(i):
     out[i] = probe_image(bodies[i]).phash
@@ -59,7 +66,7 @@ started = time.perf_counter()
 threads = [threading.Thread(target=run, args=(i,)) for i in range(len(bodies))]
 for t in threads: t.start()
 for t in threads: t.join()
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+peak = high_water_kib()
 print(json.dumps({"base_mb": base / 1024, "peak_mb": peak / 1024, "seconds": time.perf_counter() - started,
                   "hashed": sum(h is not None for h in out)}))
 """
