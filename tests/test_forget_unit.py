@@ -358,3 +358,21 @@ def test_a_crawl_waits_while_a_forget_run_holds_the_store(tmp_path: Path, caplog
     waiter.join(timeout=10)
     assert got and got[0] >= released
     assert "A forget run is rewriting this store" in caplog.text
+
+
+def test_help_spells_the_commands_as_the_docs_do(capsys: pytest.CaptureFixture[str]) -> None:
+    from imagecrawl.forget import recheck
+
+    forget_usage = (
+        "imagecrawl forget STORE [--site HOST]... [--url-prefix PREFIX]... [--sha256 HASH]... "
+        "[--like IMAGE_FILE]... [--from FILE] --reason TEXT [--dry-run]"
+    )
+    recheck_usage = "imagecrawl recheck STORE [--dry-run] [-s NAME=VALUE]..."
+    for parser, usage in ((cli.build_parser(), forget_usage), (recheck.build_parser(), recheck_usage)):
+        with pytest.raises(SystemExit) as done:
+            parser.parse_args(["--help"])
+        assert done.value.code == 0
+        assert capsys.readouterr().out.startswith(f"usage: {usage}")
+    docs = (Path(__file__).parent.parent / "docs" / "forget.md").read_text().replace("\\\n    ", "")
+    assert forget_usage.replace("imagecrawl", "uv run imagecrawl", 1) in docs
+    assert recheck_usage.replace("imagecrawl", "uv run imagecrawl", 1) in docs

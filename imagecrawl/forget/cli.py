@@ -10,19 +10,19 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import sqlite3
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from imagecrawl import failpoints
+from imagecrawl import failpoints, redact
 from imagecrawl.errors import ConfigError, StoreError, missing_extra
+from imagecrawl.exitcodes import status_of
 from imagecrawl.forget import engine, lock
 from imagecrawl.forget.selectors import KINDS, Selection, Selector, parse_selector, read_selector_file
 from imagecrawl.forget.tombstones import Tombstone
 from imagecrawl.state import state_dir_for
-from imagecrawl.storage.stores import LocalStore, S3Store, open_store, s3_config_from_settings
+from imagecrawl.storage.stores import LocalStore, S3Store, open_store, s3_config_from_settings, s3_problem
 
 logger = logging.getLogger(__name__)
 
@@ -149,14 +149,22 @@ def outbox_leftovers(state: Path) -> list[str]:
     return sorted(p.name for p in outbox.iterdir() if p.suffix in (".spool", ".ready"))
 
 
+#: the command's spelling (issue and docs/forget.md), then the options beyond it
+USAGE = (
+    "%(prog)s STORE [--site HOST]... [--url-prefix PREFIX]... [--sha256 HASH]... [--like IMAGE_FILE]... "
+    "[--from FILE] --reason TEXT [--dry-run] [--account NAME]... [--json] [-s NAME=VALUE]..."
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="imagecrawl forget",
+        usage=USAGE,
         description="Remove rows from a store on request, keep tombstones so that no later crawl brings "
         "them back, and log the removal in the store's audit log (docs/forget.md).",
         epilog="Exit status: 0 done, 2 usage error, 3 store trouble (or a crawl is writing into the store).",
     )
-    parser.add_argument("store", help="a local folder or s3://bucket/prefix, as IMAGECRAWL_STORE")
+    parser.add_argument("store", metavar="STORE", help="a local folder or s3://bucket/prefix, as IMAGECRAWL_STORE")
     parser.add_argument(
         "--site",
         action="append",
@@ -195,7 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="a file of selectors, one a line: 'site HOST', 'url-prefix URL', 'sha256 HASH', "
         "'like FILE', 'account NAME'",
     )
-    parser.add_argument("--reason", required=True, help="why (kept in the tombstones and the audit log)")
+    parser.add_argument("--reason", required=True, metavar="TEXT", help="why (kept in the tombstones and the audit log)")
     parser.add_argument("--dry-run", action="store_true", help="print what would go: per shard, per site, a sample")
     parser.add_argument("--json", action="store_true", help="print the result as one JSON object")
     parser.add_argument(
@@ -223,6 +231,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    store: LocalStore | S3Store | None = None
     try:
         if not args.reason.strip():
             raise ConfigError("--reason must say why")
@@ -245,28 +254,26 @@ def main(argv: Sequence[str] | None = None) -> int:
             publish=tombstone_publisher(settings),
             settings=settings,
         )
-    except ConfigError as exc:
-        print(f"imagecrawl forget: error: {exc}", file=sys.stderr)
-        return 2
-    except StoreError as exc:
-        print(f"imagecrawl forget: error: {exc}", file=sys.stderr)
-        return 3
-    except (OSError, sqlite3.Error) as exc:
-        print(f"imagecrawl forget: error: {args.store}: {exc}", file=sys.stderr)
-        return 3
-    except Exception as exc:  # boto3/botocore: the store is not reachable or refuses
-        if type(exc).__module__.startswith(("botocore", "boto3")):
-            print(f"imagecrawl forget: error: {args.store}: {_s3_words(exc, store)}", file=sys.stderr)
-            return 3
-        raise
+    except Exception as exc:
+        return stopped("imagecrawl forget", args.store, exc, store)
     print(json.dumps(result, default=str) if args.json else format_result(result))
     return 0
 
 
-def _s3_words(exc: Exception, store: Any) -> str:
-    from imagecrawl.storage.stores import s3_problem
-
-    return s3_problem(exc, store) if isinstance(store, S3Store) else str(exc)
+def stopped(prog: str, url: str, exc: Exception, store: LocalStore | S3Store | None) -> int:
+    """One line on stderr for an error that stops a store command, and its exit status
+    (:func:`imagecrawl.exitcodes.status_of`: 2 a usage error, 3 store trouble); a bug is raised again."""
+    status = status_of(exc)
+    if status is None:
+        raise exc
+    if isinstance(exc, ConfigError | StoreError):
+        words = str(exc)
+    elif isinstance(store, S3Store) and type(exc).__module__.startswith(("botocore", "boto3")):
+        words = f"{url}: {s3_problem(exc, store)}"
+    else:
+        words = f"{url}: {exc}"
+    print(f"{prog}: error: {redact.mask(words)}", file=sys.stderr)
+    return status
 
 
 def run(
