@@ -138,7 +138,7 @@ def test_429_without_retry_after_slows_down_but_pauses_nothing() -> None:
 
 
 def test_absurd_retry_after_is_capped_and_warned(caplog: pytest.LogCaptureFixture) -> None:
-    crawler, mw = pacing(IMAGECRAWL_RETRY_AFTER_MAX_SECONDS=30)
+    crawler, mw = pacing(IMAGECRAWL_TUNING={"retry_after_max_seconds": 30})
     request = Request("https://api.example/page?1")
     grant(mw, request)
     with caplog.at_level("WARNING"):
@@ -190,7 +190,7 @@ def test_a_request_the_frontier_let_out_passes_at_once_and_is_stamped_when_it_le
 def test_a_policy_fetch_goes_while_the_request_waiting_for_it_holds_the_only_slot() -> None:
     """A site's first request holds its one slot while its robots.txt is fetched: the fetch must not
     wait for that slot (it would wait forever), but it still takes its turn in the site's spacing."""
-    _, mw = pacing(engine=True, IMAGECRAWL_MAX_CONCURRENCY_PER_SITE=1, IMAGECRAWL_PACING_JITTER=0)
+    _, mw = pacing(engine=True, IMAGECRAWL_MAX_CONCURRENCY_PER_SITE=1, IMAGECRAWL_TUNING={"pacing_jitter": 0})
     gate = mw.gate
     assert gate.acquire("img.example", time.monotonic()) == 0
     robots = Request("https://img.example/robots.txt", meta={meta.KIND: "robots"})
@@ -224,7 +224,7 @@ def test_rate_spacing_holds_the_second_request() -> None:
         engine=True,
         IMAGECRAWL_MAX_RATE_PER_SITE=4,
         IMAGECRAWL_PACING_START_RATE_PER_SECOND=4,
-        IMAGECRAWL_PACING_JITTER=0,
+        IMAGECRAWL_TUNING={"pacing_jitter": 0},
     )
     first, second = Request("https://img.example/1"), Request("https://img.example/2")
     grant(mw, first)
@@ -290,7 +290,7 @@ def test_crawl_delay_from_the_crawls_registry_becomes_the_sites_floor() -> None:
 
 
 def test_crawl_delay_ignored_when_switched_off() -> None:
-    crawler, mw = pacing(IMAGECRAWL_PACING_OBEY_CRAWL_DELAY=False)
+    crawler, mw = pacing(IMAGECRAWL_TUNING={"pacing_obey_crawl_delay": False})
     crawl_delays(crawler).set("slow.example", 2.5)
     assert mw.gate.sites == {}
     assert crawler.stats.get_value("imagecrawl/pacing/crawl_delay") is None

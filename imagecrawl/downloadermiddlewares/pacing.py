@@ -355,7 +355,7 @@ class PacingMiddleware:
                 if parsed.capped:
                     rt.stats.inc_value("imagecrawl/pacing/retry_after_capped")
                     logger.warning(
-                        "Site %s sent Retry-After %r; capped at %gs (IMAGECRAWL_RETRY_AFTER_MAX_SECONDS)",
+                        "Site %s sent Retry-After %r; capped at %gs (IMAGECRAWL_TUNING['retry_after_max_seconds'])",
                         site,
                         parsed.raw,
                         parsed.seconds,
