@@ -5,7 +5,8 @@ outside their range (:data:`RANGES`), and the values that name something which m
 (:data:`CHECKS`: the allowed networks, ``LOG_LEVEL``, the files and folders the crawl writes). Each
 problem is a :class:`~imagecrawl.errors.ConfigError` naming the setting (one line, exit status 2). The
 keys of ``IMAGECRAWL_TUNING`` are checked against :class:`imagecrawl.tuning.Tuning` the same way, and an
-internal given under its old setting name (the pacing jitter given as its own ``IMAGECRAWL_*`` setting) is one line naming its key.
+internal given under its old setting name (each key was an ``IMAGECRAWL_*`` setting of its own) is one
+line naming its key.
 
 ``scrapy crawl`` (imagecrawl/commands/crawl.py) runs :func:`check_settings` before Scrapy sets up its
 logging (a bad ``LOG_LEVEL`` or ``LOG_FILE`` fails there); the add-on runs it again on every crawler's
@@ -86,6 +87,17 @@ def _check_networks(settings: BaseSettings, name: str) -> None:
     parse_networks(value)
 
 
+def _check_at_least_one(settings: BaseSettings, name: str) -> None:
+    """A Scrapy concurrency: a whole number of requests, at least 1 (0 would never send one)."""
+    value = settings.get(name)
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return  # the type check names it
+    if not number.is_integer() or number < 1:
+        raise ConfigError(f"setting {name} must be an integer >= 1, got {value!r}")
+
+
 def _check_log_level(settings: BaseSettings, name: str) -> None:
     value = settings.get(name)
     if isinstance(value, int) or value is None:
@@ -140,6 +152,8 @@ def _check_folder(settings: BaseSettings, name: str) -> None:
 CHECKS: dict[str, Callable[[BaseSettings, str], None]] = {
     "IMAGECRAWL_ALLOWED_NETWORKS": _check_networks,
     "LOG_LEVEL": _check_log_level,
+    "CONCURRENT_REQUESTS": _check_at_least_one,
+    "CONCURRENT_REQUESTS_PER_DOMAIN": _check_at_least_one,
     "LOG_FILE": _check_file,
     "IMAGECRAWL_STATS_FILE": _check_file,
     "JOBDIR": _check_folder,

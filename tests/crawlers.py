@@ -15,6 +15,7 @@ them; spider ``custom_settings`` and the add-ons apply on top, as in a real craw
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import json
 from collections.abc import Mapping
@@ -55,16 +56,29 @@ def stop_engine(crawler: Crawler) -> None:
 
 
 class Clock:
-    """A monotonic clock a test moves by hand (``component.clock = Clock()``; ``clock.advance(0.2)``)."""
+    """A monotonic clock a test moves by hand (``component.clock = Clock()``; ``clock.advance(0.2)``).
 
-    def __init__(self, start: float = 1000.0) -> None:
-        self.now = start
+    ``time()`` is the wall clock that moves with it, and ``await clock.sleep(s)`` moves it by ``s`` at once
+    (then lets the event loop run), for components that pause: a wait is measured exactly, not slept."""
+
+    def __init__(self, start: float = 1000.0, wall: float = 1_800_000_000.0) -> None:
+        self.start = self.now = start
+        self.wall_start = wall
+        self.slept: list[float] = []
 
     def __call__(self) -> float:
         return self.now
 
     def advance(self, seconds: float) -> None:
         self.now += seconds
+
+    def time(self) -> float:
+        return self.wall_start + (self.now - self.start)
+
+    async def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+        await asyncio.sleep(0)
 
 
 def tuning_of(settings: Mapping[str, Any]) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.crawlers import merge_settings
+from tests.crawlers import merge_settings, setting_text
 from tests.sandbox.misbehave import max_rate_per_second, requests_inside_windows
 from tests.sandbox.testing import SandboxProcess, start_sandbox
 
@@ -55,7 +55,7 @@ def crawl(tmp_path: Path, urls: list[str], n: int, settings: dict[str, Any], **k
         "pacing_load",
         store=tmp_path / "store",
         args={"urls": ",".join(urls), "n": n, **kw.pop("args", {})},
-        settings=merge_settings(PACE, {k: str(v) for k, v in settings.items()}),
+        settings=merge_settings(PACE, {k: setting_text(v) for k, v in settings.items()}),
         timeout=150,
         **kw,
     )

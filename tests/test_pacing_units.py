@@ -321,6 +321,7 @@ def test_configs_from_settings() -> None:
             **{
                 "IMAGECRAWL_MAX_RATE_PER_SITE": "7.5",
                 "IMAGECRAWL_MAX_CONCURRENCY_PER_SITE": "3",
+                "CONCURRENT_REQUESTS_PER_DOMAIN": "4",
                 "IMAGECRAWL_PACING_START_RATE_PER_SECOND": "100",
                 "IMAGECRAWL_PACING_SITE_KEY": "domain",
                 "DOWNLOAD_DELAY": "0.25",

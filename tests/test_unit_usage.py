@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import io
+import logging
 import sys
 import tomllib
 from contextlib import redirect_stderr, redirect_stdout
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from scrapy.settings import Settings
+from scrapy.utils.test import get_crawler
 
 from imagecrawl import cli
 from imagecrawl.errors import ConfigError, unknown_name
@@ -238,3 +240,22 @@ def test_a_renamed_setting_is_one_line_naming_the_new_one() -> None:
         check_settings(_settings(IMAGECRAWL_RETRY_TIMES="2"))
     with pytest.raises(ConfigError, match=r"^setting IMAGECRAWL_RETRY_ENABLED was renamed: use RETRY_ENABLED "):
         check_settings(_settings(IMAGECRAWL_RETRY_ENABLED="false"))
+
+
+@pytest.mark.parametrize(
+    ("settings", "warned"),
+    [
+        ({}, True),
+        ({"TWISTED_DNS_RESOLVER": "scrapy.resolver.CachingThreadedResolver"}, True),
+        ({"TWISTED_DNS_RESOLVER": "imagecrawl.resolver.GuardedResolver"}, False),
+        ({"IMAGECRAWL_NETGUARD_ENABLED": False}, False),
+    ],
+)
+def test_the_addon_says_when_the_project_did_not_name_the_guarded_resolver(
+    caplog: pytest.LogCaptureFixture, settings: dict[str, object], warned: bool
+) -> None:
+    """Scrapy installs the DNS resolver from the project's settings before add-ons run (docs/settings.md)."""
+    with caplog.at_level(logging.WARNING, logger="imagecrawl.addon"):
+        get_crawler(settings_dict={"ADDONS": {"imagecrawl.Addon": 100}, **settings})
+    lines = [r.getMessage() for r in caplog.records if "TWISTED_DNS_RESOLVER" in r.getMessage()]
+    assert len(lines) == (1 if warned else 0), lines

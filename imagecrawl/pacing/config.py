@@ -32,7 +32,10 @@ class PacingConfig:
     def from_settings(cls, settings: Any) -> Self:
         site_key = site_key_mode(settings)
         max_rate = settings.getfloat("IMAGECRAWL_MAX_RATE_PER_SITE")
-        max_conc = settings.getint("IMAGECRAWL_MAX_CONCURRENCY_PER_SITE")
+        # Scrapy's CONCURRENT_REQUESTS_PER_DOMAIN keeps its meaning: no more requests to one site at once
+        max_conc = min(
+            settings.getint("IMAGECRAWL_MAX_CONCURRENCY_PER_SITE"), settings.getint("CONCURRENT_REQUESTS_PER_DOMAIN")
+        )
         # None (the default): a quarter of the cap, so a cap raised for a site you own starts fast
         start = settings.get("IMAGECRAWL_PACING_START_RATE_PER_SECOND")
         start_rate = max_rate / 4 if start is None else settings.getfloat("IMAGECRAWL_PACING_START_RATE_PER_SECOND")
