@@ -78,7 +78,7 @@ def check_done(store: Any, state: Path) -> None:
     assert record["rows_removed"] == len(SELECTED) and record["reason"] == "takedown #12"
     assert len(record["shards_rewritten"]) == SHARDS - 1 and len(record["shards_deleted"]) == 1
     assert list((state / "forget").glob("*.json")) == []
-    table = TombstoneTable(state / "ledger.sqlite3")
+    table = TombstoneTable.at(state / "ledger.sqlite3")
     try:
         assert {t.sha256 for t in table} == {sha_of(n) for n in SELECTED}
     finally:

@@ -400,6 +400,24 @@ class SqliteNearIndex:
             self._fresh()
             return self._count
 
+    @staticmethod
+    def remove_keys(path: Path, keys: Iterable[str]) -> int:
+        """Take ``keys`` out of the index file at ``path`` without loading it (the rows of a forget run,
+        docs/forget.md; no crawl has the file open then). Returns how many were there."""
+        batch = [(key,) for key in keys]
+        if not path.exists() or not batch:
+            return 0
+        db = sqlite3.connect(str(path), isolation_level=None, timeout=30)
+        try:
+            db.execute("PRAGMA busy_timeout=30000")
+            while_locked(lambda: db.executescript(_SCHEMA))
+            db.execute("BEGIN IMMEDIATE")
+            removed = db.executemany("DELETE FROM near_phash WHERE key = ?", batch).rowcount
+            db.execute("COMMIT")
+            return removed
+        finally:
+            db.close()
+
     def close(self) -> None:
         with self._lock:
             self._db.close()

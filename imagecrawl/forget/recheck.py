@@ -24,8 +24,6 @@ import argparse
 import json
 import logging
 import shutil
-import sqlite3
-import sys
 import tempfile
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
@@ -40,6 +38,7 @@ from twisted.python.failure import Failure
 
 from imagecrawl import meta
 from imagecrawl.errors import ConfigError, StoreError
+from imagecrawl.exitcodes import USAGE, exit_code, set_exit_code, status_of
 from imagecrawl.forget import cli as forget_cli
 from imagecrawl.forget.engine import now_iso
 from imagecrawl.forget.selectors import Selection, parse_selector
@@ -184,12 +183,13 @@ class RecheckSpider(scrapy.Spider):
         try:
             store, state = forget_cli.open_for_forget(settings)
             result = apply(store, state, self.sites, settings, dry_run=self.dry_run)
-        except (StoreError, ConfigError, OSError, sqlite3.Error) as exc:
-            from imagecrawl.exitcodes import STORE, USAGE, set_exit_code
-
+        except Exception as exc:
+            status = status_of(exc)
+            if status is None:
+                raise
             logger.error("Recheck: nothing forgotten: %s", exc)
             assert self.crawler.stats is not None
-            set_exit_code(self.crawler.stats, USAGE if isinstance(exc, ConfigError) else STORE)
+            set_exit_code(self.crawler.stats, status)
             return
         for line in format_result(result).splitlines():
             logger.info("Recheck: %s", line)
@@ -217,7 +217,6 @@ def visit(sites: dict[str, Site], settings: Any) -> None:
     from scrapy.crawler import AsyncCrawlerProcess
 
     from imagecrawl.commands.crawl import user_error
-    from imagecrawl.exitcodes import USAGE, exit_code
 
     failures: list[BaseException] = []
     process = AsyncCrawlerProcess(settings)
@@ -240,11 +239,12 @@ def visit(sites: dict[str, Site], settings: Any) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="imagecrawl recheck",
+        usage="%(prog)s STORE [--dry-run] [-s NAME=VALUE]... [--json]",
         description="Visit every site with rows in the store through the crawl's policy (pacing, identity, "
         "guards), re-read its AI opt-outs, and forget the rows of sites that now refuse AI training.",
         epilog="Exit status: 0 done, 2 usage error, 3 store trouble. Schedule it beside the crawls: docs/forget.md.",
     )
-    parser.add_argument("store", help="a local folder or s3://bucket/prefix, as IMAGECRAWL_STORE")
+    parser.add_argument("store", metavar="STORE", help="a local folder or s3://bucket/prefix, as IMAGECRAWL_STORE")
     parser.add_argument("--dry-run", action="store_true", help="report what changed; forget nothing")
     parser.add_argument("--json", action="store_true", help="print the result as one JSON object")
     parser.add_argument(
@@ -261,6 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    store = None
     try:
         settings = forget_cli.store_settings(args.store, args.settings)
         sample = tuning(settings).recheck_sample_pages
@@ -277,15 +278,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 visit(sites, settings)
             read_skip_log(log, sites)
         result = apply(store, state, sites, settings, dry_run=args.dry_run)
-    except ConfigError as exc:
-        print(f"imagecrawl recheck: error: {exc}", file=sys.stderr)
-        return 2
-    except StoreError as exc:
-        print(f"imagecrawl recheck: error: {exc}", file=sys.stderr)
-        return 3
-    except (OSError, sqlite3.Error) as exc:
-        print(f"imagecrawl recheck: error: {args.store}: {exc}", file=sys.stderr)
-        return 3
+    except Exception as exc:
+        return forget_cli.stopped("imagecrawl recheck", args.store, exc, store)
     print(json.dumps(result, default=str) if args.json else format_result(result))
     return 0
 
