@@ -19,6 +19,7 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 
+from imagecrawl import __version__
 from imagecrawl.forget.tombstones import key_of
 from imagecrawl.state import state_dir_for
 from tests.conftest import LOOPBACK, REPO, run_crawl
@@ -96,10 +97,20 @@ def test_forgotten_rows_stay_gone_and_recheck_follows_robots(tmp_path: Path, sit
     assert {r["id"] for r in rows(store)} == kept
 
     # recheck while the site allows: nothing changes
-    checked = cli("recheck", str(store), "-s", "IMAGECRAWL_ALLOWED_NETWORKS=127.0.0.0/8", "-s", "LOG_LEVEL=WARNING")
+    before = len(site.requests())
+    contact = "-s", "IMAGECRAWL_CONTACT=recheck@example.org"
+    checked = cli(
+        "recheck", str(store), *contact, "-s", "IMAGECRAWL_ALLOWED_NETWORKS=127.0.0.0/8", "-s", "LOG_LEVEL=WARNING"
+    )
     assert checked.returncode == 0, checked.stderr
     assert f"allows        {base}" in checked.stdout and "nothing forgotten" in checked.stdout
     assert {r["id"] for r in rows(store)} == kept
+    # it asked as a crawl asks: robots.txt first, the root and a bounded sample of pages, with the crawl's identity
+    visit = site.requests()[before:]
+    paths = [r["path"] for r in visit]
+    assert paths[0] == "/robots.txt" and "/" in paths
+    assert len([p for p in paths if p.startswith("/gallery/")]) == 3  # IMAGECRAWL_TUNING["recheck_sample_pages"]
+    assert {r["ua"] for r in visit} == {f"imagecrawl/{__version__} (+recheck@example.org)"}
 
     # the site withdraws consent: the next recheck forgets every row of it
     set_robots(site, content_signal="search=yes, ai-train=no")
@@ -409,3 +420,24 @@ def test_a_distributed_crawl_and_forget_take_turns_on_the_store(
     after = rows(store)
     assert {r["id"] for r in after} == {r["id"] for r in first} - gone
     assert len(after) == len({r["image_sha256"] for r in after})
+
+
+def test_the_recheck_spider_forgets_at_close(tmp_path: Path, sandbox_factory: SandboxFactory) -> None:
+    """``scrapy crawl recheck``, as Scrapyd runs it: the sites from IMAGECRAWL_STORE, the verdicts and the
+    forget run at close, in its log."""
+    site = sandbox_factory.start(items=6, seed=11, name="recheck-spider-sandbox")
+    store = tmp_path / "store"
+    run_crawl("gallery", store=store, args={"profile": "sandbox", "start_url": site.url("gallery/")})
+    first = rows(store)
+    assert first
+    set_robots(site, content_signal="search=yes, ai-train=no")
+    try:
+        spider = run_crawl("recheck", store=store)
+    finally:
+        set_robots(site)
+    base = site.base_url.rstrip("/")
+    assert f"Recheck:   refuses       {base}" in spider.stderr
+    assert f"Recheck: removed {len(first)} of {len(first)} rows" in spider.stderr
+    assert rows(store) == []
+    audit = [json.loads(p.read_text()) for p in (store / ".imagecrawl" / "audit" / "forget").glob("*.json")]
+    assert [(a["reason"], a["rows_removed"]) for a in audit] == [("opt-out withdrawn", len(first))]

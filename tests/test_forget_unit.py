@@ -376,3 +376,22 @@ def test_help_spells_the_commands_as_the_docs_do(capsys: pytest.CaptureFixture[s
     docs = (Path(__file__).parent.parent / "docs" / "forget.md").read_text().replace("\\\n    ", "")
     assert forget_usage.replace("imagecrawl", "uv run imagecrawl", 1) in docs
     assert recheck_usage.replace("imagecrawl", "uv run imagecrawl", 1) in docs
+
+
+def test_recheck_samples_each_site_apart_bounded_and_spread(tmp_path: Path) -> None:
+    from imagecrawl.forget.recheck import sample_key, sites_in_store
+    from tests.forget_util import SITES, site_of_row
+
+    store, _state = make(tmp_path, shards=5, rows=40)  # 200 rows: 50 pages on each of 4 sites
+    sites = sites_in_store(store, 3)
+    assert sorted(sites) == sorted(f"https://{host}" for host in SITES)
+    for host in SITES:
+        site = sites[f"https://{host}"]
+        pages = sorted((f"https://{host}/post/{n}" for n in range(200) if site_of_row(n) == host), key=sample_key)
+        assert site.rows == len(pages) == 50
+        assert site.pages == pages[:3]  # the same 3 of its 50 pages, wherever they sit in the store
+    # spread over the store: not only pages of the first shard (rows 0-39)
+    assert any(int(page.rsplit("/", 1)[1]) >= 40 for site in sites.values() for page in site.pages)
+    # bounded: never more than asked, none when 0
+    assert [len(site.pages) for site in sites_in_store(store, 7).values()] == [7] * 4
+    assert all(site.pages == [] and site.rows == 50 for site in sites_in_store(store, 0).values())

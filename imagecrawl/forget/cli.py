@@ -33,13 +33,19 @@ SHARED_TOMBSTONES = "imagecrawl.distributed.tombstones.SharedTombstones"
 
 
 def store_settings(store: str, pairs: Sequence[str]) -> Any:
-    """The project's settings with ``-s NAME=VALUE`` and ``IMAGECRAWL_STORE`` applied."""
+    """The settings ``scrapy crawl`` would have in this project (its settings module, with its add-ons
+    and their defaults beneath), with ``-s NAME=VALUE`` and ``IMAGECRAWL_STORE`` applied: what a forget
+    run reads, and what the recheck crawl runs with (the add-ons install the crawl's components and its
+    identity when the crawler starts)."""
     from scrapy.settings import Settings
 
-    from imagecrawl import defaults as defaults
+    from imagecrawl import settings as project
+    from imagecrawl.addon import default_values
 
     settings = Settings()
-    settings.setmodule(defaults, priority="project")
+    for name, value in default_values().items():
+        settings.set(name, value, priority="addon")
+    settings.setmodule(project, priority="project")
     for pair in pairs:
         name, sep, value = pair.partition("=")
         if not sep or not name.strip():

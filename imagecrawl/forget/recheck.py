@@ -21,6 +21,8 @@ Exit status 0 done, 2 usage error, 3 store trouble.
 from __future__ import annotations
 
 import argparse
+import hashlib
+import heapq
 import json
 import logging
 import shutil
@@ -89,10 +91,19 @@ def origin_of(url: str) -> str | None:
     return f"{parts.scheme}://{parts.netloc.lower()}"
 
 
+def sample_key(url: str) -> bytes:
+    """A page's place in its site's sample: the pages of the smallest keys are asked. A hash, so the sample
+    is spread over the whole site (all its crawls, paths and shards), the same at every recheck, and kept
+    in memory as it is read (``sample`` pages a site, however many rows)."""
+    return hashlib.blake2b(url.encode("utf-8", "surrogatepass"), digest_size=8).digest()
+
+
 def sites_in_store(store: Any, sample: int) -> dict[str, Site]:
-    """Every origin with rows in the store (by page URL, else image URL), its row count and up to
-    ``sample`` of its page URLs."""
+    """Every origin with rows in the store (by page URL, else image URL), its row count and a sample of
+    up to ``sample`` of its page URLs (:func:`sample_key`)."""
     sites: dict[str, Site] = {}
+    # per site: its sample as a max-heap (negated keys), and the same pages as a set
+    picked: dict[str, tuple[list[tuple[bytes, str]], set[str]]] = {}
     for shard in store.list_shards():
         with store.open(shard.key) as fh:
             pf = pq.ParquetFile(fh)
@@ -107,8 +118,20 @@ def sites_in_store(store: Any, sample: int) -> dict[str, Site]:
                 continue
             site = sites.setdefault(origin, Site(origin))
             site.rows += 1
-            if page and len(site.pages) < sample and page not in site.pages and page != site.root:
-                site.pages.append(page)
+            if page and sample and page != site.root and origin_of(page) == origin:
+                heap, chosen = picked.setdefault(origin, ([], set()))
+                key = bytes(255 - b for b in sample_key(page))  # negated: the heap's top is the largest key
+                if page in chosen:
+                    continue
+                if len(heap) < sample:
+                    heapq.heappush(heap, (key, page))
+                elif key > heap[0][0]:
+                    chosen.discard(heapq.heapreplace(heap, (key, page))[1])
+                else:
+                    continue
+                chosen.add(page)
+    for origin, (heap, _) in picked.items():
+        sites[origin].pages = [url for _, url in sorted(heap, reverse=True)]
     return sites
 
 
