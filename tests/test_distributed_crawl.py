@@ -173,7 +173,9 @@ def test_three_workers_one_polite_crawler(
     )
     client = redis.Redis.from_url(redis_server.url)
     assert client.zcard(f"{prefix}:crawl:gallery:leases") == 0
-    assert client.zcard(f"{prefix}:crawl:gallery:queue") == 0
+    assert client.zcard(f"{prefix}:crawl:gallery:sites") == 0
+    assert int(client.get(f"{prefix}:crawl:gallery:queued") or 0) == 0
+    assert list(client.scan_iter(match=f"{prefix}:crawl:gallery:q:*")) == []
 
 
 def test_killed_worker_loses_nothing(tmp_path: Path, redis_server: RedisServer, capped_site: SandboxProcess) -> None:

@@ -57,8 +57,28 @@ class CrawlKeys:
         return f"{self.prefix}:crawl:{self.crawl}"
 
     @property
-    def queue(self) -> str:
-        return f"{self.base}:queue"
+    def sites(self) -> str:
+        """Sorted set: each site with queued requests, scored by when its shared gate next opens
+        (milliseconds, Redis's clock)."""
+        return f"{self.base}:sites"
+
+    @property
+    def queue_prefix(self) -> str:
+        """``<queue_prefix><site>``: the site's own queue (sorted set, scored by -priority)."""
+        return f"{self.base}:q:"
+
+    def site_queue(self, site: str) -> str:
+        return f"{self.queue_prefix}{site}"
+
+    @property
+    def queued(self) -> str:
+        """Counter: requests in the site queues and in ``delayed``."""
+        return f"{self.base}:queued"
+
+    @property
+    def delayed(self) -> str:
+        """Sorted set: retries waiting out their backoff, scored by when they are due (ms, wall clock)."""
+        return f"{self.base}:delayed"
 
     @property
     def seen(self) -> str:
@@ -81,6 +101,10 @@ class CrawlKeys:
         return f"{self.base}:lease:owner"
 
     @property
+    def lease_site(self) -> str:
+        return f"{self.base}:lease:site"
+
+    @property
     def lease_seq(self) -> str:
         return f"{self.base}:lease:seq"
 
@@ -89,13 +113,17 @@ class CrawlKeys:
         return f"{self.base}:seeds"
 
     def all(self) -> list[str]:
+        """The crawl's fixed keys (the site queues are found by :attr:`queue_prefix`)."""
         return [
-            self.queue,
+            self.sites,
+            self.queued,
+            self.delayed,
             self.seen,
             self.leases,
             self.lease_data,
             self.lease_score,
             self.lease_owner,
+            self.lease_site,
             self.lease_seq,
             self.seeds,
         ]
