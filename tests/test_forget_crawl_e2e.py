@@ -23,7 +23,7 @@ from imagecrawl import __version__
 from imagecrawl.forget.tombstones import key_of
 from imagecrawl.state import state_dir_for
 from tests.conftest import LOOPBACK, REPO, run_crawl
-from tests.crawlers import make_crawler, merge_settings, setting_text
+from tests.crawlers import make_crawler, merge_settings, setting_text, stop_engine
 from tests.forget_util import SALT, build_store, sha_of
 from tests.sandbox.testing import SandboxProcess
 from tests.servers import SandboxFactory
@@ -210,9 +210,12 @@ def test_distributed_workers_get_tombstones_through_redis(tmp_path: Path, redis_
         "IMAGECRAWL_REDIS_PREFIX": "forgettest",
         "IMAGECRAWL_AUTHOR_SALT": SALT.decode(),
     }
-    # a worker already running: it started before the forget run (on another machine: its own state)
+    # a worker that started before the forget run (on another machine: its own state); it has stopped
+    # writing into the store (while it writes, forget refuses: test_a_distributed_crawl_and_forget_take_turns),
+    # and its tombstones keep being refreshed from Redis
     worker = make_crawler(**settings, IMAGECRAWL_STATE_DIR=str(tmp_path / "worker-state"))
     index = SharedTombstones.from_crawler(worker)
+    stop_engine(worker)
     assert len(index) == 0
     done = cli(
         "forget",
@@ -236,7 +239,9 @@ def test_distributed_workers_get_tombstones_through_redis(tmp_path: Path, redis_
     assert index.before_fetch(None, "https://art.example.net/img/5.png") is None
     # a fresh Redis is filled again from the store by the next worker
     client.delete(key, f"{key}:version")
-    later = SharedTombstones.from_crawler(make_crawler(**settings, IMAGECRAWL_STATE_DIR=str(tmp_path / "w2")))
+    second = make_crawler(**settings, IMAGECRAWL_STATE_DIR=str(tmp_path / "w2"))
+    later = SharedTombstones.from_crawler(second)
+    stop_engine(second)
     assert len(later) == 4 and client.hlen(key) == 4
     assert key_of("synth:1") in {t.id_key for t in later.stones()}
     # --account on a distributed store: the salt the workers share in Redis

@@ -31,6 +31,8 @@ logger = logging.getLogger(__name__)
 
 #: the tombstones of distributed crawls (extra "redis"), used when a Redis URL is set
 SHARED_TOMBSTONES = "imagecrawl.distributed.tombstones.SharedTombstones"
+#: a forget run's turn against distributed workers on any machine (extra "redis")
+DISTRIBUTED_HOLD = "imagecrawl.distributed.forgetlock.hold"
 
 
 def store_settings(store: str, pairs: Sequence[str]) -> Any:
@@ -88,11 +90,14 @@ def distributed_hold(settings: Any) -> contextlib.AbstractContextManager[None]:
     run refuses while one writes); without one, nothing to hold beyond the state folder's lock."""
     if settings is None or not str(settings.get("IMAGECRAWL_REDIS_URL") or settings.get("REDIS_URL") or "").strip():
         return contextlib.nullcontext()
+    from scrapy.utils.misc import load_object
+
     try:
-        from imagecrawl.distributed.forgetlock import hold
+        hold = load_object(DISTRIBUTED_HOLD)
     except ModuleNotFoundError as exc:
         raise missing_extra("IMAGECRAWL_REDIS_URL (or REDIS_URL)", "redis", exc.name or "redis") from None
-    return hold(settings, str(settings.get("IMAGECRAWL_STORE")))
+    held: contextlib.AbstractContextManager[None] = hold(settings, str(settings.get("IMAGECRAWL_STORE")))
+    return held
 
 
 def author_salt_of(state: Path, settings: Any) -> bytes | None:
