@@ -5,10 +5,15 @@ below; the status is kept in the stat :data:`EXIT_CODE_STAT`, and the **first** 
 (a later, consequent one does not overwrite it: a full disk that also leaves shards in the outbox
 exits 5, not 3). ``scrapy crawl`` (:mod:`imagecrawl.commands.crawl`) exits with it; an error raised
 while the crawl starts exits with its own ``exit_code`` (:mod:`imagecrawl.errors`).
+
+The ``imagecrawl`` commands that work on a store (``forget``, ``recheck``) stop on an error with
+:func:`status_of` it: a user's mistake 2, the store's or the state folder's trouble 3, a bug ``None``
+(it keeps its traceback).
 """
 
 from __future__ import annotations
 
+import sqlite3
 from typing import Any, Final
 
 #: the stat holding the status ``scrapy crawl`` exits with (0 or absent: success)
@@ -22,6 +27,24 @@ STORE: Final = 3
 NOTHING_FETCHED: Final = 4
 #: the local disk refused a write (the crawl stops; spooled rows are kept)
 WRITE_ERROR: Final = 5
+
+
+#: the client libraries whose errors say the store (S3) or the shared state (Redis) did not answer or refused
+_STORE_CLIENTS: Final = ("botocore", "boto3", "redis")
+
+
+def status_of(exc: BaseException) -> int | None:
+    """The exit status of a command that stopped on ``exc``: its own ``exit_code`` (``ConfigError`` 2,
+    ``StoreError`` 3, :mod:`imagecrawl.errors`); :data:`STORE` for a file, SQLite, S3 or Redis error
+    (the store or the state folder cannot be read or written); None for anything else (a bug)."""
+    code = getattr(exc, "exit_code", None)
+    if isinstance(code, int):
+        return code
+    if isinstance(exc, OSError | sqlite3.Error):
+        return STORE
+    if type(exc).__module__.split(".", 1)[0] in _STORE_CLIENTS:
+        return STORE
+    return None
 
 
 def set_exit_code(stats: Any, code: int) -> bool:

@@ -6,9 +6,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from tests.crawlers import merge_settings, setting_text
 
 from .conftest import LOOPBACK, REPO
 from .servers import RedisServer as RedisServer  # the redis_server fixture's type, for the test modules
@@ -43,16 +46,14 @@ def start_worker(
     log = directory / f"{name}.log"
     cmd = [sys.executable, "-m", "scrapy", "crawl", spider]
     for key, value in (args or {}).items():
-        cmd += ["-a", f"{key}={value}"]
-    merged = {
-        **LOOPBACK,
-        "IMAGECRAWL_WORKER_ID": name,
-        "IMAGECRAWL_CONTACT": name,
-        "IMAGECRAWL_STATS_FILE": str(stats_file),
-        **(settings or {}),
-    }
+        cmd += ["-a", f"{key}={setting_text(value)}"]
+    merged = merge_settings(
+        LOOPBACK,
+        {"IMAGECRAWL_WORKER_ID": name, "IMAGECRAWL_CONTACT": name, "IMAGECRAWL_STATS_FILE": str(stats_file)},
+        settings or {},
+    )
     for key, value in merged.items():
-        cmd += ["-s", f"{key}={value}"]
+        cmd += ["-s", f"{key}={setting_text(value)}"]
     with log.open("wb") as fh:
         process = subprocess.Popen(cmd, cwd=REPO, stdout=fh, stderr=subprocess.STDOUT)
     return WorkerProcess(name, process, log, stats_file)
@@ -83,8 +84,14 @@ def check_gallery_store(store: Path, items: int, seed: int) -> list[str]:
     catalog = build_catalog(items, seed)
     expected = expected_rows(catalog, catalog.entries("gallery"), lambda e: f"gallery:{e.id}")
     shas = read_store(store, columns=["image_sha256"]).column("image_sha256").to_pylist()
-    assert len(shas) == len(set(shas)), "an image was written twice"
+    twice = sorted(sha[:12] for sha, n in Counter(shas).items() if n > 1)
+    assert not twice, f"an image was written twice: {twice}"
     groups = [expected.sha_to_group.get(sha) for sha in shas]
     assert None not in groups, "the store holds bytes the gallery never served"
-    assert sorted(g for g in groups if g) == sorted(expected.groups), "a gallery image is missing or kept twice"
+    kept = Counter(g for g in groups if g)
+    missing = sorted(g for g in expected.groups if g not in kept)
+    extra = {g: [e.id for e in expected.groups[g]] for g, n in kept.items() if n > 1}
+    assert not missing and not extra, (
+        f"gallery image groups missing: {missing}; kept twice (group: its entries): {extra}"
+    )
     return [p.name for p in store.rglob("*.parquet")]

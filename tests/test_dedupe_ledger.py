@@ -89,3 +89,46 @@ def test_claims_are_shared_between_processes_and_die_with_their_owner(tmp_path: 
     assert c.duplicate_reason("s2", "x:2") is None
     assert c.reserve("s2", "x:2")
     c.close()
+
+
+def test_forgotten_rows_leave_the_ledger_and_its_tombstones_stay(tmp_path: Path) -> None:
+    from imagecrawl.dedupe.near import SqliteNearIndex
+    from imagecrawl.dedupe.sql import url_key
+
+    path = tmp_path / "ledger.sqlite3"
+    ledger = Ledger(path, owner="forget-run")
+    ledger.commit_shard("k1", [("aa", "s:1", 5, "http://h/a.png"), ("bb", "s:2", 6, "http://h/b.png")])
+    ledger.commit_shard("k2", [("cc", "s:3", None, "http://h/c.png")])
+    near = SqliteNearIndex(tmp_path / "near.sqlite3")
+    near.add_many([("s:1", 5), ("s:2", 6)])
+    near.close()
+
+    assert sorted(ledger.ids_of(["aa", "cc", "zz"])) == ["s:1", "s:3"]
+    assert SqliteNearIndex.remove_keys(tmp_path / "near.sqlite3", ["s:1", "s:3"]) == 1
+    for _ in range(2):  # idempotent: a resumed forget run does it again
+        ledger.forget_rows(["aa", "cc"], [url_key("http://h/a.png"), url_key("http://h/c.png")], {"k1": 1, "k2": None})
+        assert ledger.duplicate_reason("aa", "s:9") is None and not ledger.has_id("s:3")
+        assert not ledger.has_url("http://h/a.png") and ledger.has_url("http://h/b.png")
+        assert ledger.duplicate_reason("bb", "s:9") == "sha256"
+        assert ledger.known_shards() == {"k1"}
+        assert ledger.db.execute("SELECT rows FROM shards WHERE key = 'k1'").fetchone()[0] == 1
+    near = SqliteNearIndex(tmp_path / "near.sqlite3")
+    assert near.query(5, 0) is None and near.query(6, 0) == ("s:2", 0)
+    near.close()
+
+    stone = ("aa", "u" * 32, "i" * 32, None, 0, "takedown", "2026-12-06T10:00:00+00:00", "op1")
+    assert ledger.add_tombstones("op1", [stone]) == 1
+    ledger.add_tombstones("op2", [(*stone[:5], "other", stone[6], "op2")])  # the first tombstone stays
+    assert list(ledger.tombstone_rows()) == [stone] and ledger.tombstone_ops() == {"op1", "op2"}
+
+    # live writers: another run that is still going (here: this process), not this one, not a dead one
+    assert ledger.live_owners() == []
+    crawl = Ledger(path, owner="crawl-a")
+    assert [o for o, _host, _pid in ledger.live_owners()] == ["crawl-a"]
+    crawl.close()
+    assert ledger.live_owners() == []
+    ledger.db.execute(  # a run on another host whose heartbeat stopped long ago, and one that beats now
+        "INSERT INTO owners VALUES ('gone', 'elsewhere', 1, 0), ('there', 'elsewhere', 1, strftime('%s', 'now'))"
+    )
+    assert [o for o, _host, _pid in ledger.live_owners()] == ["there"]
+    ledger.close()

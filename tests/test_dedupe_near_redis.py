@@ -96,3 +96,28 @@ def test_large_batches_and_many_log_entries(redis_url: str, namespace: str) -> N
     for key, h in items[:150:7]:
         assert fresh.query(h, 0) == (key, 0)
         assert fresh.query(h ^ 1, 0) == (key + "-single", 0)
+
+
+def test_dead_workers_closest_claim_does_not_hide_a_live_near_copy(redis_url: str, namespace: str) -> None:
+    """A worker claims image X and dies; a survivor keeps X's near copy Y; X comes back (its lease) and
+    is fetched again: X's own dead claim is the closest hit, but Y (live) makes X a near duplicate."""
+    from imagecrawl.distributed.ledger import RedisLedger
+    from imagecrawl.distributed.near_index import RedisNearIndex
+
+    def ledger(owner: str) -> RedisLedger:
+        client = redis.Redis.from_url(redis_url)
+        led = RedisLedger(client, f"{namespace}:ledger:", owner, f"{namespace}:alive:", alive_seconds=30)
+        led.heartbeat(force=True)
+        led.enable_near(RedisNearIndex(redis.Redis.from_url(redis_url), namespace=f"{namespace}:near"))
+        return led
+
+    dead, live = ledger("dead"), ledger("live")
+    x, y = 0x0F0F_0000_1234_5678, 0x0F0F_0000_1234_567B  # 2 bits apart
+    assert dead.reserve("sha-x", "gallery:x", None, x)
+    redis.Redis.from_url(redis_url).delete(f"{namespace}:alive:dead")  # its heartbeat stopped
+    assert live.near_duplicate(y, 8) is None  # X's claim is a dead worker's: Y may be kept
+    assert live.reserve("sha-y", "gallery:y", None, y)
+    # X again (redone by the survivor): the closest hit is X itself, unclaimed; Y counts
+    assert live.near_duplicate(x, 8) == ("gallery:y", 2)
+    assert live.near_duplicate(x ^ (1 << 40), 0) is None
+    assert [k for k, _ in live.near.query_all(x, 8)] == ["gallery:x", "gallery:y"]

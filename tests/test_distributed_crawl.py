@@ -21,6 +21,7 @@ import redis
 
 from imagecrawl.distributed.ratelimit import RateConfig, RedisRateLimiter
 from imagecrawl.pacing.sitekey import site_of_url
+from tests.crawlers import merge_settings
 from tests.sandbox.testing import SandboxProcess
 
 from .conftest import read_store, stop_process
@@ -49,17 +50,18 @@ def capped_site(sandbox_factory: SandboxFactory) -> SandboxProcess:
 
 
 def _settings(redis_server: RedisServer, prefix: str, store: Path, **extra: Any) -> dict[str, Any]:
-    return {
-        "IMAGECRAWL_REDIS_URL": redis_server.url,
-        "IMAGECRAWL_REDIS_PREFIX": prefix,
-        "IMAGECRAWL_MAX_RATE_PER_SITE": CAP,
-        "IMAGECRAWL_STORE": store,
-        "IMAGECRAWL_REDIS_LEASE_SECONDS": 6,
-        # few requests in hand per worker: at a shared rate limit, a worker holding 16 starves the others
-        "CONCURRENT_REQUESTS": 3,
-        "CONCURRENT_REQUESTS_PER_DOMAIN": 3,
-        **extra,
-    }
+    return merge_settings(
+        {
+            "IMAGECRAWL_REDIS_URL": redis_server.url,
+            "IMAGECRAWL_REDIS_PREFIX": prefix,
+            "IMAGECRAWL_MAX_RATE_PER_SITE": CAP,
+            "IMAGECRAWL_STORE": store,
+            "CONCURRENT_REQUESTS": 3,
+            "CONCURRENT_REQUESTS_PER_DOMAIN": 3,
+        },
+        extra,
+        {"IMAGECRAWL_TUNING": {"redis_lease_seconds": 6}},
+    )
 
 
 def _wait(workers: list[WorkerProcess], timeout: float) -> None:
@@ -171,7 +173,9 @@ def test_three_workers_one_polite_crawler(
     )
     client = redis.Redis.from_url(redis_server.url)
     assert client.zcard(f"{prefix}:crawl:gallery:leases") == 0
-    assert client.zcard(f"{prefix}:crawl:gallery:queue") == 0
+    assert client.zcard(f"{prefix}:crawl:gallery:sites") == 0
+    assert int(client.get(f"{prefix}:crawl:gallery:queued") or 0) == 0
+    assert list(client.scan_iter(match=f"{prefix}:crawl:gallery:q:*")) == []
 
 
 def test_killed_worker_loses_nothing(tmp_path: Path, redis_server: RedisServer, capped_site: SandboxProcess) -> None:

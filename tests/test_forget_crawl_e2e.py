@@ -8,18 +8,22 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
 
+from imagecrawl import __version__
 from imagecrawl.forget.tombstones import key_of
 from imagecrawl.state import state_dir_for
 from tests.conftest import LOOPBACK, REPO, run_crawl
-from tests.crawlers import make_crawler
+from tests.crawlers import make_crawler, merge_settings, setting_text
 from tests.forget_util import SALT, build_store, sha_of
 from tests.sandbox.testing import SandboxProcess
 from tests.servers import SandboxFactory
@@ -42,7 +46,7 @@ def rows(store: Path) -> list[dict[str, str]]:
 
 
 def setting_args(settings: dict[str, str]) -> list[str]:
-    return [arg for key, value in settings.items() for arg in ("-s", f"{key}={value}")]
+    return [arg for key, value in settings.items() for arg in ("-s", f"{key}={setting_text(value)}")]
 
 
 def set_robots(site: SandboxProcess, **query: str) -> None:
@@ -93,10 +97,20 @@ def test_forgotten_rows_stay_gone_and_recheck_follows_robots(tmp_path: Path, sit
     assert {r["id"] for r in rows(store)} == kept
 
     # recheck while the site allows: nothing changes
-    checked = cli("recheck", str(store), "-s", "IMAGECRAWL_ALLOWED_NETWORKS=127.0.0.0/8", "-s", "LOG_LEVEL=WARNING")
+    before = len(site.requests())
+    contact = "-s", "IMAGECRAWL_CONTACT=recheck@example.org"
+    checked = cli(
+        "recheck", str(store), *contact, "-s", "IMAGECRAWL_ALLOWED_NETWORKS=127.0.0.0/8", "-s", "LOG_LEVEL=WARNING"
+    )
     assert checked.returncode == 0, checked.stderr
     assert f"allows        {base}" in checked.stdout and "nothing forgotten" in checked.stdout
     assert {r["id"] for r in rows(store)} == kept
+    # it asked as a crawl asks: robots.txt first, the root and a bounded sample of pages, with the crawl's identity
+    visit = site.requests()[before:]
+    paths = [r["path"] for r in visit]
+    assert paths[0] == "/robots.txt" and "/" in paths
+    assert len([p for p in paths if p.startswith("/gallery/")]) == 3  # IMAGECRAWL_TUNING["recheck_sample_pages"]
+    assert {r["ua"] for r in visit} == {f"imagecrawl/{__version__} (+recheck@example.org)"}
 
     # the site withdraws consent: the next recheck forgets every row of it
     set_robots(site, content_signal="search=yes, ai-train=no")
@@ -144,13 +158,15 @@ def test_a_crawl_running_on_the_store_makes_forget_refuse(tmp_path: Path, site: 
             "-a",
             f"start_url={base}/gallery/",
             *setting_args(
-                {
-                    **LOOPBACK,
-                    "IMAGECRAWL_STORE": str(store),
-                    "IMAGECRAWL_PACING_START_RATE_PER_SECOND": "1",
-                    "IMAGECRAWL_MAX_RATE_PER_SITE": "1",
-                    "IMAGECRAWL_PACING_MIN_RATE_PER_SECOND": "0.5",
-                }
+                merge_settings(
+                    LOOPBACK,
+                    {
+                        "IMAGECRAWL_STORE": str(store),
+                        "IMAGECRAWL_PACING_START_RATE_PER_SECOND": "1",
+                        "IMAGECRAWL_MAX_RATE_PER_SITE": "1",
+                        "IMAGECRAWL_TUNING": {"pacing_min_rate_per_second": "0.5"},
+                    },
+                )
             ),
         ],
         cwd=REPO,
@@ -280,3 +296,148 @@ def test_recheck_of_other_peoples_sites_needs_a_contact(tmp_path: Path) -> None:
     assert "imagecrawl recheck: error: the recheck visits sites that are not yours" in done.stderr
     assert "Traceback" not in done.stderr
     assert len(list(store.list_shards())) == 1 and not (state_dir_for(str(store.root)) / "forget").exists()
+
+
+def _stopped(process: subprocess.Popen[Any]) -> bool:
+    """Whether ``process`` stopped itself at a failpoint (``name:1:stop``: SIGSTOP)."""
+    return Path(f"/proc/{process.pid}/stat").read_text().rsplit(") ", 1)[1].startswith("T")
+
+
+def _forget_paused(store: Path, prefixes: list[str], *settings: str) -> subprocess.Popen[str]:
+    """``imagecrawl forget`` on ``store`` stopped in the middle of its run (tombstones kept, no shard
+    rewritten yet), holding the store."""
+    env = {**os.environ, "IMAGECRAWL_FAILPOINTS": "forget.tombstoned:1:stop"}
+    selectors = [arg for prefix in prefixes for arg in ("--url-prefix", prefix)]
+    cmd = [sys.executable, "-m", "imagecrawl.cli", "forget", str(store), *selectors, "--reason", "takedown", *settings]
+    forget = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.monotonic() + 120
+    while not _stopped(forget):
+        assert forget.poll() is None, forget.communicate()
+        assert time.monotonic() < deadline, "the forget run never reached its stop"
+        time.sleep(0.1)
+    return forget
+
+
+def _wait_for(text: str, log: Path, process: subprocess.Popen[Any], timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while text not in log.read_text(errors="replace"):
+        assert process.poll() is None, log.read_text(errors="replace")[-3000:]
+        assert time.monotonic() < deadline, log.read_text(errors="replace")[-3000:]
+        time.sleep(0.2)
+
+
+def _finish_forget(forget: subprocess.Popen[str]) -> str:
+    os.kill(forget.pid, signal.SIGCONT)
+    out, err = forget.communicate(timeout=120)
+    assert forget.returncode == 0, err
+    return out
+
+
+def test_a_crawl_started_while_forget_runs_waits_for_it(tmp_path: Path, site: SandboxProcess) -> None:
+    store = tmp_path / "store"
+    gallery = {"profile": "sandbox", "start_url": site.url("gallery/")}
+    run_crawl("gallery", store=store, args=gallery)
+    first = rows(store)
+    chosen = sorted(r["page_url"] for r in first)[:2]
+    gone = {r["id"] for r in first if r["page_url"].startswith(tuple(chosen))}
+    forget = _forget_paused(store, chosen)
+    log = tmp_path / "crawl.log"
+    crawl: subprocess.Popen[bytes] | None = None
+    try:
+        before = len(site.requests())
+        with log.open("w") as fh:
+            args = [arg for key, value in gallery.items() for arg in ("-a", f"{key}={value}")]
+            crawl_settings = {**LOOPBACK, "IMAGECRAWL_STORE": str(store)}
+            crawl = subprocess.Popen(
+                [sys.executable, "-m", "scrapy", "crawl", "gallery", *args, *setting_args(crawl_settings)],
+                cwd=REPO,
+                stdout=fh,
+                stderr=subprocess.STDOUT,
+            )
+        _wait_for("A forget run is rewriting this store", log, crawl)
+        time.sleep(2)
+        assert crawl.poll() is None and len(site.requests()) == before  # it waits, and fetches nothing meanwhile
+        assert f"removed {len(gone)} of {len(first)} rows" in _finish_forget(forget)
+        assert crawl.wait(timeout=240) == 0, log.read_text()[-3000:]
+    finally:
+        for process in (forget, crawl):
+            if process is not None and process.poll() is None:
+                os.kill(process.pid, signal.SIGCONT)
+                process.kill()
+                process.wait()
+    assert "the crawl starts" in log.read_text()
+    after = rows(store)
+    assert {r["id"] for r in after} == {r["id"] for r in first} - gone  # the forgotten rows stay gone
+    assert len(after) == len({r["image_sha256"] for r in after})  # nothing twice
+
+
+def test_a_distributed_crawl_and_forget_take_turns_on_the_store(
+    tmp_path: Path, site: SandboxProcess, redis_url: str
+) -> None:
+    import redis
+
+    from imagecrawl.distributed.ratelimit import RateConfig, RedisRateLimiter
+    from imagecrawl.pacing.sitekey import site_of_url
+    from tests.distributed_util import start_worker
+
+    store = tmp_path / "store"
+    gallery = {"profile": "sandbox", "start_url": site.url("gallery/")}
+    run_crawl("gallery", store=store, args=gallery)
+    first = rows(store)
+    chosen = sorted(r["page_url"] for r in first)[-2:]
+    gone = {r["id"] for r in first if r["page_url"].startswith(tuple(chosen))}
+    prefix = f"forget{os.getpid()}"
+    settings = {"IMAGECRAWL_REDIS_URL": redis_url, "IMAGECRAWL_REDIS_PREFIX": prefix, "IMAGECRAWL_STORE": str(store)}
+    limiter = RedisRateLimiter(redis.Redis.from_url(redis_url), prefix, RateConfig(cap=5))
+    host = site_of_url(site.base_url)
+
+    # a distributed worker writing into the store: a forget run refuses, one line, exit 3
+    limiter.pause(host, 120)  # the worker stays at work (held by the shared gate) until resumed
+    worker = start_worker("w1", "gallery", tmp_path / "workers", args=gallery, settings=settings)
+    try:
+        _wait_for("Shared frontier", worker.log, worker.process)
+        done = cli("forget", str(store), "--url-prefix", chosen[0], "--reason", "r", *setting_args(settings))
+        assert done.returncode == 3, done.stderr
+        assert "is writing into this store now" in done.stderr and done.stderr.strip().count("\n") == 0
+    finally:
+        worker.process.terminate()
+        worker.process.wait(timeout=120)
+    limiter.resume(host)
+
+    # a forget run holding the store (with Redis: the workers get its tombstones): a worker waits for it
+    forget = _forget_paused(store, chosen, *setting_args(settings))
+    try:
+        worker = start_worker("w2", "gallery", tmp_path / "workers", args=gallery, settings=settings)
+        _wait_for("A forget run is rewriting this store", worker.log, worker.process)
+        _finish_forget(forget)
+        assert worker.process.wait(timeout=240) == 0, worker.log_text()[-3000:]
+    finally:
+        for process in (forget, worker.process):
+            if process.poll() is None:
+                os.kill(process.pid, signal.SIGCONT)
+                process.kill()
+                process.wait()
+    after = rows(store)
+    assert {r["id"] for r in after} == {r["id"] for r in first} - gone
+    assert len(after) == len({r["image_sha256"] for r in after})
+
+
+def test_the_recheck_spider_forgets_at_close(tmp_path: Path, sandbox_factory: SandboxFactory) -> None:
+    """``scrapy crawl recheck``, as Scrapyd runs it: the sites from IMAGECRAWL_STORE, the verdicts and the
+    forget run at close, in its log."""
+    site = sandbox_factory.start(items=6, seed=11, name="recheck-spider-sandbox")
+    store = tmp_path / "store"
+    run_crawl("gallery", store=store, args={"profile": "sandbox", "start_url": site.url("gallery/")})
+    first = rows(store)
+    assert first
+    set_robots(site, content_signal="search=yes, ai-train=no")
+    try:
+        spider = run_crawl("recheck", store=store)
+    finally:
+        set_robots(site)
+    base = site.base_url.rstrip("/")
+    assert f"Recheck:   refuses       {base}" in spider.stderr
+    assert f"Recheck: removed {len(first)} of {len(first)} rows" in spider.stderr
+    assert rows(store) == []
+    audit = [json.loads(p.read_text()) for p in (store / ".imagecrawl" / "audit" / "forget").glob("*.json")]
+    assert [(a["reason"], a["rows_removed"]) for a in audit] == [("opt-out withdrawn", len(first))]

@@ -20,6 +20,7 @@ from imagecrawl.forget.tombstones import TombstoneTable
 from imagecrawl.state import state_dir_for
 from imagecrawl.storage.stores import LocalStore, S3Config, S3Store
 from tests.conftest import REPO
+from tests.crawlers import setting_text
 from tests.forget_util import SALT, build_store, sha_of, store_rows
 
 from .servers import MotoS3
@@ -36,7 +37,7 @@ def forget_cmd(store: str, selectors_file: Path, settings: dict[str, str]) -> li
     cmd = [sys.executable, "-m", "imagecrawl.cli", "forget", store, "--site", "other.test"]
     cmd += ["--from", str(selectors_file), "--reason", "takedown #12"]
     for key, value in settings.items():
-        cmd += ["-s", f"{key}={value}"]
+        cmd += ["-s", f"{key}={setting_text(value)}"]
     return cmd
 
 
@@ -77,7 +78,7 @@ def check_done(store: Any, state: Path) -> None:
     assert record["rows_removed"] == len(SELECTED) and record["reason"] == "takedown #12"
     assert len(record["shards_rewritten"]) == SHARDS - 1 and len(record["shards_deleted"]) == 1
     assert list((state / "forget").glob("*.json")) == []
-    table = TombstoneTable(state / "ledger.sqlite3")
+    table = TombstoneTable.at(state / "ledger.sqlite3")
     try:
         assert {t.sha256 for t in table} == {sha_of(n) for n in SELECTED}
     finally:

@@ -192,7 +192,7 @@ def test_account_selector_needs_the_store_salt(tmp_path: Path) -> None:
 def test_tombstones_go_to_the_ledger_and_the_store(tmp_path: Path) -> None:
     store, state = make(tmp_path, shards=2, rows=10)
     forget(store, state, ("url-prefix", "https://other.test/"), reason="site owner asked")
-    table = TombstoneTable(state / "ledger.sqlite3")
+    table = TombstoneTable.at(state / "ledger.sqlite3")
     stones = list(table)
     table.close()
     assert sorted(t.sha256 for t in stones) == sorted(sha_of(n) for n in (3, 7, 11, 15, 19))
@@ -203,7 +203,7 @@ def test_tombstones_go_to_the_ledger_and_the_store(tmp_path: Path) -> None:
     assert all(t.phash is None for t in stones)  # no content, and no pHash unless selected by image
     assert not any(t.near for t in stones)  # not selected by image: no near-duplicate refusal
     # a new ledger (deleted state) gets them back from the store
-    fresh = TombstoneTable(tmp_path / "other-state" / "ledger.sqlite3")
+    fresh = TombstoneTable.at(tmp_path / "other-state" / "ledger.sqlite3")
     assert sync_from_store(store, fresh) == 1 and fresh.count() == 5
     assert sync_from_store(store, fresh) == 0
     fresh.close()
@@ -228,7 +228,7 @@ def test_like_takes_the_image_and_its_near_duplicates(tmp_path: Path) -> None:
     result = forget(store, state, ("like", str(like)))
     assert result["rows_removed"] == 2  # the file itself and its JPEG re-encoding; not the owl
     assert ids(store) >= {"synth:102", "synth:103"} and not ids(store) & {"synth:100", "synth:101"}
-    table_ = TombstoneTable(state / "ledger.sqlite3")
+    table_ = TombstoneTable.at(state / "ledger.sqlite3")
     index = TombstoneIndex(table_)
     table_.close()
     assert index.refused("0" * 64, "civitai:9", "https://x.example/new.jpg", fox_jpeg.phash) == "near"
@@ -307,7 +307,7 @@ def test_dedupe_pipeline_and_known_middleware_refuse_forgotten_rows(tmp_path: Pa
     crawler = make_crawler(IMAGECRAWL_STORE=str(store_dir))
     crawler.stats.open_spider()
     pipeline = DedupePipeline.from_crawler(crawler)
-    pipeline.open_spider()
+    asyncio.run(pipeline.open_spider())
     with pytest.raises(DuplicateItem, match="forgotten"):
         asyncio.run(pipeline.process_item(record("7", FOX)))
     with pytest.raises(DuplicateItem, match=r"forgotten \(near\)"):
@@ -358,3 +358,40 @@ def test_a_crawl_waits_while_a_forget_run_holds_the_store(tmp_path: Path, caplog
     waiter.join(timeout=10)
     assert got and got[0] >= released
     assert "A forget run is rewriting this store" in caplog.text
+
+
+def test_help_spells_the_commands_as_the_docs_do(capsys: pytest.CaptureFixture[str]) -> None:
+    from imagecrawl.forget import recheck
+
+    forget_usage = (
+        "imagecrawl forget STORE [--site HOST]... [--url-prefix PREFIX]... [--sha256 HASH]... "
+        "[--like IMAGE_FILE]... [--from FILE] --reason TEXT [--dry-run]"
+    )
+    recheck_usage = "imagecrawl recheck STORE [--dry-run] [-s NAME=VALUE]..."
+    for parser, usage in ((cli.build_parser(), forget_usage), (recheck.build_parser(), recheck_usage)):
+        with pytest.raises(SystemExit) as done:
+            parser.parse_args(["--help"])
+        assert done.value.code == 0
+        assert capsys.readouterr().out.startswith(f"usage: {usage}")
+    docs = (Path(__file__).parent.parent / "docs" / "forget.md").read_text().replace("\\\n    ", "")
+    assert forget_usage.replace("imagecrawl", "uv run imagecrawl", 1) in docs
+    assert recheck_usage.replace("imagecrawl", "uv run imagecrawl", 1) in docs
+
+
+def test_recheck_samples_each_site_apart_bounded_and_spread(tmp_path: Path) -> None:
+    from imagecrawl.forget.recheck import sample_key, sites_in_store
+    from tests.forget_util import SITES, site_of_row
+
+    store, _state = make(tmp_path, shards=5, rows=40)  # 200 rows: 50 pages on each of 4 sites
+    sites = sites_in_store(store, 3)
+    assert sorted(sites) == sorted(f"https://{host}" for host in SITES)
+    for host in SITES:
+        site = sites[f"https://{host}"]
+        pages = sorted((f"https://{host}/post/{n}" for n in range(200) if site_of_row(n) == host), key=sample_key)
+        assert site.rows == len(pages) == 50
+        assert site.pages == pages[:3]  # the same 3 of its 50 pages, wherever they sit in the store
+    # spread over the store: not only pages of the first shard (rows 0-39)
+    assert any(int(page.rsplit("/", 1)[1]) >= 40 for site in sites.values() for page in site.pages)
+    # bounded: never more than asked, none when 0
+    assert [len(site.pages) for site in sites_in_store(store, 7).values()] == [7] * 4
+    assert all(site.pages == [] and site.rows == 50 for site in sites_in_store(store, 0).values())

@@ -324,14 +324,14 @@ def test_configs_from_settings() -> None:
             **{
                 "IMAGECRAWL_MAX_RATE_PER_SITE": "7.5",
                 "IMAGECRAWL_MAX_CONCURRENCY_PER_SITE": "3",
+                "CONCURRENT_REQUESTS_PER_DOMAIN": "4",
                 "IMAGECRAWL_PACING_START_RATE_PER_SECOND": "100",
                 "IMAGECRAWL_PACING_SITE_KEY": "domain",
                 "DOWNLOAD_DELAY": "0.25",
-                "IMAGECRAWL_BAN_COOLDOWN_SECONDS": "2",
-                "IMAGECRAWL_BAN_MAX_PROBES": "4",
                 "RETRY_TIMES": "5",
                 "RETRY_HTTP_CODES": "429,503",
                 "IMAGECRAWL_BAN_HEALTHY_MARKERS": '{"example.com": "class=\\"card\\""}',
+                "IMAGECRAWL_TUNING": {"ban_cooldown_seconds": "2", "ban_max_probes": "4"},
             }
         )
     )

@@ -15,6 +15,8 @@ from typing import Any, Protocol, TypeVar
 T = TypeVar("T")
 
 Entry = tuple[str, str, int | None, str | None]  # (sha256, id, phash, image_url)
+#: a forgotten image (docs/forget.md): (sha256, url key, id key, phash, near, reason, forgotten_at, op)
+TombstoneRow = tuple[str, str | None, str | None, int | None, int, str, str, str]
 
 
 class LedgerLike(Protocol):

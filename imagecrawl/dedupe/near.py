@@ -219,6 +219,24 @@ class MihCore:
                 best = other
         return best
 
+    def query_all(self, phash: int, max_distance: int) -> list[tuple[int, int]]:
+        """Every stored (handle, distance) within ``max_distance``, closest first (then first added). A
+        full scan: for the rare caller whose closest hit does not count (see the Redis ledger)."""
+        if max_distance < 0:
+            return []
+        q = np.uint64(to_unsigned64(phash))
+        hits: list[tuple[int, int]] = []
+        for hashes, handles in (
+            (self._hashes, self._handles),
+            (self._delta_h[: self._delta_n], self._delta_k[: self._delta_n]),
+        ):
+            if len(hashes) == 0:
+                continue
+            dist = np.bitwise_count(hashes ^ q)
+            within = np.flatnonzero(dist <= max_distance)
+            hits += [(int(handles[i]), int(dist[i])) for i in within]
+        return sorted(hits, key=lambda hit: (hit[1], hit[0]))
+
     def _probing_pays(self, n: int, max_distance: int) -> bool:
         if n < _SCAN_BELOW or max_distance >= 64:
             return False
@@ -399,6 +417,24 @@ class SqliteNearIndex:
         with self._lock:
             self._fresh()
             return self._count
+
+    @staticmethod
+    def remove_keys(path: Path, keys: Iterable[str]) -> int:
+        """Take ``keys`` out of the index file at ``path`` without loading it (the rows of a forget run,
+        docs/forget.md; no crawl has the file open then). Returns how many were there."""
+        batch = [(key,) for key in keys]
+        if not path.exists() or not batch:
+            return 0
+        db = sqlite3.connect(str(path), isolation_level=None, timeout=30)
+        try:
+            db.execute("PRAGMA busy_timeout=30000")
+            while_locked(lambda: db.executescript(_SCHEMA))
+            db.execute("BEGIN IMMEDIATE")
+            removed = db.executemany("DELETE FROM near_phash WHERE key = ?", batch).rowcount
+            db.execute("COMMIT")
+            return removed
+        finally:
+            db.close()
 
     def close(self) -> None:
         with self._lock:

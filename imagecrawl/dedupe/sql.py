@@ -46,6 +46,21 @@ CREATE TABLE IF NOT EXISTS owners (
     pid INTEGER NOT NULL,
     heartbeat REAL NOT NULL
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS tombstones (
+    sha256 TEXT PRIMARY KEY,
+    url_key TEXT,
+    id_key TEXT,
+    phash INTEGER,
+    near INTEGER NOT NULL DEFAULT 0,
+    reason TEXT NOT NULL,
+    forgotten_at TEXT NOT NULL,
+    op TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS tombstones_url ON tombstones (url_key);
+CREATE INDEX IF NOT EXISTS tombstones_id ON tombstones (id_key);
+CREATE TABLE IF NOT EXISTS tombstone_ops (
+    op TEXT PRIMARY KEY
+) WITHOUT ROWID;
 """
 
 #: SQLite's words for "this file is not a usable database" (not "busy" or "locked": those wait)

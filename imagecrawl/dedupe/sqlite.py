@@ -18,12 +18,12 @@ import logging
 import os
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from imagecrawl.dedupe import sql
-from imagecrawl.dedupe.base import Entry
+from imagecrawl.dedupe.base import Entry, TombstoneRow
 from imagecrawl.dedupe.liveness import HOST, LIVE_OWNERS, owner_is_alive
 from imagecrawl.dedupe.locking import while_locked
 from imagecrawl.dedupe.near import MemoryNearIndex, NearIndex
@@ -117,6 +117,16 @@ class Ledger:
             return True
         row = self.db.execute("SELECT owner, host, pid, heartbeat FROM owners WHERE owner = ?", (owner,)).fetchone()
         return row is not None and self._owner_is_alive(*row)
+
+    def live_owners(self) -> list[tuple[str, str, int]]:
+        """(owner, host, pid) of every other run still going by the rule of :meth:`owner_alive`: crawls
+        writing into the store now (what a forget run must not race)."""
+        rows = self.db.execute("SELECT owner, host, pid, heartbeat FROM owners WHERE owner != ?", (self.owner,))
+        return [
+            (owner, host, pid)
+            for owner, host, pid, beat in rows.fetchall()
+            if self._owner_is_alive(owner, host, pid, beat)
+        ]
 
     def _purge_stale(self) -> None:
         owners = self.db.execute("SELECT owner, host, pid, heartbeat FROM owners").fetchall()
@@ -278,6 +288,48 @@ class Ledger:
     def reconcile(self, store: Any) -> int:
         """Index every shard in ``store`` that the ledger does not know yet; returns how many."""
         return reconcile(self, store)
+
+    # -- forgotten rows (docs/forget.md) -------------------------------------------------------------
+    def ids_of(self, sha256s: Iterable[str]) -> list[str]:
+        """The record ids of these committed images (those the ledger holds)."""
+        hashes = list(sha256s)
+        ids: list[str] = []
+        for start in range(0, len(hashes), 500):
+            batch = hashes[start : start + 500]
+            marks = ",".join("?" * len(batch))
+            ids += [str(row[0]) for row in self.db.execute(f"SELECT id FROM seen WHERE sha256 IN ({marks})", batch)]
+        return ids
+
+    def forget_rows(self, sha256s: Iterable[str], url_keys: Iterable[bytes], shards: Mapping[str, int | None]) -> None:
+        """Take forgotten rows out of the ledger in one transaction: their images, ids and URLs;
+        ``shards`` maps each rewritten shard to the rows it holds now (None: the shard was deleted)."""
+        hashes = [(sha,) for sha in sha256s]
+        with sql.transaction(self.db):
+            self.db.executemany("DELETE FROM seen WHERE sha256 = ?", hashes)
+            self.db.executemany("DELETE FROM ids WHERE sha256 = ?", hashes)
+            self.db.executemany("DELETE FROM urls WHERE url_hash = ?", [(key,) for key in url_keys])
+            for key, left in shards.items():
+                if left is None:
+                    self.db.execute("DELETE FROM shards WHERE key = ?", (key,))
+                else:
+                    self.db.execute("UPDATE shards SET rows = ? WHERE key = ?", (left, key))
+
+    def add_tombstones(self, op: str, rows: Iterable[TombstoneRow]) -> int:
+        """Record the tombstones of the forget run ``op`` (idempotent: an image's first tombstone stays)."""
+        batch = list(rows)
+        with sql.transaction(self.db):
+            self.db.executemany("INSERT OR IGNORE INTO tombstones VALUES (?, ?, ?, ?, ?, ?, ?, ?)", batch)
+            self.db.execute("INSERT OR IGNORE INTO tombstone_ops (op) VALUES (?)", (op,))
+        return len(batch)
+
+    def tombstone_rows(self) -> Iterator[TombstoneRow]:
+        yield from self.db.execute(
+            "SELECT sha256, url_key, id_key, phash, near, reason, forgotten_at, op FROM tombstones"
+        )
+
+    def tombstone_ops(self) -> set[str]:
+        """The forget runs whose tombstones the ledger holds."""
+        return {row[0] for row in self.db.execute("SELECT op FROM tombstone_ops")}
 
     def close(self) -> None:
         """Give up this owner's remaining claims (uncommitted shards are claimed again by the next run)."""

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from imagecrawl.errors import ConfigError
+from imagecrawl.tuning import tuning
 
 
 def redis_url(settings: Any) -> str:
@@ -28,15 +29,15 @@ class RedisConfig:
         url = redis_url(settings)
         if not url:
             raise ConfigError("no Redis URL: set IMAGECRAWL_REDIS_URL (or REDIS_URL)")
-        lease = settings.getfloat("IMAGECRAWL_REDIS_LEASE_SECONDS")
+        lease = tuning(settings).redis_lease_seconds
         if lease <= 0:
-            raise ConfigError(f"IMAGECRAWL_REDIS_LEASE_SECONDS must be > 0, got {lease}")
+            raise ConfigError(f"IMAGECRAWL_TUNING['redis_lease_seconds'] must be > 0, got {lease}")
         return cls(
             url=url,
             prefix=str(settings.get("IMAGECRAWL_REDIS_PREFIX")),
             crawl=str(settings.get("IMAGECRAWL_REDIS_CRAWL") or spider_name),
             lease_seconds=lease,
-            seed_batch=max(1, settings.getint("IMAGECRAWL_REDIS_SEED_BATCH")),
+            seed_batch=max(1, tuning(settings).redis_seed_batch),
         )
 
     @property
@@ -56,8 +57,28 @@ class CrawlKeys:
         return f"{self.prefix}:crawl:{self.crawl}"
 
     @property
-    def queue(self) -> str:
-        return f"{self.base}:queue"
+    def sites(self) -> str:
+        """Sorted set: each site with queued requests, scored by when its shared gate next opens
+        (milliseconds, Redis's clock)."""
+        return f"{self.base}:sites"
+
+    @property
+    def queue_prefix(self) -> str:
+        """``<queue_prefix><site>``: the site's own queue (sorted set, scored by -priority)."""
+        return f"{self.base}:q:"
+
+    def site_queue(self, site: str) -> str:
+        return f"{self.queue_prefix}{site}"
+
+    @property
+    def queued(self) -> str:
+        """Counter: requests in the site queues and in ``delayed``."""
+        return f"{self.base}:queued"
+
+    @property
+    def delayed(self) -> str:
+        """Sorted set: retries waiting out their backoff, scored by when they are due (ms, wall clock)."""
+        return f"{self.base}:delayed"
 
     @property
     def seen(self) -> str:
@@ -80,6 +101,10 @@ class CrawlKeys:
         return f"{self.base}:lease:owner"
 
     @property
+    def lease_site(self) -> str:
+        return f"{self.base}:lease:site"
+
+    @property
     def lease_seq(self) -> str:
         return f"{self.base}:lease:seq"
 
@@ -88,13 +113,17 @@ class CrawlKeys:
         return f"{self.base}:seeds"
 
     def all(self) -> list[str]:
+        """The crawl's fixed keys (the site queues are found by :attr:`queue_prefix`)."""
         return [
-            self.queue,
+            self.sites,
+            self.queued,
+            self.delayed,
             self.seen,
             self.leases,
             self.lease_data,
             self.lease_score,
             self.lease_owner,
+            self.lease_site,
             self.lease_seq,
             self.seeds,
         ]

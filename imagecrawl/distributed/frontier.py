@@ -20,6 +20,8 @@ one) and pushed seeds are fed by :meth:`.worker.Worker.feed_seeds` to any spider
 from __future__ import annotations
 
 import logging
+import math
+import time
 from typing import Any, Self
 
 from scrapy import Request
@@ -31,75 +33,213 @@ from scrapy_redis.scheduler import Scheduler as ScrapyRedisScheduler
 
 from imagecrawl import meta
 from imagecrawl.distributed.config import RedisConfig
-from imagecrawl.distributed.worker import Worker, start_worker
+from imagecrawl.distributed.middlewares import SHARED_GRANT, pacing_uses_shared_gate
+from imagecrawl.distributed.worker import _REQUEUE_BODY, Worker, start_worker
 from imagecrawl.extensions.storage import crawl_storage
+from imagecrawl.pacing.sitekey import site_of_url
+from imagecrawl.scheduler import UNPACED, wake_engine
+from imagecrawl.tuning import tuning
 
 logger = logging.getLogger(__name__)
 
-# KEYS: queue, leases, lease data, lease score, lease owner, lease seq ; ARGV: ttl ms, owner
-# -> {reclaimed} or {reclaimed, lease id, request data}
-_POP = """
+# KEYS: site queue, sites, queued ; ARGV: score, request data, site -> 1 if queued (0: already there)
+_PUSH = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local reclaimed = 0
-for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, 64)) do
-  local data = redis.call('HGET', KEYS[3], id)
-  if data then
-    redis.call('ZADD', KEYS[1], tonumber(redis.call('HGET', KEYS[4], id) or '0'), data)
-    reclaimed = reclaimed + 1
-  end
-  redis.call('ZREM', KEYS[2], id)
-  redis.call('HDEL', KEYS[3], id)
-  redis.call('HDEL', KEYS[4], id)
-  redis.call('HDEL', KEYS[5], id)
-end
-local top = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-if #top == 0 then return {reclaimed} end
-redis.call('ZREM', KEYS[1], top[1])
-local id = tostring(redis.call('INCR', KEYS[6]))
-redis.call('ZADD', KEYS[2], now + tonumber(ARGV[1]), id)
-redis.call('HSET', KEYS[3], id, top[1])
-redis.call('HSET', KEYS[4], id, top[2])
-redis.call('HSET', KEYS[5], id, ARGV[2])
-return {reclaimed, id, top[1]}
+local added = redis.call('ZADD', KEYS[1], ARGV[1], ARGV[2])
+if added == 1 then redis.call('INCR', KEYS[3]) end
+redis.call('ZADD', KEYS[2], 'NX', now, ARGV[3])
+return added
 """
+
+# KEYS: delayed, queued ; ARGV: due (ms, wall clock), member ("<site>\n<score>\n<data>")
+_DELAY = """
+if redis.call('ZADD', KEYS[1], ARGV[1], ARGV[2]) == 1 then redis.call('INCR', KEYS[2]) end
+return 1
+"""
+
+# KEYS: as worker._REQUEUE_BODY, then delayed ; ARGV: queue prefix, offset, count
+# -> {reclaimed, ms until the next site or delayed request is due (-1: none), ready sites...}
+_READY = (
+    _REQUEUE_BODY
+    + """
+local now = redis_now()
+local reclaimed = 0
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, 64)) do
+  reclaimed = reclaimed + requeue(id, now)
+end
+for _, m in ipairs(redis.call('ZRANGEBYSCORE', KEYS[8], '-inf', now, 'LIMIT', 0, 256)) do
+  redis.call('ZREM', KEYS[8], m)
+  local a = string.find(m, '\\n', 1, true)
+  local b = a and string.find(m, '\\n', a + 1, true)
+  if b then
+    local site = string.sub(m, 1, a - 1)
+    if redis.call('ZADD', ARGV[1] .. site, tonumber(string.sub(m, a + 1, b - 1)), string.sub(m, b + 1)) == 0 then
+      redis.call('DECR', KEYS[7])
+    end
+    redis.call('ZADD', KEYS[6], 'NX', now, site)
+  else
+    redis.call('DECR', KEYS[7])
+  end
+end
+local out = {reclaimed, -1}
+local nxt = redis.call('ZRANGEBYSCORE', KEYS[6], '(' .. now, '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
+if #nxt > 0 then out[2] = math.ceil(tonumber(nxt[2]) - now) end
+local due = redis.call('ZRANGE', KEYS[8], 0, 0, 'WITHSCORES')
+if #due > 0 then
+  local d = math.max(0, math.ceil(tonumber(due[2]) - now))
+  if out[2] < 0 or d < out[2] then out[2] = d end
+end
+local offset, count = tonumber(ARGV[2]), tonumber(ARGV[3])
+for _, site in ipairs(redis.call('ZRANGEBYSCORE', KEYS[6], '-inf', now, 'LIMIT', offset, count)) do
+  out[#out + 1] = site
+end
+return out
+"""
+)
+
+# KEYS: site queue, sites, queued, leases, lease data, lease score, lease owner, lease site, lease seq
+# ARGV: ttl ms, owner, site -> {} (the site's queue is empty) or {lease id, request data}
+_TAKE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local top = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+if #top == 0 then
+  redis.call('ZREM', KEYS[2], ARGV[3])
+  return {}
+end
+redis.call('ZREM', KEYS[1], top[1])
+redis.call('DECR', KEYS[3])
+local id = tostring(redis.call('INCR', KEYS[9]))
+redis.call('ZADD', KEYS[4], now + tonumber(ARGV[1]), id)
+redis.call('HSET', KEYS[5], id, top[1])
+redis.call('HSET', KEYS[6], id, top[2])
+redis.call('HSET', KEYS[7], id, ARGV[2])
+redis.call('HSET', KEYS[8], id, ARGV[3])
+if redis.call('ZCARD', KEYS[1]) == 0 then
+  redis.call('ZREM', KEYS[2], ARGV[3])
+else
+  -- behind the other ready sites: across sites, the ready ones are served in turn
+  redis.call('ZADD', KEYS[2], 'XX', 'GT', now, ARGV[3])
+end
+return {id, top[1]}
+"""
+
+# KEYS: sites ; ARGV: site, ms -> the site's shared gate opens in ms: no worker looks at it before
+_DEFER = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+return redis.call('ZADD', KEYS[1], 'XX', 'GT', 'CH', now + tonumber(ARGV[2]), ARGV[1])
+"""
+
+# KEYS: site queue, sites, queued ; ARGV: site -> how many requests were dropped
+_DROP = """
+local n = redis.call('ZCARD', KEYS[1])
+redis.call('DEL', KEYS[1])
+redis.call('ZREM', KEYS[2], ARGV[1])
+if n > 0 then redis.call('DECRBY', KEYS[3], n) end
+return n
+"""
+
+#: ready sites read from Redis at a time, and at most this many pages per ``next_request``
+READY_PAGE = 32
+READY_PAGES = 8
+#: a worker with nothing ready asks Redis again after this at the latest (other workers add requests)
+IDLE_POLL_SECONDS = 1.0
+#: the longest a site is set aside for every worker before its shared gate is asked again
+DEFER_MAX_SECONDS = 5.0
+#: a site whose concurrency is full in this worker is looked at again after this, if no release came
+RELEASE_FALLBACK_SECONDS = 1.0
 
 
 class LeaseQueue(RedisQueueBase):
-    """A priority queue (sorted set, like scrapy-redis's) whose pop leases instead of deleting."""
+    """The shared frontier's queues: one sorted set per site (by -priority, as scrapy-redis's), a sites
+    index ordered by when each site's shared gate next opens, and retries waiting for their backoff.
+    Popping leases a request instead of deleting it (see :mod:`.worker`); all of it atomic in Lua."""
 
     worker: Worker
 
     def __init__(self, server: Any, spider: Any, key: str, serializer: Any = None) -> None:
         super().__init__(server, spider, key, serializer)
-        self._pop = server.register_script(_POP)
+        self._push = server.register_script(_PUSH)
+        self._delay = server.register_script(_DELAY)
+        self._ready = server.register_script(_READY)
+        self._take = server.register_script(_TAKE)
+        self._defer = server.register_script(_DEFER)
+        self._drop = server.register_script(_DROP)
 
     def bind(self, worker: Worker) -> None:
         self.worker = worker
 
     def __len__(self) -> int:
-        return int(self.server.zcard(self.key))
+        return int(self.server.get(self.worker.keys.queued) or 0)
 
-    def push(self, request: Request) -> None:
+    def clear(self) -> None:
+        from imagecrawl.distributed.seeds import reset_crawl
+
+        reset_crawl(self.server, self.worker.keys)
+
+    def push(self, request: Request, site: str = "", due: float | None = None) -> bool:
+        """Queue ``request`` in ``site``'s queue, or, with ``due`` (a wall-clock time), in the delayed set
+        until then. False if that very request was queued already."""
         request.meta.pop(meta.LEASE, None)
-        self.server.execute_command("ZADD", self.key, -request.priority, self._encode_request(request))
+        k = self.worker.keys
+        score = -request.priority
+        data = self._encode_request(request)
+        if due is not None:
+            member = site.encode() + b"\n" + str(score).encode() + b"\n" + data
+            return bool(self._delay(keys=[k.delayed, k.queued], args=[round(due * 1000), member]))
+        return bool(self._push(keys=[k.site_queue(site), k.sites, k.queued], args=[score, data, site]))
 
-    def pop(self, timeout: int = 0) -> Request | None:
+    def ready(self, offset: int, count: int) -> tuple[list[str], float | None]:
+        """Sites whose shared gate is open now (the longest ready first), and the seconds until the next
+        one opens (None: none waits on time). Dead workers' expired leases and due retries go back
+        to their sites' queues first."""
         w = self.worker
         k = w.keys
-        result = self._pop(
-            keys=[k.queue, k.leases, k.lease_data, k.lease_score, k.lease_owner, k.lease_seq],
-            args=[w.ttl_ms, w.owner],
-        )
+        result = self._ready(keys=[*w.lease_keys(), k.delayed], args=[k.queue_prefix, offset, count])
         reclaimed = int(result[0])
         if reclaimed:
             w.reclaimed(reclaimed)
-        if len(result) < 3:
-            return None
-        lease = result[1].decode() if isinstance(result[1], bytes) else str(result[1])
+        nxt = int(result[1])
+        sites = [x.decode() if isinstance(x, bytes) else str(x) for x in result[2:]]
+        return sites, (nxt / 1000.0 if nxt >= 0 else None)
+
+    def defer(self, site: str, seconds: float) -> None:
+        """No worker looks at ``site`` for ``seconds`` (its shared gate said so), at most
+        :data:`DEFER_MAX_SECONDS`: a pause ended early (an operator's resume) is seen soon after."""
+        ms = max(1, math.ceil(min(seconds, DEFER_MAX_SECONDS) * 1000))
+        self._defer(keys=[self.worker.keys.sites], args=[site, ms])
+
+    def drop(self, site: str) -> int:
+        k = self.worker.keys
+        return int(self._drop(keys=[k.site_queue(site), k.sites, k.queued], args=[site]))
+
+    def take(self, site: str) -> Request | bool | None:
+        """Lease the site's first request: the request; False if the site's queue was empty (another
+        worker took its last one); None if the request could not be decoded (dropped, counted)."""
+        w = self.worker
+        k = w.keys
+        result = self._take(
+            keys=[
+                k.site_queue(site),
+                k.sites,
+                k.queued,
+                k.leases,
+                k.lease_data,
+                k.lease_score,
+                k.lease_owner,
+                k.lease_site,
+                k.lease_seq,
+            ],
+            args=[w.ttl_ms, w.owner, site],
+        )
+        if not result:
+            return False
+        lease = result[0].decode() if isinstance(result[0], bytes) else str(result[0])
         w.acquired(lease)
         try:
-            request = self._decode_request(result[2])
+            request = self._decode_request(result[1])
         except Exception as exc:
             logger.error("Dropping an undecodable request from the frontier: %s", exc)
             w.stats.inc_value("imagecrawl/distributed/undecodable")
@@ -138,20 +278,50 @@ class RedisDupeFilter(RFPDupeFilter):
 
 
 class RedisScheduler(ScrapyRedisScheduler):
+    """The shared frontier, site-aware like the local one (:mod:`imagecrawl.scheduler`): a request
+    leaves Redis only when its site's gate says yes (the shared rate slot and pause, this worker's
+    concurrency, Crawl-delay, ban and dead-site state), so no request waits in the downloader."""
+
     def __init__(self, server: Any, crawler: Crawler, config: RedisConfig, owner: str) -> None:
         keys = config.keys
         super().__init__(
             server,
             persist=True,
-            queue_key=keys.queue,
+            queue_key=keys.base,
             queue_cls="imagecrawl.distributed.frontier.LeaseQueue",
             dupefilter=RedisDupeFilter.for_crawler(crawler, server, keys.seen),
             dupefilter_key=keys.seen,
             serializer=picklecompat,
         )
+        self.crawler = crawler
         self.config = config
         self.stats = crawler.stats
         self.worker = start_worker(crawler, config, owner)
+        settings = crawler.settings
+        self.runtime: Any = None
+        if settings.getbool("IMAGECRAWL_PACING_ENABLED"):
+            from imagecrawl.downloadermiddlewares.pacing import runtime_for
+
+            self.runtime = runtime_for(crawler)
+        from imagecrawl.pacing.config import site_key_mode
+
+        self.site_key = site_key_mode(settings)
+        self.limiter: Any = None  # the shared limiter when the pacing middleware is off
+        self.first_contact_timeout = tuning(settings).policy_timeout_seconds
+        if self.first_contact_timeout >= settings.getfloat("DOWNLOAD_TIMEOUT"):
+            self.first_contact_timeout = 0.0
+        self.forget_idle = tuning(settings).pacing_forget_idle_seconds
+        self._next_forget = 0.0
+        #: sites this worker does not look at before the time given (monotonic): its own pacing, or its
+        #: concurrency for the site is full (then until a release)
+        self._skip: dict[str, float] = {}
+        self._dropped_sites: dict[str, str] = {}
+        self._timer: Any = None
+        self._timer_at = math.inf
+        self.clock = time.monotonic
+        from scrapy.utils.asyncio import call_later
+
+        self.call_later: Any = call_later
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> Self:
@@ -165,18 +335,47 @@ class RedisScheduler(ScrapyRedisScheduler):
         return cls(server, crawler, config, owner)
 
     def open(self, spider: Any) -> None:
-        super().open(spider)
+        self.spider = spider
+        self.queue = LeaseQueue(self.server, spider, self.config.keys.base, self.serializer)
         self.queue.bind(self.worker)
+        waiting = len(self.queue)
+        if waiting:
+            logger.info("Resuming the shared frontier: %d requests waiting", waiting)
+        if self.runtime is not None and not self.runtime.middleware:
+            self.runtime = None  # nothing would release the slots it grants
+        if self.runtime is not None:
+            self.runtime.frontier = self
+        else:
+            from imagecrawl.storage.context import crawl_context
+
+            if not pacing_uses_shared_gate(self.crawler.settings):
+                self.limiter = crawl_context(self.crawler).shared_limiter()
 
     def enqueue_request(self, request: Request) -> bool:
         # A retried or redirected request carries the lease of the one it replaces: that lease is done
         # once the new request is in the frontier (or was filtered as a duplicate).
-        lease = request.meta.pop(meta.LEASE, None)
+        m = request.meta
+        lease = m.pop(meta.LEASE, None)
+        if m.get(meta.PACING_GRANTED) is True and self.runtime is not None:
+            # It came back without reaching the pacing middleware's response side: its slot is free.
+            m.pop(meta.PACING_GRANTED, None)
+            self.runtime.release_unsent(self.runtime.site_of(request))
+        elif m.get(meta.PACING_GRANTED) == SHARED_GRANT:
+            m.pop(meta.PACING_GRANTED, None)
+        if m.pop(meta.FIRST_CONTACT, None):
+            m.pop("download_timeout", None)
         try:
             if not request.dont_filter and self.df.request_seen(request):
                 self.df.log(request, self.spider)
                 return False
-            self.queue.push(request)
+            site = self._site_of(request)
+            reason = self._dropped_sites.get(site)
+            if reason is not None:
+                self._count_dropped(site, 1, reason)
+                return False
+            not_before = m.get(meta.NOT_BEFORE)
+            due = float(not_before) if not_before is not None and float(not_before) > time.time() else None
+            self.queue.push(request, site, due)
             if self.stats is not None:
                 self.stats.inc_value("scheduler/enqueued/redis")
             return True
@@ -185,13 +384,172 @@ class RedisScheduler(ScrapyRedisScheduler):
                 self.worker.ack(lease)
 
     def next_request(self) -> Request | None:
-        request: Request | None = self.queue.pop()
-        if request is not None and self.stats is not None:
+        now = self.clock()
+        if now >= self._next_forget:
+            self._forget(now)
+        skip = self._skip
+        soonest = now + IDLE_POLL_SECONDS
+        for page in range(READY_PAGES):
+            sites, next_in = self.queue.ready(page * READY_PAGE, READY_PAGE)
+            if next_in is not None:
+                soonest = min(soonest, now + next_in)
+            for site in sites:
+                until = skip.get(site)
+                if until is not None:
+                    if until > now:
+                        soonest = min(soonest, until)
+                        continue
+                    del skip[site]
+                wait, shared = self._admit(site, now)
+                if wait == 0:
+                    request = self._take(site, now)
+                    if request is not None:
+                        return request
+                    continue
+                if math.isinf(wait):
+                    self._drop(site)
+                elif shared:
+                    self.queue.defer(site, wait)
+                    if self.stats is not None:
+                        self.stats.inc_value("imagecrawl/distributed/frontier/deferred")
+                    soonest = min(soonest, now + wait)
+                else:
+                    skip[site] = now + wait
+                    soonest = min(soonest, now + wait)
+            if len(sites) < READY_PAGE:
+                break
+        self._arm(soonest, now)
+        return None
+
+    def has_pending_requests(self) -> bool:
+        return len(self) > 0
+
+    def close(self, reason: str) -> None:
+        # persist: never flush the shared frontier when one worker stops
+        self._cancel_timer()
+        if self.runtime is not None and getattr(self.runtime, "frontier", None) is self:
+            self.runtime.frontier = None
+
+    # --- the gate -----------------------------------------------------------------------------
+
+    def _site_of(self, request: Request) -> str:
+        if request.meta.get(meta.DONT_PACE) or not request.url.startswith(("http://", "https://")):
+            return UNPACED
+        if self.runtime is not None:
+            return str(self.runtime.site_of(request))
+        return site_of_url(request.url, self.site_key)
+
+    def _admit(self, site: str, now: float) -> tuple[float, bool]:
+        """(0, _): go, the slot is taken; (seconds, shared): ask again then, for every worker (the
+        shared gate) or for this one (its own pacing, or its concurrency for the site is full);
+        (inf, _): the site is given up."""
+        if site == UNPACED:
+            return 0.0, False
+        rt = self.runtime
+        if rt is None:
+            if self.limiter is None:
+                return 0.0, False
+            return float(self.limiter.acquire(site)), True
+        gate = rt.gate
+        admit = getattr(gate, "admit", None)
+        if admit is not None:
+            wait, shared = admit(site, now)
+        else:
+            wait, shared = float(gate.acquire(site, now)), False
+        rt.flush()
+        if wait > 0 and not math.isinf(wait) and not shared:
+            state = gate.sites.get(site)
+            if state is not None and state.held_by_window:
+                wait = RELEASE_FALLBACK_SECONDS
+        return float(wait), bool(shared)
+
+    def _take(self, site: str, now: float) -> Request | None:
+        got = self.queue.take(site)
+        if not isinstance(got, Request):
+            # Another worker took the site's last request, or it was undecodable: the slot is unused.
+            if self.runtime is not None and site != UNPACED:
+                self.runtime.gate.revoke(site)
+            if got is False and self.stats is not None:
+                self.stats.inc_value("imagecrawl/distributed/frontier/empty_grant")
+            return None
+        request = got
+        m = request.meta
+        if site != UNPACED:
+            if self.runtime is not None:
+                m[meta.PACING_GRANTED] = True
+                m[meta.SENT_AT] = now
+                if self.first_contact_timeout and "download_timeout" not in m:
+                    state = self.runtime.gate.sites.get(site)
+                    if state is None or not state.answered:
+                        m["download_timeout"] = self.first_contact_timeout
+                        m[meta.FIRST_CONTACT] = True
+                if self.stats is not None:
+                    self.stats.inc_value("imagecrawl/pacing/requests")
+            elif self.limiter is not None:
+                m[meta.PACING_GRANTED] = SHARED_GRANT
+        if self.stats is not None:
             self.stats.inc_value("scheduler/dequeued/redis")
         return request
 
-    def close(self, reason: str) -> None:
-        pass  # persist: never flush the shared frontier when one worker stops
+    def released(self, site: str) -> None:
+        """A request of ``site`` ended (the pacing middleware tells): if this worker held the site back
+        for its concurrency, look at it again now."""
+        if self._skip.pop(site, None) is not None:
+            wake_engine(self._engine())
+
+    def _drop(self, site: str) -> None:
+        dead = self.runtime is not None and bool(self.runtime.gate.dead(site))
+        reason = "dead_site" if dead else "banned"
+        first = site not in self._dropped_sites
+        self._dropped_sites[site] = reason
+        n = self.queue.drop(site)
+        if first:
+            if reason == "dead_site" and self.stats is not None:
+                self.stats.inc_value("imagecrawl/frontier/dead_sites")
+            logger.warning("Site %s: dropping its %d queued requests (and any later): %s", site, n, reason)
+        self._count_dropped(site, n, reason)
+
+    def _count_dropped(self, site: str, n: int, reason: str) -> None:
+        if n and self.stats is not None:
+            self.stats.inc_value(f"imagecrawl/frontier/dropped/{reason}", n)
+            if reason == "banned":
+                self.stats.inc_value("imagecrawl/bans/dropped", n)
+
+    def _forget(self, now: float) -> None:
+        """Every so often: forget this worker's state of sites long idle (bounded memory)."""
+        self._next_forget = now + max(1.0, self.forget_idle / 10)
+        for site in [s for s, until in self._skip.items() if until <= now]:
+            del self._skip[site]
+        if self.forget_idle > 0 and self.runtime is not None:
+            n = self.runtime.gate.forget_idle(now, self.forget_idle, lambda site: site in self._dropped_sites)
+            if n and self.stats is not None:
+                self.stats.inc_value("imagecrawl/pacing/forgotten", n)
+
+    # --- waking the engine --------------------------------------------------------------------
+
+    def _arm(self, at: float, now: float) -> None:
+        if self._timer is not None and self._timer_at <= at:
+            return
+        self._cancel_timer()
+        self._timer_at = at
+        self._timer = self.call_later(max(0.0, at - now), self._fire)
+
+    def _fire(self) -> None:
+        self._timer = None
+        self._timer_at = math.inf
+        wake_engine(self._engine())
+
+    def _engine(self) -> Any:
+        try:
+            return self.crawler.engine
+        except RuntimeError:  # not crawling
+            return None
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = None
+        self._timer_at = math.inf
 
 
 def _safe_url(url: str) -> str:

@@ -50,6 +50,23 @@ class RedisGate:
             self.local.revoke(site)
         return shared
 
+    def admit(self, site: str, now: float) -> tuple[float, bool]:
+        """What the shared frontier asks before a request leaves Redis: ``(wait, shared)``. 0: go (both
+        slots are taken); else seconds before asking again, and whether that is the site's shared gate
+        (every worker must wait: a pause, the shared rate slot) or this worker's own (its pacing, its
+        concurrency for the site; inf when it gave the site up)."""
+        paused = self.limiter.paused_for(site)
+        if paused > 0:
+            return paused, True
+        wait = float(self.local.acquire(site, now, False))
+        if wait > 0:
+            return wait, False
+        shared = self.limiter.acquire(site)
+        if shared <= 0:
+            return 0.0, False
+        self.local.revoke(site)
+        return shared, True
+
     def peek_wait(self, site: str, now: float) -> float:
         return max(float(self.local.peek_wait(site, now)), self.limiter.paused_for(site))
 

@@ -22,6 +22,7 @@ from imagecrawl.dedupe.reconcile import reconcile
 from imagecrawl.dedupe.sql import url_key
 from imagecrawl.dedupe.worker import DirectLedger
 from imagecrawl.storage.layout import current_key
+from imagecrawl.tuning import tuning
 
 logger = logging.getLogger(__name__)
 
@@ -138,7 +139,18 @@ class RedisLedger:
         hit = self.near.query(int(phash), max_distance)
         if hit is None:
             return None
-        return (str(hit[0]), int(hit[1])) if self.has_id(str(hit[0])) else None
+        if self.has_id(str(hit[0])):
+            return str(hit[0]), int(hit[1])
+        # The closest is a dead worker's claim (often this very image, fetched again after its lease came
+        # back): a farther hit that is committed or claimed by a live worker still counts. Without this,
+        # the first copy of a group redone after a kill was kept beside the one a survivor stored.
+        query_all = getattr(self.near, "query_all", None)
+        if query_all is None:
+            return None
+        for key, distance in query_all(int(phash), max_distance):
+            if key != hit[0] and self.has_id(str(key)):
+                return str(key), int(distance)
+        return None
 
     def release(self, sha256: str, item_id: str, url: str | None = None) -> None:
         ukey = url_key(url).hex() if url else ""
@@ -210,7 +222,7 @@ def open_redis_ledger(settings: Any, store_url: str, owner: str) -> RedisLedger:
     prefix = str(settings.get("IMAGECRAWL_REDIS_PREFIX"))
     client = redis.Redis.from_url(redis_url(settings), health_check_interval=30)
     # alive for half a lease, like the frontier's heartbeat: a dead worker's claims lapse before its leases
-    lease = settings.getfloat("IMAGECRAWL_REDIS_LEASE_SECONDS")
+    lease = tuning(settings).redis_lease_seconds
     ledger = RedisLedger(client, ledger_prefix(prefix, store_url), owner, alive_prefix(prefix), lease / 2)
     ledger.heartbeat(force=True)
     if settings.getbool("IMAGECRAWL_NEAR_DEDUPE_ENABLED"):

@@ -3,7 +3,9 @@
 - :class:`LeaseSpiderMiddleware` (closest to the engine) sees every response's callback output: items are
   bound to the request's lease (the lease ends when they are committed; see :mod:`.worker` for the
   hook that sees the end of every request, failures included);
-- :class:`GlobalRateMiddleware` (closest to the network) holds each request at its site's shared gate.
+- :class:`GlobalRateMiddleware` (closest to the network), for crawls without the pacing middleware:
+  requests the shared frontier let out hold their slot already; any other (robots.txt, a component's
+  own fetch) waits at its site's shared gate here.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from imagecrawl.pacing.config import site_key_mode
 from imagecrawl.pacing.signals import classify_exception, classify_status
 from imagecrawl.pacing.sitekey import site_of_url
 from imagecrawl.storage.context import crawl_context
+from imagecrawl.tuning import tuning
 
 logger = logging.getLogger(__name__)
 
@@ -71,7 +74,8 @@ class LeaseSpiderMiddleware:
 
 
 class GlobalRateMiddleware:
-    """Waits at the site's shared gate (:mod:`.ratelimit`) right before a request leaves, and reports
+    """Lets a request the shared frontier granted go, makes any other wait at the site's shared gate
+    (:mod:`.ratelimit`) right before it leaves, and reports
     what the site answered, so every worker slows down on one worker's 429 or Retry-After. Only for
     crawls without the pacing middleware (which waits at the shared gate itself, :class:`.gate.RedisGate`)."""
 
@@ -81,7 +85,7 @@ class GlobalRateMiddleware:
         self.stats = crawler.stats
         self.limiter = limiter
         self.site_key = site_key_mode(crawler.settings)
-        self.retry_after_max = crawler.settings.getfloat("IMAGECRAWL_RETRY_AFTER_MAX_SECONDS")
+        self.retry_after_max = tuning(crawler.settings).retry_after_max_seconds
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> Self:
@@ -92,7 +96,7 @@ class GlobalRateMiddleware:
             raise NotConfigured("the pacing middleware waits at the shared gate itself (RedisGate)")
         limiter = crawl_context(crawler).shared_limiter()
         if limiter is None:
-            raise NotConfigured("IMAGECRAWL_REDIS_RATE_ENABLED is off")
+            raise NotConfigured("IMAGECRAWL_TUNING['redis_rate_enabled'] is off")
         return cls(crawler, limiter)
 
     def site_of(self, request: Request) -> str:
@@ -101,6 +105,12 @@ class GlobalRateMiddleware:
     async def process_request(self, request: Request) -> None:
         if request.meta.get(meta.DONT_PACE):
             return
+        if request.meta.get(meta.PACING_GRANTED) == SHARED_GRANT:
+            del request.meta[meta.PACING_GRANTED]
+            # The shared frontier let it out with its slot taken (imagecrawl.distributed.frontier)
+            self.stats.inc_value("imagecrawl/distributed/rate/granted")
+            return
+        # Not from the shared frontier (robots.txt, a component's own fetch): it waits here, counted.
         site = self.site_of(request)
         waited = 0.0
         while True:
@@ -145,6 +155,9 @@ class GlobalRateMiddleware:
 
 
 MAX_NAP_SECONDS = 1.0
+#: ``imagecrawl_pacing_granted`` of a request the shared frontier let out while the pacing middleware is
+#: off: its shared rate slot is taken (:mod:`.frontier`), it does not wait again here
+SHARED_GRANT = "shared"
 
 PACING_MIDDLEWARE = "imagecrawl.downloadermiddlewares.pacing.PacingMiddleware"
 
@@ -154,4 +167,11 @@ def pacing_uses_shared_gate(settings: Any) -> bool:
     if not settings.getbool("IMAGECRAWL_PACING_ENABLED"):
         return False
     mws = settings.getwithbase("DOWNLOADER_MIDDLEWARES")
-    return any(str(path) == PACING_MIDDLEWARE and order is not None for path, order in mws.items())
+    return any(_path_of(path) == PACING_MIDDLEWARE and order is not None for path, order in mws.items())
+
+
+def _path_of(component: Any) -> str:
+    """A component's import path, whether named by its path or given as the class (as add-ons do)."""
+    if isinstance(component, str):
+        return component
+    return f"{getattr(component, '__module__', '')}.{getattr(component, '__qualname__', '')}"

@@ -96,6 +96,13 @@ class RedisNearIndex:
             hit = self._core.query(value, max_distance)
             return None if hit is None else (self._keys[hit[0]], hit[1])
 
+    def query_all(self, phash: int, max_distance: int) -> list[tuple[str, int]]:
+        """Every (key, distance) within ``max_distance``, closest first (a full scan of the replica)."""
+        value = to_unsigned64(phash)
+        with self._lock:
+            self._catch_up()
+            return [(self._keys[h], d) for h, d in self._core.query_all(value, max_distance)]
+
     def add(self, key: str, phash: int) -> None:
         self.add_many([(key, phash)])
 

@@ -19,7 +19,7 @@ import logging
 import os
 import sys
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from imagecrawl import defaults as project_settings
 from imagecrawl.distributed.config import CrawlKeys
@@ -52,7 +52,20 @@ def push_seeds(client: redis.Redis, keys: CrawlKeys, seeds: Iterable[str]) -> in
 
 def reset_crawl(client: redis.Redis, keys: CrawlKeys) -> int:
     """Delete the crawl's frontier (queue, seen-set, leases, seeds). The dedupe ledger stays."""
-    return int(client.delete(*keys.all()))
+    n = int(client.delete(*keys.all()))
+    batch: list[Any] = []
+    for key in client.scan_iter(match=_glob_escape(keys.queue_prefix) + "*", count=1000):
+        batch.append(key)
+        if len(batch) >= 500:
+            n += int(client.delete(*batch))
+            batch.clear()
+    if batch:
+        n += int(client.delete(*batch))
+    return n
+
+
+def _glob_escape(text: str) -> str:
+    return "".join(f"\\{ch}" if ch in "*?[]\\" else ch for ch in text)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -37,31 +37,43 @@ from imagecrawl.storage.context import crawl_context
 
 logger = logging.getLogger(__name__)
 
-# KEYS: queue, leases, lease data, lease score, lease owner ; ARGV: lease ids...
+# KEYS: leases, lease data, lease score, lease owner, lease site, sites, queued ; ARGV: queue prefix, ...
+# A lease goes back to its own site's queue with its original priority (shared with .frontier's pop).
 _REQUEUE_BODY = """
-local function requeue(id)
-  local data = redis.call('HGET', KEYS[3], id)
+local function requeue(id, now)
+  local data = redis.call('HGET', KEYS[2], id)
   if data then
-    redis.call('ZADD', KEYS[1], tonumber(redis.call('HGET', KEYS[4], id) or '0'), data)
+    local site = redis.call('HGET', KEYS[5], id) or ''
+    if redis.call('ZADD', ARGV[1] .. site, tonumber(redis.call('HGET', KEYS[3], id) or '0'), data) == 1 then
+      redis.call('INCR', KEYS[7])
+    end
+    redis.call('ZADD', KEYS[6], 'NX', now, site)
   end
-  redis.call('ZREM', KEYS[2], id)
+  redis.call('ZREM', KEYS[1], id)
+  redis.call('HDEL', KEYS[2], id)
   redis.call('HDEL', KEYS[3], id)
   redis.call('HDEL', KEYS[4], id)
   redis.call('HDEL', KEYS[5], id)
   return data and 1 or 0
 end
+local function redis_now()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
 """
 
+# ARGV: queue prefix, lease ids...
 _REQUEUE = (
     _REQUEUE_BODY
     + """
+local now = redis_now()
 local n = 0
-for i = 1, #ARGV do n = n + requeue(ARGV[i]) end
+for i = 2, #ARGV do n = n + requeue(ARGV[i], now) end
 return n
 """
 )
 
-# KEYS: leases, lease data, lease score, lease owner ; ARGV: lease ids...
+# KEYS: leases, lease data, lease score, lease owner, lease site ; ARGV: lease ids...
 _ACK = """
 local n = 0
 for i = 1, #ARGV do
@@ -69,6 +81,7 @@ for i = 1, #ARGV do
   redis.call('HDEL', KEYS[2], ARGV[i])
   redis.call('HDEL', KEYS[3], ARGV[i])
   redis.call('HDEL', KEYS[4], ARGV[i])
+  redis.call('HDEL', KEYS[5], ARGV[i])
 end
 return n
 """
@@ -179,7 +192,7 @@ class Worker:
         self._called_back.discard(lease)
         self._items_open.pop(lease, None)
         k = self.keys
-        self._ack(keys=[k.leases, k.lease_data, k.lease_score, k.lease_owner], args=[lease])
+        self._ack(keys=[k.leases, k.lease_data, k.lease_score, k.lease_owner, k.lease_site], args=[lease])
         self.stats.inc_value("imagecrawl/distributed/leases/acked")
 
     def requeue_held(self) -> int:
@@ -188,10 +201,15 @@ class Worker:
         if not held:
             return 0
         k = self.keys
-        n = int(self._requeue(keys=[k.queue, k.leases, k.lease_data, k.lease_score, k.lease_owner], args=held))
+        n = int(self._requeue(keys=self.lease_keys(), args=[k.queue_prefix, *held]))
         self.held.clear()
         self.stats.inc_value("imagecrawl/distributed/leases/requeued", n)
         return n
+
+    def lease_keys(self) -> list[str]:
+        """The keys of :data:`_REQUEUE_BODY` (leases, their data, score, owner and site; sites, queued)."""
+        k = self.keys
+        return [k.leases, k.lease_data, k.lease_score, k.lease_owner, k.lease_site, k.sites, k.queued]
 
     def reclaimed(self, n: int) -> None:
         """Leases of a dead worker came back. It may have died between putting a shard into the store and
@@ -312,10 +330,11 @@ class Worker:
             raise DontCloseSpider
         k = self.keys
         with self.redis.pipeline(transaction=False) as pipe:
-            pipe.zcard(k.queue)
+            pipe.get(k.queued)
             pipe.zcard(k.leases)
             pipe.llen(k.seeds)
-            queued, leased, seeds = (int(x) for x in pipe.execute())
+            queued_raw, leased_raw, seeds_raw = pipe.execute()
+            queued, leased, seeds = int(queued_raw or 0), int(leased_raw), int(seeds_raw)
         if queued or leased or seeds:
             # Another worker is still busy (its work may add requests, or come back if it dies), or
             # this worker's own last items are on their way into the store.

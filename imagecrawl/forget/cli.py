@@ -10,19 +10,21 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import sqlite3
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from imagecrawl import failpoints
+from imagecrawl import failpoints, redact
+from imagecrawl.dedupe.sqlite import Ledger, open_ledger
 from imagecrawl.errors import ConfigError, StoreError, missing_extra
+from imagecrawl.exitcodes import status_of
 from imagecrawl.forget import engine, lock
 from imagecrawl.forget.selectors import KINDS, Selection, Selector, parse_selector, read_selector_file
 from imagecrawl.forget.tombstones import Tombstone
 from imagecrawl.state import state_dir_for
-from imagecrawl.storage.stores import LocalStore, S3Store, open_store, s3_config_from_settings
+from imagecrawl.storage.stores import LocalStore, S3Store, open_store, s3_config_from_settings, s3_problem
+from imagecrawl.tuning import tuning
 
 logger = logging.getLogger(__name__)
 
@@ -31,13 +33,19 @@ SHARED_TOMBSTONES = "imagecrawl.distributed.tombstones.SharedTombstones"
 
 
 def store_settings(store: str, pairs: Sequence[str]) -> Any:
-    """The project's settings with ``-s NAME=VALUE`` and ``IMAGECRAWL_STORE`` applied."""
+    """The settings ``scrapy crawl`` would have in this project (its settings module, with its add-ons
+    and their defaults beneath), with ``-s NAME=VALUE`` and ``IMAGECRAWL_STORE`` applied: what a forget
+    run reads, and what the recheck crawl runs with (the add-ons install the crawl's components and its
+    identity when the crawler starts)."""
     from scrapy.settings import Settings
 
-    from imagecrawl import defaults as defaults
+    from imagecrawl import settings as project
+    from imagecrawl.addon import default_values
 
     settings = Settings()
-    settings.setmodule(defaults, priority="project")
+    for name, value in default_values().items():
+        settings.set(name, value, priority="addon")
+    settings.setmodule(project, priority="project")
     for pair in pairs:
         name, sep, value = pair.partition("=")
         if not sep or not name.strip():
@@ -95,44 +103,27 @@ def author_salt_of(state: Path, settings: Any) -> bytes | None:
     return None
 
 
-def live_writers(state: Path) -> list[str]:
+def live_writers(ledger: Ledger) -> list[str]:
     """Runs the dedupe ledger knows as still going (on this host: process alive; elsewhere: fresh
-    heartbeat), and outbox files an ended crawl left uncommitted."""
-    found: list[str] = []
-    path = state / "ledger.sqlite3"
-    if path.exists():
-        from imagecrawl.dedupe.sqlite import Ledger
-
-        ledger = Ledger(path, owner=f"forget-{engine.new_op_id()}")  # voids the claims of dead runs
-        try:
-            rows = ledger.db.execute("SELECT owner, host, pid FROM owners WHERE owner != ?", (ledger.owner,))
-            found += [f"crawl {owner} (host {host}, pid {pid})" for owner, host, pid in rows]
-        finally:
-            ledger.close()
-    return found
+    heartbeat): crawls writing into the store now."""
+    return [f"crawl {owner} (host {host}, pid {pid})" for owner, host, pid in ledger.live_owners()]
 
 
-def commit_leftovers(store: LocalStore | S3Store, state: Path, settings: Any) -> None:
+def commit_leftovers(store: LocalStore | S3Store, state: Path, settings: Any, ledger: Ledger) -> None:
     """Commit what an interrupted crawl left in the outbox (as its next start would: the outbox's own
     recovery), so that its rows are in the store when the selection is made; :class:`StoreError` if the
     store does not take them all."""
     import asyncio
 
-    from imagecrawl.dedupe.sqlite import open_ledger
     from imagecrawl.storage.outbox import Outbox
-
-    ledger = open_ledger(state / "ledger.sqlite3", owner=f"forget-{engine.new_op_id()}")
 
     async def flush() -> list[str]:
         keys = {shard.key for shard in store.list_shards()}
-        outbox = Outbox(state / "outbox", store, ledger, max_bytes=settings.getint("IMAGECRAWL_OUTBOX_MAX_BYTES"))
-        outbox.recover(keys, settings.getint("IMAGECRAWL_ROW_GROUP_ROWS"))
-        return await outbox.close(timeout=settings.getfloat("IMAGECRAWL_CLOSE_COMMIT_TIMEOUT_SECONDS"))
+        outbox = Outbox(state / "outbox", store, ledger, max_bytes=tuning(settings).outbox_max_bytes)
+        outbox.recover(keys, tuning(settings).row_group_rows)
+        return await outbox.close(timeout=tuning(settings).close_commit_timeout_seconds)
 
-    try:
-        waiting = asyncio.run(flush())
-    finally:
-        ledger.close()
+    waiting = asyncio.run(flush())
     left = outbox_leftovers(state)
     if waiting or left:
         raise StoreError(
@@ -149,14 +140,22 @@ def outbox_leftovers(state: Path) -> list[str]:
     return sorted(p.name for p in outbox.iterdir() if p.suffix in (".spool", ".ready"))
 
 
+#: the command's spelling (issue and docs/forget.md), then the options beyond it
+USAGE = (
+    "%(prog)s STORE [--site HOST]... [--url-prefix PREFIX]... [--sha256 HASH]... [--like IMAGE_FILE]... "
+    "[--from FILE] --reason TEXT [--dry-run] [--account NAME]... [--json] [-s NAME=VALUE]..."
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="imagecrawl forget",
+        usage=USAGE,
         description="Remove rows from a store on request, keep tombstones so that no later crawl brings "
         "them back, and log the removal in the store's audit log (docs/forget.md).",
         epilog="Exit status: 0 done, 2 usage error, 3 store trouble (or a crawl is writing into the store).",
     )
-    parser.add_argument("store", help="a local folder or s3://bucket/prefix, as IMAGECRAWL_STORE")
+    parser.add_argument("store", metavar="STORE", help="a local folder or s3://bucket/prefix, as IMAGECRAWL_STORE")
     parser.add_argument(
         "--site",
         action="append",
@@ -195,7 +194,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="a file of selectors, one a line: 'site HOST', 'url-prefix URL', 'sha256 HASH', "
         "'like FILE', 'account NAME'",
     )
-    parser.add_argument("--reason", required=True, help="why (kept in the tombstones and the audit log)")
+    parser.add_argument(
+        "--reason", required=True, metavar="TEXT", help="why (kept in the tombstones and the audit log)"
+    )
     parser.add_argument("--dry-run", action="store_true", help="print what would go: per shard, per site, a sample")
     parser.add_argument("--json", action="store_true", help="print the result as one JSON object")
     parser.add_argument(
@@ -223,6 +224,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    store: LocalStore | S3Store | None = None
     try:
         if not args.reason.strip():
             raise ConfigError("--reason must say why")
@@ -245,28 +247,26 @@ def main(argv: Sequence[str] | None = None) -> int:
             publish=tombstone_publisher(settings),
             settings=settings,
         )
-    except ConfigError as exc:
-        print(f"imagecrawl forget: error: {exc}", file=sys.stderr)
-        return 2
-    except StoreError as exc:
-        print(f"imagecrawl forget: error: {exc}", file=sys.stderr)
-        return 3
-    except (OSError, sqlite3.Error) as exc:
-        print(f"imagecrawl forget: error: {args.store}: {exc}", file=sys.stderr)
-        return 3
-    except Exception as exc:  # boto3/botocore: the store is not reachable or refuses
-        if type(exc).__module__.startswith(("botocore", "boto3")):
-            print(f"imagecrawl forget: error: {args.store}: {_s3_words(exc, store)}", file=sys.stderr)
-            return 3
-        raise
+    except Exception as exc:
+        return stopped("imagecrawl forget", args.store, exc, store)
     print(json.dumps(result, default=str) if args.json else format_result(result))
     return 0
 
 
-def _s3_words(exc: Exception, store: Any) -> str:
-    from imagecrawl.storage.stores import s3_problem
-
-    return s3_problem(exc, store) if isinstance(store, S3Store) else str(exc)
+def stopped(prog: str, url: str, exc: Exception, store: LocalStore | S3Store | None) -> int:
+    """One line on stderr for an error that stops a store command, and its exit status
+    (:func:`imagecrawl.exitcodes.status_of`: 2 a usage error, 3 store trouble); a bug is raised again."""
+    status = status_of(exc)
+    if status is None:
+        raise exc
+    if isinstance(exc, ConfigError | StoreError):
+        words = str(exc)
+    elif isinstance(store, S3Store) and type(exc).__module__.startswith(("botocore", "boto3")):
+        words = f"{url}: {s3_problem(exc, store)}"
+    else:
+        words = f"{url}: {exc}"
+    print(f"{prog}: error: {redact.mask(words)}", file=sys.stderr)
+    return status
 
 
 def run(
@@ -290,26 +290,42 @@ def run(
             "near_tombstones": sum(1 for t in stones if t.near),
         }
     with lock.exclusive(state):
-        writers = live_writers(state)
-        if writers:
-            raise StoreError(
-                f"{writers[0]} is writing into this store now: run imagecrawl forget again when it has ended"
-            )
-        if outbox_leftovers(state):
-            commit_leftovers(store, state, settings if settings is not None else store_settings(store.url, []))
-        current = engine.fingerprint(engine.described(selection), reason)
-        resumed = None
-        for pending in journal.pending():
-            logger.warning("Completing the forget run %s that was interrupted (reason: %s)", pending.op, pending.reason)
-            outcome = engine.carry_out(store, state, pending, journal, resumed=True, publish=publish)
-            if pending.fingerprint == current and resumed is None:
-                resumed = outcome
-        if resumed is not None:
-            return _outcome(resumed)
-        plan, stones = engine.scan(store, selection, reason=reason)
-        journal.write(plan, stones)
-        failpoints.hit("forget.planned")
-        return _outcome(engine.carry_out(store, state, plan, journal, publish=publish))
+        # the ledger voids the claims of dead runs as it opens; this run's own statements go through it
+        ledger = open_ledger(state / "ledger.sqlite3", owner=f"forget-{engine.new_op_id()}")
+        try:
+            return _carry_out(store, state, selection, reason, ledger, journal, publish, settings)
+        finally:
+            ledger.close()
+
+
+def _carry_out(
+    store: LocalStore | S3Store,
+    state: Path,
+    selection: Selection,
+    reason: str,
+    ledger: Ledger,
+    journal: engine.Journal,
+    publish: Callable[[list[Tombstone]], Any] | None,
+    settings: Any,
+) -> dict[str, Any]:
+    writers = live_writers(ledger)
+    if writers:
+        raise StoreError(f"{writers[0]} is writing into this store now: run imagecrawl forget again when it has ended")
+    if outbox_leftovers(state):
+        commit_leftovers(store, state, settings if settings is not None else store_settings(store.url, []), ledger)
+    current = engine.fingerprint(engine.described(selection), reason)
+    resumed = None
+    for pending in journal.pending():
+        logger.warning("Completing the forget run %s that was interrupted (reason: %s)", pending.op, pending.reason)
+        outcome = engine.carry_out(store, state, pending, journal, ledger, resumed=True, publish=publish)
+        if pending.fingerprint == current and resumed is None:
+            resumed = outcome
+    if resumed is not None:
+        return _outcome(resumed)
+    plan, stones = engine.scan(store, selection, reason=reason)
+    journal.write(plan, stones)
+    failpoints.hit("forget.planned")
+    return _outcome(engine.carry_out(store, state, plan, journal, ledger, publish=publish))
 
 
 def _summary(plan: engine.Plan) -> dict[str, Any]:

@@ -9,8 +9,9 @@ import logging
 from scrapy.crawler import Crawler
 from scrapy.utils.misc import load_object
 
+from imagecrawl.dedupe.sqlite import Ledger
 from imagecrawl.extensions.storage import crawl_storage
-from imagecrawl.forget.tombstones import TombstoneIndex, load_index
+from imagecrawl.forget.tombstones import TombstoneIndex, TombstoneTable, index_of, load_index
 from imagecrawl.state import state_dir_for
 from imagecrawl.storage.context import crawl_context
 
@@ -31,8 +32,12 @@ def tombstones(crawler: Crawler) -> TombstoneIndex:
             index: TombstoneIndex = load_object(factory).from_crawler(crawler)
         else:
             storage = crawl_storage(crawler)
-            state = state_dir_for(str(settings.get("IMAGECRAWL_STORE")), settings.get("IMAGECRAWL_STATE_DIR"))
-            index = load_index(state / "ledger.sqlite3", storage.store, settings.getint("IMAGECRAWL_NEAR_MAX_DISTANCE"))
+            near = settings.getint("IMAGECRAWL_NEAR_MAX_DISTANCE")
+            if isinstance(storage.ledger, Ledger):  # the crawl's own ledger keeps them
+                index = index_of(TombstoneTable(storage.ledger), storage.store, near)
+            else:
+                state = state_dir_for(str(settings.get("IMAGECRAWL_STORE")), settings.get("IMAGECRAWL_STATE_DIR"))
+                index = load_index(state / "ledger.sqlite3", storage.store, near)
         if len(index):
             logger.info("Tombstones: %d forgotten images are refused by this crawl", len(index))
         return index

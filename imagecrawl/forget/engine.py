@@ -26,7 +26,6 @@ import json
 import logging
 import os
 import secrets
-import sqlite3
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -40,6 +39,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from imagecrawl import failpoints
+from imagecrawl.dedupe.near import SqliteNearIndex
+from imagecrawl.dedupe.sqlite import Ledger
 from imagecrawl.forget import tombstones as tomb
 from imagecrawl.forget.selectors import SELECT_COLUMNS, Selection
 from imagecrawl.pacing.sitekey import site_of_url
@@ -262,47 +263,13 @@ def rewrite_shard(store: Any, key: str, sha256s: pa.Array, scratch: Path) -> tup
     return removed, size, written, False
 
 
-def forget_in_ledger(state: Path, plan: Plan, stones: list[tomb.Tombstone], outcome: Outcome) -> None:
-    """Take the rows out of the SQLite dedupe ledger and the near-duplicate index (idempotent)."""
-    ledger = state / "ledger.sqlite3"
-    if ledger.exists():
-        db = sqlite3.connect(str(ledger), isolation_level=None, timeout=30)
-        try:
-            db.execute("PRAGMA busy_timeout=30000")
-            if not db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'seen'").fetchone():
-                return  # no crawl has used this ledger yet: nothing recorded to take out
-            ids = [
-                r[0]
-                for r in db.execute(
-                    "SELECT id FROM seen WHERE sha256 IN (SELECT value FROM json_each(?))", (json.dumps(plan.sha256s),)
-                )
-            ]
-            db.execute("BEGIN IMMEDIATE")
-            db.executemany("DELETE FROM seen WHERE sha256 = ?", [(s,) for s in plan.sha256s])
-            db.executemany("DELETE FROM ids WHERE sha256 = ?", [(s,) for s in plan.sha256s])
-            db.executemany(
-                "DELETE FROM urls WHERE url_hash = ?", [(bytes.fromhex(t.url_key),) for t in stones if t.url_key]
-            )
-            for shard in plan.shards:
-                if shard.key in outcome.deleted:
-                    db.execute("DELETE FROM shards WHERE key = ?", (shard.key,))
-                else:
-                    db.execute("UPDATE shards SET rows = MAX(0, rows - ?) WHERE key = ?", (shard.remove, shard.key))
-            db.execute("COMMIT")
-        finally:
-            db.close()
-        _forget_near(state / "near.sqlite3", ids)
-
-
-def _forget_near(path: Path, ids: list[str]) -> None:
-    if not path.exists() or not ids:
-        return
-    db = sqlite3.connect(str(path), isolation_level=None, timeout=30)
-    try:
-        db.execute("PRAGMA busy_timeout=30000")
-        db.executemany("DELETE FROM near_phash WHERE key = ?", [(i,) for i in ids])
-    finally:
-        db.close()
+def forget_in_ledger(ledger: Ledger, state: Path, plan: Plan, stones: list[tomb.Tombstone], outcome: Outcome) -> None:
+    """Take the rows out of the near-duplicate index, then out of the dedupe ledger (both idempotent; in
+    this order, so that a run resumed between the two still finds the rows' ids in the ledger)."""
+    ids = ledger.ids_of(plan.sha256s)
+    SqliteNearIndex.remove_keys(state / "near.sqlite3", ids)
+    shards = {s.key: None if s.key in outcome.deleted else s.rows - s.remove for s in plan.shards}
+    ledger.forget_rows(plan.sha256s, [bytes.fromhex(t.url_key) for t in stones if t.url_key], shards)
 
 
 def carry_out(
@@ -310,6 +277,7 @@ def carry_out(
     state: Path,
     plan: Plan,
     journal: Journal,
+    ledger: Ledger,
     *,
     resumed: bool = False,
     publish: Callable[[list[tomb.Tombstone]], Any] | None = None,
@@ -319,11 +287,7 @@ def carry_out(
     started = time.monotonic()
     outcome = Outcome(plan, resumed=resumed)
     stones = journal.tombstones(plan)
-    table = tomb.TombstoneTable(state / "ledger.sqlite3")
-    try:
-        table.add(plan.op, stones)
-    finally:
-        table.close()
+    tomb.TombstoneTable(ledger).add(plan.op, stones)
     tomb.put_in_store(store, plan.op, stones)
     if publish is not None:
         publish(stones)
@@ -347,7 +311,7 @@ def carry_out(
             outcome.rewritten.append(shard.key)
             outcome.bytes_written += written
         logger.info("Forget %s: shard %s, %d of %d rows removed", plan.op, key, removed, shard.rows)
-    forget_in_ledger(state, plan, stones, outcome)
+    forget_in_ledger(ledger, state, plan, stones, outcome)
     failpoints.hit("forget.ledger.done")
     outcome.seconds = time.monotonic() - started
     write_audit(store, plan, outcome)

@@ -4,7 +4,7 @@ as a crawl does, and forget the rows of the sites (or pages) that now refuse AI 
 The visit is a Scrapy crawl of a small spider (:class:`RecheckSpider`) with the project's settings and
 middlewares: identity guard, network guard, robots.txt (with its ``Content-Signal`` / ``Content-Usage``
 lines), TDMRep, opt-out headers and page meta, pacing. Per site (an origin, ``scheme://host:port``) it
-asks for the site's root page and a sample of the store's pages there (``IMAGECRAWL_RECHECK_SAMPLE_PAGES``).
+asks for the site's root page and a sample of the store's pages there (``IMAGECRAWL_TUNING['recheck_sample_pages']``).
 What the opt-out components refuse is read back from their skip log; a page's own opt-out (``noai``
 meta, ``X-Robots-Tag``, ``tdm-reservation``) from the request's meta.
 
@@ -21,11 +21,11 @@ Exit status 0 done, 2 usage error, 3 store trouble.
 from __future__ import annotations
 
 import argparse
+import hashlib
+import heapq
 import json
 import logging
 import shutil
-import sqlite3
-import sys
 import tempfile
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
@@ -40,9 +40,11 @@ from twisted.python.failure import Failure
 
 from imagecrawl import meta
 from imagecrawl.errors import ConfigError, StoreError
+from imagecrawl.exitcodes import USAGE, exit_code, set_exit_code, status_of
 from imagecrawl.forget import cli as forget_cli
 from imagecrawl.forget.engine import now_iso
 from imagecrawl.forget.selectors import Selection, parse_selector
+from imagecrawl.tuning import tuning
 
 logger = logging.getLogger(__name__)
 
@@ -89,10 +91,19 @@ def origin_of(url: str) -> str | None:
     return f"{parts.scheme}://{parts.netloc.lower()}"
 
 
+def sample_key(url: str) -> bytes:
+    """A page's place in its site's sample: the pages of the smallest keys are asked. A hash, so the sample
+    is spread over the whole site (all its crawls, paths and shards), the same at every recheck, and kept
+    in memory as it is read (``sample`` pages a site, however many rows)."""
+    return hashlib.blake2b(url.encode("utf-8", "surrogatepass"), digest_size=8).digest()
+
+
 def sites_in_store(store: Any, sample: int) -> dict[str, Site]:
-    """Every origin with rows in the store (by page URL, else image URL), its row count and up to
-    ``sample`` of its page URLs."""
+    """Every origin with rows in the store (by page URL, else image URL), its row count and a sample of
+    up to ``sample`` of its page URLs (:func:`sample_key`)."""
     sites: dict[str, Site] = {}
+    # per site: its sample as a max-heap (negated keys), and the same pages as a set
+    picked: dict[str, tuple[list[tuple[bytes, str]], set[str]]] = {}
     for shard in store.list_shards():
         with store.open(shard.key) as fh:
             pf = pq.ParquetFile(fh)
@@ -107,8 +118,20 @@ def sites_in_store(store: Any, sample: int) -> dict[str, Site]:
                 continue
             site = sites.setdefault(origin, Site(origin))
             site.rows += 1
-            if page and len(site.pages) < sample and page not in site.pages and page != site.root:
-                site.pages.append(page)
+            if page and sample and page != site.root and origin_of(page) == origin:
+                heap, chosen = picked.setdefault(origin, ([], set()))
+                key = bytes(255 - b for b in sample_key(page))  # negated: the heap's top is the largest key
+                if page in chosen:
+                    continue
+                if len(heap) < sample:
+                    heapq.heappush(heap, (key, page))
+                elif key > heap[0][0]:
+                    chosen.discard(heapq.heapreplace(heap, (key, page))[1])
+                else:
+                    continue
+                chosen.add(page)
+    for origin, (heap, _) in picked.items():
+        sites[origin].pages = [url for _, url in sorted(heap, reverse=True)]
     return sites
 
 
@@ -145,7 +168,7 @@ class RecheckSpider(scrapy.Spider):
         if not self.given:
             settings = self.crawler.settings
             store, _state = forget_cli.open_for_forget(settings)
-            self.sites = sites_in_store(store, settings.getint("IMAGECRAWL_RECHECK_SAMPLE_PAGES"))
+            self.sites = sites_in_store(store, tuning(settings).recheck_sample_pages)
             logger.info("Recheck: %d sites with rows in %s", len(self.sites), store.url)
         for site in self.sites.values():
             for url in [site.root, *site.pages]:
@@ -183,12 +206,13 @@ class RecheckSpider(scrapy.Spider):
         try:
             store, state = forget_cli.open_for_forget(settings)
             result = apply(store, state, self.sites, settings, dry_run=self.dry_run)
-        except (StoreError, ConfigError, OSError, sqlite3.Error) as exc:
-            from imagecrawl.exitcodes import STORE, USAGE, set_exit_code
-
+        except Exception as exc:
+            status = status_of(exc)
+            if status is None:
+                raise
             logger.error("Recheck: nothing forgotten: %s", exc)
             assert self.crawler.stats is not None
-            set_exit_code(self.crawler.stats, USAGE if isinstance(exc, ConfigError) else STORE)
+            set_exit_code(self.crawler.stats, status)
             return
         for line in format_result(result).splitlines():
             logger.info("Recheck: %s", line)
@@ -216,7 +240,6 @@ def visit(sites: dict[str, Site], settings: Any) -> None:
     from scrapy.crawler import AsyncCrawlerProcess
 
     from imagecrawl.commands.crawl import user_error
-    from imagecrawl.exitcodes import USAGE, exit_code
 
     failures: list[BaseException] = []
     process = AsyncCrawlerProcess(settings)
@@ -239,11 +262,12 @@ def visit(sites: dict[str, Site], settings: Any) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="imagecrawl recheck",
+        usage="%(prog)s STORE [--dry-run] [-s NAME=VALUE]... [--json]",
         description="Visit every site with rows in the store through the crawl's policy (pacing, identity, "
         "guards), re-read its AI opt-outs, and forget the rows of sites that now refuse AI training.",
         epilog="Exit status: 0 done, 2 usage error, 3 store trouble. Schedule it beside the crawls: docs/forget.md.",
     )
-    parser.add_argument("store", help="a local folder or s3://bucket/prefix, as IMAGECRAWL_STORE")
+    parser.add_argument("store", metavar="STORE", help="a local folder or s3://bucket/prefix, as IMAGECRAWL_STORE")
     parser.add_argument("--dry-run", action="store_true", help="report what changed; forget nothing")
     parser.add_argument("--json", action="store_true", help="print the result as one JSON object")
     parser.add_argument(
@@ -260,11 +284,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    store = None
     try:
         settings = forget_cli.store_settings(args.store, args.settings)
-        sample = settings.getint("IMAGECRAWL_RECHECK_SAMPLE_PAGES")
+        sample = tuning(settings).recheck_sample_pages
         if sample < 0:
-            raise ConfigError(f"IMAGECRAWL_RECHECK_SAMPLE_PAGES must be 0 or more, got {sample}")
+            raise ConfigError(f"IMAGECRAWL_TUNING['recheck_sample_pages'] must be 0 or more, got {sample}")
         store, state = forget_cli.open_for_forget(settings)
         sites = sites_in_store(store, sample)
         with tempfile.TemporaryDirectory(prefix="imagecrawl-recheck-") as tmp:
@@ -276,15 +301,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 visit(sites, settings)
             read_skip_log(log, sites)
         result = apply(store, state, sites, settings, dry_run=args.dry_run)
-    except ConfigError as exc:
-        print(f"imagecrawl recheck: error: {exc}", file=sys.stderr)
-        return 2
-    except StoreError as exc:
-        print(f"imagecrawl recheck: error: {exc}", file=sys.stderr)
-        return 3
-    except (OSError, sqlite3.Error) as exc:
-        print(f"imagecrawl recheck: error: {args.store}: {exc}", file=sys.stderr)
-        return 3
+    except Exception as exc:
+        return forget_cli.stopped("imagecrawl recheck", args.store, exc, store)
     print(json.dumps(result, default=str) if args.json else format_result(result))
     return 0
 

@@ -11,18 +11,19 @@ memory: a few dozen bytes a row) before an image is fetched and before an item i
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
-import sqlite3
+import os
+import secrets
 import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from imagecrawl.dedupe.locking import while_locked
+from imagecrawl.dedupe.base import TombstoneRow
+from imagecrawl.dedupe.sqlite import Ledger, open_ledger
 from imagecrawl.media import hamming
 from imagecrawl.storage import layout
 
@@ -31,24 +32,6 @@ logger = logging.getLogger(__name__)
 #: the store folder of forget's records (tombstones and the audit log), where readers do not look
 AUDIT_DIR = layout.AUDIT_DIR
 TOMBSTONES_DIR = f"{AUDIT_DIR}/tombstones"
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS tombstones (
-    sha256 TEXT PRIMARY KEY,
-    url_key TEXT,
-    id_key TEXT,
-    phash INTEGER,
-    near INTEGER NOT NULL DEFAULT 0,
-    reason TEXT NOT NULL,
-    forgotten_at TEXT NOT NULL,
-    op TEXT NOT NULL
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS tombstones_url ON tombstones (url_key);
-CREATE INDEX IF NOT EXISTS tombstones_id ON tombstones (id_key);
-CREATE TABLE IF NOT EXISTS tombstone_ops (
-    op TEXT PRIMARY KEY
-) WITHOUT ROWID;
-"""
 
 
 def key_of(text: str) -> str:
@@ -69,6 +52,19 @@ class Tombstone:
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
+
+    def row(self) -> TombstoneRow:
+        """As the ledger keeps it."""
+        return (
+            self.sha256,
+            self.url_key,
+            self.id_key,
+            self.phash,
+            int(self.near),
+            self.reason,
+            self.forgotten_at,
+            self.op,
+        )
 
     @classmethod
     def from_json(cls, line: str) -> Tombstone:
@@ -92,48 +88,36 @@ def tombstone_for(row: dict[str, Any], *, near: bool, reason: str, when: str, op
 
 
 class TombstoneTable:
-    """The ``tombstones`` table of a ledger file (its own connection)."""
+    """The tombstones the dedupe ledger keeps (its ``tombstones`` table, through the ledger's methods), as
+    :class:`Tombstone` objects."""
 
-    def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.path = path
-        self.db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=30)
-        while_locked(lambda: self.db.execute("PRAGMA journal_mode=WAL"))
-        self.db.execute("PRAGMA busy_timeout=30000")
-        while_locked(lambda: self.db.executescript(_SCHEMA))
+    def __init__(self, ledger: Ledger, *, owned: bool = False) -> None:
+        self.ledger = ledger
+        self.path = ledger.path
+        self._owned = owned
+
+    @classmethod
+    def at(cls, path: Path) -> TombstoneTable:
+        """The tombstones of the ledger file ``path``, opened for this table alone (closed with it)."""
+        return cls(open_ledger(path, owner=f"tombstones-{os.getpid()}-{secrets.token_hex(3)}"), owned=True)
 
     def add(self, op: str, stones: Iterable[Tombstone]) -> int:
         """Record ``op``'s tombstones (idempotent: the first tombstone of an image stays)."""
-        rows = [(t.sha256, t.url_key, t.id_key, t.phash, int(t.near), t.reason, t.forgotten_at, t.op) for t in stones]
-        with self._transaction():
-            self.db.executemany("INSERT OR IGNORE INTO tombstones VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
-            self.db.execute("INSERT OR IGNORE INTO tombstone_ops (op) VALUES (?)", (op,))
-        return len(rows)
+        return self.ledger.add_tombstones(op, (t.row() for t in stones))
 
     def ops(self) -> set[str]:
-        return {row[0] for row in self.db.execute("SELECT op FROM tombstone_ops")}
+        return self.ledger.tombstone_ops()
 
     def count(self) -> int:
-        return int(self.db.execute("SELECT count(*) FROM tombstones").fetchone()[0])
+        return sum(1 for _ in self.ledger.tombstone_rows())
 
     def __iter__(self) -> Iterator[Tombstone]:
-        for row in self.db.execute(
-            "SELECT sha256, url_key, id_key, phash, near, reason, forgotten_at, op FROM tombstones"
-        ):
+        for row in self.ledger.tombstone_rows():
             yield Tombstone(row[0], row[1], row[2], row[3], bool(row[4]), row[5], row[6], row[7])
 
-    @contextlib.contextmanager
-    def _transaction(self) -> Iterator[None]:
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
-            yield
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
-        self.db.execute("COMMIT")
-
     def close(self) -> None:
-        self.db.close()
+        if self._owned:
+            self.ledger.close()
 
 
 def store_key(op: str) -> str:
@@ -224,13 +208,18 @@ class TombstoneIndex:
 
 def load_index(ledger_path: Path, store: Any | None = None, near_distance: int = 8) -> TombstoneIndex:
     """The tombstones of a store, synced from the store's copy first when ``store`` is given."""
-    table = TombstoneTable(ledger_path)
+    table = TombstoneTable.at(ledger_path)
     try:
-        if store is not None:
-            try:
-                sync_from_store(store, table)
-            except Exception as exc:  # the store may be down: the ledger's own tombstones still hold
-                logger.warning("Cannot read the tombstones kept in the store %s (%s)", getattr(store, "url", ""), exc)
-        return TombstoneIndex(table, near_distance)
+        return index_of(table, store, near_distance)
     finally:
         table.close()
+
+
+def index_of(table: TombstoneTable, store: Any | None = None, near_distance: int = 8) -> TombstoneIndex:
+    """The tombstones of ``table`` (synced from the store's copy first when ``store`` is given), in memory."""
+    if store is not None:
+        try:
+            sync_from_store(store, table)
+        except Exception as exc:  # the store may be down: the ledger's own tombstones still hold
+            logger.warning("Cannot read the tombstones kept in the store %s (%s)", getattr(store, "url", ""), exc)
+    return TombstoneIndex(table, near_distance)
