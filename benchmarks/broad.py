@@ -3,6 +3,7 @@
     uv run python -m benchmarks.broad                          # 40 sites, 3000 images
     uv run python -m benchmarks.broad --sites 1000 --images 20000
     uv run python -m benchmarks.broad --sites 8 --images 200 --silent 1 --refused 1 --only imagecrawl  # smoke
+    uv run python -m benchmarks.broad --only imagecrawl-redis --workers 2   # the distributed crawl
 
 N sites listen on loopback aliases (127.<a>.<b>.<c>, one asyncio process: ``broad_sites.py``); each has
 a hidden capacity (a strict token bucket: 429 + ``Retry-After`` past it, burst = capacity) drawn from
@@ -18,6 +19,8 @@ Crawlers, one after the other, each against fresh sites (``--only`` picks):
   ``IMAGECRAWL_MAX_CONCURRENCY_PER_SITE=4``, ``CONCURRENT_REQUESTS=128``), writing a store;
 * ``scrapy``: bare Scrapy (``bare_spider.py``) with AutoThrottle and ``DownloaderAwarePriorityQueue``,
   ``CONCURRENT_REQUESTS=128``, ``CONCURRENT_REQUESTS_PER_DOMAIN=4``;
+* ``imagecrawl-redis`` (only when named): ``--workers`` such crawls at once, one shared Redis frontier
+  (Debian's ``redis-server`` on loopback); peak RSS of the largest worker, CPU summed over them;
 * ``img2dataset``: from a venv of its own (``--img2dataset-venv``, made with ``uv venv`` and
   ``uv pip install img2dataset`` when missing); skipped with a note when it cannot be installed.
 
@@ -59,7 +62,9 @@ ISSUE_CAPS = {
     "IMAGECRAWL_MAX_CONCURRENCY_PER_SITE": "4",
     "CONCURRENT_REQUESTS": "128",
 }
-CRAWLERS = ("imagecrawl", "scrapy", "img2dataset")
+CRAWLERS = ("imagecrawl", "scrapy", "img2dataset", "imagecrawl-redis")
+#: run when --only is not given (imagecrawl-redis: the distributed crawl, asked for by name)
+DEFAULT_CRAWLERS = ("imagecrawl", "scrapy", "img2dataset")
 EFFICIENCY_GOAL, SHARE_429_GOAL, DEAD_GOAL = 0.8, 0.03, 30.0
 #: what an exit status says in the table (4: imagecrawl stored nothing new)
 NOTES = {0: "", 4: "", -9: "killed at --limit (images: served to it)"}
@@ -217,6 +222,74 @@ def run_imagecrawl(list_path: Path, workdir: Path, args: argparse.Namespace) -> 
 
     stored = sum(pq.read_metadata(p).num_rows for p in store.glob("*/date=*/*.parquet"))
     return Run(code, started, ended, usage.ru_maxrss / 1024, usage.ru_utime + usage.ru_stime, stored)
+
+
+def run_imagecrawl_redis(list_path: Path, workdir: Path, args: argparse.Namespace) -> Run:
+    """``--workers`` ``scrapy crawl urls`` processes at once, sharing one frontier in a redis-server of
+    their own (Debian's, on a free loopback port): peak RSS is the largest worker's, CPU their sum."""
+    exe = shutil.which("redis-server")
+    if exe is None:
+        return Run(-1, time.time(), time.time(), 0.0, 0.0, 0, "redis-server is not installed")
+    store = workdir / "store"
+    shutil.rmtree(store, ignore_errors=True)
+    redis_dir = workdir / "redis"
+    redis_dir.mkdir(parents=True, exist_ok=True)
+    port = free_port(["127.0.0.1"])
+    server = subprocess.Popen(
+        [exe, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no", "--dir", str(redis_dir)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or server.poll() is not None:
+                    return Run(-1, time.time(), time.time(), 0.0, 0.0, 0, "redis-server did not start")
+                time.sleep(0.05)
+        settings = {
+            **ISSUE_CAPS,
+            "IMAGECRAWL_STORE": str(store),
+            "IMAGECRAWL_ALLOWED_NETWORKS": "127.0.0.0/8",
+            "IMAGECRAWL_REDIS_URL": f"redis://127.0.0.1:{port}/0",
+            "IMAGECRAWL_REDIS_PREFIX": f"broad{os.getpid()}",
+            "LOG_LEVEL": "INFO",
+            **dict(s.split("=", 1) for s in args.set),
+        }
+        procs = []
+        started = time.time()
+        for n in range(args.workers):
+            cmd = [sys.executable, "-m", "scrapy", "crawl", "urls", "-a", f"input={list_path}"]
+            for key, value in {**settings, "IMAGECRAWL_WORKER_ID": f"w{n}"}.items():
+                cmd += ["-s", f"{key}={value}"]
+            with open(workdir / f"imagecrawl-redis-w{n}.log", "w") as err:
+                procs.append(subprocess.Popen(cmd, cwd=REPO, stdout=err, stderr=subprocess.STDOUT))
+        limit_at = time.monotonic() + args.limit
+        codes: dict[int, int] = {}
+        rss = cpu = 0.0
+        while len(codes) < len(procs):
+            for proc in procs:
+                if proc.pid in codes:
+                    continue
+                if time.monotonic() > limit_at:
+                    os.kill(proc.pid, 9)
+                pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+                if pid:
+                    codes[pid] = os.waitstatus_to_exitcode(status)
+                    rss = max(rss, usage.ru_maxrss / 1024)
+                    cpu += usage.ru_utime + usage.ru_stime
+            time.sleep(0.1)
+        ended = time.time()
+    finally:
+        stop(server)
+    import pyarrow.parquet as pq
+
+    stored = sum(pq.read_metadata(p).num_rows for p in store.glob("*/date=*/*.parquet"))
+    worst = next((c for c in codes.values() if c not in (0, 4)), 0)
+    return Run(worst, started, ended, rss, cpu, stored, f"{args.workers} workers, one Redis")
 
 
 def run_scrapy(list_path: Path, workdir: Path, args: argparse.Namespace) -> Run:
@@ -381,6 +454,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=21)
     p.add_argument("--only", choices=CRAWLERS, action="append", help="run only these crawlers")
     p.add_argument("--limit", type=float, default=900.0, help="kill a crawl after this many seconds")
+    p.add_argument("--workers", type=int, default=2, help="imagecrawl-redis: workers sharing one Redis frontier")
     p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="a setting for imagecrawl")
     p.add_argument("--img2dataset-venv", type=Path, default=Path(tempfile.gettempdir()) / "imagecrawl-img2dataset")
     p.add_argument("--keep", type=Path, default=None, help="keep the list, logs and request logs here")
@@ -394,6 +468,8 @@ def main(argv: list[str] | None = None) -> int:
         p.error("need --sites >= 1, --images >= --sites and no negative counts")
     if args.sites + args.silent + args.refused > 250 * 250:
         p.error("at most 62500 sites")
+    if args.workers < 1:
+        p.error("--workers must be >= 1")
     if any("=" not in s for s in args.set):
         p.error("--set takes NAME=VALUE")
     sites = plan(args)
@@ -404,7 +480,7 @@ def main(argv: list[str] | None = None) -> int:
         list_path = workdir / "list.csv"
         n = write_list(sites, list_path)
         print(f"list: {n} rows over {len(sites)} sites ({list_path})", file=sys.stderr)
-        for name in args.only or CRAWLERS:
+        for name in args.only or DEFAULT_CRAWLERS:
             python = None
             if name == "img2dataset":
                 python = img2dataset_python(args.img2dataset_venv)
@@ -415,6 +491,8 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 if name == "imagecrawl":
                     run = run_imagecrawl(list_path, workdir, args)
+                elif name == "imagecrawl-redis":
+                    run = run_imagecrawl_redis(list_path, workdir, args)
                 elif name == "scrapy":
                     run = run_scrapy(list_path, workdir, args)
                 else:
