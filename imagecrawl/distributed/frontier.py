@@ -6,11 +6,18 @@ queue base classes work on Scrapy 2.19. What this module changes:
 - :class:`RedisDupeFilter` fingerprints requests with the crawler's own ``REQUEST_FINGERPRINTER_CLASS``
   (scrapy-redis hashes method/URL/body itself, so two workers could disagree with Scrapy about what a
   duplicate is);
-- :class:`LeaseQueue` pops atomically into a *lease* instead of deleting (Lua: expired leases of dead
-  workers go back to the queue first, by their original priority); see :mod:`.worker`;
-- :class:`RedisScheduler` persists the frontier (a worker that finishes must not clear it under the
-  others), acknowledges a retried/redirected request's lease once its successor is queued, and hands
-  the worker its leases.
+- :class:`LeaseQueue` keeps a queue per site (a sorted set by -priority, like scrapy-redis's one queue)
+  and an index of the sites ordered by when each one's shared gate next opens; it pops atomically into
+  a *lease* instead of deleting (Lua: expired leases of dead workers go back to their own site's queue
+  first, by their original priority); see :mod:`.worker`;
+- :class:`RedisScheduler` takes a request only from a site whose gate is open now (the shared pause and
+  rate slot, this worker's own pacing and concurrency, bans, the dead-site circuit), so no request waits
+  in the downloader holding a slot; with nothing ready it wakes the engine at the earliest ready time.
+  It persists the frontier (a worker that finishes must not clear it under the others), acknowledges a
+  retried/redirected request's lease once its successor is queued, and hands the worker its leases.
+
+The Lua scripts reach site queues by names they build (``<crawl>:q:<site>``), not only by their declared
+keys: one Redis server (or a single shard), as scrapy-redis itself assumes; not Redis Cluster.
 
 Start requests: scrapy-redis's ``RedisSpider.start_requests()`` is gone in Scrapy 2.16+; our spiders keep
 their own ``async start()`` (every worker yields the same start requests; the shared dupefilter keeps

@@ -20,6 +20,7 @@ from typing import Any
 
 from imagecrawl.distributed.ratelimit import RedisRateLimiter
 from imagecrawl.pacing import CONGESTION, Signal
+from imagecrawl.pacing.gate import LATE_SECONDS
 from imagecrawl.storage.context import crawl_context
 
 logger = logging.getLogger(__name__)
@@ -71,7 +72,11 @@ class RedisGate:
         return max(float(self.local.peek_wait(site, now)), self.limiter.paused_for(site))
 
     def depart(self, site: str, granted_at: float, now: float) -> float:
-        return float(self.local.depart(site, granted_at, now))
+        wait = float(self.local.depart(site, granted_at, now))
+        if wait > 0 or now - granted_at <= LATE_SECONDS:
+            return wait
+        # It left late (it waited for robots.txt): a Retry-After another worker received meanwhile holds it.
+        return self.limiter.paused_for(site)
 
     def forget_idle(self, now: float, idle_seconds: float, keep: Any) -> int:
         return int(self.local.forget_idle(now, idle_seconds, keep))
