@@ -154,7 +154,7 @@ return n
 READY_PAGE = 32
 READY_PAGES = 8
 #: a worker with nothing ready asks Redis again after this at the latest (other workers add requests)
-IDLE_POLL_SECONDS = 1.0
+IDLE_POLL_SECONDS = 0.25
 #: the read-ahead stops while this many requests wait in the shared frontier, whatever their sites
 READ_AHEAD_MAX_QUEUED = 1_000_000
 #: the longest a site is set aside for every worker before its shared gate is asked again
@@ -519,6 +519,7 @@ class RedisScheduler(ScrapyRedisScheduler):
                     self.stats.inc_value("imagecrawl/pacing/requests")
             elif self.limiter is not None:
                 m[meta.PACING_GRANTED] = SHARED_GRANT
+                m[meta.SENT_AT] = time.monotonic()
         if self.stats is not None:
             self.stats.inc_value("scheduler/dequeued/redis")
         return request
