@@ -51,6 +51,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.common import REPO, check_load
+from tests.crawlers import setting_text
 from tests.sandbox.misbehave import requests_inside_windows
 
 HERE = Path(__file__).resolve().parent
@@ -215,7 +216,7 @@ def run_imagecrawl(list_path: Path, workdir: Path, args: argparse.Namespace) -> 
         **dict(s.split("=", 1) for s in args.set),
     }
     for key, value in settings.items():
-        cmd += ["-s", f"{key}={value}"]
+        cmd += ["-s", f"{key}={setting_text(value)}"]
     code, started, ended, usage = run_process(cmd, None, args.limit, workdir / "imagecrawl.log")
     import pyarrow.parquet as pq
 

@@ -8,7 +8,7 @@ the real ``FrontierScheduler`` and pacing gate exactly as the engine would drive
 while the frontier ``wants_more()`` (its read-ahead), and between reads the ready sites are served on a
 simulated clock, each request answered at once with a 200. By default the first third of the list is one
 site that allows 2 requests/s (``--slow-share``): its requests pile up and wait on disk
-(``IMAGECRAWL_FRONTIER_MEMORY_REQUESTS``) while the reading goes on to the other sites. The list is
+(``IMAGECRAWL_TUNING['frontier_memory_requests']``) while the reading goes on to the other sites. The list is
 generated on the fly, grouped by host (hosts are never contacted). Prints one JSON line: URLs, hosts,
 peak RSS (MB), requests that waited on disk, the most held in memory, the simulated crawl time, and
 the CPU seconds. Goal: peak RSS <= 500 MB at 2M URLs / 100k hosts.
@@ -58,15 +58,15 @@ def main() -> None:
     p.add_argument("--urls", type=int, default=2_000_000)
     p.add_argument("--hosts", type=int, default=100_000)
     p.add_argument("--slow-share", type=float, default=1 / 3, help="share of the list on one slow site")
-    p.add_argument("--memory-requests", type=int, default=None, help="IMAGECRAWL_FRONTIER_MEMORY_REQUESTS")
+    p.add_argument("--memory-requests", type=int, default=None, help="IMAGECRAWL_TUNING['frontier_memory_requests']")
     args = p.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="frontier-bench-"))
     listing = tmp / "list.txt"
     listing.write_text("http://slow.example/x.png\n")  # the spider checks its input exists
-    settings = {"IMAGECRAWL_STORE": str(tmp / "store"), "IMAGECRAWL_PACING_JITTER": 0}
+    settings = {"IMAGECRAWL_STORE": str(tmp / "store"), "IMAGECRAWL_TUNING": {"pacing_jitter": 0}}
     if args.memory_requests:
-        settings["IMAGECRAWL_FRONTIER_MEMORY_REQUESTS"] = args.memory_requests
+        settings["IMAGECRAWL_TUNING"] = {"pacing_jitter": 0, "frontier_memory_requests": args.memory_requests}
     crawler = make_crawler(UrlsSpider, **settings)
     spider = UrlsSpider.from_crawler(crawler, input=str(listing))
     crawler.spider = spider

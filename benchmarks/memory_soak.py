@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.common import REPO
+from tests.crawlers import setting_text
 from tests.static_site import start_nginx
 
 OUT = REPO / "benchmarks" / "out"
@@ -134,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
         }
         cmd = [sys.executable, "-m", "scrapy", "crawl", "urls", "-a", f"input={urls}"]
         for key, value in settings.items():
-            cmd += ["-s", f"{key}={value}"]
+            cmd += ["-s", f"{key}={setting_text(value)}"]
         log_path = work / "crawl.log"
         print(f"soak: {args.items} items, sampling RSS every {args.interval:.0f} s; log {log_path}", flush=True)
         series: list[tuple[float, float, int]] = []  # (seconds, RSS MB, responses so far)

@@ -19,6 +19,17 @@ request to the last answer, the share of 429s of all requests, and the most requ
 after the first five seconds; the goals are goodput >= 0.9 C, <= 2 % 429s, 0 inside Retry-After and
 no second above 1.25 C + 1 after the first five.
 
+Held-out sites (``--held-out N``: N sites drawn from ranges, ``--seed``; ``--grid``: every combination):
+short crawls on capacities ``--capacities`` (default 3,7,12,20 req/s), buckets ``--bursts`` (1,C: a
+token count or a multiple of C), latencies ``--latencies`` (0.03,0.1,0.3 s), Retry-After on ``--shares``
+of the 429s (0,0.5,1; ``--retry-after-seconds`` 2) and lengths ``--lengths`` (100,300,1000 images), with
+imagecrawl only; one table of goodput / C, 429 share, the peak after the first five seconds and the
+start-up peak per site, and how many sites fail each goal.  ``--simulate`` runs them in virtual time
+(seconds in all, ``tests/pacing_sim.py``) instead of against the sandbox:
+
+    uv run python -m benchmarks.politeness --held-out 12 --seed 1          # real crawls, ~10 minutes
+    uv run python -m benchmarks.politeness --grid --simulate               # 216 sites, a few seconds
+
 Columns: goodput / C (200s per second after warm-up, over C); share of 429s after warm-up; the start-up
 peak (most requests within any 1 s during the warm-up) and its ratio to C; the most requests within
 any 1 s (whole crawl, after warm-up); whole seconds after warm-up with more than 1.25 C requests;
@@ -38,7 +49,9 @@ import tempfile
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
+from benchmarks import politeness_heldout as heldout
 from benchmarks.common import check_load
 from benchmarks.politeness_crawl import IMAGECRAWL, SCENARIOS, crawl, slug
 from benchmarks.politeness_saturate import add_saturate_arguments, run_saturation, saturation_table
@@ -75,7 +88,14 @@ SHORT_SITES = {
 ALL_SITES = {**SITES, **SHORT_SITES}
 
 
-def run_site(name: str, settings: dict[str, str], site: Site, args: argparse.Namespace, workdir: Path) -> Row:
+def run_site(
+    name: str,
+    settings: dict[str, str],
+    site: Site,
+    args: argparse.Namespace,
+    workdir: Path,
+    keep: list[Any] | None = None,
+) -> Row:
     flags = [
         "--capacity", f"{site.capacity:g}",
         "--capacity-burst", f"{site.burst:g}",
@@ -99,6 +119,8 @@ def run_site(name: str, settings: dict[str, str], site: Site, args: argparse.Nam
         sb.stop()
     if not records:
         raise SystemExit(f"{site.name} / {name}: the site saw no request (see the crawl's errors above)")
+    if keep is not None:
+        keep.append(records)
     if site.requests:
         return measure_short(name, records, site.capacity)
     return measure(name, records, site.capacity, args.warmup)
@@ -196,7 +218,35 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--keep", type=Path, default=None, help="keep the request logs and stats in this directory")
     add_saturate_arguments(p)
+    heldout.add_heldout_arguments(p)
     return p
+
+
+def run_heldout(args: argparse.Namespace, extra: dict[str, str], workdir: Path) -> str:
+    """The held-out sites, imagecrawl only: one table."""
+    results: list[tuple[heldout.Variant, Row, float]] = []
+    for v in heldout.variants(args):
+        rows, peaks = [], []
+        for k in range(args.repeats):
+            if args.simulate:
+                row, peak = heldout.simulate(v, k, args)
+            else:
+                site = Site(
+                    v.name, v.capacity, v.tokens, v.retry_after, v.share, requests=v.requests, latency=v.latency
+                )
+                logs: list[Any] = []
+                row = run_site(IMAGECRAWL, {**SCENARIOS[IMAGECRAWL], **extra}, site, args, workdir, logs)
+                peak = heldout.startup_peak(logs[0], v.capacity)
+            rows.append(row)
+            peaks.append(peak)
+        results.append((v, median_row(rows), sorted(peaks)[len(peaks) // 2]))
+        r = results[-1][1]
+        print(
+            f"  {v.name}: goodput {r.goodput:.2f} C, 429s {100 * r.share_429:.1f}%, "
+            f"peak after 5 s {r.max_1s_late:g}, start-up peak {results[-1][2]:.2f} C",
+            file=sys.stderr,
+        )
+    return heldout.table(results, args, args.simulate)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -207,8 +257,17 @@ def main(argv: list[str] | None = None) -> int:
     extra = dict(s.split("=", 1) for s in args.set if "=" in s)
     if len(extra) != len(args.set):
         p.error("--set takes NAME=VALUE")
-    sites = chosen_sites(args, p)
-    if not sites and not args.saturate:
+    if args.held_out < 0:
+        p.error("--held-out must be >= 0")
+    held_out = bool(args.held_out or args.grid)
+    if args.simulate and not held_out:
+        p.error("--simulate needs --held-out N or --grid")
+    try:
+        heldout.variants(args)
+    except ValueError as e:
+        p.error(str(e))
+    sites = chosen_sites(args, p) if (args.site or not held_out) else []
+    if not sites and not args.saturate and not held_out:
         p.error("nothing to run: --sites none without --saturate")
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so every finally (servers, burners) runs
     out = []
@@ -236,6 +295,9 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append(replace(median_row(runs), name=name))
             out.append(table(site, rows, args))
             print(out[-1], file=sys.stderr)  # as it comes; all tables again at the end on stdout
+        if held_out:
+            out.append(run_heldout(args, extra, workdir))
+            print(out[-1], file=sys.stderr)
         if args.saturate:
             settings = {**SCENARIOS[IMAGECRAWL], **extra}
             out.append(saturation_table(run_saturation(settings, args, workdir), args))

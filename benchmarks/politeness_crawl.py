@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.common import REPO
+from tests.crawlers import setting_text
 
 #: Scrapy's own defaults for what the project changes (so (a) and (b) are plain Scrapy).
 SCRAPY_DEFAULTS = {
@@ -59,7 +60,7 @@ def crawl(
     cmd = [sys.executable, "-m", "scrapy", "crawl", "pacing_load", "-a", f"urls={url}"]
     cmd += ["-a", "n=1000000"]  # the spider generates them lazily
     for key, value in (spider_args or {}).items():
-        cmd += ["-a", f"{key}={value}"]
+        cmd += ["-a", f"{key}={setting_text(value)}"]
     merged = {
         "SPIDER_MODULES": "tests.pacing_spider",
         "CLOSESPIDER_TIMEOUT": str(seconds),
@@ -71,7 +72,7 @@ def crawl(
         **settings,
     }
     for key, value in merged.items():
-        cmd += ["-s", f"{key}={value}"]
+        cmd += ["-s", f"{key}={setting_text(value)}"]
     started = time.monotonic()
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=seconds + 120)
     wall = time.monotonic() - started

@@ -28,6 +28,7 @@ from pathlib import Path
 from benchmarks.common import REPO
 from benchmarks.soak_kill import expected_ids
 from tests.conftest import LOOPBACK, read_store
+from tests.crawlers import merge_settings, setting_text
 from tests.faultproxy import FaultProxy
 from tests.sandbox.testing import start_sandbox
 from tests.servers import start_moto, stop_process
@@ -50,7 +51,7 @@ def small_outbox(outbox: Path) -> Iterator[bool]:
 def crawl_cmd(api_url: str, settings: dict[str, str], jobdir: Path) -> list[str]:
     cmd = [sys.executable, "-m", "scrapy", "crawl", "civitai", "-a", f"api_url={api_url}", "-a", "limit=25"]
     for key, value in {**settings, "JOBDIR": str(jobdir)}.items():
-        cmd += ["-s", f"{key}={value}"]
+        cmd += ["-s", f"{key}={setting_text(value)}"]
     return cmd
 
 
@@ -71,21 +72,24 @@ def main() -> int:
     moto = start_moto()
     bucket = moto.create_bucket("soak")
     proxy = FaultProxy(moto.port)
-    settings = {
-        **LOOPBACK,
-        **moto.settings,
-        "LOG_LEVEL": "WARNING",
-        "AWS_ENDPOINT_URL": proxy.endpoint,
-        "IMAGECRAWL_STORE": f"s3://{bucket}/d",
-        "IMAGECRAWL_STATE_DIR": str(state),
-        "IMAGECRAWL_STORE_PROBE": "False",  # workers start while S3 may be down
-        "IMAGECRAWL_SHARD_MAX_ROWS": "20",
-        # near copies kept: which of two near copies lands depends on timing, so the audit could not be exact
-        "IMAGECRAWL_NEAR_POLICY": "keep",
-        "IMAGECRAWL_COMMIT_RETRY_SECONDS": "0.5",
-        "IMAGECRAWL_S3_MAX_ATTEMPTS": "2",
-        "IMAGECRAWL_CLOSE_COMMIT_TIMEOUT_SECONDS": "3",
-    }
+    settings = merge_settings(
+        LOOPBACK,
+        moto.settings,
+        {
+            "LOG_LEVEL": "WARNING",
+            "AWS_ENDPOINT_URL": proxy.endpoint,
+            "IMAGECRAWL_STORE": f"s3://{bucket}/d",
+            "IMAGECRAWL_STATE_DIR": str(state),
+            "IMAGECRAWL_STORE_PROBE": "False",
+            "IMAGECRAWL_SHARD_MAX_ROWS": "20",
+            "IMAGECRAWL_NEAR_POLICY": "keep",
+            "IMAGECRAWL_TUNING": {
+                "commit_retry_seconds": "0.5",
+                "s3_max_attempts": "2",
+                "close_commit_timeout_seconds": "3",
+            },
+        },
+    )
     api_url = site.base_url.rstrip("/")
     jobdirs = [work / f"job{i}" for i in range(args.workers)]
     exits: Counter[int] = Counter()

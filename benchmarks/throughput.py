@@ -59,6 +59,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from benchmarks.common import REPO
+from tests.crawlers import setting_text
 from tests.static_site import Nginx, Site, build_site, start_nginx
 
 OUT = REPO / "benchmarks" / "out"
@@ -71,7 +72,7 @@ URL_PHASES: dict[str, dict[str, str]] = {
     "urls-nonear": {"IMAGECRAWL_NEAR_DEDUPE_ENABLED": "False"},
     "urls-nodedupe": {"IMAGECRAWL_DEDUPE_ENABLED": "False", "IMAGECRAWL_SKIP_KNOWN_IMAGES": "False"},
     "urls-nooptout": {"IMAGECRAWL_OPTOUT_ENABLED": "False"},
-    "urls-nomonitor": {"IMAGECRAWL_REPORT_ENABLED": "False", "IMAGECRAWL_PROGRESS_ENABLED": "False"},
+    "urls-nomonitor": {"IMAGECRAWL_REPORT_ENABLED": "False", "IMAGECRAWL_TUNING": {"progress_enabled": "False"}},
     "urls-nothreads": {"IMAGECRAWL_MEDIA_THREADS": "0"},
     "urls-lean": {
         "IMAGECRAWL_PACING_ENABLED": "False",
@@ -80,8 +81,8 @@ URL_PHASES: dict[str, dict[str, str]] = {
         "IMAGECRAWL_SKIP_KNOWN_IMAGES": "False",
         "IMAGECRAWL_OPTOUT_ENABLED": "False",
         "IMAGECRAWL_REPORT_ENABLED": "False",
-        "IMAGECRAWL_PROGRESS_ENABLED": "False",
         "CONCURRENT_ITEMS": "1",
+        "IMAGECRAWL_TUNING": {"progress_enabled": "False"},
     },
 }
 PHASES = ("i2d", "bare-urls", *URL_PHASES, "bare", "gallery")
@@ -276,9 +277,9 @@ def write_url_lists(site: Site, base_url: str, work: Path) -> tuple[Path, Path]:
 def scrapy_cmd(spider: str, args: dict[str, str], settings: dict[str, str]) -> list[str]:
     cmd = [sys.executable, "-m", "scrapy", "crawl", spider]
     for key, value in args.items():
-        cmd += ["-a", f"{key}={value}"]
+        cmd += ["-a", f"{key}={setting_text(value)}"]
     for key, value in settings.items():
-        cmd += ["-s", f"{key}={value}"]
+        cmd += ["-s", f"{key}={setting_text(value)}"]
     return cmd
 
 

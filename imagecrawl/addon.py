@@ -66,24 +66,40 @@ def install_components(settings: BaseSettings) -> None:
                 settings.setdefault_in_component_priority_dict(name, load_object(path), order)
 
 
+def warn_process_settings(settings: BaseSettings, given: Any) -> None:
+    """The network guard checks the address a connection is made to only through the DNS resolver that
+    Scrapy installs for the whole process from the project's settings (``given``, read before the add-on's
+    defaults), before any add-on runs: a project that did not name it gets one WARNING saying what to add
+    (the guard's check before each request stays)."""
+    if not settings.getbool("IMAGECRAWL_NETGUARD_ENABLED"):
+        return
+    try:
+        resolver = given if isinstance(given, type) else load_object(str(given)) if given else None
+    except (ImportError, AttributeError, ValueError, NameError):
+        resolver = None  # Scrapy itself says what is wrong with it
+    wanted = load_object(defaults.TWISTED_DNS_RESOLVER)
+    if not (isinstance(resolver, type) and issubclass(resolver, wanted)):
+        logger.warning(
+            "The network guard checks each request, but not the address a connection is made to (DNS "
+            "rebinding): add TWISTED_DNS_RESOLVER = %r to the project's settings (Scrapy installs the "
+            "resolver before add-ons run; docs/settings.md)",
+            defaults.TWISTED_DNS_RESOLVER,
+        )
+
+
 class Addon:
     def update_settings(self, settings: BaseSettings) -> None:
+        resolver = settings.get("TWISTED_DNS_RESOLVER")  # the process's, installed before add-ons run
         for name, value in default_values().items():
             settings.set(name, value, priority="addon")
         install_components(settings)
         # Before Scrapy logs its "Overridden settings" line: secrets never reach a log line.
         redact.install(configured_secrets(settings))
         check_settings(settings)  # unknown IMAGECRAWL_* names, values that do not parse: one line, exit 2
+        warn_process_settings(settings, resolver)
         if settings.getpriority("USER_AGENT") in (None, 0, 10):
             # Only replace Scrapy's own default, never a value the user set.
             settings.set("USER_AGENT", user_agent(settings.get("IMAGECRAWL_CONTACT")), priority="addon")
-        if settings.getbool("IMAGECRAWL_PACING_ENABLED"):
-            # The pacing gate is the per-site concurrency limit: Scrapy's download slot must not cap (and
-            # delay) what the gate let out, nor the policy fetch (robots.txt) its requests wait for.
-            wanted = settings.getint("IMAGECRAWL_MAX_CONCURRENCY_PER_SITE") + 1
-            if settings.getint("CONCURRENT_REQUESTS_PER_DOMAIN") < wanted:
-                priority = settings.getpriority("CONCURRENT_REQUESTS_PER_DOMAIN") or 0
-                settings.set("CONCURRENT_REQUESTS_PER_DOMAIN", wanted, priority=max(priority, 15))
 
 
 #: the add-on's earlier name (imagecrawl's own settings listed it before it became imagecrawl.Addon)

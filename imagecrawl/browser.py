@@ -39,6 +39,7 @@ from imagecrawl.errors import ConfigError, missing_extra
 from imagecrawl.pacing.config import site_key_mode
 from imagecrawl.pacing.sitekey import site_of_url
 from imagecrawl.storage.context import crawl_context
+from imagecrawl.tuning import tuning
 
 logger = logging.getLogger(__name__)
 
@@ -111,18 +112,18 @@ class BrowserConfig:
 
     @classmethod
     def from_settings(cls, settings: Any) -> BrowserConfig:
-        extra = settings.getlist("IMAGECRAWL_BROWSER_ARGS")
+        extra = tuning(settings).browser_args
         return cls(
             executable=str(settings.get("IMAGECRAWL_BROWSER_EXECUTABLE")),
-            headless=settings.getbool("IMAGECRAWL_BROWSER_HEADLESS"),
+            headless=tuning(settings).browser_headless,
             args=tuple(dict.fromkeys([*DEFAULT_ARGS, *extra])),
-            scroll_idle_seconds=settings.getfloat("IMAGECRAWL_BROWSER_SCROLL_IDLE_SECONDS"),
-            max_scrolls=settings.getint("IMAGECRAWL_BROWSER_MAX_SCROLLS"),
-            navigation_timeout_seconds=settings.getfloat("IMAGECRAWL_BROWSER_TIMEOUT_SECONDS"),
-            block_types=frozenset(settings.getlist("IMAGECRAWL_BROWSER_BLOCK_TYPES")),
-            block_patterns=tuple(settings.getlist("IMAGECRAWL_BROWSER_BLOCK_PATTERNS")),
-            allow_third_party=settings.getbool("IMAGECRAWL_BROWSER_ALLOW_THIRD_PARTY"),
-            max_pages=max(1, settings.getint("IMAGECRAWL_BROWSER_MAX_PAGES")),
+            scroll_idle_seconds=tuning(settings).browser_scroll_idle_seconds,
+            max_scrolls=tuning(settings).browser_max_scrolls,
+            navigation_timeout_seconds=tuning(settings).browser_timeout_seconds,
+            block_types=frozenset(tuning(settings).browser_block_types),
+            block_patterns=tuple(tuning(settings).browser_block_patterns),
+            allow_third_party=tuning(settings).browser_allow_third_party,
+            max_pages=max(1, tuning(settings).browser_max_pages),
         )
 
     @property

@@ -1,5 +1,7 @@
-"""Every default of imagecrawl: the IMAGECRAWL_* settings, the Scrapy settings imagecrawl gives its own
-value, and the components it installs. The add-on (:class:`imagecrawl.Addon`) applies them at add-on
+"""Every default of imagecrawl: the user-facing IMAGECRAWL_* settings, the Scrapy settings imagecrawl gives
+its own value, and the components it installs. The internals (algorithm factors, timers, buffer sizes) are
+the fields of :class:`imagecrawl.tuning.Tuning`, with their defaults there, overridden through the one
+advanced setting ``IMAGECRAWL_TUNING``. The add-on (:class:`imagecrawl.Addon`) applies them at add-on
 priority, so a project's own settings, a spider's ``custom_settings`` and ``-s`` win over them;
 imagecrawl/settings.py holds only what this project itself sets.
 
@@ -42,11 +44,6 @@ DEPTH_PRIORITY = 0
 # The site-aware frontier (docs/architecture.md#the-frontier): per-site queues, a request leaves only
 # when its site may send now, so waiting requests hold no CONCURRENT_REQUESTS slot.
 SCHEDULER = "imagecrawl.scheduler.FrontierScheduler"
-# Requests kept in memory; further ones wait in a SQLite file (JOBDIR, or the state folder).
-IMAGECRAWL_FRONTIER_MEMORY_REQUESTS = 20_000
-# Read-ahead of start requests (the urls spider): keep reading while fewer than this many requests are
-# queued among the next 8 of each site.
-IMAGECRAWL_FRONTIER_READ_AHEAD = 10_000
 
 # --- output: store, shards, commits ---
 IMAGECRAWL_STORE = "data/"  # a local folder or s3://bucket/prefix
@@ -57,32 +54,18 @@ IMAGECRAWL_PARQUET_ENABLED = True
 IMAGECRAWL_SHARD_MAX_ROWS = 10_000
 IMAGECRAWL_SHARD_MAX_BYTES = 256 * 1024 * 1024
 IMAGECRAWL_SHARD_MAX_SECONDS = 600.0
-IMAGECRAWL_FIRST_SHARD_MAX_ROWS = 500  # the run's first shard rolls early: committed rows show soon (0: off)
-IMAGECRAWL_FIRST_SHARD_MAX_SECONDS = 30.0  # ... or after this long (0: off)
-IMAGECRAWL_ROW_GROUP_ROWS = 512
-IMAGECRAWL_SPOOL_BATCH_ROWS = 64
-IMAGECRAWL_SPOOL_FLUSH_SECONDS = 1.0
-IMAGECRAWL_OUTBOX_MAX_BYTES = 2 * 1024 * 1024 * 1024
-IMAGECRAWL_COMMIT_RETRY_SECONDS = 2.0
 # Write a probe to the store when the crawl starts: an unwritable store stops it at once (exit 3).
 # False: start anyway (a store that is down for a while); shards wait in the outbox until it is back.
 IMAGECRAWL_STORE_PROBE = True
-IMAGECRAWL_CLOSE_COMMIT_TIMEOUT_SECONDS = 60.0
-# None: off, unless the crawl is distributed (the distributed add-on turns it on)
-IMAGECRAWL_SHARD_FLUSH_ON_IDLE = None
 # S3 stores: endpoint and credentials come from Scrapy's AWS_* settings
 AWS_USE_SSL = True
-IMAGECRAWL_S3_RETRY_MODE = "standard"
-IMAGECRAWL_S3_MAX_ATTEMPTS = 5
 
 # --- records: validation, dedupe, media ---
-IMAGECRAWL_VALIDATE_ENABLED = True
 IMAGECRAWL_DEDUPE_ENABLED = True
 IMAGECRAWL_NEAR_DEDUPE_ENABLED = True
 IMAGECRAWL_NEAR_POLICY = "drop"  # or "keep": keep near-duplicates with duplicate_of set
 IMAGECRAWL_NEAR_MAX_DISTANCE = 8  # Hamming distance on the 64-bit pHash (docs/near-duplicates.md)
 IMAGECRAWL_AUTHOR_SALT = ""
-IMAGECRAWL_MAX_IMAGE_PIXELS = 64_000_000
 # Threads that build records (sha256, pHash decode, metadata) off the reactor thread; 0 = inline.
 # These steps release the GIL for most of their time, so one crawl process uses a second core.
 IMAGECRAWL_MEDIA_THREADS = 2
@@ -120,55 +103,21 @@ SPIDER_MIDDLEWARES = {
 IMAGECRAWL_INCREMENTAL_ENABLED = True
 # True: walk every listing in full (the watermarks are still moved when the walk completes).
 IMAGECRAWL_INCREMENTAL_FULL_WALK = False
-# Stop paging after this many consecutive items the store already holds (0: only the watermark stops).
-IMAGECRAWL_INCREMENTAL_KNOWN_RUN = 50
-
-# --- sitemaps (the sitemap spider, docs/spiders.md): bounds on what one crawl reads ---
-# Bytes of one sitemap as downloaded (after Content-Encoding); the protocol's cap is 50 MB uncompressed.
-IMAGECRAWL_SITEMAP_MAX_BYTES = 50 * 1024 * 1024
-# Bytes a gzipped sitemap (.xml.gz) may decompress to; past it the sitemap is skipped.
-IMAGECRAWL_SITEMAP_MAX_DECOMPRESSED_BYTES = 50 * 1024 * 1024
-# Entries (<url> or <sitemap>) taken from one sitemap file; the protocol allows 50,000.
-IMAGECRAWL_SITEMAP_MAX_URLS = 50_000
-# Sitemap indexes nested deeper than this are not followed (0: only the sitemaps found first).
-IMAGECRAWL_SITEMAP_MAX_DEPTH = 3
-# Sitemap files one crawl fetches at most (indexes included).
-IMAGECRAWL_SITEMAP_MAX_SITEMAPS = 1000
 
 # --- identity, opt-outs, network guard (docs/optout.md); switching a rule off is logged at WARNING ---
 IMAGECRAWL_IDENTITY_ENABLED = True
 IMAGECRAWL_NETGUARD_ENABLED = True
 # Comma-separated CIDRs the network guard lets through (tests and the demo allow 127.0.0.0/8).
 IMAGECRAWL_ALLOWED_NETWORKS = ""
-IMAGECRAWL_NETGUARD_DNS_CACHE_SECONDS = 60.0
 # The guard again at connect time: the address actually connected to must pass too (DNS rebinding).
 TWISTED_DNS_RESOLVER = "imagecrawl.resolver.GuardedResolver"
 IMAGECRAWL_OPTOUT_ENABLED = True
-IMAGECRAWL_OPTOUT_X_ROBOTS_TAG = True
-IMAGECRAWL_OPTOUT_META_ROBOTS = True
-IMAGECRAWL_OPTOUT_TDMREP = True
-# Cloudflare Content Signals (``Content-Signal: ai-train=no`` in robots.txt)
-IMAGECRAWL_OPTOUT_CONTENT_SIGNAL = True
-# IETF aipref ``Content-Usage`` (robots.txt lines and the response header)
-IMAGECRAWL_OPTOUT_CONTENT_USAGE = True
-# data-mining opt-outs inside the image file (IPTC/PLUS XMP ``plus:DataMining``, C2PA training-mining)
-IMAGECRAWL_OPTOUT_EMBEDDED = True
 # Add "noindex", "noimageindex", "none" to honour them too.
 IMAGECRAWL_OPTOUT_DIRECTIVES = ["noai", "noimageai"]
 # JSON lines of every skip; "" = <state dir>/optout.jsonl, "-" = none.
 IMAGECRAWL_OPTOUT_LOG = ""
 # Hosts you own (subdomains included): robots.txt and opt-outs are not applied there (WARNING at start).
 IMAGECRAWL_OPTOUT_OWNED_HOSTS: list[str] = []
-# An unreachable robots.txt (5xx, 429, failed download) disallows the site; fetched again this much
-# later, doubling while it stays unreachable (up to a day).
-IMAGECRAWL_ROBOTS_RETRY_SECONDS = 300.0
-# robots.txt and tdmrep.json are read up to this many bytes (Google reads 500 KiB of a robots.txt);
-# the download stops there.
-IMAGECRAWL_POLICY_MAX_BYTES = 512 * 1024
-# robots.txt (with its Content-Signal / Content-Usage lines) and tdmrep.json are fetched again after
-# this long (RFC 9309 §2.4: a cached robots.txt is not used for more than 24 hours); at most 86400.
-IMAGECRAWL_POLICY_TTL_SECONDS = 86400.0
-IMAGECRAWL_DOWNLOAD_ERRORS_ENABLED = True
 
 # --- pacing (docs/pacing.md): per-site AIMD rate/concurrency, Retry-After, Crawl-delay, bans ---
 AUTOTHROTTLE_ENABLED = False  # latency-only; the pacing middleware replaces it
@@ -177,91 +126,22 @@ IMAGECRAWL_PACING_SITE_KEY = "host"  # or "domain" (registered domain)
 IMAGECRAWL_MAX_RATE_PER_SITE = 2.0  # requests/s; raise it only for sites you own
 IMAGECRAWL_MAX_CONCURRENCY_PER_SITE = 2
 IMAGECRAWL_PACING_START_RATE_PER_SECOND = None  # None: a quarter of IMAGECRAWL_MAX_RATE_PER_SITE
-IMAGECRAWL_PACING_MIN_RATE_PER_SECOND = 0.02
-IMAGECRAWL_PACING_DECREASE_FACTOR = 0.7
-IMAGECRAWL_PACING_STARTUP_FACTOR = 1.5
-IMAGECRAWL_PACING_STEP_SECONDS = 1.0
-IMAGECRAWL_PACING_LATENCY_FACTOR = 3.0
-IMAGECRAWL_PACING_LATENCY_MARGIN_SECONDS = 0.1
-IMAGECRAWL_PACING_JITTER = 0.1
-IMAGECRAWL_PACING_OBEY_CRAWL_DELAY = True
-# Dead sites: this many requests in a row without an answer (refused, timeout, DNS) open the site's
-# circuit; its requests wait, one probe goes after the cool-off (doubling per failed probe); after
-# IMAGECRAWL_CIRCUIT_MAX_PROBES failed probes the site's requests are dropped.
-# A site idle this long with nothing queued, healthy and without a Crawl-delay loses its learned
-# pacing state (a broad crawl passes through many sites once; 0: keep every site's state).
-IMAGECRAWL_PACING_FORGET_IDLE_SECONDS = 300.0
-IMAGECRAWL_CIRCUIT_ENABLED = True
-IMAGECRAWL_CIRCUIT_FAILURES = 2
-IMAGECRAWL_CIRCUIT_COOLOFF_SECONDS = 1.0
-IMAGECRAWL_CIRCUIT_MAX_PROBES = 2
-# download_timeout of robots.txt / TDMRep fetches (not retried on errors: the circuit decides), and of
-# the requests to a site that has not answered yet (a silent site costs seconds, not minutes).
-IMAGECRAWL_POLICY_TIMEOUT_SECONDS = 5.0
-IMAGECRAWL_RETRY_AFTER_MAX_SECONDS = 3600.0
-IMAGECRAWL_RETRY_BACKOFF_SECONDS = 2.0
-IMAGECRAWL_RETRY_MAX_BACKOFF_SECONDS = 120.0
 IMAGECRAWL_BANS_ENABLED = True
-IMAGECRAWL_BAN_BURST = 5
-IMAGECRAWL_BAN_BURST_429 = 10
-IMAGECRAWL_BAN_SOFT_THRESHOLD = 5
-IMAGECRAWL_BAN_COOLDOWN_SECONDS = 60.0
-IMAGECRAWL_BAN_MAX_COOLDOWN_SECONDS = 86400.0
-IMAGECRAWL_BAN_MAX_PROBES = 5
-IMAGECRAWL_BAN_CLOSE_WHEN_ALL_ABANDONED = True
 IMAGECRAWL_BAN_HEALTHY_MARKERS: dict[str, str] = {}  # site -> regex a healthy page must match
-# Markup of well-known challenge pages (Cloudflare, DataDome, PerimeterX, Akamai, Sucuri).
-IMAGECRAWL_BAN_CHALLENGE_MARKERS = [
-    "cf-browser-verification",
-    "challenge-platform",
-    "_cf_chl_opt",
-    "<title>Just a moment...</title>",
-    "<title>Attention Required! | Cloudflare</title>",
-    "captcha-delivery.com",
-    "px-captcha",
-    "_Incapsula_Resource",
-    "sucuri-cloudproxy",
-    'id="challenge-form"',
-]
 
 # --- distributed crawling (docs/distributed.md): inactive while no Redis URL is set ---
 IMAGECRAWL_REDIS_URL = ""  # "": REDIS_URL (scrapy-redis's name), if set
 IMAGECRAWL_REDIS_PREFIX = "imagecrawl"
 IMAGECRAWL_REDIS_CRAWL = ""  # "": the spider name
-IMAGECRAWL_REDIS_FRONTIER_ENABLED = True
-IMAGECRAWL_REDIS_LEASE_SECONDS = 60.0
-IMAGECRAWL_REDIS_SEED_BATCH = 16
-IMAGECRAWL_REDIS_RATE_ENABLED = True
-IMAGECRAWL_REDIS_RATE_BURST = 1
-IMAGECRAWL_REDIS_RATE_SPACING = 1.1
-IMAGECRAWL_REDIS_RATE_INCREASE_PER_SECOND = 0.05
-IMAGECRAWL_DEDUPE_BACKEND = "auto"  # or "sqlite", "redis"; auto: Redis when a Redis URL is set
-# Plug points, import paths; "": the in-process default. The distributed add-on sets them.
+# Extension points (docs/settings.md#extension-points), import paths; "": the in-process default.
+# The distributed add-on sets them.
 IMAGECRAWL_LEDGER_FACTORY = ""
 IMAGECRAWL_SHARED_LIMITER_FACTORY = ""
-IMAGECRAWL_RECHECK_SAMPLE_PAGES = 3  # imagecrawl recheck: pages of each site asked besides its root
 IMAGECRAWL_TOMBSTONES_FACTORY = ""  # "" = the store's tombstones (docs/forget.md); distributed: + Redis
 IMAGECRAWL_PACING_GATE_FACTORY = ""
 
 # --- browser rendering (gallery profiles with render = "browser"; scrapy-playwright) ---
 IMAGECRAWL_BROWSER_EXECUTABLE = "/usr/bin/chromium"
-IMAGECRAWL_BROWSER_HEADLESS = True
-IMAGECRAWL_BROWSER_ARGS: list[str] = []  # on top of the flags always passed (--no-sandbox, --disable-gpu, ...)
-IMAGECRAWL_BROWSER_SCROLL_IDLE_SECONDS = 2.0
-IMAGECRAWL_BROWSER_MAX_SCROLLS = 200
-IMAGECRAWL_BROWSER_TIMEOUT_SECONDS = 30.0
-IMAGECRAWL_BROWSER_MAX_PAGES = 4
-# What a rendered page may not load: resource types, and URLs matching these regexes (trackers).
-IMAGECRAWL_BROWSER_BLOCK_TYPES = ["font", "media", "image", "manifest", "texttrack", "eventsource", "websocket"]
-IMAGECRAWL_BROWSER_BLOCK_PATTERNS = [
-    r"analytics",
-    r"/collect\b",
-    r"track(ing|er)?\b",
-    r"pixel",
-    r"beacon",
-    r"gtag|googletagmanager|doubleclick|facebook\.net|hotjar|segment\.(io|com)|matomo|plausible",
-]
-IMAGECRAWL_BROWSER_ALLOW_THIRD_PARTY = False
 
 ITEM_PIPELINES = {
     "imagecrawl.pipelines.validate.ValidatePipeline": 100,
@@ -283,14 +163,13 @@ EXTENSIONS = {
 
 # --- progress line, end-of-crawl report, monitoring ---
 IMAGECRAWL_STATS_FILE = ""  # a path: the final stats as JSON; "": off
-IMAGECRAWL_PROGRESS_ENABLED = True
 IMAGECRAWL_PROGRESS_INTERVAL_SECONDS = 30.0
-IMAGECRAWL_PROGRESS_SITES = 4
 IMAGECRAWL_REPORT_ENABLED = True
-IMAGECRAWL_REPORT_PLOTTED_SITES = 8
-IMAGECRAWL_REPORT_MAX_SITES = 24
-IMAGECRAWL_REPORT_BUCKETS = 512
-IMAGECRAWL_MONITOR_SAMPLE_SECONDS = 1.0
+
+# --- internals: algorithm factors, timers, buffers and bounds (imagecrawl/tuning.py has their defaults) ---
+# A dict of overrides of imagecrawl.tuning.Tuning's fields, e.g. {"circuit_cooloff_seconds": 5.0}
+# (docs/settings.md#tuning); an unknown key or a bad value is one line, exit 2.
+IMAGECRAWL_TUNING: dict[str, object] = {}
 
 LOG_LEVEL = "INFO"
 FEED_EXPORT_ENCODING = "utf-8"
@@ -307,4 +186,3 @@ FEED_EXPORTERS = {
 }
 IMAGECRAWL_FEED_IMAGES = "omit"  # the `image` field of a feed: omit | base64 | path
 IMAGECRAWL_FEED_IMAGES_DIR = "feed-images"  # where `path` writes <image_sha256>.<ext>
-IMAGECRAWL_FEED_PARQUET_ROWS = 1000  # rows per row group of a .parquet feed

@@ -8,7 +8,7 @@
 * ``path``: the path of a copy written to ``IMAGECRAWL_FEED_IMAGES_DIR`` as ``<image_sha256>.<ext>``.
 
 ``.parquet`` has no exporter in Scrapy; :class:`ParquetItemExporter` writes the record's columns with the
-store's types (row groups of ``IMAGECRAWL_FEED_PARQUET_ROWS`` rows).
+store's types (row groups of ``IMAGECRAWL_TUNING['feed_parquet_rows']`` rows).
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from scrapy.crawler import Crawler
 
 from imagecrawl.errors import ConfigError
 from imagecrawl.schema import SCHEMA
+from imagecrawl.tuning import tuning
 
 logger = logging.getLogger(__name__)
 
@@ -122,7 +123,7 @@ class ParquetItemExporter(exporters.BaseItemExporter):
 
     @classmethod
     def from_crawler(cls, crawler: Crawler, file: IO[bytes], *args: Any, **kwargs: Any) -> Self:
-        kwargs.setdefault("row_group_rows", crawler.settings.getint("IMAGECRAWL_FEED_PARQUET_ROWS"))
+        kwargs.setdefault("row_group_rows", tuning(crawler.settings).feed_parquet_rows)
         exporter = cls(file, *args, **kwargs)
         exporter.images = ImageField.from_settings(crawler.settings)
         return exporter

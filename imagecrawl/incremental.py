@@ -31,6 +31,7 @@ from imagecrawl import meta, redact
 from imagecrawl.extensions.storage import storage_owner
 from imagecrawl.storage.context import crawl_context
 from imagecrawl.storage.watermarks import Mark, Walk, WatermarkBook, utc_now
+from imagecrawl.tuning import tuning
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +43,7 @@ class Incremental:
         assert crawler.stats is not None
         self.stats = crawler.stats
         self.full = settings.getbool("IMAGECRAWL_INCREMENTAL_FULL_WALK")
-        self.known_run = max(0, settings.getint("IMAGECRAWL_INCREMENTAL_KNOWN_RUN"))
+        self.known_run = max(0, tuning(settings).incremental_known_run)
         self.walks: dict[str, Walk] = {}
         self.committed = False
         owner = storage_owner(crawler)

@@ -41,7 +41,7 @@ OPTOUT_PAGE: Final = "imagecrawl_optout_page"
 #: the TDMRep file's reservation (0/1) for this URL, when a rule of the file matches it
 TDM_FILE: Final = "imagecrawl_tdm_file"
 #: the bytes received so far of a policy file (robots.txt, tdmrep.json), set on its request: its download
-#: stops past ``IMAGECRAWL_POLICY_MAX_BYTES`` and its body is not decompressed by the compression middleware
+#: stops past ``IMAGECRAWL_TUNING['policy_max_bytes']`` and its body is not decompressed by the compression middleware
 POLICY_FILE: Final = "imagecrawl_policy_file"
 #: the kind of download error (``timeout``, ``dns``, ...) of a request that failed
 DOWNLOAD_ERROR: Final = "imagecrawl_download_error"

@@ -6,7 +6,7 @@ keys requests by pacing site, keeps the spider's order within a site (priority, 
 start requests FIFO after other requests of their priority, as Scrapy's own queues do), asks the pacing
 gate (rate, concurrency, Retry-After, Crawl-delay, bans, the dead-site circuit) before a request leaves,
 and wakes the engine when the next site becomes ready. A request that waits holds nothing: not a
-``CONCURRENT_REQUESTS`` slot, not a pacing slot, and past ``IMAGECRAWL_FRONTIER_MEMORY_REQUESTS`` not
+``CONCURRENT_REQUESTS`` slot, not a pacing slot, and past ``IMAGECRAWL_TUNING['frontier_memory_requests']`` not
 even memory (it waits in a SQLite file: ``JOBDIR/frontier.sqlite3`` with JOBDIR, where it stays for
 the resume after a clean stop; else ``<state dir>/frontier/``, removed at the end).
 
@@ -40,6 +40,7 @@ from imagecrawl import meta
 from imagecrawl.pacing.frontier import Frontier, FrontierConfig
 from imagecrawl.pacing.spill import Key, SpillStore
 from imagecrawl.state import state_dir_for
+from imagecrawl.tuning import tuning
 
 logger = logging.getLogger(__name__)
 
@@ -83,13 +84,13 @@ class FrontierScheduler:
         # With JOBDIR every request that can be written waits on disk, as in Scrapy's own scheduler (a
         # clean stop then has little left to write); a site's next few are read back in batches.
         self.config = FrontierConfig(
-            memory_limit=0 if self.jobdir else max(1, settings.getint("IMAGECRAWL_FRONTIER_MEMORY_REQUESTS")),
+            memory_limit=0 if self.jobdir else max(1, tuning(settings).frontier_memory_requests),
             keep_per_site=0 if self.jobdir else FrontierConfig().keep_per_site,
-            read_ahead=max(1, settings.getint("IMAGECRAWL_FRONTIER_READ_AHEAD")),
+            read_ahead=max(1, tuning(settings).frontier_read_ahead),
         )
-        self.forget_idle = settings.getfloat("IMAGECRAWL_PACING_FORGET_IDLE_SECONDS")
+        self.forget_idle = tuning(settings).pacing_forget_idle_seconds
         self._next_forget = 0.0
-        self.first_contact_timeout = settings.getfloat("IMAGECRAWL_POLICY_TIMEOUT_SECONDS")
+        self.first_contact_timeout = tuning(settings).policy_timeout_seconds
         if self.first_contact_timeout >= settings.getfloat("DOWNLOAD_TIMEOUT"):
             self.first_contact_timeout = 0.0
         self.runtime: Any = None

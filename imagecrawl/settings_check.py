@@ -3,7 +3,10 @@ names (with the nearest valid one), values that do not parse as the type of thei
 imagecrawl/defaults.py (``-s IMAGECRAWL_MAX_RATE_PER_SITE=abc``), numbers that are not finite or
 outside their range (:data:`RANGES`), and the values that name something which must work
 (:data:`CHECKS`: the allowed networks, ``LOG_LEVEL``, the files and folders the crawl writes). Each
-problem is a :class:`~imagecrawl.errors.ConfigError` naming the setting (one line, exit status 2).
+problem is a :class:`~imagecrawl.errors.ConfigError` naming the setting (one line, exit status 2). The
+keys of ``IMAGECRAWL_TUNING`` are checked against :class:`imagecrawl.tuning.Tuning` the same way, and an
+internal given under its old setting name (each key was an ``IMAGECRAWL_*`` setting of its own) is one
+line naming its key.
 
 ``scrapy crawl`` (imagecrawl/commands/crawl.py) runs :func:`check_settings` before Scrapy sets up its
 logging (a bad ``LOG_LEVEL`` or ``LOG_FILE`` fails there); the add-on runs it again on every crawler's
@@ -11,6 +14,7 @@ settings (Scrapyd, a spider's ``custom_settings``)."""
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -22,13 +26,12 @@ from typing import Any
 from scrapy.settings import BaseSettings
 
 from imagecrawl import defaults as project
+from imagecrawl import tuning
 from imagecrawl.errors import ConfigError, unknown_name
 
 PREFIX = "IMAGECRAWL_"
 #: settings whose default is None (derived at run time) and the type a given value must have
-NONE_DEFAULT_TYPES: dict[str, type] = {
-    "IMAGECRAWL_SHARD_FLUSH_ON_IDLE": bool,
-}
+NONE_DEFAULT_TYPES: dict[str, type] = {}
 
 
 def defaults() -> dict[str, Any]:
@@ -47,7 +50,7 @@ def _check_value(settings: BaseSettings, name: str, kind: type) -> None:
             settings.getint(name)
         elif kind in (int, float):
             settings.getfloat(name)  # Scrapy reads some int-defaulted settings (DOWNLOAD_DELAY) as floats
-        elif kind is dict:
+        elif kind is dict and name != tuning.SETTING:
             settings.getdict(name)
     except (TypeError, ValueError):
         what = {bool: "true or false", int: "an integer", float: "a number", dict: "a JSON object"}[kind]
@@ -61,9 +64,6 @@ RANGES: dict[str, tuple[Callable[[float], bool], str]] = {
     "IMAGECRAWL_MAX_RATE_PER_SITE": (lambda v: v > 0, "a number > 0"),
     "IMAGECRAWL_MAX_CONCURRENCY_PER_SITE": (lambda v: v >= 1, "an integer >= 1"),
     "IMAGECRAWL_PACING_START_RATE_PER_SECOND": (lambda v: v > 0, "a number > 0"),
-    "IMAGECRAWL_PACING_MIN_RATE_PER_SECOND": (lambda v: v > 0, "a number > 0"),
-    "IMAGECRAWL_PACING_DECREASE_FACTOR": (lambda v: 0 < v < 1, "a number between 0 and 1"),
-    "IMAGECRAWL_PACING_STARTUP_FACTOR": (lambda v: v > 1, "a number > 1"),
     "IMAGECRAWL_MEDIA_THREADS": (lambda v: v >= 0, "an integer >= 0"),
 }
 
@@ -85,6 +85,17 @@ def _check_networks(settings: BaseSettings, name: str) -> None:
     if isinstance(value, str) and ";" in value:
         raise ConfigError(f"setting {name}: separate networks with commas, not ';' (got {value!r})")
     parse_networks(value)
+
+
+def _check_at_least_one(settings: BaseSettings, name: str) -> None:
+    """A Scrapy concurrency: a whole number of requests, at least 1 (0 would never send one)."""
+    value = settings.get(name)
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return  # the type check names it
+    if not number.is_integer() or number < 1:
+        raise ConfigError(f"setting {name} must be an integer >= 1, got {value!r}")
 
 
 def _check_log_level(settings: BaseSettings, name: str) -> None:
@@ -141,6 +152,8 @@ def _check_folder(settings: BaseSettings, name: str) -> None:
 CHECKS: dict[str, Callable[[BaseSettings, str], None]] = {
     "IMAGECRAWL_ALLOWED_NETWORKS": _check_networks,
     "LOG_LEVEL": _check_log_level,
+    "CONCURRENT_REQUESTS": _check_at_least_one,
+    "CONCURRENT_REQUESTS_PER_DOMAIN": _check_at_least_one,
     "LOG_FILE": _check_file,
     "IMAGECRAWL_STATS_FILE": _check_file,
     "JOBDIR": _check_folder,
@@ -150,6 +163,19 @@ CHECKS: dict[str, Callable[[BaseSettings, str], None]] = {
 #: settings that were renamed (CHANGELOG.md): the old name is one line naming the new one
 #: (built from the new names: an old name is no setting any more, docs/settings.md lists it under the new one)
 RENAMED: dict[str, str] = {PREFIX + new: new for new in ("RETRY_ENABLED", "RETRY_TIMES")}
+#: internals that became keys of IMAGECRAWL_TUNING (CHANGELOG.md): old setting name -> key
+MOVED_TO_TUNING: dict[str, str] = {PREFIX + key.upper(): key for key in tuning.fields()}
+
+
+def moved_hint(name: str, value: Any) -> str:
+    """The one line for an internal given under its old setting name."""
+    key = MOVED_TO_TUNING[name]
+    shown = value if isinstance(value, bool | int | float) else str(value)
+    example = json.dumps({key: shown})
+    return (
+        f"setting {name} is now the key {key!r} of {tuning.SETTING}: "
+        f"{tuning.SETTING} = {example} (docs/settings.md#tuning, CHANGELOG.md)"
+    )
 
 
 def check_settings(settings: BaseSettings) -> None:
@@ -160,6 +186,8 @@ def check_settings(settings: BaseSettings) -> None:
         if name in RENAMED:
             new = RENAMED[name]
             raise ConfigError(f"setting {name} was renamed: use {new} (Scrapy's own, same meaning; CHANGELOG.md)")
+        if name in MOVED_TO_TUNING:
+            raise ConfigError(moved_hint(name, settings.get(name)))
         if name.startswith(PREFIX) and name not in known:
             raise unknown_name("setting", name, [n for n in known if n.startswith(PREFIX)], more="docs/settings.md")
     for name, default in known.items():
@@ -174,6 +202,7 @@ def check_settings(settings: BaseSettings) -> None:
             if not math.isfinite(number) or (rule is not None and not rule[0](number)):
                 what = rule[1] if rule is not None else "a finite number"
                 raise ConfigError(f"setting {name} must be {what}, got {settings.get(name)!r}")
+    tuning.Tuning.from_settings(settings)  # unknown keys, bad values: one line
     for name, check in CHECKS.items():
         check(settings, name)
     _check_choices(settings)

@@ -25,6 +25,7 @@ from imagecrawl.optout.config import OptOutConfig
 from imagecrawl.records import EmbeddedOptOut, SourceHints, build_record
 from imagecrawl.state import author_salt, state_dir_for
 from imagecrawl.storage.context import crawl_context
+from imagecrawl.tuning import tuning
 
 logger = logging.getLogger(__name__)
 
@@ -114,7 +115,7 @@ class ImageSpider(scrapy.Spider):
             self._media_pool = None
 
     def _embedded_optout(self, url: str) -> bool:
-        """Whether an image's own data-mining statement is honoured (``IMAGECRAWL_OPTOUT_EMBEDDED``)."""
+        """Whether an image's own data-mining statement is honoured (``IMAGECRAWL_TUNING['optout_embedded']``)."""
         if self._optout is None:
             self._optout = OptOutConfig.from_settings(self.crawler.settings)
         config = self._optout
@@ -130,7 +131,7 @@ class ImageSpider(scrapy.Spider):
             image_url=response.url,
             body=response.body,
             salt=self.salt,
-            max_pixels=self.crawler.settings.getint("IMAGECRAWL_MAX_IMAGE_PIXELS"),
+            max_pixels=tuning(self.crawler.settings).max_image_pixels,
             embedded_optout=self._embedded_optout(response.url),
             on_fix=fixes.append,
         )

@@ -7,7 +7,7 @@ Arguments: ``profile`` (required: a TOML path or a bundled profile name), ``star
 
 A profile with ``[listing] newest_first = true`` walks incrementally (docs/spiders.md#incremental-runs):
 once the last walk of the same listing completed, paging stops after
-``IMAGECRAWL_INCREMENTAL_KNOWN_RUN`` detail pages in a row whose records the store holds.
+``IMAGECRAWL_TUNING['incremental_known_run']`` detail pages in a row whose records the store holds.
 
 ``source_id`` is derived from the detail URL (see :func:`imagecrawl.pages.gallery.detail_id`): group 1
 of the profile's ``detail.id_pattern``, else the URL's last path segment.

@@ -43,6 +43,7 @@ from imagecrawl.incremental import begin_walk
 from imagecrawl.pages import PageError
 from imagecrawl.pages import sitemap as sitemaps
 from imagecrawl.storage.watermarks import normalize_position
+from imagecrawl.tuning import tuning
 from spiders._util import PAGE_META, count_error, count_errors
 from spiders.gallery import GallerySpider
 
@@ -62,11 +63,11 @@ class SitemapConfig:
     @classmethod
     def from_settings(cls, settings: BaseSettings) -> Self:
         return cls(
-            max_bytes=settings.getint("IMAGECRAWL_SITEMAP_MAX_BYTES"),
-            max_decompressed_bytes=settings.getint("IMAGECRAWL_SITEMAP_MAX_DECOMPRESSED_BYTES"),
-            max_urls=max(1, settings.getint("IMAGECRAWL_SITEMAP_MAX_URLS")),
-            max_depth=max(0, settings.getint("IMAGECRAWL_SITEMAP_MAX_DEPTH")),
-            max_sitemaps=max(1, settings.getint("IMAGECRAWL_SITEMAP_MAX_SITEMAPS")),
+            max_bytes=tuning(settings).sitemap_max_bytes,
+            max_decompressed_bytes=tuning(settings).sitemap_max_decompressed_bytes,
+            max_urls=max(1, tuning(settings).sitemap_max_urls),
+            max_depth=max(0, tuning(settings).sitemap_max_depth),
+            max_sitemaps=max(1, tuning(settings).sitemap_max_sitemaps),
         )
 
 
@@ -149,7 +150,9 @@ class SitemapSpider(GallerySpider):
             count_error(self, "sitemap_loop", origin or url, f"sitemap {url} was requested before")
             return None
         if len(self._sitemaps) >= self.config.max_sitemaps:
-            count_error(self, "sitemap_limit", origin or url, f"IMAGECRAWL_SITEMAP_MAX_SITEMAPS reached: {url}")
+            count_error(
+                self, "sitemap_limit", origin or url, f"IMAGECRAWL_TUNING['sitemap_max_sitemaps'] reached: {url}"
+            )
             return None
         self._sitemaps.add(url)
         self._outstanding += 1
@@ -193,7 +196,7 @@ class SitemapSpider(GallerySpider):
 
     def sitemap_failed(self, failure: Failure) -> None:
         request = failure.request  # type: ignore[attr-defined]
-        # a sitemap over IMAGECRAWL_SITEMAP_MAX_BYTES stays so: only other download errors are transient
+        # a sitemap over IMAGECRAWL_TUNING['sitemap_max_bytes'] stays so: only other download errors are transient
         transient = request.meta.get(meta.DOWNLOAD_ERROR) not in (None, "maxsize")
         if isinstance(failure.value, HttpError):
             status = failure.value.response.status
@@ -215,7 +218,8 @@ class SitemapSpider(GallerySpider):
                 self,
                 "sitemap_too_large",
                 response,
-                f"decompresses past IMAGECRAWL_SITEMAP_MAX_DECOMPRESSED_BYTES={self.config.max_decompressed_bytes}",
+                f"decompresses past {self.config.max_decompressed_bytes} bytes "
+                "(IMAGECRAWL_TUNING['sitemap_max_decompressed_bytes'])",
             )
         except (OSError, EOFError, struct.error) as exc:
             count_error(self, "bad_sitemap", response, f"broken gzip: {exc}")
@@ -249,7 +253,9 @@ class SitemapSpider(GallerySpider):
         self, parsed: sitemaps.ParsedSitemap, response: scrapy.http.Response, depth: int
     ) -> Iterator[scrapy.Request]:
         if parsed.sitemaps and depth >= self.config.max_depth:
-            count_error(self, "sitemap_depth", response, f"index deeper than IMAGECRAWL_SITEMAP_MAX_DEPTH={depth}")
+            count_error(
+                self, "sitemap_depth", response, f"index deeper than {depth} (IMAGECRAWL_TUNING['sitemap_max_depth'])"
+            )
             return
         walk = self.walk
         for ref in parsed.sitemaps:

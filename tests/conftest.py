@@ -24,6 +24,7 @@ from typing import Any, NoReturn
 
 import pytest
 
+from tests.crawlers import merge_settings, setting_text
 from tests.sandbox.testing import SandboxProcess
 
 from .servers import MotoS3, RedisServer, SandboxFactory, start_moto, start_redis, stop_process
@@ -37,12 +38,14 @@ PACING_LOOPBACK = {
     "IMAGECRAWL_MAX_RATE_PER_SITE": "500",
     "IMAGECRAWL_MAX_CONCURRENCY_PER_SITE": "16",
     "IMAGECRAWL_PACING_START_RATE_PER_SECOND": "500",
-    "IMAGECRAWL_RETRY_BACKOFF_SECONDS": "0.2",
-    "IMAGECRAWL_BAN_COOLDOWN_SECONDS": "1",
-    # a shared 2-core box makes loopback latency noise, not a signal of the site's load
-    "IMAGECRAWL_PACING_LATENCY_MARGIN_SECONDS": "5",
-    # hostile-server tests time out on purpose: do not slow the sandbox down below loopback speed
-    "IMAGECRAWL_PACING_MIN_RATE_PER_SECOND": "50",
+    "IMAGECRAWL_TUNING": {
+        "retry_backoff_seconds": 0.2,
+        "ban_cooldown_seconds": 1,
+        # a shared 2-core box makes loopback latency noise, not a signal of the site's load
+        "pacing_latency_margin_seconds": 5,
+        # hostile-server tests time out on purpose: do not slow the sandbox down below loopback speed
+        "pacing_min_rate_per_second": 50,
+    },
 }
 
 #: The settings every test crawl of a loopback server uses (politeness caps are for other sites).
@@ -77,15 +80,12 @@ def run_crawl(
     stats_file = Path(tempfile.gettempdir()) / f"imagecrawl-stats-{spider}-{os.getpid()}-{time.time_ns()}.json"
     cmd: list[str] = [sys.executable, "-m", "scrapy", "crawl", spider]
     for key, value in (args or {}).items():
-        cmd += ["-a", f"{key}={value}"]
-    merged = {
-        **LOOPBACK,
-        "IMAGECRAWL_STORE": str(store),
-        "IMAGECRAWL_STATS_FILE": str(stats_file),
-        **(settings or {}),
-    }
+        cmd += ["-a", f"{key}={setting_text(value)}"]
+    merged = merge_settings(
+        LOOPBACK, {"IMAGECRAWL_STORE": str(store), "IMAGECRAWL_STATS_FILE": str(stats_file)}, settings or {}
+    )
     for key, value in merged.items():
-        cmd += ["-s", f"{key}={value}"]
+        cmd += ["-s", f"{key}={setting_text(value)}"]
     proc = subprocess.run(
         cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})}
     )

@@ -7,7 +7,7 @@ through it sees no ``IMAGECRAWL_*`` value at all. ``scrapy crawl`` always loads 
     crawler = make_crawler(IMAGECRAWL_NEAR_POLICY="keep")
     pipeline = DedupePipeline.from_crawler(crawler)
 
-    config = ProgressConfig.from_settings(Settings(project_settings(IMAGECRAWL_PROGRESS_SITES=2)))
+    config = ProgressConfig.from_settings(Settings(project_settings(IMAGECRAWL_TUNING={"progress_sites": 2})))
 
 The overrides replace the project's values at "project" priority, as if ``imagecrawl/defaults.py`` said
 them; spider ``custom_settings`` and the add-ons apply on top, as in a real crawl.
@@ -15,7 +15,10 @@ them; spider ``custom_settings`` and the add-ons apply on top, as in a real craw
 
 from __future__ import annotations
 
+import asyncio
 import copy
+import json
+from collections.abc import Mapping
 from typing import Any
 
 from scrapy import Spider
@@ -53,13 +56,50 @@ def stop_engine(crawler: Crawler) -> None:
 
 
 class Clock:
-    """A monotonic clock a test moves by hand (``component.clock = Clock()``; ``clock.advance(0.2)``)."""
+    """A monotonic clock a test moves by hand (``component.clock = Clock()``; ``clock.advance(0.2)``).
 
-    def __init__(self, start: float = 1000.0) -> None:
-        self.now = start
+    ``time()`` is the wall clock that moves with it, and ``await clock.sleep(s)`` moves it by ``s`` at once
+    (then lets the event loop run), for components that pause: a wait is measured exactly, not slept."""
+
+    def __init__(self, start: float = 1000.0, wall: float = 1_800_000_000.0) -> None:
+        self.start = self.now = start
+        self.wall_start = wall
+        self.slept: list[float] = []
 
     def __call__(self) -> float:
         return self.now
 
     def advance(self, seconds: float) -> None:
         self.now += seconds
+
+    def time(self) -> float:
+        return self.wall_start + (self.now - self.start)
+
+    async def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+        await asyncio.sleep(0)
+
+
+def tuning_of(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``IMAGECRAWL_TUNING`` keys of a settings dict (a dict, or its JSON text as ``-s`` takes it)."""
+    value = settings.get("IMAGECRAWL_TUNING") or {}
+    return dict(json.loads(value) if isinstance(value, str) else value)
+
+
+def merge_settings(*layers: Mapping[str, Any]) -> dict[str, Any]:
+    """Settings dicts merged left to right, as ``{**a, **b}`` but with the keys of their ``IMAGECRAWL_TUNING``
+    merged too (a later layer's key wins)."""
+    merged: dict[str, Any] = {}
+    tuned: dict[str, Any] = {}
+    for layer in layers:
+        merged.update(layer)
+        tuned.update(tuning_of(layer))
+    if tuned:
+        merged["IMAGECRAWL_TUNING"] = tuned
+    return merged
+
+
+def setting_text(value: Any) -> str:
+    """A setting's value as ``-s NAME=value`` takes it: dicts and lists as JSON, the rest as text."""
+    return json.dumps(value) if isinstance(value, dict | list) else str(value)

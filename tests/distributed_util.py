@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tests.crawlers import merge_settings, setting_text
+
 from .conftest import LOOPBACK, REPO
 from .servers import RedisServer as RedisServer  # the redis_server fixture's type, for the test modules
 from .servers import start_redis as start_redis
@@ -44,16 +46,14 @@ def start_worker(
     log = directory / f"{name}.log"
     cmd = [sys.executable, "-m", "scrapy", "crawl", spider]
     for key, value in (args or {}).items():
-        cmd += ["-a", f"{key}={value}"]
-    merged = {
-        **LOOPBACK,
-        "IMAGECRAWL_WORKER_ID": name,
-        "IMAGECRAWL_CONTACT": name,
-        "IMAGECRAWL_STATS_FILE": str(stats_file),
-        **(settings or {}),
-    }
+        cmd += ["-a", f"{key}={setting_text(value)}"]
+    merged = merge_settings(
+        LOOPBACK,
+        {"IMAGECRAWL_WORKER_ID": name, "IMAGECRAWL_CONTACT": name, "IMAGECRAWL_STATS_FILE": str(stats_file)},
+        settings or {},
+    )
     for key, value in merged.items():
-        cmd += ["-s", f"{key}={value}"]
+        cmd += ["-s", f"{key}={setting_text(value)}"]
     with log.open("wb") as fh:
         process = subprocess.Popen(cmd, cwd=REPO, stdout=fh, stderr=subprocess.STDOUT)
     return WorkerProcess(name, process, log, stats_file)

@@ -14,6 +14,7 @@ from typing import Any
 
 from imagecrawl import defaults
 from imagecrawl.metadata import extract_metadata
+from tests.crawlers import merge_settings
 from tests.sandbox.catalog import Catalog, Entry, build_catalog, render_image
 
 from .conftest import PACING_LOOPBACK
@@ -22,19 +23,18 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def base_settings(store: Path) -> dict[str, Any]:
-    return {
-        # the spider's own items, before any pipeline: the add-on's pipelines are switched off as in any
-        # Scrapy project, by naming them with None (an empty dict leaves the add-on's entries in place)
-        "ITEM_PIPELINES": {path: None for path in defaults.ITEM_PIPELINES},
-        "DOWNLOAD_DELAY": 0,
-        "CONCURRENT_REQUESTS_PER_DOMAIN": 16,
-        "IMAGECRAWL_STORE": str(store),
-        "LOG_LEVEL": "INFO",
-        "IMAGECRAWL_AUTHOR_SALT": "test-salt",
-        # The network guard refuses loopback unless allowed (docs/optout.md).
-        "IMAGECRAWL_ALLOWED_NETWORKS": "127.0.0.0/8",
-        **PACING_LOOPBACK,  # loopback-sized pacing caps (the polite defaults are for other sites)
-    }
+    return merge_settings(
+        {
+            "ITEM_PIPELINES": {path: None for path in defaults.ITEM_PIPELINES},
+            "DOWNLOAD_DELAY": 0,
+            "CONCURRENT_REQUESTS_PER_DOMAIN": 16,
+            "IMAGECRAWL_STORE": str(store),
+            "LOG_LEVEL": "INFO",
+            "IMAGECRAWL_AUTHOR_SALT": "test-salt",
+            "IMAGECRAWL_ALLOWED_NETWORKS": "127.0.0.0/8",
+        },
+        PACING_LOOPBACK,
+    )
 
 
 @dataclass

@@ -50,7 +50,25 @@ def scrapy_cmd(*args: str) -> list[str]:
     return [str(Path(sys.executable).with_name("scrapy")), *args]
 
 
-def crawl(project: Path, api: str, stats_file: Path) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
+#: what docs/settings.md ("From any Scrapy project") and the README tell a project to add, line for line
+DOCUMENTED = """
+ADDONS = {"imagecrawl.Addon": 100}
+IMAGECRAWL_STORE = "data/"
+TWISTED_DNS_RESOLVER = "imagecrawl.resolver.GuardedResolver"  # the network guard at connect time too
+from imagecrawl.defaults import FEED_EXPORTERS  # noqa: E402  (-O out.parquet, and feeds without image bytes)
+"""
+RESOLVER_WARNING = "add TWISTED_DNS_RESOLVER = 'imagecrawl.resolver.GuardedResolver' to the project's settings"
+
+
+def test_the_documented_lines_are_the_ones_tested() -> None:
+    repo = Path(__file__).resolve().parents[1]
+    for doc in (repo / "docs" / "settings.md", repo / "README.md"):
+        assert DOCUMENTED.strip() in doc.read_text(), doc
+
+
+def crawl(
+    project: Path, api: str, stats_file: Path, *extra: str
+) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
     env = {k: v for k, v in os.environ.items() if k != "SCRAPY_SETTINGS_MODULE"}
     proc = subprocess.run(
         scrapy_cmd(
@@ -62,6 +80,7 @@ def crawl(project: Path, api: str, stats_file: Path) -> tuple[subprocess.Complet
             "IMAGECRAWL_ALLOWED_NETWORKS=127.0.0.0/8",
             "-s",
             f"IMAGECRAWL_STATS_FILE={stats_file}",
+            *extra,
         ),
         cwd=project,
         capture_output=True,
@@ -84,16 +103,19 @@ def test_a_plain_scrapy_project_with_the_addon(tmp_path: Path, sandbox_site: San
     store = tmp_path / "store"
     text = settings.read_text()
     assert "ADDONS = {}" in text  # Scrapy's template: nothing of imagecrawl's yet
-    settings.write_text(
-        text.replace("ADDONS = {}", 'ADDONS = {"imagecrawl.Addon": 100}') + f"\nIMAGECRAWL_STORE = {str(store)!r}\n"
-    )
+    # the documented lines, with the test's own store (the rest of Scrapy's template stays)
+    lines = DOCUMENTED.replace('"data/"', repr(str(store)))
+    settings.write_text(text.replace("ADDONS = {}", "") + lines)
     (project / "theirs" / "spiders" / "prompts.py").write_text(SPIDER)
     api = sandbox_site.base_url.rstrip("/")
 
-    first, stats = crawl(project, api, tmp_path / "first.json")
+    feed = tmp_path / "out.parquet"
+    first, stats = crawl(project, api, tmp_path / "first.json", "-O", str(feed))
     assert first.returncode == 0, first.stderr[-4000:]
     assert "Traceback" not in first.stderr, first.stderr[-4000:]
     log = first.stderr
+    assert RESOLVER_WARNING not in log  # the project named the guarded resolver
+    assert "'TWISTED_DNS_RESOLVER': 'imagecrawl.resolver.GuardedResolver'" in log
     for component in (
         "imagecrawl.downloadermiddlewares.pacing.PacingMiddleware",
         "imagecrawl.downloadermiddlewares.bans.BanMiddleware",
@@ -114,10 +136,19 @@ def test_a_plain_scrapy_project_with_the_addon(tmp_path: Path, sandbox_site: San
     rows = pq.read_table(sorted(store.rglob("*.parquet"))).to_pylist()
     assert {r["source"] for r in rows} == {"mine"} and len(rows) == stats["imagecrawl/store/rows_committed"]
     assert all(r["image_sha256"] for r in rows) and any(r["prompt"] for r in rows)
+    # -O out.parquet: the add-on's Parquet exporter, the image bytes left out (they are in the store)
+    exported = pq.read_table(feed).to_pylist()
+    assert sorted(r["id"] for r in exported) == sorted(r["id"] for r in rows)
+    assert all("image" not in r for r in exported)
     # the project's own settings keep the last word: its DOWNLOAD_DELAY (a floor of pacing)
     assert "'DOWNLOAD_DELAY': 1" in log
 
+    # without the resolver line the crawl runs, with the one WARNING the docs speak of
+    settings.write_text(
+        settings.read_text().replace('TWISTED_DNS_RESOLVER = "imagecrawl.resolver.GuardedResolver"', "")
+    )
     again, stats = crawl(project, api, tmp_path / "again.json")
     assert again.returncode == 0, again.stderr[-4000:]
+    assert sum(RESOLVER_WARNING in line for line in again.stderr.splitlines()) == 1, again.stderr[-4000:]
     assert stats["imagecrawl/dedupe/skipped_known/id"] == len(rows)  # the store's images are not fetched again
     assert stats.get("imagecrawl/store/rows_committed", 0) == 0

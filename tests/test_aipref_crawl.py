@@ -186,9 +186,9 @@ def test_a_site_wide_content_signal_refuses_all_but_the_path_scoped_yes(
 
 def test_switched_off_content_signal_and_usage_are_fetched(sitewide: SandboxProcess, tmp_path: Path) -> None:
     result, log = crawl(
-        sitewide, tmp_path, IMAGECRAWL_OPTOUT_CONTENT_SIGNAL="False", IMAGECRAWL_OPTOUT_CONTENT_USAGE="False"
+        sitewide, tmp_path, IMAGECRAWL_TUNING={"optout_content_signal": "False", "optout_content_usage": "False"}
     )
-    assert sum("IMAGECRAWL_OPTOUT_CONTENT_SIGNAL is off" in line for line in result.stderr.splitlines()) == 1
+    assert sum("IMAGECRAWL_TUNING['optout_content_signal'] is off" in line for line in result.stderr.splitlines()) == 1
     for path in REFUSED_IN_ROBOTS + REFUSED_AT_HEADERS:
         assert [r["bytes"] for r in log[path]] == [full(path)], path
     assert not any(

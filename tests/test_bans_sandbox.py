@@ -9,6 +9,8 @@ from typing import Any
 
 import pytest
 
+from tests.crawlers import merge_settings
+
 from .test_pacing_sandbox import crawl, gaps, sites
 
 pytestmark = pytest.mark.e2e
@@ -16,10 +18,7 @@ pytestmark = pytest.mark.e2e
 BANS: dict[str, Any] = {
     "IMAGECRAWL_MAX_RATE_PER_SITE": 5,
     "IMAGECRAWL_PACING_START_RATE_PER_SECOND": 5,
-    "IMAGECRAWL_BAN_BURST": 3,
-    "IMAGECRAWL_BAN_SOFT_THRESHOLD": 3,
-    "IMAGECRAWL_BAN_COOLDOWN_SECONDS": 1,
-    "IMAGECRAWL_BAN_MAX_PROBES": 3,
+    "IMAGECRAWL_TUNING": {"ban_burst": 3, "ban_soft_threshold": 3, "ban_cooldown_seconds": 1, "ban_max_probes": 3},
 }
 MARKER = "imagecrawl sandbox"  # every healthy sandbox index page has it; an empty gallery does not
 
@@ -108,7 +107,13 @@ def test_bans_probes_recovery_and_abandon_next_to_a_healthy_site(tmp_path: Any) 
 
 def test_a_crawl_whose_only_site_is_abandoned_closes_banned(tmp_path: Any) -> None:
     with sites(tmp_path, ("127.0.0.1", ["--ban-mode", "403", "--ban-after", "2", "--ban-seconds", "1000"])) as (sb,):
-        result = crawl(tmp_path, [sb.url("?i={i}")], 40, {**BANS, "IMAGECRAWL_BAN_MAX_PROBES": 2}, check=False)
+        result = crawl(
+            tmp_path,
+            [sb.url("?i={i}")],
+            40,
+            merge_settings(BANS, {"IMAGECRAWL_TUNING": {"ban_max_probes": 2}}),
+            check=False,
+        )
         records = sb.requests()
     assert result.stats["finish_reason"] == "banned", result.stderr[-3000:]
     assert "Traceback" not in result.stderr

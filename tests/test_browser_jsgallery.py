@@ -109,7 +109,10 @@ def _trap_crawl(
             "gallery",
             store=tmp_path / "store",
             args={"profile": "sandbox-js", "start_url": start_url},
-            settings={"IMAGECRAWL_ALLOWED_NETWORKS": "127.0.0.1/32", "IMAGECRAWL_BROWSER_SCROLL_IDLE_SECONDS": "1"},
+            settings={
+                "IMAGECRAWL_ALLOWED_NETWORKS": "127.0.0.1/32",
+                "IMAGECRAWL_TUNING": {"browser_scroll_idle_seconds": "1"},
+            },
             timeout=240,
             check=False,
         )
@@ -161,7 +164,7 @@ def test_a_redirect_to_an_allowed_page_is_followed_hop_by_hop(tmp_path: Path, js
         "gallery",
         store=tmp_path / "store",
         args={"profile": "sandbox-js", "start_url": js_site.url(f"browsertrap/?iframe={quote(hop, safe='')}")},
-        settings={"IMAGECRAWL_BROWSER_SCROLL_IDLE_SECONDS": "1"},
+        settings={"IMAGECRAWL_TUNING": {"browser_scroll_idle_seconds": "1"}},
         timeout=240,
         check=False,
     )

@@ -189,7 +189,7 @@ def test_nothing_a_rendered_page_does_gets_past_the_crawls_policy(
             "IMAGECRAWL_MAX_RATE_PER_SITE": str(RATE),
             "IMAGECRAWL_MAX_CONCURRENCY_PER_SITE": "2",
             "IMAGECRAWL_PACING_START_RATE_PER_SECOND": str(RATE),
-            "IMAGECRAWL_BROWSER_SCROLL_IDLE_SECONDS": "3",
+            "IMAGECRAWL_TUNING": {"browser_scroll_idle_seconds": "3"},
         },
         timeout=300,
     )

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.crawlers import merge_settings, setting_text
 from tests.sandbox.catalog import build_catalog, render_image
 from tests.sandbox.testing import SandboxProcess
 
@@ -26,7 +27,11 @@ from .conftest import LOOPBACK, REPO, read_store, run_crawl
 
 pytestmark = pytest.mark.e2e
 
-SPOOLED = {"IMAGECRAWL_SHARD_MAX_ROWS": "1000", "IMAGECRAWL_SPOOL_BATCH_ROWS": "2", "IMAGECRAWL_NEAR_POLICY": "keep"}
+SPOOLED = {
+    "IMAGECRAWL_SHARD_MAX_ROWS": "1000",
+    "IMAGECRAWL_NEAR_POLICY": "keep",
+    "IMAGECRAWL_TUNING": {"spool_batch_rows": "2"},
+}
 
 
 @pytest.fixture
@@ -97,8 +102,10 @@ def test_a_start_on_a_full_disk_stops_cleanly_and_leaves_the_spool(
     # a run with room, SIGKILLed once its spool holds rows: it leaves the spool to a later run
     subprocess.run(["mount", "-o", "remount,size=64m", str(small_outbox)], check=True)
     cmd = [sys.executable, "-m", "scrapy", "crawl", "urls", "-a", f"input={urls}"]
-    for key, value in {**LOOPBACK, **SPOOLED, "DOWNLOAD_DELAY": "0.2", "IMAGECRAWL_STORE": str(store)}.items():
-        cmd += ["-s", f"{key}={value}"]
+    for key, value in merge_settings(
+        LOOPBACK, SPOOLED, {"DOWNLOAD_DELAY": "0.2", "IMAGECRAWL_STORE": str(store)}
+    ).items():
+        cmd += ["-s", f"{key}={setting_text(value)}"]
     killed = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and not any(p.stat().st_size > 0 for p in small_outbox.glob("*.spool")):
@@ -143,7 +150,7 @@ def test_a_full_disk_under_the_whole_store_is_one_line_per_cause(sandbox_site: S
             "civitai",
             store=store,
             args={"api_url": sandbox_site.base_url.rstrip("/"), "nsfw": "all"},
-            settings={"IMAGECRAWL_SPOOL_BATCH_ROWS": "2"},
+            settings={"IMAGECRAWL_TUNING": {"spool_batch_rows": "2"}},
             check=False,
             timeout=240,
         )

@@ -21,6 +21,7 @@ import redis
 
 from imagecrawl.distributed.ratelimit import RateConfig, RedisRateLimiter
 from imagecrawl.pacing.sitekey import site_of_url
+from tests.crawlers import merge_settings
 from tests.sandbox.testing import SandboxProcess
 
 from .conftest import read_store, stop_process
@@ -49,17 +50,18 @@ def capped_site(sandbox_factory: SandboxFactory) -> SandboxProcess:
 
 
 def _settings(redis_server: RedisServer, prefix: str, store: Path, **extra: Any) -> dict[str, Any]:
-    return {
-        "IMAGECRAWL_REDIS_URL": redis_server.url,
-        "IMAGECRAWL_REDIS_PREFIX": prefix,
-        "IMAGECRAWL_MAX_RATE_PER_SITE": CAP,
-        "IMAGECRAWL_STORE": store,
-        "IMAGECRAWL_REDIS_LEASE_SECONDS": 6,
-        # few requests in hand per worker: at a shared rate limit, a worker holding 16 starves the others
-        "CONCURRENT_REQUESTS": 3,
-        "CONCURRENT_REQUESTS_PER_DOMAIN": 3,
-        **extra,
-    }
+    return merge_settings(
+        {
+            "IMAGECRAWL_REDIS_URL": redis_server.url,
+            "IMAGECRAWL_REDIS_PREFIX": prefix,
+            "IMAGECRAWL_MAX_RATE_PER_SITE": CAP,
+            "IMAGECRAWL_STORE": store,
+            "CONCURRENT_REQUESTS": 3,
+            "CONCURRENT_REQUESTS_PER_DOMAIN": 3,
+        },
+        extra,
+        {"IMAGECRAWL_TUNING": {"redis_lease_seconds": 6}},
+    )
 
 
 def _wait(workers: list[WorkerProcess], timeout: float) -> None:

@@ -78,7 +78,7 @@ def test_order_within_a_site_and_turns_across_sites(redis_server: RedisServer, t
 
 def test_a_dead_workers_lease_returns_to_its_site_at_its_priority(redis_server: RedisServer, tmp_path: Path) -> None:
     prefix = f"t{uuid.uuid4().hex[:8]}"
-    dead = _scheduler(redis_server, prefix, tmp_path, IMAGECRAWL_REDIS_LEASE_SECONDS=0.5)
+    dead = _scheduler(redis_server, prefix, tmp_path, IMAGECRAWL_TUNING={"redis_lease_seconds": 0.5})
     for url, priority in [("http://a.test/1", 9), ("http://a.test/2", 1), ("http://b.test/1", 0)]:
         dead.enqueue_request(Request(url, priority=priority))
     time.sleep(0.01)  # a's turn comes after b's (Redis's clock counts milliseconds)
@@ -86,7 +86,7 @@ def test_a_dead_workers_lease_returns_to_its_site_at_its_priority(redis_server: 
     assert taken is not None and taken.url == "http://a.test/1"
     assert meta.LEASE in taken.meta
     # the worker dies holding it: no heartbeat, no ack
-    survivor = _scheduler(redis_server, prefix, tmp_path, IMAGECRAWL_REDIS_LEASE_SECONDS=0.5)
+    survivor = _scheduler(redis_server, prefix, tmp_path, IMAGECRAWL_TUNING={"redis_lease_seconds": 0.5})
     time.sleep(0.7)
     got = _drain(survivor, 4)
     assert survivor.stats is not None

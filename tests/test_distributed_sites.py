@@ -87,15 +87,15 @@ def test_a_slow_site_does_not_hold_the_others_back(tmp_path: Path, redis_server:
             "IMAGECRAWL_REDIS_URL": redis_server.url,
             "IMAGECRAWL_REDIS_PREFIX": prefix,
             "IMAGECRAWL_STORE": tmp_path / "store",
-            "IMAGECRAWL_REDIS_LEASE_SECONDS": 10,
             "IMAGECRAWL_MAX_RATE_PER_SITE": CAP,
             "IMAGECRAWL_MAX_CONCURRENCY_PER_SITE": 4,
             "IMAGECRAWL_PACING_START_RATE_PER_SECOND": 2,
-            "IMAGECRAWL_PACING_MIN_RATE_PER_SECOND": 0.2,
-            "IMAGECRAWL_PACING_LATENCY_MARGIN_SECONDS": 5,
-            # fewer slots than the slow site has requests waiting: were they held in the downloader, the
-            # other sites would wait behind them
             "CONCURRENT_REQUESTS": 4,
+            "IMAGECRAWL_TUNING": {
+                "redis_lease_seconds": 10,
+                "pacing_min_rate_per_second": 0.2,
+                "pacing_latency_margin_seconds": 5,
+            },
         }
         workers = [
             start_worker(n, "urls", tmp_path / "workers", args={"input": str(listing)}, settings=settings)

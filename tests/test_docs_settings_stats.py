@@ -21,6 +21,7 @@ from scrapy.settings import default_settings
 from imagecrawl import defaults as project
 from imagecrawl import settings as own_settings
 from imagecrawl.schema import SCHEMA
+from imagecrawl.tuning import fields as tuning_fields
 
 from .codescan import REPO, canonical, restated_defaults, scan, scan_reads
 
@@ -224,7 +225,7 @@ def test_every_documented_default_is_the_real_one() -> None:
         ("IMAGECRAWL_STORE", "str", "a local folder", True),
         ("IMAGECRAWL_PACING_START_RATE_PER_SECOND", "float", "`None`: a quarter of the cap", False),
         ("IMAGECRAWL_PACING_START_RATE_PER_SECOND", "float", "unset", False),
-        ("IMAGECRAWL_BAN_CHALLENGE_MARKERS", "list", "built-in list", False),
+        ("IMAGECRAWL_OPTOUT_DIRECTIVES", "list", "built-in list", False),
         ("USER_AGENT", "str", "built from `IMAGECRAWL_CONTACT`", False),
         ("RETRY_PRIORITY_ADJUST", "int", "`-1`", False),
         ("JOBDIR", "str", "unset", False),
@@ -232,6 +233,62 @@ def test_every_documented_default_is_the_real_one() -> None:
 )
 def test_the_default_check_sees_what_it_should(name: str, kind: str, cell: str, wrong: bool) -> None:
     assert (check_default(name, kind, cell) is not None) is wrong
+
+
+def tuning_rows() -> dict[str, list[str]]:
+    """The rows of docs/settings.md's table of ``IMAGECRAWL_TUNING`` keys (header ``key | type | default``)."""
+    rows: dict[str, list[str]] = {}
+    for header, cells in settings_tables(DOCS / "settings.md"):
+        key = re.fullmatch(r"`([a-z0-9_]+)`", cells[0])
+        if header[:3] == ["key", "type", "default"] and key:
+            rows[key.group(1)] = cells
+    return rows
+
+
+def tuning_default_problem(key: str, kind: str, cell: str, real: Any) -> str | None:
+    """Why a documented tuning key's type or default ``cell`` is not the real default ``real``, or None."""
+    if kind not in TYPES or not (real is None or isinstance(real, TYPES[kind])):
+        return f"documented as {kind}, but the default is {real!r}"
+    if isinstance(real, bool) != (kind == "bool") and real is not None:
+        return f"documented as {kind}, but the default is {real!r}"
+    start = re.match(r"`([^`]+)`", cell)
+    value = parse_default(start.group(1)) if start else NOT_A_VALUE
+    if value is NOT_A_VALUE:
+        return None if isinstance(real, tuple) else f"give the default as a Python literal in backticks, not {cell!r}"
+    return None if same(value, real) else f"documented default {start.group(1) if start else cell} != {real!r}"
+
+
+def test_every_tuning_key_is_documented_with_its_default() -> None:
+    """imagecrawl/tuning.py's Tuning is the one source of the internals' defaults; the docs list each key."""
+    rows = tuning_rows()
+    real = tuning_fields()
+    assert sorted(set(real) - set(rows)) == [], "IMAGECRAWL_TUNING keys missing from docs/settings.md"
+    assert sorted(set(rows) - set(real)) == [], "docs/settings.md lists IMAGECRAWL_TUNING keys Tuning does not have"
+    wrong = []
+    for key, cells in rows.items():
+        assert len(cells) >= 4 and all(cells[:4]), f"{key}: needs type, default and meaning"
+        why = tuning_default_problem(key, cells[1], cells[2], real[key])
+        if why:
+            wrong.append(f"{key}: {why}")
+    assert not wrong, "docs/settings.md tuning defaults that are not Tuning's:\n" + "\n".join(wrong)
+
+
+@pytest.mark.parametrize(
+    ("kind", "cell", "real", "wrong"),
+    [
+        ("float", "`2.0`", 2.0, False),
+        ("float", "`3.0`", 2.0, True),
+        ("int", "`524288` (512 KiB)", 524288, False),
+        ("bool", "`True`", True, False),
+        ("bool", "`1`", True, True),
+        ("int", "`True`", True, True),
+        ("list", "ten markers", ("a", "b"), False),
+        ("float", "a few seconds", 2.0, True),
+        ("bool", "`None`: on when distributed", None, False),
+    ],
+)
+def test_the_tuning_default_check_sees_what_it_should(kind: str, cell: str, real: Any, wrong: bool) -> None:
+    assert (tuning_default_problem("k", kind, cell, real) is not None) is wrong
 
 
 def test_every_stat_is_documented() -> None:

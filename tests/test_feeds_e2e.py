@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests.conftest import LOOPBACK, REPO, read_store
+from tests.crawlers import merge_settings, setting_text
 from tests.sandbox.catalog import build_catalog
 from tests.sandbox.testing import SandboxProcess
 from tests.servers import SandboxFactory
@@ -47,8 +48,8 @@ def crawl(tmp: Path, url_list: Path, feeds: list[str], **settings: str) -> subpr
     cmd = [sys.executable, "-m", "scrapy", "crawl", "urls", "-a", f"input={url_list}"]
     for feed in feeds:
         cmd += ["-o", str(tmp / feed)]
-    for key, value in {**LOOPBACK, "IMAGECRAWL_STORE": str(tmp / "store"), **settings}.items():
-        cmd += ["-s", f"{key}={value}"]
+    for key, value in merge_settings(LOOPBACK, {"IMAGECRAWL_STORE": str(tmp / "store")}, settings).items():
+        cmd += ["-s", f"{key}={setting_text(value)}"]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=180, env=dict(os.environ))
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert " ERROR: " not in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-4000:]

@@ -23,7 +23,7 @@ from imagecrawl import __version__
 from imagecrawl.forget.tombstones import key_of
 from imagecrawl.state import state_dir_for
 from tests.conftest import LOOPBACK, REPO, run_crawl
-from tests.crawlers import make_crawler
+from tests.crawlers import make_crawler, merge_settings, setting_text
 from tests.forget_util import SALT, build_store, sha_of
 from tests.sandbox.testing import SandboxProcess
 from tests.servers import SandboxFactory
@@ -46,7 +46,7 @@ def rows(store: Path) -> list[dict[str, str]]:
 
 
 def setting_args(settings: dict[str, str]) -> list[str]:
-    return [arg for key, value in settings.items() for arg in ("-s", f"{key}={value}")]
+    return [arg for key, value in settings.items() for arg in ("-s", f"{key}={setting_text(value)}")]
 
 
 def set_robots(site: SandboxProcess, **query: str) -> None:
@@ -109,7 +109,7 @@ def test_forgotten_rows_stay_gone_and_recheck_follows_robots(tmp_path: Path, sit
     visit = site.requests()[before:]
     paths = [r["path"] for r in visit]
     assert paths[0] == "/robots.txt" and "/" in paths
-    assert len([p for p in paths if p.startswith("/gallery/")]) == 3  # IMAGECRAWL_RECHECK_SAMPLE_PAGES
+    assert len([p for p in paths if p.startswith("/gallery/")]) == 3  # IMAGECRAWL_TUNING["recheck_sample_pages"]
     assert {r["ua"] for r in visit} == {f"imagecrawl/{__version__} (+recheck@example.org)"}
 
     # the site withdraws consent: the next recheck forgets every row of it
@@ -158,13 +158,15 @@ def test_a_crawl_running_on_the_store_makes_forget_refuse(tmp_path: Path, site: 
             "-a",
             f"start_url={base}/gallery/",
             *setting_args(
-                {
-                    **LOOPBACK,
-                    "IMAGECRAWL_STORE": str(store),
-                    "IMAGECRAWL_PACING_START_RATE_PER_SECOND": "1",
-                    "IMAGECRAWL_MAX_RATE_PER_SITE": "1",
-                    "IMAGECRAWL_PACING_MIN_RATE_PER_SECOND": "0.5",
-                }
+                merge_settings(
+                    LOOPBACK,
+                    {
+                        "IMAGECRAWL_STORE": str(store),
+                        "IMAGECRAWL_PACING_START_RATE_PER_SECOND": "1",
+                        "IMAGECRAWL_MAX_RATE_PER_SITE": "1",
+                        "IMAGECRAWL_TUNING": {"pacing_min_rate_per_second": "0.5"},
+                    },
+                )
             ),
         ],
         cwd=REPO,

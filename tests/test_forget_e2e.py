@@ -20,6 +20,7 @@ from imagecrawl.forget.tombstones import TombstoneTable
 from imagecrawl.state import state_dir_for
 from imagecrawl.storage.stores import LocalStore, S3Config, S3Store
 from tests.conftest import REPO
+from tests.crawlers import setting_text
 from tests.forget_util import SALT, build_store, sha_of, store_rows
 
 from .servers import MotoS3
@@ -36,7 +37,7 @@ def forget_cmd(store: str, selectors_file: Path, settings: dict[str, str]) -> li
     cmd = [sys.executable, "-m", "imagecrawl.cli", "forget", store, "--site", "other.test"]
     cmd += ["--from", str(selectors_file), "--reason", "takedown #12"]
     for key, value in settings.items():
-        cmd += ["-s", f"{key}={value}"]
+        cmd += ["-s", f"{key}={setting_text(value)}"]
     return cmd
 
 

@@ -119,8 +119,8 @@ def test_sites_served_together_retry_after_kept_dead_sites_cut_off(tmp_path: Pat
                     "IMAGECRAWL_MAX_RATE_PER_SITE": "10",
                     "IMAGECRAWL_MAX_CONCURRENCY_PER_SITE": "4",
                     "IMAGECRAWL_PACING_START_RATE_PER_SECOND": "2.5",
-                    "CONCURRENT_REQUESTS": "8",  # fewer than the requests the sites wait to send
-                    "IMAGECRAWL_PACING_LATENCY_MARGIN_SECONDS": "5",
+                    "CONCURRENT_REQUESTS": "8",
+                    "IMAGECRAWL_TUNING": {"pacing_latency_margin_seconds": "5"},
                 },
                 timeout=240,
             )

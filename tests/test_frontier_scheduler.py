@@ -67,8 +67,8 @@ def scheduler(tmp_path: Path, **settings: Any) -> tuple[FrontierScheduler, Clock
         "IMAGECRAWL_MAX_RATE_PER_SITE": 1,
         "IMAGECRAWL_PACING_START_RATE_PER_SECOND": 1,
         "IMAGECRAWL_MAX_CONCURRENCY_PER_SITE": 2,
-        "IMAGECRAWL_PACING_JITTER": 0,
         "SCHEDULER_MEMORY_QUEUE": "scrapy.squeues.FifoMemoryQueue",
+        "IMAGECRAWL_TUNING": {"pacing_jitter": 0},
     }
     crawler = make_crawler(Spider, **{**base, **settings})
     crawler.spider = Spider.from_crawler(crawler)
@@ -138,7 +138,7 @@ def test_within_a_site_priority_then_scrapys_lifo_start_requests_fifo(tmp_path: 
 
 
 def test_what_leaves_holds_a_slot_and_a_new_site_gets_the_short_timeout(tmp_path: Path) -> None:
-    sched, clock = scheduler(tmp_path, IMAGECRAWL_POLICY_TIMEOUT_SECONDS=4, DOWNLOAD_TIMEOUT=60)
+    sched, clock = scheduler(tmp_path, IMAGECRAWL_TUNING={"policy_timeout_seconds": 4}, DOWNLOAD_TIMEOUT=60)
     sched.enqueue_request(Request("https://a.example/1"))
     request = sched.next_request()
     assert request is not None
@@ -187,9 +187,7 @@ def test_duplicates_are_filtered_and_a_retry_waits_for_its_backoff(tmp_path: Pat
 def test_a_dead_site_is_dropped_with_a_counted_reason(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     sched, clock = scheduler(
         tmp_path,
-        IMAGECRAWL_CIRCUIT_FAILURES=1,
-        IMAGECRAWL_CIRCUIT_MAX_PROBES=1,
-        IMAGECRAWL_CIRCUIT_COOLOFF_SECONDS=1,
+        IMAGECRAWL_TUNING={"circuit_failures": 1, "circuit_max_probes": 1, "circuit_cooloff_seconds": 1},
         IMAGECRAWL_MAX_CONCURRENCY_PER_SITE=1,
     )
     for i in range(5):
@@ -218,7 +216,9 @@ def test_a_dead_site_is_dropped_with_a_counted_reason(tmp_path: Path, caplog: py
 
 
 def test_past_the_memory_limit_requests_wait_in_the_state_folder(tmp_path: Path) -> None:
-    sched, clock = scheduler(tmp_path, IMAGECRAWL_FRONTIER_MEMORY_REQUESTS=5, IMAGECRAWL_MAX_RATE_PER_SITE=1000)
+    sched, clock = scheduler(
+        tmp_path, IMAGECRAWL_TUNING={"frontier_memory_requests": 5}, IMAGECRAWL_MAX_RATE_PER_SITE=1000
+    )
     sites = [f"s{n}.example" for n in range(4)]
     for i in range(10):
         for site in sites:

@@ -112,7 +112,7 @@ def test_gallery_and_sitemap_second_run(sandbox_factory: SandboxFactory, tmp_pat
             return [f"{r['path']}?{r['query']}" for r in log if r["path"] == "/gallery/"]
         return paths(log, "/sitemaps/images-")
 
-    settings = {"IMAGECRAWL_INCREMENTAL_KNOWN_RUN": "3"}
+    settings = {"IMAGECRAWL_TUNING": {"incremental_known_run": "3"}}
     stats, log = crawl(server, store, spider, **settings)
     assert len(listing(log)) == math.ceil((ITEMS - HIDDEN) / LIMIT)
     assert stats["imagecrawl/incremental/saved"] == 1
@@ -140,7 +140,7 @@ def test_a_killed_walk_moves_no_watermark(sandbox_factory: SandboxFactory, tmp_p
     the top: it walks down to run 1's watermark and the store ends as one full walk's."""
     server = sandbox_factory.start(items=60, seed=8, extra_args=["--hidden", "30"], name="inc-kill")
     store = str(tmp_path / "store")
-    settings = {"IMAGECRAWL_INCREMENTAL_KNOWN_RUN": "2", "IMAGECRAWL_SHARD_MAX_ROWS": "4"}
+    settings = {"IMAGECRAWL_SHARD_MAX_ROWS": "4", "IMAGECRAWL_TUNING": {"incremental_known_run": "2"}}
     crawl(server, store, **settings)
     marks_path = tmp_path / "store" / ".imagecrawl" / "state" / "watermarks.json"
     before = json.loads(marks_path.read_text())["marks"]

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import read_store, run_crawl
+from tests.crawlers import merge_settings
 from tests.sandbox.testing import SandboxProcess
 from tests.servers import SandboxFactory
 
@@ -51,11 +52,11 @@ def crawl(server: SandboxProcess, store: Path, **settings: Any) -> tuple[dict[st
         store=store,
         args=args,
         # near-duplicates off: which of two near ones is kept depends on the order (new ones come first)
-        settings={
-            "IMAGECRAWL_NEAR_DEDUPE_ENABLED": "False",
-            "IMAGECRAWL_INCREMENTAL_KNOWN_RUN": str(KNOWN_RUN),
-            **settings,
-        },
+        settings=merge_settings(
+            {"IMAGECRAWL_NEAR_DEDUPE_ENABLED": "False"},
+            settings,
+            {"IMAGECRAWL_TUNING": {"incremental_known_run": str(KNOWN_RUN)}},
+        ),
     )
     return result.stats, [r for r in server.requests()[before:] if r.get("ua") != TEST_AGENT]
 

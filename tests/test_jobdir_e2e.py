@@ -17,6 +17,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from tests.crawlers import merge_settings, setting_text
+
 from .conftest import LOOPBACK, REPO, read_store, run_crawl
 from .sandbox.catalog import build_catalog
 from .sandbox.testing import SandboxProcess
@@ -30,15 +32,12 @@ ITEMS, SEED = 24, 5
 SLOW = {
     "IMAGECRAWL_MAX_RATE_PER_SITE": "3",
     "IMAGECRAWL_PACING_START_RATE_PER_SECOND": "3",
-    "IMAGECRAWL_PACING_MIN_RATE_PER_SECOND": "1",
     "IMAGECRAWL_MAX_CONCURRENCY_PER_SITE": "2",
     "CONCURRENT_REQUESTS": "4",
     "IMAGECRAWL_SHARD_MAX_ROWS": "2",
-    "IMAGECRAWL_SPOOL_BATCH_ROWS": "1",
     "IMAGECRAWL_AUTHOR_SALT": "jobdir-test",
-    # which of two near-duplicates is stored depends on the order they arrive in: keep both, so the
-    # store of an interrupted crawl can be compared with an uninterrupted one's row for row
     "IMAGECRAWL_NEAR_POLICY": "keep",
+    "IMAGECRAWL_TUNING": {"pacing_min_rate_per_second": "1", "spool_batch_rows": "1"},
 }
 
 
@@ -106,16 +105,14 @@ def test_every_spiders_requests_are_saved_in_jobdir(site: SandboxProcess, url_li
 def command(spider: str, args: dict[str, str], store: Path, jobdir: Path, stats_file: Path) -> list[str]:
     cmd = [sys.executable, "-m", "scrapy", "crawl", spider]
     for key, value in args.items():
-        cmd += ["-a", f"{key}={value}"]
-    settings = {
-        **LOOPBACK,
-        **SLOW,
-        "IMAGECRAWL_STORE": str(store),
-        "JOBDIR": str(jobdir),
-        "IMAGECRAWL_STATS_FILE": str(stats_file),
-    }
+        cmd += ["-a", f"{key}={setting_text(value)}"]
+    settings = merge_settings(
+        LOOPBACK,
+        SLOW,
+        {"IMAGECRAWL_STORE": str(store), "JOBDIR": str(jobdir), "IMAGECRAWL_STATS_FILE": str(stats_file)},
+    )
     for key, value in settings.items():
-        cmd += ["-s", f"{key}={value}"]
+        cmd += ["-s", f"{key}={setting_text(value)}"]
     return cmd
 
 

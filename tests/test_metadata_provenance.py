@@ -205,7 +205,7 @@ def test_the_spider_drops_a_refusing_file_counts_and_lists_it(tmp_path: Path) ->
     skip_log(crawler).close()
     [line] = [json.loads(x) for x in (tmp_path / ".imagecrawl" / "state" / "optout.jsonl").read_text().splitlines()]
     assert (line["reason"], line["detail"]) == ("embedded_data_mining", "plus:DataMining DMI-PROHIBITED")
-    crawler, records = _parse_image(tmp_path, refusing, IMAGECRAWL_OPTOUT_EMBEDDED=False)
+    crawler, records = _parse_image(tmp_path, refusing, IMAGECRAWL_TUNING={"optout_embedded": False})
     assert [r.data_mining for r in records] == ["DMI-PROHIBITED"]
     assert crawler.stats.get_value("imagecrawl/optout/embedded_data_mining") is None
     owned = "https://mine.example/a.jpg"

@@ -142,9 +142,12 @@ def test_identity_and_crawl_delay_handed_to_pacing(default_crawl: Any, site: San
 def test_switching_a_rule_off_is_logged_and_directives_extend(site: SandboxProcess, tmp_path: Path) -> None:
     """One crawl, two settings: TDMRep off (for a site you own) and noindex added to the directives."""
     result, log = crawl(
-        site, tmp_path, IMAGECRAWL_OPTOUT_TDMREP="False", IMAGECRAWL_OPTOUT_DIRECTIVES="noai,noimageai,noindex"
+        site,
+        tmp_path,
+        IMAGECRAWL_TUNING={"optout_tdmrep": "False"},
+        IMAGECRAWL_OPTOUT_DIRECTIVES="noai,noimageai,noindex",
     )
-    warning = [line for line in result.stderr.splitlines() if "IMAGECRAWL_OPTOUT_TDMREP is off" in line]
+    warning = [line for line in result.stderr.splitlines() if "IMAGECRAWL_TUNING['optout_tdmrep'] is off" in line]
     assert len(warning) == 1 and " WARNING: " in warning[0]
     paths = by_path(log)
     assert "/.well-known/tdmrep.json" not in paths

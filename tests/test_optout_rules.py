@@ -174,9 +174,9 @@ def test_optout_config_switches_and_directives() -> None:
         Settings(
             defaults(
                 **{
-                    "IMAGECRAWL_OPTOUT_X_ROBOTS_TAG": "False",
                     "IMAGECRAWL_OPTOUT_DIRECTIVES": "noai, noindex,none",
                     "IMAGECRAWL_OPTOUT_LOG": "-",
+                    "IMAGECRAWL_TUNING": {"optout_x_robots_tag": "False"},
                 }
             )
         )
@@ -190,9 +190,9 @@ def test_optout_config_switches_and_directives() -> None:
 
 def test_disabled_rules_are_logged(caplog: pytest.LogCaptureFixture) -> None:
     config = OptOutConfig.from_settings(
-        Settings(defaults(**{"IMAGECRAWL_OPTOUT_TDMREP": False, "IMAGECRAWL_OPTOUT_LOG": "-"}))
+        Settings(defaults(**{"IMAGECRAWL_OPTOUT_LOG": "-", "IMAGECRAWL_TUNING": {"optout_tdmrep": False}}))
     )
     with caplog.at_level("WARNING"):
         config.warn_disabled()
     assert [r.levelname for r in caplog.records] == ["WARNING"]
-    assert "IMAGECRAWL_OPTOUT_TDMREP is off" in caplog.text
+    assert "IMAGECRAWL_TUNING['optout_tdmrep'] is off" in caplog.text

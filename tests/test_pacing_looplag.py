@@ -49,7 +49,7 @@ def test_the_probe_sees_a_blocked_loop() -> None:
 
 
 def test_site_latency_subtracts_or_ignores_our_lag() -> None:
-    crawler = make_crawler(IMAGECRAWL_PACING_LATENCY_MARGIN_SECONDS=0.1)
+    crawler = make_crawler(IMAGECRAWL_TUNING={"pacing_latency_margin_seconds": 0.1})
     crawler.stats.open_spider()
     runtime = runtime_for(crawler)
     now = time.monotonic()
@@ -87,8 +87,7 @@ def test_a_busy_crawler_on_busy_cores_does_not_slow_down_for_a_steady_site(tmp_p
                     "IMAGECRAWL_MAX_RATE_PER_SITE": 40,
                     "IMAGECRAWL_PACING_START_RATE_PER_SECOND": 40,
                     "IMAGECRAWL_MAX_CONCURRENCY_PER_SITE": 8,
-                    # the real default (the other loopback tests lift it: their machine is noisy)
-                    "IMAGECRAWL_PACING_LATENCY_MARGIN_SECONDS": 0.1,
+                    "IMAGECRAWL_TUNING": {"pacing_latency_margin_seconds": 0.1},
                 },
                 args={"busy": "0.3"},  # our own work holds the loop 0.3 s of every 0.6 s
             )

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from tests.crawlers import merge_settings, setting_text
 from tests.sandbox.misbehave import max_rate_per_second, requests_inside_windows
 from tests.sandbox.testing import SandboxProcess, start_sandbox
 
@@ -28,10 +29,12 @@ PACE: dict[str, str] = {
     "IMAGECRAWL_MAX_RATE_PER_SITE": "50",
     "IMAGECRAWL_MAX_CONCURRENCY_PER_SITE": "8",
     "IMAGECRAWL_PACING_START_RATE_PER_SECOND": "2",
-    "IMAGECRAWL_PACING_MIN_RATE_PER_SECOND": "0.02",
-    "IMAGECRAWL_RETRY_BACKOFF_SECONDS": "0.5",
-    "IMAGECRAWL_RETRY_MAX_BACKOFF_SECONDS": "4",
-    "IMAGECRAWL_BAN_COOLDOWN_SECONDS": "1",
+    "IMAGECRAWL_TUNING": {
+        "pacing_min_rate_per_second": "0.02",
+        "retry_backoff_seconds": "0.5",
+        "retry_max_backoff_seconds": "4",
+        "ban_cooldown_seconds": "1",
+    },
 }
 
 
@@ -52,7 +55,7 @@ def crawl(tmp_path: Path, urls: list[str], n: int, settings: dict[str, Any], **k
         "pacing_load",
         store=tmp_path / "store",
         args={"urls": ",".join(urls), "n": n, **kw.pop("args", {})},
-        settings={**PACE, **{k: str(v) for k, v in settings.items()}},
+        settings=merge_settings(PACE, {k: setting_text(v) for k, v in settings.items()}),
         timeout=150,
         **kw,
     )
@@ -90,8 +93,7 @@ def test_cap_crawl_delay_retries_and_retry_after(tmp_path: Path) -> None:
                 "IMAGECRAWL_MAX_RATE_PER_SITE": 4,
                 "IMAGECRAWL_PACING_START_RATE_PER_SECOND": 4,
                 "RETRY_TIMES": 2,
-                "IMAGECRAWL_RETRY_BACKOFF_SECONDS": 0.4,
-                "IMAGECRAWL_RETRY_AFTER_MAX_SECONDS": 3,  # above the 2 s the other sites send
+                "IMAGECRAWL_TUNING": {"retry_backoff_seconds": 0.4, "retry_after_max_seconds": 3},
             },
         )
         logs = {

@@ -7,6 +7,7 @@ import email.utils
 import itertools
 import math
 import random
+from dataclasses import replace
 
 import pytest
 from scrapy.settings import Settings
@@ -25,8 +26,9 @@ from imagecrawl.pacing import (
     parse_retry_after,
     site_of_host,
 )
-from imagecrawl.pacing.aimd import Adjustment
-from imagecrawl.pacing.config import PacingConfig, RetryConfig, ban_config_from_settings
+from imagecrawl.pacing.aimd import STARTUP_MAX_STEPS, Adjustment
+from imagecrawl.pacing.circuit import CircuitConfig
+from imagecrawl.pacing.config import PacingConfig, RetryConfig, ban_config_from_settings, circuit_config_from_settings
 from imagecrawl.pacing.signals import classify_exception, classify_status
 from tests.crawlers import project_settings
 from tests.sandbox.misbehave import (
@@ -90,7 +92,8 @@ def test_startup_grows_only_when_the_rate_binds_and_is_capped() -> None:
     c = AimdController(CFG, now=0.0)
     assert c.on_success(now=1.5) is None  # the rate never held anything back
     adj = _answer_at_rate(c, 1.6, 2.7)
-    assert adj is not None and adj.kind == "increase" and c.rate == pytest.approx(1.5)
+    # the answer at 2.6 s comes two half steps after the last change: it grows by both (no more)
+    assert adj is not None and adj.kind == "increase" and c.rate == pytest.approx(CFG.startup_factor**2)
     _answer_at_rate(c, 2.7, 60.0)
     assert c.rate == 100.0
 
@@ -109,7 +112,9 @@ def test_the_rate_grows_no_faster_than_the_site_answers() -> None:
     for t in range(1, 30):
         slow.rate_limited = True
         slow.on_success(now=float(t))
-    assert slow.rate <= CFG.startup_factor * 1.0 + 1e-9
+    # the first answer, a second (two half steps) after the start, grows a used rate by both; then the
+    # rate is no longer used (1 answer/s), and it stays
+    assert slow.rate <= CFG.startup_factor**STARTUP_MAX_STEPS * 1.0 + 1e-9
 
 
 def test_startup_concurrency_grows_by_the_startup_factor_then_by_one() -> None:
@@ -321,14 +326,14 @@ def test_configs_from_settings() -> None:
             **{
                 "IMAGECRAWL_MAX_RATE_PER_SITE": "7.5",
                 "IMAGECRAWL_MAX_CONCURRENCY_PER_SITE": "3",
+                "CONCURRENT_REQUESTS_PER_DOMAIN": "4",
                 "IMAGECRAWL_PACING_START_RATE_PER_SECOND": "100",
                 "IMAGECRAWL_PACING_SITE_KEY": "domain",
                 "DOWNLOAD_DELAY": "0.25",
-                "IMAGECRAWL_BAN_COOLDOWN_SECONDS": "2",
-                "IMAGECRAWL_BAN_MAX_PROBES": "4",
                 "RETRY_TIMES": "5",
                 "RETRY_HTTP_CODES": "429,503",
                 "IMAGECRAWL_BAN_HEALTHY_MARKERS": '{"example.com": "class=\\"card\\""}',
+                "IMAGECRAWL_TUNING": {"ban_cooldown_seconds": "2", "ban_max_probes": "4"},
             }
         )
     )
@@ -525,7 +530,9 @@ def test_a_cut_takes_the_answers_since_the_last_cut_not_the_savings_a_pause_let_
     from imagecrawl.pacing.aimd import SERVED_MARGIN
 
     c = AimdController(CFG, now=0.0)
-    c.rate, c.ceiling, c.last_cut = 16.0, 16.0, 0.0
+    c.rate = c.ceiling = 16.0 / CFG.decrease_factor
+    c.on_congestion("429", sent_at=0.0, now=0.0)  # the last cut: 16/s, with a 2 s pause
+    assert c.rate == pytest.approx(16.0)
     c.note_pause(0.0, 2.0)
     t = 2.0
     while t < 4.5:  # the site's own 12/s ...
@@ -537,3 +544,14 @@ def test_a_cut_takes_the_answers_since_the_last_cut_not_the_savings_a_pause_let_
     c.on_congestion("429", sent_at=t, now=t)
     assert c.ceiling is not None and 11.0 <= c.ceiling <= 13.0  # not the 15/s of the last two seconds
     assert c.rate == pytest.approx(SERVED_MARGIN * c.ceiling)
+
+
+def test_the_configs_field_defaults_are_the_settings_defaults() -> None:
+    """The typed configs take their field defaults from imagecrawl/defaults.py and imagecrawl/tuning.py: a
+    config built from the project's settings equals one built with no arguments (nothing restated)."""
+    s = Settings(project_settings())
+    assert ban_config_from_settings(s) == BanConfig()
+    assert circuit_config_from_settings(s) == CircuitConfig()
+    assert RetryConfig.from_settings(s) == RetryConfig()
+    built, bare = PacingConfig.from_settings(s), PacingConfig()
+    assert replace(built, aimd=bare.aimd) == bare

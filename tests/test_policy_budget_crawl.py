@@ -1,6 +1,6 @@
 """A robots.txt of tens of megabytes, end to end: a real crawl against a loopback server that streams
 it (plain, and gzip-encoded although the crawler asked for none) reads its first
-``IMAGECRAWL_POLICY_MAX_BYTES`` and hangs up; the rules in that part apply, the ones after it do not,
+``IMAGECRAWL_TUNING['policy_max_bytes']`` and hangs up; the rules in that part apply, the ones after it do not,
 the crawl's peak memory barely moves and the server sends only a small part of the file."""
 
 from __future__ import annotations

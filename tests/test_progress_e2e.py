@@ -66,7 +66,7 @@ def test_progress_line_has_the_total_and_an_eta_and_the_first_shard_commits_earl
             "IMAGECRAWL_PROGRESS_INTERVAL_SECONDS": "0.3",
             "CONCURRENT_REQUESTS_PER_DOMAIN": "1",
             "DOWNLOAD_DELAY": "0.1",
-            "IMAGECRAWL_FIRST_SHARD_MAX_ROWS": "4",
+            "IMAGECRAWL_TUNING": {"first_shard_max_rows": "4"},
         },
     )
     matches = [m for line in result.stderr.splitlines() if (m := LINE.search(line))]

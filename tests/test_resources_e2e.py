@@ -14,6 +14,7 @@ import pytest
 
 from imagecrawl.state import state_dir_for
 from tests.conftest import LOOPBACK, REPO
+from tests.crawlers import merge_settings
 
 pytestmark = pytest.mark.e2e
 
@@ -26,7 +27,7 @@ CONFIGS: dict[str, dict[str, str]] = {
     "known_off": {"IMAGECRAWL_SKIP_KNOWN_IMAGES": "False"},
     "incremental_off": {"IMAGECRAWL_INCREMENTAL_ENABLED": "False"},
     "report_off": {"IMAGECRAWL_REPORT_ENABLED": "False"},
-    "progress_off": {"IMAGECRAWL_PROGRESS_ENABLED": "False"},
+    "progress_off": {"IMAGECRAWL_TUNING": {"progress_enabled": "False"}},
     "media_inline": {"IMAGECRAWL_MEDIA_THREADS": "0"},
     "all_off": {
         "IMAGECRAWL_PARQUET_ENABLED": "False",
@@ -34,7 +35,7 @@ CONFIGS: dict[str, dict[str, str]] = {
         "IMAGECRAWL_SKIP_KNOWN_IMAGES": "False",
         "IMAGECRAWL_INCREMENTAL_ENABLED": "False",
         "IMAGECRAWL_REPORT_ENABLED": "False",
-        "IMAGECRAWL_PROGRESS_ENABLED": "False",
+        "IMAGECRAWL_TUNING": {"progress_enabled": "False"},
     },
 }
 
@@ -47,7 +48,7 @@ def test_turning_a_component_off_leaks_nothing(tmp_path: Path, sandbox_site: Any
             {
                 "spider": "civitai",
                 "args": {"api_url": api, "limit": 5, "max_items": 8},
-                "settings": {**LOOPBACK, "IMAGECRAWL_STORE": str(tmp_path / name / "store"), **off},
+                "settings": merge_settings(LOOPBACK, {"IMAGECRAWL_STORE": str(tmp_path / name / "store")}, off),
                 "out": str(tmp_path / name / "out"),
             }
         )

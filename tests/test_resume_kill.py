@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from tests.crawlers import merge_settings, setting_text
 from tests.sandbox.testing import SandboxProcess
 
 from .conftest import LOOPBACK, REPO, MotoS3, read_store, run_crawl
@@ -25,9 +26,8 @@ ITEMS = 60
 # Small shards and row groups: many commits, so every crash point is passed several times.
 SMALL = {
     "IMAGECRAWL_SHARD_MAX_ROWS": "4",
-    "IMAGECRAWL_ROW_GROUP_ROWS": "2",
-    "IMAGECRAWL_SPOOL_BATCH_ROWS": "1",
     "CONCURRENT_REQUESTS": "4",
+    "IMAGECRAWL_TUNING": {"row_group_rows": "2", "spool_batch_rows": "1"},
 }
 
 
@@ -69,7 +69,7 @@ def _killed_run(
         "civitai",
         store=store,
         args=_args(site),
-        settings={**SMALL, "JOBDIR": str(jobdir), **(extra or {})},
+        settings=merge_settings(SMALL, {"JOBDIR": str(jobdir)}, extra or {}),
         env={"IMAGECRAWL_FAILPOINTS": failpoint, **(env or {})},
         check=False,
     )
@@ -92,7 +92,9 @@ def test_kill_at_commit_points_then_resume(failpoint: str, site: Any, baseline: 
     store, jobdir = tmp_path / "store", tmp_path / "job"
     _killed_run(site, store, jobdir, failpoint)
     assert not [p for p in store.rglob("*") if p.is_file() and p.suffix == ".parquet" and p.parts[-2][:1] == "_"]
-    second = run_crawl("civitai", store=store, args=_args(site), settings={**SMALL, "JOBDIR": str(jobdir)})
+    second = run_crawl(
+        "civitai", store=store, args=_args(site), settings=merge_settings(SMALL, {"JOBDIR": str(jobdir)})
+    )
     assert second.stats.get("imagecrawl/resume/unclean_restart") == 1
     if failpoint.startswith(("spool.", "shard.row_group")):
         # spooled rows are not downloaded again
@@ -102,12 +104,14 @@ def test_kill_at_commit_points_then_resume(failpoint: str, site: Any, baseline: 
 
 def test_kill_while_downloading_then_resume(site: Any, baseline: set[str], tmp_path: Path) -> None:
     store, jobdir = tmp_path / "store", tmp_path / "job"
-    settings = {**LOOPBACK, **SMALL, "IMAGECRAWL_STORE": str(store), "JOBDIR": str(jobdir), "DOWNLOAD_DELAY": "0.05"}
+    settings = merge_settings(
+        LOOPBACK, SMALL, {"IMAGECRAWL_STORE": str(store), "JOBDIR": str(jobdir), "DOWNLOAD_DELAY": "0.05"}
+    )
     cmd = [sys.executable, "-m", "scrapy", "crawl", "civitai"]
     for key, value in _args(site).items():
-        cmd += ["-a", f"{key}={value}"]
+        cmd += ["-a", f"{key}={setting_text(value)}"]
     for key, value in settings.items():
-        cmd += ["-s", f"{key}={value}"]
+        cmd += ["-s", f"{key}={setting_text(value)}"]
     for _round in range(2):
         proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         committed = 0
@@ -119,7 +123,7 @@ def test_kill_while_downloading_then_resume(site: Any, baseline: set[str], tmp_p
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
         assert proc.returncode == -signal.SIGKILL
-    final = run_crawl("civitai", store=store, args=_args(site), settings={**SMALL, "JOBDIR": str(jobdir)})
+    final = run_crawl("civitai", store=store, args=_args(site), settings=merge_settings(SMALL, {"JOBDIR": str(jobdir)}))
     assert final.stats.get("imagecrawl/resume/unclean_restart") == 1
     _assert_exactly_once(store, baseline)
 
@@ -129,5 +133,10 @@ def test_kill_during_s3_upload_then_resume(site: Any, baseline: set[str], tmp_pa
     store = f"s3://{bucket}/ds"
     extra = {**moto_s3.settings, "IMAGECRAWL_STATE_DIR": str(tmp_path / "state")}
     _killed_run(site, store, tmp_path / "job", "s3.upload.progress:3", extra=extra)
-    run_crawl("civitai", store=store, args=_args(site), settings={**SMALL, **extra, "JOBDIR": str(tmp_path / "job")})
+    run_crawl(
+        "civitai",
+        store=store,
+        args=_args(site),
+        settings=merge_settings(SMALL, extra, {"JOBDIR": str(tmp_path / "job")}),
+    )
     _assert_exactly_once(store, baseline, env=moto_s3.env)

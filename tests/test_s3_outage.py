@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from tests.crawlers import merge_settings, setting_text
 from tests.sandbox.catalog import build_catalog
 from tests.sandbox.testing import SandboxProcess
 
@@ -26,9 +27,7 @@ ITEMS, SEED = 50, 5
 
 FAST_RETRIES = {
     "IMAGECRAWL_SHARD_MAX_ROWS": "5",
-    "IMAGECRAWL_COMMIT_RETRY_SECONDS": "0.5",
-    "IMAGECRAWL_S3_MAX_ATTEMPTS": "2",
-    "IMAGECRAWL_CLOSE_COMMIT_TIMEOUT_SECONDS": "3",
+    "IMAGECRAWL_TUNING": {"commit_retry_seconds": "0.5", "s3_max_attempts": "2", "close_commit_timeout_seconds": "3"},
 }
 
 
@@ -38,17 +37,18 @@ def site(sandbox_factory: SandboxFactory) -> SandboxProcess:
 
 
 def _settings(proxy: FaultProxy, tmp_path: Path, **extra: str) -> dict[str, str]:
-    return {
-        "AWS_ENDPOINT_URL": proxy.endpoint,
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_REGION_NAME": "us-east-1",
-        "IMAGECRAWL_STATE_DIR": str(tmp_path / "state"),
-        # these crawls start while S3 is down on purpose: no probe, ride the outage out in the outbox
-        "IMAGECRAWL_STORE_PROBE": "False",
-        **FAST_RETRIES,
-        **extra,
-    }
+    return merge_settings(
+        {
+            "AWS_ENDPOINT_URL": proxy.endpoint,
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_REGION_NAME": "us-east-1",
+            "IMAGECRAWL_STATE_DIR": str(tmp_path / "state"),
+            "IMAGECRAWL_STORE_PROBE": "False",
+        },
+        FAST_RETRIES,
+        extra,
+    )
 
 
 def _expected_ids(site: Any, tmp_path: Path) -> Expected:
@@ -69,11 +69,9 @@ def test_outage_mid_crawl_then_recovery(site: Any, moto_s3: MotoS3, tmp_path: Pa
     bucket = moto_s3.create_bucket("outage-mid")
     expected = _expected_ids(site, tmp_path)
     with FaultProxy(moto_s3.port) as proxy:
-        settings = {
-            **LOOPBACK,
-            **_settings(proxy, tmp_path, DOWNLOAD_DELAY="0.05"),
-            "IMAGECRAWL_STORE": f"s3://{bucket}/d",
-        }
+        settings = merge_settings(
+            LOOPBACK, _settings(proxy, tmp_path, DOWNLOAD_DELAY="0.05"), {"IMAGECRAWL_STORE": f"s3://{bucket}/d"}
+        )
         cmd = [
             sys.executable,
             "-m",
@@ -86,7 +84,7 @@ def test_outage_mid_crawl_then_recovery(site: Any, moto_s3: MotoS3, tmp_path: Pa
             "limit=10",
         ]
         for key, value in settings.items():
-            cmd += ["-s", f"{key}={value}"]
+            cmd += ["-s", f"{key}={setting_text(value)}"]
         proxy.down = True  # down from the start ...
         proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         # ... until shards have piled up in the outbox, then back

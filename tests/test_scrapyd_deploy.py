@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 
 from .conftest import LOOPBACK, REPO, free_port, read_store, stop_process
+from .crawlers import setting_text
 from .distributed_util import check_gallery_store
 
 pytestmark = pytest.mark.e2e
@@ -130,7 +131,7 @@ def test_deploy_schedule_and_read_shards(tmp_path: Path, scrapyd: Scrapyd, sandb
         ("profile", "sandbox"),
         ("start_url", sandbox_site.url("gallery/")),
     ]
-    fields += [("setting", f"{k}={v}") for k, v in settings.items()]
+    fields += [("setting", f"{k}={setting_text(v)}") for k, v in settings.items()]
     job = _post(url + "schedule.json", fields)
     assert job["status"] == "ok", job
     jobid = job["jobid"]

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from tests.crawlers import merge_settings, setting_text
 from tests.sandbox.catalog import build_catalog, render_image
 from tests.sandbox.testing import SandboxProcess
 
@@ -27,16 +28,17 @@ pytestmark = pytest.mark.e2e
 ITEMS, SEED = 30, 23
 # Slow enough that the processes overlap for seconds; one big shard each, spooled row by row, so
 # every process holds an open spool (and later a half-converted shard) while the others start.
-SLOW = {
-    **LOOPBACK,
-    "IMAGECRAWL_MAX_RATE_PER_SITE": "1.2",
-    "IMAGECRAWL_PACING_START_RATE_PER_SECOND": "1.2",
-    "IMAGECRAWL_PACING_MIN_RATE_PER_SECOND": "1",
-    "IMAGECRAWL_MAX_CONCURRENCY_PER_SITE": "2",
-    "IMAGECRAWL_SHARD_MAX_ROWS": "1000",
-    "IMAGECRAWL_SPOOL_BATCH_ROWS": "1",
-    "IMAGECRAWL_NEAR_POLICY": "keep",
-}
+SLOW = merge_settings(
+    LOOPBACK,
+    {
+        "IMAGECRAWL_MAX_RATE_PER_SITE": "1.2",
+        "IMAGECRAWL_PACING_START_RATE_PER_SECOND": "1.2",
+        "IMAGECRAWL_MAX_CONCURRENCY_PER_SITE": "2",
+        "IMAGECRAWL_SHARD_MAX_ROWS": "1000",
+        "IMAGECRAWL_NEAR_POLICY": "keep",
+        "IMAGECRAWL_TUNING": {"pacing_min_rate_per_second": "1", "spool_batch_rows": "1"},
+    },
+)
 
 
 @pytest.fixture(scope="module")
@@ -47,9 +49,9 @@ def server(sandbox_factory: SandboxFactory) -> SandboxProcess:
 def _start(spider_args: dict[str, str], store: Path, log: Path) -> subprocess.Popen[bytes]:
     cmd = [sys.executable, "-m", "scrapy", "crawl", "urls"]
     for key, value in spider_args.items():
-        cmd += ["-a", f"{key}={value}"]
-    for key, value in {**SLOW, "IMAGECRAWL_STORE": str(store)}.items():
-        cmd += ["-s", f"{key}={value}"]
+        cmd += ["-a", f"{key}={setting_text(value)}"]
+    for key, value in merge_settings(SLOW, {"IMAGECRAWL_STORE": str(store)}).items():
+        cmd += ["-s", f"{key}={setting_text(value)}"]
     fh = open(log, "wb")  # noqa: SIM115 - closed by the child's exit; the test reads the file
     return subprocess.Popen(cmd, cwd=REPO, stdout=fh, stderr=subprocess.STDOUT, env=dict(os.environ))
 

@@ -38,7 +38,7 @@ def results(server: SandboxProcess, tmp_path_factory: pytest.TempPathFactory) ->
                 "small",
                 "sitemap",
                 {"start_url": server.url("sitemaps/pages.xml.gz"), "profile": "sandbox"},
-                {"IMAGECRAWL_SITEMAP_MAX_DECOMPRESSED_BYTES": 1024},
+                {"IMAGECRAWL_TUNING": {"sitemap_max_decompressed_bytes": 1024}},
             ),
             Crawl("five", "sitemap", {"start_url": server.url("sitemaps/index.xml"), "max_items": "5"}),
             # the network guard as for any spider: loopback is not allowed by default
@@ -93,7 +93,7 @@ def test_gzipped_pages_to_the_gallery_profile(results: dict[str, CrawlResult], c
 def test_decompressed_size_limit(results: dict[str, CrawlResult]) -> None:
     res = results["small"]
     assert res.items == [] and res.stats["imagecrawl/pages/errors/sitemap_too_large"] == 1
-    assert "IMAGECRAWL_SITEMAP_MAX_DECOMPRESSED_BYTES" in res.log
+    assert "sitemap_max_decompressed_bytes" in res.log
 
 
 def test_max_items(results: dict[str, CrawlResult]) -> None:

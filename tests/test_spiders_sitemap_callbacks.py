@@ -106,7 +106,7 @@ def test_profile_gets_the_pages_and_max_items(tmp_path: Path) -> None:
 
 
 def test_index_loops_and_depth_are_cut(tmp_path: Path) -> None:
-    s = spider(tmp_path, start_url=SITE + "/index.xml", IMAGECRAWL_SITEMAP_MAX_DEPTH=1)
+    s = spider(tmp_path, start_url=SITE + "/index.xml", IMAGECRAWL_TUNING={"sitemap_max_depth": 1})
     (first,) = start_requests(s)
     out = list(s.parse_sitemap(sitemap_response(first.url, index(SITE + "/index.xml", SITE + "/sub.xml")), 0))
     assert [(r.url, r.cb_kwargs) for r in out] == [(SITE + "/sub.xml", {"depth": 1})]
@@ -117,14 +117,14 @@ def test_index_loops_and_depth_are_cut(tmp_path: Path) -> None:
 
 
 def test_max_sitemaps(tmp_path: Path) -> None:
-    s = spider(tmp_path, start_url=SITE + "/index.xml", IMAGECRAWL_SITEMAP_MAX_SITEMAPS=3)
+    s = spider(tmp_path, start_url=SITE + "/index.xml", IMAGECRAWL_TUNING={"sitemap_max_sitemaps": 3})
     start_requests(s)
     out = list(s.parse_sitemap(sitemap_response(SITE + "/index.xml", index(*(f"{SITE}/{i}.xml" for i in range(5)))), 0))
     assert len(out) == 2 and stats(s)["imagecrawl/pages/errors/sitemap_limit"] == 3
 
 
 def test_gzip_read_and_bounded(tmp_path: Path) -> None:
-    s = spider(tmp_path, start_url=SITE + "/s.xml.gz", IMAGECRAWL_SITEMAP_MAX_DECOMPRESSED_BYTES=4096)
+    s = spider(tmp_path, start_url=SITE + "/s.xml.gz", IMAGECRAWL_TUNING={"sitemap_max_decompressed_bytes": 4096})
     small = gzip.compress(urlset("a"))
     assert [r.url for r in s.parse_sitemap(Response(SITE + "/s.xml.gz", body=small), 0)] == [SITE + "/img/a.png"]
     bomb = gzip.compress(urlset(*(str(i) for i in range(200))))

@@ -76,7 +76,7 @@ def answer(
 
 
 def test_a_burst_of_403s_bans_the_site_and_only_then_requeues() -> None:
-    crawler, mw = bans(IMAGECRAWL_BAN_BURST=5, IMAGECRAWL_BAN_COOLDOWN_SECONDS=60)
+    crawler, mw = bans(IMAGECRAWL_TUNING={"ban_burst": 5, "ban_cooldown_seconds": 60})
     for n in range(1, 5):
         request, result = answer(mw, 403)
         assert isinstance(result, Response), "a 403 before any ban is the page's own answer"
@@ -100,7 +100,7 @@ def test_a_burst_of_403s_bans_the_site_and_only_then_requeues() -> None:
 
 
 def test_401_and_403_count_towards_one_burst() -> None:
-    _, mw = bans(IMAGECRAWL_BAN_BURST=3)
+    _, mw = bans(IMAGECRAWL_TUNING={"ban_burst": 3})
     answer(mw, 401)
     answer(mw, 403)
     assert mw.runtime.gate.state_of(SITE) is BanState.SUSPECT
@@ -141,7 +141,7 @@ def test_a_challenge_page_bans_at_once(status: int, body: bytes, headers: dict[s
 
 
 def test_429s_ban_after_their_own_burst_and_are_left_to_the_retry_middleware() -> None:
-    crawler, mw = bans(IMAGECRAWL_BAN_BURST_429=3)
+    crawler, mw = bans(IMAGECRAWL_TUNING={"ban_burst_429": 3})
     results = [answer(mw, 429)[1] for _ in range(3)]
     assert mw.runtime.gate.state_of(SITE) is BanState.BANNED
     assert all(isinstance(r, Response) for r in results)  # never re-queued here: retry handles 429s
@@ -153,7 +153,7 @@ def test_429s_ban_after_their_own_burst_and_are_left_to_the_retry_middleware() -
 
 
 def test_a_healthy_marker_in_meta_turns_pages_without_it_into_soft_bans() -> None:
-    crawler, mw = bans(IMAGECRAWL_BAN_SOFT_THRESHOLD=3)
+    crawler, mw = bans(IMAGECRAWL_TUNING={"ban_soft_threshold": 3})
     good = b'<div class="gallery-item">1</div>'
     answer(mw, 200, good, **{meta.HEALTHY_MARKER: r"gallery-item"})
     assert mw.runtime.gate.state_of(SITE) is BanState.HEALTHY
@@ -176,7 +176,7 @@ def test_healthy_markers_per_site_from_settings_and_binary_bodies_are_not_judged
 
 
 def test_unpaced_answers_are_not_judged() -> None:
-    crawler, mw = bans(IMAGECRAWL_BAN_BURST=1)
+    crawler, mw = bans(IMAGECRAWL_TUNING={"ban_burst": 1})
     request = Request(f"https://{SITE}/cached")  # no SENT_AT: a cache hit, a data: URL, dont_pace
     response = Response(request.url, status=403, request=request)
     assert mw.process_response(request, response) is response
@@ -197,7 +197,7 @@ def test_answers_sent_before_the_ban_are_stale_and_dont_retry_is_honoured() -> N
 
 
 def test_cool_down_probe_then_recovery() -> None:
-    crawler, mw = bans(IMAGECRAWL_BAN_COOLDOWN_SECONDS=0.2)
+    crawler, mw = bans(IMAGECRAWL_TUNING={"ban_cooldown_seconds": 0.2})
     pacing = PacingMiddleware.from_crawler(crawler)
     assert pacing.runtime is mw.runtime
     answer(mw, 403, b"<title>Just a moment...</title>")
@@ -220,7 +220,7 @@ def test_cool_down_probe_then_recovery() -> None:
 
 
 def test_failed_probes_abandon_the_site_drop_its_requests_and_close_the_crawl() -> None:
-    crawler, mw = bans(IMAGECRAWL_BAN_COOLDOWN_SECONDS=0.1, IMAGECRAWL_BAN_MAX_PROBES=1)
+    crawler, mw = bans(IMAGECRAWL_TUNING={"ban_cooldown_seconds": 0.1, "ban_max_probes": 1})
     pacing = PacingMiddleware.from_crawler(crawler)
     engine: StubEngine = crawler.engine  # type: ignore[assignment]
 

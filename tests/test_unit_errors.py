@@ -101,7 +101,7 @@ def test_image_bytes_under_a_wrong_content_type_are_counted_and_kept() -> None:
 
 def test_download_errors_switch() -> None:
     with pytest.raises(NotConfigured):
-        DownloadErrorsMiddleware.from_crawler(make_crawler(IMAGECRAWL_DOWNLOAD_ERRORS_ENABLED=False))
+        DownloadErrorsMiddleware.from_crawler(make_crawler(IMAGECRAWL_TUNING={"download_errors_enabled": False}))
 
 
 def test_redirect_chains_scrapy_abandons_are_counted() -> None:

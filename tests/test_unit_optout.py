@@ -182,7 +182,7 @@ def test_owned_hosts_are_exempt(tmp_path: Path) -> None:
 
 
 def test_switches(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    crawler, mw = optout(tmp_path, IMAGECRAWL_OPTOUT_X_ROBOTS_TAG=False)
+    crawler, mw = optout(tmp_path, IMAGECRAWL_TUNING={"optout_x_robots_tag": False})
     response = Response("https://cdn.example/a.png", body=PNG, headers={"X-Robots-Tag": "noai"})
     assert mw.process_response(image(), response) is response
     assert subtree(crawler) == {}
@@ -356,7 +356,7 @@ def test_content_usage_header_on_an_image_stops_it_before_its_body(tmp_path: Pat
     assert subtree(crawler) == {"imagecrawl/optout/content_usage": 1, "imagecrawl/optout/skipped": 1}
     for allowed in ("train-ai=n, train-genai=y", "search=n", "Train-AI=n"):
         assert headers_received(crawler, image(), {"Content-Usage": allowed}) == [None], allowed
-    crawler, _ = optout(tmp_path, IMAGECRAWL_OPTOUT_CONTENT_USAGE=False)
+    crawler, _ = optout(tmp_path, IMAGECRAWL_TUNING={"optout_content_usage": False})
     assert headers_received(crawler, image(), {"Content-Usage": "train-ai=n"}) == [None]
 
 

@@ -7,7 +7,6 @@ feedback from errors, and the switches."""
 from __future__ import annotations
 
 import asyncio
-import time
 from types import SimpleNamespace
 from typing import Any
 
@@ -22,14 +21,19 @@ from imagecrawl import meta
 from imagecrawl.downloadermiddlewares.pacing import PacingMiddleware, PacingRuntime, runtime_for
 from imagecrawl.downloadermiddlewares.robots import crawl_delays
 from imagecrawl.storage.context import crawl_context
-from tests.crawlers import make_crawler
+from tests.crawlers import Clock, make_crawler
 
 #: fast enough that spacing never slows a test down; each test that needs a wait makes its own
 FAST = {
     "IMAGECRAWL_MAX_RATE_PER_SITE": 1000,
     "IMAGECRAWL_PACING_START_RATE_PER_SECOND": 1000,
     "IMAGECRAWL_MAX_CONCURRENCY_PER_SITE": 4,
+    "CONCURRENT_REQUESTS_PER_DOMAIN": 4,
 }
+
+
+#: about the most FAST's rate (1000 requests/s, jitter up to 10 %) spaces two requests of one site
+SPACING = 0.0012
 
 
 class Wakeups:
@@ -56,11 +60,15 @@ class StubEngine:
 
 
 def pacing(engine: bool = False, **overrides: Any) -> tuple[Crawler, PacingMiddleware]:
+    """The middleware on a clock the test owns: its pauses move the clock instead of sleeping."""
     crawler = make_crawler(**{**FAST, **overrides})
     crawler.stats.open_spider()
     if engine:
         crawler.engine = StubEngine()  # type: ignore[assignment]
-    return crawler, PacingMiddleware.from_crawler(crawler)
+    mw = PacingMiddleware.from_crawler(crawler)
+    clock = Clock()
+    mw.runtime.clock, mw.runtime.wall, mw.runtime.pause = clock, clock.time, clock.sleep
+    return crawler, mw
 
 
 def subtree(crawler: Crawler, prefix: str) -> dict[str, Any]:
@@ -68,19 +76,18 @@ def subtree(crawler: Crawler, prefix: str) -> dict[str, Any]:
 
 
 def grant(mw: PacingMiddleware, request: Request) -> float:
-    """Run ``process_request`` to completion; returns the seconds it took."""
-    started = time.monotonic()
+    """Run ``process_request`` to completion; returns the seconds it waited (on the middleware's clock)."""
+    started = mw.runtime.clock()
     asyncio.run(mw.process_request(request))
-    return time.monotonic() - started
+    return mw.runtime.clock() - started
 
 
 def test_grant_sets_site_sent_at_and_holds_a_slot_until_the_response() -> None:
     crawler, mw = pacing()
     request = Request("https://img.example/a.png")
-    before = time.monotonic()
-    assert grant(mw, request) < 0.1
+    assert grant(mw, request) == 0
     assert request.meta[meta.SITE] == "img.example"
-    assert before <= request.meta[meta.SENT_AT] <= time.monotonic()
+    assert request.meta[meta.SENT_AT] == mw.runtime.clock()
     assert request.meta[meta.PACING_GRANTED] is True
     state = mw.gate.sites["img.example"]
     assert (state.in_flight, state.granted) == (1, 1)
@@ -116,13 +123,13 @@ def test_retry_after_is_recorded_counted_and_closes_the_gate(status: int) -> Non
         "imagecrawl/pacing/retry_after": 1,
         f"imagecrawl/pacing/decrease/{status}": 1,
     }
-    now = time.monotonic()
+    now = mw.runtime.clock()
     assert 4.9 <= mw.gate.peek_wait("api.example", now) <= 5.5
     assert mw.gate.acquire("api.example", now) > 4.9  # refused for that long
     assert mw.gate.peek_wait("other.example", now) == 0.0
     snapshot = mw.runtime.snapshot()["api.example"]
     assert snapshot["state"] == "paused"
-    assert snapshot["paused_until"] == pytest.approx(time.time() + 5.1, abs=0.5)
+    assert snapshot["paused_until"] == pytest.approx(mw.runtime.wall() + mw.gate.peek_wait("api.example", now))
 
 
 def test_429_without_retry_after_slows_down_but_pauses_nothing() -> None:
@@ -138,7 +145,7 @@ def test_429_without_retry_after_slows_down_but_pauses_nothing() -> None:
 
 
 def test_absurd_retry_after_is_capped_and_warned(caplog: pytest.LogCaptureFixture) -> None:
-    crawler, mw = pacing(IMAGECRAWL_RETRY_AFTER_MAX_SECONDS=30)
+    crawler, mw = pacing(IMAGECRAWL_TUNING={"retry_after_max_seconds": 30})
     request = Request("https://api.example/page?1")
     grant(mw, request)
     with caplog.at_level("WARNING"):
@@ -154,33 +161,34 @@ def test_retry_after_holds_the_next_request_of_that_site_only() -> None:
     grant(mw, first)
     mw.process_response(first, Response(first.url, status=503, headers={"Retry-After": "0.3"}, request=first))
     pause = first.meta[meta.RETRY_AFTER]
-    assert grant(mw, Request("https://elsewhere.example/1")) < 0.1
+    assert grant(mw, Request("https://elsewhere.example/1")) == 0
     waited = grant(mw, nxt := Request("https://api.example/2"))
-    assert pause - 0.05 <= waited < pause + 0.6
+    assert waited == pytest.approx(pause, abs=0.002)
     assert nxt.meta[meta.PACING_GRANTED] is True
 
 
 def test_not_before_in_the_future_waits_then_goes() -> None:
     crawler, mw = pacing(engine=True)
-    request = Request("https://img.example/a.png", meta={meta.NOT_BEFORE: time.time() + 0.3})
+    request = Request("https://img.example/a.png", meta={meta.NOT_BEFORE: mw.runtime.wall() + 0.3})
     waited = grant(mw, request)
-    assert 0.28 <= waited < 1.0
+    assert waited == pytest.approx(0.3)
     assert request.meta[meta.PACING_GRANTED] is True
-    assert crawler.stats.get_value("imagecrawl/pacing/wait_ms") >= 280
+    assert crawler.stats.get_value("imagecrawl/pacing/wait_ms") == 300
     mw.process_response(request, Response(request.url, status=200, request=request))
     # a not-before in the past does not wait at all
-    assert grant(mw, Request("https://img.example/b.png", meta={meta.NOT_BEFORE: time.time() - 10})) < 0.1
+    past = Request("https://img.example/b.png", meta={meta.NOT_BEFORE: mw.runtime.wall() - 10})
+    assert grant(mw, past) <= SPACING  # only the site's spacing after a.png
 
 
 def test_a_request_the_frontier_let_out_passes_at_once_and_is_stamped_when_it_leaves() -> None:
     crawler, mw = pacing(IMAGECRAWL_MAX_RATE_PER_SITE=1, IMAGECRAWL_PACING_START_RATE_PER_SECOND=0.5)
     gate = mw.gate
-    granted_at = time.monotonic()
+    granted_at = mw.runtime.clock()
     assert gate.acquire("img.example", granted_at) == 0  # what the frontier does
     request = Request("https://img.example/a.png", meta={meta.PACING_GRANTED: True, meta.SENT_AT: granted_at})
-    before = time.monotonic()
-    assert grant(mw, request) < 0.05  # the gate would say 2 s for a new request: this one has its slot
-    assert request.meta[meta.SENT_AT] >= before
+    mw.runtime.clock.advance(0.5)  # it waited for robots.txt
+    assert grant(mw, request) == 0  # the gate would say 2 s for a new request: this one has its slot
+    assert request.meta[meta.SENT_AT] == granted_at + 0.5  # stamped when it leaves
     assert gate.sites["img.example"].in_flight == 1
     mw.process_response(request, Response(request.url, status=200, request=request))
     assert gate.sites["img.example"].in_flight == 0
@@ -190,16 +198,16 @@ def test_a_request_the_frontier_let_out_passes_at_once_and_is_stamped_when_it_le
 def test_a_policy_fetch_goes_while_the_request_waiting_for_it_holds_the_only_slot() -> None:
     """A site's first request holds its one slot while its robots.txt is fetched: the fetch must not
     wait for that slot (it would wait forever), but it still takes its turn in the site's spacing."""
-    _, mw = pacing(engine=True, IMAGECRAWL_MAX_CONCURRENCY_PER_SITE=1, IMAGECRAWL_PACING_JITTER=0)
+    _, mw = pacing(engine=True, IMAGECRAWL_MAX_CONCURRENCY_PER_SITE=1, IMAGECRAWL_TUNING={"pacing_jitter": 0})
     gate = mw.gate
-    assert gate.acquire("img.example", time.monotonic()) == 0
+    assert gate.acquire("img.example", mw.runtime.clock()) == 0
     robots = Request("https://img.example/robots.txt", meta={meta.KIND: "robots"})
     took = grant(mw, robots)
-    assert took < 0.1
+    assert took <= SPACING  # its turn in the site's spacing, no slot
     assert robots.meta[meta.PACING_GRANTED] == "policy"
     state = gate.sites["img.example"]
     assert state.in_flight == 1  # the policy fetch took no slot
-    assert gate.peek_wait("img.example", time.monotonic()) > 0  # but it used the site's next turn
+    assert gate.peek_wait("img.example", mw.runtime.clock()) > 0  # but it used the site's next turn
     mw.process_response(robots, Response(robots.url, status=200, request=robots))
     assert state.in_flight == 1  # and releases none
     page = Request("https://img.example/page")
@@ -215,7 +223,7 @@ def test_a_closing_crawl_drops_waiting_requests() -> None:
     crawler, mw = pacing(engine=True)
     crawler.engine._slot.closing = object()  # type: ignore[attr-defined]
     with pytest.raises(IgnoreRequest, match="closing"):
-        grant(mw, Request("https://img.example/a.png", meta={meta.NOT_BEFORE: time.time() + 5}))
+        grant(mw, Request("https://img.example/a.png", meta={meta.NOT_BEFORE: mw.runtime.wall() + 5}))
     assert mw.runtime.waiting == 0
 
 
@@ -224,13 +232,13 @@ def test_rate_spacing_holds_the_second_request() -> None:
         engine=True,
         IMAGECRAWL_MAX_RATE_PER_SITE=4,
         IMAGECRAWL_PACING_START_RATE_PER_SECOND=4,
-        IMAGECRAWL_PACING_JITTER=0,
+        IMAGECRAWL_TUNING={"pacing_jitter": 0},
     )
     first, second = Request("https://img.example/1"), Request("https://img.example/2")
     grant(mw, first)
     mw.process_response(first, Response(first.url, status=200, request=first))
-    assert 0.2 <= mw.gate.peek_wait("img.example", time.monotonic()) <= 0.26
-    assert 0.2 <= grant(mw, second) < 0.5
+    assert 0.25 <= mw.gate.peek_wait("img.example", mw.runtime.clock()) <= 0.26  # 4 requests/s
+    assert 0.25 <= grant(mw, second) <= 0.26
 
 
 def test_dont_pace_and_non_http_requests_skip_the_gate() -> None:
@@ -258,7 +266,7 @@ def test_site_key_domain_paces_subdomains_together() -> None:
     a, b = Request("https://cdn1.pics.example.co.uk/a.png"), Request("https://www.pics.example.co.uk/")
     grant(mw, a)
     # one site: the second request waits for the first one's slot (a new site starts at concurrency 1)
-    assert mw.gate.acquire("example.co.uk", time.monotonic()) > 0
+    assert mw.gate.acquire("example.co.uk", mw.runtime.clock()) > 0
     mw.process_response(a, Response(a.url, status=200, request=a))
     grant(mw, b)
     assert a.meta[meta.SITE] == b.meta[meta.SITE] == "example.co.uk"
@@ -286,23 +294,25 @@ def test_crawl_delay_from_the_crawls_registry_becomes_the_sites_floor() -> None:
     assert crawler.stats.get_value("imagecrawl/pacing/crawl_delay") == 1
     grant(mw, request)
     mw.process_response(request, Response(request.url, status=200, request=request))
-    assert mw.gate.peek_wait("slow.example", time.monotonic()) >= 2.4  # counted from the response
+    # counted from the response: the Crawl-delay, stretched by the jitter (never shortened)
+    assert 2.5 <= mw.gate.peek_wait("slow.example", mw.runtime.clock()) <= 2.5 * 1.1 + SPACING
 
 
 def test_crawl_delay_ignored_when_switched_off() -> None:
-    crawler, mw = pacing(IMAGECRAWL_PACING_OBEY_CRAWL_DELAY=False)
+    crawler, mw = pacing(IMAGECRAWL_TUNING={"pacing_obey_crawl_delay": False})
     crawl_delays(crawler).set("slow.example", 2.5)
     assert mw.gate.sites == {}
     assert crawler.stats.get_value("imagecrawl/pacing/crawl_delay") is None
 
 
-def test_scrapys_per_domain_slot_never_caps_what_the_gate_let_out() -> None:
-    """The gate is the per-site concurrency limit; Scrapy's download slot gets room for it plus the
-    policy fetch its requests wait for (the add-on raises CONCURRENT_REQUESTS_PER_DOMAIN)."""
-    crawler = make_crawler(IMAGECRAWL_MAX_CONCURRENCY_PER_SITE=6, CONCURRENT_REQUESTS_PER_DOMAIN=2)
-    assert crawler.settings.getint("CONCURRENT_REQUESTS_PER_DOMAIN") == 7
-    crawler = make_crawler(IMAGECRAWL_MAX_CONCURRENCY_PER_SITE=2, CONCURRENT_REQUESTS_PER_DOMAIN=9)
-    assert crawler.settings.getint("CONCURRENT_REQUESTS_PER_DOMAIN") == 9
+@pytest.mark.parametrize(("mine", "scrapys", "expected"), [(6, 2, 2), (2, 9, 2), (3, 3, 3), (16, 1, 1)])
+def test_the_per_site_concurrency_is_the_smaller_of_the_two_caps(mine: int, scrapys: int, expected: int) -> None:
+    """Scrapy's CONCURRENT_REQUESTS_PER_DOMAIN keeps its meaning (at most that many requests to one site at
+    once): the gate's cap is the smaller of it and IMAGECRAWL_MAX_CONCURRENCY_PER_SITE, and the add-on
+    leaves the setting as given (Scrapy's download slot never holds back what the gate let out)."""
+    crawler, mw = pacing(IMAGECRAWL_MAX_CONCURRENCY_PER_SITE=mine, CONCURRENT_REQUESTS_PER_DOMAIN=scrapys)
+    assert crawler.settings.getint("CONCURRENT_REQUESTS_PER_DOMAIN") == scrapys
+    assert mw.config.aimd.max_concurrency == expected
 
 
 def test_spider_closed_records_the_number_of_sites() -> None:
@@ -336,17 +346,22 @@ def test_a_request_held_by_the_concurrency_window_goes_as_soon_as_a_slot_is_rele
     _, mw = pacing(engine=True, IMAGECRAWL_MAX_CONCURRENCY_PER_SITE=1)
     first, second = Request("https://img.example/1"), Request("https://img.example/2")
 
-    async def run() -> float:
+    async def turns(n: int = 5) -> None:
+        for _ in range(n):
+            await asyncio.sleep(0)
+
+    async def run() -> list[float]:
         await mw.process_request(first)
         task = asyncio.create_task(mw.process_request(second))
-        await asyncio.sleep(0.05)
+        await turns()
         assert not task.done()  # the one slot is taken
         assert mw.gate.sites["img.example"].held_by_window
-        released = time.monotonic()
+        paused = list(mw.runtime.clock.slept)
         mw.process_response(first, Response(first.url, status=200, request=first))
+        await turns()
+        assert task.done()  # a few turns of the event loop after the release, not a re-check later
         await task
-        return time.monotonic() - released
+        return mw.runtime.clock.slept[len(paused) :]
 
-    woke_after = asyncio.run(run())
-    assert woke_after < 0.02  # well under the fallback re-check (POLL_SECONDS = 0.25 s)
+    assert sum(asyncio.run(run())) <= SPACING  # the release woke it: no pause but the site's spacing
     assert second.meta[meta.PACING_GRANTED] is True

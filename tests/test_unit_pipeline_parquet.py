@@ -175,7 +175,7 @@ def test_switched_off(tmp_path: Path) -> None:
 def test_a_start_recovers_only_what_ended_runs_left_in_a_shared_outbox(tmp_path: Path) -> None:
     """Two runs into one store share its outbox: the second leaves the first's open spool alone while
     the first goes on, and salvages a spool whose run has ended."""
-    spooled = {"IMAGECRAWL_SPOOL_BATCH_ROWS": 1, "IMAGECRAWL_SPOOL_FLUSH_SECONDS": 0}
+    spooled = {"IMAGECRAWL_TUNING": {"spool_batch_rows": 1, "spool_flush_seconds": 0}}
     _, first = parquet(tmp_path, **spooled)
     second_crawler, second = parquet(tmp_path, **spooled)
     outbox = tmp_path / ".imagecrawl" / "state" / "outbox"

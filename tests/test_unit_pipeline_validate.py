@@ -106,5 +106,5 @@ def test_a_non_finite_or_non_numeric_cfg_scale_is_cleared(cfg: Any) -> None:
 
 
 def test_switched_off() -> None:
-    with pytest.raises(NotConfigured, match="IMAGECRAWL_VALIDATE_ENABLED"):
-        ValidatePipeline.from_crawler(make_crawler(IMAGECRAWL_VALIDATE_ENABLED=False))
+    with pytest.raises(NotConfigured, match="validate_enabled"):
+        ValidatePipeline.from_crawler(make_crawler(IMAGECRAWL_TUNING={"validate_enabled": False}))

@@ -1,7 +1,7 @@
 """Policy files (robots.txt, tdmrep.json) stay fresh and within their budget: with an injected clock,
 robots.txt (and its Content-Signal / Content-Usage lines) and tdmrep.json are fetched again once they are
-``IMAGECRAWL_POLICY_TTL_SECONDS`` old, never before; a tdmrep.json that cannot be fetched refuses the site
-and is retried like an unreachable robots.txt; bodies are read up to ``IMAGECRAWL_POLICY_MAX_BYTES``
+``IMAGECRAWL_TUNING['policy_ttl_seconds']`` old, never before; a tdmrep.json that cannot be fetched refuses the site
+and is retried like an unreachable robots.txt; bodies are read up to ``IMAGECRAWL_TUNING['policy_max_bytes']``
 (the download stopped there, compressed ones decompressed only that far, cut at a line break)."""
 
 from __future__ import annotations
@@ -98,7 +98,7 @@ def test_robots_txt_is_fetched_again_after_the_ttl_and_not_before(tmp_path: Path
 
 def test_a_later_content_signal_line_is_seen_within_a_shorter_ttl(tmp_path: Path) -> None:
     site = Site({"/robots.txt": (200, b"User-agent: *\nAllow: /\n")})
-    crawler, clock = crawler_with(tmp_path, site, IMAGECRAWL_POLICY_TTL_SECONDS=3600)
+    crawler, clock = crawler_with(tmp_path, site, IMAGECRAWL_TUNING={"policy_ttl_seconds": 3600})
     mw = RobotsMiddleware.from_crawler(crawler)
     assert outcome(mw, "https://s.example/img/a.png") == "allowed"
     site.files["/robots.txt"] = (200, b"User-agent: *\nContent-Usage: /img/\ttrain-ai=n\n")
@@ -112,7 +112,7 @@ def test_a_later_content_signal_line_is_seen_within_a_shorter_ttl(tmp_path: Path
 
 def test_an_unreachable_robots_txt_is_retried_with_backoff_and_its_rules_then_kept_a_day(tmp_path: Path) -> None:
     site = Site({"/robots.txt": (503, b"busy")})
-    crawler, clock = crawler_with(tmp_path, site, IMAGECRAWL_ROBOTS_RETRY_SECONDS=60)
+    crawler, clock = crawler_with(tmp_path, site, IMAGECRAWL_TUNING={"robots_retry_seconds": 60})
     mw = RobotsMiddleware.from_crawler(crawler)
     assert outcome(mw, "https://s.example/a.png") == "refused"
     clock.now += 59
@@ -165,7 +165,7 @@ def test_tdmrep_is_fetched_again_after_the_ttl(tmp_path: Path) -> None:
 )
 def test_a_failed_tdmrep_fetch_refuses_the_site_and_is_retried(tmp_path: Path, failure: Any) -> None:
     site = Site({TDMREP_PATH: failure})
-    crawler, clock = crawler_with(tmp_path, site, IMAGECRAWL_ROBOTS_RETRY_SECONDS=30)
+    crawler, clock = crawler_with(tmp_path, site, IMAGECRAWL_TUNING={"robots_retry_seconds": 30})
     mw = OptOutMiddleware.from_crawler(crawler)
     assert outcome(mw, "https://s.example/open/a.png") == "refused"
     clock.now += 29
@@ -187,12 +187,12 @@ def test_a_failed_tdmrep_fetch_refuses_the_site_and_is_retried(tmp_path: Path, f
 
 
 def test_ttl_and_budget_settings_are_checked() -> None:
-    with pytest.raises(ConfigError, match="IMAGECRAWL_POLICY_TTL_SECONDS"):
-        PolicyFileConfig.from_settings(make_crawler(IMAGECRAWL_POLICY_TTL_SECONDS=DAY + 1).settings)
-    with pytest.raises(ConfigError, match="IMAGECRAWL_POLICY_TTL_SECONDS"):
-        PolicyFileConfig.from_settings(make_crawler(IMAGECRAWL_POLICY_TTL_SECONDS=0).settings)
-    with pytest.raises(ConfigError, match="IMAGECRAWL_POLICY_MAX_BYTES"):
-        PolicyFileConfig.from_settings(make_crawler(IMAGECRAWL_POLICY_MAX_BYTES=10).settings)
+    with pytest.raises(ConfigError, match="policy_ttl_seconds"):
+        PolicyFileConfig.from_settings(make_crawler(IMAGECRAWL_TUNING={"policy_ttl_seconds": DAY + 1}).settings)
+    with pytest.raises(ConfigError, match="policy_ttl_seconds"):
+        PolicyFileConfig.from_settings(make_crawler(IMAGECRAWL_TUNING={"policy_ttl_seconds": 0}).settings)
+    with pytest.raises(ConfigError, match="policy_max_bytes"):
+        PolicyFileConfig.from_settings(make_crawler(IMAGECRAWL_TUNING={"policy_max_bytes": 10}).settings)
     config = PolicyFileConfig.from_settings(make_crawler().settings)
     assert (config.max_bytes, config.ttl_seconds) == (512 * 1024, DAY)
     assert [config.next_retry(w) for w in (None, 300.0, 60000.0)] == [300.0, 600.0, DAY]
@@ -202,7 +202,7 @@ def test_ttl_and_budget_settings_are_checked() -> None:
 
 
 def test_the_download_of_a_policy_file_stops_at_the_budget(tmp_path: Path) -> None:
-    crawler, _ = crawler_with(tmp_path, Site({}), IMAGECRAWL_POLICY_MAX_BYTES=4096)
+    crawler, _ = crawler_with(tmp_path, Site({}), IMAGECRAWL_TUNING={"policy_max_bytes": 4096})
     files = policy_files(crawler)
     request = files.request("https://s.example/robots.txt")
     assert request.meta["download_maxsize"] == 0 and request.headers[b"Accept-Encoding"] == b"identity"
@@ -214,7 +214,7 @@ def test_the_download_of_a_policy_file_stops_at_the_budget(tmp_path: Path) -> No
 
 
 def test_a_policy_file_is_cut_at_its_last_complete_line(tmp_path: Path) -> None:
-    crawler, _ = crawler_with(tmp_path, Site({}), IMAGECRAWL_POLICY_MAX_BYTES=1024)
+    crawler, _ = crawler_with(tmp_path, Site({}), IMAGECRAWL_TUNING={"policy_max_bytes": 1024})
     rules = b"User-agent: *\nDisallow: /a/\n" + b"# padding\n" * 99 + b"Allow: /private/long-path\n"
     assert len(rules) > 1024
     response = Response("https://s.example/robots.txt", body=rules, flags=["download_stopped"])

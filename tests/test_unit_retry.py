@@ -48,7 +48,7 @@ def attempt(url: str = "https://api.example/page?2", **extra: Any) -> Request:
 
 
 def test_503_gives_a_later_copy_for_the_gate() -> None:
-    crawler, mw = retry_mw(IMAGECRAWL_RETRY_BACKOFF_SECONDS=2.0)
+    crawler, mw = retry_mw(IMAGECRAWL_TUNING={"retry_backoff_seconds": 2.0})
     request = attempt(**{meta.RETRY_AFTER: None})
     before = time.time()
     retry = mw.process_response(request, Response(request.url, status=503, request=request))
@@ -69,7 +69,9 @@ def test_503_gives_a_later_copy_for_the_gate() -> None:
 
 @pytest.mark.parametrize(("retry_times", "low", "high"), [(1, 2.0, 4.0), (2, 4.0, 8.0), (6, 5.0, 10.0)])
 def test_backoff_doubles_per_attempt_up_to_the_maximum(retry_times: int, low: float, high: float) -> None:
-    _, mw = retry_mw(IMAGECRAWL_RETRY_BACKOFF_SECONDS=2.0, IMAGECRAWL_RETRY_MAX_BACKOFF_SECONDS=10.0, RETRY_TIMES=10)
+    _, mw = retry_mw(
+        IMAGECRAWL_TUNING={"retry_backoff_seconds": 2.0, "retry_max_backoff_seconds": 10.0}, RETRY_TIMES=10
+    )
     request = attempt(retry_times=retry_times)
     before = time.time()
     retry = mw.process_response(request, Response(request.url, status=502))
@@ -106,7 +108,7 @@ def test_retry_times_defaults_to_scrapys_and_meta_max_retry_times_wins() -> None
 
 
 def test_429_waits_at_least_the_retry_after_the_pacing_middleware_recorded() -> None:
-    _, mw = retry_mw(IMAGECRAWL_RETRY_BACKOFF_SECONDS=0.2)
+    _, mw = retry_mw(IMAGECRAWL_TUNING={"retry_backoff_seconds": 0.2})
     request = attempt(**{meta.RETRY_AFTER: 5.0})
     before = time.time()
     retry = mw.process_response(request, Response(request.url, status=429, headers={"Retry-After": "5"}))

@@ -20,6 +20,7 @@ from imagecrawl.downloadermiddlewares.optout import skip_log
 from imagecrawl.downloadermiddlewares.pacing import PacingMiddleware
 from imagecrawl.downloadermiddlewares.robots import RobotsMiddleware, crawl_delays
 from imagecrawl.optout.crawldelay import MAX_CRAWL_DELAY_SECONDS
+from imagecrawl.tuning import tuning
 from tests.crawlers import Clock, make_crawler
 
 ROBOTS = (
@@ -200,10 +201,12 @@ def test_a_robots_txt_with_a_byte_order_mark_still_states_its_signals(tmp_path: 
 
 
 def test_content_signal_and_usage_can_be_switched_off(tmp_path: Path) -> None:
-    _, mw = robots(tmp_path, body=PREFS, IMAGECRAWL_OPTOUT_CONTENT_SIGNAL=False)
+    _, mw = robots(tmp_path, body=PREFS, IMAGECRAWL_TUNING={"optout_content_signal": False})
     results = fetch(mw, "https://s.example/a.png", "https://s.example/open/genai/b.png")
     assert results[0] is None and isinstance(results[1], IgnoreRequest)
-    _, mw = robots(tmp_path, body=PREFS, IMAGECRAWL_OPTOUT_CONTENT_SIGNAL=False, IMAGECRAWL_OPTOUT_CONTENT_USAGE=False)
+    _, mw = robots(
+        tmp_path, body=PREFS, IMAGECRAWL_TUNING={"optout_content_signal": False, "optout_content_usage": False}
+    )
     assert fetch(mw, "https://s.example/a.png", "https://s.example/open/genai/b.png") == [None, None]
     assert isinstance(fetch(mw, "https://s.example/private/x")[0], IgnoreRequest)  # Disallow still holds
 
@@ -226,7 +229,7 @@ class FailingEngine(RobotsEngine):
 def test_a_robots_txt_that_cannot_be_downloaded_disallows_and_is_fetched_again_later(
     tmp_path: Path, error: Exception
 ) -> None:
-    crawler, mw = robots(tmp_path, IMAGECRAWL_ROBOTS_RETRY_SECONDS=0.2)
+    crawler, mw = robots(tmp_path, IMAGECRAWL_TUNING={"robots_retry_seconds": 0.2})
     clock = mw.policy.clock = Clock()
     engine = FailingEngine(error)
     crawler.engine = engine  # type: ignore[assignment]
@@ -257,7 +260,7 @@ def test_a_robots_txt_without_an_answer_disallows_and_is_fetched_again_with_the_
 ) -> None:
     """Refused or timed out: the site may be dead. Its next request (which the pacing gate's dead-site
     circuit holds back while the site does not answer) fetches robots.txt again: the probe."""
-    crawler, mw = robots(tmp_path, IMAGECRAWL_ROBOTS_RETRY_SECONDS=300)
+    crawler, mw = robots(tmp_path, IMAGECRAWL_TUNING={"robots_retry_seconds": 300})
     engine = FailingEngine(error)
     crawler.engine = engine  # type: ignore[assignment]
     assert isinstance(fetch(mw, "https://s.example/a.png")[0], IgnoreRequest)
@@ -267,12 +270,12 @@ def test_a_robots_txt_without_an_answer_disallows_and_is_fetched_again_with_the_
     engine.error = None  # the site comes back
     assert fetch(mw, "https://s.example/a.png")[0] is None
     assert len(engine.asked) == 3
-    assert engine.asked[0].meta["download_timeout"] == crawler.settings.getfloat("IMAGECRAWL_POLICY_TIMEOUT_SECONDS")
+    assert engine.asked[0].meta["download_timeout"] == tuning(crawler.settings).policy_timeout_seconds
     assert crawler.stats.get_value("imagecrawl/optout/robots_txt_unreachable") == 2
 
 
 def test_a_429_robots_txt_disallows_and_the_wait_doubles(tmp_path: Path) -> None:
-    crawler, mw = robots(tmp_path, status=429, body=b"slow down", IMAGECRAWL_ROBOTS_RETRY_SECONDS=0.1)
+    crawler, mw = robots(tmp_path, status=429, body=b"slow down", IMAGECRAWL_TUNING={"robots_retry_seconds": 0.1})
     clock = mw.policy.clock = Clock()
     engine: RobotsEngine = crawler.engine  # type: ignore[assignment]
     assert isinstance(fetch(mw, "https://s.example/a.png")[0], IgnoreRequest)

@@ -30,7 +30,7 @@ def check(**given: object) -> None:
         ({"IMAGECRAWL_MAX_RATE_PER_SITE": "-5"}, "IMAGECRAWL_MAX_RATE_PER_SITE must be a number > 0, got '-5'"),
         ({"IMAGECRAWL_MAX_RATE_PER_SITE": "nan"}, "IMAGECRAWL_MAX_RATE_PER_SITE must be a number > 0, got 'nan'"),
         ({"IMAGECRAWL_SHARD_MAX_SECONDS": "inf"}, "IMAGECRAWL_SHARD_MAX_SECONDS must be a finite number"),
-        ({"IMAGECRAWL_PACING_DECREASE_FACTOR": "1.5"}, "between 0 and 1"),
+        ({"IMAGECRAWL_TUNING": {"pacing_decrease_factor": "1.5"}}, "between 0 and 1"),
         ({"LOG_LEVEL": "FOO"}, "LOG_LEVEL must be one of CRITICAL, ERROR, WARNING, INFO, DEBUG; got 'FOO'"),
         ({"LOG_LEVEL": "info"}, "LOG_LEVEL must be one of"),
     ],

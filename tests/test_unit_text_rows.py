@@ -191,7 +191,7 @@ def raw_bad(n: int) -> PromptImage:
 
 
 def run_pipeline(store: Path, items: list[PromptImage], **settings: Any) -> Any:
-    crawler = make_crawler(IMAGECRAWL_STORE=str(store), IMAGECRAWL_SPOOL_BATCH_ROWS=4, **settings)
+    crawler = make_crawler(IMAGECRAWL_STORE=str(store), IMAGECRAWL_TUNING={"spool_batch_rows": 4}, **settings)
     crawler.stats.open_spider()
     pipeline = ParquetPipeline.from_crawler(crawler)
 
@@ -253,7 +253,7 @@ def test_closing_while_the_age_loop_holds_a_batch_loses_no_row(tmp_path: Path) -
     for attempt in range(6):
         store = tmp_path / f"s{attempt}"
         crawler = make_crawler(
-            IMAGECRAWL_STORE=str(store), IMAGECRAWL_SPOOL_BATCH_ROWS=1000, IMAGECRAWL_SPOOL_FLUSH_SECONDS=0.001
+            IMAGECRAWL_STORE=str(store), IMAGECRAWL_TUNING={"spool_batch_rows": 1000, "spool_flush_seconds": 0.001}
         )
         crawler.stats.open_spider()
         pipeline = ParquetPipeline.from_crawler(crawler)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import io
+import logging
 import sys
 import tomllib
 from contextlib import redirect_stderr, redirect_stdout
@@ -11,15 +12,19 @@ from pathlib import Path
 
 import pytest
 from scrapy.settings import Settings
+from scrapy.utils.test import get_crawler
 
 from imagecrawl import cli
 from imagecrawl.errors import ConfigError, unknown_name
 from imagecrawl.extensions.outcome import counts
 from imagecrawl.extensions.progress import PROGRESS, progress_level
+from imagecrawl.pacing.config import PacingConfig, circuit_config_from_settings
 from imagecrawl.settings_check import check_settings
+from imagecrawl.tuning import fields as tuning_fields
+from imagecrawl.tuning import tuning
 from spiders.civitai import CivitaiSpider
 from spiders.gallery import GallerySpider
-from tests.crawlers import project_settings
+from tests.crawlers import make_crawler, project_settings
 
 REPO = Path(__file__).resolve().parent.parent
 #: packages of the dev group and of the extras: never imported at module level by the runtime
@@ -53,8 +58,8 @@ def test_settings_check_names_the_setting() -> None:
         check_settings(_settings(IMAGECRAWL_MAX_RATE_PER_SITE="abc"))
     with pytest.raises(ConfigError, match=r"IMAGECRAWL_SHARD_MAX_ROWS must be an integer, got '1.5'"):
         check_settings(_settings(IMAGECRAWL_SHARD_MAX_ROWS="1.5"))
-    with pytest.raises(ConfigError, match="IMAGECRAWL_SHARD_FLUSH_ON_IDLE must be true or false"):
-        check_settings(_settings(IMAGECRAWL_SHARD_FLUSH_ON_IDLE="sometimes"))
+    with pytest.raises(ConfigError, match=r"^IMAGECRAWL_TUNING key 'shard_flush_on_idle' must be true or false"):
+        check_settings(_settings(IMAGECRAWL_TUNING={"shard_flush_on_idle": "sometimes"}))
     with pytest.raises(ConfigError, match="DOWNLOAD_DELAY must be a number"):
         check_settings(_settings(DOWNLOAD_DELAY="soon"))
     check_settings(_settings(DOWNLOAD_DELAY="0.5", IMAGECRAWL_BANS_ENABLED="false", RETRY_TIMES="2"))
@@ -170,8 +175,87 @@ def test_inspect_takes_the_report_that_finished_last(tmp_path: Path) -> None:
     assert summary["run_id"] == "20261101T000000Z-a-0001" and summary["count"] == 2
 
 
+def test_an_internal_under_its_old_name_is_one_line_naming_its_tuning_key() -> None:
+    with pytest.raises(ConfigError) as caught:
+        check_settings(_settings(IMAGECRAWL_PACING_JITTER="0"))
+    assert str(caught.value) == (
+        "setting IMAGECRAWL_PACING_JITTER is now the key 'pacing_jitter' of IMAGECRAWL_TUNING: "
+        'IMAGECRAWL_TUNING = {"pacing_jitter": "0"} (docs/settings.md#tuning, CHANGELOG.md)'
+    )
+    # every key of Tuning was a setting of its own: each old name is refused the same way
+    for key in tuning_fields():
+        with pytest.raises(ConfigError, match=rf"^setting IMAGECRAWL_{key.upper()} is now the key '{key}' "):
+            check_settings(_settings(**{f"IMAGECRAWL_{key.upper()}": 1}))
+
+
+@pytest.mark.parametrize(
+    ("given", "message"),
+    [
+        (
+            {"circuit_cooloff": 1},
+            "unknown IMAGECRAWL_TUNING key: 'circuit_cooloff' (did you mean 'circuit_cooloff_seconds'?)",
+        ),
+        ({"ban_burst": "many"}, "IMAGECRAWL_TUNING key 'ban_burst' must be an integer, got 'many'"),
+        ({"ban_burst": 2.5}, "IMAGECRAWL_TUNING key 'ban_burst' must be an integer, got 2.5"),
+        ({"pacing_jitter": "nan"}, "IMAGECRAWL_TUNING key 'pacing_jitter' must be a finite number, got 'nan'"),
+        (
+            {"pacing_decrease_factor": 1.5},
+            "IMAGECRAWL_TUNING key 'pacing_decrease_factor' must be a number between 0 and 1, got 1.5",
+        ),
+        (
+            {"circuit_enabled": "perhaps"},
+            "IMAGECRAWL_TUNING key 'circuit_enabled' must be true or false, got 'perhaps'",
+        ),
+        (
+            {"dedupe_backend": "mongo"},
+            "IMAGECRAWL_TUNING key 'dedupe_backend' must be one of auto, sqlite, redis, got 'mongo'",
+        ),
+        ({"browser_args": [1]}, "IMAGECRAWL_TUNING key 'browser_args' must be a list of strings, got [1]"),
+        ("{not json", "setting IMAGECRAWL_TUNING must be a JSON object, got '{not json'"),
+        ("[1, 2]", "setting IMAGECRAWL_TUNING must be a dict (a JSON object), got [1, 2]"),
+    ],
+)
+def test_a_bad_tuning_key_or_value_is_one_line(given: object, message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        check_settings(_settings(IMAGECRAWL_TUNING=given))
+    assert str(caught.value).startswith(message), str(caught.value)
+
+
+def test_tuning_overrides_reach_the_components_as_typed_values() -> None:
+    """Text from ``-s`` (JSON) and Python values give the same typed config; untouched keys keep their default."""
+    text = '{"ban_burst": "7", "circuit_enabled": "false", "browser_args": "--a,--b"}'
+    from_cli = tuning(_settings(IMAGECRAWL_TUNING=text))
+    values = {"ban_burst": 7, "circuit_enabled": False, "browser_args": ["--a", "--b"]}
+    from_py = tuning(_settings(IMAGECRAWL_TUNING=values))
+    assert from_cli == from_py
+    assert (from_cli.ban_burst, from_cli.circuit_enabled, from_cli.browser_args) == (7, False, ("--a", "--b"))
+    assert from_cli.ban_max_probes == tuning_fields()["ban_max_probes"]
+    crawler = make_crawler(IMAGECRAWL_TUNING={"circuit_failures": 9, "pacing_jitter": 0})
+    assert PacingConfig.from_settings(crawler.settings).jitter == 0
+    assert circuit_config_from_settings(crawler.settings).failures == 9
+
+
 def test_a_renamed_setting_is_one_line_naming_the_new_one() -> None:
     with pytest.raises(ConfigError, match=r"^setting IMAGECRAWL_RETRY_TIMES was renamed: use RETRY_TIMES "):
         check_settings(_settings(IMAGECRAWL_RETRY_TIMES="2"))
     with pytest.raises(ConfigError, match=r"^setting IMAGECRAWL_RETRY_ENABLED was renamed: use RETRY_ENABLED "):
         check_settings(_settings(IMAGECRAWL_RETRY_ENABLED="false"))
+
+
+@pytest.mark.parametrize(
+    ("settings", "warned"),
+    [
+        ({}, True),
+        ({"TWISTED_DNS_RESOLVER": "scrapy.resolver.CachingThreadedResolver"}, True),
+        ({"TWISTED_DNS_RESOLVER": "imagecrawl.resolver.GuardedResolver"}, False),
+        ({"IMAGECRAWL_NETGUARD_ENABLED": False}, False),
+    ],
+)
+def test_the_addon_says_when_the_project_did_not_name_the_guarded_resolver(
+    caplog: pytest.LogCaptureFixture, settings: dict[str, object], warned: bool
+) -> None:
+    """Scrapy installs the DNS resolver from the project's settings before add-ons run (docs/settings.md)."""
+    with caplog.at_level(logging.WARNING, logger="imagecrawl.addon"):
+        get_crawler(settings_dict={"ADDONS": {"imagecrawl.Addon": 100}, **settings})
+    lines = [r.getMessage() for r in caplog.records if "TWISTED_DNS_RESOLVER" in r.getMessage()]
+    assert len(lines) == (1 if warned else 0), lines

@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests.conftest import run_crawl
+from tests.crawlers import merge_settings
 from tests.sandbox.catalog import build_catalog
 from tests.sandbox.testing import SandboxProcess
 from tests.servers import MotoS3, SandboxFactory
@@ -22,7 +23,7 @@ pytestmark = pytest.mark.e2e
 ITEMS, SEED = 8, 23
 #: one shard per run, committed at the end (no early first shard), so every failure record of these small runs
 #: is counted in a shard's stats
-ONE_SHARD = {"IMAGECRAWL_FIRST_SHARD_MAX_ROWS": 0, "IMAGECRAWL_FIRST_SHARD_MAX_SECONDS": 0}
+ONE_SHARD = {"IMAGECRAWL_TUNING": {"first_shard_max_rows": 0, "first_shard_max_seconds": 0}}
 
 
 @pytest.fixture(scope="module")
@@ -136,7 +137,7 @@ def test_failures_and_shard_stats_reach_an_s3_store(server: SandboxProcess, moto
         "urls",
         store=f"s3://{bucket}/set",
         args={"input": str(listing), "save_additional_columns": "tag"},
-        settings={**moto_s3.settings, **ONE_SHARD, "IMAGECRAWL_STATE_DIR": str(tmp_path / "state")},
+        settings=merge_settings(moto_s3.settings, ONE_SHARD, {"IMAGECRAWL_STATE_DIR": str(tmp_path / "state")}),
         check=False,
     )
     assert result.returncode == 0, result.stderr[-3000:]

@@ -53,6 +53,25 @@ def error_line(stderr: str) -> str:
         ("gallery", {}, {"IMAGECRAWL_MAX_RATE": "3"}, "(did you mean 'IMAGECRAWL_MAX_RATE_PER_SITE'?)"),
         ("gallery", {}, {"IMAGECRAWL_STORE": "ftp://host/x"}, "IMAGECRAWL_STORE 'ftp://host/x': expected a local path"),
         ("gallery", {}, {"IMAGECRAWL_NEAR_POLICY": "maybe"}, "IMAGECRAWL_NEAR_POLICY must be 'drop' or 'keep'"),
+        (
+            "gallery",
+            {},
+            {"IMAGECRAWL_CIRCUIT_COOLOFF_SECONDS": "5"},
+            "setting IMAGECRAWL_CIRCUIT_COOLOFF_SECONDS is now the key 'circuit_cooloff_seconds' of IMAGECRAWL_TUNING: "
+            'IMAGECRAWL_TUNING = {"circuit_cooloff_seconds": "5"}',
+        ),
+        (
+            "gallery",
+            {},
+            {"IMAGECRAWL_TUNING": {"circuit_cooloff": 5}},
+            "unknown IMAGECRAWL_TUNING key: 'circuit_cooloff' (did you mean 'circuit_cooloff_seconds'?)",
+        ),
+        (
+            "gallery",
+            {},
+            {"IMAGECRAWL_TUNING": {"pacing_decrease_factor": 2}},
+            "IMAGECRAWL_TUNING key 'pacing_decrease_factor' must be a number between 0 and 1, got 2",
+        ),
     ],
 )
 def test_argument_and_setting_errors_are_one_line_exit_2(

@@ -12,6 +12,8 @@ from scrapy.utils.misc import load_object
 from imagecrawl.distributed.config import redis_url
 from imagecrawl.errors import ConfigError, missing_extra
 from imagecrawl.storage.context import check_dedupe_backend
+from imagecrawl.tuning import SETTING as TUNING
+from imagecrawl.tuning import overrides, tuning
 
 logger = logging.getLogger(__name__)
 
@@ -35,7 +37,7 @@ class DistributedAddon:
         backend = check_dedupe_backend(settings)
         if not url:
             if backend == "redis":
-                raise ConfigError("IMAGECRAWL_DEDUPE_BACKEND=redis needs IMAGECRAWL_REDIS_URL (or REDIS_URL)")
+                raise ConfigError("IMAGECRAWL_TUNING['dedupe_backend']=redis needs IMAGECRAWL_REDIS_URL (or REDIS_URL)")
             return
         for module, package in (("redis", "redis"), ("scrapy_redis", "scrapy-redis")):
             if importlib.util.find_spec(module) is None:
@@ -45,13 +47,13 @@ class DistributedAddon:
         if backend in ("auto", "redis"):
             _set_default(settings, "IMAGECRAWL_LEDGER_FACTORY", LEDGER_FACTORY)
         _set_default(settings, "IMAGECRAWL_TOMBSTONES_FACTORY", TOMBSTONES_FACTORY)
-        if settings.getbool("IMAGECRAWL_REDIS_RATE_ENABLED"):
+        if tuning(settings).redis_rate_enabled:
             _set_default(settings, "IMAGECRAWL_SHARED_LIMITER_FACTORY", LIMITER_FACTORY)
             _set_default(settings, "IMAGECRAWL_PACING_GATE_FACTORY", GATE_FACTORY)
-        if settings.getbool("IMAGECRAWL_REDIS_FRONTIER_ENABLED"):
+        if tuning(settings).redis_frontier_enabled:
             _set_default(settings, "SCHEDULER", SCHEDULER)  # replaces the project's site-aware frontier
             settings.set("DUPEFILTER_CLASS", DUPEFILTER, priority="addon")
-            _set_default(settings, "IMAGECRAWL_SHARD_FLUSH_ON_IDLE", True)
+            _set_default_tuning(settings, "shard_flush_on_idle", True)
         if not settings.get("IMAGECRAWL_AUTHOR_SALT"):
             # Every worker must hash an author the same way: one salt per Redis prefix, made once.
             import redis
@@ -77,3 +79,12 @@ def _set_default(settings: BaseSettings, name: str, value: object) -> None:
     if current > SETTINGS_PRIORITIES["project"]:
         return
     settings.set(name, value, priority=max(current, SETTINGS_PRIORITIES["addon"]))
+
+
+def _set_default_tuning(settings: BaseSettings, key: str, value: object) -> None:
+    """Add ``key`` to ``IMAGECRAWL_TUNING`` unless the user gave it (their other keys stay)."""
+    given = overrides(settings)
+    if key in given:
+        return
+    priority = max(settings.getpriority(TUNING) or 0, SETTINGS_PRIORITIES["addon"])
+    settings.set(TUNING, {**given, key: value}, priority=priority)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from imagecrawl.errors import ConfigError
+from imagecrawl.tuning import tuning
 
 
 def redis_url(settings: Any) -> str:
@@ -28,15 +29,15 @@ class RedisConfig:
         url = redis_url(settings)
         if not url:
             raise ConfigError("no Redis URL: set IMAGECRAWL_REDIS_URL (or REDIS_URL)")
-        lease = settings.getfloat("IMAGECRAWL_REDIS_LEASE_SECONDS")
+        lease = tuning(settings).redis_lease_seconds
         if lease <= 0:
-            raise ConfigError(f"IMAGECRAWL_REDIS_LEASE_SECONDS must be > 0, got {lease}")
+            raise ConfigError(f"IMAGECRAWL_TUNING['redis_lease_seconds'] must be > 0, got {lease}")
         return cls(
             url=url,
             prefix=str(settings.get("IMAGECRAWL_REDIS_PREFIX")),
             crawl=str(settings.get("IMAGECRAWL_REDIS_CRAWL") or spider_name),
             lease_seconds=lease,
-            seed_batch=max(1, settings.getint("IMAGECRAWL_REDIS_SEED_BATCH")),
+            seed_batch=max(1, tuning(settings).redis_seed_batch),
         )
 
     @property

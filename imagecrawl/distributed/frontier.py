@@ -45,6 +45,7 @@ from imagecrawl.distributed.worker import _REQUEUE_BODY, Worker, start_worker
 from imagecrawl.extensions.storage import crawl_storage
 from imagecrawl.pacing.sitekey import site_of_url
 from imagecrawl.scheduler import UNPACED, wake_engine
+from imagecrawl.tuning import tuning
 
 logger = logging.getLogger(__name__)
 
@@ -319,10 +320,10 @@ class RedisScheduler(ScrapyRedisScheduler):
 
         self.site_key = site_key_mode(settings)
         self.limiter: Any = None  # the shared limiter when the pacing middleware is off
-        self.first_contact_timeout = settings.getfloat("IMAGECRAWL_POLICY_TIMEOUT_SECONDS")
+        self.first_contact_timeout = tuning(settings).policy_timeout_seconds
         if self.first_contact_timeout >= settings.getfloat("DOWNLOAD_TIMEOUT"):
             self.first_contact_timeout = 0.0
-        self.forget_idle = settings.getfloat("IMAGECRAWL_PACING_FORGET_IDLE_SECONDS")
+        self.forget_idle = tuning(settings).pacing_forget_idle_seconds
         self._next_forget = 0.0
         #: sites this worker does not look at before the time given (monotonic): its own pacing, or its
         #: concurrency for the site is full (then until a release)

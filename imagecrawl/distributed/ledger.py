@@ -22,6 +22,7 @@ from imagecrawl.dedupe.reconcile import reconcile
 from imagecrawl.dedupe.sql import url_key
 from imagecrawl.dedupe.worker import DirectLedger
 from imagecrawl.storage.layout import current_key
+from imagecrawl.tuning import tuning
 
 logger = logging.getLogger(__name__)
 
@@ -221,7 +222,7 @@ def open_redis_ledger(settings: Any, store_url: str, owner: str) -> RedisLedger:
     prefix = str(settings.get("IMAGECRAWL_REDIS_PREFIX"))
     client = redis.Redis.from_url(redis_url(settings), health_check_interval=30)
     # alive for half a lease, like the frontier's heartbeat: a dead worker's claims lapse before its leases
-    lease = settings.getfloat("IMAGECRAWL_REDIS_LEASE_SECONDS")
+    lease = tuning(settings).redis_lease_seconds
     ledger = RedisLedger(client, ledger_prefix(prefix, store_url), owner, alive_prefix(prefix), lease / 2)
     ledger.heartbeat(force=True)
     if settings.getbool("IMAGECRAWL_NEAR_DEDUPE_ENABLED"):

@@ -31,6 +31,7 @@ from imagecrawl.pacing.config import site_key_mode
 from imagecrawl.pacing.signals import classify_exception, classify_status
 from imagecrawl.pacing.sitekey import site_of_url
 from imagecrawl.storage.context import crawl_context
+from imagecrawl.tuning import tuning
 
 logger = logging.getLogger(__name__)
 
@@ -85,7 +86,7 @@ class GlobalRateMiddleware:
         self.stats = crawler.stats
         self.limiter = limiter
         self.site_key = site_key_mode(crawler.settings)
-        self.retry_after_max = crawler.settings.getfloat("IMAGECRAWL_RETRY_AFTER_MAX_SECONDS")
+        self.retry_after_max = tuning(crawler.settings).retry_after_max_seconds
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> Self:
@@ -96,7 +97,7 @@ class GlobalRateMiddleware:
             raise NotConfigured("the pacing middleware waits at the shared gate itself (RedisGate)")
         limiter = crawl_context(crawler).shared_limiter()
         if limiter is None:
-            raise NotConfigured("IMAGECRAWL_REDIS_RATE_ENABLED is off")
+            raise NotConfigured("IMAGECRAWL_TUNING['redis_rate_enabled'] is off")
         return cls(crawler, limiter)
 
     def site_of(self, request: Request) -> str:

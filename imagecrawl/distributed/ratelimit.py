@@ -24,6 +24,7 @@ from typing import Any
 import redis
 
 from imagecrawl.distributed.config import redis_url
+from imagecrawl.tuning import tuning
 
 # KEYS: tat, learned rate hash, pause ; ARGV: cap (req/s), min rate, burst (requests), spacing factor
 # -> wait in ms as a string ("0": admitted)
@@ -111,11 +112,11 @@ class RateConfig:
         cap = settings.getfloat("IMAGECRAWL_MAX_RATE_PER_SITE")
         return cls(
             cap=cap,
-            min_rate=min(cap, settings.getfloat("IMAGECRAWL_PACING_MIN_RATE_PER_SECOND")),
-            burst=max(1, settings.getint("IMAGECRAWL_REDIS_RATE_BURST")),
-            decrease_factor=settings.getfloat("IMAGECRAWL_PACING_DECREASE_FACTOR"),
-            increase_per_second=settings.getfloat("IMAGECRAWL_REDIS_RATE_INCREASE_PER_SECOND"),
-            spacing=settings.getfloat("IMAGECRAWL_REDIS_RATE_SPACING"),
+            min_rate=min(cap, tuning(settings).pacing_min_rate_per_second),
+            burst=max(1, tuning(settings).redis_rate_burst),
+            decrease_factor=tuning(settings).pacing_decrease_factor,
+            increase_per_second=tuning(settings).redis_rate_increase_per_second,
+            spacing=tuning(settings).redis_rate_spacing,
         )
 
 
@@ -183,7 +184,7 @@ def limiter_for(crawler: Any) -> RedisRateLimiter | None:
     crawl, reached through :meth:`imagecrawl.storage.context.CrawlContext.shared_limiter`."""
     settings = crawler.settings
     url = redis_url(settings)
-    if not url or not settings.getbool("IMAGECRAWL_REDIS_RATE_ENABLED"):
+    if not url or not tuning(settings).redis_rate_enabled:
         return None
     prefix = str(settings.get("IMAGECRAWL_REDIS_PREFIX"))
     return RedisRateLimiter(redis.Redis.from_url(url), prefix, RateConfig.from_settings(settings))

@@ -28,6 +28,7 @@ from imagecrawl.downloadermiddlewares.retry import retry_later
 from imagecrawl.pacing import Verdict
 from imagecrawl.pacing.bans import EVIDENCE, BanState
 from imagecrawl.pacing.config import RetryConfig
+from imagecrawl.tuning import tuning
 
 logger = logging.getLogger(__name__)
 
@@ -41,13 +42,13 @@ SCAN_BYTES = 65536
 @dataclass(frozen=True, slots=True)
 class BansConfig:
     enabled: bool = True
-    #: markup of challenge/interstitial pages (IMAGECRAWL_BAN_CHALLENGE_MARKERS)
+    #: markup of challenge/interstitial pages (IMAGECRAWL_TUNING['ban_challenge_markers'])
     challenge_markers: tuple[str, ...] = ()
     healthy_markers: Mapping[str, re.Pattern[str]] = field(default_factory=dict)
 
     @classmethod
     def from_settings(cls, settings: BaseSettings) -> Self:
-        markers = settings.getlist("IMAGECRAWL_BAN_CHALLENGE_MARKERS")
+        markers = tuning(settings).ban_challenge_markers
         healthy = {
             str(site).lower(): re.compile(str(rx))
             for site, rx in settings.getdict("IMAGECRAWL_BAN_HEALTHY_MARKERS").items()

@@ -27,6 +27,7 @@ from scrapy.http import Response
 
 from imagecrawl import meta
 from imagecrawl.media import sniff_format
+from imagecrawl.tuning import tuning
 
 logger = logging.getLogger(__name__)
 
@@ -74,9 +75,9 @@ class DownloadErrorsMiddleware:
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> Self:
-        if not crawler.settings.getbool("IMAGECRAWL_DOWNLOAD_ERRORS_ENABLED"):
-            logger.warning("IMAGECRAWL_DOWNLOAD_ERRORS_ENABLED is off: download errors log tracebacks")
-            raise NotConfigured("IMAGECRAWL_DOWNLOAD_ERRORS_ENABLED is off")
+        if not tuning(crawler.settings).download_errors_enabled:
+            logger.warning("IMAGECRAWL_TUNING['download_errors_enabled'] is off: download errors log tracebacks")
+            raise NotConfigured("IMAGECRAWL_TUNING['download_errors_enabled'] is off")
         return cls(crawler)
 
     def process_exception(self, request: Request, exception: Exception) -> None:
@@ -126,7 +127,7 @@ class RedirectLoopCounter:
 class HttpCompressionMiddleware(ScrapyHttpCompressionMiddleware):
     """Scrapy's, counting the bodies it refuses because they decompress past DOWNLOAD_MAXSIZE. A policy
     file (``meta["imagecrawl_policy_file"]``: robots.txt, tdmrep.json) is left encoded: its reader
-    decompresses it within its own budget (``IMAGECRAWL_POLICY_MAX_BYTES``)."""
+    decompresses it within its own budget (``IMAGECRAWL_TUNING['policy_max_bytes']``)."""
 
     def process_response(self, request: Request, response: Response) -> Request | Response:  # type: ignore[override]
         if request.meta.get(meta.POLICY_FILE) is not None:

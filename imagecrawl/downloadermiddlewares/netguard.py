@@ -31,6 +31,7 @@ from scrapy.settings import BaseSettings
 from scrapy.utils.httpobj import urlparse_cached
 
 from imagecrawl.errors import ConfigError
+from imagecrawl.tuning import tuning
 
 logger = logging.getLogger(__name__)
 
@@ -135,7 +136,7 @@ class NetGuardConfig:
         return cls(
             enabled=settings.getbool("IMAGECRAWL_NETGUARD_ENABLED"),
             allowed=parse_networks(settings.get("IMAGECRAWL_ALLOWED_NETWORKS")),
-            cache_seconds=settings.getfloat("IMAGECRAWL_NETGUARD_DNS_CACHE_SECONDS"),
+            cache_seconds=tuning(settings).netguard_dns_cache_seconds,
         )
 
     def refusal(self, ip: IPAddress) -> str | None:

@@ -47,6 +47,7 @@ from imagecrawl.optout.tdmrep import (
     tdm_reserved,
 )
 from imagecrawl.storage.context import crawl_context
+from imagecrawl.tuning import tuning
 
 logger = logging.getLogger(__name__)
 
@@ -80,13 +81,13 @@ def skip_log(crawler: Crawler) -> SkipLog:
 class PolicyFiles:
     """How the crawl fetches its policy files (robots.txt, tdmrep.json): one per crawl
     (:func:`policy_files`). Their requests carry ``meta["imagecrawl_policy_file"]``; the download stops
-    once ``IMAGECRAWL_POLICY_MAX_BYTES`` are in (``bytes_received``), whatever ``DOWNLOAD_MAXSIZE``
+    once ``IMAGECRAWL_TUNING['policy_max_bytes']`` are in (``bytes_received``), whatever ``DOWNLOAD_MAXSIZE``
     says, and :meth:`read` decodes at most that much. ``clock`` (monotonic seconds) is injectable."""
 
     def __init__(self, crawler: Crawler, clock: Callable[[], float] = time.monotonic) -> None:
         self.config = PolicyFileConfig.from_settings(crawler.settings)
         #: their own short timeout: a site that never answers costs seconds, not DOWNLOAD_TIMEOUT
-        self.timeout = crawler.settings.getfloat("IMAGECRAWL_POLICY_TIMEOUT_SECONDS")
+        self.timeout = tuning(crawler.settings).policy_timeout_seconds
         self.crawler = crawler
         self.clock = clock
         crawler.signals.connect(self._bytes_received, signal=signals.bytes_received)
@@ -256,7 +257,7 @@ class OptOutMiddleware:
             # that could not be read is not permission, so the whole site counts as reserved.
             stats.inc_value("imagecrawl/optout/tdmrep/over_budget")
             logger.warning(
-                "%s%s is larger than IMAGECRAWL_POLICY_MAX_BYTES (%d bytes): the site is treated as reserved",
+                "%s%s is larger than IMAGECRAWL_TUNING['policy_max_bytes'] (%d bytes): the site is treated as reserved",
                 netloc,
                 TDMREP_PATH,
                 self.policy.config.max_bytes,

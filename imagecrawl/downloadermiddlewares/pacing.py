@@ -25,6 +25,7 @@ import logging
 import math
 import random
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any, Self
 
 from scrapy import Request, signals
@@ -91,6 +92,10 @@ class PacingRuntime:
         #: the crawler's own scheduling delay, kept out of the site's latency (imagecrawl.pacing.looplag)
         self.lag = LoopLag()
         self._closing_task: asyncio.Task[None] | None = None
+        #: the time sources and the pause of the pacing middleware (unit tests give a clock they move by hand)
+        self.clock: Callable[[], float] = time.monotonic
+        self.wall: Callable[[], float] = time.time
+        self.pause: Callable[[float], Awaitable[None]] = asyncio.sleep
 
     def site_of(self, request: Request) -> str:
         """The site this request is sent to, from its own URL: never from meta a redirect or retry copied
@@ -141,14 +146,14 @@ class PacingRuntime:
     def release_unsent(self, site: str) -> None:
         """A request let out of the frontier came back to it without an answer or an error (a middleware
         replaced it before it was sent): its slot is free again."""
-        now = time.monotonic()
+        now = self.clock()
         self.gate.release(site, now, now)
         self.released(site)
 
     def snapshot(self) -> dict[str, dict[str, Any]]:
         """Per-site state for the progress line and the report (docs/stats.md, the snapshot hook),
         keyed by the netlocs seen for each site."""
-        now_m, now_t = time.monotonic(), time.time()
+        now_m, now_t = self.clock(), self.wall()
         out: dict[str, dict[str, Any]] = {}
         for site, state in self.gate.sites.items():
             closed = self.gate.peek_wait(site, now_m) if state.paused_until > now_m else 0.0
@@ -264,7 +269,7 @@ class PacingMiddleware:
             site = rt.site_of(request)
             granted_at = float(request.meta.get(meta.SENT_AT, 0.0))
             waited = False
-            while (wait := self.gate.depart(site, granted_at, now := time.monotonic())) > 0:
+            while (wait := self.gate.depart(site, granted_at, now := self.runtime.clock())) > 0:
                 waited = True
                 await self._sleep(wait)
             if waited:  # the last guard: rare (a Retry-After or the cap after a wait for robots.txt)
@@ -281,19 +286,19 @@ class PacingMiddleware:
         # (engine.download_async: robots.txt, TDMRep, a third-party middleware) and the request that
         # waits for it may hold the site's slot: it goes as a policy fetch, without one.
         policy = is_policy_fetch(request) or rt.frontier is not None
-        started = time.monotonic()
+        started = self.runtime.clock()
         rt.waiting += 1
         try:
             # A retry's backoff comes first, outside the site's queue, so it holds up nobody else.
             not_before = request.meta.get(meta.NOT_BEFORE)
             if not_before is not None:
-                while (delay := float(not_before) - time.time()) > 0:
+                while (delay := float(not_before) - self.runtime.wall()) > 0:
                     await self._sleep(delay)
             # FIFO per site: only the head of the line polls the gate (policy fetches have their own line)
             lock = rt.locks.setdefault(f"{site}\0policy" if policy else site, asyncio.Lock())
             async with lock:
                 while True:
-                    now = time.monotonic()
+                    now = self.runtime.clock()
                     wait = self.gate.acquire(site, now, policy)
                     rt.flush()
                     if wait == 0:
@@ -322,7 +327,7 @@ class PacingMiddleware:
     async def _sleep(self, seconds: float) -> None:
         if self.runtime.closing():
             raise CrawlClosing()
-        await asyncio.sleep(min(max(seconds, 0.001), MAX_SLEEP_SECONDS))
+        await self.runtime.pause(min(max(seconds, 0.001), MAX_SLEEP_SECONDS))
         if self.runtime.closing():
             raise CrawlClosing()
 
@@ -341,7 +346,7 @@ class PacingMiddleware:
             return response
         rt = self.runtime
         site = rt.site_of(request)
-        now = time.monotonic()
+        now = self.runtime.clock()
         sent_at = float(request.meta.get(meta.SENT_AT, now))
         if granted is True:
             self.gate.release(site, sent_at, now)
@@ -351,7 +356,7 @@ class PacingMiddleware:
         retry_after: float | None = None
         if response.status in (429, 503):
             header = response.headers.get(b"Retry-After")
-            parsed = parse_retry_after(header, time.time(), self.config.retry_after_max)
+            parsed = parse_retry_after(header, self.runtime.wall(), self.config.retry_after_max)
             if parsed is not None:
                 retry_after = parsed.pause_seconds()
                 request.meta[meta.RETRY_AFTER] = retry_after
@@ -359,7 +364,7 @@ class PacingMiddleware:
                 if parsed.capped:
                     rt.stats.inc_value("imagecrawl/pacing/retry_after_capped")
                     logger.warning(
-                        "Site %s sent Retry-After %r; capped at %gs (IMAGECRAWL_RETRY_AFTER_MAX_SECONDS)",
+                        "Site %s sent Retry-After %r; capped at %gs (IMAGECRAWL_TUNING['retry_after_max_seconds'])",
                         site,
                         parsed.raw,
                         parsed.seconds,
@@ -378,7 +383,7 @@ class PacingMiddleware:
             return
         rt = self.runtime
         site = rt.site_of(request)
-        now = time.monotonic()
+        now = self.runtime.clock()
         sent_at = float(request.meta.get(meta.SENT_AT, now))
         if granted is True:
             self.gate.release(site, sent_at, now)

@@ -10,10 +10,10 @@ It is Scrapy's ``RobotsTxtMiddleware`` (Protego, our product token) with:
 * each refusal counted (``imagecrawl/optout/robots_txt``) and listed in the skip log;
 * an unreachable robots.txt read as "disallow all" (RFC 9309 §2.3.1.4): a 5xx, a 429 (the site asks
   us to slow down, not to go ahead), or a download that failed (connection refused or reset, timeout,
-  DNS error, a refusal by another middleware). It is fetched again ``IMAGECRAWL_ROBOTS_RETRY_SECONDS``
+  DNS error, a refusal by another middleware). It is fetched again ``IMAGECRAWL_TUNING['robots_retry_seconds']``
   later (doubling while it stays unreachable); each such fetch is counted
   (``imagecrawl/optout/robots_txt_unreachable``), each request refused meanwhile too. Any other 4xx
-  means "no rules". The fetch has its own short timeout (``IMAGECRAWL_POLICY_TIMEOUT_SECONDS``) and
+  means "no rules". The fetch has its own short timeout (``IMAGECRAWL_TUNING['policy_timeout_seconds']``) and
   is not retried after a download error: a site that does not answer at all (refused, timeout, DNS)
   has its robots.txt fetched again with its next request, and the pacing gate's dead-site circuit
   decides when that is;
@@ -121,7 +121,7 @@ class RobotsMiddleware(RobotsTxtMiddleware):
 
     def _stale(self, netloc: str) -> bool:
         """True when the site's robots.txt is due again: unreachable and its retry time has come, or
-        read longer than ``IMAGECRAWL_POLICY_TTL_SECONDS`` ago (RFC 9309 §2.4)."""
+        read longer than ``IMAGECRAWL_TUNING['policy_ttl_seconds']`` ago (RFC 9309 §2.4)."""
         now = self.policy.clock()
         again = self._unreachable.get(netloc)
         if again is not None:

@@ -3,9 +3,9 @@
 Per site (netloc) and per time bucket: requests that reached the downloader, responses by status
 (429/503/403 counted apart), Retry-After headers (as pause intervals); globally: items scraped and
 image responses (2xx to image requests) per second and, sampled from the stats every
-``IMAGECRAWL_MONITOR_SAMPLE_SECONDS``, rows/shards committed and the outbox backlog. Memory is bounded: the
+``IMAGECRAWL_TUNING['monitor_sample_seconds']``, rows/shards committed and the outbox backlog. Memory is bounded: the
 time series are :class:`~imagecrawl.report.series.Timeline` grids and at most
-``IMAGECRAWL_REPORT_MAX_SITES`` sites get their own series (the rest count as ``(other)``).
+``IMAGECRAWL_TUNING['report_max_sites']`` sites get their own series (the rest count as ``(other)``).
 
 Pacing hook: a component that publishes a :class:`~imagecrawl.storage.context.SnapshotProvider` in the
 crawl context (the pacing middleware does), an object with ``snapshot() -> Mapping[site, Mapping]`` whose
@@ -38,6 +38,7 @@ from imagecrawl.pacing.retryafter import parse_retry_after
 from imagecrawl.report.dataset import DatasetTally
 from imagecrawl.report.series import Spans, Timeline
 from imagecrawl.storage.context import crawl_context
+from imagecrawl.tuning import tuning
 
 logger = logging.getLogger(__name__)
 
@@ -61,11 +62,11 @@ class MonitorConfig:
 
     @classmethod
     def from_settings(cls, settings: Any) -> Self:
-        buckets = max(2, settings.getint("IMAGECRAWL_REPORT_BUCKETS"))
+        buckets = max(2, tuning(settings).report_buckets)
         return cls(
-            sample_seconds=max(0.1, settings.getfloat("IMAGECRAWL_MONITOR_SAMPLE_SECONDS")),
+            sample_seconds=max(0.1, tuning(settings).monitor_sample_seconds),
             buckets=buckets + buckets % 2,
-            max_sites=max(1, settings.getint("IMAGECRAWL_REPORT_MAX_SITES")),
+            max_sites=max(1, tuning(settings).report_max_sites),
         )
 
 
@@ -110,8 +111,8 @@ class Monitor:
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> Self:
         settings = crawler.settings
-        if not settings.getbool("IMAGECRAWL_PROGRESS_ENABLED") and not settings.getbool("IMAGECRAWL_REPORT_ENABLED"):
-            raise NotConfigured("IMAGECRAWL_PROGRESS_ENABLED and IMAGECRAWL_REPORT_ENABLED are off")
+        if not tuning(settings).progress_enabled and not settings.getbool("IMAGECRAWL_REPORT_ENABLED"):
+            raise NotConfigured("IMAGECRAWL_TUNING['progress_enabled'] and IMAGECRAWL_REPORT_ENABLED are off")
         return cls(crawler, MonitorConfig.from_settings(settings))
 
     def __init__(self, crawler: Crawler, config: MonitorConfig) -> None:

@@ -23,6 +23,7 @@ from scrapy.exceptions import NotConfigured
 from scrapy.utils.asyncio import create_looping_call
 
 from imagecrawl.extensions.monitor import Monitor, monitor_for
+from imagecrawl.tuning import tuning
 
 logger = logging.getLogger(__name__)
 
@@ -52,9 +53,9 @@ class ProgressConfig:
     @classmethod
     def from_settings(cls, settings: Any) -> Self:
         return cls(
-            enabled=settings.getbool("IMAGECRAWL_PROGRESS_ENABLED"),
+            enabled=tuning(settings).progress_enabled,
             interval_seconds=settings.getfloat("IMAGECRAWL_PROGRESS_INTERVAL_SECONDS"),
-            sites=max(0, settings.getint("IMAGECRAWL_PROGRESS_SITES")),
+            sites=max(0, tuning(settings).progress_sites),
         )
 
 
@@ -124,7 +125,7 @@ class ProgressLine:
     def from_crawler(cls, crawler: Crawler) -> Self:
         config = ProgressConfig.from_settings(crawler.settings)
         if not config.enabled:
-            raise NotConfigured("IMAGECRAWL_PROGRESS_ENABLED is off")
+            raise NotConfigured("IMAGECRAWL_TUNING['progress_enabled'] is off")
         if config.interval_seconds <= 0:
             raise NotConfigured("IMAGECRAWL_PROGRESS_INTERVAL_SECONDS is 0")
         return cls(crawler, config)

@@ -27,6 +27,7 @@ from imagecrawl.extensions.progress import optout_skips, prefixed_sum
 from imagecrawl.extensions.storage import crawl_storage
 from imagecrawl.report.html import render_html
 from imagecrawl.storage import layout
+from imagecrawl.tuning import tuning
 from imagecrawl.values import utf8_safe
 
 logger = logging.getLogger(__name__)
@@ -53,7 +54,7 @@ class ReportConfig:
     def from_settings(cls, settings: Any) -> Self:
         return cls(
             enabled=settings.getbool("IMAGECRAWL_REPORT_ENABLED"),
-            plotted_sites=max(0, settings.getint("IMAGECRAWL_REPORT_PLOTTED_SITES")),
+            plotted_sites=max(0, tuning(settings).report_plotted_sites),
         )
 
 

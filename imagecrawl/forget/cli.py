@@ -24,6 +24,7 @@ from imagecrawl.forget.selectors import KINDS, Selection, Selector, parse_select
 from imagecrawl.forget.tombstones import Tombstone
 from imagecrawl.state import state_dir_for
 from imagecrawl.storage.stores import LocalStore, S3Store, open_store, s3_config_from_settings, s3_problem
+from imagecrawl.tuning import tuning
 
 logger = logging.getLogger(__name__)
 
@@ -118,9 +119,9 @@ def commit_leftovers(store: LocalStore | S3Store, state: Path, settings: Any, le
 
     async def flush() -> list[str]:
         keys = {shard.key for shard in store.list_shards()}
-        outbox = Outbox(state / "outbox", store, ledger, max_bytes=settings.getint("IMAGECRAWL_OUTBOX_MAX_BYTES"))
-        outbox.recover(keys, settings.getint("IMAGECRAWL_ROW_GROUP_ROWS"))
-        return await outbox.close(timeout=settings.getfloat("IMAGECRAWL_CLOSE_COMMIT_TIMEOUT_SECONDS"))
+        outbox = Outbox(state / "outbox", store, ledger, max_bytes=tuning(settings).outbox_max_bytes)
+        outbox.recover(keys, tuning(settings).row_group_rows)
+        return await outbox.close(timeout=tuning(settings).close_commit_timeout_seconds)
 
     waiting = asyncio.run(flush())
     left = outbox_leftovers(state)

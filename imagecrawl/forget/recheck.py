@@ -4,7 +4,7 @@ as a crawl does, and forget the rows of the sites (or pages) that now refuse AI 
 The visit is a Scrapy crawl of a small spider (:class:`RecheckSpider`) with the project's settings and
 middlewares: identity guard, network guard, robots.txt (with its ``Content-Signal`` / ``Content-Usage``
 lines), TDMRep, opt-out headers and page meta, pacing. Per site (an origin, ``scheme://host:port``) it
-asks for the site's root page and a sample of the store's pages there (``IMAGECRAWL_RECHECK_SAMPLE_PAGES``).
+asks for the site's root page and a sample of the store's pages there (``IMAGECRAWL_TUNING['recheck_sample_pages']``).
 What the opt-out components refuse is read back from their skip log; a page's own opt-out (``noai``
 meta, ``X-Robots-Tag``, ``tdm-reservation``) from the request's meta.
 
@@ -44,6 +44,7 @@ from imagecrawl.exitcodes import USAGE, exit_code, set_exit_code, status_of
 from imagecrawl.forget import cli as forget_cli
 from imagecrawl.forget.engine import now_iso
 from imagecrawl.forget.selectors import Selection, parse_selector
+from imagecrawl.tuning import tuning
 
 logger = logging.getLogger(__name__)
 
@@ -167,7 +168,7 @@ class RecheckSpider(scrapy.Spider):
         if not self.given:
             settings = self.crawler.settings
             store, _state = forget_cli.open_for_forget(settings)
-            self.sites = sites_in_store(store, settings.getint("IMAGECRAWL_RECHECK_SAMPLE_PAGES"))
+            self.sites = sites_in_store(store, tuning(settings).recheck_sample_pages)
             logger.info("Recheck: %d sites with rows in %s", len(self.sites), store.url)
         for site in self.sites.values():
             for url in [site.root, *site.pages]:
@@ -286,9 +287,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     store = None
     try:
         settings = forget_cli.store_settings(args.store, args.settings)
-        sample = settings.getint("IMAGECRAWL_RECHECK_SAMPLE_PAGES")
+        sample = tuning(settings).recheck_sample_pages
         if sample < 0:
-            raise ConfigError(f"IMAGECRAWL_RECHECK_SAMPLE_PAGES must be 0 or more, got {sample}")
+            raise ConfigError(f"IMAGECRAWL_TUNING['recheck_sample_pages'] must be 0 or more, got {sample}")
         store, state = forget_cli.open_for_forget(settings)
         sites = sites_in_store(store, sample)
         with tempfile.TemporaryDirectory(prefix="imagecrawl-recheck-") as tmp:

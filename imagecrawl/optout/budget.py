@@ -1,6 +1,6 @@
 """How much of a policy file (robots.txt, tdmrep.json) is read. Pure: no Scrapy.
 
-A policy file is read up to ``IMAGECRAWL_POLICY_MAX_BYTES`` (512 KiB, as Google reads 500 KiB of a
+A policy file is read up to ``IMAGECRAWL_TUNING['policy_max_bytes']`` (512 KiB, as Google reads 500 KiB of a
 robots.txt): the download stops there (the Scrapy side raises ``StopDownload`` from
 ``bytes_received``), and what is read is cut back to its last complete line, so that a rule cut in the
 middle (``Allow: /pri`` of ``Allow: /private/x``) is never read as a broader one. A compressed body is
@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from imagecrawl.errors import ConfigError
+from imagecrawl.tuning import tuning
 
 DEFAULT_POLICY_MAX_BYTES: Final = 512 * 1024
 #: the Content-Encoding values read here (others make the body unreadable: ``None``)
@@ -78,8 +79,8 @@ MAX_POLICY_TTL_SECONDS: Final = 86400.0
 
 @dataclass(frozen=True, slots=True)
 class PolicyFileConfig:
-    """``IMAGECRAWL_POLICY_MAX_BYTES``, ``IMAGECRAWL_POLICY_TTL_SECONDS`` and
-    ``IMAGECRAWL_ROBOTS_RETRY_SECONDS`` (defaults in imagecrawl/defaults.py)."""
+    """``IMAGECRAWL_TUNING['policy_max_bytes']``, ``IMAGECRAWL_TUNING['policy_ttl_seconds']`` and
+    ``IMAGECRAWL_TUNING['robots_retry_seconds']`` (defaults in imagecrawl/defaults.py)."""
 
     max_bytes: int = DEFAULT_POLICY_MAX_BYTES
     ttl_seconds: float = MAX_POLICY_TTL_SECONDS
@@ -87,15 +88,15 @@ class PolicyFileConfig:
 
     @classmethod
     def from_settings(cls, settings: Any) -> PolicyFileConfig:
-        max_bytes = settings.getint("IMAGECRAWL_POLICY_MAX_BYTES")
-        ttl = settings.getfloat("IMAGECRAWL_POLICY_TTL_SECONDS")
-        retry = settings.getfloat("IMAGECRAWL_ROBOTS_RETRY_SECONDS")
+        max_bytes = tuning(settings).policy_max_bytes
+        ttl = tuning(settings).policy_ttl_seconds
+        retry = tuning(settings).robots_retry_seconds
         if max_bytes < 1024:
-            raise ConfigError(f"IMAGECRAWL_POLICY_MAX_BYTES must be at least 1024, got {max_bytes}")
+            raise ConfigError(f"IMAGECRAWL_TUNING['policy_max_bytes'] must be at least 1024, got {max_bytes}")
         if not 0 < ttl <= MAX_POLICY_TTL_SECONDS:
-            raise ConfigError(f"IMAGECRAWL_POLICY_TTL_SECONDS must be > 0 and <= 86400 (RFC 9309), got {ttl}")
+            raise ConfigError(f"IMAGECRAWL_TUNING['policy_ttl_seconds'] must be > 0 and <= 86400 (RFC 9309), got {ttl}")
         if not 0 < retry < float("inf"):
-            raise ConfigError(f"IMAGECRAWL_ROBOTS_RETRY_SECONDS must be a positive number, got {retry}")
+            raise ConfigError(f"IMAGECRAWL_TUNING['robots_retry_seconds'] must be a positive number, got {retry}")
         return cls(max_bytes, ttl, retry)
 
     def next_retry(self, previous: float | None) -> float:

@@ -12,6 +12,7 @@ from imagecrawl import UA_TOKEN
 from imagecrawl.errors import ConfigError
 from imagecrawl.optout.rules import DEFAULT_DIRECTIVES, KNOWN_DIRECTIVES
 from imagecrawl.state import state_dir_for
+from imagecrawl.tuning import tuning
 
 logger = logging.getLogger(__name__)
 
@@ -52,12 +53,12 @@ class OptOutConfig:
         token = str(settings.get("ROBOTSTXT_USER_AGENT") or UA_TOKEN).split("/", 1)[0].strip().lower()
         return cls(
             enabled=settings.getbool("IMAGECRAWL_OPTOUT_ENABLED"),
-            x_robots_tag=settings.getbool("IMAGECRAWL_OPTOUT_X_ROBOTS_TAG"),
-            meta_robots=settings.getbool("IMAGECRAWL_OPTOUT_META_ROBOTS"),
-            tdmrep=settings.getbool("IMAGECRAWL_OPTOUT_TDMREP"),
-            content_signal=settings.getbool("IMAGECRAWL_OPTOUT_CONTENT_SIGNAL"),
-            content_usage=settings.getbool("IMAGECRAWL_OPTOUT_CONTENT_USAGE"),
-            embedded=settings.getbool("IMAGECRAWL_OPTOUT_EMBEDDED"),
+            x_robots_tag=tuning(settings).optout_x_robots_tag,
+            meta_robots=tuning(settings).optout_meta_robots,
+            tdmrep=tuning(settings).optout_tdmrep,
+            content_signal=tuning(settings).optout_content_signal,
+            content_usage=tuning(settings).optout_content_usage,
+            embedded=tuning(settings).optout_embedded,
             directives=directives,
             token=token or UA_TOKEN,
             log_path=log_path,
@@ -81,12 +82,12 @@ class OptOutConfig:
     def warn_disabled(self) -> None:
         """Switching a rule off is never silent."""
         for name, on in (
-            ("IMAGECRAWL_OPTOUT_X_ROBOTS_TAG", self.x_robots_tag),
-            ("IMAGECRAWL_OPTOUT_META_ROBOTS", self.meta_robots),
-            ("IMAGECRAWL_OPTOUT_TDMREP", self.tdmrep),
-            ("IMAGECRAWL_OPTOUT_CONTENT_SIGNAL", self.content_signal),
-            ("IMAGECRAWL_OPTOUT_CONTENT_USAGE", self.content_usage),
-            ("IMAGECRAWL_OPTOUT_EMBEDDED", self.embedded),
+            ("IMAGECRAWL_TUNING['optout_x_robots_tag']", self.x_robots_tag),
+            ("IMAGECRAWL_TUNING['optout_meta_robots']", self.meta_robots),
+            ("IMAGECRAWL_TUNING['optout_tdmrep']", self.tdmrep),
+            ("IMAGECRAWL_TUNING['optout_content_signal']", self.content_signal),
+            ("IMAGECRAWL_TUNING['optout_content_usage']", self.content_usage),
+            ("IMAGECRAWL_TUNING['optout_embedded']", self.embedded),
         ):
             if not on:
                 logger.warning("%s is off: that opt-out is NOT honoured (only for sites you own)", name)

@@ -3,7 +3,8 @@
 Pure logic, no Scrapy and no clock of its own: every method takes ``now`` (monotonic seconds).
 
 * Start-up: while no congestion was ever seen, the rate grows by ``startup_factor`` per half step
-  (TCP's slow start, bounded by ``max_rate``: a short crawl spends little of itself climbing), only
+  (TCP's slow start, bounded by ``max_rate``: a short crawl spends little of itself climbing; an
+  answer grows it by the half steps since the last change, up to ``STARTUP_MAX_STEPS``), only
   while the rate is what holds requests back; so does the concurrency (at least +1), while the
   concurrency is what holds them back.
 * A rate the crawl does not use (because the concurrency or the spider holds it back: the answers of
@@ -15,9 +16,13 @@ Pure logic, no Scrapy and no clock of its own: every method takes ``now`` (monot
   adjustment epoch: answers to requests sent before the last cut are old news and do not cut again.
   The rate at the cut is remembered as the ``ceiling``, or what the site served if less: after a
   previous cut, the answers since it over the time since (a second of each Retry-After pause counted:
-  what a token bucket saves up in a pause is not capacity). A site that served clearly less than was
-  sent has shown its capacity: the rate goes to ``SERVED_MARGIN`` of it instead of the cut. The first
-  congestion in start-up keeps a ceiling a little above what the ramp's lagging answers showed.
+  what a token bucket saves up in a pause is not capacity), when the rate right after that cut was
+  not below them (else they measured the crawl's climb, not the site). A site that served clearly
+  less than was sent has shown its capacity: the rate goes to ``SERVED_MARGIN`` of it instead of the
+  cut. The first congestion ends the start-up: the rate goes to ``STARTUP_CUT`` of what the last 2 s
+  served, the ceiling to ``STARTUP_CEILING`` times it (a bucket's burst let the climbing rate through
+  until it was drained: the rate that met the 429 can be twice the capacity, the last answers are
+  above it too; a small bucket answered 429 as soon as the rate passed it, and the answers lag).
 * Healthy and flat latency: below ``recover_ratio * ceiling`` the rate closes half the gap per step
   (fast recovery to a rate known to work); near the ceiling it creeps up by ``probe_fraction`` of
   the ceiling per step, and past the ceiling unharmed the step doubles after ``PROBE_DOUBLING_AFTER``
@@ -36,8 +41,16 @@ from dataclasses import dataclass
 STALE_LATENCY_STEPS = 5
 #: of a Retry-After pause, the part a site is taken to save up capacity in (its burst)
 PAUSE_SAVINGS_SECONDS = 1.0
-#: after the first congestion, the ceiling is taken this far above what was served before it
-STARTUP_CEILING = 1.15
+#: the first congestion (the end of the start-up) cuts the rate to this share of what the site served
+#: over the last 2 s, if that is below the usual cut: a token bucket's burst let a climbing rate through
+#: until it was drained, so the rate that met the 429 may be twice the capacity, and the last seconds'
+#: answers (the burst included) are still above it; the climb back must stay within 1.25 C
+STARTUP_CUT = 0.85
+#: ... and the ceiling it climbs back towards is what they served, times this (the ramp's answers lag
+#: behind it: a site with a small bucket answered 429 as soon as the rate passed its capacity)
+STARTUP_CEILING = 1.1
+#: a start-up answer grows the rate by the half steps since the last change, at most this many
+STARTUP_MAX_STEPS = 2.0
 #: start-up steps are this fraction of a step
 STARTUP_STEP = 0.5
 #: a step whose answers came to this share of the rate used the rate (it was what held requests back)
@@ -47,11 +60,11 @@ SATURATED_SHARE = 0.9
 #: ... and goes this far under it
 SERVED_MARGIN = 0.95
 #: steps past the last ceiling after which the probing steps double
-PROBE_DOUBLING_AFTER = 3
+PROBE_DOUBLING_AFTER = 10
 #: probing goes at most this far above the last ceiling ...
 PROBE_CAP = 1.15
 #: ... until it held there this many steps without congestion
-PROBE_HOLD_STEPS = 8
+PROBE_HOLD_STEPS = 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +126,7 @@ class AimdController:
         self._steps_at_cap = 0
         self._step_answers = 0  # healthy answers since the last step
         self._cut_answers = 0  # healthy answers since the last cut
+        self._cut_rate = 0.0  # the rate right after the last cut
 
     def note_pause(self, start: float, end: float) -> None:
         """The site was closed (Retry-After) from ``start`` to ``end``: not a lack of capacity."""
@@ -212,7 +226,13 @@ class AimdController:
             # saves (a token bucket of about a second of its capacity), not for the rest of it.
             idle = sum(max(0.0, min(b, now) - max(a, self.last_cut) - PAUSE_SAVINGS_SECONDS) for a, b in self._pauses)
             window = max(c.step_seconds, since - idle)
-            served = min(served if served is not None else math.inf, self._cut_answers / window)
+            since_cut = self._cut_answers / window
+            # ... if the crawl kept it busy all along: a rate that started below what the site then
+            # served (the last cut went too low) measured the crawl's own climb, not the site
+            if self._cut_rate >= SATURATED_SHARE * since_cut:
+                served = min(served if served is not None else math.inf, since_cut)
+            else:  # and the long window would average in that climb too: the last 2 s say more
+                served = self.goodput(now, 2.0)
         self.ceiling = self.rate if served is None else max(c.min_rate, min(self.rate, served))
         self._probe_step = 0.0
         self._steps_past_ceiling = 0
@@ -224,10 +244,12 @@ class AimdController:
             self.rate = max(c.min_rate, served * SERVED_MARGIN)
         else:
             self.rate = max(c.min_rate, min(rate, self.ceiling) * c.decrease_factor)
-        if startup:
-            # a climbing rate's answers lag behind it: the site's capacity lies below the rate that
-            # met the first congestion, maybe well above what the last seconds' answers showed
-            self.ceiling = max(self.ceiling, min(rate, self.rate / c.decrease_factor * STARTUP_CEILING))
+        if startup and served is not None:
+            # the end of the start-up: the rate goes well under what the last seconds served (a
+            # bucket's burst is in it), the ceiling a little above it (the ramp's answers lag)
+            self.rate = max(c.min_rate, min(rate * c.decrease_factor, served * STARTUP_CUT))
+            self.ceiling = max(self.ceiling, min(rate, served * STARTUP_CEILING))
+        self._cut_rate = self.rate
         self.concurrency = max(1, math.floor(self.concurrency * c.decrease_factor))
         self.last_cut = now
         self.last_change = now
@@ -257,7 +279,7 @@ class AimdController:
             # a rate the crawl used (spacing jitter and latency keep the answers a little under it) may
             # grow by its full step; one it did not use grows to what was used, times the start-up factor
             bound = math.inf if used >= USED_SHARE * self.rate else used * c.startup_factor
-            new = min(self.max_rate, self._next_rate(), max(self.rate, bound))
+            new = min(self.max_rate, self._next_rate(elapsed / step), max(self.rate, bound))
             grew = new > self.rate
             self.rate = new
         if self.concurrency_limited and self.concurrency < c.max_concurrency:
@@ -274,11 +296,13 @@ class AimdController:
             return None
         return Adjustment("increase", "healthy", self.rate, self.concurrency)
 
-    def _next_rate(self) -> float:
+    def _next_rate(self, steps: float = 1.0) -> float:
         c = self.config
         r = self.rate
         if self.ceiling is None:
-            return r * c.startup_factor
+            # by the time that passed: an answer that comes a little after the step's end does not
+            # lose the growth of the rest of it (at low rates answers are far apart)
+            return r * c.startup_factor ** min(max(steps, 1.0), STARTUP_MAX_STEPS)
         target = self.ceiling * c.recover_ratio
         if r < target:
             return max(r + (target - r) / 2, min(target, r + c.probe_fraction * self.ceiling))

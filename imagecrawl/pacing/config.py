@@ -1,7 +1,8 @@
 """Pacing, ban and retry settings read once into typed configs (``from_settings``). No Scrapy: any
 object with Scrapy's ``getfloat``/``getint``/``getbool``/``get``/``getlist`` getters will do.
 
-Every default lives in ``imagecrawl/defaults.py``; nothing here restates one."""
+Every default lives in ``imagecrawl/defaults.py`` (settings) or ``imagecrawl/tuning.py`` (internals); the
+configs' field defaults are taken from there, never restated."""
 
 from __future__ import annotations
 
@@ -9,53 +10,59 @@ import random
 from dataclasses import dataclass, field
 from typing import Any, Self
 
+from imagecrawl import defaults
 from imagecrawl.errors import ConfigError
 from imagecrawl.pacing.aimd import AimdConfig
 from imagecrawl.pacing.bans import BanConfig
 from imagecrawl.pacing.circuit import CircuitConfig
 from imagecrawl.pacing.sitekey import SITE_KEY_MODES
+from imagecrawl.tuning import DEFAULTS, tuning
 
 
 @dataclass(frozen=True, slots=True)
 class PacingConfig:
-    enabled: bool = True
-    site_key: str = "host"
+    enabled: bool = defaults.IMAGECRAWL_PACING_ENABLED
+    site_key: str = defaults.IMAGECRAWL_PACING_SITE_KEY
     aimd: AimdConfig = field(default_factory=AimdConfig)
-    jitter: float = 0.1
-    floor_interval: float = 0.0  # DOWNLOAD_DELAY
-    retry_after_max: float = 3600.0
-    obey_crawl_delay: bool = True
-    close_when_all_abandoned: bool = True
+    jitter: float = DEFAULTS.pacing_jitter
+    floor_interval: float = defaults.DOWNLOAD_DELAY
+    retry_after_max: float = DEFAULTS.retry_after_max_seconds
+    obey_crawl_delay: bool = DEFAULTS.pacing_obey_crawl_delay
+    close_when_all_abandoned: bool = DEFAULTS.ban_close_when_all_abandoned
 
     @classmethod
     def from_settings(cls, settings: Any) -> Self:
         site_key = site_key_mode(settings)
         max_rate = settings.getfloat("IMAGECRAWL_MAX_RATE_PER_SITE")
-        max_conc = settings.getint("IMAGECRAWL_MAX_CONCURRENCY_PER_SITE")
+        # Scrapy's CONCURRENT_REQUESTS_PER_DOMAIN keeps its meaning: no more requests to one site at once
+        max_conc = min(
+            settings.getint("IMAGECRAWL_MAX_CONCURRENCY_PER_SITE"), settings.getint("CONCURRENT_REQUESTS_PER_DOMAIN")
+        )
         # None (the default): a quarter of the cap, so a cap raised for a site you own starts fast
         start = settings.get("IMAGECRAWL_PACING_START_RATE_PER_SECOND")
         start_rate = max_rate / 4 if start is None else settings.getfloat("IMAGECRAWL_PACING_START_RATE_PER_SECOND")
+        internals = tuning(settings)
         aimd = AimdConfig(
             start_rate=min(max_rate, start_rate),
-            min_rate=min(max_rate, settings.getfloat("IMAGECRAWL_PACING_MIN_RATE_PER_SECOND")),
+            min_rate=min(max_rate, internals.pacing_min_rate_per_second),
             max_rate=max_rate,
             start_concurrency=1,
             max_concurrency=max_conc,
-            decrease_factor=settings.getfloat("IMAGECRAWL_PACING_DECREASE_FACTOR"),
-            startup_factor=settings.getfloat("IMAGECRAWL_PACING_STARTUP_FACTOR"),
-            step_seconds=settings.getfloat("IMAGECRAWL_PACING_STEP_SECONDS"),
-            latency_factor=settings.getfloat("IMAGECRAWL_PACING_LATENCY_FACTOR"),
-            latency_margin_seconds=settings.getfloat("IMAGECRAWL_PACING_LATENCY_MARGIN_SECONDS"),
+            decrease_factor=internals.pacing_decrease_factor,
+            startup_factor=internals.pacing_startup_factor,
+            step_seconds=internals.pacing_step_seconds,
+            latency_factor=internals.pacing_latency_factor,
+            latency_margin_seconds=internals.pacing_latency_margin_seconds,
         )
         return cls(
             enabled=settings.getbool("IMAGECRAWL_PACING_ENABLED"),
             site_key=site_key,
             aimd=aimd,
-            jitter=settings.getfloat("IMAGECRAWL_PACING_JITTER"),
+            jitter=internals.pacing_jitter,
             floor_interval=max(0.0, settings.getfloat("DOWNLOAD_DELAY")),
-            retry_after_max=settings.getfloat("IMAGECRAWL_RETRY_AFTER_MAX_SECONDS"),
-            obey_crawl_delay=settings.getbool("IMAGECRAWL_PACING_OBEY_CRAWL_DELAY"),
-            close_when_all_abandoned=settings.getbool("IMAGECRAWL_BAN_CLOSE_WHEN_ALL_ABANDONED"),
+            retry_after_max=internals.retry_after_max_seconds,
+            obey_crawl_delay=internals.pacing_obey_crawl_delay,
+            close_when_all_abandoned=internals.ban_close_when_all_abandoned,
         )
 
 
@@ -68,36 +75,38 @@ def site_key_mode(settings: Any) -> str:
 
 
 def ban_config_from_settings(settings: Any) -> BanConfig:
+    internals = tuning(settings)
     return BanConfig(
-        burst=settings.getint("IMAGECRAWL_BAN_BURST"),
-        burst_429=settings.getint("IMAGECRAWL_BAN_BURST_429"),
-        soft_threshold=settings.getint("IMAGECRAWL_BAN_SOFT_THRESHOLD"),
-        cooldown_seconds=settings.getfloat("IMAGECRAWL_BAN_COOLDOWN_SECONDS"),
-        max_cooldown_seconds=settings.getfloat("IMAGECRAWL_BAN_MAX_COOLDOWN_SECONDS"),
-        max_probes=settings.getint("IMAGECRAWL_BAN_MAX_PROBES"),
+        burst=internals.ban_burst,
+        burst_429=internals.ban_burst_429,
+        soft_threshold=internals.ban_soft_threshold,
+        cooldown_seconds=internals.ban_cooldown_seconds,
+        max_cooldown_seconds=internals.ban_max_cooldown_seconds,
+        max_probes=internals.ban_max_probes,
     )
 
 
 def circuit_config_from_settings(settings: Any) -> CircuitConfig:
+    internals = tuning(settings)
     try:
         return CircuitConfig(
-            enabled=settings.getbool("IMAGECRAWL_CIRCUIT_ENABLED"),
-            failures=settings.getint("IMAGECRAWL_CIRCUIT_FAILURES"),
-            cooloff_seconds=settings.getfloat("IMAGECRAWL_CIRCUIT_COOLOFF_SECONDS"),
-            max_probes=settings.getint("IMAGECRAWL_CIRCUIT_MAX_PROBES"),
+            enabled=internals.circuit_enabled,
+            failures=internals.circuit_failures,
+            cooloff_seconds=internals.circuit_cooloff_seconds,
+            max_probes=internals.circuit_max_probes,
         )
     except ValueError as exc:
-        raise ConfigError(f"IMAGECRAWL_CIRCUIT_*: {exc}") from None
+        raise ConfigError(f"IMAGECRAWL_TUNING circuit_*: {exc}") from None
 
 
 @dataclass(frozen=True, slots=True)
 class RetryConfig:
-    enabled: bool = True
-    times: int = 3
-    http_codes: frozenset[int] = frozenset({429, 500, 502, 503, 504, 522, 524, 408})
-    backoff_seconds: float = 2.0
-    max_backoff_seconds: float = 120.0
-    priority_adjust: int = -1
+    enabled: bool = True  # Scrapy's RETRY_ENABLED
+    times: int = defaults.RETRY_TIMES
+    http_codes: frozenset[int] = frozenset({429, 500, 502, 503, 504, 522, 524, 408})  # Scrapy's RETRY_HTTP_CODES
+    backoff_seconds: float = DEFAULTS.retry_backoff_seconds
+    max_backoff_seconds: float = DEFAULTS.retry_max_backoff_seconds
+    priority_adjust: int = -1  # Scrapy's RETRY_PRIORITY_ADJUST
 
     @classmethod
     def from_settings(cls, settings: Any) -> Self:
@@ -106,8 +115,8 @@ class RetryConfig:
             enabled=settings.getbool("RETRY_ENABLED"),
             times=settings.getint("RETRY_TIMES"),
             http_codes=frozenset(int(c) for c in settings.getlist("RETRY_HTTP_CODES")),
-            backoff_seconds=settings.getfloat("IMAGECRAWL_RETRY_BACKOFF_SECONDS"),
-            max_backoff_seconds=settings.getfloat("IMAGECRAWL_RETRY_MAX_BACKOFF_SECONDS"),
+            backoff_seconds=tuning(settings).retry_backoff_seconds,
+            max_backoff_seconds=tuning(settings).retry_max_backoff_seconds,
             priority_adjust=settings.getint("RETRY_PRIORITY_ADJUST"),
         )
 

@@ -26,6 +26,7 @@ from imagecrawl.storage.context import CrawlStorage
 from imagecrawl.storage.outbox import Outbox
 from imagecrawl.storage.shards import ShardWriter, SpoolWriteError, no_room, partition_of, shard_key
 from imagecrawl.storage.stores import LocalStore
+from imagecrawl.tuning import tuning
 
 logger = logging.getLogger(__name__)
 
@@ -52,21 +53,21 @@ class ParquetPipeline:
         self.max_bytes = settings.getint("IMAGECRAWL_SHARD_MAX_BYTES")
         self.max_seconds = settings.getfloat("IMAGECRAWL_SHARD_MAX_SECONDS")
         #: the run's first shard rolls early (a running crawl shows committed rows soon); 0: no early roll
-        self.first_rows = settings.getint("IMAGECRAWL_FIRST_SHARD_MAX_ROWS")
-        self.first_seconds = settings.getfloat("IMAGECRAWL_FIRST_SHARD_MAX_SECONDS")
+        self.first_rows = tuning(settings).first_shard_max_rows
+        self.first_seconds = tuning(settings).first_shard_max_seconds
         self._first_pending = True
-        self.row_group_rows = max(1, settings.getint("IMAGECRAWL_ROW_GROUP_ROWS"))
-        self.close_timeout = settings.getfloat("IMAGECRAWL_CLOSE_COMMIT_TIMEOUT_SECONDS")
-        self.flush_seconds = settings.getfloat("IMAGECRAWL_SPOOL_FLUSH_SECONDS")
-        self.spool_batch_rows = max(1, settings.getint("IMAGECRAWL_SPOOL_BATCH_ROWS"))
+        self.row_group_rows = max(1, tuning(settings).row_group_rows)
+        self.close_timeout = tuning(settings).close_commit_timeout_seconds
+        self.flush_seconds = tuning(settings).spool_flush_seconds
+        self.spool_batch_rows = max(1, tuning(settings).spool_batch_rows)
         self.owner = storage_owner(crawler)
         self.storage: CrawlStorage = self.owner.storage
         self.outbox = Outbox(
             self.storage.state_dir / "outbox",
             self.storage.store,
             self.storage.ledger,
-            max_bytes=settings.getint("IMAGECRAWL_OUTBOX_MAX_BYTES"),
-            retry_initial=settings.getfloat("IMAGECRAWL_COMMIT_RETRY_SECONDS"),
+            max_bytes=tuning(settings).outbox_max_bytes,
+            retry_initial=tuning(settings).commit_retry_seconds,
             on_event=lambda name, n: self.stats.inc_value(f"imagecrawl/store/{name}", n),
             failures=self._failures,
         )
@@ -82,7 +83,7 @@ class ParquetPipeline:
         self._age_working = False
         self._age_stop = False
         crawler.signals.connect(self._engine_started, signal=signals.engine_started)
-        if settings.getbool("IMAGECRAWL_SHARD_FLUSH_ON_IDLE"):
+        if tuning(settings).shard_flush_on_idle:
             # Distributed crawls: an idle worker commits what it holds, so the crawl's leases can end.
             crawler.signals.connect(self._flush_idle, signal=signals.spider_idle)
 

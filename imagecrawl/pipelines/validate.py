@@ -10,6 +10,8 @@ from itemadapter import ItemAdapter
 from scrapy.crawler import Crawler
 from scrapy.exceptions import DropItem, NotConfigured
 
+from imagecrawl.tuning import tuning
+
 logger = logging.getLogger(__name__)
 
 REQUIRED = ("id", "source", "image_url", "image_sha256", "crawled_at")
@@ -24,8 +26,8 @@ class ValidatePipeline:
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> Self:
-        if not crawler.settings.getbool("IMAGECRAWL_VALIDATE_ENABLED"):
-            raise NotConfigured("IMAGECRAWL_VALIDATE_ENABLED is off")
+        if not tuning(crawler.settings).validate_enabled:
+            raise NotConfigured("IMAGECRAWL_TUNING['validate_enabled'] is off")
         return cls(crawler)
 
     def _drop(self, reason: str, adapter: ItemAdapter) -> DropItem:

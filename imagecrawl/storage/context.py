@@ -31,6 +31,7 @@ from imagecrawl.dedupe.base import AsyncLedger, LedgerLike
 from imagecrawl.dedupe.sqlite import open_ledger
 from imagecrawl.errors import ConfigError
 from imagecrawl.storage.stores import LocalStore, S3Store
+from imagecrawl.tuning import tuning
 
 logger = logging.getLogger(__name__)
 
@@ -81,9 +82,9 @@ def make_run_id(worker: str = "") -> str:
 
 
 def check_dedupe_backend(settings: Any) -> str:
-    backend = str(settings.get("IMAGECRAWL_DEDUPE_BACKEND")).lower()
+    backend = str(tuning(settings).dedupe_backend).lower()
     if backend not in DEDUPE_BACKENDS:
-        raise ConfigError(f"IMAGECRAWL_DEDUPE_BACKEND must be auto, sqlite or redis, got {backend!r}")
+        raise ConfigError(f"IMAGECRAWL_TUNING['dedupe_backend'] must be auto, sqlite or redis, got {backend!r}")
     return backend
 
 
@@ -92,7 +93,7 @@ def ledger_factory(settings: Any) -> LedgerFactory:
     path = settings.get("IMAGECRAWL_LEDGER_FACTORY")
     if backend == "sqlite" or not path:
         if backend == "redis":
-            raise ConfigError("IMAGECRAWL_DEDUPE_BACKEND=redis needs IMAGECRAWL_REDIS_URL (or REDIS_URL)")
+            raise ConfigError("IMAGECRAWL_TUNING['dedupe_backend']=redis needs IMAGECRAWL_REDIS_URL (or REDIS_URL)")
         return open_sqlite_ledger
     return cast(LedgerFactory, load_object(path))
 

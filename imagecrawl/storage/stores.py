@@ -22,6 +22,7 @@ from imagecrawl import failpoints
 from imagecrawl.errors import ConfigError, StoreError
 from imagecrawl.storage import layout
 from imagecrawl.storage.layout import SHARD_SUFFIX, is_shard_key
+from imagecrawl.tuning import tuning
 
 logger = logging.getLogger(__name__)
 
@@ -307,8 +308,8 @@ def s3_config_from_settings(settings: Any) -> S3Config:
         region_name=settings.get("AWS_REGION_NAME") or None,
         use_ssl=settings.getbool("AWS_USE_SSL"),
         verify=None if verify is None else bool(verify),
-        retry_mode=settings.get("IMAGECRAWL_S3_RETRY_MODE"),
-        max_attempts=settings.getint("IMAGECRAWL_S3_MAX_ATTEMPTS"),
+        retry_mode=tuning(settings).s3_retry_mode,
+        max_attempts=tuning(settings).s3_max_attempts,
     )
 
 
