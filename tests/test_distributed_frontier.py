@@ -161,7 +161,7 @@ def test_read_ahead_counts_the_next_few_of_each_site(redis_server: RedisServer, 
     """A site with a long run of the list counts as 8 towards the read-ahead (the local frontier's
     measure), so the urls spider reads on to the other sites; the counters end at zero."""
     prefix = f"t{uuid.uuid4().hex[:8]}"
-    s = _scheduler(redis_server, prefix, tmp_path, IMAGECRAWL_FRONTIER_READ_AHEAD=12)
+    s = _scheduler(redis_server, prefix, tmp_path, IMAGECRAWL_TUNING={"frontier_read_ahead": 12})
     client = redis.Redis.from_url(redis_server.url)
     base = f"{prefix}:crawl:frontier-test"
     for i in range(30):

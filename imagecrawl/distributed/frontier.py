@@ -328,7 +328,7 @@ class RedisScheduler(ScrapyRedisScheduler):
         #: sites this worker does not look at before the time given (monotonic): its own pacing, or its
         #: concurrency for the site is full (then until a release)
         self._skip: dict[str, float] = {}
-        self.read_ahead = max(1, settings.getint("IMAGECRAWL_FRONTIER_READ_AHEAD"))
+        self.read_ahead = max(1, tuning(settings).frontier_read_ahead)
         self._room = 0  # start requests wants_more() may still say yes to without asking Redis
         self._dropped_sites: dict[str, str] = {}
         self._timer: Any = None
@@ -442,7 +442,7 @@ class RedisScheduler(ScrapyRedisScheduler):
     def wants_more(self) -> bool:
         """Read-ahead, as the local frontier's: whether the spider should hand over more start requests
         now (the urls spider asks before each row). True while fewer than
-        ``IMAGECRAWL_FRONTIER_READ_AHEAD`` requests wait among the next 8 of each site, for all workers
+        the tuning's ``frontier_read_ahead`` requests wait among the next 8 of each site, for all workers
         together (a site with a long run of the list counts as 8: the reading goes on to the other sites),
         and fewer than :data:`READ_AHEAD_MAX_QUEUED` wait in all (Redis holds them). Redis is asked
         again only once the room it reported is used up."""
