@@ -264,6 +264,8 @@ def _cached(key: str) -> Tuning:
 
 
 _DEFAULT = Tuning()
+#: the defaults, for the typed configs built from them (BanConfig, CircuitConfig, ...): never restated
+DEFAULTS = _DEFAULT
 
 
 def tuning(settings: Any) -> Tuning:

@@ -7,6 +7,7 @@ import email.utils
 import itertools
 import math
 import random
+from dataclasses import replace
 
 import pytest
 from scrapy.settings import Settings
@@ -26,7 +27,8 @@ from imagecrawl.pacing import (
     site_of_host,
 )
 from imagecrawl.pacing.aimd import STARTUP_MAX_STEPS, Adjustment
-from imagecrawl.pacing.config import PacingConfig, RetryConfig, ban_config_from_settings
+from imagecrawl.pacing.circuit import CircuitConfig
+from imagecrawl.pacing.config import PacingConfig, RetryConfig, ban_config_from_settings, circuit_config_from_settings
 from imagecrawl.pacing.signals import classify_exception, classify_status
 from tests.crawlers import project_settings
 from tests.sandbox.misbehave import (
@@ -542,3 +544,14 @@ def test_a_cut_takes_the_answers_since_the_last_cut_not_the_savings_a_pause_let_
     c.on_congestion("429", sent_at=t, now=t)
     assert c.ceiling is not None and 11.0 <= c.ceiling <= 13.0  # not the 15/s of the last two seconds
     assert c.rate == pytest.approx(SERVED_MARGIN * c.ceiling)
+
+
+def test_the_configs_field_defaults_are_the_settings_defaults() -> None:
+    """The typed configs take their field defaults from imagecrawl/defaults.py and imagecrawl/tuning.py: a
+    config built from the project's settings equals one built with no arguments (nothing restated)."""
+    s = Settings(project_settings())
+    assert ban_config_from_settings(s) == BanConfig()
+    assert circuit_config_from_settings(s) == CircuitConfig()
+    assert RetryConfig.from_settings(s) == RetryConfig()
+    built, bare = PacingConfig.from_settings(s), PacingConfig()
+    assert replace(built, aimd=bare.aimd) == bare

@@ -13,6 +13,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
+from imagecrawl.tuning import DEFAULTS
+
 
 class BanState(enum.StrEnum):
     HEALTHY = "healthy"
@@ -40,12 +42,12 @@ EVIDENCE = frozenset({Verdict.STATUS_401, Verdict.STATUS_403, Verdict.STATUS_429
 
 @dataclass(frozen=True, slots=True)
 class BanConfig:
-    burst: int = 5  # consecutive 401/403 answers that make a ban
-    burst_429: int = 10  # consecutive 429s (pacing handles single ones)
-    soft_threshold: int = 5  # consecutive pages without the healthy marker
-    cooldown_seconds: float = 60.0
-    max_cooldown_seconds: float = 86400.0
-    max_probes: int = 5
+    burst: int = DEFAULTS.ban_burst  # consecutive 401/403 answers that make a ban
+    burst_429: int = DEFAULTS.ban_burst_429  # consecutive 429s (pacing handles single ones)
+    soft_threshold: int = DEFAULTS.ban_soft_threshold  # consecutive pages without the healthy marker
+    cooldown_seconds: float = DEFAULTS.ban_cooldown_seconds
+    max_cooldown_seconds: float = DEFAULTS.ban_max_cooldown_seconds
+    max_probes: int = DEFAULTS.ban_max_probes
 
     def __post_init__(self) -> None:
         if min(self.burst, self.burst_429, self.soft_threshold, self.max_probes) < 1:

@@ -15,6 +15,8 @@ import enum
 import math
 from dataclasses import dataclass
 
+from imagecrawl.tuning import DEFAULTS
+
 
 class CircuitState(enum.StrEnum):
     CLOSED = "closed"
@@ -25,13 +27,13 @@ class CircuitState(enum.StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class CircuitConfig:
-    enabled: bool = True
+    enabled: bool = DEFAULTS.circuit_enabled
     #: dead failures in a row (no answer in between) that open the circuit
-    failures: int = 2
+    failures: int = DEFAULTS.circuit_failures
     #: first cool-off; doubles with each failed probe
-    cooloff_seconds: float = 1.0
+    cooloff_seconds: float = DEFAULTS.circuit_cooloff_seconds
     #: failed probes after which the site is given up
-    max_probes: int = 2
+    max_probes: int = DEFAULTS.circuit_max_probes
 
     def __post_init__(self) -> None:
         if self.failures < 1 or self.max_probes < 1:

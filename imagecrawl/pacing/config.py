@@ -1,7 +1,8 @@
 """Pacing, ban and retry settings read once into typed configs (``from_settings``). No Scrapy: any
 object with Scrapy's ``getfloat``/``getint``/``getbool``/``get``/``getlist`` getters will do.
 
-Every default lives in ``imagecrawl/defaults.py``; nothing here restates one."""
+Every default lives in ``imagecrawl/defaults.py`` (settings) or ``imagecrawl/tuning.py`` (internals); the
+configs' field defaults are taken from there, never restated."""
 
 from __future__ import annotations
 
@@ -9,24 +10,25 @@ import random
 from dataclasses import dataclass, field
 from typing import Any, Self
 
+from imagecrawl import defaults
 from imagecrawl.errors import ConfigError
 from imagecrawl.pacing.aimd import AimdConfig
 from imagecrawl.pacing.bans import BanConfig
 from imagecrawl.pacing.circuit import CircuitConfig
 from imagecrawl.pacing.sitekey import SITE_KEY_MODES
-from imagecrawl.tuning import tuning
+from imagecrawl.tuning import DEFAULTS, tuning
 
 
 @dataclass(frozen=True, slots=True)
 class PacingConfig:
-    enabled: bool = True
-    site_key: str = "host"
+    enabled: bool = defaults.IMAGECRAWL_PACING_ENABLED
+    site_key: str = defaults.IMAGECRAWL_PACING_SITE_KEY
     aimd: AimdConfig = field(default_factory=AimdConfig)
-    jitter: float = 0.1
-    floor_interval: float = 0.0  # DOWNLOAD_DELAY
-    retry_after_max: float = 3600.0
-    obey_crawl_delay: bool = True
-    close_when_all_abandoned: bool = True
+    jitter: float = DEFAULTS.pacing_jitter
+    floor_interval: float = defaults.DOWNLOAD_DELAY
+    retry_after_max: float = DEFAULTS.retry_after_max_seconds
+    obey_crawl_delay: bool = DEFAULTS.pacing_obey_crawl_delay
+    close_when_all_abandoned: bool = DEFAULTS.ban_close_when_all_abandoned
 
     @classmethod
     def from_settings(cls, settings: Any) -> Self:
@@ -99,12 +101,12 @@ def circuit_config_from_settings(settings: Any) -> CircuitConfig:
 
 @dataclass(frozen=True, slots=True)
 class RetryConfig:
-    enabled: bool = True
-    times: int = 3
-    http_codes: frozenset[int] = frozenset({429, 500, 502, 503, 504, 522, 524, 408})
-    backoff_seconds: float = 2.0
-    max_backoff_seconds: float = 120.0
-    priority_adjust: int = -1
+    enabled: bool = True  # Scrapy's RETRY_ENABLED
+    times: int = defaults.RETRY_TIMES
+    http_codes: frozenset[int] = frozenset({429, 500, 502, 503, 504, 522, 524, 408})  # Scrapy's RETRY_HTTP_CODES
+    backoff_seconds: float = DEFAULTS.retry_backoff_seconds
+    max_backoff_seconds: float = DEFAULTS.retry_max_backoff_seconds
+    priority_adjust: int = -1  # Scrapy's RETRY_PRIORITY_ADJUST
 
     @classmethod
     def from_settings(cls, settings: Any) -> Self:
