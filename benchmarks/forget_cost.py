@@ -49,6 +49,17 @@ def build(root: Path, rows: int, per_shard: int, image_bytes: int) -> LocalStore
     return store
 
 
+def files_of(root: Path) -> dict[str, tuple[int, int]]:
+    """Every shard file of a local store: key -> (inode, modification time in ns)."""
+    out = {}
+    for path in root.rglob("*.parquet"):
+        key = path.relative_to(root).as_posix()
+        if not key.startswith("."):
+            stat = path.stat()
+            out[key] = (stat.st_ino, stat.st_mtime_ns)
+    return out
+
+
 def chosen_rows(rows: int, fraction: float, layout: str) -> list[int]:
     count = max(1, round(rows * fraction))
     if layout == "clustered":
@@ -84,9 +95,10 @@ def main(argv: list[str] | None = None) -> int:
         takedown = work / "takedown.txt"
         takedown.write_text("".join(f"{sha_of(n)}\n" for n in picked))
         selection = Selection.resolve(read_selector_file(str(takedown)), salt=None, near_distance=8)
-        holding = {n // args.rows_per_shard for n in picked}
+        holding = {shard_key_of(n // args.rows_per_shard) for n in picked}
         total_shards = sum(1 for _ in store.list_shards())
         store_bytes = sum(s.size for s in store.list_shards())
+        before = files_of(copy)
 
         started = time.monotonic()
         plan, _stones = engine.scan(store, selection, reason="benchmark")
@@ -95,14 +107,18 @@ def main(argv: list[str] | None = None) -> int:
         result = cli.run(store, state, selection, "benchmark", dry_run=False)
         total_seconds = time.monotonic() - started
         rewritten = len(result["shards_rewritten"]) + len(result["shards_deleted"])
+        after = files_of(copy)
+        # which shard files changed on disk (a new file under the key, or the key gone), whatever the run says
+        touched = {key for key, stamp in before.items() if after.get(key) != stamp}
         print(
             f"store: {args.rows} rows in {total_shards} shards, {store_bytes / 1e6:.1f} MB "
             f"({args.image_bytes} image bytes a row)"
         )
         print(f"selected: {len(picked)} rows ({args.fraction:.2%}), layout {args.layout}")
         print(
-            f"shards holding selected rows: {len(holding)}; shards rewritten: {rewritten} of {total_shards}"
-            f" -> {'only those (goal met)' if rewritten == len(holding) else 'NOT only those'}"
+            f"shards holding selected rows: {len(holding)}; shards rewritten: {rewritten} of {total_shards}; "
+            f"shard files changed on disk: {len(touched)}"
+            f" -> {'only those (goal met)' if touched == holding else 'NOT only those'}"
         )
         print(f"rows removed: {result['rows_removed']}")
         print(f"plan (selection columns of every shard): {plan_seconds:.2f} s")
@@ -112,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
             f"({result['bytes_written'] / max(store_bytes, 1):.2%} of the store); "
             f"bytes read for rewrites: {result['bytes_read'] / 1e6:.1f} MB"
         )
-        ok = rewritten == len(holding) and result["rows_removed"] == len(picked) == plan.rows
+        ok = touched == holding and rewritten == len(holding) and result["rows_removed"] == len(picked) == plan.rows
         print("RESULT", "OK" if ok else "MISMATCH")
         return 0 if ok else 1
     finally:

@@ -23,7 +23,7 @@ from imagecrawl import __version__
 from imagecrawl.forget.tombstones import key_of
 from imagecrawl.state import state_dir_for
 from tests.conftest import LOOPBACK, REPO, run_crawl
-from tests.crawlers import make_crawler, merge_settings, setting_text
+from tests.crawlers import make_crawler, merge_settings, setting_text, stop_engine
 from tests.forget_util import SALT, build_store, sha_of
 from tests.sandbox.testing import SandboxProcess
 from tests.servers import SandboxFactory
@@ -210,9 +210,12 @@ def test_distributed_workers_get_tombstones_through_redis(tmp_path: Path, redis_
         "IMAGECRAWL_REDIS_PREFIX": "forgettest",
         "IMAGECRAWL_AUTHOR_SALT": SALT.decode(),
     }
-    # a worker already running: it started before the forget run (on another machine: its own state)
+    # a worker that started before the forget run (on another machine: its own state); it has stopped
+    # writing into the store (while it writes, forget refuses: test_a_distributed_crawl_and_forget_take_turns),
+    # and its tombstones keep being refreshed from Redis
     worker = make_crawler(**settings, IMAGECRAWL_STATE_DIR=str(tmp_path / "worker-state"))
     index = SharedTombstones.from_crawler(worker)
+    stop_engine(worker)
     assert len(index) == 0
     done = cli(
         "forget",
@@ -236,7 +239,9 @@ def test_distributed_workers_get_tombstones_through_redis(tmp_path: Path, redis_
     assert index.before_fetch(None, "https://art.example.net/img/5.png") is None
     # a fresh Redis is filled again from the store by the next worker
     client.delete(key, f"{key}:version")
-    later = SharedTombstones.from_crawler(make_crawler(**settings, IMAGECRAWL_STATE_DIR=str(tmp_path / "w2")))
+    second = make_crawler(**settings, IMAGECRAWL_STATE_DIR=str(tmp_path / "w2"))
+    later = SharedTombstones.from_crawler(second)
+    stop_engine(second)
     assert len(later) == 4 and client.hlen(key) == 4
     assert key_of("synth:1") in {t.id_key for t in later.stones()}
     # --account on a distributed store: the salt the workers share in Redis
@@ -371,9 +376,12 @@ def test_a_crawl_started_while_forget_runs_waits_for_it(tmp_path: Path, site: Sa
     assert len(after) == len({r["image_sha256"] for r in after})  # nothing twice
 
 
+@pytest.mark.parametrize("machine", ["same", "other"])
 def test_a_distributed_crawl_and_forget_take_turns_on_the_store(
-    tmp_path: Path, site: SandboxProcess, redis_url: str
+    tmp_path: Path, site: SandboxProcess, redis_url: str, machine: str
 ) -> None:
+    """On the same machine the state folder's lock makes them take turns; a worker on another machine
+    (its own state folder) meets the forget run in Redis."""
     import redis
 
     from imagecrawl.distributed.ratelimit import RateConfig, RedisRateLimiter
@@ -386,19 +394,24 @@ def test_a_distributed_crawl_and_forget_take_turns_on_the_store(
     first = rows(store)
     chosen = sorted(r["page_url"] for r in first)[-2:]
     gone = {r["id"] for r in first if r["page_url"].startswith(tuple(chosen))}
-    prefix = f"forget{os.getpid()}"
+    prefix = f"forget{os.getpid()}{machine}"
     settings = {"IMAGECRAWL_REDIS_URL": redis_url, "IMAGECRAWL_REDIS_PREFIX": prefix, "IMAGECRAWL_STORE": str(store)}
+    worker_settings = dict(settings)
+    if machine == "other":
+        worker_settings["IMAGECRAWL_STATE_DIR"] = str(tmp_path / "other-machine-state")
     limiter = RedisRateLimiter(redis.Redis.from_url(redis_url), prefix, RateConfig(cap=5))
     host = site_of_url(site.base_url)
 
     # a distributed worker writing into the store: a forget run refuses, one line, exit 3
     limiter.pause(host, 120)  # the worker stays at work (held by the shared gate) until resumed
-    worker = start_worker("w1", "gallery", tmp_path / "workers", args=gallery, settings=settings)
+    worker = start_worker("w1", "gallery", tmp_path / "workers", args=gallery, settings=worker_settings)
     try:
         _wait_for("Shared frontier", worker.log, worker.process)
         done = cli("forget", str(store), "--url-prefix", chosen[0], "--reason", "r", *setting_args(settings))
         assert done.returncode == 3, done.stderr
         assert "is writing into this store now" in done.stderr and done.stderr.strip().count("\n") == 0
+        if machine == "other":
+            assert "distributed crawl worker " in done.stderr and "-w1-" in done.stderr
     finally:
         worker.process.terminate()
         worker.process.wait(timeout=120)
@@ -407,7 +420,7 @@ def test_a_distributed_crawl_and_forget_take_turns_on_the_store(
     # a forget run holding the store (with Redis: the workers get its tombstones): a worker waits for it
     forget = _forget_paused(store, chosen, *setting_args(settings))
     try:
-        worker = start_worker("w2", "gallery", tmp_path / "workers", args=gallery, settings=settings)
+        worker = start_worker("w2", "gallery", tmp_path / "workers", args=gallery, settings=worker_settings)
         _wait_for("A forget run is rewriting this store", worker.log, worker.process)
         _finish_forget(forget)
         assert worker.process.wait(timeout=240) == 0, worker.log_text()[-3000:]

@@ -5,11 +5,18 @@ shard that holds them; a worker *reserves* an image (its sha256, record id and U
 atomically in a Lua script, so two workers can never both reserve one sha256. A reservation belongs to
 its worker (``owner``) and counts only while that worker is alive (``<prefix>:alive:<owner>``, renewed by
 the worker's heartbeat): a dead worker's reservations are taken over by whoever fetches the image again.
+
+Workers and ``imagecrawl forget`` take turns on the store wherever they run (docs/forget.md): a worker
+is listed in ``<ledger prefix>writers`` while it writes (and alive), a forget run holds
+``<ledger prefix>forget`` while it rewrites shards (:func:`imagecrawl.distributed.forgetlock.hold`). Each
+sets its own key first, then looks for the other's, so one of them always sees the other: a forget run
+refuses while a worker writes, a worker waits while a forget run holds the store.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -18,6 +25,7 @@ from typing import Any
 import redis
 
 from imagecrawl.dedupe.base import Entry
+from imagecrawl.dedupe.liveness import HOST
 from imagecrawl.dedupe.reconcile import reconcile
 from imagecrawl.dedupe.sql import url_key
 from imagecrawl.dedupe.worker import DirectLedger
@@ -80,6 +88,7 @@ class RedisLedger:
         p = prefix
         self.k_sha, self.k_id, self.k_url, self.k_shards = p + "sha", p + "id", p + "url", p + "shards"
         self.k_res_sha, self.k_res_id, self.k_res_url = p + "res:sha", p + "res:id", p + "res:url"
+        self.k_writers, self.k_forget = writers_key(p), forget_key(p)
         self._reserve = client.register_script(_RESERVE)
         self._release = client.register_script(_RELEASE)
         self._known = client.register_script(_KNOWN)
@@ -203,8 +212,42 @@ class RedisLedger:
             self._worker = DirectLedger(self)
         return self._worker
 
+    def register_writer(self, *, poll_seconds: float = 0.5) -> None:
+        """List this worker as writing into the store; wait (one WARNING line) while a forget run holds it."""
+        warned = False
+        while True:
+            self.redis.hset(self.k_writers, self.owner, f"host {HOST}, pid {os.getpid()}")
+            holder = self.redis.get(self.k_forget)
+            if holder is None:
+                if warned:
+                    logger.warning("The forget run on this store has ended: the crawl starts")
+                return
+            self.redis.hdel(self.k_writers, self.owner)
+            if not warned:
+                logger.warning(
+                    "A forget run is rewriting this store (%s, in Redis): the crawl waits for it to end",
+                    holder.decode() if isinstance(holder, bytes) else holder,
+                )
+                warned = True
+            self.heartbeat()
+            time.sleep(poll_seconds)
+
     def close(self) -> None:
+        try:
+            self.redis.hdel(self.k_writers, self.owner)
+        except redis.RedisError as exc:  # the entry lapses with the worker's alive key anyway
+            logger.warning("Cannot take this worker off the store's writers in Redis (%s)", exc)
         self.redis.close()
+
+
+def writers_key(ledger_prefix: str) -> str:
+    """The hash of the workers writing into a store now (owner -> host and pid)."""
+    return ledger_prefix + "writers"
+
+
+def forget_key(ledger_prefix: str) -> str:
+    """Held (with an expiry, renewed) while ``imagecrawl forget`` rewrites the store's shards."""
+    return ledger_prefix + "forget"
 
 
 def open_worker_ledger(settings: Any, store_url: str, state_dir: Path, owner: str) -> tuple[RedisLedger, Path]:
@@ -225,6 +268,7 @@ def open_redis_ledger(settings: Any, store_url: str, owner: str) -> RedisLedger:
     lease = tuning(settings).redis_lease_seconds
     ledger = RedisLedger(client, ledger_prefix(prefix, store_url), owner, alive_prefix(prefix), lease / 2)
     ledger.heartbeat(force=True)
+    ledger.register_writer()  # waits while `imagecrawl forget` rewrites this store
     if settings.getbool("IMAGECRAWL_NEAR_DEDUPE_ENABLED"):
         from imagecrawl.distributed.near_index import RedisNearIndex
 

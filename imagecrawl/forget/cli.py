@@ -8,6 +8,7 @@ be read or written, or a crawl is writing into it now).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import sys
@@ -30,6 +31,8 @@ logger = logging.getLogger(__name__)
 
 #: the tombstones of distributed crawls (extra "redis"), used when a Redis URL is set
 SHARED_TOMBSTONES = "imagecrawl.distributed.tombstones.SharedTombstones"
+#: a forget run's turn against distributed workers on any machine (extra "redis")
+DISTRIBUTED_HOLD = "imagecrawl.distributed.forgetlock.hold"
 
 
 def store_settings(store: str, pairs: Sequence[str]) -> Any:
@@ -80,6 +83,21 @@ def tombstone_publisher(settings: Any) -> Callable[[list[Tombstone]], Any] | Non
     except ModuleNotFoundError as exc:
         raise missing_extra("IMAGECRAWL_REDIS_URL (or REDIS_URL)", "redis", exc.name or "redis") from None
     return lambda stones: shared.publish_settings(settings, stones)
+
+
+def distributed_hold(settings: Any) -> contextlib.AbstractContextManager[None]:
+    """With a Redis URL: the store held against distributed workers on any machine (they wait, or this
+    run refuses while one writes); without one, nothing to hold beyond the state folder's lock."""
+    if settings is None or not str(settings.get("IMAGECRAWL_REDIS_URL") or settings.get("REDIS_URL") or "").strip():
+        return contextlib.nullcontext()
+    from scrapy.utils.misc import load_object
+
+    try:
+        hold = load_object(DISTRIBUTED_HOLD)
+    except ModuleNotFoundError as exc:
+        raise missing_extra("IMAGECRAWL_REDIS_URL (or REDIS_URL)", "redis", exc.name or "redis") from None
+    held: contextlib.AbstractContextManager[None] = hold(settings, str(settings.get("IMAGECRAWL_STORE")))
+    return held
 
 
 def author_salt_of(state: Path, settings: Any) -> bytes | None:
@@ -289,7 +307,7 @@ def run(
             "pending": [p.op for p in journal.pending()],
             "near_tombstones": sum(1 for t in stones if t.near),
         }
-    with lock.exclusive(state):
+    with lock.exclusive(state), distributed_hold(settings):
         # the ledger voids the claims of dead runs as it opens; this run's own statements go through it
         ledger = open_ledger(state / "ledger.sqlite3", owner=f"forget-{engine.new_op_id()}")
         try:
