@@ -158,7 +158,8 @@ def test_three_workers_one_polite_crawler(
     image_fetchers = {r["ua"].rsplit("+", 1)[-1].rstrip(")") for r in requests if r["path"].startswith("/images/")}
     writers = {w for w in WORKERS for s in shards if f"-{w}-" in s}
     assert all(any(f"-{w}-" in s for w in WORKERS) for s in shards), shards
-    assert writers == image_fetchers, (writers, image_fetchers, shards)
+    # a worker whose every image turned out a duplicate of another worker's writes no shard
+    assert writers and writers <= image_fetchers, (writers, image_fetchers, shards)
     assert len(agents) >= 2, f"the work was not shared: {agents}"
     # every request went through the pacing middleware's gate, shared through Redis
     assert sum(s.get("imagecrawl/pacing/requests", 0) for s in stats) == len(requests)

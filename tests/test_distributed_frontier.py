@@ -61,6 +61,7 @@ def test_order_within_a_site_and_turns_across_sites(redis_server: RedisServer, t
     assert s.enqueue_request(Request("http://c.test/1"))
     assert not s.enqueue_request(Request("http://c.test/1"))  # the shared dupefilter
     assert len(s) == 5
+    time.sleep(0.01)  # a served site's next turn comes after the others' (Redis's clock counts milliseconds)
     got = _drain(s, 6)
     # a's best first, then the other ready sites in turn before a's next
     assert got == [
@@ -80,6 +81,7 @@ def test_a_dead_workers_lease_returns_to_its_site_at_its_priority(redis_server: 
     dead = _scheduler(redis_server, prefix, tmp_path, IMAGECRAWL_TUNING={"redis_lease_seconds": 0.5})
     for url, priority in [("http://a.test/1", 9), ("http://a.test/2", 1), ("http://b.test/1", 0)]:
         dead.enqueue_request(Request(url, priority=priority))
+    time.sleep(0.01)  # a's turn comes after b's (Redis's clock counts milliseconds)
     taken = dead.next_request()
     assert taken is not None and taken.url == "http://a.test/1"
     assert meta.LEASE in taken.meta
@@ -89,7 +91,8 @@ def test_a_dead_workers_lease_returns_to_its_site_at_its_priority(redis_server: 
     got = _drain(survivor, 4)
     assert survivor.stats is not None
     assert survivor.stats.get_value("imagecrawl/distributed/leases/reclaimed") == 1
-    assert got == ["http://a.test/1", "http://b.test/1", "http://a.test/2", "-"]
+    # a's turn came before the kill: b goes first, then a's best again is the reclaimed one (priority 9)
+    assert got == ["http://b.test/1", "http://a.test/1", "http://a.test/2", "-"]
     client = redis.Redis.from_url(redis_server.url)
     base = f"{prefix}:crawl:frontier-test"
     assert client.hget(f"{base}:lease:site", taken.meta[meta.LEASE]) is None  # gone with the lease
@@ -152,3 +155,27 @@ def test_the_shared_gate_decides_which_site_a_worker_takes(redis_server: RedisSe
                 served.append(r.url)
         time.sleep(0.05)
     assert any("paused.test" in u for u in served), served
+
+
+def test_read_ahead_counts_the_next_few_of_each_site(redis_server: RedisServer, tmp_path: Path) -> None:
+    """A site with a long run of the list counts as 8 towards the read-ahead (the local frontier's
+    measure), so the urls spider reads on to the other sites; the counters end at zero."""
+    prefix = f"t{uuid.uuid4().hex[:8]}"
+    s = _scheduler(redis_server, prefix, tmp_path, IMAGECRAWL_TUNING={"frontier_read_ahead": 12})
+    client = redis.Redis.from_url(redis_server.url)
+    base = f"{prefix}:crawl:frontier-test"
+    for i in range(30):
+        s.enqueue_request(Request(f"http://long.test/{i}"))
+    assert int(client.get(f"{base}:lookahead") or 0) == 8
+    assert s.wants_more()
+    for i in range(3):
+        s.enqueue_request(Request(f"http://short.test/{i}"))
+    assert int(client.get(f"{base}:lookahead") or 0) == 11
+    s._room = 0
+    assert s.wants_more()  # room for one more: the spider reads a row
+    s.enqueue_request(Request("http://short.test/3"))
+    assert not s.wants_more()  # 8 + 4 = 12
+    got = _drain(s, 40)
+    assert got.count("-") == 6 and len(s) == 0
+    assert int(client.get(f"{base}:lookahead") or 0) == 0
+    assert s.wants_more()

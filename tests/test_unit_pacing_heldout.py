@@ -87,6 +87,26 @@ def test_start_up_growth_counts_the_time_since_the_last_change() -> None:
     assert late.rate == pytest.approx(CFG.start_rate * CFG.startup_factor**STARTUP_MAX_STEPS)
 
 
+def test_start_up_judges_a_slow_sites_answers_against_the_rate_they_were_sent_at() -> None:
+    """At 300 ms latency the answers of a half step were sent 300 ms earlier, when the climbing rate was
+    lower: they count as using the rate, and the climb keeps its full factor; the same answers with no
+    latency known (no sample yet) leave the rate unused, and it grows only to the factor x them."""
+
+    def climb(latency: float | None) -> float:
+        c = AimdController(CFG, now=0.0)
+        c.rate = 10.0
+        if latency is not None:
+            c.observe_latency(latency, now=0.0)
+        c._rate_before = 10.0 / CFG.startup_factor  # the half step before: 6.7/s
+        for t in (0.1, 0.3, 0.5):  # 6/s answered: under 0.7 x 10/s, not under 0.7 x the rate 0.3 s ago
+            c.rate_limited = True
+            c.on_success(now=t)
+        return c.rate
+
+    assert climb(0.3) == pytest.approx(10.0 * CFG.startup_factor, rel=0.01)
+    assert climb(None) == 10.0  # not used: it may grow to 1.5 x 6/s = 9/s, under what it is
+
+
 # --- short crawls of held-out sites in virtual time -------------------------------------------------
 
 #: sites of the issue's kind (a bucket of about a second of capacity), other capacities, latencies,

@@ -76,6 +76,11 @@ class CrawlKeys:
         return f"{self.base}:queued"
 
     @property
+    def lookahead(self) -> str:
+        """Counter: the sum over sites of min(queued, 8), the read-ahead's measure (as the local frontier's)."""
+        return f"{self.base}:lookahead"
+
+    @property
     def delayed(self) -> str:
         """Sorted set: retries waiting out their backoff, scored by when they are due (ms, wall clock)."""
         return f"{self.base}:delayed"
@@ -117,6 +122,7 @@ class CrawlKeys:
         return [
             self.sites,
             self.queued,
+            self.lookahead,
             self.delayed,
             self.seen,
             self.leases,

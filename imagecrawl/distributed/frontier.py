@@ -6,11 +6,18 @@ queue base classes work on Scrapy 2.19. What this module changes:
 - :class:`RedisDupeFilter` fingerprints requests with the crawler's own ``REQUEST_FINGERPRINTER_CLASS``
   (scrapy-redis hashes method/URL/body itself, so two workers could disagree with Scrapy about what a
   duplicate is);
-- :class:`LeaseQueue` pops atomically into a *lease* instead of deleting (Lua: expired leases of dead
-  workers go back to the queue first, by their original priority); see :mod:`.worker`;
-- :class:`RedisScheduler` persists the frontier (a worker that finishes must not clear it under the
-  others), acknowledges a retried/redirected request's lease once its successor is queued, and hands
-  the worker its leases.
+- :class:`LeaseQueue` keeps a queue per site (a sorted set by -priority, like scrapy-redis's one queue)
+  and an index of the sites ordered by when each one's shared gate next opens; it pops atomically into
+  a *lease* instead of deleting (Lua: expired leases of dead workers go back to their own site's queue
+  first, by their original priority); see :mod:`.worker`;
+- :class:`RedisScheduler` takes a request only from a site whose gate is open now (the shared pause and
+  rate slot, this worker's own pacing and concurrency, bans, the dead-site circuit), so no request waits
+  in the downloader holding a slot; with nothing ready it wakes the engine at the earliest ready time.
+  It persists the frontier (a worker that finishes must not clear it under the others), acknowledges a
+  retried/redirected request's lease once its successor is queued, and hands the worker its leases.
+
+The Lua scripts reach site queues by names they build (``<crawl>:q:<site>``), not only by their declared
+keys: one Redis server (or a single shard), as scrapy-redis itself assumes; not Redis Cluster.
 
 Start requests: scrapy-redis's ``RedisSpider.start_requests()`` is gone in Scrapy 2.16+; our spiders keep
 their own ``async start()`` (every worker yields the same start requests; the shared dupefilter keeps
@@ -42,15 +49,15 @@ from imagecrawl.tuning import tuning
 
 logger = logging.getLogger(__name__)
 
-# KEYS: site queue, sites, queued ; ARGV: score, request data, site -> 1 if queued (0: already there)
-_PUSH = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local added = redis.call('ZADD', KEYS[1], ARGV[1], ARGV[2])
-if added == 1 then redis.call('INCR', KEYS[3]) end
-redis.call('ZADD', KEYS[2], 'NX', now, ARGV[3])
+# KEYS: as worker._REQUEUE_BODY ; ARGV: queue prefix, score, request data, site -> 1 if queued
+_PUSH = (
+    _REQUEUE_BODY
+    + """
+local added = queued_in(ARGV[4], tonumber(ARGV[2]), ARGV[3], redis_now())
+if added == 1 then redis.call('INCR', KEYS[7]) end
 return added
 """
+)
 
 # KEYS: delayed, queued ; ARGV: due (ms, wall clock), member ("<site>\n<score>\n<data>")
 _DELAY = """
@@ -68,16 +75,15 @@ local reclaimed = 0
 for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, 64)) do
   reclaimed = reclaimed + requeue(id, now)
 end
-for _, m in ipairs(redis.call('ZRANGEBYSCORE', KEYS[8], '-inf', now, 'LIMIT', 0, 256)) do
-  redis.call('ZREM', KEYS[8], m)
+for _, m in ipairs(redis.call('ZRANGEBYSCORE', KEYS[9], '-inf', now, 'LIMIT', 0, 256)) do
+  redis.call('ZREM', KEYS[9], m)
   local a = string.find(m, '\\n', 1, true)
   local b = a and string.find(m, '\\n', a + 1, true)
   if b then
     local site = string.sub(m, 1, a - 1)
-    if redis.call('ZADD', ARGV[1] .. site, tonumber(string.sub(m, a + 1, b - 1)), string.sub(m, b + 1)) == 0 then
+    if queued_in(site, tonumber(string.sub(m, a + 1, b - 1)), string.sub(m, b + 1), now) == 0 then
       redis.call('DECR', KEYS[7])
     end
-    redis.call('ZADD', KEYS[6], 'NX', now, site)
   else
     redis.call('DECR', KEYS[7])
   end
@@ -85,7 +91,7 @@ end
 local out = {reclaimed, -1}
 local nxt = redis.call('ZRANGEBYSCORE', KEYS[6], '(' .. now, '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
 if #nxt > 0 then out[2] = math.ceil(tonumber(nxt[2]) - now) end
-local due = redis.call('ZRANGE', KEYS[8], 0, 0, 'WITHSCORES')
+local due = redis.call('ZRANGE', KEYS[9], 0, 0, 'WITHSCORES')
 if #due > 0 then
   local d = math.max(0, math.ceil(tonumber(due[2]) - now))
   if out[2] < 0 or d < out[2] then out[2] = d end
@@ -98,8 +104,8 @@ return out
 """
 )
 
-# KEYS: site queue, sites, queued, leases, lease data, lease score, lease owner, lease site, lease seq
-# ARGV: ttl ms, owner, site -> {} (the site's queue is empty) or {lease id, request data}
+# KEYS: site queue, sites, queued, leases, lease data, lease score, lease owner, lease site, lease seq,
+# lookahead ; ARGV: ttl ms, owner, site -> {} (the site's queue is empty) or {lease id, request data}
 _TAKE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -108,6 +114,7 @@ if #top == 0 then
   redis.call('ZREM', KEYS[2], ARGV[3])
   return {}
 end
+if redis.call('ZCARD', KEYS[1]) <= 8 then redis.call('DECR', KEYS[10]) end
 redis.call('ZREM', KEYS[1], top[1])
 redis.call('DECR', KEYS[3])
 local id = tostring(redis.call('INCR', KEYS[9]))
@@ -132,12 +139,15 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 return redis.call('ZADD', KEYS[1], 'XX', 'GT', 'CH', now + tonumber(ARGV[2]), ARGV[1])
 """
 
-# KEYS: site queue, sites, queued ; ARGV: site -> how many requests were dropped
+# KEYS: site queue, sites, queued, lookahead ; ARGV: site -> how many requests were dropped
 _DROP = """
 local n = redis.call('ZCARD', KEYS[1])
 redis.call('DEL', KEYS[1])
 redis.call('ZREM', KEYS[2], ARGV[1])
-if n > 0 then redis.call('DECRBY', KEYS[3], n) end
+if n > 0 then
+  redis.call('DECRBY', KEYS[3], n)
+  redis.call('DECRBY', KEYS[4], math.min(n, 8))
+end
 return n
 """
 
@@ -145,7 +155,9 @@ return n
 READY_PAGE = 32
 READY_PAGES = 8
 #: a worker with nothing ready asks Redis again after this at the latest (other workers add requests)
-IDLE_POLL_SECONDS = 1.0
+IDLE_POLL_SECONDS = 0.25
+#: the read-ahead stops while this many requests wait in the shared frontier, whatever their sites
+READ_AHEAD_MAX_QUEUED = 1_000_000
 #: the longest a site is set aside for every worker before its shared gate is asked again
 DEFER_MAX_SECONDS = 5.0
 #: a site whose concurrency is full in this worker is looked at again after this, if no release came
@@ -189,7 +201,7 @@ class LeaseQueue(RedisQueueBase):
         if due is not None:
             member = site.encode() + b"\n" + str(score).encode() + b"\n" + data
             return bool(self._delay(keys=[k.delayed, k.queued], args=[round(due * 1000), member]))
-        return bool(self._push(keys=[k.site_queue(site), k.sites, k.queued], args=[score, data, site]))
+        return bool(self._push(keys=self.worker.lease_keys(), args=[k.queue_prefix, score, data, site]))
 
     def ready(self, offset: int, count: int) -> tuple[list[str], float | None]:
         """Sites whose shared gate is open now (the longest ready first), and the seconds until the next
@@ -213,7 +225,7 @@ class LeaseQueue(RedisQueueBase):
 
     def drop(self, site: str) -> int:
         k = self.worker.keys
-        return int(self._drop(keys=[k.site_queue(site), k.sites, k.queued], args=[site]))
+        return int(self._drop(keys=[k.site_queue(site), k.sites, k.queued, k.lookahead], args=[site]))
 
     def take(self, site: str) -> Request | bool | None:
         """Lease the site's first request: the request; False if the site's queue was empty (another
@@ -231,6 +243,7 @@ class LeaseQueue(RedisQueueBase):
                 k.lease_owner,
                 k.lease_site,
                 k.lease_seq,
+                k.lookahead,
             ],
             args=[w.ttl_ms, w.owner, site],
         )
@@ -315,6 +328,8 @@ class RedisScheduler(ScrapyRedisScheduler):
         #: sites this worker does not look at before the time given (monotonic): its own pacing, or its
         #: concurrency for the site is full (then until a release)
         self._skip: dict[str, float] = {}
+        self.read_ahead = max(1, tuning(settings).frontier_read_ahead)
+        self._room = 0  # start requests wants_more() may still say yes to without asking Redis
         self._dropped_sites: dict[str, str] = {}
         self._timer: Any = None
         self._timer_at = math.inf
@@ -424,6 +439,24 @@ class RedisScheduler(ScrapyRedisScheduler):
     def has_pending_requests(self) -> bool:
         return len(self) > 0
 
+    def wants_more(self) -> bool:
+        """Read-ahead, as the local frontier's: whether the spider should hand over more start requests
+        now (the urls spider asks before each row). True while fewer than
+        the tuning's ``frontier_read_ahead`` requests wait among the next 8 of each site, for all workers
+        together (a site with a long run of the list counts as 8: the reading goes on to the other sites),
+        and fewer than :data:`READ_AHEAD_MAX_QUEUED` wait in all (Redis holds them). Redis is asked
+        again only once the room it reported is used up."""
+        if self._room > 0:
+            self._room -= 1
+            return True
+        k = self.config.keys
+        lookahead, queued = self.server.mget([k.lookahead, k.queued])
+        room = min(self.read_ahead - int(lookahead or 0), READ_AHEAD_MAX_QUEUED - int(queued or 0))
+        if room <= 0:
+            return False
+        self._room = room - 1
+        return True
+
     def close(self, reason: str) -> None:
         # persist: never flush the shared frontier when one worker stops
         self._cancel_timer()
@@ -487,6 +520,7 @@ class RedisScheduler(ScrapyRedisScheduler):
                     self.stats.inc_value("imagecrawl/pacing/requests")
             elif self.limiter is not None:
                 m[meta.PACING_GRANTED] = SHARED_GRANT
+                m[meta.SENT_AT] = time.monotonic()
         if self.stats is not None:
             self.stats.inc_value("scheduler/dequeued/redis")
         return request

@@ -71,6 +71,16 @@ class RedisGate:
         return max(float(self.local.peek_wait(site, now)), self.limiter.paused_for(site))
 
     def depart(self, site: str, granted_at: float, now: float) -> float:
+        if now - granted_at > SHARED_LATE_SECONDS:
+            # It leaves late (it waited for robots.txt): its shared slot is long past, and the other
+            # workers' requests went meanwhile. It takes a fresh one (a Retry-After another worker received
+            # meanwhile holds it too), so the site never sees a burst of the late ones.
+            paused = self.limiter.paused_for(site)
+            if paused > 0:
+                return paused
+            shared = self.limiter.acquire(site)
+            if shared > 0:
+                return shared
         return float(self.local.depart(site, granted_at, now))
 
     def forget_idle(self, now: float, idle_seconds: float, keep: Any) -> int:
@@ -113,6 +123,11 @@ class RedisGate:
 
     def drain_events(self) -> list[Any]:
         return list(self.local.drain_events())
+
+
+#: a request the frontier let out that reaches the network later than this after its grant takes a
+#: fresh shared slot (the spacing's slack absorbs shorter delays)
+SHARED_LATE_SECONDS = 0.1
 
 
 def shared_gate(crawler: Any, local: Any) -> Any:

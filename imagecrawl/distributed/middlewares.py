@@ -23,6 +23,7 @@ from scrapy.http import Response
 
 from imagecrawl import meta
 from imagecrawl.distributed.config import redis_url
+from imagecrawl.distributed.gate import SHARED_LATE_SECONDS
 from imagecrawl.distributed.ratelimit import RedisRateLimiter
 from imagecrawl.distributed.worker import Worker, worker_for
 from imagecrawl.pacing import CONGESTION, parse_retry_after
@@ -107,9 +108,12 @@ class GlobalRateMiddleware:
             return
         if request.meta.get(meta.PACING_GRANTED) == SHARED_GRANT:
             del request.meta[meta.PACING_GRANTED]
-            # The shared frontier let it out with its slot taken (imagecrawl.distributed.frontier)
-            self.stats.inc_value("imagecrawl/distributed/rate/granted")
-            return
+            granted_at = float(request.meta.get(meta.SENT_AT, 0.0))
+            if time.monotonic() - granted_at <= SHARED_LATE_SECONDS:
+                # The shared frontier let it out with its slot taken (imagecrawl.distributed.frontier)
+                self.stats.inc_value("imagecrawl/distributed/rate/granted")
+                return
+            # It left late (it waited for robots.txt): its slot is long past, it takes a fresh one.
         # Not from the shared frontier (robots.txt, a component's own fetch): it waits here, counted.
         site = self.site_of(request)
         waited = 0.0

@@ -37,17 +37,25 @@ from imagecrawl.storage.context import crawl_context
 
 logger = logging.getLogger(__name__)
 
-# KEYS: leases, lease data, lease score, lease owner, lease site, sites, queued ; ARGV: queue prefix, ...
-# A lease goes back to its own site's queue with its original priority (shared with .frontier's pop).
+# KEYS: leases, lease data, lease score, lease owner, lease site, sites, queued, lookahead ;
+# ARGV: queue prefix, ... A lease goes back to its own site's queue with its original priority (shared
+# with .frontier's scripts). lookahead: the sum over sites of min(queued, LOOKAHEAD_PER_SITE).
 _REQUEUE_BODY = """
+local LOOK = 8
+local function queued_in(site, score, data, now)
+  local q = ARGV[1] .. site
+  if redis.call('ZADD', q, score, data) == 0 then return 0 end
+  if redis.call('ZCARD', q) <= LOOK then redis.call('INCR', KEYS[8]) end
+  redis.call('ZADD', KEYS[6], 'NX', now, site)
+  return 1
+end
 local function requeue(id, now)
   local data = redis.call('HGET', KEYS[2], id)
   if data then
     local site = redis.call('HGET', KEYS[5], id) or ''
-    if redis.call('ZADD', ARGV[1] .. site, tonumber(redis.call('HGET', KEYS[3], id) or '0'), data) == 1 then
+    if queued_in(site, tonumber(redis.call('HGET', KEYS[3], id) or '0'), data, now) == 1 then
       redis.call('INCR', KEYS[7])
     end
-    redis.call('ZADD', KEYS[6], 'NX', now, site)
   end
   redis.call('ZREM', KEYS[1], id)
   redis.call('HDEL', KEYS[2], id)
@@ -207,9 +215,10 @@ class Worker:
         return n
 
     def lease_keys(self) -> list[str]:
-        """The keys of :data:`_REQUEUE_BODY` (leases, their data, score, owner and site; sites, queued)."""
+        """The keys of :data:`_REQUEUE_BODY` (leases, their data, score, owner and site; sites, queued,
+        lookahead)."""
         k = self.keys
-        return [k.leases, k.lease_data, k.lease_score, k.lease_owner, k.lease_site, k.sites, k.queued]
+        return [k.leases, k.lease_data, k.lease_score, k.lease_owner, k.lease_site, k.sites, k.queued, k.lookahead]
 
     def reclaimed(self, n: int) -> None:
         """Leases of a dead worker came back. It may have died between putting a shard into the store and

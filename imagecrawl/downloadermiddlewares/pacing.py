@@ -268,8 +268,12 @@ class PacingMiddleware:
             rt = self.runtime
             site = rt.site_of(request)
             granted_at = float(request.meta.get(meta.SENT_AT, 0.0))
+            waited = False
             while (wait := self.gate.depart(site, granted_at, now := self.runtime.clock())) > 0:
+                waited = True
                 await self._sleep(wait)
+            if waited:  # the last guard: rare (a Retry-After or the cap after a wait for robots.txt)
+                rt.stats.inc_value("imagecrawl/pacing/depart_waits")
             request.meta[meta.SENT_AT] = now
             return
         await self._wait_at_gate(request)

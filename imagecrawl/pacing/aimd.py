@@ -8,7 +8,8 @@ Pure logic, no Scrapy and no clock of its own: every method takes ``now`` (monot
   while the rate is what holds requests back; so does the concurrency (at least +1), while the
   concurrency is what holds them back.
 * A rate the crawl does not use (because the concurrency or the spider holds it back: the answers of
-  a step came to less than ``USED_SHARE`` of it) grows to at most ``startup_factor`` times what the
+  a step came to less than ``USED_SHARE`` of it - in start-up, of the rate a smoothed latency ago,
+  when the answers were sent) grows to at most ``startup_factor`` times what the
   site actually answered: it is not a rate the site has shown it can take, so it does not pile up into
   a burst when that limit opens.
 * Congestion (429, 503/502/504, timeouts, connection errors, latency well above the site's
@@ -127,6 +128,7 @@ class AimdController:
         self._step_answers = 0  # healthy answers since the last step
         self._cut_answers = 0  # healthy answers since the last cut
         self._cut_rate = 0.0  # the rate right after the last cut
+        self._rate_before = math.inf  # the rate before the last increase
 
     def note_pause(self, start: float, end: float) -> None:
         """The site was closed (Retry-After) from ``start`` to ``end``: not a lack of capacity."""
@@ -277,10 +279,21 @@ class AimdController:
             # what the site answered in this step, times the start-up factor, bounds the new rate
             used = self._step_answers / max(elapsed, 1e-9)
             # a rate the crawl used (spacing jitter and latency keep the answers a little under it) may
-            # grow by its full step; one it did not use grows to what was used, times the start-up factor
-            bound = math.inf if used >= USED_SHARE * self.rate else used * c.startup_factor
+            # grow by its full step; one it did not use grows to what was used, times the start-up factor.
+            # In start-up the answers of this step were sent a latency earlier, when the climbing rate
+            # was lower (by the factor of the half steps the latency spans, at most back to the rate
+            # before the last increase): measured against the rate now, a site of a few hundred ms
+            # seemed not to use its rate, and the climb crawled at 1.05 x per half step, past the
+            # first five seconds.
+            reference = self.rate
+            if self.ceiling is None and self.srtt is not None:
+                lagged = self.rate / c.startup_factor ** (self.srtt / step)
+                reference = max(lagged, min(self.rate, self._rate_before))
+            bound = math.inf if used >= USED_SHARE * reference else used * c.startup_factor
             new = min(self.max_rate, self._next_rate(elapsed / step), max(self.rate, bound))
             grew = new > self.rate
+            if grew:
+                self._rate_before = self.rate
             self.rate = new
         if self.concurrency_limited and self.concurrency < c.max_concurrency:
             if self.ceiling is None:
