@@ -4,11 +4,13 @@ the shared gate deciding which site a worker may take from (two schedulers = two
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from pathlib import Path
 from typing import Any
 
+import pytest
 import redis
 from scrapy import Request, Spider
 
@@ -179,3 +181,25 @@ def test_read_ahead_counts_the_next_few_of_each_site(redis_server: RedisServer, 
     assert got.count("-") == 6 and len(s) == 0
     assert int(client.get(f"{base}:lookahead") or 0) == 0
     assert s.wants_more()
+
+
+def test_reset_clears_the_site_queues_and_an_earlier_versions_queue(
+    redis_server: RedisServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from imagecrawl.distributed.config import CrawlKeys
+    from imagecrawl.distributed.seeds import reset_crawl
+
+    prefix = f"t{uuid.uuid4().hex[:8]}"
+    client = redis.Redis.from_url(redis_server.url)
+    keys = CrawlKeys(prefix, "frontier-test")
+    client.zadd(keys.legacy_queue, {b"an old request": 0})
+    with caplog.at_level(logging.WARNING, logger="imagecrawl.distributed.frontier"):
+        s = _scheduler(redis_server, prefix, tmp_path)
+    assert "queued by an earlier version" in caplog.text and "--reset" in caplog.text
+    for url in ("http://a.test/1", "http://b.test/1", "http://b.test/2"):
+        s.enqueue_request(Request(url))
+    assert client.exists(keys.site_queue("a.test"), keys.site_queue("b.test")) == 2
+    assert reset_crawl(client, keys) >= 5
+    assert not client.exists(keys.legacy_queue, keys.sites, keys.queued, keys.lookahead, keys.seen)
+    assert list(client.scan_iter(match=keys.queue_prefix + "*")) == []
+    assert len(s) == 0 and s.next_request() is None

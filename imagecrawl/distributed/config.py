@@ -76,6 +76,11 @@ class CrawlKeys:
         return f"{self.base}:queued"
 
     @property
+    def legacy_queue(self) -> str:
+        """The one queue of all sites of earlier versions (read no more; ``seed --reset`` deletes it)."""
+        return f"{self.base}:queue"
+
+    @property
     def lookahead(self) -> str:
         """Counter: the sum over sites of min(queued, 8), the read-ahead's measure (as the local frontier's)."""
         return f"{self.base}:lookahead"
@@ -124,6 +129,7 @@ class CrawlKeys:
             self.queued,
             self.lookahead,
             self.delayed,
+            self.legacy_queue,
             self.seen,
             self.leases,
             self.lease_data,

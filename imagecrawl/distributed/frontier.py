@@ -356,6 +356,17 @@ class RedisScheduler(ScrapyRedisScheduler):
         waiting = len(self.queue)
         if waiting:
             logger.info("Resuming the shared frontier: %d requests waiting", waiting)
+        legacy = int(self.server.zcard(self.config.keys.legacy_queue))
+        if legacy:
+            logger.warning(
+                "%s holds %d requests queued by an earlier version (one queue for all sites), which this "
+                "version does not read: finish that crawl with the version that started it, or start it "
+                "afresh with: imagecrawl seed --redis %s %s --reset",
+                self.config.keys.legacy_queue,
+                legacy,
+                _safe_url(self.config.url),
+                self.config.crawl,
+            )
         if self.runtime is not None and not self.runtime.middleware:
             self.runtime = None  # nothing would release the slots it grants
         if self.runtime is not None:
