@@ -198,3 +198,49 @@ def test_a_run_on_a_drained_frontier_says_so_and_names_the_reset(
     after = run_crawl("gallery", store=tmp_path / "store", args={**args, "max_items": 6}, settings=settings)
     # crawled again: new rows (max_items counts the images already stored too), no drained warning
     assert after.stats["imagecrawl/parquet/rows"] > 0 and "imagecrawl/distributed/drained" not in after.stats
+
+
+def test_workers_and_forget_runs_take_turns_in_redis(
+    client: redis.Redis, redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    from scrapy.settings import Settings
+
+    from imagecrawl.distributed.forgetlock import hold
+    from imagecrawl.errors import StoreError
+
+    prefix = f"t{uuid.uuid4().hex[:8]}"
+    settings = Settings({"IMAGECRAWL_REDIS_URL": redis_server.url, "IMAGECRAWL_REDIS_PREFIX": prefix})
+    writer = _ledger(client, prefix, "run-a")
+    writer.register_writer()
+    busy = r"distributed crawl worker run-a \(host .*\) is writing into this store now"
+    with pytest.raises(StoreError, match=busy), hold(settings, "/store"):
+        pass
+    writer.close()
+    # a worker that died without closing (its alive key gone) does not hold the store
+    dead = _ledger(redis.Redis.from_url(redis_server.url), prefix, "run-dead")
+    dead.register_writer()
+    client.delete(alive_prefix(prefix) + "run-dead")
+
+    started = threading.Event()
+    registered: list[float] = []
+
+    def worker() -> None:
+        late = _ledger(redis.Redis.from_url(redis_server.url), prefix, "run-b")
+        started.set()
+        late.register_writer(poll_seconds=0.05)  # waits while the forget run holds the store
+        registered.append(time.monotonic())
+        late.close()
+
+    with hold(settings, "/store"):
+        with pytest.raises(StoreError, match="another forget run holds this store"), hold(settings, "/store"):
+            pass
+        thread = threading.Thread(target=worker)
+        thread.start()
+        started.wait(10)
+        time.sleep(0.5)
+        assert registered == []
+        released = time.monotonic()
+    thread.join(10)
+    assert registered and registered[0] >= released
+    assert "A forget run is rewriting this store" in caplog.text
+    assert client.hkeys(ledger_prefix(prefix, "/store") + "writers") == []  # run-dead pruned, run-b closed
