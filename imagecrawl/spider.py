@@ -25,7 +25,7 @@ from imagecrawl.optout.config import OptOutConfig
 from imagecrawl.records import EmbeddedOptOut, SourceHints, build_record
 from imagecrawl.state import author_salt, state_dir_for
 from imagecrawl.storage.context import crawl_context
-from imagecrawl.tuning import tuning
+from imagecrawl.tuning import Tuning, tuning
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +51,7 @@ class ImageSpider(scrapy.Spider):
     _media_pool: ThreadPoolExecutor | None = None
     _media_threads: int | None = None
     _optout: OptOutConfig | None = None
+    _tuning: Tuning | None = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         if type(self).__init__ is not ImageSpider.__init__:
@@ -114,6 +115,12 @@ class ImageSpider(scrapy.Spider):
             self._media_pool.shutdown(wait=True)
             self._media_pool = None
 
+    def _internals(self) -> Tuning:
+        """The crawl's :class:`~imagecrawl.tuning.Tuning`, read once (it is asked for every image)."""
+        if self._tuning is None:
+            self._tuning = tuning(self.crawler.settings)
+        return self._tuning
+
     def _embedded_optout(self, url: str) -> bool:
         """Whether an image's own data-mining statement is honoured (``IMAGECRAWL_TUNING['optout_embedded']``)."""
         if self._optout is None:
@@ -131,7 +138,7 @@ class ImageSpider(scrapy.Spider):
             image_url=response.url,
             body=response.body,
             salt=self.salt,
-            max_pixels=tuning(self.crawler.settings).max_image_pixels,
+            max_pixels=self._internals().max_image_pixels,
             embedded_optout=self._embedded_optout(response.url),
             on_fix=fixes.append,
         )
