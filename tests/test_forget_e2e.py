@@ -153,3 +153,24 @@ def test_store_trouble_is_one_line_exit_3(tmp_path: Path, moto_s3: MotoS3) -> No
     done = run(cmd)
     assert done.returncode == 3
     assert done.stderr.strip().count("\n") == 0 and "no-such-bucket" in done.stderr, done.stderr
+    # a Redis server that does not answer (a distributed crawl's URL): store trouble too, in the crawl's words
+    store = tmp_path / "local"
+    store.mkdir()
+    redis_down = ["-s", "IMAGECRAWL_REDIS_URL=redis://127.0.0.1:9/0"]
+    down = run(
+        [
+            sys.executable,
+            "-m",
+            "imagecrawl.cli",
+            "forget",
+            str(store),
+            "--site",
+            "a.example",
+            "--reason",
+            "r",
+            *redis_down,
+        ]
+    )
+    assert down.returncode == 3, down.stderr
+    assert down.stderr.strip().count("\n") == 0, down.stderr
+    assert "imagecrawl forget: error: the Redis server of IMAGECRAWL_REDIS_URL" in down.stderr

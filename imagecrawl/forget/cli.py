@@ -274,11 +274,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 def stopped(prog: str, url: str, exc: Exception, store: LocalStore | S3Store | None) -> int:
     """One line on stderr for an error that stops a store command, and its exit status
     (:func:`imagecrawl.exitcodes.status_of`: 2 a usage error, 3 store trouble); a bug is raised again."""
+    from imagecrawl.commands.crawl import user_error
+
     status = status_of(exc)
     if status is None:
         raise exc
-    if isinstance(exc, ConfigError | StoreError):
-        words = str(exc)
+    known = user_error(exc)  # also: a Redis server that cannot be reached, in the crawl's words
+    if known is not None:
+        words = str(known)
     elif isinstance(store, S3Store) and type(exc).__module__.startswith(("botocore", "boto3")):
         words = f"{url}: {s3_problem(exc, store)}"
     else:

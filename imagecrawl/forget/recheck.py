@@ -145,8 +145,19 @@ class RecheckSpider(scrapy.Spider):
     name = "imagecrawl-recheck"
     custom_settings = {
         **RECHECK_SETTINGS,
-        # every site refusing is an answer here, not a crawl that got nothing (exit 4)
-        "EXTENSIONS": {"imagecrawl.extensions.outcome.CrawlOutcome": None},
+        # it fetches pages and writes nothing: the store's components are off (named, so that they do not
+        # log why they are off), and so are the crawl's progress line and report ("0 new rows stored")
+        "DOWNLOADER_MIDDLEWARES": {"imagecrawl.downloadermiddlewares.known.KnownImageMiddleware": None},
+        "ITEM_PIPELINES": {
+            "imagecrawl.pipelines.dedupe.DedupePipeline": None,
+            "imagecrawl.pipelines.parquet.ParquetPipeline": None,
+        },
+        "EXTENSIONS": {
+            # every site refusing is an answer here, not a crawl that got nothing (exit 4)
+            "imagecrawl.extensions.outcome.CrawlOutcome": None,
+            "imagecrawl.extensions.progress.ProgressLine": None,
+            "imagecrawl.extensions.report.CrawlReport": None,
+        },
     }
 
     def __init__(self, sites: dict[str, Site] | None = None, dry_run: str | bool = False, **kwargs: Any) -> None:
