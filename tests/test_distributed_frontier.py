@@ -203,3 +203,29 @@ def test_reset_clears_the_site_queues_and_an_earlier_versions_queue(
     assert not client.exists(keys.legacy_queue, keys.sites, keys.queued, keys.lookahead, keys.seen)
     assert list(client.scan_iter(match=keys.queue_prefix + "*")) == []
     assert len(s) == 0 and s.next_request() is None
+
+
+def test_within_a_priority_the_spiders_order_holds(redis_server: RedisServer, tmp_path: Path) -> None:
+    """As Scrapy's own queues (and the local frontier): LIFO by default, start requests FIFO after the
+    other requests of their priority; with a FIFO memory queue, FIFO."""
+    s = _scheduler(redis_server, f"t{uuid.uuid4().hex[:8]}", tmp_path)
+    for i in (1, 2):
+        s.enqueue_request(Request(f"http://a.test/start{i}", meta={"is_start_request": True}))
+    for i in (1, 2, 3):
+        s.enqueue_request(Request(f"http://a.test/page{i}"))
+    s.enqueue_request(Request("http://a.test/urgent", priority=1))
+    assert _drain(s, 7) == [
+        "http://a.test/urgent",
+        "http://a.test/page3",
+        "http://a.test/page2",
+        "http://a.test/page1",
+        "http://a.test/start1",
+        "http://a.test/start2",
+        "-",
+    ]
+    fifo = _scheduler(
+        redis_server, f"t{uuid.uuid4().hex[:8]}", tmp_path, SCHEDULER_MEMORY_QUEUE="scrapy.squeues.FifoMemoryQueue"
+    )
+    for i in (1, 2, 3):
+        fifo.enqueue_request(Request(f"http://b.test/page{i}"))
+    assert _drain(fifo, 3) == ["http://b.test/page1", "http://b.test/page2", "http://b.test/page3"]

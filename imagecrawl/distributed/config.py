@@ -76,6 +76,11 @@ class CrawlKeys:
         return f"{self.base}:queued"
 
     @property
+    def order_seq(self) -> str:
+        """Counter: the order of queued requests within their priority (shared by all workers)."""
+        return f"{self.base}:order"
+
+    @property
     def legacy_queue(self) -> str:
         """The one queue of all sites of earlier versions (read no more; ``seed --reset`` deletes it)."""
         return f"{self.base}:queue"
@@ -129,6 +134,7 @@ class CrawlKeys:
             self.queued,
             self.lookahead,
             self.delayed,
+            self.order_seq,
             self.legacy_queue,
             self.seen,
             self.leases,

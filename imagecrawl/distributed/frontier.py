@@ -6,7 +6,7 @@ queue base classes work on Scrapy 2.19. What this module changes:
 - :class:`RedisDupeFilter` fingerprints requests with the crawler's own ``REQUEST_FINGERPRINTER_CLASS``
   (scrapy-redis hashes method/URL/body itself, so two workers could disagree with Scrapy about what a
   duplicate is);
-- :class:`LeaseQueue` keeps a queue per site (a sorted set by -priority, like scrapy-redis's one queue)
+- :class:`LeaseQueue` keeps a queue per site (a sorted set by priority, then the spider's order)
   and an index of the sites ordered by when each one's shared gate next opens; it pops atomically into
   a *lease* instead of deleting (Lua: expired leases of dead workers go back to their own site's queue
   first, by their original priority); see :mod:`.worker`;
@@ -49,11 +49,17 @@ from imagecrawl.tuning import tuning
 
 logger = logging.getLogger(__name__)
 
-# KEYS: as worker._REQUEUE_BODY ; ARGV: queue prefix, score, request data, site -> 1 if queued
+# KEYS: as worker._REQUEUE_BODY, then the order counter ; ARGV: queue prefix, priority, request data,
+# site, order ("l": LIFO, "f": FIFO, "s": a start request, FIFO after the others of its priority)
+# -> 1 if queued. The score is -priority plus a fraction from a counter shared by all workers, so within
+# a priority the spider's order holds as in Scrapy's own queues (and the local frontier's).
 _PUSH = (
     _REQUEUE_BODY
     + """
-local added = queued_in(ARGV[4], tonumber(ARGV[2]), ARGV[3], redis_now())
+local seq = redis.call('INCR', KEYS[9]) % 4000000000
+local frac = seq * 1e-10
+if ARGV[5] == 's' then frac = 0.5 + frac elseif ARGV[5] == 'l' then frac = 0.5 - frac end
+local added = queued_in(ARGV[4], frac - tonumber(ARGV[2]), ARGV[3], redis_now())
 if added == 1 then redis.call('INCR', KEYS[7]) end
 return added
 """
@@ -170,6 +176,8 @@ class LeaseQueue(RedisQueueBase):
     Popping leases a request instead of deleting it (see :mod:`.worker`); all of it atomic in Lua."""
 
     worker: Worker
+    #: within a priority, the last queued first (Scrapy's default ``SCHEDULER_MEMORY_QUEUE``, LIFO)
+    lifo: bool = True
 
     def __init__(self, server: Any, spider: Any, key: str, serializer: Any = None) -> None:
         super().__init__(server, spider, key, serializer)
@@ -196,12 +204,17 @@ class LeaseQueue(RedisQueueBase):
         until then. False if that very request was queued already."""
         request.meta.pop(meta.LEASE, None)
         k = self.worker.keys
-        score = -request.priority
         data = self._encode_request(request)
-        if due is not None:
-            member = site.encode() + b"\n" + str(score).encode() + b"\n" + data
+        if due is not None:  # a retry: first among its priority when due
+            member = site.encode() + b"\n" + str(-request.priority).encode() + b"\n" + data
             return bool(self._delay(keys=[k.delayed, k.queued], args=[round(due * 1000), member]))
-        return bool(self._push(keys=self.worker.lease_keys(), args=[k.queue_prefix, score, data, site]))
+        order = "s" if request.meta.get("is_start_request") else ("l" if self.lifo else "f")
+        return bool(
+            self._push(
+                keys=[*self.worker.lease_keys(), k.order_seq],
+                args=[k.queue_prefix, request.priority, data, site, order],
+            )
+        )
 
     def ready(self, offset: int, count: int) -> tuple[list[str], float | None]:
         """Sites whose shared gate is open now (the longest ready first), and the seconds until the next
@@ -353,6 +366,7 @@ class RedisScheduler(ScrapyRedisScheduler):
         self.spider = spider
         self.queue = LeaseQueue(self.server, spider, self.config.keys.base, self.serializer)
         self.queue.bind(self.worker)
+        self.queue.lifo = "lifo" in str(self.crawler.settings.get("SCHEDULER_MEMORY_QUEUE")).lower()
         waiting = len(self.queue)
         if waiting:
             logger.info("Resuming the shared frontier: %d requests waiting", waiting)
