@@ -435,17 +435,25 @@ def test_a_distributed_crawl_and_forget_take_turns_on_the_store(
     assert len(after) == len({r["image_sha256"] for r in after})
 
 
-def test_the_recheck_spider_forgets_at_close(tmp_path: Path, sandbox_factory: SandboxFactory) -> None:
+@pytest.mark.parametrize("distributed", [False, True])
+def test_the_recheck_spider_forgets_at_close(
+    tmp_path: Path, sandbox_factory: SandboxFactory, request: pytest.FixtureRequest, distributed: bool
+) -> None:
     """``scrapy crawl recheck``, as Scrapyd runs it: the sites from IMAGECRAWL_STORE, the verdicts and the
-    forget run at close, in its log."""
-    site = sandbox_factory.start(items=6, seed=11, name="recheck-spider-sandbox")
+    forget run at close, in its log; also as a worker of a distributed crawl (whose frontier opens the
+    store: the crawl's own hold on it goes before the forget run takes it)."""
+    site = sandbox_factory.start(items=6, seed=11, name=f"recheck-spider-sandbox-{distributed}")
+    shared = {}
+    if distributed:
+        redis_url = request.getfixturevalue("redis_url")
+        shared = {"IMAGECRAWL_REDIS_URL": redis_url, "IMAGECRAWL_REDIS_PREFIX": f"recheck{os.getpid()}"}
     store = tmp_path / "store"
     run_crawl("gallery", store=store, args={"profile": "sandbox", "start_url": site.url("gallery/")})
     first = rows(store)
     assert first
     set_robots(site, content_signal="search=yes, ai-train=no")
     try:
-        spider = run_crawl("recheck", store=store)
+        spider = run_crawl("recheck", store=store, settings=shared)
     finally:
         set_robots(site)
     base = site.base_url.rstrip("/")

@@ -41,6 +41,7 @@ from twisted.python.failure import Failure
 from imagecrawl import meta
 from imagecrawl.errors import ConfigError, StoreError
 from imagecrawl.exitcodes import USAGE, exit_code, set_exit_code, status_of
+from imagecrawl.extensions.storage import StorageOwner
 from imagecrawl.forget import cli as forget_cli
 from imagecrawl.forget.engine import now_iso
 from imagecrawl.forget.selectors import Selection, parse_selector
@@ -214,6 +215,11 @@ class RecheckSpider(scrapy.Spider):
         read_skip_log(log, self.sites)
         if log.parent.name.startswith(SKIP_LOG_PREFIX):  # the folder update_settings made
             shutil.rmtree(log.parent, ignore_errors=True)
+        # this crawl's own hold on the store (a distributed worker's frontier opens it) goes first: else the
+        # forget run below would find this very crawl writing into the store
+        owner = self.crawler.get_extension(StorageOwner)
+        if owner is not None:
+            owner.close()
         try:
             store, state = forget_cli.open_for_forget(settings)
             result = apply(store, state, self.sites, settings, dry_run=self.dry_run)
