@@ -27,13 +27,15 @@ import zlib
 from typing import Any, TextIO
 
 
-def png(seed: str, size: int = 24) -> bytes:
+def png(seed: str, size: int = 32) -> bytes:
     """A ``size`` x ``size`` RGB PNG of noise drawn from ``seed`` (unique bytes and pHash per seed)."""
     rng = random.Random(hashlib.sha256(seed.encode()).digest())
-    # blocks of 4x4 pixels: noise the perceptual hash sees, so near-duplicate checks keep them apart
-    cells = size // 4
+    # blocks of 2x2 pixels: noise the perceptual hash sees, so near-duplicate checks keep them apart. 16x16
+    # cells feed the hash's 64 low frequencies independently enough; 6x6 cells (4-pixel blocks of 24) made a
+    # few images in every thousand near-duplicates of another, which the crawl rightly dropped
+    cells = size // 2
     grid = [[bytes(rng.randrange(256) for _ in range(3)) for _ in range(cells)] for _ in range(cells)]
-    raw = b"".join(b"\x00" + b"".join(grid[y // 4][x // 4] for x in range(size)) for y in range(size))
+    raw = b"".join(b"\x00" + b"".join(grid[y // 2][x // 2] for x in range(size)) for y in range(size))
 
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
