@@ -72,7 +72,41 @@ def engine_closing(engine: Any) -> bool:
     return slot is None or getattr(slot, "closing", None) is not None
 
 
-class FrontierScheduler:
+class EngineWakeup:
+    """A scheduler's one timer that wakes the engine when its earliest waiting site opens (shared by the
+    local and the Redis frontier). The scheduler sets ``crawler``, ``call_later``, ``_timer`` and ``_timer_at``."""
+
+    crawler: Crawler
+    call_later: Any
+    _timer: Any
+    _timer_at: float
+
+    def _arm(self, at: float | None, now: float) -> None:
+        if at is None or (self._timer is not None and self._timer_at <= at):
+            return
+        self._cancel_timer()
+        self._timer_at = at
+        self._timer = self.call_later(max(0.0, at - now), self._fire)
+
+    def _fire(self) -> None:
+        self._timer = None
+        self._timer_at = math.inf
+        wake_engine(self._engine())
+
+    def _engine(self) -> Any:
+        try:
+            return self.crawler.engine
+        except RuntimeError:  # not crawling
+            return None
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = None
+        self._timer_at = math.inf
+
+
+class FrontierScheduler(EngineWakeup):
     def __init__(self, crawler: Crawler) -> None:
         assert crawler.stats is not None
         self.crawler = crawler
@@ -291,32 +325,6 @@ class FrontierScheduler:
                 logger.warning("Site %s does not answer: dropping its %d queued requests (and any later)", site, n)
             else:
                 logger.warning("Site %s: dropping its %d queued requests (%s)", site, n, reason)
-
-    # --- waking the engine --------------------------------------------------------------------
-
-    def _arm(self, at: float | None, now: float) -> None:
-        if at is None or (self._timer is not None and self._timer_at <= at):
-            return
-        self._cancel_timer()
-        self._timer_at = at
-        self._timer = self.call_later(max(0.0, at - now), self._fire)
-
-    def _fire(self) -> None:
-        self._timer = None
-        self._timer_at = math.inf
-        wake_engine(self._engine())
-
-    def _engine(self) -> Any:
-        try:
-            return self.crawler.engine
-        except RuntimeError:  # not crawling
-            return None
-
-    def _cancel_timer(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-        self._timer = None
-        self._timer_at = math.inf
 
     # --- order and the disk -------------------------------------------------------------------
 

@@ -44,7 +44,7 @@ from imagecrawl.distributed.middlewares import SHARED_GRANT, pacing_uses_shared_
 from imagecrawl.distributed.worker import _REQUEUE_BODY, Worker, start_worker
 from imagecrawl.extensions.storage import crawl_storage
 from imagecrawl.pacing.sitekey import site_of_url
-from imagecrawl.scheduler import UNPACED, wake_engine
+from imagecrawl.scheduler import UNPACED, EngineWakeup, wake_engine
 from imagecrawl.tuning import tuning
 
 logger = logging.getLogger(__name__)
@@ -303,7 +303,7 @@ class RedisDupeFilter(RFPDupeFilter):
         pass
 
 
-class RedisScheduler(ScrapyRedisScheduler):
+class RedisScheduler(EngineWakeup, ScrapyRedisScheduler):
     """The shared frontier, site-aware like the local one (:mod:`imagecrawl.scheduler`): a request
     leaves Redis only when its site's gate says yes (the shared rate slot and pause, this worker's
     concurrency, Crawl-delay, ban and dead-site state), so no request waits in the downloader."""
@@ -583,32 +583,6 @@ class RedisScheduler(ScrapyRedisScheduler):
             n = self.runtime.gate.forget_idle(now, self.forget_idle, lambda site: site in self._dropped_sites)
             if n and self.stats is not None:
                 self.stats.inc_value("imagecrawl/pacing/forgotten", n)
-
-    # --- waking the engine --------------------------------------------------------------------
-
-    def _arm(self, at: float, now: float) -> None:
-        if self._timer is not None and self._timer_at <= at:
-            return
-        self._cancel_timer()
-        self._timer_at = at
-        self._timer = self.call_later(max(0.0, at - now), self._fire)
-
-    def _fire(self) -> None:
-        self._timer = None
-        self._timer_at = math.inf
-        wake_engine(self._engine())
-
-    def _engine(self) -> Any:
-        try:
-            return self.crawler.engine
-        except RuntimeError:  # not crawling
-            return None
-
-    def _cancel_timer(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-        self._timer = None
-        self._timer_at = math.inf
 
 
 def _safe_url(url: str) -> str:
