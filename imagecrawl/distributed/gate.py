@@ -1,16 +1,22 @@
 """The pacing middleware's rate gate, shared through Redis (the ``RateGate`` of :mod:`imagecrawl.pacing`).
 
 :class:`RedisGate` wraps this process's :class:`imagecrawl.pacing.gate.InProcessGate` (AIMD on rate and
-concurrency, Crawl-delay floor, ban state machine) and adds what must hold for all workers together:
+concurrency, Crawl-delay floor, ban state machine, dead-site circuit) so that all workers together pace a
+site as one process would:
 
-- a request goes only when the site's shared GCRA slot (:class:`.ratelimit.RedisRateLimiter`) lets it, at
-  ``min(cap, shared learned rate)``: the sum of all workers' requests stays under the cap;
-- any worker's congestion answer (429, 503, gateway errors, timeouts) cuts the shared learned rate, and
-  healthy answers let it grow back: one worker's 429 slows everyone;
-- a Retry-After, and a ban's cool-down, pause the site for every worker.
+- the site's AIMD controller is one state in Redis (:meth:`.ratelimit.RedisRateLimiter.load_controller`,
+  ``save_controller``: a version and compare-and-set): this worker's copy is read before grants when
+  another worker changed it and after every answer, the answer is applied and written back (applied again
+  to the newer state when another worker wrote first); so a 429 cuts the site's rate once, and the
+  workers climb and probe as one;
+- a request goes when this worker's gate and one Lua call (:meth:`.ratelimit.RedisRateLimiter.admit`)
+  say yes: no shared pause, the site's concurrency over all workers not full, the GCRA slot at
+  ``min(cap, the controller's rate)`` free;
+- a Retry-After (:meth:`RedisGate.announce_pause`, called by the pacing middleware first thing) and a
+  ban's cool-down pause the site for every worker; every granted request checks the pause again right
+  before it reaches the network.
 
-When the shared slot is refused, the local slot is handed back untouched (the local pacing state does
-not pay for the other workers' requests).
+When the shared gate says no, the local slot is handed back untouched.
 """
 
 from __future__ import annotations

@@ -10,7 +10,11 @@ own clock, so workers on machines with skewed clocks still agree. The emission i
   multiplicatively (once per epoch, so one burst of 429s is one cut), healthy answers raise it slowly;
 - a shared *pause* (Retry-After, a ban's cool-down) closes the site for every worker until it ends.
 
-So one worker's 429 slows everyone, and the sum of all workers' requests stays under the cap. Pure
+So one worker's 429 slows everyone, and the sum of all workers' requests stays under the cap. With the
+pacing middleware on, :class:`.gate.RedisGate` keeps each site's AIMD controller here instead of the
+simple learned rate (``ctl_rate``, ``ctl_conc`` and the version ``v`` in the rate hash, the state under
+``:ctl``) and admits through :meth:`RedisRateLimiter.admit`: pause, concurrency over all workers (the
+``:inflight`` tokens) and rate slot in one atomic step. Pure
 Redis + asyncio, no Scrapy: the Scrapy shells are :class:`GlobalRateMiddleware` below and
 :class:`RedisGate`, which wraps the pacing middleware's in-process gate.
 """
