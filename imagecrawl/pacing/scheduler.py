@@ -129,7 +129,7 @@ class FrontierScheduler(EngineWakeup):
             self.first_contact_timeout = 0.0
         self.runtime: Any = None
         if settings.getbool("IMAGECRAWL_PACING_ENABLED"):
-            from imagecrawl.downloadermiddlewares.pacing import runtime_for
+            from imagecrawl.pacing.downloadermiddlewares.pacing import runtime_for
 
             self.runtime = runtime_for(crawler)
         self.spider: Any = None
