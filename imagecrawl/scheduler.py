@@ -38,6 +38,7 @@ from scrapy.utils.request import request_from_dict
 
 from imagecrawl import meta
 from imagecrawl.pacing.frontier import Frontier, FrontierConfig
+from imagecrawl.pacing.gate import COMPACT_AFTER_SECONDS
 from imagecrawl.pacing.spill import Key, SpillStore
 from imagecrawl.state import state_dir_for
 from imagecrawl.tuning import tuning
@@ -247,25 +248,24 @@ class FrontierScheduler(EngineWakeup):
         if site != UNPACED and self.runtime is not None:
             m[meta.PACING_GRANTED] = True
             m[meta.SENT_AT] = now
-            if self.first_contact_timeout and "download_timeout" not in m:
-                state = self.runtime.gate.sites.get(site)
-                if state is None or not state.answered:
-                    m["download_timeout"] = self.first_contact_timeout
-                    m[meta.FIRST_CONTACT] = True
+            if self.first_contact_timeout and "download_timeout" not in m and not self.runtime.gate.answered(site):
+                m["download_timeout"] = self.first_contact_timeout
+                m[meta.FIRST_CONTACT] = True
         self.stats.inc_value("scheduler/dequeued/disk" if request in self._from_disk else "scheduler/dequeued/memory")
         self.stats.inc_value("scheduler/dequeued")
         return request
 
     def _forget(self, now: float) -> None:
-        """Every so often: drop the state of sites long idle with nothing queued (bounded memory over a
-        list of many sites, each passed through once)."""
-        self._next_forget = now + max(1.0, self.forget_idle / 10)
-        if self.forget_idle <= 0:
-            return
+        """Every few seconds: compact the pacing state of settled sites to their learned rate, drop what
+        was idle for ``pacing_forget_idle_seconds`` and the queues of sites with nothing queued
+        (bounded memory over a list of many sites, each passed through once)."""
+        idle = self.forget_idle if self.forget_idle > 0 else math.inf
+        self._next_forget = now + max(1.0, min(COMPACT_AFTER_SECONDS / 2, idle / 10))
         if self.runtime is not None:
-            n = self.runtime.gate.forget_idle(now, self.forget_idle, self.frontier.holds)
+            n = self.runtime.gate.forget_idle(now, idle, self.frontier.holds)
             if n:
                 self.stats.inc_value("imagecrawl/pacing/forgotten", n)
+            self.runtime.forget(self.frontier.holds)
         self.frontier.forget_empty()
 
     # --- the gate -----------------------------------------------------------------------------
