@@ -56,7 +56,8 @@ def test_duplicates_are_filtered_as_scrapys_filter_does(tmp_path: Path) -> None:
     ours = CompactDupeFilter.from_crawler(c)
     scrapys = RFPDupeFilter.from_crawler(c)
     urls = [f"https://h{i % 1500 % 37}.example/img/{i % 1500}.png?b=1&a=2" for i in range(4000)]
-    urls += ["https://h1.example/img/1.png?a=2&b=1", "https://h1.example/img/1.png?b=1&a=2#frag"]  # canonical duplicates
+    # duplicates once canonical: the query's order, a fragment
+    urls += ["https://h1.example/img/1.png?a=2&b=1", "https://h1.example/img/1.png?b=1&a=2#frag"]
     for url in urls:
         request = Request(url)
         assert ours.request_seen(request) == scrapys.request_seen(request), url

@@ -347,3 +347,39 @@ def test_broken_connections_slow_a_site_but_never_cut_it_off() -> None:
     for _ in range(2):  # two refused connections in a row do open it
         g.feedback("flaky", Feedback(Signal.CONNECTION, t, answer=False), t + 0.1)
     assert g.site("flaky").circuit.state is CircuitState.OPEN
+
+
+def test_the_spill_file_keeps_in_memory_only_the_ids_of_sites_with_requests_on_disk(tmp_path: Path) -> None:
+    path = tmp_path / "spill.sqlite3"
+    f: Frontier[str] = Frontier(
+        lambda site, now: 0.0,
+        lambda site, now: 0.0,
+        FrontierConfig(memory_limit=0, keep_per_site=0),
+        spill=lambda: SpillStore(path),
+        encode=str.encode,
+        decode=bytes.decode,
+    )
+    for i in range(3):
+        for site in ("a", "b", "c"):
+            f.push(site, (0, 0, i), f"{site}{i}", 0.0)
+    store = f.spill_store()
+    assert set(store.site_ids) == {"a", "b", "c"} and f.on_disk == 9
+    got = [f.pop(1.0) for _ in range(3)]
+    assert got == [("a", "a0"), ("b", "b0"), ("c", "c0")]  # each read back its whole batch
+    assert not store.site_ids  # nothing of them on disk now
+    f.push("a", (0, 0, 9), "a9", 1.0)  # back on disk under the same id
+    assert set(store.site_ids) == {"a"} and f.on_disk == 1
+    assert f.drop("b", "banned") == 2 and "b" not in store.site_ids
+    store.set_meta("tick", 0)
+    f.close(remove=False)
+    again: Frontier[str] = Frontier(
+        lambda site, now: 0.0,
+        lambda site, now: 0.0,
+        FrontierConfig(memory_limit=0, keep_per_site=0),
+        spill=lambda: SpillStore(path),
+        encode=str.encode,
+        decode=bytes.decode,
+    )
+    assert again.load(2.0) == 1  # the queued rows of the file, whose ids were no longer in memory
+    assert again.pop(2.0) == ("a", "a9")
+    again.close(remove=True)
