@@ -395,7 +395,6 @@ class InProcessGate:
 
     def feedback(self, site: str, fb: Feedback, now: float) -> None:
         s = self.site(site, now)
-        c = s.controller
         if fb.answer:
             s.answered = True
             change = s.circuit.answered()
@@ -411,13 +410,20 @@ class InProcessGate:
                 s.controller.note_pause(max(now, s.paused_until), until)
                 s.paused_until = until
                 self._emit(site, "pacing/retry_after", f"Retry-After: pausing {fb.retry_after:.1f}s", fb.retry_after)
+        self.control(site, fb, now)
+
+    def control(self, site: str, fb: Feedback, now: float, emit: bool = True) -> None:
+        """What an answer tells the site's rate controller (latency, congestion, a healthy answer).
+        A gate shared between processes applies it again to the shared controller when another process
+        changed that meanwhile (``emit=False``: the events were reported the first time)."""
+        c = self.site(site, now).controller
         spiking = False
         if fb.latency is not None and fb.signal in (Signal.OK, Signal.NEUTRAL):
             spiking = c.observe_latency(fb.latency, now)
         reason: str | None = fb.signal.value if fb.signal in CONGESTION else ("latency" if spiking else None)
         if reason is not None:
             adj = c.on_congestion(reason, fb.sent_at, now)
-            if adj is not None:
+            if adj is not None and emit:
                 self._emit(
                     site,
                     f"pacing/decrease/{reason}",
@@ -427,7 +433,7 @@ class InProcessGate:
             return
         if fb.signal is Signal.OK:
             adj = c.on_success(now)
-            if adj is not None:
+            if adj is not None and emit:
                 self._emit(
                     site,
                     "pacing/increase",
