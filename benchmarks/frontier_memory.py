@@ -29,10 +29,10 @@ from pathlib import Path
 from scrapy import Request
 
 from imagecrawl import meta
-from imagecrawl.downloadermiddlewares.pacing import PacingMiddleware
 from imagecrawl.pacing import Feedback, Signal
+from imagecrawl.pacing.downloadermiddlewares.pacing import PacingMiddleware
+from imagecrawl.pacing.scheduler import FrontierScheduler
 from imagecrawl.records import SourceHints
-from imagecrawl.scheduler import FrontierScheduler
 from spiders.urls import UrlsSpider
 from tests.crawlers import make_crawler
 

@@ -12,7 +12,8 @@ from scrapy import Request
 from scrapy.dupefilters import RFPDupeFilter
 from scrapy.utils.test import get_crawler
 
-from imagecrawl.dupefilter import CompactDupeFilter, FingerprintSet, key_of
+from imagecrawl.pacing.scheduler import CompactDupeFilter
+from imagecrawl.pacing.seen import FingerprintSet, key_of
 
 
 class Spider(scrapy.Spider):

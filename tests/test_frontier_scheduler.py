@@ -17,9 +17,9 @@ from scrapy import Request, signals
 from scrapy.http import Response
 
 from imagecrawl import meta
-from imagecrawl.downloadermiddlewares.pacing import PacingMiddleware
 from imagecrawl.pacing import Feedback, Signal
-from imagecrawl.scheduler import JOBDIR_FILE, FrontierScheduler, wake_engine
+from imagecrawl.pacing.downloadermiddlewares.pacing import PacingMiddleware
+from imagecrawl.pacing.scheduler import JOBDIR_FILE, FrontierScheduler, wake_engine
 from tests.crawlers import make_crawler
 
 

@@ -42,9 +42,9 @@ from imagecrawl import meta
 from imagecrawl.distributed.config import RedisConfig
 from imagecrawl.distributed.middlewares import SHARED_GRANT, pacing_uses_shared_gate
 from imagecrawl.distributed.worker import _REQUEUE_BODY, Worker, start_worker
-from imagecrawl.extensions.storage import crawl_storage
+from imagecrawl.pacing.scheduler import UNPACED, EngineWakeup, wake_engine
 from imagecrawl.pacing.sitekey import site_of_url
-from imagecrawl.scheduler import UNPACED, EngineWakeup, wake_engine
+from imagecrawl.storage.extensions import crawl_storage
 from imagecrawl.tuning import tuning
 
 logger = logging.getLogger(__name__)
@@ -304,7 +304,7 @@ class RedisDupeFilter(RFPDupeFilter):
 
 
 class RedisScheduler(EngineWakeup, ScrapyRedisScheduler):
-    """The shared frontier, site-aware like the local one (:mod:`imagecrawl.scheduler`): a request
+    """The shared frontier, site-aware like the local one (:mod:`imagecrawl.pacing.scheduler`): a request
     leaves Redis only when its site's gate says yes (the shared rate slot and pause, this worker's
     concurrency, Crawl-delay, ban and dead-site state), so no request waits in the downloader."""
 
@@ -326,7 +326,7 @@ class RedisScheduler(EngineWakeup, ScrapyRedisScheduler):
         settings = crawler.settings
         self.runtime: Any = None
         if settings.getbool("IMAGECRAWL_PACING_ENABLED"):
-            from imagecrawl.downloadermiddlewares.pacing import runtime_for
+            from imagecrawl.pacing.downloadermiddlewares.pacing import runtime_for
 
             self.runtime = runtime_for(crawler)
         from imagecrawl.pacing.config import site_key_mode

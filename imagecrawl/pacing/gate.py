@@ -279,9 +279,10 @@ class InProcessGate:
         recent = s.recent
         while recent and recent[0] <= now - window:
             recent.popleft()
-        others = [t for t in recent if t != granted_at]  # at most the cap: small
         per_window = math.floor(s.controller.max_rate)
-        if per_window >= 1 and len(others) >= per_window:
+        # the grants of the window but this request's own (a lifted cap keeps thousands: counted in C)
+        if per_window >= 1 and len(recent) - recent.count(granted_at) >= per_window:
+            others = [t for t in recent if t != granted_at]
             return max(0.001, others[-per_window] + window - now)
         with contextlib.suppress(ValueError):
             recent.remove(granted_at)

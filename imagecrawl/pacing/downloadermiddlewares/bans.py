@@ -23,11 +23,11 @@ from scrapy.http import Response, TextResponse
 from scrapy.settings import BaseSettings
 
 from imagecrawl import meta
-from imagecrawl.downloadermiddlewares.pacing import PacingRuntime, runtime_for
-from imagecrawl.downloadermiddlewares.retry import retry_later
 from imagecrawl.pacing import Verdict
 from imagecrawl.pacing.bans import EVIDENCE, BanState
 from imagecrawl.pacing.config import RetryConfig
+from imagecrawl.pacing.downloadermiddlewares.pacing import PacingRuntime, runtime_for
+from imagecrawl.pacing.downloadermiddlewares.retry import retry_later
 from imagecrawl.tuning import tuning
 
 logger = logging.getLogger(__name__)

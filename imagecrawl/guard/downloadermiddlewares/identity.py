@@ -40,8 +40,8 @@ from scrapy.settings import BaseSettings
 from scrapy.utils.defer import deferred_from_coro
 from scrapy.utils.httpobj import urlparse_cached
 
-from imagecrawl.downloadermiddlewares.netguard import NetGuardConfig, literal_ip
 from imagecrawl.exitcodes import USAGE, set_exit_code
+from imagecrawl.guard.downloadermiddlewares.netguard import NetGuardConfig, literal_ip
 
 logger = logging.getLogger(__name__)
 
