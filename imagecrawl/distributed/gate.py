@@ -127,10 +127,11 @@ class RedisGate:
 
     def forget_idle(self, now: float, idle_seconds: float, keep: Any) -> int:
         n = int(self.local.forget_idle(now, idle_seconds, keep))
-        if n:
-            for site in [s for s in self._versions if s not in self.local.sites]:
-                self._versions.pop(site, None)
-                self._read_at.pop(site, None)
+        # a site forgotten or compacted to its learned rate reads the shared controller again when it
+        # comes back
+        for site in [s for s in self._versions if s not in self.local.sites]:
+            self._versions.pop(site, None)
+            self._read_at.pop(site, None)
         return n
 
     def ended(self, site: str, now: float) -> None:
