@@ -45,6 +45,9 @@ DEPTH_PRIORITY = 0
 # The site-aware frontier (docs/architecture.md#the-frontier): per-site queues, a request leaves only
 # when its site may send now, so waiting requests hold no CONCURRENT_REQUESTS slot.
 SCHEDULER = "imagecrawl.pacing.scheduler.FrontierScheduler"
+# Scrapy's duplicate filter with a seen-set of 16 bytes a request instead of about 90 (a list of
+# millions of URLs); JOBDIR's requests.seen is Scrapy's own format.
+DUPEFILTER_CLASS = "imagecrawl.pacing.scheduler.CompactDupeFilter"
 
 # --- output: store, shards, commits ---
 IMAGECRAWL_STORE = "data/"  # a local folder or s3://bucket/prefix

@@ -536,11 +536,9 @@ class RedisScheduler(EngineWakeup, ScrapyRedisScheduler):
             if self.runtime is not None:
                 m[meta.PACING_GRANTED] = True
                 m[meta.SENT_AT] = now
-                if self.first_contact_timeout and "download_timeout" not in m:
-                    state = self.runtime.gate.sites.get(site)
-                    if state is None or not state.answered:
-                        m["download_timeout"] = self.first_contact_timeout
-                        m[meta.FIRST_CONTACT] = True
+                if self.first_contact_timeout and "download_timeout" not in m and not self.runtime.gate.answered(site):
+                    m["download_timeout"] = self.first_contact_timeout
+                    m[meta.FIRST_CONTACT] = True
                 if self.stats is not None:
                     self.stats.inc_value("imagecrawl/pacing/requests")
             elif self.limiter is not None:
@@ -583,6 +581,7 @@ class RedisScheduler(EngineWakeup, ScrapyRedisScheduler):
             n = self.runtime.gate.forget_idle(now, self.forget_idle, lambda site: site in self._dropped_sites)
             if n and self.stats is not None:
                 self.stats.inc_value("imagecrawl/pacing/forgotten", n)
+            self.runtime.forget(lambda site: site in self._dropped_sites)
 
 
 def _safe_url(url: str) -> str:

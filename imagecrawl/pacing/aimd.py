@@ -124,6 +124,32 @@ class Adjustment:
 
 
 class AimdController:
+    # one per site in use: no __dict__ (imagecrawl.pacing.gate compacts idle sites further)
+    __slots__ = (
+        "_answers",
+        "_cut_answers",
+        "_cut_rate",
+        "_pauses",
+        "_probe_step",
+        "_rate_before",
+        "_step_answers",
+        "_steps_at_cap",
+        "_steps_past_ceiling",
+        "baseline",
+        "ceiling",
+        "concurrency",
+        "concurrency_limited",
+        "config",
+        "created",
+        "floor_interval",
+        "last_change",
+        "last_cut",
+        "rate",
+        "rate_limited",
+        "srtt",
+        "srtt_at",
+    )
+
     def __init__(self, config: AimdConfig, now: float, floor_interval: float = 0.0) -> None:
         self.config = config
         self.floor_interval = floor_interval  # robots.txt Crawl-delay / DOWNLOAD_DELAY
@@ -140,7 +166,7 @@ class AimdController:
         self.concurrency_limited = False
         self.created = now
         self._answers: deque[float] = deque()  # when recent non-congested answers arrived
-        self._pauses: deque[tuple[float, float]] = deque()  # Retry-After pauses (no demand then)
+        self._pauses: list[tuple[float, float]] = []  # Retry-After pauses (no demand then): few
         self._steps_past_ceiling = 0
         self._steps_at_cap = 0
         self._step_answers = 0  # healthy answers since the last step
@@ -161,7 +187,7 @@ class AimdController:
         while self._answers and self._answers[0] < now - longest:
             self._answers.popleft()
         while self._pauses and self._pauses[0][1] < now - longest:
-            self._pauses.popleft()
+            self._pauses.pop(0)
         start = max(now - window, self.created)
         paused = sum(max(0.0, min(b, now) - max(a, start)) for a, b in self._pauses)
         span = now - start - paused

@@ -114,6 +114,21 @@ class PacingRuntime:
             request.meta[meta.SITE] = site
         return site
 
+    def forget(self, keep: Callable[[str], bool]) -> int:
+        """Drop the per-site lookups (netlocs, FIFO locks) of sites the gate keeps no full state for and
+        ``keep(site)`` is false (the frontier queues nothing for them): a site that comes back is looked
+        up again. Returns how many sites were dropped."""
+        full = self.gate.sites
+        gone = [site for site in self.netlocs if site not in full and not keep(site)]
+        for site in gone:
+            for netloc in self.netlocs.pop(site):
+                self._site_by_netloc.pop(netloc, None)
+            for key in (site, f"{site}\0policy"):
+                lock = self.locks.get(key)
+                if lock is not None and not lock.locked():
+                    del self.locks[key]
+        return len(gone)
+
     def site_latency(self, measured: float, now: float) -> float | None:
         """The site's share of a measured latency: the crawler's recent event-loop lag is subtracted;
         while that lag is large (above the latency margin) the sample says nothing about the site."""
@@ -414,7 +429,7 @@ class PacingMiddleware:
     def _spider_closed(self, reason: str) -> None:
         self.runtime.lag.stop()
         stats = self.runtime.stats
-        stats.set_value("imagecrawl/pacing/sites", len(self.gate.sites))
+        stats.set_value("imagecrawl/pacing/sites", self.gate.held())
         for site, state in self.gate.sites.items():
             logger.info(
                 "Pacing of %s at close: %.3g req/s, concurrency %d, %s",
