@@ -26,6 +26,7 @@ it is never sent, so it needs no identity, and it must not end a loopback crawl.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import logging
 import re
@@ -61,6 +62,7 @@ def valid_contact(contact: str) -> bool:
     return parts.scheme in ("http", "https") and bool(parts.hostname)
 
 
+@functools.lru_cache(maxsize=4096)  # asked for every request: a crawl has few hosts, each parsed once
 def is_loopback_host(host: str) -> bool:
     host = host.strip("[]").rstrip(".").lower()
     if host == "localhost" or host.endswith(".localhost"):
