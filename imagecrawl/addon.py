@@ -87,6 +87,20 @@ def warn_process_settings(settings: BaseSettings, given: Any) -> None:
         )
 
 
+#: loggers of the image library that log every chunk of every file they read at DEBUG
+IMAGE_DECODER_LOGGERS = ("PIL",)
+
+
+def quiet_image_decoders() -> None:
+    """Pillow logs each PNG chunk it reads at DEBUG ("STREAM b'IHDR' 16 13"): three records or more per
+    image, each made (Scrapy's root logger lets every level through) only to be dropped by the handler,
+    or written at ``LOG_LEVEL=DEBUG`` as noise. Its loggers start at INFO unless a level was set for them."""
+    for name in IMAGE_DECODER_LOGGERS:
+        decoder_logger = logging.getLogger(name)
+        if decoder_logger.level == logging.NOTSET:
+            decoder_logger.setLevel(logging.INFO)
+
+
 class Addon:
     def update_settings(self, settings: BaseSettings) -> None:
         resolver = settings.get("TWISTED_DNS_RESOLVER")  # the process's, installed before add-ons run
@@ -95,6 +109,7 @@ class Addon:
         install_components(settings)
         # Before Scrapy logs its "Overridden settings" line: secrets never reach a log line.
         redact.install(configured_secrets(settings))
+        quiet_image_decoders()
         check_settings(settings)  # unknown IMAGECRAWL_* names, values that do not parse: one line, exit 2
         warn_process_settings(settings, resolver)
         if settings.getpriority("USER_AGENT") in (None, 0, 10):

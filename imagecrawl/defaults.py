@@ -37,8 +37,9 @@ DOWNLOAD_TIMEOUT = 60
 DOWNLOAD_MAXSIZE = 50 * 1024 * 1024
 DOWNLOAD_WARNSIZE = 16 * 1024 * 1024
 RETRY_TIMES = 3
-# Scrapy 2.19 fans out one task per callback output up to CONCURRENT_ITEMS; 100 costs half the CPU.
-CONCURRENT_ITEMS = 8
+# Scrapy 2.19 starts CONCURRENT_ITEMS tasks for every callback's output, however few it yields (100 costs
+# half the CPU). imagecrawl's callbacks yield at most one item (an image's record), so one is enough.
+CONCURRENT_ITEMS = 1
 # Images first: finishing started items keeps the frontier (and memory) small.
 DEPTH_PRIORITY = 0
 # The site-aware frontier (docs/architecture.md#the-frontier): per-site queues, a request leaves only

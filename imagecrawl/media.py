@@ -85,11 +85,10 @@ def phash_of(img: Image.Image) -> int:
     pixels = np.asarray(grey, dtype=np.float64)
     dct = _DCT32 @ pixels @ _DCT32.T
     low = dct[:8, :8].flatten()
-    bits = low > np.median(low)
-    value = 0
-    for bit in bits:
-        value = (value << 1) | int(bit)
-    return to_signed64(value)
+    ordered = np.sort(low)
+    bits = low > (ordered[31] + ordered[32]) / 2  # the median of the 64, as np.median takes it
+    # the 64 bits, first one highest: packed by numpy, not a Python loop
+    return to_signed64(int.from_bytes(np.packbits(bits).tobytes(), "big"))
 
 
 def to_signed64(value: int) -> int:

@@ -122,6 +122,32 @@ _FILTER = RedactingFilter()
 _FACTORY_INSTALLED = False
 
 
+def will_be_handled(name: str, level: int) -> bool:
+    """Whether a record of ``level`` made by logger ``name`` now reaches a handler whose level takes it.
+
+    A record is handled right after it is made, so this is what happens to it: Scrapy lets every DEBUG
+    record be made (the root logger's level is NOTSET) and its handler drops those below ``LOG_LEVEL``;
+    masking one of them would format its message (a scraped item's whole repr) for nothing. When in doubt
+    (a logger not made through :func:`logging.getLogger`, the root logger), the record is masked."""
+    logger = logging.Logger.manager.loggerDict.get(name)
+    if not isinstance(logger, logging.Logger):
+        return True
+    found = False
+    current: logging.Logger | None = logger
+    while current is not None:
+        for handler in current.handlers:
+            found = True
+            if level >= handler.level:
+                return True
+        if not current.propagate:
+            break
+        current = current.parent
+    if not found:
+        last = logging.lastResort
+        return last is None or level >= last.level
+    return False
+
+
 def _install_record_factory() -> None:
     """Mask every log record where it is made: a handler added later (Scrapy installs its ``LOG_FILE``
     handler once the crawler's settings are applied, after the add-ons and the spider) is covered too."""
@@ -132,7 +158,8 @@ def _install_record_factory() -> None:
 
     def masked_record(*args: Any, **kwargs: Any) -> logging.LogRecord:
         record = make(*args, **kwargs)
-        _FILTER.filter(record)
+        if will_be_handled(record.name, record.levelno):
+            _FILTER.filter(record)
         return record
 
     logging.setLogRecordFactory(masked_record)

@@ -77,3 +77,72 @@ def test_one_workers_retry_after_and_ban_keep_everyone_away(redis_server: RedisS
     wait = b.acquire("site", time.monotonic())
     assert 1.0 < wait <= 1.5, wait
     assert b.peek_wait("site", time.monotonic()) > 1.0
+
+
+def _shared_gate(server: RedisServer, prefix: str, concurrency: int = 2) -> RedisGate:
+    local = InProcessGate(
+        aimd=AimdConfig(start_rate=4.0, max_rate=CAP, start_concurrency=concurrency, max_concurrency=4),
+        jitter=0.0,
+    )
+    return RedisGate(local, RedisRateLimiter(redis.Redis.from_url(server.url), prefix, RateConfig(cap=CAP)))
+
+
+def _granted(gate: RedisGate, site: str, timeout: float = 3.0) -> float:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        now = time.monotonic()
+        wait, _shared = gate.admit(site, now)
+        if wait == 0:
+            return now
+        time.sleep(min(wait, 0.05))
+    raise AssertionError("no grant")
+
+
+def test_one_controller_per_site_cut_once_by_the_429s_worker(redis_server: RedisServer) -> None:
+    prefix = f"t{uuid.uuid4().hex[:8]}"
+    a, b = _shared_gate(redis_server, prefix), _shared_gate(redis_server, prefix)
+    sent_a = _granted(a, "site")
+    sent_b = _granted(b, "site")
+    a.release("site", sent_a, time.monotonic())
+    a.feedback("site", Feedback(Signal.THROTTLED, sent_a, 0.01), time.monotonic())
+    cut = a.local.sites["site"].controller.rate
+    assert cut < 4.0
+    # b's answer to a request sent before the cut does not cut the site's one controller again
+    b.release("site", sent_b, time.monotonic())
+    b.feedback("site", Feedback(Signal.THROTTLED, sent_b, 0.01), time.monotonic())
+    assert b.local.sites["site"].controller.rate == cut
+    assert b.limiter.rate("site") == cut
+    # a third worker starting now paces at the shared rate, not at its own start rate
+    c = _shared_gate(redis_server, prefix)
+    c.admit("site", time.monotonic())
+    assert c.local.sites["site"].controller.rate == cut
+
+
+def test_the_sites_concurrency_holds_for_all_workers(redis_server: RedisServer) -> None:
+    prefix = f"t{uuid.uuid4().hex[:8]}"
+    a, b = _shared_gate(redis_server, prefix, concurrency=2), _shared_gate(redis_server, prefix, concurrency=2)
+    first = _granted(a, "site")
+    _granted(b, "site")
+    time.sleep(0.5)  # the rate slot is free again; only the concurrency can say no
+    wait, shared = b.admit("site", time.monotonic())
+    assert wait > 0 and not shared, "a third request while two of the site's are in flight"
+    wait, shared = a.admit("site", time.monotonic())
+    assert wait > 0 and not shared
+    a.release("site", first, time.monotonic())
+    _granted(b, "site")
+
+
+def test_a_retry_after_holds_a_request_granted_before_it(redis_server: RedisServer) -> None:
+    prefix = f"t{uuid.uuid4().hex[:8]}"
+    a, b = _shared_gate(redis_server, prefix), _shared_gate(redis_server, prefix)
+    sent_a = _granted(a, "site")
+    granted_b = _granted(b, "site")
+    # a's 429 comes while b's request is on its way to the network (granted a moment ago, not late)
+    a.announce_pause("site", 1.0)
+    assert 0.8 < b.depart("site", granted_b, time.monotonic()) <= 1.0
+    a.release("site", sent_a, time.monotonic())
+    a.feedback("site", Feedback(Signal.THROTTLED, sent_a, 0.01, retry_after=1.0), time.monotonic())
+    b.release("site", granted_b, time.monotonic())  # b's request was held back, never sent
+    time.sleep(0.4)  # b's own spacing is over: only the shared pause says no
+    wait, shared = b.admit("site", time.monotonic())
+    assert shared and 0.3 < wait <= 0.6, wait

@@ -157,7 +157,9 @@ def test_benchmarks_are_a_package_the_tests_do_not_import() -> None:
     edits = [
         rel(p)
         for p in modules(REPO / "benchmarks")
-        if any(
+        # benchmarks/out/ is the (git-ignored) output folder: its venvs hold other people's scripts
+        if p.relative_to(REPO / "benchmarks").parts[0] != "out"
+        and any(
             isinstance(node, ast.Attribute) and ast.unparse(node) == "sys.path"
             for node in ast.walk(ast.parse(p.read_text(), str(p)))
         )

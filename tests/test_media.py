@@ -104,3 +104,58 @@ def test_phash_survives_resize_and_reencode_but_separates_pictures() -> None:
 def test_tiny_images_get_no_phash() -> None:
     assert probe_image(_png(1, 1)).phash is None
     assert json.dumps(probe_image(_png(64, 64)).phash) != "null"
+
+
+def _classic_phash(img: Image.Image) -> int:
+    """The textbook pHash, written out: 32x32 grey (over white), 2-D DCT-II, the low 8x8 block against
+    its median, bits read row by row, first one highest; as a signed 64-bit value."""
+    import numpy as np
+
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        img = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
+    pixels = np.asarray(img.convert("L").resize((32, 32), Image.Resampling.LANCZOS), dtype=np.float64)
+    n = 32
+    k, i = np.arange(n)[:, None], np.arange(n)[None, :]
+    dct = np.cos(np.pi * (2 * i + 1) * k / (2 * n)) * np.sqrt(2.0 / n)
+    dct[0, :] = np.sqrt(1.0 / n)
+    low = (dct @ pixels @ dct.T)[:8, :8].flatten()
+    value = 0
+    for bit in low > np.median(low):
+        value = (value << 1) | int(bit)
+    return value - (1 << 64) if value >= (1 << 63) else value
+
+
+@pytest.mark.parametrize("mode", ["L", "RGB", "RGBA", "P", "LA"])
+def test_phash_is_the_classic_phash_bit_for_bit(mode: str) -> None:
+    """Stored hashes are compared across runs and stores: the packed bits and the median must stay the
+    textbook ones, for noise, gradients and flat images (ties at the median), any size and mode."""
+    import numpy as np
+
+    from imagecrawl.media import phash_of
+
+    rng = np.random.default_rng(7)
+    bands = {"L": 1, "RGB": 3, "RGBA": 4, "P": 1, "LA": 2}[mode]
+    checked = 0
+    for n in range(40):
+        height, width = 16 + (n * 37) % 300, 16 + (n * 53) % 260
+        if n % 4 == 0:
+            arr = rng.integers(0, 256, (height, width, bands), dtype=np.uint8)
+        elif n % 4 == 1:  # a gradient: few distinct DCT magnitudes
+            ramp = np.linspace(0, 255, width, dtype=np.float64)[None, :, None] * np.ones((height, 1, bands))
+            arr = ramp.astype(np.uint8)
+        elif n % 4 == 2:  # flat: every AC coefficient ties
+            arr = np.full((height, width, bands), n * 5 % 256, dtype=np.uint8)
+        else:  # blocks
+            arr = np.kron(
+                rng.integers(0, 256, (4, 4, bands), dtype=np.uint8),
+                np.ones((height // 4 + 1, width // 4 + 1, 1), dtype=np.uint8),
+            )[:height, :width]
+        base = Image.fromarray(
+            arr[:, :, 0] if bands == 1 else arr,
+            "L" if bands == 1 else ("LA" if bands == 2 else ("RGB" if bands == 3 else "RGBA")),
+        )
+        img = base.convert("P") if mode == "P" else base
+        assert phash_of(img) == _classic_phash(img)
+        checked += 1
+    assert checked == 40

@@ -71,3 +71,50 @@ def test_url_secrets_of_arguments_and_the_always_on_filter() -> None:
     bare = logging.LogRecord("x", logging.INFO, __file__, 1, "GET %s", ("http://u:SecretPw1@h/",), None)
     RedactingFilter().filter(bare)  # no configured secret at all: still masked
     assert record.getMessage().encode("utf-8") and "SecretPw1" not in bare.getMessage()
+
+
+class _Counted:
+    """An argument that counts how often a log record's message was formatted."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.formatted = 0
+
+    def __str__(self) -> str:
+        self.formatted += 1
+        return self.text
+
+
+def test_records_no_handler_takes_are_not_formatted_and_the_rest_are_masked() -> None:
+    from imagecrawl.redact import install, will_be_handled
+
+    install({"Zq7SecretValue"})
+    parent = logging.getLogger("imagecrawl.test_redact_levels")
+    child = logging.getLogger("imagecrawl.test_redact_levels.child")
+    parent.propagate = False
+    parent.setLevel(logging.DEBUG)  # every record is made, as under Scrapy (root at NOTSET)
+    seen: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(record.getMessage())
+
+    handler = Keep(logging.INFO)
+    parent.addHandler(handler)
+    try:
+        assert not will_be_handled(child.name, logging.DEBUG) and will_be_handled(child.name, logging.INFO)
+        debug = _Counted("key Zq7SecretValue")
+        child.debug("dropped %s", debug)  # below every handler: made, never formatted, never written
+        assert debug.formatted == 0 and seen == []
+        info = _Counted("key Zq7SecretValue at http://u:UrlPw12345@h/")
+        child.info("kept %s", info)
+        assert info.formatted >= 1 and seen == ["kept key *** at http://u:***@h/"]
+        handler.setLevel(logging.DEBUG)  # a handler that takes DEBUG: DEBUG records are masked again
+        child.debug("now %s", _Counted("Zq7SecretValue"))
+        assert seen[-1] == "now ***"
+        # a logger nobody made through getLogger (the root's name is not in the registry): masked
+        assert will_be_handled("no.such.logger.made", logging.DEBUG)
+    finally:
+        parent.removeHandler(handler)
+        parent.propagate = True
+        parent.setLevel(logging.NOTSET)

@@ -287,13 +287,12 @@ def _closest(hashes: np.ndarray, handles: np.ndarray, q: np.uint64, k: int) -> t
     if len(hashes) == 0:
         return None
     dist = np.bitwise_count(hashes ^ q)
-    within = np.flatnonzero(dist <= k)
-    if len(within) == 0:
+    best = int(dist.min())
+    if best > k:  # the usual answer: one pass over the distances, no index arrays
         return None
-    d = dist[within]
-    at_min = within[d == d.min()]
+    at_min = np.flatnonzero(dist == best)
     i = at_min[np.argmin(handles[at_min])]
-    return int(handles[i]), int(dist[i])
+    return int(handles[i]), best
 
 
 class MemoryNearIndex:

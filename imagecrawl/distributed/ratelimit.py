@@ -10,7 +10,11 @@ own clock, so workers on machines with skewed clocks still agree. The emission i
   multiplicatively (once per epoch, so one burst of 429s is one cut), healthy answers raise it slowly;
 - a shared *pause* (Retry-After, a ban's cool-down) closes the site for every worker until it ends.
 
-So one worker's 429 slows everyone, and the sum of all workers' requests stays under the cap. Pure
+So one worker's 429 slows everyone, and the sum of all workers' requests stays under the cap. With the
+pacing middleware on, :class:`.gate.RedisGate` keeps each site's AIMD controller here instead of the
+simple learned rate (``ctl_rate``, ``ctl_conc`` and the version ``v`` in the rate hash, the state under
+``:ctl``) and admits through :meth:`RedisRateLimiter.admit`: pause, concurrency over all workers (the
+``:inflight`` tokens) and rate slot in one atomic step. Pure
 Redis + asyncio, no Scrapy: the Scrapy shells are :class:`GlobalRateMiddleware` below and
 :class:`RedisGate`, which wraps the pacing middleware's in-process gate.
 """
@@ -86,6 +90,76 @@ return 1
 """
 
 
+# The pacing middleware's admission, one atomic step for every worker: the pause (Retry-After, a ban's
+# cool-down), the site's concurrency across all workers, then the GCRA slot at min(cap, learned rate,
+# the shared controller's rate). A request that passes holds an in-flight token until it ends.
+# KEYS: tat, rate hash, pause, in-flight set ; ARGV: cap, min rate, burst, spacing, concurrency when the
+# shared controller has none yet, token ("": a policy fetch, no concurrency slot), token ttl ms
+# -> {wait ms, why (0 admitted, 1 paused, 2 rate, 3 concurrency), controller version}
+_ADMIT = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
+local h = redis.call('HMGET', KEYS[2], 'rate', 'ctl_rate', 'ctl_conc', 'v')
+local version = tonumber(h[4] or '0')
+local pause = redis.call('PTTL', KEYS[3])
+if pause > 0 then return {pause, 1, version} end
+local cap = tonumber(ARGV[1])
+local rate = tonumber(h[1] or ARGV[1])
+if h[2] and tonumber(h[2]) < rate then rate = tonumber(h[2]) end
+if rate > cap then rate = cap end
+if rate < tonumber(ARGV[2]) then rate = tonumber(ARGV[2]) end
+local token = ARGV[6]
+if token ~= '' then
+  local limit = tonumber(h[3] or ARGV[5])
+  redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now)
+  if redis.call('ZCARD', KEYS[4]) >= limit then
+    redis.call('HSET', KEYS[2], 'lim_c', '1')
+    return {0, 3, version}
+  end
+end
+local interval = 1000 * tonumber(ARGV[4]) / rate
+local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tat < now then tat = now end
+local allow_at = tat - (tonumber(ARGV[3]) - 1) * interval
+if now < allow_at then
+  redis.call('HSET', KEYS[2], 'lim_r', '1')
+  return {math.max(1, math.ceil(allow_at - now)), 2, version}
+end
+local new_tat = tat + interval
+redis.call('SET', KEYS[1], tostring(new_tat), 'PX', math.ceil(new_tat - now) + 60000)
+if token ~= '' then
+  redis.call('ZADD', KEYS[4], now + tonumber(ARGV[7]), token)
+  redis.call('PEXPIRE', KEYS[4], tonumber(ARGV[7]))
+end
+return {0, 0, version}
+"""
+
+# The shared rate controller of a site (one for all workers): its state, a version, and whether the
+# shared gate held requests back since it was last read (the controller grows only when its limit binds).
+# KEYS: rate hash, controller ; ARGV: the version the caller holds
+# -> {version, the state ("" when the caller holds that version, or there is none), rate held, concurrency held}
+_CTL_LOAD = """
+local h = redis.call('HMGET', KEYS[1], 'v', 'lim_r', 'lim_c')
+redis.call('HDEL', KEYS[1], 'lim_r', 'lim_c')
+local version = tonumber(h[1] or '0')
+local state = ''
+if version ~= tonumber(ARGV[1]) then state = redis.call('GET', KEYS[2]) or '' end
+return {version, state, h[2] and 1 or 0, h[3] and 1 or 0}
+"""
+
+# KEYS: rate hash, controller ; ARGV: the version the state was derived from, the new state, its rate,
+# its concurrency -> {1, new version} or {0, current version, current state}: another worker wrote first
+_CTL_SAVE = """
+local version = tonumber(redis.call('HGET', KEYS[1], 'v') or '0')
+if version ~= tonumber(ARGV[1]) then return {0, version, redis.call('GET', KEYS[2]) or ''} end
+version = version + 1
+redis.call('HSET', KEYS[1], 'v', version, 'ctl_rate', ARGV[3], 'ctl_conc', ARGV[4])
+redis.call('SET', KEYS[2], ARGV[2], 'PX', 86400000)
+redis.call('PEXPIRE', KEYS[1], 86400000)
+return {1, version}
+"""
+
+
 @dataclass(frozen=True, slots=True)
 class RateConfig:
     cap: float = 2.0  # requests/second per site, for all workers together
@@ -131,10 +205,53 @@ class RedisRateLimiter:
         self._cut = client.register_script(_CUT)
         self._raise = client.register_script(_RAISE)
         self._pause = client.register_script(_PAUSE)
+        self._admit = client.register_script(_ADMIT)
+        self._ctl_load = client.register_script(_CTL_LOAD)
+        self._ctl_save = client.register_script(_CTL_SAVE)
 
     def _keys(self, site: str) -> tuple[str, str, str]:
         base = f"{self.prefix}:site:{site}"
         return f"{base}:tat", f"{base}:rate", f"{base}:pause"
+
+    def _more_keys(self, site: str) -> tuple[str, str]:
+        base = f"{self.prefix}:site:{site}"
+        return f"{base}:inflight", f"{base}:ctl"
+
+    def admit(self, site: str, token: str, concurrency: int, token_ttl: float) -> tuple[float, int, int]:
+        """The pause, the site's concurrency over all workers (``token`` "": not counted) and the rate
+        slot, in one atomic step: ``(wait seconds, why, controller version)``; ``why`` is one of
+        :data:`ADMITTED`, :data:`PAUSED`, :data:`RATE`, :data:`CONCURRENCY` (then wait is 0: until a
+        request of the site ends)."""
+        c = self.config
+        tat, rate, pause = self._keys(site)
+        inflight = self._more_keys(site)[0]
+        got = self._admit(
+            keys=[tat, rate, pause, inflight],
+            args=[c.cap, c.min_rate, c.burst, c.spacing, max(1, concurrency), token, max(1, round(token_ttl * 1000))],
+        )
+        return int(got[0]) / 1000.0, int(got[1]), int(got[2])
+
+    def end(self, site: str, token: str) -> None:
+        """A request admitted with ``token`` ended: its concurrency slot is free for every worker."""
+        self.redis.zrem(self._more_keys(site)[0], token)
+
+    def load_controller(self, site: str, version: int) -> tuple[int, bytes | None, bool, bool]:
+        """The site's shared controller: ``(version, state or None when ``version`` is current or there
+        is none, rate held back, concurrency held back)``; the two flags are cleared."""
+        keys = [self._keys(site)[1], self._more_keys(site)[1]]
+        got = self._ctl_load(keys=keys, args=[version])
+        return int(got[0]), (bytes(got[1]) or None), bool(int(got[2])), bool(int(got[3]))
+
+    def save_controller(
+        self, site: str, version: int, state: bytes, rate: float, concurrency: int
+    ) -> tuple[bool, int, bytes | None]:
+        """Store the controller derived from ``version``: ``(True, new version, None)``, or, when another
+        worker stored one meanwhile, ``(False, its version, its state)``."""
+        keys = [self._keys(site)[1], self._more_keys(site)[1]]
+        got = self._ctl_save(keys=keys, args=[version, state, repr(float(rate)), max(1, concurrency)])
+        if int(got[0]):
+            return True, int(got[1]), None
+        return False, int(got[1]), (bytes(got[2]) or None)
 
     def acquire(self, site: str, cap: float | None = None) -> float:
         """0.0 when this request may go now (its slot is taken), else seconds to wait before asking again."""
@@ -173,10 +290,16 @@ class RedisRateLimiter:
         return float(got.decode() if isinstance(got, bytes) else got)
 
     def rate(self, site: str) -> float:
-        value = self.redis.hget(self._keys(site)[1], "rate")
-        if value is None:
-            return self.config.cap
-        return min(self.config.cap, float(value.decode() if isinstance(value, bytes) else value))
+        """The rate every worker together keeps to now: the cap, the learned rate, the shared controller's."""
+        rate = self.config.cap
+        for value in self.redis.hmget(self._keys(site)[1], ["rate", "ctl_rate"]):
+            if value is not None:
+                rate = min(rate, float(value.decode() if isinstance(value, bytes) else value))
+        return rate
+
+
+#: why :meth:`RedisRateLimiter.admit` answered as it did
+ADMITTED, PAUSED, RATE, CONCURRENCY = 0, 1, 2, 3
 
 
 def limiter_for(crawler: Any) -> RedisRateLimiter | None:

@@ -348,11 +348,6 @@ class PacingMiddleware:
         site = rt.site_of(request)
         now = self.runtime.clock()
         sent_at = float(request.meta.get(meta.SENT_AT, now))
-        if granted is True:
-            self.gate.release(site, sent_at, now)
-            rt.released(site)
-        else:
-            self.gate.ended(site, now)
         retry_after: float | None = None
         if response.status in (429, 503):
             header = response.headers.get(b"Retry-After")
@@ -369,6 +364,17 @@ class PacingMiddleware:
                         parsed.raw,
                         parsed.seconds,
                     )
+        if retry_after is not None and retry_after > 0:
+            # A gate shared between processes closes the site for all of them before anything else
+            # happens here (imagecrawl.distributed.gate.RedisGate.announce_pause).
+            announce = getattr(self.gate, "announce_pause", None)
+            if announce is not None:
+                announce(site, retry_after)
+        if granted is True:
+            self.gate.release(site, sent_at, now)
+            rt.released(site)
+        else:
+            self.gate.ended(site, now)
         signal = classify_status(response.status)
         # Time to the response headers (Scrapy's download_latency), so a big body is not "slow", less
         # what this process itself was late by: a busy crawler is not a slow site.

@@ -250,9 +250,10 @@ class InProcessGate:
         recent = s.recent
         while recent and recent[0] <= now - window:
             recent.popleft()
-        others = [t for t in recent if t != granted_at]  # at most the cap: small
         per_window = math.floor(s.controller.max_rate)
-        if per_window >= 1 and len(others) >= per_window:
+        # the grants of the window but this request's own (a lifted cap keeps thousands: counted in C)
+        if per_window >= 1 and len(recent) - recent.count(granted_at) >= per_window:
+            others = [t for t in recent if t != granted_at]
             return max(0.001, others[-per_window] + window - now)
         with contextlib.suppress(ValueError):
             recent.remove(granted_at)
@@ -337,7 +338,6 @@ class InProcessGate:
 
     def feedback(self, site: str, fb: Feedback, now: float) -> None:
         s = self.site(site, now)
-        c = s.controller
         if fb.answer:
             s.answered = True
             change = s.circuit.answered()
@@ -353,13 +353,20 @@ class InProcessGate:
                 s.controller.note_pause(max(now, s.paused_until), until)
                 s.paused_until = until
                 self._emit(site, "pacing/retry_after", f"Retry-After: pausing {fb.retry_after:.1f}s", fb.retry_after)
+        self.control(site, fb, now)
+
+    def control(self, site: str, fb: Feedback, now: float, emit: bool = True) -> None:
+        """What an answer tells the site's rate controller (latency, congestion, a healthy answer).
+        A gate shared between processes applies it again to the shared controller when another process
+        changed that meanwhile (``emit=False``: the events were reported the first time)."""
+        c = self.site(site, now).controller
         spiking = False
         if fb.latency is not None and fb.signal in (Signal.OK, Signal.NEUTRAL):
             spiking = c.observe_latency(fb.latency, now)
         reason: str | None = fb.signal.value if fb.signal in CONGESTION else ("latency" if spiking else None)
         if reason is not None:
             adj = c.on_congestion(reason, fb.sent_at, now)
-            if adj is not None:
+            if adj is not None and emit:
                 self._emit(
                     site,
                     f"pacing/decrease/{reason}",
@@ -369,7 +376,7 @@ class InProcessGate:
             return
         if fb.signal is Signal.OK:
             adj = c.on_success(now)
-            if adj is not None:
+            if adj is not None and emit:
                 self._emit(
                     site,
                     "pacing/increase",

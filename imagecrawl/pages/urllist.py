@@ -106,7 +106,7 @@ def check_url(value: Any) -> tuple[str | None, str | None]:
         return None, "invalid_url"
     if parts.scheme.lower() not in ("http", "https"):
         return None, "bad_scheme" if parts.scheme else "invalid_url"
-    if not parts.hostname or any(c.isspace() for c in text):
+    if not parts.hostname or len(text.split()) > 1:  # whitespace inside (``text`` is stripped)
         return None, "invalid_url"
     return text, None
 
