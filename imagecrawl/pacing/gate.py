@@ -240,12 +240,11 @@ class InProcessGate:
         # (a bucket of one token answers 429 to every one but the first). Crawl-delay: after the end of
         # what went meanwhile.
         floor = s.controller.floor_interval
+        spacing = 0.0
         if floor > 0 and now < s.next_at:
-            return s.next_at - now
-        if s.last_start > granted_at:  # others started since its grant: one interval after the last
-            due = s.last_start + s.controller.interval
-            if now < due:
-                return due - now
+            spacing = s.next_at - now
+        elif s.last_start > granted_at:  # others started since its grant: one interval after the last
+            spacing = max(0.0, s.last_start + s.controller.interval - now)
         window = 1.0 + self.window_guard
         recent = s.recent
         while recent and recent[0] <= now - window:
@@ -254,7 +253,9 @@ class InProcessGate:
         # the grants of the window but this request's own (a lifted cap keeps thousands: counted in C)
         if per_window >= 1 and len(recent) - recent.count(granted_at) >= per_window:
             others = [t for t in recent if t != granted_at]
-            return max(0.001, others[-per_window] + window - now)
+            return max(0.001, spacing, others[-per_window] + window - now)
+        if spacing > 0:
+            return spacing
         with contextlib.suppress(ValueError):
             recent.remove(granted_at)
         recent.append(now)
