@@ -10,8 +10,10 @@ simulated clock, each request answered at once with a 200. By default the first 
 site that allows 2 requests/s (``--slow-share``): its requests pile up and wait on disk
 (``IMAGECRAWL_TUNING['frontier_memory_requests']``) while the reading goes on to the other sites. The list is
 generated on the fly, grouped by host (hosts are never contacted). Prints one JSON line: URLs, hosts,
-peak RSS (MB), requests that waited on disk, the most held in memory, the simulated crawl time, and
-the CPU seconds. Goal: peak RSS <= 500 MB at 2M URLs / 100k hosts.
+peak RSS (MB), requests that waited on disk, the most held in memory, the most sites with their full
+pacing state at once and those kept as a learned rate only at the end (imagecrawl.pacing.gate compacts
+settled sites), the duplicate filter's seen-set, the simulated crawl time, and the CPU seconds.
+Goal: peak RSS <= 500 MB at 2M URLs / 100k hosts.
 """
 
 from __future__ import annotations
@@ -27,10 +29,10 @@ from pathlib import Path
 from scrapy import Request
 
 from imagecrawl import meta
-from imagecrawl.downloadermiddlewares.pacing import PacingMiddleware
 from imagecrawl.pacing import Feedback, Signal
+from imagecrawl.pacing.downloadermiddlewares.pacing import PacingMiddleware
+from imagecrawl.pacing.scheduler import FrontierScheduler
 from imagecrawl.records import SourceHints
-from imagecrawl.scheduler import FrontierScheduler
 from spiders.urls import UrlsSpider
 from tests.crawlers import make_crawler
 
@@ -81,9 +83,10 @@ def main() -> None:
 
     served = 0
     most_in_memory = 0
+    most_sites_full = 0
 
     def turn() -> None:
-        nonlocal served, most_in_memory
+        nonlocal served, most_in_memory, most_sites_full
         clock[0] += STEP
         now = clock[0]
         while (request := sched.next_request()) is not None:
@@ -93,6 +96,7 @@ def main() -> None:
             sched.released(site)
             served += 1
         most_in_memory = max(most_in_memory, sched.frontier.in_memory)
+        most_sites_full = max(most_sites_full, len(gate.sites))
 
     cpu0, wall0 = time.process_time(), time.monotonic()
     read = 0
@@ -118,6 +122,9 @@ def main() -> None:
         "peak_rss_mb": round(rss_mb(), 1),
         "spilled": sched.frontier.spilled,
         "most_in_memory": most_in_memory,
+        "most_sites_full_state": most_sites_full,
+        "sites_learned_rate_only": len(getattr(gate, "learned", ())),
+        "seen_set_mb": round(getattr(getattr(sched.df, "seen", None), "nbytes", 0) / 1e6, 1),
         "simulated_seconds": round(clock[0], 1),
         "cpu_seconds": round(time.process_time() - cpu0, 1),
         "wall_seconds": round(time.monotonic() - wall0, 1),

@@ -31,8 +31,8 @@ from scrapy import Request
 from scrapy.http import Response
 
 from imagecrawl.dedupe.sqlite import Ledger
-from imagecrawl.downloadermiddlewares.pacing import PacingMiddleware
 from imagecrawl.pacing import AimdConfig, Feedback, InProcessGate, Signal
+from imagecrawl.pacing.downloadermiddlewares.pacing import PacingMiddleware
 from tests.crawlers import make_crawler
 
 LIFTED = {

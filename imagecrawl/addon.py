@@ -17,7 +17,7 @@ from scrapy.settings import BaseSettings
 from scrapy.utils.misc import load_object
 
 from imagecrawl import UA_TOKEN, __version__, defaults, redact
-from imagecrawl.settings_check import check_settings
+from imagecrawl.settings_check import OLD_RESOLVER, check_moved_components, check_settings
 
 logger = logging.getLogger(__name__)
 
@@ -71,6 +71,12 @@ def warn_process_settings(settings: BaseSettings, given: Any) -> None:
     Scrapy installs for the whole process from the project's settings (``given``, read before the add-on's
     defaults), before any add-on runs: a project that did not name it gets one WARNING saying what to add
     (the guard's check before each request stays)."""
+    if given == OLD_RESOLVER:
+        logger.warning(
+            "TWISTED_DNS_RESOLVER names %s, which moved: use %r (the old path still works; CHANGELOG.md)",
+            OLD_RESOLVER,
+            defaults.TWISTED_DNS_RESOLVER,
+        )
     if not settings.getbool("IMAGECRAWL_NETGUARD_ENABLED"):
         return
     try:
@@ -104,6 +110,7 @@ def quiet_image_decoders() -> None:
 class Addon:
     def update_settings(self, settings: BaseSettings) -> None:
         resolver = settings.get("TWISTED_DNS_RESOLVER")  # the process's, installed before add-ons run
+        check_moved_components(settings)  # before Scrapy imports a component's old path (exit 2, one line)
         for name, value in default_values().items():
             settings.set(name, value, priority="addon")
         install_components(settings)

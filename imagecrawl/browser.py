@@ -218,10 +218,10 @@ class RequestPolicy:
         """The crawl's own network guard, robots.txt and opt-out middlewares (the instances Scrapy
         built), in downloader order, and its pacing middleware (or None): the browser's requests pass
         exactly what Scrapy's requests pass."""
-        from imagecrawl.downloadermiddlewares.netguard import NetGuardMiddleware
-        from imagecrawl.downloadermiddlewares.optout import OptOutMiddleware
-        from imagecrawl.downloadermiddlewares.pacing import PacingMiddleware
-        from imagecrawl.downloadermiddlewares.robots import RobotsMiddleware
+        from imagecrawl.guard.downloadermiddlewares.netguard import NetGuardMiddleware
+        from imagecrawl.optout.downloadermiddlewares.optout import OptOutMiddleware
+        from imagecrawl.optout.downloadermiddlewares.robots import RobotsMiddleware
+        from imagecrawl.pacing.downloadermiddlewares.pacing import PacingMiddleware
 
         engine = getattr(self.crawler, "engine", None)
         if engine is None:

@@ -44,7 +44,10 @@ CONCURRENT_ITEMS = 1
 DEPTH_PRIORITY = 0
 # The site-aware frontier (docs/architecture.md#the-frontier): per-site queues, a request leaves only
 # when its site may send now, so waiting requests hold no CONCURRENT_REQUESTS slot.
-SCHEDULER = "imagecrawl.scheduler.FrontierScheduler"
+SCHEDULER = "imagecrawl.pacing.scheduler.FrontierScheduler"
+# Scrapy's duplicate filter with a seen-set of 16 bytes a request instead of about 90 (a list of
+# millions of URLs); JOBDIR's requests.seen is Scrapy's own format.
+DUPEFILTER_CLASS = "imagecrawl.pacing.scheduler.CompactDupeFilter"
 
 # --- output: store, shards, commits ---
 IMAGECRAWL_STORE = "data/"  # a local folder or s3://bucket/prefix
@@ -76,27 +79,27 @@ IMAGECRAWL_SKIP_KNOWN_IMAGES = True
 # In the order requests pass them (process_request); responses go back up. The distributed add-on
 # adds its own when a Redis URL is set (docs/distributed.md). docs/architecture.md explains each.
 DOWNLOADER_MIDDLEWARES = {
-    "imagecrawl.downloadermiddlewares.identity.IdentityGuard": 1,  # no contact, no crawl of others' sites
-    "imagecrawl.downloadermiddlewares.errors.DownloadErrorsMiddleware": 2,  # last in process_exception
-    "imagecrawl.extensions.jobdir.KeepOnCloseMiddleware": 3,  # JOBDIR: a request cut off by the stop is kept
-    "imagecrawl.downloadermiddlewares.netguard.NetGuardMiddleware": 10,  # no private networks
-    "imagecrawl.downloadermiddlewares.known.KnownImageMiddleware": 50,  # skip what the store holds
+    "imagecrawl.guard.downloadermiddlewares.identity.IdentityGuard": 1,  # no contact, no crawl of others' sites
+    "imagecrawl.downloadermiddlewares.DownloadErrorsMiddleware": 2,  # last in process_exception
+    "imagecrawl.jobdir.downloadermiddlewares.KeepOnCloseMiddleware": 3,  # JOBDIR: a request cut off by the stop is kept
+    "imagecrawl.guard.downloadermiddlewares.netguard.NetGuardMiddleware": 10,  # no private networks
+    "imagecrawl.dedupe.downloadermiddlewares.KnownImageMiddleware": 50,  # skip what the store holds
     # Scrapy 2.19's robots.txt middleware lets requests that wait for robots.txt together through.
     "scrapy.downloadermiddlewares.robotstxt.RobotsTxtMiddleware": None,
-    "imagecrawl.downloadermiddlewares.robots.RobotsMiddleware": 100,
+    "imagecrawl.optout.downloadermiddlewares.robots.RobotsMiddleware": 100,
     # Scrapy's retries 429 at once and ignores Retry-After.
     "scrapy.downloadermiddlewares.retry.RetryMiddleware": None,
-    "imagecrawl.downloadermiddlewares.retry.BackoffRetryMiddleware": 550,
-    "imagecrawl.downloadermiddlewares.bans.BanMiddleware": 585,  # sees decompressed bodies (590)
+    "imagecrawl.pacing.downloadermiddlewares.retry.BackoffRetryMiddleware": 550,
+    "imagecrawl.pacing.downloadermiddlewares.bans.BanMiddleware": 585,  # sees decompressed bodies (590)
     "scrapy.downloadermiddlewares.httpcompression.HttpCompressionMiddleware": None,
-    "imagecrawl.downloadermiddlewares.errors.HttpCompressionMiddleware": 590,
-    "imagecrawl.downloadermiddlewares.errors.RedirectLoopCounter": 601,
+    "imagecrawl.downloadermiddlewares.HttpCompressionMiddleware": 590,
+    "imagecrawl.downloadermiddlewares.RedirectLoopCounter": 601,
     # Just outside pacing: a TDMRep-reserved request never takes a pacing slot.
-    "imagecrawl.downloadermiddlewares.optout.OptOutMiddleware": 940,
-    "imagecrawl.downloadermiddlewares.pacing.PacingMiddleware": 950,  # closest to the network
+    "imagecrawl.optout.downloadermiddlewares.optout.OptOutMiddleware": 940,
+    "imagecrawl.pacing.downloadermiddlewares.pacing.PacingMiddleware": 950,  # closest to the network
 }
 SPIDER_MIDDLEWARES = {
-    "imagecrawl.spidermiddlewares.optout.OptOutSpiderMiddleware": 550,
+    "imagecrawl.optout.spidermiddlewares.OptOutSpiderMiddleware": 550,
 }
 
 # --- incremental runs (docs/spiders.md#incremental-runs): newest-first listings stop at what the store holds ---
@@ -111,7 +114,7 @@ IMAGECRAWL_NETGUARD_ENABLED = True
 # Comma-separated CIDRs the network guard lets through (tests and the demo allow 127.0.0.0/8).
 IMAGECRAWL_ALLOWED_NETWORKS = ""
 # The guard again at connect time: the address actually connected to must pass too (DNS rebinding).
-TWISTED_DNS_RESOLVER = "imagecrawl.resolver.GuardedResolver"
+TWISTED_DNS_RESOLVER = "imagecrawl.guard.resolver.GuardedResolver"
 IMAGECRAWL_OPTOUT_ENABLED = True
 # Add "noindex", "noimageindex", "none" to honour them too.
 IMAGECRAWL_OPTOUT_DIRECTIVES = ["noai", "noimageai"]
@@ -145,21 +148,21 @@ IMAGECRAWL_PACING_GATE_FACTORY = ""
 IMAGECRAWL_BROWSER_EXECUTABLE = "/usr/bin/chromium"
 
 ITEM_PIPELINES = {
-    "imagecrawl.pipelines.validate.ValidatePipeline": 100,
-    "imagecrawl.pipelines.dedupe.DedupePipeline": 200,
-    "imagecrawl.pipelines.parquet.ParquetPipeline": 300,
+    "imagecrawl.pipelines.ValidatePipeline": 100,
+    "imagecrawl.dedupe.pipelines.DedupePipeline": 200,
+    "imagecrawl.storage.pipelines.ParquetPipeline": 300,
 }
 
 EXTENSIONS = {
     # the owner of the store, the dedupe ledger and the near index: opened on first use, closed when the engine stops
-    "imagecrawl.extensions.storage.StorageOwner": -10,
-    "imagecrawl.extensions.resume.ResumeGuard": 0,
-    "imagecrawl.extensions.jobdir.JobdirGuard": 1,  # JOBDIR: an unserializable request is an ERROR
-    "imagecrawl.extensions.monitor.Monitor": 930,  # what the progress line and the report show
-    "imagecrawl.extensions.statsfile.StatsFile": 900,
-    "imagecrawl.extensions.outcome.CrawlOutcome": 940,  # nothing fetched: closes with a reason, exit 4
-    "imagecrawl.extensions.progress.ProgressLine": 950,
-    "imagecrawl.extensions.report.CrawlReport": 960,
+    "imagecrawl.storage.extensions.StorageOwner": -10,
+    "imagecrawl.jobdir.extensions.ResumeGuard": 0,
+    "imagecrawl.jobdir.extensions.JobdirGuard": 1,  # JOBDIR: an unserializable request is an ERROR
+    "imagecrawl.report.extensions.monitor.Monitor": 930,  # what the progress line and the report show
+    "imagecrawl.report.extensions.statsfile.StatsFile": 900,
+    "imagecrawl.report.extensions.outcome.CrawlOutcome": 940,  # nothing fetched: closes with a reason, exit 4
+    "imagecrawl.report.extensions.progress.ProgressLine": 950,
+    "imagecrawl.report.extensions.report.CrawlReport": 960,
 }
 
 # --- progress line, end-of-crawl report, monitoring ---

@@ -11,7 +11,7 @@ incomplete.
 
 Crash-safe: a walk's new watermark is saved only when the crawl finished normally, the walk completed
 without a failed download, and the Parquet pipeline reported every row committed (its commit hook in
-:attr:`imagecrawl.extensions.storage.StorageOwner.commit_hooks`). A crawl that dies keeps the old marks,
+:attr:`imagecrawl.storage.extensions.StorageOwner.commit_hooks`). A crawl that dies keeps the old marks,
 and its walks' ``started`` field tells the next run not to trust a run of known items.
 """
 
@@ -28,8 +28,8 @@ from scrapy.spidermiddlewares.httperror import HttpError
 from twisted.python.failure import Failure
 
 from imagecrawl import meta, redact
-from imagecrawl.extensions.storage import storage_owner
 from imagecrawl.storage.context import crawl_context
+from imagecrawl.storage.extensions import storage_owner
 from imagecrawl.storage.watermarks import Mark, Walk, WatermarkBook, utc_now
 from imagecrawl.tuning import tuning
 

@@ -79,7 +79,7 @@ def _number(settings: BaseSettings, name: str) -> float | None:
 
 
 def _check_networks(settings: BaseSettings, name: str) -> None:
-    from imagecrawl.downloadermiddlewares.netguard import parse_networks
+    from imagecrawl.guard.downloadermiddlewares.netguard import parse_networks
 
     value = settings.get(name)
     if isinstance(value, str) and ";" in value:
@@ -176,6 +176,65 @@ def moved_hint(name: str, value: Any) -> str:
         f"setting {name} is now the key {key!r} of {tuning.SETTING}: "
         f"{tuning.SETTING} = {example} (docs/settings.md#tuning, CHANGELOG.md)"
     )
+
+
+#: components that moved into their feature's folder (CHANGELOG.md, docs/architecture.md#layout): old
+#: import path -> new. A project that names an old path (to place a component or to turn it off with None)
+#: gets one line naming the new path, before Scrapy would try to import it.
+#: (old module, new module, class)
+_MOVES: tuple[tuple[str, str, str], ...] = (
+    ("imagecrawl.downloadermiddlewares.identity", "imagecrawl.guard.downloadermiddlewares.identity", "IdentityGuard"),
+    (
+        "imagecrawl.downloadermiddlewares.netguard",
+        "imagecrawl.guard.downloadermiddlewares.netguard",
+        "NetGuardMiddleware",
+    ),
+    ("imagecrawl.downloadermiddlewares.errors", "imagecrawl.downloadermiddlewares", "DownloadErrorsMiddleware"),
+    ("imagecrawl.downloadermiddlewares.errors", "imagecrawl.downloadermiddlewares", "HttpCompressionMiddleware"),
+    ("imagecrawl.downloadermiddlewares.errors", "imagecrawl.downloadermiddlewares", "RedirectLoopCounter"),
+    ("imagecrawl.downloadermiddlewares.known", "imagecrawl.dedupe.downloadermiddlewares", "KnownImageMiddleware"),
+    ("imagecrawl.downloadermiddlewares.robots", "imagecrawl.optout.downloadermiddlewares.robots", "RobotsMiddleware"),
+    ("imagecrawl.downloadermiddlewares.optout", "imagecrawl.optout.downloadermiddlewares.optout", "OptOutMiddleware"),
+    (
+        "imagecrawl.downloadermiddlewares.retry",
+        "imagecrawl.pacing.downloadermiddlewares.retry",
+        "BackoffRetryMiddleware",
+    ),
+    ("imagecrawl.downloadermiddlewares.bans", "imagecrawl.pacing.downloadermiddlewares.bans", "BanMiddleware"),
+    ("imagecrawl.downloadermiddlewares.pacing", "imagecrawl.pacing.downloadermiddlewares.pacing", "PacingMiddleware"),
+    ("imagecrawl.extensions.jobdir", "imagecrawl.jobdir.downloadermiddlewares", "KeepOnCloseMiddleware"),
+    ("imagecrawl.spidermiddlewares.optout", "imagecrawl.optout.spidermiddlewares", "OptOutSpiderMiddleware"),
+    ("imagecrawl.pipelines.validate", "imagecrawl.pipelines", "ValidatePipeline"),
+    ("imagecrawl.pipelines.dedupe", "imagecrawl.dedupe.pipelines", "DedupePipeline"),
+    ("imagecrawl.pipelines.parquet", "imagecrawl.storage.pipelines", "ParquetPipeline"),
+    ("imagecrawl.extensions.storage", "imagecrawl.storage.extensions", "StorageOwner"),
+    ("imagecrawl.extensions.resume", "imagecrawl.jobdir.extensions", "ResumeGuard"),
+    ("imagecrawl.extensions.jobdir", "imagecrawl.jobdir.extensions", "JobdirGuard"),
+    ("imagecrawl.extensions.monitor", "imagecrawl.report.extensions.monitor", "Monitor"),
+    ("imagecrawl.extensions.statsfile", "imagecrawl.report.extensions.statsfile", "StatsFile"),
+    ("imagecrawl.extensions.outcome", "imagecrawl.report.extensions.outcome", "CrawlOutcome"),
+    ("imagecrawl.extensions.progress", "imagecrawl.report.extensions.progress", "ProgressLine"),
+    ("imagecrawl.extensions.report", "imagecrawl.report.extensions.report", "CrawlReport"),
+    ("imagecrawl.scheduler", "imagecrawl.pacing.scheduler", "FrontierScheduler"),
+)
+MOVED_COMPONENTS: dict[str, str] = {f"{old}.{name}": f"{new}.{name}" for old, new, name in _MOVES}
+#: the DNS resolver's old path keeps working (imagecrawl/resolver.py): Scrapy installs TWISTED_DNS_RESOLVER
+#: before any add-on runs, so no one-line error can come first; the add-on logs a WARNING with the new path
+OLD_RESOLVER = "imagecrawl.resolver.GuardedResolver"
+#: the settings that name components by import path
+PATH_SETTINGS = ("DOWNLOADER_MIDDLEWARES", "SPIDER_MIDDLEWARES", "ITEM_PIPELINES", "EXTENSIONS", "SCHEDULER")
+
+
+def check_moved_components(settings: BaseSettings) -> None:
+    """Raise :class:`ConfigError` for a component named by its import path from before the move into
+    feature folders (run before the add-on installs its components: Scrapy would import the old path)."""
+    for name in PATH_SETTINGS:
+        named = [settings.get(name)] if name == "SCHEDULER" else list(settings.getdict(name))
+        for path in named:
+            if isinstance(path, str) and path in MOVED_COMPONENTS:
+                raise ConfigError(
+                    f"setting {name} names {path}, which moved: use {MOVED_COMPONENTS[path]} (CHANGELOG.md)"
+                )
 
 
 def check_settings(settings: BaseSettings) -> None:

@@ -16,12 +16,12 @@ from scrapy.http import Response
 from twisted.python.failure import Failure
 
 from imagecrawl import meta, redact
-from imagecrawl.downloadermiddlewares.optout import skip_log
 from imagecrawl.errors import unknown_name
 from imagecrawl.incremental import Incremental
 from imagecrawl.items import PromptImage
 from imagecrawl.media import MIN_PHASH_SIDE, MediaError
 from imagecrawl.optout.config import OptOutConfig
+from imagecrawl.optout.downloadermiddlewares.optout import skip_log
 from imagecrawl.records import EmbeddedOptOut, SourceHints, build_record
 from imagecrawl.state import author_salt, state_dir_for
 from imagecrawl.storage.context import crawl_context

@@ -40,12 +40,12 @@ from twisted.python.failure import Failure
 
 from imagecrawl import meta
 from imagecrawl.errors import ConfigError
-from imagecrawl.extensions.storage import crawl_storage
 from imagecrawl.items import PromptImage
 from imagecrawl.pages.urllist import UrlList
 from imagecrawl.records import SourceHints
 from imagecrawl.spider import ImageSpider
 from imagecrawl.storage import layout
+from imagecrawl.storage.extensions import crawl_storage
 from imagecrawl.storage.faillog import FailureLog
 from spiders._util import MaxItemsMixin, optional_int
 

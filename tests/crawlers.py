@@ -48,9 +48,9 @@ def make_crawler(spidercls: type[Spider] | None = None, **overrides: Any) -> Cra
 
 def stop_engine(crawler: Crawler) -> None:
     """What ``engine_stopped`` does for imagecrawl at the end of a crawl: the owner of the store and ledger
-    (:class:`imagecrawl.extensions.storage.StorageOwner`) closes them (Scrapy's own extensions are left
+    (:class:`imagecrawl.storage.extensions.StorageOwner`) closes them (Scrapy's own extensions are left
     alone: they were never started)."""
-    from imagecrawl.extensions.storage import storage_owner
+    from imagecrawl.storage.extensions import storage_owner
 
     storage_owner(crawler).close()
 

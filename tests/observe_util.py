@@ -1,6 +1,6 @@
 """Helpers for the progress/report tests: a loopback image site that pushes back (429 + Retry-After on
 the first request of every image, 403 under /ban/), and a pacing component that publishes the
-pacing snapshot the monitor reads (published in the crawl context; see imagecrawl/extensions/monitor.py)."""
+pacing snapshot the monitor reads (published in the crawl context; see imagecrawl/report/extensions/monitor.py)."""
 
 from __future__ import annotations
 

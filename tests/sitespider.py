@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 import scrapy
 from scrapy.http import Response, TextResponse
 
-from imagecrawl.downloadermiddlewares.robots import crawl_delays
+from imagecrawl.optout.downloadermiddlewares.robots import crawl_delays
 from imagecrawl.records import SourceHints
 from imagecrawl.spider import ImageSpider
 

@@ -54,10 +54,10 @@ def scrapy_cmd(*args: str) -> list[str]:
 DOCUMENTED = """
 ADDONS = {"imagecrawl.Addon": 100}
 IMAGECRAWL_STORE = "data/"
-TWISTED_DNS_RESOLVER = "imagecrawl.resolver.GuardedResolver"  # the network guard at connect time too
+TWISTED_DNS_RESOLVER = "imagecrawl.guard.resolver.GuardedResolver"  # the network guard at connect time too
 from imagecrawl.defaults import FEED_EXPORTERS  # noqa: E402  (-O out.parquet, and feeds without image bytes)
 """
-RESOLVER_WARNING = "add TWISTED_DNS_RESOLVER = 'imagecrawl.resolver.GuardedResolver' to the project's settings"
+RESOLVER_WARNING = "add TWISTED_DNS_RESOLVER = 'imagecrawl.guard.resolver.GuardedResolver' to the project's settings"
 
 
 def test_the_documented_lines_are_the_ones_tested() -> None:
@@ -115,21 +115,21 @@ def test_a_plain_scrapy_project_with_the_addon(tmp_path: Path, sandbox_site: San
     assert "Traceback" not in first.stderr, first.stderr[-4000:]
     log = first.stderr
     assert RESOLVER_WARNING not in log  # the project named the guarded resolver
-    assert "'TWISTED_DNS_RESOLVER': 'imagecrawl.resolver.GuardedResolver'" in log
+    assert "'TWISTED_DNS_RESOLVER': 'imagecrawl.guard.resolver.GuardedResolver'" in log
     for component in (
-        "imagecrawl.downloadermiddlewares.pacing.PacingMiddleware",
-        "imagecrawl.downloadermiddlewares.bans.BanMiddleware",
-        "imagecrawl.downloadermiddlewares.netguard.NetGuardMiddleware",
-        "imagecrawl.downloadermiddlewares.robots.RobotsMiddleware",
-        "imagecrawl.downloadermiddlewares.optout.OptOutMiddleware",
-        "imagecrawl.pipelines.dedupe.DedupePipeline",
-        "imagecrawl.pipelines.parquet.ParquetPipeline",
+        "imagecrawl.pacing.downloadermiddlewares.pacing.PacingMiddleware",
+        "imagecrawl.pacing.downloadermiddlewares.bans.BanMiddleware",
+        "imagecrawl.guard.downloadermiddlewares.netguard.NetGuardMiddleware",
+        "imagecrawl.optout.downloadermiddlewares.robots.RobotsMiddleware",
+        "imagecrawl.optout.downloadermiddlewares.optout.OptOutMiddleware",
+        "imagecrawl.dedupe.pipelines.DedupePipeline",
+        "imagecrawl.storage.pipelines.ParquetPipeline",
     ):
         assert component in log, component
     assert "scrapy.downloadermiddlewares.robotstxt.RobotsTxtMiddleware" not in log  # replaced, not doubled
     assert "Network guard allows 127.0.0.0/8" in log
     # every request went through the site-aware frontier and the per-site gate (the frontier grants most)
-    assert "'SCHEDULER': 'imagecrawl.scheduler.FrontierScheduler'" in log
+    assert "'SCHEDULER': 'imagecrawl.pacing.scheduler.FrontierScheduler'" in log
     assert stats["imagecrawl/pacing/requests"] >= 1
     assert stats["imagecrawl/optout/robots_txt"] == 1  # /private/ is disallowed by the sandbox's robots.txt
     assert stats["imagecrawl/dedupe/unique"] == stats["imagecrawl/store/rows_committed"] >= 1
@@ -145,7 +145,7 @@ def test_a_plain_scrapy_project_with_the_addon(tmp_path: Path, sandbox_site: San
 
     # without the resolver line the crawl runs, with the one WARNING the docs speak of
     settings.write_text(
-        settings.read_text().replace('TWISTED_DNS_RESOLVER = "imagecrawl.resolver.GuardedResolver"', "")
+        settings.read_text().replace('TWISTED_DNS_RESOLVER = "imagecrawl.guard.resolver.GuardedResolver"', "")
     )
     again, stats = crawl(project, api, tmp_path / "again.json")
     assert again.returncode == 0, again.stderr[-4000:]

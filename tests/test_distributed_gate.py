@@ -13,6 +13,7 @@ import redis
 from imagecrawl.distributed.gate import RedisGate
 from imagecrawl.distributed.ratelimit import RateConfig, RedisRateLimiter
 from imagecrawl.pacing import AimdConfig, BanConfig, Feedback, InProcessGate, Signal, Verdict
+from imagecrawl.pacing.circuit import CircuitConfig, CircuitState
 
 from .distributed_util import RedisServer, per_second
 
@@ -146,3 +147,32 @@ def test_a_retry_after_holds_a_request_granted_before_it(redis_server: RedisServ
     time.sleep(0.4)  # b's own spacing is over: only the shared pause says no
     wait, shared = b.admit("site", time.monotonic())
     assert shared and 0.3 < wait <= 0.6, wait
+
+
+def test_a_workers_dead_site_probe_does_not_wait_behind_the_others(redis_server: RedisServer) -> None:
+    """Each worker's dead-site circuit probes for itself: its probe is not held back by the site's shared
+    concurrency, which another worker's hanging request fills (a silent site would take twice as long
+    to be given up)."""
+    prefix = f"t{uuid.uuid4().hex[:8]}"
+    circuit = CircuitConfig(failures=2, cooloff_seconds=0.2, max_probes=2)
+
+    def gate() -> RedisGate:
+        local = InProcessGate(
+            aimd=AimdConfig(start_rate=CAP, max_rate=CAP, start_concurrency=1, max_concurrency=1),
+            jitter=0.0,
+            circuit=circuit,
+        )
+        return RedisGate(local, RedisRateLimiter(redis.Redis.from_url(redis_server.url), prefix, RateConfig(cap=CAP)))
+
+    a, b = gate(), gate()
+    _granted(a, "site")  # a's request hangs: the site's one concurrency slot is taken
+    time.sleep(0.2)
+    wait, shared = b.admit("site", time.monotonic())
+    assert wait > 0 and not shared, "b's ordinary request waits for the site's concurrency"
+    for _ in range(2):  # b's own requests failed to connect: its circuit opens
+        now = time.monotonic()
+        b.feedback("site", Feedback(Signal.CONNECTION, now, None, answer=False), now)
+    assert b.local.sites["site"].circuit.state is CircuitState.OPEN
+    time.sleep(0.5)  # the cool-off is over: b's probe goes although a's request still holds the slot
+    _granted(b, "site", timeout=1.0)
+    assert b.local.sites["site"].circuit.state is CircuitState.HALF_OPEN

@@ -17,13 +17,13 @@ from scrapy import Request
 from scrapy.exceptions import IgnoreRequest
 
 from imagecrawl import meta
-from imagecrawl.downloadermiddlewares.known import KnownImageMiddleware
+from imagecrawl.dedupe.downloadermiddlewares import KnownImageMiddleware
+from imagecrawl.dedupe.pipelines import DedupePipeline, DuplicateItem
 from imagecrawl.errors import ConfigError, StoreError
 from imagecrawl.forget import cli, engine, lock
 from imagecrawl.forget.selectors import Selection, parse_selector, read_selector_file
 from imagecrawl.forget.tombstones import TombstoneIndex, TombstoneTable, key_of, load_index, sync_from_store
 from imagecrawl.media import probe_image
-from imagecrawl.pipelines.dedupe import DedupePipeline, DuplicateItem
 from imagecrawl.state import state_dir_for
 from imagecrawl.storage.stores import LocalStore
 from tests.crawlers import make_crawler, stop_engine

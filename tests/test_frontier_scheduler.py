@@ -17,9 +17,9 @@ from scrapy import Request, signals
 from scrapy.http import Response
 
 from imagecrawl import meta
-from imagecrawl.downloadermiddlewares.pacing import PacingMiddleware
 from imagecrawl.pacing import Feedback, Signal
-from imagecrawl.scheduler import JOBDIR_FILE, FrontierScheduler, wake_engine
+from imagecrawl.pacing.downloadermiddlewares.pacing import PacingMiddleware
+from imagecrawl.pacing.scheduler import JOBDIR_FILE, FrontierScheduler, wake_engine
 from tests.crawlers import make_crawler
 
 
@@ -160,6 +160,41 @@ def test_what_leaves_holds_a_slot_and_a_new_site_gets_the_short_timeout(tmp_path
     clock.t += 2
     again = sched.next_request()
     assert again is not None and "download_timeout" not in again.meta
+
+
+def test_settled_sites_keep_only_their_learned_rate_and_come_back_with_it(tmp_path: Path) -> None:
+    sched, clock = scheduler(
+        tmp_path,
+        IMAGECRAWL_MAX_RATE_PER_SITE=8,
+        IMAGECRAWL_TUNING={"pacing_jitter": 0, "policy_timeout_seconds": 4, "pacing_forget_idle_seconds": 120},
+        DOWNLOAD_TIMEOUT=60,
+    )
+    rt, gate = sched.runtime, sched.runtime.gate
+    for i in range(8):
+        sched.enqueue_request(Request(f"https://done.example/{i}"))
+        sched.enqueue_request(Request(f"https://busy.example/{i}"))
+    while sched.has_pending_requests():  # both served, each at its pace
+        clock.t += 0.25
+        drain(sched)
+    rate = gate.sites["done.example"].controller.rate
+    assert rate > 1  # it learned a rate above the start's 1 req/s
+    # busy.example's last answer was a 429 with Retry-After: a pause that must outlive the compaction
+    gate.feedback("busy.example", Feedback(Signal.THROTTLED, clock.t, retry_after=60.0), clock.t)
+    clock.t += 15
+    sched.next_request()  # the frontier's periodic pass
+    assert "done.example" in gate.learned and "done.example" not in gate.sites
+    assert "done.example" not in rt.netlocs and "busy.example" in gate.sites and "busy.example" in rt.netlocs
+    assert gate.sites["busy.example"].paused_until > clock.t  # a pending pause keeps the whole state
+    # done.example's next request: its learned rate comes back, and it is no first contact
+    sched.enqueue_request(Request("https://done.example/again"))
+    again = sched.next_request()
+    assert again is not None and again.url == "https://done.example/again"
+    assert gate.sites["done.example"].controller.rate == rate and "download_timeout" not in again.meta
+    ok(sched, again)
+    clock.t += 200  # idle past pacing_forget_idle_seconds: forgotten, then a new site again
+    sched.next_request()
+    assert "done.example" not in gate.sites and "done.example" not in gate.learned
+    assert stats(sched, "imagecrawl/pacing/forgotten")
 
 
 def test_a_request_that_comes_back_still_holding_its_slot_gives_it_back(tmp_path: Path) -> None:

@@ -264,11 +264,53 @@ def test_idle_sites_with_nothing_to_remember_are_forgotten() -> None:
     g.feedback("paused", Feedback(Signal.THROTTLED, 0.0, retry_after=1000.0), 0.1)
     assert g.acquire("busy", 50.0) == 0  # in flight
     assert g.forget_idle(100.0, 60.0, keep=lambda site: False) == 1
-    assert set(g.sites) == {"busy", "crawl-delay", "paused"}
+    assert set(g.sites) == {"busy", "paused"}
+    assert set(g.learned) == {"crawl-delay"}  # compacted, its Crawl-delay kept
     g.release("busy", 50.0, 50.1)
     assert g.forget_idle(100.0, 60.0, keep=lambda site: site == "busy") == 0  # the frontier still queues for it
     assert g.forget_idle(200.0, 60.0, keep=lambda site: False) == 1
-    assert set(g.sites) == {"crawl-delay", "paused"}  # a Crawl-delay and a running pause are remembered
+    assert set(g.sites) == {"paused"}  # a running pause is remembered in full
+    assert set(g.learned) == {"crawl-delay"}  # a Crawl-delay is remembered as long as the crawl
+    assert g.acquire("crawl-delay", 200.0) == 0
+    assert g.sites["crawl-delay"].controller.floor_interval == 2.0
+    g.release("crawl-delay", 200.0, 200.1)
+    assert g.acquire("crawl-delay", 200.5) > 1.5  # the floor holds after the state came back
+
+
+def test_settled_sites_keep_only_their_learned_rate_and_pending_state_stays_whole() -> None:
+    aimd = AimdConfig(start_rate=4.0, max_rate=20.0, min_rate=0.01, start_concurrency=2, max_concurrency=4)
+    g = InProcessGate(aimd=aimd, jitter=0.0)
+    for site in ("learned", "paused", "failing", "queued"):
+        assert g.acquire(site, 0.0) == 0
+        g.release(site, 0.0, 0.1)
+    g.feedback("learned", Feedback(Signal.THROTTLED, 0.0), 0.1)  # a cut: a rate and a ceiling learned
+    rate, ceiling = g.sites["learned"].controller.rate, g.sites["learned"].controller.ceiling
+    assert ceiling is not None and rate < 4.0
+    g.feedback("paused", Feedback(Signal.THROTTLED, 0.0, retry_after=100.0), 0.1)
+    g.feedback("failing", Feedback(Signal.CONNECTION, 0.0, answer=False), 0.1)  # one failure counted
+    queued = lambda site: site == "queued"  # noqa: E731
+    # not settled for long enough yet: nothing is compacted
+    assert g.forget_idle(5.0, 300.0, queued) == 0
+    assert set(g.sites) == {"learned", "paused", "failing", "queued"} and not g.learned
+    # settled: only the learned rate is kept; a pending pause, a circuit failure, queued requests keep all
+    assert g.forget_idle(20.0, 300.0, queued) == 0
+    assert set(g.learned) == {"learned"} and set(g.sites) == {"paused", "failing", "queued"}
+    assert g.held() == 4 and g.answered("learned")
+    assert g.sites["paused"].paused_until > 100.0 and g.acquire("paused", 50.0) > 50.0
+    assert g.sites["failing"].circuit.failures == 1
+    # the next request brings the full state back with the learned rate, ceiling and concurrency
+    assert g.acquire("learned", 21.0) == 0
+    c = g.sites["learned"].controller
+    assert (c.rate, c.ceiling) == (rate, ceiling) and "learned" not in g.learned
+    assert c.concurrency == 1  # the learned concurrency, not the start's 2
+    assert g.acquire("learned", 21.0) == POLL_SECONDS and g.sites["learned"].held_by_window
+    g.release("learned", 21.0, 21.05)
+    assert g.acquire("learned", 21.05) > 0.9 / rate - 0.05  # spaced at the learned rate, not the start's
+    # the pause is over: now the paused site is compacted too; long idle, learned rates are dropped
+    assert g.forget_idle(150.0, 300.0, lambda site: False) == 0
+    assert {"paused", "learned", "queued"} <= set(g.learned) and set(g.sites) == {"failing"}
+    assert g.forget_idle(400.0, 300.0, lambda site: False) == 3
+    assert not g.learned and set(g.sites) == {"failing"} and not g.answered("paused")
 
 
 def test_the_frontier_forgets_empty_sites_but_not_dropped_ones() -> None:
@@ -305,3 +347,39 @@ def test_broken_connections_slow_a_site_but_never_cut_it_off() -> None:
     for _ in range(2):  # two refused connections in a row do open it
         g.feedback("flaky", Feedback(Signal.CONNECTION, t, answer=False), t + 0.1)
     assert g.site("flaky").circuit.state is CircuitState.OPEN
+
+
+def test_the_spill_file_keeps_in_memory_only_the_ids_of_sites_with_requests_on_disk(tmp_path: Path) -> None:
+    path = tmp_path / "spill.sqlite3"
+    f: Frontier[str] = Frontier(
+        lambda site, now: 0.0,
+        lambda site, now: 0.0,
+        FrontierConfig(memory_limit=0, keep_per_site=0),
+        spill=lambda: SpillStore(path),
+        encode=str.encode,
+        decode=bytes.decode,
+    )
+    for i in range(3):
+        for site in ("a", "b", "c"):
+            f.push(site, (0, 0, i), f"{site}{i}", 0.0)
+    store = f.spill_store()
+    assert set(store.site_ids) == {"a", "b", "c"} and f.on_disk == 9
+    got = [f.pop(1.0) for _ in range(3)]
+    assert got == [("a", "a0"), ("b", "b0"), ("c", "c0")]  # each read back its whole batch
+    assert not store.site_ids  # nothing of them on disk now
+    f.push("a", (0, 0, 9), "a9", 1.0)  # back on disk under the same id
+    assert set(store.site_ids) == {"a"} and f.on_disk == 1
+    assert f.drop("b", "banned") == 2 and "b" not in store.site_ids
+    store.set_meta("tick", 0)
+    f.close(remove=False)
+    again: Frontier[str] = Frontier(
+        lambda site, now: 0.0,
+        lambda site, now: 0.0,
+        FrontierConfig(memory_limit=0, keep_per_site=0),
+        spill=lambda: SpillStore(path),
+        encode=str.encode,
+        decode=bytes.decode,
+    )
+    assert again.load(2.0) == 1  # the queued rows of the file, whose ids were no longer in memory
+    assert again.pop(2.0) == ("a", "a9")
+    again.close(remove=True)

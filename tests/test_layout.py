@@ -1,5 +1,6 @@
-"""The layout's rules, checked by parsing the code (docs/architecture.md): the core does not depend on the
-optional parts, the pure cores do not import Scrapy, crawl-wide state has one home, one copy of each helper."""
+"""The layout's rules, checked by parsing the code (docs/architecture.md#layout): each feature has one folder
+with its pure core and its Scrapy adapters, the adapters live in modules named after their Scrapy role, the
+core does not depend on the optional parts, crawl-wide state has one home, one copy of each helper."""
 
 from __future__ import annotations
 
@@ -11,8 +12,32 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 PACKAGE = REPO / "imagecrawl"
-#: parsing, hashing, state machines: no Scrapy, no Twisted
-PURE = ("pacing", "optout", "metadata", "pages", "dedupe", "report")
+#: folders with no Scrapy adapter at all: parsing, hashing, state machines
+PURE = ("metadata", "pages")
+#: the Scrapy roles, named as in Scrapy's own tree and project template: inside a feature folder, the
+#: adapters live in a module (or a package of modules) of one of these names
+ROLES = (
+    "addon",
+    "commands",
+    "downloadermiddlewares",
+    "extensions",
+    "middlewares",
+    "pipelines",
+    "resolver",
+    "scheduler",
+    "spidermiddlewares",
+    "spiders",
+)
+#: the few modules that talk to Scrapy without being one of its components, each with its reason
+SHELLS = {
+    "storage/context.py": "the crawl context: the state of one crawl, keyed by its Crawler",
+    "forget/crawl.py": "the crawl's side of forgetting: the tombstones and stats of one crawler",
+    "forget/cli.py": "the forget command: reads the project's Scrapy settings",
+    "forget/recheck.py": "the recheck command and the crawl it runs",
+    "distributed/frontier.py": "scrapy-redis's scheduler, queue and dupefilter, fit for leases",
+    "distributed/worker.py": "a worker's side of the shared frontier: leases, liveness, when to stop",
+    "distributed/tombstones.py": "the shared tombstones, built from the crawler",
+}
 #: the optional parts the core must not import
 OPTIONAL = ("imagecrawl.distributed", "imagecrawl.browser", "scrapy_redis", "scrapy_playwright", "redis")
 #: the modules of the optional parts
@@ -63,6 +88,52 @@ def test_the_sandbox_is_not_in_the_runtime() -> None:
     assert {k: v for k, v in offenders.items() if v} == {}
 
 
+def features() -> list[Path]:
+    """Every feature folder: each package of imagecrawl that is not itself a Scrapy role (``commands``)."""
+    return sorted(p for p in PACKAGE.iterdir() if (p / "__init__.py").is_file() and p.name not in ROLES)
+
+
+def is_role(path: Path) -> bool:
+    """A Scrapy adapter's module: ``<feature>/<role>.py`` or ``<feature>/<role>/...``."""
+    return path.relative_to(PACKAGE).parts[1].removesuffix(".py") in ROLES
+
+
+def role_module(name: str) -> bool:
+    """``name`` (an import) is a role module of the package: ``imagecrawl[.<feature>].<role>[...]``."""
+    parts = name.split(".")
+    return parts[0] == "imagecrawl" and any(part in ROLES for part in parts[1:3])
+
+
+def test_every_feature_has_one_folder() -> None:
+    """No folder of one Scrapy role across features (the layout before features had their own)."""
+    assert [p.name for p in features()] != []
+    assert sorted(p.name for p in PACKAGE.iterdir() if p.name in ROLES and any(p.glob("*.py"))) == ["commands"]
+    for name in ("pacing", "optout", "dedupe", "storage", "report", "guard", "jobdir"):
+        assert PACKAGE / name in features()
+
+
+@pytest.mark.parametrize("feature", [p.name for p in features()])
+def test_a_feature_core_does_not_import_scrapy_or_its_adapters(feature: str) -> None:
+    """Inside a feature folder, every module but the role modules (and the shells named in SHELLS) imports
+    no Scrapy, no Twisted and no role module of any feature: the adapters depend on the core, never back."""
+    offenders: dict[str, list[str]] = {}
+    for path in modules(PACKAGE / feature):
+        if is_role(path) or str(path.relative_to(PACKAGE)) in SHELLS:
+            continue
+        bad = sorted(m for m in imports(path) if m.split(".")[0] in ("scrapy", "twisted") or role_module(m))
+        if bad:
+            offenders[rel(path)] = bad
+    assert offenders == {}
+
+
+def test_the_shells_exist_and_need_their_exception() -> None:
+    """Every entry of SHELLS names a module that would break the rule without it (no stale exception)."""
+    for name in SHELLS:
+        path = PACKAGE / name
+        assert path.is_file(), name
+        assert any(m.split(".")[0] in ("scrapy", "twisted") or role_module(m) for m in imports(path)), name
+
+
 @pytest.mark.parametrize("package", PURE)
 def test_pure_cores_do_not_import_scrapy(package: str) -> None:
     offenders = {
@@ -70,6 +141,35 @@ def test_pure_cores_do_not_import_scrapy(package: str) -> None:
         for p in modules(PACKAGE / package)
     }
     assert {k: v for k, v in offenders.items() if v} == {}
+
+
+#: the role module a component of each component setting lives in
+ROLE_OF = {
+    "DOWNLOADER_MIDDLEWARES": "downloadermiddlewares",
+    "SPIDER_MIDDLEWARES": "spidermiddlewares",
+    "ITEM_PIPELINES": "pipelines",
+    "EXTENSIONS": "extensions",
+    "SCHEDULER": "scheduler",
+    "TWISTED_DNS_RESOLVER": "resolver",
+}
+
+
+def test_every_component_lives_in_its_role_module() -> None:
+    """Each component the add-on installs is found at ``imagecrawl[.<feature>].<role>[.<module>].<Class>``
+    under the role of the setting that names it."""
+    from imagecrawl import defaults
+
+    named: list[tuple[str, str]] = []
+    for setting in ROLE_OF:
+        value = getattr(defaults, setting)
+        named += [(setting, value)] if isinstance(value, str) else [(setting, p) for p in value]
+    wrong = [
+        f"{setting}: {path}"
+        for setting, path in named
+        if path.startswith("imagecrawl.") and ROLE_OF[setting] not in path.split(".")[1:3]
+    ]
+    assert len(named) > 20
+    assert wrong == []
 
 
 def test_crawl_wide_state_has_one_home() -> None:
@@ -131,10 +231,13 @@ def test_one_definition_of_each_shared_helper() -> None:
 
 
 def test_every_downloader_middleware_has_its_own_module() -> None:
-    """One component a module: a module under downloadermiddlewares/ defines at most one middleware,
-    except errors.py, whose three small middlewares share one job (turning download errors into counts)."""
+    """One component a module: a downloadermiddlewares module (a feature's, or one of a feature's
+    downloadermiddlewares package) defines at most one middleware, except imagecrawl/downloadermiddlewares.py,
+    whose three small middlewares share one job (turning download errors into counts)."""
     many: dict[str, list[str]] = {}
-    for path in modules(PACKAGE / "downloadermiddlewares"):
+    found = [p for p in modules() if "downloadermiddlewares" in (p.stem, p.parent.name)]
+    assert len(found) > 5
+    for path in found:
         tree = ast.parse(path.read_text(), str(path))
         classes = [
             n.name
@@ -146,8 +249,8 @@ def test_every_downloader_middleware_has_its_own_module() -> None:
                 for f in n.body
             )
         ]
-        if len(classes) > 1 and path.name != "errors.py":
-            many[path.name] = classes
+        if len(classes) > 1 and path != PACKAGE / "downloadermiddlewares.py":
+            many[rel(path)] = classes
     assert many == {}
 
 

@@ -16,12 +16,12 @@ import pytest
 from scrapy import Request
 from scrapy.http import Response
 
-from imagecrawl.downloadermiddlewares.optout import skip_log
 from imagecrawl.items import PromptImage
 from imagecrawl.metadata.cli import main
 from imagecrawl.metadata.credentials import read_credentials
 from imagecrawl.metadata.provenance import read_provenance
 from imagecrawl.metadata.rights import find_xmp, parse_xmp_rights, read_xmp_rights
+from imagecrawl.optout.downloadermiddlewares.optout import skip_log
 from imagecrawl.records import EmbeddedOptOut, SourceHints, build_record
 from tests.crawlers import make_crawler
 from tests.realworld import REALWORLD

@@ -93,7 +93,10 @@ def test_the_connected_address_is_checked_even_when_the_middleware_check_is_skip
             "ROBOTSTXT_OBEY": "False",
             "RETRY_TIMES": "0",
             "DOWNLOADER_MIDDLEWARES": json.dumps(
-                {**project.DOWNLOADER_MIDDLEWARES, "imagecrawl.downloadermiddlewares.netguard.NetGuardMiddleware": None}
+                {
+                    **project.DOWNLOADER_MIDDLEWARES,
+                    "imagecrawl.guard.downloadermiddlewares.netguard.NetGuardMiddleware": None,
+                }
             ),
         },
         check=False,

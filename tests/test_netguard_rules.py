@@ -12,7 +12,7 @@ from scrapy.exceptions import IgnoreRequest, NotConfigured
 from scrapy.settings import Settings
 from scrapy.utils.test import get_crawler
 
-from imagecrawl.downloadermiddlewares.netguard import (
+from imagecrawl.guard.downloadermiddlewares.netguard import (
     NetGuardConfig,
     NetGuardMiddleware,
     blocked_reason,

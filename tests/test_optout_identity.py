@@ -9,7 +9,7 @@ import pytest
 
 from imagecrawl import __version__
 from imagecrawl.addon import user_agent
-from imagecrawl.downloadermiddlewares.identity import IdentityConfig, is_loopback_host, valid_contact
+from imagecrawl.guard.downloadermiddlewares.identity import IdentityConfig, is_loopback_host, valid_contact
 from tests.conftest import run_crawl
 
 SITE = {"SPIDER_MODULES": "tests.sitespider"}

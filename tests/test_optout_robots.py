@@ -13,7 +13,7 @@ from scrapy.http import Response
 from scrapy.utils.test import get_crawler
 from twisted.internet.defer import Deferred
 
-from imagecrawl.downloadermiddlewares.robots import RobotsMiddleware, crawl_delays
+from imagecrawl.optout.downloadermiddlewares.robots import RobotsMiddleware, crawl_delays
 from tests.crawlers import project_settings
 
 ROBOTS = (

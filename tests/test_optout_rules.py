@@ -7,7 +7,6 @@ import pytest
 from scrapy.settings import Settings
 
 from imagecrawl import defaults as project_settings
-from imagecrawl.downloadermiddlewares.robots import crawl_delays
 from imagecrawl.optout import (
     blocking_directives,
     location_matches,
@@ -20,6 +19,7 @@ from imagecrawl.optout import (
 )
 from imagecrawl.optout.config import OptOutConfig
 from imagecrawl.optout.crawldelay import MAX_CRAWL_DELAY_SECONDS, CrawlDelays
+from imagecrawl.optout.downloadermiddlewares.robots import crawl_delays
 from imagecrawl.optout.tdmrep import TdmRepError
 from tests.crawlers import make_crawler
 from tests.crawlers import project_settings as defaults

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from imagecrawl.downloadermiddlewares.pacing import runtime_for
+from imagecrawl.pacing.downloadermiddlewares.pacing import runtime_for
 from imagecrawl.pacing.looplag import LoopLag
 from tests.crawlers import make_crawler
 from tests.sandbox.testing import start_sandbox

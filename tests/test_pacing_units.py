@@ -12,7 +12,6 @@ from dataclasses import replace
 import pytest
 from scrapy.settings import Settings
 
-from imagecrawl.downloadermiddlewares.bans import BansConfig, classify_response
 from imagecrawl.pacing import (
     AimdConfig,
     AimdController,
@@ -29,6 +28,7 @@ from imagecrawl.pacing import (
 from imagecrawl.pacing.aimd import STARTUP_MAX_STEPS, Adjustment
 from imagecrawl.pacing.circuit import CircuitConfig
 from imagecrawl.pacing.config import PacingConfig, RetryConfig, ban_config_from_settings, circuit_config_from_settings
+from imagecrawl.pacing.downloadermiddlewares.bans import BansConfig, classify_response
 from imagecrawl.pacing.signals import classify_exception, classify_status
 from tests.crawlers import project_settings
 from tests.sandbox.misbehave import (

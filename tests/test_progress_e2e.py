@@ -89,7 +89,7 @@ def test_progress_line_shows_at_warning_and_a_healthy_crawl_warns_nothing(tmp_pa
     rows = result.stats["imagecrawl/store/rows_committed"]
     assert rows > 0
     lines = result.stderr.splitlines()
-    progress = [line for line in lines if "[imagecrawl.extensions.progress] PROGRESS: Progress" in line]
+    progress = [line for line in lines if "[imagecrawl.report.extensions.progress] PROGRESS: Progress" in line]
     assert progress and progress[-1].endswith("(final)"), result.stderr[-3000:]
     assert f"PROGRESS: {rows} new rows stored in {store}" in result.stderr
     assert not [line for line in lines if " WARNING: " in line or " ERROR: " in line], result.stderr[-3000:]
@@ -108,4 +108,4 @@ def test_progress_line_is_quiet_at_error(tmp_path: Path, sandbox_site: Any) -> N
     )
     assert result.stats["item_scraped_count"] > 0
     assert "Progress" not in result.stderr
-    assert "imagecrawl.extensions.progress" not in result.stderr
+    assert "imagecrawl.report.extensions.progress" not in result.stderr

@@ -147,7 +147,7 @@ def test_report_json_matches_stats_and_site_behaviour(crawl: dict[str, Any]) -> 
 
 
 def test_progress_line_shows_sites_and_pushback(crawl: dict[str, Any]) -> None:
-    lines = [line for line in crawl["result"].stderr.splitlines() if "imagecrawl.extensions.progress" in line]
+    lines = [line for line in crawl["result"].stderr.splitlines() if "imagecrawl.report.extensions.progress" in line]
     assert lines, crawl["result"].stderr[-3000:]
     rows = crawl["rows"]
     assert lines[-1].endswith(f"INFO: {rows} new rows stored in {crawl['store']}")

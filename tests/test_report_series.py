@@ -123,7 +123,7 @@ def test_html_is_self_contained_and_escaped() -> None:
 
 
 def test_site_state_from_responses_and_from_the_pacing_snapshot() -> None:
-    from imagecrawl.extensions.monitor import SiteActivity
+    from imagecrawl.report.extensions.monitor import SiteActivity
 
     site = SiteActivity("a.example")
     assert site.state(now=100.0, window=30) == "ok"

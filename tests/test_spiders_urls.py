@@ -73,7 +73,7 @@ def results(
     )
     # Scrapy's own middleware, to keep the upstream bug documented (the project replaces it).
     stock_mw = {
-        "imagecrawl.downloadermiddlewares.robots.RobotsMiddleware": None,
+        "imagecrawl.optout.downloadermiddlewares.robots.RobotsMiddleware": None,
         "scrapy.downloadermiddlewares.robotstxt.RobotsTxtMiddleware": 100,
     }
     return run_crawls(
@@ -167,7 +167,7 @@ def test_no_crawl_requested_private_paths_from_its_list(server: SandboxProcess) 
 @pytest.mark.xfail(
     strict=True,
     reason="Scrapy 2.19 RobotsTxtMiddleware: requests waiting for robots.txt together get None (= allowed); "
-    "imagecrawl.downloadermiddlewares.robots replaces it",
+    "imagecrawl.optout.downloadermiddlewares.robots replaces it",
 )
 def test_robots_disallowed_never_requested_stock_middleware(
     results: dict[str, CrawlResult], server: SandboxProcess

@@ -19,9 +19,9 @@ from scrapy.http import HtmlResponse, Response
 from twisted.internet.error import ConnectionLost
 
 from imagecrawl import meta
-from imagecrawl.downloadermiddlewares.bans import BanMiddleware
-from imagecrawl.downloadermiddlewares.pacing import PacingMiddleware
 from imagecrawl.pacing import BanState
+from imagecrawl.pacing.downloadermiddlewares.bans import BanMiddleware
+from imagecrawl.pacing.downloadermiddlewares.pacing import PacingMiddleware
 from tests.crawlers import make_crawler
 
 SITE = "gallery.example"

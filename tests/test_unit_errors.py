@@ -17,7 +17,7 @@ from twisted.internet.error import ConnectionRefusedError as TxConnectionRefused
 from twisted.web._newclient import ResponseNeverReceived
 
 from imagecrawl import meta
-from imagecrawl.downloadermiddlewares.errors import (
+from imagecrawl.downloadermiddlewares import (
     DownloadErrorsMiddleware,
     HttpCompressionMiddleware,
     RedirectLoopCounter,
@@ -75,7 +75,7 @@ def test_a_failed_download_becomes_a_counted_skip(
     assert request.meta[meta.DOWNLOAD_ERROR] == kind
     assert subtree(crawler) == {f"imagecrawl/download/errors/{kind}": 1}
     assert error_kind(exception) == kind
-    [record] = [r for r in caplog.records if r.name == "imagecrawl.downloadermiddlewares.errors"]
+    [record] = [r for r in caplog.records if r.name == "imagecrawl.downloadermiddlewares"]
     assert record.levelname == "WARNING" and record.exc_info is None  # one line, no traceback
 
 

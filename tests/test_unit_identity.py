@@ -13,7 +13,7 @@ from scrapy import Request, Spider, signals
 from scrapy.crawler import Crawler
 from scrapy.exceptions import IgnoreRequest, NotConfigured
 
-from imagecrawl.downloadermiddlewares.identity import CLOSE_REASON, EXIT_CODE, IdentityGuard
+from imagecrawl.guard.downloadermiddlewares.identity import CLOSE_REASON, EXIT_CODE, IdentityGuard
 from tests.crawlers import make_crawler
 
 

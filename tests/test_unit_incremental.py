@@ -7,8 +7,8 @@ import asyncio
 import json
 from pathlib import Path
 
-from imagecrawl.extensions.storage import storage_owner
 from imagecrawl.incremental import Incremental, begin_walk
+from imagecrawl.storage.extensions import storage_owner
 from imagecrawl.storage.stores import LocalStore
 from imagecrawl.storage.watermarks import Mark, Walk, WatermarkBook, normalize_position
 from tests.crawlers import make_crawler

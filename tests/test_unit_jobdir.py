@@ -15,14 +15,14 @@ from scrapy.utils.request import request_from_dict
 from twisted.python.failure import Failure
 
 from imagecrawl import meta
-from imagecrawl.extensions.jobdir import (
+from imagecrawl.incremental import Incremental
+from imagecrawl.jobdir.downloadermiddlewares import KeepOnCloseMiddleware
+from imagecrawl.jobdir.extensions import (
     CrawlClosing,
     JobdirGuard,
-    KeepOnCloseMiddleware,
     keep_for_next_run,
     serialization_problem,
 )
-from imagecrawl.incremental import Incremental
 from imagecrawl.records import SourceHints
 from imagecrawl.storage.context import crawl_context
 from spiders.urls import UrlsSpider
@@ -76,7 +76,7 @@ def test_unserializable_requests_are_named(tmp_path: Path, make: Any, problem: s
 def test_guard_logs_an_error_for_each_unserializable_request(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     s = spider(tmp_path, JOBDIR=str(tmp_path / "job"))
     guard = JobdirGuard.from_crawler(s.crawler)
-    with caplog.at_level(logging.ERROR, logger="imagecrawl.extensions.jobdir"):
+    with caplog.at_level(logging.ERROR, logger="imagecrawl.jobdir.extensions"):
         guard.request_scheduled(image(s, errback=s.image_failed), s)  # fine: nothing logged
         assert caplog.records == []
         for _ in range(12):

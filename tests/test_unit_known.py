@@ -14,8 +14,8 @@ from scrapy.crawler import Crawler
 from scrapy.exceptions import IgnoreRequest, NotConfigured
 
 from imagecrawl import meta
-from imagecrawl.downloadermiddlewares.known import KnownImageMiddleware
-from imagecrawl.extensions.storage import crawl_storage
+from imagecrawl.dedupe.downloadermiddlewares import KnownImageMiddleware
+from imagecrawl.storage.extensions import crawl_storage
 from tests.crawlers import make_crawler
 
 SHARD = "civitai/date=2026-01-01/part-earlier-run-1.parquet"

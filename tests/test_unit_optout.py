@@ -20,8 +20,8 @@ from scrapy.http import Headers, HtmlResponse, Response
 from twisted.python.failure import Failure
 
 from imagecrawl import meta
-from imagecrawl.downloadermiddlewares.optout import TDMREP_PATH, OptOutMiddleware, skip_log
-from imagecrawl.spidermiddlewares.optout import OptOutSpiderMiddleware
+from imagecrawl.optout.downloadermiddlewares.optout import TDMREP_PATH, OptOutMiddleware, skip_log
+from imagecrawl.optout.spidermiddlewares import OptOutSpiderMiddleware
 from tests.crawlers import make_crawler
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\0" * 32

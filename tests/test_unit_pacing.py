@@ -18,8 +18,8 @@ from scrapy.http import Response
 from twisted.internet.error import TimeoutError as TxTimeoutError
 
 from imagecrawl import meta
-from imagecrawl.downloadermiddlewares.pacing import PacingMiddleware, PacingRuntime, runtime_for
-from imagecrawl.downloadermiddlewares.robots import crawl_delays
+from imagecrawl.optout.downloadermiddlewares.robots import crawl_delays
+from imagecrawl.pacing.downloadermiddlewares.pacing import PacingMiddleware, PacingRuntime, runtime_for
 from imagecrawl.storage.context import crawl_context
 from imagecrawl.tuning import DEFAULTS
 from tests.crawlers import Clock, make_crawler

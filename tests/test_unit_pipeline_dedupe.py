@@ -17,10 +17,10 @@ from scrapy import signals
 from scrapy.crawler import Crawler
 from scrapy.exceptions import DropItem, NotConfigured
 
-from imagecrawl.extensions.storage import crawl_storage
+from imagecrawl.dedupe.pipelines import DedupePipeline, DuplicateItem
 from imagecrawl.items import PromptImage
-from imagecrawl.pipelines.dedupe import DedupePipeline, DuplicateItem
 from imagecrawl.records import SourceHints, build_record
+from imagecrawl.storage.extensions import crawl_storage
 from tests.crawlers import make_crawler
 
 

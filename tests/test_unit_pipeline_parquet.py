@@ -17,13 +17,13 @@ from PIL import Image
 from scrapy.crawler import Crawler
 from scrapy.exceptions import NotConfigured
 
+from imagecrawl.dedupe.pipelines import DedupePipeline, DuplicateItem
 from imagecrawl.dedupe.sqlite import Ledger
-from imagecrawl.extensions.storage import crawl_storage
 from imagecrawl.items import PromptImage
-from imagecrawl.pipelines.dedupe import DedupePipeline, DuplicateItem
-from imagecrawl.pipelines.parquet import ParquetPipeline
 from imagecrawl.records import SourceHints, build_record
 from imagecrawl.schema import COLUMNS, SCHEMA_VERSION, SCHEMA_VERSION_KEY
+from imagecrawl.storage.extensions import crawl_storage
+from imagecrawl.storage.pipelines import ParquetPipeline
 from tests.crawlers import make_crawler, stop_engine
 
 DAY = datetime(2026, 3, 4, 12, 0, tzinfo=UTC)

@@ -16,7 +16,7 @@ from scrapy.crawler import Crawler
 from scrapy.exceptions import DropItem, NotConfigured
 
 from imagecrawl.items import PromptImage
-from imagecrawl.pipelines.validate import MAX_TEXT, REQUIRED, ValidatePipeline
+from imagecrawl.pipelines import MAX_TEXT, REQUIRED, ValidatePipeline
 from imagecrawl.records import SourceHints, build_record
 from tests.crawlers import make_crawler
 

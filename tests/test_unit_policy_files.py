@@ -21,11 +21,11 @@ from scrapy.exceptions import IgnoreRequest, StopDownload
 from scrapy.http import Response
 
 from imagecrawl import meta
-from imagecrawl.downloadermiddlewares.errors import HttpCompressionMiddleware
-from imagecrawl.downloadermiddlewares.optout import TDMREP_PATH, OptOutMiddleware, policy_files
-from imagecrawl.downloadermiddlewares.robots import RobotsMiddleware
+from imagecrawl.downloadermiddlewares import HttpCompressionMiddleware
 from imagecrawl.errors import ConfigError
 from imagecrawl.optout.budget import PolicyBodyError, PolicyFileConfig, cut_to_budget, decode_policy_body
+from imagecrawl.optout.downloadermiddlewares.optout import TDMREP_PATH, OptOutMiddleware, policy_files
+from imagecrawl.optout.downloadermiddlewares.robots import RobotsMiddleware
 from tests.crawlers import make_crawler
 
 DAY = 86400.0

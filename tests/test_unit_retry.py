@@ -16,8 +16,8 @@ from scrapy.http import Response
 from twisted.internet.error import ConnectionLost
 
 from imagecrawl import meta
-from imagecrawl.downloadermiddlewares.pacing import PacingMiddleware
-from imagecrawl.downloadermiddlewares.retry import BackoffRetryMiddleware
+from imagecrawl.pacing.downloadermiddlewares.pacing import PacingMiddleware
+from imagecrawl.pacing.downloadermiddlewares.retry import BackoffRetryMiddleware
 from tests.crawlers import make_crawler
 
 

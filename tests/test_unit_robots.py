@@ -16,10 +16,10 @@ from scrapy.crawler import Crawler
 from scrapy.exceptions import IgnoreRequest, NotConfigured
 from scrapy.http import Response
 
-from imagecrawl.downloadermiddlewares.optout import skip_log
-from imagecrawl.downloadermiddlewares.pacing import PacingMiddleware
-from imagecrawl.downloadermiddlewares.robots import RobotsMiddleware, crawl_delays
 from imagecrawl.optout.crawldelay import MAX_CRAWL_DELAY_SECONDS
+from imagecrawl.optout.downloadermiddlewares.optout import skip_log
+from imagecrawl.optout.downloadermiddlewares.robots import RobotsMiddleware, crawl_delays
+from imagecrawl.pacing.downloadermiddlewares.pacing import PacingMiddleware
 from imagecrawl.tuning import tuning
 from tests.crawlers import Clock, make_crawler
 

@@ -19,9 +19,9 @@ from PIL import Image, PngImagePlugin
 
 from imagecrawl.items import PromptImage
 from imagecrawl.metadata.cli import main as metadata_main
-from imagecrawl.pipelines.parquet import ParquetPipeline
 from imagecrawl.records import FLOAT32_MAX, SourceHints, build_record, conform
 from imagecrawl.storage import layout
+from imagecrawl.storage.pipelines import ParquetPipeline
 from imagecrawl.values import repair_text
 from tests.crawlers import make_crawler
 

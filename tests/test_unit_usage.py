@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import io
 import logging
+import re
 import sys
 import tomllib
 from contextlib import redirect_stderr, redirect_stdout
@@ -12,14 +13,15 @@ from pathlib import Path
 
 import pytest
 from scrapy.settings import Settings
+from scrapy.utils.misc import load_object
 from scrapy.utils.test import get_crawler
 
 from imagecrawl import cli
 from imagecrawl.errors import ConfigError, unknown_name
-from imagecrawl.extensions.outcome import counts
-from imagecrawl.extensions.progress import PROGRESS, progress_level
 from imagecrawl.pacing.config import PacingConfig, circuit_config_from_settings
-from imagecrawl.settings_check import check_settings
+from imagecrawl.report.extensions.outcome import counts
+from imagecrawl.report.extensions.progress import PROGRESS, progress_level
+from imagecrawl.settings_check import MOVED_COMPONENTS, OLD_RESOLVER, check_settings
 from imagecrawl.tuning import fields as tuning_fields
 from imagecrawl.tuning import tuning
 from spiders.civitai import CivitaiSpider
@@ -27,6 +29,14 @@ from spiders.gallery import GallerySpider
 from tests.crawlers import make_crawler, project_settings
 
 REPO = Path(__file__).resolve().parent.parent
+#: the component settings and the role module their components live in (docs/architecture.md#layout)
+LAYOUT_ROLES = {
+    "DOWNLOADER_MIDDLEWARES": "downloadermiddlewares",
+    "SPIDER_MIDDLEWARES": "spidermiddlewares",
+    "ITEM_PIPELINES": "pipelines",
+    "EXTENSIONS": "extensions",
+    "SCHEDULER": "scheduler",
+}
 #: packages of the dev group and of the extras: never imported at module level by the runtime
 NOT_RUNTIME = {
     "pytest",
@@ -247,7 +257,7 @@ def test_a_renamed_setting_is_one_line_naming_the_new_one() -> None:
     [
         ({}, True),
         ({"TWISTED_DNS_RESOLVER": "scrapy.resolver.CachingThreadedResolver"}, True),
-        ({"TWISTED_DNS_RESOLVER": "imagecrawl.resolver.GuardedResolver"}, False),
+        ({"TWISTED_DNS_RESOLVER": "imagecrawl.guard.resolver.GuardedResolver"}, False),
         ({"IMAGECRAWL_NETGUARD_ENABLED": False}, False),
     ],
 )
@@ -259,3 +269,41 @@ def test_the_addon_says_when_the_project_did_not_name_the_guarded_resolver(
         get_crawler(settings_dict={"ADDONS": {"imagecrawl.Addon": 100}, **settings})
     lines = [r.getMessage() for r in caplog.records if "TWISTED_DNS_RESOLVER" in r.getMessage()]
     assert len(lines) == (1 if warned else 0), lines
+
+
+@pytest.mark.parametrize("old", sorted(MOVED_COMPONENTS))
+def test_a_component_named_by_its_old_path_is_one_line_naming_the_new_one(old: str) -> None:
+    """Placed or turned off (None) under its path from before the feature folders: one line, before Scrapy
+    would import the old path (a None entry would otherwise be dropped silently, the component left on)."""
+    new = MOVED_COMPONENTS[old]
+    assert load_object(new).__name__ == old.rsplit(".", 1)[1]
+    with pytest.raises(ImportError):
+        load_object(old)
+    setting = next(name for name, role in LAYOUT_ROLES.items() if role in new.split(".")[1:3])
+    for value in (None, 500):
+        given: object = old if setting == "SCHEDULER" else {old: value}
+        line = f"setting {setting} names {old}, which moved: use {new} (CHANGELOG.md)"
+        with pytest.raises(ConfigError, match=f"^{re.escape(line)}$"):
+            get_crawler(settings_dict={"ADDONS": {"imagecrawl.Addon": 100}, setting: given})
+
+
+def test_every_component_the_addon_installs_is_at_its_new_path() -> None:
+    from imagecrawl import defaults
+
+    installed = {path for name in LAYOUT_ROLES if name != "SCHEDULER" for path in getattr(defaults, name)}
+    installed.add(defaults.SCHEDULER)
+    assert {new for new in MOVED_COMPONENTS.values()} <= installed
+
+
+def test_the_old_resolver_path_keeps_working_with_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    """Scrapy installs TWISTED_DNS_RESOLVER before any add-on runs: the old path cannot be refused first."""
+    from imagecrawl.guard.resolver import GuardedResolver
+
+    assert load_object(OLD_RESOLVER) is GuardedResolver
+    with caplog.at_level(logging.WARNING, logger="imagecrawl.addon"):
+        get_crawler(settings_dict={"ADDONS": {"imagecrawl.Addon": 100}, "TWISTED_DNS_RESOLVER": OLD_RESOLVER})
+    lines = [r.getMessage() for r in caplog.records if "TWISTED_DNS_RESOLVER" in r.getMessage()]
+    assert lines == [
+        f"TWISTED_DNS_RESOLVER names {OLD_RESOLVER}, which moved: use "
+        "'imagecrawl.guard.resolver.GuardedResolver' (the old path still works; CHANGELOG.md)"
+    ]

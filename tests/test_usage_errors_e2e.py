@@ -72,6 +72,20 @@ def error_line(stderr: str) -> str:
             {"IMAGECRAWL_TUNING": {"pacing_decrease_factor": 2}},
             "IMAGECRAWL_TUNING key 'pacing_decrease_factor' must be a number between 0 and 1, got 2",
         ),
+        (
+            "gallery",
+            {},
+            {"DOWNLOADER_MIDDLEWARES": {"imagecrawl.downloadermiddlewares.pacing.PacingMiddleware": None}},
+            "setting DOWNLOADER_MIDDLEWARES names imagecrawl.downloadermiddlewares.pacing.PacingMiddleware, which "
+            "moved: use imagecrawl.pacing.downloadermiddlewares.pacing.PacingMiddleware",
+        ),
+        (
+            "gallery",
+            {},
+            {"SCHEDULER": "imagecrawl.scheduler.FrontierScheduler"},
+            "setting SCHEDULER names imagecrawl.scheduler.FrontierScheduler, which moved: "
+            "use imagecrawl.pacing.scheduler.FrontierScheduler",
+        ),
     ],
 )
 def test_argument_and_setting_errors_are_one_line_exit_2(

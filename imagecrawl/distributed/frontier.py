@@ -42,9 +42,9 @@ from imagecrawl import meta
 from imagecrawl.distributed.config import RedisConfig
 from imagecrawl.distributed.middlewares import SHARED_GRANT, pacing_uses_shared_gate
 from imagecrawl.distributed.worker import _REQUEUE_BODY, Worker, start_worker
-from imagecrawl.extensions.storage import crawl_storage
+from imagecrawl.pacing.scheduler import UNPACED, EngineWakeup, wake_engine
 from imagecrawl.pacing.sitekey import site_of_url
-from imagecrawl.scheduler import UNPACED, EngineWakeup, wake_engine
+from imagecrawl.storage.extensions import crawl_storage
 from imagecrawl.tuning import tuning
 
 logger = logging.getLogger(__name__)
@@ -304,7 +304,7 @@ class RedisDupeFilter(RFPDupeFilter):
 
 
 class RedisScheduler(EngineWakeup, ScrapyRedisScheduler):
-    """The shared frontier, site-aware like the local one (:mod:`imagecrawl.scheduler`): a request
+    """The shared frontier, site-aware like the local one (:mod:`imagecrawl.pacing.scheduler`): a request
     leaves Redis only when its site's gate says yes (the shared rate slot and pause, this worker's
     concurrency, Crawl-delay, ban and dead-site state), so no request waits in the downloader."""
 
@@ -326,7 +326,7 @@ class RedisScheduler(EngineWakeup, ScrapyRedisScheduler):
         settings = crawler.settings
         self.runtime: Any = None
         if settings.getbool("IMAGECRAWL_PACING_ENABLED"):
-            from imagecrawl.downloadermiddlewares.pacing import runtime_for
+            from imagecrawl.pacing.downloadermiddlewares.pacing import runtime_for
 
             self.runtime = runtime_for(crawler)
         from imagecrawl.pacing.config import site_key_mode
@@ -536,11 +536,9 @@ class RedisScheduler(EngineWakeup, ScrapyRedisScheduler):
             if self.runtime is not None:
                 m[meta.PACING_GRANTED] = True
                 m[meta.SENT_AT] = now
-                if self.first_contact_timeout and "download_timeout" not in m:
-                    state = self.runtime.gate.sites.get(site)
-                    if state is None or not state.answered:
-                        m["download_timeout"] = self.first_contact_timeout
-                        m[meta.FIRST_CONTACT] = True
+                if self.first_contact_timeout and "download_timeout" not in m and not self.runtime.gate.answered(site):
+                    m["download_timeout"] = self.first_contact_timeout
+                    m[meta.FIRST_CONTACT] = True
                 if self.stats is not None:
                     self.stats.inc_value("imagecrawl/pacing/requests")
             elif self.limiter is not None:
@@ -583,6 +581,7 @@ class RedisScheduler(EngineWakeup, ScrapyRedisScheduler):
             n = self.runtime.gate.forget_idle(now, self.forget_idle, lambda site: site in self._dropped_sites)
             if n and self.stats is not None:
                 self.stats.inc_value("imagecrawl/pacing/forgotten", n)
+            self.runtime.forget(lambda site: site in self._dropped_sites)
 
 
 def _safe_url(url: str) -> str:

@@ -34,6 +34,8 @@ from collections import deque
 from typing import Any
 
 from imagecrawl.distributed.ratelimit import ADMITTED, CONCURRENCY, RATE, RedisRateLimiter
+from imagecrawl.pacing.bans import BanState
+from imagecrawl.pacing.circuit import CircuitState
 from imagecrawl.storage.context import crawl_context
 from imagecrawl.tuning import tuning
 
@@ -77,8 +79,14 @@ class RedisGate:
         wait = float(self.local.acquire(site, now, policy))
         if wait > 0:
             return wait, False
-        token = "" if policy else f"{self._owner}:{next(self._seq)}"
         state = self.local.sites.get(site)
+        # A probe of this worker's dead-site circuit or ban goes alone for this worker and is not counted in
+        # the site's shared concurrency: each worker learns for itself that a site does not answer, as
+        # fast as one process would, instead of waiting behind the other workers' hanging probes.
+        probing = state is not None and (
+            state.circuit.state is not CircuitState.CLOSED or state.ban.state is BanState.PROBING
+        )
+        token = "" if policy or probing else f"{self._owner}:{next(self._seq)}"
         concurrency = int(state.controller.concurrency) if state is not None else 1
         shared, why, version = self.limiter.admit(site, token, concurrency, self.token_ttl)
         if why == ADMITTED:
@@ -119,10 +127,11 @@ class RedisGate:
 
     def forget_idle(self, now: float, idle_seconds: float, keep: Any) -> int:
         n = int(self.local.forget_idle(now, idle_seconds, keep))
-        if n:
-            for site in [s for s in self._versions if s not in self.local.sites]:
-                self._versions.pop(site, None)
-                self._read_at.pop(site, None)
+        # a site forgotten or compacted to its learned rate reads the shared controller again when it
+        # comes back
+        for site in [s for s in self._versions if s not in self.local.sites]:
+            self._versions.pop(site, None)
+            self._read_at.pop(site, None)
         return n
 
     def ended(self, site: str, now: float) -> None:

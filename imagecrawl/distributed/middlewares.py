@@ -163,7 +163,7 @@ MAX_NAP_SECONDS = 1.0
 #: off: its shared rate slot is taken (:mod:`.frontier`), it does not wait again here
 SHARED_GRANT = "shared"
 
-PACING_MIDDLEWARE = "imagecrawl.downloadermiddlewares.pacing.PacingMiddleware"
+PACING_MIDDLEWARE = "imagecrawl.pacing.downloadermiddlewares.pacing.PacingMiddleware"
 
 
 def pacing_uses_shared_gate(settings: Any) -> bool:

@@ -95,7 +95,7 @@ class SharedTombstones(TombstoneIndex):
         """``IMAGECRAWL_TOMBSTONES_FACTORY`` of distributed crawls (set by the add-on): the store's
         tombstones, published to Redis, plus everything published there."""
         from imagecrawl.distributed.config import redis_url
-        from imagecrawl.extensions.storage import crawl_storage
+        from imagecrawl.storage.extensions import crawl_storage
 
         settings = crawler.settings
         url = str(settings.get("IMAGECRAWL_STORE"))

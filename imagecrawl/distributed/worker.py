@@ -32,8 +32,8 @@ from scrapy.http import Response
 
 from imagecrawl import meta
 from imagecrawl.distributed.config import RedisConfig, alive_prefix
-from imagecrawl.extensions.storage import crawl_storage
 from imagecrawl.storage.context import crawl_context
+from imagecrawl.storage.extensions import crawl_storage
 
 logger = logging.getLogger(__name__)
 

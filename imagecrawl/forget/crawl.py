@@ -10,10 +10,10 @@ from scrapy.crawler import Crawler
 from scrapy.utils.misc import load_object
 
 from imagecrawl.dedupe.sqlite import Ledger
-from imagecrawl.extensions.storage import crawl_storage
 from imagecrawl.forget.tombstones import TombstoneIndex, TombstoneTable, index_of, load_index
 from imagecrawl.state import state_dir_for
 from imagecrawl.storage.context import crawl_context
+from imagecrawl.storage.extensions import crawl_storage
 
 logger = logging.getLogger(__name__)
 

@@ -41,10 +41,10 @@ from twisted.python.failure import Failure
 from imagecrawl import meta
 from imagecrawl.errors import ConfigError, StoreError
 from imagecrawl.exitcodes import USAGE, exit_code, set_exit_code, status_of
-from imagecrawl.extensions.storage import StorageOwner
 from imagecrawl.forget import cli as forget_cli
 from imagecrawl.forget.engine import now_iso
 from imagecrawl.forget.selectors import Selection, parse_selector
+from imagecrawl.storage.extensions import StorageOwner
 from imagecrawl.tuning import tuning
 
 logger = logging.getLogger(__name__)
@@ -148,16 +148,16 @@ class RecheckSpider(scrapy.Spider):
         **RECHECK_SETTINGS,
         # it fetches pages and writes nothing: the store's components are off (named, so that they do not
         # log why they are off), and so are the crawl's progress line and report ("0 new rows stored")
-        "DOWNLOADER_MIDDLEWARES": {"imagecrawl.downloadermiddlewares.known.KnownImageMiddleware": None},
+        "DOWNLOADER_MIDDLEWARES": {"imagecrawl.dedupe.downloadermiddlewares.KnownImageMiddleware": None},
         "ITEM_PIPELINES": {
-            "imagecrawl.pipelines.dedupe.DedupePipeline": None,
-            "imagecrawl.pipelines.parquet.ParquetPipeline": None,
+            "imagecrawl.dedupe.pipelines.DedupePipeline": None,
+            "imagecrawl.storage.pipelines.ParquetPipeline": None,
         },
         "EXTENSIONS": {
             # every site refusing is an answer here, not a crawl that got nothing (exit 4)
-            "imagecrawl.extensions.outcome.CrawlOutcome": None,
-            "imagecrawl.extensions.progress.ProgressLine": None,
-            "imagecrawl.extensions.report.CrawlReport": None,
+            "imagecrawl.report.extensions.outcome.CrawlOutcome": None,
+            "imagecrawl.report.extensions.progress.ProgressLine": None,
+            "imagecrawl.report.extensions.report.CrawlReport": None,
         },
     }
 

@@ -1,7 +1,7 @@
 """Pure opt-out rules (no Scrapy imports): X-Robots-Tag, HTML meta robots, TDMRep, Crawl-delay registry.
 
-The Scrapy shells live in :mod:`imagecrawl.downloadermiddlewares.optout` and
-:mod:`imagecrawl.spidermiddlewares.optout`; see docs/optout.md.
+The Scrapy shells live in :mod:`imagecrawl.optout.downloadermiddlewares.optout` and
+:mod:`imagecrawl.optout.spidermiddlewares`; see docs/optout.md.
 """
 
 from __future__ import annotations

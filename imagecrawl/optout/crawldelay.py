@@ -1,9 +1,9 @@
 """Crawl-delay per site, parsed from robots.txt, handed to the pacing middleware. Pure.
 
-The robots.txt middleware (:class:`imagecrawl.downloadermiddlewares.robots.RobotsMiddleware`)
+The robots.txt middleware (:class:`imagecrawl.optout.downloadermiddlewares.robots.RobotsMiddleware`)
 stores the delay for our User-Agent token when robots.txt is parsed; the crawl's registry is::
 
-    from imagecrawl.downloadermiddlewares.robots import crawl_delays
+    from imagecrawl.optout.downloadermiddlewares.robots import crawl_delays
     delay = crawl_delays(crawler).get(urlparse_cached(request).netloc)   # seconds or None
 
 Keys are URL netlocs (``host`` or ``host:port``, as in ``urlparse(url).netloc``), the same keys

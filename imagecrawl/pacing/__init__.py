@@ -1,6 +1,7 @@
-"""Per-site pacing and ban handling as pure state machines (no Scrapy): the AIMD controller, the
-Retry-After parser, the ban tracker and the rate gate that combines them.  The Scrapy shells are
-``imagecrawl.downloadermiddlewares.pacing`` and ``imagecrawl.downloadermiddlewares.bans``."""
+"""Per-site pacing and ban handling. The core is pure state machines (no Scrapy): the AIMD controller, the
+Retry-After parser, the ban tracker and the rate gate that combines them, the frontier's site queues. The
+Scrapy adapters: ``downloadermiddlewares/`` (``pacing``, ``bans``, ``retry``) and ``scheduler.py`` (the
+site-aware frontier as Scrapy's ``SCHEDULER``)."""
 
 from __future__ import annotations
 

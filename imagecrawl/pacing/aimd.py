@@ -124,6 +124,34 @@ class Adjustment:
 
 
 class AimdController:
+    # one per site in use: no __dict__ (imagecrawl.pacing.gate compacts idle sites further)
+    __slots__ = (
+        "_answers",
+        "_cut_answers",
+        "_cut_rate",
+        "_pauses",
+        "_probe_step",
+        "_rate_before",
+        "_step_answers",
+        "_steps_at_cap",
+        "_steps_past_ceiling",
+        "baseline",
+        "best_sustained",
+        "ceiling",
+        "concurrency",
+        "concurrency_limited",
+        "config",
+        "created",
+        "floor_interval",
+        "last_change",
+        "last_cut",
+        "rate",
+        "rate_limited",
+        "settling",
+        "srtt",
+        "srtt_at",
+    )
+
     def __init__(self, config: AimdConfig, now: float, floor_interval: float = 0.0) -> None:
         self.config = config
         self.floor_interval = floor_interval  # robots.txt Crawl-delay / DOWNLOAD_DELAY
@@ -140,7 +168,7 @@ class AimdController:
         self.concurrency_limited = False
         self.created = now
         self._answers: deque[float] = deque()  # when recent non-congested answers arrived
-        self._pauses: deque[tuple[float, float]] = deque()  # Retry-After pauses (no demand then)
+        self._pauses: list[tuple[float, float]] = []  # Retry-After pauses (no demand then): few
         self._steps_past_ceiling = 0
         self._steps_at_cap = 0
         self._step_answers = 0  # healthy answers since the last step
@@ -167,7 +195,7 @@ class AimdController:
         # a pause since the last cut is kept however old: the answers since the cut are measured over
         # the time since, without it (a pause forgotten early made a site of 12/s look like 11/s)
         while self._pauses and self._pauses[0][1] < min(now - longest, self.last_cut):
-            self._pauses.popleft()
+            self._pauses.pop(0)
         start = max(now - window, self.created)
         paused = sum(max(0.0, min(b, now) - max(a, start)) for a, b in self._pauses)
         span = now - start - paused

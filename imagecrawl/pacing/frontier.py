@@ -191,10 +191,13 @@ class Frontier(Generic[T]):
                 self.on_disk -= s.disk
                 s.disk = 0
                 s.disk_head = None
+                store.forget(s.name)
                 break
             s.disk -= len(rows)
             self.on_disk -= len(rows)
             s.disk_head = store.head(s.name) if s.disk else None
+            if not s.disk:
+                store.forget(s.name)
             bad = 0
             for key, data in rows:
                 obj = self.decode(data) if self.decode is not None else None
@@ -266,6 +269,7 @@ class Frontier(Generic[T]):
         if s.disk:
             self.on_disk -= s.disk
             self.spill_store().drop(site)
+            self.spill_store().forget(site)
             s.disk = 0
             s.disk_head = None
         s.token += 1

@@ -38,19 +38,27 @@ class SpillStore:
         self.db.execute("PRAGMA synchronous=OFF")
         self.db.execute("PRAGMA cache_size=-16384")  # 16 MB of page cache, whatever the queue's size
         self.db.executescript(_SCHEMA)
-        self.site_ids: dict[str, int] = {
-            name: int(i) for i, name in self.db.execute("SELECT id, name FROM sites").fetchall()
-        }
+        #: the ids of the sites with requests on disk (others are looked up in the file when needed)
+        self.site_ids: dict[str, int] = {}
         self._writes = 0
         self.db.execute("BEGIN")
 
     def site_id(self, name: str) -> int:
         sid = self.site_ids.get(name)
         if sid is None:
-            cur = self.db.execute("INSERT INTO sites (name) VALUES (?)", (name,))
-            sid = int(cur.lastrowid or 0)
+            row = self.db.execute("SELECT id FROM sites WHERE name = ?", (name,)).fetchone()
+            if row is not None:
+                sid = int(row[0])
+            else:
+                cur = self.db.execute("INSERT INTO sites (name) VALUES (?)", (name,))
+                sid = int(cur.lastrowid or 0)
             self.site_ids[name] = sid
         return sid
+
+    def forget(self, name: str) -> None:
+        """The site has nothing on disk now: its id need not stay in memory (a list passes through many
+        sites once)."""
+        self.site_ids.pop(name, None)
 
     def push(self, site: str, key: Key, data: bytes) -> None:
         self.db.execute(
@@ -85,15 +93,15 @@ class SpillStore:
 
     def index(self) -> Iterator[tuple[str, int, Key]]:
         """Every site with queued requests: (name, count, first key) - what a resumed frontier needs."""
-        names = {i: n for n, i in self.site_ids.items()}
         rows = self.db.execute(
-            "SELECT site, count(*), min(k1) FROM queue GROUP BY site",
+            "SELECT q.site, s.name, count(*) FROM queue q JOIN sites s ON s.id = q.site GROUP BY q.site",
         ).fetchall()
-        for sid, count, _ in rows:
+        for sid, name, count in rows:
             head = self.db.execute(
                 "SELECT k1, k2, k3 FROM queue WHERE site = ? ORDER BY k1, k2, k3 LIMIT 1", (sid,)
             ).fetchone()
-            yield names[int(sid)], int(count), (int(head[0]), int(head[1]), int(head[2]))
+            self.site_ids[str(name)] = int(sid)
+            yield str(name), int(count), (int(head[0]), int(head[1]), int(head[2]))
 
     def get_meta(self, name: str, default: int = 0) -> int:
         row = self.db.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()

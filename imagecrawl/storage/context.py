@@ -1,7 +1,7 @@
 """The crawl-wide context: what the components of one crawl share, reached through one typed accessor.
 
 The store, the ledger and the near-duplicate index have an owner of their own, the extension
-:class:`imagecrawl.extensions.storage.StorageOwner` (reached with ``crawler.get_extension``); this
+:class:`imagecrawl.storage.extensions.StorageOwner` (reached with ``crawler.get_extension``); this
 module holds what it opens them with: :class:`CrawlStorage`, the run id and the ledger factory. The
 ledger is the embedded SQLite one unless ``IMAGECRAWL_LEDGER_FACTORY`` names another
 :class:`LedgerFactory` (the distributed add-on plugs in the Redis ledger that way); the core never
@@ -99,7 +99,7 @@ def ledger_factory(settings: Any) -> LedgerFactory:
 
 
 class SnapshotProvider(Protocol):
-    """Per-site state for the progress line and the report (see :mod:`imagecrawl.extensions.monitor`)."""
+    """Per-site state for the progress line and the report (see :mod:`imagecrawl.report.extensions.monitor`)."""
 
     def snapshot(self) -> dict[str, dict[str, Any]]: ...
 

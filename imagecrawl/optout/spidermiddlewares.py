@@ -1,7 +1,7 @@
 """Drop the image requests found on a page that opted out (HTML meta robots, X-Robots-Tag on the
 page, TDMRep header/meta on the page): those images are never requested.
 
-The decision is made by :class:`imagecrawl.downloadermiddlewares.optout.OptOutMiddleware` when the
+The decision is made by :class:`imagecrawl.optout.downloadermiddlewares.optout.OptOutMiddleware` when the
 page arrives and stored in ``response.meta["imagecrawl_optout_page"]``; this middleware only
 filters, so spiders need no change: any ``Request`` with ``meta["imagecrawl_kind"] == "image"``
 (what :meth:`imagecrawl.spider.ImageSpider.image_request` builds) coming out of such a page is
@@ -20,8 +20,8 @@ from scrapy.exceptions import NotConfigured
 from scrapy.http import Response
 
 from imagecrawl import meta
-from imagecrawl.downloadermiddlewares.optout import skip_log
 from imagecrawl.optout.config import OptOutConfig
+from imagecrawl.optout.downloadermiddlewares.optout import skip_log
 from imagecrawl.optout.skiplog import SkipLog
 
 logger = logging.getLogger(__name__)

@@ -12,22 +12,22 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Self
 
 from scrapy import Request
 from scrapy.crawler import Crawler
 from scrapy.exceptions import NotConfigured
-from scrapy.http import Response, TextResponse
+from scrapy.http import Headers, Response, TextResponse
 from scrapy.settings import BaseSettings
 
 from imagecrawl import meta
-from imagecrawl.downloadermiddlewares.pacing import PacingRuntime, runtime_for
-from imagecrawl.downloadermiddlewares.retry import retry_later
 from imagecrawl.pacing import Verdict
 from imagecrawl.pacing.bans import EVIDENCE, BanState
 from imagecrawl.pacing.config import RetryConfig
+from imagecrawl.pacing.downloadermiddlewares.pacing import PacingRuntime, runtime_for
+from imagecrawl.pacing.downloadermiddlewares.retry import retry_later
 from imagecrawl.tuning import tuning
 
 logger = logging.getLogger(__name__)
@@ -86,6 +86,28 @@ def classify_response(
     return Verdict.NEUTRAL
 
 
+class ResponseHeaders(Mapping[str, str]):
+    """A response's headers as :func:`classify_response` reads them (lower-case names, latin-1 text), each
+    decoded when asked: not every header of every response decoded into a dict first."""
+
+    __slots__ = ("_headers",)
+
+    def __init__(self, headers: Headers) -> None:
+        self._headers = headers
+
+    def __getitem__(self, name: str) -> str:
+        value = self._headers.get(name)
+        if value is None:
+            raise KeyError(name)
+        return bytes(value).decode("latin-1")
+
+    def __iter__(self) -> Iterator[str]:
+        return (bytes(k).decode("latin-1").lower() for k in self._headers)
+
+    def __len__(self) -> int:
+        return len(self._headers)
+
+
 class BanMiddleware:
     def __init__(self, crawler: Crawler, config: BansConfig, runtime: PacingRuntime) -> None:
         assert crawler.stats is not None
@@ -118,13 +140,9 @@ class BanMiddleware:
         text: str | None = None
         if isinstance(response, TextResponse):
             text = response.body[:SCAN_BYTES].decode(response.encoding or "utf-8", errors="replace")
-        headers = {
-            k.decode("latin-1").lower(): v.decode("latin-1")
-            for k, v in ((k, response.headers.get(k) or b"") for k in response.headers)
-        }
-        verdict = classify_response(
-            response.status, headers, text, self.config.challenge_markers, self._marker(request, site)
-        )
+        headers = ResponseHeaders(response.headers)
+        marker = self._marker(request, site)
+        verdict = classify_response(response.status, headers, text, self.config.challenge_markers, marker)
         self._report(site, verdict, float(sent_at))
         banned = self.runtime.gate.state_of(site) in (BanState.BANNED, BanState.PROBING)
         if banned and verdict in BAN_RETRY and self.retry.enabled and not request.meta.get("dont_retry"):

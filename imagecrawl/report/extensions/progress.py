@@ -22,7 +22,7 @@ from scrapy.crawler import Crawler
 from scrapy.exceptions import NotConfigured
 from scrapy.utils.asyncio import create_looping_call
 
-from imagecrawl.extensions.monitor import Monitor, monitor_for
+from imagecrawl.report.extensions.monitor import Monitor, monitor_for
 from imagecrawl.tuning import tuning
 
 logger = logging.getLogger(__name__)

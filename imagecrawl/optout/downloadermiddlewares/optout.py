@@ -1,6 +1,6 @@
 """Opt-outs, decided as early and as cheaply as possible (see docs/optout.md).
 
-* robots.txt — :mod:`imagecrawl.downloadermiddlewares.robots`.
+* robots.txt — :mod:`imagecrawl.optout.downloadermiddlewares.robots`.
 * TDMRep file — ``/.well-known/tdmrep.json`` fetched once per site (like robots.txt); a request
   whose path a rule reserves is dropped before it is sent.
 * X-Robots-Tag, the aipref ``Content-Usage`` header (``train-ai=n``) and the ``tdm-reservation``
@@ -8,7 +8,7 @@
   ``StopDownload`` before its body is read (one header exchange).
 * HTML meta (robots, our token, tdm-reservation) and header opt-outs of *pages* — recorded on the
   page's request meta (``imagecrawl_optout_page``); the spider middleware
-  :class:`imagecrawl.spidermiddlewares.optout.OptOutSpiderMiddleware` drops image requests found
+  :class:`imagecrawl.optout.spidermiddlewares.OptOutSpiderMiddleware` drops image requests found
   on such a page.
 
 Every skip goes through the crawl's :class:`~imagecrawl.optout.skiplog.SkipLog` (:func:`skip_log`): a

@@ -19,8 +19,8 @@ from scrapy.exceptions import DropItem, NotConfigured
 from imagecrawl.dedupe.base import AsyncLedger
 from imagecrawl.errors import ConfigError
 from imagecrawl.exitcodes import WRITE_ERROR, set_exit_code
-from imagecrawl.extensions.storage import storage_owner
 from imagecrawl.forget.crawl import count_refused, tombstones
+from imagecrawl.storage.extensions import storage_owner
 
 logger = logging.getLogger(__name__)
 

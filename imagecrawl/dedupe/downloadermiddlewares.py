@@ -16,8 +16,8 @@ from scrapy.crawler import Crawler
 from scrapy.exceptions import IgnoreRequest, NotConfigured
 
 from imagecrawl import meta
-from imagecrawl.extensions.storage import crawl_storage
 from imagecrawl.forget.crawl import count_refused, tombstones
+from imagecrawl.storage.extensions import crawl_storage
 
 logger = logging.getLogger(__name__)
 

@@ -285,6 +285,7 @@ def monitor_for(crawler: Crawler) -> Monitor:
     monitor = crawler.get_extension(Monitor)
     if monitor is None:
         raise ConfigError(
-            "imagecrawl.extensions.monitor.Monitor is not in EXTENSIONS: the progress line and the report need it"
+            "imagecrawl.report.extensions.monitor.Monitor is not in EXTENSIONS: "
+            "the progress line and the report need it"
         )
     return monitor

@@ -158,7 +158,7 @@ class NetGuardConfig:
 
 
 #: the guard configs of the crawls this process runs; the connect-time resolver (built once per process,
-#: see imagecrawl/resolver.py) lets an address through that one of them allows
+#: see imagecrawl/guard/resolver.py) lets an address through that one of them allows
 _PROCESS_CONFIGS: list[NetGuardConfig] = []
 
 

@@ -26,6 +26,7 @@ it is never sent, so it needs no identity, and it must not end a loopback crawl.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import logging
 import re
@@ -40,8 +41,8 @@ from scrapy.settings import BaseSettings
 from scrapy.utils.defer import deferred_from_coro
 from scrapy.utils.httpobj import urlparse_cached
 
-from imagecrawl.downloadermiddlewares.netguard import NetGuardConfig, literal_ip
 from imagecrawl.exitcodes import USAGE, set_exit_code
+from imagecrawl.guard.downloadermiddlewares.netguard import NetGuardConfig, literal_ip
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +62,7 @@ def valid_contact(contact: str) -> bool:
     return parts.scheme in ("http", "https") and bool(parts.hostname)
 
 
+@functools.lru_cache(maxsize=4096)  # asked for every request: a crawl has few hosts, each parsed once
 def is_loopback_host(host: str) -> bool:
     host = host.strip("[]").rstrip(".").lower()
     if host == "localhost" or host.endswith(".localhost"):

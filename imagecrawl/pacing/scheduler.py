@@ -30,14 +30,17 @@ from typing import Any, Self
 
 from scrapy import Request
 from scrapy.crawler import Crawler
+from scrapy.dupefilters import RFPDupeFilter
 from scrapy.utils.asyncio import call_later
 from scrapy.utils.httpobj import urlparse_cached
 from scrapy.utils.job import job_dir
 from scrapy.utils.misc import build_from_crawler, load_object
-from scrapy.utils.request import request_from_dict
+from scrapy.utils.request import RequestFingerprinterProtocol, request_from_dict
 
 from imagecrawl import meta
 from imagecrawl.pacing.frontier import Frontier, FrontierConfig
+from imagecrawl.pacing.gate import COMPACT_AFTER_SECONDS
+from imagecrawl.pacing.seen import FingerprintSet, key_of
 from imagecrawl.pacing.spill import Key, SpillStore
 from imagecrawl.state import state_dir_for
 from imagecrawl.tuning import tuning
@@ -129,7 +132,7 @@ class FrontierScheduler(EngineWakeup):
             self.first_contact_timeout = 0.0
         self.runtime: Any = None
         if settings.getbool("IMAGECRAWL_PACING_ENABLED"):
-            from imagecrawl.downloadermiddlewares.pacing import runtime_for
+            from imagecrawl.pacing.downloadermiddlewares.pacing import runtime_for
 
             self.runtime = runtime_for(crawler)
         self.spider: Any = None
@@ -247,25 +250,24 @@ class FrontierScheduler(EngineWakeup):
         if site != UNPACED and self.runtime is not None:
             m[meta.PACING_GRANTED] = True
             m[meta.SENT_AT] = now
-            if self.first_contact_timeout and "download_timeout" not in m:
-                state = self.runtime.gate.sites.get(site)
-                if state is None or not state.answered:
-                    m["download_timeout"] = self.first_contact_timeout
-                    m[meta.FIRST_CONTACT] = True
+            if self.first_contact_timeout and "download_timeout" not in m and not self.runtime.gate.answered(site):
+                m["download_timeout"] = self.first_contact_timeout
+                m[meta.FIRST_CONTACT] = True
         self.stats.inc_value("scheduler/dequeued/disk" if request in self._from_disk else "scheduler/dequeued/memory")
         self.stats.inc_value("scheduler/dequeued")
         return request
 
     def _forget(self, now: float) -> None:
-        """Every so often: drop the state of sites long idle with nothing queued (bounded memory over a
-        list of many sites, each passed through once)."""
-        self._next_forget = now + max(1.0, self.forget_idle / 10)
-        if self.forget_idle <= 0:
-            return
+        """Every few seconds: compact the pacing state of settled sites to their learned rate, drop what
+        was idle for ``pacing_forget_idle_seconds`` and the queues of sites with nothing queued
+        (bounded memory over a list of many sites, each passed through once)."""
+        idle = self.forget_idle if self.forget_idle > 0 else math.inf
+        self._next_forget = now + max(1.0, min(COMPACT_AFTER_SECONDS / 2, idle / 10))
         if self.runtime is not None:
-            n = self.runtime.gate.forget_idle(now, self.forget_idle, self.frontier.holds)
+            n = self.runtime.gate.forget_idle(now, idle, self.frontier.holds)
             if n:
                 self.stats.inc_value("imagecrawl/pacing/forgotten", n)
+            self.runtime.forget(self.frontier.holds)
         self.frontier.forget_empty()
 
     # --- the gate -----------------------------------------------------------------------------
@@ -385,3 +387,57 @@ def _remove_stale_spills(folder: Path) -> None:
             path.unlink(missing_ok=True)
         except PermissionError:
             continue
+
+
+#: requests.seen: each fingerprint after its length in 2 big-endian bytes (Scrapy's format)
+_SEEN_SIZE_BYTES = 2
+
+
+class CompactDupeFilter(RFPDupeFilter):
+    """Scrapy's ``RFPDupeFilter`` whose seen-set takes 16 bytes a request instead of about 90
+    (:class:`imagecrawl.pacing.seen.FingerprintSet`). Everything else is Scrapy's: the fingerprinter
+    (``REQUEST_FINGERPRINTER_CLASS``), the log lines and stat, and JOBDIR's ``requests.seen`` (the same
+    format, so a job started with either filter resumes with the other)."""
+
+    def __init__(
+        self,
+        path: str | None = None,
+        debug: bool = False,
+        *,
+        fingerprinter: RequestFingerprinterProtocol | None = None,
+    ) -> None:
+        super().__init__(None, debug, fingerprinter=fingerprinter)
+        self.seen = FingerprintSet()
+        if path:
+            self.file = Path(path, "requests.seen").open("a+b")  # noqa: SIM115 (closed by close(), as Scrapy's)
+            self.file.seek(0)
+            self._load(self.file.read())
+
+    def _load(self, data: bytes) -> None:
+        pos, size = 0, len(data)
+        while pos + _SEEN_SIZE_BYTES <= size:
+            n = int.from_bytes(data[pos : pos + _SEEN_SIZE_BYTES], "big")
+            pos += _SEEN_SIZE_BYTES
+            if pos + n > size:  # cut short by an unclean stop
+                break
+            self.seen.add(key_of(data[pos : pos + n]))
+            pos += n
+        self.seen.merge()
+
+    @classmethod
+    def from_crawler(cls, crawler: Crawler) -> Self:
+        return cls(
+            job_dir(crawler.settings),
+            crawler.settings.getbool("DUPEFILTER_DEBUG"),
+            fingerprinter=crawler.request_fingerprinter,
+        )
+
+    def request_seen(self, request: Request) -> bool:
+        fp = self._fingerprint(request)
+        key = key_of(fp)
+        if key in self.seen:
+            return True
+        self.seen.add(key)
+        if self.file:
+            self.file.write(len(fp).to_bytes(_SEEN_SIZE_BYTES, "big") + fp)
+        return False

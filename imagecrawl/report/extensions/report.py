@@ -4,7 +4,7 @@ The JSON holds totals, stats grouped by reason, and the time series the monitor 
 images/s, per-site request rate, 429/503/403 responses, Retry-After pauses, pacing rate and states);
 the HTML renders the same data with inline SVG plots (no scripts, no external files: it opens offline).
 Written at ``spider_closed``, after the Parquet pipeline's ``close_spider`` has committed the last shards
-and before the store's owner (:class:`~imagecrawl.extensions.storage.StorageOwner`) closes it.
+and before the store's owner (:class:`~imagecrawl.storage.extensions.StorageOwner`) closes it.
 """
 
 from __future__ import annotations
@@ -22,11 +22,11 @@ from scrapy.exceptions import NotConfigured
 
 from imagecrawl import redact
 from imagecrawl.addon import configured_secrets
-from imagecrawl.extensions.monitor import Monitor, monitor_for
-from imagecrawl.extensions.progress import optout_skips, prefixed_sum
-from imagecrawl.extensions.storage import crawl_storage
+from imagecrawl.report.extensions.monitor import Monitor, monitor_for
+from imagecrawl.report.extensions.progress import optout_skips, prefixed_sum
 from imagecrawl.report.html import render_html
 from imagecrawl.storage import layout
+from imagecrawl.storage.extensions import crawl_storage
 from imagecrawl.tuning import tuning
 from imagecrawl.values import utf8_safe
 

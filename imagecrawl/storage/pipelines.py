@@ -19,10 +19,10 @@ from scrapy.crawler import Crawler
 from scrapy.exceptions import DropItem, NotConfigured
 
 from imagecrawl.exitcodes import STORE, WRITE_ERROR, set_exit_code
-from imagecrawl.extensions.storage import storage_owner
 from imagecrawl.items import PromptImage
 from imagecrawl.schema import COLUMNS
 from imagecrawl.storage.context import CrawlStorage
+from imagecrawl.storage.extensions import storage_owner
 from imagecrawl.storage.outbox import Outbox
 from imagecrawl.storage.shards import ShardWriter, SpoolWriteError, no_room, partition_of, shard_key
 from imagecrawl.storage.stores import LocalStore

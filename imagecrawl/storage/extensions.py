@@ -121,7 +121,7 @@ def storage_owner(crawler: Crawler) -> StorageOwner:
     owner = crawler.get_extension(StorageOwner)
     if owner is None:
         raise ConfigError(
-            "the store is needed but imagecrawl.extensions.storage.StorageOwner is not in EXTENSIONS "
+            "the store is needed but imagecrawl.storage.extensions.StorageOwner is not in EXTENSIONS "
             "(imagecrawl's settings install it)"
         )
     return owner

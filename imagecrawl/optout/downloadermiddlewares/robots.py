@@ -43,10 +43,10 @@ from scrapy.utils.misc import build_from_crawler
 from twisted.internet.defer import Deferred
 
 from imagecrawl import meta
-from imagecrawl.downloadermiddlewares.optout import policy_files, skip_log
 from imagecrawl.optout.budget import PolicyBodyError
 from imagecrawl.optout.config import OptOutConfig
 from imagecrawl.optout.crawldelay import CrawlDelays
+from imagecrawl.optout.downloadermiddlewares.optout import policy_files, skip_log
 from imagecrawl.optout.robotsprefs import RobotsPrefs, parse_robots_prefs, robots_refusal
 from imagecrawl.pacing.gate import Signal
 from imagecrawl.pacing.signals import classify_exception

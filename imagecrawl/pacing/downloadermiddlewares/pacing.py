@@ -1,7 +1,7 @@
 """Per-site pacing (AIMD on rate and concurrency, Retry-After, Crawl-delay, bans, dead sites): the
 response side, and the gate for requests that do not come through the frontier.
 
-The decisions are taken before a request leaves the frontier (:mod:`imagecrawl.scheduler`): it asks the
+The decisions are taken before a request leaves the frontier (:mod:`imagecrawl.pacing.scheduler`): it asks the
 site's gate and marks what it lets through (``imagecrawl_pacing_granted``). ``PacingMiddleware`` sits
 closest to the network (after the HTTP cache) and keeps what must see the answer: it releases the slot,
 reads Retry-After and feeds latency, 429/503 and download errors back to the site's controller (and its
@@ -36,14 +36,14 @@ from scrapy.utils.httpobj import urlparse_cached
 from scrapy.utils.misc import load_object
 
 from imagecrawl import meta
-from imagecrawl.downloadermiddlewares.robots import crawl_delays
-from imagecrawl.extensions.jobdir import CrawlClosing
+from imagecrawl.jobdir.extensions import CrawlClosing
+from imagecrawl.optout.downloadermiddlewares.robots import crawl_delays
 from imagecrawl.pacing import Feedback, InProcessGate, RateGate, parse_retry_after
 from imagecrawl.pacing.config import PacingConfig, ban_config_from_settings, circuit_config_from_settings
 from imagecrawl.pacing.looplag import LoopLag
+from imagecrawl.pacing.scheduler import engine_closing, wake_engine
 from imagecrawl.pacing.signals import classify_exception, classify_status
 from imagecrawl.pacing.sitekey import site_of_host, site_of_url
-from imagecrawl.scheduler import engine_closing, wake_engine
 from imagecrawl.storage.context import crawl_context
 
 logger = logging.getLogger(__name__)
@@ -85,7 +85,7 @@ class PacingRuntime:
         self._site_by_netloc: dict[str, str] = {}
         self.rng = random.Random()
         self.waiting = 0
-        #: the frontier (imagecrawl.scheduler.FrontierScheduler) while one is open: told of releases
+        #: the frontier (imagecrawl.pacing.scheduler.FrontierScheduler) while one is open: told of releases
         self.frontier: Any = None
         #: the pacing middleware is installed (it releases what the frontier lets out)
         self.middleware = False
@@ -113,6 +113,21 @@ class PacingRuntime:
                 request.meta.pop("download_slot", None)  # the origin's Scrapy slot came with the copy
             request.meta[meta.SITE] = site
         return site
+
+    def forget(self, keep: Callable[[str], bool]) -> int:
+        """Drop the per-site lookups (netlocs, FIFO locks) of sites the gate keeps no full state for and
+        ``keep(site)`` is false (the frontier queues nothing for them): a site that comes back is looked
+        up again. Returns how many sites were dropped."""
+        full = self.gate.sites
+        gone = [site for site in self.netlocs if site not in full and not keep(site)]
+        for site in gone:
+            for netloc in self.netlocs.pop(site):
+                self._site_by_netloc.pop(netloc, None)
+            for key in (site, f"{site}\0policy"):
+                lock = self.locks.get(key)
+                if lock is not None and not lock.locked():
+                    del self.locks[key]
+        return len(gone)
 
     def site_latency(self, measured: float, now: float) -> float | None:
         """The site's share of a measured latency: the crawler's recent event-loop lag is subtracted;
@@ -414,7 +429,7 @@ class PacingMiddleware:
     def _spider_closed(self, reason: str) -> None:
         self.runtime.lag.stop()
         stats = self.runtime.stats
-        stats.set_value("imagecrawl/pacing/sites", len(self.gate.sites))
+        stats.set_value("imagecrawl/pacing/sites", self.gate.held())
         for site, state in self.gate.sites.items():
             logger.info(
                 "Pacing of %s at close: %.3g req/s, concurrency %d, %s",
