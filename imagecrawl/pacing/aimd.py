@@ -45,6 +45,9 @@ import math
 from collections import deque
 from dataclasses import dataclass
 
+from imagecrawl import defaults
+from imagecrawl.tuning import DEFAULTS
+
 #: a smoothed latency older than this many steps no longer holds growth back
 STALE_LATENCY_STEPS = 5
 #: of a Retry-After pause, the part a site is taken to save up capacity in (its burst)
@@ -86,21 +89,36 @@ PROBE_CAP = 1.15
 PROBE_HOLD_STEPS = 20
 
 
+#: with no start rate given, a site starts at this share of its cap (a cap raised for a site you own starts fast)
+START_RATE_SHARE = 0.25
+#: a site starts with this many requests at once
+START_CONCURRENCY = 1
+#: below this share of the last ceiling the rate closes half the gap per step (fast recovery)
+RECOVER_RATIO = 0.95
+#: near the ceiling the rate creeps up by this share of the ceiling per step
+PROBE_FRACTION = 0.01
+#: the window over which the goodput (answers per second) is measured, and a cut settles
+GOODPUT_WINDOW_SECONDS = 10.0
+
+
 @dataclass(frozen=True, slots=True)
 class AimdConfig:
-    start_rate: float = 0.5
-    min_rate: float = 0.02
-    max_rate: float = 2.0
-    start_concurrency: int = 1
-    max_concurrency: int = 2
-    decrease_factor: float = 0.7
-    startup_factor: float = 1.5
-    recover_ratio: float = 0.95
-    probe_fraction: float = 0.01
-    step_seconds: float = 1.0
-    latency_factor: float = 3.0
-    latency_margin_seconds: float = 0.1
-    goodput_window_seconds: float = 10.0
+    """The controller's parameters. Defaults: the add-on's settings (imagecrawl/defaults.py), the tuning
+    (imagecrawl/tuning.py) and the constants above, never restated."""
+
+    start_rate: float = defaults.IMAGECRAWL_MAX_RATE_PER_SITE * START_RATE_SHARE
+    min_rate: float = DEFAULTS.pacing_min_rate_per_second
+    max_rate: float = defaults.IMAGECRAWL_MAX_RATE_PER_SITE
+    start_concurrency: int = START_CONCURRENCY
+    max_concurrency: int = min(defaults.IMAGECRAWL_MAX_CONCURRENCY_PER_SITE, defaults.CONCURRENT_REQUESTS_PER_DOMAIN)
+    decrease_factor: float = DEFAULTS.pacing_decrease_factor
+    startup_factor: float = DEFAULTS.pacing_startup_factor
+    recover_ratio: float = RECOVER_RATIO
+    probe_fraction: float = PROBE_FRACTION
+    step_seconds: float = DEFAULTS.pacing_step_seconds
+    latency_factor: float = DEFAULTS.pacing_latency_factor
+    latency_margin_seconds: float = DEFAULTS.pacing_latency_margin_seconds
+    goodput_window_seconds: float = GOODPUT_WINDOW_SECONDS
 
     def __post_init__(self) -> None:
         if not 0 < self.min_rate <= self.max_rate:

@@ -22,9 +22,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from imagecrawl import defaults
 from imagecrawl.pacing.aimd import AimdConfig, AimdController
 from imagecrawl.pacing.bans import BanConfig, BanState, BanTracker, Transition, Verdict
 from imagecrawl.pacing.circuit import Circuit, CircuitChange, CircuitConfig, CircuitState
+from imagecrawl.tuning import DEFAULTS
 
 #: How long a request held by a full concurrency window (or an in-flight probe) waits at most before
 #: asking again; the pacing middleware wakes it as soon as a request of its site is released
@@ -157,17 +159,21 @@ class Learned:
         s.last_used = self.last_used
 
 
+#: InProcessGate's own default: see its ``window_guard``
+WINDOW_GUARD_SECONDS = 0.15
+
+
 @dataclass
 class InProcessGate:
     """One process's gate; state per site lives as long as the crawl (not tied to Scrapy's slots)."""
 
     aimd: AimdConfig = field(default_factory=AimdConfig)
     bans: BanConfig = field(default_factory=BanConfig)
-    jitter: float = 0.1  # spacing is stretched by up to this fraction, never shortened
+    jitter: float = DEFAULTS.pacing_jitter  # spacing is stretched by up to this fraction, never shortened
     #: The cap holds in any window of 1 s + this guard (requests may reach the wire a little late
     #: or early, and the site counts arrivals).
-    window_guard: float = 0.15
-    default_floor_interval: float = 0.0
+    window_guard: float = WINDOW_GUARD_SECONDS
+    default_floor_interval: float = defaults.DOWNLOAD_DELAY
     circuit: CircuitConfig = field(default_factory=CircuitConfig)
     rng: random.Random = field(default_factory=random.Random)
     #: a settled site keeps only its :class:`Learned` rate after this many idle seconds
