@@ -46,6 +46,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -263,7 +264,9 @@ def run_imagecrawl_redis(list_path: Path, workdir: Path, args: argparse.Namespac
         started = time.time()
         for n in range(args.workers):
             cmd = [sys.executable, "-m", "scrapy", "crawl", "urls", "-a", f"input={list_path}"]
-            for key, value in {**settings, "IMAGECRAWL_WORKER_ID": f"w{n}"}.items():
+            # the contact is in the User-Agent: the sites' request log says which worker sent what
+            worker = {"IMAGECRAWL_WORKER_ID": f"w{n}", "IMAGECRAWL_CONTACT": f"benchmark-worker-w{n}"}
+            for key, value in {**settings, **worker}.items():
                 cmd += ["-s", f"{key}={value}"]
             with open(workdir / f"imagecrawl-redis-w{n}.log", "w") as err:
                 procs.append(subprocess.Popen(cmd, cwd=REPO, stdout=err, stderr=subprocess.STDOUT))
@@ -365,6 +368,30 @@ class Row:
     cpu_ms_per_image: float
     wall: float
     note: str
+
+
+def by_worker(log_path: Path) -> str:
+    """For a distributed crawl: each worker's requests and 429s, and how many 429s answered a request
+    sent within a second after another worker's request to the site (the workers' pacing not being one)."""
+    records = sorted(
+        (json.loads(line) for line in log_path.read_text().splitlines() if line.strip()), key=lambda r: r["t"]
+    )
+    worker = {r["ua"]: r["ua"].rsplit("benchmark-worker-", 1)[-1].rstrip(")") for r in records if r.get("ua")}
+    sent: Counter[str] = Counter()
+    throttled: Counter[str] = Counter()
+    after_other = 0
+    last: dict[str, tuple[float, str]] = {}
+    for r in records:
+        w = worker.get(r.get("ua", ""), "?")
+        sent[w] += 1
+        if r["status"] == 429:
+            throttled[w] += 1
+            prev = last.get(r["host"])
+            if prev is not None and prev[1] != w and r["t"] - prev[0] < 1.0:
+                after_other += 1
+        last[r["host"]] = (r["t"], w)
+    per = ", ".join(f"{w}: {sent[w]} requests, {throttled[w]} 429s" for w in sorted(sent))
+    return f"{per}; 429s within 1 s after another worker's request to the site: {after_other}"
 
 
 def measure(name: str, sites: list[SiteSpec], log_path: Path, run: Run) -> Row:
@@ -507,6 +534,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"wall {r.wall:.0f} s",
                 file=sys.stderr,
             )
+            if name == "imagecrawl-redis":
+                print(f"  -> by worker: {by_worker(log_path)}", file=sys.stderr)
     print(table(rows, sites, args))
     return 0
 

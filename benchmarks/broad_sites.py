@@ -9,7 +9,8 @@ that finds no token gets 429 with ``Retry-After``; others are answered after ``l
 Every live path answers: ``/robots.txt`` (allow all, outside the bucket), ``/img/<n>.png`` (a PNG of
 its own, unique per site and number), anything else 404 (inside the bucket). One JSON line per
 answered request goes to ``LOG.jsonl``: ``t`` (arrival, unix time), ``dur``, ``host``, ``path``,
-``status``, ``retry_after`` (for 429s). Prints ``ready`` once every listener is up; SIGTERM ends it.
+``status``, ``retry_after`` (for 429s), ``ua`` (the User-Agent: which worker of a distributed crawl).
+Prints ``ready`` once every listener is up; SIGTERM ends it.
 """
 
 from __future__ import annotations
@@ -87,6 +88,7 @@ class Site:
                 parts = lines[0].split(" ")
                 path = parts[1].split("?", 1)[0] if len(parts) > 1 else "/"
                 close = any(line.lower().startswith("connection:") and "close" in line.lower() for line in lines)
+                agent = next((line[11:].strip() for line in lines if line.lower().startswith("user-agent:")), "")
                 status, headers, body = await self.answer(path)
                 reason = {200: "OK", 404: "Not Found", 429: "Too Many Requests"}[status]
                 headers |= {"Content-Length": str(len(body)), "Connection": "close" if close else "keep-alive"}
@@ -98,6 +100,7 @@ class Site:
                     "dur": round(time.monotonic() - started, 6),
                     "host": self.host,
                     "path": path,
+                    "ua": agent,
                     "status": status,
                 }
                 if status == 429:

@@ -293,3 +293,50 @@ def test_the_dedupe_package_has_no_import_cycle() -> None:
         return False
 
     assert sorted(m for m in graph if reaches(m, m, {m})) == []
+
+
+#: what a config field may default to without naming where the value lives: nothing at all
+NEUTRAL = (None, "", (), frozenset())
+
+
+def literal(node: ast.expr) -> bool:
+    """``node`` is a value written out (``2.0``, ``"x"``, ``frozenset({429, 500})``), not a name of one."""
+    for sub in ast.walk(node):
+        if isinstance(sub, ast.Call):
+            continue
+        if isinstance(sub, ast.Name | ast.Attribute) and not any(
+            isinstance(call, ast.Call) and call.func is sub for call in ast.walk(node)
+        ):
+            return False
+    return True
+
+
+def neutral(node: ast.expr) -> bool:
+    """``None``, ``""``, ``()``, ``frozenset()``: no value to restate."""
+    if isinstance(node, ast.Call):
+        return isinstance(node.func, ast.Name) and node.func.id in ("frozenset", "tuple") and not node.args
+    try:
+        return ast.literal_eval(node) in NEUTRAL
+    except ValueError:
+        return False
+
+
+def test_no_config_restates_a_default() -> None:
+    """Defaults live in the add-on's settings (imagecrawl/defaults.py) and the tuning (imagecrawl/tuning.py),
+    or, for a value that is neither, in one named constant beside the config: a config dataclass's field
+    default names one of them (``DEFAULTS.pacing_jitter``, ``defaults.IMAGECRAWL_MAX_RATE_PER_SITE``,
+    ``RECOVER_RATIO``), never writes a value out, so no default is written twice (docs/settings.md)."""
+    configs = 0
+    restated: list[str] = []
+    for path in [p for p in modules() if p != PACKAGE / "tuning.py"]:
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if not (isinstance(node, ast.ClassDef) and node.name.endswith(("Config", "Gate"))):
+                continue
+            configs += 1
+            for field in node.body:
+                if not (isinstance(field, ast.AnnAssign) and field.value is not None):
+                    continue
+                if literal(field.value) and not neutral(field.value):
+                    restated.append(f"{rel(path)}:{field.lineno} {node.name}.{ast.unparse(field.target)}")
+    assert configs > 10
+    assert restated == []

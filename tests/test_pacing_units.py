@@ -7,11 +7,14 @@ import email.utils
 import itertools
 import math
 import random
-from dataclasses import replace
 
 import pytest
 from scrapy.settings import Settings
 
+from imagecrawl.distributed.ratelimit import RateConfig
+from imagecrawl.guard.downloadermiddlewares.netguard import NetGuardConfig
+from imagecrawl.optout.budget import PolicyFileConfig
+from imagecrawl.optout.config import OptOutConfig
 from imagecrawl.pacing import (
     AimdConfig,
     AimdController,
@@ -29,7 +32,13 @@ from imagecrawl.pacing.aimd import STARTUP_MAX_STEPS, Adjustment
 from imagecrawl.pacing.circuit import CircuitConfig
 from imagecrawl.pacing.config import PacingConfig, RetryConfig, ban_config_from_settings, circuit_config_from_settings
 from imagecrawl.pacing.downloadermiddlewares.bans import BansConfig, classify_response
+from imagecrawl.pacing.frontier import FrontierConfig
 from imagecrawl.pacing.signals import classify_exception, classify_status
+from imagecrawl.report.extensions.monitor import MonitorConfig
+from imagecrawl.report.extensions.progress import ProgressConfig
+from imagecrawl.report.extensions.report import ReportConfig
+from imagecrawl.storage.stores import S3Config
+from imagecrawl.tuning import tuning
 from tests.crawlers import project_settings
 from tests.sandbox.misbehave import (
     MisbehaveConfig,
@@ -134,7 +143,9 @@ def test_startup_concurrency_grows_by_the_startup_factor_then_by_one() -> None:
 
 def test_congestion_cuts_once_per_epoch_and_recovers_toward_the_ceiling() -> None:
     c = AimdController(CFG, now=0.0)
-    c.rate = 20.0
+    c.rate = c.ceiling = 20.0  # past the start-up: the site served 20/s for ten seconds
+    for k in range(200):
+        c.on_success(now=k / 20)
     c.concurrency = 4
     adj = c.on_congestion("429", sent_at=9.0, now=10.0)
     assert adj is not None and c.rate == pytest.approx(14.0) and c.concurrency == 2
@@ -552,6 +563,24 @@ def test_the_configs_field_defaults_are_the_settings_defaults() -> None:
     s = Settings(project_settings())
     assert ban_config_from_settings(s) == BanConfig()
     assert circuit_config_from_settings(s) == CircuitConfig()
-    assert RetryConfig.from_settings(s) == RetryConfig()
-    built, bare = PacingConfig.from_settings(s), PacingConfig()
-    assert replace(built, aimd=bare.aimd) == bare
+    retry = RetryConfig.from_settings(s)  # RETRY_ENABLED, RETRY_HTTP_CODES, RETRY_PRIORITY_ADJUST: Scrapy's defaults
+    assert retry == RetryConfig(enabled=True, http_codes=retry.http_codes, priority_adjust=retry.priority_adjust)
+    assert 429 in retry.http_codes and retry.priority_adjust == -1
+    assert PacingConfig.from_settings(s) == PacingConfig()  # the AIMD controller's parameters included
+    assert PacingConfig().aimd.start_rate == s.getfloat("IMAGECRAWL_MAX_RATE_PER_SITE") / 4
+    for config in (
+        MonitorConfig,
+        ProgressConfig,
+        ReportConfig,
+        NetGuardConfig,
+        PolicyFileConfig,
+        RateConfig,
+        BansConfig,
+        FrontierConfig,
+    ):
+        built = config.from_settings(s) if hasattr(config, "from_settings") else None
+        if built is not None:
+            assert built == config(), config.__name__
+    assert FrontierConfig().memory_limit == tuning(s).frontier_memory_requests
+    assert S3Config().max_attempts == tuning(s).s3_max_attempts and S3Config().use_ssl is s.getbool("AWS_USE_SSL")
+    assert OptOutConfig().directives == frozenset(s.getlist("IMAGECRAWL_OPTOUT_DIRECTIVES"))

@@ -39,13 +39,14 @@ from typing import Final, Protocol, runtime_checkable
 
 import numpy as np
 
+from imagecrawl import defaults
 from imagecrawl.dedupe.locking import while_locked
 
 logger = logging.getLogger(__name__)
 
 #: Hamming distance at or below which two pHashes count as the same picture (tuned by
 #: ``benchmarks/near_dupes.py``; the trade-off is in docs/near-duplicates.md).
-DEFAULT_MAX_DISTANCE: Final = 8
+DEFAULT_MAX_DISTANCE: Final = defaults.IMAGECRAWL_NEAR_MAX_DISTANCE
 #: 4 bands of 16 bits: the MIH sweet spot (64 / log2(n)) for 10^5..10^7 stored hashes.
 DEFAULT_BANDS: Final = 4
 

@@ -27,8 +27,9 @@ from typing import Any
 
 import redis
 
+from imagecrawl import defaults
 from imagecrawl.distributed.config import redis_url
-from imagecrawl.tuning import tuning
+from imagecrawl.tuning import DEFAULTS, tuning
 
 # KEYS: tat, learned rate hash, pause ; ARGV: cap (req/s), min rate, burst (requests), spacing factor
 # -> wait in ms as a string ("0": admitted)
@@ -160,16 +161,20 @@ return {1, version}
 """
 
 
+#: the length of one rate epoch of the shared limiter
+EPOCH_SECONDS = 1.0
+
+
 @dataclass(frozen=True, slots=True)
 class RateConfig:
-    cap: float = 2.0  # requests/second per site, for all workers together
-    min_rate: float = 0.02
-    burst: int = 1  # requests allowed back to back (1: strictly spaced)
-    decrease_factor: float = 0.7
-    increase_per_second: float = 0.05  # learned-rate growth, as a fraction of the cap per second
-    epoch_seconds: float = 1.0
+    cap: float = defaults.IMAGECRAWL_MAX_RATE_PER_SITE  # requests/second per site, for all workers together
+    min_rate: float = DEFAULTS.pacing_min_rate_per_second
+    burst: int = DEFAULTS.redis_rate_burst  # requests allowed back to back (1: strictly spaced)
+    decrease_factor: float = DEFAULTS.pacing_decrease_factor
+    increase_per_second: float = DEFAULTS.redis_rate_increase_per_second  # growth, as a fraction of the cap per second
+    epoch_seconds: float = EPOCH_SECONDS
     #: intervals are this much longer than 1/rate, so network jitter never pushes a second over the cap
-    spacing: float = 1.1
+    spacing: float = DEFAULTS.redis_rate_spacing
 
     def __post_init__(self) -> None:
         if not 0 < self.min_rate <= self.cap:

@@ -18,7 +18,7 @@ from typing import Any
 
 import redis
 
-from imagecrawl.forget.tombstones import Tombstone, TombstoneIndex, load_index
+from imagecrawl.forget.tombstones import NEAR_DISTANCE, Tombstone, TombstoneIndex, load_index
 from imagecrawl.state import state_dir_for
 
 logger = logging.getLogger(__name__)
@@ -33,7 +33,13 @@ def tombstones_key(prefix: str, store_url: str) -> str:
 class SharedTombstones(TombstoneIndex):
     """A :class:`TombstoneIndex` that also holds every tombstone published in Redis, kept fresh."""
 
-    def __init__(self, client: redis.Redis, key: str, near_distance: int = 8, refresh_seconds: float = 2.0) -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        key: str,
+        near_distance: int = NEAR_DISTANCE,
+        refresh_seconds: float = 2.0,
+    ) -> None:
         super().__init__((), near_distance)
         self.client = client
         self.key = key

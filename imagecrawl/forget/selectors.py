@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from imagecrawl import defaults
 from imagecrawl.errors import ConfigError
 from imagecrawl.media import MediaError, hamming, probe_image
 from imagecrawl.records import author_hash
@@ -134,7 +135,7 @@ class Selection:
     """Every selector of one ``forget`` run, resolved (hashes computed). A row goes if any selector takes it."""
 
     selectors: list[Selector]
-    near_distance: int = 8
+    near_distance: int = defaults.IMAGECRAWL_NEAR_MAX_DISTANCE
     sites: frozenset[str] = frozenset()
     prefixes: tuple[str, ...] = ()
     patterns: tuple[str, ...] = ()

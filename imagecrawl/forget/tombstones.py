@@ -22,12 +22,15 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from imagecrawl import defaults
 from imagecrawl.dedupe.base import TombstoneRow
 from imagecrawl.dedupe.sqlite import Ledger, open_ledger
 from imagecrawl.media import hamming
 from imagecrawl.storage import layout
 
 logger = logging.getLogger(__name__)
+#: a forgotten image's near-duplicates are refused within the near-dedupe distance (IMAGECRAWL_NEAR_MAX_DISTANCE)
+NEAR_DISTANCE = defaults.IMAGECRAWL_NEAR_MAX_DISTANCE
 
 #: the store folder of forget's records (tombstones and the audit log), where readers do not look
 AUDIT_DIR = layout.AUDIT_DIR
@@ -152,7 +155,7 @@ class TombstoneIndex:
     forgotten, or is it a near-duplicate of an image forgotten by image? Thread-safe; :meth:`refresh`
     picks up tombstones added since (another process's forget, or Redis in a distributed crawl)."""
 
-    def __init__(self, stones: Iterable[Tombstone] = (), near_distance: int = 8) -> None:
+    def __init__(self, stones: Iterable[Tombstone] = (), near_distance: int = NEAR_DISTANCE) -> None:
         self.near_distance = near_distance
         self._lock = threading.Lock()
         self._sha: dict[str, str] = {}
@@ -206,7 +209,7 @@ class TombstoneIndex:
         return None
 
 
-def load_index(ledger_path: Path, store: Any | None = None, near_distance: int = 8) -> TombstoneIndex:
+def load_index(ledger_path: Path, store: Any | None = None, near_distance: int = NEAR_DISTANCE) -> TombstoneIndex:
     """The tombstones of a store, synced from the store's copy first when ``store`` is given."""
     table = TombstoneTable.at(ledger_path)
     try:
@@ -215,7 +218,7 @@ def load_index(ledger_path: Path, store: Any | None = None, near_distance: int =
         table.close()
 
 
-def index_of(table: TombstoneTable, store: Any | None = None, near_distance: int = 8) -> TombstoneIndex:
+def index_of(table: TombstoneTable, store: Any | None = None, near_distance: int = NEAR_DISTANCE) -> TombstoneIndex:
     """The tombstones of ``table`` (synced from the store's copy first when ``store`` is given), in memory."""
     if store is not None:
         try:

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from imagecrawl.errors import ConfigError
-from imagecrawl.tuning import tuning
+from imagecrawl.tuning import DEFAULTS, tuning
 
-DEFAULT_POLICY_MAX_BYTES: Final = 512 * 1024
+DEFAULT_POLICY_MAX_BYTES: Final = DEFAULTS.policy_max_bytes
 #: the Content-Encoding values read here (others make the body unreadable: ``None``)
 _ZLIB: Final = {"gzip": 47, "x-gzip": 47, "deflate": 15}
 
@@ -83,8 +83,8 @@ class PolicyFileConfig:
     ``IMAGECRAWL_TUNING['robots_retry_seconds']`` (defaults in imagecrawl/defaults.py)."""
 
     max_bytes: int = DEFAULT_POLICY_MAX_BYTES
-    ttl_seconds: float = MAX_POLICY_TTL_SECONDS
-    retry_seconds: float = 300.0
+    ttl_seconds: float = DEFAULTS.policy_ttl_seconds
+    retry_seconds: float = DEFAULTS.robots_retry_seconds
 
     @classmethod
     def from_settings(cls, settings: Any) -> PolicyFileConfig:

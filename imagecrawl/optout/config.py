@@ -8,24 +8,24 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from imagecrawl import UA_TOKEN
+from imagecrawl import UA_TOKEN, defaults
 from imagecrawl.errors import ConfigError
 from imagecrawl.optout.rules import DEFAULT_DIRECTIVES, KNOWN_DIRECTIVES
 from imagecrawl.state import state_dir_for
-from imagecrawl.tuning import tuning
+from imagecrawl.tuning import DEFAULTS, tuning
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
 class OptOutConfig:
-    enabled: bool = True
-    x_robots_tag: bool = True
-    meta_robots: bool = True
-    tdmrep: bool = True
-    content_signal: bool = True
-    content_usage: bool = True
-    embedded: bool = True
+    enabled: bool = defaults.IMAGECRAWL_OPTOUT_ENABLED
+    x_robots_tag: bool = DEFAULTS.optout_x_robots_tag
+    meta_robots: bool = DEFAULTS.optout_meta_robots
+    tdmrep: bool = DEFAULTS.optout_tdmrep
+    content_signal: bool = DEFAULTS.optout_content_signal
+    content_usage: bool = DEFAULTS.optout_content_usage
+    embedded: bool = DEFAULTS.optout_embedded
     directives: frozenset[str] = DEFAULT_DIRECTIVES
     token: str = UA_TOKEN
     log_path: Path | None = None

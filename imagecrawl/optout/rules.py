@@ -16,8 +16,10 @@ from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from typing import Final
 
+from imagecrawl import defaults
+
 #: Directives that opt an image out by default; users may add noindex, noimageindex, none.
-DEFAULT_DIRECTIVES: Final = frozenset({"noai", "noimageai"})
+DEFAULT_DIRECTIVES: Final = frozenset(defaults.IMAGECRAWL_OPTOUT_DIRECTIVES)
 #: Every directive the ``IMAGECRAWL_OPTOUT_DIRECTIVES`` setting accepts.
 KNOWN_DIRECTIVES: Final = frozenset({"noai", "noimageai", "noindex", "noimageindex", "none"})
 #: Directives whose own syntax contains a colon.

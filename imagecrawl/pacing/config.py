@@ -12,7 +12,7 @@ from typing import Any, Self
 
 from imagecrawl import defaults
 from imagecrawl.errors import ConfigError
-from imagecrawl.pacing.aimd import AimdConfig
+from imagecrawl.pacing.aimd import START_RATE_SHARE, AimdConfig
 from imagecrawl.pacing.bans import BanConfig
 from imagecrawl.pacing.circuit import CircuitConfig
 from imagecrawl.pacing.sitekey import SITE_KEY_MODES
@@ -40,13 +40,16 @@ class PacingConfig:
         )
         # None (the default): a quarter of the cap, so a cap raised for a site you own starts fast
         start = settings.get("IMAGECRAWL_PACING_START_RATE_PER_SECOND")
-        start_rate = max_rate / 4 if start is None else settings.getfloat("IMAGECRAWL_PACING_START_RATE_PER_SECOND")
+        start_rate = (
+            max_rate * START_RATE_SHARE
+            if start is None
+            else settings.getfloat("IMAGECRAWL_PACING_START_RATE_PER_SECOND")
+        )
         internals = tuning(settings)
         aimd = AimdConfig(
             start_rate=min(max_rate, start_rate),
             min_rate=min(max_rate, internals.pacing_min_rate_per_second),
             max_rate=max_rate,
-            start_concurrency=1,
             max_concurrency=max_conc,
             decrease_factor=internals.pacing_decrease_factor,
             startup_factor=internals.pacing_startup_factor,
@@ -101,12 +104,13 @@ def circuit_config_from_settings(settings: Any) -> CircuitConfig:
 
 @dataclass(frozen=True, slots=True)
 class RetryConfig:
-    enabled: bool = True  # Scrapy's RETRY_ENABLED
+    # Scrapy's own RETRY_ENABLED, RETRY_HTTP_CODES and RETRY_PRIORITY_ADJUST: their defaults are Scrapy's
+    enabled: bool
+    http_codes: frozenset[int]
+    priority_adjust: int
     times: int = defaults.RETRY_TIMES
-    http_codes: frozenset[int] = frozenset({429, 500, 502, 503, 504, 522, 524, 408})  # Scrapy's RETRY_HTTP_CODES
     backoff_seconds: float = DEFAULTS.retry_backoff_seconds
     max_backoff_seconds: float = DEFAULTS.retry_max_backoff_seconds
-    priority_adjust: int = -1  # Scrapy's RETRY_PRIORITY_ADJUST
 
     @classmethod
     def from_settings(cls, settings: Any) -> Self:

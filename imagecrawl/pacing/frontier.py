@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 from imagecrawl.pacing.spill import Key, SpillStore
+from imagecrawl.tuning import DEFAULTS
 
 T = TypeVar("T")
 
@@ -53,16 +54,21 @@ class _Site(Generic[T]):
         return len(self.mem) + self.disk
 
 
+#: FrontierConfig's own defaults (the others are the tuning's)
+KEEP_PER_SITE = 4
+LOOKAHEAD_PER_SITE = 8
+
+
 @dataclass(frozen=True, slots=True)
 class FrontierConfig:
     #: requests kept in memory before further ones wait on disk
-    memory_limit: int = 20_000
+    memory_limit: int = DEFAULTS.frontier_memory_requests
     #: a site keeps at least its first this many requests in memory
-    keep_per_site: int = 4
+    keep_per_site: int = KEEP_PER_SITE
     #: read-ahead: the frontier wants more start requests while fewer than this many requests are
     #: queued among the first ``lookahead_per_site`` of each site
-    read_ahead: int = 10_000
-    lookahead_per_site: int = 8
+    read_ahead: int = DEFAULTS.frontier_read_ahead
+    lookahead_per_site: int = LOOKAHEAD_PER_SITE
 
 
 class Frontier(Generic[T]):

@@ -21,6 +21,7 @@ from imagecrawl import failpoints
 from imagecrawl.dedupe.base import Entry
 from imagecrawl.schema import COLUMNS, schema_with_metadata
 from imagecrawl.storage import layout
+from imagecrawl.tuning import DEFAULTS
 
 logger = logging.getLogger(__name__)
 
@@ -208,7 +209,7 @@ class ShardWriter:
     key: str
     path: Path  # where the finished Parquet file goes (the outbox's partial name)
     row_group_rows: int
-    spool_batch_rows: int = 64
+    spool_batch_rows: int = DEFAULTS.spool_batch_rows
     #: :meth:`add` writes a full batch itself (off: the caller flushes, e.g. on another thread)
     auto_flush: bool = True
     #: the run writing it (recorded in the sidecar: a run recovers only files of runs that have ended)

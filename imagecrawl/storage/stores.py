@@ -18,11 +18,11 @@ from pathlib import Path
 from typing import IO, Any, Protocol
 from urllib.parse import urlsplit
 
-from imagecrawl import failpoints
+from imagecrawl import defaults, failpoints
 from imagecrawl.errors import ConfigError, StoreError
 from imagecrawl.storage import layout
 from imagecrawl.storage.layout import SHARD_SUFFIX, is_shard_key
-from imagecrawl.tuning import tuning
+from imagecrawl.tuning import DEFAULTS, tuning
 
 logger = logging.getLogger(__name__)
 
@@ -160,6 +160,11 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+#: botocore's connect and read timeouts for the store
+S3_CONNECT_TIMEOUT_SECONDS = 10.0
+S3_READ_TIMEOUT_SECONDS = 60.0
+
+
 @dataclass(frozen=True, slots=True)
 class S3Config:
     endpoint_url: str | None = None
@@ -167,12 +172,12 @@ class S3Config:
     secret_access_key: str | None = None
     session_token: str | None = None
     region_name: str | None = None
-    use_ssl: bool = True
+    use_ssl: bool = defaults.AWS_USE_SSL
     verify: bool | None = None
-    retry_mode: str = "standard"
-    max_attempts: int = 5
-    connect_timeout: float = 10.0
-    read_timeout: float = 60.0
+    retry_mode: str = DEFAULTS.s3_retry_mode
+    max_attempts: int = DEFAULTS.s3_max_attempts
+    connect_timeout: float = S3_CONNECT_TIMEOUT_SECONDS
+    read_timeout: float = S3_READ_TIMEOUT_SECONDS
 
 
 class S3Store:

@@ -31,8 +31,9 @@ from scrapy.exceptions import IgnoreRequest, NotConfigured
 from scrapy.settings import BaseSettings
 from scrapy.utils.httpobj import urlparse_cached
 
+from imagecrawl import defaults
 from imagecrawl.errors import ConfigError
-from imagecrawl.tuning import tuning
+from imagecrawl.tuning import DEFAULTS, tuning
 
 logger = logging.getLogger(__name__)
 
@@ -128,9 +129,9 @@ def parse_networks(value: str | Iterable[str] | None) -> tuple[IPNetwork, ...]:
 
 @dataclass(frozen=True, slots=True)
 class NetGuardConfig:
-    enabled: bool = True
+    enabled: bool = defaults.IMAGECRAWL_NETGUARD_ENABLED
     allowed: tuple[IPNetwork, ...] = ()
-    cache_seconds: float = 60.0
+    cache_seconds: float = DEFAULTS.netguard_dns_cache_seconds
 
     @classmethod
     def from_settings(cls, settings: BaseSettings) -> NetGuardConfig:

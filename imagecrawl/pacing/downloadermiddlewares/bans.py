@@ -22,13 +22,13 @@ from scrapy.exceptions import NotConfigured
 from scrapy.http import Headers, Response, TextResponse
 from scrapy.settings import BaseSettings
 
-from imagecrawl import meta
+from imagecrawl import defaults, meta
 from imagecrawl.pacing import Verdict
 from imagecrawl.pacing.bans import EVIDENCE, BanState
 from imagecrawl.pacing.config import RetryConfig
 from imagecrawl.pacing.downloadermiddlewares.pacing import PacingRuntime, runtime_for
 from imagecrawl.pacing.downloadermiddlewares.retry import retry_later
-from imagecrawl.tuning import tuning
+from imagecrawl.tuning import DEFAULTS, tuning
 
 logger = logging.getLogger(__name__)
 
@@ -41,9 +41,9 @@ SCAN_BYTES = 65536
 
 @dataclass(frozen=True, slots=True)
 class BansConfig:
-    enabled: bool = True
+    enabled: bool = defaults.IMAGECRAWL_BANS_ENABLED
     #: markup of challenge/interstitial pages (IMAGECRAWL_TUNING['ban_challenge_markers'])
-    challenge_markers: tuple[str, ...] = ()
+    challenge_markers: tuple[str, ...] = DEFAULTS.ban_challenge_markers
     healthy_markers: Mapping[str, re.Pattern[str]] = field(default_factory=dict)
 
     @classmethod

@@ -38,7 +38,7 @@ from imagecrawl.pacing.retryafter import parse_retry_after
 from imagecrawl.report.dataset import DatasetTally
 from imagecrawl.report.series import Spans, Timeline
 from imagecrawl.storage.context import crawl_context
-from imagecrawl.tuning import tuning
+from imagecrawl.tuning import DEFAULTS, tuning
 
 logger = logging.getLogger(__name__)
 
@@ -56,9 +56,9 @@ SAMPLED = {
 
 @dataclass(frozen=True)
 class MonitorConfig:
-    sample_seconds: float = 1.0
-    buckets: int = 512
-    max_sites: int = 24
+    sample_seconds: float = DEFAULTS.monitor_sample_seconds
+    buckets: int = DEFAULTS.report_buckets
+    max_sites: int = DEFAULTS.report_max_sites
 
     @classmethod
     def from_settings(cls, settings: Any) -> Self:

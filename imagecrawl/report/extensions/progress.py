@@ -22,8 +22,9 @@ from scrapy.crawler import Crawler
 from scrapy.exceptions import NotConfigured
 from scrapy.utils.asyncio import create_looping_call
 
+from imagecrawl import defaults
 from imagecrawl.report.extensions.monitor import Monitor, monitor_for
-from imagecrawl.tuning import tuning
+from imagecrawl.tuning import DEFAULTS, tuning
 
 logger = logging.getLogger(__name__)
 
@@ -46,9 +47,9 @@ def progress_level(log_level: Any) -> int | None:
 
 @dataclass(frozen=True)
 class ProgressConfig:
-    enabled: bool = True
-    interval_seconds: float = 30.0
-    sites: int = 4
+    enabled: bool = DEFAULTS.progress_enabled
+    interval_seconds: float = defaults.IMAGECRAWL_PROGRESS_INTERVAL_SECONDS
+    sites: int = DEFAULTS.progress_sites
 
     @classmethod
     def from_settings(cls, settings: Any) -> Self:

@@ -20,14 +20,14 @@ from scrapy import signals
 from scrapy.crawler import Crawler
 from scrapy.exceptions import NotConfigured
 
-from imagecrawl import redact
+from imagecrawl import defaults, redact
 from imagecrawl.addon import configured_secrets
 from imagecrawl.report.extensions.monitor import Monitor, monitor_for
 from imagecrawl.report.extensions.progress import optout_skips, prefixed_sum
 from imagecrawl.report.html import render_html
 from imagecrawl.storage import layout
 from imagecrawl.storage.extensions import crawl_storage
-from imagecrawl.tuning import tuning
+from imagecrawl.tuning import DEFAULTS, tuning
 from imagecrawl.values import utf8_safe
 
 logger = logging.getLogger(__name__)
@@ -47,8 +47,8 @@ SCRAPY_GROUPS = (
 
 @dataclass(frozen=True)
 class ReportConfig:
-    enabled: bool = True
-    plotted_sites: int = 8
+    enabled: bool = defaults.IMAGECRAWL_REPORT_ENABLED
+    plotted_sites: int = DEFAULTS.report_plotted_sites
 
     @classmethod
     def from_settings(cls, settings: Any) -> Self:
