@@ -143,7 +143,9 @@ def test_startup_concurrency_grows_by_the_startup_factor_then_by_one() -> None:
 
 def test_congestion_cuts_once_per_epoch_and_recovers_toward_the_ceiling() -> None:
     c = AimdController(CFG, now=0.0)
-    c.rate = 20.0
+    c.rate = c.ceiling = 20.0  # past the start-up: the site served 20/s for ten seconds
+    for k in range(200):
+        c.on_success(now=k / 20)
     c.concurrency = 4
     adj = c.on_congestion("429", sent_at=9.0, now=10.0)
     assert adj is not None and c.rate == pytest.approx(14.0) and c.concurrency == 2

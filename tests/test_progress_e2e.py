@@ -10,7 +10,7 @@ from typing import Any
 from .conftest import run_crawl
 
 LINE = re.compile(
-    r"\[imagecrawl\.extensions\.progress\] INFO: Progress (?P<clock>\d+:\d\d:\d\d): (?P<items>[\d,]+)"
+    r"\[imagecrawl\.report\.extensions\.progress\] INFO: Progress (?P<clock>\d+:\d\d:\d\d): (?P<items>[\d,]+)"
     r"(?: of (?P<total>[\d,]+))? images \((?P<rate>[\d.]+) images/s(?:, ETA (?P<eta>\d+:\d\d:\d\d))?\); "
     r"committed (?P<rows>[\d,]+) rows in (?P<shards>[\d,]+) shards, "
     r"outbox (?P<outbox>\d+) shards?; dupes (?P<dupes>[\d,]+), known skipped (?P<known>[\d,]+), "

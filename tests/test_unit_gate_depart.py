@@ -22,8 +22,10 @@ def fill(g: InProcessGate, site: str, times: list[float]) -> None:
 def test_a_late_departure_replaces_its_own_grant_in_the_window() -> None:
     g = capped_gate()
     fill(g, "a", [20.0, 20.34, 20.68])  # the cap: 3 in the window
-    assert g.depart("a", 20.0, 20.9) == 0.0  # its own grant does not count against it
-    assert list(g.sites["a"].recent) == [20.34, 20.68, 20.9]  # counted once, at its real departure
+    # (it leaves an interval, 1/3 s, after the last request that started since its grant)
+    assert g.depart("a", 20.0, 20.9) == pytest.approx(20.68 + 1 / 3 - 20.9)
+    assert g.depart("a", 20.0, 21.05) == 0.0  # its own grant does not count against it
+    assert list(g.sites["a"].recent) == [20.34, 20.68, 21.05]  # counted once, at its real departure
 
 
 def test_a_late_departure_waits_while_others_fill_the_window() -> None:

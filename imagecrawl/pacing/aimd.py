@@ -24,6 +24,13 @@ Pure logic, no Scrapy and no clock of its own: every method takes ``now`` (monot
   served, the ceiling to ``STARTUP_CEILING`` times it (a bucket's burst let the climbing rate through
   until it was drained: the rate that met the 429 can be twice the capacity, the last answers are
   above it too; a small bucket answered 429 as soon as the rate passed it, and the answers lag).
+* Settling, from the start-up's end to the next congestion: the start-up's cut is a guess (a bucket
+  of one token and a bucket of a second of a lower capacity answer the climb alike), so a used rate
+  grows by ``SETTLE_GROWTH`` per step until the next congestion measures the site.
+* Once a site has pushed back, the rate never grows past ``SUSTAINED_HEADROOM`` times the best
+  sustained rate it has shown (:meth:`AimdController.sustained`: a lower bound of its capacity that a
+  token bucket's savings of up to a second cannot inflate), so no second holds more than about
+  1.25 x its capacity + 1, even when a Retry-After pause filled the bucket again.
 * Healthy and flat latency: below ``recover_ratio * ceiling`` the rate closes half the gap per step
   (fast recovery to a rate known to work); near the ceiling it creeps up by ``probe_fraction`` of
   the ceiling per step, and past the ceiling unharmed the step doubles after ``PROBE_DOUBLING_AFTER``
@@ -63,6 +70,17 @@ USED_SHARE = 0.7
 SATURATED_SHARE = 0.9
 #: ... and goes this far under it
 SERVED_MARGIN = 0.95
+#: after the first congestion (the end of the start-up) and until the next, a used rate grows by this
+#: factor per step: the start-up's cut is a guess (a bucket of one token and a bucket of a second of
+#: capacity end the start-up alike, the first several times below its capacity), the next congestion
+#: measures the site
+SETTLE_GROWTH = 1.25
+#: once a congestion was seen, the rate never grows past this many times the best sustained rate the
+#: site has shown (:meth:`AimdController.sustained`, about 10/11 of the capacity of a busy site), so no
+#: second holds more than 1.25 x its capacity + 1
+SUSTAINED_HEADROOM = 1.3
+#: the longest window the sustained rate is measured over, in steps
+SUSTAINED_STEPS = 10
 #: steps past the last ceiling after which the probing steps double
 PROBE_DOUBLING_AFTER = 10
 #: probing goes at most this far above the last ceiling ...
@@ -136,6 +154,7 @@ class AimdController:
         "_steps_at_cap",
         "_steps_past_ceiling",
         "baseline",
+        "best_sustained",
         "ceiling",
         "concurrency",
         "concurrency_limited",
@@ -146,6 +165,7 @@ class AimdController:
         "last_cut",
         "rate",
         "rate_limited",
+        "settling",
         "srtt",
         "srtt_at",
     )
@@ -173,6 +193,10 @@ class AimdController:
         self._cut_answers = 0  # healthy answers since the last cut
         self._cut_rate = 0.0  # the rate right after the last cut
         self._rate_before = math.inf  # the rate before the last increase
+        #: between the first congestion and the next: the rate grows by SETTLE_GROWTH per step
+        self.settling = False
+        #: the best sustained rate the site has shown (a lower bound of its capacity), 0 until measured
+        self.best_sustained = 0.0
 
     def note_pause(self, start: float, end: float) -> None:
         """The site was closed (Retry-After) from ``start`` to ``end``: not a lack of capacity."""
@@ -186,7 +210,9 @@ class AimdController:
         window = longest if window is None else min(window, longest)
         while self._answers and self._answers[0] < now - longest:
             self._answers.popleft()
-        while self._pauses and self._pauses[0][1] < now - longest:
+        # a pause since the last cut is kept however old: the answers since the cut are measured over
+        # the time since, without it (a pause forgotten early made a site of 12/s look like 11/s)
+        while self._pauses and self._pauses[0][1] < min(now - longest, self.last_cut):
             self._pauses.pop(0)
         start = max(now - window, self.created)
         paused = sum(max(0.0, min(b, now) - max(a, start)) for a, b in self._pauses)
@@ -195,6 +221,31 @@ class AimdController:
         if span < window / 2 or answers < 5:
             return None  # too little history (or demand) to say anything about capacity
         return answers / span
+
+    def sustained(self, now: float) -> float:
+        """A lower bound of the site's capacity from its answers: the most answers within a window
+        ending ``now`` (1 to SUSTAINED_STEPS steps long), over the window's length plus
+        PAUSE_SAVINGS_SECONDS. A token bucket of up to a second of its capacity C serves at most C x
+        (W + 1) in any W seconds, whatever the crawl sent; a window of pure burst does not count as
+        capacity. 0 when nothing was answered."""
+        step = self.config.step_seconds
+        longest = min(SUSTAINED_STEPS * step, self.config.goodput_window_seconds, now - self.created)
+        if longest <= 0:
+            return 0.0
+        ages: list[float] = []  # of the answers within the longest window, youngest first
+        for t in reversed(self._answers):
+            if now - t >= longest:
+                break
+            ages.append(now - t)
+        best, i, k = 0.0, 0, 1
+        while True:
+            window = min(k * step, longest)
+            while i < len(ages) and ages[i] < window:
+                i += 1
+            best = max(best, i / (window + PAUSE_SAVINGS_SECONDS))
+            if window >= longest:
+                return best
+            k += 1
 
     # --- bounds -------------------------------------------------------------------------------
 
@@ -295,6 +346,8 @@ class AimdController:
             # bucket's burst is in it), the ceiling a little above it (the ramp's answers lag)
             self.rate = max(c.min_rate, min(rate * c.decrease_factor, served * STARTUP_CUT))
             self.ceiling = max(self.ceiling, min(rate, served * STARTUP_CEILING))
+        # the start-up's cut from what was served is a guess (without answers to go by it is the rate)
+        self.settling = startup and served is not None
         self._cut_rate = self.rate
         self.concurrency = max(1, math.floor(self.concurrency * c.decrease_factor))
         self.last_cut = now
@@ -309,6 +362,8 @@ class AimdController:
         latency is flat."""
         c = self.config
         self._answers.append(now)
+        while self._answers[0] < now - c.goodput_window_seconds:
+            self._answers.popleft()
         self._step_answers += 1
         self._cut_answers += 1
         elapsed = now - self.last_change
@@ -335,6 +390,10 @@ class AimdController:
                 reference = max(lagged, min(self.rate, self._rate_before))
             bound = math.inf if used >= USED_SHARE * reference else used * c.startup_factor
             new = min(self.max_rate, self._next_rate(elapsed / step), max(self.rate, bound))
+            if self.ceiling is not None:
+                # once the site has pushed back, never past what it has shown it sustains, plus headroom
+                self.best_sustained = max(self.best_sustained, self.sustained(now))
+                new = min(new, max(self.rate, SUSTAINED_HEADROOM * self.best_sustained))
             grew = new > self.rate
             if grew:
                 self._rate_before = self.rate
@@ -360,6 +419,10 @@ class AimdController:
             # by the time that passed: an answer that comes a little after the step's end does not
             # lose the growth of the rest of it (at low rates answers are far apart)
             return r * c.startup_factor ** min(max(steps, 1.0), STARTUP_MAX_STEPS)
+        if self.settling:
+            # the start-up's cut was a guess: grow until the next congestion measures the site (the
+            # sustained bound keeps a bucket's savings from passing for capacity)
+            return r * SETTLE_GROWTH ** min(max(steps, 1.0), STARTUP_MAX_STEPS)
         target = self.ceiling * c.recover_ratio
         if r < target:
             return max(r + (target - r) / 2, min(target, r + c.probe_fraction * self.ceiling))
@@ -389,6 +452,7 @@ class AimdController:
         self.ceiling = max(c.min_rate, self.rate * c.decrease_factor)
         self.rate = max(c.min_rate, min(c.start_rate, self.ceiling * c.decrease_factor))
         self.concurrency = 1
+        self.settling = False
         self.last_change = now
         self.last_cut = now
         self._step_answers = 0

@@ -127,6 +127,8 @@ class SiteState:
     answered: bool = False
     #: when a request of the site was last let through or ended
     last_used: float = 0.0
+    #: when the last request of the site was granted, or left late (:meth:`InProcessGate.depart`)
+    last_start: float = -math.inf
 
 
 @dataclass(slots=True)
@@ -252,6 +254,7 @@ class InProcessGate:
             s.controller.rate_limited = True
             return recent[-per_window] + window - now
         recent.append(now)
+        s.last_start = now
         s.prev_next_at = s.next_at
         # Never shorter than the interval (+1% against clock and network jitter), sometimes longer.
         s.next_at = max(s.next_at, now) + interval * (1.01 + self.rng.uniform(0, self.jitter))
@@ -269,8 +272,10 @@ class InProcessGate:
     def depart(self, site: str, granted_at: float, now: float) -> float:
         """A granted request is about to reach the network: 0 (go), or seconds to wait first. A
         Retry-After pause that began since the grant holds it; one that leaves late (it waited for
-        robots.txt) is counted in the cap window at its real departure, and waits if that window is
-        full, so the site never counts more than the cap in a second."""
+        robots.txt, or a pause) is counted in the cap window at its real departure, and waits if that
+        window is full, so the site never counts more than the cap in a second; and it leaves at least
+        an interval after any request that started since its grant, so requests held together (by
+        the same pause) leave evenly spaced, never back to back."""
         s = self.sites.get(site)
         if s is None:
             return 0.0
@@ -278,9 +283,16 @@ class InProcessGate:
             return s.paused_until - now
         if now - granted_at <= LATE_SECONDS:
             return 0.0
+        # Late: it goes as if granted now, spaced after what went (or was granted) meanwhile, so
+        # requests held by the same pause or robots.txt fetch do not all leave at its end, back to back
+        # (a bucket of one token answers 429 to every one but the first). Crawl-delay: after the end of
+        # what went meanwhile.
         floor = s.controller.floor_interval
-        if floor > 0 and now < s.next_at:  # Crawl-delay: after the end of what went meanwhile
-            return s.next_at - now
+        spacing = 0.0
+        if floor > 0 and now < s.next_at:
+            spacing = s.next_at - now
+        elif s.last_start > granted_at:  # others started since its grant: one interval after the last
+            spacing = max(0.0, s.last_start + s.controller.interval - now)
         window = 1.0 + self.window_guard
         recent = s.recent
         while recent and recent[0] <= now - window:
@@ -289,12 +301,15 @@ class InProcessGate:
         # the grants of the window but this request's own (a lifted cap keeps thousands: counted in C)
         if per_window >= 1 and len(recent) - recent.count(granted_at) >= per_window:
             others = [t for t in recent if t != granted_at]
-            return max(0.001, others[-per_window] + window - now)
+            return max(0.001, spacing, others[-per_window] + window - now)
+        if spacing > 0:
+            return spacing
         with contextlib.suppress(ValueError):
             recent.remove(granted_at)
         recent.append(now)
-        if floor > 0:
-            s.next_at = max(s.next_at, now + floor)
+        s.last_start = now
+        interval = max(s.controller.interval, floor)
+        s.next_at = max(s.next_at, now + interval * (1.01 + self.rng.uniform(0, self.jitter)))
         return 0.0
 
     def forget_idle(self, now: float, idle_seconds: float, keep: Callable[[str], bool]) -> int:
@@ -378,6 +393,7 @@ class InProcessGate:
         s.granted -= 1
         if s.recent:
             s.recent.pop()
+        s.last_start = s.recent[-1] if s.recent else -math.inf
         s.next_at = s.prev_next_at
         s.ban.released()
         s.circuit.released()
