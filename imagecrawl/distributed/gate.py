@@ -21,6 +21,7 @@ When the shared gate says no, the local slot is handed back untouched.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import itertools
 import logging
@@ -240,7 +241,7 @@ class RedisGate:
         logger.debug("%s: the shared controller changed under %d attempts; kept this worker's", site, SAVE_ATTEMPTS)
 
     def _dump(self, controller: Any) -> bytes:
-        return pickle.dumps(_shift(vars(controller), self._to_wall), protocol=pickle.HIGHEST_PROTOCOL)
+        return pickle.dumps(_shift(_fields(controller), self._to_wall), protocol=pickle.HIGHEST_PROTOCOL)
 
     def _install(self, state: Any, data: bytes) -> None:
         try:
@@ -250,8 +251,9 @@ class RedisGate:
             return
         old = state.controller
         new = copy.copy(old)
-        new.__dict__.update(vars(old))
-        new.__dict__.update(fields)
+        for name, value in fields.items():
+            with contextlib.suppress(AttributeError):  # a field this version does not have
+                setattr(new, name, value)
         # the floor (Crawl-delay) this worker read from robots.txt holds whatever the others read
         new.floor_interval = max(float(new.floor_interval), float(old.floor_interval))
         new.rate_limited = bool(new.rate_limited or old.rate_limited)
@@ -263,6 +265,16 @@ class RedisGate:
 _TIME_FIELDS = frozenset({"last_change", "last_cut", "srtt_at", "created"})
 #: ... and the ones holding times in a deque (single times, or (start, end) pairs)
 _TIME_DEQUES = frozenset({"_answers", "_pauses"})
+
+
+def _fields(obj: Any) -> dict[str, Any]:
+    """An object's attributes, whether it keeps them in ``__slots__`` or a ``__dict__``."""
+    out = dict(getattr(obj, "__dict__", {}))
+    for cls in type(obj).__mro__:
+        for name in getattr(cls, "__slots__", ()):
+            if name not in ("__dict__", "__weakref__") and hasattr(obj, name):
+                out[name] = getattr(obj, name)
+    return out
 
 
 def _shift(fields: dict[str, Any], delta: float) -> dict[str, Any]:

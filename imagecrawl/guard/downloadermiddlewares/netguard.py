@@ -16,6 +16,7 @@ the user's own choice).
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import logging
 import socket
@@ -172,6 +173,7 @@ async def system_resolver(host: str, port: int) -> list[str]:
     return sorted({str(info[4][0]) for info in infos})
 
 
+@functools.lru_cache(maxsize=4096)  # asked for every request: a crawl has few hosts, each parsed once
 def literal_ip(host: str) -> IPAddress | None:
     try:
         return ipaddress.ip_address(host.strip("[]").split("%", 1)[0])
