@@ -468,6 +468,7 @@ def test_probing_past_the_ceiling_stops_at_the_probe_cap_until_the_site_has_show
 
     c = AimdController(CFG, now=0.0)
     c.rate = 20.0
+    c.ceiling = 25.0  # past the start-up (whose end is followed by a climb of its own: settling)
     c.on_congestion("429", sent_at=0.0, now=0.0)  # no goodput history: the ceiling is the rate
     assert c.ceiling == 20.0
     rates = []

@@ -153,3 +153,23 @@ def test_one_token_buckets_are_crawled_faster_than_the_start_ups_guess() -> None
         out = short_crawl(capacity, 1.0, 2.0, 0.0, 1000, latency=latency, seed=1)
         assert out.goodput >= 0.6, (capacity, out)
         assert out.share_429 <= 0.02 and out.peak_after_5s <= 1.25 * capacity + 1, (capacity, out)
+
+
+def test_a_429_before_any_answer_to_go_by_is_followed_by_the_settling_climb_too() -> None:
+    """A first request that arrives on the heels of the robots.txt fetch at a bucket of one token is
+    refused at once: the start-up ends at its start rate with nothing served to measure. The rate
+    climbs from there (it crept by 1 % of that start rate per second before: a site of 12/s crawled at
+    3/s), within the sustained bound."""
+    c = AimdController(CFG, now=0.0)
+    site = _bucket(12.0, 1.0)
+    assert site.admit("s", 0.0) is None  # robots.txt
+    c.on_congestion("429", sent_at=0.001, now=0.005)  # the first page, 1 ms after it
+    assert site.admit("s", 0.001) is not None  # (the site did refuse it)
+    assert c.settling and c.rate < CFG.start_rate
+    t = 0.5
+    for _ in range(20):
+        before = c.rate
+        c.rate_limited = True
+        t, refused = _send(c, site, t, t + 1.0, before)
+        assert refused == 0 and c.rate <= max(before, SUSTAINED_HEADROOM * c.best_sustained) + 1e-9
+    assert c.rate >= 1.5 * CFG.start_rate  # (the creep: about 1.15 x)

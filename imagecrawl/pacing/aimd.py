@@ -346,8 +346,9 @@ class AimdController:
             # bucket's burst is in it), the ceiling a little above it (the ramp's answers lag)
             self.rate = max(c.min_rate, min(rate * c.decrease_factor, served * STARTUP_CUT))
             self.ceiling = max(self.ceiling, min(rate, served * STARTUP_CEILING))
-        # the start-up's cut from what was served is a guess (without answers to go by it is the rate)
-        self.settling = startup and served is not None
+        # the start-up's cut is a guess: from what was served, or (a 429 before enough answers to go
+        # by, such as a first request that arrived on the heels of the robots.txt fetch) the rate
+        self.settling = startup
         self._cut_rate = self.rate
         self.concurrency = max(1, math.floor(self.concurrency * c.decrease_factor))
         self.last_cut = now
