@@ -13,7 +13,7 @@ import copy
 import logging
 from typing import Any
 
-from scrapy.settings import BaseSettings
+from scrapy.settings import SETTINGS_PRIORITIES, BaseSettings
 from scrapy.utils.misc import load_object
 
 from imagecrawl import UA_TOKEN, __version__, defaults, redact
@@ -107,6 +107,16 @@ def quiet_image_decoders() -> None:
             decoder_logger.setLevel(logging.INFO)
 
 
+def follow_site_concurrency(settings: BaseSettings) -> None:
+    """Scrapy's ``CONCURRENT_REQUESTS_PER_DOMAIN`` keeps its meaning when the user sets it (a site's cap is
+    then the smaller of it and ``IMAGECRAWL_MAX_CONCURRENCY_PER_SITE``); left unset, it follows
+    ``IMAGECRAWL_MAX_CONCURRENCY_PER_SITE``, so raising that one alone is not silently held at the default."""
+    if (settings.getpriority("CONCURRENT_REQUESTS_PER_DOMAIN") or 0) <= SETTINGS_PRIORITIES["addon"]:
+        settings.set(
+            "CONCURRENT_REQUESTS_PER_DOMAIN", settings.getint("IMAGECRAWL_MAX_CONCURRENCY_PER_SITE"), priority="addon"
+        )
+
+
 class Addon:
     def update_settings(self, settings: BaseSettings) -> None:
         resolver = settings.get("TWISTED_DNS_RESOLVER")  # the process's, installed before add-ons run
@@ -119,6 +129,7 @@ class Addon:
         quiet_image_decoders()
         check_settings(settings)  # unknown IMAGECRAWL_* names, values that do not parse: one line, exit 2
         warn_process_settings(settings, resolver)
+        follow_site_concurrency(settings)
         if settings.getpriority("USER_AGENT") in (None, 0, 10):
             # Only replace Scrapy's own default, never a value the user set.
             settings.set("USER_AGENT", user_agent(settings.get("IMAGECRAWL_CONTACT")), priority="addon")

@@ -15,10 +15,12 @@ from scrapy import Request
 from scrapy.crawler import Crawler
 from scrapy.exceptions import IgnoreRequest, NotConfigured
 from scrapy.http import Response
+from scrapy.utils.test import get_crawler
 from twisted.internet.error import TimeoutError as TxTimeoutError
 
-from imagecrawl import meta
+from imagecrawl import Addon, meta
 from imagecrawl.optout.downloadermiddlewares.robots import crawl_delays
+from imagecrawl.pacing.config import PacingConfig
 from imagecrawl.pacing.downloadermiddlewares.pacing import PacingMiddleware, PacingRuntime, runtime_for
 from imagecrawl.storage.context import crawl_context
 from imagecrawl.tuning import DEFAULTS
@@ -315,6 +317,14 @@ def test_the_per_site_concurrency_is_the_smaller_of_the_two_caps(mine: int, scra
     crawler, mw = pacing(IMAGECRAWL_MAX_CONCURRENCY_PER_SITE=mine, CONCURRENT_REQUESTS_PER_DOMAIN=scrapys)
     assert crawler.settings.getint("CONCURRENT_REQUESTS_PER_DOMAIN") == scrapys
     assert mw.config.aimd.max_concurrency == expected
+
+
+@pytest.mark.parametrize("mine", [1, 4, 9])
+def test_unset_scrapy_per_domain_concurrency_follows_the_site_cap(mine: int) -> None:
+    """Raising IMAGECRAWL_MAX_CONCURRENCY_PER_SITE alone is not held at the default of Scrapy's setting."""
+    crawler = get_crawler(settings_dict={"ADDONS": {Addon: 100}, "IMAGECRAWL_MAX_CONCURRENCY_PER_SITE": mine})
+    assert crawler.settings.getint("CONCURRENT_REQUESTS_PER_DOMAIN") == mine
+    assert PacingConfig.from_settings(crawler.settings).aimd.max_concurrency == mine
 
 
 def test_spider_closed_records_the_number_of_sites() -> None:
