@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -146,6 +146,32 @@ def will_be_handled(name: str, level: int) -> bool:
         last = logging.lastResort
         return last is None or level >= last.level
     return False
+
+
+#: Scrapy's loggers that make a DEBUG record for every response ("Crawled (200) ...") and every scraped
+#: item ("Scraped from ...")
+PER_RESPONSE_LOGGERS = ("scrapy.core.engine", "scrapy.core.scraper")
+
+
+def skip_unhandled_debug(names: Iterable[str] = PER_RESPONSE_LOGGERS) -> Callable[[], None]:
+    """Loggers of ``names`` whose DEBUG records no handler takes now (``LOG_LEVEL`` above DEBUG and no other
+    handler at DEBUG) stop making them: a logger left at NOTSET gets the level just above DEBUG, so
+    ``logger.debug`` returns before a record is made, masked and dropped by the handler (two records per
+    image). Nothing a handler would take is lost. Returns the undo (the loggers back at NOTSET), for the
+    end of the crawl: a handler added later sees their DEBUG records again."""
+    changed: list[logging.Logger] = []
+    for name in names:
+        named = logging.getLogger(name)
+        if named.level == logging.NOTSET and not will_be_handled(name, logging.DEBUG):
+            named.setLevel(logging.DEBUG + 1)
+            changed.append(named)
+
+    def undo() -> None:
+        for named in changed:
+            if named.level == logging.DEBUG + 1:
+                named.setLevel(logging.NOTSET)
+
+    return undo
 
 
 def _install_record_factory() -> None:

@@ -20,9 +20,12 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
+from scrapy import signals
 from scrapy.commands.crawl import Command as ScrapyCrawlCommand
+from scrapy.crawler import Crawler
 from scrapy.exceptions import UsageError
 
 from imagecrawl import redact
@@ -96,6 +99,7 @@ class Command(ScrapyCrawlCommand):
             self.exitcode = report(unknown_name("spider", args[0], spiders, more="scrapy list"), self.settings)
             return
         crawler = self._create_crawler(args[0])
+        skip_unhandled_debug_records(crawler)
         failures: list[BaseException] = []
         result: Any = self.crawler_process.crawl(crawler, **opts.spargs)
         if isinstance(result, asyncio.Future):
@@ -116,6 +120,22 @@ class Command(ScrapyCrawlCommand):
             return
         if code := exit_code(stats):
             self.exitcode = code
+
+
+def skip_unhandled_debug_records(crawler: Crawler) -> None:
+    """While the engine runs, Scrapy's per-response DEBUG records are not made when no handler takes them
+    (:func:`imagecrawl.redact.skip_unhandled_debug`; decided once the crawl's log handler is in place)."""
+    undo: list[Callable[[], None]] = []
+
+    def started() -> None:
+        undo.append(redact.skip_unhandled_debug())
+
+    def stopped() -> None:
+        while undo:
+            undo.pop()()
+
+    crawler.signals.connect(started, signal=signals.engine_started, weak=False)
+    crawler.signals.connect(stopped, signal=signals.engine_stopped, weak=False)
 
 
 def _collect(task: asyncio.Future[Any], failures: list[BaseException]) -> None:
