@@ -40,7 +40,7 @@ from scrapy_redis.scheduler import Scheduler as ScrapyRedisScheduler
 
 from imagecrawl import meta
 from imagecrawl.distributed.config import RedisConfig
-from imagecrawl.distributed.middlewares import SHARED_GRANT, pacing_uses_shared_gate
+from imagecrawl.distributed.downloadermiddlewares import SHARED_GRANT, pacing_uses_shared_gate
 from imagecrawl.distributed.worker import _REQUEUE_BODY, Worker, start_worker
 from imagecrawl.pacing.scheduler import UNPACED, EngineWakeup, wake_engine
 from imagecrawl.pacing.sitekey import site_of_url
@@ -314,7 +314,7 @@ class RedisScheduler(EngineWakeup, ScrapyRedisScheduler):
             server,
             persist=True,
             queue_key=keys.base,
-            queue_cls="imagecrawl.distributed.frontier.LeaseQueue",
+            queue_cls="imagecrawl.distributed.scheduler.LeaseQueue",
             dupefilter=RedisDupeFilter.for_crawler(crawler, server, keys.seen),
             dupefilter_key=keys.seen,
             serializer=picklecompat,
