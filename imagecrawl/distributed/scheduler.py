@@ -559,9 +559,13 @@ class RedisScheduler(EngineWakeup, ScrapyRedisScheduler):
         reason = "dead_site" if dead else "banned"
         first = site not in self._dropped_sites
         self._dropped_sites[site] = reason
+        # Redis drops the site's queue at once, for every worker: each request is counted by the worker
+        # that dropped it, the site by the first worker to give it up
         n = self.queue.drop(site)
         if first:
-            if reason == "dead_site" and self.stats is not None:
+            give_up = getattr(self.runtime.gate, "give_up", None) if self.runtime is not None else None
+            counted = bool(give_up(site)) if give_up is not None else True
+            if reason == "dead_site" and self.stats is not None and counted:
                 self.stats.inc_value("imagecrawl/frontier/dead_sites")
             logger.warning("Site %s: dropping its %d queued requests (and any later): %s", site, n, reason)
         self._count_dropped(site, n, reason)
