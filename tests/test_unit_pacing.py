@@ -7,6 +7,7 @@ feedback from errors, and the switches."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from types import SimpleNamespace
 from typing import Any
 
@@ -21,7 +22,7 @@ from twisted.internet.error import TimeoutError as TxTimeoutError
 from imagecrawl import Addon, meta
 from imagecrawl.optout.downloadermiddlewares.robots import crawl_delays
 from imagecrawl.pacing.config import PacingConfig
-from imagecrawl.pacing.downloadermiddlewares.pacing import PacingMiddleware, PacingRuntime, runtime_for
+from imagecrawl.pacing.downloadermiddlewares.pacing import CLOSE_LOG_SITES, PacingMiddleware, PacingRuntime, runtime_for
 from imagecrawl.storage.context import crawl_context
 from imagecrawl.tuning import DEFAULTS
 from tests.crawlers import Clock, make_crawler
@@ -333,6 +334,18 @@ def test_spider_closed_records_the_number_of_sites() -> None:
     grant(mw, Request("https://b.example/"))
     mw._spider_closed("finished")
     assert crawler.stats.get_value("imagecrawl/pacing/sites") == 2
+
+
+def test_a_broad_crawl_logs_a_few_sites_pacing_at_info(caplog: pytest.LogCaptureFixture) -> None:
+    """Thousands of sites do not make thousands of INFO lines at close: the first few, then one count."""
+    _crawler, mw = pacing()
+    for n in range(CLOSE_LOG_SITES + 5):
+        grant(mw, Request(f"https://s{n}.example/"))
+    with caplog.at_level(logging.INFO, logger="imagecrawl"):
+        mw._spider_closed("finished")
+    info = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
+    assert sum(m.startswith("Pacing of s") for m in info) == CLOSE_LOG_SITES
+    assert "Pacing of 5 more sites at close: logged at DEBUG" in info
 
 
 def test_a_redirect_is_paced_as_the_site_it_is_sent_to() -> None:

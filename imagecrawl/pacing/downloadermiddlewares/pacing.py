@@ -52,6 +52,8 @@ logger = logging.getLogger(__name__)
 MAX_SLEEP_SECONDS = 0.5
 #: ``imagecrawl_kind`` of the fetches the site's other requests wait for
 POLICY_KINDS = frozenset({"robots", "tdmrep"})
+#: sites whose pacing is logged at INFO when the crawl closes (the rest at DEBUG, with one line saying how many)
+CLOSE_LOG_SITES = 20
 
 
 def is_policy_fetch(request: Request) -> bool:
@@ -430,11 +432,16 @@ class PacingMiddleware:
         self.runtime.lag.stop()
         stats = self.runtime.stats
         stats.set_value("imagecrawl/pacing/sites", self.gate.held())
-        for site, state in self.gate.sites.items():
-            logger.info(
+        sites = self.gate.sites
+        for n, (site, state) in enumerate(sites.items()):
+            # a broad crawl holds thousands of sites: the first few at INFO, the rest at DEBUG
+            logger.log(
+                logging.INFO if n < CLOSE_LOG_SITES else logging.DEBUG,
                 "Pacing of %s at close: %.3g req/s, concurrency %d, %s",
                 site,
                 state.controller.rate,
                 state.controller.concurrency,
                 state.ban.state.value,
             )
+        if len(sites) > CLOSE_LOG_SITES:
+            logger.info("Pacing of %d more sites at close: logged at DEBUG", len(sites) - CLOSE_LOG_SITES)
