@@ -289,3 +289,20 @@ def test_a_site_full_of_other_workers_requests_is_asked_again_later_and_later(re
     held = _granted(a, "site")
     time.sleep(0.2)
     assert b.admit("site", time.monotonic())[0] == waits[0]
+
+
+def test_the_shared_controller_keeps_its_containers(redis_server: RedisServer) -> None:
+    """A controller read from Redis keeps the kinds of its time containers: its pauses (a list it pops
+    from the front) stay a list after another worker's 429 with a Retry-After, and it keeps working."""
+    prefix = f"t{uuid.uuid4().hex[:8]}"
+    a, b = _shared_gate(redis_server, prefix), _shared_gate(redis_server, prefix)
+    for gate in (a, b):
+        sent = _granted(gate, "site")
+        now = time.monotonic()
+        gate.release("site", sent, now)
+        gate.feedback("site", Feedback(Signal.THROTTLED, sent, 0.01, retry_after=0.05), now)
+        time.sleep(0.3)
+    controller = b.local.sites["site"].controller
+    assert type(controller._pauses) is type(a.local.sites["site"].controller._pauses)
+    assert len(controller._pauses) >= 1
+    controller.goodput(time.monotonic() + 3600)  # pops the old pauses from the front

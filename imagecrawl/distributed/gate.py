@@ -100,6 +100,7 @@ class RedisGate:
         probing = state is not None and (
             state.circuit.state is not CircuitState.CLOSED or state.ban.state is BanState.PROBING
         )
+        took_probe = False
         if probing and not policy and site not in self._probes:
             owner = f"{self._owner}:probe"
             other = self.limiter.take_probe(site, owner, self.token_ttl)
@@ -111,6 +112,7 @@ class RedisGate:
                     self.stats.inc_value("imagecrawl/distributed/probe_waits")
                 return min(other, PROBE_RECHECK_SECONDS), False
             self._probes[site] = (owner, now, False)
+            took_probe = True
         token = "" if policy or probing else f"{self._owner}:{next(self._seq)}"
         concurrency = int(state.controller.concurrency) if state is not None else 1
         shared, why, version, health = self.limiter.admit(site, token, concurrency, self.token_ttl)
@@ -133,7 +135,8 @@ class RedisGate:
         # does not pay for the other workers' requests).
         if not policy:
             self.local.revoke(site)
-            self._end_probe(site, None)
+            if took_probe:
+                self._end_probe(site, None)
         if health != self._health.get(site, 0):
             self._read_at[site] = -math.inf
         if why == CONCURRENCY:
@@ -373,7 +376,7 @@ class RedisGate:
 
 #: the controller's attributes that are times (the pacing clock), shifted to the wall clock in Redis
 _TIME_FIELDS = frozenset({"last_change", "last_cut", "srtt_at", "created"})
-#: ... and the ones holding times in a deque (single times, or (start, end) pairs)
+#: ... and the ones holding times in a deque or a list (single times, or (start, end) pairs)
 _TIME_DEQUES = frozenset({"_answers", "_pauses"})
 
 
@@ -422,7 +425,9 @@ def _shift(fields: dict[str, Any], delta: float) -> dict[str, Any]:
     for name in _TIME_FIELDS & out.keys():
         out[name] = float(out[name]) + delta
     for name in _TIME_DEQUES & out.keys():
-        out[name] = deque(
+        # the same kind of container as the controller keeps (a deque, or a list it pops from the front)
+        kind = list if isinstance(out[name], list) else deque
+        out[name] = kind(
             tuple(t + delta for t in item) if isinstance(item, tuple) else item + delta for item in out[name]
         )
     return out
