@@ -185,4 +185,25 @@ def table(results: list[tuple[Variant, Row, float]], args: argparse.Namespace, s
                 f"{k} {failed.get(k, 0)}" for k in ("goodput", "429s", "Retry-After", "peak after 5 s", "start-up")
             )
         )
+        lines += ["", *summary(results)]
     return head + "\n".join(lines) + "\n"
+
+
+def summary(results: list[tuple[Variant, Row, float]]) -> list[str]:
+    """Per bucket, and per bucket and crawl length: the median goodput / C and how many sites fail
+    each goal (a before/after comparison reads these lines, not the site table)."""
+    groups: dict[tuple[str, int | None], list[tuple[Variant, Row, float]]] = {}
+    for v, r, sp in results:
+        groups.setdefault((v.burst, None), []).append((v, r, sp))
+        groups.setdefault((v.burst, v.requests), []).append((v, r, sp))
+    lines = [
+        "| bucket | images | sites | median goodput / C | " + " | ".join(f"fail {k}" for k in GOAL_NAMES) + " |",
+        "|---|---:|---:|---:|" + "---:|" * len(GOAL_NAMES),
+    ]
+    for (burst, n), rows in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1] or 0)):
+        failed = [sum(not goals(v, r, sp)[k] for v, r, sp in rows) for k in GOAL_NAMES]
+        lines.append(
+            f"| b{burst} | {'all' if n is None else n} | {len(rows)} "
+            f"| {statistics.median(r.goodput for _, r, _ in rows):.2f} | " + " | ".join(map(str, failed)) + " |"
+        )
+    return lines

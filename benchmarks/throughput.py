@@ -19,7 +19,8 @@ Phases (``--phases`` picks some; default: all but ``i2d`` unless img2dataset is 
   pHash, opt-outs, dedupe ledger, Parquet shards); then the ablation, one component off in turn:
   ``urls-nopacing``, ``urls-nonear`` (near-duplicate index), ``urls-nodedupe`` (ledger and known-image
   skip), ``urls-nooptout``, ``urls-nomonitor`` (progress line, report), ``urls-nothreads``
-  (record building on the reactor thread), and ``urls-lean`` (all of these off, ``CONCURRENT_ITEMS=1``).
+  (record building on the reactor thread), ``urls-allthreads`` (every record on a media thread, small
+  images too: ``media_inline_max_bytes`` 0), and ``urls-lean`` (all of these off, ``CONCURRENT_ITEMS=1``).
 * ``i2d``: img2dataset on the URL list (Parquet, resize off, no re-encoding, sha256).
 * ``bare``: the bare spider on the gallery (listing, detail and image pages), one process.
 * ``gallery``: ``scrapy crawl gallery`` of the same site: the full pipeline, one process.
@@ -77,6 +78,7 @@ URL_PHASES: dict[str, dict[str, str]] = {
     "urls-nooptout": {"IMAGECRAWL_OPTOUT_ENABLED": "False"},
     "urls-nomonitor": {"IMAGECRAWL_REPORT_ENABLED": "False", "IMAGECRAWL_TUNING": {"progress_enabled": "False"}},
     "urls-nothreads": {"IMAGECRAWL_MEDIA_THREADS": "0"},
+    "urls-allthreads": {"IMAGECRAWL_TUNING": {"media_inline_max_bytes": "0"}},
     "urls-lean": {
         "IMAGECRAWL_PACING_ENABLED": "False",
         "IMAGECRAWL_NEAR_DEDUPE_ENABLED": "False",

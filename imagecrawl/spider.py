@@ -47,6 +47,9 @@ class ImageSpider(scrapy.Spider):
     (``-a max_item=3``) is a :class:`~imagecrawl.errors.ConfigError` listing the valid ones, instead of
     an attribute nobody reads. ``name`` and names starting with ``_`` (Scrapyd's ``_job``) pass."""
 
+    #: False: no callback of this spider yields an image request (all of them come from ``start()``), so
+    #: the opt-out spider middleware, which drops images found on opted-out pages, is not installed
+    requests_from_pages: bool = True
     _salt: bytes | None = None
     _media_pool: ThreadPoolExecutor | None = None
     _media_threads: int | None = None
@@ -143,6 +146,8 @@ class ImageSpider(scrapy.Spider):
             on_fix=fixes.append,
         )
         pool = self._media_executor()
+        if pool is not None and len(response.body) <= self._internals().media_inline_max_bytes:
+            pool = None  # a small image: the hand-off to a thread and back costs about what building it does
         try:
             record = build() if pool is None else await asyncio.get_running_loop().run_in_executor(pool, build)
         except MediaError as exc:

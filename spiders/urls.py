@@ -59,6 +59,8 @@ POLL_SECONDS = 0.05
 
 class UrlsSpider(MaxItemsMixin, ImageSpider):
     name = "urls"
+    #: its image requests come from start(), none from a callback (no page opt-out filter to run)
+    requests_from_pages = False
     #: what each -a argument of __init__ means (`imagecrawl spiders`; a test checks they match)
     argument_help = {
         "input": "a Parquet, CSV or JSONL file of image URLs (required)",

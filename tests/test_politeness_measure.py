@@ -66,3 +66,18 @@ def test_medians_over_repeats() -> None:
     rows = [politeness.measure("x", log([n] * 6), capacity=10, warmup=1) for n in (8, 10, 30)]
     med = politeness.median_row(rows)
     assert med.goodput == rows[1].goodput and med.requests == 60
+
+
+def test_a_short_crawls_first_five_seconds_are_the_sites_own() -> None:
+    """The request log is the site's own (one server per crawled site): the first five seconds of a
+    short crawl count from the site's first request, however late the crawl reached the site."""
+    # C = 10: the log starts at the site's first request (t = 1000, whenever the crawl began); its
+    # start-up overshoots to 25 in its own second 3, then 10/s
+    records = log([3, 6, 12, 25, 14, 10, 10, 10, 10])
+    row = politeness.measure_short("x", records, capacity=10)
+    assert row.startup_peak == 25 and row.max_1s_late == 10
+    assert dict(politeness.goals(row, 10, short=True))["no 1 s > 1.25 C + 1 after 5 s"] is True
+    # the same overshoot one second later, in the site's sixth second, is in the measured period
+    late = politeness.measure_short("x", log([3, 6, 12, 12, 12, 25, 10, 10, 10]), capacity=10)
+    assert late.max_1s_late == 25
+    assert dict(politeness.goals(late, 10, short=True))["no 1 s > 1.25 C + 1 after 5 s"] is False

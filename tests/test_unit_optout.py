@@ -195,6 +195,19 @@ def test_switches(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
         )
 
 
+def test_the_page_filter_is_installed_only_for_spiders_that_request_images_from_pages(tmp_path: Path) -> None:
+    from spiders.gallery import GallerySpider
+    from spiders.urls import UrlsSpider
+
+    # the urls spider's image requests all come from start(): no async generator around its callbacks
+    with pytest.raises(NotConfigured):
+        OptOutSpiderMiddleware.from_crawler(make_crawler(UrlsSpider, IMAGECRAWL_STORE=str(tmp_path)))
+    assert isinstance(
+        OptOutSpiderMiddleware.from_crawler(make_crawler(GallerySpider, IMAGECRAWL_STORE=str(tmp_path))),
+        OptOutSpiderMiddleware,
+    )
+
+
 # --- TDMRep file ---------------------------------------------------------------------------------
 
 TDMREP = json.dumps(

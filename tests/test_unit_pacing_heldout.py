@@ -163,6 +163,13 @@ def test_held_out_sites_drawn_from_the_ranges_in_one_simulated_table() -> None:
     assert grid.returncode == 0, grid.stderr[-2000:]
     names = {line.split("|")[1].strip() for line in grid.stdout.splitlines() if line.startswith("| C")}
     assert names == {f"C6 b{b} 50ms RA {ra} (2 s) n120" for b in ("C", "0.5C") for ra in ("none", "all")}
+    # the summary per bucket (all lengths, then each length): 2 sites each, failures counted per goal
+    summary = [line.split("|")[1:-1] for line in grid.stdout.splitlines() if line.startswith(("| bC |", "| b0.5C |"))]
+    assert sorted((s[0].strip(), s[1].strip(), s[2].strip()) for s in summary) == [
+        ("b0.5C", "120", "2"), ("b0.5C", "all", "2"), ("bC", "120", "2"), ("bC", "all", "2")
+    ]  # fmt: skip
+    for s in summary:
+        assert 0 < float(s[3]) < 1.5 and all(0 <= int(x) <= 2 for x in s[4:]), s
 
 
 @pytest.mark.e2e

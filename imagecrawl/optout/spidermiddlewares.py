@@ -36,6 +36,11 @@ class OptOutSpiderMiddleware:
         config = OptOutConfig.from_settings(crawler.settings)
         if not config.enabled:
             raise NotConfigured("IMAGECRAWL_OPTOUT_ENABLED is off")  # the downloader side warns
+        if not getattr(crawler.spidercls, "requests_from_pages", True):
+            # a spider whose callbacks never request an image (the ``urls`` spider: its image requests
+            # come from ``start()``, which this middleware never sees): nothing to filter, and no
+            # async-generator layer around every image's callback output
+            raise NotConfigured
         return cls(skip_log(crawler))
 
     def _keep(self, response: Response, item: Any) -> bool:
