@@ -216,20 +216,37 @@ _MOVES: tuple[tuple[str, str, str], ...] = (
     ("imagecrawl.extensions.progress", "imagecrawl.report.extensions.progress", "ProgressLine"),
     ("imagecrawl.extensions.report", "imagecrawl.report.extensions.report", "CrawlReport"),
     ("imagecrawl.scheduler", "imagecrawl.pacing.scheduler", "FrontierScheduler"),
+    ("imagecrawl.distributed.frontier", "imagecrawl.distributed.scheduler", "RedisScheduler"),
+    ("imagecrawl.distributed.frontier", "imagecrawl.distributed.scheduler", "RedisDupeFilter"),
+    (
+        "imagecrawl.distributed.middlewares",
+        "imagecrawl.distributed.downloadermiddlewares",
+        "GlobalRateMiddleware",
+    ),
+    ("imagecrawl.distributed.middlewares", "imagecrawl.distributed.spidermiddlewares", "LeaseSpiderMiddleware"),
 )
 MOVED_COMPONENTS: dict[str, str] = {f"{old}.{name}": f"{new}.{name}" for old, new, name in _MOVES}
 #: the DNS resolver's old path keeps working (imagecrawl/resolver.py): Scrapy installs TWISTED_DNS_RESOLVER
 #: before any add-on runs, so no one-line error can come first; the add-on logs a WARNING with the new path
 OLD_RESOLVER = "imagecrawl.resolver.GuardedResolver"
 #: the settings that name components by import path
-PATH_SETTINGS = ("DOWNLOADER_MIDDLEWARES", "SPIDER_MIDDLEWARES", "ITEM_PIPELINES", "EXTENSIONS", "SCHEDULER")
+PATH_SETTINGS = (
+    "DOWNLOADER_MIDDLEWARES",
+    "SPIDER_MIDDLEWARES",
+    "ITEM_PIPELINES",
+    "EXTENSIONS",
+    "SCHEDULER",
+    "DUPEFILTER_CLASS",
+)
+#: the settings that name one component (the others name a dict of them)
+_ONE_PATH = ("SCHEDULER", "DUPEFILTER_CLASS")
 
 
 def check_moved_components(settings: BaseSettings) -> None:
     """Raise :class:`ConfigError` for a component named by its import path from before the move into
     feature folders (run before the add-on installs its components: Scrapy would import the old path)."""
     for name in PATH_SETTINGS:
-        named = [settings.get(name)] if name == "SCHEDULER" else list(settings.getdict(name))
+        named = [settings.get(name)] if name in _ONE_PATH else list(settings.getdict(name))
         for path in named:
             if isinstance(path, str) and path in MOVED_COMPONENTS:
                 raise ConfigError(

@@ -15,8 +15,8 @@ import redis
 from scrapy import Request, Spider
 
 from imagecrawl import meta
-from imagecrawl.distributed.frontier import RedisScheduler
 from imagecrawl.distributed.ratelimit import RateConfig, RedisRateLimiter
+from imagecrawl.distributed.scheduler import RedisScheduler
 
 from .crawlers import make_crawler
 from .distributed_util import RedisServer
@@ -193,7 +193,7 @@ def test_reset_clears_the_site_queues_and_an_earlier_versions_queue(
     client = redis.Redis.from_url(redis_server.url)
     keys = CrawlKeys(prefix, "frontier-test")
     client.zadd(keys.legacy_queue, {b"an old request": 0})
-    with caplog.at_level(logging.WARNING, logger="imagecrawl.distributed.frontier"):
+    with caplog.at_level(logging.WARNING, logger="imagecrawl.distributed.scheduler"):
         s = _scheduler(redis_server, prefix, tmp_path)
     assert "queued by an earlier version" in caplog.text and "--reset" in caplog.text
     for url in ("http://a.test/1", "http://b.test/1", "http://b.test/2"):

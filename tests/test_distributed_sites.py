@@ -8,11 +8,13 @@ one of each request); the sandboxes' own request logs are the judge.
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -23,6 +25,7 @@ import redis
 from tests.sandbox.catalog import build_catalog
 from tests.sandbox.misbehave import max_rate_per_second, requests_inside_windows
 from tests.sandbox.testing import SandboxProcess, start_sandbox
+from tests.servers import free_port
 
 from .conftest import stop_process
 from .distributed_util import RedisServer, WorkerProcess, start_worker
@@ -149,3 +152,83 @@ def test_a_slow_site_does_not_hold_the_others_back(tmp_path: Path, redis_server:
     assert client.zcard(f"{prefix}:crawl:urls:sites") == 0
     assert int(client.get(f"{prefix}:crawl:urls:queued") or 0) == 0
     assert client.zcard(f"{prefix}:crawl:urls:leases") == 0
+
+
+def test_dead_sites_are_given_up_once_for_both_workers(tmp_path: Path, redis_server: RedisServer) -> None:
+    """A site that refuses connections and one that accepts them and never answers, at the head of the list,
+    among live ones, with two workers: each dead site's circuit is one over both workers, so it is given up
+    within 30 s, counted once, and its requests (those still queued in Redis too) are dropped once each."""
+    from .test_frontier_sandbox import SilentServer
+
+    prefix = f"t{uuid.uuid4().hex[:8]}"
+    silent = SilentServer("127.0.4.9")
+    try:
+        with sites(tmp_path) as sbs:
+            refused = f"http://127.0.4.8:{free_port()}"  # nothing listens there
+            hung = f"http://127.0.4.9:{silent.port}"
+            live: list[list[str]] = []
+            for n, sb in enumerate(sbs[1:], start=1):
+                catalog = build_catalog(SITES[n][1], 200 + n)
+                live.append([sb.url(e.image_path) for e in catalog.entries("civitai")])
+            dead_rows = [f"{refused}/img/{i}.png" for i in range(25)] + [f"{hung}/img/{i}.png" for i in range(25)]
+            listing = tmp_path / "list.txt"
+            listing.write_text("".join(f"{u}\n" for u in [*dead_rows, *live[0], *live[1]]))
+            settings: dict[str, Any] = {
+                "IMAGECRAWL_REDIS_URL": redis_server.url,
+                "IMAGECRAWL_REDIS_PREFIX": prefix,
+                "IMAGECRAWL_STORE": tmp_path / "store",
+                "IMAGECRAWL_MAX_RATE_PER_SITE": CAP,
+                "IMAGECRAWL_MAX_CONCURRENCY_PER_SITE": 4,
+                "CONCURRENT_REQUESTS": 8,
+                "IMAGECRAWL_TUNING": {"redis_lease_seconds": 10, "pacing_latency_margin_seconds": 5},
+            }
+            started = time.time()
+            workers = [
+                start_worker(n, "urls", tmp_path / "workers", args={"input": str(listing)}, settings=settings)
+                for n in WORKERS
+            ]
+            _wait(workers, 180)
+            elapsed = time.time() - started
+            logs = [sb.wait_for_requests(len(u), timeout=10) for sb, u in zip(sbs[1:], live, strict=True)]
+    finally:
+        silent.close()
+
+    stats = []
+    for w in workers:
+        text = w.log_text()
+        assert w.process.returncode == 0, f"{w.name} exited {w.process.returncode}:\n{text[-4000:]}"
+        assert "Traceback" not in text, text[-6000:]
+        stats.append(w.stats())
+
+    def total(key: str) -> int:
+        return sum(int(s.get(key, 0)) for s in stats)
+
+    # every live image fetched, by the two workers together
+    assert total("imagecrawl/media/images") == sum(len(u) for u in live)
+    agents = Counter(str(r["ua"]).rsplit("+", 1)[-1].rstrip(")") for log in logs for r in log)
+    assert set(agents) == set(WORKERS), f"the work was not shared: {agents}"
+    # each dead site given up once over both workers (one circuit each), counted once
+    assert total("imagecrawl/circuit/dead") == 2, [s.get("imagecrawl/circuit/dead") for s in stats]
+    assert total("imagecrawl/frontier/dead_sites") == 2
+    # their requests dropped once each: never more than the list holds, and all but the few that were
+    # sent (the failures that opened the circuit, the probes)
+    dropped = total("imagecrawl/frontier/dropped/dead_site")
+    assert len(dead_rows) - 16 <= dropped <= len(dead_rows), dropped
+    # the refused site is given up within 30 s of the start, by one of the workers (its log says so once)
+    dead_at = [
+        datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S").timestamp()
+        for w in workers
+        for line in w.log_text().splitlines()
+        if "Site 127.0.4.8:" in line
+        and ": dead: " in line
+        and (m := re.match(r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)", line))
+    ]
+    assert len(dead_at) == 1, dead_at
+    assert dead_at[0] - started <= 31, dead_at[0] - started  # (the log's times are whole seconds)
+    # the silent site is given up within 30 s of its first connection, whoever sent the requests
+    assert silent.accepted, "the silent site was tried"
+    assert silent.accepted[-1] - silent.accepted[0] <= 30, silent.accepted
+    assert elapsed < 90, elapsed
+    client = redis.Redis.from_url(redis_server.url)
+    assert int(client.get(f"{prefix}:crawl:urls:queued") or 0) == 0
+    print(f"\ndead sites given up; {dropped} requests dropped; crawl {elapsed:.1f}s; per worker {dict(agents)}")

@@ -34,9 +34,10 @@ SHELLS = {
     "forget/crawl.py": "the crawl's side of forgetting: the tombstones and stats of one crawler",
     "forget/cli.py": "the forget command: reads the project's Scrapy settings",
     "forget/recheck.py": "the recheck command and the crawl it runs",
-    "distributed/frontier.py": "scrapy-redis's scheduler, queue and dupefilter, fit for leases",
+    # not a Scrapy component: the scheduler creates it and it hooks into the crawl's signals and scraper
     "distributed/worker.py": "a worker's side of the shared frontier: leases, liveness, when to stop",
-    "distributed/tombstones.py": "the shared tombstones, built from the crawler",
+    # the forget feature's TombstoneIndex plug point (IMAGECRAWL_TOMBSTONES_FACTORY), not a Scrapy role
+    "distributed/tombstones.py": "the shared tombstones, built from the crawler's store",
 }
 #: the optional parts the core must not import
 OPTIONAL = ("imagecrawl.distributed", "imagecrawl.browser", "scrapy_redis", "scrapy_playwright", "redis")

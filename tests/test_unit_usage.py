@@ -292,7 +292,18 @@ def test_every_component_the_addon_installs_is_at_its_new_path() -> None:
 
     installed = {path for name in LAYOUT_ROLES if name != "SCHEDULER" for path in getattr(defaults, name)}
     installed.add(defaults.SCHEDULER)
+    # the distributed add-on's components, installed when a Redis URL is set
+    from imagecrawl.distributed import addon
+
+    installed |= {addon.SCHEDULER, addon.DUPEFILTER, addon.GLOBAL_RATE_MIDDLEWARE, addon.LEASE_MIDDLEWARE}
     assert {new for new in MOVED_COMPONENTS.values()} <= installed
+
+
+def test_a_dupefilter_named_by_its_old_path_is_one_line_naming_the_new_one() -> None:
+    old = "imagecrawl.distributed.frontier.RedisDupeFilter"
+    line = f"setting DUPEFILTER_CLASS names {old}, which moved: use imagecrawl.distributed.scheduler.RedisDupeFilter"
+    with pytest.raises(ConfigError, match=f"^{re.escape(line)} \\(CHANGELOG.md\\)$"):
+        get_crawler(settings_dict={"ADDONS": {"imagecrawl.Addon": 100}, "DUPEFILTER_CLASS": old})
 
 
 def test_the_old_resolver_path_keeps_working_with_a_warning(caplog: pytest.LogCaptureFixture) -> None:

@@ -17,8 +17,8 @@ from imagecrawl.tuning import overrides, tuning
 
 logger = logging.getLogger(__name__)
 
-SCHEDULER = "imagecrawl.distributed.frontier.RedisScheduler"
-DUPEFILTER = "imagecrawl.distributed.frontier.RedisDupeFilter"
+SCHEDULER = "imagecrawl.distributed.scheduler.RedisScheduler"
+DUPEFILTER = "imagecrawl.distributed.scheduler.RedisDupeFilter"
 #: what the add-on plugs into the core (imagecrawl.storage.context, the pacing middleware, the browser)
 LEDGER_FACTORY = "imagecrawl.distributed.ledger.open_worker_ledger"
 GATE_FACTORY = "imagecrawl.distributed.gate.shared_gate"
@@ -26,9 +26,9 @@ LIMITER_FACTORY = "imagecrawl.distributed.ratelimit.limiter_for"
 #: forgotten rows (docs/forget.md): the store's tombstones, shared and refreshed through Redis
 TOMBSTONES_FACTORY = "imagecrawl.distributed.tombstones.SharedTombstones"
 #: the shared per-site rate gate for crawls without the pacing middleware, closest to the network
-GLOBAL_RATE_MIDDLEWARE = "imagecrawl.distributed.middlewares.GlobalRateMiddleware"
+GLOBAL_RATE_MIDDLEWARE = "imagecrawl.distributed.downloadermiddlewares.GlobalRateMiddleware"
 #: binds items to the lease of the request they came from, closest to the engine
-LEASE_MIDDLEWARE = "imagecrawl.distributed.middlewares.LeaseSpiderMiddleware"
+LEASE_MIDDLEWARE = "imagecrawl.distributed.spidermiddlewares.LeaseSpiderMiddleware"
 
 
 class DistributedAddon:

@@ -94,16 +94,18 @@ return 1
 # The pacing middleware's admission, one atomic step for every worker: the pause (Retry-After, a ban's
 # cool-down), the site's concurrency across all workers, then the GCRA slot at min(cap, learned rate,
 # the shared controller's rate). A request that passes holds an in-flight token until it ends.
-# KEYS: tat, rate hash, pause, in-flight set ; ARGV: cap, min rate, burst, spacing, concurrency when the
-# shared controller has none yet, token ("": a policy fetch, no concurrency slot), token ttl ms
-# -> {wait ms, why (0 admitted, 1 paused, 2 rate, 3 concurrency), controller version}
+# KEYS: tat, rate hash, pause, in-flight set, health ; ARGV: cap, min rate, burst, spacing, concurrency
+# when the shared controller has none yet, token ("": a policy fetch or a probe, no concurrency slot),
+# token ttl ms -> {wait ms, why (0 admitted, 1 paused, 2 rate, 3 concurrency), controller version,
+# health version}
 _ADMIT = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
 local h = redis.call('HMGET', KEYS[2], 'rate', 'ctl_rate', 'ctl_conc', 'v')
 local version = tonumber(h[4] or '0')
+local hv = tonumber(redis.call('HGET', KEYS[5], 'v') or '0')
 local pause = redis.call('PTTL', KEYS[3])
-if pause > 0 then return {pause, 1, version} end
+if pause > 0 then return {pause, 1, version, hv} end
 local cap = tonumber(ARGV[1])
 local rate = tonumber(h[1] or ARGV[1])
 if h[2] and tonumber(h[2]) < rate then rate = tonumber(h[2]) end
@@ -115,7 +117,7 @@ if token ~= '' then
   redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now)
   if redis.call('ZCARD', KEYS[4]) >= limit then
     redis.call('HSET', KEYS[2], 'lim_c', '1')
-    return {0, 3, version}
+    return {0, 3, version, hv}
   end
 end
 local interval = 1000 * tonumber(ARGV[4]) / rate
@@ -124,7 +126,7 @@ if tat < now then tat = now end
 local allow_at = tat - (tonumber(ARGV[3]) - 1) * interval
 if now < allow_at then
   redis.call('HSET', KEYS[2], 'lim_r', '1')
-  return {math.max(1, math.ceil(allow_at - now)), 2, version}
+  return {math.max(1, math.ceil(allow_at - now)), 2, version, hv}
 end
 local new_tat = tat + interval
 redis.call('SET', KEYS[1], tostring(new_tat), 'PX', math.ceil(new_tat - now) + 60000)
@@ -132,20 +134,55 @@ if token ~= '' then
   redis.call('ZADD', KEYS[4], now + tonumber(ARGV[7]), token)
   redis.call('PEXPIRE', KEYS[4], tonumber(ARGV[7]))
 end
-return {0, 0, version}
+return {0, 0, version, hv}
 """
 
 # The shared rate controller of a site (one for all workers): its state, a version, and whether the
 # shared gate held requests back since it was last read (the controller grows only when its limit binds).
-# KEYS: rate hash, controller ; ARGV: the version the caller holds
-# -> {version, the state ("" when the caller holds that version, or there is none), rate held, concurrency held}
+# With it, the site's shared health (the dead-site circuit and the ban state machine: a hash of a version
+# ``v`` and the state ``s``), read in the same round trip.
+# KEYS: rate hash, controller, health ; ARGV: the controller version the caller holds, its health version
+# -> {version, the state ("" when the caller holds that version, or there is none), rate held, concurrency
+# held, health version, health state ("" likewise)}
 _CTL_LOAD = """
 local h = redis.call('HMGET', KEYS[1], 'v', 'lim_r', 'lim_c')
 redis.call('HDEL', KEYS[1], 'lim_r', 'lim_c')
 local version = tonumber(h[1] or '0')
 local state = ''
 if version ~= tonumber(ARGV[1]) then state = redis.call('GET', KEYS[2]) or '' end
-return {version, state, h[2] and 1 or 0, h[3] and 1 or 0}
+local health = redis.call('HMGET', KEYS[3], 'v', 's')
+local hv = tonumber(health[1] or '0')
+local hs = ''
+if hv ~= tonumber(ARGV[2]) then hs = health[2] or '' end
+return {version, state, h[2] and 1 or 0, h[3] and 1 or 0, hv, hs}
+"""
+
+# The site's health, one state for every worker, compare-and-set like the controller.
+# KEYS: health ; ARGV: the version the state was derived from, the new state
+# -> {1, new version} or {0, current version, current state}: another worker wrote first
+_HEALTH_SAVE = """
+local version = tonumber(redis.call('HGET', KEYS[1], 'v') or '0')
+if version ~= tonumber(ARGV[1]) then return {0, version, redis.call('HGET', KEYS[1], 's') or ''} end
+version = version + 1
+redis.call('HSET', KEYS[1], 'v', version, 's', ARGV[2])
+redis.call('PEXPIRE', KEYS[1], 86400000)
+return {1, version}
+"""
+
+# One probe of a dead-site circuit or a ban at a time, over all workers.
+# KEYS: probe ; ARGV: owner, ttl ms -> 0: this owner probes; else ms until the other's probe lease ends
+_PROBE = """
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', tonumber(ARGV[2])) then return 0 end
+if redis.call('GET', KEYS[1]) == ARGV[1] then return 0 end
+return math.max(1, redis.call('PTTL', KEYS[1]))
+"""
+
+# KEYS: probe ; ARGV: owner, linger ms -> 1 if this owner's probe lease ended (or ends after ``linger``:
+# its answer is not recorded yet)
+_PROBE_END = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if tonumber(ARGV[2]) > 0 then return redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[2])) end
+return redis.call('DEL', KEYS[1])
 """
 
 # KEYS: rate hash, controller ; ARGV: the version the state was derived from, the new state, its rate,
@@ -213,6 +250,9 @@ class RedisRateLimiter:
         self._admit = client.register_script(_ADMIT)
         self._ctl_load = client.register_script(_CTL_LOAD)
         self._ctl_save = client.register_script(_CTL_SAVE)
+        self._health_save = client.register_script(_HEALTH_SAVE)
+        self._probe = client.register_script(_PROBE)
+        self._probe_end = client.register_script(_PROBE_END)
 
     def _keys(self, site: str) -> tuple[str, str, str]:
         base = f"{self.prefix}:site:{site}"
@@ -222,30 +262,60 @@ class RedisRateLimiter:
         base = f"{self.prefix}:site:{site}"
         return f"{base}:inflight", f"{base}:ctl"
 
-    def admit(self, site: str, token: str, concurrency: int, token_ttl: float) -> tuple[float, int, int]:
+    def _health_keys(self, site: str) -> tuple[str, str, str]:
+        """The site's shared health, its probe lease, and its given-up mark."""
+        base = f"{self.prefix}:site:{site}"
+        return f"{base}:health", f"{base}:probe", f"{base}:gone"
+
+    def admit(self, site: str, token: str, concurrency: int, token_ttl: float) -> tuple[float, int, int, int]:
         """The pause, the site's concurrency over all workers (``token`` "": not counted) and the rate
-        slot, in one atomic step: ``(wait seconds, why, controller version)``; ``why`` is one of
-        :data:`ADMITTED`, :data:`PAUSED`, :data:`RATE`, :data:`CONCURRENCY` (then wait is 0: until a
-        request of the site ends)."""
+        slot, in one atomic step: ``(wait seconds, why, controller version, health version)``; ``why`` is
+        one of :data:`ADMITTED`, :data:`PAUSED`, :data:`RATE`, :data:`CONCURRENCY` (then wait is 0: until
+        a request of the site ends)."""
         c = self.config
         tat, rate, pause = self._keys(site)
         inflight = self._more_keys(site)[0]
         got = self._admit(
-            keys=[tat, rate, pause, inflight],
+            keys=[tat, rate, pause, inflight, self._health_keys(site)[0]],
             args=[c.cap, c.min_rate, c.burst, c.spacing, max(1, concurrency), token, max(1, round(token_ttl * 1000))],
         )
-        return int(got[0]) / 1000.0, int(got[1]), int(got[2])
+        return int(got[0]) / 1000.0, int(got[1]), int(got[2]), int(got[3])
 
     def end(self, site: str, token: str) -> None:
         """A request admitted with ``token`` ended: its concurrency slot is free for every worker."""
         self.redis.zrem(self._more_keys(site)[0], token)
 
-    def load_controller(self, site: str, version: int) -> tuple[int, bytes | None, bool, bool]:
-        """The site's shared controller: ``(version, state or None when ``version`` is current or there
-        is none, rate held back, concurrency held back)``; the two flags are cleared."""
-        keys = [self._keys(site)[1], self._more_keys(site)[1]]
-        got = self._ctl_load(keys=keys, args=[version])
-        return int(got[0]), (bytes(got[1]) or None), bool(int(got[2])), bool(int(got[3]))
+    def load_controller(self, site: str, version: int, health: int = -1) -> SharedSite:
+        """The site's shared controller and health, in one round trip: each state is None when the
+        version given is current or there is none; the two held-back flags are cleared."""
+        keys = [self._keys(site)[1], self._more_keys(site)[1], self._health_keys(site)[0]]
+        got = self._ctl_load(keys=keys, args=[version, health])
+        return SharedSite(
+            int(got[0]), bytes(got[1]) or None, bool(int(got[2])), bool(int(got[3])), int(got[4]), bytes(got[5]) or None
+        )
+
+    def save_health(self, site: str, version: int, state: bytes) -> tuple[bool, int, bytes | None]:
+        """Store the site's health derived from ``version``: ``(True, new version, None)``, or, when
+        another worker stored one meanwhile, ``(False, its version, its state)``."""
+        got = self._health_save(keys=[self._health_keys(site)[0]], args=[version, state])
+        if int(got[0]):
+            return True, int(got[1]), None
+        return False, int(got[1]), (bytes(got[2]) or None)
+
+    def take_probe(self, site: str, owner: str, ttl: float) -> float:
+        """0: ``owner`` sends the site's one probe (until :meth:`end_probe`, or ``ttl`` if it dies);
+        else seconds until the probe another worker sends ends at the latest."""
+        got = self._probe(keys=[self._health_keys(site)[1]], args=[owner, max(1, round(ttl * 1000))])
+        return int(got) / 1000.0
+
+    def end_probe(self, site: str, owner: str, linger: float = 0.0) -> None:
+        """``owner``'s probe ended: now, or ``linger`` seconds from now at the latest (the probe left the
+        network but what it told is not stored yet)."""
+        self._probe_end(keys=[self._health_keys(site)[1]], args=[owner, max(0, round(linger * 1000))])
+
+    def give_up(self, site: str) -> bool:
+        """Mark the site given up for every worker: True for the first worker to do so (it counts it)."""
+        return bool(self.redis.set(self._health_keys(site)[2], "1", nx=True, px=86_400_000))
 
     def save_controller(
         self, site: str, version: int, state: bytes, rate: float, concurrency: int
@@ -301,6 +371,18 @@ class RedisRateLimiter:
             if value is not None:
                 rate = min(rate, float(value.decode() if isinstance(value, bytes) else value))
         return rate
+
+
+@dataclass(frozen=True, slots=True)
+class SharedSite:
+    """What :meth:`RedisRateLimiter.load_controller` read."""
+
+    version: int
+    controller: bytes | None
+    rate_held: bool
+    concurrency_held: bool
+    health_version: int
+    health: bytes | None
 
 
 #: why :meth:`RedisRateLimiter.admit` answered as it did

@@ -358,7 +358,7 @@ class Worker:
         if self.stats.get_value("scheduler/enqueued/redis") or self.stats.get_value("scheduler/dequeued/redis"):
             return
         self.stats.set_value("imagecrawl/distributed/drained", 1)
-        from imagecrawl.distributed.frontier import _safe_url
+        from imagecrawl.distributed.scheduler import _safe_url
 
         logger.warning(
             "The shared frontier %s is already drained: every request of this run was seen by an earlier run "

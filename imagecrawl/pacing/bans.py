@@ -89,7 +89,9 @@ class BanTracker:
         if self.state is BanState.BANNED:
             if now < self.banned_until:
                 return self.banned_until - now, None
-            t = self._move(BanState.PROBING, "cool-down over", now)
+            # probing from the end of the cool-down (nothing was let through between), so a state shared
+            # between processes begins probing at the same moment in each
+            t = self._move(BanState.PROBING, "cool-down over", self.banned_until)
         if self.state is BanState.PROBING and self.probe_in_flight:
             return 0.05, t
         return 0.0, t

@@ -71,7 +71,9 @@ class Circuit:
             if now < self.open_until:
                 return self.open_until - now, None
             self.state = CircuitState.HALF_OPEN
-            self.probing_since = now
+            # half-open from the end of the cool-off (whoever notices it, and when): no request was let
+            # through between, and a state shared between processes half-opens at the same moment in each
+            self.probing_since = self.open_until
             self.probe_in_flight = False
             change = CircuitChange(CircuitState.HALF_OPEN, "cool-off over, one probe")
         if self.probe_in_flight:

@@ -416,17 +416,15 @@ class InProcessGate:
 
     # --- feedback -----------------------------------------------------------------------------
 
-    def feedback(self, site: str, fb: Feedback, now: float) -> None:
+    def feedback(self, site: str, fb: Feedback, now: float, circuit: bool = True) -> None:
+        """What an answer (or its absence) tells the site's state. ``circuit=False``: all but the
+        dead-site circuit (a gate shared between processes applies that to the shared state itself,
+        :meth:`circuit_feedback`)."""
         s = self.site(site, now)
         if fb.answer:
             s.answered = True
-            change = s.circuit.answered()
-            if change is not None:
-                self._circuit_event(site, change)
-        elif fb.signal in NO_ANSWER and self.circuit.enabled:
-            change = s.circuit.failed(fb.sent_at, now, fb.signal.value)
-            if change is not None:
-                self._circuit_event(site, change)
+        if circuit:
+            self.circuit_feedback(site, fb, now)
         if fb.retry_after is not None and fb.retry_after > 0:
             until = now + fb.retry_after
             if until > s.paused_until:
@@ -434,6 +432,18 @@ class InProcessGate:
                 s.paused_until = until
                 self._emit(site, "pacing/retry_after", f"Retry-After: pausing {fb.retry_after:.1f}s", fb.retry_after)
         self.control(site, fb, now)
+
+    def circuit_feedback(self, site: str, fb: Feedback, now: float) -> None:
+        """What an answer (or its absence) tells the site's dead-site circuit."""
+        s = self.site(site, now)
+        if fb.answer:
+            change = s.circuit.answered()
+            if change is not None:
+                self._circuit_event(site, change)
+        elif fb.signal in NO_ANSWER and self.circuit.enabled:
+            change = s.circuit.failed(fb.sent_at, now, fb.signal.value)
+            if change is not None:
+                self._circuit_event(site, change)
 
     def control(self, site: str, fb: Feedback, now: float, emit: bool = True) -> None:
         """What an answer tells the site's rate controller (latency, congestion, a healthy answer).
@@ -487,6 +497,15 @@ class InProcessGate:
     def drain_events(self) -> list[Event]:
         events, self._events = self._events, []
         return events
+
+    def events_since(self, mark: int) -> int:
+        """How many events are waiting (``mark=0``), or were emitted since ``len`` was ``mark``."""
+        return len(self._events) - mark
+
+    def discard_events(self, mark: int) -> None:
+        """Forget the events emitted since there were ``mark`` (a shared gate applied an answer to a
+        state another process replaced meanwhile, and applies it again to that one)."""
+        del self._events[mark:]
 
     # --- internals ----------------------------------------------------------------------------
 

@@ -1,11 +1,7 @@
-"""Where a leased request's work ends, seen from inside the crawl (see :mod:`.worker`).
+"""The shared per-site rate gate closest to the network, for crawls without the pacing middleware.
 
-- :class:`LeaseSpiderMiddleware` (closest to the engine) sees every response's callback output: items are
-  bound to the request's lease (the lease ends when they are committed; see :mod:`.worker` for the
-  hook that sees the end of every request, failures included);
-- :class:`GlobalRateMiddleware` (closest to the network), for crawls without the pacing middleware:
-  requests the shared frontier let out hold their slot already; any other (robots.txt, a component's
-  own fetch) waits at its site's shared gate here.
+:class:`GlobalRateMiddleware`: requests the shared frontier (:mod:`.scheduler`) let out hold their slot
+already; any other (robots.txt, a component's own fetch) waits at its site's shared gate here.
 """
 
 from __future__ import annotations
@@ -13,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
 from typing import Any, Self
 
 from scrapy import Request
@@ -25,7 +20,6 @@ from imagecrawl import meta
 from imagecrawl.distributed.config import redis_url
 from imagecrawl.distributed.gate import SHARED_LATE_SECONDS
 from imagecrawl.distributed.ratelimit import RedisRateLimiter
-from imagecrawl.distributed.worker import Worker, worker_for
 from imagecrawl.pacing import CONGESTION, parse_retry_after
 from imagecrawl.pacing.config import site_key_mode
 from imagecrawl.pacing.signals import classify_exception, classify_status
@@ -34,44 +28,6 @@ from imagecrawl.storage.context import crawl_context
 from imagecrawl.tuning import tuning
 
 logger = logging.getLogger(__name__)
-
-
-def _worker(crawler: Crawler) -> Worker | None:
-    if not redis_url(crawler.settings):
-        raise NotConfigured("no IMAGECRAWL_REDIS_URL / REDIS_URL: not a distributed crawl")
-    return worker_for(crawler)
-
-
-class LeaseSpiderMiddleware:
-    def __init__(self, crawler: Crawler) -> None:
-        self.crawler = crawler
-
-    @classmethod
-    def from_crawler(cls, crawler: Crawler) -> Self:
-        _worker(crawler)
-        return cls(crawler)
-
-    @property
-    def worker(self) -> Worker | None:
-        return worker_for(self.crawler)  # created by the scheduler, after the middlewares
-
-    async def process_spider_output(self, response: Response, result: AsyncIterator[Any]) -> AsyncIterator[Any]:
-        worker = self.worker
-        lease = response.request.meta.get(meta.LEASE) if response.request is not None else None
-        if worker is None or lease is None:
-            async for output in result:
-                yield output
-            return
-        try:
-            async for output in result:
-                if not isinstance(output, Request) and output is not None:
-                    worker.bind_item(lease, output)
-                yield output
-        finally:
-            # Requests yielded above are queued by now (the scraper schedules each one synchronously
-            # before it asks for the next output); items settle when committed or dropped. (The
-            # scraper's finish hook in .worker calls this again for every request: it is idempotent.)
-            worker.callback_done(lease)
 
 
 class GlobalRateMiddleware:
@@ -110,7 +66,7 @@ class GlobalRateMiddleware:
             del request.meta[meta.PACING_GRANTED]
             granted_at = float(request.meta.get(meta.SENT_AT, 0.0))
             if time.monotonic() - granted_at <= SHARED_LATE_SECONDS:
-                # The shared frontier let it out with its slot taken (imagecrawl.distributed.frontier)
+                # The shared frontier let it out with its slot taken (imagecrawl.distributed.scheduler)
                 self.stats.inc_value("imagecrawl/distributed/rate/granted")
                 return
             # It left late (it waited for robots.txt): its slot is long past, it takes a fresh one.
@@ -160,7 +116,7 @@ class GlobalRateMiddleware:
 
 MAX_NAP_SECONDS = 1.0
 #: ``imagecrawl_pacing_granted`` of a request the shared frontier let out while the pacing middleware is
-#: off: its shared rate slot is taken (:mod:`.frontier`), it does not wait again here
+#: off: its shared rate slot is taken (:mod:`.scheduler`), it does not wait again here
 SHARED_GRANT = "shared"
 
 PACING_MIDDLEWARE = "imagecrawl.pacing.downloadermiddlewares.pacing.PacingMiddleware"

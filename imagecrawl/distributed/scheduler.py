@@ -40,7 +40,7 @@ from scrapy_redis.scheduler import Scheduler as ScrapyRedisScheduler
 
 from imagecrawl import meta
 from imagecrawl.distributed.config import RedisConfig
-from imagecrawl.distributed.middlewares import SHARED_GRANT, pacing_uses_shared_gate
+from imagecrawl.distributed.downloadermiddlewares import SHARED_GRANT, pacing_uses_shared_gate
 from imagecrawl.distributed.worker import _REQUEUE_BODY, Worker, start_worker
 from imagecrawl.pacing.scheduler import UNPACED, EngineWakeup, wake_engine
 from imagecrawl.pacing.sitekey import site_of_url
@@ -314,7 +314,7 @@ class RedisScheduler(EngineWakeup, ScrapyRedisScheduler):
             server,
             persist=True,
             queue_key=keys.base,
-            queue_cls="imagecrawl.distributed.frontier.LeaseQueue",
+            queue_cls="imagecrawl.distributed.scheduler.LeaseQueue",
             dupefilter=RedisDupeFilter.for_crawler(crawler, server, keys.seen),
             dupefilter_key=keys.seen,
             serializer=picklecompat,
@@ -559,9 +559,13 @@ class RedisScheduler(EngineWakeup, ScrapyRedisScheduler):
         reason = "dead_site" if dead else "banned"
         first = site not in self._dropped_sites
         self._dropped_sites[site] = reason
+        # Redis drops the site's queue at once, for every worker: each request is counted by the worker
+        # that dropped it, the site by the first worker to give it up
         n = self.queue.drop(site)
         if first:
-            if reason == "dead_site" and self.stats is not None:
+            give_up = getattr(self.runtime.gate, "give_up", None) if self.runtime is not None else None
+            counted = bool(give_up(site)) if give_up is not None else True
+            if reason == "dead_site" and self.stats is not None and counted:
                 self.stats.inc_value("imagecrawl/frontier/dead_sites")
             logger.warning("Site %s: dropping its %d queued requests (and any later): %s", site, n, reason)
         self._count_dropped(site, n, reason)
