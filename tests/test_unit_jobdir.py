@@ -14,12 +14,14 @@ from scrapy.exceptions import IgnoreRequest, NotConfigured
 from scrapy.utils.request import request_from_dict
 from twisted.python.failure import Failure
 
-from imagecrawl import meta
+from imagecrawl import exitcodes, meta
 from imagecrawl.incremental import Incremental
 from imagecrawl.jobdir.downloadermiddlewares import KeepOnCloseMiddleware
 from imagecrawl.jobdir.extensions import (
+    MARKER,
     CrawlClosing,
     JobdirGuard,
+    ResumeGuard,
     keep_for_next_run,
     serialization_problem,
 )
@@ -124,3 +126,32 @@ def test_image_failed_reaches_the_walk(tmp_path: Path) -> None:
     assert not walk.failed
     s.image_failed(failure)
     assert walk.failed
+
+
+@pytest.mark.parametrize(
+    ("opened", "code", "clean"),
+    [(True, 0, True), (True, exitcodes.WRITE_ERROR, False), (True, exitcodes.STORE, False), (False, 0, False)],
+)
+def test_only_a_stop_that_lost_nothing_clears_the_resume_marker(
+    tmp_path: Path, opened: bool, code: int, clean: bool
+) -> None:
+    """A crawl the full disk stopped (its fetched images never reached the spool, yet their requests are in
+    requests.seen) or that never started leaves JOBDIR unclean: the next run discards the queue and walks
+    again, instead of resuming past the images it lost."""
+    jobdir = tmp_path / "job"
+    crawler = make_crawler(UrlsSpider, IMAGECRAWL_STORE=str(tmp_path / "store"), JOBDIR=str(jobdir))
+    assert crawler.stats is not None
+    crawler.stats.open_spider()
+    guard = crawler.get_extension(ResumeGuard)  # built with the crawler's extensions
+    assert (jobdir / MARKER).exists()
+    if opened:
+        guard.spider_opened()
+    if code:
+        exitcodes.set_exit_code(crawler.stats, code)
+    guard.spider_closed("finished")
+    assert (jobdir / MARKER).exists() is not clean
+    assert crawler.stats.get_value("imagecrawl/resume/kept_unclean") == (None if clean else 1)
+    (jobdir / "requests.seen").write_text("x\n")
+    again = make_crawler(UrlsSpider, IMAGECRAWL_STORE=str(tmp_path / "store"), JOBDIR=str(jobdir))
+    assert again.get_extension(ResumeGuard).unclean is not clean
+    assert (jobdir / "requests.seen").exists() is clean

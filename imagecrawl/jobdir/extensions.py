@@ -41,6 +41,7 @@ from scrapy.exceptions import IgnoreRequest, NotConfigured
 from scrapy.utils.request import request_from_dict
 
 from imagecrawl import meta
+from imagecrawl.exitcodes import exit_code
 
 logger = logging.getLogger(__name__)
 
@@ -164,6 +165,7 @@ class ResumeGuard:
         assert crawler.stats is not None
         self.stats = crawler.stats
         self.unclean = self.marker.exists()
+        self.opened = False
         if self.unclean:
             self._discard_scheduler_state()
         jobdir.mkdir(parents=True, exist_ok=True)
@@ -192,9 +194,22 @@ class ResumeGuard:
                 path.unlink(missing_ok=True)
 
     def spider_opened(self) -> None:
+        self.opened = True
         if self.unclean:
             self.stats.set_value("imagecrawl/resume/unclean_restart", 1)
 
     def spider_closed(self, reason: str) -> None:
-        # Any close that ran this far (finished, Ctrl-C, SIGTERM, CLOSESPIDER_*) persisted the queue.
+        # A close that ran this far (finished, Ctrl-C, SIGTERM, CLOSESPIDER_*) persisted the queue. But a crawl
+        # that never opened, or that recorded a failure (a full disk that refused the spool: the images it had
+        # fetched are not stored, though their requests count as done in requests.seen), is not a clean stop:
+        # the marker stays, so the next run discards the queue and seen-set and walks again (what the store
+        # already holds is not downloaded again).
+        if not self.opened or exit_code(self.stats):
+            logger.warning(
+                "JOBDIR %s is kept as unclean (%s): the next run walks again",
+                self.jobdir,
+                f"exit status {exit_code(self.stats)}" if self.opened else "the crawl did not start",
+            )
+            self.stats.set_value("imagecrawl/resume/kept_unclean", 1)
+            return
         self.marker.unlink(missing_ok=True)
