@@ -292,9 +292,9 @@ def test_jobdir_keeps_the_queues_over_a_clean_stop(tmp_path: Path, caplog: pytes
     with caplog.at_level(logging.ERROR):
         sched.close("shutdown")
     # a clean stop (the resume guard drops the marker that would make the next run discard the queue)
-    asyncio.run(
-        sched.crawler.signals.send_catch_log_async(signals.spider_closed, spider=sched.spider, reason="shutdown")
-    )
+    signals_of = sched.crawler.signals
+    asyncio.run(signals_of.send_catch_log_async(signals.spider_opened, spider=sched.spider))  # as the engine did
+    asyncio.run(signals_of.send_catch_log_async(signals.spider_closed, spider=sched.spider, reason="shutdown"))
     assert "1 queued requests could not be saved in JOBDIR" in caplog.text
     # with JOBDIR every request that can be written waits on disk, as in Scrapy's own scheduler
     assert sched.stats.get_value("scheduler/enqueued/disk") == 6
