@@ -55,6 +55,21 @@ def set_exit_code(stats: Any, code: int) -> bool:
     return True
 
 
+#: set when the crawl ended with something undecided that a later run must ask again (an image another run
+#: writing into the same store held the claim on): not a failure (exit status 0), but the crawl is not
+#: complete either: JOBDIR stays unclean and incremental watermarks stay where they were
+UNSETTLED_STAT: Final = "imagecrawl/dedupe/claim_wait/unsettled"
+
+
+def mark_unsettled(stats: Any) -> None:
+    stats.inc_value("imagecrawl/dedupe/claim_wait/unsettled")  # UNSETTLED_STAT, spelled out for docs/stats.md
+
+
+def unsettled(stats: Any) -> int:
+    """How many things this crawl left undecided (:data:`UNSETTLED_STAT`)."""
+    return int(stats.get_value(UNSETTLED_STAT) or 0)
+
+
 def exit_code(stats: Any) -> int:
     """The status recorded so far (0: none)."""
     return int(stats.get_value(EXIT_CODE_STAT) or 0)

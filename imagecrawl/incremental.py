@@ -28,6 +28,7 @@ from scrapy.spidermiddlewares.httperror import HttpError
 from twisted.python.failure import Failure
 
 from imagecrawl import meta, redact
+from imagecrawl.exitcodes import unsettled
 from imagecrawl.storage.context import crawl_context
 from imagecrawl.storage.extensions import storage_owner
 from imagecrawl.storage.watermarks import Mark, Walk, WatermarkBook, utc_now
@@ -74,8 +75,9 @@ class Incremental:
         return walk
 
     async def known_many(self, walk: Walk, items: Sequence[tuple[str | None, str | None]]) -> list[bool]:
-        """For each (record id, image URL): is it in the store (or claimed on its way there)? One round trip
-        to the ledger's thread for a whole page; all False when the walk does not trust the store."""
+        """For each (record id, image URL): is it in the store, or claimed by this run on its way there? (Another
+        run's claim is not known: that row may still be lost with it.) One round trip to the ledger's thread
+        for a whole page; all False when the walk does not trust the store."""
         if not walk.trusted or not items:
             return [False] * len(items)
 
@@ -126,8 +128,14 @@ class Incremental:
             logger.info("Incremental walks not completed (their watermarks stay): %s", ", ".join(left))
         if not done:
             return
-        if reason != "finished" or not self.committed:
-            why = f"the crawl ended with {reason!r}" if reason != "finished" else "not every row was committed"
+        if reason != "finished" or not self.committed or unsettled(self.stats):
+            why = (
+                f"the crawl ended with {reason!r}"
+                if reason != "finished"
+                else "not every row was committed"
+                if not self.committed
+                else "images claimed by another run were left undecided"
+            )
             logger.warning("Watermarks not moved: %s; the next run walks these listings again", why)
             return
         changes = {key: Mark(walk.newest or walk.watermark, utc_now(), None) for key, walk in done.items()}

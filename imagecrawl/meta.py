@@ -32,6 +32,9 @@ PACING_GRANTED: Final = "imagecrawl_pacing_granted"
 FIRST_CONTACT: Final = "imagecrawl_first_contact"
 #: Unix time before which the pacing gate holds a retry (its backoff)
 NOT_BEFORE: Final = "imagecrawl_not_before"
+#: ``[first time, times]`` (Unix time, count) an image request went back to the frontier because another run
+#: writing into the same store holds the claim on its image (docs/architecture.md, claims)
+CLAIM_WAIT: Final = "imagecrawl_claim_wait"
 #: seconds of the Retry-After the site sent with this request's 429/503
 RETRY_AFTER: Final = "imagecrawl_retry_after"
 #: ``(reason, detail)`` of an image abandoned at its headers because they opt it out
@@ -67,6 +70,7 @@ ALL: Final = (
     PACING_GRANTED,
     FIRST_CONTACT,
     NOT_BEFORE,
+    CLAIM_WAIT,
     RETRY_AFTER,
     OPTOUT_SKIP,
     OPTOUT_PAGE,

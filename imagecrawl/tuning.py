@@ -49,6 +49,8 @@ class Tuning:
     max_image_pixels: int = 64_000_000  # decompression-bomb guard
     media_inline_max_bytes: int = 16_384  # images this small are built on the reactor thread, not handed off
     incremental_known_run: int = 50  # stop paging after this many known items in a row (0: watermark only)
+    claim_wait_seconds: float = 900.0  # an image another run claimed waits this long in the frontier, then is fetched
+    claim_wait_item_seconds: float = 60.0  # a fetched one another run claimed meanwhile waits this long to be decided
     # --- sitemaps ---
     sitemap_max_bytes: int = 50 * 1024 * 1024
     sitemap_max_decompressed_bytes: int = 50 * 1024 * 1024
@@ -190,6 +192,8 @@ RANGES: dict[str, tuple[Callable[[float], bool], str]] = {
     "pacing_startup_factor": (lambda v: v > 1, "a number > 1"),
     "pacing_jitter": (lambda v: v >= 0, "a number >= 0"),
     "media_inline_max_bytes": (lambda v: v >= 0, "an integer >= 0"),
+    "claim_wait_seconds": (lambda v: v >= 0, "a number >= 0"),
+    "claim_wait_item_seconds": (lambda v: v >= 0, "a number >= 0"),
     "policy_max_bytes": (lambda v: v >= 1024, "an integer >= 1024"),
     "policy_ttl_seconds": (lambda v: 0 < v <= 86400, "a number > 0 and at most 86400"),
     "redis_lease_seconds": (lambda v: v > 0, "a number > 0"),

@@ -5,6 +5,7 @@ pages and new images pass."""
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +84,54 @@ def test_an_image_claimed_by_this_run_is_not_fetched_twice(tmp_path: Path) -> No
         asyncio.run(mw.process_request(image("https://img.example/5.png", "lexica:5")))
     ledger.release("c" * 64, "lexica:5", "https://img.example/5.png")  # a later pipeline dropped it
     assert asyncio.run(mw.process_request(image("https://img.example/5.png", "lexica:5"))) is None
+
+
+def test_an_image_another_crawl_claimed_waits_in_the_frontier_until_that_crawl_decides(tmp_path: Path) -> None:
+    """Another crawl writing into the same store holds the claim: its row is on its way but could still be
+    lost with that crawl, so the request is neither fetched nor dropped: it goes back to the frontier, due
+    later (1, 2, 4 ... s), past the duplicate filter, until that crawl commits the row (then it is skipped)
+    or gives it up (then it is fetched)."""
+    crawler, mw = known(tmp_path)
+    _, other_mw = known(tmp_path)
+    other = other_mw.storage.ledger
+    assert other.owner != mw.storage.ledger.owner
+    other.reserve("c" * 64, "lexica:5", "https://img.example/5.png")
+    other.reserve("d" * 64, "lexica:6", "https://img.example/6.png")
+
+    first = image("https://img.example/5.png", "lexica:5")
+    before = time.time()
+    again = asyncio.run(mw.process_request(first))
+    assert isinstance(again, Request) and again.url == first.url and again.dont_filter
+    assert again.meta[meta.CLAIM_WAIT][1] == 1 and before <= again.meta[meta.CLAIM_WAIT][0] <= time.time()
+    assert 1.0 <= again.meta[meta.NOT_BEFORE] - before <= 1.0 + (time.time() - before)
+    later = asyncio.run(mw.process_request(again))
+    assert isinstance(later, Request) and later.meta[meta.CLAIM_WAIT][1] == 2
+    assert later.meta[meta.CLAIM_WAIT][0] == again.meta[meta.CLAIM_WAIT][0]  # the wait counts from the first time
+    assert later.meta[meta.NOT_BEFORE] - time.time() > 1.5  # the pause doubles
+    # asked by URL alone, the claim is found too
+    assert isinstance(asyncio.run(mw.process_request(image("https://img.example/6.png"))), Request)
+
+    other.commit_shard("k", [("c" * 64, "lexica:5", None, "https://img.example/5.png")])
+    with pytest.raises(IgnoreRequest, match="already in the store"):
+        asyncio.run(mw.process_request(later))
+    other.release("d" * 64, "lexica:6", "https://img.example/6.png")
+    assert asyncio.run(mw.process_request(image("https://img.example/6.png", "lexica:6"))) is None
+    stats = crawler.stats.get_stats()
+    assert stats["imagecrawl/dedupe/claim_wait/images"] == 2
+    assert stats["imagecrawl/dedupe/claim_wait/requeued"] == 3
+    assert "imagecrawl/dedupe/claim_wait/fetched" not in stats
+
+
+def test_an_image_claimed_for_too_long_is_fetched_and_the_pipeline_decides(tmp_path: Path) -> None:
+    crawler, mw = known(tmp_path, IMAGECRAWL_TUNING={"claim_wait_seconds": 30})
+    _, other_mw = known(tmp_path)
+    other_mw.storage.ledger.reserve("c" * 64, "lexica:5", "https://img.example/5.png")
+    waited = image("https://img.example/5.png", "lexica:5")
+    waited.meta[meta.CLAIM_WAIT] = [time.time() - 31, 9]
+    assert asyncio.run(mw.process_request(waited)) is None
+    assert crawler.stats.get_value("imagecrawl/dedupe/claim_wait/fetched") == 1
+    waited.meta[meta.CLAIM_WAIT] = [time.time() - 20, 9]
+    assert isinstance(asyncio.run(mw.process_request(waited)), Request)
 
 
 def test_the_ledger_is_the_crawls_one(tmp_path: Path) -> None:

@@ -70,10 +70,15 @@ class AsyncLedger(Protocol):
     owner: str
 
     async def known(self, record_id: str | None, url: str | None) -> str | None:
-        """``"id"`` or ``"url"`` if this record id or image URL is committed or claimed, else None."""
+        """``"id"`` or ``"url"`` if this record id or image URL is committed or claimed by this run;
+        ``"claimed"`` while another run that is still going holds its claim (not stored yet: it may still
+        be lost with that run); else None. (The distributed ledger answers ``"id"``/``"url"`` for a live
+        worker's claim too: a dead worker's rows come back through its leases.)"""
         ...
 
-    async def duplicate_reason(self, sha256: str, item_id: str) -> str | None: ...
+    async def duplicate_reason(self, sha256: str, item_id: str) -> str | None:
+        """``"sha256"``/``"id"`` as :meth:`known`, ``"claimed"`` while another run holds its claim."""
+        ...
 
     async def reserve(self, sha256: str, item_id: str, url: str | None = None, phash: int | None = None) -> bool: ...
 

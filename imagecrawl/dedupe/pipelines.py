@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
+import time
 from typing import Any, NoReturn, Self
 
 from itemadapter import ItemAdapter
@@ -18,9 +19,10 @@ from scrapy.exceptions import DropItem, NotConfigured
 
 from imagecrawl.dedupe.base import AsyncLedger
 from imagecrawl.errors import ConfigError
-from imagecrawl.exitcodes import WRITE_ERROR, set_exit_code
+from imagecrawl.exitcodes import WRITE_ERROR, mark_unsettled, set_exit_code
 from imagecrawl.forget.crawl import count_refused, tombstones
 from imagecrawl.storage.extensions import storage_owner
+from imagecrawl.tuning import tuning
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +61,8 @@ class DedupePipeline:
         self.worker: AsyncLedger = self.storage.ledger_async
         self._inflight: dict[str, str] = {}
         self._inflight_ids: set[str] = set()
+        self.claim_wait = tuning(settings).claim_wait_item_seconds
+        self._unsettled_logged = False
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> Self:
@@ -108,7 +112,7 @@ class DedupePipeline:
             count_refused(self.crawler, forgotten)
             raise DuplicateItem(f"forgotten ({forgotten}): {item_id}", log_level="DEBUG")
         worker = self.worker
-        reason = await worker.duplicate_reason(sha, item_id)
+        reason = await self._settled_reason(sha, item_id)
         if reason is not None:
             self._drop(reason, item_id, adapter)
         near = worker.near_duplicate(phash, self.near_distance)
@@ -120,13 +124,47 @@ class DedupePipeline:
             adapter["duplicate_of"] = other
             self.stats.inc_value("imagecrawl/dedupe/kept_near")
         url = adapter.get("image_url")
-        claimed = await worker.reserve(sha, item_id, url, phash)
-        if not claimed:
-            # another process writing into the same store claimed it between the check and now
-            self.stats.inc_value("imagecrawl/dedupe/dropped/claimed")
-            raise DuplicateItem(f"duplicate (claimed elsewhere): {item_id}", log_level="DEBUG")
-        self.stats.inc_value("imagecrawl/dedupe/unique")
-        return item
+        for _attempt in range(3):
+            if await worker.reserve(sha, item_id, url, phash):
+                self.stats.inc_value("imagecrawl/dedupe/unique")
+                return item
+            # another run writing into the same store claimed it between the check and now: wait for it
+            reason = await self._settled_reason(sha, item_id)
+            if reason is not None:
+                self._drop(reason, item_id, adapter)
+        self.stats.inc_value("imagecrawl/dedupe/dropped/claimed")
+        raise DuplicateItem(f"duplicate (claimed elsewhere): {item_id}", log_level="DEBUG")
+
+    async def _settled_reason(self, sha: str, item_id: str) -> str | None:
+        """The ledger's :meth:`~imagecrawl.dedupe.base.AsyncLedger.duplicate_reason`, once no other run
+        that is still going holds a claim on this image: that run's row may yet be lost with it, so this
+        item waits (up to ``claim_wait_item_seconds``) until the row is committed (a duplicate) or given
+        up (kept). Still claimed after that: ``"unsettled"``, and the run is marked unsettled (its JOBDIR
+        stays unclean and its watermarks stay, so the next run asks again)."""
+        reason = await self.worker.duplicate_reason(sha, item_id)
+        if reason != "claimed":
+            return reason
+        self.stats.inc_value("imagecrawl/dedupe/claim_wait/items")
+        deadline = time.monotonic() + self.claim_wait
+        pause = 0.25
+        while time.monotonic() < deadline:
+            await asyncio.sleep(min(pause, max(0.0, deadline - time.monotonic())))
+            pause = min(pause * 2, 5.0)
+            reason = await self.worker.duplicate_reason(sha, item_id)
+            if reason != "claimed":
+                return reason
+        mark_unsettled(self.stats)
+        if not self._unsettled_logged:
+            self._unsettled_logged = True
+            logger.warning(
+                "Image %s was fetched while another run writing into %s held its claim, and that run has neither "
+                "stored it nor given it up within %.0f s: not stored here; this run is marked unsettled (JOBDIR "
+                "stays unclean, watermarks stay), so the next run asks again (imagecrawl/dedupe/claim_wait/unsettled)",
+                item_id,
+                self.storage.store.url,
+                self.claim_wait,
+            )
+        return "unsettled"
 
     def _drop(self, reason: str, item_id: str, adapter: ItemAdapter) -> NoReturn:
         self.stats.inc_value(f"imagecrawl/dedupe/dropped/{reason}")

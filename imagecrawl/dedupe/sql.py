@@ -99,25 +99,48 @@ def one(db: sqlite3.Connection, sql: str, *args: Any) -> bool:
 
 
 def duplicate_reason(db: sqlite3.Connection, sha256: str, item_id: str) -> str | None:
-    """``"sha256"`` or ``"id"`` if this image or id is committed or claimed by any owner."""
-    if one(db, "SELECT 1 FROM seen WHERE sha256 = ? UNION ALL SELECT 1 FROM claims WHERE sha256 = ?", sha256, sha256):
+    """``"sha256"`` or ``"id"`` if this image or id is committed (claims: :func:`claim_holders`)."""
+    if one(db, "SELECT 1 FROM seen WHERE sha256 = ?", sha256):
         return "sha256"
-    if one(db, "SELECT 1 FROM ids WHERE id = ? UNION ALL SELECT 1 FROM claims WHERE id = ?", item_id, item_id):
+    if one(db, "SELECT 1 FROM ids WHERE id = ?", item_id):
         return "id"
     return None
 
 
 def has_id(db: sqlite3.Connection, item_id: str) -> bool:
-    return one(db, "SELECT 1 FROM ids WHERE id = ? UNION ALL SELECT 1 FROM claims WHERE id = ?", item_id, item_id)
+    """Is a record with this id committed?"""
+    return one(db, "SELECT 1 FROM ids WHERE id = ?", item_id)
 
 
 def has_url(db: sqlite3.Connection, key: bytes) -> bool:
-    return one(db, "SELECT 1 FROM urls WHERE url_hash = ? UNION ALL SELECT 1 FROM claims WHERE url_hash = ?", key, key)
+    """Was an image from this URL (its :func:`url_key`) committed?"""
+    return one(db, "SELECT 1 FROM urls WHERE url_hash = ?", key)
+
+
+def claim_holders(
+    db: sqlite3.Connection, *, sha256: str | None = None, item_id: str | None = None, url_hash: bytes | None = None
+) -> set[str]:
+    """The owners of the claims on this image, id or URL (any of those given)."""
+    parts, args = [], []
+    for column, value in (("sha256", sha256), ("id", item_id), ("url_hash", url_hash)):
+        if value:
+            parts.append(f"SELECT owner FROM claims WHERE {column} = ?")
+            args.append(value)
+    if not parts:
+        return set()
+    return {str(row[0]) for row in db.execute(" UNION ".join(parts), args)}
+
+
+def owner_row(db: sqlite3.Connection, owner: str) -> tuple[str, str, int, float] | None:
+    """(owner, host, pid, heartbeat) of a run that holds or held claims, else None (it closed or was purged)."""
+    row = db.execute("SELECT owner, host, pid, heartbeat FROM owners WHERE owner = ?", (owner,)).fetchone()
+    return None if row is None else (str(row[0]), str(row[1]), int(row[2]), float(row[3]))
 
 
 def claim_many(db: sqlite3.Connection, owner: str, claims: list[tuple[str, str, bytes | None]]) -> list[bool]:
     """Claim (sha256, id, url hash) rows for ``owner`` in one transaction; for each, False when a committed
-    row or another claim holds its image or id already."""
+    row or another claim holds its image or id already (a claim of a run that ended is still in the way:
+    its row may be in that run's outbox, until a live run adopts it)."""
     out = []
     with transaction(db):
         for sha256, item_id, url_hash in claims:

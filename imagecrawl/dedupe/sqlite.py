@@ -14,6 +14,7 @@ another host sharing the file, one whose heartbeat is older than ``stale_seconds
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import sqlite3
@@ -57,6 +58,19 @@ def open_ledger(path: Path, *, owner: str = "", stale_seconds: float = 120.0) ->
         return Ledger(path, owner=owner, stale_seconds=stale_seconds)
 
 
+def outbox_owners(directory: Path) -> set[str]:
+    """The runs named by the sidecars (``*.json``: key, owner) of the files in an outbox folder."""
+    owners = set()
+    for sidecar in directory.glob("*.json"):
+        try:
+            owner = json.loads(sidecar.read_text()).get("owner")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if owner:
+            owners.add(str(owner))
+    return owners
+
+
 class Ledger:
     def __init__(self, path: Path, *, owner: str = "", stale_seconds: float = 120.0) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -77,9 +91,15 @@ class Ledger:
         #: a released claim is still in the (append-only) pending index: rebuild it before the next query
         self._pending_stale = False
         self._last_beat = 0.0
+        #: ended runs whose claims were met in the way (:meth:`claimed_elsewhere`), for a live run to adopt
+        self.orphans: set[str] = set()
+        #: set when this run leaves files in the outbox: its claims then outlive it (:meth:`close`)
+        self.keep_claims = False
         LIVE_OWNERS.add(self.owner)
         with sql.transaction(self.db):
-            self._purge_stale()
+            # an ended run that left files in the outbox beside the ledger keeps its claims until a run
+            # adopts those files (its rows may be in them)
+            self._purge_stale(outbox_owners(path.parent / "outbox"))
         self.heartbeat(force=True)
 
     def _migrate_shard_keys(self) -> None:
@@ -110,13 +130,65 @@ class Ledger:
     def _owner_is_alive(self, owner: str, host: str, pid: int, heartbeat: float) -> bool:
         return owner_is_alive(owner, host, pid, heartbeat, self.stale_seconds)
 
-    def owner_alive(self, owner: str) -> bool:
+    def owner_alive(self, owner: str, db: sqlite3.Connection | None = None) -> bool:
         """Whether ``owner`` is a run that is still going (its files in a shared outbox are its own):
-        the rule that voids claims (process gone on this host, heartbeat stale on another)."""
+        the rule that voids claims (process gone on this host, heartbeat stale on another). ``db``: the
+        connection to ask on (the worker thread's own), else the ledger's."""
         if owner == self.owner:
             return True
-        row = self.db.execute("SELECT owner, host, pid, heartbeat FROM owners WHERE owner = ?", (owner,)).fetchone()
+        row = sql.owner_row(self.db if db is None else db, owner)
         return row is not None and self._owner_is_alive(*row)
+
+    def claimed_elsewhere(
+        self,
+        db: sqlite3.Connection,
+        *,
+        sha256: str | None = None,
+        item_id: str | None = None,
+        url_hash: bytes | None = None,
+    ) -> bool:
+        """Does another run hold a claim on this image, id or URL? Its row is on its way to the store but not
+        there yet, and may still be lost with that run (a full disk, a kill), so it is neither stored again
+        nor counted as stored until that run commits it or gives it up. A run that ended without doing
+        either left its rows in its outbox (complete spool batches) or lost them: its claims stay in the
+        way until a live run adopts its outbox (:meth:`take_orphans`, then :meth:`release_dead`)."""
+        holders = sql.claim_holders(db, sha256=sha256, item_id=item_id, url_hash=url_hash)
+        others = [o for o in holders if o != self.owner]
+        for o in others:
+            if not self.owner_alive(o, db):
+                self.orphans.add(o)
+        return bool(others)
+
+    def take_orphans(self) -> set[str]:
+        """The ended runs whose claims :meth:`claimed_elsewhere` met since the last call."""
+        found, self.orphans = self.orphans, set()
+        return found
+
+    def adopt_claims(self, entries: Iterable[Entry]) -> None:
+        """Claim rows of an ended run's outbox that this run recovered and will commit: the ended run's claims
+        on them become this run's, in one transaction (a live run's claim is left alone)."""
+        rows = list(entries)
+        with sql.transaction(self.db):
+            for sha256, item_id, _, url in rows:
+                url_hash = sql.url_key(url) if url else None
+                for holder in sql.claim_holders(self.db, sha256=sha256, item_id=item_id):
+                    if holder != self.owner and not self.owner_alive(holder):
+                        self.db.execute(
+                            "DELETE FROM claims WHERE (sha256 = ? OR id = ?) AND owner = ?", (sha256, item_id, holder)
+                        )
+                cur = self.db.execute(
+                    "INSERT OR IGNORE INTO claims (sha256, id, url_hash, owner) VALUES (?, ?, ?, ?)",
+                    (sha256, item_id, url_hash, self.owner),
+                )
+                if cur.rowcount:
+                    self.remember_claim(sha256, item_id, url_hash, None)
+
+    def release_dead(self, keep: Iterable[str] = ()) -> int:
+        """Delete the claims of runs that ended, but those in ``keep`` (ended runs that still have files in
+        the outbox: their rows may be there), after their outbox was adopted: what it held is claimed by
+        the adopting run now, the rest was lost with them and is fetched again. Returns how many."""
+        with sql.transaction(self.db):
+            return self._purge_stale(set(keep))
 
     def live_owners(self) -> list[tuple[str, str, int]]:
         """(owner, host, pid) of every other run still going by the rule of :meth:`owner_alive`: crawls
@@ -128,13 +200,14 @@ class Ledger:
             if self._owner_is_alive(owner, host, pid, beat)
         ]
 
-    def _purge_stale(self) -> None:
+    def _purge_stale(self, keep: set[str] | frozenset[str] = frozenset()) -> int:
         owners = self.db.execute("SELECT owner, host, pid, heartbeat FROM owners").fetchall()
-        dead = [row[0] for row in owners if not self._owner_is_alive(*row)]
+        dead = [row[0] for row in owners if row[0] not in keep and not self._owner_is_alive(*row)]
         self.db.executemany("DELETE FROM owners WHERE owner = ?", [(o,) for o in dead])
         cur = self.db.execute("DELETE FROM claims WHERE owner NOT IN (SELECT owner FROM owners)")
         if cur.rowcount:
             logger.info("Dedupe ledger: released %d claims of crawls that stopped without committing", cur.rowcount)
+        return int(cur.rowcount or 0)
 
     # -- lookups -------------------------------------------------------------------------------
     # Each check has a memory part (this owner's claims, on the caller's thread) and an SQL part that
@@ -155,15 +228,20 @@ class Ledger:
         return sql.url_key(url) in self._own_urls
 
     def duplicate_reason(self, sha256: str, item_id: str) -> str | None:
-        """``"sha256"`` or ``"id"`` if this image or id is committed or claimed, else None."""
-        return self.own_reason(sha256, item_id) or sql.duplicate_reason(self.db, sha256, item_id)
+        """``"sha256"`` or ``"id"`` if this image or id is committed or claimed by this run; ``"claimed"``
+        while another run that is still going holds a claim on it (:meth:`claimed_elsewhere`); else None."""
+        reason = self.own_reason(sha256, item_id) or sql.duplicate_reason(self.db, sha256, item_id)
+        if reason is None and self.claimed_elsewhere(self.db, sha256=sha256, item_id=item_id):
+            return "claimed"
+        return reason
 
     def has_id(self, item_id: str) -> bool:
-        """Is a record with this id committed or claimed? (asked before downloading its image)"""
+        """Is a record with this id committed, or claimed by this run? (Another run's claim is not: that row
+        may still be lost with it.)"""
         return self.owns_id(item_id) or sql.has_id(self.db, item_id)
 
     def has_url(self, url: str) -> bool:
-        """Was an image from this URL committed or claimed?"""
+        """Was an image from this URL committed, or claimed by this run?"""
         return self.owns_url(url) or sql.has_url(self.db, sql.url_key(url))
 
     def worker(self) -> LedgerWorker:
@@ -332,12 +410,15 @@ class Ledger:
         return {row[0] for row in self.db.execute("SELECT op FROM tombstone_ops")}
 
     def close(self) -> None:
-        """Give up this owner's remaining claims (uncommitted shards are claimed again by the next run)."""
+        """End this owner. Its remaining claims are given up, unless :attr:`keep_claims` says its rows may
+        still be in its outbox files (a store that did not take them, a spool cut by a full disk): then they
+        stay, as a killed run's do, until a run adopts those files (:meth:`release_dead`)."""
         if self._worker is not None:
             self._worker.close()
             self._worker = None
         LIVE_OWNERS.discard(self.owner)
         with contextlib.suppress(sqlite3.Error), sql.transaction(self.db):
-            self.db.execute("DELETE FROM claims WHERE owner = ?", (self.owner,))
+            if not self.keep_claims:
+                self.db.execute("DELETE FROM claims WHERE owner = ?", (self.owner,))
             self.db.execute("DELETE FROM owners WHERE owner = ?", (self.owner,))
         self.db.close()

@@ -41,7 +41,7 @@ from scrapy.exceptions import IgnoreRequest, NotConfigured
 from scrapy.utils.request import request_from_dict
 
 from imagecrawl import meta
-from imagecrawl.exitcodes import exit_code
+from imagecrawl.exitcodes import exit_code, unsettled
 
 logger = logging.getLogger(__name__)
 
@@ -204,12 +204,20 @@ class ResumeGuard:
         # fetched are not stored, though their requests count as done in requests.seen), is not a clean stop:
         # the marker stays, so the next run discards the queue and seen-set and walks again (what the store
         # already holds is not downloaded again).
-        if not self.opened or exit_code(self.stats):
-            logger.warning(
-                "JOBDIR %s is kept as unclean (%s): the next run walks again",
-                self.jobdir,
-                f"exit status {exit_code(self.stats)}" if self.opened else "the crawl did not start",
-            )
+        # So is a crawl that left an image undecided (another run writing into the same store held its claim
+        # and neither stored it nor gave it up in time): its request counts as done too.
+        why = self._unclean_because()
+        if why:
+            logger.warning("JOBDIR %s is kept as unclean (%s): the next run walks again", self.jobdir, why)
             self.stats.set_value("imagecrawl/resume/kept_unclean", 1)
             return
         self.marker.unlink(missing_ok=True)
+
+    def _unclean_because(self) -> str:
+        if not self.opened:
+            return "the crawl did not start"
+        if exit_code(self.stats):
+            return f"exit status {exit_code(self.stats)}"
+        if unsettled(self.stats):
+            return f"{unsettled(self.stats)} images left undecided, claimed by another run"
+        return ""

@@ -220,14 +220,16 @@ class Outbox:
             finally:
                 fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
-    def _take_over(self, path: Path) -> bool:
+    def _take_over(self, path: Path, own: bool = True) -> bool:
         """True if ``path`` was left by a run that has ended (or names none): its sidecar now names this
-        run. False if its owner is still going (or the file is gone: its owner finished it meanwhile)."""
+        run. False if its owner is still going (or the file is gone: its owner finished it meanwhile).
+        ``own``: this run's own files count (at start: what it took over before); mid-run they are its
+        shards in the making, never recovered."""
         sidecar = path.with_suffix(SIDECAR_SUFFIX)
         data = read_sidecar(sidecar)
         owner = str(data.get("owner") or "")
-        if owner == self.owner:
-            return path.exists()
+        if owner == self.owner or (not owner and not own):  # mid-run, a file naming no run waits for a start
+            return own and path.exists()
         if owner and self.ledger.owner_alive(owner):
             self.on_event("recover_skipped_live", 1)
             logger.info("Outbox file %s belongs to run %s, still going: left to it", path.name, owner)
@@ -273,13 +275,37 @@ class Outbox:
         for pending in queued:
             self._enqueue(pending)
 
-    def _recover(self, store_keys: set[str], row_group_rows: int, enqueue: Callable[[Pending], None]) -> None:
+    async def adopt_async(self, row_group_rows: int = 512) -> int:
+        """Mid-run: recover what runs that ended since this one started left in the outbox (as at start,
+        never this run's own files), so their claims can be settled. The store is not listed: a shard it
+        already holds is uploaded again under its key (same bytes). Returns how many shards were queued."""
+        queued: list[Pending] = []
+
+        def adopt(_ledger: Any) -> None:
+            with self._recover_lock():
+                self._recover(set(), row_group_rows, queued.append, own=False)
+
+        await self.ledger_async.call(adopt)
+        for pending in queued:
+            self._enqueue(pending)
+        return len(queued)
+
+    def file_owners(self) -> set[str]:
+        """The runs named by the sidecars of the files in the outbox."""
+        owners = (read_sidecar(path).get("owner") for path in self.dir.glob(f"*{SIDECAR_SUFFIX}"))
+        return {str(owner) for owner in owners if owner}
+
+    def _recover(
+        self, store_keys: set[str], row_group_rows: int, enqueue: Callable[[Pending], None], own: bool = True
+    ) -> None:
         for partial in sorted(self.dir.glob(f"*{PARTIAL_SUFFIX}")):
-            if self._take_over(partial):
+            if self._take_over(partial, own):
                 partial.unlink(missing_ok=True)
+        adopted: set[str] = set()  # shards taken over now: their files count as this run's below
         for spool in sorted(self.dir.glob(f"*{SPOOL_SUFFIX}")):
-            if not self._take_over(spool):
+            if not self._take_over(spool, own):
                 continue
+            adopted.add(spool.stem)
             ready = spool.with_suffix(READY_SUFFIX)
             if ready.exists():  # converted and handed on just before the crash
                 spool.unlink()
@@ -308,7 +334,7 @@ class Outbox:
                 spool.with_suffix(SIDECAR_SUFFIX).unlink(missing_ok=True)
             spool.unlink(missing_ok=True)
         for ready in sorted(self.dir.glob(f"*{READY_SUFFIX}")):
-            if not self._take_over(ready):
+            if not self._take_over(ready, own or ready.stem in adopted):
                 continue
             try:
                 key = current_key(read_sidecar(ready.with_suffix(SIDECAR_SUFFIX))["key"])
@@ -327,8 +353,13 @@ class Outbox:
                 # The upload completed but the run died before recording it.
                 self._confirmed(pending)
                 continue
-            for sha, item_id, _, url in entries:
-                self.ledger.reserve(sha, item_id, url)  # pending: never crawled twice meanwhile
+            # pending: never crawled twice meanwhile (the ended run's claims on these rows become this run's)
+            adopt_claims = getattr(self.ledger, "adopt_claims", None)
+            if adopt_claims is not None:
+                adopt_claims(entries)
+            else:
+                for sha, item_id, _, url in entries:
+                    self.ledger.reserve(sha, item_id, url)
             enqueue(pending)
 
     # -- closing -------------------------------------------------------------------------------

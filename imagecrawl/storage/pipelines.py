@@ -34,6 +34,8 @@ logger = logging.getLogger(__name__)
 FAILED_STAT_PREFIX = "imagecrawl/urls/failed/"
 
 WRITE_ERROR_REASON = "spool_write_error"
+#: how often, at most, the outboxes of ended runs whose claims this run met are adopted (adopt_orphans)
+ADOPT_EVERY_SECONDS = 5.0
 
 
 def _row(item: Any) -> dict[str, Any]:
@@ -82,6 +84,7 @@ class ParquetPipeline:
         #: the age loop is between two sleeps (holding a batch it took): it is stopped, never cancelled
         self._age_working = False
         self._age_stop = False
+        self._next_adoption = 0.0
         crawler.signals.connect(self._engine_started, signal=signals.engine_started)
         if tuning(settings).shard_flush_on_idle:
             # Distributed crawls: an idle worker commits what it holds, so the crawl's leases can end.
@@ -105,6 +108,10 @@ class ParquetPipeline:
             logger.warning("Cannot list the store %s (%s); outbox shards will be uploaded again", store.url, exc)
             keys = set()
         await self.outbox.recover_async(keys, self.row_group_rows)
+        if hasattr(self.storage.ledger, "release_dead"):
+            # what ended runs left in the outbox is this run's now (claims too): their other claims go
+            outbox = self.outbox
+            await self.storage.ledger_async.call(lambda led: led.release_dead(keep=outbox.file_owners()))
 
     def _engine_started(self) -> None:
         if self.flush_seconds > 0:
@@ -125,6 +132,10 @@ class ParquetPipeline:
             await asyncio.wait(set(self._finishing))
         self.io.shutdown(wait=True)
         left = await self.outbox.close(self.close_timeout)
+        if hasattr(self.storage.ledger, "keep_claims") and self.outbox.owner in self.outbox.file_owners():
+            # rows of this run wait in the outbox: their claims outlive it, so no other run fetches them
+            # again meanwhile; the run that takes these files over settles them (adopt_orphans)
+            self.storage.ledger.keep_claims = True
         self.stats.set_value("imagecrawl/store/outbox_pending", len(left))
         if left:
             set_exit_code(self.stats, STORE)
@@ -226,6 +237,37 @@ class ParquetPipeline:
         for reason, count in writer.take_dropped().items():
             self.stats.inc_value(f"imagecrawl/parquet/rows_dropped/{reason}", count)
 
+    async def adopt_orphans(self) -> int:
+        """Settle the claims of runs that ended without committing or releasing them (a kill, a full disk),
+        once this crawl met one in its way (the embedded ledger's ``take_orphans``): what their outbox holds
+        is recovered and committed by this run (their claims on those rows become this run's), and their
+        other claims are released: those rows were lost with them and are fetched again. Returns how many
+        ended runs were settled."""
+        ledger = self.storage.ledger
+        if not hasattr(ledger, "take_orphans"):
+            return 0  # a ledger without ended runs' claims (the distributed one: leases bring their rows back)
+        now = time.monotonic()
+        if now < self._next_adoption:
+            return 0  # at most every few seconds: an outbox that cannot be converted now (a full disk) waits
+        worker = self.storage.ledger_async
+        orphans = await worker.call(lambda led: led.take_orphans())
+        if not orphans:
+            return 0
+        self._next_adoption = now + ADOPT_EVERY_SECONDS
+        shards = await self.outbox.adopt_async(self.row_group_rows)
+        outbox = self.outbox
+        # an ended run whose files could not be taken over (no room to convert them) keeps its claims
+        released = await worker.call(lambda led: led.release_dead(keep=outbox.file_owners()))
+        self.stats.inc_value("imagecrawl/store/orphans_adopted", len(orphans))
+        logger.info(
+            "Runs that ended without committing their claims (%s): %d of their outbox shards taken over, %d claims "
+            "released (those images are fetched again)",
+            ", ".join(sorted(orphans)),
+            shards,
+            released,
+        )
+        return len(orphans)
+
     async def _age_loop(self) -> None:
         """Every second: make buffered rows durable in the spool, and finish shards past their age."""
         while not self._age_stop:
@@ -237,8 +279,10 @@ class ParquetPipeline:
                 self._age_working = False
 
     async def _age_step(self) -> None:
-        """One turn of the age loop: the ledger's heartbeat, then every writer flushed or finished."""
+        """One turn of the age loop: the ledger's heartbeat, ended runs' outboxes adopted, then every writer
+        flushed or finished."""
         await self.storage.ledger_async.heartbeat()
+        await self.adopt_orphans()
         now = time.monotonic()
         max_age = self._age_limit()
         for partition, writer in list(self.writers.items()):
