@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import pickle
 import threading
 from pathlib import Path
 from typing import Any
@@ -130,7 +131,13 @@ def test_image_failed_reaches_the_walk(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("opened", "code", "clean"),
-    [(True, 0, True), (True, exitcodes.WRITE_ERROR, False), (True, exitcodes.STORE, False), (False, 0, False)],
+    [
+        (True, 0, True),
+        (True, exitcodes.WRITE_ERROR, False),
+        (True, exitcodes.STORE, False),
+        (False, 0, False),
+        (True, -1, False),  # images left undecided (another run's claims): not a failure, not clean either
+    ],
 )
 def test_only_a_stop_that_lost_nothing_clears_the_resume_marker(
     tmp_path: Path, opened: bool, code: int, clean: bool
@@ -146,8 +153,10 @@ def test_only_a_stop_that_lost_nothing_clears_the_resume_marker(
     assert (jobdir / MARKER).exists()
     if opened:
         guard.spider_opened()
-    if code:
+    if code > 0:
         exitcodes.set_exit_code(crawler.stats, code)
+    elif code < 0:
+        exitcodes.mark_unsettled(crawler.stats)
     guard.spider_closed("finished")
     assert (jobdir / MARKER).exists() is not clean
     assert crawler.stats.get_value("imagecrawl/resume/kept_unclean") == (None if clean else 1)
@@ -155,3 +164,24 @@ def test_only_a_stop_that_lost_nothing_clears_the_resume_marker(
     again = make_crawler(UrlsSpider, IMAGECRAWL_STORE=str(tmp_path / "store"), JOBDIR=str(jobdir))
     assert again.get_extension(ResumeGuard).unclean is not clean
     assert (jobdir / "requests.seen").exists() is clean
+
+
+@pytest.mark.parametrize("body", [b"", b"\x80\x04\x95"])
+def test_a_spider_state_cut_short_is_set_aside(tmp_path: Path, body: bytes, caplog: pytest.LogCaptureFixture) -> None:
+    """A full disk or a kill can leave Scrapy's spider.state empty or torn; SpiderState would then fail every
+    later run in that JOBDIR at open. It is set aside, and Scrapy's own extension opens with a fresh state."""
+    jobdir = tmp_path / "job"
+    jobdir.mkdir()
+    (jobdir / "spider.state").write_bytes(body)
+    crawler = make_crawler(UrlsSpider, IMAGECRAWL_STORE=str(tmp_path / "store"), JOBDIR=str(jobdir))
+    assert crawler.stats is not None
+    assert crawler.stats.get_value("imagecrawl/resume/spider_state_discarded") == 1
+    assert not (jobdir / "spider.state").exists() and (jobdir / "spider.state.corrupt").read_bytes() == body
+    assert "spider.state is unreadable" in caplog.text
+    # a readable state is left alone
+    again_dir = tmp_path / "job2"
+    again_dir.mkdir()
+    (again_dir / "spider.state").write_bytes(pickle.dumps({"pages": 3}))
+    again = make_crawler(UrlsSpider, IMAGECRAWL_STORE=str(tmp_path / "store"), JOBDIR=str(again_dir))
+    assert again.stats is not None and again.stats.get_value("imagecrawl/resume/spider_state_discarded") is None
+    assert pickle.loads((again_dir / "spider.state").read_bytes()) == {"pages": 3}

@@ -155,6 +155,8 @@ class JobdirGuard:
 
 MARKER = "imagecrawl.running"
 SCHEDULER_STATE = ("requests.queue", "requests.seen", "frontier.sqlite3")
+#: Scrapy's SpiderState extension's file in JOBDIR
+SPIDER_STATE = "spider.state"
 
 
 class ResumeGuard:
@@ -168,6 +170,7 @@ class ResumeGuard:
         self.opened = False
         if self.unclean:
             self._discard_scheduler_state()
+        self._check_spider_state(jobdir / SPIDER_STATE)
         jobdir.mkdir(parents=True, exist_ok=True)
         self.marker.write_text(str(os.getpid()))
         crawler.signals.connect(self.spider_opened, signal=signals.spider_opened)
@@ -179,6 +182,39 @@ class ResumeGuard:
         if not jobdir:
             raise NotConfigured  # no JOBDIR: nothing to guard
         return cls(crawler, Path(jobdir))
+
+    def _check_spider_state(self, path: Path) -> None:
+        """Scrapy's ``spider.state`` (the SpiderState extension) cut short by a full disk or a kill would fail
+        every later run in this JOBDIR (``EOFError`` in ``spider_opened``, and the crawl does nothing): one
+        that cannot be read is set aside (``spider.state.corrupt``) with one WARNING, and the run starts
+        with an empty state."""
+        if not path.exists():
+            return
+        try:
+            with path.open("rb") as fh:
+                pickle.load(fh)
+        except Exception as exc:
+            aside = path.with_name(path.name + ".corrupt")
+            try:
+                os.replace(path, aside)
+            except OSError as move_exc:
+                logger.error(
+                    "JOBDIR %s: %s is unreadable (%r) and cannot be set aside: %s",
+                    self.jobdir,
+                    path.name,
+                    exc,
+                    move_exc,
+                )
+                return
+            self.stats.inc_value("imagecrawl/resume/spider_state_discarded")
+            logger.warning(
+                "JOBDIR %s: %s is unreadable (%r, cut short by a full disk or a kill): set aside as %s; the spider "
+                "starts with an empty state",
+                self.jobdir,
+                path.name,
+                exc,
+                aside.name,
+            )
 
     def _discard_scheduler_state(self) -> None:
         logger.warning(
