@@ -11,7 +11,6 @@ import itertools
 import os
 import signal
 import time
-import uuid
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -21,16 +20,21 @@ import redis
 
 from imagecrawl.distributed.ratelimit import RateConfig, RedisRateLimiter
 from imagecrawl.pacing.sitekey import site_of_url
-from tests.crawlers import merge_settings
 from tests.sandbox.testing import SandboxProcess
 
-from .conftest import read_store, stop_process
+from .conftest import read_store
 from .distributed_util import (
     RedisServer,
     WorkerProcess,
     check_gallery_store,
+    new_prefix,
     per_second,
-    start_worker,
+    redis_settings,
+    requests_by_worker,
+    start_workers,
+    wait_workers,
+    worker_of,
+    worker_stats,
 )
 from .servers import SandboxFactory
 
@@ -49,37 +53,22 @@ def capped_site(sandbox_factory: SandboxFactory) -> SandboxProcess:
     return sandbox_factory.start(items=ITEMS, seed=SEED, extra_args=["--rate-limit", str(CAP)], name="capped-site")
 
 
-def _settings(redis_server: RedisServer, prefix: str, store: Path, **extra: Any) -> dict[str, Any]:
-    return merge_settings(
+def _settings(redis_server: RedisServer, prefix: str, store: Path) -> dict[str, Any]:
+    return redis_settings(
+        redis_server,
+        prefix,
+        store,
+        CAP,
         {
-            "IMAGECRAWL_REDIS_URL": redis_server.url,
-            "IMAGECRAWL_REDIS_PREFIX": prefix,
-            "IMAGECRAWL_MAX_RATE_PER_SITE": CAP,
-            "IMAGECRAWL_STORE": store,
             "CONCURRENT_REQUESTS": 3,
             "CONCURRENT_REQUESTS_PER_DOMAIN": 3,
+            "IMAGECRAWL_TUNING": {"redis_lease_seconds": 6},
         },
-        extra,
-        {"IMAGECRAWL_TUNING": {"redis_lease_seconds": 6}},
     )
 
 
-def _wait(workers: list[WorkerProcess], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    for w in workers:
-        try:
-            w.process.wait(timeout=max(1.0, deadline - time.monotonic()))
-        except Exception:
-            for other in workers:
-                stop_process(other.process)
-            raise AssertionError(f"worker {w.name} did not finish:\n{w.log_text()[-4000:]}") from None
-
-
 def _check_worker(w: WorkerProcess) -> dict[str, Any]:
-    log = w.log_text()
-    assert w.process.returncode == 0, f"{w.name} exited {w.process.returncode}:\n{log[-4000:]}"
-    assert "Traceback" not in log, log[-6000:]
-    stats = w.stats()
+    stats = worker_stats(w)
     assert stats.get("finish_reason") == "finished", stats
     return stats
 
@@ -117,12 +106,9 @@ def _start_together(
     host = site_of_url(site.base_url)
     limiter.pause(host, 120)
     start = site.url("gallery/")
-    workers = [
-        start_worker(
-            n, "gallery", tmp_path / "workers", args={"profile": "sandbox", "start_url": start}, settings=settings
-        )
-        for n in WORKERS
-    ]
+    workers = start_workers(
+        WORKERS, "gallery", tmp_path / "workers", args={"profile": "sandbox", "start_url": start}, settings=settings
+    )
     deadline = time.monotonic() + 120
     while not all("Shared frontier" in w.log_text() for w in workers):
         assert time.monotonic() < deadline, [w.log_text()[-2000:] for w in workers]
@@ -135,11 +121,11 @@ def _start_together(
 def test_three_workers_one_polite_crawler(
     tmp_path: Path, redis_server: RedisServer, capped_site: SandboxProcess
 ) -> None:
-    prefix = f"t{uuid.uuid4().hex[:8]}"
+    prefix = new_prefix()
     store = tmp_path / "store"
     settings = _settings(redis_server, prefix, store)
     workers = _start_together(tmp_path, redis_server, capped_site, prefix, settings)
-    _wait(workers, 150)
+    wait_workers(workers, 150)
     stats = [_check_worker(w) for w in workers]
 
     requests = capped_site.requests()
@@ -154,8 +140,8 @@ def test_three_workers_one_polite_crawler(
 
     # Each worker wrote its own shards (its id in their names) into the one store.
     shards = _check_store(store)
-    agents = Counter(r["ua"].rsplit("+", 1)[-1].rstrip(")") for r in requests)
-    image_fetchers = {r["ua"].rsplit("+", 1)[-1].rstrip(")") for r in requests if r["path"].startswith("/images/")}
+    agents = requests_by_worker(requests)
+    image_fetchers = {worker_of(r) for r in requests if r["path"].startswith("/images/")}
     writers = {w for w in WORKERS for s in shards if f"-{w}-" in s}
     assert all(any(f"-{w}-" in s for w in WORKERS) for s in shards), shards
     # a worker whose every image turned out a duplicate of another worker's writes no shard
@@ -180,16 +166,13 @@ def test_three_workers_one_polite_crawler(
 
 
 def test_killed_worker_loses_nothing(tmp_path: Path, redis_server: RedisServer, capped_site: SandboxProcess) -> None:
-    prefix = f"t{uuid.uuid4().hex[:8]}"
+    prefix = new_prefix()
     store = tmp_path / "store"
     settings = _settings(redis_server, prefix, store)
     start = capped_site.url("gallery/")
-    workers = [
-        start_worker(
-            n, "gallery", tmp_path / "workers", args={"profile": "sandbox", "start_url": start}, settings=settings
-        )
-        for n in WORKERS
-    ]
+    workers = start_workers(
+        WORKERS, "gallery", tmp_path / "workers", args={"profile": "sandbox", "start_url": start}, settings=settings
+    )
     client = redis.Redis.from_url(redis_server.url)
     owners = f"{prefix}:crawl:gallery:lease:owner"
     deadline = time.monotonic() + 90
@@ -208,7 +191,7 @@ def test_killed_worker_loses_nothing(tmp_path: Path, redis_server: RedisServer, 
     os.kill(victim.process.pid, signal.SIGKILL)
     victim.process.wait()
     killed_at = time.time()
-    _wait(survivors, 150)
+    wait_workers(survivors, 150)
     stats = [_check_worker(w) for w in survivors]
     assert sum(s.get("imagecrawl/distributed/leases/reclaimed", 0) for s in stats) >= held
 

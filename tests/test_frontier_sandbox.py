@@ -9,125 +9,53 @@ order); no request inside a Retry-After window; the dead sites cut off by their 
 
 from __future__ import annotations
 
-import socket
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.sandbox.catalog import build_catalog
 from tests.sandbox.misbehave import max_rate_per_second, requests_inside_windows
-from tests.sandbox.testing import SandboxProcess, start_sandbox
-from tests.servers import free_port
 
 from .conftest import run_crawl
+from .distributed_util import SiteSpec, capacity_sites, dead_sites, image_rows, image_urls, write_listing
 
 pytestmark = pytest.mark.e2e
 
 ITEMS = 12  # per source: 12 civitai images a site
-#: (loopback address, capacity req/s, latency s)
-LIVE = [("127.0.3.1", 2.0, 0.15), ("127.0.3.2", 4.0, 0.05), ("127.0.3.3", 8.0, 0.02), ("127.0.3.4", 3.0, 0.1)]
-
-
-class SilentServer:
-    """Accepts TCP connections and never answers (a hung site); records when each came."""
-
-    def __init__(self, host: str) -> None:
-        self.sock = socket.socket()
-        self.sock.bind((host, 0))
-        self.sock.listen(64)
-        self.port = self.sock.getsockname()[1]
-        self.accepted: list[float] = []
-        self._held: list[socket.socket] = []
-        self._stop = False
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        self.sock.settimeout(0.2)
-        while not self._stop:
-            try:
-                conn, _ = self.sock.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            self.accepted.append(time.time())
-            self._held.append(conn)
-
-    def close(self) -> None:
-        self._stop = True
-        self._thread.join(2)
-        for conn in self._held:
-            conn.close()
-        self.sock.close()
-
-
-@contextmanager
-def live_sites(tmp_path: Path) -> Iterator[list[SandboxProcess]]:
-    with ExitStack() as stack:
-        out = []
-        for n, (host, capacity, latency) in enumerate(LIVE):
-            sb = start_sandbox(
-                items=ITEMS,
-                seed=100 + n,  # different images on every site (exact dedupe would merge equal ones)
-                log_path=tmp_path / f"site{n}.jsonl",
-                extra_args=[
-                    "--host",
-                    host,
-                    "--capacity",
-                    str(capacity),
-                    "--capacity-burst",
-                    str(capacity),
-                    "--retry-after",
-                    "1",
-                    "--latency",
-                    str(latency),
-                ],
-            )
-            stack.callback(sb.stop)
-            out.append(sb)
-        yield out
+#: different images on every site (exact dedupe would merge equal ones), each its own capacity and latency
+LIVE = [
+    SiteSpec("127.0.3.1", items=ITEMS, seed=100, capacity=2.0, burst=2.0, retry_after=1, latency=0.15),
+    SiteSpec("127.0.3.2", items=ITEMS, seed=101, capacity=4.0, burst=4.0, retry_after=1, latency=0.05),
+    SiteSpec("127.0.3.3", items=ITEMS, seed=102, capacity=8.0, burst=8.0, retry_after=1, latency=0.02),
+    SiteSpec("127.0.3.4", items=ITEMS, seed=103, capacity=3.0, burst=3.0, retry_after=1, latency=0.1),
+]
 
 
 def test_sites_served_together_retry_after_kept_dead_sites_cut_off(tmp_path: Path) -> None:
-    silent = SilentServer("127.0.3.9")
-    try:
-        with live_sites(tmp_path) as sites:
-            refused = f"http://127.0.3.8:{free_port()}"  # nothing listens there
-            hung = f"http://127.0.3.9:{silent.port}"
-            live_urls: list[list[str]] = []
-            for n, sb in enumerate(sites):
-                catalog = build_catalog(ITEMS, 100 + n)
-                live_urls.append([sb.url(e.image_path) for e in catalog.entries("civitai")])
-            rows = [f"{refused}/img/{i}.png" for i in range(30)]  # a dead site at the head of the list
-            rows += live_urls[0] + live_urls[1]
-            rows += [f"{hung}/img/{i}.png" for i in range(30)]  # and one in the middle
-            rows += live_urls[2] + live_urls[3]
-            listing = tmp_path / "list.txt"
-            listing.write_text("".join(f"{u}\n" for u in rows))
-            started = time.time()
-            result = run_crawl(
-                "urls",
-                store=tmp_path / "store",
-                args={"input": str(listing)},
-                settings={
-                    "IMAGECRAWL_MAX_RATE_PER_SITE": "10",
-                    "IMAGECRAWL_MAX_CONCURRENCY_PER_SITE": "4",
-                    "IMAGECRAWL_PACING_START_RATE_PER_SECOND": "2.5",
-                    "CONCURRENT_REQUESTS": "8",
-                    "IMAGECRAWL_TUNING": {"pacing_latency_margin_seconds": "5"},
-                },
-                timeout=240,
-            )
-            elapsed = time.time() - started
-            logs = [sb.wait_for_requests(ITEMS, timeout=10) for sb in sites]
-    finally:
-        silent.close()
+    with dead_sites("127.0.3.8", "127.0.3.9") as dead, capacity_sites(tmp_path, LIVE) as sites:
+        live_urls = [image_urls(sb, spec) for sb, spec in zip(sites, LIVE, strict=True)]
+        rows = image_rows(dead.refused, 30)  # a dead site at the head of the list
+        rows += live_urls[0] + live_urls[1]
+        rows += image_rows(dead.hung, 30)  # and one in the middle
+        rows += live_urls[2] + live_urls[3]
+        listing = write_listing(tmp_path / "list.txt", rows)
+        started = time.time()
+        result = run_crawl(
+            "urls",
+            store=tmp_path / "store",
+            args={"input": str(listing)},
+            settings={
+                "IMAGECRAWL_MAX_RATE_PER_SITE": "10",
+                "IMAGECRAWL_MAX_CONCURRENCY_PER_SITE": "4",
+                "IMAGECRAWL_PACING_START_RATE_PER_SECOND": "2.5",
+                "CONCURRENT_REQUESTS": "8",
+                "IMAGECRAWL_TUNING": {"pacing_latency_margin_seconds": "5"},
+            },
+            timeout=240,
+        )
+        elapsed = time.time() - started
+        logs = [sb.wait_for_requests(ITEMS, timeout=10) for sb in sites]
     stats: dict[str, Any] = result.stats
     n_live = sum(len(u) for u in live_urls)
     assert stats.get("imagecrawl/media/images") == n_live, result.stderr[-3000:]  # every live image fetched
@@ -138,8 +66,8 @@ def test_sites_served_together_retry_after_kept_dead_sites_cut_off(tmp_path: Pat
     assert stats["imagecrawl/frontier/dead_sites"] == 2
     assert stats["imagecrawl/frontier/dropped/dead_site"] >= 40
     assert "does not answer: dropping" in result.stderr
-    assert silent.accepted, "the silent site was tried"
-    assert silent.accepted[-1] - silent.accepted[0] <= 30
+    assert dead.silent.accepted, "the silent site was tried"
+    assert dead.silent.accepted[-1] - dead.silent.accepted[0] <= 30
     # the slowest live site has 12 images at 2/s (6 s when served from the start); the dead ones add
     # seconds, not minutes: a 60 s timeout and 4 robots.txt attempts per dead site would be > 240 s
     assert elapsed < 90, elapsed

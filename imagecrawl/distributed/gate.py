@@ -354,11 +354,11 @@ class RedisGate:
         logger.debug("%s: the shared controller changed under %d attempts; kept this worker's", site, SAVE_ATTEMPTS)
 
     def _dump(self, controller: Any) -> bytes:
-        return pickle.dumps(_shift(_fields(controller), self._to_wall), protocol=pickle.HIGHEST_PROTOCOL)
+        return pickle.dumps(_shift_controller(_fields(controller), self._to_wall), protocol=pickle.HIGHEST_PROTOCOL)
 
     def _install(self, state: Any, data: bytes) -> None:
         try:
-            fields = _shift(pickle.loads(data), -self._to_wall)
+            fields = _shift_controller(pickle.loads(data), -self._to_wall)
         except Exception as exc:  # a state written by another version: keep this worker's own
             logger.warning("Unreadable shared pacing state (%s): keeping this worker's", exc)
             return
@@ -395,6 +395,8 @@ def _fields(obj: Any) -> dict[str, Any]:
 _CIRCUIT_FIELDS = ("state", "failures", "failed_probes", "open_until", "probing_since")
 _BAN_FIELDS = ("state", "since", "banned_until", "bans", "failed_probes", "streaks")
 _HEALTH_TIMES = frozenset({"circuit.open_until", "circuit.probing_since", "ban.since", "ban.banned_until"})
+#: ... and the health's dicts (copied on the way to and from Redis)
+_HEALTH_MAPPINGS = frozenset({"ban.streaks"})
 
 
 def _held_back(state: Any) -> bool:
@@ -411,26 +413,37 @@ def _health_of(state: Any) -> dict[str, Any]:
     return out
 
 
-def _shift_health(fields: dict[str, Any], delta: float) -> dict[str, Any]:
+def _shift(
+    fields: dict[str, Any],
+    delta: float,
+    *,
+    times: frozenset[str],
+    sequences: frozenset[str] = frozenset(),
+    mappings: frozenset[str] = frozenset(),
+) -> dict[str, Any]:
+    """A copy of a state's ``fields`` with its times moved by ``delta`` (from the pacing clock to the wall
+    clock in Redis, or back): ``times`` names single times, ``sequences`` deques or lists of times or of
+    (start, end) pairs; the dicts named in ``mappings`` are copied, never shared with ``fields``."""
     out = dict(fields)
-    for name in _HEALTH_TIMES & out.keys():
+    for name in times & out.keys():
         out[name] = float(out[name]) + delta
-    if "ban.streaks" in out:
-        out["ban.streaks"] = dict(out["ban.streaks"])
-    return out
-
-
-def _shift(fields: dict[str, Any], delta: float) -> dict[str, Any]:
-    out = dict(fields)
-    for name in _TIME_FIELDS & out.keys():
-        out[name] = float(out[name]) + delta
-    for name in _TIME_DEQUES & out.keys():
+    for name in sequences & out.keys():
         # the same kind of container as the controller keeps (a deque, or a list it pops from the front)
         kind = list if isinstance(out[name], list) else deque
         out[name] = kind(
             tuple(t + delta for t in item) if isinstance(item, tuple) else item + delta for item in out[name]
         )
+    for name in mappings & out.keys():
+        out[name] = dict(out[name])
     return out
+
+
+def _shift_controller(fields: dict[str, Any], delta: float) -> dict[str, Any]:
+    return _shift(fields, delta, times=_TIME_FIELDS, sequences=_TIME_DEQUES)
+
+
+def _shift_health(fields: dict[str, Any], delta: float) -> dict[str, Any]:
+    return _shift(fields, delta, times=_HEALTH_TIMES, mappings=_HEALTH_MAPPINGS)
 
 
 #: a worker reads the shared controller before a grant at most this often (and after every answer)
