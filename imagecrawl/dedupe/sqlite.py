@@ -58,16 +58,21 @@ def open_ledger(path: Path, *, owner: str = "", stale_seconds: float = 120.0) ->
         return Ledger(path, owner=owner, stale_seconds=stale_seconds)
 
 
+#: the outbox folder beside the ledger file (the state folder's ``outbox``, imagecrawl.storage.outbox)
+OUTBOX = "outbox"
+
+
 def outbox_owners(directory: Path) -> set[str]:
-    """The runs named by the sidecars (``*.json``: key, owner) of the files in an outbox folder."""
-    owners = set()
+    """The runs named by the sidecars (``*.json``: key, owner, and ``from``: the ended runs a file was taken
+    over from) of the files in an outbox folder: their rows may be in those files."""
+    owners: set[str] = set()
     for sidecar in directory.glob("*.json"):
         try:
-            owner = json.loads(sidecar.read_text()).get("owner")
-        except (OSError, ValueError, AttributeError):
+            data = json.loads(sidecar.read_text())
+            named = [data.get("owner"), *data.get("from", [])]
+        except (OSError, ValueError, AttributeError, TypeError):
             continue
-        if owner:
-            owners.add(str(owner))
+        owners.update(str(owner) for owner in named if owner)
     return owners
 
 
@@ -93,13 +98,11 @@ class Ledger:
         self._last_beat = 0.0
         #: ended runs whose claims were met in the way (:meth:`claimed_elsewhere`), for a live run to adopt
         self.orphans: set[str] = set()
-        #: set when this run leaves files in the outbox: its claims then outlive it (:meth:`close`)
-        self.keep_claims = False
         LIVE_OWNERS.add(self.owner)
         with sql.transaction(self.db):
             # an ended run that left files in the outbox beside the ledger keeps its claims until a run
             # adopts those files (its rows may be in them)
-            self._purge_stale(outbox_owners(path.parent / "outbox"))
+            self._purge_stale(outbox_owners(path.parent / OUTBOX))
         self.heartbeat(force=True)
 
     def _migrate_shard_keys(self) -> None:
@@ -410,15 +413,16 @@ class Ledger:
         return {row[0] for row in self.db.execute("SELECT op FROM tombstone_ops")}
 
     def close(self) -> None:
-        """End this owner. Its remaining claims are given up, unless :attr:`keep_claims` says its rows may
-        still be in its outbox files (a store that did not take them, a spool cut by a full disk): then they
+        """End this owner. Its remaining claims are given up, unless its rows may still be in its files in the
+        outbox beside the ledger (a store that did not take them, a spool a full disk stopped): then they
         stay, as a killed run's do, until a run adopts those files (:meth:`release_dead`)."""
         if self._worker is not None:
             self._worker.close()
             self._worker = None
         LIVE_OWNERS.discard(self.owner)
+        keep = self.owner in outbox_owners(self.path.parent / OUTBOX)
         with contextlib.suppress(sqlite3.Error), sql.transaction(self.db):
-            if not self.keep_claims:
+            if not keep:
                 self.db.execute("DELETE FROM claims WHERE owner = ?", (self.owner,))
             self.db.execute("DELETE FROM owners WHERE owner = ?", (self.owner,))
         self.db.close()

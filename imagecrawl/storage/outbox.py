@@ -33,6 +33,7 @@ import pyarrow.parquet as pq
 from imagecrawl import failpoints
 from imagecrawl.dedupe.base import Entry, LedgerLike
 from imagecrawl.dedupe.reconcile import ENTRY_COLUMNS, entries_of
+from imagecrawl.dedupe.sqlite import outbox_owners
 from imagecrawl.storage import layout
 from imagecrawl.storage.layout import current_key
 from imagecrawl.storage.shards import SPOOL_SUFFIX, no_room, read_sidecar, spool_to_parquet, write_sidecar
@@ -237,8 +238,11 @@ class Outbox:
         if not path.exists():
             return False
         if data:
+            # the run it came from stays named ("from") until the file is gone: its claims on the rows in it
+            # are kept meanwhile (Ledger.release_dead), so no run fetches them again before they are stored
+            earlier = sorted({*data.get("from", []), *([owner] if owner else [])})
             try:
-                write_sidecar(sidecar, {**data, "owner": self.owner})
+                write_sidecar(sidecar, {**data, "owner": self.owner, "from": earlier})
             except OSError as exc:  # a full disk: the file stays its ended owner's, for a run with room
                 self.on_event("recover_errors", 1)
                 logger.error("Cannot take over outbox file %s now (%s); it is kept for the next run", path.name, exc)
@@ -291,9 +295,9 @@ class Outbox:
         return len(queued)
 
     def file_owners(self) -> set[str]:
-        """The runs named by the sidecars of the files in the outbox."""
-        owners = (read_sidecar(path).get("owner") for path in self.dir.glob(f"*{SIDECAR_SUFFIX}"))
-        return {str(owner) for owner in owners if owner}
+        """The runs named by the sidecars of the files in the outbox: their owners, and the ended runs they
+        were taken over from."""
+        return outbox_owners(self.dir)
 
     def _recover(
         self, store_keys: set[str], row_group_rows: int, enqueue: Callable[[Pending], None], own: bool = True

@@ -132,10 +132,6 @@ class ParquetPipeline:
             await asyncio.wait(set(self._finishing))
         self.io.shutdown(wait=True)
         left = await self.outbox.close(self.close_timeout)
-        if hasattr(self.storage.ledger, "keep_claims") and self.outbox.owner in self.outbox.file_owners():
-            # rows of this run wait in the outbox: their claims outlive it, so no other run fetches them
-            # again meanwhile; the run that takes these files over settles them (adopt_orphans)
-            self.storage.ledger.keep_claims = True
         self.stats.set_value("imagecrawl/store/outbox_pending", len(left))
         if left:
             set_exit_code(self.stats, STORE)
