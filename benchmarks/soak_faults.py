@@ -146,7 +146,7 @@ def main() -> int:
                     final_codes.append(subprocess.run(crawl_cmd(api_url, settings, jobdir), cwd=REPO, stdout=log,
                                                       stderr=log, check=False).returncode)  # fmt: skip
         elapsed = time.monotonic() - started
-        table = read_store(f"s3://{bucket}/d", columns=["id", "image_sha256"], env=moto.env)
+        table = read_store(f"s3://{bucket}/d", columns=["id", "image_sha256", "__filename"], env=moto.env)
         if args.probe_fresh:  # diagnosis: would a run with a fresh JOBDIR find what is missing?
             with (logs / "fresh.log").open("wb") as log:
                 subprocess.run(crawl_cmd(api_url, settings, work / "job-fresh"), cwd=REPO, stdout=log, stderr=log)
@@ -167,6 +167,13 @@ def main() -> int:
     print(f"wall time {elapsed:.1f} s ({faulty:.1f} s of faults), work dir {work}")
     print(f"rows {table.num_rows} (expected {groups} unique images)")
     print(f"missing {len(missing)}, duplicate ids {len(dup_ids)}, duplicate images {len(dup_images)}")
+    if dup_ids:  # diagnosis: which shards hold the duplicates (their names carry run and sequence)
+        files: dict[str, set[str]] = {}
+        for row_id, name in zip(table["id"].to_pylist(), table["__filename"].to_pylist(), strict=True):
+            if row_id in dup_ids:
+                files.setdefault(row_id, set()).add(name.rsplit("/", 1)[-1])
+        for pair, count in Counter(tuple(sorted(names)) for names in files.values()).most_common():
+            print(f"  {count} duplicate ids in {' and '.join(pair)}")
     if args.probe_fresh:
         print(f"a run with a fresh JOBDIR then stored {len(missing & set(fresh))} of the {len(missing)} missing")
     ok = not missing and not dup_ids and not dup_images and table.num_rows == groups and not any(final_codes)

@@ -150,3 +150,33 @@ def test_forgotten_rows_leave_the_ledger_and_its_tombstones_stay(tmp_path: Path)
     )
     assert [o for o, _host, _pid in ledger.live_owners()] == ["there"]
     ledger.close()
+
+
+def test_a_run_that_leaves_rows_in_the_outbox_keeps_their_claims_until_its_files_are_gone(tmp_path: Path) -> None:
+    """A run that ends with its rows still in its outbox files (the store down, a full disk) keeps its claims,
+    even after it closed: no run fetches those images again before the files are committed; once no file
+    names it (as owner, or as the run a file was taken over from), its claims go."""
+    import json
+
+    state = tmp_path / "state"
+    outbox = state / "outbox"
+    outbox.mkdir(parents=True)
+    a = Ledger(state / "ledger.sqlite3", owner="run-a")
+    assert a.reserve("s1", "x:1", "http://h/1.png")
+    sidecar = outbox / "shard-1.json"
+    sidecar.write_text(json.dumps({"key": "k", "owner": "run-a"}))
+    a.close()
+    b = Ledger(state / "ledger.sqlite3", owner="run-b")  # opening purges ended runs, but not run-a
+    assert b.duplicate_reason("s1", "x:1") == "claimed" and not b.reserve("s1", "x:9")
+    sidecar.write_text(json.dumps({"key": "k", "owner": "run-b", "from": ["run-a"]}))  # b took the file over
+    assert b.release_dead(keep={"run-b", "run-a"}) == 0 and b.duplicate_reason("s1", "x:1") == "claimed"
+    sidecar.unlink()  # committed: the file is gone
+    assert b.release_dead() == 1 and b.duplicate_reason("s1", "x:1") is None
+    b.close()
+    # without files left, a closing run gives its claims up at once
+    c = Ledger(state / "ledger.sqlite3", owner="run-c")
+    assert c.reserve("s2", "x:2")
+    c.close()
+    d = Ledger(state / "ledger.sqlite3", owner="run-d")
+    assert d.reserve("s2", "x:2")
+    d.close()

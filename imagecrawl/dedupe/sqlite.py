@@ -207,7 +207,13 @@ class Ledger:
         owners = self.db.execute("SELECT owner, host, pid, heartbeat FROM owners").fetchall()
         dead = [row[0] for row in owners if row[0] not in keep and not self._owner_is_alive(*row)]
         self.db.executemany("DELETE FROM owners WHERE owner = ?", [(o,) for o in dead])
-        cur = self.db.execute("DELETE FROM claims WHERE owner NOT IN (SELECT owner FROM owners)")
+        # a run in ``keep`` may have closed (its owners row gone) with its claims kept for its outbox files
+        kept = sorted(keep)
+        cur = self.db.execute(
+            "DELETE FROM claims WHERE owner NOT IN (SELECT owner FROM owners)"
+            f" AND owner NOT IN ({','.join('?' * len(kept))})",
+            kept,
+        )
         if cur.rowcount:
             logger.info("Dedupe ledger: released %d claims of crawls that stopped without committing", cur.rowcount)
         return int(cur.rowcount or 0)
