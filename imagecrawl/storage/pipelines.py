@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Self
@@ -250,10 +251,16 @@ class ParquetPipeline:
         if not orphans:
             return 0
         self._next_adoption = now + ADOPT_EVERY_SECONDS
-        shards = await self.outbox.adopt_async(self.row_group_rows)
         outbox = self.outbox
-        # an ended run whose files could not be taken over (no room to convert them) keeps its claims
-        released = await worker.call(lambda led: led.release_dead(keep=outbox.file_owners()))
+        try:
+            shards = await outbox.adopt_async(self.row_group_rows)
+            # an ended run whose files could not be taken over (no room to convert them) keeps its claims
+            released = await worker.call(lambda led: led.release_dead(keep=outbox.file_owners()))
+        except (OSError, sqlite3.Error) as exc:  # the state folder's disk: tried again in a few seconds
+            self.stats.inc_value("imagecrawl/store/recover_errors")
+            logger.warning("Cannot take over the outbox files of ended runs now (%s); trying again later", exc)
+            await worker.call(lambda led: led.orphans.update(orphans))
+            return 0
         self.stats.inc_value("imagecrawl/store/orphans_adopted", len(orphans))
         logger.info(
             "Runs that ended without committing their claims (%s): %d of their outbox shards taken over, %d claims "
