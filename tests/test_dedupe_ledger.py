@@ -72,8 +72,8 @@ def test_claims_are_shared_between_processes_and_die_with_their_owner(tmp_path: 
     assert not b.has_id("x:1") and not b.has_url("http://h/1.png")
     assert a.has_id("x:1") and a.has_url("http://h/1.png")  # a's own claim is known to a
     assert not b.reserve("s1", "x:2")
-    assert b.claimed_elsewhere(b.db, url_hash=url_key("http://h/1.png"))
-    assert not a.claimed_elsewhere(a.db, url_hash=url_key("http://h/1.png"))
+    assert b.claimed_elsewhere(b.db, url_hash=url_key("http://h/1.png")) == "claimed"
+    assert a.claimed_elsewhere(a.db, url_hash=url_key("http://h/1.png")) is None
     # once a commits, the claim becomes a committed row, still a duplicate for b
     a.commit_shard("k", [("s1", "x:1", None, "http://h/1.png")])
     assert b.duplicate_reason("s1", "x:2") == "sha256"
@@ -95,9 +95,9 @@ def test_claims_are_shared_between_processes_and_die_with_their_owner(tmp_path: 
     # once its outbox was adopted, release_dead lets the claim go (but not of a run named in ``keep``)
     early = Ledger(db, owner="run-early")
     subprocess.run([sys.executable, "-c", code], check=True)
-    assert early.duplicate_reason("s2", "x:2") == "claimed" and not early.reserve("s2", "x:2")
+    assert early.duplicate_reason("s2", "x:2") == "orphaned" and not early.reserve("s2", "x:2")
     assert early.take_orphans() == {"doomed"} and early.take_orphans() == set()
-    assert early.release_dead(keep={"doomed"}) == 0 and early.duplicate_reason("s2", "x:2") == "claimed"
+    assert early.release_dead(keep={"doomed"}) == 0 and early.duplicate_reason("s2", "x:2") == "orphaned"
     assert early.release_dead() == 1
     assert early.duplicate_reason("s2", "x:2") is None and not early.claimed_elsewhere(early.db, item_id="x:2")
     assert early.reserve("s2", "x:2") and early.has_id("x:2")
@@ -167,9 +167,9 @@ def test_a_run_that_leaves_rows_in_the_outbox_keeps_their_claims_until_its_files
     sidecar.write_text(json.dumps({"key": "k", "owner": "run-a"}))
     a.close()
     b = Ledger(state / "ledger.sqlite3", owner="run-b")  # opening purges ended runs, but not run-a
-    assert b.duplicate_reason("s1", "x:1") == "claimed" and not b.reserve("s1", "x:9")
+    assert b.duplicate_reason("s1", "x:1") == "orphaned" and not b.reserve("s1", "x:9")
     sidecar.write_text(json.dumps({"key": "k", "owner": "run-b", "from": ["run-a"]}))  # b took the file over
-    assert b.release_dead(keep={"run-b", "run-a"}) == 0 and b.duplicate_reason("s1", "x:1") == "claimed"
+    assert b.release_dead(keep={"run-b", "run-a"}) == 0 and b.duplicate_reason("s1", "x:1") == "orphaned"
     sidecar.unlink()  # committed: the file is gone
     assert b.release_dead() == 1 and b.duplicate_reason("s1", "x:1") is None
     b.close()

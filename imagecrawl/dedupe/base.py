@@ -71,13 +71,14 @@ class AsyncLedger(Protocol):
 
     async def known(self, record_id: str | None, url: str | None) -> str | None:
         """``"id"`` or ``"url"`` if this record id or image URL is committed or claimed by this run;
-        ``"claimed"`` while another run that is still going holds its claim (not stored yet: it may still
-        be lost with that run); else None. (The distributed ledger answers ``"id"``/``"url"`` for a live
-        worker's claim too: a dead worker's rows come back through its leases.)"""
+        ``"claimed"`` while another run that is still going holds its claim (not stored yet), ``"orphaned"``
+        while only runs that ended do (the row may be in their outbox, or lost with them); else None. (The
+        distributed ledger answers ``"id"``/``"url"`` for a live worker's claim: a dead worker's rows come
+        back through its leases.)"""
         ...
 
     async def duplicate_reason(self, sha256: str, item_id: str) -> str | None:
-        """``"sha256"``/``"id"`` as :meth:`known`, ``"claimed"`` while another run holds its claim."""
+        """``"sha256"``/``"id"`` as :meth:`known`, else ``"claimed"``/``"orphaned"`` as there, else None."""
         ...
 
     async def reserve(self, sha256: str, item_id: str, url: str | None = None, phash: int | None = None) -> bool: ...

@@ -61,7 +61,7 @@ class KnownImageMiddleware:
         if known == "url":
             self.stats.inc_value("imagecrawl/dedupe/skipped_known/url")
             raise IgnoreRequest(f"image {request.url} is already in the store")
-        if known == "claimed":
+        if known in ("claimed", "orphaned"):
             return self._wait_for_claim(request)
         return None
 

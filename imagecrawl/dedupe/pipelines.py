@@ -128,7 +128,7 @@ class DedupePipeline:
             if await worker.reserve(sha, item_id, url, phash):
                 self.stats.inc_value("imagecrawl/dedupe/unique")
                 return item
-            # another run writing into the same store claimed it between the check and now: wait for it
+            # another run writing into the same store claimed it between the check and now
             reason = await self._settled_reason(sha, item_id)
             if reason is not None:
                 self._drop(reason, item_id, adapter)
@@ -136,13 +136,16 @@ class DedupePipeline:
         raise DuplicateItem(f"duplicate (claimed elsewhere): {item_id}", log_level="DEBUG")
 
     async def _settled_reason(self, sha: str, item_id: str) -> str | None:
-        """The ledger's :meth:`~imagecrawl.dedupe.base.AsyncLedger.duplicate_reason`, once no other run
-        that is still going holds a claim on this image: that run's row may yet be lost with it, so this
-        item waits (up to ``claim_wait_item_seconds``) until the row is committed (a duplicate) or given
-        up (kept). Still claimed after that: ``"unsettled"``, and the run is marked unsettled (its JOBDIR
-        stays unclean and its watermarks stay, so the next run asks again)."""
+        """The ledger's :meth:`~imagecrawl.dedupe.base.AsyncLedger.duplicate_reason`. A live run's claim
+        (``"claimed"``) is a duplicate: that run stores the row, or, if it fails, leaves its JOBDIR unclean
+        and its next run fetches the image again. A claim only of runs that ended (``"orphaned"``: the row
+        may be in their outbox, or lost with them) makes this item wait (up to
+        ``claim_wait_item_seconds``) while a live run adopts their outbox (within seconds): then the row is
+        committed or claimed by that run (a duplicate) or released (kept). Still orphaned after that:
+        ``"unsettled"``, and the run is marked unsettled (its JOBDIR stays unclean and its watermarks stay,
+        so the next run asks again)."""
         reason = await self.worker.duplicate_reason(sha, item_id)
-        if reason != "claimed":
+        if reason != "orphaned":
             return reason
         self.stats.inc_value("imagecrawl/dedupe/claim_wait/items")
         deadline = time.monotonic() + self.claim_wait
@@ -151,14 +154,14 @@ class DedupePipeline:
             await asyncio.sleep(min(pause, max(0.0, deadline - time.monotonic())))
             pause = min(pause * 2, 5.0)
             reason = await self.worker.duplicate_reason(sha, item_id)
-            if reason != "claimed":
+            if reason != "orphaned":
                 return reason
         mark_unsettled(self.stats)
         if not self._unsettled_logged:
             self._unsettled_logged = True
             logger.warning(
-                "Image %s was fetched while another run writing into %s held its claim, and that run has neither "
-                "stored it nor given it up within %.0f s: not stored here; this run is marked unsettled (JOBDIR "
+                "Image %s was fetched while a run that ended held its claim, and its outbox in %s was not taken "
+                "over within %.0f s: not stored here; this run is marked unsettled (JOBDIR "
                 "stays unclean, watermarks stay), so the next run asks again (imagecrawl/dedupe/claim_wait/unsettled)",
                 item_id,
                 self.storage.store.url,

@@ -149,18 +149,23 @@ class Ledger:
         sha256: str | None = None,
         item_id: str | None = None,
         url_hash: bytes | None = None,
-    ) -> bool:
-        """Does another run hold a claim on this image, id or URL? Its row is on its way to the store but not
-        there yet, and may still be lost with that run (a full disk, a kill), so it is neither stored again
-        nor counted as stored until that run commits it or gives it up. A run that ended without doing
-        either left its rows in its outbox (complete spool batches) or lost them: its claims stay in the
-        way until a live run adopts its outbox (:meth:`take_orphans`, then :meth:`release_dead`)."""
+    ) -> str | None:
+        """Does another run hold a claim on this image, id or URL? ``"claimed"``: a run that is still going
+        (it stores the row, or, if it fails, its own JOBDIR is left unclean and its next run fetches it
+        again). ``"orphaned"``: only runs that ended without committing or releasing it: the row may be in
+        their outbox (complete spool batches) or lost with them, so it is neither stored again nor counted
+        as stored until a live run adopts their outbox (:meth:`take_orphans`, then :meth:`release_dead`).
+        None: no other run's claim."""
         holders = sql.claim_holders(db, sha256=sha256, item_id=item_id, url_hash=url_hash)
-        others = [o for o in holders if o != self.owner]
-        for o in others:
-            if not self.owner_alive(o, db):
-                self.orphans.add(o)
-        return bool(others)
+        state = None
+        for o in holders:
+            if o == self.owner:
+                continue
+            if self.owner_alive(o, db):
+                return "claimed"
+            self.orphans.add(o)
+            state = "orphaned"
+        return state
 
     def take_orphans(self) -> set[str]:
         """The ended runs whose claims :meth:`claimed_elsewhere` met since the last call."""
@@ -237,12 +242,10 @@ class Ledger:
         return sql.url_key(url) in self._own_urls
 
     def duplicate_reason(self, sha256: str, item_id: str) -> str | None:
-        """``"sha256"`` or ``"id"`` if this image or id is committed or claimed by this run; ``"claimed"``
-        while another run that is still going holds a claim on it (:meth:`claimed_elsewhere`); else None."""
+        """``"sha256"`` or ``"id"`` if this image or id is committed or claimed by this run; else another
+        run's claim on it, as :meth:`claimed_elsewhere` says (``"claimed"``, ``"orphaned"``); else None."""
         reason = self.own_reason(sha256, item_id) or sql.duplicate_reason(self.db, sha256, item_id)
-        if reason is None and self.claimed_elsewhere(self.db, sha256=sha256, item_id=item_id):
-            return "claimed"
-        return reason
+        return reason or self.claimed_elsewhere(self.db, sha256=sha256, item_id=item_id)
 
     def has_id(self, item_id: str) -> bool:
         """Is a record with this id committed, or claimed by this run? (Another run's claim is not: that row

@@ -55,7 +55,7 @@ class ClaimMemory(LedgerLike, Protocol):
         sha256: str | None = None,
         item_id: str | None = None,
         url_hash: bytes | None = None,
-    ) -> bool: ...
+    ) -> str | None: ...
 
 
 class LedgerWorker:
@@ -75,8 +75,8 @@ class LedgerWorker:
     # -- questions -----------------------------------------------------------------------------
     async def known(self, record_id: str | None, url: str | None) -> str | None:
         """``"id"`` or ``"url"`` if a record with this id, or an image from this URL, is committed or
-        claimed by this run; ``"claimed"`` while another run that is still going holds its claim (the row
-        may yet be lost with that run); else None."""
+        claimed by this run; ``"claimed"`` while another run that is still going holds its claim,
+        ``"orphaned"`` while only ended runs do (the row may be in their outbox, or lost); else None."""
         if record_id and self.ledger.owns_id(record_id):
             return "id"
         if url and self.ledger.owns_url(url):
@@ -85,8 +85,8 @@ class LedgerWorker:
         return result
 
     async def duplicate_reason(self, sha256: str, item_id: str) -> str | None:
-        """``"sha256"`` or ``"id"`` if this image or id is committed or claimed by this run, ``"claimed"``
-        while another run that is still going holds its claim, else None."""
+        """``"sha256"`` or ``"id"`` if this image or id is committed or claimed by this run, else another
+        run's claim (``"claimed"``, ``"orphaned"``), else None."""
         own = self.ledger.own_reason(sha256, item_id)
         if own is not None:
             return own
@@ -172,12 +172,12 @@ class LedgerWorker:
                     answers[i] = "id"
                 elif key is not None and sql.has_url(self.db, key):
                     answers[i] = "url"
-                elif self.ledger.claimed_elsewhere(self.db, item_id=record_id, url_hash=key):
-                    answers[i] = "claimed"
+                else:
+                    answers[i] = self.ledger.claimed_elsewhere(self.db, item_id=record_id, url_hash=key)
             elif kind == "reason":
                 sha256, item_id = args
-                answers[i] = sql.duplicate_reason(self.db, sha256, item_id) or (
-                    "claimed" if self.ledger.claimed_elsewhere(self.db, sha256=sha256, item_id=item_id) else None
+                answers[i] = sql.duplicate_reason(self.db, sha256, item_id) or self.ledger.claimed_elsewhere(
+                    self.db, sha256=sha256, item_id=item_id
                 )
             else:
                 claims.append((i, args))
