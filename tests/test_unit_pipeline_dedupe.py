@@ -19,6 +19,7 @@ from scrapy.crawler import Crawler
 from scrapy.exceptions import DropItem, NotConfigured
 
 from imagecrawl.dedupe.pipelines import DedupePipeline, DuplicateItem
+from imagecrawl.exitcodes import unsettled
 from imagecrawl.items import PromptImage
 from imagecrawl.records import SourceHints, build_record
 from imagecrawl.storage.extensions import crawl_storage
@@ -170,21 +171,60 @@ def _row(item: PromptImage) -> tuple[str, str, None, str]:
     return (item.image_sha256, item.id, None, item.image_url)
 
 
-def test_a_record_claimed_by_a_live_crawl_of_the_store_is_dropped_at_once(tmp_path: Path) -> None:
-    """Another crawl of the store that is still going holds the claim: it stores the row (or, if it fails,
-    its own JOBDIR stays unclean and its next run fetches the image again), so the item is a duplicate now,
-    without waiting for that crawl's shard; once that crawl gives the claim up, the image is kept."""
+def _later(seconds: float, decision: Any) -> Any:
+    async def run() -> None:
+        await asyncio.sleep(seconds)
+        await decision
+
+    return run()
+
+
+def test_bytes_a_live_crawl_claimed_under_another_record_are_a_duplicate_at_once(tmp_path: Path) -> None:
+    """Another crawl of the store that is still going claimed these bytes under its own record: it stores
+    that record (or, if it fails, its own JOBDIR stays unclean and its next run fetches it again), so this
+    record is a duplicate now, without waiting for that crawl's shard."""
     _, other = dedupe(tmp_path)
     crawler, pipeline = dedupe(tmp_path)
     asyncio.run(other.process_item(record("1", FOX)))
     started = time.monotonic()
     with pytest.raises(DuplicateItem, match="duplicate claimed"):
-        asyncio.run(pipeline.process_item(record("1", FOX)))
+        asyncio.run(pipeline.process_item(record("7", FOX)))
     assert time.monotonic() - started < 5
-    fox = record("1", FOX)
-    asyncio.run(other.worker.release(*_row(fox)[:2], fox.image_url))
-    assert asyncio.run(pipeline.process_item(fox)) is fox
-    assert subtree(crawler) == {"imagecrawl/dedupe/dropped/claimed": 1, "imagecrawl/dedupe/unique": 1}
+    assert subtree(crawler) == {"imagecrawl/dedupe/dropped/claimed": 1}
+
+
+def test_a_record_a_live_crawl_claimed_waits_for_that_crawl_to_decide(tmp_path: Path) -> None:
+    """The same record, claimed by another crawl still going (both fetched it): its row is not stored yet and
+    could still be lost with that crawl, so the item waits; dropped once that crawl commits it, kept once
+    it gives it up, and after ``claim_wait_item_seconds`` without a decision dropped as unsettled."""
+    _, other = dedupe(tmp_path)
+    crawler, pipeline = dedupe(tmp_path, IMAGECRAWL_TUNING={"claim_wait_item_seconds": 3.0})
+    bodies = {"1": FOX, "2": OWL, "3": encode(picture(3))}
+    for source_id, body in bodies.items():
+        asyncio.run(other.process_item(record(source_id, body)))
+    fox, owl, hen = (record(source_id, body) for source_id, body in bodies.items())
+
+    async def scenario() -> list[Any]:
+        committed = _later(0.6, other.worker.commit_shard("k", [_row(fox)]))
+        released = _later(0.6, other.worker.release(*_row(owl)[:2], owl.image_url))
+        started = time.monotonic()
+        results = await asyncio.gather(
+            pipeline.process_item(fox), pipeline.process_item(owl), committed, released, return_exceptions=True
+        )
+        return [*results[:2], time.monotonic() - started]
+
+    dropped, kept, waited = asyncio.run(scenario())
+    assert isinstance(dropped, DuplicateItem) and "duplicate sha256" in str(dropped)
+    assert kept is owl
+    assert waited >= 0.6  # neither was decided before the other crawl decided
+    assert subtree(crawler) == {
+        "imagecrawl/dedupe/claim_wait/items": 2,
+        "imagecrawl/dedupe/dropped/sha256": 1,
+        "imagecrawl/dedupe/unique": 1,
+    }
+    with pytest.raises(DuplicateItem, match="duplicate unsettled"):
+        asyncio.run(pipeline.process_item(hen))  # the other crawl neither commits nor gives it up
+    assert unsettled(crawler.stats) == 1
 
 
 def test_settings_are_checked(tmp_path: Path) -> None:
@@ -226,20 +266,27 @@ def test_items_in_flight_together_are_claimed_in_one_batch_and_still_deduped(tmp
 
 
 def test_two_crawls_racing_for_one_image_keep_it_once(tmp_path: Path) -> None:
-    _, pipeline = dedupe(tmp_path)
-    _, other = dedupe(tmp_path)  # a second crawl writing into the same store
-    first = record("1", FOX)
+    crawler_a, pipeline = dedupe(tmp_path)
+    crawler_b, other = dedupe(tmp_path)  # a second crawl writing into the same store
 
-    async def race() -> list[Any]:
-        # both look the image up before either has claimed it; the ledger decides who keeps it
-        return await asyncio.gather(
-            pipeline.process_item(first), other.process_item(record("1", FOX)), return_exceptions=True
-        )
+    async def race() -> tuple[Any, Any]:
+        # both look the record up before either has claimed it; the ledger decides who keeps it, and the
+        # other waits until the winner's row is stored
+        tasks = {
+            asyncio.ensure_future(pipeline.process_item(record("1", FOX))): pipeline,
+            asyncio.ensure_future(other.process_item(record("1", FOX))): other,
+        }
+        done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        [winner], [loser] = done, pending
+        await asyncio.sleep(0.3)
+        assert not loser.done()
+        item = winner.result()
+        await tasks[winner].worker.commit_shard("k", [_row(item)])
+        return item, await asyncio.gather(loser, return_exceptions=True)
 
-    results = asyncio.run(race())
-    kept = [r for r in results if not isinstance(r, BaseException)]
-    dropped = [r for r in results if isinstance(r, DuplicateItem)]
-    assert len(kept) == 1 and len(dropped) == 1
-    # which of the two ledger threads ran first decides whether the loser saw the winner's claim at its
-    # lookup or only when its own claim failed: either way, a live crawl's claim ("duplicate claimed")
-    assert "duplicate claimed" in str(dropped[0])
+    kept, [dropped] = asyncio.run(race())
+    assert isinstance(kept, PromptImage) and isinstance(dropped, DuplicateItem)
+    assert "duplicate sha256" in str(dropped)
+    stats = [subtree(crawler_a), subtree(crawler_b)]
+    assert sorted(s.get("imagecrawl/dedupe/unique", 0) for s in stats) == [0, 1]
+    assert sorted(s.get("imagecrawl/dedupe/dropped/sha256", 0) for s in stats) == [0, 1]

@@ -31,6 +31,11 @@ logger = logging.getLogger(__name__)
 LEDGER_ERROR_REASON = "ledger_write_error"
 
 
+#: another run's claims an item waits for (:meth:`DedupePipeline._settled_reason`): this very record on its
+#: way to the store by a live run, or anything of runs that ended (until a live run adopts their outbox)
+WAIT_FOR = frozenset({"pending", "orphaned"})
+
+
 class DuplicateItem(DropItem):
     """Dropped because an equal image or id is already committed or pending."""
 
@@ -136,16 +141,15 @@ class DedupePipeline:
         raise DuplicateItem(f"duplicate (claimed elsewhere): {item_id}", log_level="DEBUG")
 
     async def _settled_reason(self, sha: str, item_id: str) -> str | None:
-        """The ledger's :meth:`~imagecrawl.dedupe.base.AsyncLedger.duplicate_reason`. A live run's claim
-        (``"claimed"``) is a duplicate: that run stores the row, or, if it fails, leaves its JOBDIR unclean
-        and its next run fetches the image again. A claim only of runs that ended (``"orphaned"``: the row
-        may be in their outbox, or lost with them) makes this item wait (up to
-        ``claim_wait_item_seconds``) while a live run adopts their outbox (within seconds): then the row is
-        committed or claimed by that run (a duplicate) or released (kept). Still orphaned after that:
-        ``"unsettled"``, and the run is marked unsettled (its JOBDIR stays unclean and its watermarks stay,
-        so the next run asks again)."""
+        """The ledger's :meth:`~imagecrawl.dedupe.base.AsyncLedger.duplicate_reason`. A live run's claim of
+        these bytes under another record (``"claimed"``) is a duplicate at once (that run stores its record).
+        A live run's claim of this very record (``"pending"``: both fetched it) and a claim only of runs that
+        ended (``"orphaned"``: the row may be in their outbox, or lost with them) make the item wait, up to
+        ``claim_wait_item_seconds``, until that run commits or gives the row up, or a live run adopts the
+        ended runs' outbox (within seconds). Still undecided after that: ``"unsettled"``, and the run is
+        marked unsettled (its JOBDIR stays unclean and its watermarks stay, so the next run asks again)."""
         reason = await self.worker.duplicate_reason(sha, item_id)
-        if reason != "orphaned":
+        if reason not in WAIT_FOR:
             return reason
         self.stats.inc_value("imagecrawl/dedupe/claim_wait/items")
         deadline = time.monotonic() + self.claim_wait
@@ -154,15 +158,16 @@ class DedupePipeline:
             await asyncio.sleep(min(pause, max(0.0, deadline - time.monotonic())))
             pause = min(pause * 2, 5.0)
             reason = await self.worker.duplicate_reason(sha, item_id)
-            if reason != "orphaned":
+            if reason not in WAIT_FOR:
                 return reason
         mark_unsettled(self.stats)
         if not self._unsettled_logged:
             self._unsettled_logged = True
             logger.warning(
-                "Image %s was fetched while a run that ended held its claim, and its outbox in %s was not taken "
-                "over within %.0f s: not stored here; this run is marked unsettled (JOBDIR "
-                "stays unclean, watermarks stay), so the next run asks again (imagecrawl/dedupe/claim_wait/unsettled)",
+                "Image %s was fetched while another run held its claim, and that run (or the run taking over its "
+                "outbox in %s) did not store it or give it up within %.0f s: not stored here; this run is marked "
+                "unsettled (JOBDIR stays unclean, watermarks stay), so the next run asks again "
+                "(imagecrawl/dedupe/claim_wait/unsettled)",
                 item_id,
                 self.storage.store.url,
                 self.claim_wait,

@@ -243,9 +243,18 @@ class Ledger:
 
     def duplicate_reason(self, sha256: str, item_id: str) -> str | None:
         """``"sha256"`` or ``"id"`` if this image or id is committed or claimed by this run; else another
-        run's claim on it, as :meth:`claimed_elsewhere` says (``"claimed"``, ``"orphaned"``); else None."""
-        reason = self.own_reason(sha256, item_id) or sql.duplicate_reason(self.db, sha256, item_id)
-        return reason or self.claimed_elsewhere(self.db, sha256=sha256, item_id=item_id)
+        run's claim on it (:meth:`others_reason`); else None."""
+        return self.own_reason(sha256, item_id) or self.others_reason(self.db, sha256, item_id)
+
+    def others_reason(self, db: sqlite3.Connection, sha256: str, item_id: str) -> str | None:
+        """The SQL part of :meth:`duplicate_reason`: ``"sha256"``/``"id"`` if committed; else another run's
+        claim: ``"pending"`` when a live run claimed this very record (it is on its way to the store under
+        this id: the dedupe pipeline waits for it), ``"claimed"`` when a live run claimed these bytes under
+        another record (a duplicate now), ``"orphaned"`` when only ended runs hold the claim; else None."""
+        reason = sql.duplicate_reason(db, sha256, item_id) or self.claimed_elsewhere(db, sha256=sha256, item_id=item_id)
+        if reason == "claimed" and self.claimed_elsewhere(db, item_id=item_id) == "claimed":
+            return "pending"
+        return reason
 
     def has_id(self, item_id: str) -> bool:
         """Is a record with this id committed, or claimed by this run? (Another run's claim is not: that row

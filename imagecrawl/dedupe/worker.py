@@ -48,6 +48,8 @@ class ClaimMemory(LedgerLike, Protocol):
 
     def owner_alive(self, owner: str, db: sqlite3.Connection | None = None) -> bool: ...
 
+    def others_reason(self, db: sqlite3.Connection, sha256: str, item_id: str) -> str | None: ...
+
     def claimed_elsewhere(
         self,
         db: sqlite3.Connection,
@@ -86,7 +88,7 @@ class LedgerWorker:
 
     async def duplicate_reason(self, sha256: str, item_id: str) -> str | None:
         """``"sha256"`` or ``"id"`` if this image or id is committed or claimed by this run, else another
-        run's claim (``"claimed"``, ``"orphaned"``), else None."""
+        run's claim (``"pending"``, ``"claimed"``, ``"orphaned"``: ``Ledger.others_reason``), else None."""
         own = self.ledger.own_reason(sha256, item_id)
         if own is not None:
             return own
@@ -176,9 +178,7 @@ class LedgerWorker:
                     answers[i] = self.ledger.claimed_elsewhere(self.db, item_id=record_id, url_hash=key)
             elif kind == "reason":
                 sha256, item_id = args
-                answers[i] = sql.duplicate_reason(self.db, sha256, item_id) or self.ledger.claimed_elsewhere(
-                    self.db, sha256=sha256, item_id=item_id
-                )
+                answers[i] = self.ledger.others_reason(self.db, sha256, item_id)
             else:
                 claims.append((i, args))
         if claims:
