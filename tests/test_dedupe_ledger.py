@@ -68,7 +68,9 @@ def test_claims_are_shared_between_processes_and_die_with_their_owner(tmp_path: 
     # b sees a's claim whichever key it asks about, and cannot take it; but a's row is not stored yet (it
     # could still be lost with a), so it is "claimed", not known
     assert b.duplicate_reason("s1", "x:9") == "claimed"  # these bytes, under another record: a duplicate
-    assert b.duplicate_reason("s9", "x:1") == "pending"  # this very record, on its way under a's claim
+    assert b.duplicate_reason("s9", "x:1") == "claimed"  # this id, from an unknown URL
+    assert b.duplicate_reason("s1", "x:1", "http://h/1.png") == "pending"  # this very item, on its way under a's claim
+    assert b.duplicate_reason("s1", "x:1", "http://h/other.png") == "claimed"
     assert not b.has_id("x:1") and not b.has_url("http://h/1.png")
     assert a.has_id("x:1") and a.has_url("http://h/1.png")  # a's own claim is known to a
     assert not b.reserve("s1", "x:2")

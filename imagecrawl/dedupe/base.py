@@ -77,8 +77,9 @@ class AsyncLedger(Protocol):
         back through its leases.)"""
         ...
 
-    async def duplicate_reason(self, sha256: str, item_id: str) -> str | None:
-        """``"sha256"``/``"id"`` as :meth:`known`, else ``"claimed"``/``"orphaned"`` as there, else None."""
+    async def duplicate_reason(self, sha256: str, item_id: str, url: str | None = None) -> str | None:
+        """``"sha256"``/``"id"`` as :meth:`known`, else ``"claimed"``/``"orphaned"`` as there, or
+        ``"pending"`` when a live run claimed this very item (this id from this ``url``), else None."""
         ...
 
     async def reserve(self, sha256: str, item_id: str, url: str | None = None, phash: int | None = None) -> bool: ...

@@ -117,7 +117,7 @@ class DedupePipeline:
             count_refused(self.crawler, forgotten)
             raise DuplicateItem(f"forgotten ({forgotten}): {item_id}", log_level="DEBUG")
         worker = self.worker
-        reason = await self._settled_reason(sha, item_id)
+        reason = await self._settled_reason(sha, item_id, adapter.get("image_url"))
         if reason is not None:
             self._drop(reason, item_id, adapter)
         near = worker.near_duplicate(phash, self.near_distance)
@@ -134,21 +134,22 @@ class DedupePipeline:
                 self.stats.inc_value("imagecrawl/dedupe/unique")
                 return item
             # another run writing into the same store claimed it between the check and now
-            reason = await self._settled_reason(sha, item_id)
+            reason = await self._settled_reason(sha, item_id, url)
             if reason is not None:
                 self._drop(reason, item_id, adapter)
         self.stats.inc_value("imagecrawl/dedupe/dropped/claimed")
         raise DuplicateItem(f"duplicate (claimed elsewhere): {item_id}", log_level="DEBUG")
 
-    async def _settled_reason(self, sha: str, item_id: str) -> str | None:
+    async def _settled_reason(self, sha: str, item_id: str, url: str | None) -> str | None:
         """The ledger's :meth:`~imagecrawl.dedupe.base.AsyncLedger.duplicate_reason`. A live run's claim of
-        these bytes under another record (``"claimed"``) is a duplicate at once (that run stores its record).
-        A live run's claim of this very record (``"pending"``: both fetched it) and a claim only of runs that
-        ended (``"orphaned"``: the row may be in their outbox, or lost with them) make the item wait, up to
-        ``claim_wait_item_seconds``, until that run commits or gives the row up, or a live run adopts the
-        ended runs' outbox (within seconds). Still undecided after that: ``"unsettled"``, and the run is
-        marked unsettled (its JOBDIR stays unclean and its watermarks stay, so the next run asks again)."""
-        reason = await self.worker.duplicate_reason(sha, item_id)
+        these bytes or this id from elsewhere (``"claimed"``) is a duplicate at once (that run stores its
+        record). A live run's claim of this very item (``"pending"``: this id from this URL, both fetched
+        it) and a claim only of runs that ended (``"orphaned"``: the row may be in their outbox, or lost
+        with them) make the item wait, up to ``claim_wait_item_seconds``, until that run commits or gives
+        the row up, or a live run adopts the ended runs' outbox (within seconds). Still undecided after
+        that: ``"unsettled"``, and the run is marked unsettled (its JOBDIR stays unclean and its
+        watermarks stay, so the next run asks again)."""
+        reason = await self.worker.duplicate_reason(sha, item_id, url)
         if reason not in WAIT_FOR:
             return reason
         self.stats.inc_value("imagecrawl/dedupe/claim_wait/items")
@@ -157,7 +158,7 @@ class DedupePipeline:
         while time.monotonic() < deadline:
             await asyncio.sleep(min(pause, max(0.0, deadline - time.monotonic())))
             pause = min(pause * 2, 5.0)
-            reason = await self.worker.duplicate_reason(sha, item_id)
+            reason = await self.worker.duplicate_reason(sha, item_id, url)
             if reason not in WAIT_FOR:
                 return reason
         mark_unsettled(self.stats)

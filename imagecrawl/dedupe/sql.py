@@ -131,6 +131,12 @@ def claim_holders(
     return {str(row[0]) for row in db.execute(" UNION ".join(parts), args)}
 
 
+def claim_holders_of_item(db: sqlite3.Connection, item_id: str, url_hash: bytes) -> set[str]:
+    """The owners of claims on this very item: this record id from this URL."""
+    rows = db.execute("SELECT owner FROM claims WHERE id = ? AND url_hash = ?", (item_id, url_hash))
+    return {str(row[0]) for row in rows}
+
+
 def owner_row(db: sqlite3.Connection, owner: str) -> tuple[str, str, int, float] | None:
     """(owner, host, pid, heartbeat) of a run that holds or held claims, else None (it closed or was purged)."""
     row = db.execute("SELECT owner, host, pid, heartbeat FROM owners WHERE owner = ?", (owner,)).fetchone()

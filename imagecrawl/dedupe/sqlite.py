@@ -241,19 +241,25 @@ class Ledger:
     def owns_url(self, url: str) -> bool:
         return sql.url_key(url) in self._own_urls
 
-    def duplicate_reason(self, sha256: str, item_id: str) -> str | None:
+    def duplicate_reason(self, sha256: str, item_id: str, url: str | None = None) -> str | None:
         """``"sha256"`` or ``"id"`` if this image or id is committed or claimed by this run; else another
         run's claim on it (:meth:`others_reason`); else None."""
-        return self.own_reason(sha256, item_id) or self.others_reason(self.db, sha256, item_id)
+        url_hash = sql.url_key(url) if url else None
+        return self.own_reason(sha256, item_id) or self.others_reason(self.db, sha256, item_id, url_hash)
 
-    def others_reason(self, db: sqlite3.Connection, sha256: str, item_id: str) -> str | None:
+    def others_reason(
+        self, db: sqlite3.Connection, sha256: str, item_id: str, url_hash: bytes | None = None
+    ) -> str | None:
         """The SQL part of :meth:`duplicate_reason`: ``"sha256"``/``"id"`` if committed; else another run's
-        claim: ``"pending"`` when a live run claimed this very record (it is on its way to the store under
-        this id: the dedupe pipeline waits for it), ``"claimed"`` when a live run claimed these bytes under
-        another record (a duplicate now), ``"orphaned"`` when only ended runs hold the claim; else None."""
+        claim: ``"pending"`` when a live run claimed this very item (this record from this URL: both fetched
+        it, and its row may still be lost with that run), ``"claimed"`` when a live run claimed these bytes
+        or this id otherwise (it stores its own record: a duplicate now), ``"orphaned"`` when only ended
+        runs hold the claim; else None."""
         reason = sql.duplicate_reason(db, sha256, item_id) or self.claimed_elsewhere(db, sha256=sha256, item_id=item_id)
-        if reason == "claimed" and self.claimed_elsewhere(db, item_id=item_id) == "claimed":
-            return "pending"
+        if reason == "claimed" and url_hash is not None:
+            same = sql.claim_holders_of_item(db, item_id, url_hash)
+            if any(o != self.owner and self.owner_alive(o, db) for o in same):
+                return "pending"
         return reason
 
     def has_id(self, item_id: str) -> bool:

@@ -48,7 +48,9 @@ class ClaimMemory(LedgerLike, Protocol):
 
     def owner_alive(self, owner: str, db: sqlite3.Connection | None = None) -> bool: ...
 
-    def others_reason(self, db: sqlite3.Connection, sha256: str, item_id: str) -> str | None: ...
+    def others_reason(
+        self, db: sqlite3.Connection, sha256: str, item_id: str, url_hash: bytes | None = None
+    ) -> str | None: ...
 
     def claimed_elsewhere(
         self,
@@ -86,13 +88,13 @@ class LedgerWorker:
         result: str | None = await self._ask("known", record_id, sql.url_key(url) if url else None)
         return result
 
-    async def duplicate_reason(self, sha256: str, item_id: str) -> str | None:
+    async def duplicate_reason(self, sha256: str, item_id: str, url: str | None = None) -> str | None:
         """``"sha256"`` or ``"id"`` if this image or id is committed or claimed by this run, else another
         run's claim (``"pending"``, ``"claimed"``, ``"orphaned"``: ``Ledger.others_reason``), else None."""
         own = self.ledger.own_reason(sha256, item_id)
         if own is not None:
             return own
-        result: str | None = await self._ask("reason", sha256, item_id)
+        result: str | None = await self._ask("reason", sha256, item_id, sql.url_key(url) if url else None)
         return result
 
     async def reserve(self, sha256: str, item_id: str, url: str | None = None, phash: int | None = None) -> bool:
@@ -177,8 +179,8 @@ class LedgerWorker:
                 else:
                     answers[i] = self.ledger.claimed_elsewhere(self.db, item_id=record_id, url_hash=key)
             elif kind == "reason":
-                sha256, item_id = args
-                answers[i] = self.ledger.others_reason(self.db, sha256, item_id)
+                sha256, item_id, url_hash = args
+                answers[i] = self.ledger.others_reason(self.db, sha256, item_id, url_hash)
             else:
                 claims.append((i, args))
         if claims:
@@ -210,7 +212,7 @@ class DirectLedger:
             return "id"
         return "url" if url and self.ledger.has_url(url) else None
 
-    async def duplicate_reason(self, sha256: str, item_id: str) -> str | None:
+    async def duplicate_reason(self, sha256: str, item_id: str, url: str | None = None) -> str | None:
         return self.ledger.duplicate_reason(sha256, item_id)
 
     async def reserve(self, sha256: str, item_id: str, url: str | None = None, phash: int | None = None) -> bool:
