@@ -6,8 +6,8 @@ clock): a token bucket of ``capacity`` req/s and ``burst`` tokens, past which it
 ``Retry-After`` on ``retry_after_share`` of them and 429 to everything inside the window it announced.
 An admitted request is answered after ``latency`` seconds plus ``per_queued`` per request in progress;
 a request reaches the site up to ``noise`` seconds after the gate let it go (the network, a busy event
-loop). A 429 is retried as the retry middleware does: after an equal-jitter backoff of 1 to 2 s, never
-before the pause. The request log it keeps has the sandbox's fields, so it is scored as
+loop). A 429 is retried as the retry middleware does: once the pause it announced is over (up to 0.5 s
+later), at its turn at the gate. The request log it keeps has the sandbox's fields, so it is scored as
 ``benchmarks/politeness.py`` scores a real crawl (:mod:`tests.politeness_score`).
 """
 
@@ -103,7 +103,7 @@ def crawl_log(
                 gate.feedback("site", Feedback(Signal.OK, sent, t - sent), t)
             else:
                 gate.feedback("site", Feedback(Signal.THROTTLED, sent, t - sent, pause), t)
-                heapq.heappush(retries, t + max(pause or 0.0, 1.0 + rng.random()))
+                heapq.heappush(retries, t + (pause or 0.0) + rng.uniform(0, 0.5))
         while retries and retries[0] <= now:
             heapq.heappop(retries)
             queued += 1

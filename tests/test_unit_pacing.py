@@ -223,6 +223,32 @@ def test_a_policy_fetch_goes_while_the_request_waiting_for_it_holds_the_only_slo
         asyncio.run(bounded())
 
 
+def test_a_policy_fetchs_answer_tells_latency_but_grows_no_rate() -> None:
+    """robots.txt goes when the site's requests need it, not at the site's pace: its healthy answer
+    must not grow the start-up rate (the first images then left faster than anything had tried),
+    while the same answer to an ordinary request does."""
+
+    def answered(url: str, **request_meta: Any) -> tuple[float, float, float | None]:
+        _, mw = pacing(engine=True, IMAGECRAWL_MAX_RATE_PER_SITE=100, IMAGECRAWL_PACING_START_RATE_PER_SECOND=2)
+        clock = mw.runtime.clock
+        assert isinstance(clock, Clock)
+        request = Request(url, meta=request_meta)
+        grant(mw, request)
+        controller = mw.gate.sites["img.example"].controller
+        before = controller.rate
+        controller.rate_limited = True  # the rate held a request back meanwhile
+        clock.advance(DEFAULTS.pacing_step_seconds / 2)
+        request.meta["download_latency"] = 0.05
+        mw.process_response(request, Response(url, status=200, request=request))
+        return before, controller.rate, controller.srtt
+
+    before, after, srtt = answered("https://img.example/robots.txt", **{meta.KIND: "robots"})
+    assert after == before
+    assert srtt == pytest.approx(0.05)  # its latency counts
+    before, after, _ = answered("https://img.example/a.png")
+    assert after > before
+
+
 def test_a_closing_crawl_drops_waiting_requests() -> None:
     crawler, mw = pacing(engine=True)
     crawler.engine._slot.closing = object()  # type: ignore[attr-defined]

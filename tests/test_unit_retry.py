@@ -1,5 +1,6 @@
 """The backoff retry middleware driven directly: a retry is a copy that the pacing gate holds back
-(``imagecrawl_not_before``: exponential backoff with jitter, at least the site's Retry-After), built by
+(``imagecrawl_not_before``: exponential backoff with jitter, at least the site's Retry-After; a 429 only
+its Retry-After, as the gate has slowed the site down), built by
 Scrapy's ``get_retry_request`` with its counting and priority, given up after the configured times."""
 
 from __future__ import annotations
@@ -115,6 +116,21 @@ def test_429_waits_at_least_the_retry_after_the_pacing_middleware_recorded() -> 
     assert isinstance(retry, Request)
     assert before + 5.0 <= retry.meta[meta.NOT_BEFORE] <= time.time() + 5.5
     assert meta.RETRY_AFTER not in retry.meta  # the next answer brings its own
+
+
+@pytest.mark.parametrize("retry_times", [0, 3])
+def test_429_without_retry_after_has_no_backoff_of_its_own(retry_times: int) -> None:
+    """The gate has slowed the whole site down: the retry waits its turn there, not a growing backoff
+    (a retry that waited 2-4 s kept a site idle at the end of its list)."""
+    _, mw = retry_mw(IMAGECRAWL_TUNING={"retry_backoff_seconds": 2.0}, RETRY_TIMES=10)
+    request = attempt(retry_times=retry_times)
+    before = time.time()
+    retry = mw.process_response(request, Response(request.url, status=429))
+    assert isinstance(retry, Request)
+    assert before <= retry.meta[meta.NOT_BEFORE] <= time.time() + 0.5
+    # ... while the same attempt answered 503 backs off as before
+    later = mw.process_response(attempt(retry_times=retry_times), Response(request.url, status=503))
+    assert isinstance(later, Request) and later.meta[meta.NOT_BEFORE] >= before + 1.0
 
 
 @pytest.mark.parametrize("status", [200, 301, 403, 404])

@@ -38,7 +38,7 @@ from scrapy.utils.misc import load_object
 from imagecrawl import meta
 from imagecrawl.jobdir.extensions import CrawlClosing
 from imagecrawl.optout.downloadermiddlewares.robots import crawl_delays
-from imagecrawl.pacing import Feedback, InProcessGate, RateGate, parse_retry_after
+from imagecrawl.pacing import Feedback, InProcessGate, RateGate, Signal, parse_retry_after
 from imagecrawl.pacing.config import PacingConfig, ban_config_from_settings, circuit_config_from_settings
 from imagecrawl.pacing.looplag import LoopLag
 from imagecrawl.pacing.scheduler import engine_closing, wake_engine
@@ -393,6 +393,11 @@ class PacingMiddleware:
         else:
             self.gate.ended(site, now)
         signal = classify_status(response.status)
+        if granted == "policy" and signal is Signal.OK:
+            # robots.txt and the like go when the site's requests need them, not at its pace: their
+            # answers say nothing about the rate the site takes (a start-up that grew on them sent the
+            # first images faster than it had tried), only about its latency
+            signal = Signal.NEUTRAL
         # Time to the response headers (Scrapy's download_latency), so a big body is not "slow", less
         # what this process itself was late by: a busy crawler is not a slow site.
         latency = self.runtime.site_latency(float(request.meta.get("download_latency", now - sent_at)), now)

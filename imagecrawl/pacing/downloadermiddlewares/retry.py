@@ -87,7 +87,14 @@ class BackoffRetryMiddleware:
         return self._retry(request, type(exception).__name__, None)
 
     def _retry(self, request: Request, reason: str, retry_after: float | None) -> Request | None:
-        delay = self.config.backoff(int(request.meta.get("retry_times", 0)) + 1, self.rng)
-        if retry_after is not None:
-            delay = max(delay, retry_after + self.rng.uniform(0, 0.5))
+        if reason == "429":
+            # "Too many requests" is about the site's pace, not this request: the pacing gate has
+            # already slowed the whole site down (and closed it for a Retry-After), so the retry waits
+            # only for that pause and then its turn at the gate; a backoff of its own on top kept the
+            # site idle at the end of its list while its last retries waited
+            delay = (retry_after or 0.0) + self.rng.uniform(0, 0.5)
+        else:
+            delay = self.config.backoff(int(request.meta.get("retry_times", 0)) + 1, self.rng)
+            if retry_after is not None:
+                delay = max(delay, retry_after + self.rng.uniform(0, 0.5))
         return retry_later(self.crawler, request, reason, delay, self.config)
