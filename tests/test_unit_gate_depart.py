@@ -46,3 +46,22 @@ def test_a_departure_on_time_is_not_counted_again() -> None:
     fill(g, "a", [5.0])
     assert g.depart("a", 5.0, 5.001) == 0.0
     assert list(g.sites["a"].recent) == [5.0]
+
+
+def test_a_wait_of_the_cap_window_is_never_zero_without_a_grant() -> None:
+    """A grant leaves the window when t + window <= now: a time kept as still inside (t > now - window)
+    whose end computes as exactly ``now`` was a wait of 0.0, which callers take as "go", with nothing
+    counted, and every call at that instant went too (the simulated crawl sent 140 requests at once)."""
+    g = capped_gate(cap=3.0)
+    window = 1.0 + g.window_guard
+    first = 2.9040787574867943  # with now = first + window: first > now - window, first + window - now == 0.0
+    now = first + window
+    assert first > now - window and first + window - now == 0.0
+    fill(g, "a", [first, first + 0.34, first + 0.68])
+    state = g.sites["a"]
+    granted = state.granted
+    for _ in range(5):
+        if g.acquire("a", now) == 0.0:
+            granted += 1
+        assert state.granted == granted  # a 0 is a grant that was counted
+    assert len([t for t in state.recent if t + window > now]) <= 3

@@ -247,7 +247,9 @@ class InProcessGate:
         # Only grants inside the window are kept, so this is O(1) and bounded by the cap.
         window = 1.0 + self.window_guard
         recent = s.recent
-        while recent and recent[0] <= now - window:
+        # (t + window <= now, not t <= now - window: a grant kept by the one and whose end the other
+        # computes as now is a wait of 0.0, which callers take as a grant that was never counted)
+        while recent and recent[0] + window <= now:
             recent.popleft()
         per_window = math.floor(s.controller.max_rate)
         if per_window >= 1 and len(recent) >= per_window:
@@ -295,7 +297,7 @@ class InProcessGate:
             spacing = max(0.0, s.last_start + s.controller.interval - now)
         window = 1.0 + self.window_guard
         recent = s.recent
-        while recent and recent[0] <= now - window:
+        while recent and recent[0] + window <= now:
             recent.popleft()
         per_window = math.floor(s.controller.max_rate)
         # the grants of the window but this request's own (a lifted cap keeps thousands: counted in C)
