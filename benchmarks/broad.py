@@ -38,6 +38,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import math
 import os
 import random
 import shutil
@@ -79,6 +80,8 @@ class SiteSpec:
     capacity: float
     latency: float
     images: int
+    #: seconds, stated in robots.txt (``--crawl-delay``: 1 / capacity, rounded up to the millisecond)
+    crawl_delay: float | None = None
 
     def url(self, n: int) -> str:
         return f"http://{self.host}:{self.port}/img/{n}.png"
@@ -92,6 +95,7 @@ class SiteSpec:
             "burst": self.capacity,
             "latency": self.latency,
             "retry_after": retry_after,
+            "crawl_delay": self.crawl_delay,
         }
 
 
@@ -123,12 +127,21 @@ def plan(args: argparse.Namespace) -> list[SiteSpec]:
     hosts = [f"127.{prefix}.{i // 250}.{i % 250 + 1}" for i in range(total)]
     port = free_port(hosts)
     lo, hi = args.capacity
-    caps = [round(rng.uniform(lo, hi), 1) for _ in range(args.sites)]
+    # tenths of a request per second, or thousandths for sites slower than one a second
+    caps = [max(0.001, round(rng.uniform(lo, hi), 1 if lo >= 1 else 3)) for _ in range(args.sites)]
     weights = [c * rng.uniform(0.3, 1.0) for c in caps]
     scale = args.images / sum(weights)
     images = [max(1, round(w * scale)) for w in weights]
     sites = [
-        SiteSpec(hosts[i], port, "live", caps[i], round(rng.uniform(*args.latency), 3), images[i])
+        SiteSpec(
+            hosts[i],
+            port,
+            "live",
+            caps[i],
+            round(rng.uniform(*args.latency), 3),
+            images[i],
+            math.ceil(1000 / caps[i]) / 1000 if args.crawl_delay else None,
+        )
         for i in range(args.sites)
     ]
     kinds = ["silent"] * args.silent + ["refused"] * args.refused
@@ -432,7 +445,8 @@ def table(rows: list[Row], sites: list[SiteSpec], args: argparse.Namespace) -> s
     load = os.getloadavg()[0]
     head = (
         f"{len(live)} live sites (capacity {args.capacity[0]:g}-{args.capacity[1]:g} req/s, burst = capacity, "
-        f"Retry-After {args.retry_after} s; latency {args.latency[0] * 1000:.0f}-{args.latency[1] * 1000:.0f} ms), "
+        f"{'stated as Crawl-delay, ' if args.crawl_delay else ''}Retry-After {args.retry_after} s; "
+        f"latency {args.latency[0] * 1000:.0f}-{args.latency[1] * 1000:.0f} ms), "
         f"{args.silent} silent and {args.refused} refusing sites; {sum(s.images for s in live)} live images, "
         f"list grouped by site; seed {args.seed}; load average at the end {load:.2f}.\n\n"
     )
@@ -475,6 +489,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--capacity", type=pair, default=(1.0, 8.0), metavar="LOW,HIGH", help="req/s (default 1,8)")
     p.add_argument("--latency", type=pair, default=(0.03, 0.3), metavar="LOW,HIGH", help="s (default 0.03,0.3)")
     p.add_argument("--retry-after", type=int, default=1, help="Retry-After of every 429, s")
+    p.add_argument(
+        "--crawl-delay",
+        action="store_true",
+        help="live sites state their capacity in robots.txt (Crawl-delay: 1 / capacity), as slow sites do",
+    )
     p.add_argument("--silent", type=int, default=2, help="sites that accept connections and never answer")
     p.add_argument("--refused", type=int, default=2, help="sites that refuse connections")
     p.add_argument("--dead-images", type=int, default=20, help="URLs of each dead site in the list")

@@ -2,11 +2,13 @@
 
     uv run python -m benchmarks.broad_sites SITES.json LOG.jsonl
 
-``SITES.json`` is a list of ``{"host", "port", "kind", "capacity", "burst", "latency", "retry_after"}``;
+``SITES.json`` is a list of ``{"host", "port", "kind", "capacity", "burst", "latency", "retry_after",
+"crawl_delay"}``;
 ``kind`` is ``live`` (a strict token bucket of ``capacity`` requests/s holding ``burst`` tokens: a request
 that finds no token gets 429 with ``Retry-After``; others are answered after ``latency`` seconds),
 ``silent`` (accepts connections, never answers) or ``refused`` (nothing listens: connection refused).
-Every live path answers: ``/robots.txt`` (allow all, outside the bucket), ``/img/<n>.png`` (a PNG of
+Every live path answers: ``/robots.txt`` (allow all, and ``Crawl-delay`` when the site has one; outside
+the bucket), ``/img/<n>.png`` (a PNG of
 its own, unique per site and number), anything else 404 (inside the bucket). One JSON line per
 answered request goes to ``LOG.jsonl``: ``t`` (arrival, unix time), ``dur``, ``host``, ``path``,
 ``status``, ``retry_after`` (for 429s), ``ua`` (the User-Agent: which worker of a distributed crawl).
@@ -66,12 +68,14 @@ class Site:
         self.latency = float(spec.get("latency", 0.05))
         self.retry_after = int(spec.get("retry_after", 1))
         self.bucket = Bucket(float(spec.get("capacity", 1)), float(spec.get("burst", spec.get("capacity", 1))))
+        delay = spec.get("crawl_delay")
+        self.robots = b"User-agent: *\nAllow: /\n" + (f"Crawl-delay: {delay:g}\n".encode() if delay else b"")
         self.log = log
 
     async def answer(self, path: str) -> tuple[int, dict[str, str], bytes]:
         if path == "/robots.txt":
             await asyncio.sleep(self.latency)
-            return 200, {"Content-Type": "text/plain"}, b"User-agent: *\nAllow: /\n"
+            return 200, {"Content-Type": "text/plain"}, self.robots
         if not self.bucket.take():
             return 429, {"Retry-After": str(self.retry_after), "Content-Type": "text/plain"}, b"slow down\n"
         await asyncio.sleep(self.latency)

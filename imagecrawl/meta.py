@@ -30,6 +30,9 @@ PACING_GRANTED: Final = "imagecrawl_pacing_granted"
 #: ``True`` when the frontier gave this request the short first-contact ``download_timeout``
 #: (its site had not answered yet); a retry gets the normal timeout back
 FIRST_CONTACT: Final = "imagecrawl_first_contact"
+#: ``[-priority, start, sequence]``: the frontier's order key of a request it let out, so one that comes back
+#: unsent (it would have waited long for its turn) takes its old place in its site's queue
+FRONTIER_KEY: Final = "imagecrawl_frontier_key"
 #: Unix time before which the pacing gate holds a retry (its backoff)
 NOT_BEFORE: Final = "imagecrawl_not_before"
 #: ``[first time, times]`` (Unix time, count) an image request went back to the frontier because another run
@@ -69,6 +72,7 @@ ALL: Final = (
     SENT_AT,
     PACING_GRANTED,
     FIRST_CONTACT,
+    FRONTIER_KEY,
     NOT_BEFORE,
     CLAIM_WAIT,
     RETRY_AFTER,

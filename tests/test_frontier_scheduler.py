@@ -206,6 +206,30 @@ def test_a_request_that_comes_back_still_holding_its_slot_gives_it_back(tmp_path
     assert sched.runtime.gate.sites["a.example"].in_flight == 0
 
 
+def test_a_request_given_back_unsent_takes_its_old_place_in_its_sites_queue(tmp_path: Path) -> None:
+    """The pacing middleware gives back a request that would wait long for its turn (its robots.txt
+    brought a Crawl-delay): its slot is freed and it is the site's next request again, not its last."""
+    sched, clock = scheduler(tmp_path)
+    for i in range(3):
+        assert sched.enqueue_request(Request(f"https://a.example/{i}", meta={"is_start_request": True}))
+    first = sched.next_request()
+    assert first is not None and first.url == "https://a.example/0"
+    assert first.meta[meta.FRONTIER_KEY] == [0, 1, 1]  # -priority, a start request, its sequence
+    assert sched.runtime.gate.sites["a.example"].in_flight == 1
+    assert sched.enqueue_request(first.replace(dont_filter=True))  # what the middleware returns
+    assert sched.runtime.gate.sites["a.example"].in_flight == 0
+    got = []
+    for _ in range(5):
+        clock.t += 1.2
+        got += drain(sched)
+    assert got == [f"https://a.example/{i}" for i in range(3)]
+    # a request a callback made with a copy of that meta has no slot to give back: its own place
+    copied = Request("https://a.example/late", meta={meta.FRONTIER_KEY: [0, 1, 1], "is_start_request": True})
+    assert sched.enqueue_request(copied)
+    assert meta.FRONTIER_KEY not in copied.meta
+    assert sched.runtime.gate.sites["a.example"].in_flight == 0
+
+
 def test_duplicates_are_filtered_and_a_retry_waits_for_its_backoff(tmp_path: Path) -> None:
     sched, clock = scheduler(tmp_path)
     assert sched.enqueue_request(Request("https://a.example/1"))

@@ -65,3 +65,36 @@ def test_a_wait_of_the_cap_window_is_never_zero_without_a_grant() -> None:
             granted += 1
         assert state.granted == granted  # a 0 is a grant that was counted
     assert len([t for t in state.recent if t + window > now]) <= 3
+
+
+def test_a_late_departure_of_a_crawl_delay_site_waits_for_others_not_for_itself() -> None:
+    g = capped_gate(cap=10.0)
+    g.set_floor_interval("a", 5.0)  # Crawl-delay: 5
+    fill(g, "a", [100.0])
+    # 50 ms late (a busy event loop): nothing went since its grant, so it goes now ...
+    assert g.depart("a", 100.0, 100.05) == 0.0
+    # ... and the next request keeps the Crawl-delay from its real departure
+    assert g.peek_wait("a", 100.05) >= 5.0 - 1e-9
+    # granted before the Crawl-delay was known, then its robots.txt and tdmrep.json went: a floor after them
+    g2 = capped_gate(cap=10.0)
+    fill(g2, "b", [200.0])
+    g2.set_floor_interval("b", 5.0)
+    assert g2.acquire("b", 200.3, policy=True) == 0.0
+    assert g2.depart("b", 200.0, 200.5) == pytest.approx(200.3 + 5.0 * 1.01 - 200.5)
+
+
+def test_a_crawl_delay_is_stretched_by_at_most_two_percent_the_controllers_interval_by_its_jitter() -> None:
+    aimd = AimdConfig(start_rate=4.0, max_rate=4.0, min_rate=0.01, start_concurrency=1, max_concurrency=1)
+    g = InProcessGate(aimd=aimd, jitter=0.1, circuit=CircuitConfig())
+    spacings = []
+    for site, floor in (("floor", 5.0), ("rate", 0.0)):
+        g.set_floor_interval(site, floor)
+        for k in range(200):
+            t = 1000.0 * (k + 1)
+            assert g.acquire(site, t) == 0.0
+            spacings.append((site, g.sites[site].next_at - t))
+            g.release(site, t, t)
+    floors = [d for s, d in spacings if s == "floor"]
+    rates = [d for s, d in spacings if s == "rate"]
+    assert min(floors) >= 5.0 * 1.01 and max(floors) <= 5.0 * 1.03 + 1e-9
+    assert min(rates) >= 0.25 * 1.01 and max(rates) <= 0.25 * 1.11 + 1e-9 and max(rates) > 0.25 * 1.05

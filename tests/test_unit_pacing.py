@@ -199,6 +199,34 @@ def test_a_request_the_frontier_let_out_passes_at_once_and_is_stamped_when_it_le
     assert crawler.stats.get_value("imagecrawl/pacing/requests") is None  # counted by the frontier's grant
 
 
+def test_a_request_that_would_wait_long_to_leave_goes_back_to_the_frontier() -> None:
+    """Let out before its robots.txt was read, it learns a Crawl-delay: the wait is the frontier's,
+    where it holds no CONCURRENT_REQUESTS slot. A short wait is slept here."""
+    crawler, mw = pacing(engine=True, IMAGECRAWL_TUNING={"pacing_jitter": 0})
+    mw.runtime.frontier = object()  # a frontier scheduler is in use
+    gate, site = mw.gate, "img.example"
+    granted_at = mw.runtime.clock()
+    assert gate.acquire(site, granted_at) == 0  # what the frontier does
+    gate.set_floor_interval(site, 5.0)  # robots.txt said Crawl-delay: 5 ...
+    assert gate.acquire(site, granted_at + 0.1, policy=True) == 0  # ... and tdmrep.json went
+    request = Request("https://img.example/a.png", meta={meta.PACING_GRANTED: True, meta.SENT_AT: granted_at, "x": 1})
+    mw.runtime.clock.advance(0.2)
+    back = asyncio.run(mw.process_request(request))
+    assert isinstance(back, Request) and back is not request
+    assert back.url == request.url and back.dont_filter  # its fingerprint was seen once already
+    assert back.meta[meta.PACING_GRANTED] is True and back.meta["x"] == 1  # the scheduler frees the slot
+    assert crawler.stats.get_value("imagecrawl/frontier/given_back") == 1
+    # 0.3 s before its turn: it waits here
+    mw.runtime.clock.advance(gate.peek_wait(site, mw.runtime.clock()) - 0.3)
+    assert asyncio.run(mw.process_request(request)) is None
+    assert crawler.stats.get_value("imagecrawl/frontier/given_back") == 1
+    # without a frontier (the downloader is the only place to wait) it waits here too
+    mw.runtime.frontier = None
+    late = Request("https://img.example/b.png", meta={meta.PACING_GRANTED: True, meta.SENT_AT: granted_at})
+    gate.set_floor_interval(site, 2.0)
+    assert asyncio.run(mw.process_request(late)) is None
+
+
 def test_a_policy_fetch_goes_while_the_request_waiting_for_it_holds_the_only_slot() -> None:
     """A site's first request holds its one slot while its robots.txt is fetched: the fetch must not
     wait for that slot (it would wait forever), but it still takes its turn in the site's spacing."""

@@ -100,6 +100,8 @@ class Frontier(Generic[T]):
         self.spilled = 0  # requests that went to disk, in all
         self.unspillable = 0  # requests kept in memory past the limit because they cannot be encoded
         self._lookahead = 0  # sum over sites of min(len(site), lookahead_per_site)
+        #: the key of the request :meth:`pop` returned last
+        self.popped_key: Key | None = None
 
     # --- in -----------------------------------------------------------------------------------
 
@@ -179,7 +181,7 @@ class Frontier(Generic[T]):
             if wait > 0:
                 self._schedule(s, now + wait)
                 continue
-            _, request = heapq.heappop(s.mem)
+            self.popped_key, request = heapq.heappop(s.mem)
             self.in_memory -= 1
             if len(s) < self.config.lookahead_per_site:
                 self._lookahead -= 1

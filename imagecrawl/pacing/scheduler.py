@@ -212,10 +212,15 @@ class FrontierScheduler(EngineWakeup):
 
     def enqueue_request(self, request: Request) -> bool:
         m = request.meta
+        old_key = m.pop(meta.FRONTIER_KEY, None)
+        key: Key | None = None
         if m.get(meta.PACING_GRANTED) is True and self.runtime is not None:
-            # It came back without reaching the pacing middleware's response side: its slot is free.
+            # It came back without reaching the pacing middleware's response side: its slot is free, and
+            # it takes its old place in its site's queue.
             m.pop(meta.PACING_GRANTED, None)
             self.runtime.release_unsent(self.runtime.site_of(request))
+            if isinstance(old_key, list | tuple) and len(old_key) == 3:
+                key = (int(old_key[0]), int(old_key[1]), int(old_key[2]))
         if m.pop(meta.FIRST_CONTACT, None):
             m.pop("download_timeout", None)
         if not request.dont_filter and self.df.request_seen(request):
@@ -228,7 +233,7 @@ class FrontierScheduler(EngineWakeup):
         if not_before is not None:
             due = now + (float(not_before) - time.time())
         spilled = self.frontier.spilled
-        if not self.frontier.push(site, self._key(request), request, now, due):
+        if not self.frontier.push(site, key or self._key(request), request, now, due):
             self._dropped(site, 1, self.frontier.sites[site].dropped or "given up")
             return False
         self.stats.inc_value(
@@ -250,6 +255,8 @@ class FrontierScheduler(EngineWakeup):
         if site != UNPACED and self.runtime is not None:
             m[meta.PACING_GRANTED] = True
             m[meta.SENT_AT] = now
+            if self.frontier.popped_key is not None:
+                m[meta.FRONTIER_KEY] = list(self.frontier.popped_key)
             if self.first_contact_timeout and "download_timeout" not in m and not self.runtime.gate.answered(site):
                 m["download_timeout"] = self.first_contact_timeout
                 m[meta.FIRST_CONTACT] = True

@@ -50,6 +50,10 @@ logger = logging.getLogger(__name__)
 
 #: A waiting request re-checks the gate (and whether the crawl is closing) at least this often.
 MAX_SLEEP_SECONDS = 0.5
+#: a request the frontier let out that would wait longer than this for its turn when it is about to leave
+#: (its robots.txt brought a Crawl-delay, a Retry-After came meanwhile) goes back to the frontier to wait
+#: there, so no CONCURRENT_REQUESTS slot is held by a wait
+GIVE_BACK_SECONDS = 0.5
 #: ``imagecrawl_kind`` of the fetches the site's other requests wait for
 POLICY_KINDS = frozenset({"robots", "tdmrep"})
 #: sites whose pacing is logged at INFO when the crawl closes (the rest at DEBUG, with one line saying how many)
@@ -276,9 +280,9 @@ class PacingMiddleware:
 
     # --- the gate -----------------------------------------------------------------------------
 
-    async def process_request(self, request: Request) -> None:
+    async def process_request(self, request: Request) -> Request | None:
         if request.meta.get(meta.DONT_PACE) or not request.url.startswith(("http://", "https://")):
-            return
+            return None
         if request.meta.get(meta.PACING_GRANTED) is True:
             # The frontier let it out and it holds its slot. If it waited (for robots.txt), a Retry-After
             # that came meanwhile and the cap as the site counts arrivals are checked again.
@@ -287,13 +291,21 @@ class PacingMiddleware:
             granted_at = float(request.meta.get(meta.SENT_AT, 0.0))
             waited = False
             while (wait := self.gate.depart(site, granted_at, now := self.runtime.clock())) > 0:
+                if wait > GIVE_BACK_SECONDS and rt.frontier is not None:
+                    # A long wait (the Crawl-delay its robots.txt brought: a broad crawl's every new site)
+                    # is the frontier's: there it holds no slot of the downloader, which the sites
+                    # that may send now need. The scheduler frees its pacing slot and gives it its
+                    # old place in the site's queue (meta.FRONTIER_KEY); it was seen once already.
+                    rt.stats.inc_value("imagecrawl/frontier/given_back")
+                    return request.replace(dont_filter=True)
                 waited = True
                 await self._sleep(wait)
             if waited:  # the last guard: rare (a Retry-After or the cap after a wait for robots.txt)
                 rt.stats.inc_value("imagecrawl/pacing/depart_waits")
             request.meta[meta.SENT_AT] = now
-            return
+            return None
         await self._wait_at_gate(request)
+        return None
 
     async def _wait_at_gate(self, request: Request) -> None:
         """A request that did not come through the frontier waits for its site's gate here."""
