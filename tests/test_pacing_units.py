@@ -463,6 +463,32 @@ def test_a_stale_latency_does_not_hold_growth_back_forever() -> None:
     assert adj is not None and adj.kind == "increase"
 
 
+def test_the_baseline_is_the_least_latency_measured_not_one_a_lag_correction_made_up() -> None:
+    """A sample from which the crawler's recent loop lag (90 ms) was taken out, though the answer never
+    waited for it, says 10 ms for a 100 ms site: as the baseline it made every later, true sample "not
+    flat", and the rate never grew again. The baseline comes from the latency as measured."""
+    c = AimdController(CFG, now=0.0)
+    c.observe_latency(0.01, now=0.1, measured=0.1)
+    assert c.baseline == pytest.approx(0.1)
+    for k in range(10):
+        c.observe_latency(0.1, now=0.2 + k * 0.1, measured=0.1)
+    assert c.latency_flat(now=1.2)
+    c.rate_limited = True
+    c._step_answers = 5  # the rate was used
+    adj = c.on_success(now=1.2)
+    assert adj is not None and adj.kind == "increase"
+    # the corrected sample as the baseline: never flat
+    d = AimdController(CFG, now=0.0)
+    d.observe_latency(0.01, now=0.1)
+    for k in range(10):
+        d.observe_latency(0.1, now=0.2 + k * 0.1)
+    assert not d.latency_flat(now=1.2)
+    # a site that really slows down is still seen: corrected samples well above the measured baseline
+    for k in range(20):
+        c.observe_latency(0.6, now=2.0 + k * 0.1, measured=0.62)
+    assert c.latency_spiking()
+
+
 def test_probing_past_the_ceiling_stops_at_the_probe_cap_until_the_site_has_shown_it_takes_it() -> None:
     from imagecrawl.pacing.aimd import PROBE_CAP, PROBE_HOLD_STEPS
 

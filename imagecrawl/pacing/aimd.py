@@ -267,19 +267,25 @@ class AimdController:
 
     # --- latency ------------------------------------------------------------------------------
 
-    def observe_latency(self, latency: float, now: float | None = None) -> bool:
-        """Track smoothed latency and a slowly drifting baseline; True if latency is spiking."""
+    def observe_latency(self, latency: float, now: float | None = None, measured: float | None = None) -> bool:
+        """Track smoothed latency and a slowly drifting baseline; True if latency is spiking.
+
+        ``latency`` is the site's share (the crawler's own recent event-loop lag taken out); ``measured``,
+        when given, is the latency as measured, which the baseline (the least latency seen) is taken
+        from: a correction that took out a lag the answer never waited for made a 94 ms site look like a
+        4 ms one, and every later, true sample "not flat", so its rate never grew again."""
         if latency < 0:
             return False
         if now is not None:
             self.srtt_at = now
         self.srtt = latency if self.srtt is None else 0.8 * self.srtt + 0.2 * latency
-        if self.baseline is None or latency < self.baseline:
-            self.baseline = latency
+        floor = latency if measured is None else max(latency, measured)
+        if self.baseline is None or floor < self.baseline:
+            self.baseline = floor
         else:
             # Let the baseline creep up very slowly so a site that became slower for good
             # is not punished forever.
-            self.baseline += (latency - self.baseline) * 0.002
+            self.baseline += (floor - self.baseline) * 0.002
         return self.latency_spiking()
 
     def latency_spiking(self) -> bool:

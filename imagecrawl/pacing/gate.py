@@ -73,6 +73,8 @@ class Feedback:
     retry_after: float | None = None  # seconds, already parsed and capped
     #: an HTTP answer (any status: the site is alive); False for a download error
     answer: bool = True
+    #: the latency as measured, before the crawler's own event-loop lag was taken out of ``latency``
+    measured: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -463,7 +465,7 @@ class InProcessGate:
         c = self.site(site, now).controller
         spiking = False
         if fb.latency is not None and fb.signal in (Signal.OK, Signal.NEUTRAL):
-            spiking = c.observe_latency(fb.latency, now)
+            spiking = c.observe_latency(fb.latency, now, fb.measured)
         reason: str | None = fb.signal.value if fb.signal in CONGESTION else ("latency" if spiking else None)
         if reason is not None:
             adj = c.on_congestion(reason, fb.sent_at, now)

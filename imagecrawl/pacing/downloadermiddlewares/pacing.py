@@ -412,8 +412,9 @@ class PacingMiddleware:
             signal = Signal.NEUTRAL
         # Time to the response headers (Scrapy's download_latency), so a big body is not "slow", less
         # what this process itself was late by: a busy crawler is not a slow site.
-        latency = self.runtime.site_latency(float(request.meta.get("download_latency", now - sent_at)), now)
-        self.gate.feedback(site, Feedback(signal, sent_at, latency, retry_after), now)
+        measured = float(request.meta.get("download_latency", now - sent_at))
+        latency = self.runtime.site_latency(measured, now)
+        self.gate.feedback(site, Feedback(signal, sent_at, latency, retry_after, measured=measured), now)
         rt.flush()
         return response
 
