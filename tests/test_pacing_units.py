@@ -463,6 +463,21 @@ def test_a_stale_latency_does_not_hold_growth_back_forever() -> None:
     assert adj is not None and adj.kind == "increase"
 
 
+def test_the_first_answer_measures_use_from_its_own_request_not_the_sites_first_contact() -> None:
+    """robots.txt and tdmrep.json took the site's first second at a start rate of 2/s: the first image,
+    sent at 1.0 s and answered at 1.3 s, used that rate; measured from the first contact it looked
+    unused, and the start-up stayed at 2/s for another second."""
+    cfg = AimdConfig(start_rate=2.0, max_rate=200.0, max_concurrency=16, step_seconds=1.0)
+    c = AimdController(cfg, now=0.0)
+    c.rate_limited = True
+    adj = c.on_success(now=1.3, sent_at=1.0)
+    assert adj is not None and adj.kind == "increase" and c.rate > 2.0
+    # without the send time (as before): one answer over 1.3 s is not a used 2/s
+    d = AimdController(cfg, now=0.0)
+    d.rate_limited = True
+    assert d.on_success(now=1.3) is None and d.rate == 2.0
+
+
 def test_the_baseline_is_the_least_latency_measured_not_one_a_lag_correction_made_up() -> None:
     """A sample from which the crawler's recent loop lag (90 ms) was taken out, though the answer never
     waited for it, says 10 ms for a 100 ms site: as the baseline it made every later, true sample "not

@@ -375,7 +375,7 @@ class RedisGate:
 
 
 #: the controller's attributes that are times (the pacing clock), shifted to the wall clock in Redis
-_TIME_FIELDS = frozenset({"last_change", "last_cut", "srtt_at", "created"})
+_TIME_FIELDS = frozenset({"last_change", "last_cut", "srtt_at", "created", "_used_from"})
 #: ... and the ones holding times in a deque or a list (single times, or (start, end) pairs)
 _TIME_DEQUES = frozenset({"_answers", "_pauses"})
 

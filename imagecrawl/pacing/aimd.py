@@ -153,6 +153,7 @@ class AimdController:
         "_step_answers",
         "_steps_at_cap",
         "_steps_past_ceiling",
+        "_used_from",
         "baseline",
         "best_sustained",
         "ceiling",
@@ -193,6 +194,7 @@ class AimdController:
         self._cut_answers = 0  # healthy answers since the last cut
         self._cut_rate = 0.0  # the rate right after the last cut
         self._rate_before = math.inf  # the rate before the last increase
+        self._used_from = -math.inf  # the start of the first step's use (on_success)
         #: between the first congestion and the next: the rate grows by SETTLE_GROWTH per step
         self.settling = False
         #: the best sustained rate the site has shown (a lower bound of its capacity), 0 until measured
@@ -364,10 +366,15 @@ class AimdController:
         self.rate_limited = self.concurrency_limited = False
         return Adjustment("decrease", reason, self.rate, self.concurrency)
 
-    def on_success(self, now: float) -> Adjustment | None:
-        """A healthy answer: grow by one step if a step has passed, the limit was binding and
-        latency is flat."""
+    def on_success(self, now: float, sent_at: float | None = None) -> Adjustment | None:
+        """A healthy answer (to a request sent at ``sent_at``): grow by one step if a step has passed,
+        the limit was binding and latency is flat."""
         c = self.config
+        if not self._answers and self.ceiling is None and sent_at is not None and sent_at > self.last_change:
+            # the site's first healthy answer: what its requests used is measured from when the first
+            # of them went, not from the site's first contact (its robots.txt and tdmrep.json went
+            # then, at its pace, and their time made a used start rate look unused for a second)
+            self._used_from = sent_at
         self._answers.append(now)
         while self._answers[0] < now - c.goodput_window_seconds:
             self._answers.popleft()
@@ -383,7 +390,7 @@ class AimdController:
         grew = False
         if self.rate_limited and self.rate < self.max_rate:
             # what the site answered in this step, times the start-up factor, bounds the new rate
-            used = self._step_answers / max(elapsed, 1e-9)
+            used = self._step_answers / max(now - max(self.last_change, self._used_from), 1e-9)
             # a rate the crawl used (spacing jitter and latency keep the answers a little under it) may
             # grow by its full step; one it did not use grows to what was used, times the start-up factor.
             # In start-up the answers of this step were sent a latency earlier, when the climbing rate

@@ -478,7 +478,7 @@ class InProcessGate:
                 )
             return
         if fb.signal is Signal.OK:
-            adj = c.on_success(now)
+            adj = c.on_success(now, fb.sent_at)
             if adj is not None and emit:
                 self._emit(
                     site,
