@@ -86,9 +86,13 @@ def run_crawl(
     )
     for key, value in merged.items():
         cmd += ["-s", f"{key}={setting_text(value)}"]
-    proc = subprocess.run(
-        cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})}
-    )
+    try:
+        proc = subprocess.run(
+            cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})}
+        )
+    except subprocess.TimeoutExpired as exc:  # what the crawl was doing when it ran out of time
+        err = exc.stderr.decode(errors="replace") if isinstance(exc.stderr, bytes) else (exc.stderr or "")
+        raise AssertionError(f"crawl {spider} still running after {timeout:g} s:\n{err[-6000:]}") from None
     stats: dict[str, Any] = {}
     if stats_file.exists():
         stats = json.loads(stats_file.read_text())

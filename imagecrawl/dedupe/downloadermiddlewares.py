@@ -83,6 +83,7 @@ class KnownImageMiddleware:
             self.stats.inc_value("imagecrawl/dedupe/claim_wait/images")
         self.stats.inc_value("imagecrawl/dedupe/claim_wait/requeued")
         again = request.replace(dont_filter=True)
+        again.meta.pop(meta.FRONTIER_KEY, None)  # it waits its turn behind the site's queue, not at its head
         again.meta[meta.CLAIM_WAIT] = [float(first), int(times) + 1]
         again.meta[meta.NOT_BEFORE] = now + min(60.0, 2.0 ** min(int(times), 6))
         return again
